@@ -1,0 +1,75 @@
+//! The client: one connection to `qmd` over its control socket, one request at a time.
+
+use crate::error::{Diagnostic, QmError, QmResult};
+use crate::frame::{Connection, FrameError};
+use crate::protocol::{
+    ClientKind, Hello, Note, PROTOCOL_VERSION, Progress, Reply, Request, Response, Welcome,
+};
+use std::path::Path;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+/// A successful reply with the notes that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub reply: Reply,
+    pub notes: Vec<Note>,
+}
+
+/// A connected, greeted session with the daemon.
+pub struct Client {
+    conn: Connection<OwnedReadHalf, OwnedWriteHalf>,
+    welcome: Welcome,
+}
+
+fn lost(e: FrameError) -> QmError {
+    QmError::new(Diagnostic::Os, format!("connection to qmd lost: {e}"))
+}
+
+impl Client {
+    /// Connects and greets; fails if nobody listens or the daemon refuses us.
+    pub async fn connect(socket: &Path, program: &str, kind: ClientKind) -> QmResult<Client> {
+        let stream = UnixStream::connect(socket).await.map_err(|e| {
+            QmError::new(Diagnostic::Os, format!("cannot connect to {}: {e}", socket.display()))
+        })?;
+        let (r, w) = stream.into_split();
+        let mut conn = Connection::new(r, w);
+        let hello = Hello { version: PROTOCOL_VERSION, program: program.to_string(), kind };
+        conn.write_frame(&Request::Hello(hello)).await.map_err(lost)?;
+        match conn.read_frame::<Response>().await.map_err(lost)? {
+            Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome }),
+            Some(Response::Failed(e)) => Err(e),
+            Some(other) => Err(QmError::system(format!("unexpected greeting from qmd: {other:?}"))),
+            None => Err(QmError::new(Diagnostic::Os, "qmd closed the connection")),
+        }
+    }
+
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends a request and waits for its reply, ignoring progress.
+    pub async fn call(&mut self, request: Request) -> QmResult<Done> {
+        self.call_with_progress(request, |_| {}).await
+    }
+
+    /// Sends a request and waits for its reply, passing progress frames to `on_progress`.
+    pub async fn call_with_progress(
+        &mut self,
+        request: Request,
+        mut on_progress: impl FnMut(Progress),
+    ) -> QmResult<Done> {
+        self.conn.write_frame(&request).await.map_err(lost)?;
+        loop {
+            match self.conn.read_frame::<Response>().await.map_err(lost)? {
+                Some(Response::Progress(p)) => on_progress(p),
+                Some(Response::Done { reply, notes }) => return Ok(Done { reply, notes }),
+                Some(Response::Failed(e)) => return Err(e),
+                Some(Response::Welcome(_)) => {
+                    return Err(QmError::system("unexpected second greeting from qmd"));
+                }
+                None => return Err(QmError::new(Diagnostic::Os, "qmd closed the connection")),
+            }
+        }
+    }
+}

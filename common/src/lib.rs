@@ -1,0 +1,29 @@
+//! The shared vocabulary of qm: what the daemon `qmd`, the shell `qmadmin` and applications
+//! agree on. It holds no policy; the daemon decides, this crate only names things.
+//!
+//! # Layout
+//! * [`error`]: [`QmError`](error::QmError), a Tuxedo `QME*` diagnostic plus a sentence.
+//! * [`names`]: names of devices, queue spaces and queues, and their limits.
+//! * [`device`]: the universal device list, the VTOC and free space.
+//! * [`qspace`]: queue-space parameters and reports.
+//! * [`queue`]: queue definitions and reports.
+//! * [`order`]: queue order and out-of-order enqueuing.
+//! * [`threshold`]: capacity limits and their command.
+//! * [`protocol`]: requests and responses; [`frame`]: how they travel as bytes.
+//! * [`client`]: a connection to the daemon.
+//! * [`paths`]: socket, lock, log and configuration paths derived from a device path.
+
+pub mod client;
+pub mod device;
+pub mod error;
+pub mod frame;
+pub mod names;
+pub mod order;
+pub mod paths;
+pub mod protocol;
+pub mod qspace;
+pub mod queue;
+pub mod threshold;
+
+pub use error::{Diagnostic, QmError, QmResult};
+pub mod time;

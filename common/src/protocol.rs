@@ -1,0 +1,186 @@
+//! The requests a client sends to `qmd` and the replies it gets back.
+//!
+//! Every connection starts with [`Request::Hello`]; the daemon answers [`Response::Welcome`]
+//! or [`Response::Failed`] and closes. After that each request gets any number of
+//! [`Response::Progress`] frames (long work only) and then exactly one `Done` or `Failed`.
+//! A session's state (the open queue space) belongs to its connection.
+
+use crate::device::{DeviceListing, VtocEntry};
+use crate::error::QmError;
+use crate::qspace::{Attachment, QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, SizeEstimate};
+use crate::queue::{DestroyMode, QueueChange, QueueDef, QueueListing};
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; client and daemon must agree.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What kind of program a session is, shown by `ipcs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientKind {
+    Admin,
+    Application,
+    Forwarder,
+}
+
+impl ClientKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientKind::Admin => "admin",
+            ClientKind::Application => "client",
+            ClientKind::Forwarder => "forwarder",
+        }
+    }
+}
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub program: String,
+    pub kind: ClientKind,
+}
+
+/// The daemon's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub version: u16,
+    pub daemon_pid: u32,
+    pub device: String,
+    pub session: u64,
+}
+
+/// Daemon-level requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DaemonRequest {
+    Status,
+    /// Stop the daemon after answering.
+    Stop,
+    /// Names for completion: all queue spaces, and the queues of the session's open space.
+    Names,
+}
+
+/// Universal device list requests (`crdl`, `lidl`, `dsdl`, `livtoc`, `chdl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceRequest {
+    Create { device: String, offset: u64, size: u64, page_size: Option<u32> },
+    List { index: Option<u8> },
+    Destroy { index: u8 },
+    Vtoc,
+    /// Without `new_name`, reports the entry's current name.
+    Rename { index: u8, new_name: Option<String> },
+}
+
+/// Queue space requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueSpaceRequest {
+    Create(QueueSpaceParams),
+    /// `None`: the session's open queue space.
+    List { name: Option<String> },
+    Change(QueueSpaceChange),
+    Destroy { name: String, force: bool },
+    Open { name: String },
+    Close,
+    AddExtent { name: String, pages: u64 },
+    Size { pages: u64, queues: u32, transactions: u32, processes: u32, messages: u32, nonpersistent: crate::qspace::MemorySize },
+    /// `None`: every queue space the daemon has loaded.
+    Ipcs { name: Option<String> },
+    Ipcrm { name: String, force: bool },
+}
+
+/// Queue requests; they act on the session's open queue space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueRequest {
+    Create(QueueDef),
+    Change(QueueChange),
+    Destroy { name: String, mode: DestroyMode },
+    /// `None`: every queue.
+    Info { name: Option<String> },
+    /// One queue's definition, e.g. for `qchange` to offer as defaults.
+    Get { name: String },
+}
+
+/// A request frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Hello(Hello),
+    Daemon(DaemonRequest),
+    Device(DeviceRequest),
+    QueueSpace(QueueSpaceRequest),
+    Queue(QueueRequest),
+}
+
+/// Severity of a note attached to a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NoteLevel {
+    Info,
+    Warn,
+}
+
+/// A line for the user that does not make the request fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub level: NoteLevel,
+    pub text: String,
+}
+
+impl Note {
+    pub fn info(text: impl Into<String>) -> Self {
+        Note { level: NoteLevel::Info, text: text.into() }
+    }
+
+    pub fn warn(text: impl Into<String>) -> Self {
+        Note { level: NoteLevel::Warn, text: text.into() }
+    }
+}
+
+/// Daemon status as `daemon` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub device: String,
+    pub device_exists: bool,
+    pub socket: String,
+    pub started: u64,
+    pub sessions: u32,
+    pub loaded_qspaces: Vec<String>,
+}
+
+/// Names offered to tab completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    pub qspaces: Vec<String>,
+    pub queues: Vec<String>,
+}
+
+/// The payload of a successful reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Unit,
+    Status(DaemonStatus),
+    Names(Names),
+    Device(DeviceListing),
+    Vtoc(Vec<VtocEntry>),
+    DeviceName(String),
+    QueueSpace(Box<QueueSpaceInfo>),
+    Size(SizeEstimate),
+    Attachments(Vec<Attachment>),
+    Queues(QueueListing),
+    Queue(QueueDef),
+}
+
+/// Progress of long work, e.g. initializing extents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A response frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Welcome(Welcome),
+    Progress(Progress),
+    Done { reply: Reply, notes: Vec<Note> },
+    Failed(QmError),
+}

@@ -1,0 +1,261 @@
+//! The universal device list: `crdl`, `lidl`, `dsdl`, `livtoc`, `chdl`.
+
+use super::{Ctx, extents_of, require_device};
+use crate::state::Store;
+use crate::storage::Device;
+use crate::storage::device::{delete_udl, put_udl};
+use crate::storage::freemap::free_runs;
+use qm_common::device::{
+    DeviceEntryInfo, DeviceListing, ENTRY_MAX_PAGES, RESERVED_PAGES, UDL_MAX, UDL_PAGES, UdlEntry,
+    VTOC_PAGES, VtocEntry, check_page_size, DEFAULT_PAGE_SIZE,
+};
+use qm_common::names::check_device_path;
+use qm_common::protocol::{DeviceRequest, Note, Reply};
+use qm_common::{QmError, QmResult};
+
+pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: DeviceRequest) -> QmResult<Reply> {
+    match request {
+        DeviceRequest::Create { device, offset, size, page_size } => {
+            create(ctx, store, device, offset, size, page_size)
+        }
+        DeviceRequest::List { index } => list(ctx, store, index),
+        DeviceRequest::Destroy { index } => destroy(ctx, store, index),
+        DeviceRequest::Vtoc => Ok(Reply::Vtoc(require_device(ctx, store)?.vtoc()?)),
+        DeviceRequest::Rename { index, new_name } => rename(ctx, store, index, new_name),
+    }
+}
+
+fn check_size(size: u64, offset: u64) -> QmResult<()> {
+    if size == 0 || size > ENTRY_MAX_PAGES {
+        return Err(QmError::invalid("Device size", size, &format!("it must be 1 to {ENTRY_MAX_PAGES} pages")));
+    }
+    if offset > ENTRY_MAX_PAGES {
+        return Err(QmError::invalid("Device offset", offset, &format!("it must be 0 to {ENTRY_MAX_PAGES}")));
+    }
+    Ok(())
+}
+
+fn create(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    name: String,
+    offset: u64,
+    size: u64,
+    page_size: Option<u32>,
+) -> QmResult<Reply> {
+    check_device_path(&name)?;
+    check_size(size, offset)?;
+    let config = ctx.daemon.device_path.display().to_string();
+    let created = format!("Created device {name}, offset {offset}, size {size} on {config}");
+    let Some(device) = &store.device else {
+        create_first(ctx, store, &name, offset, size, page_size)?;
+        ctx.note(Note::info(created));
+        return Ok(Reply::Unit);
+    };
+    if let Some(p) = page_size.filter(|p| *p != device.page_size()) {
+        return Err(QmError::invalid(
+            "Page size",
+            p,
+            &format!("the page size is fixed when the device is created; this device uses {}", device.page_size()),
+        ));
+    }
+    let udl = device.udl()?;
+    if udl.len() >= UDL_MAX {
+        return Err(QmError::no_space(format!("The device list is full: at most {UDL_MAX} entries")));
+    }
+    let entry = UdlEntry { index: first_free_index(&udl), name, start: offset, size };
+    check_overlap(device, &udl, &entry)?;
+    if !is_device_file(ctx, &udl, &entry.name) {
+        device.file_db(&entry.name)?;
+    }
+    device.write(|txn| put_udl(txn, &entry))?;
+    ctx.note(Note::info(created));
+    Ok(Reply::Unit)
+}
+
+/// Entry 0 creates the device itself.
+fn create_first(
+    ctx: &Ctx<'_>,
+    store: &mut Store,
+    name: &str,
+    offset: u64,
+    size: u64,
+    page_size: Option<u32>,
+) -> QmResult<()> {
+    let config = ctx.daemon.device_path.display().to_string();
+    if let Some(why) = &store.open_error {
+        return Err(QmError::inval(why.clone()));
+    }
+    if name != config {
+        return Err(QmError::invalid(
+            "Device name",
+            name,
+            &format!("the first entry must be the device itself ({config})"),
+        ));
+    }
+    if offset != 0 {
+        return Err(QmError::invalid("Device offset", offset, "the first entry must start at offset 0"));
+    }
+    if size < RESERVED_PAGES {
+        return Err(QmError::invalid(
+            "Device size",
+            size,
+            &format!("the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"),
+        ));
+    }
+    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
+    check_page_size(page_size)?;
+    let entry0 = UdlEntry { index: 0, name: name.to_string(), start: 0, size };
+    let tables = [
+        VtocEntry { index: 0, name: "VTOC".into(), extent: None, device: 0, offset: 0, pages: VTOC_PAGES },
+        VtocEntry { index: 1, name: "UDL".into(), extent: None, device: 0, offset: VTOC_PAGES, pages: UDL_PAGES },
+    ];
+    let device = Device::create(&ctx.daemon.device_path, entry0, &tables, page_size)?;
+    store.release();
+    store.device = Some(device);
+    Ok(())
+}
+
+fn first_free_index(udl: &[UdlEntry]) -> u8 {
+    (0u8..).find(|i| !udl.iter().any(|e| e.index == *i)).unwrap_or(u8::MAX)
+}
+
+fn is_device_file(ctx: &Ctx<'_>, udl: &[UdlEntry], name: &str) -> bool {
+    name == ctx.daemon.device_path.display().to_string()
+        || udl.iter().any(|e| e.index == 0 && e.name == name)
+}
+
+/// Entries on the same file may not overlap.
+fn check_overlap(device: &Device, udl: &[UdlEntry], entry: &UdlEntry) -> QmResult<()> {
+    let same_file = |e: &&UdlEntry| {
+        e.index != entry.index
+            && (e.name == entry.name || (e.index == 0 && entry.name == device.path().display().to_string()))
+    };
+    if let Some(other) = udl.iter().filter(same_file).find(|e| e.start < entry.end() && entry.start < e.end()) {
+        return Err(QmError::invalid(
+            "Device offset",
+            entry.start,
+            &format!(
+                "pages {}..{} overlap entry {} of the same file (pages {}..{})",
+                entry.start,
+                entry.end(),
+                other.index,
+                other.start,
+                other.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn list(ctx: &Ctx<'_>, store: &Store, index: Option<u8>) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let udl = device.udl()?;
+    let vtoc = device.vtoc()?;
+    if let Some(i) = index.filter(|i| !udl.iter().any(|e| e.index == *i)) {
+        return Err(QmError::not_found(format!("Device list entry {i} does not exist")));
+    }
+    let entries = udl
+        .into_iter()
+        .filter(|e| index.is_none_or(|i| i == e.index))
+        .map(|entry| DeviceEntryInfo { free: free_runs(&entry, &vtoc), entry })
+        .collect();
+    Ok(Reply::Device(DeviceListing {
+        device: device.path().display().to_string(),
+        page_size: device.page_size(),
+        entries,
+    }))
+}
+
+fn find_entry(udl: &[UdlEntry], index: u8) -> QmResult<UdlEntry> {
+    udl.iter()
+        .find(|e| e.index == index)
+        .cloned()
+        .ok_or_else(|| QmError::not_found(format!("Device list entry {index} does not exist")))
+}
+
+fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, index: u8) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let udl = device.udl()?;
+    let vtoc = device.vtoc()?;
+    let entry = find_entry(&udl, index)?;
+    let mut users: Vec<&str> = vtoc
+        .iter()
+        .filter(|t| t.device == index && t.extent.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    users.dedup();
+    if !users.is_empty() {
+        return Err(QmError::in_use(format!(
+            "Device list entry {index} holds extents of queue space {}; destroy them first",
+            users.join(", ")
+        )));
+    }
+    if index == 0 {
+        if udl.len() > 1 {
+            return Err(QmError::in_use(
+                "Device list entry 0 can be destroyed only after every other entry (dsdl them first)",
+            ));
+        }
+        let path = device.path().to_path_buf();
+        store.release();
+        std::fs::remove_file(&path)
+            .map_err(|e| QmError::system(format!("cannot remove {}: {e}", path.display())))?;
+        ctx.note(Note::info(format!("Device list destroyed and {} removed", path.display())));
+        return Ok(Reply::Unit);
+    }
+    device.write(|txn| delete_udl(txn, index))?;
+    let shared = udl.iter().any(|e| e.index != index && e.name == entry.name);
+    if !shared && !is_device_file(ctx, &udl, &entry.name) {
+        device.remove_file(&entry.name)?;
+    }
+    ctx.note(Note::info(format!("Device list entry {index} ({}) destroyed", entry.name)));
+    Ok(Reply::Unit)
+}
+
+fn rename(ctx: &mut Ctx<'_>, store: &mut Store, index: u8, new_name: Option<String>) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let udl = device.udl()?;
+    let mut entry = find_entry(&udl, index)?;
+    let Some(new_name) = new_name else { return Ok(Reply::DeviceName(entry.name)) };
+    check_device_path(&new_name)?;
+    let config = ctx.daemon.device_path.display().to_string();
+    if index == 0 && new_name != config {
+        return Err(QmError::invalid(
+            "New device name",
+            &new_name,
+            &format!("entry 0 must name the device itself ({config})"),
+        ));
+    }
+    let vtoc = device.vtoc()?;
+    let spaces: Vec<String> = vtoc
+        .iter()
+        .filter(|t| t.device == index && t.extent.is_some())
+        .map(|t| t.name.clone())
+        .collect();
+    for space in &spaces {
+        if let Some(other) = extents_of(&vtoc, space).iter().find(|t| t.device != index) {
+            let other_name = udl.iter().find(|e| e.index == other.device).map(|e| e.name.as_str());
+            if other_name != Some(new_name.as_str()) {
+                return Err(QmError::in_use(format!(
+                    "Queue space {space} also has extents on entry {}; a queue space must stay on one file",
+                    other.device
+                )));
+            }
+        }
+    }
+    entry.name = new_name.clone();
+    check_overlap(device, &udl, &entry)?;
+    if index != 0 && !spaces.is_empty() && !std::path::Path::new(&new_name).exists() {
+        return Err(QmError::not_found(format!(
+            "{new_name} does not exist; entry {index} holds queue space {} whose file must be there",
+            spaces.join(", ")
+        )));
+    }
+    if index != 0 {
+        device.file_db(&new_name)?;
+    }
+    device.write(|txn| put_udl(txn, &entry))?;
+    ctx.note(Note::info(format!("Device list entry {index} renamed to {new_name}")));
+    Ok(Reply::Unit)
+}

@@ -1,0 +1,123 @@
+//! Admin requests: one module per command family, one dispatch table here.
+//!
+//! Handlers run on a blocking thread with the store locked, so each request sees and leaves
+//! a consistent device. They validate everything before writing anything: a refused request
+//! changes nothing.
+
+mod daemon;
+mod device;
+mod ipc;
+mod qspace;
+mod queue;
+
+use crate::state::{Daemon, Store};
+use crate::storage::Device;
+use crate::storage::records::QueueSpaceRecord;
+use qm_common::device::VtocEntry;
+use qm_common::protocol::{Note, Progress, Reply, Request};
+use qm_common::{Diagnostic, QmError, QmResult};
+use redb::Database;
+use std::sync::Arc;
+
+/// What a handler knows about the request it serves.
+pub struct Ctx<'a> {
+    pub daemon: &'a Daemon,
+    pub session: u64,
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+    pub notes: Vec<Note>,
+}
+
+impl Ctx<'_> {
+    pub fn note(&mut self, note: Note) {
+        self.notes.push(note);
+    }
+}
+
+/// Serves one admin request.
+pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
+    if let Request::Daemon(r) = request {
+        return daemon::handle(ctx, r);
+    }
+    let mut store = ctx.daemon.store();
+    match request {
+        Request::Device(r) => device::handle(ctx, &mut store, r),
+        Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
+        Request::Queue(r) => queue::handle(ctx, &mut store, r),
+        Request::Hello(_) => Err(QmError::new(Diagnostic::Proto, "the session is already greeted")),
+        Request::Daemon(_) => unreachable!("handled above"),
+    }
+}
+
+/// The device, or the error Tuxedo gives when there is none.
+pub fn require_device<'s>(ctx: &Ctx<'_>, store: &'s Store) -> QmResult<&'s Device> {
+    store.device.as_ref().ok_or_else(|| match &store.open_error {
+        Some(why) => QmError::inval(why.clone()),
+        None => QmError::not_found(format!(
+            "Device list not initialized on {}; create it with crdl",
+            ctx.daemon.device_path.display()
+        )),
+    })
+}
+
+/// A queue space record, or a clear error naming it.
+pub fn require_qspace(device: &Device, name: &str) -> QmResult<QueueSpaceRecord> {
+    qm_common::names::check_qspace_name(name)?;
+    device
+        .qspace(name)?
+        .ok_or_else(|| QmError::not_found(format!("Queue space {name} does not exist")))
+}
+
+/// The extents of a queue space, in extent order.
+pub fn extents_of(vtoc: &[VtocEntry], name: &str) -> Vec<VtocEntry> {
+    let mut list: Vec<VtocEntry> =
+        vtoc.iter().filter(|t| t.extent.is_some() && t.name == name).cloned().collect();
+    list.sort_by_key(|t| t.extent);
+    list
+}
+
+/// The file a queue space lives in (its first extent's entry) and that file's database.
+pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<Database>)> {
+    let vtoc = device.vtoc()?;
+    let first = extents_of(&vtoc, name)
+        .into_iter()
+        .next()
+        .ok_or_else(|| QmError::system(format!("queue space {name} has no extent in the VTOC")))?;
+    let udl = device.udl()?;
+    let entry = udl.iter().find(|e| e.index == first.device).ok_or_else(|| {
+        QmError::system(format!("queue space {name} is on UDL entry {} which is missing", first.device))
+    })?;
+    let file = if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() };
+    let db = device.file_db(&file)?;
+    Ok((file, db))
+}
+
+/// Closes the session's own attachment to `name` and refuses if anyone else is attached;
+/// then drops the space's in-memory state. Used by commands that need the space inactive.
+pub fn make_inactive(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmResult<()> {
+    let others = ctx.daemon.sessions.attached(name, store.generation, Some(ctx.session));
+    if !others.is_empty() && !force {
+        return Err(QmError::in_use(format!(
+            "Queue space {name} is active; attached: {}",
+            crate::registry::describe_all(&others)
+        )));
+    }
+    if ctx.daemon.sessions.open_of(ctx.session, store.generation).as_deref() == Some(name) {
+        ctx.daemon.sessions.set_open(ctx.session, None);
+        ctx.note(Note::info(format!("Queue space {name} closed")));
+    }
+    ctx.daemon.sessions.detach_all(name);
+    if store.loaded.remove(name).is_some() {
+        ctx.note(Note::warn(format!(
+            "In-memory state of queue space {name} was reset: its non-persistent messages are lost"
+        )));
+    }
+    Ok(())
+}
+
+/// The queue space the session has open, or Tuxedo's error.
+pub fn require_open(ctx: &Ctx<'_>, store: &Store) -> QmResult<String> {
+    ctx.daemon
+        .sessions
+        .open_of(ctx.session, store.generation)
+        .ok_or_else(|| QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)"))
+}

@@ -1,0 +1,149 @@
+//! Queues of the open queue space: `qcreate`, `qchange`, `qdestroy`, `qinfo`.
+
+use super::{Ctx, qspace_file, require_device, require_open, require_qspace};
+use crate::registry::describe_all;
+use crate::state::Store;
+use crate::storage::Device;
+use crate::storage::device::{storage_error, write_in};
+use crate::storage::records::{decode, encode};
+use crate::storage::tables::QueueSpaceTables;
+use qm_common::names::check_queue_name;
+use qm_common::protocol::{Note, QueueRequest, Reply};
+use qm_common::queue::{DestroyMode, QueueChange, QueueDef, QueueInfo, QueueListing, QueueUsage};
+use qm_common::{Diagnostic, QmError, QmResult};
+use redb::{ReadableDatabase, ReadableTable};
+
+pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueRequest) -> QmResult<Reply> {
+    let qspace = require_open(ctx, store)?;
+    match request {
+        QueueRequest::Create(def) => create(ctx, store, &qspace, def),
+        QueueRequest::Change(change) => change_queue(ctx, store, &qspace, change),
+        QueueRequest::Destroy { name, mode } => destroy(ctx, store, &qspace, &name, mode),
+        QueueRequest::Info { name } => info(ctx, store, &qspace, name),
+        QueueRequest::Get { name } => {
+            let device = require_device(ctx, store)?;
+            Ok(Reply::Queue(find(device, &qspace, &name)?))
+        }
+    }
+}
+
+/// Every queue definition of a queue space, by name.
+pub fn queue_defs(device: &Device, qspace: &str) -> QmResult<Vec<QueueDef>> {
+    let (_, db) = qspace_file(device, qspace)?;
+    let tables = QueueSpaceTables::new(qspace);
+    let txn = db.begin_read().map_err(|e| storage_error("reading queues", e))?;
+    let table = match txn.open_table(tables.queues()) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage_error("reading queues", e)),
+    };
+    let mut defs = Vec::new();
+    for item in table.iter().map_err(|e| storage_error("reading queues", e))? {
+        let (_, v) = item.map_err(|e| storage_error("reading queues", e))?;
+        defs.push(decode("queue", v.value())?);
+    }
+    Ok(defs)
+}
+
+fn find(device: &Device, qspace: &str, name: &str) -> QmResult<QueueDef> {
+    check_queue_name(name)?;
+    queue_defs(device, qspace)?.into_iter().find(|d| d.name == name).ok_or_else(|| {
+        QmError::new(Diagnostic::BadQueue, format!("Queue {name} does not exist in queue space {qspace}"))
+    })
+}
+
+fn save(device: &Device, qspace: &str, def: &QueueDef) -> QmResult<()> {
+    let (_, db) = qspace_file(device, qspace)?;
+    let tables = QueueSpaceTables::new(qspace);
+    write_in(&db, |txn| {
+        let mut t = txn.open_table(tables.queues()).map_err(|e| storage_error("writing queue", e))?;
+        t.insert(def.name.as_str(), encode(def).as_slice()).map_err(|e| storage_error("writing queue", e))?;
+        Ok(())
+    })
+}
+
+/// Usage of one queue; all zero until messages arrive.
+pub fn queue_usage(_store: &Store, _qspace: &str, _queue: &str) -> QueueUsage {
+    QueueUsage::default()
+}
+
+/// Usage of a whole queue space.
+pub fn space_usage(_store: &Store, _qspace: &str) -> QueueUsage {
+    QueueUsage::default()
+}
+
+fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> QmResult<Reply> {
+    def.validate()?;
+    let device = require_device(ctx, store)?;
+    let record = require_qspace(device, qspace)?;
+    let defs = queue_defs(device, qspace)?;
+    if defs.iter().any(|d| d.name == def.name) {
+        return Err(QmError::exists(format!("Create queue - duplicate queue name '{}'", def.name)));
+    }
+    let max = record.params.queues;
+    if defs.len() >= max as usize {
+        return Err(QmError::no_space(format!(
+            "Create queue - no more queue entries (max = {max}); queue space {qspace} was created for {max} queues"
+        )));
+    }
+    save(device, qspace, &def)?;
+    if def.name == record.params.error_queue {
+        ctx.note(Note::info(format!("Create queue - error queue {} created", def.name)));
+    }
+    Ok(Reply::Unit)
+}
+
+fn change_queue(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, change: QueueChange) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let mut def = find(device, qspace, &change.name)?;
+    change.apply(&mut def);
+    def.validate()?;
+    save(device, qspace, &def)?;
+    Ok(Reply::Unit)
+}
+
+fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: &str, mode: DestroyMode) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let record = require_qspace(device, qspace)?;
+    find(device, qspace, name)?;
+    let usage = queue_usage(store, qspace, name);
+    if mode == DestroyMode::Normal && usage.messages() > 0 {
+        return Err(QmError::in_use(format!(
+            "Destroy queue failed - {} messages on queue {name}; use -p to purge them or -f to force",
+            usage.messages()
+        )));
+    }
+    let others = ctx.daemon.sessions.attached(qspace, store.generation, Some(ctx.session));
+    if mode != DestroyMode::Force && !others.is_empty() {
+        return Err(QmError::in_use(format!(
+            "Destroy queue failed - processes attached to queue space {qspace}: {}; use -f to force",
+            describe_all(&others)
+        )));
+    }
+    let (_, db) = qspace_file(device, qspace)?;
+    let tables = QueueSpaceTables::new(qspace);
+    write_in(&db, |txn| {
+        let mut t = txn.open_table(tables.queues()).map_err(|e| storage_error("destroying queue", e))?;
+        t.remove(name).map_err(|e| storage_error("destroying queue", e))?;
+        Ok(())
+    })?;
+    if name == record.params.error_queue {
+        ctx.note(Note::warn(format!("Destroy queue - error queue {name} destroyed")));
+    }
+    Ok(Reply::Unit)
+}
+
+fn info(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: Option<String>) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let defs = match name.filter(|n| !n.is_empty()) {
+        Some(n) => vec![find(device, qspace, &n)?],
+        None => queue_defs(device, qspace)?,
+    };
+    if defs.is_empty() {
+        ctx.note(Note::info("Queue information - no queues defined."));
+    }
+    let pages = super::extents_of(&device.vtoc()?, qspace).iter().map(|t| t.pages).sum();
+    let queues: Vec<QueueInfo> =
+        defs.into_iter().map(|def| QueueInfo { usage: queue_usage(store, qspace, &def.name), def }).collect();
+    Ok(Reply::Queues(QueueListing { qspace: qspace.to_string(), total: space_usage(store, qspace), queues, qspace_pages: pages }))
+}

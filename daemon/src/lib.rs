@@ -1,0 +1,21 @@
+//! qmd, the qm daemon: it owns a device (a redb database) and serves `qmadmin` and
+//! applications over a Unix control socket that only its owner may use.
+//!
+//! # Layout
+//! * [`server`]: start-up (lock, socket, detaching) and the accept loop.
+//! * [`session`]: one connection: greeting, peer check, request loop.
+//! * [`admin`]: the admin requests, one module per command family.
+//! * [`state`]: what the daemon's tasks share: the device, loaded queue spaces, sessions.
+//! * [`registry`]: sessions and the queue spaces they have open.
+//! * [`storage`]: redb files, records, free-space maps.
+//! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
+
+pub mod admin;
+pub mod detach;
+pub mod logging;
+pub mod options;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,45 @@
+//! Command-line options of `qmd`.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// qmd: the qm queue manager daemon. Owns one device (a redb file) and serves qmadmin and
+/// applications over a control socket that only its owner may use.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "qmd", version)]
+pub struct Options {
+    /// Device file; defaults to $QMCONFIG. It need not exist yet: the first crdl creates it.
+    #[arg(value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
+
+    /// Control socket path (default: DEVICE.sock; also set by QM_SOCKET).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Log level: 0 none, 1 errors, 2 warnings, 3 all.
+    #[arg(short = 'l', value_name = "LEVEL", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub log_level: u8,
+
+    /// Log file (default: standard error; DEVICE.log when detached).
+    #[arg(short = 'g', value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Run in the background: return once the daemon accepts connections.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+impl Options {
+    /// The device path: the argument, else $QMCONFIG, made absolute.
+    pub fn device_path(&self) -> Result<PathBuf, String> {
+        let path = match &self.device {
+            Some(p) => p.clone(),
+            None => match std::env::var_os(qm_common::paths::QMCONFIG_ENV) {
+                Some(v) if !v.is_empty() => PathBuf::from(v),
+                _ => return Err("no device given and QMCONFIG is not set".into()),
+            },
+        };
+        Ok(qm_common::paths::absolute(&path))
+    }
+}

@@ -1,0 +1,144 @@
+//! Start-up and the accept loop: lock the device, bind the control socket, serve sessions
+//! until SIGTERM, SIGINT or a stop request, then clean up.
+
+use crate::detach;
+use crate::options::Options;
+use crate::session;
+use crate::state::Daemon;
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+/// How often the daemon checks, unprompted, that its device file is still there.
+const DEVICE_CHECK: Duration = Duration::from_secs(1);
+/// How long sessions get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs `qmd` with parsed options; returns the process exit status.
+pub fn main(options: Options) -> i32 {
+    let device = match options.device_path() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            return 2;
+        }
+    };
+    if options.detach && !detach::is_detached_child() {
+        return detach::spawn_background(&qm_common::paths::log_path(&device));
+    }
+    let log_file = options
+        .log_file
+        .clone()
+        .or_else(|| detach::is_detached_child().then(|| qm_common::paths::log_path(&device)));
+    if let Err(e) = crate::logging::init(options.log_level, log_file.as_deref()) {
+        return fail(&e);
+    }
+    let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(device, socket)) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Reports a start-up failure where the starter will see it.
+fn fail(message: &str) -> i32 {
+    tracing::error!("{message}");
+    if detach::is_detached_child() {
+        println!("error: {message}");
+    } else {
+        eprintln!("qmd: {message}");
+    }
+    1
+}
+
+/// Takes the device's lock file; held for the daemon's life.
+fn lock_device(device: &Path) -> Result<File, String> {
+    let path = qm_common::paths::lock_path(device);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        format!("another qmd already serves {} (lock {} is held)", device.display(), path.display())
+    })?;
+    Ok(file)
+}
+
+/// Binds the control socket, owner-only; a stale socket file is replaced.
+fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(format!(
+                "another qmd is listening on {} (device {})",
+                socket.display(),
+                device.display()
+            ));
+        }
+        std::fs::remove_file(socket).map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", socket.display()))?;
+    Ok(listener)
+}
+
+async fn run(device: PathBuf, socket: PathBuf) -> Result<(), String> {
+    // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let _lock = lock_device(&device)?;
+    let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
+    if let Some(problem) = daemon.startup_problem() {
+        return Err(problem);
+    }
+    let listener = bind(&socket, &device)?;
+    let line = format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
+    tracing::info!("{line}");
+    if detach::is_detached_child() {
+        println!("{}: {line}", detach::READY);
+    } else {
+        println!("qmd: {line}");
+    }
+    let result = accept_loop(&daemon, listener).await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped");
+    result
+}
+
+async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(), String> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut stop = daemon.shutdown_signal();
+    let mut check = tokio::time::interval(DEVICE_CHECK);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { sessions.spawn(session::serve(daemon.clone(), stream)); }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            },
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = stop.wait_for(|s| *s) => { tracing::info!("stop requested: shutting down"); break; }
+            _ = check.tick() => {
+                let d = daemon.clone();
+                let _ = tokio::task::spawn_blocking(move || drop(d.store())).await;
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    daemon.request_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! One connection: greet, check the peer, then serve requests until it closes.
+//!
+//! A bad frame gets an error reply and the session goes on; an oversized one closes the
+//! connection (the stream can no longer be trusted); a failing handler never takes the
+//! daemon down with it.
+
+use crate::admin::{self, Ctx};
+use crate::state::Daemon;
+use crate::storage::records::now_secs;
+use qm_common::frame::{Connection, FrameError};
+use qm_common::protocol::{DaemonRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome};
+use qm_common::{Diagnostic, QmError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+type Conn = Connection<OwnedReadHalf, OwnedWriteHalf>;
+
+/// How long a new connection may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn refuse(conn: &mut Conn, diagnostic: Diagnostic, message: String) {
+    tracing::warn!("refusing connection: {message}");
+    let _ = conn.write_frame(&Response::Failed(QmError::new(diagnostic, message))).await;
+}
+
+/// Reads the greeting; `None` when the peer must be turned away (it has been told why).
+async fn greet(conn: &mut Conn) -> Option<Hello> {
+    match tokio::time::timeout(HELLO_TIMEOUT, conn.read_frame::<Request>()).await {
+        Ok(Ok(Some(Request::Hello(hello)))) if hello.version == PROTOCOL_VERSION => Some(hello),
+        Ok(Ok(Some(Request::Hello(hello)))) => {
+            let msg = format!(
+                "protocol version {} is not supported; this qmd speaks version {PROTOCOL_VERSION}",
+                hello.version
+            );
+            refuse(conn, Diagnostic::Proto, msg).await;
+            None
+        }
+        Ok(Ok(Some(_))) => {
+            refuse(conn, Diagnostic::Proto, "the first frame must be a greeting".into()).await;
+            None
+        }
+        Ok(Err(FrameError::Decode(e))) => {
+            refuse(conn, Diagnostic::Proto, format!("malformed greeting: {e}")).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Serves one connection to its end.
+pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+    let cred = stream.peer_cred().ok();
+    let uid = cred.map(|c| c.uid());
+    let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+    let (r, w) = stream.into_split();
+    let mut conn = Connection::new(r, w);
+    let owner = rustix::process::geteuid().as_raw();
+    if !(uid == Some(owner) || uid == Some(0)) {
+        let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
+        let msg = format!("permission denied: {who} may not use this qmd (owner is uid {owner})");
+        refuse(&mut conn, Diagnostic::Denied, msg).await;
+        return;
+    }
+    let Some(hello) = greet(&mut conn).await else { return };
+    let id = daemon.sessions.register(pid, uid.unwrap_or(owner), hello.program.clone(), hello.kind, now_secs());
+    tracing::debug!(session = id, program = %hello.program, ?pid, "session started");
+    let welcome = Welcome {
+        version: PROTOCOL_VERSION,
+        daemon_pid: std::process::id(),
+        device: daemon.device_path.display().to_string(),
+        session: id,
+    };
+    if conn.write_frame(&Response::Welcome(welcome)).await.is_ok() {
+        requests(&daemon, id, &mut conn).await;
+    }
+    daemon.sessions.unregister(id);
+    tracing::debug!(session = id, "session ended");
+}
+
+async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn) {
+    let mut shutdown = daemon.shutdown_signal();
+    loop {
+        let frame = tokio::select! {
+            f = conn.read_frame::<Request>() => f,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let request = match frame {
+            Ok(Some(request)) => request,
+            Ok(None) | Err(FrameError::Io(_)) => return,
+            Err(FrameError::Decode(e)) => {
+                let err = QmError::new(Diagnostic::Proto, format!("malformed request frame: {e}"));
+                if conn.write_frame(&Response::Failed(err)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(e @ FrameError::TooLarge(_)) => {
+                let _ = conn.write_frame(&Response::Failed(QmError::new(Diagnostic::Proto, e.to_string()))).await;
+                return;
+            }
+        };
+        let stop = matches!(request, Request::Daemon(DaemonRequest::Stop));
+        if !respond(daemon, id, request, conn).await || stop {
+            return;
+        }
+    }
+}
+
+/// Runs an admin request on a blocking thread, relaying its progress; false if the peer is gone.
+async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Conn) -> bool {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let d = daemon.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        let progress = move |p: Progress| {
+            let _ = tx.send(p);
+        };
+        let mut ctx = Ctx { daemon: &d, session: id, progress: &progress, notes: Vec::new() };
+        let result = admin::handle(&mut ctx, request);
+        (result, ctx.notes)
+    });
+    let outcome = loop {
+        tokio::select! {
+            Some(p) = rx.recv() => { let _ = conn.write_frame(&Response::Progress(p)).await; }
+            res = &mut task => break res,
+        }
+    };
+    let response = match outcome {
+        Ok((Ok(reply), notes)) => Response::Done { reply, notes },
+        Ok((Err(e), _)) => Response::Failed(e),
+        Err(e) => {
+            tracing::error!(session = id, "request handler failed: {e}");
+            Response::Failed(QmError::system("internal error while serving the request; see the qmd log"))
+        }
+    };
+    conn.write_frame(&response).await.is_ok()
+}

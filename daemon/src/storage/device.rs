@@ -1,0 +1,338 @@
+//! A device: the redb file named by `QMCONFIG` and the other files its UDL entries name.
+//!
+//! This type is mechanism only: it reads and writes records in transactions. What may be
+//! written (overlaps, limits, attachments) is decided by the admin handlers that call it.
+
+use super::records::{
+    DEVICE_MAGIC, DeviceHeader, FILE_MAGIC, FORMAT, FileHeader, QueueSpaceRecord, decode, encode,
+    now_secs,
+};
+use super::tables::{HEADER, QSPACES, UDL, VTOC};
+use qm_common::device::{UdlEntry, VtocEntry};
+use qm_common::{Diagnostic, QmError, QmResult};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Which file a path names right now: device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    pub fn of(path: &Path) -> Option<FileIdentity> {
+        std::fs::metadata(path).ok().map(|m| FileIdentity { dev: m.dev(), ino: m.ino() })
+    }
+}
+
+/// Maps any redb failure to a system error that says what was being done.
+pub fn storage_error(what: &str, e: impl std::fmt::Display) -> QmError {
+    QmError::system(format!("{what}: {e}"))
+}
+
+/// An open database together with the file it was opened from.
+struct DataFile {
+    db: Arc<Database>,
+    identity: Option<FileIdentity>,
+}
+
+/// An open device.
+pub struct Device {
+    path: PathBuf,
+    db: Arc<Database>,
+    identity: Option<FileIdentity>,
+    header: DeviceHeader,
+    /// Other files named by UDL entries, opened on first use.
+    files: Mutex<HashMap<String, DataFile>>,
+}
+
+fn open_existing(path: &Path) -> QmResult<Database> {
+    Database::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => QmError::in_use(format!(
+            "{} is in use by another process (another qmd?)",
+            path.display()
+        )),
+        other => QmError::inval(format!(
+            "{} exists but is not a qm file ({other}); remove it or choose another name",
+            path.display()
+        )),
+    })
+}
+
+fn read_header<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> QmResult<Option<T>> {
+    let txn = db.begin_read().map_err(|e| storage_error("reading header", e))?;
+    let table = match txn.open_table(HEADER) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage_error("reading header", e)),
+    };
+    match table.get(key).map_err(|e| storage_error("reading header", e))? {
+        Some(v) => decode("header", v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn write_header<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> QmResult<()> {
+    let txn = db.begin_write().map_err(|e| storage_error("writing header", e))?;
+    {
+        let mut table = txn.open_table(HEADER).map_err(|e| storage_error("writing header", e))?;
+        table.insert(key, encode(value).as_slice()).map_err(|e| storage_error("writing header", e))?;
+    }
+    txn.commit().map_err(|e| storage_error("writing header", e))
+}
+
+fn is_empty_file(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false)
+}
+
+fn new_device_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+impl Device {
+    /// Creates a new device file holding entry 0 and the VTOC/UDL tables.
+    pub fn create(path: &Path, entry0: UdlEntry, vtoc: &[VtocEntry], page_size: u32) -> QmResult<Device> {
+        if path.exists() && !is_empty_file(path) {
+            return Err(QmError::exists(format!(
+                "{} already exists and is not an empty file; remove it first",
+                path.display()
+            )));
+        }
+        let db = Database::create(path)
+            .map_err(|e| storage_error(&format!("creating {}", path.display()), e))?;
+        let header = DeviceHeader {
+            magic: DEVICE_MAGIC.into(),
+            format: FORMAT,
+            page_size,
+            device_id: new_device_id(),
+            created: now_secs(),
+        };
+        let device = Device {
+            path: path.to_path_buf(),
+            identity: FileIdentity::of(path),
+            db: Arc::new(db),
+            header,
+            files: Mutex::new(HashMap::new()),
+        };
+        device.write(|txn| {
+            let mut h = txn.open_table(HEADER).map_err(|e| storage_error("creating device", e))?;
+            h.insert("header", encode(&device.header).as_slice())
+                .map_err(|e| storage_error("creating device", e))?;
+            drop(h);
+            put_udl(txn, &entry0)?;
+            for table in vtoc {
+                put_vtoc(txn, table)?;
+            }
+            txn.open_table(QSPACES).map_err(|e| storage_error("creating device", e))?;
+            Ok(())
+        })?;
+        Ok(device)
+    }
+
+    /// Opens an existing device file.
+    pub fn open(path: &Path) -> QmResult<Device> {
+        let db = open_existing(path)?;
+        let header: DeviceHeader = read_header(&db, "header")?.ok_or_else(|| {
+            QmError::inval(format!("{} is a redb file but not a qm device", path.display()))
+        })?;
+        if header.magic != DEVICE_MAGIC {
+            return Err(QmError::inval(format!("{} is not a qm device", path.display())));
+        }
+        if header.format != FORMAT {
+            return Err(QmError::inval(format!(
+                "{} has device format {}, this qmd reads format {FORMAT}",
+                path.display(),
+                header.format
+            )));
+        }
+        Ok(Device {
+            path: path.to_path_buf(),
+            identity: FileIdentity::of(path),
+            db: Arc::new(db),
+            header,
+            files: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.header.page_size
+    }
+
+    /// False once the device path was deleted or now names another file.
+    pub fn is_current(&self) -> bool {
+        self.identity.is_some() && FileIdentity::of(&self.path) == self.identity
+    }
+
+    /// Runs `f` in one write transaction of the device file and commits it.
+    pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
+        write_in(&self.db, f)
+    }
+
+    /// Runs `f` in a read transaction of the device file.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
+        let txn = self.db.begin_read().map_err(|e| storage_error("reading device", e))?;
+        f(&txn)
+    }
+
+    pub fn udl(&self) -> QmResult<Vec<UdlEntry>> {
+        self.read(|txn| {
+            let table = txn.open_table(UDL).map_err(|e| storage_error("reading UDL", e))?;
+            collect(table.iter().map_err(|e| storage_error("reading UDL", e))?, "UDL entry")
+        })
+    }
+
+    pub fn vtoc(&self) -> QmResult<Vec<VtocEntry>> {
+        self.read(|txn| {
+            let table = txn.open_table(VTOC).map_err(|e| storage_error("reading VTOC", e))?;
+            collect(table.iter().map_err(|e| storage_error("reading VTOC", e))?, "VTOC entry")
+        })
+    }
+
+    pub fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
+        self.read(|txn| {
+            let table = txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
+            collect(table.iter().map_err(|e| storage_error("reading queue spaces", e))?, "queue space")
+        })
+    }
+
+    pub fn qspace(&self, name: &str) -> QmResult<Option<QueueSpaceRecord>> {
+        self.read(|txn| {
+            let table = txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
+            match table.get(name).map_err(|e| storage_error("reading queue spaces", e))? {
+                Some(v) => decode("queue space", v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// True when `name` is the device file itself (by path, or by entry 0's recorded name).
+    fn is_device_file(&self, name: &str, entry0: Option<&str>) -> bool {
+        Path::new(name) == self.path || entry0 == Some(name)
+    }
+
+    /// The database holding the tables of a file named by a UDL entry; other files are
+    /// created on first use and must belong to this device.
+    pub fn file_db(&self, name: &str) -> QmResult<Arc<Database>> {
+        let entry0 = self.udl()?.into_iter().find(|e| e.index == 0).map(|e| e.name);
+        if self.is_device_file(name, entry0.as_deref()) {
+            return Ok(self.db.clone());
+        }
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let path = Path::new(name);
+        if let Some(file) = files.get(name) {
+            if file.identity.is_some() && FileIdentity::of(path) == file.identity {
+                return Ok(file.db.clone());
+            }
+            files.remove(name);
+        }
+        let db = self.open_file(path)?;
+        files.insert(name.to_string(), DataFile { db: db.clone(), identity: FileIdentity::of(path) });
+        Ok(db)
+    }
+
+    fn open_file(&self, path: &Path) -> QmResult<Arc<Database>> {
+        if !path.exists() || is_empty_file(path) {
+            let db = Database::create(path)
+                .map_err(|e| storage_error(&format!("creating {}", path.display()), e))?;
+            let header = FileHeader {
+                magic: FILE_MAGIC.into(),
+                format: FORMAT,
+                device_id: self.header.device_id,
+                device_path: self.path.display().to_string(),
+            };
+            write_header(&db, "file", &header)?;
+            return Ok(Arc::new(db));
+        }
+        let db = open_existing(path)?;
+        match read_header::<FileHeader>(&db, "file")? {
+            Some(h) if h.magic == FILE_MAGIC && h.device_id == self.header.device_id => Ok(Arc::new(db)),
+            Some(h) => Err(QmError::new(
+                Diagnostic::InUse,
+                format!("{} belongs to another qm device ({})", path.display(), h.device_path),
+            )),
+            None => Err(QmError::inval(format!("{} is not a qm file", path.display()))),
+        }
+    }
+
+    /// Closes and deletes another file of the device (never the device file itself).
+    pub fn remove_file(&self, name: &str) -> QmResult<()> {
+        if Path::new(name) == self.path {
+            return Ok(());
+        }
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        match std::fs::remove_file(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(QmError::new(Diagnostic::Os, format!("cannot remove {name}: {e}"))),
+        }
+    }
+}
+
+/// Runs `f` in one write transaction of `db` and commits it; an error aborts everything.
+pub fn write_in<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
+    let txn = db.begin_write().map_err(|e| storage_error("starting a write", e))?;
+    let value = f(&txn)?;
+    txn.commit().map_err(|e| storage_error("committing", e))?;
+    Ok(value)
+}
+
+fn collect<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    iter: redb::Range<'_, K, &'static [u8]>,
+    what: &str,
+) -> QmResult<Vec<T>> {
+    let mut out = Vec::new();
+    for item in iter {
+        let (_, v) = item.map_err(|e| storage_error(&format!("reading {what}"), e))?;
+        out.push(decode(what, v.value())?);
+    }
+    Ok(out)
+}
+
+pub fn put_udl(txn: &WriteTransaction, entry: &UdlEntry) -> QmResult<()> {
+    let mut t = txn.open_table(UDL).map_err(|e| storage_error("writing UDL", e))?;
+    t.insert(entry.index, encode(entry).as_slice()).map_err(|e| storage_error("writing UDL", e))?;
+    Ok(())
+}
+
+pub fn delete_udl(txn: &WriteTransaction, index: u8) -> QmResult<()> {
+    let mut t = txn.open_table(UDL).map_err(|e| storage_error("writing UDL", e))?;
+    t.remove(index).map_err(|e| storage_error("writing UDL", e))?;
+    Ok(())
+}
+
+pub fn put_vtoc(txn: &WriteTransaction, entry: &VtocEntry) -> QmResult<()> {
+    let mut t = txn.open_table(VTOC).map_err(|e| storage_error("writing VTOC", e))?;
+    t.insert(entry.index, encode(entry).as_slice()).map_err(|e| storage_error("writing VTOC", e))?;
+    Ok(())
+}
+
+pub fn delete_vtoc(txn: &WriteTransaction, index: u8) -> QmResult<()> {
+    let mut t = txn.open_table(VTOC).map_err(|e| storage_error("writing VTOC", e))?;
+    t.remove(index).map_err(|e| storage_error("writing VTOC", e))?;
+    Ok(())
+}
+
+pub fn put_qspace(txn: &WriteTransaction, record: &QueueSpaceRecord) -> QmResult<()> {
+    let mut t = txn.open_table(QSPACES).map_err(|e| storage_error("writing queue space", e))?;
+    t.insert(record.params.name.as_str(), encode(record).as_slice())
+        .map_err(|e| storage_error("writing queue space", e))?;
+    Ok(())
+}
+
+pub fn delete_qspace(txn: &WriteTransaction, name: &str) -> QmResult<()> {
+    let mut t = txn.open_table(QSPACES).map_err(|e| storage_error("writing queue space", e))?;
+    t.remove(name).map_err(|e| storage_error("writing queue space", e))?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Storage on redb: the device file with its UDL, VTOC and queue-space records, the other
+//! files that UDL entries name, and each queue space's own tables.
+
+pub mod device;
+pub mod freemap;
+pub mod records;
+pub mod tables;
+
+pub use device::Device;

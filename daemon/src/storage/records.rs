@@ -1,0 +1,62 @@
+//! The records qm keeps in its redb files, and how they are encoded.
+//!
+//! Records are postcard-encoded. Every file starts with a header naming its format, so a
+//! later release can refuse or convert an older file instead of misreading it.
+
+use qm_common::qspace::QueueSpaceParams;
+use qm_common::{QmError, QmResult};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Format of the files this release writes.
+pub const FORMAT: u32 = 1;
+pub const DEVICE_MAGIC: &str = "qm-device";
+pub const FILE_MAGIC: &str = "qm-file";
+
+/// The header of a device file (entry 0's file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHeader {
+    pub magic: String,
+    pub format: u32,
+    pub page_size: u32,
+    /// Random identity, recorded in every other file of the device.
+    pub device_id: u64,
+    pub created: u64,
+}
+
+/// The header of another file named by a UDL entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHeader {
+    pub magic: String,
+    pub format: u32,
+    pub device_id: u64,
+    pub device_path: String,
+}
+
+/// A queue space as the device records it; its extents are VTOC entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSpaceRecord {
+    /// The parameters as created or last changed; `pages` is the first extent's size.
+    pub params: QueueSpaceParams,
+    /// Whether its extents were initialized (written through) on disk.
+    pub initialized: bool,
+    pub created: u64,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data into a Vec cannot fail.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> QmResult<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| QmError::system(format!("stored {what} record cannot be read: {e}")))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

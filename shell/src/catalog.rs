@@ -1,0 +1,112 @@
+//! The command table: names, abbreviations, syntax, help, and the function behind each.
+//!
+//! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
+
+use crate::commands::{device, general, qspace, queue};
+use crate::getopt::Args;
+use crate::shell::{CmdResult, Shell};
+
+/// What tab completion offers after a command's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Complete {
+    Nothing,
+    QueueSpace,
+    Queue,
+    Command,
+}
+
+/// One command.
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub abbrev: Option<&'static str>,
+    /// Dash options, getopt style (`d:n:e:`).
+    pub options: &'static str,
+    pub max_args: usize,
+    pub syntax: &'static str,
+    pub help: &'static str,
+    pub complete: Complete,
+    pub run: fn(&mut Shell, Args) -> CmdResult,
+}
+
+impl CommandSpec {
+    /// `qspacecreate (qspc) [-A actions] ...`
+    pub fn usage(&self) -> String {
+        match self.abbrev {
+            Some(a) => format!("{} ({a}) {}", self.name, self.syntax),
+            None => format!("{} {}", self.name, self.syntax),
+        }
+    }
+}
+
+macro_rules! command {
+    ($name:literal, $abbrev:expr, $opts:literal, $max:literal, $syntax:literal, $complete:ident, $run:path, $help:literal) => {
+        CommandSpec {
+            name: $name,
+            abbrev: $abbrev,
+            options: $opts,
+            max_args: $max,
+            syntax: $syntax,
+            help: $help,
+            complete: Complete::$complete,
+            run: $run,
+        }
+    };
+}
+
+pub static COMMANDS: &[CommandSpec] = &[
+    command!("chdl", None, "", 2, "[dlindex [newdevice]]", Nothing, device::chdl,
+        "Renames a device list entry, e.g. after its file moved. Without a new name it prints the current one and asks for the new. Entry 0 must always name the device itself ($QMCONFIG)."),
+    command!("crdl", None, "p:", 3, "[-p pagesize] [device [offset [size]]]", Nothing, device::crdl,
+        "Creates a device list entry: SIZE pages of DEVICE starting at block OFFSET. The first entry must be the device itself at offset 0; it creates the device, and -p sets its page size (default 1024 bytes, fixed from then on). An entry on another file puts that file under qm; entries on one file may not overlap."),
+    command!("daemon", None, "", 1, "[status|stop]", Nothing, general::daemon,
+        "Shows the qmd serving this device (pid, socket, sessions, loaded queue spaces), or stops it."),
+    command!("dsdl", None, "y", 1, "[-y] [dlindex]", Nothing, device::dsdl,
+        "Destroys a device list entry that holds no queue-space extents. Entry 0 goes last and takes the whole device with it. Asks for confirmation unless -y is given."),
+    command!("echo", Some("e"), "", 1, "[{off|on}]", Nothing, general::echo,
+        "Echoes each command line read before running it (useful for script transcripts). Without an argument, toggles."),
+    command!("help", Some("h"), "", 1, "[{command|all}]", Command, general::help,
+        "Without an argument, lists the syntax of every command. With a command name or abbreviation, explains that command; with 'all', explains every command."),
+    command!("ipcrm", None, "fy", 1, "[-f] [-y] [queue_space_name]", QueueSpace, qspace::ipcrm,
+        "Drops a queue space's in-memory state (non-persistent messages, open transactions) and detaches everyone from it. Refuses while others are attached unless -f is given; -f asks for confirmation unless -y is given."),
+    command!("ipcs", None, "", 1, "[queue_space_name]", QueueSpace, qspace::ipcs,
+        "Lists the sessions, clients and forwarders attached to a queue space (all loaded queue spaces when the answer is empty)."),
+    command!("lidl", None, "", 1, "[dlindex]", Nothing, device::lidl,
+        "Lists the device list: index, file, first block and size of each entry; in verbose mode also each entry's free-space map."),
+    command!("livtoc", None, "", 0, "", Nothing, device::livtoc,
+        "Lists the volume table of contents: the VTOC and UDL tables and every queue-space extent, with its entry, offset and size."),
+    command!("paginate", Some("page"), "", 1, "[{off|on}]", Nothing, general::paginate,
+        "Pages long output through $PAGER (default 'less -FRX'). Only possible when input and output are terminals. Without an argument, toggles."),
+    command!("qaddext", None, "", 2, "[queue_space_name [pages]]", QueueSpace, qspace::qaddext,
+        "Adds an extent of PAGES pages (rounded down to a multiple of 4) to a queue space, from free space on the file the queue space lives on. The queue space must be inactive: your own qopen is closed, others must detach first. Its non-persistent messages are lost."),
+    command!("qchange", None, "d:n:e:", 7, "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [out-of-order [retries [delay [high [low [cmd]]]]]]]", Queue, queue::qchange,
+        "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given."),
+    command!("qclose", None, "", 0, "", Nothing, qspace::qclose,
+        "Closes the open queue space. Its non-persistent messages stay in the daemon until ipcrm."),
+    command!("qcreate", Some("qcr"), "d:n:e:", 8, "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [qorder [out-of-order [retries [delay [high [low [cmd]]]]]]]]", Queue, queue::qcreate,
+        "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none)."),
+    command!("qdestroy", Some("qds"), "pfy", 1, "[{-p|-f}] [-y] [queue_name]", Queue, queue::qdestroy,
+        "Destroys a queue of the open queue space. Refuses while it holds messages (-p purges them first) or while others are attached (-f forces both). Asks for confirmation unless -y is given."),
+    command!("qinfo", None, "", 1, "[queue_name]", Queue, queue::qinfo,
+        "Shows each queue of the open queue space (or one) with its messages, persistent and non-persistent, and the bytes and blocks they use, then the totals. Verbose mode adds each queue's definition."),
+    command!("qopen", None, "", 1, "[queue_space_name]", QueueSpace, qspace::qopen,
+        "Opens a queue space for the commands that work on queues and messages, closing any other one this session had open."),
+    command!("qsize", None, "A:H:C:O:Q:f:n:o:", 5, "[-A actions] [-H handles] [-C cursors] [-O owners] [-Q tmp_queues] [-f filter_memory] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [pages [queues [transactions [processes [messages]]]]]", Nothing, qspace::qsize,
+        "Estimates the daemon memory a queue space of these sizes needs. qm uses no System V semaphores, so their count is always 0."),
+    command!("qspacechange", Some("qspch"), "A:H:C:O:Q:f:n:o:", 8, "[-A actions] [-H handles] [-C cursors] [-O owners] [-Q tmp_queues] [-f filter_memory] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [queue_space_name [ipckey [trans [procs [messages [errorq [inityn [blocking]]]]]]]]", QueueSpace, qspace::qspacechange,
+        "Changes a queue space's parameters (not its size or number of queues: see qaddext). Prompts offer the current values as defaults. The queue space must be inactive: your own qopen is closed, others must detach first; its non-persistent messages are lost."),
+    command!("qspacecreate", Some("qspc"), "A:n:o:", 10, "[-A actions] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [queue_space_name [ipckey [pages [queues [trans [procs [messages [errorq [inityn [blocking]]]]]]]]]]", QueueSpace, qspace::qspacecreate,
+        "Creates a queue space of PAGES pages (rounded down to a multiple of 4) taken first-fit from the device list's free space; it needs one page plus one per queue for itself. IPCKEY is 32769 to 262143 and unique. ERRORQ names the queue that receives messages out of retries (create it with qcreate). INITYN y writes the pages through now, so the disk space is held from the start. -n sets memory for non-persistent messages (blocks, or bytes with b), -A extra waiting dequeues."),
+    command!("qspacedestroy", Some("qspds"), "fy", 1, "[-f] [-y] [queue_space_name]", QueueSpace, qspace::qspacedestroy,
+        "Destroys a queue space and its extents. Refuses while it holds messages or others are attached, unless -f is given. Asks for confirmation unless -y is given."),
+    command!("qspacelist", Some("qspl"), "", 1, "[queue_space_name]", QueueSpace, qspace::qspacelist,
+        "Shows a queue space's parameters, extents and memory (the open one when the answer is empty)."),
+    command!("quit", Some("q"), "", 0, "", Nothing, general::quit,
+        "Leaves qmadmin. End of input does the same."),
+    command!("verbose", Some("v"), "", 1, "[{off|on}]", Nothing, general::verbose,
+        "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, qspacecreate progress dots. Without an argument, toggles."),
+];
+
+/// Finds a command by full name or abbreviation.
+pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name || c.abbrev == Some(name))
+}

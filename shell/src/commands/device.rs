@@ -1,0 +1,85 @@
+//! Device list commands: crdl, lidl, dsdl, livtoc, chdl.
+
+use super::number;
+use crate::getopt::Args;
+use crate::render;
+use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::device::ENTRY_MAX_PAGES;
+use qm_common::names::check_device_path;
+use qm_common::protocol::{DeviceRequest, Reply, Request};
+
+fn device_name(text: &str) -> qm_common::QmResult<String> {
+    check_device_path(text)?;
+    Ok(text.to_string())
+}
+
+fn dl_index(text: &str) -> qm_common::QmResult<u8> {
+    number("Device list index", text, 0..=24u8)
+}
+
+pub fn crdl(sh: &mut Shell, args: Args) -> CmdResult {
+    let page_size = match args.value('p') {
+        Some(v) => Some(number("Page size", v, 512..=65536u32).map_err(|e| e.message)?),
+        None => None,
+    };
+    let mut pos = Positionals::new(args.positionals);
+    let device = sh.required(&mut pos, "Device name: ", device_name)?;
+    let offset = sh.required(&mut pos, "Device offset: ", |s| number("Device offset", s, 0..=ENTRY_MAX_PAGES))?;
+    let size = sh.required(&mut pos, "Device size: ", |s| number("Device size", s, 1..=ENTRY_MAX_PAGES))?;
+    sh.call(Request::Device(DeviceRequest::Create { device, offset, size, page_size }))?;
+    Ok(())
+}
+
+pub fn lidl(sh: &mut Shell, args: Args) -> CmdResult {
+    let index = match args.positionals.first() {
+        Some(i) => Some(dl_index(i).map_err(|e| e.message)?),
+        None => None,
+    };
+    let done = sh.call(Request::Device(DeviceRequest::List { index }))?;
+    if let Reply::Device(listing) = done.reply {
+        let text = if sh.wants_json(args.json) { render::json(&listing) } else { render::device_listing(&listing, sh.verbose) };
+        sh.output(&text);
+    }
+    Ok(())
+}
+
+pub fn livtoc(sh: &mut Shell, args: Args) -> CmdResult {
+    let done = sh.call(Request::Device(DeviceRequest::Vtoc))?;
+    if let Reply::Vtoc(entries) = done.reply {
+        let text = if sh.wants_json(args.json) {
+            render::json(&entries)
+        } else {
+            render::vtoc(&sh.device.display().to_string(), &entries)
+        };
+        sh.output(&text);
+    }
+    Ok(())
+}
+
+pub fn dsdl(sh: &mut Shell, args: Args) -> CmdResult {
+    let confirmed = args.flag('y');
+    let mut pos = Positionals::new(args.positionals);
+    let index = sh.required(&mut pos, "Device list index: ", dl_index)?;
+    if !confirmed && !sh.confirm()? {
+        sh.warn("Device not destroyed");
+        return Ok(());
+    }
+    sh.call(Request::Device(DeviceRequest::Destroy { index }))?;
+    Ok(())
+}
+
+pub fn chdl(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let index = sh.required(&mut pos, "Device list index: ", dl_index)?;
+    let new_name = if let Some(name) = pos.next() {
+        device_name(&name).map_err(|e| e.message)?
+    } else {
+        let done = sh.call(Request::Device(DeviceRequest::Rename { index, new_name: None }))?;
+        if let Reply::DeviceName(current) = done.reply {
+            sh.info(&format!("Current device name: {current}"));
+        }
+        sh.required(&mut pos, "New device name: ", device_name)?
+    };
+    sh.call(Request::Device(DeviceRequest::Rename { index, new_name: Some(new_name) }))?;
+    Ok(())
+}

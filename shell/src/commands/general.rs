@@ -1,0 +1,88 @@
+//! Commands about the shell itself: echo, help, paginate, quit, verbose, and the daemon.
+
+use super::on_off;
+use crate::catalog::{COMMANDS, lookup};
+use crate::getopt::Args;
+use crate::render;
+use crate::shell::{CmdResult, Shell};
+use qm_common::protocol::{DaemonRequest, Reply, Request};
+use std::io::IsTerminal;
+
+fn toggle(current: bool, args: &Args) -> Result<bool, String> {
+    match args.positionals.first() {
+        None => Ok(!current),
+        Some(v) => on_off(v).map_err(|e| e.message),
+    }
+}
+
+fn mode(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+pub fn echo(sh: &mut Shell, args: Args) -> CmdResult {
+    sh.echo = toggle(sh.echo, &args)?;
+    sh.info(&format!("Echo mode is now {}", mode(sh.echo)));
+    Ok(())
+}
+
+pub fn verbose(sh: &mut Shell, args: Args) -> CmdResult {
+    sh.verbose = toggle(sh.verbose, &args)?;
+    sh.info(&format!("Verbose mode is now {}", mode(sh.verbose)));
+    Ok(())
+}
+
+pub fn paginate(sh: &mut Shell, args: Args) -> CmdResult {
+    let on = toggle(sh.paginate, &args)?;
+    if on && !(sh.input.interactive() && std::io::stdout().is_terminal()) {
+        return Err("paginate can be turned on only when input and output are terminals".into());
+    }
+    sh.paginate = on;
+    sh.info(&format!("Paginate mode is now {}", mode(on)));
+    Ok(())
+}
+
+pub fn quit(_sh: &mut Shell, _args: Args) -> CmdResult {
+    Ok(())
+}
+
+fn describe(spec: &crate::catalog::CommandSpec) -> String {
+    format!("{}\n    {}\n", spec.usage(), spec.help)
+}
+
+pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
+    let text = match args.positionals.first().map(String::as_str) {
+        None => {
+            let mut out = String::from("Commands (abbreviation in parentheses); 'help command' explains one:\n");
+            for c in COMMANDS {
+                out += &format!("  {}\n", c.usage());
+            }
+            out + "  ! shellcommand, !! (repeat it), # comment, <CR> (repeat the last command; terminal only)\n"
+        }
+        Some("all") => COMMANDS.iter().map(describe).collect::<Vec<_>>().join("\n"),
+        Some(name) => match lookup(name) {
+            Some(spec) => describe(spec),
+            None => return Err(format!("Command {name} not found")),
+        },
+    };
+    sh.output(&text);
+    Ok(())
+}
+
+pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
+    match args.positionals.first().map(String::as_str) {
+        None | Some("status") => {
+            let done = sh.call(Request::Daemon(DaemonRequest::Status))?;
+            if let Reply::Status(s) = done.reply {
+                let text = if sh.wants_json(args.json) { render::json(&s) } else { render::status(&s) };
+                sh.output(&text);
+            }
+            Ok(())
+        }
+        Some("stop") => {
+            sh.call(Request::Daemon(DaemonRequest::Stop))?;
+            sh.info("qmd stopped");
+            Ok(())
+        }
+        Some(other) => Err(format!("daemon: '{other}' is invalid; use status or stop")),
+    }
+}

@@ -1,0 +1,40 @@
+//! The commands, one module per family, and the value parsers they share.
+
+pub mod device;
+pub mod general;
+pub mod qspace;
+pub mod queue;
+
+use qm_common::{QmError, QmResult};
+use std::str::FromStr;
+
+/// A whole number for `field`, within `range`.
+pub fn number<T>(field: &str, text: &str, range: std::ops::RangeInclusive<T>) -> QmResult<T>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let allowed = format!("a whole number from {} to {} is expected", range.start(), range.end());
+    let value: T = text.trim().parse().map_err(|_| QmError::invalid(field, text, &allowed))?;
+    if !range.contains(&value) {
+        return Err(QmError::invalid(field, text, &allowed));
+    }
+    Ok(value)
+}
+
+/// A y/n answer.
+pub fn yes_no(field: &str, text: &str) -> QmResult<bool> {
+    match text.trim() {
+        "y" | "Y" | "yes" => Ok(true),
+        "n" | "N" | "no" => Ok(false),
+        _ => Err(QmError::invalid(field, text, "answer y or n")),
+    }
+}
+
+/// An on/off argument of echo, verbose and paginate.
+pub fn on_off(text: &str) -> QmResult<bool> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(QmError::invalid("Mode", text, "use on or off")),
+    }
+}

@@ -1,0 +1,229 @@
+//! Queue space commands: qspacecreate, qspacelist, qspacechange, qspacedestroy, qopen,
+//! qclose, qaddext, qsize, ipcs, ipcrm.
+
+use super::{number, yes_no};
+use crate::getopt::Args;
+use crate::render;
+use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::QmResult;
+use qm_common::names::{check_error_queue_name, check_qspace_name};
+use qm_common::protocol::{QueueSpaceRequest, Reply, Request};
+use qm_common::qspace::{
+    BLOCKING_DEFAULT, BLOCKING_MAX, COUNT_MAX, IPC_KEY_MAX, IPC_KEY_MIN, MESSAGES_MAX, MemorySize,
+    QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, check_ipc_key,
+};
+use std::io::IsTerminal;
+
+const NAME: &str = "Queue space name: ";
+const IPC_KEY: &str = "IPC Key for queue space";
+const PAGES: &str = "Size of queue space in disk pages";
+const QUEUES: &str = "Number of queues in queue space";
+const TRANS: &str = "Number of concurrent transactions in queue space";
+const PROCS: &str = "Number of concurrent processes in queue space";
+const MSGS: &str = "Number of messages in queue space";
+const ERRQ: &str = "Error queue name";
+const INIT: &str = "Initialize extents";
+const BLOCKING: &str = "Blocking factor";
+
+fn qspace_name(text: &str) -> QmResult<String> {
+    check_qspace_name(text)?;
+    Ok(text.to_string())
+}
+
+fn ipc_key(text: &str) -> QmResult<u32> {
+    let key = number(IPC_KEY, text, IPC_KEY_MIN..=IPC_KEY_MAX)?;
+    check_ipc_key(key)?;
+    Ok(key)
+}
+
+fn count(field: &'static str, max: u32) -> impl Fn(&str) -> QmResult<u32> {
+    move |text| number(field, text, 1..=max)
+}
+
+fn error_queue(text: &str) -> QmResult<String> {
+    check_error_queue_name(text)?;
+    Ok(text.to_string())
+}
+
+fn memory_option(args: &Args) -> Result<Option<MemorySize>, String> {
+    args.value('n').map(|v| v.parse::<MemorySize>().map_err(|e| e.message)).transpose()
+}
+
+fn option_number<T>(args: &Args, flag: char, field: &str, range: std::ops::RangeInclusive<T>) -> Result<Option<T>, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    args.value(flag).map(|v| number(field, v, range.clone()).map_err(|e| e.message)).transpose()
+}
+
+/// Progress dots for long work: in verbose mode (as Tuxedo) or on a terminal.
+fn show_progress(sh: &Shell) -> bool {
+    sh.verbose || std::io::stdout().is_terminal()
+}
+
+pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
+    let nonpersistent = memory_option(&args)?.unwrap_or(MemorySize::ZERO);
+    let actions = option_number(&args, 'A', "-A actions", 0..=COUNT_MAX)?.unwrap_or(0);
+    let overflow = option_number(&args, 'o', "-o overflow memory", 0..=u64::MAX)?.unwrap_or(0);
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    let ipc_key = sh.required(&mut pos, &format!("{IPC_KEY}: "), ipc_key)?;
+    let pages = sh.required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
+    let queues = sh.required(&mut pos, &format!("{QUEUES}: "), count(QUEUES, COUNT_MAX))?;
+    let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
+    let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
+    let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
+    let error_queue = error_queue(&sh.text(&mut pos, &format!("{ERRQ}: "))?).map_err(|e| e.message)?;
+    let initialize = sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))?;
+    let blocking = sh.optional(
+        &mut pos,
+        &format!("{BLOCKING} [default={BLOCKING_DEFAULT}]: "),
+        BLOCKING_DEFAULT,
+        None,
+        count(BLOCKING, BLOCKING_MAX),
+    )?;
+    let params = QueueSpaceParams {
+        name,
+        ipc_key,
+        pages,
+        queues,
+        transactions,
+        processes,
+        messages,
+        error_queue,
+        initialize,
+        blocking,
+        nonpersistent,
+        actions,
+        overflow,
+    };
+    params.validate().map_err(|e| e.message)?;
+    let show = initialize && show_progress(sh);
+    sh.call_with_progress(Request::QueueSpace(QueueSpaceRequest::Create(params)), show)?;
+    Ok(())
+}
+
+fn fetch(sh: &mut Shell, name: Option<String>) -> Result<QueueSpaceInfo, String> {
+    match sh.call(Request::QueueSpace(QueueSpaceRequest::List { name }))?.reply {
+        Reply::QueueSpace(info) => Ok(*info),
+        other => Err(format!("unexpected reply from qmd: {other:?}")),
+    }
+}
+
+pub fn qspacelist(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.text(&mut pos, NAME)?;
+    let info = fetch(sh, Some(name).filter(|n| !n.is_empty()))?;
+    let text = if sh.wants_json(args.json) { render::json(&info) } else { render::qspace(&info) };
+    sh.output(&text);
+    Ok(())
+}
+
+pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
+    let nonpersistent = memory_option(&args)?;
+    let actions = option_number(&args, 'A', "-A actions", 0..=COUNT_MAX)?;
+    let overflow = option_number(&args, 'o', "-o overflow memory", 0..=u64::MAX)?;
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    let cur = fetch(sh, Some(name.clone()))?.params;
+    let ask = |field: &str, current: &dyn std::fmt::Display| format!("{field} [default={current}]: ");
+    let ipc_key = sh.optional(&mut pos, &ask(IPC_KEY, &cur.ipc_key), cur.ipc_key, None, ipc_key)?;
+    let transactions = sh.optional(&mut pos, &ask(TRANS, &cur.transactions), cur.transactions, None, count(TRANS, COUNT_MAX))?;
+    let processes = sh.optional(&mut pos, &ask(PROCS, &cur.processes), cur.processes, None, count(PROCS, COUNT_MAX))?;
+    let messages = sh.optional(&mut pos, &ask(MSGS, &cur.messages), cur.messages, None, count(MSGS, MESSAGES_MAX))?;
+    let error_queue = sh.optional(&mut pos, &ask(ERRQ, &cur.error_queue), cur.error_queue.clone(), None, error_queue)?;
+    let initialize = sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))?;
+    let blocking = sh.optional(&mut pos, &ask(BLOCKING, &cur.blocking), cur.blocking, None, count(BLOCKING, BLOCKING_MAX))?;
+    let change = QueueSpaceChange {
+        name,
+        ipc_key,
+        transactions,
+        processes,
+        messages,
+        error_queue,
+        initialize,
+        blocking,
+        nonpersistent,
+        actions,
+        overflow,
+    };
+    change.validate().map_err(|e| e.message)?;
+    let show = initialize && show_progress(sh);
+    sh.call_with_progress(Request::QueueSpace(QueueSpaceRequest::Change(change)), show)?;
+    Ok(())
+}
+
+pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {
+    let (force, confirmed) = (args.flag('f'), args.flag('y'));
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    if !confirmed && !sh.confirm()? {
+        sh.warn("Queue space not destroyed");
+        return Ok(());
+    }
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Destroy { name, force }))?;
+    Ok(())
+}
+
+pub fn qopen(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name }))?;
+    Ok(())
+}
+
+pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Close))?;
+    Ok(())
+}
+
+pub fn qaddext(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    let pages = sh.required(&mut pos, "Number of pages: ", |s| number("Pages", s, 1..=u64::from(u32::MAX)))?;
+    sh.call(Request::QueueSpace(QueueSpaceRequest::AddExtent { name, pages }))?;
+    Ok(())
+}
+
+pub fn qsize(sh: &mut Shell, args: Args) -> CmdResult {
+    let nonpersistent = memory_option(&args)?.unwrap_or(MemorySize::ZERO);
+    let json = args.json;
+    let mut pos = Positionals::new(args.positionals);
+    let pages = sh.required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
+    let queues = sh.required(&mut pos, &format!("{QUEUES}: "), count(QUEUES, COUNT_MAX))?;
+    let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
+    let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
+    let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
+    let request = QueueSpaceRequest::Size { pages, queues, transactions, processes, messages, nonpersistent };
+    if let Reply::Size(s) = sh.call(Request::QueueSpace(request))?.reply {
+        let text = if sh.wants_json(json) { render::json(&s) } else { render::size(&s) };
+        sh.output(&text);
+    }
+    Ok(())
+}
+
+pub fn ipcs(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.text(&mut pos, NAME)?;
+    let request = QueueSpaceRequest::Ipcs { name: Some(name).filter(|n| !n.is_empty()) };
+    if let Reply::Attachments(list) = sh.call(Request::QueueSpace(request))?.reply {
+        if sh.wants_json(args.json) {
+            sh.output(&render::json(&list));
+        } else if !list.is_empty() {
+            sh.output(&render::attachments(&list));
+        }
+    }
+    Ok(())
+}
+
+pub fn ipcrm(sh: &mut Shell, args: Args) -> CmdResult {
+    let (force, confirmed) = (args.flag('f'), args.flag('y'));
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    if force && !confirmed && !sh.confirm()? {
+        sh.warn("IPC resources not removed");
+        return Ok(());
+    }
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Ipcrm { name, force }))?;
+    Ok(())
+}

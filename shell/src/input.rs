@@ -1,0 +1,110 @@
+//! Where lines come from: a terminal (rustyline, with history and completion) or a stream
+//! (here-documents, pipes, programs writing to our stdin).
+//!
+//! On a stream the prompts are still printed, as Tuxedo's qmadmin prints them, so a
+//! transcript of a script reads like the interactive session it replaces.
+
+use crate::complete::Helper;
+use rustyline::error::ReadlineError;
+use rustyline::history::DefaultHistory;
+use rustyline::{Config, Editor};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+/// What reading a line produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    Line(String),
+    /// Ctrl-C at a terminal.
+    Interrupted,
+    Eof,
+}
+
+/// A source of lines.
+pub trait Input {
+    fn read_line(&mut self, prompt: &str) -> Read;
+    /// True for a terminal: prompts may be repeated and `<CR>` repeats the last command.
+    fn interactive(&self) -> bool;
+    fn add_history(&mut self, _line: &str) {}
+}
+
+/// Lines from a stream; prompts go to stdout unless `quiet`.
+pub struct StreamInput<R> {
+    reader: R,
+    pub quiet: bool,
+}
+
+impl<R: BufRead> StreamInput<R> {
+    pub fn new(reader: R, quiet: bool) -> Self {
+        StreamInput { reader, quiet }
+    }
+}
+
+impl<R: BufRead> Input for StreamInput<R> {
+    fn read_line(&mut self, prompt: &str) -> Read {
+        if !self.quiet {
+            print!("{prompt}");
+            let _ = std::io::stdout().flush();
+        }
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => Read::Eof,
+            Ok(_) => {
+                let line = line.trim_end_matches(['\n', '\r']).to_string();
+                Read::Line(line)
+            }
+        }
+    }
+
+    fn interactive(&self) -> bool {
+        false
+    }
+}
+
+/// Lines from a terminal through rustyline.
+pub struct TtyInput {
+    editor: Editor<Helper, DefaultHistory>,
+    history: Option<PathBuf>,
+}
+
+/// Where interactive history is kept: `$QM_HISTORY`, else `~/.qmadmin_history`.
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("QM_HISTORY").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".qmadmin_history"))
+}
+
+impl TtyInput {
+    pub fn new(helper: Helper) -> Result<TtyInput, String> {
+        let config = Config::builder().auto_add_history(false).history_ignore_dups(true).map_err(|e| e.to_string())?.build();
+        let mut editor = Editor::with_config(config).map_err(|e| e.to_string())?;
+        editor.set_helper(Some(helper));
+        let history = history_path();
+        if let Some(h) = &history {
+            let _ = editor.load_history(h);
+        }
+        Ok(TtyInput { editor, history })
+    }
+}
+
+impl Input for TtyInput {
+    fn read_line(&mut self, prompt: &str) -> Read {
+        match self.editor.readline(prompt) {
+            Ok(line) => Read::Line(line),
+            Err(ReadlineError::Interrupted) => Read::Interrupted,
+            Err(_) => Read::Eof,
+        }
+    }
+
+    fn interactive(&self) -> bool {
+        true
+    }
+
+    fn add_history(&mut self, line: &str) {
+        let _ = self.editor.add_history_entry(line);
+        if let Some(h) = &self.history {
+            let _ = self.editor.save_history(h);
+        }
+    }
+}

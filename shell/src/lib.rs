@@ -1,0 +1,76 @@
+//! qmadmin, the administration shell of qm. It speaks Tuxedo's qmadmin grammar (commands,
+//! abbreviations, prompts and defaults) so that old scripts run unchanged, and sends what
+//! they ask for to the daemon.
+//!
+//! # Layout
+//! * [`grammar`]: the nom parser for one input line and for `-c` scripts.
+//! * [`catalog`]: the command table; [`commands`]: the commands, one module per family.
+//! * [`shell`]: the running shell: daemon calls, prompting, output.
+//! * [`repl`]: the command loop; [`input`]: terminal (rustyline) or stream input;
+//!   [`complete`]: completion and hints.
+//! * [`getopt`]: dash options; [`render`]: tables and JSON; [`pager`]: paging.
+//! * [`connect`]: finding (and starting) the daemon.
+
+pub mod catalog;
+pub mod commands;
+pub mod complete;
+pub mod connect;
+pub mod getopt;
+pub mod grammar;
+pub mod input;
+pub mod options;
+pub mod pager;
+pub mod render;
+pub mod repl;
+pub mod shell;
+
+use input::{Input, StreamInput, TtyInput};
+use options::Options;
+use std::io::IsTerminal;
+
+/// Runs qmadmin; returns the exit status: 0 when every command succeeded, 1 otherwise.
+pub fn main(options: Options) -> i32 {
+    let device = match options.device.clone().or_else(|| std::env::var_os(qm_common::paths::QMCONFIG_ENV).filter(|v| !v.is_empty()).map(Into::into)) {
+        Some(d) => qm_common::paths::absolute(&d),
+        None => {
+            eprintln!("ERROR: QMCONFIG not set (give the device as an argument or set QMCONFIG)");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ERROR: cannot start: {e}");
+            return 1;
+        }
+    };
+    let connected = runtime.block_on(connect::connect(&device, options.socket.as_deref(), !options.no_start));
+    let client = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return 1;
+        }
+    };
+    let names = std::sync::Arc::default();
+    let input: Box<dyn Input> = if std::io::stdin().is_terminal() {
+        match TtyInput::new(complete::Helper { names: std::sync::Arc::clone(&names) }) {
+            Ok(t) => Box::new(t),
+            Err(_) => Box::new(StreamInput::new(std::io::stdin().lock(), false)),
+        }
+    } else {
+        Box::new(StreamInput::new(std::io::stdin().lock(), false))
+    };
+    let mut sh = shell::Shell::new(runtime, client, device.clone(), input);
+    sh.names = names;
+    sh.json = options.json;
+    let script = options.commands.as_deref().map(|c| grammar::split_script(c).into());
+    if script.is_none() {
+        println!("qmadmin - qm {}: administration of queue spaces and queues", env!("CARGO_PKG_VERSION"));
+        println!("QMCONFIG={}", device.display());
+        if sh.input.interactive() {
+            sh.refresh_names();
+        }
+    }
+    repl::run(&mut sh, script)
+}

@@ -1,0 +1,31 @@
+//! Command-line options of `qmadmin`.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// qmadmin: administration shell of qm, with the commands and prompts of Tuxedo's qmadmin.
+/// Reads commands from the terminal, from standard input (scripts, here-documents), or
+/// from -c. Starts a daemon for the device when none answers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "qmadmin", version)]
+pub struct Options {
+    /// Device file; defaults to $QMCONFIG.
+    #[arg(value_name = "DEVICE")]
+    pub device: Option<PathBuf>,
+
+    /// Run these commands (separated by ';' or newlines) as one session, then exit.
+    #[arg(short = 'c', value_name = "COMMANDS")]
+    pub commands: Option<String>,
+
+    /// Do not start a daemon when none answers.
+    #[arg(long)]
+    pub no_start: bool,
+
+    /// Control socket of the daemon (default: DEVICE.sock; also set by QM_SOCKET).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print every listing as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,232 @@
+//! Rendering replies: tables for people (tabled), JSON for programs.
+
+use qm_common::device::{DeviceListing, FREE_MAP_SLOTS, VtocEntry};
+use qm_common::protocol::DaemonStatus;
+use qm_common::qspace::{Attachment, QueueSpaceInfo, SizeEstimate};
+use qm_common::queue::{QueueListing, QueueUsage};
+use qm_common::time::format_local;
+use serde::Serialize;
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+/// A table with a header row.
+pub fn table<S: AsRef<str>>(header: &[S], rows: Vec<Vec<String>>) -> String {
+    let mut b = Builder::default();
+    b.push_record(header.iter().map(|h| h.as_ref().to_string()));
+    for row in rows {
+        b.push_record(row);
+    }
+    let mut t = b.build();
+    t.with(Style::psql());
+    t.to_string()
+}
+
+/// A two-column table of names and values, without a header.
+pub fn key_values(rows: Vec<(&str, String)>) -> String {
+    let mut b = Builder::default();
+    for (k, v) in rows {
+        b.push_record([k.to_string(), v]);
+    }
+    let mut t = b.build();
+    t.with(Style::blank());
+    t.to_string()
+}
+
+pub fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+pub fn device_listing(d: &DeviceListing, verbose: bool) -> String {
+    let rows = d
+        .entries
+        .iter()
+        .map(|e| {
+            let free: u64 = e.free.iter().map(|r| r.size).sum();
+            vec![e.entry.index.to_string(), e.entry.name.clone(), e.entry.start.to_string(), e.entry.size.to_string(), free.to_string()]
+        })
+        .collect();
+    let mut out = format!("Device list on {} (page size {} bytes)\n", d.device, d.page_size);
+    out += &table(&["index", "name", "start", "size", "free"], rows);
+    out.push('\n');
+    if verbose {
+        for e in &d.entries {
+            let used = e.free.len();
+            out += &format!(
+                "\nuniversal device index {}: free space map ({used} {} used, {} available)\n",
+                e.entry.index,
+                if used == 1 { "entry" } else { "entries" },
+                FREE_MAP_SLOTS.saturating_sub(used)
+            );
+            let rows = e.free.iter().map(|r| vec![r.size.to_string(), r.addr.to_string()]).collect();
+            out += &table(&["size", "addr"], rows);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn vtoc(device: &str, entries: &[VtocEntry]) -> String {
+    let rows = entries
+        .iter()
+        .map(|t| {
+            vec![
+                t.index.to_string(),
+                t.name.clone(),
+                t.extent.map_or("-".into(), |e| e.to_string()),
+                t.device.to_string(),
+                t.offset.to_string(),
+                t.pages.to_string(),
+            ]
+        })
+        .collect();
+    format!(
+        "Volume Table of Contents on {device}:\n{}\n",
+        table(&["index", "table", "extent", "device", "offset", "pages"], rows)
+    )
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{n} ({:.1} GiB)", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{n} ({:.1} MiB)", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{n} ({:.1} KiB)", n as f64 / 1024.0),
+        n => n.to_string(),
+    }
+}
+
+pub fn qspace(info: &QueueSpaceInfo) -> String {
+    let p = &info.params;
+    let errq = if p.error_queue.is_empty() { "(none)".to_string() } else { p.error_queue.clone() };
+    let mut out = format!("Queue space {}\n", p.name);
+    out += &key_values(vec![
+        ("state", info.state.to_string()),
+        ("IPC key", p.ipc_key.to_string()),
+        ("pages", format!("{} in {} extent(s), {} bytes each", info.total_pages, info.extents.len(), info.page_size)),
+        ("overhead pages", info.overhead_pages.to_string()),
+        ("blocks used", info.blocks_used.to_string()),
+        ("queues", format!("{} of {}", info.queues_defined, p.queues)),
+        ("transactions", p.transactions.to_string()),
+        ("processes", p.processes.to_string()),
+        ("messages", format!("{} of {}", info.messages, p.messages)),
+        ("error queue", errq),
+        ("initialized", if p.initialize { "yes" } else { "no" }.into()),
+        ("blocking factor", p.blocking.to_string()),
+        ("actions (-A)", p.actions.to_string()),
+        ("overflow memory (-o)", p.overflow.to_string()),
+        ("non-persistent memory (-n)", format!("{} = {} bytes", p.nonpersistent, info.nonpersistent_bytes)),
+        ("memory estimate", bytes(info.memory_estimate)),
+        ("file", info.file.clone()),
+    ]);
+    out.push('\n');
+    let rows = info
+        .extents
+        .iter()
+        .map(|t| {
+            vec![
+                t.extent.map_or("-".into(), |e| e.to_string()),
+                t.index.to_string(),
+                t.device.to_string(),
+                t.offset.to_string(),
+                t.pages.to_string(),
+            ]
+        })
+        .collect();
+    out += &table(&["extent", "vtoc", "device", "offset", "pages"], rows);
+    out.push('\n');
+    out
+}
+
+pub fn size(s: &SizeEstimate) -> String {
+    key_values(vec![
+        ("pages", s.pages.to_string()),
+        ("queues", s.queues.to_string()),
+        ("transactions", s.transactions.to_string()),
+        ("processes", s.processes.to_string()),
+        ("messages", s.messages.to_string()),
+        ("non-persistent memory", bytes(s.nonpersistent_bytes)),
+        ("system memory", bytes(s.system_bytes)),
+        ("total memory", bytes(s.total_bytes)),
+        ("semaphores", s.semaphores.to_string()),
+    ]) + "\n"
+}
+
+pub fn attachments(list: &[Attachment]) -> String {
+    let rows = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.qspace.clone(),
+                a.ipc_key.to_string(),
+                a.state.to_string(),
+                if a.session == 0 { "-".into() } else { a.session.to_string() },
+                a.pid.map_or("-".into(), |p| p.to_string()),
+                a.program.clone(),
+                a.kind.clone(),
+                format_local(a.since),
+            ]
+        })
+        .collect();
+    table(&["qspace", "ipckey", "state", "session", "pid", "program", "kind", "since"], rows) + "\n"
+}
+
+fn usage_row(name: &str, u: &QueueUsage) -> Vec<String> {
+    vec![
+        name.to_string(),
+        u.messages().to_string(),
+        u.persistent_messages.to_string(),
+        u.nonpersistent_messages.to_string(),
+        u.persistent_bytes.to_string(),
+        u.blocks.to_string(),
+        u.nonpersistent_bytes.to_string(),
+    ]
+}
+
+pub fn queues(listing: &QueueListing, verbose: bool) -> String {
+    let mut rows: Vec<Vec<String>> = listing.queues.iter().map(|q| usage_row(&q.def.name, &q.usage)).collect();
+    rows.push(usage_row("(total)", &listing.total));
+    let mut out = table(&["queue", "messages", "persistent", "nonpersistent", "bytes", "blocks", "np bytes"], rows);
+    out.push('\n');
+    if verbose && !listing.queues.is_empty() {
+        out.push('\n');
+        let rows = listing
+            .queues
+            .iter()
+            .map(|q| {
+                let d = &q.def;
+                let t = &d.threshold;
+                let n = &d.nonpersistent_threshold;
+                vec![
+                    d.name.clone(),
+                    d.order.to_string(),
+                    d.out_of_order.to_string(),
+                    d.retries.to_string(),
+                    d.retry_delay.to_string(),
+                    format!("{}/{}", t.high, t.low),
+                    t.command.clone(),
+                    format!("{}/{}", n.high, n.low),
+                    n.command.clone(),
+                    d.delivery.to_string(),
+                    d.expiration.to_string(),
+                ]
+            })
+            .collect();
+        out += &table(
+            &["queue", "order", "out-of-order", "retries", "delay", "high/low", "command", "np high/low", "np command", "delivery", "expiration"],
+            rows,
+        );
+        out.push('\n');
+    }
+    out
+}
+
+pub fn status(s: &DaemonStatus) -> String {
+    key_values(vec![
+        ("pid", s.pid.to_string()),
+        ("version", s.version.clone()),
+        ("device", format!("{}{}", s.device, if s.device_exists { "" } else { " (not created yet)" })),
+        ("socket", s.socket.clone()),
+        ("started", format_local(s.started)),
+        ("sessions", s.sessions.to_string()),
+        ("loaded queue spaces", if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") }),
+    ]) + "\n"
+}

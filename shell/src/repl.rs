@@ -1,0 +1,130 @@
+//! The command loop: read a line, parse it, run it, keep count of failures.
+
+use crate::catalog::lookup;
+use crate::getopt;
+use crate::grammar::{Line, parse_line};
+use crate::input::Read;
+use crate::shell::Shell;
+use std::collections::VecDeque;
+use std::io::Write;
+
+/// What running a line did.
+enum Flow {
+    Done,
+    Failed,
+    Quit,
+}
+
+fn error(text: &str) {
+    let _ = std::io::stdout().flush();
+    eprintln!("ERROR: {text}");
+}
+
+/// Runs a parsed command.
+fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
+    let Some(spec) = lookup(name) else {
+        error(&format!("Command {name} not found"));
+        return Flow::Failed;
+    };
+    let args = match getopt::parse(&words, spec.options) {
+        Ok(a) => a,
+        Err(why) => {
+            error(&format!("Syntax - {} ({why})", spec.usage()));
+            return Flow::Failed;
+        }
+    };
+    if args.positionals.len() > spec.max_args {
+        error(&format!("Syntax - {} (too many arguments)", spec.usage()));
+        return Flow::Failed;
+    }
+    if spec.name == "quit" {
+        return Flow::Quit;
+    }
+    match (spec.run)(sh, args) {
+        Ok(()) => Flow::Done,
+        Err(e) => {
+            error(&e);
+            Flow::Failed
+        }
+    }
+}
+
+/// `!command`: run it with `sh -c`, output straight to the terminal.
+fn shell_escape(command: &str) -> Flow {
+    let _ = std::io::stdout().flush();
+    match std::process::Command::new("sh").arg("-c").arg(command).status() {
+        Ok(_) => Flow::Done,
+        Err(e) => {
+            error(&format!("Failed to execute command, errno = {}", e.raw_os_error().unwrap_or(0)));
+            Flow::Failed
+        }
+    }
+}
+
+/// Reads and runs commands until `quit` or the end of input; returns the exit status.
+pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
+    let interactive = script.is_none() && sh.input.interactive();
+    let mut failures = 0u32;
+    let mut last_command: Option<String> = None;
+    let mut last_shell: Option<String> = None;
+    loop {
+        let line = match &mut script {
+            Some(lines) => match lines.pop_front() {
+                Some(l) => l,
+                None => break,
+            },
+            None => match sh.input.read_line("> ") {
+                Read::Line(l) => l,
+                Read::Interrupted => {
+                    last_command = None;
+                    continue;
+                }
+                Read::Eof => break,
+            },
+        };
+        if sh.echo && !interactive {
+            println!("{line}");
+        }
+        let flow = match parse_line(&line) {
+            Err(e) => {
+                error(&e.to_string());
+                Flow::Failed
+            }
+            Ok(Line::Blank) => match last_command.clone().filter(|_| interactive) {
+                Some(previous) => match parse_line(&previous) {
+                    Ok(Line::Command { name, args }) => execute(sh, &name, args),
+                    _ => Flow::Done,
+                },
+                None => Flow::Done,
+            },
+            Ok(Line::Comment) => Flow::Done,
+            Ok(Line::Shell(command)) => {
+                last_shell = Some(command.clone());
+                shell_escape(&command)
+            }
+            Ok(Line::ShellRepeat) => match last_shell.clone() {
+                Some(command) => shell_escape(&command),
+                None => {
+                    error("No previous shell command to repeat");
+                    Flow::Failed
+                }
+            },
+            Ok(Line::Command { name, args }) => {
+                if interactive {
+                    sh.input.add_history(&line);
+                }
+                last_command = Some(line.clone());
+                execute(sh, &name, args)
+            }
+        };
+        match flow {
+            Flow::Done => {}
+            Flow::Failed => failures += 1,
+            Flow::Quit => break,
+        }
+        if interactive {
+            sh.refresh_names();
+        }
+    }
+    i32::from(failures > 0)
+}

@@ -1,0 +1,214 @@
+//! The shell's state and the services commands use: calling the daemon, printing, prompting.
+
+use crate::input::{Input, Read};
+use qm_common::QmResult;
+use qm_common::client::{Client, Done};
+use qm_common::protocol::{DaemonRequest, Names, NoteLevel, Request};
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Why a command failed; printed as `ERROR: ...`.
+pub type Failure = String;
+pub type CmdResult = Result<(), Failure>;
+
+/// The positional arguments not yet consumed by a command.
+#[derive(Debug, Default)]
+pub struct Positionals(VecDeque<String>);
+
+impl Positionals {
+    pub fn new(args: Vec<String>) -> Self {
+        Positionals(args.into())
+    }
+
+    /// Takes the next positional argument, if one is left.
+    pub fn next(&mut self) -> Option<String> {
+        self.0.pop_front()
+    }
+
+    /// The next positional argument, left in place.
+    pub fn peek(&self) -> Option<&String> {
+        self.0.front()
+    }
+}
+
+/// One answer: a positional argument or a line typed at a prompt.
+struct Answer {
+    text: String,
+    from_prompt: bool,
+}
+
+/// The running shell.
+pub struct Shell {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    pub device: PathBuf,
+    pub input: Box<dyn Input>,
+    pub echo: bool,
+    pub verbose: bool,
+    pub paginate: bool,
+    /// `--json` given to qmadmin itself: every listing prints JSON.
+    pub json: bool,
+    /// Names offered to completion, refreshed after every command.
+    pub names: Arc<Mutex<Names>>,
+}
+
+impl Shell {
+    pub fn new(runtime: tokio::runtime::Runtime, client: Client, device: PathBuf, input: Box<dyn Input>) -> Self {
+        let paginate = input.interactive() && std::io::stdout().is_terminal();
+        Shell {
+            runtime,
+            client,
+            device,
+            input,
+            echo: false,
+            verbose: false,
+            paginate,
+            json: false,
+            names: Arc::default(),
+        }
+    }
+
+    /// Sends a request; prints the notes that came back; fails with the daemon's message.
+    pub fn call(&mut self, request: Request) -> Result<Done, Failure> {
+        self.call_with_progress(request, false)
+    }
+
+    /// Like [`Shell::call`], showing progress dots (one per 5%) when `show` is true.
+    pub fn call_with_progress(&mut self, request: Request, show: bool) -> Result<Done, Failure> {
+        let mut dots = 0u64;
+        let result = self.runtime.block_on(self.client.call_with_progress(request, |p| {
+            if show && p.total > 0 {
+                let due = p.done * 20 / p.total;
+                while dots < due {
+                    print!(".");
+                    dots += 1;
+                }
+                let _ = std::io::stdout().flush();
+            }
+        }));
+        if dots > 0 {
+            println!();
+        }
+        let done = result.map_err(|e| e.message)?;
+        for note in &done.notes {
+            match note.level {
+                NoteLevel::Info => self.info(&note.text),
+                NoteLevel::Warn => self.warn(&note.text),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Refreshes the names tab completion offers; failures are of no consequence.
+    pub fn refresh_names(&mut self) {
+        let request = Request::Daemon(DaemonRequest::Names);
+        if let Ok(Done { reply: qm_common::protocol::Reply::Names(names), .. }) =
+            self.runtime.block_on(self.client.call(request))
+        {
+            *self.names.lock().unwrap_or_else(|p| p.into_inner()) = names;
+        }
+    }
+
+    pub fn info(&self, text: &str) {
+        println!("{text}");
+    }
+
+    pub fn warn(&self, text: &str) {
+        let _ = std::io::stdout().flush();
+        eprintln!("WARN: {text}");
+    }
+
+    /// Prints a command's output, through the pager when paginate is on.
+    pub fn output(&self, text: &str) {
+        if self.paginate && text.lines().count() > 20 && crate::pager::page(text).is_ok() {
+            return;
+        }
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn answer(&mut self, pos: &mut Positionals, prompt: &str) -> Result<Answer, Failure> {
+        if let Some(text) = pos.0.pop_front() {
+            return Ok(Answer { text, from_prompt: false });
+        }
+        match self.input.read_line(prompt) {
+            Read::Line(line) => Ok(Answer { text: line.trim().to_string(), from_prompt: true }),
+            Read::Interrupted => Err("command cancelled".into()),
+            Read::Eof => Err(format!("end of input while waiting for: {}", prompt.trim())),
+        }
+    }
+
+    /// A value that must be given: an empty answer is warned about and asked again.
+    pub fn required<T>(
+        &mut self,
+        pos: &mut Positionals,
+        prompt: &str,
+        parse: impl Fn(&str) -> QmResult<T>,
+    ) -> Result<T, Failure> {
+        loop {
+            let a = self.answer(pos, prompt)?;
+            if a.text.is_empty() {
+                let field = prompt.trim().trim_end_matches(':');
+                if !a.from_prompt {
+                    return Err(format!("{field} must be specified"));
+                }
+                self.warn(&format!("{field} must be specified"));
+                continue;
+            }
+            match parse(&a.text) {
+                Ok(v) => return Ok(v),
+                Err(e) if a.from_prompt && self.input.interactive() => eprintln!("ERROR: {e}"),
+                Err(e) => return Err(e.message),
+            }
+        }
+    }
+
+    /// A value with a default: an empty answer takes it and prints `announce`, if any.
+    pub fn optional<T>(
+        &mut self,
+        pos: &mut Positionals,
+        prompt: &str,
+        default: T,
+        announce: Option<&str>,
+        parse: impl Fn(&str) -> QmResult<T>,
+    ) -> Result<T, Failure> {
+        loop {
+            let a = self.answer(pos, prompt)?;
+            if a.text.is_empty() {
+                if let Some(line) = announce.filter(|_| a.from_prompt) {
+                    self.info(line);
+                }
+                return Ok(default);
+            }
+            match parse(&a.text) {
+                Ok(v) => return Ok(v),
+                Err(e) if a.from_prompt && self.input.interactive() => eprintln!("ERROR: {e}"),
+                Err(e) => return Err(e.message),
+            }
+        }
+    }
+
+    /// Free text that may be empty (error queue name, threshold command).
+    pub fn text(&mut self, pos: &mut Positionals, prompt: &str) -> Result<String, Failure> {
+        Ok(self.answer(pos, prompt)?.text)
+    }
+
+    /// Asks for confirmation; only `y` or `Y` confirms.
+    pub fn confirm(&mut self) -> Result<bool, Failure> {
+        match self.input.read_line("Are you sure? [y, n] ") {
+            Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
+            Read::Interrupted => Ok(false),
+            Read::Eof => Err("end of input while waiting for confirmation".into()),
+        }
+    }
+
+    /// Output mode for listings: JSON when asked for by the command or by qmadmin itself.
+    pub fn wants_json(&self, args_json: bool) -> bool {
+        self.json || args_json
+    }
+}
