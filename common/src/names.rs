@@ -19,7 +19,11 @@ fn check_name(field: &str, name: &str, max: usize) -> QmResult<()> {
         return Err(QmError::inval(format!("{field} must be specified")));
     }
     if name.chars().count() > max {
-        return Err(QmError::invalid(field, name, &format!("at most {max} characters are allowed")));
+        return Err(QmError::invalid(
+            field,
+            name,
+            &format!("at most {max} characters are allowed"),
+        ));
     }
     if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control() || *c == ',') {
         return Err(QmError::invalid(

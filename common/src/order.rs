@@ -78,7 +78,11 @@ impl FromStr for QueueOrder {
                         ));
                     }
                     if i + 1 != words.len() {
-                        return Err(QmError::invalid(field, s, "fifo or lifo must be the last element"));
+                        return Err(QmError::invalid(
+                            field,
+                            s,
+                            "fifo or lifo must be the last element",
+                        ));
                     }
                     tiebreak_seen = true;
                     order.tiebreak = if word == "fifo" { Tiebreak::Fifo } else { Tiebreak::Lifo };

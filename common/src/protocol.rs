@@ -62,12 +62,24 @@ pub enum DaemonRequest {
 /// Universal device list requests (`crdl`, `lidl`, `dsdl`, `livtoc`, `chdl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceRequest {
-    Create { device: String, offset: u64, size: u64, page_size: Option<u32> },
-    List { index: Option<u8> },
-    Destroy { index: u8 },
+    Create {
+        device: String,
+        offset: u64,
+        size: u64,
+        page_size: Option<u32>,
+    },
+    List {
+        index: Option<u8>,
+    },
+    Destroy {
+        index: u8,
+    },
     Vtoc,
     /// Without `new_name`, reports the entry's current name.
-    Rename { index: u8, new_name: Option<String> },
+    Rename {
+        index: u8,
+        new_name: Option<String>,
+    },
 }
 
 /// Queue space requests.
@@ -75,16 +87,38 @@ pub enum DeviceRequest {
 pub enum QueueSpaceRequest {
     Create(QueueSpaceParams),
     /// `None`: the session's open queue space.
-    List { name: Option<String> },
+    List {
+        name: Option<String>,
+    },
     Change(QueueSpaceChange),
-    Destroy { name: String, force: bool },
-    Open { name: String },
+    Destroy {
+        name: String,
+        force: bool,
+    },
+    Open {
+        name: String,
+    },
     Close,
-    AddExtent { name: String, pages: u64 },
-    Size { pages: u64, queues: u32, transactions: u32, processes: u32, messages: u32, nonpersistent: crate::qspace::MemorySize },
+    AddExtent {
+        name: String,
+        pages: u64,
+    },
+    Size {
+        pages: u64,
+        queues: u32,
+        transactions: u32,
+        processes: u32,
+        messages: u32,
+        nonpersistent: crate::qspace::MemorySize,
+    },
     /// `None`: every queue space the daemon has loaded.
-    Ipcs { name: Option<String> },
-    Ipcrm { name: String, force: bool },
+    Ipcs {
+        name: Option<String>,
+    },
+    Ipcrm {
+        name: String,
+        force: bool,
+    },
 }
 
 /// Queue requests; they act on the session's open queue space.
@@ -92,11 +126,18 @@ pub enum QueueSpaceRequest {
 pub enum QueueRequest {
     Create(QueueDef),
     Change(QueueChange),
-    Destroy { name: String, mode: DestroyMode },
+    Destroy {
+        name: String,
+        mode: DestroyMode,
+    },
     /// `None`: every queue.
-    Info { name: Option<String> },
+    Info {
+        name: Option<String>,
+    },
     /// One queue's definition, e.g. for `qchange` to offer as defaults.
-    Get { name: String },
+    Get {
+        name: String,
+    },
 }
 
 /// A request frame.

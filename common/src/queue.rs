@@ -59,8 +59,9 @@ impl FromStr for DefaultExpiration {
         if s.eq_ignore_ascii_case("none") {
             return Ok(DefaultExpiration::None);
         }
-        let digits =
-            s.strip_prefix('+').ok_or_else(|| QmError::invalid("Default expiration", s, allowed))?;
+        let digits = s
+            .strip_prefix('+')
+            .ok_or_else(|| QmError::invalid("Default expiration", s, allowed))?;
         let secs: u64 =
             digits.parse().map_err(|_| QmError::invalid("Default expiration", s, allowed))?;
         if secs > u64::from(u32::MAX) {
@@ -99,7 +100,11 @@ pub struct QueueDef {
 /// Checks a retry count.
 pub fn check_retries(retries: u64) -> QmResult<()> {
     if retries > u64::from(RETRIES_MAX) {
-        return Err(QmError::invalid("Retries", retries, &format!("it must be 0 to {RETRIES_MAX}")));
+        return Err(QmError::invalid(
+            "Retries",
+            retries,
+            &format!("it must be 0 to {RETRIES_MAX}"),
+        ));
     }
     Ok(())
 }

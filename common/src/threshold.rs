@@ -149,9 +149,7 @@ pub fn parse_low(s: &str, high: Limit) -> QmResult<Limit> {
             .next()
             .filter(|_| rest.chars().count() == 1)
             .and_then(LimitUnit::from_suffix)
-            .ok_or_else(|| {
-                QmError::invalid(field, s, "the unit must be b, B, %, m or left out")
-            })?;
+            .ok_or_else(|| QmError::invalid(field, s, "the unit must be b, B, %, m or left out"))?;
         if unit != high.unit {
             return Err(QmError::invalid(
                 field,

@@ -53,7 +53,10 @@ pub fn spawn_background(log: &std::path::Path) -> i32 {
         None => {
             let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
             let why = line.trim();
-            eprintln!("qmd: {}", if why.is_empty() { "the daemon exited before it was ready" } else { why });
+            eprintln!(
+                "qmd: {}",
+                if why.is_empty() { "the daemon exited before it was ready" } else { why }
+            );
             if status == 0 { 1 } else { status }
         }
     }

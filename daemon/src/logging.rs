@@ -22,7 +22,7 @@ pub fn init(log_level: u8, file: Option<&Path>) -> Result<(), String> {
                 0o600,
             )
             .open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
         }
         None => {

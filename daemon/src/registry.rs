@@ -51,7 +51,14 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn register(&self, pid: Option<u32>, uid: u32, program: String, kind: ClientKind, now: u64) -> u64 {
+    pub fn register(
+        &self,
+        pid: Option<u32>,
+        uid: u32,
+        program: String,
+        kind: ClientKind,
+        now: u64,
+    ) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = SessionEntry { id, pid, uid, program, kind, since: now, open: None };
         self.lock().insert(id, entry);
@@ -85,7 +92,9 @@ impl Registry {
             .lock()
             .values()
             .filter(|s| Some(s.id) != except)
-            .filter(|s| s.open.as_ref().is_some_and(|o| o.name == name && o.generation == generation))
+            .filter(|s| {
+                s.open.as_ref().is_some_and(|o| o.name == name && o.generation == generation)
+            })
             .cloned()
             .collect();
         list.sort_by_key(|s| s.id);

@@ -43,7 +43,7 @@ pub fn main(options: Options) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(run(device, socket)) {
+    match runtime.block_on(serve(device, socket)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -69,9 +69,15 @@ fn lock_device(device: &Path) -> Result<File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        format!("another qmd already serves {} (lock {} is held)", device.display(), path.display())
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            format!(
+                "another qmd already serves {} (lock {} is held)",
+                device.display(),
+                path.display()
+            )
+        },
+    )?;
     Ok(file)
 }
 
@@ -85,7 +91,8 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
                 device.display()
             ));
         }
-        std::fs::remove_file(socket).map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
+        std::fs::remove_file(socket)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
     }
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
@@ -94,7 +101,8 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-async fn run(device: PathBuf, socket: PathBuf) -> Result<(), String> {
+/// Serves `device` on `socket` until SIGTERM, SIGINT or a stop request.
+pub async fn serve(device: PathBuf, socket: PathBuf) -> Result<(), String> {
     // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _lock = lock_device(&device)?;
@@ -103,7 +111,8 @@ async fn run(device: PathBuf, socket: PathBuf) -> Result<(), String> {
         return Err(problem);
     }
     let listener = bind(&socket, &device)?;
-    let line = format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
+    let line =
+        format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
     tracing::info!("{line}");
     if detach::is_detached_child() {
         println!("{}: {line}", detach::READY);
@@ -139,6 +148,9 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
         }
     }
     daemon.request_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }

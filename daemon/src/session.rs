@@ -8,7 +8,9 @@ use crate::admin::{self, Ctx};
 use crate::state::Daemon;
 use crate::storage::records::now_secs;
 use qm_common::frame::{Connection, FrameError};
-use qm_common::protocol::{DaemonRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome};
+use qm_common::protocol::{
+    DaemonRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome,
+};
 use qm_common::{Diagnostic, QmError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +67,13 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         return;
     }
     let Some(hello) = greet(&mut conn).await else { return };
-    let id = daemon.sessions.register(pid, uid.unwrap_or(owner), hello.program.clone(), hello.kind, now_secs());
+    let id = daemon.sessions.register(
+        pid,
+        uid.unwrap_or(owner),
+        hello.program.clone(),
+        hello.kind,
+        now_secs(),
+    );
     tracing::debug!(session = id, program = %hello.program, ?pid, "session started");
     let welcome = Welcome {
         version: PROTOCOL_VERSION,
@@ -98,7 +106,9 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn) {
                 continue;
             }
             Err(e @ FrameError::TooLarge(_)) => {
-                let _ = conn.write_frame(&Response::Failed(QmError::new(Diagnostic::Proto, e.to_string()))).await;
+                let _ = conn
+                    .write_frame(&Response::Failed(QmError::new(Diagnostic::Proto, e.to_string())))
+                    .await;
                 return;
             }
         };
@@ -132,7 +142,9 @@ async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Con
         Ok((Err(e), _)) => Response::Failed(e),
         Err(e) => {
             tracing::error!(session = id, "request handler failed: {e}");
-            Response::Failed(QmError::system("internal error while serving the request; see the qmd log"))
+            Response::Failed(QmError::system(
+                "internal error while serving the request; see the qmd log",
+            ))
         }
     };
     conn.write_frame(&response).await.is_ok()

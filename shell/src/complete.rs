@@ -6,11 +6,11 @@
 
 use crate::catalog::{COMMANDS, Complete, lookup};
 use qm_common::protocol::Names;
+use rustyline::Context;
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
-use rustyline::Context;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
@@ -21,13 +21,19 @@ pub struct Helper {
 impl Helper {
     fn candidates(&self, words_before: &[&str]) -> Vec<String> {
         let Some(first) = words_before.first() else {
-            return COMMANDS.iter().flat_map(|c| std::iter::once(c.name).chain(c.abbrev)).map(String::from).collect();
+            return COMMANDS
+                .iter()
+                .flat_map(|c| std::iter::once(c.name).chain(c.abbrev))
+                .map(String::from)
+                .collect();
         };
         let names = self.names.lock().unwrap_or_else(|p| p.into_inner());
         match lookup(first).map(|c| c.complete) {
             Some(Complete::QueueSpace) => names.qspaces.clone(),
             Some(Complete::Queue) => names.queues.clone(),
-            Some(Complete::Command) => COMMANDS.iter().map(|c| c.name.to_string()).chain(["all".into()]).collect(),
+            Some(Complete::Command) => {
+                COMMANDS.iter().map(|c| c.name.to_string()).chain(["all".into()]).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -36,15 +42,25 @@ impl Helper {
 impl Completer for Helper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let word = &before[start..];
-        let words: Vec<&str> = before[..start].split_whitespace().filter(|w| !w.starts_with('-')).collect();
-        let mut matches: Vec<String> = self.candidates(&words).into_iter().filter(|c| c.starts_with(word)).collect();
+        let words: Vec<&str> =
+            before[..start].split_whitespace().filter(|w| !w.starts_with('-')).collect();
+        let mut matches: Vec<String> =
+            self.candidates(&words).into_iter().filter(|c| c.starts_with(word)).collect();
         matches.sort();
         matches.dedup();
-        let pairs = matches.into_iter().map(|m| Pair { display: m.clone(), replacement: format!("{m} ") }).collect();
+        let pairs = matches
+            .into_iter()
+            .map(|m| Pair { display: m.clone(), replacement: format!("{m} ") })
+            .collect();
         Ok((start, pairs))
     }
 }

@@ -32,7 +32,11 @@ fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> 
 }
 
 /// Connects to the daemon serving `device`, starting one when allowed and needed.
-pub async fn connect(device: &Path, socket: Option<&Path>, autostart: bool) -> Result<Client, String> {
+pub async fn connect(
+    device: &Path,
+    socket: Option<&Path>,
+    autostart: bool,
+) -> Result<Client, String> {
     let path = qm_common::paths::resolve_socket(device, socket);
     let first = Client::connect(&path, "qmadmin", ClientKind::Admin).await;
     let client = match first {
@@ -46,7 +50,11 @@ pub async fn connect(device: &Path, socket: Option<&Path>, autostart: bool) -> R
     };
     let serves = &client.welcome().device;
     if Path::new(serves) != device {
-        return Err(format!("the qmd on {} serves {serves}, not {}", path.display(), device.display()));
+        return Err(format!(
+            "the qmd on {} serves {serves}, not {}",
+            path.display(),
+            device.display()
+        ));
     }
     Ok(client)
 }

@@ -42,8 +42,7 @@ pub fn parse(words: &[String], spec: &str) -> Result<Args, String> {
             options_done = true;
             continue;
         }
-        let mut letters = word[1..].char_indices();
-        while let Some((i, c)) = letters.next() {
+        for (i, c) in word[1..].char_indices() {
             let Some(pos) = spec.find(c) else { return Err(format!("invalid option -{c}")) };
             if spec[pos + c.len_utf8()..].starts_with(':') {
                 let attached = &word[1 + i + c.len_utf8()..];

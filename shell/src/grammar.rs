@@ -22,7 +22,10 @@ pub enum Line {
     Shell(String),
     /// `!!`: run the previous shell command again.
     ShellRepeat,
-    Command { name: String, args: Vec<String> },
+    Command {
+        name: String,
+        args: Vec<String>,
+    },
 }
 
 /// Why a line could not be parsed.
@@ -37,7 +40,9 @@ impl std::fmt::Display for GrammarError {
         match self {
             GrammarError::UnmatchedQuote('"') => f.write_str("No matching double quote"),
             GrammarError::UnmatchedQuote(_) => f.write_str("No matching single quote"),
-            GrammarError::NoSpaceAfterQuote => f.write_str("Must have white space following quoted string"),
+            GrammarError::NoSpaceAfterQuote => {
+                f.write_str("Must have white space following quoted string")
+            }
         }
     }
 }
@@ -51,10 +56,14 @@ fn quoted_body(quote: char) -> impl Fn(&str) -> IResult<&str, String> {
             '"' | '\'' | '\\' => c.to_string(),
             other => format!("\\{other}"),
         });
-        fold_many0(alt((map(is_not(stop), str::to_string), escape)), String::new, |mut acc, piece| {
-            acc.push_str(&piece);
-            acc
-        })
+        fold_many0(
+            alt((map(is_not(stop), str::to_string), escape)),
+            String::new,
+            |mut acc, piece| {
+                acc.push_str(&piece);
+                acc
+            },
+        )
         .parse(input)
     }
 }
@@ -122,7 +131,11 @@ pub fn parse_line(line: &str) -> Result<Line, GrammarError> {
         return Ok(Line::Comment);
     }
     if let Some(rest) = trimmed.strip_prefix('!') {
-        return Ok(if rest.trim() == "!" { Line::ShellRepeat } else { Line::Shell(rest.trim().to_string()) });
+        return Ok(if rest.trim() == "!" {
+            Line::ShellRepeat
+        } else {
+            Line::Shell(rest.trim().to_string())
+        });
     }
     match words(line) {
         Ok((_, mut words)) if !words.is_empty() => {
@@ -178,7 +191,10 @@ mod tests {
 
     #[test]
     fn words_and_quotes() {
-        assert_eq!(cmd("crdl /tmp/q 0 100"), ("crdl".into(), vec!["/tmp/q".into(), "0".into(), "100".into()]));
+        assert_eq!(
+            cmd("crdl /tmp/q 0 100"),
+            ("crdl".into(), vec!["/tmp/q".into(), "0".into(), "100".into()])
+        );
         assert_eq!(cmd(r#"qcr ERR time none 0 0 100% 0% """#).1.last().unwrap(), "");
         assert_eq!(cmd("qcr ERR time none 0 0 100% 0% ''").1.last().unwrap(), "");
         assert_eq!(cmd("qspc Q 88945 200 20 5 5 200 Q_ERROR 'y' 16").1[8], "y");

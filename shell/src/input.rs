@@ -77,7 +77,11 @@ fn history_path() -> Option<PathBuf> {
 
 impl TtyInput {
     pub fn new(helper: Helper) -> Result<TtyInput, String> {
-        let config = Config::builder().auto_add_history(false).history_ignore_dups(true).map_err(|e| e.to_string())?.build();
+        let config = Config::builder()
+            .auto_add_history(false)
+            .history_ignore_dups(true)
+            .map_err(|e| e.to_string())?
+            .build();
         let mut editor = Editor::with_config(config).map_err(|e| e.to_string())?;
         editor.set_helper(Some(helper));
         let history = history_path();

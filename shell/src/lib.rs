@@ -30,7 +30,28 @@ use std::io::IsTerminal;
 
 /// Runs qmadmin; returns the exit status: 0 when every command succeeded, 1 otherwise.
 pub fn main(options: Options) -> i32 {
-    let device = match options.device.clone().or_else(|| std::env::var_os(qm_common::paths::QMCONFIG_ENV).filter(|v| !v.is_empty()).map(Into::into)) {
+    let names = std::sync::Arc::default();
+    let input: Box<dyn Input> = if std::io::stdin().is_terminal() {
+        match TtyInput::new(complete::Helper { names: std::sync::Arc::clone(&names) }) {
+            Ok(t) => Box::new(t),
+            Err(_) => Box::new(StreamInput::new(std::io::stdin().lock(), false)),
+        }
+    } else {
+        Box::new(StreamInput::new(std::io::stdin().lock(), false))
+    };
+    run(options, input, names)
+}
+
+/// Runs qmadmin on a given input (commands and prompt answers come from it unless
+/// `options.commands` is set).
+pub fn run(
+    options: Options,
+    input: Box<dyn Input>,
+    names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
+) -> i32 {
+    let device = match options.device.clone().or_else(|| {
+        std::env::var_os(qm_common::paths::QMCONFIG_ENV).filter(|v| !v.is_empty()).map(Into::into)
+    }) {
         Some(d) => qm_common::paths::absolute(&d),
         None => {
             eprintln!("ERROR: QMCONFIG not set (give the device as an argument or set QMCONFIG)");
@@ -44,7 +65,8 @@ pub fn main(options: Options) -> i32 {
             return 1;
         }
     };
-    let connected = runtime.block_on(connect::connect(&device, options.socket.as_deref(), !options.no_start));
+    let connected =
+        runtime.block_on(connect::connect(&device, options.socket.as_deref(), !options.no_start));
     let client = match connected {
         Ok(c) => c,
         Err(e) => {
@@ -52,21 +74,15 @@ pub fn main(options: Options) -> i32 {
             return 1;
         }
     };
-    let names = std::sync::Arc::default();
-    let input: Box<dyn Input> = if std::io::stdin().is_terminal() {
-        match TtyInput::new(complete::Helper { names: std::sync::Arc::clone(&names) }) {
-            Ok(t) => Box::new(t),
-            Err(_) => Box::new(StreamInput::new(std::io::stdin().lock(), false)),
-        }
-    } else {
-        Box::new(StreamInput::new(std::io::stdin().lock(), false))
-    };
     let mut sh = shell::Shell::new(runtime, client, device.clone(), input);
     sh.names = names;
     sh.json = options.json;
     let script = options.commands.as_deref().map(|c| grammar::split_script(c).into());
     if script.is_none() {
-        println!("qmadmin - qm {}: administration of queue spaces and queues", env!("CARGO_PKG_VERSION"));
+        println!(
+            "qmadmin - qm {}: administration of queue spaces and queues",
+            env!("CARGO_PKG_VERSION")
+        );
         println!("QMCONFIG={}", device.display());
         if sh.input.interactive() {
             sh.refresh_names();

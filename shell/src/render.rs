@@ -42,7 +42,13 @@ pub fn device_listing(d: &DeviceListing, verbose: bool) -> String {
         .iter()
         .map(|e| {
             let free: u64 = e.free.iter().map(|r| r.size).sum();
-            vec![e.entry.index.to_string(), e.entry.name.clone(), e.entry.start.to_string(), e.entry.size.to_string(), free.to_string()]
+            vec![
+                e.entry.index.to_string(),
+                e.entry.name.clone(),
+                e.entry.start.to_string(),
+                e.entry.size.to_string(),
+                free.to_string(),
+            ]
         })
         .collect();
     let mut out = format!("Device list on {} (page size {} bytes)\n", d.device, d.page_size);
@@ -57,7 +63,8 @@ pub fn device_listing(d: &DeviceListing, verbose: bool) -> String {
                 if used == 1 { "entry" } else { "entries" },
                 FREE_MAP_SLOTS.saturating_sub(used)
             );
-            let rows = e.free.iter().map(|r| vec![r.size.to_string(), r.addr.to_string()]).collect();
+            let rows =
+                e.free.iter().map(|r| vec![r.size.to_string(), r.addr.to_string()]).collect();
             out += &table(&["size", "addr"], rows);
             out.push('\n');
         }
@@ -101,7 +108,15 @@ pub fn qspace(info: &QueueSpaceInfo) -> String {
     out += &key_values(vec![
         ("state", info.state.to_string()),
         ("IPC key", p.ipc_key.to_string()),
-        ("pages", format!("{} in {} extent(s), {} bytes each", info.total_pages, info.extents.len(), info.page_size)),
+        (
+            "pages",
+            format!(
+                "{} in {} extent(s), {} bytes each",
+                info.total_pages,
+                info.extents.len(),
+                info.page_size
+            ),
+        ),
         ("overhead pages", info.overhead_pages.to_string()),
         ("blocks used", info.blocks_used.to_string()),
         ("queues", format!("{} of {}", info.queues_defined, p.queues)),
@@ -113,11 +128,14 @@ pub fn qspace(info: &QueueSpaceInfo) -> String {
         ("blocking factor", p.blocking.to_string()),
         ("actions (-A)", p.actions.to_string()),
         ("overflow memory (-o)", p.overflow.to_string()),
-        ("non-persistent memory (-n)", format!("{} = {} bytes", p.nonpersistent, info.nonpersistent_bytes)),
+        (
+            "non-persistent memory (-n)",
+            format!("{} = {} bytes", p.nonpersistent, info.nonpersistent_bytes),
+        ),
         ("memory estimate", bytes(info.memory_estimate)),
         ("file", info.file.clone()),
     ]);
-    out.push('\n');
+    out.push_str("\n\n");
     let rows = info
         .extents
         .iter()
@@ -182,9 +200,13 @@ fn usage_row(name: &str, u: &QueueUsage) -> Vec<String> {
 }
 
 pub fn queues(listing: &QueueListing, verbose: bool) -> String {
-    let mut rows: Vec<Vec<String>> = listing.queues.iter().map(|q| usage_row(&q.def.name, &q.usage)).collect();
+    let mut rows: Vec<Vec<String>> =
+        listing.queues.iter().map(|q| usage_row(&q.def.name, &q.usage)).collect();
     rows.push(usage_row("(total)", &listing.total));
-    let mut out = table(&["queue", "messages", "persistent", "nonpersistent", "bytes", "blocks", "np bytes"], rows);
+    let mut out = table(
+        &["queue", "messages", "persistent", "nonpersistent", "bytes", "blocks", "np bytes"],
+        rows,
+    );
     out.push('\n');
     if verbose && !listing.queues.is_empty() {
         out.push('\n');
@@ -211,7 +233,19 @@ pub fn queues(listing: &QueueListing, verbose: bool) -> String {
             })
             .collect();
         out += &table(
-            &["queue", "order", "out-of-order", "retries", "delay", "high/low", "command", "np high/low", "np command", "delivery", "expiration"],
+            &[
+                "queue",
+                "order",
+                "out-of-order",
+                "retries",
+                "delay",
+                "high/low",
+                "command",
+                "np high/low",
+                "np command",
+                "delivery",
+                "expiration",
+            ],
             rows,
         );
         out.push('\n');
@@ -223,10 +257,16 @@ pub fn status(s: &DaemonStatus) -> String {
     key_values(vec![
         ("pid", s.pid.to_string()),
         ("version", s.version.clone()),
-        ("device", format!("{}{}", s.device, if s.device_exists { "" } else { " (not created yet)" })),
+        (
+            "device",
+            format!("{}{}", s.device, if s.device_exists { "" } else { " (not created yet)" }),
+        ),
         ("socket", s.socket.clone()),
         ("started", format_local(s.started)),
         ("sessions", s.sessions.to_string()),
-        ("loaded queue spaces", if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") }),
+        (
+            "loaded queue spaces",
+            if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") },
+        ),
     ]) + "\n"
 }

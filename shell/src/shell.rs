@@ -23,7 +23,7 @@ impl Positionals {
     }
 
     /// Takes the next positional argument, if one is left.
-    pub fn next(&mut self) -> Option<String> {
+    pub fn take(&mut self) -> Option<String> {
         self.0.pop_front()
     }
 
@@ -55,7 +55,12 @@ pub struct Shell {
 }
 
 impl Shell {
-    pub fn new(runtime: tokio::runtime::Runtime, client: Client, device: PathBuf, input: Box<dyn Input>) -> Self {
+    pub fn new(
+        runtime: tokio::runtime::Runtime,
+        client: Client,
+        device: PathBuf,
+        input: Box<dyn Input>,
+    ) -> Self {
         let paginate = input.interactive() && std::io::stdout().is_terminal();
         Shell {
             runtime,

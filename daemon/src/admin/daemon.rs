@@ -34,7 +34,9 @@ fn names(ctx: &Ctx<'_>) -> QmResult<Reply> {
     let Some(device) = &store.device else { return Ok(Reply::Names(Names::default())) };
     let qspaces = device.qspaces()?.into_iter().map(|r| r.params.name).collect();
     let queues = match ctx.daemon.sessions.open_of(ctx.session, store.generation) {
-        Some(name) => super::queue::queue_defs(device, &name)?.into_iter().map(|d| d.name).collect(),
+        Some(name) => {
+            super::queue::queue_defs(device, &name)?.into_iter().map(|d| d.name).collect()
+        }
         None => Vec::new(),
     };
     Ok(Reply::Names(Names { qspaces, queues }))

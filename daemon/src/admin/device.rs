@@ -6,8 +6,8 @@ use crate::storage::Device;
 use crate::storage::device::{delete_udl, put_udl};
 use crate::storage::freemap::free_runs;
 use qm_common::device::{
-    DeviceEntryInfo, DeviceListing, ENTRY_MAX_PAGES, RESERVED_PAGES, UDL_MAX, UDL_PAGES, UdlEntry,
-    VTOC_PAGES, VtocEntry, check_page_size, DEFAULT_PAGE_SIZE,
+    DEFAULT_PAGE_SIZE, DeviceEntryInfo, DeviceListing, ENTRY_MAX_PAGES, RESERVED_PAGES, UDL_MAX,
+    UDL_PAGES, UdlEntry, VTOC_PAGES, VtocEntry, check_page_size,
 };
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Note, Reply};
@@ -27,10 +27,18 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: DeviceRequest) -> Q
 
 fn check_size(size: u64, offset: u64) -> QmResult<()> {
     if size == 0 || size > ENTRY_MAX_PAGES {
-        return Err(QmError::invalid("Device size", size, &format!("it must be 1 to {ENTRY_MAX_PAGES} pages")));
+        return Err(QmError::invalid(
+            "Device size",
+            size,
+            &format!("it must be 1 to {ENTRY_MAX_PAGES} pages"),
+        ));
     }
     if offset > ENTRY_MAX_PAGES {
-        return Err(QmError::invalid("Device offset", offset, &format!("it must be 0 to {ENTRY_MAX_PAGES}")));
+        return Err(QmError::invalid(
+            "Device offset",
+            offset,
+            &format!("it must be 0 to {ENTRY_MAX_PAGES}"),
+        ));
     }
     Ok(())
 }
@@ -56,12 +64,17 @@ fn create(
         return Err(QmError::invalid(
             "Page size",
             p,
-            &format!("the page size is fixed when the device is created; this device uses {}", device.page_size()),
+            &format!(
+                "the page size is fixed when the device is created; this device uses {}",
+                device.page_size()
+            ),
         ));
     }
     let udl = device.udl()?;
     if udl.len() >= UDL_MAX {
-        return Err(QmError::no_space(format!("The device list is full: at most {UDL_MAX} entries")));
+        return Err(QmError::no_space(format!(
+            "The device list is full: at most {UDL_MAX} entries"
+        )));
     }
     let entry = UdlEntry { index: first_free_index(&udl), name, start: offset, size };
     check_overlap(device, &udl, &entry)?;
@@ -94,21 +107,41 @@ fn create_first(
         ));
     }
     if offset != 0 {
-        return Err(QmError::invalid("Device offset", offset, "the first entry must start at offset 0"));
+        return Err(QmError::invalid(
+            "Device offset",
+            offset,
+            "the first entry must start at offset 0",
+        ));
     }
     if size < RESERVED_PAGES {
         return Err(QmError::invalid(
             "Device size",
             size,
-            &format!("the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"),
+            &format!(
+                "the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"
+            ),
         ));
     }
     let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     check_page_size(page_size)?;
     let entry0 = UdlEntry { index: 0, name: name.to_string(), start: 0, size };
     let tables = [
-        VtocEntry { index: 0, name: "VTOC".into(), extent: None, device: 0, offset: 0, pages: VTOC_PAGES },
-        VtocEntry { index: 1, name: "UDL".into(), extent: None, device: 0, offset: VTOC_PAGES, pages: UDL_PAGES },
+        VtocEntry {
+            index: 0,
+            name: "VTOC".into(),
+            extent: None,
+            device: 0,
+            offset: 0,
+            pages: VTOC_PAGES,
+        },
+        VtocEntry {
+            index: 1,
+            name: "UDL".into(),
+            extent: None,
+            device: 0,
+            offset: VTOC_PAGES,
+            pages: UDL_PAGES,
+        },
     ];
     let device = Device::create(&ctx.daemon.device_path, entry0, &tables, page_size)?;
     store.release();
@@ -129,9 +162,12 @@ fn is_device_file(ctx: &Ctx<'_>, udl: &[UdlEntry], name: &str) -> bool {
 fn check_overlap(device: &Device, udl: &[UdlEntry], entry: &UdlEntry) -> QmResult<()> {
     let same_file = |e: &&UdlEntry| {
         e.index != entry.index
-            && (e.name == entry.name || (e.index == 0 && entry.name == device.path().display().to_string()))
+            && (e.name == entry.name
+                || (e.index == 0 && entry.name == device.path().display().to_string()))
     };
-    if let Some(other) = udl.iter().filter(same_file).find(|e| e.start < entry.end() && entry.start < e.end()) {
+    if let Some(other) =
+        udl.iter().filter(same_file).find(|e| e.start < entry.end() && entry.start < e.end())
+    {
         return Err(QmError::invalid(
             "Device offset",
             entry.start,
@@ -213,7 +249,12 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, index: u8) -> QmResult<Reply> {
     Ok(Reply::Unit)
 }
 
-fn rename(ctx: &mut Ctx<'_>, store: &mut Store, index: u8, new_name: Option<String>) -> QmResult<Reply> {
+fn rename(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    index: u8,
+    new_name: Option<String>,
+) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let udl = device.udl()?;
     let mut entry = find_entry(&udl, index)?;

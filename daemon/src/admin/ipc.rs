@@ -25,19 +25,18 @@ pub fn ipcs(ctx: &mut Ctx<'_>, store: &mut Store, name: Option<String>) -> QmRes
         let record = require_qspace(device, name)?;
         let state = state_of(ctx, store, name);
         let attached = ctx.daemon.sessions.attached(name, store.generation, None);
-        if attached.is_empty() {
-            if let Some(loaded) = store.loaded.get(name) {
-                list.push(Attachment {
-                    qspace: name.clone(),
-                    ipc_key: record.params.ipc_key,
-                    state,
-                    session: 0,
-                    pid: None,
-                    program: "qmd".into(),
-                    kind: "loaded".into(),
-                    since: loaded.since,
-                });
-            }
+        // A loaded space nobody is attached to still holds state: show it as qmd's.
+        if let (true, Some(loaded)) = (attached.is_empty(), store.loaded.get(name)) {
+            list.push(Attachment {
+                qspace: name.clone(),
+                ipc_key: record.params.ipc_key,
+                state,
+                session: 0,
+                pid: None,
+                program: "qmd".into(),
+                kind: "loaded".into(),
+                since: loaded.since,
+            });
         }
         for s in attached {
             list.push(Attachment {
@@ -53,7 +52,10 @@ pub fn ipcs(ctx: &mut Ctx<'_>, store: &mut Store, name: Option<String>) -> QmRes
         }
     }
     if list.is_empty() {
-        let what = names.first().filter(|_| names.len() == 1).map_or("any queue space".to_string(), |n| format!("queue space {n}"));
+        let what = names
+            .first()
+            .filter(|_| names.len() == 1)
+            .map_or("any queue space".to_string(), |n| format!("queue space {n}"));
         ctx.note(Note::info(format!("No IPC resources: {what} is not open")));
     }
     Ok(Reply::Attachments(list))

@@ -84,16 +84,25 @@ pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<Databas
         .ok_or_else(|| QmError::system(format!("queue space {name} has no extent in the VTOC")))?;
     let udl = device.udl()?;
     let entry = udl.iter().find(|e| e.index == first.device).ok_or_else(|| {
-        QmError::system(format!("queue space {name} is on UDL entry {} which is missing", first.device))
+        QmError::system(format!(
+            "queue space {name} is on UDL entry {} which is missing",
+            first.device
+        ))
     })?;
-    let file = if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() };
+    let file =
+        if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() };
     let db = device.file_db(&file)?;
     Ok((file, db))
 }
 
 /// Closes the session's own attachment to `name` and refuses if anyone else is attached;
 /// then drops the space's in-memory state. Used by commands that need the space inactive.
-pub fn make_inactive(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmResult<()> {
+pub fn make_inactive(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    name: &str,
+    force: bool,
+) -> QmResult<()> {
     let others = ctx.daemon.sessions.attached(name, store.generation, Some(ctx.session));
     if !others.is_empty() && !force {
         return Err(QmError::in_use(format!(
@@ -116,8 +125,7 @@ pub fn make_inactive(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bo
 
 /// The queue space the session has open, or Tuxedo's error.
 pub fn require_open(ctx: &Ctx<'_>, store: &Store) -> QmResult<String> {
-    ctx.daemon
-        .sessions
-        .open_of(ctx.session, store.generation)
-        .ok_or_else(|| QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)"))
+    ctx.daemon.sessions.open_of(ctx.session, store.generation).ok_or_else(|| {
+        QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)")
+    })
 }

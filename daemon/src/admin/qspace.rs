@@ -5,15 +5,16 @@ use super::{Ctx, extents_of, make_inactive, qspace_file, require_device, require
 use crate::registry::{OpenSpace, describe_all};
 use crate::state::Store;
 use crate::storage::Device;
-use crate::storage::device::{delete_qspace, delete_vtoc, put_qspace, put_vtoc, storage_error, write_in};
+use crate::storage::device::{
+    delete_qspace, delete_vtoc, put_qspace, put_vtoc, storage_error, write_in,
+};
 use crate::storage::freemap::{first_fit, largest_run};
 use crate::storage::records::{QueueSpaceRecord, now_secs};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::{UdlEntry, VTOC_MAX, VtocEntry};
 use qm_common::protocol::{Note, Progress, QueueSpaceRequest, Reply};
 use qm_common::qspace::{
-    QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, QueueSpaceState, SizeEstimate,
-    round_pages,
+    QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, QueueSpaceState, SizeEstimate, round_pages,
 };
 use qm_common::{QmError, QmResult};
 use redb::Database;
@@ -27,10 +28,27 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) 
         QueueSpaceRequest::Open { name } => open(ctx, store, &name),
         QueueSpaceRequest::Close => close(ctx, store),
         QueueSpaceRequest::AddExtent { name, pages } => add_extent(ctx, store, &name, pages),
-        QueueSpaceRequest::Size { pages, queues, transactions, processes, messages, nonpersistent } => {
-            let page_size = store.device.as_ref().map_or(qm_common::device::DEFAULT_PAGE_SIZE, Device::page_size);
+        QueueSpaceRequest::Size {
+            pages,
+            queues,
+            transactions,
+            processes,
+            messages,
+            nonpersistent,
+        } => {
+            let page_size = store
+                .device
+                .as_ref()
+                .map_or(qm_common::device::DEFAULT_PAGE_SIZE, Device::page_size);
             let np = nonpersistent.bytes(page_size);
-            Ok(Reply::Size(estimate(round_pages(pages), queues, transactions, processes, messages, np)))
+            Ok(Reply::Size(estimate(
+                round_pages(pages),
+                queues,
+                transactions,
+                processes,
+                messages,
+                np,
+            )))
         }
         QueueSpaceRequest::Ipcs { name } => super::ipc::ipcs(ctx, store, name),
         QueueSpaceRequest::Ipcrm { name, force } => super::ipc::ipcrm(ctx, store, &name, force),
@@ -38,7 +56,14 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) 
 }
 
 /// Daemon memory a queue space needs at its configured sizes, in bytes.
-pub fn estimate(pages: u64, queues: u32, transactions: u32, processes: u32, messages: u32, np: u64) -> SizeEstimate {
+pub fn estimate(
+    pages: u64,
+    queues: u32,
+    transactions: u32,
+    processes: u32,
+    messages: u32,
+    np: u64,
+) -> SizeEstimate {
     // Index entry per message, queue bookkeeping, transaction and attachment slots.
     let system = 64 * 1024
         + u64::from(messages) * 160
@@ -59,7 +84,9 @@ pub fn estimate(pages: u64, queues: u32, transactions: u32, processes: u32, mess
 }
 
 fn check_ipc_key_free(device: &Device, name: &str, key: u32) -> QmResult<()> {
-    if let Some(other) = device.qspaces()?.into_iter().find(|r| r.params.ipc_key == key && r.params.name != name) {
+    if let Some(other) =
+        device.qspaces()?.into_iter().find(|r| r.params.ipc_key == key && r.params.name != name)
+    {
         return Err(QmError::exists(format!(
             "IPC Key for queue space: {key} is already used by queue space {} -- choose another one",
             other.params.name
@@ -94,8 +121,13 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     let index = next_vtoc_index(&vtoc)?;
     let (dev, offset) = first_fit(&udl, &vtoc, pages)
         .ok_or_else(|| no_room(pages, largest_run(&udl, &vtoc), "on the device"))?;
-    let extent = VtocEntry { index, name: params.name.clone(), extent: Some(0), device: dev, offset, pages };
-    let record = QueueSpaceRecord { params: QueueSpaceParams { pages, ..params }, initialized: false, created: now_secs() };
+    let extent =
+        VtocEntry { index, name: params.name.clone(), extent: Some(0), device: dev, offset, pages };
+    let record = QueueSpaceRecord {
+        params: QueueSpaceParams { pages, ..params },
+        initialized: false,
+        created: now_secs(),
+    };
     device.write(|txn| {
         put_vtoc(txn, &extent)?;
         put_qspace(txn, &record)
@@ -126,7 +158,13 @@ fn create_tables(txn: &redb::WriteTransaction, tables: &QueueSpaceTables) -> QmR
 }
 
 /// Writes the space's pages through once, so the file holds its disk space from now on.
-fn initialize(ctx: &Ctx<'_>, device: &Device, db: &Database, record: &QueueSpaceRecord, pages: u64) -> QmResult<()> {
+fn initialize(
+    ctx: &Ctx<'_>,
+    device: &Device,
+    db: &Database,
+    record: &QueueSpaceRecord,
+    pages: u64,
+) -> QmResult<()> {
     let tables = QueueSpaceTables::new(&record.params.name);
     let page = u64::from(device.page_size());
     let chunk_pages = u64::from(record.params.blocking.max(1));
@@ -137,10 +175,13 @@ fn initialize(ctx: &Ctx<'_>, device: &Device, db: &Database, record: &QueueSpace
     while done < pages {
         let upto = (done + step).min(pages);
         write_in(db, |txn| {
-            let mut t = txn.open_table(tables.init()).map_err(|e| storage_error("initializing extents", e))?;
+            let mut t = txn
+                .open_table(tables.init())
+                .map_err(|e| storage_error("initializing extents", e))?;
             while done < upto {
                 let n = chunk_pages.min(upto - done);
-                t.insert(key, &chunk[..(n * page) as usize]).map_err(|e| storage_error("initializing extents", e))?;
+                t.insert(key, &chunk[..(n * page) as usize])
+                    .map_err(|e| storage_error("initializing extents", e))?;
                 key += 1;
                 done += n;
             }
@@ -169,8 +210,9 @@ fn list(ctx: &Ctx<'_>, store: &Store, name: Option<String>) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let name = match name.filter(|n| !n.is_empty()) {
         Some(n) => n,
-        None => super::require_open(ctx, store)
-            .map_err(|_| QmError::inval("No queue space is currently open; give a queue space name"))?,
+        None => super::require_open(ctx, store).map_err(|_| {
+            QmError::inval("No queue space is currently open; give a queue space name")
+        })?,
     };
     let record = require_qspace(device, &name)?;
     let extents = extents_of(&device.vtoc()?, &name);
@@ -272,13 +314,16 @@ fn open(ctx: &mut Ctx<'_>, store: &mut Store, name: &str) -> QmResult<Reply> {
     let record = require_qspace(device, name)?;
     qspace_file(device, name)?;
     let error_queue = record.params.error_queue.clone();
-    if !error_queue.is_empty() && !super::queue::queue_defs(device, name)?.iter().any(|d| d.name == error_queue) {
+    if !error_queue.is_empty()
+        && !super::queue::queue_defs(device, name)?.iter().any(|d| d.name == error_queue)
+    {
         ctx.note(Note::warn(format!(
             "Error queue {error_queue} of queue space {name} does not exist (create it with qcreate)"
         )));
     }
     store.load(name)?;
-    let open = OpenSpace { name: name.to_string(), generation: store.generation, since: now_secs() };
+    let open =
+        OpenSpace { name: name.to_string(), generation: store.generation, since: now_secs() };
     ctx.daemon.sessions.set_open(ctx.session, Some(open));
     Ok(Reply::Unit)
 }
@@ -296,7 +341,11 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
     require_qspace(device, name)?;
     let pages = round_pages(pages);
     if pages == 0 {
-        return Err(QmError::invalid("Pages", pages, "at least 4 pages are needed (sizes round down to a multiple of 4)"));
+        return Err(QmError::invalid(
+            "Pages",
+            pages,
+            "at least 4 pages are needed (sizes round down to a multiple of 4)",
+        ));
     }
     let (file, _) = qspace_file(device, name)?;
     let udl = device.udl()?;
@@ -304,15 +353,27 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
     let index = next_vtoc_index(&vtoc)?;
     let on_file: Vec<&UdlEntry> = udl
         .iter()
-        .filter(|e| if e.index == 0 { file == device.path().display().to_string() } else { e.name == file })
+        .filter(|e| {
+            if e.index == 0 { file == device.path().display().to_string() } else { e.name == file }
+        })
         .collect();
-    let (dev, offset) = first_fit(on_file.iter().copied(), &vtoc, pages)
-        .ok_or_else(|| no_room(pages, largest_run(on_file.iter().copied(), &vtoc), &format!("on {file}")))?;
+    let (dev, offset) = first_fit(on_file.iter().copied(), &vtoc, pages).ok_or_else(|| {
+        no_room(pages, largest_run(on_file.iter().copied(), &vtoc), &format!("on {file}"))
+    })?;
     let number = extents_of(&vtoc, name).iter().filter_map(|t| t.extent).max().map_or(0, |n| n + 1);
     make_inactive(ctx, store, name, false)?;
     let device = require_device(ctx, store)?;
-    let extent = VtocEntry { index, name: name.to_string(), extent: Some(number), device: dev, offset, pages };
+    let extent = VtocEntry {
+        index,
+        name: name.to_string(),
+        extent: Some(number),
+        device: dev,
+        offset,
+        pages,
+    };
     device.write(|txn| put_vtoc(txn, &extent))?;
-    ctx.note(Note::info(format!("Added extent of {pages} pages to queue space {name} (device {dev}, offset {offset})")));
+    ctx.note(Note::info(format!(
+        "Added extent of {pages} pages to queue space {name} (device {dev}, offset {offset})"
+    )));
     Ok(Reply::Unit)
 }

@@ -48,7 +48,10 @@ pub fn queue_defs(device: &Device, qspace: &str) -> QmResult<Vec<QueueDef>> {
 fn find(device: &Device, qspace: &str, name: &str) -> QmResult<QueueDef> {
     check_queue_name(name)?;
     queue_defs(device, qspace)?.into_iter().find(|d| d.name == name).ok_or_else(|| {
-        QmError::new(Diagnostic::BadQueue, format!("Queue {name} does not exist in queue space {qspace}"))
+        QmError::new(
+            Diagnostic::BadQueue,
+            format!("Queue {name} does not exist in queue space {qspace}"),
+        )
     })
 }
 
@@ -56,8 +59,10 @@ fn save(device: &Device, qspace: &str, def: &QueueDef) -> QmResult<()> {
     let (_, db) = qspace_file(device, qspace)?;
     let tables = QueueSpaceTables::new(qspace);
     write_in(&db, |txn| {
-        let mut t = txn.open_table(tables.queues()).map_err(|e| storage_error("writing queue", e))?;
-        t.insert(def.name.as_str(), encode(def).as_slice()).map_err(|e| storage_error("writing queue", e))?;
+        let mut t =
+            txn.open_table(tables.queues()).map_err(|e| storage_error("writing queue", e))?;
+        t.insert(def.name.as_str(), encode(def).as_slice())
+            .map_err(|e| storage_error("writing queue", e))?;
         Ok(())
     })
 }
@@ -93,7 +98,12 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> 
     Ok(Reply::Unit)
 }
 
-fn change_queue(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, change: QueueChange) -> QmResult<Reply> {
+fn change_queue(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    change: QueueChange,
+) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let mut def = find(device, qspace, &change.name)?;
     change.apply(&mut def);
@@ -102,7 +112,13 @@ fn change_queue(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, change: Queu
     Ok(Reply::Unit)
 }
 
-fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: &str, mode: DestroyMode) -> QmResult<Reply> {
+fn destroy(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    name: &str,
+    mode: DestroyMode,
+) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let record = require_qspace(device, qspace)?;
     find(device, qspace, name)?;
@@ -123,7 +139,8 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: &str, mode:
     let (_, db) = qspace_file(device, qspace)?;
     let tables = QueueSpaceTables::new(qspace);
     write_in(&db, |txn| {
-        let mut t = txn.open_table(tables.queues()).map_err(|e| storage_error("destroying queue", e))?;
+        let mut t =
+            txn.open_table(tables.queues()).map_err(|e| storage_error("destroying queue", e))?;
         t.remove(name).map_err(|e| storage_error("destroying queue", e))?;
         Ok(())
     })?;
@@ -133,7 +150,12 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: &str, mode:
     Ok(Reply::Unit)
 }
 
-fn info(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: Option<String>) -> QmResult<Reply> {
+fn info(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    name: Option<String>,
+) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let defs = match name.filter(|n| !n.is_empty()) {
         Some(n) => vec![find(device, qspace, &n)?],
@@ -143,7 +165,14 @@ fn info(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, name: Option<String>
         ctx.note(Note::info("Queue information - no queues defined."));
     }
     let pages = super::extents_of(&device.vtoc()?, qspace).iter().map(|t| t.pages).sum();
-    let queues: Vec<QueueInfo> =
-        defs.into_iter().map(|def| QueueInfo { usage: queue_usage(store, qspace, &def.name), def }).collect();
-    Ok(Reply::Queues(QueueListing { qspace: qspace.to_string(), total: space_usage(store, qspace), queues, qspace_pages: pages }))
+    let queues: Vec<QueueInfo> = defs
+        .into_iter()
+        .map(|def| QueueInfo { usage: queue_usage(store, qspace, &def.name), def })
+        .collect();
+    Ok(Reply::Queues(QueueListing {
+        qspace: qspace.to_string(),
+        total: space_usage(store, qspace),
+        queues,
+        qspace_pages: pages,
+    }))
 }

@@ -80,7 +80,9 @@ fn write_header<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> QmR
     let txn = db.begin_write().map_err(|e| storage_error("writing header", e))?;
     {
         let mut table = txn.open_table(HEADER).map_err(|e| storage_error("writing header", e))?;
-        table.insert(key, encode(value).as_slice()).map_err(|e| storage_error("writing header", e))?;
+        table
+            .insert(key, encode(value).as_slice())
+            .map_err(|e| storage_error("writing header", e))?;
     }
     txn.commit().map_err(|e| storage_error("writing header", e))
 }
@@ -99,7 +101,12 @@ fn new_device_id() -> u64 {
 
 impl Device {
     /// Creates a new device file holding entry 0 and the VTOC/UDL tables.
-    pub fn create(path: &Path, entry0: UdlEntry, vtoc: &[VtocEntry], page_size: u32) -> QmResult<Device> {
+    pub fn create(
+        path: &Path,
+        entry0: UdlEntry,
+        vtoc: &[VtocEntry],
+        page_size: u32,
+    ) -> QmResult<Device> {
         if path.exists() && !is_empty_file(path) {
             return Err(QmError::exists(format!(
                 "{} already exists and is not an empty file; remove it first",
@@ -202,14 +209,19 @@ impl Device {
 
     pub fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
         self.read(|txn| {
-            let table = txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
-            collect(table.iter().map_err(|e| storage_error("reading queue spaces", e))?, "queue space")
+            let table =
+                txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
+            collect(
+                table.iter().map_err(|e| storage_error("reading queue spaces", e))?,
+                "queue space",
+            )
         })
     }
 
     pub fn qspace(&self, name: &str) -> QmResult<Option<QueueSpaceRecord>> {
         self.read(|txn| {
-            let table = txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
+            let table =
+                txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
             match table.get(name).map_err(|e| storage_error("reading queue spaces", e))? {
                 Some(v) => decode("queue space", v.value()).map(Some),
                 None => Ok(None),
@@ -238,7 +250,10 @@ impl Device {
             files.remove(name);
         }
         let db = self.open_file(path)?;
-        files.insert(name.to_string(), DataFile { db: db.clone(), identity: FileIdentity::of(path) });
+        files.insert(
+            name.to_string(),
+            DataFile { db: db.clone(), identity: FileIdentity::of(path) },
+        );
         Ok(db)
     }
 
@@ -257,7 +272,9 @@ impl Device {
         }
         let db = open_existing(path)?;
         match read_header::<FileHeader>(&db, "file")? {
-            Some(h) if h.magic == FILE_MAGIC && h.device_id == self.header.device_id => Ok(Arc::new(db)),
+            Some(h) if h.magic == FILE_MAGIC && h.device_id == self.header.device_id => {
+                Ok(Arc::new(db))
+            }
             Some(h) => Err(QmError::new(
                 Diagnostic::InUse,
                 format!("{} belongs to another qm device ({})", path.display(), h.device_path),
@@ -314,7 +331,8 @@ pub fn delete_udl(txn: &WriteTransaction, index: u8) -> QmResult<()> {
 
 pub fn put_vtoc(txn: &WriteTransaction, entry: &VtocEntry) -> QmResult<()> {
     let mut t = txn.open_table(VTOC).map_err(|e| storage_error("writing VTOC", e))?;
-    t.insert(entry.index, encode(entry).as_slice()).map_err(|e| storage_error("writing VTOC", e))?;
+    t.insert(entry.index, encode(entry).as_slice())
+        .map_err(|e| storage_error("writing VTOC", e))?;
     Ok(())
 }
 

@@ -37,7 +37,10 @@ pub fn first_fit<'a>(
     pages: u64,
 ) -> Option<(u8, u64)> {
     entries.into_iter().find_map(|entry| {
-        free_runs(entry, vtoc).into_iter().find(|run| run.size >= pages).map(|run| (entry.index, run.addr))
+        free_runs(entry, vtoc)
+            .into_iter()
+            .find(|run| run.size >= pages)
+            .map(|run| (entry.index, run.addr))
     })
 }
 

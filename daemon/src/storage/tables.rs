@@ -24,7 +24,10 @@ pub struct QueueSpaceTables {
 
 impl QueueSpaceTables {
     pub fn new(qspace: &str) -> Self {
-        QueueSpaceTables { queues: format!("qs.{qspace}.queues"), init: format!("qs.{qspace}.init") }
+        QueueSpaceTables {
+            queues: format!("qs.{qspace}.queues"),
+            init: format!("qs.{qspace}.init"),
+        }
     }
 
     pub fn queues(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {

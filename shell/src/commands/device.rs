@@ -24,8 +24,11 @@ pub fn crdl(sh: &mut Shell, args: Args) -> CmdResult {
     };
     let mut pos = Positionals::new(args.positionals);
     let device = sh.required(&mut pos, "Device name: ", device_name)?;
-    let offset = sh.required(&mut pos, "Device offset: ", |s| number("Device offset", s, 0..=ENTRY_MAX_PAGES))?;
-    let size = sh.required(&mut pos, "Device size: ", |s| number("Device size", s, 1..=ENTRY_MAX_PAGES))?;
+    let offset = sh.required(&mut pos, "Device offset: ", |s| {
+        number("Device offset", s, 0..=ENTRY_MAX_PAGES)
+    })?;
+    let size =
+        sh.required(&mut pos, "Device size: ", |s| number("Device size", s, 1..=ENTRY_MAX_PAGES))?;
     sh.call(Request::Device(DeviceRequest::Create { device, offset, size, page_size }))?;
     Ok(())
 }
@@ -37,7 +40,11 @@ pub fn lidl(sh: &mut Shell, args: Args) -> CmdResult {
     };
     let done = sh.call(Request::Device(DeviceRequest::List { index }))?;
     if let Reply::Device(listing) = done.reply {
-        let text = if sh.wants_json(args.json) { render::json(&listing) } else { render::device_listing(&listing, sh.verbose) };
+        let text = if sh.wants_json(args.json) {
+            render::json(&listing)
+        } else {
+            render::device_listing(&listing, sh.verbose)
+        };
         sh.output(&text);
     }
     Ok(())
@@ -71,7 +78,7 @@ pub fn dsdl(sh: &mut Shell, args: Args) -> CmdResult {
 pub fn chdl(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let index = sh.required(&mut pos, "Device list index: ", dl_index)?;
-    let new_name = if let Some(name) = pos.next() {
+    let new_name = if let Some(name) = pos.take() {
         device_name(&name).map_err(|e| e.message)?
     } else {
         let done = sh.call(Request::Device(DeviceRequest::Rename { index, new_name: None }))?;

@@ -52,7 +52,9 @@ fn describe(spec: &crate::catalog::CommandSpec) -> String {
 pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
     let text = match args.positionals.first().map(String::as_str) {
         None => {
-            let mut out = String::from("Commands (abbreviation in parentheses); 'help command' explains one:\n");
+            let mut out = String::from(
+                "Commands (abbreviation in parentheses); 'help command' explains one:\n",
+            );
             for c in COMMANDS {
                 out += &format!("  {}\n", c.usage());
             }
@@ -73,7 +75,8 @@ pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
         None | Some("status") => {
             let done = sh.call(Request::Daemon(DaemonRequest::Status))?;
             if let Reply::Status(s) = done.reply {
-                let text = if sh.wants_json(args.json) { render::json(&s) } else { render::status(&s) };
+                let text =
+                    if sh.wants_json(args.json) { render::json(&s) } else { render::status(&s) };
                 sh.output(&text);
             }
             Ok(())

@@ -13,7 +13,7 @@ pub fn number<T>(field: &str, text: &str, range: std::ops::RangeInclusive<T>) ->
 where
     T: FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let allowed = format!("a whole number from {} to {} is expected", range.start(), range.end());
+    let allowed = format!("it must be a whole number from {} to {}", range.start(), range.end());
     let value: T = text.trim().parse().map_err(|_| QmError::invalid(field, text, &allowed))?;
     if !range.contains(&value) {
         return Err(QmError::invalid(field, text, &allowed));

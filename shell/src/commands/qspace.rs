@@ -49,7 +49,12 @@ fn memory_option(args: &Args) -> Result<Option<MemorySize>, String> {
     args.value('n').map(|v| v.parse::<MemorySize>().map_err(|e| e.message)).transpose()
 }
 
-fn option_number<T>(args: &Args, flag: char, field: &str, range: std::ops::RangeInclusive<T>) -> Result<Option<T>, String>
+fn option_number<T>(
+    args: &Args,
+    flag: char,
+    field: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<Option<T>, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
@@ -68,13 +73,18 @@ pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
     let ipc_key = sh.required(&mut pos, &format!("{IPC_KEY}: "), ipc_key)?;
-    let pages = sh.required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
+    let pages = sh
+        .required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
     let queues = sh.required(&mut pos, &format!("{QUEUES}: "), count(QUEUES, COUNT_MAX))?;
     let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
     let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
     let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
-    let error_queue = error_queue(&sh.text(&mut pos, &format!("{ERRQ}: "))?).map_err(|e| e.message)?;
-    let initialize = sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))?;
+    let error_queue =
+        error_queue(&sh.text(&mut pos, &format!("{ERRQ}: "))?).map_err(|e| e.message)?;
+    let initialize =
+        sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
+            yes_no(INIT, s)
+        })?;
     let blocking = sh.optional(
         &mut pos,
         &format!("{BLOCKING} [default={BLOCKING_DEFAULT}]: "),
@@ -126,14 +136,48 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
     let cur = fetch(sh, Some(name.clone()))?.params;
-    let ask = |field: &str, current: &dyn std::fmt::Display| format!("{field} [default={current}]: ");
+    let ask =
+        |field: &str, current: &dyn std::fmt::Display| format!("{field} [default={current}]: ");
     let ipc_key = sh.optional(&mut pos, &ask(IPC_KEY, &cur.ipc_key), cur.ipc_key, None, ipc_key)?;
-    let transactions = sh.optional(&mut pos, &ask(TRANS, &cur.transactions), cur.transactions, None, count(TRANS, COUNT_MAX))?;
-    let processes = sh.optional(&mut pos, &ask(PROCS, &cur.processes), cur.processes, None, count(PROCS, COUNT_MAX))?;
-    let messages = sh.optional(&mut pos, &ask(MSGS, &cur.messages), cur.messages, None, count(MSGS, MESSAGES_MAX))?;
-    let error_queue = sh.optional(&mut pos, &ask(ERRQ, &cur.error_queue), cur.error_queue.clone(), None, error_queue)?;
-    let initialize = sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))?;
-    let blocking = sh.optional(&mut pos, &ask(BLOCKING, &cur.blocking), cur.blocking, None, count(BLOCKING, BLOCKING_MAX))?;
+    let transactions = sh.optional(
+        &mut pos,
+        &ask(TRANS, &cur.transactions),
+        cur.transactions,
+        None,
+        count(TRANS, COUNT_MAX),
+    )?;
+    let processes = sh.optional(
+        &mut pos,
+        &ask(PROCS, &cur.processes),
+        cur.processes,
+        None,
+        count(PROCS, COUNT_MAX),
+    )?;
+    let messages = sh.optional(
+        &mut pos,
+        &ask(MSGS, &cur.messages),
+        cur.messages,
+        None,
+        count(MSGS, MESSAGES_MAX),
+    )?;
+    let error_queue = sh.optional(
+        &mut pos,
+        &ask(ERRQ, &cur.error_queue),
+        cur.error_queue.clone(),
+        None,
+        error_queue,
+    )?;
+    let initialize =
+        sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
+            yes_no(INIT, s)
+        })?;
+    let blocking = sh.optional(
+        &mut pos,
+        &ask(BLOCKING, &cur.blocking),
+        cur.blocking,
+        None,
+        count(BLOCKING, BLOCKING_MAX),
+    )?;
     let change = QueueSpaceChange {
         name,
         ipc_key,
@@ -180,7 +224,8 @@ pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
 pub fn qaddext(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    let pages = sh.required(&mut pos, "Number of pages: ", |s| number("Pages", s, 1..=u64::from(u32::MAX)))?;
+    let pages = sh
+        .required(&mut pos, "Number of pages: ", |s| number("Pages", s, 1..=u64::from(u32::MAX)))?;
     sh.call(Request::QueueSpace(QueueSpaceRequest::AddExtent { name, pages }))?;
     Ok(())
 }
@@ -189,12 +234,14 @@ pub fn qsize(sh: &mut Shell, args: Args) -> CmdResult {
     let nonpersistent = memory_option(&args)?.unwrap_or(MemorySize::ZERO);
     let json = args.json;
     let mut pos = Positionals::new(args.positionals);
-    let pages = sh.required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
+    let pages = sh
+        .required(&mut pos, &format!("{PAGES}: "), |s| number(PAGES, s, 1..=u64::from(u32::MAX)))?;
     let queues = sh.required(&mut pos, &format!("{QUEUES}: "), count(QUEUES, COUNT_MAX))?;
     let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
     let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
     let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
-    let request = QueueSpaceRequest::Size { pages, queues, transactions, processes, messages, nonpersistent };
+    let request =
+        QueueSpaceRequest::Size { pages, queues, transactions, processes, messages, nonpersistent };
     if let Reply::Size(s) = sh.call(Request::QueueSpace(request))?.reply {
         let text = if sh.wants_json(json) { render::json(&s) } else { render::size(&s) };
         sh.output(&text);

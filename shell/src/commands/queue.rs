@@ -39,19 +39,35 @@ fn msg<T>(r: QmResult<T>) -> Result<T, String> {
 }
 
 fn options(args: &Args) -> Result<QueueOptions, String> {
-        Ok(QueueOptions {
+    Ok(QueueOptions {
         delivery: args.value('d').map(|v| msg(v.parse())).transpose()?,
-        nonpersistent: args.value('n').map(|v| msg(Threshold::parse_nonpersistent(v))).transpose()?,
+        nonpersistent: args
+            .value('n')
+            .map(|v| msg(Threshold::parse_nonpersistent(v)))
+            .transpose()?,
         expiration: args.value('e').map(|v| msg(v.parse())).transpose()?,
     })
 }
 
 /// The persistent high and low marks, prompting with `high_default`/`low_default`.
-fn limits(sh: &mut Shell, pos: &mut Positionals, high_default: Limit, low_default: Option<Limit>, announce: bool) -> Result<(Limit, Limit), String> {
+fn limits(
+    sh: &mut Shell,
+    pos: &mut Positionals,
+    high_default: Limit,
+    low_default: Option<Limit>,
+    announce: bool,
+) -> Result<(Limit, Limit), String> {
     let say = |what: &str, l: Limit| announce.then(|| format!("Default {what} threshold: {l}"));
     let high_line = say("high", high_default);
-    let high = sh.optional(pos, &format!("{HIGH} [default={high_default}]): "), high_default, high_line.as_deref(), |s| parse_high(s, LimitSet::Persistent))?;
-    let low_default = low_default.filter(|l| l.unit == high.unit).unwrap_or(Limit { value: 0, unit: high.unit });
+    let high = sh.optional(
+        pos,
+        &format!("{HIGH} [default={high_default}]): "),
+        high_default,
+        high_line.as_deref(),
+        |s| parse_high(s, LimitSet::Persistent),
+    )?;
+    let low_default =
+        low_default.filter(|l| l.unit == high.unit).unwrap_or(Limit { value: 0, unit: high.unit });
     let low_line = say("low", low_default);
     let low = sh.optional(
         pos,
@@ -68,12 +84,39 @@ pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     let mut def = QueueDef::new(name);
-    def.order = sh.optional(&mut pos, "queue order (priority, time, fifo, lifo): ", QueueOrder::default(), Some("Default queue order: fifo"), str::parse)?;
-    def.out_of_order = sh.optional(&mut pos, "out-of-ordering enqueuing (top, msgid, [default=none]): ", OutOfOrder::default(), Some("Default out-of-ordering enqueuing: none"), str::parse)?;
-    def.retries = sh.optional(&mut pos, "retries [default=0]: ", 0, Some("Default retries: 0"), |s| number("Retries", s, 0..=RETRIES_MAX))?;
-    def.retry_delay = sh.optional(&mut pos, "retry delay in seconds [default=0]: ", 0, Some("Default retry delay: 0"), |s| number("Retry delay in seconds", s, 0..=RETRY_DELAY_MAX))?;
+    def.order = sh.optional(
+        &mut pos,
+        "queue order (priority, time, fifo, lifo): ",
+        QueueOrder::default(),
+        Some("Default queue order: fifo"),
+        str::parse,
+    )?;
+    def.out_of_order = sh.optional(
+        &mut pos,
+        "out-of-ordering enqueuing (top, msgid, [default=none]): ",
+        OutOfOrder::default(),
+        Some("Default out-of-ordering enqueuing: none"),
+        str::parse,
+    )?;
+    def.retries =
+        sh.optional(&mut pos, "retries [default=0]: ", 0, Some("Default retries: 0"), |s| {
+            number("Retries", s, 0..=RETRIES_MAX)
+        })?;
+    def.retry_delay = sh.optional(
+        &mut pos,
+        "retry delay in seconds [default=0]: ",
+        0,
+        Some("Default retry delay: 0"),
+        |s| number("Retry delay in seconds", s, 0..=RETRY_DELAY_MAX),
+    )?;
     let (high, low) = limits(sh, &mut pos, Threshold::default().high, None, true)?;
-    let cmd = sh.optional(&mut pos, "queue capacity command: ", String::new(), Some("No default queue capacity command"), command)?;
+    let cmd = sh.optional(
+        &mut pos,
+        "queue capacity command: ",
+        String::new(),
+        Some("No default queue capacity command"),
+        command,
+    )?;
     def.threshold = Threshold { high, low, command: cmd };
     def.delivery = opts.delivery.unwrap_or_default();
     def.expiration = opts.expiration.unwrap_or_default();
@@ -99,9 +142,27 @@ pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     let cur = fetch(sh, &name)?;
-    let ooo = sh.optional(&mut pos, &format!("out-of-ordering enqueuing (top, msgid, [default={}]): ", cur.out_of_order), cur.out_of_order, None, str::parse)?;
-    let retries = sh.optional(&mut pos, &format!("retries [default={}]: ", cur.retries), cur.retries, None, |s| number("Retries", s, 0..=RETRIES_MAX))?;
-    let delay = sh.optional(&mut pos, &format!("retry delay in seconds [default={}]: ", cur.retry_delay), cur.retry_delay, None, |s| number("Retry delay in seconds", s, 0..=RETRY_DELAY_MAX))?;
+    let ooo = sh.optional(
+        &mut pos,
+        &format!("out-of-ordering enqueuing (top, msgid, [default={}]): ", cur.out_of_order),
+        cur.out_of_order,
+        None,
+        str::parse,
+    )?;
+    let retries = sh.optional(
+        &mut pos,
+        &format!("retries [default={}]: ", cur.retries),
+        cur.retries,
+        None,
+        |s| number("Retries", s, 0..=RETRIES_MAX),
+    )?;
+    let delay = sh.optional(
+        &mut pos,
+        &format!("retry delay in seconds [default={}]: ", cur.retry_delay),
+        cur.retry_delay,
+        None,
+        |s| number("Retry delay in seconds", s, 0..=RETRY_DELAY_MAX),
+    )?;
     let (high, low) = limits(sh, &mut pos, cur.threshold.high, Some(cur.threshold.low), false)?;
     let had_positional_cmd = pos.peek().is_some();
     let cmd = if had_positional_cmd {
@@ -148,7 +209,11 @@ pub fn qdestroy(sh: &mut Shell, args: Args) -> CmdResult {
 pub fn qinfo(sh: &mut Shell, args: Args) -> CmdResult {
     let name = args.positionals.first().cloned();
     if let Reply::Queues(listing) = sh.call(Request::Queue(QueueRequest::Info { name }))?.reply {
-        let text = if sh.wants_json(args.json) { render::json(&listing) } else { render::queues(&listing, sh.verbose) };
+        let text = if sh.wants_json(args.json) {
+            render::json(&listing)
+        } else {
+            render::queues(&listing, sh.verbose)
+        };
         sh.output(&text);
     }
     Ok(())

@@ -1,0 +1,115 @@
+//! Old qmadmin scripts, as operators feed them: here-documents answering prompts line by
+//! line, positional one-liners, and many short `echo ... | qmadmin` sessions in a row.
+
+use crate::support::Env;
+use qm_common::device::DeviceListing;
+use qm_common::order::{SortKey, Tiebreak};
+use qm_common::qspace::QueueSpaceInfo;
+use qm_common::queue::QueueListing;
+use qm_common::threshold::LimitUnit;
+
+/// The manual's session: crdl, verbose lidl, qspacecreate answered prompt by prompt,
+/// qopen and qcreate answered prompt by prompt, then the state checked through JSON.
+#[test]
+fn prompt_answer_here_document() {
+    let env = Env::new();
+    let dev = env.dev();
+    let run = env.script(&format!(
+        "crdl {dev} 0 2000\nv\nlidl\nqspacecreate\nmyqueuespace\n62839\n100\n6\n4\n4\n200\nerrq\n\n\nqopen myqueuespace\nqcreate\nservice1\nfifo\ntop,msgid\n1\n30\n100m\n50\n/usr/app/bin/mailadmin myqueuespace service1\nq\n"
+    ));
+    run.ok()
+        .stdout_has(&format!("Created device {dev}, offset 0, size 2000 on {dev}"))
+        .stdout_has("Verbose mode is now on")
+        .stdout_has("free space map (1 entry used, 47 available)")
+        .stdout_has(
+            "Queue space name: IPC Key for queue space: Size of queue space in disk pages: ",
+        )
+        .stdout_has("Reset (low) limit for queue capacity warning [default=0m]: ")
+        .stdout_has("Queue 'service1' created");
+    let info: QueueSpaceInfo = env.json("qspl myqueuespace");
+    assert_eq!(info.params.ipc_key, 62839);
+    assert_eq!(info.total_pages, 100);
+    assert_eq!(info.params.error_queue, "errq");
+    assert_eq!(info.params.blocking, 16);
+    let queues: QueueListing = env.json("qopen myqueuespace; qinfo service1");
+    let def = &queues.queues[0].def;
+    assert_eq!(def.order.tiebreak, Tiebreak::Fifo);
+    assert!(def.out_of_order.top && def.out_of_order.msgid);
+    assert_eq!((def.retries, def.retry_delay), (1, 30));
+    assert_eq!(def.threshold.high.to_string(), "100m");
+    assert_eq!(def.threshold.low.to_string(), "50m");
+    assert_eq!(def.threshold.command, "/usr/app/bin/mailadmin myqueuespace service1");
+}
+
+/// Positional one-liners as the BEA and Packt scripts write them, single quotes included.
+#[test]
+fn positional_one_liners() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.script(&format!(
+        "crdl {dev} 0 3000\nqspacecreate QSP_BANKAPP 88945 200 20 5 5 200 Q_ERROR 'y' 16\nqopen QSP_BANKAPP\nqcr Q_ERROR time none 0 0 100% 0% ''\nqcreate Q1 priority,time,lifo msgid 3 10 80% 10% \"mail admin\"\nqcreate Q2 fifo none 0 0 5m 0m \"\"\nqcreate -d nonpersist -n \"80%,10%,echo np\" -e +60 Q3 fifo none 0 0 100% 0 ''\n"
+    ))
+    .ok();
+    let listing: QueueListing = env.json("qopen QSP_BANKAPP; qinfo");
+    let names: Vec<&str> = listing.queues.iter().map(|q| q.def.name.as_str()).collect();
+    assert_eq!(names, ["Q1", "Q2", "Q3", "Q_ERROR"]);
+    let q1 = &listing.queues[0].def;
+    assert_eq!(q1.order.keys, [SortKey::Priority, SortKey::Time]);
+    assert_eq!(q1.order.tiebreak, Tiebreak::Lifo);
+    assert_eq!(q1.threshold.command, "mail admin");
+    let q3 = &listing.queues[2].def;
+    assert_eq!(q3.delivery.to_string(), "nonpersist");
+    assert_eq!(q3.expiration.to_string(), "+60");
+    assert_eq!(q3.nonpersistent_threshold.command, "echo np");
+    assert_eq!(q3.threshold.low.unit, LimitUnit::Percent, "a bare low takes the high's unit");
+    let space: QueueSpaceInfo = env.json("qspl QSP_BANKAPP");
+    assert!(space.params.initialize, "'y' in single quotes means yes");
+}
+
+/// Each `echo ... | qmadmin` is a fresh process: the first starts the daemon, the rest
+/// reuse it, and `qopen` must be repeated in every session.
+#[test]
+fn many_short_piped_sessions() {
+    let env = Env::new();
+    let dev = env.dev();
+    let first = env.script(&format!("crdl {dev} 0 1000\n"));
+    first.ok().stderr_has("started qmd");
+    env.script("qspc QS 40000 100 10 4 4 100 \"\" n 16\n").ok().stderr_lacks("started qmd");
+    for i in 0..8 {
+        env.script(&format!("qopen QS\nqcr Q{i} fifo none 0 0 100% 0% \"\"\n")).ok();
+    }
+    // Without qopen, queue commands refuse.
+    env.script("qcr QX fifo none 0 0 100% 0% \"\"\n")
+        .failed()
+        .stderr_has("Queue space must be opened first");
+    let listing: QueueListing = env.json("qopen QS; qinfo");
+    assert_eq!(listing.queues.len(), 8);
+}
+
+/// Scripts delete the device and start over; the daemon must follow the new file.
+#[test]
+fn device_removed_and_recreated() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.script(&format!("crdl {dev} 0 1000\nqspc QS 40000 100 10 4 4 100 \"\" n 16\n")).ok();
+    let run = env.script(&format!("ipcrm -y QS\n!rm -f {dev}\ncrdl {dev} 0 500\nlidl\n"));
+    run.ok();
+    let listing: DeviceListing = env.json("lidl");
+    assert_eq!(listing.entries.len(), 1);
+    assert_eq!(listing.entries[0].entry.size, 500);
+    env.c("qspl QS").failed().stderr_has("Queue space QS does not exist");
+}
+
+/// A failed command does not stop the script, and the exit status reports it.
+#[test]
+fn failures_do_not_stop_scripts() {
+    let env = Env::new();
+    let dev = env.dev();
+    let run = env.script(&format!("crdl {dev} 0 1000\nnosuchcommand\nqspc QS 1 100 10 4 4 100 \"\" n 16\nqspc QS 40000 100 10 4 4 100 \"\" n 16\n"));
+    run.failed().stderr_has("ERROR: Command nosuchcommand not found").stderr_has(
+        "IPC Key for queue space: '1' is invalid; it must be a whole number from 32769 to 262143",
+    );
+    assert_eq!(run.errors(), 2);
+    let info: QueueSpaceInfo = env.json("qspl QS");
+    assert_eq!(info.params.ipc_key, 40000);
+}
