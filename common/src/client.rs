@@ -35,7 +35,13 @@ impl Client {
         let (r, w) = stream.into_split();
         let mut conn = Connection::new(r, w);
         let hello = Hello { version: PROTOCOL_VERSION, program: program.to_string(), kind };
-        conn.write_frame(&Request::Hello(hello)).await.map_err(lost)?;
+        if let Err(e) = conn.write_frame(&Request::Hello(hello)).await {
+            // The daemon may have refused us and closed already: its reason is waiting.
+            return match conn.read_frame::<Response>().await {
+                Ok(Some(Response::Failed(refusal))) => Err(refusal),
+                _ => Err(lost(e)),
+            };
+        }
         match conn.read_frame::<Response>().await.map_err(lost)? {
             Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome }),
             Some(Response::Failed(e)) => Err(e),
@@ -71,5 +77,79 @@ impl Client {
                 None => return Err(QmError::new(Diagnostic::Os, "qmd closed the connection")),
             }
         }
+    }
+}
+
+use crate::message::{DequeueCtl, EnqueueCtl, Message, MsgId};
+use crate::protocol::DataRequest;
+
+fn unexpected(reply: Reply) -> QmError {
+    QmError::system(format!("unexpected reply from qmd: {reply:?}"))
+}
+
+/// The data plane: `tpenqueue`/`tpdequeue` and transactions, with the TPQCTL vocabulary.
+impl Client {
+    /// Connects as an application to the daemon serving `device`.
+    pub async fn connect_device(device: &Path, program: &str) -> QmResult<Client> {
+        let socket = crate::paths::resolve_socket(device, None);
+        Client::connect(&socket, program, ClientKind::Application).await
+    }
+
+    /// Enqueues `body` on `queue` of `qspace`; returns the new message's id. Outside a
+    /// transaction the message is on disk (if persistent) when this returns.
+    pub async fn enqueue(
+        &mut self,
+        qspace: &str,
+        queue: &str,
+        body: &[u8],
+        ctl: &EnqueueCtl,
+    ) -> QmResult<MsgId> {
+        let request = DataRequest::Enqueue {
+            qspace: Some(qspace.to_string()),
+            queue: queue.to_string(),
+            ctl: ctl.clone(),
+            body: body.to_vec(),
+        };
+        match self.call(Request::Data(request)).await?.reply {
+            Reply::Enqueued(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Dequeues (or, with `ctl.peek`, reads) a message from `queue` of `qspace`.
+    pub async fn dequeue(
+        &mut self,
+        qspace: &str,
+        queue: &str,
+        ctl: &DequeueCtl,
+    ) -> QmResult<Message> {
+        let request = DataRequest::Dequeue {
+            qspace: Some(qspace.to_string()),
+            queue: queue.to_string(),
+            ctl: ctl.clone(),
+        };
+        match self.call(Request::Data(request)).await?.reply {
+            Reply::Message(m) => Ok(*m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Begins a transaction on `qspace`; later calls join it until commit or abort.
+    pub async fn begin(&mut self, qspace: &str, timeout_secs: Option<u32>) -> QmResult<u64> {
+        let request = DataRequest::Begin { qspace: Some(qspace.to_string()), timeout_secs };
+        match self.call(Request::Data(request)).await?.reply {
+            Reply::Transaction(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Commits the open transaction: durable when this returns.
+    pub async fn commit(&mut self) -> QmResult<()> {
+        self.call(Request::Data(DataRequest::Commit)).await.map(|_| ())
+    }
+
+    /// Rolls back the open transaction.
+    pub async fn abort(&mut self) -> QmResult<()> {
+        self.call(Request::Data(DataRequest::Abort)).await.map(|_| ())
     }
 }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod device;
 pub mod error;
 pub mod frame;
+pub mod message;
 pub mod names;
 pub mod order;
 pub mod paths;

@@ -70,7 +70,10 @@ impl FromStr for QueueOrder {
                 }
                 Some(key) => order.keys.push(key),
                 None => {
-                    if tiebreak_seen {
+                    let other_tiebreak = words[i + 1..]
+                        .iter()
+                        .any(|w| matches!(w.to_ascii_lowercase().as_str(), "fifo" | "lifo"));
+                    if tiebreak_seen || other_tiebreak {
                         return Err(QmError::invalid(
                             field,
                             s,
@@ -170,7 +173,9 @@ mod tests {
         assert_eq!("fifo".parse::<QueueOrder>().unwrap().to_string(), "fifo");
         assert_eq!("priority".parse::<QueueOrder>().unwrap().to_string(), "priority,fifo");
         assert!("fifo,priority".parse::<QueueOrder>().is_err());
-        assert!("fifo,lifo".parse::<QueueOrder>().is_err());
+        assert!(
+            "fifo,lifo".parse::<QueueOrder>().unwrap_err().message.contains("mutually exclusive")
+        );
         assert!("priority,priority".parse::<QueueOrder>().is_err());
         assert!("random".parse::<QueueOrder>().unwrap_err().message.contains("priority, time"));
         assert!("".parse::<QueueOrder>().is_err());

@@ -7,6 +7,10 @@
 
 use crate::device::{DeviceListing, VtocEntry};
 use crate::error::QmError;
+use crate::message::{
+    Criteria, DequeueCtl, EnqueueCtl, Expiry, Message, MessageInfo, MsgId, TimeSpec,
+    TransactionInfo,
+};
 use crate::qspace::{Attachment, QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, SizeEstimate};
 use crate::queue::{DestroyMode, QueueChange, QueueDef, QueueListing};
 use serde::{Deserialize, Serialize};
@@ -140,6 +144,71 @@ pub enum QueueRequest {
     },
 }
 
+/// Data-plane requests. `qspace: None` means the session's open queue space; naming one
+/// attaches the session to it. Without [`DataRequest::Begin`] every call is its own
+/// transaction; after it, calls join the session's transaction until commit or abort.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataRequest {
+    Begin {
+        qspace: Option<String>,
+        timeout_secs: Option<u32>,
+    },
+    Commit,
+    Abort,
+    Enqueue {
+        qspace: Option<String>,
+        queue: String,
+        ctl: EnqueueCtl,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    Dequeue {
+        qspace: Option<String>,
+        queue: String,
+        ctl: DequeueCtl,
+    },
+}
+
+/// Message administration on the session's open queue space (`qlist`, `qdeletemsg`,
+/// `qchange*`, `qprinttrans`, `qcommittrans`, `qaborttrans`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageRequest {
+    List {
+        queue: String,
+        criteria: Criteria,
+    },
+    Delete {
+        queue: String,
+        criteria: Criteria,
+    },
+    ChangePriority {
+        queue: String,
+        criteria: Criteria,
+        priority: u8,
+    },
+    ChangeQueue {
+        queue: String,
+        criteria: Criteria,
+        new_queue: String,
+    },
+    ChangeTime {
+        queue: String,
+        criteria: Criteria,
+        time: TimeSpec,
+    },
+    ChangeExpiration {
+        queue: String,
+        criteria: Criteria,
+        expiry: Expiry,
+    },
+    Transactions,
+    /// Commit or roll back a transaction the daemon holds (heuristic completion).
+    Complete {
+        id: u64,
+        commit: bool,
+    },
+}
+
 /// A request frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -148,6 +217,8 @@ pub enum Request {
     Device(DeviceRequest),
     QueueSpace(QueueSpaceRequest),
     Queue(QueueRequest),
+    Data(DataRequest),
+    Message(MessageRequest),
 }
 
 /// Severity of a note attached to a reply.
@@ -208,6 +279,14 @@ pub enum Reply {
     Attachments(Vec<Attachment>),
     Queues(QueueListing),
     Queue(QueueDef),
+    Enqueued(MsgId),
+    Message(Box<Message>),
+    /// A transaction began; its id.
+    Transaction(u64),
+    Messages(Vec<MessageInfo>),
+    /// How many messages an admin command changed.
+    Count(u64),
+    Transactions(Vec<TransactionInfo>),
 }
 
 /// Progress of long work, e.g. initializing extents.

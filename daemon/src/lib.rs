@@ -5,13 +5,17 @@
 //! * [`server`]: start-up (lock, socket, detaching) and the accept loop.
 //! * [`session`]: one connection: greeting, peer check, request loop.
 //! * [`admin`]: the admin requests, one module per command family.
+//! * [`data`]: the data-plane requests (enqueue, dequeue, transactions, message admin).
+//! * [`engine`]: the queue engine of a loaded queue space, with its group-commit writer.
 //! * [`state`]: what the daemon's tasks share: the device, loaded queue spaces, sessions.
 //! * [`registry`]: sessions and the queue spaces they have open.
 //! * [`storage`]: redb files, records, free-space maps.
 //! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
 
 pub mod admin;
+pub mod data;
 pub mod detach;
+pub mod engine;
 pub mod logging;
 pub mod options;
 pub mod registry;

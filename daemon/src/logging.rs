@@ -8,7 +8,8 @@ fn level(l: u8) -> LevelFilter {
         0 => LevelFilter::OFF,
         1 => LevelFilter::ERROR,
         2 => LevelFilter::WARN,
-        _ => LevelFilter::DEBUG,
+        3 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     }
 }
 

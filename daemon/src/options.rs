@@ -16,9 +16,9 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Log level: 0 none, 1 errors, 2 warnings, 3 all.
+    /// Log level: 0 none, 1 errors, 2 warnings, 3 all (4 also traces every storage commit).
     #[arg(short = 'l', value_name = "LEVEL", default_value_t = 2,
-          value_parser = clap::value_parser!(u8).range(0..=3))]
+          value_parser = clap::value_parser!(u8).range(0..=4))]
     pub log_level: u8,
 
     /// Log file (default: standard error; DEVICE.log when detached).
@@ -28,6 +28,12 @@ pub struct Options {
     /// Run in the background: return once the daemon accepts connections.
     #[arg(long)]
     pub detach: bool,
+
+    /// Seconds after which the daemon rolls back a transaction that set no time-out of its
+    /// own (Tuxedo TMQUEUE -t; -t itself is kept for the mqserver-style idle time-out).
+    #[arg(long = "transaction-timeout", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub transaction_timeout: u32,
 }
 
 impl Options {

@@ -43,7 +43,8 @@ pub fn main(options: Options) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    match runtime.block_on(serve(device, socket)) {
+    let timeout = Duration::from_secs(u64::from(options.transaction_timeout));
+    match runtime.block_on(serve_with(device, socket, timeout)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -51,10 +52,11 @@ pub fn main(options: Options) -> i32 {
 
 /// Reports a start-up failure where the starter will see it.
 fn fail(message: &str) -> i32 {
-    tracing::error!("{message}");
     if detach::is_detached_child() {
+        tracing::error!("{message}");
         println!("error: {message}");
     } else {
+        // The log may be standard error itself: say it once.
         eprintln!("qmd: {message}");
     }
     1
@@ -101,12 +103,23 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Serves `device` on `socket` until SIGTERM, SIGINT or a stop request.
+/// Serves `device` on `socket` until SIGTERM, SIGINT or a stop request, with default
+/// settings.
 pub async fn serve(device: PathBuf, socket: PathBuf) -> Result<(), String> {
+    serve_with(device, socket, Duration::from_secs(30)).await
+}
+
+/// Serves `device` on `socket`; `txn_timeout` bounds transactions without their own.
+pub async fn serve_with(
+    device: PathBuf,
+    socket: PathBuf,
+    txn_timeout: Duration,
+) -> Result<(), String> {
     // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _lock = lock_device(&device)?;
     let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
+    daemon.set_txn_timeout(txn_timeout);
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }

@@ -5,6 +5,7 @@
 //! daemon down with it.
 
 use crate::admin::{self, Ctx};
+use crate::data::SessionData;
 use crate::state::Daemon;
 use crate::storage::records::now_secs;
 use qm_common::frame::{Connection, FrameError};
@@ -63,6 +64,9 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
     if !(uid == Some(owner) || uid == Some(0)) {
         let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
         let msg = format!("permission denied: {who} may not use this qmd (owner is uid {owner})");
+        // Take the greeting first, so the refusal is what the peer reads rather than a
+        // broken pipe on its write.
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.read_frame::<Request>()).await;
         refuse(&mut conn, Diagnostic::Denied, msg).await;
         return;
     }
@@ -81,14 +85,16 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         device: daemon.device_path.display().to_string(),
         session: id,
     };
+    let mut sd = SessionData::new(pid, hello.program.clone());
     if conn.write_frame(&Response::Welcome(welcome)).await.is_ok() {
-        requests(&daemon, id, &mut conn).await;
+        requests(&daemon, id, &mut conn, &mut sd).await;
     }
+    sd.end().await;
     daemon.sessions.unregister(id);
     tracing::debug!(session = id, "session ended");
 }
 
-async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn) {
+async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut SessionData) {
     let mut shutdown = daemon.shutdown_signal();
     loop {
         let frame = tokio::select! {
@@ -112,8 +118,20 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn) {
                 return;
             }
         };
+        if matches!(request, Request::Data(_) | Request::Message(_)) {
+            let response = match crate::data::handle(daemon, id, sd, request).await {
+                Ok(reply) => Response::Done { reply, notes: Vec::new() },
+                Err(e) => Response::Failed(e),
+            };
+            if conn.write_frame(&response).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let stop = matches!(request, Request::Daemon(DaemonRequest::Stop));
-        if !respond(daemon, id, request, conn).await || stop {
+        let alive = respond(daemon, id, request, conn).await;
+        sd.forget();
+        if !alive || stop {
             return;
         }
     }
@@ -137,6 +155,10 @@ async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Con
             res = &mut task => break res,
         }
     };
+    // Progress sent just before the handler finished must still go out, in order.
+    while let Ok(p) = rx.try_recv() {
+        let _ = conn.write_frame(&Response::Progress(p)).await;
+    }
     let response = match outcome {
         Ok((Ok(reply), notes)) => Response::Done { reply, notes },
         Ok((Err(e), _)) => Response::Failed(e),

@@ -5,20 +5,23 @@
 //! the background) the daemon checks that the path still names the file it opened; if not,
 //! it lets go of everything and starts over with whatever the path names now.
 
+use crate::admin::{extents_of, qspace_file_name, queue::queue_defs};
+use crate::engine::{Engine, Limits};
 use crate::registry::Registry;
 use crate::storage::Device;
 use crate::storage::records::now_secs;
-use qm_common::QmResult;
+use qm_common::{QmError, QmResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// A queue space loaded in the daemon: its in-memory state lives here until `ipcrm`, a
 /// command that needs it inactive, or a restart.
-#[derive(Debug)]
 pub struct LoadedSpace {
     pub since: u64,
+    pub engine: Arc<Engine>,
 }
 
 /// The device and everything that depends on it.
@@ -30,14 +33,34 @@ pub struct Store {
     pub loaded: BTreeMap<String, LoadedSpace>,
     /// Why the file at the path could not be opened, if it could not.
     pub open_error: Option<String>,
+    /// Time-out of transactions that do not set their own.
+    pub txn_timeout: Duration,
 }
 
 impl Store {
     /// Lets go of the device and everything loaded from it.
     pub fn release(&mut self) {
+        for (_, space) in std::mem::take(&mut self.loaded) {
+            space.engine.kill();
+        }
         self.device = None;
-        self.loaded.clear();
         self.generation += 1;
+    }
+
+    /// Drops a queue space's in-memory state; true if it was loaded.
+    pub fn unload(&mut self, name: &str) -> bool {
+        match self.loaded.remove(name) {
+            Some(space) => {
+                space.engine.kill();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The engine of a loaded queue space.
+    pub fn engine(&self, name: &str) -> Option<Arc<Engine>> {
+        self.loaded.get(name).map(|s| s.engine.clone())
     }
 
     /// Makes sure the store serves the file the device path names right now.
@@ -61,10 +84,35 @@ impl Store {
         }
     }
 
-    /// Loads a queue space's in-memory state if it is not loaded yet.
-    pub fn load(&mut self, name: &str) -> QmResult<()> {
-        self.loaded.entry(name.to_string()).or_insert_with(|| LoadedSpace { since: now_secs() });
-        Ok(())
+    /// Loads a queue space's in-memory state (its engine) if it is not loaded yet.
+    pub fn load(&mut self, name: &str) -> QmResult<Arc<Engine>> {
+        if let Some(engine) = self.engine(name) {
+            return Ok(engine);
+        }
+        let device = self
+            .device
+            .as_ref()
+            .ok_or_else(|| QmError::not_found("Device list not initialized"))?;
+        let record = device
+            .qspace(name)?
+            .ok_or_else(|| QmError::not_found(format!("Queue space {name} does not exist")))?;
+        let p = &record.params;
+        let pages: u64 = extents_of(&device.vtoc()?, name).iter().map(|t| t.pages).sum();
+        let (db, writer) = device.file(&qspace_file_name(device, name)?)?;
+        let limits = Limits {
+            page_size: device.page_size(),
+            usable_blocks: pages.saturating_sub(1 + u64::from(p.queues)),
+            messages: u64::from(p.messages),
+            np_bytes: p.nonpersistent.bytes(device.page_size()),
+            transactions: p.transactions as usize,
+            waiters: p.processes + p.actions,
+            error_queue: p.error_queue.clone(),
+            txn_timeout: self.txn_timeout,
+        };
+        let engine = Engine::load(name, db, writer, queue_defs(device, name)?, limits)?;
+        self.loaded
+            .insert(name.to_string(), LoadedSpace { since: now_secs(), engine: engine.clone() });
+        Ok(engine)
     }
 }
 
@@ -80,8 +128,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(device_path: PathBuf, socket_path: PathBuf) -> Daemon {
-        let mut store =
-            Store { device: None, generation: 1, loaded: BTreeMap::new(), open_error: None };
+        let mut store = Store {
+            device: None,
+            generation: 1,
+            loaded: BTreeMap::new(),
+            open_error: None,
+            txn_timeout: Duration::from_secs(30),
+        };
         store.refresh(&device_path);
         Daemon {
             device_path,
@@ -91,6 +144,11 @@ impl Daemon {
             sessions: Registry::default(),
             shutdown: watch::channel(false).0,
         }
+    }
+
+    /// Sets the time-out of transactions that do not set their own.
+    pub fn set_txn_timeout(&self, timeout: Duration) {
+        self.store.lock().unwrap_or_else(|p| p.into_inner()).txn_timeout = timeout;
     }
 
     /// The store, refreshed against the device path.
@@ -103,6 +161,38 @@ impl Daemon {
     /// Why the daemon cannot serve its device right now, if it cannot.
     pub fn startup_problem(&self) -> Option<String> {
         self.store().open_error.clone()
+    }
+
+    /// Attaches a session to a queue space, loading it if needed; refuses past the queue
+    /// space's number of processes.
+    pub fn attach(&self, store: &mut Store, session: u64, name: &str) -> QmResult<Arc<Engine>> {
+        qm_common::names::check_qspace_name(name)?;
+        let device = store.device.as_ref().ok_or_else(|| {
+            QmError::not_found(format!(
+                "Device list not initialized on {}",
+                self.device_path.display()
+            ))
+        })?;
+        let record = device
+            .qspace(name)?
+            .ok_or_else(|| QmError::not_found(format!("Queue space {name} does not exist")))?;
+        let others = self.sessions.attached(name, store.generation, Some(session));
+        let limit = record.params.processes as usize;
+        if others.len() >= limit {
+            return Err(QmError::no_space(format!(
+                "Queue space {name} has {} processes attached, its limit (qspacechange can raise it): {}",
+                others.len(),
+                crate::registry::describe_all(&others)
+            )));
+        }
+        let engine = store.load(name)?;
+        let open = crate::registry::OpenSpace {
+            name: name.to_string(),
+            generation: store.generation,
+            since: now_secs(),
+        };
+        self.sessions.set_open(session, Some(open));
+        Ok(engine)
     }
 
     pub fn request_shutdown(&self) {

@@ -2,7 +2,7 @@
 //!
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
-use crate::commands::{device, general, qspace, queue};
+use crate::commands::{device, general, message, msgadmin, qspace, queue};
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
 
@@ -54,6 +54,36 @@ macro_rules! command {
 }
 
 pub static COMMANDS: &[CommandSpec] = &[
+    command!(
+        "abort",
+        None,
+        "",
+        0,
+        "",
+        Nothing,
+        message::abort,
+        "Rolls back the session's transaction: its enqueues vanish, its dequeued messages return to their queues with one more retry counted."
+    ),
+    command!(
+        "begin",
+        None,
+        "t:",
+        0,
+        "[-t timeout]",
+        Nothing,
+        message::begin,
+        "Begins a transaction on the open queue space; qenqueue and qdequeue join it until commit or abort. -t sets its time-out in seconds (default: the daemon's, 30 s); past it the daemon rolls it back."
+    ),
+    command!(
+        "commit",
+        None,
+        "",
+        0,
+        "",
+        Nothing,
+        message::commit,
+        "Commits the session's transaction: its enqueues become visible and its dequeues final, on disk when the command returns."
+    ),
     command!(
         "chdl",
         None,
@@ -185,6 +215,56 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given."
     ),
     command!(
+        "qaborttrans",
+        Some("qabort"),
+        "y",
+        1,
+        "[-y] [tranindex]",
+        Nothing,
+        msgadmin::qaborttrans,
+        "Rolls back a transaction the daemon holds open (index from qprinttrans), e.g. of a client that stalls. Asks for confirmation unless -y is given."
+    ),
+    command!(
+        "qchangeexp",
+        Some("qce"),
+        "y",
+        1,
+        "[-y] [newtime]",
+        Nothing,
+        msgadmin::qchangeexp,
+        "Sets the expiration of the selected messages (qset queue, qscan criteria): +seconds from now, an absolute YY[MM[DD[HH[MM[SS]]]]], or none. Asks for confirmation unless -y is given."
+    ),
+    command!(
+        "qchangeprio",
+        Some("qcp"),
+        "y",
+        1,
+        "[-y] [newpriority]",
+        Nothing,
+        msgadmin::qchangeprio,
+        "Sets the priority (1-100) of the selected messages (qset queue, qscan criteria). Without criteria every message changes, after confirmation unless -y is given."
+    ),
+    command!(
+        "qchangequeue",
+        Some("qcq"),
+        "y",
+        1,
+        "[-y] [newqueue]",
+        Queue,
+        msgadmin::qchangequeue,
+        "Moves the selected messages (qset queue, qscan criteria) to another queue of the same queue space, e.g. from the error queue back to the service queue; they start with a fresh retry count. Without criteria every message moves, after confirmation unless -y is given."
+    ),
+    command!(
+        "qchangetime",
+        Some("qct"),
+        "y",
+        1,
+        "[-y] [newtime]",
+        Nothing,
+        msgadmin::qchangetime,
+        "Sets the availability time of the selected messages: +seconds from now (+0 is now) or an absolute YY[MM[DD[HH[MM[SS]]]]]. Without criteria every message changes, after confirmation unless -y is given."
+    ),
+    command!(
         "qclose",
         None,
         "",
@@ -193,6 +273,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         qspace::qclose,
         "Closes the open queue space. Its non-persistent messages stay in the daemon until ipcrm."
+    ),
+    command!(
+        "qcommittrans",
+        Some("qcommit"),
+        "y",
+        1,
+        "[-y] [tranindex]",
+        Nothing,
+        msgadmin::qcommittrans,
+        "Commits a transaction the daemon holds open (index from qprinttrans) on its owner's behalf. Asks for confirmation unless -y is given."
     ),
     command!(
         "qcreate",
@@ -205,6 +295,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none)."
     ),
     command!(
+        "qdeletemsg",
+        Some("qdltm"),
+        "y",
+        0,
+        "[-y]",
+        Nothing,
+        msgadmin::qdeletemsg,
+        "Deletes the selected messages (qset queue, qscan criteria). Asks for confirmation unless -y is given."
+    ),
+    command!(
+        "qdequeue",
+        None,
+        "m:i:w:kB",
+        1,
+        "[-m msgid] [-i corrid] [-w seconds] [-k] [-B] [queue_name]",
+        Queue,
+        message::qdequeue,
+        "Dequeues a message from a queue of the open queue space (in the session's transaction, if one is open) and prints its msgid, priority, correlation id, retries, user return code and delivery mode, then its body. -m and -i select by message or correlation id (\\xx escapes allowed), -w waits up to that many seconds for one, -k peeks without taking, -B prints only the raw body."
+    ),
+    command!(
         "qdestroy",
         Some("qds"),
         "pfy",
@@ -213,6 +323,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Queue,
         queue::qdestroy,
         "Destroys a queue of the open queue space. Refuses while it holds messages (-p purges them first) or while others are attached (-f forces both). Asks for confirmation unless -y is given."
+    ),
+    command!(
+        "qenqueue",
+        None,
+        "p:t:e:i:r:f:d:q:u:Tb:F:",
+        2,
+        "[-p priority] [-t time] [-e exptime|none] [-i corrid] [-r replyqueue] [-f failurequeue] [-d persist|nonpersist] [-q replyqos] [-u urcode] [-T | -b msgid] [-F file] [queue_name [body]]",
+        Queue,
+        message::qenqueue,
+        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input when commands come from -c. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]] (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it)."
     ),
     command!(
         "qinfo",
@@ -233,6 +353,46 @@ pub static COMMANDS: &[CommandSpec] = &[
         QueueSpace,
         qspace::qopen,
         "Opens a queue space for the commands that work on queues and messages, closing any other one this session had open."
+    ),
+    command!(
+        "qlist",
+        Some("ql"),
+        "",
+        0,
+        "",
+        Nothing,
+        msgadmin::qlist,
+        "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code."
+    ),
+    command!(
+        "qprinttrans",
+        Some("qpt"),
+        "",
+        0,
+        "",
+        Nothing,
+        msgadmin::qprinttrans,
+        "Lists the transactions the daemon holds open on the open queue space: index, owner, start, time left, enqueues and dequeues."
+    ),
+    command!(
+        "qscan",
+        None,
+        "t:p:m:i:d:e:",
+        1,
+        "[{ [-t time1[-time2]] [-p priority1[-priority2]] [-m msgid] [-i corrid] [-d delivery_mode] [-e time1[-time2]] | none }]",
+        Nothing,
+        msgadmin::qscan,
+        "Sets the criteria that select messages for qlist, qdeletemsg and the qchange commands: availability time (-t) and expiration time (-e) ranges as YY[MM[DD[HH[MM[SS]]]]] (a single time covers its whole unit: 2511 is November 2025), priority range (-p), message id (-m), correlation id (-i), delivery mode (-d persist|nonpersist). 'none' clears them; without arguments it prints them."
+    ),
+    command!(
+        "qset",
+        None,
+        "",
+        1,
+        "[queue_name]",
+        Queue,
+        msgadmin::qset,
+        "Sets the queue the message commands act on; without an argument prints it."
     ),
     command!(
         "qsize",

@@ -1,9 +1,12 @@
 //! Finding the daemon: connect to the device's socket, and start `qmd` when none answers.
 
 use qm_common::client::Client;
-use qm_common::protocol::ClientKind;
+use qm_common::frame::Connection;
+use qm_common::protocol::{ClientKind, Response};
+use qm_common::{Diagnostic, QmError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// The `qmd` next to this executable, else the one on `PATH`.
 fn qmd_program() -> PathBuf {
@@ -31,6 +34,10 @@ fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> 
     Ok(format!("started qmd {} (log {})", stdout.trim_start_matches("qmd: "), log.display()))
 }
 
+/// How long to wait for a daemon that another qmadmin is starting, or that is shutting
+/// down, at the same moment.
+const RACE_WAIT: Duration = Duration::from_secs(10);
+
 /// Connects to the daemon serving `device`, starting one when allowed and needed.
 pub async fn connect(
     device: &Path,
@@ -41,12 +48,17 @@ pub async fn connect(
     let first = Client::connect(&path, "qmadmin", ClientKind::Admin).await;
     let client = match first {
         Ok(c) => c,
+        // A daemon answered and turned us away (another user's daemon, another protocol):
+        // say so, and do not try to start a second one.
+        Err(e) if e.diagnostic != Diagnostic::Os => return Err(refused(&path, &e)),
+        // Accepted, then lost: the daemon may have refused us and closed before our
+        // greeting went out (which then fails as a broken pipe). Ask again, listening only.
+        Err(e) if !e.message.starts_with("cannot connect to") => match refusal(&path).await {
+            Some(r) => return Err(refused(&path, &r)),
+            None => return Err(e.message),
+        },
         Err(e) if !autostart => return Err(format!("no qmd answers on {} ({e})", path.display())),
-        Err(_) => {
-            let line = start_daemon(device, socket)?;
-            eprintln!("qmadmin: {line}");
-            Client::connect(&path, "qmadmin", ClientKind::Admin).await.map_err(|e| e.message)?
-        }
+        Err(_) => start_or_join(device, socket, &path).await?,
     };
     let serves = &client.welcome().device;
     if Path::new(serves) != device {
@@ -57,4 +69,72 @@ pub async fn connect(
         ));
     }
     Ok(client)
+}
+
+fn refused(path: &Path, e: &QmError) -> String {
+    format!("qmd on {} refused the connection: {}", path.display(), e.message)
+}
+
+/// The refusal a daemon sends, unasked, to a peer it turns away (another user); `None` if
+/// it sends nothing within a moment (it waits for a greeting, as for anyone it serves).
+async fn refusal(path: &Path) -> Option<QmError> {
+    let (r, w) = tokio::net::UnixStream::connect(path).await.ok()?.into_split();
+    let mut conn = Connection::new(r, w);
+    let first = tokio::time::timeout(Duration::from_millis(500), conn.read_frame::<Response>());
+    match first.await {
+        Ok(Ok(Some(Response::Failed(e)))) => Some(e),
+        _ => None,
+    }
+}
+
+/// Starts a daemon for `device`. When another one holds the device (one that another
+/// qmadmin is starting at this moment, or one still shutting down), waits for it to answer
+/// or to go away, and tries again.
+async fn start_or_join(
+    device: &Path,
+    socket: Option<&Path>,
+    path: &Path,
+) -> Result<Client, String> {
+    let deadline = tokio::time::Instant::now() + RACE_WAIT;
+    loop {
+        match start_daemon(device, socket) {
+            Ok(line) => {
+                eprintln!("qmadmin: {line}");
+                return Client::connect(path, "qmadmin", ClientKind::Admin)
+                    .await
+                    .map_err(|e| e.message);
+            }
+            Err(why) if why.contains("another qmd") => {
+                let retry = tokio::time::Instant::now() + Duration::from_millis(500);
+                while tokio::time::Instant::now() < retry.min(deadline) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if let Ok(c) = Client::connect(path, "qmadmin", ClientKind::Admin).await {
+                        return Ok(c);
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(why);
+                }
+            }
+            Err(why) => return Err(why),
+        }
+    }
+}
+
+/// Waits until no daemon holds `device`'s lock any more; false if one still does after
+/// `limit`.
+pub fn wait_for_exit(device: &Path, limit: Duration) -> bool {
+    let lock = qm_common::paths::lock_path(device);
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let Ok(file) = std::fs::File::open(&lock) else { return true };
+        match file.try_lock() {
+            Ok(()) => return true,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return false,
+            Err(_) => return true,
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! On a stream the prompts are still printed, as Tuxedo's qmadmin prints them, so a
 //! transcript of a script reads like the interactive session it replaces.
 
-use crate::complete::Helper;
+use crate::complete::{Helper, LineHelper};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
@@ -63,7 +63,7 @@ impl<R: BufRead> Input for StreamInput<R> {
 
 /// Lines from a terminal through rustyline.
 pub struct TtyInput {
-    editor: Editor<Helper, DefaultHistory>,
+    editor: Editor<LineHelper, DefaultHistory>,
     history: Option<PathBuf>,
 }
 
@@ -83,7 +83,7 @@ impl TtyInput {
             .map_err(|e| e.to_string())?
             .build();
         let mut editor = Editor::with_config(config).map_err(|e| e.to_string())?;
-        editor.set_helper(Some(helper));
+        editor.set_helper(Some(LineHelper::new(helper)));
         let history = history_path();
         if let Some(h) = &history {
             let _ = editor.load_history(h);
@@ -94,6 +94,9 @@ impl TtyInput {
 
 impl Input for TtyInput {
     fn read_line(&mut self, prompt: &str) -> Read {
+        if let Some(helper) = self.editor.helper_mut() {
+            helper.set_prompt(prompt);
+        }
         match self.editor.readline(prompt) {
             Ok(line) => Read::Line(line),
             Err(ReadlineError::Interrupted) => Read::Interrupted,
@@ -105,10 +108,13 @@ impl Input for TtyInput {
         true
     }
 
+    /// Adds a line to the history and appends it to the history file at once. Appending
+    /// (not rewriting the file from this session's memory) keeps the lines of other
+    /// sessions that share the file.
     fn add_history(&mut self, line: &str) {
         let _ = self.editor.add_history_entry(line);
         if let Some(h) = &self.history {
-            let _ = self.editor.save_history(h);
+            let _ = self.editor.append_history(h);
         }
     }
 }

@@ -77,6 +77,7 @@ pub fn run(
     let mut sh = shell::Shell::new(runtime, client, device.clone(), input);
     sh.names = names;
     sh.json = options.json;
+    sh.script_mode = options.commands.is_some();
     let script = options.commands.as_deref().map(|c| grammar::split_script(c).into());
     if script.is_none() {
         println!(

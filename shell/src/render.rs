@@ -1,6 +1,7 @@
 //! Rendering replies: tables for people (tabled), JSON for programs.
 
 use qm_common::device::{DeviceListing, FREE_MAP_SLOTS, VtocEntry};
+use qm_common::message::{Criteria, MessageInfo, TransactionInfo, escape_bytes};
 use qm_common::protocol::DaemonStatus;
 use qm_common::qspace::{Attachment, QueueSpaceInfo, SizeEstimate};
 use qm_common::queue::{QueueListing, QueueUsage};
@@ -269,4 +270,202 @@ pub fn status(s: &DaemonStatus) -> String {
             if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") },
         ),
     ]) + "\n"
+}
+
+/// A message for JSON output: ids and body as escaped text.
+#[derive(Serialize)]
+pub struct MessageJson {
+    pub msgid: String,
+    pub corrid: String,
+    pub priority: u8,
+    pub enqueued: u64,
+    pub expiration: Option<u64>,
+    pub reply_queue: Option<String>,
+    pub failure_queue: Option<String>,
+    pub delivery: String,
+    pub reply_qos: Option<String>,
+    pub urcode: i64,
+    pub retries: u32,
+    pub origin_queue: Option<String>,
+    pub body: String,
+}
+
+impl From<&qm_common::message::Message> for MessageJson {
+    fn from(m: &qm_common::message::Message) -> Self {
+        MessageJson {
+            msgid: m.msgid.to_string(),
+            corrid: escape_bytes(&m.corrid),
+            priority: m.priority,
+            enqueued: m.enqueued,
+            expiration: m.expiration,
+            reply_queue: m.reply_queue.clone(),
+            failure_queue: m.failure_queue.clone(),
+            delivery: m.delivery.to_string(),
+            reply_qos: m.reply_qos.map(|q| q.to_string()),
+            urcode: m.urcode,
+            retries: m.retries,
+            origin_queue: m.origin_queue.clone(),
+            body: escape_bytes(&m.body),
+        }
+    }
+}
+
+/// A `qlist` entry for JSON output.
+#[derive(Serialize)]
+pub struct MessageInfoJson {
+    pub msgid: String,
+    pub corrid: String,
+    pub priority: u8,
+    pub retries: u32,
+    pub length: u64,
+    pub delivery: String,
+    pub reply_qos: Option<String>,
+    pub enqueued: u64,
+    pub available: Option<u64>,
+    pub expiration: Option<u64>,
+    pub state: String,
+    pub origin_queue: Option<String>,
+    pub reply_queue: Option<String>,
+    pub failure_queue: Option<String>,
+    pub urcode: i64,
+}
+
+impl From<&MessageInfo> for MessageInfoJson {
+    fn from(m: &MessageInfo) -> Self {
+        MessageInfoJson {
+            msgid: m.msgid.to_string(),
+            corrid: escape_bytes(&m.corrid),
+            priority: m.priority,
+            retries: m.retries,
+            length: m.length,
+            delivery: m.delivery.to_string(),
+            reply_qos: m.reply_qos.map(|q| q.to_string()),
+            enqueued: m.enqueued,
+            available: m.available,
+            expiration: m.expiration,
+            state: m.state.to_string(),
+            origin_queue: m.origin_queue.clone(),
+            reply_queue: m.reply_queue.clone(),
+            failure_queue: m.failure_queue.clone(),
+            urcode: m.urcode,
+        }
+    }
+}
+
+fn opt_time(t: Option<u64>) -> String {
+    t.map_or("-".into(), format_local)
+}
+
+pub fn messages(list: &[MessageInfo], verbose: bool) -> String {
+    let mut header = vec![
+        "msgid",
+        "prio",
+        "retries",
+        "length",
+        "delivery",
+        "reply qos",
+        "state",
+        "available",
+        "expiration",
+    ];
+    if verbose {
+        header.extend([
+            "corrid",
+            "enqueued",
+            "origin queue",
+            "reply queue",
+            "failure queue",
+            "urcode",
+        ]);
+    }
+    let rows = list
+        .iter()
+        .map(|m| {
+            let mut row = vec![
+                m.msgid.to_string(),
+                m.priority.to_string(),
+                m.retries.to_string(),
+                m.length.to_string(),
+                m.delivery.to_string(),
+                m.reply_qos.map_or("-".into(), |q| q.to_string()),
+                m.state.to_string(),
+                opt_time(m.available),
+                opt_time(m.expiration),
+            ];
+            if verbose {
+                row.extend([
+                    escape_bytes(&m.corrid),
+                    format_local(m.enqueued),
+                    m.origin_queue.clone().unwrap_or_else(|| "-".into()),
+                    m.reply_queue.clone().unwrap_or_else(|| "-".into()),
+                    m.failure_queue.clone().unwrap_or_else(|| "-".into()),
+                    m.urcode.to_string(),
+                ]);
+            }
+            row
+        })
+        .collect();
+    table(&header, rows) + "\n"
+}
+
+pub fn transactions(list: &[TransactionInfo]) -> String {
+    let rows = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.qspace.clone(),
+                t.session.to_string(),
+                t.pid.map_or("-".into(), |p| p.to_string()),
+                t.program.clone(),
+                format_local(t.started),
+                t.timeout_in.to_string(),
+                t.enqueued.to_string(),
+                t.dequeued.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "index",
+            "qspace",
+            "session",
+            "pid",
+            "program",
+            "started",
+            "timeout in (s)",
+            "enqueued",
+            "dequeued",
+        ],
+        rows,
+    ) + "\n"
+}
+
+pub fn criteria(c: &Criteria) -> String {
+    if c.is_empty() {
+        return "No scan criteria are set (every message is selected)".into();
+    }
+    let range = |(a, b): (u64, u64)| {
+        if a == b { format_local(a) } else { format!("{} - {}", format_local(a), format_local(b)) }
+    };
+    let mut rows = Vec::new();
+    if let Some(t) = c.time {
+        rows.push(("time", range(t)));
+    }
+    if let Some((a, b)) = c.priority {
+        rows.push(("priority", if a == b { a.to_string() } else { format!("{a}-{b}") }));
+    }
+    if let Some(m) = &c.msgid {
+        rows.push(("msgid", m.to_string()));
+    }
+    if let Some(i) = &c.corrid {
+        rows.push(("corrid", escape_bytes(i)));
+    }
+    if let Some(d) = c.delivery {
+        rows.push(("delivery", d.to_string()));
+    }
+    if let Some(e) = c.expiration {
+        rows.push(("expiration", range(e)));
+    }
+    key_values(rows)
 }

@@ -8,6 +8,9 @@ use crate::shell::Shell;
 use std::collections::VecDeque;
 use std::io::Write;
 
+/// The command prompt.
+pub const PROMPT: &str = "> ";
+
 /// What running a line did.
 enum Flow {
     Done,
@@ -73,7 +76,7 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
                 Some(l) => l,
                 None => break,
             },
-            None => match sh.input.read_line("> ") {
+            None => match sh.input.read_line(PROMPT) {
                 Read::Line(l) => l,
                 Read::Interrupted => {
                     last_command = None;
@@ -84,6 +87,11 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
         };
         if sh.echo && !interactive {
             println!("{line}");
+        }
+        // Every line typed at the prompt can be recalled, also one that did not parse (to
+        // correct it) and shell escapes; an empty line (a repeat) adds nothing.
+        if interactive && !line.trim().is_empty() {
+            sh.input.add_history(&line);
         }
         let flow = match parse_line(&line) {
             Err(e) => {
@@ -110,9 +118,6 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
                 }
             },
             Ok(Line::Command { name, args }) => {
-                if interactive {
-                    sh.input.add_history(&line);
-                }
                 last_command = Some(line.clone());
                 execute(sh, &name, args)
             }

@@ -3,7 +3,7 @@
 use crate::input::{Input, Read};
 use qm_common::QmResult;
 use qm_common::client::{Client, Done};
-use qm_common::protocol::{DaemonRequest, Names, NoteLevel, Request};
+use qm_common::protocol::{DaemonRequest, Names, NoteLevel, QueueRequest, Request};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -52,6 +52,12 @@ pub struct Shell {
     pub json: bool,
     /// Names offered to completion, refreshed after every command.
     pub names: Arc<Mutex<Names>>,
+    /// Commands come from `-c`: standard input is free for message bodies.
+    pub script_mode: bool,
+    /// The queue message commands act on (`qset`).
+    pub target_queue: Option<String>,
+    /// The selection message commands act on (`qscan`).
+    pub criteria: qm_common::message::Criteria,
 }
 
 impl Shell {
@@ -72,6 +78,9 @@ impl Shell {
             paginate,
             json: false,
             names: Arc::default(),
+            script_mode: false,
+            target_queue: None,
+            criteria: Default::default(),
         }
     }
 
@@ -93,6 +102,11 @@ impl Shell {
                 let _ = std::io::stdout().flush();
             }
         }));
+        // Finished is 100%, whether or not the last progress frame arrived before the reply.
+        if show && result.is_ok() {
+            print!("{}", ".".repeat(20usize.saturating_sub(dots as usize)));
+            dots = 20;
+        }
         if dots > 0 {
             println!();
         }
@@ -104,6 +118,14 @@ impl Shell {
             }
         }
         Ok(done)
+    }
+
+    /// Fails as the daemon does when this session has no queue space open. Queue commands
+    /// check this before they prompt, so that in a script the lines after them are not
+    /// taken as answers.
+    pub fn require_open(&mut self) -> Result<(), Failure> {
+        let request = Request::Queue(QueueRequest::Info { name: None });
+        self.runtime.block_on(self.client.call(request)).map(|_| ()).map_err(|e| e.message)
     }
 
     /// Refreshes the names tab completion offers; failures are of no consequence.

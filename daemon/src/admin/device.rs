@@ -79,7 +79,7 @@ fn create(
     let entry = UdlEntry { index: first_free_index(&udl), name, start: offset, size };
     check_overlap(device, &udl, &entry)?;
     if !is_device_file(ctx, &udl, &entry.name) {
-        device.file_db(&entry.name)?;
+        device.create_file_db(&entry.name)?;
     }
     device.write(|txn| put_udl(txn, &entry))?;
     ctx.note(Note::info(created));
@@ -294,7 +294,7 @@ fn rename(
         )));
     }
     if index != 0 {
-        device.file_db(&new_name)?;
+        device.create_file_db(&new_name)?;
     }
     device.write(|txn| put_udl(txn, &entry))?;
     ctx.note(Note::info(format!("Device list entry {index} renamed to {new_name}")));

@@ -74,7 +74,7 @@ pub fn ipcrm(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> Q
     let was_loaded = store.loaded.contains_key(name);
     let own = ctx.daemon.sessions.open_of(ctx.session, store.generation).as_deref() == Some(name);
     ctx.daemon.sessions.detach_all(name);
-    store.loaded.remove(name);
+    store.unload(name);
     if was_loaded || own || !others.is_empty() {
         ctx.note(Note::info(format!("IPC resources of queue space {name} removed")));
     } else {

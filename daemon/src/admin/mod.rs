@@ -8,7 +8,7 @@ mod daemon;
 mod device;
 mod ipc;
 mod qspace;
-mod queue;
+pub mod queue;
 
 use crate::state::{Daemon, Store};
 use crate::storage::Device;
@@ -44,6 +44,9 @@ pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
         Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
         Request::Queue(r) => queue::handle(ctx, &mut store, r),
         Request::Hello(_) => Err(QmError::new(Diagnostic::Proto, "the session is already greeted")),
+        Request::Data(_) | Request::Message(_) => {
+            Err(QmError::new(Diagnostic::Proto, "data requests are served asynchronously"))
+        }
         Request::Daemon(_) => unreachable!("handled above"),
     }
 }
@@ -77,6 +80,13 @@ pub fn extents_of(vtoc: &[VtocEntry], name: &str) -> Vec<VtocEntry> {
 
 /// The file a queue space lives in (its first extent's entry) and that file's database.
 pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<Database>)> {
+    let file = qspace_file_name(device, name)?;
+    let db = device.file_db(&file)?;
+    Ok((file, db))
+}
+
+/// The name of the file a queue space lives in.
+pub fn qspace_file_name(device: &Device, name: &str) -> QmResult<String> {
     let vtoc = device.vtoc()?;
     let first = extents_of(&vtoc, name)
         .into_iter()
@@ -89,10 +99,7 @@ pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<Databas
             first.device
         ))
     })?;
-    let file =
-        if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() };
-    let db = device.file_db(&file)?;
-    Ok((file, db))
+    Ok(if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() })
 }
 
 /// Closes the session's own attachment to `name` and refuses if anyone else is attached;
@@ -115,7 +122,7 @@ pub fn make_inactive(
         ctx.note(Note::info(format!("Queue space {name} closed")));
     }
     ctx.daemon.sessions.detach_all(name);
-    if store.loaded.remove(name).is_some() {
+    if store.unload(name) {
         ctx.note(Note::warn(format!(
             "In-memory state of queue space {name} was reset: its non-persistent messages are lost"
         )));

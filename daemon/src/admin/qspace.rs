@@ -2,7 +2,7 @@
 //! `qclose`, `qaddext`, `qsize`, and `ipcs`/`ipcrm` (in [`super::ipc`]).
 
 use super::{Ctx, extents_of, make_inactive, qspace_file, require_device, require_qspace};
-use crate::registry::{OpenSpace, describe_all};
+use crate::registry::describe_all;
 use crate::state::Store;
 use crate::storage::Device;
 use crate::storage::device::{
@@ -102,9 +102,9 @@ fn next_vtoc_index(vtoc: &[VtocEntry]) -> QmResult<u8> {
     Ok((0u8..).find(|i| !vtoc.iter().any(|t| t.index == *i)).unwrap_or(u8::MAX))
 }
 
-fn no_room(pages: u64, largest: u64, where_: &str) -> QmError {
+fn no_room(field: &str, pages: u64, largest: u64, where_: &str) -> QmError {
     QmError::no_space(format!(
-        "Size of queue space in disk pages: {pages} pages do not fit; the largest free run {where_} is {largest} pages"
+        "{field}: {pages} pages do not fit; the largest free run {where_} is {largest} pages"
     ))
 }
 
@@ -119,8 +119,14 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     let udl = device.udl()?;
     let vtoc = device.vtoc()?;
     let index = next_vtoc_index(&vtoc)?;
-    let (dev, offset) = first_fit(&udl, &vtoc, pages)
-        .ok_or_else(|| no_room(pages, largest_run(&udl, &vtoc), "on the device"))?;
+    let (dev, offset) = first_fit(&udl, &vtoc, pages).ok_or_else(|| {
+        no_room(
+            "Size of queue space in disk pages",
+            pages,
+            largest_run(&udl, &vtoc),
+            "on the device",
+        )
+    })?;
     let extent =
         VtocEntry { index, name: params.name.clone(), extent: Some(0), device: dev, offset, pages };
     let record = QueueSpaceRecord {
@@ -321,10 +327,7 @@ fn open(ctx: &mut Ctx<'_>, store: &mut Store, name: &str) -> QmResult<Reply> {
             "Error queue {error_queue} of queue space {name} does not exist (create it with qcreate)"
         )));
     }
-    store.load(name)?;
-    let open =
-        OpenSpace { name: name.to_string(), generation: store.generation, since: now_secs() };
-    ctx.daemon.sessions.set_open(ctx.session, Some(open));
+    ctx.daemon.attach(store, ctx.session, name)?;
     Ok(Reply::Unit)
 }
 
@@ -358,7 +361,12 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         })
         .collect();
     let (dev, offset) = first_fit(on_file.iter().copied(), &vtoc, pages).ok_or_else(|| {
-        no_room(pages, largest_run(on_file.iter().copied(), &vtoc), &format!("on {file}"))
+        no_room(
+            "Number of pages",
+            pages,
+            largest_run(on_file.iter().copied(), &vtoc),
+            &format!("on {file}"),
+        )
     })?;
     let number = extents_of(&vtoc, name).iter().filter_map(|t| t.extent).max().map_or(0, |n| n + 1);
     make_inactive(ctx, store, name, false)?;

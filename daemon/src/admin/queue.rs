@@ -67,14 +67,30 @@ fn save(device: &Device, qspace: &str, def: &QueueDef) -> QmResult<()> {
     })
 }
 
-/// Usage of one queue; all zero until messages arrive.
-pub fn queue_usage(_store: &Store, _qspace: &str, _queue: &str) -> QueueUsage {
-    QueueUsage::default()
+/// Usage of one queue of a loaded queue space.
+pub fn queue_usage(store: &Store, qspace: &str, queue: &str) -> QueueUsage {
+    store.engine(qspace).map(|e| e.usage(queue)).unwrap_or_default()
 }
 
-/// Usage of a whole queue space.
-pub fn space_usage(_store: &Store, _qspace: &str) -> QueueUsage {
-    QueueUsage::default()
+/// Usage of a whole queue space: from its engine when loaded, else the number of
+/// persistent messages on disk.
+pub fn space_usage(store: &Store, qspace: &str) -> QueueUsage {
+    if let Some(engine) = store.engine(qspace) {
+        return engine.total_usage();
+    }
+    let count = store.device.as_ref().and_then(|d| stored_messages(d, qspace).ok()).unwrap_or(0);
+    QueueUsage { persistent_messages: count, ..QueueUsage::default() }
+}
+
+fn stored_messages(device: &Device, qspace: &str) -> QmResult<u64> {
+    use redb::ReadableTableMetadata;
+    let (_, db) = qspace_file(device, qspace)?;
+    let tables = QueueSpaceTables::new(qspace);
+    let txn = db.begin_read().map_err(|e| storage_error("reading messages", e))?;
+    match txn.open_table(tables.msg()) {
+        Ok(t) => t.len().map_err(|e| storage_error("reading messages", e)),
+        Err(_) => Ok(0),
+    }
 }
 
 fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> QmResult<Reply> {
@@ -92,6 +108,9 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> 
         )));
     }
     save(device, qspace, &def)?;
+    if let Some(engine) = store.engine(qspace) {
+        engine.define_queue(def.clone());
+    }
     if def.name == record.params.error_queue {
         ctx.note(Note::info(format!("Create queue - error queue {} created", def.name)));
     }
@@ -109,6 +128,9 @@ fn change_queue(
     change.apply(&mut def);
     def.validate()?;
     save(device, qspace, &def)?;
+    if let Some(engine) = store.engine(qspace) {
+        engine.define_queue(def);
+    }
     Ok(Reply::Unit)
 }
 
@@ -135,6 +157,12 @@ fn destroy(
             "Destroy queue failed - processes attached to queue space {qspace}: {}; use -f to force",
             describe_all(&others)
         )));
+    }
+    if let Some(engine) = store.engine(qspace) {
+        let purged = engine.remove_queue(name)?;
+        if purged > 0 {
+            ctx.note(Note::info(format!("{purged} messages of queue {name} deleted")));
+        }
     }
     let (_, db) = qspace_file(device, qspace)?;
     let tables = QueueSpaceTables::new(qspace);

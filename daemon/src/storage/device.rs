@@ -16,6 +16,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::engine::writer::Writer;
+
 /// Which file a path names right now: device and inode numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
@@ -44,6 +46,8 @@ struct DataFile {
 pub struct Device {
     path: PathBuf,
     db: Arc<Database>,
+    /// Group-commit writers, one per open database, started on first use.
+    writers: Mutex<Vec<(Arc<Database>, Arc<Writer>)>>,
     identity: Option<FileIdentity>,
     header: DeviceHeader,
     /// Other files named by UDL entries, opened on first use.
@@ -126,6 +130,7 @@ impl Device {
             path: path.to_path_buf(),
             identity: FileIdentity::of(path),
             db: Arc::new(db),
+            writers: Mutex::new(Vec::new()),
             header,
             files: Mutex::new(HashMap::new()),
         };
@@ -164,6 +169,7 @@ impl Device {
             path: path.to_path_buf(),
             identity: FileIdentity::of(path),
             db: Arc::new(db),
+            writers: Mutex::new(Vec::new()),
             header,
             files: Mutex::new(HashMap::new()),
         })
@@ -234,22 +240,58 @@ impl Device {
         Path::new(name) == self.path || entry0 == Some(name)
     }
 
-    /// The database holding the tables of a file named by a UDL entry; other files are
-    /// created on first use and must belong to this device.
+    /// The database holding the tables of a file named by a UDL entry. The file must exist
+    /// and belong to this device: a file that was moved or removed is reported, never
+    /// silently created again empty.
     pub fn file_db(&self, name: &str) -> QmResult<Arc<Database>> {
+        self.data_file(name, false)
+    }
+
+    /// Like [`Device::file_db`], but creates the file when it does not exist yet (`crdl`,
+    /// `chdl` of an entry that holds nothing).
+    pub fn create_file_db(&self, name: &str) -> QmResult<Arc<Database>> {
+        self.data_file(name, true)
+    }
+
+    /// The database of a file and its group-commit writer.
+    pub fn file(&self, name: &str) -> QmResult<(Arc<Database>, Arc<Writer>)> {
+        let db = self.file_db(name)?;
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        // A database only the list and its writer still hold was closed: let both go.
+        writers.retain(|(d, _)| Arc::ptr_eq(d, &db) || Arc::strong_count(d) > 2);
+        if let Some((_, w)) = writers.iter().find(|(d, _)| Arc::ptr_eq(d, &db)) {
+            return Ok((db, w.clone()));
+        }
+        let writer = Writer::start(db.clone(), name)?;
+        writers.push((db.clone(), writer.clone()));
+        Ok((db, writer))
+    }
+
+    fn data_file(&self, name: &str, create: bool) -> QmResult<Arc<Database>> {
         let entry0 = self.udl()?.into_iter().find(|e| e.index == 0).map(|e| e.name);
         if self.is_device_file(name, entry0.as_deref()) {
             return Ok(self.db.clone());
         }
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let path = Path::new(name);
-        if let Some(file) = files.get(name) {
-            if file.identity.is_some() && FileIdentity::of(path) == file.identity {
-                return Ok(file.db.clone());
-            }
-            files.remove(name);
+        let identity = FileIdentity::of(path);
+        // A cached file whose path now names another file (or none) stays cached: it may
+        // have been moved, and is found again by its identity below.
+        if let Some(file) = files.get(name)
+            && file.identity.is_some()
+            && identity == file.identity
+        {
+            return Ok(file.db.clone());
         }
-        let db = self.open_file(path)?;
+        // A file this daemon already has open, now under another name: it was moved (and
+        // `chdl` follows the move). Opening it a second time would fail on redb's lock.
+        if let Some(moved) = identity
+            .and_then(|id| files.values().find(|f| f.identity == Some(id)).map(|f| f.db.clone()))
+        {
+            files.insert(name.to_string(), DataFile { db: moved.clone(), identity });
+            return Ok(moved);
+        }
+        let db = self.open_file(path, create)?;
         files.insert(
             name.to_string(),
             DataFile { db: db.clone(), identity: FileIdentity::of(path) },
@@ -257,8 +299,14 @@ impl Device {
         Ok(db)
     }
 
-    fn open_file(&self, path: &Path) -> QmResult<Arc<Database>> {
+    fn open_file(&self, path: &Path, create: bool) -> QmResult<Arc<Database>> {
         if !path.exists() || is_empty_file(path) {
+            if !create {
+                return Err(QmError::not_found(format!(
+                    "{} is missing or empty: the file of a device list entry was moved or removed; put it back, or rename the entry with chdl",
+                    path.display()
+                )));
+            }
             let db = Database::create(path)
                 .map_err(|e| storage_error(&format!("creating {}", path.display()), e))?;
             let header = FileHeader {

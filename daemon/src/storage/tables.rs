@@ -20,6 +20,12 @@ pub struct QueueSpaceTables {
     pub queues: String,
     /// Filler written while initializing extents, removed afterwards.
     pub init: String,
+    /// Message sequence number → [`MessageMeta`](crate::engine::record::MessageMeta).
+    pub msg: String,
+    /// Message sequence number → body.
+    pub body: String,
+    /// Name → state value (sequence high-water mark, threshold states).
+    pub state: String,
 }
 
 impl QueueSpaceTables {
@@ -27,6 +33,9 @@ impl QueueSpaceTables {
         QueueSpaceTables {
             queues: format!("qs.{qspace}.queues"),
             init: format!("qs.{qspace}.init"),
+            msg: format!("qs.{qspace}.msg"),
+            body: format!("qs.{qspace}.body"),
+            state: format!("qs.{qspace}.state"),
         }
     }
 
@@ -38,8 +47,20 @@ impl QueueSpaceTables {
         TableDefinition::new(&self.init)
     }
 
+    pub fn msg(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.msg)
+    }
+
+    pub fn body(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.body)
+    }
+
+    pub fn state(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.state)
+    }
+
     /// Every table of the queue space, for destroying it.
-    pub fn all(&self) -> [&str; 2] {
-        [&self.queues, &self.init]
+    pub fn all(&self) -> [&str; 5] {
+        [&self.queues, &self.init, &self.msg, &self.body, &self.state]
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod device;
 pub mod general;
+pub mod message;
+pub mod msgadmin;
 pub mod qspace;
 pub mod queue;
 

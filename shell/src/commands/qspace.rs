@@ -160,13 +160,19 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
         None,
         count(MSGS, MESSAGES_MAX),
     )?;
-    let error_queue = sh.optional(
-        &mut pos,
-        &ask(ERRQ, &cur.error_queue),
-        cur.error_queue.clone(),
-        None,
-        error_queue,
-    )?;
+    // As in qchange: an empty answer at the prompt keeps the error queue, an empty
+    // positional argument (`""`) clears it.
+    let error_queue = if pos.peek().is_some() {
+        error_queue(&sh.text(&mut pos, "")?).map_err(|e| e.message)?
+    } else {
+        sh.optional(
+            &mut pos,
+            &ask(ERRQ, &cur.error_queue),
+            cur.error_queue.clone(),
+            None,
+            error_queue,
+        )?
+    };
     let initialize =
         sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
             yes_no(INIT, s)

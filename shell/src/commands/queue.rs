@@ -81,6 +81,7 @@ fn limits(
 
 pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
     let opts = options(&args)?;
+    sh.require_open()?;
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     let mut def = QueueDef::new(name);
@@ -139,6 +140,7 @@ fn fetch(sh: &mut Shell, name: &str) -> Result<QueueDef, String> {
 
 pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
     let opts = options(&args)?;
+    sh.require_open()?;
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     let cur = fetch(sh, &name)?;
@@ -196,6 +198,7 @@ pub fn qdestroy(sh: &mut Shell, args: Args) -> CmdResult {
         (false, false) => DestroyMode::Normal,
     };
     let confirmed = args.flag('y');
+    sh.require_open()?;
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     if !confirmed && !sh.confirm()? {

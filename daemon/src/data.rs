@@ -1,0 +1,191 @@
+//! Data-plane requests of one session: enqueue, dequeue, transactions, and message
+//! administration. They run on the async side: the engine's lock is held only briefly and
+//! durable writes are awaited without holding a thread.
+
+use crate::engine::Engine;
+use crate::engine::admin::Change;
+use crate::engine::txn::Owner;
+use crate::state::Daemon;
+use qm_common::protocol::{DataRequest, MessageRequest, Reply, Request};
+use qm_common::{Diagnostic, QmError, QmResult};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a session keeps between data requests.
+pub struct SessionData {
+    /// The queue space it works on, while that stays loaded.
+    engine: Option<Arc<Engine>>,
+    /// Its open transaction.
+    txn: Option<(Arc<Engine>, u64)>,
+    pub pid: Option<u32>,
+    pub program: String,
+}
+
+impl SessionData {
+    pub fn new(pid: Option<u32>, program: String) -> Self {
+        SessionData { engine: None, txn: None, pid, program }
+    }
+
+    /// Forgets the cached queue space (after an admin request may have changed it).
+    pub fn forget(&mut self) {
+        self.engine = None;
+    }
+
+    /// Rolls back the open transaction of a session that ends.
+    pub async fn end(&mut self) {
+        if let Some((engine, id)) = self.txn.take() {
+            let _ = engine.abort(id, "its client disconnected").await;
+        }
+    }
+}
+
+/// The engine of `qspace` (or of the session's open queue space), attaching to it.
+async fn attach(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    qspace: Option<String>,
+) -> QmResult<Arc<Engine>> {
+    if let Some(e) = &sd.engine
+        && e.alive()
+        && qspace.as_ref().is_none_or(|q| *q == e.name)
+    {
+        return Ok(e.clone());
+    }
+    let d = daemon.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        let mut store = d.store();
+        let name = match qspace {
+            Some(q) => q,
+            None => d.sessions.open_of(session, store.generation).ok_or_else(|| {
+                QmError::new(
+                    Diagnostic::NotOpen,
+                    "No queue space is open: name one, or qopen it first",
+                )
+            })?,
+        };
+        if d.sessions.open_of(session, store.generation).as_deref() == Some(name.as_str())
+            && let Some(engine) = store.engine(&name)
+        {
+            return Ok(engine);
+        }
+        d.attach(&mut store, session, &name)
+    })
+    .await
+    .map_err(|e| QmError::system(format!("attaching failed: {e}")))??;
+    sd.engine = Some(engine.clone());
+    Ok(engine)
+}
+
+/// The engine and transaction a data call runs in.
+async fn target(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    qspace: Option<String>,
+) -> QmResult<(Arc<Engine>, Option<u64>)> {
+    if let Some((engine, id)) = &sd.txn {
+        if let Some(q) = qspace.filter(|q| *q != engine.name) {
+            return Err(QmError::inval(format!(
+                "Transaction {id} is on queue space {}; it cannot include queue space {q}",
+                engine.name
+            )));
+        }
+        return Ok((engine.clone(), Some(*id)));
+    }
+    Ok((attach(daemon, session, sd, qspace).await?, None))
+}
+
+/// Serves a data or message-administration request.
+pub async fn handle(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    request: Request,
+) -> QmResult<Reply> {
+    match request {
+        Request::Data(r) => data(daemon, session, sd, r).await,
+        Request::Message(r) => message(daemon, session, sd, r).await,
+        _ => Err(QmError::new(Diagnostic::Proto, "not a data request")),
+    }
+}
+
+async fn data(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    request: DataRequest,
+) -> QmResult<Reply> {
+    match request {
+        DataRequest::Begin { qspace, timeout_secs } => {
+            if let Some((_, id)) = &sd.txn {
+                return Err(QmError::new(
+                    Diagnostic::Proto,
+                    format!("Transaction {id} is open already; commit or abort it first"),
+                ));
+            }
+            let engine = attach(daemon, session, sd, qspace).await?;
+            let owner = Owner { session, pid: sd.pid, program: sd.program.clone() };
+            let id =
+                engine.begin(owner, timeout_secs.map(|s| Duration::from_secs(u64::from(s))))?;
+            sd.txn = Some((engine, id));
+            Ok(Reply::Transaction(id))
+        }
+        DataRequest::Commit => {
+            let (engine, id) = sd.txn.take().ok_or_else(no_txn)?;
+            engine.commit(id).await.map(|()| Reply::Unit)
+        }
+        DataRequest::Abort => {
+            let (engine, id) = sd.txn.take().ok_or_else(no_txn)?;
+            match engine.abort(id, "it was rolled back by its client").await {
+                Err(e) if e.message.contains("committed") => Err(e),
+                _ => Ok(Reply::Unit),
+            }
+        }
+        DataRequest::Enqueue { qspace, queue, ctl, body } => {
+            let (engine, txid) = target(daemon, session, sd, qspace).await?;
+            engine.enqueue(txid, &queue, &ctl, body).await.map(Reply::Enqueued)
+        }
+        DataRequest::Dequeue { qspace, queue, ctl } => {
+            let (engine, txid) = target(daemon, session, sd, qspace).await?;
+            engine.dequeue(txid, &queue, &ctl).await.map(|m| Reply::Message(Box::new(m)))
+        }
+    }
+}
+
+fn no_txn() -> QmError {
+    QmError::new(Diagnostic::Proto, "No transaction is open (begin one first)")
+}
+
+async fn message(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    request: MessageRequest,
+) -> QmResult<Reply> {
+    let engine = attach(daemon, session, sd, None).await?;
+    let (queue, criteria, change) = match request {
+        MessageRequest::List { queue, criteria } => {
+            return engine.list(&queue, &criteria).map(Reply::Messages);
+        }
+        MessageRequest::Transactions => return Ok(Reply::Transactions(engine.transactions())),
+        MessageRequest::Complete { id, commit } => {
+            return engine.complete(id, commit).await.map(|()| Reply::Unit);
+        }
+        MessageRequest::Delete { queue, criteria } => (queue, criteria, Change::Delete),
+        MessageRequest::ChangePriority { queue, criteria, priority } => {
+            (queue, criteria, Change::Priority(priority))
+        }
+        MessageRequest::ChangeQueue { queue, criteria, new_queue } => {
+            (queue, criteria, Change::Queue(new_queue))
+        }
+        MessageRequest::ChangeTime { queue, criteria, time } => {
+            (queue, criteria, Change::Time(time))
+        }
+        MessageRequest::ChangeExpiration { queue, criteria, expiry } => {
+            (queue, criteria, Change::Expiration(expiry))
+        }
+    };
+    let (changed, _skipped) = engine.change(&queue, &criteria, change).await?;
+    Ok(Reply::Count(changed))
+}

@@ -1,0 +1,301 @@
+//! Message administration: list, delete and change messages (`qlist`, `qdeletemsg`,
+//! `qchangeprio`, `qchangequeue`, `qchangetime`, `qchangeexp`), purge a queue, and list or
+//! complete transactions (`qprinttrans`, `qcommittrans`, `qaborttrans`).
+//!
+//! Messages held by a transaction are left alone. The ones being changed are locked while
+//! their new records are written, so no dequeue can take a message mid-change.
+
+use super::index::{EntryState, Index};
+use super::record::{MessageMeta, msgid_of, now_us, order_key, secs};
+use super::{Engine, Inner, bad_queue};
+use qm_common::message::{Criteria, Expiry, MessageInfo, Qos, TimeSpec, TransactionInfo};
+use qm_common::{Diagnostic, QmError, QmResult};
+use std::time::Instant;
+
+/// Locks held by the administrator while it rewrites messages.
+const ADMIN_LOCK: u64 = u64::MAX;
+
+/// A change to apply to every selected message.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Delete,
+    Priority(u8),
+    Queue(String),
+    Time(TimeSpec),
+    Expiration(Expiry),
+}
+
+fn in_range<T: PartialOrd>(v: T, range: &Option<(T, T)>) -> bool {
+    range.as_ref().is_none_or(|(lo, hi)| *lo <= v && v <= *hi)
+}
+
+/// Whether a message meets the `qscan` criteria.
+fn matches(seq: u64, meta: &MessageMeta, c: &Criteria) -> bool {
+    in_range(secs(meta.available_us), &c.time)
+        && in_range(meta.priority, &c.priority)
+        && c.msgid.as_ref().is_none_or(|m| *m == msgid_of(seq))
+        && c.corrid.as_ref().is_none_or(|id| *id == meta.corrid)
+        && c.delivery.is_none_or(|d| match d {
+            Qos::Persistent => meta.persistent,
+            Qos::NonPersistent => !meta.persistent,
+            Qos::Default => true,
+        })
+        && (c.expiration.is_none()
+            || meta.expires_us.is_some_and(|e| in_range(secs(e), &c.expiration)))
+}
+
+impl Engine {
+    fn selected(&self, inner: &Inner, queue: &str, criteria: &Criteria) -> QmResult<Vec<u64>> {
+        if !inner.index.queues.contains_key(queue) {
+            return Err(bad_queue(queue, &self.name));
+        }
+        let mut list: Vec<(super::record::OrderKey, u64)> = inner
+            .index
+            .msgs
+            .iter()
+            .filter(|(seq, e)| e.meta.queue == queue && matches(**seq, &e.meta, criteria))
+            .map(|(seq, e)| (e.meta.key, *seq))
+            .collect();
+        list.sort_unstable();
+        Ok(list.into_iter().map(|(_, seq)| seq).collect())
+    }
+
+    /// The messages of `queue` meeting `criteria`, in queue order.
+    pub fn list(&self, queue: &str, criteria: &Criteria) -> QmResult<Vec<MessageInfo>> {
+        let inner = self.lock();
+        let now = now_us();
+        let seqs = self.selected(&inner, queue, criteria)?;
+        Ok(seqs
+            .into_iter()
+            .filter_map(|seq| inner.index.msgs.get(&seq).map(|e| (seq, e)))
+            .map(|(seq, e)| {
+                let m = &e.meta;
+                MessageInfo {
+                    msgid: msgid_of(seq),
+                    corrid: m.corrid.clone(),
+                    priority: m.priority,
+                    retries: m.retries,
+                    length: m.body_len,
+                    delivery: if m.persistent { Qos::Persistent } else { Qos::NonPersistent },
+                    reply_qos: m.reply_qos,
+                    enqueued: secs(m.enqueued_us),
+                    available: (m.available_us > now).then(|| secs(m.available_us)),
+                    expiration: m.expires_us.map(secs),
+                    state: if e.state == EntryState::Locked(ADMIN_LOCK) {
+                        EntryState::Ready.public()
+                    } else {
+                        e.state.public()
+                    },
+                    origin_queue: m.origin_queue.clone(),
+                    reply_queue: m.reply_queue.clone(),
+                    failure_queue: m.failure_queue.clone(),
+                    urcode: m.urcode,
+                }
+            })
+            .collect())
+    }
+
+    /// The new record of a message under `change`; `None` when it is to be deleted.
+    fn changed(
+        &self,
+        inner: &Inner,
+        seq: u64,
+        meta: &MessageMeta,
+        change: &Change,
+        now: u64,
+    ) -> QmResult<Option<MessageMeta>> {
+        let mut m = meta.clone();
+        let ordinary = m.key.top == 0 && m.key.sub == 0;
+        match change {
+            Change::Delete => return Ok(None),
+            Change::Priority(p) => m.priority = *p,
+            Change::Queue(q) => {
+                m.queue = q.clone();
+                m.retries = 0;
+                m.origin_queue = None;
+            }
+            Change::Time(t) => {
+                m.available_us = match t {
+                    TimeSpec::Absolute(s) => s * 1_000_000,
+                    TimeSpec::Relative(s) => now + s * 1_000_000,
+                };
+                m.order_time_us = m.available_us;
+            }
+            Change::Expiration(e) => {
+                m.expires_us = match e {
+                    Expiry::Absolute(s) => Some(s * 1_000_000),
+                    Expiry::Relative(s) => Some(now + s * 1_000_000),
+                    Expiry::Never => None,
+                }
+            }
+        }
+        let def =
+            &inner.index.queues.get(&m.queue).ok_or_else(|| bad_queue(&m.queue, &self.name))?.def;
+        if ordinary || matches!(change, Change::Queue(_)) {
+            m.key = order_key(&def.order, &m, seq);
+        }
+        Ok(Some(m))
+    }
+
+    /// Applies `change` to the messages of `queue` meeting `criteria`; returns how many
+    /// changed and how many were skipped because a transaction holds them.
+    pub async fn change(
+        &self,
+        queue: &str,
+        criteria: &Criteria,
+        change: Change,
+    ) -> QmResult<(u64, u64)> {
+        if let Change::Queue(new) = &change
+            && new == queue
+        {
+            return Err(QmError::inval(format!(
+                "Queue change - new queue name {new} matches old queue name"
+            )));
+        }
+        if let Change::Priority(p) = change
+            && !(1..=100).contains(&p)
+        {
+            return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
+        }
+        let now = now_us();
+        let (plan, skipped, pending) = {
+            let mut inner = self.lock();
+            if let Change::Queue(new) = &change
+                && !inner.index.queues.contains_key(new)
+            {
+                return Err(bad_queue(new, &self.name));
+            }
+            let mut plan = Vec::new();
+            let mut skipped = 0;
+            for seq in self.selected(&inner, queue, criteria)? {
+                let e = &inner.index.msgs[&seq];
+                if !matches!(e.state, EntryState::Ready | EntryState::Waiting) {
+                    skipped += 1;
+                    continue;
+                }
+                let new = self.changed(&inner, seq, &e.meta, &change, now)?;
+                plan.push((seq, e.meta.persistent, new));
+            }
+            let mut ops = Vec::new();
+            for (seq, persistent, new) in &plan {
+                let blocks = self.blocks(&inner.index.msgs[seq].meta);
+                inner.index.set_state(*seq, EntryState::Locked(ADMIN_LOCK), blocks);
+                if *persistent {
+                    ops.push(match new {
+                        Some(m) => self.put(*seq, m, None),
+                        None => self.delete(*seq),
+                    });
+                }
+            }
+            let pending = (!ops.is_empty()).then(|| self.send(ops));
+            (plan, skipped, pending)
+        };
+        let result = match pending {
+            Some(p) => p.wait().await.map(|_| ()),
+            None => Ok(()),
+        };
+        let mut inner = self.lock();
+        for (seq, _, new) in &plan {
+            let Some(e) = inner.index.msgs.get(seq) else { continue };
+            let blocks = self.blocks(&e.meta);
+            match (&result, new) {
+                (Ok(()), None) => {
+                    inner.index.remove(*seq, blocks);
+                }
+                (Ok(()), Some(meta)) => {
+                    let state = Index::settle_state(meta, now_us());
+                    inner.index.update_meta(*seq, meta.clone(), blocks);
+                    inner.index.set_state(*seq, state, blocks);
+                }
+                (Err(_), _) => {
+                    let state = Index::settle_state(&e.meta, now_us());
+                    inner.index.set_state(*seq, state, blocks);
+                }
+            }
+        }
+        self.timer_wake.notify_one();
+        result.map(|()| (plan.len() as u64, skipped))
+    }
+
+    /// Removes a queue and its messages (qdestroy -p/-f); refuses while a transaction
+    /// holds one of them. Blocks until the removal is durable.
+    pub fn remove_queue(&self, queue: &str) -> QmResult<u64> {
+        let pending = {
+            let mut inner = self.lock();
+            let seqs: Vec<u64> = inner
+                .index
+                .msgs
+                .iter()
+                .filter(|(_, e)| e.meta.queue == queue)
+                .map(|(s, _)| *s)
+                .collect();
+            let held = seqs
+                .iter()
+                .filter(|s| {
+                    !matches!(inner.index.msgs[*s].state, EntryState::Ready | EntryState::Waiting)
+                })
+                .count();
+            if held > 0 {
+                return Err(QmError::in_use(format!(
+                    "Destroy queue failed - {held} messages of queue {queue} are held by transactions"
+                )));
+            }
+            let mut ops = Vec::new();
+            for seq in &seqs {
+                let e = &inner.index.msgs[seq];
+                let blocks = self.blocks(&e.meta);
+                if e.meta.persistent {
+                    ops.push(self.delete(*seq));
+                }
+                inner.index.remove(*seq, blocks);
+            }
+            if let Some(q) = inner.index.queues.remove(queue) {
+                q.notify.notify_waiters();
+            }
+            (seqs.len() as u64, (!ops.is_empty()).then(|| self.send(ops)))
+        };
+        if let Some(p) = pending.1 {
+            p.wait_blocking()?;
+        }
+        Ok(pending.0)
+    }
+
+    pub fn transactions(&self) -> Vec<TransactionInfo> {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut list: Vec<TransactionInfo> = inner
+            .txns
+            .values()
+            .map(|t| TransactionInfo {
+                id: t.id,
+                qspace: self.name.clone(),
+                session: t.session,
+                pid: t.pid,
+                program: t.program.clone(),
+                started: t.started,
+                timeout_in: t.deadline.saturating_duration_since(now).as_secs(),
+                enqueued: t.enqueued.len() as u32,
+                dequeued: t.dequeued.len() as u32,
+            })
+            .collect();
+        list.sort_by_key(|t| t.id);
+        list
+    }
+
+    /// Completes someone else's transaction (heuristic commit or rollback).
+    pub async fn complete(&self, id: u64, commit: bool) -> QmResult<()> {
+        if !self.lock().txns.contains_key(&id) {
+            return Err(QmError::new(
+                Diagnostic::NotFound,
+                format!("Transaction {id} is not open in queue space {}", self.name),
+            ));
+        }
+        if commit {
+            self.commit(id).await?;
+            self.lock().ended.record(id, "it was committed by the administrator");
+            Ok(())
+        } else {
+            self.abort(id, "it was rolled back by the administrator").await
+        }
+    }
+}

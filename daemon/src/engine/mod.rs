@@ -1,0 +1,657 @@
+//! The queue engine of one loaded queue space: enqueue, dequeue, transactions, retries,
+//! expiry, capacity, and the administration of messages.
+//!
+//! State lives in memory ([`index::Index`]) under one lock per queue space; redb holds only
+//! what is committed. A change that must reach the disk is sent to the file's writer
+//! ([`writer::Writer`]) while the lock is held, so writes land in the order the changes were
+//! made, and is made visible only once the writer says it is durable. Nothing uncommitted is
+//! ever written, so recovery is simply loading what is on disk.
+
+pub mod admin;
+pub mod index;
+pub mod record;
+pub mod timers;
+pub mod txn;
+pub mod writer;
+
+use crate::storage::tables::QueueSpaceTables;
+use index::{Entry, EntryState, Index};
+use qm_common::device::message_blocks;
+use qm_common::message::{
+    BODY_MAX, DEFAULT_PRIORITY, DequeueCtl, EnqueueCtl, Expiry, Message, MsgId, Placement, Qos,
+    Select, TimeSpec,
+};
+use qm_common::queue::{DefaultExpiration, DeliveryPolicy, QueueDef, QueueUsage};
+use qm_common::{Diagnostic, QmError, QmResult};
+use record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, secs, seq_of};
+use redb::Database;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use txn::{Ended, Txn};
+use writer::{WriteOp, Writer};
+
+/// The limits of a queue space, from its parameters.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub page_size: u32,
+    /// Pages messages may use: the space's pages minus its overhead.
+    pub usable_blocks: u64,
+    pub messages: u64,
+    pub np_bytes: u64,
+    pub transactions: usize,
+    /// Waiting dequeues at once: processes plus `-A` actions.
+    pub waiters: u32,
+    pub error_queue: String,
+    pub txn_timeout: Duration,
+}
+
+/// Everything under the queue space's lock.
+pub struct Inner {
+    pub index: Index,
+    pub txns: std::collections::HashMap<u64, Txn>,
+    pub ended: Ended,
+    pub next_txid: u64,
+    pub waiters: u32,
+}
+
+/// A loaded queue space.
+pub struct Engine {
+    pub name: String,
+    pub tables: Arc<QueueSpaceTables>,
+    db: Arc<Database>,
+    writer: Arc<Writer>,
+    pub limits: Limits,
+    inner: Mutex<Inner>,
+    alive: AtomicBool,
+    /// Wakes the timer task when an earlier deadline appears.
+    timer_wake: Arc<Notify>,
+}
+
+pub fn bad_queue(queue: &str, qspace: &str) -> QmError {
+    QmError::new(
+        Diagnostic::BadQueue,
+        format!("Queue {queue} does not exist in queue space {qspace}"),
+    )
+}
+
+fn encode(meta: &MessageMeta) -> Vec<u8> {
+    postcard::to_stdvec(meta).unwrap_or_default()
+}
+
+impl Engine {
+    /// Loads a queue space: its queues and every committed message.
+    pub fn load(
+        name: &str,
+        db: Arc<Database>,
+        writer: Arc<Writer>,
+        defs: Vec<QueueDef>,
+        limits: Limits,
+    ) -> QmResult<Arc<Engine>> {
+        let tables = Arc::new(QueueSpaceTables::new(name));
+        let index = txn::recover(&db, &tables, defs, limits.page_size)?;
+        let engine = Arc::new(Engine {
+            name: name.to_string(),
+            tables,
+            db,
+            writer,
+            limits,
+            inner: Mutex::new(Inner {
+                index,
+                txns: Default::default(),
+                ended: Ended::default(),
+                next_txid: 1,
+                waiters: 0,
+            }),
+            alive: AtomicBool::new(true),
+            timer_wake: Arc::new(Notify::new()),
+        });
+        timers::spawn(&engine);
+        Ok(engine)
+    }
+
+    pub fn timer_wake_handle(&self) -> Arc<Notify> {
+        self.timer_wake.clone()
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False once the queue space was unloaded (ipcrm, reconfiguration, device gone).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Unloads: every open transaction ends, waiting dequeues give up.
+    pub fn kill(&self) {
+        self.alive.store(false, Ordering::Release);
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner.txns.keys().copied().collect();
+        for id in ids {
+            inner.txns.remove(&id);
+            inner.ended.record(id, "the queue space was closed (ipcrm or reconfiguration)");
+        }
+        for q in inner.index.queues.values() {
+            q.notify.notify_waiters();
+        }
+        self.timer_wake.notify_one();
+    }
+
+    fn blocks(&self, meta: &MessageMeta) -> u64 {
+        if meta.persistent { message_blocks(meta.body_len, self.limits.page_size) } else { 0 }
+    }
+
+    pub fn usage(&self, queue: &str) -> QueueUsage {
+        self.lock().index.queues.get(queue).map(|q| q.usage.clone()).unwrap_or_default()
+    }
+
+    pub fn total_usage(&self) -> QueueUsage {
+        let inner = self.lock();
+        let mut total = QueueUsage::default();
+        for q in inner.index.queues.values() {
+            total.add(&q.usage);
+        }
+        total
+    }
+
+    /// Adds or replaces a queue definition (qcreate, qchange).
+    pub fn define_queue(&self, def: QueueDef) {
+        let mut inner = self.lock();
+        match inner.index.queues.get_mut(&def.name) {
+            Some(q) => q.def = def,
+            None => {
+                inner.index.queues.insert(def.name.clone(), index::QueueState::new(def));
+            }
+        }
+    }
+
+    /// Sends writes while the lock is held, so they land in the order of the changes.
+    fn send(&self, ops: Vec<WriteOp>) -> writer::Pending {
+        self.writer.send(ops)
+    }
+
+    fn seq_state(&self, next: u64) -> WriteOp {
+        WriteOp::State {
+            tables: self.tables.clone(),
+            key: "next_seq".into(),
+            value: next.to_be_bytes().to_vec(),
+        }
+    }
+
+    fn put(&self, seq: u64, meta: &MessageMeta, body: Option<Arc<[u8]>>) -> WriteOp {
+        WriteOp::Put { tables: self.tables.clone(), seq, meta: encode(meta), body }
+    }
+
+    fn delete(&self, seq: u64) -> WriteOp {
+        WriteOp::Delete { tables: self.tables.clone(), seq }
+    }
+
+    fn check_capacity(&self, inner: &Inner, persistent: bool, len: u64) -> QmResult<()> {
+        let cap = inner.index.capacity;
+        if cap.messages + 1 > self.limits.messages {
+            return Err(QmError::no_space(format!(
+                "Queue space {} is full: it holds {} messages, its limit (qspacechange can raise it)",
+                self.name, self.limits.messages
+            )));
+        }
+        if persistent {
+            let need = message_blocks(len, self.limits.page_size);
+            if cap.blocks + need > self.limits.usable_blocks {
+                return Err(QmError::no_space(format!(
+                    "Queue space {} is full: {} of {} blocks used, the message needs {need} (qaddext adds pages)",
+                    self.name, cap.blocks, self.limits.usable_blocks
+                )));
+            }
+        } else if cap.np_bytes + len > self.limits.np_bytes {
+            return Err(QmError::no_space(format!(
+                "Queue space {}: non-persistent memory is full ({} of {} bytes used, the message needs {len}; set it with qspacechange -n)",
+                self.name, cap.np_bytes, self.limits.np_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds a new message's record from its controls and its queue's defaults.
+    fn new_meta(
+        &self,
+        inner: &mut Inner,
+        queue: &str,
+        ctl: &EnqueueCtl,
+        len: u64,
+        seq: u64,
+        now: u64,
+    ) -> QmResult<MessageMeta> {
+        let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        let def = &q.def;
+        let persistent = match ctl.delivery {
+            Some(Qos::Persistent) => true,
+            Some(Qos::NonPersistent) => false,
+            Some(Qos::Default) | None => def.delivery == DeliveryPolicy::Persist,
+        };
+        let available = match ctl.available {
+            Some(TimeSpec::Absolute(s)) => s * 1_000_000,
+            Some(TimeSpec::Relative(s)) => now + s * 1_000_000,
+            None => now,
+        };
+        let expires = match ctl.expiration {
+            Some(Expiry::Absolute(s)) => Some(s * 1_000_000),
+            Some(Expiry::Relative(s)) => Some(now + s * 1_000_000),
+            Some(Expiry::Never) => None,
+            None => match def.expiration {
+                DefaultExpiration::None => None,
+                DefaultExpiration::Relative(s) => Some(now + s * 1_000_000),
+            },
+        };
+        let mut meta = MessageMeta {
+            queue: queue.to_string(),
+            corrid: ctl.corrid.clone(),
+            priority: ctl.priority.unwrap_or(DEFAULT_PRIORITY),
+            enqueued_us: now,
+            available_us: available,
+            order_time_us: available,
+            expires_us: expires,
+            retries: 0,
+            persistent,
+            reply_queue: ctl.reply_queue.clone(),
+            failure_queue: ctl.failure_queue.clone(),
+            reply_qos: ctl.reply_qos,
+            urcode: ctl.urcode,
+            body_len: len,
+            origin_queue: None,
+            key: OrderKey { top: 0, parts: [0; 3], tie: 0, sub: 0, seq },
+        };
+        meta.key = self.placement_key(inner, queue, &ctl.placement, &meta, seq)?;
+        Ok(meta)
+    }
+
+    fn placement_key(
+        &self,
+        inner: &mut Inner,
+        queue: &str,
+        placement: &Placement,
+        meta: &MessageMeta,
+        seq: u64,
+    ) -> QmResult<OrderKey> {
+        let q = inner.index.queues.get_mut(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        match placement {
+            Placement::Ordered => Ok(order_key(&q.def.order, meta, seq)),
+            Placement::Top if !q.def.out_of_order.top => Err(QmError::inval(format!(
+                "Queue {queue} does not allow top-of-queue enqueuing (its out-of-order setting is {})",
+                q.def.out_of_order
+            ))),
+            Placement::Top => {
+                q.tops += 1;
+                Ok(OrderKey { top: -q.tops, parts: [0; 3], tie: 0, sub: 0, seq })
+            }
+            Placement::Before(_) if !q.def.out_of_order.msgid => Err(QmError::inval(format!(
+                "Queue {queue} does not allow enqueuing before a message id (its out-of-order setting is {})",
+                q.def.out_of_order
+            ))),
+            Placement::Before(target) => {
+                let entry = seq_of(target)
+                    .and_then(|s| inner.index.msgs.get(&s))
+                    .filter(|e| e.meta.queue == queue);
+                let t = entry.ok_or_else(|| {
+                    QmError::new(
+                        Diagnostic::BadMsgid,
+                        format!("Message {target} is not on queue {queue}"),
+                    )
+                })?;
+                Ok(OrderKey { sub: t.meta.key.sub - 1, seq, ..t.meta.key })
+            }
+        }
+    }
+
+    fn check_txn(&self, inner: &Inner, txid: Option<u64>) -> QmResult<()> {
+        match txid {
+            Some(id) if !inner.txns.contains_key(&id) => Err(inner.ended.error(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Enqueues a message; without a transaction it is durable when this returns.
+    pub async fn enqueue(
+        &self,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &EnqueueCtl,
+        body: Vec<u8>,
+    ) -> QmResult<MsgId> {
+        ctl.validate()?;
+        if body.len() > BODY_MAX {
+            return Err(QmError::inval(format!(
+                "Message body: {} bytes is over the limit of {BODY_MAX} bytes",
+                body.len()
+            )));
+        }
+        let now = now_us();
+        let len = body.len() as u64;
+        let (seq, blocks, pending) = {
+            let mut inner = self.lock();
+            self.check_txn(&inner, txid)?;
+            let seq = inner.index.next_seq;
+            let meta = self.new_meta(&mut inner, queue, ctl, len, seq, now)?;
+            self.check_capacity(&inner, meta.persistent, len)?;
+            inner.index.next_seq += 1;
+            if meta.expires_us.is_some_and(|e| e <= now) {
+                // Accepted, and expired at once: it is never stored or counted.
+                return Ok(msgid_of(seq));
+            }
+            let blocks = self.blocks(&meta);
+            let persistent = meta.persistent;
+            let body: Arc<[u8]> = body.into();
+            let state = EntryState::Uncommitted(txid.unwrap_or(0));
+            let write =
+                (txid.is_none() && persistent).then(|| self.put(seq, &meta, Some(body.clone())));
+            inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+            if let Some(id) = txid {
+                if let Some(t) = inner.txns.get_mut(&id) {
+                    t.enqueued.push(seq);
+                }
+                return Ok(msgid_of(seq));
+            }
+            match write {
+                Some(put) => (seq, blocks, self.send(vec![put, self.seq_state(seq + 1)])),
+                None => {
+                    self.finalize_enqueue(&mut inner, seq, now);
+                    return Ok(msgid_of(seq));
+                }
+            }
+        };
+        match pending.wait().await {
+            Ok(_) => {
+                let mut inner = self.lock();
+                self.finalize_enqueue(&mut inner, seq, now_us());
+                Ok(msgid_of(seq))
+            }
+            Err(e) => {
+                self.lock().index.remove(seq, blocks);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a committed enqueue visible.
+    fn finalize_enqueue(&self, inner: &mut Inner, seq: u64, now: u64) {
+        let Some(entry) = inner.index.msgs.get_mut(&seq) else { return };
+        if entry.meta.persistent {
+            entry.body = None;
+        }
+        let meta = entry.meta.clone();
+        let blocks = self.blocks(&meta);
+        if meta.expires_us.is_some_and(|e| e <= now) {
+            let remove = meta.persistent.then(|| self.send(vec![self.delete(seq)]));
+            inner.index.remove(seq, blocks);
+            drop(remove);
+            return;
+        }
+        inner.index.set_state(seq, Index::settle_state(&meta, now), blocks);
+        self.timer_wake.notify_one();
+    }
+
+    /// Picks the message a dequeue would take, expiring any it finds dead on the way.
+    fn pick(
+        &self,
+        inner: &mut Inner,
+        queue: &str,
+        select: &Select,
+        now: u64,
+    ) -> QmResult<Option<(OrderKey, u64)>> {
+        loop {
+            let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+            let found = match select {
+                Select::First => q.first(),
+                Select::Corrid(c) => q.first_with_corrid(c),
+                Select::Msgid(id) => seq_of(id)
+                    .and_then(|s| inner.index.msgs.get(&s).map(|e| (s, e)))
+                    .filter(|(_, e)| e.meta.queue == queue && e.state == EntryState::Ready)
+                    .map(|(s, e)| (e.meta.key, s)),
+            };
+            let Some((key, seq)) = found else { return Ok(None) };
+            let expired = inner
+                .index
+                .msgs
+                .get(&seq)
+                .and_then(|e| e.meta.expires_us)
+                .is_some_and(|e| e <= now);
+            if !expired {
+                return Ok(Some((key, seq)));
+            }
+            self.expire(inner, seq);
+        }
+    }
+
+    /// Removes an expired message that nobody holds.
+    fn expire(&self, inner: &mut Inner, seq: u64) {
+        let Some(entry) = inner.index.msgs.get(&seq) else { return };
+        match entry.state {
+            EntryState::Ready | EntryState::Waiting => {
+                let blocks = self.blocks(&entry.meta);
+                if entry.meta.persistent {
+                    drop(self.send(vec![self.delete(seq)]));
+                }
+                inner.index.remove(seq, blocks);
+            }
+            // Held by a transaction: checked again when it ends.
+            _ => {
+                if let Some(exp) = entry.meta.expires_us {
+                    inner.index.expiring.remove(&(exp, seq));
+                }
+            }
+        }
+    }
+
+    fn to_message(&self, seq: u64, entry: &Entry, body: Vec<u8>) -> Message {
+        let m = &entry.meta;
+        Message {
+            msgid: msgid_of(seq),
+            corrid: m.corrid.clone(),
+            priority: m.priority,
+            enqueued: secs(m.enqueued_us),
+            expiration: m.expires_us.map(secs),
+            reply_queue: m.reply_queue.clone(),
+            failure_queue: m.failure_queue.clone(),
+            delivery: if m.persistent { Qos::Persistent } else { Qos::NonPersistent },
+            reply_qos: m.reply_qos,
+            urcode: m.urcode,
+            retries: m.retries,
+            origin_queue: m.origin_queue.clone(),
+            body,
+        }
+    }
+
+    fn body_of(&self, seq: u64, entry_body: Option<Arc<[u8]>>) -> QmResult<Vec<u8>> {
+        match entry_body {
+            Some(b) => Ok(b.to_vec()),
+            None => Ok(writer::read_body(&self.db, &self.tables, seq)?.unwrap_or_default()),
+        }
+    }
+
+    /// Dequeues (or peeks at) a message, waiting for one if asked to.
+    pub async fn dequeue(
+        &self,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &DequeueCtl,
+    ) -> QmResult<Message> {
+        let deadline =
+            ctl.wait_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        let mut counted_waiter = false;
+        let result = loop {
+            let attempt = self.try_dequeue(txid, queue, ctl, deadline.is_some() && !counted_waiter);
+            match attempt {
+                Err(e) => break Err(e),
+                Ok(Attempt::Done(msg)) => break Ok(msg),
+                Ok(Attempt::Taken { seq, pending, message }) => {
+                    break self.complete_take(seq, pending, *message).await;
+                }
+                Ok(Attempt::Wait(notify)) => {
+                    counted_waiter = true;
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    // Re-check after registering, so a message that arrived meanwhile is not missed.
+                    match self.try_dequeue(txid, queue, ctl, false) {
+                        Ok(Attempt::Wait(_)) => {}
+                        other => {
+                            self.end_wait();
+                            return match other? {
+                                Attempt::Done(msg) => Ok(msg),
+                                Attempt::Taken { seq, pending, message } => {
+                                    self.complete_take(seq, pending, *message).await
+                                }
+                                Attempt::Wait(_) => unreachable!(),
+                            };
+                        }
+                    }
+                    let Some(deadline) = deadline else { break Err(no_message(queue)) };
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() || !self.alive() {
+                        break Err(QmError::new(
+                            Diagnostic::NoMsg,
+                            format!(
+                                "No message arrived on queue {queue} within {} ms",
+                                ctl.wait_ms.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        if counted_waiter {
+            self.end_wait();
+        }
+        result
+    }
+
+    fn end_wait(&self) {
+        let mut inner = self.lock();
+        inner.waiters = inner.waiters.saturating_sub(1);
+    }
+
+    fn try_dequeue(
+        &self,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &DequeueCtl,
+        start_wait: bool,
+    ) -> QmResult<Attempt> {
+        let now = now_us();
+        let mut inner = self.lock();
+        if !self.alive() {
+            return Err(QmError::new(
+                Diagnostic::NotOpen,
+                format!("Queue space {} was closed", self.name),
+            ));
+        }
+        self.check_txn(&inner, txid)?;
+        timers::settle(self, &mut inner, now);
+        let Some((key, seq)) = self.pick(&mut inner, queue, &ctl.select, now)? else {
+            if ctl.wait_ms.is_none() {
+                return Err(no_message(queue));
+            }
+            if start_wait {
+                if inner.waiters >= self.limits.waiters {
+                    return Err(QmError::system(format!(
+                        "No action available for a waiting dequeue: {} are waiting already (processes plus -A actions of queue space {})",
+                        inner.waiters, self.name
+                    )));
+                }
+                inner.waiters += 1;
+            }
+            let notify = inner
+                .index
+                .queues
+                .get(queue)
+                .map(|q| q.notify.clone())
+                .ok_or_else(|| bad_queue(queue, &self.name))?;
+            return Ok(Attempt::Wait(notify));
+        };
+        let entry = inner
+            .index
+            .msgs
+            .get(&seq)
+            .cloned()
+            .ok_or_else(|| QmError::system("index out of step"))?;
+        if ctl.peek {
+            drop(inner);
+            let body = self.body_of(seq, entry.body.clone())?;
+            return Ok(Attempt::Done(self.to_message(seq, &entry, body)));
+        }
+        if matches!(ctl.select, Select::First)
+            && let Some(q) = inner.index.queues.get_mut(queue)
+        {
+            q.count_dequeue(&key);
+        }
+        let blocks = self.blocks(&entry.meta);
+        inner.index.set_state(seq, EntryState::Locked(txid.unwrap_or(0)), blocks);
+        if let Some(id) = txid {
+            if let Some(t) = inner.txns.get_mut(&id) {
+                t.dequeued.push(seq);
+            }
+            drop(inner);
+            let body = self.body_of(seq, entry.body.clone());
+            return match body {
+                Ok(body) => Ok(Attempt::Done(self.to_message(seq, &entry, body))),
+                Err(e) => Err(e),
+            };
+        }
+        let message = Box::new(self.to_message(seq, &entry, Vec::new()));
+        let pending =
+            if entry.meta.persistent { Some(self.send(vec![self.delete(seq)])) } else { None };
+        if pending.is_none() {
+            inner.index.remove(seq, blocks);
+            let mut message = message;
+            message.body = entry.body.map(|b| b.to_vec()).unwrap_or_default();
+            return Ok(Attempt::Done(*message));
+        }
+        Ok(Attempt::Taken { seq, pending, message })
+    }
+
+    /// Finishes a dequeue outside a transaction once its removal is durable.
+    async fn complete_take(
+        &self,
+        seq: u64,
+        pending: Option<writer::Pending>,
+        mut message: Message,
+    ) -> QmResult<Message> {
+        let Some(pending) = pending else { return Ok(message) };
+        match pending.wait().await {
+            Ok(mut removed) => {
+                let mut inner = self.lock();
+                if let Some(entry) = inner.index.msgs.get(&seq) {
+                    let blocks = self.blocks(&entry.meta);
+                    inner.index.remove(seq, blocks);
+                }
+                message.body = removed.pop().flatten().unwrap_or_default();
+                Ok(message)
+            }
+            Err(e) => {
+                let mut inner = self.lock();
+                if let Some(entry) = inner.index.msgs.get(&seq) {
+                    let (blocks, state) =
+                        (self.blocks(&entry.meta), Index::settle_state(&entry.meta, now_us()));
+                    inner.index.set_state(seq, state, blocks);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+fn no_message(queue: &str) -> QmError {
+    QmError::new(Diagnostic::NoMsg, format!("No message available on queue {queue}"))
+}
+
+/// What one try at dequeuing produced.
+enum Attempt {
+    Done(Message),
+    /// Taken outside a transaction: done once the removal is durable.
+    Taken {
+        seq: u64,
+        pending: Option<writer::Pending>,
+        message: Box<Message>,
+    },
+    Wait(Arc<Notify>),
+}

@@ -1,0 +1,172 @@
+//! Benchmark of durable enqueue+dequeue through the real daemon and the real socket.
+//!
+//! Run with `cargo run --release --example bench` (add `-- --quick` for a short run). A daemon
+//! runs in this process on its own runtime, serving a device in a temporary directory on the
+//! same disk as `/tmp`; clients connect over its Unix socket, each on its own connection.
+//! Every enqueue and every dequeue is its own durable transaction (one fsync per batch of
+//! concurrent requests: group commit). Bodies are 1 KiB.
+//!
+//! Figures: messages per second (one message = one enqueue plus one dequeue) for 1, 8 and
+//! 64 concurrent clients; single-client enqueue latency p50/p99; then the same with
+//! 1,000,000 messages queued.
+
+use qm_common::client::Client;
+use qm_common::message::{DequeueCtl, EnqueueCtl};
+use qm_common::protocol::ClientKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const QSPACE: &str = "BENCH";
+const QUEUE: &str = "Q";
+const BODY: usize = 1024;
+
+struct Setup {
+    socket: PathBuf,
+    device: PathBuf,
+}
+
+async fn client(setup: &Setup) -> Client {
+    Client::connect(&setup.socket, "bench", ClientKind::Application).await.expect("connect")
+}
+
+fn admin(setup: &Setup, commands: &str) {
+    let options = qm_shell::options::Options {
+        device: Some(setup.device.clone()),
+        commands: Some(commands.to_string()),
+        no_start: true,
+        socket: Some(setup.socket.clone()),
+        json: false,
+    };
+    let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
+    assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
+}
+
+/// Enqueue+dequeue pairs per second with `clients` concurrent clients for `secs`.
+async fn throughput(setup: &Setup, clients: usize, secs: f64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = client(setup).await;
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = vec![b'x'; BODY];
+            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
+            while !stop.load(Ordering::Relaxed) {
+                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
+                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    count as f64 / elapsed
+}
+
+/// Single-client enqueue latencies (p50, p99) in milliseconds over `n` enqueues; the
+/// messages are dequeued again afterwards.
+async fn latency(setup: &Setup, n: usize) -> (f64, f64) {
+    let mut c = client(setup).await;
+    let body = vec![b'y'; BODY];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        c.enqueue(QSPACE, QUEUE, &body, &EnqueueCtl::default()).await.expect("enqueue");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    for _ in 0..n {
+        c.dequeue(QSPACE, QUEUE, &DequeueCtl::default()).await.expect("dequeue");
+    }
+    times.sort_by(f64::total_cmp);
+    (times[n / 2], times[n * 99 / 100])
+}
+
+/// Fills the queue with `n` messages, 1,000 per transaction, from 8 clients.
+async fn preload(setup: &Setup, n: usize) {
+    let per = n / 8;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut c = client(setup).await;
+        tasks.push(tokio::spawn(async move {
+            let body = vec![b'p'; BODY];
+            for chunk in 0..per.div_ceil(1000) {
+                c.begin(QSPACE, Some(600)).await.expect("begin");
+                for _ in 0..1000.min(per - chunk * 1000) {
+                    c.enqueue(QSPACE, QUEUE, &body, &EnqueueCtl::default()).await.expect("preload");
+                }
+                c.commit().await.expect("commit");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("preload");
+    }
+}
+
+fn report(label: &str, setup: &Setup, rt: &tokio::runtime::Runtime, secs: f64, lat_n: usize) {
+    println!("\n{label}");
+    println!("  {:<28} {:>12}", "clients", "messages/s");
+    for clients in [1, 8, 64] {
+        let rate = rt.block_on(throughput(setup, clients, secs));
+        println!("  {clients:<28} {rate:>12.0}");
+    }
+    let (p50, p99) = rt.block_on(latency(setup, lat_n));
+    println!("  single-client enqueue latency: p50 {p50:.3} ms, p99 {p99:.3} ms");
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (secs, lat_n, deep) = if quick { (1.5, 500, 100_000) } else { (5.0, 3000, 1_000_000) };
+    let dir = tempfile::Builder::new()
+        .prefix("qm-bench-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("temp dir");
+    let device = dir.path().join("QUE");
+    let socket = qm_common::paths::socket_path(&device);
+    let (d, s) = (device.clone(), socket.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(qm_daemon::server::serve(d, s))
+    });
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let setup = Setup { socket, device: device.clone() };
+    let pages = 2 * deep as u64 + 100_000;
+    admin(
+        &setup,
+        &format!(
+            "crdl {} 0 {}; qspc {QSPACE} 40000 {} 4 256 256 {} \"\" n 16; qopen {QSPACE}; qcr {QUEUE} fifo none 0 0 100% 0% \"\"",
+            device.display(),
+            pages + 100,
+            pages,
+            deep as u64 + 200_000
+        ),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    println!(
+        "qm benchmark: durable enqueue+dequeue, {BODY}-byte bodies, device {}",
+        device.display()
+    );
+    report("empty queue", &setup, &rt, secs, lat_n);
+    let t = Instant::now();
+    rt.block_on(preload(&setup, deep));
+    println!("\npreloaded {deep} messages in {:.1} s", t.elapsed().as_secs_f64());
+    report(&format!("{deep} messages queued"), &setup, &rt, secs, lat_n);
+    let size = std::fs::metadata(Path::new(&device)).map(|m| m.len()).unwrap_or(0);
+    println!("\ndevice file: {:.1} MiB", size as f64 / (1 << 20) as f64);
+    admin(&setup, "daemon stop");
+}

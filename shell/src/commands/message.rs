@@ -1,0 +1,188 @@
+//! Moving messages from scripts: qenqueue, qdequeue, and begin/commit/abort around them.
+
+use super::number;
+use crate::getopt::Args;
+use crate::render;
+use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::QmResult;
+use qm_common::message::{
+    DequeueCtl, EnqueueCtl, Expiry, Message, MsgId, Placement, Qos, Select, escape_bytes,
+    parse_corrid,
+};
+use qm_common::names::check_queue_name;
+use qm_common::protocol::{DataRequest, Reply, Request};
+use qm_common::time::parse_time_spec;
+use std::io::{IsTerminal, Read, Write};
+
+const QUEUE: &str = "Queue name: ";
+
+fn queue_name(text: &str) -> QmResult<String> {
+    check_queue_name(text)?;
+    Ok(text.to_string())
+}
+
+fn msg<T>(r: QmResult<T>) -> Result<T, String> {
+    r.map_err(|e| e.message)
+}
+
+/// `-e`: `+seconds`, an absolute time, or `none`.
+pub fn parse_expiry(text: &str) -> QmResult<Expiry> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Expiry::Never);
+    }
+    Ok(match parse_time_spec("Expiration time", text)? {
+        qm_common::message::TimeSpec::Absolute(s) => Expiry::Absolute(s),
+        qm_common::message::TimeSpec::Relative(s) => Expiry::Relative(s),
+    })
+}
+
+fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
+    let mut ctl = EnqueueCtl::default();
+    if let Some(p) = args.value('p') {
+        ctl.priority = Some(msg(number("Priority", p, 1..=100u8))?);
+    }
+    if let Some(t) = args.value('t') {
+        ctl.available = Some(msg(parse_time_spec("Availability time", t))?);
+    }
+    if let Some(e) = args.value('e') {
+        ctl.expiration = Some(msg(parse_expiry(e))?);
+    }
+    if let Some(c) = args.value('i') {
+        ctl.corrid = msg(parse_corrid(c))?;
+    }
+    ctl.reply_queue = args.value('r').map(str::to_string);
+    ctl.failure_queue = args.value('f').map(str::to_string);
+    if let Some(d) = args.value('d') {
+        ctl.delivery = Some(msg(d.parse::<Qos>())?);
+    }
+    if let Some(q) = args.value('q') {
+        ctl.reply_qos = Some(msg(q.parse::<Qos>())?);
+    }
+    if let Some(u) = args.value('u') {
+        ctl.urcode = msg(number("User return code", u, i64::MIN..=i64::MAX))?;
+    }
+    ctl.placement = match (args.flag('T'), args.value('b')) {
+        (true, Some(_)) => {
+            return Err("-T (top of queue) and -b (before a message) cannot be combined".into());
+        }
+        (true, None) => Placement::Top,
+        (false, Some(id)) => Placement::Before(msg(MsgId::parse(id))?),
+        (false, None) => Placement::Ordered,
+    };
+    msg(ctl.validate())?;
+    Ok(ctl)
+}
+
+/// The body: the argument, else `-F FILE` (`-` for standard input), else standard input
+/// when commands come from `-c` and it is not a terminal, else empty.
+fn body(sh: &Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, String> {
+    if let Some(text) = pos.take() {
+        if args.value('F').is_some() {
+            return Err("give the body either as an argument or with -F, not both".into());
+        }
+        return Ok(text.into_bytes());
+    }
+    let mut buf = Vec::new();
+    match args.value('F') {
+        Some("-") => {
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+        }
+        Some(file) => {
+            buf = std::fs::read(file).map_err(|e| format!("-F {file}: {e}"))?;
+        }
+        None if sh.script_mode && !std::io::stdin().is_terminal() => {
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+        }
+        None => {}
+    }
+    Ok(buf)
+}
+
+pub fn qenqueue(sh: &mut Shell, args: Args) -> CmdResult {
+    let ctl = enqueue_ctl(&args)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let queue = sh.required(&mut pos, QUEUE, queue_name)?;
+    let body = body(sh, &args, &mut pos)?;
+    let request = DataRequest::Enqueue { qspace: None, queue, ctl, body };
+    if let Reply::Enqueued(id) = sh.call(Request::Data(request))?.reply {
+        sh.info(&id.to_string());
+    }
+    Ok(())
+}
+
+fn dequeue_ctl(args: &Args) -> Result<DequeueCtl, String> {
+    let select = match (args.value('m'), args.value('i')) {
+        (Some(_), Some(_)) => {
+            return Err("-m (by message id) and -i (by correlation id) cannot be combined".into());
+        }
+        (Some(m), None) => Select::Msgid(msg(MsgId::parse(m))?),
+        (None, Some(c)) => Select::Corrid(msg(parse_corrid(c))?),
+        (None, None) => Select::First,
+    };
+    let wait_ms = match args.value('w') {
+        Some(w) => Some(msg(number("Wait seconds", w, 0..=86_400u64))? * 1000),
+        None => None,
+    };
+    Ok(DequeueCtl { select, peek: args.flag('k'), wait_ms })
+}
+
+fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
+    if json {
+        sh.output(&render::json(&render::MessageJson::from(m)));
+    } else if body_only {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&m.body);
+        let _ = out.flush();
+    } else {
+        sh.output(&format!(
+            "msgid={} priority={} corrid={} retries={} urcode={} delivery={}\n{}",
+            m.msgid,
+            m.priority,
+            escape_bytes(&m.corrid),
+            m.retries,
+            m.urcode,
+            m.delivery,
+            escape_bytes(&m.body)
+        ));
+    }
+}
+
+pub fn qdequeue(sh: &mut Shell, args: Args) -> CmdResult {
+    let ctl = dequeue_ctl(&args)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let queue = sh.required(&mut pos, QUEUE, queue_name)?;
+    let request = DataRequest::Dequeue { qspace: None, queue, ctl };
+    if let Reply::Message(m) = sh.call(Request::Data(request))?.reply {
+        show_message(sh, &m, args.flag('B'), sh.wants_json(args.json));
+    }
+    Ok(())
+}
+
+pub fn begin(sh: &mut Shell, args: Args) -> CmdResult {
+    let timeout = match args.value('t') {
+        Some(t) => Some(msg(number("Transaction time-out", t, 1..=86_400u32))?),
+        None => None,
+    };
+    if let Reply::Transaction(id) =
+        sh.call(Request::Data(DataRequest::Begin { qspace: None, timeout_secs: timeout }))?.reply
+    {
+        sh.info(&format!("Transaction {id} begun"));
+    }
+    Ok(())
+}
+
+pub fn commit(sh: &mut Shell, _args: Args) -> CmdResult {
+    sh.call(Request::Data(DataRequest::Commit))?;
+    sh.info("Transaction committed");
+    Ok(())
+}
+
+pub fn abort(sh: &mut Shell, _args: Args) -> CmdResult {
+    sh.call(Request::Data(DataRequest::Abort))?;
+    sh.info("Transaction rolled back");
+    Ok(())
+}

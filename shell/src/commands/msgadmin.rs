@@ -1,0 +1,219 @@
+//! Message administration on the open queue space: qset, qscan, qlist, qdeletemsg,
+//! qchangeprio, qchangequeue, qchangetime, qchangeexp, and the transaction commands
+//! qprinttrans, qcommittrans, qaborttrans.
+
+use super::message::parse_expiry;
+use super::number;
+use crate::getopt::Args;
+use crate::render;
+use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::message::{Criteria, MsgId, Qos, parse_corrid};
+use qm_common::names::check_queue_name;
+use qm_common::protocol::{MessageRequest, Reply, Request};
+use qm_common::time::{parse_time_spec, parse_tuxedo_time};
+use qm_common::{QmError, QmResult};
+
+fn msg<T>(r: QmResult<T>) -> Result<T, String> {
+    r.map_err(|e| e.message)
+}
+
+pub fn qset(sh: &mut Shell, args: Args) -> CmdResult {
+    match args.positionals.first() {
+        None => match &sh.target_queue {
+            Some(q) => sh.info(&format!("Queue name is {q}")),
+            None => sh.info("No queue name is set"),
+        },
+        Some(q) => {
+            msg(check_queue_name(q))?;
+            sh.target_queue = Some(q.clone());
+        }
+    }
+    Ok(())
+}
+
+fn target(sh: &Shell) -> Result<String, String> {
+    sh.target_queue.clone().ok_or_else(|| "Queue name must be set with qset".to_string())
+}
+
+/// `a[-b]` with both ends parsed by `one`.
+fn range<T: Copy + PartialOrd + std::fmt::Display>(
+    field: &str,
+    text: &str,
+    one: impl Fn(&str) -> QmResult<(T, T)>,
+) -> QmResult<(T, T)> {
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (one(a)?.0, one(b)?.1),
+        None => one(text)?,
+    };
+    if lo > hi {
+        return Err(QmError::invalid(
+            field,
+            text,
+            "the range is empty: the first value is after the second",
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn parse_criteria(args: &Args) -> Result<Criteria, String> {
+    let mut c = Criteria::default();
+    if let Some(t) = args.value('t') {
+        c.time = Some(msg(range("Time", t, |s| parse_tuxedo_time("Time", s)))?);
+    }
+    if let Some(p) = args.value('p') {
+        c.priority =
+            Some(msg(range("Priority", p, |s| number("Priority", s, 1..=100u8).map(|v| (v, v))))?);
+    }
+    if let Some(m) = args.value('m') {
+        c.msgid = Some(msg(MsgId::parse(m))?);
+    }
+    if let Some(i) = args.value('i') {
+        c.corrid = Some(msg(parse_corrid(i))?);
+    }
+    if let Some(d) = args.value('d') {
+        c.delivery = Some(msg(d.parse::<Qos>())?);
+    }
+    if let Some(e) = args.value('e') {
+        c.expiration =
+            Some(msg(range("Expiration time", e, |s| parse_tuxedo_time("Expiration time", s)))?);
+    }
+    Ok(c)
+}
+
+pub fn qscan(sh: &mut Shell, args: Args) -> CmdResult {
+    match args.positionals.first().map(String::as_str) {
+        Some("none") => {
+            sh.criteria = Criteria::default();
+            return Ok(());
+        }
+        Some(other) => return Err(format!("qscan: '{other}' is invalid; give options or none")),
+        None => {}
+    }
+    let c = parse_criteria(&args)?;
+    if c.is_empty() {
+        let text = render::criteria(&sh.criteria);
+        sh.info(&text);
+    } else {
+        sh.criteria = c;
+    }
+    Ok(())
+}
+
+pub fn qlist(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let request = MessageRequest::List { queue: queue.clone(), criteria: sh.criteria.clone() };
+    if let Reply::Messages(list) = sh.call(Request::Message(request))?.reply {
+        if sh.wants_json(args.json) {
+            let list: Vec<render::MessageInfoJson> = list.iter().map(Into::into).collect();
+            sh.output(&render::json(&list));
+        } else if list.is_empty() && sh.criteria.is_empty() {
+            sh.info(&format!("Queue list - no messages {queue}"));
+        } else if list.is_empty() {
+            sh.info(&format!("Queue list - no messages matched on {queue}"));
+        } else {
+            let text = render::messages(&list, sh.verbose);
+            sh.output(&text);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a change on the selected messages, asking first when `ask` says so.
+fn change(
+    sh: &mut Shell,
+    request: MessageRequest,
+    ask: bool,
+    declined: &str,
+    done: &str,
+) -> CmdResult {
+    if ask && !sh.confirm()? {
+        sh.warn(declined);
+        return Ok(());
+    }
+    if let Reply::Count(n) = sh.call(Request::Message(request))?.reply {
+        sh.info(&format!("{n} {done}"));
+    }
+    Ok(())
+}
+
+pub fn qdeletemsg(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let request = MessageRequest::Delete { queue, criteria: sh.criteria.clone() };
+    change(sh, request, !args.flag('y'), "Messages not deleted", "messages deleted")
+}
+
+pub fn qchangeprio(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let priority = sh.required(&mut pos, "New priority: ", |s| number("Priority", s, 1..=100u8))?;
+    let ask = !args.flag('y') && sh.criteria.is_empty();
+    let request = MessageRequest::ChangePriority { queue, criteria: sh.criteria.clone(), priority };
+    change(sh, request, ask, "Priority not changed", "messages changed")
+}
+
+pub fn qchangequeue(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let new_queue = sh.required(&mut pos, "New queue name: ", |s| {
+        check_queue_name(s)?;
+        Ok(s.to_string())
+    })?;
+    let ask = !args.flag('y') && sh.criteria.is_empty();
+    let request = MessageRequest::ChangeQueue { queue, criteria: sh.criteria.clone(), new_queue };
+    change(sh, request, ask, "Queue not changed", "messages moved")
+}
+
+pub fn qchangetime(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let time = sh.required(&mut pos, "New time: ", |s| parse_time_spec("Time", s))?;
+    let ask = !args.flag('y') && sh.criteria.is_empty();
+    let request = MessageRequest::ChangeTime { queue, criteria: sh.criteria.clone(), time };
+    change(sh, request, ask, "Time not changed", "messages changed")
+}
+
+pub fn qchangeexp(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = target(sh)?;
+    let mut pos = Positionals::new(args.positionals.clone());
+    let expiry = sh.required(&mut pos, "New expiration time: ", parse_expiry)?;
+    let request = MessageRequest::ChangeExpiration { queue, criteria: sh.criteria.clone(), expiry };
+    change(sh, request, !args.flag('y'), "Expiration time not changed", "messages changed")
+}
+
+pub fn qprinttrans(sh: &mut Shell, args: Args) -> CmdResult {
+    if let Reply::Transactions(list) =
+        sh.call(Request::Message(MessageRequest::Transactions))?.reply
+    {
+        if sh.wants_json(args.json) {
+            sh.output(&render::json(&list));
+        } else if list.is_empty() {
+            sh.info("No transactions are open");
+        } else {
+            let text = render::transactions(&list);
+            sh.output(&text);
+        }
+    }
+    Ok(())
+}
+
+fn complete(sh: &mut Shell, args: Args, commit: bool) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals.clone());
+    let id = sh.required(&mut pos, "Transaction index: ", |s| {
+        number("Transaction index", s, 1..=u64::MAX)
+    })?;
+    if !args.flag('y') && !sh.confirm()? {
+        sh.warn(if commit { "Transaction not committed" } else { "Transaction not aborted" });
+        return Ok(());
+    }
+    sh.call(Request::Message(MessageRequest::Complete { id, commit }))?;
+    sh.info(&format!("Transaction {id} {}", if commit { "committed" } else { "rolled back" }));
+    Ok(())
+}
+
+pub fn qcommittrans(sh: &mut Shell, args: Args) -> CmdResult {
+    complete(sh, args, true)
+}
+
+pub fn qaborttrans(sh: &mut Shell, args: Args) -> CmdResult {
+    complete(sh, args, false)
+}

@@ -1,0 +1,141 @@
+//! The line grammar and the session: comments, shell escapes, echo, `-c` sessions, exit
+//! status, help, and confirmations answered by the next line of a script.
+
+use crate::support::Env;
+use qm_common::device::DeviceListing;
+use qm_common::queue::QueueListing;
+
+/// `# comments` are ignored; `!cmd` runs a shell command and `!!` repeats it.
+#[test]
+fn comments_and_shell_escapes() {
+    let env = Env::new();
+    env.with_device();
+    let marker = env.path("ran");
+    let run = env.script(&format!(
+        "# a comment: lidl would list the device\n   # indented comment\n!echo hi\n!!\n!echo again >> {m}\n!!\nlivtoc\n",
+        m = marker.display()
+    ));
+    run.ok().stdout_lacks("Device list on").stdout_has("Volume Table of Contents");
+    assert_eq!(run.stdout.matches("hi\n").count(), 2, "{}", run.stdout);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "again\nagain\n");
+    env.script("!!\n").failed().stderr_has("No previous shell command to repeat");
+}
+
+/// `echo` on puts each command line in the transcript after its prompt; off stops it.
+#[test]
+fn echo_shows_command_lines() {
+    let env = Env::new();
+    env.with_device();
+    let run = env.script("echo\nlidl\necho off\nlivtoc\ne on\nv\n");
+    run.ok()
+        .stdout_has("Echo mode is now on")
+        .stdout_has("> lidl\nDevice list on")
+        .stdout_has("> echo off\nEcho mode is now off")
+        .stdout_lacks("> livtoc\n")
+        .stdout_has("> v\nVerbose mode is now on");
+    // Without echo nothing is repeated.
+    env.script("lidl\n").ok().stdout_lacks("> lidl\n");
+}
+
+/// `-c` runs its commands as one session: the space opened first stays open.
+#[test]
+fn c_is_one_session() {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QS 40000 100 4 2 2 100 \"\" n 16").ok();
+    env.c("qopen QS; qcr Q1 fifo none 0 0 100% 0% \"\"; qcr Q2 fifo none 0 0 100% 0% \"\"; qinfo")
+        .ok()
+        .stdout_has("Q1")
+        .stdout_has("Q2");
+    let listing: QueueListing = env.json("qopen QS; qinfo");
+    assert_eq!(listing.qspace, "QS");
+    assert_eq!(listing.queues.len(), 2);
+    // Each -c is a new session: nothing is open at its start.
+    env.c("qinfo").failed().stderr_has("Queue space must be opened first");
+    // Quoted semicolons do not split commands.
+    env.c("qopen QS; qcr Q3 fifo none 0 0 100% 0% \"echo a; echo b\"").ok();
+    let listing: QueueListing = env.json("qopen QS; qinfo Q3");
+    assert_eq!(listing.queues[0].def.threshold.command, "echo a; echo b");
+}
+
+/// Exit status 0 only when every command succeeded; a failure anywhere makes it 1, and
+/// the commands after it still run.
+#[test]
+fn exit_status() {
+    let env = Env::new();
+    env.with_device();
+    env.c("lidl; livtoc").ok();
+    env.script("lidl\nlivtoc\nquit\n").ok();
+    env.c("lidl; nosuch; livtoc").failed().stdout_has("Volume Table of Contents");
+    env.c("nosuch; lidl").failed().stdout_has("Device list on");
+    env.script("lidl\nlidl 7\nlivtoc\n")
+        .failed()
+        .errors_are(&["Device list entry 7 does not exist"])
+        .stdout_has("Volume Table of Contents");
+    // quit ends the script: later lines do not run.
+    env.script("quit\nnosuch\n").ok();
+    // A warning is not a failure.
+    env.script("qclose\n").ok().stderr_has("WARN: No queue space is currently open");
+}
+
+/// `help` lists every command's syntax; `help CMD` (name or abbreviation) explains one;
+/// `help all` explains all; an unknown command fails.
+#[test]
+fn help() {
+    let env = Env::new();
+    let run = env.c("help");
+    run.ok().stdout_has("'help command' explains one");
+    for spec in qm_shell::catalog::COMMANDS {
+        run.stdout_has(&spec.usage());
+    }
+    run.stdout_has("qspacecreate (qspc) [-A actions]").stdout_has("! shellcommand, !!");
+    env.c("help qcr")
+        .ok()
+        .stdout_has("qcreate (qcr) [-d persist|nonpersist]")
+        .stdout_has("Creates a queue in the open queue space");
+    env.c("h qspds").ok().stdout_has("qspacedestroy (qspds) [-f] [-y] [queue_space_name]");
+    env.c("help daemon").ok().stdout_has("daemon [status|stop]");
+    let all = env.c("help all");
+    all.ok()
+        .stdout_has("Creates a queue in the open queue space")
+        .stdout_has("Destroys a queue space");
+    assert!(all.stdout.lines().count() > run.stdout.lines().count());
+    env.c("help nosuch").failed().stderr_has("ERROR: Command nosuch not found");
+    // Commands Tuxedo does not abbreviate have no abbreviation here either.
+    env.c("help qi").failed().stderr_has("Command qi not found");
+}
+
+/// Confirmation prompts (dsdl, qdestroy, ipcrm -f) take the next line of a script: `n`
+/// keeps things and warns, `y` goes ahead; the answers never run as commands.
+#[test]
+fn confirmations_read_the_next_line() {
+    let env = Env::new();
+    env.with_device();
+    let fs = env.path("FS").display().to_string();
+    env.c(&format!("crdl {fs} 0 100; qspc QS 40000 100 4 2 2 100 \"\" n 16")).ok();
+    let run = env.script(
+        "dsdl 1\nn\nqopen QS\nqcr Q fifo none 0 0 100% 0% \"\"\nqds Q\nn\nipcrm -f QS\nn\nqinfo Q\n",
+    );
+    run.ok()
+        .stderr_has("WARN: Device not destroyed")
+        .stderr_has("WARN: Queue not destroyed")
+        .stderr_has("WARN: IPC resources not removed")
+        .stderr_lacks("Command n not found");
+    assert_eq!(run.stdout.matches("Are you sure? [y, n] ").count(), 3);
+    assert_eq!(env.json::<DeviceListing>("lidl").entries.len(), 2);
+    assert_eq!(env.json::<QueueListing>("qopen QS; qinfo").queues.len(), 1);
+    assert!(std::path::Path::new(&fs).exists());
+
+    let run = env.script("dsdl 1\ny\nqopen QS\nqds Q\ny\nipcrm -f QS\nY\nqinfo\n");
+    run.failed()
+        .errors_are(&["Queue space must be opened first"])
+        .stdout_has("Device list entry 1 (")
+        .stdout_has("IPC resources of queue space QS removed")
+        .stderr_lacks("Command y not found");
+    assert_eq!(env.json::<DeviceListing>("lidl").entries.len(), 1);
+    assert!(env.json::<QueueListing>("qopen QS; qinfo").queues.is_empty());
+    assert!(!std::path::Path::new(&fs).exists());
+    // Prompted values and the confirmation in one go.
+    env.script("qspds\nQS\ny\n").ok().stdout_has("Queue space QS destroyed");
+    env.c("qspl QS").failed().stderr_has("Queue space QS does not exist");
+}

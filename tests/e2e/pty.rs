@@ -1,0 +1,337 @@
+//! The interactive shell on a pseudo-terminal: prompt, exit, tab completion, history,
+//! `<CR>` repeat, prompting and hints, as a person at a terminal sees them.
+//!
+//! rustyline redraws the line it edits (prompt included) and wraps output in escape
+//! sequences, so these tests match substrings, consume the newline rustyline prints when a
+//! line is accepted before looking for the next prompt, and never type ahead of a prompt.
+
+use crate::support::{Env, QMADMIN};
+use qm_common::qspace::QueueSpaceInfo;
+use rexpect::process::WaitStatus;
+use rexpect::session::{PtySession, spawn_command};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// How long any one expectation may wait.
+const TIMEOUT_MS: u64 = 10_000;
+/// The command prompt.
+const PROMPT: &str = "> ";
+const UP: &str = "\x1b[A";
+
+/// A qmadmin session on a pty, gluon style: send a line, expect its output, expect the
+/// prompt again.
+struct Repl {
+    session: PtySession,
+    history: PathBuf,
+}
+
+impl Repl {
+    /// Starts `qmadmin` for `env`'s device with history in `env`'s directory, and waits for
+    /// the banner and the first prompt.
+    fn start(env: &Env) -> Repl {
+        let history = env.path("history");
+        let mut cmd = Command::new(QMADMIN);
+        cmd.env("QMCONFIG", &env.device)
+            .env("TERM", "xterm")
+            .env("PAGER", "cat")
+            .env("QM_HISTORY", &history)
+            .env_remove("QM_SOCKET")
+            .current_dir(env.dir.path());
+        let session = spawn_command(cmd, Some(TIMEOUT_MS)).expect("spawn qmadmin on a pty");
+        let mut repl = Repl { session, history };
+        repl.expect("qmadmin - qm ");
+        repl.expect(&format!("QMCONFIG={}", env.dev()));
+        repl.prompt();
+        repl
+    }
+
+    /// Waits for `text`; returns what came before it.
+    #[track_caller]
+    fn expect(&mut self, text: &str) -> String {
+        match self.session.exp_string(text) {
+            Ok(before) => before,
+            Err(e) => panic!("waiting for {text:?}: {e}"),
+        }
+    }
+
+    /// Waits for the command prompt; returns what came before it.
+    #[track_caller]
+    fn prompt(&mut self) -> String {
+        self.expect(PROMPT)
+    }
+
+    /// Sends keys without Enter (completion, arrows) and makes sure they are delivered.
+    #[track_caller]
+    fn keys(&mut self, keys: &str) {
+        self.session.send(keys).expect("send keys");
+        self.session.flush().expect("flush keys");
+    }
+
+    /// Presses Enter on what is on the line, or answers a prompt with `text`, then expects
+    /// each of `outputs` in order. The redrawn input line is skipped first (rustyline
+    /// prints a newline when it accepts a line), so an expected prompt is a new one.
+    #[track_caller]
+    fn answer(&mut self, text: &str, outputs: &[&str]) -> String {
+        self.session.send_line(text).expect("send line");
+        self.expect("\n");
+        let mut seen = String::new();
+        for out in outputs {
+            seen += &self.expect(out);
+            seen += out;
+        }
+        seen
+    }
+
+    /// Runs a command line: expects each of `outputs`, then the prompt again; returns the
+    /// whole output of the command.
+    #[track_caller]
+    fn run(&mut self, line: &str, outputs: &[&str]) -> String {
+        let mut seen = self.answer(line, outputs);
+        seen += &self.prompt();
+        seen
+    }
+
+    /// Sends a control character (`'c'` for Ctrl-C).
+    #[track_caller]
+    fn control(&mut self, c: char) {
+        self.session.send_control(c).expect("send control character");
+    }
+
+    /// Waits for the end of the session and returns qmadmin's exit status.
+    #[track_caller]
+    fn exit_status(mut self) -> i32 {
+        if let Err(e) = self.session.exp_eof() {
+            panic!("waiting for qmadmin to exit: {e}");
+        }
+        match self.session.process().wait().expect("wait for qmadmin") {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("qmadmin did not exit normally: {other:?}"),
+        }
+    }
+}
+
+/// An environment with a device and a running daemon (started by a first `qmadmin -c`).
+fn env_with_device() -> Env {
+    let env = Env::new();
+    env.with_device();
+    env
+}
+
+/// Creates queue space `name` (100 pages) with `ipc_key`.
+fn create_space(env: &Env, name: &str, ipc_key: u32) {
+    env.c(&format!("qspacecreate {name} {ipc_key} 100 5 5 5 100 '' n 16")).ok();
+}
+
+/// The banner and the `> ` prompt appear; `quit` exits with status 0, and so does Ctrl-D
+/// at the prompt.
+#[test]
+fn banner_prompt_quit_and_ctrl_d() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.run("verbose", &["Verbose mode is now on"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+
+    let mut repl = Repl::start(&env);
+    repl.control('d');
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// Tab completes command names, queue-space names after `qopen` and queue names after
+/// `qinfo` once a queue space is open, and a queue space name at the `Queue space name: `
+/// prompt.
+#[test]
+fn tab_completion() {
+    let env = env_with_device();
+    create_space(&env, "ZEBRA", 40001);
+    create_space(&env, "ALPHA", 40002);
+    env.c("qopen ZEBRA; qcreate ORDERS fifo none 0 0 100% 0% \"\"").ok();
+    let mut repl = Repl::start(&env);
+
+    // A command name: `qspacel` is only `qspacelist`.
+    repl.keys("qspacel\t");
+    repl.expect("qspacelist");
+    repl.answer("", &["Queue space name: "]);
+    repl.run("ZEBRA", &["Queue space ZEBRA", "IPC key"]);
+
+    // A queue space name after qopen; qinfo then works on it.
+    repl.keys("qopen ZE\t");
+    repl.expect("ZEBRA");
+    let out = repl.run("", &[]);
+    assert!(!out.contains("ERROR"), "qopen failed: {out:?}");
+
+    // A queue name of the open queue space after qinfo.
+    repl.keys("qinfo OR\t");
+    repl.expect("ORDERS");
+    let out = repl.run("", &["ORDERS", "(total)"]);
+    assert!(!out.contains("ERROR"), "qinfo failed: {out:?}");
+
+    // The answer to a command's prompt completes to what the prompt asks for.
+    repl.run("qclose", &[]);
+    repl.answer("qopen", &["Queue space name: "]);
+    repl.keys("AL\t");
+    repl.expect("ALPHA");
+    let out = repl.run("", &[]);
+    assert!(!out.contains("ERROR"), "qopen failed: {out:?}");
+    // An empty answer lists the open queue space: ALPHA.
+    repl.answer("qspacelist", &["Queue space name: "]);
+    repl.run("", &["Queue space ALPHA", "state"]);
+
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// The Up arrow recalls earlier lines, also a shell escape and a line that did not parse
+/// (to correct it); the history file holds them after quitting, and a new session recalls a
+/// line of the previous one.
+#[test]
+fn history_recall_and_file() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.run("lidl", &["Device list on"]);
+    repl.run("verbose", &["Verbose mode is now on"]);
+    // Up twice is lidl (Up once would be verbose, and an empty line would repeat verbose):
+    // verbose lidl shows the free-space maps.
+    repl.keys(UP);
+    repl.expect("verbose");
+    repl.keys(UP);
+    repl.expect("lidl");
+    repl.run("", &["Device list on", "free space map"]);
+    repl.run("!echo shell-escape-ran", &["shell-escape-ran"]);
+    // A missing quote: recall the line, add the quote, run it.
+    repl.run("echo \"on", &["ERROR: No matching double quote"]);
+    repl.keys(UP);
+    repl.expect("echo \"on");
+    repl.keys("\"");
+    repl.run("", &["Echo mode is now on"]);
+    let history = repl.history.clone();
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1, "the line that did not parse failed");
+
+    let text = std::fs::read_to_string(&history).expect("history file written");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        ["lidl", "verbose", "lidl", "!echo shell-escape-ran", "echo \"on", "echo \"on\"", "quit"],
+        "history file: {text:?}"
+    );
+
+    // A new session starts with that history: Up is quit, Up again the corrected echo.
+    let mut repl = Repl::start(&env);
+    repl.keys(UP);
+    repl.expect("quit");
+    repl.keys(UP);
+    repl.expect("echo \"on\"");
+    repl.run("", &["Echo mode is now on"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// Two sessions at once share the history file: each one's lines are kept, neither
+/// overwrites the other's.
+#[test]
+fn history_of_concurrent_sessions() {
+    let env = env_with_device();
+    let mut first = Repl::start(&env);
+    let mut second = Repl::start(&env);
+    first.run("lidl", &["Device list on"]);
+    second.run("livtoc", &["VTOC"]);
+    first.run("verbose", &["Verbose mode is now on"]);
+    first.answer("quit", &[]);
+    assert_eq!(first.exit_status(), 0);
+    second.answer("quit", &[]);
+    assert_eq!(second.exit_status(), 0);
+
+    let text = std::fs::read_to_string(env.path("history")).expect("history file written");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["lidl", "livtoc", "verbose", "quit"], "history file: {text:?}");
+}
+
+/// An empty line at the prompt repeats the last command; after Ctrl-C at the prompt it
+/// does not.
+#[test]
+fn empty_line_repeats_last_command() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.run("echo", &["Echo mode is now on"]);
+    repl.run("", &["Echo mode is now off"]);
+    repl.run("", &["Echo mode is now on"]);
+
+    // Ctrl-C forgets the last command: an empty line now does nothing.
+    repl.control('c');
+    repl.expect("\n");
+    repl.prompt();
+    let out = repl.run("", &[]);
+    assert!(!out.contains("Echo mode"), "an empty line after Ctrl-C repeated: {out:?}");
+    // Echo is still on, so toggling turns it off.
+    repl.run("echo", &["Echo mode is now off"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// `qspacecreate` without arguments prompts for each value; an empty answer to a required
+/// prompt is warned about and asked again; an invalid IPC key is reported with the field and
+/// its range, and asked again.
+#[test]
+fn prompts_ask_again() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.answer("qspacecreate", &["Queue space name: "]);
+    repl.answer("", &["WARN: Queue space name must be specified", "Queue space name: "]);
+    repl.answer("PROMPTED", &["IPC Key for queue space: "]);
+    repl.answer(
+        "12",
+        &[
+            "ERROR: IPC Key for queue space: '12' is invalid; it must be a whole number from 32769 to 262143",
+            "IPC Key for queue space: ",
+        ],
+    );
+    repl.answer("40001", &["Size of queue space in disk pages: "]);
+    repl.answer("", &["WARN: Size of queue space in disk pages must be specified"]);
+    repl.expect("Size of queue space in disk pages: ");
+    repl.answer("102", &["Number of queues in queue space: "]);
+    repl.answer("5", &["Number of concurrent transactions in queue space: "]);
+    repl.answer("4", &["Number of concurrent processes in queue space: "]);
+    repl.answer("3", &["Number of messages in queue space: "]);
+    repl.answer("200", &["Error queue name: "]);
+    repl.answer("", &["Initialize extents (y, n [default=n]): "]);
+    repl.answer("", &["Blocking factor [default=16]: "]);
+    let out = repl.run("", &[]);
+    assert!(!out.contains("ERROR"), "qspacecreate failed: {out:?}");
+    repl.answer("quit", &[]);
+    // The session's status counts only failed commands, not answers asked again.
+    assert_eq!(repl.exit_status(), 0);
+
+    let info: QueueSpaceInfo = env.json("qspacelist PROMPTED");
+    assert_eq!(info.params.ipc_key, 40001);
+    assert_eq!(info.total_pages, 100, "102 pages round down to a multiple of 4");
+    assert_eq!((info.params.queues, info.params.transactions), (5, 4));
+    assert_eq!((info.params.processes, info.params.messages), (3, 200));
+
+    // In a script the same invalid answer fails the command instead of asking again.
+    env.script("qspacecreate\nSCRIPTED\n12\n")
+        .failed()
+        .stderr_has("IPC Key for queue space: '12' is invalid");
+    env.c("qspacelist SCRIPTED").failed().stderr_has("Queue space SCRIPTED does not exist");
+}
+
+/// Typing a command and a blank shows the command's syntax as a hint.
+#[test]
+fn hint_shows_syntax() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.keys("qcreate ");
+    repl.expect("[-d persist|nonpersist]");
+    // Ctrl-C drops the line; the prompt comes back and nothing ran.
+    repl.control('c');
+    repl.expect("\n");
+    let out = repl.prompt();
+    assert!(!out.contains("ERROR"), "{out:?}");
+    repl.keys("qopen ");
+    repl.expect("[queue_space_name]");
+    repl.control('c');
+    repl.expect("\n");
+    repl.prompt();
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}

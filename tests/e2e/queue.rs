@@ -1,0 +1,125 @@
+//! Queues of the open queue space: qcreate's announced defaults, qchange's current values
+//! as defaults, qdestroy, qinfo, and the error queue's notes.
+
+use crate::support::Env;
+use qm_common::queue::{DefaultExpiration, DeliveryPolicy, QueueDef, QueueListing};
+
+/// A device with queue space QS (4 queues, error queue ERRQ).
+fn setup() -> Env {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QS 40000 100 4 2 2 100 ERRQ n 16").ok();
+    env
+}
+
+fn def(env: &Env, name: &str) -> QueueDef {
+    let listing: QueueListing = env.json(&format!("qopen QS; qinfo {name}"));
+    assert_eq!(listing.queues.len(), 1);
+    listing.queues.into_iter().next().unwrap().def
+}
+
+/// Empty answers to qcreate's prompts take Tuxedo's defaults, each announced.
+#[test]
+fn qcreate_announces_defaults() {
+    let env = setup();
+    let run = env.script("qopen QS\nqcreate\nA\n\n\n\n\n\n\n\n");
+    run.ok()
+        .stdout_has("Queue name: queue order (priority, time, fifo, lifo): Default queue order: fifo\n")
+        .stdout_has("Default out-of-ordering enqueuing: none\n")
+        .stdout_has("Default retries: 0\n")
+        .stdout_has("Default retry delay: 0\n")
+        .stdout_has("[default=100%]): Default high threshold: 100%\n")
+        .stdout_has("Reset (low) limit for queue capacity warning [default=0%]: Default low threshold: 0%\n")
+        .stdout_has("queue capacity command: No default queue capacity command\nQueue 'A' created");
+    assert_eq!(def(&env, "A"), QueueDef::new("A"));
+    // An empty queue name is warned about and asked again.
+    env.script("qopen QS\nqcreate\n\nB\n\n\n\n\n\n\n\n")
+        .ok()
+        .stderr_has("WARN: Queue name must be specified")
+        .stdout_has("Queue 'B' created");
+}
+
+/// qchange offers the current values as defaults: empty answers keep them. An empty
+/// positional command clears it; -d, -e and -n change only when given.
+#[test]
+fn qchange_keeps_and_changes() {
+    let env = setup();
+    env.c("qopen QS; qcr A priority,fifo top 2 5 50m 5m \"run me\"").ok();
+    let before = def(&env, "A");
+    let run = env.script("qopen QS\nqchange A\n\n\n\n\n\n\n");
+    run.ok()
+        .stdout_has("out-of-ordering enqueuing (top, msgid, [default=top]): ")
+        .stdout_has("retries [default=2]: ")
+        .stdout_has("retry delay in seconds [default=5]: ")
+        .stdout_has("m for messages [default=50m]): ")
+        .stdout_has("Reset (low) limit for queue capacity warning [default=5m]: ")
+        .stdout_has("queue capacity command [default=run me]: ");
+    assert_eq!(def(&env, "A"), before, "empty answers keep every value");
+
+    env.c("qopen QS; qchange -d nonpersist -e +60 -n 50%,10%,np A msgid 3 7 80% 20% \"\"").ok();
+    let changed = def(&env, "A");
+    assert!(changed.out_of_order.msgid && !changed.out_of_order.top);
+    assert_eq!((changed.retries, changed.retry_delay), (3, 7));
+    assert_eq!(
+        (changed.threshold.high.to_string(), changed.threshold.low.to_string()),
+        ("80%".to_string(), "20%".to_string())
+    );
+    assert_eq!(changed.threshold.command, "", "an empty positional command clears it");
+    assert_eq!(changed.delivery, DeliveryPolicy::NonPersist);
+    assert_eq!(changed.expiration, DefaultExpiration::Relative(60));
+    assert_eq!(changed.nonpersistent_threshold.command, "np");
+    assert_eq!(changed.order, before.order, "the order cannot change");
+
+    // Without options, -d, -e and -n stay as they are.
+    env.c("qopen QS; qchange A none 0 0 100% 0% \"mail ops\"").ok();
+    let again = def(&env, "A");
+    assert_eq!(again.delivery, DeliveryPolicy::NonPersist);
+    assert_eq!(again.expiration, DefaultExpiration::Relative(60));
+    assert_eq!(again.nonpersistent_threshold, changed.nonpersistent_threshold);
+    assert_eq!(again.threshold.command, "mail ops");
+    // A bad value changes nothing.
+    env.c("qopen QS; qchange A none 0 0 100% 100% \"\"").failed().stderr_has(
+        "Reset (low) limit: '100%' is invalid; it must be less than the high limit (100%)",
+    );
+    env.c("qopen QS; qchange NOPE")
+        .failed()
+        .stderr_has("Queue NOPE does not exist in queue space QS");
+    assert_eq!(def(&env, "A"), again);
+}
+
+/// qdestroy removes a queue (after confirmation); qinfo lists one queue, all queues, or
+/// says there are none; verbose adds the definitions.
+#[test]
+fn qdestroy_and_qinfo() {
+    let env = setup();
+    env.c("qopen QS; qinfo").ok().stdout_has("Queue information - no queues defined.");
+    env.c("qopen QS; qcr A fifo none 0 0 100% 0% \"\"; qcr B time,lifo none 0 0 5m 0m \"\"").ok();
+    env.c("qopen QS; v; qinfo").ok().stdout_has(" A ").stdout_has("time,lifo").stdout_has("5m/0m");
+    env.c("qopen QS; qinfo NOPE")
+        .failed()
+        .stderr_has("Queue NOPE does not exist in queue space QS");
+    env.script("qopen QS\nqdestroy\nA\ny\n").ok().stdout_has("Queue name: Are you sure? [y, n] ");
+    let listing: QueueListing = env.json("qopen QS; qinfo");
+    assert_eq!(listing.queues.iter().map(|q| q.def.name.as_str()).collect::<Vec<_>>(), ["B"]);
+    env.c("qopen QS; qds -y A").failed().stderr_has("Queue A does not exist in queue space QS");
+    // The freed slot can be used again: 4 queues fit.
+    env.c("qopen QS; qcr A fifo none 0 0 100% 0% \"\"; qcr C fifo none 0 0 100% 0% \"\"; qcr D fifo none 0 0 100% 0% \"\"").ok();
+    assert_eq!(env.json::<QueueListing>("qopen QS; qinfo").queues.len(), 4);
+}
+
+/// Opening a space whose error queue is missing warns; creating it says so; destroying it
+/// warns.
+#[test]
+fn error_queue_notes() {
+    let env = setup();
+    env.c("qopen QS").ok().stderr_has(
+        "WARN: Error queue ERRQ of queue space QS does not exist (create it with qcreate)",
+    );
+    env.c("qopen QS; qcr ERRQ fifo none 0 0 100% 0% \"\"")
+        .ok()
+        .stdout_has("Create queue - error queue ERRQ created");
+    env.c("qopen QS").ok().stderr_lacks("WARN");
+    env.c("qopen QS; qds -y ERRQ")
+        .ok()
+        .stderr_has("WARN: Destroy queue - error queue ERRQ destroyed");
+}
