@@ -167,6 +167,44 @@ fn main() {
     println!("\npreloaded {deep} messages in {:.1} s", t.elapsed().as_secs_f64());
     report(&format!("{deep} messages queued"), &setup, &rt, secs, lat_n);
     let size = std::fs::metadata(Path::new(&device)).map(|m| m.len()).unwrap_or(0);
-    println!("\ndevice file: {:.1} MiB", size as f64 / (1 << 20) as f64);
+    println!("\ndevice file: {:.1} MiB; process memory: {}", size as f64 / (1 << 20) as f64, rss());
     admin(&setup, "daemon stop");
+    while setup.socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Restart: the first qopen loads every committed message back.
+    start_daemon(&setup);
+    let t = Instant::now();
+    admin(&setup, &format!("qopen {QSPACE}"));
+    println!(
+        "restart: qopen recovered {deep} messages in {:.2} s; process memory: {}",
+        t.elapsed().as_secs_f64(),
+        rss()
+    );
+    admin(&setup, "daemon stop");
+}
+
+/// Resident memory of this process (daemon and clients together).
+fn rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn start_daemon(setup: &Setup) {
+    let (d, s) = (setup.device.clone(), setup.socket.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(qm_daemon::server::serve(d, s))
+    });
+    while !setup.socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

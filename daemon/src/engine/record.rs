@@ -46,6 +46,27 @@ pub struct MessageMeta {
     pub key: OrderKey,
 }
 
+/// A stored message is one value: the record's length (4 bytes, little-endian), the
+/// postcard record, then the body. One value per message keeps each enqueue and dequeue
+/// to a single B-tree update.
+pub fn stored_len(meta: &[u8], body_len: usize) -> usize {
+    4 + meta.len() + body_len
+}
+
+/// Writes a stored message into `out`, which is exactly [`stored_len`] bytes.
+pub fn write_stored(out: &mut [u8], meta: &[u8], body: &[u8]) {
+    out[..4].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+    out[4..4 + meta.len()].copy_from_slice(meta);
+    out[4 + meta.len()..].copy_from_slice(body);
+}
+
+/// Splits a stored message into its record bytes and its body.
+pub fn split_stored(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(value.get(..4)?.try_into().ok()?) as usize;
+    let meta = value.get(4..4 + len)?;
+    Some((meta, &value[4 + len..]))
+}
+
 /// The identifier of the message stored under `seq`: 16 hex digits.
 pub fn msgid_of(seq: u64) -> MsgId {
     MsgId(format!("{seq:016x}").into_bytes())
@@ -121,6 +142,15 @@ mod tests {
         assert!(b < c && c < a, "higher priority first, then first in");
         let lifo: QueueOrder = "lifo".parse().unwrap();
         assert!(order_key(&lifo, &meta(1, 1), 2) < order_key(&lifo, &meta(1, 1), 1));
+    }
+
+    #[test]
+    fn stored_round_trip() {
+        let mut buf = vec![0; stored_len(b"meta", 5)];
+        write_stored(&mut buf, b"meta", b"hello");
+        assert_eq!(split_stored(&buf), Some((&b"meta"[..], &b"hello"[..])));
+        assert_eq!(split_stored(&[1, 0]), None);
+        assert_eq!(split_stored(&[9, 0, 0, 0, 1]), None);
     }
 
     #[test]

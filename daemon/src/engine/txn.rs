@@ -281,7 +281,10 @@ pub fn recover(
     for item in table.iter().map_err(|e| err(&e))? {
         let (k, v) = item.map_err(|e| err(&e))?;
         let seq = k.value();
-        let meta: MessageMeta = postcard::from_bytes(v.value()).map_err(|e| err(&e))?;
+        let bytes = super::record::split_stored(v.value())
+            .map(|(m, _)| m)
+            .ok_or_else(|| err(&"truncated message record"))?;
+        let meta: MessageMeta = postcard::from_bytes(bytes).map_err(|e| err(&e))?;
         let Some(q) = index.queues.get_mut(&meta.queue) else {
             tracing::warn!(
                 "message {seq:016x} belongs to missing queue {}; left on disk",

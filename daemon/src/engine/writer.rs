@@ -6,9 +6,10 @@
 //! so durable throughput grows with concurrency. Jobs are applied in the order they were
 //! sent, which callers rely on: they send while holding their queue space's lock.
 
+use super::record::{split_stored, stored_len, write_stored};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::{QmError, QmResult};
-use redb::{Database, Durability, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -19,7 +20,7 @@ const BATCH_MAX: usize = 4096;
 
 /// One write.
 pub enum WriteOp {
-    /// Store a message's record and, for a new message, its body.
+    /// Store a new message (`body` given) or replace an existing message's record.
     Put { tables: Arc<QueueSpaceTables>, seq: u64, meta: Vec<u8>, body: Option<Arc<[u8]>> },
     /// Remove a message; its body comes back in the job's reply.
     Delete { tables: Arc<QueueSpaceTables>, seq: u64 },
@@ -169,8 +170,18 @@ fn commit<'a>(
     let mut results = Vec::new();
     {
         let mut open = Open { txn: &txn, tables: HashMap::new(), states: HashMap::new() };
+        // State values are overwritten by later jobs: write each key once, the last value.
+        let mut states: HashMap<(&str, &str), &[u8]> = HashMap::new();
         for ops in jobs {
             results.push(apply(&mut open, ops)?);
+            for op in ops {
+                if let WriteOp::State { tables, key, value } = op {
+                    states.insert((tables.state.as_str(), key.as_str()), value.as_slice());
+                }
+            }
+        }
+        for ((table, key), value) in states {
+            open.state(table)?.insert(key, value).map_err(fail)?;
         }
     }
     txn.commit().map_err(fail)?;
@@ -182,23 +193,25 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
     for op in ops {
         match op {
             WriteOp::Put { tables, seq, meta, body } => {
-                open.table(&tables.msg)?.insert(*seq, meta.as_slice()).map_err(fail)?;
-                if let Some(body) = body {
-                    open.table(&tables.body)?.insert(*seq, &body[..]).map_err(fail)?;
-                }
+                let table = open.table(&tables.msg)?;
+                let old;
+                let body: &[u8] = match body {
+                    Some(b) => b,
+                    // A new record for a stored message: keep its body.
+                    None => {
+                        old = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
+                        old.as_deref().and_then(split_stored).map_or(&[][..], |(_, b)| b)
+                    }
+                };
+                let mut slot =
+                    table.insert_reserve(*seq, stored_len(meta, body.len())).map_err(fail)?;
+                write_stored(slot.as_mut(), meta, body);
             }
             WriteOp::Delete { tables, seq } => {
-                open.table(&tables.msg)?.remove(*seq).map_err(fail)?;
-                let body = open
-                    .table(&tables.body)?
-                    .remove(*seq)
-                    .map_err(fail)?
-                    .map(|v| v.value().to_vec());
-                removed.push(body);
+                let value = open.table(&tables.msg)?.remove(*seq).map_err(fail)?;
+                removed.push(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())));
             }
-            WriteOp::State { tables, key, value } => {
-                open.state(&tables.state)?.insert(key.as_str(), value.as_slice()).map_err(fail)?;
-            }
+            WriteOp::State { .. } => {}
         }
     }
     Ok(removed)
@@ -208,10 +221,11 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
 pub fn read_body(db: &Database, tables: &QueueSpaceTables, seq: u64) -> QmResult<Option<Vec<u8>>> {
     use redb::ReadableDatabase;
     let txn = db.begin_read().map_err(fail)?;
-    let table = match txn.open_table(redb::TableDefinition::<u64, &[u8]>::new(&tables.body)) {
+    let table = match txn.open_table(tables.msg()) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
-    Ok(table.get(seq).map_err(fail)?.map(|v| v.value().to_vec()))
+    let value = table.get(seq).map_err(fail)?;
+    Ok(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())))
 }

@@ -20,10 +20,10 @@ pub struct QueueSpaceTables {
     pub queues: String,
     /// Filler written while initializing extents, removed afterwards.
     pub init: String,
-    /// Message sequence number → [`MessageMeta`](crate::engine::record::MessageMeta).
+    /// Message sequence number → the stored message: its
+    /// [`MessageMeta`](crate::engine::record::MessageMeta) and body (see
+    /// [`write_stored`](crate::engine::record::write_stored)).
     pub msg: String,
-    /// Message sequence number → body.
-    pub body: String,
     /// Name → state value (sequence high-water mark, threshold states).
     pub state: String,
 }
@@ -34,7 +34,6 @@ impl QueueSpaceTables {
             queues: format!("qs.{qspace}.queues"),
             init: format!("qs.{qspace}.init"),
             msg: format!("qs.{qspace}.msg"),
-            body: format!("qs.{qspace}.body"),
             state: format!("qs.{qspace}.state"),
         }
     }
@@ -51,16 +50,12 @@ impl QueueSpaceTables {
         TableDefinition::new(&self.msg)
     }
 
-    pub fn body(&self) -> TableDefinition<'_, u64, &'static [u8]> {
-        TableDefinition::new(&self.body)
-    }
-
     pub fn state(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
         TableDefinition::new(&self.state)
     }
 
     /// Every table of the queue space, for destroying it.
-    pub fn all(&self) -> [&str; 5] {
-        [&self.queues, &self.init, &self.msg, &self.body, &self.state]
+    pub fn all(&self) -> [&str; 4] {
+        [&self.queues, &self.init, &self.msg, &self.state]
     }
 }
