@@ -14,6 +14,7 @@
 //! * [`paths`]: socket, lock, log and configuration paths derived from a device path.
 
 pub mod client;
+pub mod config;
 pub mod device;
 pub mod error;
 pub mod frame;

@@ -209,6 +209,74 @@ pub enum MessageRequest {
     },
 }
 
+/// Forwarders, threshold commands and configuration (`boot`, `shutdown`, `printserver`,
+/// `qthlog`, `qthtest`, `daemon reload`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AutomationRequest {
+    Boot {
+        id: u32,
+    },
+    /// Stops one forwarder, or every forwarder serving `queue`.
+    Shutdown {
+        id: Option<u32>,
+        queue: Option<String>,
+    },
+    Servers,
+    /// Threshold firings of the session's open queue space (one queue, or all).
+    ThresholdLog {
+        queue: Option<String>,
+    },
+    /// Runs a queue's threshold command now, in its real environment.
+    ThresholdTest {
+        queue: String,
+        nonpersistent: bool,
+    },
+    /// Re-reads the configuration file.
+    Reload,
+}
+
+/// A forwarder as `printserver` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwarderInfo {
+    pub id: u32,
+    pub qspace: String,
+    pub queues: Vec<String>,
+    /// The options in Tuxedo's CLOPT spelling.
+    pub options: String,
+    /// `running`, `idle`, `stopping`, `stopped`, `exited` (queues empty), `failed`, or
+    /// `not booted`.
+    pub state: String,
+    pub booted: Option<u64>,
+    pub forwarded: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// One run of a threshold command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiringRecord {
+    pub qspace: String,
+    pub queue: String,
+    /// `persistent` or `nonpersistent`: which set of limits.
+    pub limits: String,
+    /// The high limit reached, e.g. `80%`.
+    pub limit: String,
+    /// The usage that reached it, in the limit's unit.
+    pub usage: String,
+    pub command: String,
+    /// Seconds since the epoch when the command started.
+    pub started: u64,
+    pub duration_ms: u64,
+    /// Exit status; `None` when it was killed or could not start.
+    pub exit: Option<i32>,
+    /// `exit 0`, `killed after the 60 s time limit`, `cannot start: ...`.
+    pub outcome: String,
+    /// The first lines the command printed (standard output, then standard error).
+    pub output: String,
+    /// Run by `qthtest` rather than by a crossing.
+    pub test: bool,
+}
+
 /// A request frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -219,6 +287,7 @@ pub enum Request {
     Queue(QueueRequest),
     Data(DataRequest),
     Message(MessageRequest),
+    Automation(AutomationRequest),
 }
 
 /// Severity of a note attached to a reply.
@@ -287,6 +356,9 @@ pub enum Reply {
     /// How many messages an admin command changed.
     Count(u64),
     Transactions(Vec<TransactionInfo>),
+    Servers(Vec<ForwarderInfo>),
+    Firings(Vec<FiringRecord>),
+    Firing(Box<FiringRecord>),
 }
 
 /// Progress of long work, e.g. initializing extents.

@@ -10,16 +10,22 @@
 //! * [`state`]: what the daemon's tasks share: the device, loaded queue spaces, sessions.
 //! * [`registry`]: sessions and the queue spaces they have open.
 //! * [`storage`]: redb files, records, free-space maps.
+//! * [`threshold`], [`forwarder`], [`service`], [`command`]: capacity-threshold commands,
+//!   forwarders (TMQFORWARD) and the services they call, running external commands.
 //! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
 
 pub mod admin;
+pub mod command;
 pub mod data;
 pub mod detach;
 pub mod engine;
+pub mod forwarder;
 pub mod logging;
 pub mod options;
 pub mod registry;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod state;
 pub mod storage;
+pub mod threshold;

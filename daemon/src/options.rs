@@ -25,6 +25,11 @@ pub struct Options {
     #[arg(short = 'g', value_name = "FILE")]
     pub log_file: Option<PathBuf>,
 
+    /// Configuration file (forwarders, services, threshold command time limit); default:
+    /// DEVICE.toml when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Run in the background: return once the daemon accepts connections.
     #[arg(long)]
     pub detach: bool,

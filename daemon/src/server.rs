@@ -43,8 +43,11 @@ pub fn main(options: Options) -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
-    let timeout = Duration::from_secs(u64::from(options.transaction_timeout));
-    match runtime.block_on(serve_with(device, socket, timeout)) {
+    let settings = Settings {
+        txn_timeout: Duration::from_secs(u64::from(options.transaction_timeout)),
+        config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
+    };
+    match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -103,23 +106,43 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Daemon settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Time-out of transactions that set none.
+    pub txn_timeout: Duration,
+    /// Configuration file; `None`: `DEVICE.toml` when it exists.
+    pub config: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { txn_timeout: Duration::from_secs(30), config: None }
+    }
+}
+
 /// Serves `device` on `socket` until SIGTERM, SIGINT or a stop request, with default
 /// settings.
 pub async fn serve(device: PathBuf, socket: PathBuf) -> Result<(), String> {
-    serve_with(device, socket, Duration::from_secs(30)).await
+    serve_with(device, socket, Settings::default()).await
 }
 
-/// Serves `device` on `socket`; `txn_timeout` bounds transactions without their own.
+/// Serves `device` on `socket` with `settings`.
 pub async fn serve_with(
     device: PathBuf,
     socket: PathBuf,
-    txn_timeout: Duration,
+    settings: Settings,
 ) -> Result<(), String> {
     // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _lock = lock_device(&device)?;
     let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
-    daemon.set_txn_timeout(txn_timeout);
+    daemon.set_txn_timeout(settings.txn_timeout);
+    let default_config = qm_common::paths::config_path(&device);
+    daemon.set_config_path(
+        settings.config.or_else(|| default_config.exists().then_some(default_config)),
+    );
+    daemon.reload().map_err(|e| e.message)?;
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }
@@ -132,10 +155,23 @@ pub async fn serve_with(
     } else {
         println!("qmd: {line}");
     }
+    boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     result
+}
+
+/// Boots the forwarders the configuration marks `boot = true`.
+fn boot_forwarders(daemon: &Arc<Daemon>) {
+    for id in daemon.forwarders.boot_list() {
+        let d = daemon.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = d.forwarders.clone().boot(&d, id) {
+                tracing::error!("{}", e.message);
+            }
+        });
+    }
 }
 
 async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(), String> {

@@ -7,9 +7,12 @@
 
 use crate::admin::{extents_of, qspace_file_name, queue::queue_defs};
 use crate::engine::{Engine, Limits};
+use crate::forwarder::Forwarders;
 use crate::registry::Registry;
 use crate::storage::Device;
 use crate::storage::records::now_secs;
+use crate::threshold::CommandEnv;
+use qm_common::config::Config;
 use qm_common::{QmError, QmResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +38,8 @@ pub struct Store {
     pub open_error: Option<String>,
     /// Time-out of transactions that do not set their own.
     pub txn_timeout: Duration,
+    /// Where threshold commands run, for the engines loaded.
+    pub commands: Arc<CommandEnv>,
 }
 
 impl Store {
@@ -108,6 +113,8 @@ impl Store {
             waiters: p.processes + p.actions,
             error_queue: p.error_queue.clone(),
             txn_timeout: self.txn_timeout,
+            total_pages: pages,
+            commands: self.commands.clone(),
         };
         let engine = Engine::load(name, db, writer, queue_defs(device, name)?, limits)?;
         self.loaded
@@ -124,16 +131,27 @@ pub struct Daemon {
     store: Mutex<Store>,
     pub sessions: Registry,
     shutdown: watch::Sender<bool>,
+    /// What threshold commands and services are told about the daemon.
+    pub command_env: Arc<CommandEnv>,
+    pub forwarders: Arc<Forwarders>,
+    /// The configuration file in use, if any.
+    config_path: Mutex<Option<PathBuf>>,
 }
 
 impl Daemon {
     pub fn new(device_path: PathBuf, socket_path: PathBuf) -> Daemon {
+        let command_env = Arc::new(CommandEnv::new(
+            device_path.clone(),
+            socket_path.clone(),
+            qm_common::config::COMMAND_TIMEOUT,
+        ));
         let mut store = Store {
             device: None,
             generation: 1,
             loaded: BTreeMap::new(),
             open_error: None,
             txn_timeout: Duration::from_secs(30),
+            commands: command_env.clone(),
         };
         store.refresh(&device_path);
         Daemon {
@@ -143,7 +161,44 @@ impl Daemon {
             store: Mutex::new(store),
             sessions: Registry::default(),
             shutdown: watch::channel(false).0,
+            command_env,
+            forwarders: Arc::default(),
+            config_path: Mutex::new(None),
         }
+    }
+
+    /// Uses `path` as the configuration file (or none).
+    pub fn set_config_path(&self, path: Option<PathBuf>) {
+        *self.config_path.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    }
+
+    /// The configuration file, for messages.
+    pub fn config_path_text(&self) -> String {
+        match &*self.config_path.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(p) => p.display().to_string(),
+            None => format!(
+                "no configuration file; {} is read when present",
+                qm_common::paths::config_path(&self.device_path).display()
+            ),
+        }
+    }
+
+    /// Reads the configuration file (if any) and applies it; on an error nothing changes.
+    pub fn reload(&self) -> QmResult<Config> {
+        let path = self.config_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    QmError::inval(format!("cannot read configuration {}: {e}", p.display()))
+                })?;
+                Config::parse(&text)
+                    .map_err(|e| QmError::inval(format!("{}: {}", p.display(), e.message)))?
+            }
+            None => Config::default(),
+        };
+        self.command_env.set_timeout(config.thresholds.command_timeout);
+        self.forwarders.configure(&config);
+        Ok(config)
     }
 
     /// Sets the time-out of transactions that do not set their own.

@@ -279,7 +279,7 @@ struct Snapshot {
 /// A daemon on a device in a temporary directory, and one admin session.
 struct Rig {
     _dir: tempfile::TempDir,
-    daemon: Daemon,
+    daemon: std::sync::Arc<Daemon>,
     session: u64,
     device: PathBuf,
     other: PathBuf,
@@ -290,7 +290,7 @@ impl Rig {
         let dir = tempfile::Builder::new().prefix("qm-freemap-").tempdir().expect("temp dir");
         let device = dir.path().join("QUE");
         let other = dir.path().join("OTHER");
-        let daemon = Daemon::new(device.clone(), dir.path().join("QUE.sock"));
+        let daemon = std::sync::Arc::new(Daemon::new(device.clone(), dir.path().join("QUE.sock")));
         let uid = rustix::process::geteuid().as_raw();
         let session = daemon.sessions.register(None, uid, "proptest".into(), ClientKind::Admin, 0);
         let rig = Rig { _dir: dir, daemon, session, device, other };

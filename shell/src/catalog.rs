@@ -2,7 +2,7 @@
 //!
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
-use crate::commands::{device, general, message, msgadmin, qspace, queue};
+use crate::commands::{automation, device, general, message, msgadmin, qspace, queue};
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
 
@@ -85,6 +85,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Commits the session's transaction: its enqueues become visible and its dequeues final, on disk when the command returns."
     ),
     command!(
+        "boot",
+        None,
+        "i:",
+        0,
+        "-i srvid",
+        Nothing,
+        automation::boot,
+        "Boots the forwarder (TMQFORWARD) with this server id, as defined in the daemon's configuration file: it attaches to its queue space and forwards every message of its queues to the service named like the queue. A threshold command can run qmadmin -c \"boot -i ID\" to start a reserve forwarder."
+    ),
+    command!(
         "chdl",
         None,
         "",
@@ -109,10 +119,10 @@ pub static COMMANDS: &[CommandSpec] = &[
         None,
         "",
         1,
-        "[status|stop]",
+        "[status|stop|reload]",
         Nothing,
         general::daemon,
-        "Shows the qmd serving this device (pid, socket, sessions, loaded queue spaces), or stops it."
+        "Shows the qmd serving this device (pid, socket, sessions, loaded queue spaces), stops it, or makes it re-read its configuration file (forwarders, services, threshold command time limit)."
     ),
     command!(
         "dsdl",
@@ -213,6 +223,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Queue,
         queue::qchange,
         "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given."
+    ),
+    command!(
+        "printserver",
+        Some("psr"),
+        "",
+        0,
+        "",
+        Nothing,
+        automation::printserver,
+        "Lists the configured forwarders: server id, queue space, options (in CLOPT spelling), state (running, idle, stopped, exited when its queues were empty, failed, not booted), boot time, messages forwarded, failures and the last error."
     ),
     command!(
         "qaborttrans",
@@ -365,6 +385,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code."
     ),
     command!(
+        "qthlog",
+        None,
+        "",
+        1,
+        "[queue_name]",
+        Queue,
+        automation::qthlog,
+        "Shows the record of threshold commands run for the open queue space (or one queue): when, which limit and usage, the command, how it ended and how long it took; verbose mode adds the first lines it printed."
+    ),
+    command!(
+        "qthtest",
+        None,
+        "n",
+        1,
+        "[-n] [queue_name]",
+        Queue,
+        automation::qthtest,
+        "Runs a queue's threshold command now, in the environment a real crossing gives it (QMCONFIG, QM_SOCKET, QM_QSPACE, QM_QUEUE, QM_LIMIT, QM_USAGE...), records it like a firing and prints how it went. -n runs the non-persistent limits' command."
+    ),
+    command!(
         "qprinttrans",
         Some("qpt"),
         "",
@@ -453,6 +493,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         general::quit,
         "Leaves qmadmin. End of input does the same."
+    ),
+    command!(
+        "shutdown",
+        None,
+        "i:q:",
+        0,
+        "{-i srvid | -q queue_name}",
+        Nothing,
+        automation::shutdown,
+        "Stops a forwarder (-i) or every forwarder of a queue (-q) once it has finished its current message."
     ),
     command!(
         "verbose",

@@ -469,3 +469,53 @@ pub fn criteria(c: &Criteria) -> String {
     }
     key_values(rows)
 }
+
+pub fn servers(list: &[qm_common::protocol::ForwarderInfo]) -> String {
+    let rows = list
+        .iter()
+        .map(|f| {
+            vec![
+                f.id.to_string(),
+                f.qspace.clone(),
+                f.options.clone(),
+                f.state.clone(),
+                opt_time(f.booted),
+                f.forwarded.to_string(),
+                f.failures.to_string(),
+                f.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["id", "qspace", "options", "state", "booted", "forwarded", "failures", "last error"],
+        rows,
+    ) + "\n"
+}
+
+pub fn firings(list: &[qm_common::protocol::FiringRecord], verbose: bool) -> String {
+    let mut header =
+        vec!["started", "queue", "limits", "limit", "usage", "command", "outcome", "ms"];
+    if verbose {
+        header.push("output");
+    }
+    let rows = list
+        .iter()
+        .map(|f| {
+            let mut row = vec![
+                format!("{}{}", format_local(f.started), if f.test { " (test)" } else { "" }),
+                f.queue.clone(),
+                f.limits.clone(),
+                f.limit.clone(),
+                f.usage.clone(),
+                f.command.clone(),
+                f.outcome.clone(),
+                f.duration_ms.to_string(),
+            ];
+            if verbose {
+                row.push(f.output.clone());
+            }
+            row
+        })
+        .collect();
+    table(&header, rows) + "\n"
+}

@@ -4,6 +4,7 @@
 //! a consistent device. They validate everything before writing anything: a refused request
 //! changes nothing.
 
+mod automation;
 mod daemon;
 mod device;
 mod ipc;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 /// What a handler knows about the request it serves.
 pub struct Ctx<'a> {
-    pub daemon: &'a Daemon,
+    pub daemon: &'a Arc<Daemon>,
     pub session: u64,
     pub progress: &'a (dyn Fn(Progress) + Sync),
     pub notes: Vec<Note>,
@@ -38,12 +39,17 @@ pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
     if let Request::Daemon(r) = request {
         return daemon::handle(ctx, r);
     }
+    // Booting a forwarder attaches it, which takes the store itself.
+    if let Request::Automation(r) = request {
+        return automation::handle(ctx, r);
+    }
     let mut store = ctx.daemon.store();
     match request {
         Request::Device(r) => device::handle(ctx, &mut store, r),
         Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
         Request::Queue(r) => queue::handle(ctx, &mut store, r),
         Request::Hello(_) => Err(QmError::new(Diagnostic::Proto, "the session is already greeted")),
+        Request::Automation(_) => unreachable!("handled above"),
         Request::Data(_) | Request::Message(_) => {
             Err(QmError::new(Diagnostic::Proto, "data requests are served asynchronously"))
         }

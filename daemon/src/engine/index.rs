@@ -60,6 +60,8 @@ pub struct QueueState {
     pub tops: i64,
     /// Woken whenever a message becomes ready.
     pub notify: Arc<Notify>,
+    /// Whether each limit set (persistent, non-persistent) may fire again.
+    pub armed: [bool; 2],
 }
 
 impl QueueState {
@@ -72,6 +74,7 @@ impl QueueState {
             streak: 0,
             tops: 0,
             notify: Arc::new(Notify::new()),
+            armed: [true, true],
         }
     }
 
@@ -157,6 +160,8 @@ pub struct Index {
     /// Committed and uncommitted messages, for capacity checks.
     pub capacity: Capacity,
     pub next_seq: u64,
+    /// Queues whose usage changed since their limits were last checked.
+    pub dirty: std::collections::HashSet<String>,
 }
 
 impl Index {
@@ -168,6 +173,7 @@ impl Index {
             expiring: BTreeSet::new(),
             capacity: Capacity::default(),
             next_seq: 1,
+            dirty: Default::default(),
         }
     }
 
@@ -194,6 +200,7 @@ impl Index {
     /// Counts (or uncounts) a committed message in its queue's usage.
     fn count(&mut self, seq: u64, blocks: u64, add: bool) {
         let Some(entry) = self.msgs.get(&seq) else { return };
+        self.dirty.insert(entry.meta.queue.clone());
         let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
         let u = &mut q.usage;
         let (len, sign) = (entry.meta.body_len, add);

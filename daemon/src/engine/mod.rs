@@ -8,8 +8,10 @@
 //! ever written, so recovery is simply loading what is on disk.
 
 pub mod admin;
+pub mod forwarding;
 pub mod index;
 pub mod record;
+pub mod thresholds;
 pub mod timers;
 pub mod txn;
 pub mod writer;
@@ -26,7 +28,7 @@ use qm_common::{Diagnostic, QmError, QmResult};
 use record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, secs, seq_of};
 use redb::Database;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
 use txn::{Ended, Txn};
@@ -45,6 +47,10 @@ pub struct Limits {
     pub waiters: u32,
     pub error_queue: String,
     pub txn_timeout: Duration,
+    /// All pages of the queue space, the base of `%` limits.
+    pub total_pages: u64,
+    /// Where threshold commands run.
+    pub commands: Arc<crate::threshold::CommandEnv>,
 }
 
 /// Everything under the queue space's lock.
@@ -54,6 +60,37 @@ pub struct Inner {
     pub ended: Ended,
     pub next_txid: u64,
     pub waiters: u32,
+    /// Threshold firings, oldest first, with their keys on disk.
+    pub firings: std::collections::VecDeque<(u64, qm_common::protocol::FiringRecord)>,
+    pub next_firing: u64,
+}
+
+/// The queue space's lock; when released after a change of usage, thresholds are checked.
+pub struct Guard<'a> {
+    engine: &'a Engine,
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if !self.inner.index.dirty.is_empty() {
+            self.engine.evaluate_thresholds(&mut self.inner);
+        }
+    }
 }
 
 /// A loaded queue space.
@@ -67,6 +104,8 @@ pub struct Engine {
     alive: AtomicBool,
     /// Wakes the timer task when an earlier deadline appears.
     timer_wake: Arc<Notify>,
+    /// Itself, for tasks that must not keep it loaded.
+    weak: Weak<Engine>,
 }
 
 pub fn bad_queue(queue: &str, qspace: &str) -> QmError {
@@ -90,24 +129,31 @@ impl Engine {
         limits: Limits,
     ) -> QmResult<Arc<Engine>> {
         let tables = Arc::new(QueueSpaceTables::new(name));
-        let index = txn::recover(&db, &tables, defs, limits.page_size)?;
-        let engine = Arc::new(Engine {
+        let recovered = txn::recover(&db, &tables, defs, limits.page_size)?;
+        let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
             tables,
             db,
             writer,
             limits,
             inner: Mutex::new(Inner {
-                index,
+                index: recovered.index,
                 txns: Default::default(),
                 ended: Ended::default(),
                 next_txid: 1,
                 waiters: 0,
+                next_firing: recovered.firings.back().map_or(1, |(n, _)| n + 1),
+                firings: recovered.firings,
             }),
             alive: AtomicBool::new(true),
             timer_wake: Arc::new(Notify::new()),
+            weak: weak.clone(),
         });
         timers::spawn(&engine);
+        // A crossing that happened but was never recorded fires now.
+        let mut inner = engine.lock();
+        inner.index.dirty = inner.index.queues.keys().cloned().collect();
+        drop(inner);
         Ok(engine)
     }
 
@@ -115,8 +161,8 @@ impl Engine {
         self.timer_wake.clone()
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn lock(&self) -> Guard<'_> {
+        Guard { engine: self, inner: self.inner.lock().unwrap_or_else(|p| p.into_inner()) }
     }
 
     /// False once the queue space was unloaded (ipcrm, reconfiguration, device gone).
@@ -159,6 +205,7 @@ impl Engine {
     /// Adds or replaces a queue definition (qcreate, qchange).
     pub fn define_queue(&self, def: QueueDef) {
         let mut inner = self.lock();
+        inner.index.dirty.insert(def.name.clone());
         match inner.index.queues.get_mut(&def.name) {
             Some(q) => q.def = def,
             None => {

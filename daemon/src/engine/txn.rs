@@ -11,6 +11,7 @@ use super::writer::WriteOp;
 use super::{Engine, Inner};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::message_blocks;
+use qm_common::protocol::FiringRecord;
 use qm_common::queue::QueueDef;
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -28,6 +29,8 @@ pub struct Txn {
     pub deadline: Instant,
     pub enqueued: Vec<u64>,
     pub dequeued: Vec<u64>,
+    /// Dequeued messages that go to the error queue at commit instead of being deleted.
+    pub to_error: Vec<u64>,
 }
 
 /// How recent transactions ended, so a late caller learns why its transaction is gone.
@@ -89,6 +92,7 @@ impl Engine {
             deadline: Instant::now() + timeout,
             enqueued: Vec::new(),
             dequeued: Vec::new(),
+            to_error: Vec::new(),
         };
         inner.txns.insert(id, txn);
         drop(inner);
@@ -98,7 +102,7 @@ impl Engine {
 
     /// Commits: durable when this returns; on a write failure everything is rolled back.
     pub async fn commit(&self, id: u64) -> QmResult<()> {
-        let (txn, pending) = {
+        let pending = {
             let mut inner = self.lock();
             let txn = inner.txns.remove(&id).ok_or_else(|| inner.ended.error(id))?;
             let mut ops = Vec::new();
@@ -107,23 +111,37 @@ impl Engine {
                     ops.push(self.put(seq, &e.meta, e.body.clone()));
                 }
             }
+            let now = now_us();
+            let mut moves = Vec::new();
             for &seq in &txn.dequeued {
-                if inner.index.msgs.get(&seq).is_some_and(|e| e.meta.persistent) {
-                    ops.push(self.delete(seq));
+                let Some(e) = inner.index.msgs.get(&seq) else { continue };
+                let moved = if txn.to_error.contains(&seq) {
+                    self.error_move(&inner, seq, now)
+                } else {
+                    None
+                };
+                match (&moved, e.meta.persistent) {
+                    (Some(m), true) => ops.push(self.put(seq, m, None)),
+                    (None, true) => ops.push(self.delete(seq)),
+                    _ => {}
+                }
+                if let Some(m) = moved {
+                    moves.push((seq, m));
                 }
             }
             if !txn.enqueued.is_empty() {
                 ops.push(self.seq_state(inner.index.next_seq));
             }
             if ops.is_empty() {
-                self.finish_commit(&mut inner, &txn);
+                self.finish_commit(&mut inner, &txn, moves);
                 return Ok(());
             }
-            (txn, self.send(ops))
+            (txn, moves, self.send(ops))
         };
+        let (txn, moves, pending) = pending;
         match pending.wait().await {
             Ok(_) => {
-                self.finish_commit(&mut self.lock(), &txn);
+                self.finish_commit(&mut self.lock(), &txn, moves);
                 Ok(())
             }
             Err(e) => {
@@ -141,18 +159,38 @@ impl Engine {
         }
     }
 
-    fn finish_commit(&self, inner: &mut Inner, txn: &Txn) {
+    fn finish_commit(&self, inner: &mut Inner, txn: &Txn, moves: Vec<(u64, MessageMeta)>) {
         let now = now_us();
         for &seq in &txn.enqueued {
             self.finalize_enqueue(inner, seq, now);
         }
         for &seq in &txn.dequeued {
-            if let Some(e) = inner.index.msgs.get(&seq) {
-                let blocks = self.blocks(&e.meta);
-                inner.index.remove(seq, blocks);
+            let Some(e) = inner.index.msgs.get(&seq) else { continue };
+            let blocks = self.blocks(&e.meta);
+            match moves.iter().find(|(s, _)| *s == seq) {
+                Some((_, meta)) => {
+                    let state = Index::settle_state(meta, now);
+                    inner.index.update_meta(seq, meta.clone(), blocks);
+                    inner.index.set_state(seq, state, blocks);
+                }
+                None => {
+                    inner.index.remove(seq, blocks);
+                }
             }
         }
         inner.ended.record(txn.id, "it was committed");
+    }
+
+    /// The record of a message moved to the error queue, if there is one to move it to.
+    fn error_move(&self, inner: &Inner, seq: u64, now: u64) -> Option<MessageMeta> {
+        let errq = &self.limits.error_queue;
+        let mut meta = inner.index.msgs.get(&seq)?.meta.clone();
+        let order = &inner.index.queues.get(errq).filter(|_| *errq != meta.queue)?.def.order;
+        meta.origin_queue.get_or_insert_with(|| meta.queue.clone());
+        meta.queue = errq.clone();
+        meta.available_us = now;
+        meta.key = order_key(order, &meta, seq);
+        Some(meta)
     }
 
     /// Puts everything back as it was, counting no retries (the failure was not the
@@ -209,34 +247,25 @@ impl Engine {
     /// queue or drop.
     fn retry(&self, inner: &mut Inner, seq: u64, now: u64) -> Option<WriteOp> {
         let entry = inner.index.msgs.get(&seq)?;
-        let mut meta = entry.meta.clone();
-        let blocks = self.blocks(&meta);
-        meta.retries += 1;
-        let (limit, delay) = match inner.index.queues.get(&meta.queue) {
-            Some(q) => (q.def.retries, q.def.retry_delay),
-            None => (0, 0),
-        };
-        let expired = meta.expires_us.is_some_and(|e| e <= now);
-        let errq = &self.limits.error_queue;
-        let queue_gone = !inner.index.queues.contains_key(&meta.queue);
-        if !expired && !queue_gone && meta.retries <= limit {
-            meta.available_us = now + u64::from(delay) * 1_000_000;
-        } else if !expired
-            && !errq.is_empty()
-            && *errq != meta.queue
-            && inner.index.queues.contains_key(errq)
-        {
-            let order = &inner.index.queues[errq].def.order;
-            meta.origin_queue.get_or_insert_with(|| meta.queue.clone());
-            meta.queue = errq.clone();
-            meta.available_us = now;
-            meta.key = order_key(order, &meta, seq);
-            tracing::info!(qspace = %self.name, "message {seq:016x} moved to error queue {errq} after {} retries", meta.retries - 1);
+        let blocks = self.blocks(&entry.meta);
+        let retries = entry.meta.retries + 1;
+        let queue = inner.index.queues.get(&entry.meta.queue);
+        let (limit, delay) = queue.map_or((0, 0), |q| (q.def.retries, q.def.retry_delay));
+        let expired = entry.meta.expires_us.is_some_and(|e| e <= now);
+        let meta = if !expired && queue.is_some() && retries <= limit {
+            let mut m = entry.meta.clone();
+            m.retries = retries;
+            m.available_us = now + u64::from(delay) * 1_000_000;
+            m
+        } else if let Some(mut m) = (!expired).then(|| self.error_move(inner, seq, now)).flatten() {
+            m.retries = retries;
+            tracing::info!(qspace = %self.name, "message {seq:016x} moved to error queue {} after {} retries", m.queue, retries - 1);
+            m
         } else {
-            let op = meta.persistent.then(|| self.delete(seq));
+            let persistent = entry.meta.persistent;
             inner.index.remove(seq, blocks);
-            return op;
-        }
+            return persistent.then(|| self.delete(seq));
+        };
         let op = meta.persistent.then(|| self.put(seq, &meta, None));
         let state = Index::settle_state(&meta, now);
         inner.index.update_meta(seq, meta, blocks);
@@ -255,26 +284,42 @@ impl Engine {
     }
 }
 
-/// Rebuilds the index from the committed messages on disk.
+/// What loading a queue space finds on disk.
+pub struct Recovered {
+    pub index: Index,
+    pub firings: VecDeque<(u64, FiringRecord)>,
+}
+
+/// Rebuilds the index from the committed messages on disk, with the threshold states and
+/// the record of threshold firings.
 pub fn recover(
     db: &Database,
     tables: &QueueSpaceTables,
     defs: Vec<QueueDef>,
     page_size: u32,
-) -> QmResult<Index> {
+) -> QmResult<Recovered> {
     let mut index = Index::new(defs);
     let err =
         |e: &dyn std::fmt::Display| QmError::system(format!("loading queue space messages: {e}"));
     let txn = db.begin_read().map_err(|e| err(&e))?;
-    if let Ok(state) = txn.open_table(tables.state())
-        && let Some(v) = state.get("next_seq").map_err(|e| err(&e))?
-    {
-        let bytes: [u8; 8] = v.value().try_into().unwrap_or([0; 8]);
-        index.next_seq = index.next_seq.max(u64::from_be_bytes(bytes));
+    if let Ok(state) = txn.open_table(tables.state()) {
+        for item in state.iter().map_err(|e| err(&e))? {
+            let (k, v) = item.map_err(|e| err(&e))?;
+            restore_state(&mut index, k.value(), v.value());
+        }
+    }
+    let mut firings = VecDeque::new();
+    if let Ok(table) = txn.open_table(tables.firings()) {
+        for item in table.iter().map_err(|e| err(&e))? {
+            let (k, v) = item.map_err(|e| err(&e))?;
+            if let Ok(record) = postcard::from_bytes::<FiringRecord>(v.value()) {
+                firings.push_back((k.value(), record));
+            }
+        }
     }
     let table = match txn.open_table(tables.msg()) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(index),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Recovered { index, firings }),
         Err(e) => return Err(err(&e)),
     };
     let now = now_us();
@@ -299,5 +344,22 @@ pub fn recover(
         index.insert(seq, Entry { meta, state, body: None }, blocks);
     }
     debug_assert!(index.msgs.values().all(|e| !matches!(e.state, EntryState::Locked(_))));
-    Ok(index)
+    Ok(Recovered { index, firings })
+}
+
+/// Applies one stored state value: the sequence high-water mark or a threshold state.
+fn restore_state(index: &mut Index, key: &str, value: &[u8]) {
+    if key == "next_seq" {
+        let bytes: [u8; 8] = value.try_into().unwrap_or([0; 8]);
+        index.next_seq = index.next_seq.max(u64::from_be_bytes(bytes));
+    } else if let Some((queue, set)) = key.strip_prefix("thr:").and_then(|k| k.rsplit_once(':')) {
+        let slot = match set {
+            "persistent" => 0,
+            "nonpersistent" => 1,
+            _ => return,
+        };
+        if let Some(q) = index.queues.get_mut(queue) {
+            q.armed[slot] = value.first() != Some(&0);
+        }
+    }
 }

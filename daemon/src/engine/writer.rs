@@ -26,6 +26,8 @@ pub enum WriteOp {
     Delete { tables: Arc<QueueSpaceTables>, seq: u64 },
     /// Store a queue-space state value (counters, threshold states).
     State { tables: Arc<QueueSpaceTables>, key: String, value: Vec<u8> },
+    /// Store (or, without a value, remove) a record of a table keyed by number.
+    Record { table: String, key: u64, value: Option<Vec<u8>> },
 }
 
 /// What a job gets back: for each `Delete`, in order, the body it removed.
@@ -99,7 +101,7 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
                                 Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
                             }
                             WriteOp::Delete { seq, .. } => Some(format!("-{seq:x}")),
-                            WriteOp::State { .. } => None,
+                            WriteOp::State { .. } | WriteOp::Record { .. } => None,
                         })
                         .collect();
                     tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
@@ -212,6 +214,17 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
                 removed.push(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())));
             }
             WriteOp::State { .. } => {}
+            WriteOp::Record { table, key, value } => {
+                let t = open.table(table)?;
+                match value {
+                    Some(v) => {
+                        t.insert(*key, v.as_slice()).map_err(fail)?;
+                    }
+                    None => {
+                        t.remove(*key).map_err(fail)?;
+                    }
+                }
+            }
         }
     }
     Ok(removed)

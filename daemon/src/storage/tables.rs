@@ -26,6 +26,8 @@ pub struct QueueSpaceTables {
     pub msg: String,
     /// Name → state value (sequence high-water mark, threshold states).
     pub state: String,
+    /// Number → [`FiringRecord`](qm_common::protocol::FiringRecord) of threshold commands.
+    pub firings: String,
 }
 
 impl QueueSpaceTables {
@@ -35,6 +37,7 @@ impl QueueSpaceTables {
             init: format!("qs.{qspace}.init"),
             msg: format!("qs.{qspace}.msg"),
             state: format!("qs.{qspace}.state"),
+            firings: format!("qs.{qspace}.firings"),
         }
     }
 
@@ -54,8 +57,12 @@ impl QueueSpaceTables {
         TableDefinition::new(&self.state)
     }
 
+    pub fn firings(&self) -> TableDefinition<'_, u64, &'static [u8]> {
+        TableDefinition::new(&self.firings)
+    }
+
     /// Every table of the queue space, for destroying it.
-    pub fn all(&self) -> [&str; 4] {
-        [&self.queues, &self.init, &self.msg, &self.state]
+    pub fn all(&self) -> [&str; 5] {
+        [&self.queues, &self.init, &self.msg, &self.state, &self.firings]
     }
 }

@@ -91,6 +91,10 @@ pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
             sh.info("qmd stopped");
             Ok(())
         }
-        Some(other) => Err(format!("daemon: '{other}' is invalid; use status or stop")),
+        Some("reload") => {
+            sh.call(Request::Automation(qm_common::protocol::AutomationRequest::Reload))?;
+            Ok(())
+        }
+        Some(other) => Err(format!("daemon: '{other}' is invalid; use status, stop or reload")),
     }
 }

@@ -1,5 +1,6 @@
 //! The commands, one module per family, and the value parsers they share.
 
+pub mod automation;
 pub mod device;
 pub mod general;
 pub mod message;

@@ -1,0 +1,286 @@
+//! The daemon's TOML configuration: forwarders (TMQFORWARD) and the services they call.
+//!
+//! ```toml
+//! [thresholds]
+//! command_timeout = 60          # seconds a threshold command may run
+//!
+//! [[forwarder]]
+//! id = 1002
+//! qspace = "QSPACE"
+//! clopt = "-- -i 2 -q service1 -e"   # Tuxedo's spelling, or the fields below
+//! # queues = ["service1"]
+//! # transaction_timeout = 60    # -t
+//! # idle = 30                   # -i: seconds; 0 polls continuously; negative: milliseconds
+//! # exit_when_empty = false     # -e
+//! # delete_on_failure = false   # -d
+//! boot = false                  # start with the daemon
+//!
+//! [service.service1]
+//! command = "/usr/app/bin/service1"   # body on stdin, reply on stdout, exit 0 = success
+//! ```
+
+use crate::error::{QmError, QmResult};
+use crate::names::{check_qspace_name, check_queue_name};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Defaults of TMQFORWARD.
+pub const FORWARDER_TXN_TIMEOUT: u32 = 60;
+pub const FORWARDER_IDLE: i64 = 30;
+/// Default time limit of a threshold command, in seconds.
+pub const COMMAND_TIMEOUT: u64 = 60;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub thresholds: ThresholdConfig,
+    #[serde(default, rename = "forwarder")]
+    pub forwarders: Vec<ForwarderEntry>,
+    #[serde(default, rename = "service")]
+    pub services: BTreeMap<String, ServiceDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// Seconds a threshold command may run before it is killed.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: u64,
+}
+
+fn default_command_timeout() -> u64 {
+    COMMAND_TIMEOUT
+}
+
+impl Default for ThresholdConfig {
+    fn default() -> Self {
+        ThresholdConfig { command_timeout: COMMAND_TIMEOUT }
+    }
+}
+
+/// A forwarder as written in the file: fields, or Tuxedo's `clopt`, or both (fields win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderEntry {
+    pub id: u32,
+    pub qspace: String,
+    #[serde(default)]
+    pub clopt: Option<String>,
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
+    #[serde(default)]
+    pub transaction_timeout: Option<u32>,
+    #[serde(default)]
+    pub idle: Option<i64>,
+    #[serde(default)]
+    pub exit_when_empty: Option<bool>,
+    #[serde(default)]
+    pub delete_on_failure: Option<bool>,
+    #[serde(default)]
+    pub boot: bool,
+}
+
+/// A service: the command a forwarder runs for each message of the queue named like it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub command: String,
+}
+
+/// A forwarder with every option resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwarderDef {
+    pub id: u32,
+    pub qspace: String,
+    pub queues: Vec<String>,
+    /// `-t`, seconds.
+    pub transaction_timeout: u32,
+    /// `-i`: seconds; 0 polls continuously; negative: milliseconds.
+    pub idle: i64,
+    /// `-e`.
+    pub exit_when_empty: bool,
+    /// `-d`.
+    pub delete_on_failure: bool,
+    pub boot: bool,
+}
+
+impl ForwarderDef {
+    /// How long to wait when every queue is empty.
+    pub fn idle_duration(&self) -> std::time::Duration {
+        match self.idle {
+            n if n < 0 => std::time::Duration::from_millis(n.unsigned_abs()),
+            n => std::time::Duration::from_secs(n as u64),
+        }
+    }
+}
+
+/// Options parsed from a TMQFORWARD `CLOPT` string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clopt {
+    pub queues: Option<Vec<String>>,
+    pub transaction_timeout: Option<u32>,
+    pub idle: Option<i64>,
+    pub exit_when_empty: bool,
+    pub delete_on_failure: bool,
+}
+
+/// Parses `"[servopts] -- -q q1,q2 [-t secs] [-i idle] [-e] [-d] [-n] [-f delay] [-b t]"`;
+/// only the part after `--` matters to a forwarder.
+pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
+    let bad = |why: &str| QmError::invalid("clopt", text, why);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let start = words.iter().position(|w| *w == "--").map_or(0, |i| i + 1);
+    let mut clopt = Clopt::default();
+    let mut it = words[start..].iter();
+    while let Some(word) = it.next() {
+        let mut value =
+            |flag: &str| it.next().copied().ok_or_else(|| bad(&format!("{flag} needs a value")));
+        match *word {
+            "-q" => {
+                let list = value("-q")?;
+                clopt.queues = Some(list.split(',').map(str::to_string).collect());
+            }
+            "-t" => {
+                clopt.transaction_timeout =
+                    Some(value("-t")?.parse().map_err(|_| bad("-t takes whole seconds"))?)
+            }
+            "-i" => {
+                clopt.idle = Some(
+                    value("-i")?
+                        .parse()
+                        .map_err(|_| bad("-i takes a whole number (negative: milliseconds)"))?,
+                )
+            }
+            "-e" => clopt.exit_when_empty = true,
+            "-d" => clopt.delete_on_failure = true,
+            // Accepted for compatibility; qm forwards each message in its own transaction.
+            "-n" => {}
+            "-f" | "-b" => {
+                value(word)?;
+            }
+            other => return Err(bad(&format!("unknown option {other}; use -q, -t, -i, -e, -d"))),
+        }
+    }
+    Ok(clopt)
+}
+
+impl ForwarderEntry {
+    /// Resolves the entry against its `clopt` and the defaults, and checks it.
+    pub fn resolve(&self) -> QmResult<ForwarderDef> {
+        let clopt = match &self.clopt {
+            Some(c) => parse_clopt(c)?,
+            None => Clopt::default(),
+        };
+        let def = ForwarderDef {
+            id: self.id,
+            qspace: self.qspace.clone(),
+            queues: self.queues.clone().or(clopt.queues).unwrap_or_default(),
+            transaction_timeout: self
+                .transaction_timeout
+                .or(clopt.transaction_timeout)
+                .unwrap_or(FORWARDER_TXN_TIMEOUT),
+            idle: self.idle.or(clopt.idle).unwrap_or(FORWARDER_IDLE),
+            exit_when_empty: self.exit_when_empty.unwrap_or(clopt.exit_when_empty),
+            delete_on_failure: self.delete_on_failure.unwrap_or(clopt.delete_on_failure),
+            boot: self.boot,
+        };
+        let which = format!("forwarder {}", self.id);
+        check_qspace_name(&def.qspace)
+            .map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?;
+        if def.queues.is_empty() {
+            return Err(QmError::inval(format!(
+                "{which}: no queues; give queues = [...] or -q in clopt"
+            )));
+        }
+        for q in &def.queues {
+            check_queue_name(q).map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?;
+        }
+        if def.transaction_timeout == 0 || def.transaction_timeout > 86_400 {
+            return Err(QmError::invalid(
+                &format!("{which}: transaction_timeout"),
+                def.transaction_timeout,
+                "it must be 1 to 86400 seconds",
+            ));
+        }
+        if def.idle.abs() > 86_400_000 {
+            return Err(QmError::invalid(
+                &format!("{which}: idle"),
+                def.idle,
+                "it must be within a day",
+            ));
+        }
+        Ok(def)
+    }
+}
+
+impl Config {
+    /// Parses and checks a configuration file's text.
+    pub fn parse(text: &str) -> QmResult<Config> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| QmError::inval(format!("configuration: {e}")))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &config.forwarders {
+            if !seen.insert(f.id) {
+                return Err(QmError::inval(format!(
+                    "configuration: forwarder {} is defined twice",
+                    f.id
+                )));
+            }
+            f.resolve()?;
+        }
+        for (name, s) in &config.services {
+            if s.command.trim().is_empty() {
+                return Err(QmError::inval(format!(
+                    "configuration: service {name} has an empty command"
+                )));
+            }
+        }
+        if config.thresholds.command_timeout == 0 {
+            return Err(QmError::inval(
+                "configuration: thresholds.command_timeout must be at least 1 second",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Every forwarder, resolved.
+    pub fn forwarder_defs(&self) -> Vec<ForwarderDef> {
+        self.forwarders.iter().filter_map(|f| f.resolve().ok()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clopt_spelling() {
+        let c = parse_clopt("-A -- -i 2 -q STRING,OTHER -e -t 10").unwrap();
+        assert_eq!(c.queues, Some(vec!["STRING".to_string(), "OTHER".to_string()]));
+        assert_eq!((c.idle, c.transaction_timeout, c.exit_when_empty), (Some(2), Some(10), true));
+        assert!(parse_clopt("-- -x").is_err());
+        assert!(parse_clopt("-- -q").is_err());
+        assert_eq!(parse_clopt("-- -i -10 -q Q").unwrap().idle, Some(-10));
+    }
+
+    #[test]
+    fn config_file() {
+        let c = Config::parse(
+            "[[forwarder]]\nid = 1002\nqspace = \"QS\"\nclopt = \"-- -q service1 -e\"\nidle = 0\n\n[service.service1]\ncommand = \"cat\"\n",
+        )
+        .unwrap();
+        let def = &c.forwarder_defs()[0];
+        assert_eq!(def.queues, ["service1"]);
+        assert!(def.exit_when_empty && !def.delete_on_failure);
+        assert_eq!((def.idle, def.transaction_timeout), (0, 60));
+        assert!(
+            Config::parse("[[forwarder]]\nid = 1\nqspace = \"QS\"\n")
+                .unwrap_err()
+                .message
+                .contains("no queues")
+        );
+        assert!(Config::parse("bogus = 1\n").is_err());
+    }
+}

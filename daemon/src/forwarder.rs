@@ -1,0 +1,448 @@
+//! Forwarders (Tuxedo's TMQFORWARD): tasks that take each message of their queues in a
+//! transaction, call the service named like the queue, and put the reply on the message's
+//! reply queue — or roll back, so the queue's retries, retry delay and error queue apply.
+//!
+//! Forwarders are defined in the configuration file; `boot` starts one, `shutdown` stops it
+//! after its current message, and one started with `-e` stops by itself once its queues are
+//! empty (a threshold command can boot it again at the next crossing).
+
+use crate::engine::Engine;
+use crate::engine::txn::Owner;
+use crate::service::{self, Called};
+use crate::state::Daemon;
+use qm_common::config::{Config, ForwarderDef, ServiceDef};
+use qm_common::message::{DequeueCtl, EnqueueCtl, Message};
+use qm_common::protocol::{ClientKind, ForwarderInfo};
+use qm_common::{Diagnostic, QmError, QmResult};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Longest wait between two looks at empty queues, whatever the idle time.
+const POLL_MAX: Duration = Duration::from_secs(1);
+/// How long `shutdown` waits for forwarders to finish their current message.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// What `printserver` shows of a forwarder.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub state: String,
+    pub booted: Option<u64>,
+    pub forwarded: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+    status: Arc<Mutex<Status>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    defs: BTreeMap<u32, ForwarderDef>,
+    services: BTreeMap<String, ServiceDef>,
+    running: BTreeMap<u32, Running>,
+    /// Last status of forwarders that are not running.
+    last: BTreeMap<u32, Status>,
+}
+
+/// Every forwarder of the daemon.
+#[derive(Default)]
+pub struct Forwarders {
+    inner: Mutex<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn clopt(def: &ForwarderDef) -> String {
+    let mut s =
+        format!("-q {} -t {} -i {}", def.queues.join(","), def.transaction_timeout, def.idle);
+    if def.exit_when_empty {
+        s += " -e";
+    }
+    if def.delete_on_failure {
+        s += " -d";
+    }
+    s
+}
+
+impl Forwarders {
+    /// Takes the definitions of a (re-read) configuration; running forwarders keep theirs
+    /// until they are booted again.
+    pub fn configure(&self, config: &Config) {
+        let mut inner = lock(&self.inner);
+        inner.defs = config.forwarder_defs().into_iter().map(|d| (d.id, d)).collect();
+        inner.services = config.services.clone();
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceDef> {
+        lock(&self.inner).services.get(name).cloned()
+    }
+
+    /// Forwarders that start with the daemon.
+    pub fn boot_list(&self) -> Vec<u32> {
+        lock(&self.inner).defs.values().filter(|d| d.boot).map(|d| d.id).collect()
+    }
+
+    pub fn list(&self) -> Vec<ForwarderInfo> {
+        let inner = lock(&self.inner);
+        let mut ids: Vec<u32> = inner.defs.keys().chain(inner.running.keys()).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let def = inner.defs.get(&id)?;
+                let status = match inner.running.get(&id) {
+                    Some(r) => lock(&r.status).clone(),
+                    None => inner.last.get(&id).cloned().unwrap_or_else(|| Status {
+                        state: "not booted".into(),
+                        ..Status::default()
+                    }),
+                };
+                Some(ForwarderInfo {
+                    id,
+                    qspace: def.qspace.clone(),
+                    queues: def.queues.clone(),
+                    options: clopt(def),
+                    state: status.state,
+                    booted: status.booted,
+                    forwarded: status.forwarded,
+                    failures: status.failures,
+                    last_error: status.last_error,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts forwarder `id`: checks its queue space and queues, attaches, and runs it.
+    pub fn boot(self: &Arc<Self>, daemon: &Arc<Daemon>, id: u32) -> QmResult<()> {
+        let def = {
+            let mut inner = lock(&self.inner);
+            let def = inner.defs.get(&id).cloned().ok_or_else(|| {
+                QmError::not_found(format!(
+                    "Forwarder {id} is not defined in the configuration ({})",
+                    daemon.config_path_text()
+                ))
+            })?;
+            if let Some(r) = inner.running.get(&id)
+                && !*r.done.borrow()
+            {
+                return Err(QmError::exists(format!("Forwarder {id} is already running")));
+            }
+            inner.running.remove(&id);
+            def
+        };
+        let program = format!("TMQFORWARD {id}");
+        let session = daemon.sessions.register(
+            Some(std::process::id()),
+            0,
+            program.clone(),
+            ClientKind::Forwarder,
+            qm_common::time::now_secs(),
+        );
+        let engine = {
+            let mut store = daemon.store();
+            daemon.attach(&mut store, session, &def.qspace)
+        };
+        let engine = match engine.and_then(|e| check_queues(&e, &def).map(|()| e)) {
+            Ok(e) => e,
+            Err(e) => {
+                daemon.sessions.unregister(session);
+                return Err(QmError::new(
+                    e.diagnostic,
+                    format!("Forwarder {id} cannot boot: {}", e.message),
+                ));
+            }
+        };
+        let status = Arc::new(Mutex::new(Status {
+            state: "running".into(),
+            booted: Some(qm_common::time::now_secs()),
+            ..Status::default()
+        }));
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, done) = watch::channel(false);
+        lock(&self.inner).running.insert(id, Running { stop, done, status: status.clone() });
+        let task = Task {
+            forwarders: self.clone(),
+            daemon: daemon.clone(),
+            def,
+            engine,
+            session,
+            program,
+            status,
+            stop: stop_rx,
+        };
+        tokio::runtime::Handle::current().spawn(async move {
+            task.run().await;
+            let _ = done_tx.send(true);
+        });
+        tracing::info!("forwarder {id} booted");
+        Ok(())
+    }
+
+    /// Asks forwarders to stop after their current message and waits for them; returns how
+    /// many were stopped.
+    pub fn shutdown(&self, id: Option<u32>, queue: Option<&str>) -> QmResult<usize> {
+        let waits: Vec<(u32, watch::Receiver<bool>)> = {
+            let inner = lock(&self.inner);
+            inner
+                .running
+                .iter()
+                .filter(|(i, r)| {
+                    let def = inner.defs.get(i);
+                    !*r.done.borrow()
+                        && id.is_none_or(|want| want == **i)
+                        && queue
+                            .is_none_or(|q| def.is_some_and(|d| d.queues.iter().any(|x| x == q)))
+                })
+                .map(|(i, r)| {
+                    let _ = r.stop.send(true);
+                    lock(&r.status).state = "stopping".into();
+                    (*i, r.done.clone())
+                })
+                .collect()
+        };
+        if waits.is_empty() {
+            let what = match (id, queue) {
+                (Some(i), _) => format!("forwarder {i}"),
+                (None, Some(q)) => format!("any forwarder of queue {q}"),
+                (None, None) => "any forwarder".into(),
+            };
+            return Err(QmError::new(
+                Diagnostic::NotFound,
+                format!("Shutdown: {what} is not running"),
+            ));
+        }
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        for (_, mut done) in waits.clone() {
+            while !*done.borrow_and_update() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(waits.len())
+    }
+
+    fn finished(&self, id: u32, status: Status) {
+        let mut inner = lock(&self.inner);
+        inner.running.remove(&id);
+        inner.last.insert(id, status);
+    }
+}
+
+fn check_queues(engine: &Engine, def: &ForwarderDef) -> QmResult<()> {
+    for q in &def.queues {
+        if engine.queue_def(q).is_none() {
+            return Err(QmError::new(
+                Diagnostic::BadQueue,
+                format!("queue {q} does not exist in queue space {}", def.qspace),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until any of the notifications fires.
+async fn any(waits: &mut [Pin<Box<tokio::sync::futures::Notified<'_>>>]) {
+    std::future::poll_fn(|cx| {
+        for w in waits.iter_mut() {
+            if w.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One running forwarder.
+struct Task {
+    forwarders: Arc<Forwarders>,
+    daemon: Arc<Daemon>,
+    def: ForwarderDef,
+    engine: Arc<Engine>,
+    session: u64,
+    program: String,
+    status: Arc<Mutex<Status>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What forwarding one message did.
+enum Step {
+    Empty,
+    Done,
+}
+
+impl Task {
+    fn set_state(&self, state: &str) {
+        lock(&self.status).state = state.to_string();
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    async fn run(mut self) {
+        let end = loop {
+            if self.stopping() {
+                break "stopped".to_string();
+            }
+            if !self.engine.alive() {
+                break format!("failed: queue space {} was closed", self.def.qspace);
+            }
+            let notifies: Vec<Arc<Notify>> =
+                self.def.queues.iter().filter_map(|q| self.engine.queue_notify(q)).collect();
+            let mut waits: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            for w in &mut waits {
+                w.as_mut().enable();
+            }
+            let (mut forwarded, mut empty) = (false, true);
+            for queue in self.def.queues.clone() {
+                if self.stopping() {
+                    break;
+                }
+                match self.forward_one(&queue).await {
+                    Ok(Step::Done) => forwarded = true,
+                    Ok(Step::Empty) => {}
+                    Err(e) => {
+                        empty = false;
+                        self.record_failure(&e.message);
+                    }
+                }
+            }
+            if forwarded {
+                continue;
+            }
+            // Only queues found empty end a forwarder started with -e; after a failure it
+            // waits its idle time and tries again.
+            if empty && self.def.exit_when_empty {
+                tracing::info!("forwarder {}: no messages on queues - shutting down", self.def.id);
+                break "exited (queues empty)".to_string();
+            }
+            self.set_state("idle");
+            let idle = self.def.idle_duration();
+            let wait = if idle.is_zero() { POLL_MAX } else { idle.min(POLL_MAX) };
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = any(&mut waits) => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            self.set_state("running");
+        };
+        self.daemon.sessions.unregister(self.session);
+        self.set_state(&end);
+        tracing::info!("forwarder {} {end}", self.def.id);
+        self.forwarders.finished(self.def.id, lock(&self.status).clone());
+    }
+
+    fn record_failure(&self, why: &str) {
+        let mut s = lock(&self.status);
+        s.failures += 1;
+        s.last_error = Some(why.to_string());
+    }
+
+    /// Takes one message of `queue` and forwards it; `Empty` when there was none.
+    async fn forward_one(&mut self, queue: &str) -> QmResult<Step> {
+        let owner = Owner {
+            session: self.session,
+            pid: Some(std::process::id()),
+            program: self.program.clone(),
+        };
+        let limit = Duration::from_secs(u64::from(self.def.transaction_timeout));
+        let txid = self.engine.begin(owner, Some(limit))?;
+        let started = std::time::Instant::now();
+        let msg = match self.engine.dequeue(Some(txid), queue, &DequeueCtl::default()).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.engine.abort(txid, "the forwarder found nothing to forward").await;
+                return if e.diagnostic == Diagnostic::NoMsg { Ok(Step::Empty) } else { Err(e) };
+            }
+        };
+        let service = self.forwarders.service(queue);
+        let left = limit.saturating_sub(started.elapsed());
+        let called = service::call(
+            &self.daemon.command_env,
+            queue,
+            service.as_ref(),
+            &self.def.qspace,
+            &msg,
+            left,
+        )
+        .await;
+        match called {
+            Called::Success(reply) => {
+                if let Err(e) = self.reply(txid, &msg, msg.reply_queue.as_deref(), reply).await {
+                    let _ = self.engine.abort(txid, "the reply could not be enqueued").await;
+                    return Err(e);
+                }
+                self.engine.commit(txid).await?;
+                lock(&self.status).forwarded += 1;
+            }
+            Called::Failure { reply, why } => {
+                self.record_failure(&why);
+                if self.def.delete_on_failure && !reply.body.is_empty() {
+                    self.fail_with_reply(txid, queue, &msg, reply).await?;
+                } else {
+                    let reason = format!("the forwarder's service failed: {why}");
+                    self.engine.abort(txid, &reason).await?;
+                }
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// Enqueues a reply (in the transaction) on `to`, if that queue exists.
+    async fn reply(
+        &self,
+        txid: u64,
+        msg: &Message,
+        to: Option<&str>,
+        reply: service::Reply,
+    ) -> QmResult<()> {
+        let Some(to) = to.filter(|q| self.engine.queue_def(q).is_some()) else {
+            if let Some(q) = to {
+                tracing::warn!(
+                    "forwarder {}: reply queue {q} does not exist; reply dropped",
+                    self.def.id
+                );
+            }
+            return Ok(());
+        };
+        let ctl = EnqueueCtl {
+            priority: Some(msg.priority),
+            corrid: msg.corrid.clone(),
+            delivery: msg.reply_qos,
+            urcode: reply.urcode,
+            ..EnqueueCtl::default()
+        };
+        self.engine.enqueue(Some(txid), to, &ctl, reply.body).await.map(|_| ())
+    }
+
+    /// `-d`: the failure reply goes to the failure queue and the request is deleted — or,
+    /// when this failure uses up its retries, moved to the error queue.
+    async fn fail_with_reply(
+        &self,
+        txid: u64,
+        queue: &str,
+        msg: &Message,
+        reply: service::Reply,
+    ) -> QmResult<()> {
+        if let Err(e) = self.reply(txid, msg, msg.failure_queue.as_deref(), reply).await {
+            self.engine.abort(txid, "the failure reply could not be enqueued").await?;
+            return Err(e);
+        }
+        let limit = self.engine.queue_def(queue).map_or(0, |d| d.retries);
+        if msg.retries + 1 > limit {
+            self.engine.move_to_error_at_commit(txid, &msg.msgid)?;
+        }
+        self.engine.commit(txid).await
+    }
+}

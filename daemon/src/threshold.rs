@@ -1,0 +1,112 @@
+//! Threshold commands: what runs when a queue's usage reaches its high limit.
+//!
+//! The engine decides when a limit is crossed (see `engine::thresholds`); this module runs
+//! the command detached from the commit that crossed it, in an environment that names the
+//! event, and returns the record kept of every firing.
+
+use crate::command::{self, ShellCommand};
+use qm_common::protocol::FiringRecord;
+use qm_common::threshold::Limit;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What every threshold command and service gets to know about the daemon.
+#[derive(Debug)]
+pub struct CommandEnv {
+    pub device: PathBuf,
+    pub socket: PathBuf,
+    timeout_secs: AtomicU64,
+}
+
+impl CommandEnv {
+    pub fn new(device: PathBuf, socket: PathBuf, timeout_secs: u64) -> Self {
+        CommandEnv { device, socket, timeout_secs: AtomicU64::new(timeout_secs) }
+    }
+
+    /// Time limit of threshold commands.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.load(Ordering::Relaxed))
+    }
+
+    pub fn set_timeout(&self, secs: u64) {
+        self.timeout_secs.store(secs, Ordering::Relaxed);
+    }
+
+    /// `QMCONFIG` and `QM_SOCKET`, so commands can call `qmadmin` back, and a `PATH` that
+    /// starts with the daemon's own directory, where the matching `qmadmin` is installed.
+    pub fn base(&self) -> Vec<(&'static str, String)> {
+        let own_dir =
+            std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.display().to_string()));
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        let path = match own_dir {
+            Some(dir) => format!("{dir}:{path}"),
+            None => path,
+        };
+        vec![
+            ("QMCONFIG", self.device.display().to_string()),
+            ("QM_SOCKET", self.socket.display().to_string()),
+            ("PATH", path),
+        ]
+    }
+
+    /// Commands run in the device's directory.
+    pub fn cwd(&self) -> Option<PathBuf> {
+        self.device.parent().map(|p| p.to_path_buf())
+    }
+}
+
+/// A crossing (or a test) to run a command for.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    pub qspace: String,
+    pub queue: String,
+    /// `persistent` or `nonpersistent`.
+    pub limits: &'static str,
+    pub limit: Limit,
+    pub usage: String,
+    pub command: String,
+    pub test: bool,
+}
+
+/// Runs the firing's command and records how it went.
+pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
+    let started = qm_common::time::now_secs();
+    let mut vars = env.base();
+    vars.extend([
+        ("QM_QSPACE", firing.qspace.clone()),
+        ("QM_QUEUE", firing.queue.clone()),
+        ("QM_LIMITS", firing.limits.to_string()),
+        ("QM_LIMIT", firing.limit.to_string()),
+        ("QM_USAGE", firing.usage.clone()),
+        ("QM_EVENT", if firing.test { "test" } else { "high" }.to_string()),
+    ]);
+    let outcome = command::run(ShellCommand {
+        command: &firing.command,
+        env: vars,
+        stdin: None,
+        cwd: env.cwd(),
+        limit: env.timeout(),
+    })
+    .await;
+    let record = FiringRecord {
+        qspace: firing.qspace,
+        queue: firing.queue,
+        limits: firing.limits.to_string(),
+        limit: firing.limit.to_string(),
+        usage: firing.usage,
+        command: firing.command,
+        started,
+        duration_ms: outcome.duration.as_millis() as u64,
+        exit: outcome.ending.exit_code(),
+        outcome: outcome.ending.describe(),
+        output: command::first_lines(&outcome, 10),
+        test: firing.test,
+    };
+    if outcome.ending.success() {
+        tracing::info!(qspace = %record.qspace, queue = %record.queue, "threshold command ran: {}", record.command);
+    } else {
+        tracing::warn!(qspace = %record.qspace, queue = %record.queue, "threshold command {}: {}", record.outcome, record.command);
+    }
+    record
+}
