@@ -132,19 +132,8 @@ fn main() {
         .expect("temp dir");
     let device = dir.path().join("QUE");
     let socket = qm_common::paths::socket_path(&device);
-    let (d, s) = (device.clone(), socket.clone());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(qm_daemon::server::serve(d, s))
-    });
-    while !socket.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let setup = Setup { socket, device: device.clone() };
+    start_daemon(&setup);
     let pages = 2 * deep as u64 + 100_000;
     admin(
         &setup,

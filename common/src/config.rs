@@ -169,8 +169,11 @@ pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
 impl ForwarderEntry {
     /// Resolves the entry against its `clopt` and the defaults, and checks it.
     pub fn resolve(&self) -> QmResult<ForwarderDef> {
+        let which = format!("forwarder {}", self.id);
         let clopt = match &self.clopt {
-            Some(c) => parse_clopt(c)?,
+            Some(c) => {
+                parse_clopt(c).map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?
+            }
             None => Clopt::default(),
         };
         let def = ForwarderDef {
@@ -186,7 +189,6 @@ impl ForwarderEntry {
             delete_on_failure: self.delete_on_failure.unwrap_or(clopt.delete_on_failure),
             boot: self.boot,
         };
-        let which = format!("forwarder {}", self.id);
         check_qspace_name(&def.qspace)
             .map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?;
         if def.queues.is_empty() {

@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
+};
 
 /// Largest frame either side accepts: room for a 4 MiB message and its control data.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024 + 64 * 1024;
@@ -67,6 +69,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         let mut buf = vec![0u8; len];
         self.reader.read_exact(&mut buf).await?;
         postcard::from_bytes(&buf).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
+    }
+
+    /// Completes when the peer has closed the stream (or it failed), without consuming
+    /// anything: if the peer sends data instead, this never completes.
+    pub async fn peer_closed(&mut self) {
+        match self.reader.fill_buf().await {
+            Ok([]) | Err(_) => {}
+            Ok(_) => std::future::pending().await,
+        }
     }
 
     /// Writes one frame and flushes it.

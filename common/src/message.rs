@@ -71,13 +71,17 @@ pub struct MsgId(#[serde(with = "serde_bytes")] pub Vec<u8>);
 impl MsgId {
     /// Reads an identifier as typed, with `\xx` escapes.
     pub fn parse(text: &str) -> QmResult<MsgId> {
-        let bytes = unescape_bytes("Message id", text)?;
-        if bytes.is_empty() {
+        let id = MsgId(unescape_bytes("Message id", text)?);
+        id.validate()?;
+        Ok(id)
+    }
+
+    /// Checks the length: 1 to 32 bytes (QMEBADMSGID otherwise).
+    pub fn validate(&self) -> QmResult<()> {
+        if self.0.is_empty() {
             return Err(QmError::new(Diagnostic::BadMsgid, "Message id must not be empty"));
         }
-        check_id("Message id", &bytes)
-            .map_err(|e| QmError::new(Diagnostic::BadMsgid, e.message))?;
-        Ok(MsgId(bytes))
+        check_id("Message id", &self.0).map_err(|e| QmError::new(Diagnostic::BadMsgid, e.message))
     }
 }
 
@@ -184,6 +188,9 @@ impl EnqueueCtl {
             return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
         }
         check_id("Correlation id", &self.corrid)?;
+        if let Placement::Before(id) = &self.placement {
+            id.validate()?;
+        }
         for (field, q) in
             [("Reply queue", &self.reply_queue), ("Failure queue", &self.failure_queue)]
         {
@@ -216,6 +223,17 @@ pub struct DequeueCtl {
     pub peek: bool,
     /// `TPQWAIT`: wait up to this many milliseconds for a message.
     pub wait_ms: Option<u64>,
+}
+
+impl DequeueCtl {
+    /// Checks the identifier a dequeue selects by.
+    pub fn validate(&self) -> QmResult<()> {
+        match &self.select {
+            Select::First => Ok(()),
+            Select::Msgid(id) => id.validate(),
+            Select::Corrid(c) => check_id("Correlation id", c),
+        }
+    }
 }
 
 /// A dequeued (or peeked) message.

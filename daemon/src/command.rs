@@ -84,6 +84,21 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
+/// Kills a command's process group if the task running it is dropped before the command
+/// ended (the daemon stopping): nothing it started outlives its time limit.
+struct Group {
+    pid: Option<u32>,
+    ended: bool,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.ended {
+            kill_group(self.pid);
+        }
+    }
+}
+
 /// Runs the command to its end or its time limit.
 pub async fn run(spec: ShellCommand<'_>) -> Outcome {
     let start = Instant::now();
@@ -106,6 +121,7 @@ pub async fn run(spec: ShellCommand<'_>) -> Outcome {
         }
     };
     let pid = child.id();
+    let mut group = Group { pid, ended: false };
     if let (Some(mut stdin), Some(body)) = (child.stdin.take(), spec.stdin) {
         // A command that does not read its input must not block us.
         tokio::spawn(async move {
@@ -128,6 +144,7 @@ pub async fn run(spec: ShellCommand<'_>) -> Outcome {
             Ending::TimedOut(spec.limit)
         }
     };
+    group.ended = true;
     let grab = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
         match tokio::time::timeout(PIPE_GRACE, task).await {
             Ok(Ok(bytes)) => bytes,

@@ -19,11 +19,13 @@ pub struct SessionData {
     txn: Option<(Arc<Engine>, u64)>,
     pub pid: Option<u32>,
     pub program: String,
+    /// Turns true when the client goes away during a waiting dequeue.
+    pub gone: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl SessionData {
     pub fn new(pid: Option<u32>, program: String) -> Self {
-        SessionData { engine: None, txn: None, pid, program }
+        SessionData { engine: None, txn: None, pid, program, gone: None }
     }
 
     /// Forgets the cached queue space (after an admin request may have changed it).
@@ -124,6 +126,13 @@ async fn data(
                     format!("Transaction {id} is open already; commit or abort it first"),
                 ));
             }
+            if let Some(t) = timeout_secs.filter(|t| !(1..=86_400).contains(t)) {
+                return Err(QmError::invalid(
+                    "Transaction time-out",
+                    t,
+                    "it must be 1 to 86400 seconds (none: the daemon's default)",
+                ));
+            }
             let engine = attach(daemon, session, sd, qspace).await?;
             let owner = Owner { session, pid: sd.pid, program: sd.program.clone() };
             let id =
@@ -148,7 +157,11 @@ async fn data(
         }
         DataRequest::Dequeue { qspace, queue, ctl } => {
             let (engine, txid) = target(daemon, session, sd, qspace).await?;
-            engine.dequeue(txid, &queue, &ctl).await.map(|m| Reply::Message(Box::new(m)))
+            let gone = sd.gone.take();
+            engine
+                .dequeue_until(txid, &queue, &ctl, gone)
+                .await
+                .map(|m| Reply::Message(Box::new(m)))
         }
     }
 }

@@ -230,10 +230,18 @@ impl Forwarders {
         Ok(waits.len())
     }
 
-    fn finished(&self, id: u32, status: Status) {
+    /// Records how forwarder `id` ended. Locks `inner` before its status, as `shutdown` and
+    /// `list` do, and sets the final state under both, so a concurrent `shutdown` can neither
+    /// deadlock with it nor leave it shown as `stopping`.
+    fn finished(&self, id: u32, status: &Mutex<Status>, end: &str) {
         let mut inner = lock(&self.inner);
+        let last = {
+            let mut s = lock(status);
+            s.state = end.to_string();
+            s.clone()
+        };
         inner.running.remove(&id);
-        inner.last.insert(id, status);
+        inner.last.insert(id, last);
     }
 }
 
@@ -338,9 +346,8 @@ impl Task {
             self.set_state("running");
         };
         self.daemon.sessions.unregister(self.session);
-        self.set_state(&end);
         tracing::info!("forwarder {} {end}", self.def.id);
-        self.forwarders.finished(self.def.id, lock(&self.status).clone());
+        self.forwarders.finished(self.def.id, &self.status, &end);
     }
 
     fn record_failure(&self, why: &str) {
@@ -392,7 +399,11 @@ impl Task {
                     self.fail_with_reply(txid, queue, &msg, reply).await?;
                 } else {
                     let reason = format!("the forwarder's service failed: {why}");
-                    self.engine.abort(txid, &reason).await?;
+                    // A transaction that already timed out was rolled back all the same: the
+                    // failure is recorded once, with the service's reason.
+                    if let Err(e) = self.engine.abort(txid, &reason).await {
+                        tracing::debug!("forwarder {}: {}", self.def.id, e.message);
+                    }
                 }
             }
         }

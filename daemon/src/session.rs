@@ -10,7 +10,7 @@ use crate::state::Daemon;
 use crate::storage::records::now_secs;
 use qm_common::frame::{Connection, FrameError};
 use qm_common::protocol::{
-    DaemonRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome,
+    DaemonRequest, DataRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome,
 };
 use qm_common::{Diagnostic, QmError};
 use std::sync::Arc;
@@ -119,7 +119,25 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut Sessi
             }
         };
         if matches!(request, Request::Data(_) | Request::Message(_)) {
-            let response = match crate::data::handle(daemon, id, sd, request).await {
+            let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+            let result = if waits {
+                // A client that goes away while waiting must not be handed a message.
+                let (gone_tx, gone_rx) = tokio::sync::watch::channel(false);
+                sd.gone = Some(gone_rx);
+                let handled = crate::data::handle(daemon, id, sd, request);
+                tokio::pin!(handled);
+                tokio::select! {
+                    r = &mut handled => r,
+                    _ = conn.peer_closed() => {
+                        let _ = gone_tx.send(true);
+                        let _ = handled.await;
+                        return;
+                    }
+                }
+            } else {
+                crate::data::handle(daemon, id, sd, request).await
+            };
+            let response = match result {
                 Ok(reply) => Response::Done { reply, notes: Vec::new() },
                 Err(e) => Response::Failed(e),
             };

@@ -185,7 +185,15 @@ impl Daemon {
 
     /// Reads the configuration file (if any) and applies it; on an error nothing changes.
     pub fn reload(&self) -> QmResult<Config> {
-        let path = self.config_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = {
+            let mut path = self.config_path.lock().unwrap_or_else(|p| p.into_inner());
+            // DEVICE.toml created since the start is read from now on.
+            let default = qm_common::paths::config_path(&self.device_path);
+            if path.is_none() && default.exists() {
+                *path = Some(default);
+            }
+            path.clone()
+        };
         let config = match &path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {

@@ -94,7 +94,7 @@ fn help() {
         .stdout_has("qcreate (qcr) [-d persist|nonpersist]")
         .stdout_has("Creates a queue in the open queue space");
     env.c("h qspds").ok().stdout_has("qspacedestroy (qspds) [-f] [-y] [queue_space_name]");
-    env.c("help daemon").ok().stdout_has("daemon [status|stop]");
+    env.c("help daemon").ok().stdout_has("daemon [status|stop|reload]");
     let all = env.c("help all");
     all.ok()
         .stdout_has("Creates a queue in the open queue space")

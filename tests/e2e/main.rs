@@ -24,3 +24,31 @@ mod grammar;
 mod queue;
 // Crash safety: SIGKILL during concurrent traffic loses and duplicates nothing.
 mod crash;
+// Data-plane fixtures: a queue space with queues, a synchronous application client, qlist/qinfo parsed.
+mod app;
+// Every TPQCTL field through enqueue and dequeue (client and qmadmin), placement, msgids.
+mod enqueue;
+// Queue order: every sort key with fifo/lifo, multi-key orders, the ten-message starvation rule.
+mod order;
+// Transactions: visibility, locks, durability, time-outs, disconnects, qprinttrans/qcommittrans/qaborttrans, limits.
+mod transactions;
+// Retries: delay, retry counts, the error queue with its origin, qchangequeue back, dropping.
+mod retries;
+// Expiry: removal without dequeue, reclaimed capacity, never dequeued, qchangeexp.
+mod expiry;
+// Capacity: blocks, message slots, non-persistent memory (full and none), oversized bodies.
+mod capacity;
+// Non-persistent messages: survive qclose, lost at ipcrm, qaddext, qspacechange and restart.
+mod nonpersistent;
+// Message administration: qset, qscan, qlist, qdeletemsg, qchangeprio/time/exp/queue, held messages.
+mod msgadmin;
+// Bad input to the data plane: clear errors, nothing changed (qmadmin and client).
+mod data_bad_input;
+// Automation fixtures: a queue space with queues, a client, fired.txt, qthlog and psr parsed.
+mod auto;
+// Capacity thresholds: every unit and set, once per crossing, restarts, environment, time limit, qthlog/qthtest.
+mod thresholds;
+// Forwarders: replies, retries, -d, -e re-booted by a threshold, time-outs, boot/shutdown, no loss.
+mod forwarders;
+// The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
+mod config;

@@ -170,6 +170,11 @@ fn destroy(
         let mut t =
             txn.open_table(tables.queues()).map_err(|e| storage_error("destroying queue", e))?;
         t.remove(name).map_err(|e| storage_error("destroying queue", e))?;
+        let mut state =
+            txn.open_table(tables.state()).map_err(|e| storage_error("destroying queue", e))?;
+        for key in crate::engine::thresholds::Set::state_keys(name) {
+            state.remove(key.as_str()).map_err(|e| storage_error("destroying queue", e))?;
+        }
         Ok(())
     })?;
     if name == record.params.error_queue {

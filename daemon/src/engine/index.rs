@@ -162,6 +162,9 @@ pub struct Index {
     pub next_seq: u64,
     /// Queues whose usage changed since their limits were last checked.
     pub dirty: std::collections::HashSet<String>,
+    /// The msgid high-water mark on disk (or on its way there): no msgid below it is
+    /// ever handed out again.
+    pub reserved: u64,
 }
 
 impl Index {
@@ -174,6 +177,7 @@ impl Index {
             capacity: Capacity::default(),
             next_seq: 1,
             dirty: Default::default(),
+            reserved: 0,
         }
     }
 

@@ -34,6 +34,9 @@ use tokio::sync::Notify;
 use txn::{Ended, Txn};
 use writer::{WriteOp, Writer};
 
+/// How far the stored msgid high-water mark runs ahead of the msgids handed out.
+const SEQ_RESERVE: u64 = 4096;
+
 /// The limits of a queue space, from its parameters.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -176,7 +179,9 @@ impl Engine {
         let mut inner = self.lock();
         let ids: Vec<u64> = inner.txns.keys().copied().collect();
         for id in ids {
-            inner.txns.remove(&id);
+            if let Some(txn) = inner.txns.remove(&id) {
+                txn.ended.notify_waiters();
+            }
             inner.ended.record(id, "the queue space was closed (ipcrm or reconfiguration)");
         }
         for q in inner.index.queues.values() {
@@ -251,6 +256,11 @@ impl Engine {
                     self.name, cap.blocks, self.limits.usable_blocks
                 )));
             }
+        } else if self.limits.np_bytes == 0 {
+            return Err(QmError::no_space(format!(
+                "Queue space {} has no memory for non-persistent messages (qspacechange -n sets it)",
+                self.name
+            )));
         } else if cap.np_bytes + len > self.limits.np_bytes {
             return Err(QmError::no_space(format!(
                 "Queue space {}: non-persistent memory is full ({} of {} bytes used, the message needs {len}; set it with qspacechange -n)",
@@ -375,38 +385,44 @@ impl Engine {
         }
         let now = now_us();
         let len = body.len() as u64;
-        let (seq, blocks, pending) = {
+        let (seq, reserved, stored) = {
             let mut inner = self.lock();
             self.check_txn(&inner, txid)?;
             let seq = inner.index.next_seq;
             let meta = self.new_meta(&mut inner, queue, ctl, len, seq, now)?;
             self.check_capacity(&inner, meta.persistent, len)?;
-            inner.index.next_seq += 1;
+            let mut reserve = self.take_seq(&mut inner);
             if meta.expires_us.is_some_and(|e| e <= now) {
                 // Accepted, and expired at once: it is never stored or counted.
-                return Ok(msgid_of(seq));
-            }
-            let blocks = self.blocks(&meta);
-            let persistent = meta.persistent;
-            let body: Arc<[u8]> = body.into();
-            let state = EntryState::Uncommitted(txid.unwrap_or(0));
-            let write =
-                (txid.is_none() && persistent).then(|| self.put(seq, &meta, Some(body.clone())));
-            inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
-            if let Some(id) = txid {
-                if let Some(t) = inner.txns.get_mut(&id) {
-                    t.enqueued.push(seq);
-                }
-                return Ok(msgid_of(seq));
-            }
-            match write {
-                Some(put) => (seq, blocks, self.send(vec![put, self.seq_state(seq + 1)])),
-                None => {
+                (seq, reserve.map(|op| self.send(vec![op])), None)
+            } else {
+                let blocks = self.blocks(&meta);
+                let persistent = meta.persistent;
+                let body: Arc<[u8]> = body.into();
+                let state = EntryState::Uncommitted(txid.unwrap_or(0));
+                let write = (txid.is_none() && persistent)
+                    .then(|| self.put(seq, &meta, Some(body.clone())));
+                inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+                if let Some(id) = txid {
+                    if let Some(t) = inner.txns.get_mut(&id) {
+                        t.enqueued.push(seq);
+                    }
+                    (seq, reserve.map(|op| self.send(vec![op])), None)
+                } else if let Some(put) = write {
+                    let ops = std::iter::once(put).chain(reserve.take()).collect();
+                    (seq, None, Some((blocks, self.send(ops))))
+                } else {
                     self.finalize_enqueue(&mut inner, seq, now);
-                    return Ok(msgid_of(seq));
+                    (seq, reserve.map(|op| self.send(vec![op])), None)
                 }
             }
         };
+        if let Some(reserved) = reserved
+            && let Err(e) = reserved.wait().await
+        {
+            tracing::error!(qspace = %self.name, "recording the msgid high-water mark failed: {}", e.message);
+        }
+        let Some((blocks, pending)) = stored else { return Ok(msgid_of(seq)) };
         match pending.wait().await {
             Ok(_) => {
                 let mut inner = self.lock();
@@ -418,6 +434,20 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Takes the next sequence number (msgid). Every msgid handed out lies below the
+    /// high-water mark on disk, so none is reused after a restart, whether or not its
+    /// message was ever written (non-persistent, rolled back, expired at once): the mark
+    /// runs [`SEQ_RESERVE`] ahead, and when a msgid reaches it, this returns the write that
+    /// moves it on, which must be durable before the msgid is handed out.
+    fn take_seq(&self, inner: &mut Inner) -> Option<WriteOp> {
+        inner.index.next_seq += 1;
+        if inner.index.next_seq <= inner.index.reserved {
+            return None;
+        }
+        inner.index.reserved = inner.index.next_seq + SEQ_RESERVE;
+        Some(self.seq_state(inner.index.reserved))
     }
 
     /// Makes a committed enqueue visible.
@@ -523,10 +553,28 @@ impl Engine {
         queue: &str,
         ctl: &DequeueCtl,
     ) -> QmResult<Message> {
+        self.dequeue_until(txid, queue, ctl, None).await
+    }
+
+    /// Like [`Engine::dequeue`], giving up a wait (and only a wait: a message already taken
+    /// is delivered) once `cancel` turns true, e.g. because the client went away.
+    pub async fn dequeue_until(
+        &self,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &DequeueCtl,
+        mut cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> QmResult<Message> {
+        ctl.validate()?;
         let deadline =
             ctl.wait_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
         let mut counted_waiter = false;
+        // A wait in a transaction ends when the transaction does (time-out, administrator).
+        let txn_ended = txid.and_then(|id| self.lock().txns.get(&id).map(|t| t.ended.clone()));
         let result = loop {
+            if cancel.as_ref().is_some_and(|c| *c.borrow()) {
+                break Err(QmError::new(Diagnostic::Os, "the client went away while waiting"));
+            }
             let attempt = self.try_dequeue(txid, queue, ctl, deadline.is_some() && !counted_waiter);
             match attempt {
                 Err(e) => break Err(e),
@@ -539,6 +587,11 @@ impl Engine {
                     let notified = notify.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
+                    let ended = txn_ended.as_deref().map(Notify::notified);
+                    tokio::pin!(ended);
+                    if let Some(ended) = ended.as_mut().as_pin_mut() {
+                        ended.enable();
+                    }
                     // Re-check after registering, so a message that arrived meanwhile is not missed.
                     match self.try_dequeue(txid, queue, ctl, false) {
                         Ok(Attempt::Wait(_)) => {}
@@ -554,7 +607,30 @@ impl Engine {
                         }
                     }
                     let Some(deadline) = deadline else { break Err(no_message(queue)) };
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() || !self.alive() {
+                    let cancelled = async {
+                        match cancel.as_mut() {
+                            Some(c) => {
+                                let _ = c.wait_for(|gone| *gone).await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let woken = async {
+                        match ended.as_mut().as_pin_mut() {
+                            Some(ended) => tokio::select! {
+                                _ = notified.as_mut() => {}
+                                _ = ended => {}
+                                _ = cancelled => {}
+                            },
+                            None => tokio::select! {
+                                _ = notified.as_mut() => {}
+                                _ = cancelled => {}
+                            },
+                        }
+                    };
+                    // Woken: try again (a closed queue space or an ended transaction is
+                    // reported as such by the next try).
+                    if tokio::time::timeout_at(deadline, woken).await.is_err() {
                         break Err(QmError::new(
                             Diagnostic::NoMsg,
                             format!(

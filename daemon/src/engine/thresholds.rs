@@ -41,6 +41,12 @@ impl Set {
         format!("thr:{queue}:{}", self.label())
     }
 
+    /// The state keys of both sets of a queue: removed when the queue is destroyed, so a
+    /// queue created later under the same name starts armed.
+    pub fn state_keys(queue: &str) -> [String; 2] {
+        Set::BOTH.map(|set| set.key(queue))
+    }
+
     pub fn threshold(self, q: &QueueState) -> &Threshold {
         match self {
             Set::Persistent => &q.def.threshold,
@@ -134,15 +140,7 @@ impl Engine {
             drop(pending);
             return;
         }
-        let firing = Firing {
-            qspace: self.name.clone(),
-            queue: queue.to_string(),
-            limits: set.label(),
-            limit: t.high,
-            usage: m.show(t.high.unit),
-            command: t.command.clone(),
-            test: false,
-        };
+        let firing = self.firing(queue, set, &t, &m, false);
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
         let env = self.limits.commands.clone();
         let engine = self.weak.clone();
@@ -156,6 +154,18 @@ impl Engine {
                 engine.record_firing(record);
             }
         });
+    }
+
+    fn firing(&self, queue: &str, set: Set, t: &Threshold, m: &Measure, test: bool) -> Firing {
+        Firing {
+            qspace: self.name.clone(),
+            queue: queue.to_string(),
+            limits: set.label(),
+            limit: t.high,
+            usage: m.show(t.high.unit),
+            command: t.command.clone(),
+            test,
+        }
     }
 
     /// Keeps a firing in memory and on disk, dropping the oldest beyond [`FIRINGS_KEPT`].
@@ -207,15 +217,7 @@ impl Engine {
                 )));
             }
             let m = self.measure(&q.usage, set, t.high.unit);
-            Firing {
-                qspace: self.name.clone(),
-                queue: queue.to_string(),
-                limits: set.label(),
-                limit: t.high,
-                usage: m.show(t.high.unit),
-                command: t.command.clone(),
-                test: true,
-            }
+            self.firing(queue, set, t, &m, true)
         };
         let record = threshold::run(&self.limits.commands, firing).await;
         self.record_firing(record.clone());

@@ -16,7 +16,9 @@ use qm_common::queue::QueueDef;
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// An open transaction.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct Txn {
     pub dequeued: Vec<u64>,
     /// Dequeued messages that go to the error queue at commit instead of being deleted.
     pub to_error: Vec<u64>,
+    /// Woken when the transaction ends, so a dequeue waiting in it gives up at once.
+    pub ended: Arc<Notify>,
 }
 
 /// How recent transactions ended, so a late caller learns why its transaction is gone.
@@ -93,6 +97,7 @@ impl Engine {
             enqueued: Vec::new(),
             dequeued: Vec::new(),
             to_error: Vec::new(),
+            ended: Arc::new(Notify::new()),
         };
         inner.txns.insert(id, txn);
         drop(inner);
@@ -129,9 +134,6 @@ impl Engine {
                     moves.push((seq, m));
                 }
             }
-            if !txn.enqueued.is_empty() {
-                ops.push(self.seq_state(inner.index.next_seq));
-            }
             if ops.is_empty() {
                 self.finish_commit(&mut inner, &txn, moves);
                 return Ok(());
@@ -151,6 +153,7 @@ impl Engine {
                     id,
                     format!("its commit failed ({}) and it was rolled back", e.message),
                 );
+                txn.ended.notify_waiters();
                 Err(QmError::system(format!(
                     "Commit of transaction {id} failed and it was rolled back: {}",
                     e.message
@@ -179,6 +182,7 @@ impl Engine {
             }
         }
         inner.ended.record(txn.id, "it was committed");
+        txn.ended.notify_waiters();
     }
 
     /// The record of a message moved to the error queue, if there is one to move it to.
@@ -218,6 +222,7 @@ impl Engine {
             let txn = inner.txns.remove(&id).ok_or_else(|| inner.ended.error(id))?;
             let ops = self.rollback(&mut inner, &txn);
             inner.ended.record(id, reason);
+            txn.ended.notify_waiters();
             (!ops.is_empty()).then(|| self.send(ops))
         };
         if let Some(p) = pending
@@ -343,6 +348,8 @@ pub fn recover(
         let state = Index::settle_state(&meta, now);
         index.insert(seq, Entry { meta, state, body: None }, blocks);
     }
+    // The mark on disk covers every msgid handed out so far; the next one moves it on.
+    index.reserved = index.next_seq;
     debug_assert!(index.msgs.values().all(|e| !matches!(e.state, EntryState::Locked(_))));
     Ok(Recovered { index, firings })
 }

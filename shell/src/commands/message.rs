@@ -30,6 +30,17 @@ pub fn parse_expiry(text: &str) -> QmResult<Expiry> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(Expiry::Never);
     }
+    let malformed = match text.strip_prefix('+') {
+        Some(secs) => secs.parse::<u64>().is_err(),
+        None => !text.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if malformed {
+        return Err(qm_common::QmError::invalid(
+            "Expiration time",
+            text,
+            "write +seconds, YY[MM[DD[HH[MM[SS]]]]] or none",
+        ));
+    }
     Ok(match parse_time_spec("Expiration time", text)? {
         qm_common::message::TimeSpec::Absolute(s) => Expiry::Absolute(s),
         qm_common::message::TimeSpec::Relative(s) => Expiry::Relative(s),

@@ -158,6 +158,11 @@ pub fn qchangequeue(sh: &mut Shell, args: Args) -> CmdResult {
         check_queue_name(s)?;
         Ok(s.to_string())
     })?;
+    if new_queue == queue {
+        // Tuxedo's 1409 is a warning: nothing to do.
+        sh.warn(&format!("Queue change - new queue name {new_queue} matches old queue name"));
+        return Ok(());
+    }
     let ask = !args.flag('y') && sh.criteria.is_empty();
     let request = MessageRequest::ChangeQueue { queue, criteria: sh.criteria.clone(), new_queue };
     change(sh, request, ask, "Queue not changed", "messages moved")

@@ -139,29 +139,9 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let ask =
         |field: &str, current: &dyn std::fmt::Display| format!("{field} [default={current}]: ");
     let ipc_key = sh.optional(&mut pos, &ask(IPC_KEY, &cur.ipc_key), cur.ipc_key, None, ipc_key)?;
-    let transactions = sh.optional(
-        &mut pos,
-        &ask(TRANS, &cur.transactions),
-        cur.transactions,
-        None,
-        count(TRANS, COUNT_MAX),
-    )?;
-    let processes = sh.optional(
-        &mut pos,
-        &ask(PROCS, &cur.processes),
-        cur.processes,
-        None,
-        count(PROCS, COUNT_MAX),
-    )?;
-    let messages = sh.optional(
-        &mut pos,
-        &ask(MSGS, &cur.messages),
-        cur.messages,
-        None,
-        count(MSGS, MESSAGES_MAX),
-    )?;
-    // As in qchange: an empty answer at the prompt keeps the error queue, an empty
-    // positional argument (`""`) clears it.
+    let transactions = keep_count(sh, &mut pos, TRANS, cur.transactions, COUNT_MAX)?;
+    let processes = keep_count(sh, &mut pos, PROCS, cur.processes, COUNT_MAX)?;
+    let messages = keep_count(sh, &mut pos, MSGS, cur.messages, MESSAGES_MAX)?;
     let error_queue = if pos.peek().is_some() {
         error_queue(&sh.text(&mut pos, "")?).map_err(|e| e.message)?
     } else {
@@ -201,6 +181,17 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let show = initialize && show_progress(sh);
     sh.call_with_progress(Request::QueueSpace(QueueSpaceRequest::Change(change)), show)?;
     Ok(())
+}
+
+/// A count offered with its current value as the default.
+fn keep_count(
+    sh: &mut Shell,
+    pos: &mut Positionals,
+    field: &'static str,
+    current: u32,
+    max: u32,
+) -> Result<u32, String> {
+    sh.optional(pos, &format!("{field} [default={current}]: "), current, None, count(field, max))
 }
 
 pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {

@@ -1,0 +1,200 @@
+//! Fixtures for the automation tests (thresholds, forwarders, configuration): a queue space
+//! with queues, a synchronous client, the file threshold commands and services append to,
+//! and `qthlog`/`printserver` parsed.
+
+use crate::support::{Env, wait_until};
+use qm_common::client::Client;
+use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos};
+use qm_common::protocol::{FiringRecord, ForwarderInfo};
+use qm_common::queue::{QueueListing, QueueUsage};
+use qm_common::{Diagnostic, QmResult};
+use std::time::Duration;
+
+/// The queue space of every automation test.
+pub const QS: &str = "QS";
+
+/// The error queue.
+pub const ERRQ: &str = "ERRQ fifo none 0 0 100% 0% ''";
+
+/// Creates the device, queue space QS (`pages` pages, 16 blocks of non-persistent memory,
+/// room for 20 sessions and transactions, error queue ERRQ) with ERRQ and `queues`
+/// (`qcreate` arguments).
+#[track_caller]
+pub fn setup(env: &Env, pages: u32, queues: &[&str]) {
+    let mut cmds = format!(
+        "crdl {} 0 2000; qspc -n 16B QS 40000 {pages} 12 20 20 1000 ERRQ n 16; qopen QS; qcreate {ERRQ}",
+        env.dev()
+    );
+    for q in queues {
+        cmds += &format!("; qcreate {q}");
+    }
+    env.c(&cmds).ok();
+}
+
+/// Writes the daemon's configuration next to the device (`QUE.toml`): read by a daemon
+/// that starts afterwards, or by `daemon reload`.
+pub fn write_config(env: &Env, text: &str) {
+    std::fs::write(env.path("QUE.toml"), text).expect("write QUE.toml");
+}
+
+/// The lines of a file in the test's directory (none when it does not exist).
+pub fn lines(env: &Env, file: &str) -> Vec<String> {
+    std::fs::read_to_string(env.path(file))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (at most 15 s) until `file` has `n` lines; returns them.
+#[track_caller]
+pub fn wait_lines(env: &Env, file: &str, n: usize) -> Vec<String> {
+    let reached = wait_until(Duration::from_secs(15), || lines(env, file).len() >= n);
+    let got = lines(env, file);
+    assert!(reached && got.len() == n, "expected {n} lines in {file}, got {got:#?}");
+    got
+}
+
+/// Asserts that `file` keeps exactly `n` lines for a while (nothing more fires).
+#[track_caller]
+pub fn stays(env: &Env, file: &str, n: usize) -> Vec<String> {
+    let grew = wait_until(Duration::from_millis(400), || lines(env, file).len() != n);
+    let got = lines(env, file);
+    assert!(!grew && got.len() == n, "expected {file} to stay at {n} lines, got {got:#?}");
+    got
+}
+
+/// Polls until `cond` holds (at most 15 s); panics with `what` otherwise.
+#[track_caller]
+pub fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(wait_until(Duration::from_secs(15), cond), "never happened: {what}");
+}
+
+/// `qthlog --json` of one queue or all.
+#[track_caller]
+pub fn firings(env: &Env, queue: Option<&str>) -> Vec<FiringRecord> {
+    env.json(&format!("qopen QS; qthlog {}", queue.unwrap_or("")))
+}
+
+/// Waits until `qthlog` holds `n` records of `queue`; returns them.
+#[track_caller]
+pub fn wait_firings(env: &Env, queue: &str, n: usize) -> Vec<FiringRecord> {
+    let reached = wait_until(Duration::from_secs(15), || firings(env, Some(queue)).len() >= n);
+    let got = firings(env, Some(queue));
+    assert!(reached && got.len() == n, "expected {n} firings of {queue}, got {got:#?}");
+    got
+}
+
+/// `printserver --json`.
+#[track_caller]
+pub fn psr(env: &Env) -> Vec<ForwarderInfo> {
+    env.json("psr")
+}
+
+/// One forwarder as `printserver` shows it.
+#[track_caller]
+pub fn server(env: &Env, id: u32) -> ForwarderInfo {
+    psr(env).into_iter().find(|f| f.id == id).unwrap_or_else(|| panic!("no forwarder {id}"))
+}
+
+/// Waits until forwarder `id` is in `state`; returns it.
+#[track_caller]
+pub fn wait_state(env: &Env, id: u32, state: &str) -> ForwarderInfo {
+    let mut last = None;
+    let reached = wait_until(Duration::from_secs(15), || {
+        let s = server(env, id);
+        let ok = s.state == state;
+        last = Some(s);
+        ok
+    });
+    assert!(reached, "forwarder {id} never reached {state:?}: {last:#?}");
+    last.expect("polled")
+}
+
+/// `qinfo --json` usage of one queue.
+#[track_caller]
+pub fn usage(env: &Env, queue: &str) -> QueueUsage {
+    let listing: QueueListing = env.json("qopen QS; qinfo");
+    listing
+        .queues
+        .into_iter()
+        .find(|q| q.def.name == queue)
+        .unwrap_or_else(|| panic!("no queue {queue}"))
+        .usage
+}
+
+/// Messages on `queue` (committed, any state).
+#[track_caller]
+pub fn depth(env: &Env, queue: &str) -> u64 {
+    usage(env, queue).messages()
+}
+
+/// Whether a process whose command line contains `marker` runs.
+pub fn running(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .arg("-f")
+        .arg(marker)
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+/// An application on QS (its own runtime, so tests stay synchronous).
+pub struct App {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl App {
+    pub fn connect(env: &Env) -> App {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = rt
+            .block_on(Client::connect_device(&env.device, "e2e-auto"))
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        App { rt, client }
+    }
+
+    pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
+        self.rt.block_on(self.client.enqueue(QS, queue, body, ctl))
+    }
+
+    /// Enqueues a persistent message; panics on failure.
+    #[track_caller]
+    pub fn put(&mut self, queue: &str, body: &[u8]) -> MsgId {
+        self.put_with(queue, body, EnqueueCtl::default())
+    }
+
+    /// Enqueues a non-persistent message; panics on failure.
+    #[track_caller]
+    pub fn put_np(&mut self, queue: &str, body: &[u8]) -> MsgId {
+        let ctl = EnqueueCtl { delivery: Some(Qos::NonPersistent), ..EnqueueCtl::default() };
+        self.put_with(queue, body, ctl)
+    }
+
+    #[track_caller]
+    pub fn put_with(&mut self, queue: &str, body: &[u8], ctl: EnqueueCtl) -> MsgId {
+        self.enqueue(queue, body, &ctl).unwrap_or_else(|e| panic!("enqueue on {queue}: {e}"))
+    }
+
+    pub fn dequeue(&mut self, queue: &str) -> QmResult<Message> {
+        self.rt.block_on(self.client.dequeue(QS, queue, &DequeueCtl::default()))
+    }
+
+    /// Dequeues the first message; panics when there is none.
+    #[track_caller]
+    pub fn take(&mut self, queue: &str) -> Message {
+        self.dequeue(queue).unwrap_or_else(|e| panic!("dequeue from {queue}: {e}"))
+    }
+
+    /// Dequeues every available message.
+    #[track_caller]
+    pub fn drain(&mut self, queue: &str) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            match self.dequeue(queue) {
+                Ok(m) => all.push(m),
+                Err(e) if e.diagnostic == Diagnostic::NoMsg => return all,
+                Err(e) => panic!("drain {queue}: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! Capacity thresholds: each unit and limit set, exactly one firing per crossing (across
+//! fill/drain cycles and restarts), the command's environment, time limit, and record.
+
+use crate::auto::{
+    App, eventually, firings, lines, running, setup, stays, wait_firings, wait_lines, write_config,
+};
+use crate::support::Env;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What every test command appends to `fired.txt`: one line per firing.
+const LOG: &str = r#"'echo "$QM_QUEUE $QM_LIMITS $QM_LIMIT $QM_USAGE $QM_EVENT" >> fired.txt'"#;
+
+/// A queue `name` with the persistent limits `high low` and the [`LOG`] command.
+fn queue(name: &str, high: &str, low: &str) -> String {
+    format!("{name} fifo none 0 0 {high} {low} {LOG}")
+}
+
+/// A queue `name` with the non-persistent limits `-n high,low,LOG` and no persistent command.
+fn np_queue(name: &str, high: &str, low: &str) -> String {
+    let cmd = LOG.trim_matches('\'');
+    format!("-n '{high},{low},{cmd}' {name} fifo none 0 0 100% 0% ''")
+}
+
+fn body(len: usize) -> Vec<u8> {
+    vec![b'x'; len]
+}
+
+/// Fill/drain cycles on a `5m`/`2m` queue: one firing per cycle; more messages above the
+/// high mark, or a drain that stops above the low mark, do not fire; exactly the low mark
+/// re-arms.
+#[test]
+fn fires_exactly_once_per_crossing_over_many_cycles() {
+    let env = Env::new();
+    setup(&env, 200, &[&queue("Q", "5m", "2m")]);
+    let mut app = App::connect(&env);
+    let cycles = 12;
+    for cycle in 1..=cycles {
+        // From 2 (re-armed, or empty at first) to the high mark: fires.
+        let start = if cycle == 1 { 0 } else { 2 };
+        for _ in start..5 {
+            app.put("Q", b"m");
+        }
+        wait_lines(&env, "fired.txt", cycle);
+        // Further above the high mark: not re-armed, nothing fires.
+        app.put("Q", b"m");
+        app.put("Q", b"m");
+        // Drain only to 3 and refill past the high mark: still not re-armed.
+        for _ in 0..4 {
+            app.take("Q");
+        }
+        for _ in 0..3 {
+            app.put("Q", b"m");
+        }
+        // Drain to exactly the low mark: re-arms (nothing fires on the way down).
+        for _ in 0..4 {
+            app.take("Q");
+        }
+        assert_eq!(crate::auto::depth(&env, "Q"), 2);
+    }
+    let fired = stays(&env, "fired.txt", cycles);
+    assert!(fired.iter().all(|l| l == "Q persistent 5m 5m high"), "{fired:#?}");
+    let log = firings(&env, Some("Q"));
+    assert_eq!(log.len(), cycles);
+    assert!(log.iter().all(|r| r.usage == "5m" && r.exit == Some(0) && !r.test), "{log:#?}");
+}
+
+/// `m` counts persistent and non-persistent messages alike.
+#[test]
+fn messages_unit_counts_persistent_and_nonpersistent() {
+    let env = Env::new();
+    setup(&env, 200, &[&queue("Q", "5m", "0m")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"p1");
+    app.put_np("Q", b"n1");
+    app.put("Q", b"p2");
+    app.put_np("Q", b"n2");
+    stays(&env, "fired.txt", 0);
+    app.put_np("Q", b"n3");
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q persistent 5m 5m high"]);
+}
+
+/// `b` counts the bodies of persistent messages only.
+#[test]
+fn bytes_unit_counts_persistent_body_bytes() {
+    let env = Env::new();
+    setup(&env, 200, &[&queue("Q", "1000b", "100b")]);
+    let mut app = App::connect(&env);
+    // Non-persistent bytes do not count toward the persistent set.
+    app.put_np("Q", &body(5000));
+    app.put("Q", &body(600));
+    app.put("Q", &body(399));
+    stays(&env, "fired.txt", 0);
+    app.put("Q", &body(1));
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q persistent 1000b 1000b high"]);
+    // Down to 100 bytes re-arms; the next crossing reports the usage that crossed.
+    app.take("Q");
+    app.take("Q");
+    app.take("Q");
+    app.take("Q");
+    app.put("Q", &body(1200));
+    assert_eq!(wait_lines(&env, "fired.txt", 2)[1], "Q persistent 1000b 1200b high");
+}
+
+/// `B` counts `ceil((128 + body) / page size)` blocks per persistent message.
+#[test]
+fn blocks_unit_counts_pages_per_message() {
+    let env = Env::new();
+    setup(&env, 200, &[&queue("Q", "4B", "0B")]);
+    let mut app = App::connect(&env);
+    // 128 + 896 = 1024: one block; 128 + 897: two blocks.
+    app.put("Q", &body(896));
+    app.put("Q", &body(897));
+    app.put_np("Q", &body(3000));
+    stays(&env, "fired.txt", 0);
+    app.put("Q", &body(0));
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q persistent 4B 4B high"]);
+}
+
+/// `%` is the queue's blocks out of all the queue space's pages.
+#[test]
+fn percent_unit_is_of_the_queue_space_pages() {
+    let env = Env::new();
+    // 100 pages: 10 % is 10 blocks.
+    setup(&env, 100, &[&queue("Q", "10%", "5%")]);
+    let mut app = App::connect(&env);
+    app.put("Q", &body(8 * 1024 - 128)); // 8 blocks
+    app.put("Q", &body(1)); // 1 block
+    stays(&env, "fired.txt", 0);
+    app.put("Q", &body(1));
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q persistent 10% 10% high"]);
+    // 5 % re-arms: take the 8-block message away (2 blocks left).
+    app.take("Q");
+    app.put("Q", &body(8 * 1024 - 128));
+    assert_eq!(wait_lines(&env, "fired.txt", 2)[1], "Q persistent 10% 10% high");
+}
+
+/// The `-n` set counts non-persistent messages only: bytes, blocks of them, and percent of
+/// the queue space's non-persistent memory (16 blocks here).
+#[test]
+fn nonpersistent_set_counts_bytes_blocks_and_percent_of_memory() {
+    let env = Env::new();
+    setup(
+        &env,
+        200,
+        &[
+            &np_queue("NB", "1000b", "0b"),
+            &np_queue("NBL", "2B", "0B"),
+            &np_queue("NP", "50%", "0%"),
+        ],
+    );
+    let mut app = App::connect(&env);
+    for q in ["NB", "NBL", "NP"] {
+        // Persistent messages never count toward the non-persistent set.
+        app.put(q, &body(20_000));
+    }
+    app.put_np("NB", &body(999));
+    app.put_np("NBL", &body(600));
+    app.put_np("NP", &body(4000));
+    stays(&env, "fired.txt", 0);
+    app.put_np("NB", &body(1));
+    app.put_np("NBL", &body(600));
+    app.put_np("NP", &body(8192 - 4000));
+    wait_lines(&env, "fired.txt", 3);
+    let mut fired = lines(&env, "fired.txt");
+    fired.sort();
+    assert_eq!(
+        fired,
+        [
+            "NB nonpersistent 1000b 1000b high",
+            "NBL nonpersistent 2B 2B high",
+            "NP nonpersistent 50% 50% high",
+        ]
+    );
+    // The persistent set of these queues has no command: nothing else was recorded.
+    assert!(firings(&env, None).iter().all(|r| r.limits == "nonpersistent"));
+}
+
+/// The command runs with `sh -c` in the device's directory (`sh cmd.sh` finds it there), with QMCONFIG, QM_SOCKET and a
+/// PATH that finds this build's `qmadmin` first, so it can call the daemon back.
+#[test]
+fn command_environment_names_the_event_and_reaches_the_daemon() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("cmd.sh"),
+        "env | sort > env.txt\nqmadmin -c 'qopen QS; qenqueue OUT called-back' > back.txt 2>&1\necho done >> fired.txt\n",
+    )
+    .unwrap();
+    setup(&env, 200, &["Q fifo none 0 0 3m 1m 'sh cmd.sh'", "OUT fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    for _ in 0..3 {
+        app.put("Q", b"x");
+    }
+    wait_lines(&env, "fired.txt", 1);
+    let vars: BTreeMap<String, String> = lines(&env, "env.txt")
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let var = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("{k} unset: {vars:#?}"));
+    assert_eq!(var("QMCONFIG"), env.dev());
+    assert_eq!(var("QM_SOCKET"), env.socket().display().to_string());
+    assert_eq!(var("QM_QSPACE"), "QS");
+    assert_eq!(var("QM_QUEUE"), "Q");
+    assert_eq!(var("QM_LIMITS"), "persistent");
+    assert_eq!(var("QM_LIMIT"), "3m");
+    assert_eq!(var("QM_USAGE"), "3m");
+    assert_eq!(var("QM_EVENT"), "high");
+    let qmd_dir = std::path::Path::new(crate::support::QMD).parent().unwrap();
+    assert_eq!(var("PATH").split(':').next(), Some(qmd_dir.to_str().unwrap()));
+    // The command's qmadmin reached this daemon.
+    let back = app.take("OUT");
+    assert_eq!(back.body, b"called-back", "{:?}", lines(&env, "back.txt"));
+}
+
+/// Reaches the high mark, restarts the daemon with `signal`: the queue is still above its
+/// high mark but must not fire again; draining to the low mark and refilling fires.
+fn no_second_firing_across_restart(signal: &str) {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(&[]);
+    setup(&env, 200, &[&queue("Q", "3m", "1m"), "OTHER fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    for _ in 0..4 {
+        app.put("Q", b"x");
+    }
+    wait_lines(&env, "fired.txt", 1);
+    wait_firings(&env, "Q", 1);
+    // One more acknowledged commit: everything written before it is on disk.
+    app.put("OTHER", b"barrier");
+    drop(app);
+    daemon.signal(signal);
+    let mut daemon = env.start_daemon(&[]);
+    // Loading the queue space (4 messages, above 3m) and adding more does not fire.
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    stays(&env, "fired.txt", 1);
+    assert_eq!(firings(&env, Some("Q")).len(), 1, "the record of firings survives");
+    // Drain to the low mark (re-arms) and refill: fires.
+    for _ in 0..4 {
+        app.take("Q");
+    }
+    app.put("Q", b"x");
+    app.put("Q", b"x");
+    assert_eq!(wait_lines(&env, "fired.txt", 2)[1], "Q persistent 3m 3m high");
+    // The re-armed state (1 message left) also survives a restart.
+    app.take("Q");
+    app.take("Q");
+    app.put("OTHER", b"barrier");
+    drop(app);
+    daemon.signal(signal);
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    stays(&env, "fired.txt", 2);
+    app.put("Q", b"x");
+    wait_lines(&env, "fired.txt", 3);
+    wait_firings(&env, "Q", 3);
+}
+
+/// Across a clean restart (SIGTERM) a crossing fires once.
+#[test]
+fn no_second_firing_after_sigterm_restart() {
+    no_second_firing_across_restart("TERM");
+}
+
+/// Across a crash (SIGKILL) a crossing fires once.
+#[test]
+fn no_second_firing_after_sigkill_restart() {
+    no_second_firing_across_restart("KILL");
+}
+
+/// A command that hangs is killed (with its process group) after `command_timeout`, its
+/// record says so, and enqueues never wait for it, even with many hanging at once.
+#[test]
+fn hanging_command_is_killed_after_its_limit_and_never_delays_commits() {
+    let env = Env::new();
+    write_config(&env, "[thresholds]\ncommand_timeout = 2\n");
+    // A unique sleep duration marks this test's processes.
+    let marker = format!("sleep 1000.{}", std::process::id());
+    // A compound command: the sleep is the shell's child, in the command's process group.
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the command is running", || running(&marker));
+    // While it hangs, every commit goes on; each crossing starts another hanging command.
+    let start = Instant::now();
+    for _ in 0..20 {
+        app.take("Q");
+        app.put("Q", b"x");
+    }
+    let burst = start.elapsed();
+    assert!(running(&marker), "the commands were still hanging during the burst");
+    assert!(burst < Duration::from_millis(1500), "40 commits took {burst:?}");
+    let log = wait_firings(&env, "Q", 21);
+    for r in &log {
+        assert_eq!(r.outcome, "killed after the 2 s time limit", "{r:#?}");
+        assert_eq!(r.exit, None);
+        assert!((1900..5000).contains(&r.duration_ms), "{r:#?}");
+    }
+    eventually("every hanging command is gone", || !running(&marker));
+    let table = env.c("qopen QS; qthlog Q");
+    table.ok().stdout_has("killed after the 2 s time limit");
+}
+
+/// `qthlog` shows every firing: time, queue, limits, usage, command, outcome and duration,
+/// and (verbose, or `--json`) the first lines of output; `qthlog QUEUE` filters.
+#[test]
+fn qthlog_shows_every_firing() {
+    let env = Env::new();
+    let noisy =
+        "'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i; done; echo oops >&2; exit 3'";
+    setup(&env, 200, &[&format!("NOISY fifo none 0 0 1m 0m {noisy}"), &queue("Q", "2m", "0m")]);
+    let before = qm_common::time::now_secs();
+    let mut app = App::connect(&env);
+    app.put("NOISY", b"x");
+    app.put("Q", b"x");
+    app.put("Q", b"x");
+    wait_firings(&env, "NOISY", 1);
+    wait_firings(&env, "Q", 1);
+    let all = firings(&env, None);
+    assert_eq!(all.len(), 2);
+    let noisy_rec = all.iter().find(|r| r.queue == "NOISY").unwrap();
+    assert_eq!(noisy_rec.qspace, "QS");
+    assert_eq!((noisy_rec.limits.as_str(), noisy_rec.limit.as_str()), ("persistent", "1m"));
+    assert_eq!(noisy_rec.usage, "1m");
+    assert_eq!(noisy_rec.exit, Some(3));
+    assert_eq!(noisy_rec.outcome, "exit 3");
+    assert!(noisy_rec.command.starts_with("for i in 1 2"));
+    assert!(noisy_rec.started >= before && noisy_rec.started <= qm_common::time::now_secs());
+    assert!(noisy_rec.duration_ms < 5000);
+    let expected: Vec<String> = (1..=10).map(|i| format!("line{i}")).collect();
+    assert_eq!(noisy_rec.output, format!("{}\n...", expected.join("\n")));
+    assert!(!noisy_rec.test);
+    // One queue only.
+    let q = firings(&env, Some("Q"));
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].usage.as_str(), q[0].outcome.as_str()), ("2m", "exit 0"));
+    // The table: every column, and the output in verbose mode.
+    let table = env.c("qopen QS; qthlog");
+    table.ok();
+    for col in ["started", "queue", "limits", "limit", "usage", "command", "outcome", "ms"] {
+        table.stdout_has(col);
+    }
+    table.stdout_has("NOISY").stdout_has("exit 3").stdout_has("exit 0").stdout_lacks("line1");
+    env.c("qopen QS; v; qthlog NOISY").ok().stdout_has("line1").stdout_lacks("| Q ");
+    // Unknown queues and a closed session are refused clearly.
+    env.c("qopen QS; qthlog NOSUCH").failed().stderr_has("NOSUCH");
+    env.c("qthlog").failed();
+}
+
+/// `qthtest QUEUE` runs the command now in its real environment with QM_EVENT=test and
+/// records it as a test; `-n` tests the non-persistent command; a queue without a command
+/// (or a command that fails) is reported clearly.
+#[test]
+fn qthtest_runs_the_command_in_its_real_environment() {
+    let env = Env::new();
+    let np_cmd = "echo \"np $QM_LIMITS $QM_LIMIT $QM_USAGE $QM_EVENT\" >> fired.txt";
+    setup(
+        &env,
+        200,
+        &[
+            &format!("-n '300b,0b,{np_cmd}' {}", queue("Q", "5m", "2m")),
+            "PLAIN fifo none 0 0 100% 0% ''",
+            "BAD fifo none 0 0 100% 0% 'echo failing; exit 4'",
+        ],
+    );
+    let mut app = App::connect(&env);
+    app.put("Q", b"one");
+    app.put_np("Q", b"two");
+    let run = env.c("qopen QS; qthtest Q");
+    run.ok().stdout_has("(test)").stdout_has("exit 0");
+    assert_eq!(lines(&env, "fired.txt"), ["Q persistent 5m 2m test"]);
+    let record: qm_common::protocol::FiringRecord = env.json("qopen QS; qthtest -n Q");
+    assert!(record.test);
+    assert_eq!((record.limits.as_str(), record.usage.as_str()), ("nonpersistent", "3b"));
+    assert_eq!(lines(&env, "fired.txt")[1], "np nonpersistent 300b 3b test");
+    // Tests do not change the hysteresis: the real crossing still fires.
+    for _ in 0..3 {
+        app.put("Q", b"x");
+    }
+    assert_eq!(wait_lines(&env, "fired.txt", 3)[2], "Q persistent 5m 5m high");
+    let log = firings(&env, Some("Q"));
+    assert_eq!(log.iter().map(|r| r.test).collect::<Vec<_>>(), [true, true, false]);
+    // No command, no queue, a failing command.
+    env.c("qopen QS; qthtest PLAIN")
+        .failed()
+        .stderr_has("PLAIN has no persistent threshold command");
+    env.c("qopen QS; qthtest -n Q2").failed().stderr_has("Q2");
+    env.c("qopen QS; qthtest BAD").failed().stdout_has("failing").stderr_has("exit 4");
+    assert!(firings(&env, Some("BAD"))[0].test);
+}
+
+/// The record of firings is kept on disk: it survives a restart.
+#[test]
+fn firing_records_survive_a_restart() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(&[]);
+    setup(&env, 200, &[&queue("Q", "1m", "0m")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    let before = wait_firings(&env, "Q", 1);
+    env.c("qopen QS; qthtest Q").ok();
+    let before_all = wait_firings(&env, "Q", 2);
+    assert_eq!(before_all[0], before[0]);
+    drop(app);
+    daemon.signal("TERM");
+    let _daemon = env.start_daemon(&[]);
+    assert_eq!(firings(&env, Some("Q")), before_all);
+}
+
+/// A queue destroyed and created again under the same name starts armed, also after a
+/// restart (the old queue's hysteresis state does not carry over).
+#[test]
+fn recreated_queue_starts_armed_after_a_restart() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(&[]);
+    setup(&env, 200, &[&queue("Q", "2m", "0m")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    app.put("Q", b"x");
+    wait_lines(&env, "fired.txt", 1);
+    drop(app);
+    env.c(&format!(
+        "qopen QS; qdestroy -f -y Q; qcreate {}; qenqueue Q one",
+        queue("Q", "2m", "0m")
+    ))
+    .ok();
+    // Above the low mark at the restart: only its own (armed) state may count.
+    daemon.signal("TERM");
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    assert_eq!(wait_lines(&env, "fired.txt", 2)[1], "Q persistent 2m 2m high");
+}
+
+/// Messages enqueued in a transaction count only once it commits: the commit that crosses
+/// fires once, with the usage it reached; a rolled-back transaction changes nothing.
+#[test]
+fn only_committed_messages_count() {
+    let env = Env::new();
+    setup(&env, 200, &[&queue("Q", "3m", "0m")]);
+    let run =
+        env.c("qopen QS; begin; qenqueue Q a; qenqueue Q b; qenqueue Q c; qenqueue Q d; abort");
+    run.ok();
+    stays(&env, "fired.txt", 0);
+    env.c("qopen QS; begin; qenqueue Q a; qenqueue Q b; qenqueue Q c; qenqueue Q d; commit").ok();
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q persistent 3m 4m high"]);
+    stays(&env, "fired.txt", 1);
+}
+
+/// Stopping the daemon kills threshold commands still running (their whole process group):
+/// none outlives the daemon by up to its time limit.
+#[test]
+fn daemon_stop_kills_running_commands() {
+    let env = Env::new();
+    let marker = format!("sleep 1000.{}1", std::process::id());
+    // A compound command: the sleep is a grandchild of the daemon.
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the command is running", || running(&marker));
+    drop(app);
+    env.c("daemon stop").ok();
+    eventually("the command is gone", || !running(&marker));
+}
+
+/// The persistent and the non-persistent limits of one queue keep their own hysteresis:
+/// each fires at its own crossing, and re-arming one does not re-arm the other.
+#[test]
+fn the_two_limit_sets_of_a_queue_are_independent() {
+    let env = Env::new();
+    let np_cmd = LOG.trim_matches('\'');
+    setup(&env, 200, &[&format!("-n '100b,0b,{np_cmd}' {}", queue("Q", "300b", "0b"))]);
+    let mut app = App::connect(&env);
+    app.put_np("Q", &body(100));
+    assert_eq!(wait_lines(&env, "fired.txt", 1), ["Q nonpersistent 100b 100b high"]);
+    app.put("Q", &body(300));
+    assert_eq!(wait_lines(&env, "fired.txt", 2)[1], "Q persistent 300b 300b high");
+    // Taking the non-persistent message re-arms only the non-persistent set.
+    app.take("Q");
+    app.put("Q", &body(10));
+    app.put_np("Q", &body(150));
+    assert_eq!(wait_lines(&env, "fired.txt", 3)[2], "Q nonpersistent 100b 150b high");
+    stays(&env, "fired.txt", 3);
+}
