@@ -6,7 +6,6 @@ use crate::support::{Env, wait_until};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos};
 use qm_common::protocol::{FiringRecord, ForwarderInfo};
-use qm_common::queue::{QueueListing, QueueUsage};
 use qm_common::{Diagnostic, QmResult};
 use std::time::Duration;
 
@@ -111,17 +110,7 @@ pub fn wait_state(env: &Env, id: u32, state: &str) -> ForwarderInfo {
     last.expect("polled")
 }
 
-/// `qinfo --json` usage of one queue.
-#[track_caller]
-pub fn usage(env: &Env, queue: &str) -> QueueUsage {
-    let listing: QueueListing = env.json("qopen QS; qinfo");
-    listing
-        .queues
-        .into_iter()
-        .find(|q| q.def.name == queue)
-        .unwrap_or_else(|| panic!("no queue {queue}"))
-        .usage
-}
+pub use crate::app::usage;
 
 /// Messages on `queue` (committed, any state).
 #[track_caller]
