@@ -245,7 +245,9 @@ pub struct QueueSpaceInfo {
     pub state: QueueSpaceState,
     pub queues_defined: u32,
     pub messages: u64,
-    pub blocks_used: u64,
+    /// Blocks the messages use; `None` while the queue space is not loaded (counting them
+    /// means reading every stored message, which the first `qopen` does anyway).
+    pub blocks_used: Option<u64>,
 }
 
 /// What `qsize` reports.

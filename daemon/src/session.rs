@@ -157,6 +157,8 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut Sessi
 
 /// Runs an admin request on a blocking thread, relaying its progress; false if the peer is gone.
 async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Conn) -> bool {
+    // Admin requests are few and small: at -l 3 the log tells what was done and by whom.
+    tracing::debug!(session = id, ?request, "admin request");
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
     let d = daemon.clone();
     let mut task = tokio::task::spawn_blocking(move || {
@@ -179,7 +181,10 @@ async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Con
     }
     let response = match outcome {
         Ok((Ok(reply), notes)) => Response::Done { reply, notes },
-        Ok((Err(e), _)) => Response::Failed(e),
+        Ok((Err(e), _)) => {
+            tracing::debug!(session = id, "admin request refused: {}", e.message);
+            Response::Failed(e)
+        }
         Err(e) => {
             tracing::error!(session = id, "request handler failed: {e}");
             Response::Failed(QmError::system(

@@ -119,7 +119,13 @@ pub fn qspace(info: &QueueSpaceInfo) -> String {
             ),
         ),
         ("overhead pages", info.overhead_pages.to_string()),
-        ("blocks used", info.blocks_used.to_string()),
+        (
+            "blocks used",
+            info.blocks_used.map_or_else(
+                || "- (counted when the queue space is opened)".into(),
+                |b| b.to_string(),
+            ),
+        ),
         ("queues", format!("{} of {}", info.queues_defined, p.queues)),
         ("transactions", p.transactions.to_string()),
         ("processes", p.processes.to_string()),
@@ -203,7 +209,10 @@ fn usage_row(name: &str, u: &QueueUsage) -> Vec<String> {
 pub fn queues(listing: &QueueListing, verbose: bool) -> String {
     let mut rows: Vec<Vec<String>> =
         listing.queues.iter().map(|q| usage_row(&q.def.name, &q.usage)).collect();
-    rows.push(usage_row("(total)", &listing.total));
+    // One queue (`qinfo QUEUE`) has no total of its own: the space's total would mislead.
+    if listing.queues.len() > 1 {
+        rows.push(usage_row("(total)", &listing.total));
+    }
     let mut out = table(
         &["queue", "messages", "persistent", "nonpersistent", "bytes", "blocks", "np bytes"],
         rows,

@@ -43,6 +43,7 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     if spec.name == "quit" {
         return Flow::Quit;
     }
+    sh.json_now = sh.json || args.json;
     match (spec.run)(sh, args) {
         Ok(()) => Flow::Done,
         Err(e) => {
@@ -52,11 +53,35 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     }
 }
 
-/// `!command`: run it with `sh -c`, output straight to the terminal.
-fn shell_escape(command: &str) -> Flow {
+/// `!command`: run it with `sh -c`, output straight to the terminal. A bare `!` starts a
+/// shell at a terminal. When the commands come from a script the escape gets no standard
+/// input, so that it cannot swallow the lines after it; a non-zero exit counts as a failure.
+fn shell_escape(command: &str, interactive: bool) -> Flow {
     let _ = std::io::stdout().flush();
-    match std::process::Command::new("sh").arg("-c").arg(command).status() {
-        Ok(_) => Flow::Done,
+    let mut child = if command.is_empty() {
+        if !interactive {
+            error("! needs a command when the commands do not come from a terminal");
+            return Flow::Failed;
+        }
+        std::process::Command::new(std::env::var_os("SHELL").unwrap_or_else(|| "sh".into()))
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(command);
+        c
+    };
+    if !interactive {
+        child.stdin(std::process::Stdio::null());
+    }
+    match child.status() {
+        Ok(status) if status.success() => Flow::Done,
+        Ok(status) => {
+            let why = status.code().map_or_else(
+                || "was killed by a signal".into(),
+                |c| format!("exited with status {c}"),
+            );
+            error(&format!("Shell command '{command}' {why}"));
+            Flow::Failed
+        }
         Err(e) => {
             error(&format!("Failed to execute command, errno = {}", e.raw_os_error().unwrap_or(0)));
             Flow::Failed
@@ -108,10 +133,10 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             Ok(Line::Comment) => Flow::Done,
             Ok(Line::Shell(command)) => {
                 last_shell = Some(command.clone());
-                shell_escape(&command)
+                shell_escape(&command, interactive)
             }
             Ok(Line::ShellRepeat) => match last_shell.clone() {
-                Some(command) => shell_escape(&command),
+                Some(command) => shell_escape(&command, interactive),
                 None => {
                     error("No previous shell command to repeat");
                     Flow::Failed

@@ -50,6 +50,9 @@ pub struct Shell {
     pub paginate: bool,
     /// `--json` given to qmadmin itself: every listing prints JSON.
     pub json: bool,
+    /// The running command prints JSON: notes go to standard error so that standard output
+    /// stays one JSON document.
+    pub json_now: bool,
     /// Names offered to completion, refreshed after every command.
     pub names: Arc<Mutex<Names>>,
     /// Commands come from `-c`: standard input is free for message bodies.
@@ -77,6 +80,7 @@ impl Shell {
             verbose: false,
             paginate,
             json: false,
+            json_now: false,
             names: Arc::default(),
             script_mode: false,
             target_queue: None,
@@ -139,7 +143,11 @@ impl Shell {
     }
 
     pub fn info(&self, text: &str) {
-        println!("{text}");
+        if self.json_now {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
     }
 
     pub fn warn(&self, text: &str) {
@@ -160,12 +168,26 @@ impl Shell {
     }
 
     fn answer(&mut self, pos: &mut Positionals, prompt: &str) -> Result<Answer, Failure> {
+        self.answer_or(pos, prompt, false)
+    }
+
+    /// With `eof_is_empty`, the end of a script answers the prompt with an empty line (the
+    /// default), as when the arguments of a one-line command stop before its optional ones.
+    fn answer_or(
+        &mut self,
+        pos: &mut Positionals,
+        prompt: &str,
+        eof_is_empty: bool,
+    ) -> Result<Answer, Failure> {
         if let Some(text) = pos.0.pop_front() {
             return Ok(Answer { text, from_prompt: false });
         }
         match self.input.read_line(prompt) {
             Read::Line(line) => Ok(Answer { text: line.trim().to_string(), from_prompt: true }),
             Read::Interrupted => Err("command cancelled".into()),
+            Read::Eof if eof_is_empty && !self.input.interactive() => {
+                Ok(Answer { text: String::new(), from_prompt: false })
+            }
             Read::Eof => Err(format!("end of input while waiting for: {}", prompt.trim())),
         }
     }
@@ -205,7 +227,7 @@ impl Shell {
         parse: impl Fn(&str) -> QmResult<T>,
     ) -> Result<T, Failure> {
         loop {
-            let a = self.answer(pos, prompt)?;
+            let a = self.answer_or(pos, prompt, true)?;
             if a.text.is_empty() {
                 if let Some(line) = announce.filter(|_| a.from_prompt) {
                     self.info(line);
@@ -222,7 +244,7 @@ impl Shell {
 
     /// Free text that may be empty (error queue name, threshold command).
     pub fn text(&mut self, pos: &mut Positionals, prompt: &str) -> Result<String, Failure> {
-        Ok(self.answer(pos, prompt)?.text)
+        Ok(self.answer_or(pos, prompt, true)?.text)
     }
 
     /// Asks for confirmation; only `y` or `Y` confirms.

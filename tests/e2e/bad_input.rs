@@ -94,7 +94,7 @@ fn device_entries() {
     assert_eq!(long.len(), 65);
     let dev = env.dev();
     let run = env.script(&format!(
-        "crdl {long} 0 10\ncrdl relative/path 0 10\ncrdl {dev} 1500 100\ncrdl {fs} 5 10\ncrdl {fs} 20 0\ncrdl {fs} x 10\nlivtoc\n"
+        "crdl {long} 0 10\ncrdl relative/path 0 10\ncrdl {dev} 1500 100\ncrdl {fs} 5 10\ncrdl {fs} 20 0\ncrdl {fs} x 10\ncrdl -p 100 {fs} 20 10\ncrdl -p 3000 {fs} 20 10\nlivtoc\n"
     ));
     run.failed().errors_are(&[
         &format!("Device name: '{long}' is invalid; at most 64 characters are allowed"),
@@ -103,6 +103,8 @@ fn device_entries() {
         "Device offset: '5' is invalid; pages 5..15 overlap entry 1 of the same file (pages 0..10)",
         "Device size: '0' is invalid; it must be a whole number from 1 to",
         "Device offset: 'x' is invalid; it must be a whole number from 0 to",
+        "Page size: '100' is invalid; it must be a power of two from 512 to 65536 bytes",
+        "Page size: '3000' is invalid; it must be a power of two from 512 to 65536 bytes",
     ]);
     later_commands_ran(&run);
     assert_eq!(device_state(&env, &[]), before);
@@ -171,7 +173,7 @@ livtoc
         "Reset (low) limit: '10m' is invalid; it must be less than the high limit (10m)",
         "High limit: '80' is invalid; the unit must be one of b (bytes), B (blocks), % (percent) or m (messages)",
         "Retries: '-1' is invalid; it must be a whole number from 0 to",
-        "High limit: '10m' is invalid; the unit must be one of b (bytes), B (blocks) or % (percent)",
+        "Non-persistent (-n) high limit: '10m' is invalid; the unit must be one of b (bytes), B (blocks) or % (percent)",
         "-n: '80%' is invalid; write nhigh,nlow,ncmd (the command may be empty, the commas are required)",
         "Default expiration: '30' is invalid; use +seconds (for example +3600) or none",
         "Delivery policy: 'disk' is invalid; use persist or nonpersist",

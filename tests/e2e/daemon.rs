@@ -345,3 +345,25 @@ fn stop_then_start_at_once() {
     pids.dedup();
     assert_eq!(pids.len(), 3, "a new daemon each time: {pids:?}");
 }
+
+/// `-l 3` logs every admin request and every refusal to the `-g` file; `-l 1` does not.
+#[test]
+fn log_levels_and_log_file() {
+    let env = Env::new();
+    let log = env.path("qmd.log").display().to_string();
+    let mut daemon = env.start_daemon(&["-l", "3", "-g", &log]);
+    env.c(&format!("crdl {} 0 200; qspl NOSUCH", env.dev())).failed();
+    env.c("daemon stop").ok();
+    daemon.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("admin request") && text.contains(&env.dev()), "{text}");
+    assert!(text.contains("admin request refused: Queue space NOSUCH does not exist"), "{text}");
+
+    let quiet = env.path("quiet.log").display().to_string();
+    let mut daemon = env.start_daemon(&["-l", "1", "-g", &quiet]);
+    env.c("lidl").ok();
+    env.c("daemon stop").ok();
+    daemon.wait();
+    let text = std::fs::read_to_string(&quiet).unwrap_or_default();
+    assert!(!text.contains("admin request"), "{text}");
+}

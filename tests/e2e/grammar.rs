@@ -139,3 +139,63 @@ fn confirmations_read_the_next_line() {
     env.script("qspds\nQS\ny\n").ok().stdout_has("Queue space QS destroyed");
     env.c("qspl QS").failed().stderr_has("Queue space QS does not exist");
 }
+
+/// In a script a shell escape cannot read the script's lines, a bare `!` is refused, and a
+/// failing shell command counts as a failed command; `help` explains these line forms.
+#[test]
+fn shell_escapes_in_scripts() {
+    let env = Env::new();
+    env.with_device();
+    env.script("!cat\nlivtoc\n").ok().stdout_has("Volume Table of Contents");
+    env.script("!\nlivtoc\n")
+        .failed()
+        .stderr_has("! needs a command when the commands do not come from a terminal")
+        .stdout_has("Volume Table of Contents");
+    env.c("!exit 3; livtoc")
+        .failed()
+        .stderr_has("Shell command 'exit 3' exited with status 3")
+        .stdout_has("Volume Table of Contents");
+    env.c("!true").ok();
+    env.c("help !").ok().stdout_has("Runs shellcommand with sh -c");
+    env.c("help !!").ok().stdout_has("Runs the last shell command again");
+    env.c("help '#'").ok().stdout_has("is ignored");
+    env.c("help all").ok().stdout_has("Runs shellcommand").stdout_has("qspacecreate");
+}
+
+/// With `--json`, standard output is exactly one JSON document per listing: notes such as
+/// "not open" or "no queues defined" and mode changes go to standard error.
+#[test]
+fn json_output_is_only_json() {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QN 40000 100 4 2 2 100 '' n 16").ok();
+    let mut cmd = env.qmadmin_cmd();
+    cmd.arg("--json").arg("-c").arg("ipcs QN");
+    env.run_stdin(cmd, "").stderr_has("No IPC resources: queue space QN is not open");
+    for commands in ["ipcs QN", "qopen QN; qinfo", "v; lidl", "qopen QN; qinfo --json"] {
+        let mut cmd = env.qmadmin_cmd();
+        if !commands.ends_with("--json") {
+            cmd.arg("--json");
+        }
+        cmd.arg("-c").arg(commands);
+        let run = env.run_stdin(cmd, "");
+        run.ok();
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(&run.stdout);
+        assert!(parsed.is_ok(), "{commands}: stdout is not one JSON document: {:?}", run.stdout);
+    }
+}
+
+/// Optional prompts left at the end of a one-line command or script take their defaults;
+/// required ones still fail.
+#[test]
+fn end_of_input_takes_defaults_of_optional_prompts() {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QS3 32769 100 3 3 3 12").ok();
+    let info: qm_common::qspace::QueueSpaceInfo = env.json("qspl QS3");
+    assert_eq!((info.params.error_queue.as_str(), info.params.blocking), ("", 16));
+    env.c("qspc QS4 32770 100")
+        .failed()
+        .stderr_has("end of input while waiting for: Number of queues in queue space:");
+    env.c("qspl QS4").failed().stderr_has("Queue space QS4 does not exist");
+}

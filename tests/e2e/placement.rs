@@ -122,3 +122,33 @@ fn moved_file_after_restart() {
     env.c(&format!("chdl 1 {moved}")).ok();
     assert_eq!(queue_names(&env), ["A", "B"]);
 }
+
+/// A queue space whose file has two entries (the second added by `qaddext`): after moving
+/// the file, one `chdl` renames both entries, says so, and the space works again.
+#[test]
+fn chdl_moves_every_entry_on_the_file() {
+    let env = Env::new();
+    let fs = on_other_file(&env);
+    // Entry 2 is a second page range on the same file; the first has only 400 pages left.
+    env.c(&format!("crdl {fs} 600 500; qaddext QS 480")).ok();
+    let info: QueueSpaceInfo = env.json("qspl QS");
+    let devices: Vec<u8> = info.extents.iter().map(|t| t.device).collect();
+    assert_eq!(devices, [1, 2], "the space has extents on both entries of its file");
+    env.stop_daemon();
+    let moved = env.path("FS2").display().to_string();
+    std::fs::rename(&fs, &moved).unwrap();
+    env.c(&format!("chdl 2 {moved}"))
+        .ok()
+        .stdout_has(&format!("Device list entries 1, 2 (all on {fs}, which holds queue space QS)"));
+    let listing: DeviceListing = env.json("lidl");
+    let names: Vec<&str> = listing.entries.iter().map(|e| e.entry.name.as_str()).collect();
+    assert_eq!(names, [env.dev().as_str(), moved.as_str(), moved.as_str()]);
+    assert_eq!(queue_names(&env), ["A", "B"], "the space is usable from its new place");
+    // An entry on a file without queue spaces is renamed alone.
+    let a = env.path("A").display().to_string();
+    env.c(&format!("crdl {a} 0 50; crdl {a} 50 50; chdl 3 {}", env.path("B").display()))
+        .ok()
+        .stdout_has("Device list entry 3 renamed to");
+    let listing: DeviceListing = env.json("lidl");
+    assert_eq!(listing.entries[4].entry.name, a, "entry 4 stays on its file");
+}

@@ -86,7 +86,7 @@ fn qspacelist_contents() {
     assert_eq!(info.total_pages, 200);
     assert_eq!(info.overhead_pages, 11);
     assert_eq!(info.state, QueueSpaceState::Inactive);
-    assert_eq!((info.queues_defined, info.messages, info.blocks_used), (0, 0, 0));
+    assert_eq!((info.queues_defined, info.messages, info.blocks_used), (0, 0, None));
     assert_eq!(info.extents.len(), 1);
     assert_eq!((info.extents[0].offset, info.extents[0].pages), (35, 200));
 
@@ -294,4 +294,31 @@ fn initialize_extents() {
     assert!(!env.json::<QueueSpaceInfo>("qspl K").params.initialize);
     env.c("qspch K 40002 2 2 100 \"\" y 16").ok();
     assert!(env.json::<QueueSpaceInfo>("qspl K").params.initialize);
+}
+
+/// `qspacechange` refuses a message limit below what the space holds, naming the field
+/// and the count, and changes nothing; `qspacelist` shows blocks used only once the space
+/// is loaded (after a restart it is not, until `qopen`).
+#[test]
+fn message_limit_and_blocks_used() {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QS 40000 100 4 2 2 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    env.c("qopen QS; qenqueue Q one; qenqueue Q two; qenqueue Q three").ok();
+    env.c("qspch QS 40000 2 2 2 '' n 16").failed().stderr_has(
+        "Number of messages in queue space: 2 is below the 3 persistent messages queue space QS holds now",
+    );
+    let info: QueueSpaceInfo = env.json("qspl QS");
+    assert_eq!(
+        (info.params.messages, info.messages),
+        (100, 3),
+        "the refused change changed nothing"
+    );
+    env.c("qspch QS 40000 2 2 3 '' n 16").ok();
+    env.stop_daemon();
+    let info: QueueSpaceInfo = env.json("qspl QS");
+    assert_eq!((info.params.messages, info.messages, info.blocks_used), (3, 3, None));
+    env.c("qspl QS").ok().stdout_has("counted when the queue space is opened");
+    let info: QueueSpaceInfo = env.json("qopen QS; qspl QS");
+    assert_eq!(info.blocks_used, Some(3), "one block per small message once loaded");
 }

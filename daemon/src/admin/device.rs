@@ -1,6 +1,6 @@
 //! The universal device list: `crdl`, `lidl`, `dsdl`, `livtoc`, `chdl`.
 
-use super::{Ctx, extents_of, require_device};
+use super::{Ctx, require_device};
 use crate::state::Store;
 use crate::storage::Device;
 use crate::storage::device::{delete_udl, put_udl};
@@ -257,7 +257,7 @@ fn rename(
 ) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let udl = device.udl()?;
-    let mut entry = find_entry(&udl, index)?;
+    let entry = find_entry(&udl, index)?;
     let Some(new_name) = new_name else { return Ok(Reply::DeviceName(entry.name)) };
     check_device_path(&new_name)?;
     let config = ctx.daemon.device_path.display().to_string();
@@ -269,24 +269,31 @@ fn rename(
         ));
     }
     let vtoc = device.vtoc()?;
-    let spaces: Vec<String> = vtoc
+    let holds_space = |i: u8| vtoc.iter().any(|t| t.device == i && t.extent.is_some());
+    // A queue space lives in one file, maybe through several entries: when its file moved,
+    // every entry naming that file moves with it.
+    let old_name = entry.name.clone();
+    let on_file: Vec<_> = udl.iter().filter(|e| e.name == old_name).cloned().collect();
+    let group = if on_file.iter().any(|e| holds_space(e.index)) { on_file } else { vec![entry] };
+    if group.iter().any(|e| e.index == 0) && new_name != config {
+        return Err(QmError::invalid(
+            "New device name",
+            &new_name,
+            &format!("entry 0 shares this file and must name the device itself ({config})"),
+        ));
+    }
+    let mut spaces: Vec<String> = vtoc
         .iter()
-        .filter(|t| t.device == index && t.extent.is_some())
+        .filter(|t| t.extent.is_some() && group.iter().any(|e| e.index == t.device))
         .map(|t| t.name.clone())
         .collect();
-    for space in &spaces {
-        if let Some(other) = extents_of(&vtoc, space).iter().find(|t| t.device != index) {
-            let other_name = udl.iter().find(|e| e.index == other.device).map(|e| e.name.as_str());
-            if other_name != Some(new_name.as_str()) {
-                return Err(QmError::in_use(format!(
-                    "Queue space {space} also has extents on entry {}; a queue space must stay on one file",
-                    other.device
-                )));
-            }
-        }
+    spaces.sort();
+    spaces.dedup();
+    let renamed: Vec<_> =
+        group.into_iter().map(|e| UdlEntry { name: new_name.clone(), ..e }).collect();
+    for entry in &renamed {
+        check_overlap(device, &udl, entry)?;
     }
-    entry.name = new_name.clone();
-    check_overlap(device, &udl, &entry)?;
     if index != 0 && !spaces.is_empty() && !std::path::Path::new(&new_name).exists() {
         return Err(QmError::not_found(format!(
             "{new_name} does not exist; entry {index} holds queue space {} whose file must be there",
@@ -296,7 +303,16 @@ fn rename(
     if index != 0 {
         device.create_file_db(&new_name)?;
     }
-    device.write(|txn| put_udl(txn, &entry))?;
+    device.write(|txn| renamed.iter().try_for_each(|e| put_udl(txn, e)))?;
+    if renamed.len() > 1 {
+        let list: Vec<String> = renamed.iter().map(|e| e.index.to_string()).collect();
+        ctx.note(Note::info(format!(
+            "Device list entries {} (all on {old_name}, which holds queue space {}) renamed to {new_name}",
+            list.join(", "),
+            spaces.join(", ")
+        )));
+        return Ok(Reply::Unit);
+    }
     ctx.note(Note::info(format!("Device list entry {index} renamed to {new_name}")));
     Ok(Reply::Unit)
 }

@@ -240,7 +240,7 @@ fn list(ctx: &Ctx<'_>, store: &Store, name: Option<String>) -> QmResult<Reply> {
         state: state_of(ctx, store, &name),
         queues_defined: defs.len() as u32,
         messages: usage.messages(),
-        blocks_used: usage.blocks,
+        blocks_used: store.engine(&name).is_some().then_some(usage.blocks),
         params: QueueSpaceParams { initialize: record.initialized, ..record.params },
     })))
 }
@@ -250,6 +250,14 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
     let device = require_device(ctx, store)?;
     let record = require_qspace(device, &change.name)?;
     check_ipc_key_free(device, &change.name, change.ipc_key)?;
+    let held = super::queue::space_usage(store, &change.name).persistent_messages;
+    if u64::from(change.messages) < held {
+        return Err(QmError::inval(format!(
+            "Number of messages in queue space: {} is below the {held} persistent messages \
+             queue space {} holds now; give at least {held}",
+            change.messages, change.name
+        )));
+    }
     make_inactive(ctx, store, &change.name, false)?;
     let device = require_device(ctx, store)?;
     let old = &record.params;
@@ -342,11 +350,12 @@ fn close(ctx: &mut Ctx<'_>, store: &Store) -> QmResult<Reply> {
 fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     require_qspace(device, name)?;
+    let asked = pages;
     let pages = round_pages(pages);
     if pages == 0 {
         return Err(QmError::invalid(
-            "Pages",
-            pages,
+            "Number of pages",
+            asked,
             "at least 4 pages are needed (sizes round down to a multiple of 4)",
         ));
     }

@@ -19,7 +19,18 @@ fn dl_index(text: &str) -> qm_common::QmResult<u8> {
 
 pub fn crdl(sh: &mut Shell, args: Args) -> CmdResult {
     let page_size = match args.value('p') {
-        Some(v) => Some(number("Page size", v, 512..=65536u32).map_err(|e| e.message)?),
+        Some(v) => {
+            let size = v.trim().parse::<u32>().map_err(|_| {
+                qm_common::QmError::invalid(
+                    "Page size",
+                    v,
+                    "it must be a power of two from 512 to 65536 bytes",
+                )
+                .message
+            })?;
+            qm_common::device::check_page_size(size).map_err(|e| e.message)?;
+            Some(size)
+        }
         None => None,
     };
     let mut pos = Positionals::new(args.positionals);

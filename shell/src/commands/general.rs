@@ -49,18 +49,46 @@ fn describe(spec: &crate::catalog::CommandSpec) -> String {
     format!("{}\n    {}\n", spec.usage(), spec.help)
 }
 
+/// Lines that are not commands, for `help !`, `help !!`, `help #` and `help all`.
+const LINE_FORMS: [(&str, &str); 4] = [
+    ("!!", "Runs the last shell command again."),
+    (
+        "! [shellcommand]",
+        "Runs shellcommand with sh -c; a bare ! starts a shell (terminal only). When the \
+         commands come from a script or -c, the command gets no standard input, and a non-zero \
+         exit status counts as a failed command.",
+    ),
+    ("# comment", "A line starting with # is ignored."),
+    (
+        "<CR>",
+        "At a terminal, an empty line runs the last command again; in a script it does nothing.",
+    ),
+];
+
 pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
     let text = match args.positionals.first().map(String::as_str) {
         None => {
             let mut out = String::from(
                 "Commands (abbreviation in parentheses); 'help command' explains one:\n",
             );
-            for c in COMMANDS {
+            let mut sorted: Vec<_> = COMMANDS.iter().collect();
+            sorted.sort_by_key(|c| c.name);
+            for c in sorted {
                 out += &format!("  {}\n", c.usage());
             }
             out + "  ! shellcommand, !! (repeat it), # comment, <CR> (repeat the last command; terminal only)\n"
         }
-        Some("all") => COMMANDS.iter().map(describe).collect::<Vec<_>>().join("\n"),
+        Some("all") => {
+            let mut all: Vec<String> = COMMANDS.iter().map(describe).collect();
+            all.extend(LINE_FORMS.iter().map(|(usage, text)| format!("{usage}\n    {text}\n")));
+            all.join("\n")
+        }
+        Some(word)
+            if let Some((usage, text)) =
+                LINE_FORMS.iter().find(|f| f.0.split_whitespace().next() == Some(word)) =>
+        {
+            format!("{usage}\n    {text}\n")
+        }
         Some(name) => match lookup(name) {
             Some(spec) => describe(spec),
             None => return Err(format!("Command {name} not found")),

@@ -221,8 +221,9 @@ pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
 pub fn qaddext(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    let pages = sh
-        .required(&mut pos, "Number of pages: ", |s| number("Pages", s, 1..=u64::from(u32::MAX)))?;
+    let pages = sh.required(&mut pos, "Number of pages: ", |s| {
+        number("Number of pages", s, 1..=u64::from(u32::MAX))
+    })?;
     sh.call(Request::QueueSpace(QueueSpaceRequest::AddExtent { name, pages }))?;
     Ok(())
 }
