@@ -199,3 +199,25 @@ fn end_of_input_takes_defaults_of_optional_prompts() {
         .stderr_has("end of input while waiting for: Number of queues in queue space:");
     env.c("qspl QS4").failed().stderr_has("Queue space QS4 does not exist");
 }
+
+/// A reader that goes away early (`qmadmin ... | head -1`) ends qmadmin quietly, without
+/// a panic message.
+#[test]
+fn closed_output_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    env.with_device();
+    let mut cmd = env.qmadmin_cmd();
+    // Far more than a pipe holds, so that qmadmin is still writing when the reader goes.
+    cmd.arg("-c").arg(vec!["help all"; 40].join("; "));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn qmadmin");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).unwrap();
+    // The reader is dropped here: the rest of the output has nowhere to go.
+    let run = crate::support::wait_with_timeout(child, std::time::Duration::from_secs(30));
+    assert!(!first.is_empty());
+    run.stderr_lacks("panicked");
+}
