@@ -97,6 +97,13 @@ pub struct QueueDef {
     pub expiration: DefaultExpiration,
 }
 
+/// The refusal of a queue beyond the `max` queues queue space `qspace` was created for.
+pub fn no_more_queues(qspace: &str, max: u32) -> QmError {
+    QmError::no_space(format!(
+        "Create queue - no more queue entries (max = {max}); queue space {qspace} was created for {max} queues"
+    ))
+}
+
 /// Checks a retry count.
 pub fn check_retries(retries: u64) -> QmResult<()> {
     if retries > u64::from(RETRIES_MAX) {

@@ -336,3 +336,16 @@ fn hint_shows_syntax() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }
+
+/// At a terminal, `qcreate` on a full queue space is refused before its prompts.
+#[test]
+fn qcreate_on_a_full_space_refused_before_prompting() {
+    let env = env_with_device();
+    env.c("qspc F 40002 100 1 2 2 10 '' n 16; qopen F; qcr A fifo none 0 0 100% 0% ''").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen F", &[]);
+    let out = repl.run("qcreate", &["no more queue entries (max = 1)"]);
+    assert!(!out.contains("Queue name:"), "no prompt before the refusal: {out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1);
+}

@@ -103,9 +103,7 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> 
     }
     let max = record.params.queues;
     if defs.len() >= max as usize {
-        return Err(QmError::no_space(format!(
-            "Create queue - no more queue entries (max = {max}); queue space {qspace} was created for {max} queues"
-        )));
+        return Err(qm_common::queue::no_more_queues(qspace, max));
     }
     save(device, qspace, &def)?;
     if let Some(engine) = store.engine(qspace) {

@@ -7,10 +7,10 @@ use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::QmResult;
 use qm_common::names::{check_command, check_queue_name};
 use qm_common::order::{OutOfOrder, QueueOrder};
-use qm_common::protocol::{QueueRequest, Reply, Request};
+use qm_common::protocol::{QueueRequest, QueueSpaceRequest, Reply, Request};
 use qm_common::queue::{
     DefaultExpiration, DeliveryPolicy, DestroyMode, QueueChange, QueueDef, RETRIES_MAX,
-    RETRY_DELAY_MAX,
+    RETRY_DELAY_MAX, no_more_queues,
 };
 use qm_common::threshold::{Limit, LimitSet, Threshold, parse_high, parse_low};
 
@@ -82,6 +82,16 @@ fn limits(
 pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
     let opts = options(&args)?;
     sh.require_open()?;
+    // At a terminal a full queue space is refused before the eight prompts. A script keeps
+    // Tuxedo's behaviour (answers read, then refused) so that its answer lines are never run
+    // as commands.
+    let request = Request::QueueSpace(QueueSpaceRequest::List { name: None });
+    if sh.input.interactive()
+        && let Reply::QueueSpace(info) = sh.call(request)?.reply
+        && info.queues_defined >= info.params.queues
+    {
+        return Err(no_more_queues(&info.params.name, info.params.queues).message);
+    }
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
     let mut def = QueueDef::new(name);
