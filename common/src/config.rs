@@ -126,8 +126,8 @@ pub struct Clopt {
     pub delete_on_failure: bool,
 }
 
-/// Parses `"[servopts] -- -q q1,q2 [-t secs] [-i idle] [-e] [-d] [-n] [-f delay] [-b t]"`;
-/// only the part after `--` matters to a forwarder.
+/// Parses `"[servopts] -- -q q1,q2 [-t secs] [-i idle] [-e] [-d] [-b n]"`; only the part
+/// after `--` matters to a forwarder. `-n` and `-f` are refused: qm does not support them.
 pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
     let bad = |why: &str| QmError::invalid("clopt", text, why);
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -140,6 +140,11 @@ pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
         match *word {
             "-q" => {
                 let list = value("-q")?;
+                if clopt.queues.is_some() {
+                    return Err(bad(
+                        "-q is given more than once; list every queue in one -q q1,q2",
+                    ));
+                }
                 clopt.queues = Some(list.split(',').map(str::to_string).collect());
             }
             "-t" => {
@@ -155,9 +160,16 @@ pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
             }
             "-e" => clopt.exit_when_empty = true,
             "-d" => clopt.delete_on_failure = true,
-            // Accepted for compatibility; qm forwards each message in its own transaction.
-            "-n" => {}
-            "-f" | "-b" => {
+            // TMQFORWARD options that would change what a forwarder does: refused rather
+            // than silently ignored.
+            "-n" | "-f" => {
+                return Err(bad(&format!(
+                    "{word} is not supported by qm; each message is forwarded in its own \
+                     transaction (use -q, -t, -i, -e, -d)"
+                )));
+            }
+            // Accepted for compatibility (a batch size); qm takes one message per transaction.
+            "-b" => {
                 value(word)?;
             }
             other => return Err(bad(&format!("unknown option {other}; use -q, -t, -i, -e, -d"))),
@@ -170,6 +182,9 @@ impl ForwarderEntry {
     /// Resolves the entry against its `clopt` and the defaults, and checks it.
     pub fn resolve(&self) -> QmResult<ForwarderDef> {
         let which = format!("forwarder {}", self.id);
+        if self.id == 0 {
+            return Err(QmError::invalid("forwarder id", self.id, "it must be 1 to 4294967295"));
+        }
         let clopt = match &self.clopt {
             Some(c) => {
                 parse_clopt(c).map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?
@@ -196,8 +211,13 @@ impl ForwarderEntry {
                 "{which}: no queues; give queues = [...] or -q in clopt"
             )));
         }
-        for q in &def.queues {
+        for (i, q) in def.queues.iter().enumerate() {
             check_queue_name(q).map_err(|e| QmError::inval(format!("{which}: {}", e.message)))?;
+            if def.queues[..i].contains(q) {
+                return Err(QmError::inval(format!(
+                    "{which}: queue {q} is listed twice in its queues; list each queue once"
+                )));
+            }
         }
         if def.transaction_timeout == 0 || def.transaction_timeout > 86_400 {
             return Err(QmError::invalid(
@@ -230,7 +250,18 @@ impl Config {
                     f.id
                 )));
             }
-            f.resolve()?;
+        }
+        for f in &config.forwarders {
+            let def = f.resolve()?;
+            for q in &def.queues {
+                if !config.services.contains_key(q) {
+                    return Err(QmError::inval(format!(
+                        "configuration: forwarder {} serves queue {q} but no service {q} is \
+                         defined; add a [service.{q}] table with its command",
+                        f.id
+                    )));
+                }
+            }
         }
         for (name, s) in &config.services {
             if s.command.trim().is_empty() {

@@ -58,6 +58,28 @@ impl LimitSet {
         }
     }
 
+    /// The units as a short list, for "a whole number ... followed by ...".
+    fn unit_list(self) -> &'static str {
+        match self {
+            LimitSet::Persistent => "b, B, % or m",
+            LimitSet::NonPersistent => "b, B or %",
+        }
+    }
+
+    fn high_field(self) -> &'static str {
+        match self {
+            LimitSet::Persistent => "High limit",
+            LimitSet::NonPersistent => "Non-persistent (-n) high limit",
+        }
+    }
+
+    fn low_field(self) -> &'static str {
+        match self {
+            LimitSet::Persistent => "Reset (low) limit",
+            LimitSet::NonPersistent => "Non-persistent (-n) reset (low) limit",
+        }
+    }
+
     fn allows(self, unit: LimitUnit) -> bool {
         self == LimitSet::Persistent || unit != LimitUnit::Messages
     }
@@ -100,17 +122,22 @@ fn split_number(s: &str) -> (&str, &str) {
     s.split_at(end)
 }
 
-fn parse_number(field: &str, s: &str, digits: &str) -> QmResult<u64> {
-    digits
-        .parse::<u64>()
-        .map_err(|_| QmError::invalid(field, s, "a whole number followed by a unit is expected"))
+fn parse_number(field: &str, s: &str, digits: &str, units: &str) -> QmResult<u64> {
+    digits.parse::<u64>().map_err(|_| {
+        QmError::invalid(
+            field,
+            s,
+            &format!("it must be a whole number from 0 to {} followed by {units}", u64::MAX),
+        )
+    })
 }
 
 /// Parses a high mark; the unit is required.
 pub fn parse_high(s: &str, set: LimitSet) -> QmResult<Limit> {
-    let field = "High limit";
+    let field = set.high_field();
     let s = s.trim();
     let (digits, rest) = split_number(s);
+    let value = parse_number(field, s, digits, set.unit_list())?;
     let unit = rest
         .chars()
         .next()
@@ -120,27 +147,33 @@ pub fn parse_high(s: &str, set: LimitSet) -> QmResult<Limit> {
         .ok_or_else(|| {
             QmError::invalid(field, s, &format!("the unit must be one of {}", set.allowed_units()))
         })?;
-    let value = parse_number(field, s, digits)?;
     let limit = Limit { value, unit };
-    check_high(limit)?;
+    check_high(limit, set)?;
     Ok(limit)
 }
 
-fn check_high(limit: Limit) -> QmResult<()> {
+fn check_high(limit: Limit, set: LimitSet) -> QmResult<()> {
     if limit.value == 0 {
-        return Err(QmError::invalid("High limit", limit, "it must be greater than 0"));
+        return Err(QmError::invalid(set.high_field(), limit, "it must be greater than 0"));
     }
     if limit.unit == LimitUnit::Percent && limit.value > 100 {
-        return Err(QmError::invalid("High limit", limit, "a percentage must be 1 to 100"));
+        return Err(QmError::invalid(set.high_field(), limit, "a percentage must be 1 to 100"));
     }
     Ok(())
 }
 
 /// Parses a low mark; without a unit it takes the high mark's unit.
 pub fn parse_low(s: &str, high: Limit) -> QmResult<Limit> {
-    let field = "Reset (low) limit";
+    parse_low_of(s, high, LimitSet::Persistent)
+}
+
+/// Parses a low mark of `set`; without a unit it takes the high mark's unit.
+pub fn parse_low_of(s: &str, high: Limit, set: LimitSet) -> QmResult<Limit> {
+    let field = set.low_field();
     let s = s.trim();
     let (digits, rest) = split_number(s);
+    let units = format!("{} (or no unit)", set.unit_list());
+    let value = parse_number(field, s, digits, &units)?;
     let unit = if rest.is_empty() {
         high.unit
     } else {
@@ -149,7 +182,13 @@ pub fn parse_low(s: &str, high: Limit) -> QmResult<Limit> {
             .next()
             .filter(|_| rest.chars().count() == 1)
             .and_then(LimitUnit::from_suffix)
-            .ok_or_else(|| QmError::invalid(field, s, "the unit must be b, B, %, m or left out"))?;
+            .ok_or_else(|| {
+                QmError::invalid(
+                    field,
+                    s,
+                    &format!("the unit must be {} or left out", set.unit_list()),
+                )
+            })?;
         if unit != high.unit {
             return Err(QmError::invalid(
                 field,
@@ -159,7 +198,6 @@ pub fn parse_low(s: &str, high: Limit) -> QmResult<Limit> {
         }
         unit
     };
-    let value = parse_number(field, s, digits)?;
     Ok(Limit { value, unit })
 }
 
@@ -168,22 +206,22 @@ impl Threshold {
     pub fn validate(&self, set: LimitSet) -> QmResult<()> {
         if !set.allows(self.high.unit) {
             return Err(QmError::invalid(
-                "High limit",
+                set.high_field(),
                 self.high,
                 &format!("the unit must be one of {}", set.allowed_units()),
             ));
         }
-        check_high(self.high)?;
+        check_high(self.high, set)?;
         if self.low.unit != self.high.unit {
             return Err(QmError::invalid(
-                "Reset (low) limit",
+                set.low_field(),
                 self.low,
                 &format!("the unit must match the high limit's unit ({})", self.high.unit.suffix()),
             ));
         }
         if self.low.value >= self.high.value {
             return Err(QmError::invalid(
-                "Reset (low) limit",
+                set.low_field(),
                 self.low,
                 &format!("it must be less than the high limit ({})", self.high),
             ));
@@ -203,7 +241,7 @@ impl Threshold {
             ));
         };
         let high = parse_high(high, LimitSet::NonPersistent)?;
-        let low = parse_low(low, high)?;
+        let low = parse_low_of(low, high, LimitSet::NonPersistent)?;
         let threshold = Threshold { high, low, command: command.trim().to_string() };
         threshold.validate(LimitSet::NonPersistent)?;
         Ok(threshold)
@@ -245,5 +283,17 @@ mod tests {
         assert_eq!(t.command, "echo full, really");
         assert!(Threshold::parse_nonpersistent("80%,10%").is_err());
         assert_eq!(Threshold::parse_nonpersistent("100b,0,").unwrap().low.to_string(), "0b");
+        let e = Threshold::parse_nonpersistent("10m,0m,x").unwrap_err().message;
+        assert!(e.starts_with("Non-persistent (-n) high limit: '10m'"), "{e}");
+        let e = Threshold::parse_nonpersistent("10b,x,").unwrap_err().message;
+        assert!(e.starts_with("Non-persistent (-n) reset (low) limit: 'x'"), "{e}");
+        assert!(e.contains("a whole number from 0 to 18446744073709551615"), "{e}");
+        let e = parse_high("-5m", LimitSet::Persistent).unwrap_err().message;
+        assert!(
+            e.contains("a whole number from 0 to 18446744073709551615 followed by b, B, % or m"),
+            "{e}"
+        );
+        let e = parse_high("99999999999999999999999m", LimitSet::Persistent).unwrap_err().message;
+        assert!(e.contains("from 0 to 18446744073709551615"), "{e}");
     }
 }

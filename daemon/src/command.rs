@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-/// Most bytes kept of each of standard output and standard error.
-pub const CAPTURE_MAX: usize = 4 * 1024 * 1024;
+/// Most bytes kept of each of standard output and standard error: one more than a message
+/// body may hold, so a reply over the body limit is told from one that just fits.
+pub const CAPTURE_MAX: usize = qm_common::message::BODY_MAX + 1;
 /// How long to wait for the pipes to close once the command itself has exited.
 const PIPE_GRACE: Duration = Duration::from_millis(500);
 
@@ -40,9 +42,18 @@ impl Ending {
         match self {
             Ending::Exited(c) => format!("exit {c}"),
             Ending::Signaled(s) => format!("killed by signal {s}"),
-            Ending::TimedOut(d) => format!("killed after the {} s time limit", d.as_secs_f64()),
+            Ending::TimedOut(d) => format!("killed after the {} time limit", seconds(*d)),
             Ending::NotStarted(why) => format!("cannot start: {why}"),
         }
+    }
+}
+
+/// A time limit as configured: whole seconds ("2 s"), else milliseconds ("1500 ms").
+pub fn seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 
@@ -62,17 +73,26 @@ pub struct ShellCommand<'a> {
     pub stdin: Option<Vec<u8>>,
     pub cwd: Option<PathBuf>,
     pub limit: Duration,
+    /// Kill what the command left running in its process group once it exited (a service
+    /// is a synchronous call); threshold commands may leave background jobs.
+    pub kill_leftovers: bool,
 }
 
-async fn capture(mut pipe: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut kept = Vec::new();
+/// What was read of a pipe; `None` once taken, after which more output is read and dropped.
+type Kept = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// Reads `pipe` to its end into `kept` as it comes, so what was printed is there even when a
+/// background child holds the pipe open past the command's end.
+async fn capture(mut pipe: impl AsyncRead + Unpin, kept: Kept) {
     let mut buf = [0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
-                let room = CAPTURE_MAX.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                if let Some(kept) = kept.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    let room = CAPTURE_MAX.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
             }
         }
     }
@@ -128,8 +148,10 @@ pub async fn run(spec: ShellCommand<'_>) -> Outcome {
             let _ = stdin.write_all(&body).await;
         });
     }
-    let out = tokio::spawn(capture(child.stdout.take().expect("piped")));
-    let err = tokio::spawn(capture(child.stderr.take().expect("piped")));
+    let (out_kept, err_kept): (Kept, Kept) =
+        (Arc::new(Mutex::new(Some(Vec::new()))), Arc::new(Mutex::new(Some(Vec::new()))));
+    let out = tokio::spawn(capture(child.stdout.take().expect("piped"), out_kept.clone()));
+    let err = tokio::spawn(capture(child.stderr.take().expect("piped"), err_kept.clone()));
     let ending = match tokio::time::timeout(spec.limit, child.wait()).await {
         Ok(Ok(status)) => match status.code() {
             Some(code) => Ending::Exited(code),
@@ -145,14 +167,26 @@ pub async fn run(spec: ShellCommand<'_>) -> Outcome {
         }
     };
     group.ended = true;
-    let grab = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
-        match tokio::time::timeout(PIPE_GRACE, task).await {
-            Ok(Ok(bytes)) => bytes,
-            _ => Vec::new(),
+    if spec.kill_leftovers {
+        // The group outlives its leader while a child is in it; killing it closes the
+        // pipes, and what is still buffered in them is read below.
+        kill_group(pid);
+    }
+    // Drain what is in the pipes; a background child that keeps them open is not waited
+    // for beyond the grace, and what was read so far is kept.
+    let grace = tokio::time::sleep(PIPE_GRACE);
+    tokio::pin!(grace);
+    for task in [out, err] {
+        tokio::select! {
+            _ = task => {}
+            _ = &mut grace => {}
         }
-    };
-    let stdout = grab(out).await;
-    let stderr = grab(err).await;
+    }
+    // A reader still blocked on a pipe held open by a background child keeps reading (so
+    // the child never gets SIGPIPE) and drops what it reads; it ends with the child.
+    let take =
+        |kept: &Kept| kept.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+    let (stdout, stderr) = (take(&out_kept), take(&err_kept));
     Outcome { ending, stdout, stderr, duration: start.elapsed() }
 }
 

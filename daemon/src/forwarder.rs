@@ -38,6 +38,8 @@ pub struct Status {
 }
 
 struct Running {
+    /// The definition it runs with (the file may have changed since).
+    def: ForwarderDef,
     stop: watch::Sender<bool>,
     done: watch::Receiver<bool>,
     status: Arc<Mutex<Status>>,
@@ -76,7 +78,7 @@ fn clopt(def: &ForwarderDef) -> String {
 
 impl Forwarders {
     /// Takes the definitions of a (re-read) configuration; running forwarders keep theirs
-    /// until they are booted again.
+    /// until `apply` stops or restarts them.
     pub fn configure(&self, config: &Config) {
         let mut inner = lock(&self.inner);
         inner.defs = config.forwarder_defs().into_iter().map(|d| (d.id, d)).collect();
@@ -92,6 +94,60 @@ impl Forwarders {
         lock(&self.inner).defs.values().filter(|d| d.boot).map(|d| d.id).collect()
     }
 
+    /// After a reload: stops running forwarders that are no longer defined and restarts
+    /// those whose definition changed (each after its current message), so what runs is
+    /// what the file says. Returns what it did, one line each.
+    pub fn apply(self: &Arc<Self>, daemon: &Arc<Daemon>) -> Vec<String> {
+        let (removed, changed): (Vec<u32>, Vec<u32>) = {
+            let inner = lock(&self.inner);
+            let live = inner.running.iter().filter(|(_, r)| !*r.done.borrow());
+            let mut removed = Vec::new();
+            let mut changed = Vec::new();
+            for (id, r) in live {
+                match inner.defs.get(id) {
+                    None => removed.push(*id),
+                    Some(d) if !same_options(d, &r.def) => changed.push(*id),
+                    Some(_) => {}
+                }
+            }
+            (removed, changed)
+        };
+        let mut done = Vec::new();
+        for id in removed {
+            match self.shutdown(Some(id), None) {
+                Ok(_) => {
+                    lock(&self.inner).last.remove(&id);
+                    done.push(format!(
+                        "Forwarder {id} was removed from the configuration: stopped"
+                    ));
+                }
+                Err(e) => done.push(format!("Forwarder {id} could not be stopped: {}", e.message)),
+            }
+        }
+        for id in changed {
+            if let Err(e) = self.shutdown(Some(id), None) {
+                done.push(format!("Forwarder {id} could not be restarted: {}", e.message));
+                continue;
+            }
+            match self.boot(daemon, id) {
+                Ok(()) => done.push(format!(
+                    "Forwarder {id} restarted with its new definition ({})",
+                    self.options_of(id).unwrap_or_default()
+                )),
+                Err(e) if e.diagnostic == Diagnostic::Exists => done.push(format!(
+                    "Forwarder {id} is still finishing its current message with its old \
+                     definition; boot -i {id} once psr shows it stopped"
+                )),
+                Err(e) => done.push(format!("Forwarder {id} was stopped: {}", e.message)),
+            }
+        }
+        done
+    }
+
+    fn options_of(&self, id: u32) -> Option<String> {
+        lock(&self.inner).defs.get(&id).map(clopt)
+    }
+
     pub fn list(&self) -> Vec<ForwarderInfo> {
         let inner = lock(&self.inner);
         let mut ids: Vec<u32> = inner.defs.keys().chain(inner.running.keys()).copied().collect();
@@ -99,8 +155,10 @@ impl Forwarders {
         ids.dedup();
         ids.into_iter()
             .filter_map(|id| {
-                let def = inner.defs.get(&id)?;
-                let status = match inner.running.get(&id) {
+                // A running forwarder shows the definition it runs with.
+                let running = inner.running.get(&id);
+                let def = running.map(|r| &r.def).or_else(|| inner.defs.get(&id))?;
+                let status = match running {
                     Some(r) => lock(&r.status).clone(),
                     None => inner.last.get(&id).cloned().unwrap_or_else(|| Status {
                         state: "not booted".into(),
@@ -156,10 +214,14 @@ impl Forwarders {
             Ok(e) => e,
             Err(e) => {
                 daemon.sessions.unregister(session);
-                return Err(QmError::new(
-                    e.diagnostic,
-                    format!("Forwarder {id} cannot boot: {}", e.message),
-                ));
+                let message = format!("Forwarder {id} cannot boot: {}", e.message);
+                // psr shows why (a boot at daemon start has no one else to tell).
+                let mut inner = lock(&self.inner);
+                let mut last = inner.last.remove(&id).unwrap_or_default();
+                last.state = "boot failed".into();
+                last.last_error = Some(e.message.clone());
+                inner.last.insert(id, last);
+                return Err(QmError::new(e.diagnostic, message));
             }
         };
         let status = Arc::new(Mutex::new(Status {
@@ -169,7 +231,9 @@ impl Forwarders {
         }));
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
-        lock(&self.inner).running.insert(id, Running { stop, done, status: status.clone() });
+        lock(&self.inner)
+            .running
+            .insert(id, Running { def: def.clone(), stop, done, status: status.clone() });
         let task = Task {
             forwarders: self.clone(),
             daemon: daemon.clone(),
@@ -191,17 +255,37 @@ impl Forwarders {
     /// Asks forwarders to stop after their current message and waits for them; returns how
     /// many were stopped.
     pub fn shutdown(&self, id: Option<u32>, queue: Option<&str>) -> QmResult<usize> {
+        if id.is_some() && queue.is_some() {
+            return Err(QmError::inval(
+                "Shutdown: give either -i ID or -q QUEUE, not both (shutdown -i ID | -q QUEUE)",
+            ));
+        }
         let waits: Vec<(u32, watch::Receiver<bool>)> = {
             let inner = lock(&self.inner);
+            if let Some(i) = id
+                && !inner.defs.contains_key(&i)
+                && !inner.running.contains_key(&i)
+            {
+                return Err(QmError::not_found(format!(
+                    "Shutdown: forwarder {i} is not defined in the configuration"
+                )));
+            }
+            if let Some(q) = queue
+                && !inner
+                    .defs
+                    .values()
+                    .chain(inner.running.values().map(|r| &r.def))
+                    .any(|d| d.queues.iter().any(|x| x == q))
+            {
+                return Err(QmError::not_found(format!("Shutdown: no forwarder serves queue {q}")));
+            }
             inner
                 .running
                 .iter()
                 .filter(|(i, r)| {
-                    let def = inner.defs.get(i);
                     !*r.done.borrow()
                         && id.is_none_or(|want| want == **i)
-                        && queue
-                            .is_none_or(|q| def.is_some_and(|d| d.queues.iter().any(|x| x == q)))
+                        && queue.is_none_or(|q| r.def.queues.iter().any(|x| x == q))
                 })
                 .map(|(i, r)| {
                     let _ = r.stop.send(true);
@@ -212,14 +296,11 @@ impl Forwarders {
         };
         if waits.is_empty() {
             let what = match (id, queue) {
-                (Some(i), _) => format!("forwarder {i}"),
-                (None, Some(q)) => format!("any forwarder of queue {q}"),
-                (None, None) => "any forwarder".into(),
+                (Some(i), _) => format!("forwarder {i} is not running"),
+                (None, Some(q)) => format!("no forwarder of queue {q} is running"),
+                (None, None) => "no forwarder is running".into(),
             };
-            return Err(QmError::new(
-                Diagnostic::NotFound,
-                format!("Shutdown: {what} is not running"),
-            ));
+            return Err(QmError::new(Diagnostic::NotFound, format!("Shutdown: {what}")));
         }
         let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
         for (_, mut done) in waits.clone() {
@@ -243,6 +324,11 @@ impl Forwarders {
         inner.running.remove(&id);
         inner.last.insert(id, last);
     }
+}
+
+/// Whether two definitions run the same way (`boot` only matters at daemon start).
+fn same_options(a: &ForwarderDef, b: &ForwarderDef) -> bool {
+    ForwarderDef { boot: false, ..a.clone() } == ForwarderDef { boot: false, ..b.clone() }
 }
 
 fn check_queues(engine: &Engine, def: &ForwarderDef) -> QmResult<()> {
@@ -330,7 +416,8 @@ impl Task {
             }
             // Only queues found empty end a forwarder started with -e; after a failure it
             // waits its idle time and tries again.
-            if empty && self.def.exit_when_empty {
+            // A message waiting out its retry delay keeps it: it is ready again soon.
+            if empty && self.def.exit_when_empty && !self.engine.retry_pending(&self.def.queues) {
                 tracing::info!("forwarder {}: no messages on queues - shutting down", self.def.id);
                 break "exited (queues empty)".to_string();
             }
@@ -381,12 +468,20 @@ impl Task {
             service.as_ref(),
             &self.def.qspace,
             &msg,
+            limit,
             left,
         )
         .await;
+        if let Called::Success(r) | Called::Failure { reply: r, .. } = &called
+            && let Some(warning) = &r.warning
+        {
+            tracing::warn!("forwarder {}: {warning}", self.def.id);
+            lock(&self.status).last_error = Some(warning.clone());
+        }
         match called {
             Called::Success(reply) => {
-                if let Err(e) = self.reply(txid, &msg, msg.reply_queue.as_deref(), reply).await {
+                let to = msg.reply_queue.as_deref();
+                if let Err(e) = self.reply(txid, &msg, "reply", to, reply).await {
                     let _ = self.engine.abort(txid, "the reply could not be enqueued").await;
                     return Err(e);
                 }
@@ -415,13 +510,14 @@ impl Task {
         &self,
         txid: u64,
         msg: &Message,
+        which: &str,
         to: Option<&str>,
         reply: service::Reply,
     ) -> QmResult<()> {
         let Some(to) = to.filter(|q| self.engine.queue_def(q).is_some()) else {
             if let Some(q) = to {
                 tracing::warn!(
-                    "forwarder {}: reply queue {q} does not exist; reply dropped",
+                    "forwarder {}: {which} queue {q} does not exist; reply dropped",
                     self.def.id
                 );
             }
@@ -446,7 +542,8 @@ impl Task {
         msg: &Message,
         reply: service::Reply,
     ) -> QmResult<()> {
-        if let Err(e) = self.reply(txid, msg, msg.failure_queue.as_deref(), reply).await {
+        let to = msg.failure_queue.as_deref();
+        if let Err(e) = self.reply(txid, msg, "failure", to, reply).await {
             self.engine.abort(txid, "the failure reply could not be enqueued").await?;
             return Err(e);
         }

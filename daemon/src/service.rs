@@ -6,7 +6,7 @@
 use crate::command::{self, Ending, ShellCommand};
 use crate::threshold::CommandEnv;
 use qm_common::config::ServiceDef;
-use qm_common::message::{Message, escape_bytes};
+use qm_common::message::{BODY_MAX, Message, escape_bytes};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Reply {
     pub body: Vec<u8>,
     pub urcode: i64,
+    /// Something wrong that did not fail the call (an unusable user return code).
+    pub warning: Option<String>,
 }
 
 /// How a call went.
@@ -35,18 +37,42 @@ fn urcode_file() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("qm-urcode-{}-{n}", std::process::id()))
 }
 
-/// Calls `service` for `msg` of `qspace`, within `limit`.
+/// Reads the user return code the service wrote: `None` when it wrote none, an error naming
+/// the valid range when what it wrote is not one.
+fn read_urcode(path: &std::path::Path, service: &str) -> Result<Option<i64>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<i64>().map(Some).map_err(|_| {
+        let shown: String = text.chars().take(40).collect();
+        format!(
+            "service {service} wrote an unusable user return code '{shown}' to $QM_URCODE_FILE; \
+             it must be a whole number from {} to {} (0 was used)",
+            i64::MIN,
+            i64::MAX
+        )
+    })
+}
+
+/// Calls `service` for `msg` of `qspace`, within `left` of the forwarder's transaction
+/// time-out `timeout` (the one named when the service is killed).
 pub async fn call(
     env: &CommandEnv,
     service: &str,
     def: Option<&ServiceDef>,
     qspace: &str,
     msg: &Message,
-    limit: Duration,
+    timeout: Duration,
+    left: Duration,
 ) -> Called {
     let Some(def) = def else {
         let why = format!("no service {service} is defined in the configuration");
-        return Called::Failure { reply: Reply { body: Vec::new(), urcode: 0 }, why };
+        return Called::Failure {
+            reply: Reply { body: Vec::new(), urcode: 0, warning: None },
+            why,
+        };
     };
     let urcode_path = urcode_file();
     let mut vars = env.base();
@@ -68,14 +94,28 @@ pub async fn call(
         env: vars,
         stdin: Some(msg.body.clone()),
         cwd: env.cwd(),
-        limit,
+        limit: left,
+        // A service is a synchronous call: nothing it started outlives it.
+        kill_leftovers: true,
     })
     .await;
-    let written =
-        std::fs::read_to_string(&urcode_path).ok().and_then(|t| t.trim().parse::<i64>().ok());
+    let (written, warning) = match read_urcode(&urcode_path, service) {
+        Ok(w) => (w, None),
+        Err(why) => (Some(0), Some(why)),
+    };
     let _ = std::fs::remove_file(&urcode_path);
-    let reply =
-        |default: i64| Reply { body: outcome.stdout.clone(), urcode: written.unwrap_or(default) };
+    let reply = |default: i64| Reply {
+        body: outcome.stdout.clone(),
+        urcode: written.unwrap_or(default),
+        warning: warning.clone(),
+    };
+    if outcome.stdout.len() > BODY_MAX {
+        let why = format!(
+            "service {service}: its reply exceeds the message body limit of {BODY_MAX} bytes \
+             (4 MiB)"
+        );
+        return Called::Failure { reply: Reply { body: Vec::new(), ..reply(-1) }, why };
+    }
     match &outcome.ending {
         Ending::Exited(0) => Called::Success(reply(0)),
         Ending::Exited(code) => {
@@ -87,6 +127,13 @@ pub async fn call(
             );
             Called::Failure { reply: reply(i64::from(*code)), why }
         }
+        Ending::TimedOut(_) => Called::Failure {
+            reply: reply(-1),
+            why: format!(
+                "service {service}: killed after the {} time limit (the forwarder's -t)",
+                command::seconds(timeout)
+            ),
+        },
         other => Called::Failure {
             reply: reply(-1),
             why: format!("service {service}: {}", other.describe()),

@@ -87,6 +87,9 @@ pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
         stdin: None,
         cwd: env.cwd(),
         limit: env.timeout(),
+        // Operators may start things with `&`: they are not killed, and what the command
+        // printed is kept all the same.
+        kill_leftovers: false,
     })
     .await;
     let record = FiringRecord {

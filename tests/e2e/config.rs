@@ -10,7 +10,7 @@ fn reply_to_r() -> EnqueueCtl {
     EnqueueCtl { reply_queue: Some("R".into()), ..EnqueueCtl::default() }
 }
 
-/// Tuxedo's CLOPT (`[servopts] -- -q ... -t -i -e -d`, with `-n -f -b` accepted) and the
+/// Tuxedo's CLOPT (`[servopts] -- -q ... -t -i -e -d`, with `-b` accepted) and the
 /// TOML fields describe the same forwarder; fields win over CLOPT; `-t` defaults to 60 and
 /// `-i` to 30.
 #[test]
@@ -22,7 +22,7 @@ fn clopt_spelling_and_fields_describe_the_same_forwarder() {
 [[forwarder]]
 id = 1
 qspace = "QS"
-clopt = "-A -- -q A,B -t 5 -i -200 -e -d -n -f 0"
+clopt = "-A -- -q A,B -t 5 -i -200 -e -d -b 4"
 
 [[forwarder]]
 id = 2
@@ -44,6 +44,15 @@ qspace = "QS"
 clopt = "-- -q C -t 9 -i 9 -e"
 transaction_timeout = 7
 exit_when_empty = false
+
+[service.A]
+command = "cat"
+
+[service.B]
+command = "cat"
+
+[service.C]
+command = "cat"
 "#,
     );
     let list = psr(&env);
@@ -222,4 +231,149 @@ fn reload_reads_a_device_toml_created_after_the_start() {
     env.c("boot -i 1").ok();
     wait_state(&env, 1, "exited (queues empty)");
     assert_eq!(app.take("R").body, b"late");
+}
+
+/// What the file cannot mean is refused at load and at reload, naming the forwarder, the
+/// field and what is allowed: id 0, a queue listed twice, `-q` given twice, TMQFORWARD's
+/// `-n` and `-f` (qm does not support them), and a queue without a `[service.NAME]` table.
+#[test]
+fn forwarder_definitions_qm_cannot_run_are_refused() {
+    let env = Env::new();
+    let good = "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n[service.SVC]\ncommand = \"printf good\"\n";
+    write_config(&env, good);
+    setup(&env, 200, &["SVC fifo none 0 0 100% 0% ''", "R fifo none 0 0 100% 0% ''"]);
+    let svc = "\n[service.SVC]\ncommand = \"cat\"\n\n[service.B]\ncommand = \"cat\"\n";
+    let broken = [
+        (
+            format!("[[forwarder]]\nid = 0\nqspace = \"QS\"\nqueues = [\"SVC\"]\n{svc}"),
+            vec!["forwarder id: '0' is invalid", "1 to 4294967295"],
+        ),
+        (
+            format!("[[forwarder]]\nid = 1\nqspace = \"QS\"\nqueues = [\"SVC\", \"B\", \"SVC\"]\n{svc}"),
+            vec!["forwarder 1", "queue SVC is listed twice"],
+        ),
+        (
+            format!("[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC,SVC\"\n{svc}"),
+            vec!["forwarder 1", "queue SVC is listed twice"],
+        ),
+        (
+            format!("[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -q B\"\n{svc}"),
+            vec!["forwarder 1", "-q is given more than once"],
+        ),
+        (
+            format!("[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -n\"\n{svc}"),
+            vec!["forwarder 1", "-n is not supported by qm"],
+        ),
+        (
+            format!("[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -f 5\"\n{svc}"),
+            vec!["forwarder 1", "-f is not supported by qm"],
+        ),
+        (
+            "[[forwarder]]\nid = 4\nqspace = \"QS\"\nqueues = [\"SVC\", \"NOSVC\"]\n\n[service.SVC]\ncommand = \"cat\"\n".to_string(),
+            vec!["forwarder 4 serves queue NOSVC", "no service NOSVC is defined", "[service.NOSVC]"],
+        ),
+    ];
+    for (text, whys) in &broken {
+        write_config(&env, text);
+        let run = env.c("daemon reload");
+        let run = run.failed().stderr_has("QUE.toml");
+        for why in whys {
+            run.stderr_has(why);
+        }
+    }
+    // Nothing changed: the good forwarder is still the only one, and works.
+    let list = psr(&env);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].options, "-q SVC -t 60 -i 0");
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"x", reply_to_r());
+    eventually("the reply", || depth(&env, "R") == 1);
+    assert_eq!(app.take("R").body, b"good");
+    drop(app);
+    // And qmd does not start with one of them.
+    env.c("daemon stop").ok();
+    let file = env.path("bad.toml");
+    std::fs::write(&file, &broken[0].0).unwrap();
+    let out = Command::new(QMD)
+        .arg(&env.device)
+        .arg("--config")
+        .arg(&file)
+        .env_remove("QM_SOCKET")
+        .output()
+        .expect("run qmd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 to 4294967295"), "{stderr}");
+}
+
+/// `daemon reload` makes running forwarders follow the file: one removed from it stops
+/// (psr no longer lists it, ipcs no longer shows it), one whose definition changed restarts
+/// with the new options (psr shows what is in effect), an unchanged one keeps running; the
+/// reply says what was done.
+#[test]
+fn reload_stops_removed_and_restarts_changed_running_forwarders() {
+    let env = Env::new();
+    let services = "\n[service.A]\ncommand = \"printf a\"\n\n[service.B]\ncommand = \"printf b\"\n\n[service.C]\ncommand = \"printf c\"\n";
+    write_config(
+        &env,
+        &format!(
+            "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q A -i 0\"\n\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nclopt = \"-- -q B -i 0\"\n\n[[forwarder]]\nid = 3\nqspace = \"QS\"\nclopt = \"-- -q C -i 0\"\n{services}"
+        ),
+    );
+    setup(
+        &env,
+        200,
+        &[
+            "A fifo none 0 0 100% 0% ''",
+            "B fifo none 0 0 100% 0% ''",
+            "C fifo none 0 0 100% 0% ''",
+            "R fifo none 0 0 100% 0% ''",
+        ],
+    );
+    env.c("boot -i 1; boot -i 2; boot -i 3").ok();
+    env.c("ipcs QS").ok().stdout_has("TMQFORWARD 2");
+    // 1 unchanged (only boot = true added), 2 removed, 3 changed (-e -t 9).
+    write_config(
+        &env,
+        &format!(
+            "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q A -i 0\"\nboot = true\n\n[[forwarder]]\nid = 3\nqspace = \"QS\"\nclopt = \"-- -q C -i 0 -t 9 -d\"\n{services}"
+        ),
+    );
+    env.c("daemon reload")
+        .ok()
+        .stdout_has("Forwarder 2 was removed from the configuration: stopped")
+        .stdout_has("Forwarder 3 restarted with its new definition (-q C -t 9 -i 0 -d)")
+        .stdout_lacks("Forwarder 1");
+    let list = psr(&env);
+    let ids: Vec<u32> = list.iter().map(|f| f.id).collect();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(list[1].options, "-q C -t 9 -i 0 -d");
+    assert!(list.iter().all(|f| f.state == "idle" || f.state == "running"), "{list:#?}");
+    env.c("ipcs QS").ok().stdout_lacks("TMQFORWARD 2").stdout_has("TMQFORWARD 3");
+    let mut app = App::connect(&env);
+    app.put_with("B", b"x", reply_to_r());
+    app.put_with("C", b"x", reply_to_r());
+    eventually("the C reply", || depth(&env, "R") == 1);
+    assert_eq!(app.take("R").body, b"c");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(depth(&env, "B"), 1, "nothing serves B any more");
+}
+
+/// A forwarder with `boot = true` whose queue space does not exist yet when the daemon
+/// starts: psr shows the failed boot and why, not just "not booted".
+#[test]
+fn a_failed_boot_at_daemon_start_shows_in_psr() {
+    let env = Env::new();
+    setup(&env, 200, &[]);
+    env.stop_daemon();
+    write_config(
+        &env,
+        "[[forwarder]]\nid = 5\nqspace = \"LATER\"\nclopt = \"-- -q SVC -i 0\"\nboot = true\n\n[service.SVC]\ncommand = \"cat\"\n",
+    );
+    eventually("the failed boot", || server(&env, 5).state == "boot failed");
+    let s = server(&env, 5);
+    let why = s.last_error.clone().unwrap_or_default();
+    assert!(why.contains("LATER"), "{s:#?}");
+    env.c("psr").ok().stdout_has("boot failed").stdout_has("LATER");
 }

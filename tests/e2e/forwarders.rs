@@ -222,8 +222,10 @@ fn service_time_out_rolls_back_and_the_message_is_retried() {
     assert_eq!(s.forwarded, 1);
     // One failure, with the service's reason (not the rolled-back transaction's).
     assert_eq!(s.failures, 1, "{s:#?}");
-    assert!(
-        s.last_error.as_deref().unwrap_or("").starts_with("service SVC: killed after"),
+    // The configured limit, not what was left of it when the service started.
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("service SVC: killed after the 1 s time limit (the forwarder's -t)"),
         "{s:#?}"
     );
 }
@@ -233,7 +235,7 @@ fn service_time_out_rolls_back_and_the_message_is_retried() {
 #[test]
 fn boot_and_shutdown_refusals_are_clear() {
     let env = Env::new();
-    let text = "[[forwarder]]\nid = 1\nqspace = \"QS\"\nqueues = [\"SVC\"]\n\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nqueues = [\"SVC\", \"GONE\"]\n\n[[forwarder]]\nid = 3\nqspace = \"NOQS\"\nqueues = [\"SVC\"]\n\n[service.SVC]\ncommand = \"cat\"\n";
+    let text = "[[forwarder]]\nid = 1\nqspace = \"QS\"\nqueues = [\"SVC\"]\n\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nqueues = [\"SVC\", \"GONE\"]\n\n[[forwarder]]\nid = 3\nqspace = \"NOQS\"\nqueues = [\"SVC\"]\n\n[service.SVC]\ncommand = \"cat\"\n\n[service.GONE]\ncommand = \"cat\"\n";
     write_config(&env, text);
     setup(&env, 200, &[&fifo("SVC", 0)]);
     env.c("boot -i 9").failed().stderr_has("Forwarder 9 is not defined in the configuration");
@@ -246,11 +248,20 @@ fn boot_and_shutdown_refusals_are_clear() {
     env.c("boot -i 1").ok();
     env.c("boot -i 1").failed().stderr_has("Forwarder 1 is already running");
     env.c("shutdown -i 2").failed().stderr_has("forwarder 2 is not running");
-    env.c("shutdown -q OTHER").failed().stderr_has("OTHER");
+    env.c("shutdown -q OTHER").failed().stderr_has("Shutdown: no forwarder serves queue OTHER");
+    env.c("shutdown -q GONE").failed().stderr_has("no forwarder of queue GONE is running");
+    env.c("shutdown -i 99")
+        .failed()
+        .stderr_has("Shutdown: forwarder 99 is not defined in the configuration");
+    env.c("shutdown -i 1 -q SVC").failed().stderr_has("-i ID | -q QUEUE");
+    assert_eq!(server(&env, 1).state, "idle", "the refused shutdown stopped nothing");
     env.c("shutdown").failed();
-    let states: BTreeMap<u32, String> = psr(&env).into_iter().map(|f| (f.id, f.state)).collect();
-    assert_eq!(states[&2], "not booted");
-    assert_eq!(states[&3], "not booted");
+    // Failed boots show in psr with their reason.
+    let list: BTreeMap<u32, _> = psr(&env).into_iter().map(|f| (f.id, f)).collect();
+    assert_eq!(list[&2].state, "boot failed");
+    assert!(list[&2].last_error.as_deref().unwrap_or("").contains("queue GONE does not exist"));
+    assert_eq!(list[&3].state, "boot failed");
+    assert!(list[&3].last_error.as_deref().unwrap_or("").contains("NOQS"));
     // Failed boots leave nothing attached.
     env.c("ipcs QS").ok().stdout_lacks("TMQFORWARD 2");
 }
@@ -364,4 +375,87 @@ fn daemon_crash_during_forwarding_loses_and_duplicates_nothing() {
     let expected: Vec<String> = (0..n).map(|i| format!("m{i:02}")).collect();
     assert_eq!(bodies, expected);
     assert_eq!(depth(&env, "ERRQ"), 0);
+}
+
+/// A service that leaves a background child holding its standard output: the reply it
+/// printed is delivered all the same, at once (not after the child), and the child does not
+/// outlive the call.
+#[test]
+fn a_service_leaving_a_background_child_still_replies() {
+    let env = Env::new();
+    let marker = format!("sleep 20.{}", std::process::id());
+    let service = format!("b=$(cat); {marker} & printf 'bgreply %s' \"$b\"; exit 0");
+    write_config(&env, &config("SVC", "", &[("SVC", &service)]));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    let start = std::time::Instant::now();
+    app.put_with("SVC", b"one", reply_to("R", "c1"));
+    eventually("the reply", || depth(&env, "R") == 1);
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert_eq!(app.take("R").body, b"bgreply one");
+    eventually("the background child is gone", || !running(&marker));
+    let s = server(&env, 1);
+    assert_eq!((s.forwarded, s.failures), (1, 0), "{s:#?}");
+}
+
+/// `-e` does not exit while a message waits out its retry delay: it forwards it when it is
+/// ready again, and only then exits.
+#[test]
+fn exit_when_empty_waits_for_a_message_in_its_retry_delay() {
+    let env = Env::new();
+    let service =
+        r#"cat >/dev/null; echo call >> calls.txt; [ "$QM_RETRIES" = 0 ] && exit 1; printf done"#;
+    write_config(&env, &config("SVC", "-e", &[("SVC", service)]));
+    setup(&env, 200, &["SVC fifo none 2 1 100% 0% ''", &fifo("R", 0)]);
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"x", reply_to("R", "c"));
+    env.c("boot -i 1").ok();
+    let done = wait_state(&env, 1, "exited (queues empty)");
+    assert_eq!((done.forwarded, done.failures), (1, 1), "{done:#?}");
+    assert_eq!(lines(&env, "calls.txt").len(), 2);
+    assert_eq!((depth(&env, "SVC"), depth(&env, "R")), (0, 1));
+    assert_eq!(app.take("R").body, b"done");
+}
+
+/// A user return code the service wrote that is not one (not a number, out of range):
+/// the reply carries 0, and psr's last error says what was wrong and the valid range.
+#[test]
+fn an_unusable_urcode_is_reported() {
+    let env = Env::new();
+    let service = r#"b=$(cat); printf '%s' "$b" > "$QM_URCODE_FILE"; printf ok"#;
+    write_config(&env, &config("SVC", "", &[("SVC", service)]));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    for (i, code) in ["notanumber", "99999999999999999999"].iter().enumerate() {
+        app.put_with("SVC", code.as_bytes(), reply_to("R", "c"));
+        eventually("the reply", || depth(&env, "R") == 1);
+        let reply = app.take("R");
+        assert_eq!((reply.body.as_slice(), reply.urcode), (b"ok".as_slice(), 0));
+        let s = server(&env, 1);
+        let why = s.last_error.clone().unwrap_or_default();
+        assert!(why.contains(code) && why.contains("QM_URCODE_FILE"), "{s:#?}");
+        assert!(why.contains("-9223372036854775808 to 9223372036854775807"), "{s:#?}");
+        assert_eq!(s.forwarded, i as u64 + 1);
+    }
+}
+
+/// A reply over the 4 MiB body limit fails the call with that reason (not "queue space
+/// full"), and the request is retried then goes to the error queue.
+#[test]
+fn a_reply_over_the_body_limit_is_a_failure_saying_so() {
+    let env = Env::new();
+    let service = "cat >/dev/null; head -c 4194305 /dev/zero";
+    write_config(&env, &config("SVC", "-d", &[("SVC", service)]));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0), &fifo("FAILQ", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    let ctl = EnqueueCtl { failure_queue: Some("FAILQ".into()), ..reply_to("R", "c") };
+    app.put_with("SVC", b"big", ctl);
+    eventually("the request on the error queue", || depth(&env, "ERRQ") == 1);
+    let s = server(&env, 1);
+    let why = s.last_error.clone().unwrap_or_default();
+    assert!(why.contains("exceeds the message body limit"), "{s:#?}");
+    assert_eq!((depth(&env, "R"), depth(&env, "FAILQ")), (0, 0));
 }

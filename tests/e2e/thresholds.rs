@@ -482,3 +482,50 @@ fn the_two_limit_sets_of_a_queue_are_independent() {
     assert_eq!(wait_lines(&env, "fired.txt", 3)[2], "Q nonpersistent 100b 150b high");
     stays(&env, "fired.txt", 3);
 }
+
+/// A command that starts something in the background (`&`) holding its output open: what
+/// it printed is recorded, the record comes without waiting for the background job, and the
+/// job is left running (operators may start things that way).
+#[test]
+fn output_is_kept_when_the_command_leaves_a_background_job() {
+    let env = Env::new();
+    let marker = format!("sleep 4.{}", std::process::id());
+    setup(&env, 200, &[&format!("BG fifo none 0 0 100% 0% 'echo hi; {marker} &'")]);
+    let start = Instant::now();
+    let record: qm_common::protocol::FiringRecord = env.json("qopen QS; qthtest BG");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert_eq!((record.exit, record.output.as_str()), (Some(0), "hi"), "{record:#?}");
+    assert!(running(&marker), "the background job was left running");
+    eventually("the background job ends by itself", || !running(&marker));
+}
+
+/// Bad `-n` limits name the non-persistent set, and a number that is not one says what a
+/// limit is: a whole number from 0 to the maximum followed by a unit. Nothing is created.
+#[test]
+fn bad_nonpersistent_limits_name_the_set_and_the_range() {
+    let env = Env::new();
+    setup(&env, 200, &[]);
+    let cases = [
+        (
+            "-n '10m,0m,x' Q fifo none 0 0 100% 0% ''",
+            "Non-persistent (-n) high limit: '10m' is invalid; the unit must be one of b (bytes), B (blocks) or % (percent)",
+        ),
+        (
+            "-n '10b,x,' Q fifo none 0 0 100% 0% ''",
+            "Non-persistent (-n) reset (low) limit: 'x' is invalid; it must be a whole number from 0 to 18446744073709551615 followed by b, B or %",
+        ),
+        (
+            "Q fifo none 0 0 -5m 0m ''",
+            "High limit: '-5m' is invalid; it must be a whole number from 0 to 18446744073709551615 followed by b, B, % or m",
+        ),
+        (
+            "Q fifo none 0 0 99999999999999999999999m 0m ''",
+            "High limit: '99999999999999999999999m' is invalid; it must be a whole number from 0 to 18446744073709551615",
+        ),
+    ];
+    for (args, why) in cases {
+        env.c(&format!("qopen QS; qcreate {args}")).failed().stderr_has(why);
+    }
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo");
+    assert!(listing.queues.iter().all(|q| q.def.name != "Q"), "nothing was created");
+}

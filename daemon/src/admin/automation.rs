@@ -45,6 +45,10 @@ pub fn handle(ctx: &mut Ctx<'_>, request: AutomationRequest) -> QmResult<Reply> 
                 "Configuration re-read ({})",
                 ctx.daemon.config_path_text()
             )));
+            // Running forwarders follow the file: removed ones stop, changed ones restart.
+            for line in forwarders.apply(ctx.daemon) {
+                ctx.note(Note::info(line));
+            }
             Ok(Reply::Unit)
         }
     }

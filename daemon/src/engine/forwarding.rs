@@ -19,6 +19,20 @@ impl Engine {
         self.lock().index.queues.get(queue).map(|q| q.notify.clone())
     }
 
+    /// Whether a message of one of `queues` is waiting out its retry delay (it was rolled
+    /// back and will be ready again soon). Messages an application scheduled for later are
+    /// not counted: they have not been retried.
+    pub fn retry_pending(&self, queues: &[String]) -> bool {
+        let inner = self.lock();
+        inner.index.waiting.iter().any(|(_, seq)| {
+            inner
+                .index
+                .msgs
+                .get(seq)
+                .is_some_and(|e| e.meta.retries > 0 && queues.contains(&e.meta.queue))
+        })
+    }
+
     /// At commit, move this message (dequeued in `txid`) to the error queue instead of
     /// deleting it.
     pub fn move_to_error_at_commit(&self, txid: u64, msgid: &MsgId) -> QmResult<()> {

@@ -27,6 +27,11 @@ pub fn shutdown(sh: &mut Shell, args: Args) -> CmdResult {
     if id.is_none() && queue.is_none() {
         return Err("shutdown: give a server id with -i or a queue with -q".into());
     }
+    if id.is_some() && queue.is_some() {
+        return Err(
+            "shutdown: give either -i ID or -q QUEUE, not both (shutdown -i ID | -q QUEUE)".into(),
+        );
+    }
     sh.call(Request::Automation(AutomationRequest::Shutdown { id, queue }))?;
     Ok(())
 }
