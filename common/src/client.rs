@@ -65,6 +65,11 @@ impl Client {
         request: Request,
         mut on_progress: impl FnMut(Progress),
     ) -> QmResult<Done> {
+        // A body over the limit would make a frame the daemon cannot take (and lose the
+        // connection): refuse it here with the daemon's own message.
+        if let Request::Data(DataRequest::Enqueue { body, .. }) = &request {
+            check_body(body.len())?;
+        }
         self.conn.write_frame(&request).await.map_err(lost)?;
         loop {
             match self.conn.read_frame::<Response>().await.map_err(lost)? {
@@ -80,7 +85,7 @@ impl Client {
     }
 }
 
-use crate::message::{DequeueCtl, EnqueueCtl, Message, MsgId};
+use crate::message::{DequeueCtl, EnqueueCtl, Message, MsgId, check_body};
 use crate::protocol::DataRequest;
 
 fn unexpected(reply: Reply) -> QmError {
@@ -96,7 +101,8 @@ impl Client {
     }
 
     /// Enqueues `body` on `queue` of `qspace`; returns the new message's id. Outside a
-    /// transaction the message is on disk (if persistent) when this returns.
+    /// transaction the message is on disk (if persistent) when this returns. A body over
+    /// [`BODY_MAX`](crate::message::BODY_MAX) bytes is refused (QMEINVAL) before it is sent.
     pub async fn enqueue(
         &mut self,
         qspace: &str,
@@ -104,6 +110,7 @@ impl Client {
         body: &[u8],
         ctl: &EnqueueCtl,
     ) -> QmResult<MsgId> {
+        check_body(body.len())?;
         let request = DataRequest::Enqueue {
             qspace: Some(qspace.to_string()),
             queue: queue.to_string(),

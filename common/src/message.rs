@@ -12,6 +12,16 @@ use std::fmt;
 pub const ID_MAX: usize = 32;
 /// Largest message body, in bytes.
 pub const BODY_MAX: usize = 4 * 1024 * 1024;
+/// Refuses a body over [`BODY_MAX`] bytes (QMEINVAL), before anything is sent.
+pub fn check_body(len: usize) -> QmResult<()> {
+    if len > BODY_MAX {
+        return Err(QmError::inval(format!(
+            "Message body: {len} bytes is over the limit of {BODY_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Default priority of a message enqueued without one.
 pub const DEFAULT_PRIORITY: u8 = 50;
 
@@ -188,6 +198,31 @@ impl EnqueueCtl {
             return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
         }
         check_id("Correlation id", &self.corrid)?;
+        use crate::time::{check_absolute, check_relative};
+        let times = [
+            (
+                "Availability time",
+                self.available.map(|t| match t {
+                    TimeSpec::Relative(s) => (true, s),
+                    TimeSpec::Absolute(s) => (false, s),
+                }),
+            ),
+            (
+                "Expiration time",
+                self.expiration.and_then(|e| match e {
+                    Expiry::Relative(s) => Some((true, s)),
+                    Expiry::Absolute(s) => Some((false, s)),
+                    Expiry::Never => None,
+                }),
+            ),
+        ];
+        for (field, time) in times {
+            match time {
+                Some((true, s)) => check_relative(field, &format!("+{s}"), s)?,
+                Some((false, s)) => check_absolute(field, &s.to_string(), s)?,
+                None => 0,
+            };
+        }
         if let Placement::Before(id) = &self.placement {
             id.validate()?;
         }

@@ -359,6 +359,12 @@ pub enum Reply {
     Servers(Vec<ForwarderInfo>),
     Firings(Vec<FiringRecord>),
     Firing(Box<FiringRecord>),
+    /// What a message-admin command did: messages changed, and messages left alone because
+    /// a transaction holds them.
+    Changed {
+        changed: u64,
+        held: u64,
+    },
 }
 
 /// Progress of long work, e.g. initializing extents.

@@ -72,14 +72,70 @@ pub fn parse_tuxedo_time(field: &str, text: &str) -> crate::QmResult<(u64, u64)>
     Ok((local(start)?, local(end)?.saturating_sub(1)))
 }
 
-/// Parses a time as the message commands take it: `+seconds` from now, or an absolute
-/// `YY[MM[DD[HH[MM[SS]]]]]` (its first second).
+/// How the message commands take a time, for error messages.
+pub const TIME_FORMS: &str =
+    "write +seconds or YY[MM[DD[HH[MM[SS]]]]] (e.g. +60, 251123 or 2511231830)";
+
+/// The latest time that can be written: the last second of 2037, local time (years 00-37
+/// are 2000-2037). Relative times are bounded so that they end no later.
+pub fn latest_secs() -> u64 {
+    use chrono::NaiveDate;
+    NaiveDate::from_ymd_opt(2037, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .and_then(|t| Local.from_local_datetime(&t).latest())
+        .map_or(2_145_916_799, |t| t.timestamp().max(0) as u64)
+}
+
+/// The most seconds a relative time (`+seconds`) may be from now.
+pub fn max_relative_secs() -> u64 {
+    latest_secs().saturating_sub(now_secs())
+}
+
+/// Checks a relative time of `secs` from now against [`max_relative_secs`].
+pub fn check_relative(field: &str, text: &str, secs: u64) -> crate::QmResult<u64> {
+    let max = max_relative_secs();
+    if secs > max {
+        return Err(crate::QmError::invalid(
+            field,
+            text,
+            &format!("+seconds must be 0 to {max} (times end at {})", format_local(latest_secs())),
+        ));
+    }
+    Ok(secs)
+}
+
+/// Checks an absolute time against [`latest_secs`].
+pub fn check_absolute(field: &str, text: &str, secs: u64) -> crate::QmResult<u64> {
+    if secs > latest_secs() {
+        return Err(crate::QmError::invalid(
+            field,
+            text,
+            &format!("times end at {}", format_local(latest_secs())),
+        ));
+    }
+    Ok(secs)
+}
+
+/// Whether `text` has the shape of a time: `+digits` or up to six pairs of digits.
+pub fn looks_like_time(text: &str) -> bool {
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match text.strip_prefix('+') {
+        Some(rel) => digits(rel),
+        None => digits(text) && text.len().is_multiple_of(2) && text.len() <= 12,
+    }
+}
+
+/// Parses a time as the message commands take it: `+seconds` from now (so that it ends by
+/// the end of 2037, as absolute times do), or an absolute `YY[MM[DD[HH[MM[SS]]]]]` (its
+/// first second).
 pub fn parse_time_spec(field: &str, text: &str) -> crate::QmResult<crate::message::TimeSpec> {
+    if !looks_like_time(text) {
+        return Err(crate::QmError::invalid(field, text, TIME_FORMS));
+    }
     if let Some(rel) = text.strip_prefix('+') {
-        let secs = rel.parse::<u64>().map_err(|_| {
-            crate::QmError::invalid(field, text, "write +seconds or YY[MM[DD[HH[MM[SS]]]]]")
-        })?;
-        return Ok(crate::message::TimeSpec::Relative(secs));
+        // All digits: only too many of them fail to parse.
+        let secs = rel.parse::<u64>().unwrap_or(u64::MAX);
+        return Ok(crate::message::TimeSpec::Relative(check_relative(field, text, secs)?));
     }
     Ok(crate::message::TimeSpec::Absolute(parse_tuxedo_time(field, text)?.0))
 }
@@ -100,5 +156,14 @@ mod tests {
         assert!(parse_tuxedo_time("t", "251").is_err());
         assert!(parse_tuxedo_time("t", "251332").is_err());
         assert_eq!(parse_time_spec("t", "+30").unwrap(), crate::message::TimeSpec::Relative(30));
+        let max = max_relative_secs();
+        assert!(parse_time_spec("t", &format!("+{max}")).is_ok());
+        let e = parse_time_spec("t", "+99999999999").unwrap_err().message;
+        assert!(e.contains("+seconds must be 0 to") && e.contains("2037-12-31 23:59:59"), "{e}");
+        assert!(parse_time_spec("t", "+99999999999999999999999").is_err());
+        for bad in ["garbage", "+", "+x", "251", "-5"] {
+            let e = parse_time_spec("t", bad).unwrap_err().message;
+            assert!(e.contains("+seconds") && e.contains("YY[MM[DD[HH[MM[SS]]]]]"), "{e}");
+        }
     }
 }

@@ -199,6 +199,6 @@ async fn message(
             (queue, criteria, Change::Expiration(expiry))
         }
     };
-    let (changed, _skipped) = engine.change(&queue, &criteria, change).await?;
-    Ok(Reply::Count(changed))
+    let (changed, held) = engine.change(&queue, &criteria, change).await?;
+    Ok(Reply::Changed { changed, held })
 }

@@ -242,7 +242,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [tranindex]",
         Nothing,
         msgadmin::qaborttrans,
-        "Rolls back a transaction the daemon holds open (index from qprinttrans), e.g. of a client that stalls. Asks for confirmation unless -y is given."
+        "Rolls back a transaction the daemon holds open (index from qprinttrans), e.g. of a client that stalls. Checks that the index is open, then asks for confirmation unless -y is given."
     ),
     command!(
         "qchangeexp",
@@ -302,7 +302,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [tranindex]",
         Nothing,
         msgadmin::qcommittrans,
-        "Commits a transaction the daemon holds open (index from qprinttrans) on its owner's behalf. Asks for confirmation unless -y is given."
+        "Commits a transaction the daemon holds open (index from qprinttrans) on its owner's behalf. Checks that the index is open, then asks for confirmation unless -y is given."
     ),
     command!(
         "qcreate",
@@ -322,7 +322,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y]",
         Nothing,
         msgadmin::qdeletemsg,
-        "Deletes the selected messages (qset queue, qscan criteria). Asks for confirmation unless -y is given."
+        "Deletes the selected messages (qset queue, qscan criteria). Asks for confirmation unless -y is given. Messages held by a transaction are left alone and counted as such."
     ),
     command!(
         "qdequeue",
@@ -332,7 +332,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-m msgid] [-i corrid] [-w seconds] [-k] [-B] [queue_name]",
         Queue,
         message::qdequeue,
-        "Dequeues a message from a queue of the open queue space (in the session's transaction, if one is open) and prints its msgid, priority, correlation id, retries, user return code and delivery mode, then its body. -m and -i select by message or correlation id (\\xx escapes allowed), -w waits up to that many seconds for one, -k peeks without taking, -B prints only the raw body."
+        "Dequeues a message from a queue of the open queue space (in the session's transaction, if one is open) and prints a line with its msgid, priority, correlation id, retries, user return code and delivery mode, and its reply queue, failure queue and reply delivery mode when the sender set them (reply_queue=, failure_queue=, reply_qos=), then its body on the next line. In the body (and correlation id) printable ASCII stays as it is and every other byte, blanks and newlines included, and the backslash itself are written as \\xx hex escapes (hello\\20world); -B prints only the body, its raw bytes, with no header and no newline added; --json prints all of it as one JSON object. -m and -i select by message or correlation id (\\xx escapes allowed), -w waits up to that many seconds for one, -k peeks without taking."
     ),
     command!(
         "qdestroy",
@@ -352,7 +352,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-p priority] [-t time] [-e exptime|none] [-i corrid] [-r replyqueue] [-f failurequeue] [-d persist|nonpersist] [-q replyqos] [-u urcode] [-T | -b msgid] [-F file] [queue_name [body]]",
         Queue,
         message::qenqueue,
-        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input when commands come from -c. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]] (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it)."
+        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it)."
     ),
     command!(
         "qinfo",
@@ -432,7 +432,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_name]",
         Queue,
         msgadmin::qset,
-        "Sets the queue the message commands act on; without an argument prints it."
+        "Sets the queue the message commands act on (it must exist in the open queue space); without an argument prints it."
     ),
     command!(
         "qsize",

@@ -23,7 +23,8 @@ impl Args {
 }
 
 /// Parses `words` against `spec`: each letter is an option, a letter followed by `:` takes
-/// a value. Returns an error naming the offending option.
+/// a value. Returns an error naming the offending option: unknown, missing its value, or
+/// given more than once.
 pub fn parse(words: &[String], spec: &str) -> Result<Args, String> {
     let mut args = Args::default();
     let mut words = words.iter().filter(|w| {
@@ -44,6 +45,10 @@ pub fn parse(words: &[String], spec: &str) -> Result<Args, String> {
         }
         for (i, c) in word[1..].char_indices() {
             let Some(pos) = spec.find(c) else { return Err(format!("invalid option -{c}")) };
+            // Keeping one of two values silently would run something not asked for.
+            if args.flags.contains_key(&c) {
+                return Err(format!("option -{c} is given more than once"));
+            }
             if spec[pos + c.len_utf8()..].starts_with(':') {
                 let attached = &word[1 + i + c.len_utf8()..];
                 let value = if attached.is_empty() {
@@ -80,5 +85,10 @@ mod tests {
         assert!(parse(&w("-x"), "fy").unwrap_err().contains("-x"));
         assert!(parse(&w("-n"), "n:").is_err());
         assert_eq!(parse(&w("-- -y"), "y").unwrap().positionals, vec!["-y"]);
+        for twice in ["-p 10 -p 20", "-p10 -p20", "-y -y", "-yy", "-y -fy"] {
+            let e = parse(&w(twice), "fyp:").unwrap_err();
+            assert!(e.contains("more than once") && e.contains('-'), "{twice}: {e}");
+        }
+        assert_eq!(parse(&w("-p 10 -p20"), "p:").unwrap_err(), "option -p is given more than once");
     }
 }

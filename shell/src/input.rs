@@ -40,20 +40,43 @@ impl<R: BufRead> StreamInput<R> {
     }
 }
 
+/// Prints `prompt` (unless `quiet`) and reads one line with `read`.
+fn prompted_line(
+    prompt: &str,
+    quiet: bool,
+    read: impl FnOnce(&mut String) -> std::io::Result<usize>,
+) -> Read {
+    if !quiet {
+        print!("{prompt}");
+        let _ = std::io::stdout().flush();
+    }
+    let mut line = String::new();
+    match read(&mut line) {
+        Ok(0) | Err(_) => Read::Eof,
+        Ok(_) => Read::Line(line.trim_end_matches(['\n', '\r']).to_string()),
+    }
+}
+
 impl<R: BufRead> Input for StreamInput<R> {
     fn read_line(&mut self, prompt: &str) -> Read {
-        if !self.quiet {
-            print!("{prompt}");
-            let _ = std::io::stdout().flush();
-        }
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => Read::Eof,
-            Ok(_) => {
-                let line = line.trim_end_matches(['\n', '\r']).to_string();
-                Read::Line(line)
-            }
-        }
+        prompted_line(prompt, self.quiet, |line| self.reader.read_line(line))
+    }
+
+    fn interactive(&self) -> bool {
+        false
+    }
+}
+
+/// Lines from the process's standard input. Standard input is locked for one line at a
+/// time only, so that a command may read the rest of it (`qenqueue` takes a message body
+/// from it when the commands come from `-c`) without deadlocking on a lock held here.
+pub struct StdinInput {
+    pub quiet: bool,
+}
+
+impl Input for StdinInput {
+    fn read_line(&mut self, prompt: &str) -> Read {
+        prompted_line(prompt, self.quiet, |line| std::io::stdin().read_line(line))
     }
 
     fn interactive(&self) -> bool {

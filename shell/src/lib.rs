@@ -24,7 +24,7 @@ pub mod render;
 pub mod repl;
 pub mod shell;
 
-use input::{Input, StreamInput, TtyInput};
+use input::{Input, StdinInput, TtyInput};
 use options::Options;
 use std::io::IsTerminal;
 
@@ -34,10 +34,11 @@ pub fn main(options: Options) -> i32 {
     let input: Box<dyn Input> = if std::io::stdin().is_terminal() {
         match TtyInput::new(complete::Helper { names: std::sync::Arc::clone(&names) }) {
             Ok(t) => Box::new(t),
-            Err(_) => Box::new(StreamInput::new(std::io::stdin().lock(), false)),
+            Err(_) => Box::new(StdinInput { quiet: false }),
         }
     } else {
-        Box::new(StreamInput::new(std::io::stdin().lock(), false))
+        // Not a lock held for the whole session: `qenqueue` may read a body from stdin.
+        Box::new(StdinInput { quiet: false })
     };
     run(options, input, names)
 }

@@ -53,6 +53,8 @@ fn snapshot(env: &Env, fresh: bool) -> Snapshot {
             assert_eq!(space.state, QueueSpaceState::Inactive, "nothing is loaded after a restart");
         }
         space.state = QueueSpaceState::Inactive;
+        // Blocks are counted once a space is loaded; the qinfo below compares the usage.
+        space.blocks_used = None;
     }
     let far = spaces.pop().unwrap();
     let qs = spaces.pop().unwrap();

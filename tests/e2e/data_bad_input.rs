@@ -5,7 +5,9 @@
 use crate::app::{App, FIFO_Q, QS, qinfo, qlist, refused, space};
 use qm_common::Diagnostic;
 use qm_common::client::Client;
-use qm_common::message::{DequeueCtl, EnqueueCtl, MsgId, Placement, Select};
+use qm_common::message::{
+    BODY_MAX, DequeueCtl, EnqueueCtl, Expiry, MsgId, Placement, Select, TimeSpec,
+};
 
 /// qenqueue and qdequeue refuse bad options one clear error each; the script carries
 /// on to its last command and the queue space is as before.
@@ -51,7 +53,7 @@ qlist
         "Queue NOPE does not exist in queue space QS",
         "Queue NOPE does not exist in queue space QS",
         "Availability time: '5013' is invalid; years 38 to 69 cannot be written",
-        "Availability time: '25133' is invalid; write YY[MM[DD[HH[MM[SS]]]]]",
+        "Availability time: '25133' is invalid; write +seconds or YY[MM[DD[HH[MM[SS]]]]]",
         "Availability time: '+x' is invalid; write +seconds or YY[MM[DD[HH[MM[SS]]]]]",
         "Availability time: '251332' is invalid; no such date or time",
         "Expiration time: '+x' is invalid; write +seconds, YY[MM[DD[HH[MM[SS]]]]] or none",
@@ -127,4 +129,81 @@ fn client_bad_calls() {
     });
     assert_eq!(qinfo(&env), before);
     assert_eq!(app.drain("Q"), ["keep"]);
+}
+
+/// A body far over the limit is refused by the client before it is framed, with the same
+/// message as one byte over; the connection stays usable (client and qmadmin alike) and
+/// nothing is enqueued.
+#[test]
+fn body_far_over_the_limit() {
+    let env = space(&[FIFO_Q]);
+    let mut app = App::connect(&env);
+    let limit = "bytes is over the limit of 4194304 bytes";
+    for size in [BODY_MAX + 1, 5_000_000] {
+        let e =
+            refused(app.enqueue("Q", &vec![b'x'; size], &EnqueueCtl::default()), Diagnostic::Inval);
+        assert_eq!(e.message, format!("Message body: {size} {limit}"));
+    }
+    app.put("Q", "still connected");
+    let file = env.path("big");
+    std::fs::write(&file, vec![b'x'; 5_000_000]).unwrap();
+    env.c(&format!("qopen QS; qenqueue -F {} Q; qenqueue Q after", file.display()))
+        .failed()
+        .errors_are(&[&format!("Message body: 5000000 {limit}")])
+        .stderr_lacks("connection to qmd lost");
+    assert_eq!(app.drain("Q"), ["still connected", "after"]);
+}
+
+/// Relative times are bounded so that they end by the end of 2037, as absolute times do:
+/// -t and -e of qenqueue, qchangetime and qchangeexp, and the client's TPQCTL. A malformed
+/// time names both forms. Nothing changes.
+#[test]
+fn times_past_2037_refused() {
+    let env = space(&[FIFO_Q]);
+    let mut app = App::connect(&env);
+    let id = app.put("Q", "keep");
+    let summary = |env: &crate::support::Env| -> Vec<(String, Option<u64>, Option<u64>)> {
+        qlist(env, "Q").into_iter().map(|m| (m.msgid, m.available, m.expiration)).collect()
+    };
+    let before = summary(&env);
+    let range = "+seconds must be 0 to ";
+    env.c("qopen QS; qenqueue -t +99999999999 Q x; qenqueue -e +99999999999 Q x; \
+           qenqueue -t +99999999999999999999999 Q x; qenqueue -t garbage Q x; \
+           qset Q; qchangetime -y +99999999999; qchangeexp -y +99999999999; qchangetime -y junk")
+        .failed()
+        .errors_are(&[
+            &format!("Availability time: '+99999999999' is invalid; {range}"),
+            &format!("Expiration time: '+99999999999' is invalid; {range}"),
+            &format!("Availability time: '+99999999999999999999999' is invalid; {range}"),
+            "Availability time: 'garbage' is invalid; write +seconds or YY[MM[DD[HH[MM[SS]]]]]",
+            &format!("Time: '+99999999999' is invalid; {range}"),
+            &format!("Expiration time: '+99999999999' is invalid; {range}"),
+            "Time: 'junk' is invalid; write +seconds or YY[MM[DD[HH[MM[SS]]]]]",
+        ])
+        .stderr_has("(times end at 2037-12-31 23:59:59)");
+    // A year's worth is fine.
+    env.c("qopen QS; qset Q; qchangeexp -y +31536000; qchangeexp -y none").ok();
+    let e = refused(
+        app.enqueue(
+            "Q",
+            b"x",
+            &EnqueueCtl {
+                available: Some(TimeSpec::Relative(99_999_999_999)),
+                ..EnqueueCtl::default()
+            },
+        ),
+        Diagnostic::Inval,
+    );
+    assert!(e.message.starts_with("Availability time: '+99999999999' is invalid; +seconds"), "{e}");
+    let e = refused(
+        app.enqueue(
+            "Q",
+            b"x",
+            &EnqueueCtl { expiration: Some(Expiry::Absolute(u64::MAX)), ..EnqueueCtl::default() },
+        ),
+        Diagnostic::Inval,
+    );
+    assert!(e.message.contains("times end at 2037-12-31 23:59:59"), "{e}");
+    assert_eq!(summary(&env), before);
+    assert_eq!(app.take("Q").msgid, id);
 }

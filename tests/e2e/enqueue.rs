@@ -221,9 +221,27 @@ fn reply_failure_qos_urcode_round_trip() {
     assert_eq!(json["reply_qos"], "persist");
     assert_eq!(json["urcode"], 7);
     assert_eq!(json["body"], "text");
+    env.c("qopen QS; qdequeue -k Q").ok().stdout_has(
+        "priority=50 corrid=corr retries=0 urcode=7 delivery=persist reply_queue=RQ \
+         failure_queue=FQ reply_qos=persist\ntext",
+    );
+    // A script that dequeues gets what it needs to reply: -B the raw body alone.
+    let raw = env.c("qopen QS; qdequeue -B Q");
+    assert_eq!(raw.ok().stdout, "text", "-B prints the raw body only");
+    // Unset ones are left out; the body's blanks, newlines and backslashes are escaped.
+    qenqueue(&env, r"Q 'a b\\'");
+    app.put("Q", "line\n");
+    let run = env.c("qopen QS; qdequeue Q; qdequeue Q");
+    run.ok()
+        .stdout_has("urcode=0 delivery=persist\na\\20b\\5c\n")
+        .stdout_has("delivery=persist\nline\\0a\n")
+        .stdout_lacks("reply_queue=")
+        .stdout_lacks("reply_qos=");
+    qenqueue(&env, "-r RQ Q only-reply");
     env.c("qopen QS; qdequeue Q")
         .ok()
-        .stdout_has("priority=50 corrid=corr retries=0 urcode=7 delivery=persist\ntext");
+        .stdout_has("delivery=persist reply_queue=RQ\nonly-reply")
+        .stdout_lacks("failure_queue=");
     // A bad reply or failure queue name is refused.
     let long = EnqueueCtl { reply_queue: Some("R".repeat(200)), ..ctl() };
     let e = refused(app.enqueue("Q", b"x", &long), Diagnostic::Inval);
@@ -473,4 +491,51 @@ fn msgids_never_reused() {
         s
     };
     assert_eq!(sorted, seen, "msgids only grow");
+}
+
+/// Runs qmadmin with `args`, `input` on standard input, and a time limit: a qmadmin that
+/// hangs fails the test instead of blocking it.
+fn with_stdin(env: &crate::support::Env, args: &[&str], input: &[u8]) -> crate::support::Run {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut cmd = env.qmadmin_cmd();
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn qmadmin");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let run = crate::support::wait_with_timeout(child, Duration::from_secs(15));
+    let _ = writer.join();
+    assert_ne!(
+        run.status, -1,
+        "qmadmin hung\n--- stdout\n{}\n--- stderr\n{}",
+        run.stdout, run.stderr
+    );
+    run
+}
+
+/// With `-c` the body may come from standard input, read to its end (with or without
+/// `-F -`); when the commands themselves come from standard input, `-F -` is refused with
+/// an error saying how to give the body, nothing is enqueued, and the script goes on.
+#[test]
+fn body_from_standard_input() {
+    let env = space(&[FIFO_Q]);
+    let mut app = App::connect(&env);
+    let body = b"hi\nsecond line\n\x00\xff";
+    with_stdin(&env, &["-c", "qopen QS; qenqueue Q"], body).ok();
+    assert_eq!(app.take("Q").body, body);
+    with_stdin(&env, &["-c", "qopen QS; qenqueue -F - -p 7 Q"], b"from -F -").ok();
+    let m = app.take("Q");
+    assert_eq!((m.body.as_slice(), m.priority), (&b"from -F -"[..], 7));
+    // Standard input is used up by the first body: the next one is empty.
+    with_stdin(&env, &["-c", "qopen QS; qenqueue Q; qenqueue Q"], b"once").ok();
+    assert_eq!(app.drain("Q"), ["once", ""]);
+
+    let refused = "the body cannot be read from standard input when the commands come from it: \
+                   give the body as an argument or with -F FILE";
+    let script = "qopen QS\nqenqueue -F - Q\nnot a body\nqenqueue Q after\n";
+    with_stdin(&env, &[], script.as_bytes()).failed().errors_are(&[refused, "not found"]);
+    assert_eq!(app.drain("Q"), ["after"], "nothing enqueued from standard input");
 }

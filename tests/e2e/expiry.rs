@@ -123,7 +123,7 @@ fn qchangeexp_sets_and_clears() {
         tuxedo_time(far)
     ))
     .ok()
-    .stdout_has("1 messages changed");
+    .stdout_has("1 message changed");
     let listed = qlist(&env, "Q");
     assert!(listed[0].expiration.is_some_and(|e| e <= crate::app::now() + 2));
     assert_eq!((listed[1].expiration, listed[2].expiration), (None, Some(far)));

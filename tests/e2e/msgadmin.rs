@@ -34,9 +34,52 @@ fn qset_target_queue() {
         "Queue name must be set with qset",
         "Queue name must be set with qset",
     ]);
-    env.c("qopen QS; qset NOPE; qlist")
+    // qset checks the queue exists; the setting stays as it was.
+    env.c("qopen QS; qset NOPE; qset; qset Q; qset NOPE; qset")
         .failed()
-        .stderr_has("Queue NOPE does not exist in queue space QS");
+        .errors_are(&[
+            "Queue NOPE does not exist in queue space QS",
+            "Queue NOPE does not exist in queue space QS",
+        ])
+        .stdout_has("No queue name is set\nQueue name is Q\n");
+    env.c("qset Q").failed().stderr_has("Queue space must be opened first (qopen)");
+}
+
+/// An option given twice is refused naming it, and the earlier setting stays.
+#[test]
+fn repeated_option_refused() {
+    let env = space(&[FIFO_Q]);
+    App::connect(&env).put("Q", "kept");
+    env.c("qopen QS; qset Q; qscan -p 5; qscan -p 10 -p 20; qscan -p10 -p 20; qdeletemsg -y -y; qscan")
+        .failed()
+        .errors_are(&[
+            "option -p is given more than once",
+            "option -p is given more than once",
+            "option -y is given more than once",
+        ])
+        .stdout_has("5")
+        .stdout_lacks("20");
+    assert_eq!(count(&env, "Q"), 1);
+}
+
+/// qaborttrans and qcommittrans check the transaction index before they ask for
+/// confirmation, so in a script the next line is not taken as the answer.
+#[test]
+fn unknown_transaction_index_before_confirmation() {
+    let env = space(&[FIFO_Q]);
+    let mut owner = App::connect(&env);
+    owner.begin(None).unwrap();
+    owner.put("Q", "pending");
+    let run = env.script("qopen QS\nqaborttrans 99\nqset Q\nqcommittrans 98\nqset\n");
+    run.failed()
+        .errors_are(&[
+            "Transaction 99 is not open in queue space QS",
+            "Transaction 98 is not open in queue space QS",
+        ])
+        .stdout_lacks("Are you sure")
+        .stdout_has("Queue name is Q");
+    owner.commit().expect("the open transaction is untouched");
+    assert_eq!(count(&env, "Q"), 1);
 }
 
 /// Each qscan criterion selects its messages, criteria combine, `qscan` alone prints
@@ -159,11 +202,11 @@ fn qdeletemsg_confirms() {
     assert_eq!(count(&env, "Q"), 4);
     env.script(&format!("qopen QS\nqset Q\nqscan -m {}\nqdeletemsg\ny\n", ids[1]))
         .ok()
-        .stdout_has("1 messages deleted");
+        .stdout_has("1 message deleted\n");
     env.c("qopen QS; qset Q; qscan -p 50; qdeletemsg -y; qdeletemsg -y")
         .ok()
-        .stdout_has("3 messages deleted")
-        .stdout_has("0 messages deleted");
+        .stdout_has("3 messages deleted\n")
+        .stdout_has("0 messages deleted\n");
     assert_eq!(count(&env, "Q"), 0);
     let info = crate::app::qinfo(&env);
     assert_eq!((info.total.blocks, info.total.messages()), (0, 0));
@@ -181,7 +224,7 @@ fn qchangeprio_and_qchangetime() {
     app.put_with("P", "b", prio(50));
     env.c(&format!("qopen QS; qset P; qscan -m {a}; qchangeprio 90"))
         .ok()
-        .stdout_has("1 messages changed");
+        .stdout_has("1 message changed\n");
     assert_eq!(qlist(&env, "P").iter().map(|m| m.priority).collect::<Vec<_>>(), [90, 50]);
     env.script("qopen QS\nqset P\nqchangeprio 20\nn\n")
         .ok()
@@ -201,7 +244,7 @@ fn qchangeprio_and_qchangetime() {
     assert_eq!(app.dequeue("Q", &peek).unwrap().body, b"now");
     env.c(&format!("qopen QS; qset Q; qscan -m {later}; qchangetime +0"))
         .ok()
-        .stdout_has("1 messages changed");
+        .stdout_has("1 message changed\n");
     assert_eq!(qlist(&env, "Q")[0].state, "ready");
     assert_eq!(app.dequeue("Q", &peek).unwrap().body, b"later", "available now, first in fifo");
     let future = crate::app::now() + 3600;
@@ -225,7 +268,7 @@ fn qchangeprio_and_qchangetime() {
     app.put_with("T", "c", at(20));
     env.c(&format!("qopen QS; qset T; qscan -m {a}; qchangetime {}", tuxedo_time(base + 15)))
         .ok()
-        .stdout_has("1 messages changed");
+        .stdout_has("1 message changed\n");
     assert_eq!(app.drain("T"), ["b", "a", "c"]);
 }
 
@@ -241,9 +284,10 @@ fn held_messages_are_left_alone() {
     owner.begin(None).unwrap();
     assert_eq!(owner.take_body("Q"), "held");
     owner.put("Q", "uncommitted");
-    env.c("qopen QS; qset Q; qchangeprio -y 99; qchangetime -y +3600; qchangeexp -y +3600")
-        .ok()
-        .stdout_has("1 messages changed");
+    let held = "1 message changed; 2 messages left alone: held by a transaction\n";
+    let run =
+        env.c("qopen QS; qset Q; qchangeprio -y 99; qchangetime -y +3600; qchangeexp -y +3600");
+    assert_eq!(run.ok().stdout.matches(held).count(), 3, "{}", run.stdout);
     let listed = qlist(&env, "Q");
     let summary: Vec<(String, u8, bool)> =
         listed.iter().map(|m| (m.state.clone(), m.priority, m.expiration.is_some())).collect();
@@ -257,8 +301,13 @@ fn held_messages_are_left_alone() {
     );
     env.c("qopen QS; qset Q; qchangequeue -y R; qdeletemsg -y")
         .ok()
-        .stdout_has("1 messages moved")
-        .stdout_has("0 messages deleted");
+        .stdout_has("1 message moved; 2 messages left alone: held by a transaction\n")
+        .stdout_has("0 messages deleted; 2 messages left alone: held by a transaction\n");
+    // Only the held message selected: one left alone.
+    let locked = qlist(&env, "Q")[0].msgid.clone();
+    env.c(&format!("qopen QS; qset Q; qscan -m {locked}; qdeletemsg -y"))
+        .ok()
+        .stdout_has("0 messages deleted; 1 message left alone: held by a transaction\n");
     owner.abort().unwrap();
     let listed = qlist(&env, "Q");
     assert_eq!(listed.len(), 1);

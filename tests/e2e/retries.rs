@@ -65,7 +65,7 @@ fn retry_delay_then_error_queue_and_back() {
         (Some("S"), 3, &b"job"[..])
     );
 
-    env.c("qopen QS; qset ERRQ; qchangequeue -y S").ok().stdout_has("1 messages moved");
+    env.c("qopen QS; qset ERRQ; qchangequeue -y S").ok().stdout_has("1 message moved");
     assert_eq!(count(&env, "ERRQ"), 0);
     let listed = qlist(&env, "S");
     assert_eq!((listed[0].retries, listed[0].origin_queue.as_deref()), (0, None));

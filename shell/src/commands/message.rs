@@ -25,16 +25,12 @@ fn msg<T>(r: QmResult<T>) -> Result<T, String> {
     r.map_err(|e| e.message)
 }
 
-/// `-e`: `+seconds`, an absolute time, or `none`.
+/// `-e`: `+seconds` (ending by the end of 2037), an absolute time, or `none`.
 pub fn parse_expiry(text: &str) -> QmResult<Expiry> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(Expiry::Never);
     }
-    let malformed = match text.strip_prefix('+') {
-        Some(secs) => secs.parse::<u64>().is_err(),
-        None => !text.bytes().all(|b| b.is_ascii_digit()),
-    };
-    if malformed {
+    if !qm_common::time::looks_like_time(text) {
         return Err(qm_common::QmError::invalid(
             "Expiration time",
             text,
@@ -84,6 +80,22 @@ fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
     Ok(ctl)
 }
 
+/// Reads all of standard input. Only when the commands come from `-c`: otherwise standard
+/// input holds the commands (a script, or the terminal), and a body read from it would
+/// swallow them.
+fn stdin_body(sh: &Shell) -> Result<Vec<u8>, String> {
+    if !sh.script_mode {
+        return Err("the body cannot be read from standard input when the commands come from \
+                    it: give the body as an argument or with -F FILE"
+            .into());
+    }
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(buf)
+}
+
 /// The body: the argument, else `-F FILE` (`-` for standard input), else standard input
 /// when commands come from `-c` and it is not a terminal, else empty.
 fn body(sh: &Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, String> {
@@ -93,24 +105,12 @@ fn body(sh: &Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, Strin
         }
         return Ok(text.into_bytes());
     }
-    let mut buf = Vec::new();
     match args.value('F') {
-        Some("-") => {
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-        }
-        Some(file) => {
-            buf = std::fs::read(file).map_err(|e| format!("-F {file}: {e}"))?;
-        }
-        None if sh.script_mode && !std::io::stdin().is_terminal() => {
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-        }
-        None => {}
+        Some("-") => stdin_body(sh),
+        Some(file) => std::fs::read(file).map_err(|e| format!("-F {file}: {e}")),
+        None if sh.script_mode && !std::io::stdin().is_terminal() => stdin_body(sh),
+        None => Ok(Vec::new()),
     }
-    Ok(buf)
 }
 
 pub fn qenqueue(sh: &mut Shell, args: Args) -> CmdResult {
@@ -149,16 +149,26 @@ fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
         let _ = out.write_all(&m.body);
         let _ = out.flush();
     } else {
-        sh.output(&format!(
-            "msgid={} priority={} corrid={} retries={} urcode={} delivery={}\n{}",
+        let mut head = format!(
+            "msgid={} priority={} corrid={} retries={} urcode={} delivery={}",
             m.msgid,
             m.priority,
             escape_bytes(&m.corrid),
             m.retries,
             m.urcode,
             m.delivery,
-            escape_bytes(&m.body)
-        ));
+        );
+        // What a script needs to answer the message, when the sender set it.
+        if let Some(q) = &m.reply_queue {
+            head += &format!(" reply_queue={q}");
+        }
+        if let Some(q) = &m.failure_queue {
+            head += &format!(" failure_queue={q}");
+        }
+        if let Some(q) = &m.reply_qos {
+            head += &format!(" reply_qos={q}");
+        }
+        sh.output(&format!("{head}\n{}", escape_bytes(&m.body)));
     }
 }
 

@@ -9,7 +9,7 @@ use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::message::{Criteria, MsgId, Qos, parse_corrid};
 use qm_common::names::check_queue_name;
-use qm_common::protocol::{MessageRequest, Reply, Request};
+use qm_common::protocol::{MessageRequest, QueueRequest, Reply, Request};
 use qm_common::time::{parse_time_spec, parse_tuxedo_time};
 use qm_common::{QmError, QmResult};
 
@@ -25,6 +25,8 @@ pub fn qset(sh: &mut Shell, args: Args) -> CmdResult {
         },
         Some(q) => {
             msg(check_queue_name(q))?;
+            // The queue must exist in the open queue space; the daemon's error names it.
+            sh.call(Request::Queue(QueueRequest::Get { name: q.clone() }))?;
             sh.target_queue = Some(q.clone());
         }
     }
@@ -118,7 +120,14 @@ pub fn qlist(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
-/// Runs a change on the selected messages, asking first when `ask` says so.
+/// `1 message`, `2 messages`.
+fn messages(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "message" } else { "messages" })
+}
+
+/// Runs a change on the selected messages, asking first when `ask` says so; prints how
+/// many were `done` (e.g. "deleted") and how many were left alone because a transaction
+/// holds them.
 fn change(
     sh: &mut Shell,
     request: MessageRequest,
@@ -130,8 +139,16 @@ fn change(
         sh.warn(declined);
         return Ok(());
     }
-    if let Reply::Count(n) = sh.call(Request::Message(request))?.reply {
-        sh.info(&format!("{n} {done}"));
+    match sh.call(Request::Message(request))?.reply {
+        Reply::Changed { changed, held: 0 } | Reply::Count(changed) => {
+            sh.info(&format!("{} {done}", messages(changed)));
+        }
+        Reply::Changed { changed, held } => sh.info(&format!(
+            "{} {done}; {} left alone: held by a transaction",
+            messages(changed),
+            messages(held)
+        )),
+        _ => {}
     }
     Ok(())
 }
@@ -139,7 +156,7 @@ fn change(
 pub fn qdeletemsg(sh: &mut Shell, args: Args) -> CmdResult {
     let queue = target(sh)?;
     let request = MessageRequest::Delete { queue, criteria: sh.criteria.clone() };
-    change(sh, request, !args.flag('y'), "Messages not deleted", "messages deleted")
+    change(sh, request, !args.flag('y'), "Messages not deleted", "deleted")
 }
 
 pub fn qchangeprio(sh: &mut Shell, args: Args) -> CmdResult {
@@ -148,7 +165,7 @@ pub fn qchangeprio(sh: &mut Shell, args: Args) -> CmdResult {
     let priority = sh.required(&mut pos, "New priority: ", |s| number("Priority", s, 1..=100u8))?;
     let ask = !args.flag('y') && sh.criteria.is_empty();
     let request = MessageRequest::ChangePriority { queue, criteria: sh.criteria.clone(), priority };
-    change(sh, request, ask, "Priority not changed", "messages changed")
+    change(sh, request, ask, "Priority not changed", "changed")
 }
 
 pub fn qchangequeue(sh: &mut Shell, args: Args) -> CmdResult {
@@ -165,7 +182,7 @@ pub fn qchangequeue(sh: &mut Shell, args: Args) -> CmdResult {
     }
     let ask = !args.flag('y') && sh.criteria.is_empty();
     let request = MessageRequest::ChangeQueue { queue, criteria: sh.criteria.clone(), new_queue };
-    change(sh, request, ask, "Queue not changed", "messages moved")
+    change(sh, request, ask, "Queue not changed", "moved")
 }
 
 pub fn qchangetime(sh: &mut Shell, args: Args) -> CmdResult {
@@ -174,7 +191,7 @@ pub fn qchangetime(sh: &mut Shell, args: Args) -> CmdResult {
     let time = sh.required(&mut pos, "New time: ", |s| parse_time_spec("Time", s))?;
     let ask = !args.flag('y') && sh.criteria.is_empty();
     let request = MessageRequest::ChangeTime { queue, criteria: sh.criteria.clone(), time };
-    change(sh, request, ask, "Time not changed", "messages changed")
+    change(sh, request, ask, "Time not changed", "changed")
 }
 
 pub fn qchangeexp(sh: &mut Shell, args: Args) -> CmdResult {
@@ -182,7 +199,7 @@ pub fn qchangeexp(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals.clone());
     let expiry = sh.required(&mut pos, "New expiration time: ", parse_expiry)?;
     let request = MessageRequest::ChangeExpiration { queue, criteria: sh.criteria.clone(), expiry };
-    change(sh, request, !args.flag('y'), "Expiration time not changed", "messages changed")
+    change(sh, request, !args.flag('y'), "Expiration time not changed", "changed")
 }
 
 pub fn qprinttrans(sh: &mut Shell, args: Args) -> CmdResult {
@@ -206,6 +223,19 @@ fn complete(sh: &mut Shell, args: Args, commit: bool) -> CmdResult {
     let id = sh.required(&mut pos, "Transaction index: ", |s| {
         number("Transaction index", s, 1..=u64::MAX)
     })?;
+    // Before asking: in a script the confirmation would take the next line for nothing.
+    if let Reply::Transactions(list) =
+        sh.call(Request::Message(MessageRequest::Transactions))?.reply
+        && !list.iter().any(|t| t.id == id)
+    {
+        let qspace = match sh.call(Request::Queue(QueueRequest::Info { name: None }))?.reply {
+            Reply::Queues(l) => l.qspace,
+            _ => "the open queue space".into(),
+        };
+        return Err(format!(
+            "Transaction {id} is not open in queue space {qspace} (qprinttrans lists the open ones)"
+        ));
+    }
     if !args.flag('y') && !sh.confirm()? {
         sh.warn(if commit { "Transaction not committed" } else { "Transaction not aborted" });
         return Ok(());
