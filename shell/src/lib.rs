@@ -53,6 +53,15 @@ pub fn run(
     let device = match options.device.clone().or_else(|| {
         std::env::var_os(qm_common::paths::QMCONFIG_ENV).filter(|v| !v.is_empty()).map(Into::into)
     }) {
+        // As in Tuxedo: a relative device would be created under one name and named another
+        // way by crdl, which stores absolute paths only.
+        Some(d) if std::path::Path::new(&d).is_relative() => {
+            eprintln!(
+                "ERROR: QMCONFIG must be an absolute path name ('{}' is relative)",
+                d.display()
+            );
+            return 1;
+        }
         Some(d) => qm_common::paths::absolute(&d),
         None => {
             eprintln!("ERROR: QMCONFIG not set (give the device as an argument or set QMCONFIG)");

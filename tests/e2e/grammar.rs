@@ -221,3 +221,18 @@ fn closed_output_pipe_ends_quietly() {
     assert!(!first.is_empty());
     run.stderr_lacks("panicked");
 }
+
+/// A relative device (QMCONFIG or the argument) is refused before anything is started.
+#[test]
+fn relative_device_is_refused() {
+    let env = Env::new();
+    let mut cmd = env.qmadmin_cmd();
+    cmd.env("QMCONFIG", "QUE").arg("-c").arg("lidl");
+    env.run_stdin(cmd, "")
+        .failed()
+        .stderr_has("QMCONFIG must be an absolute path name ('QUE' is relative)");
+    let mut cmd = env.qmadmin_cmd();
+    cmd.arg("sub/QUE").arg("-c").arg("lidl");
+    env.run_stdin(cmd, "").failed().stderr_has("('sub/QUE' is relative)");
+    assert!(!env.socket().exists() && !env.path("QUE.log").exists(), "no daemon was started");
+}
