@@ -95,6 +95,9 @@ impl Shell {
 
     /// Like [`Shell::call`], showing progress dots (one per 5%) when `show` is true.
     pub fn call_with_progress(&mut self, request: Request, show: bool) -> Result<Done, Failure> {
+        // Data-plane failures also name their QME* diagnostic, so that a script can tell
+        // "no message" from "no space" without reading the sentence.
+        let data = matches!(request, Request::Data(_));
         let mut dots = 0u64;
         let result = self.runtime.block_on(self.client.call_with_progress(request, |p| {
             if show && p.total > 0 {
@@ -114,7 +117,9 @@ impl Shell {
         if dots > 0 {
             println!();
         }
-        let done = result.map_err(|e| e.message)?;
+        let done = result.map_err(|e| {
+            if data { format!("{} ({})", e.message, e.diagnostic.name()) } else { e.message }
+        })?;
         for note in &done.notes {
             match note.level {
                 NoteLevel::Info => self.info(&note.text),

@@ -41,7 +41,9 @@ fn pages_full() {
     std::fs::write(&file, body(897)).unwrap();
     env.c(&format!("qopen QS; qenqueue -F {} Q", file.display()))
         .failed()
-        .stderr_has("ERROR: Queue space QS is full: 16 of 17 blocks used, the message needs 2");
+        .stderr_has("ERROR: Queue space QS is full: 16 of 17 blocks used, the message needs 2")
+        .stderr_has("(qaddext adds pages) (QMENOSPACE)");
+    env.c("qopen QS; qdequeue NOSUCH").failed().stderr_has("(QMEBADQUEUE)");
     assert_eq!(qinfo(&env), before, "refused enqueues change nothing");
     app.enqueue("Q", &body(1024 - 128), &EnqueueCtl::default()).expect("one block fits");
     let e = refused(app.enqueue("Q", b"", &EnqueueCtl::default()), Diagnostic::NoSpace);
