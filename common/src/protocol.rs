@@ -325,6 +325,8 @@ pub struct DaemonStatus {
     pub started: u64,
     pub sessions: u32,
     pub loaded_qspaces: Vec<String>,
+    /// The configuration file in use, or where one would be read from.
+    pub config: String,
 }
 
 /// Names offered to tab completion.

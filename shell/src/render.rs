@@ -278,6 +278,7 @@ pub fn status(s: &DaemonStatus) -> String {
             "loaded queue spaces",
             if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") },
         ),
+        ("configuration", s.config.clone()),
     ]) + "\n"
 }
 

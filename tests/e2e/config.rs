@@ -221,11 +221,17 @@ fn reload_reads_a_device_toml_created_after_the_start() {
     let env = Env::new();
     setup(&env, 200, &["SVC fifo none 0 0 100% 0% ''", "R fifo none 0 0 100% 0% ''"]);
     env.c("psr").ok().stdout_has("No forwarders are configured");
+    let toml = format!("{}.toml", env.dev());
+    env.c("daemon status")
+        .ok()
+        .stdout_has(&format!("no configuration file; {toml} is read when present"));
     write_config(
         &env,
         "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0 -e\"\n\n[service.SVC]\ncommand = \"printf late\"\n",
     );
     env.c("daemon reload").ok().stdout_has("QUE.toml");
+    let status: qm_common::protocol::DaemonStatus = env.json("daemon status");
+    assert_eq!(status.config, toml, "daemon status names the file in use");
     let mut app = App::connect(&env);
     app.put_with("SVC", b"x", reply_to_r());
     env.c("boot -i 1").ok();

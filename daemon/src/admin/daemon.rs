@@ -26,6 +26,7 @@ fn status(ctx: &Ctx<'_>) -> QmResult<Reply> {
         started: ctx.daemon.started,
         sessions: ctx.daemon.sessions.count() as u32,
         loaded_qspaces: store.loaded.keys().cloned().collect(),
+        config: ctx.daemon.config_path_text(),
     }))
 }
 
