@@ -269,7 +269,8 @@ pub struct FiringRecord {
     pub duration_ms: u64,
     /// Exit status; `None` when it was killed or could not start.
     pub exit: Option<i32>,
-    /// `exit 0`, `killed after the 60 s time limit`, `cannot start: ...`.
+    /// `exit 0`, `killed after the 60 s time limit`, `cannot start: ...`; [`FIRING_RUNNING`]
+    /// while it runs, [`FIRING_CUT_SHORT`] when the daemon ended first.
     pub outcome: String,
     /// The first lines the command printed (standard output, then standard error).
     pub output: String,
@@ -335,6 +336,11 @@ pub struct Names {
     pub qspaces: Vec<String>,
     pub queues: Vec<String>,
 }
+
+/// The outcome of a firing whose command is still running.
+pub const FIRING_RUNNING: &str = "running";
+/// The outcome of a firing whose command was still running when the daemon stopped or died.
+pub const FIRING_CUT_SHORT: &str = "cut short: the daemon stopped while it ran";
 
 /// The payload of a successful reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

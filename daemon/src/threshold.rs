@@ -69,6 +69,24 @@ pub struct Firing {
     pub test: bool,
 }
 
+/// The record of a firing whose command is about to start.
+pub fn running(firing: &Firing) -> FiringRecord {
+    FiringRecord {
+        qspace: firing.qspace.clone(),
+        queue: firing.queue.clone(),
+        limits: firing.limits.to_string(),
+        limit: firing.limit.to_string(),
+        usage: firing.usage.clone(),
+        command: firing.command.clone(),
+        started: qm_common::time::now_secs(),
+        duration_ms: 0,
+        exit: None,
+        outcome: qm_common::protocol::FIRING_RUNNING.to_string(),
+        output: String::new(),
+        test: firing.test,
+    }
+}
+
 /// Runs the firing's command and records how it went.
 pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
     let started = qm_common::time::now_secs();
@@ -93,18 +111,12 @@ pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
     })
     .await;
     let record = FiringRecord {
-        qspace: firing.qspace,
-        queue: firing.queue,
-        limits: firing.limits.to_string(),
-        limit: firing.limit.to_string(),
-        usage: firing.usage,
-        command: firing.command,
         started,
         duration_ms: outcome.duration.as_millis() as u64,
         exit: outcome.ending.exit_code(),
         outcome: outcome.ending.describe(),
         output: command::first_lines(&outcome, 10),
-        test: firing.test,
+        ..running(&firing)
     };
     if outcome.ending.success() {
         tracing::info!(qspace = %record.qspace, queue = %record.queue, "threshold command ran: {}", record.command);

@@ -75,10 +75,14 @@ pub fn firings(env: &Env, queue: Option<&str>) -> Vec<FiringRecord> {
     env.json(&format!("qopen QS; qthlog {}", queue.unwrap_or("")))
 }
 
-/// Waits until `qthlog` holds `n` records of `queue`; returns them.
+/// Waits until `qthlog` holds `n` finished records of `queue`; returns them.
 #[track_caller]
 pub fn wait_firings(env: &Env, queue: &str, n: usize) -> Vec<FiringRecord> {
-    let reached = wait_until(Duration::from_secs(15), || firings(env, Some(queue)).len() >= n);
+    let finished = |r: &FiringRecord| r.outcome != qm_common::protocol::FIRING_RUNNING;
+    let reached = wait_until(Duration::from_secs(15), || {
+        let got = firings(env, Some(queue));
+        got.len() >= n && got.iter().all(finished)
+    });
     let got = firings(env, Some(queue));
     assert!(reached && got.len() == n, "expected {n} firings of {queue}, got {got:#?}");
     got

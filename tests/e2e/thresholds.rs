@@ -60,8 +60,7 @@ fn fires_exactly_once_per_crossing_over_many_cycles() {
     }
     let fired = stays(&env, "fired.txt", cycles);
     assert!(fired.iter().all(|l| l == "Q persistent 5m 5m high"), "{fired:#?}");
-    let log = firings(&env, Some("Q"));
-    assert_eq!(log.len(), cycles);
+    let log = wait_firings(&env, "Q", cycles);
     assert!(log.iter().all(|r| r.usage == "5m" && r.exit == Some(0) && !r.test), "{log:#?}");
 }
 
@@ -459,8 +458,16 @@ fn daemon_stop_kills_running_commands() {
     app.put("Q", b"x");
     eventually("the command is running", || running(&marker));
     drop(app);
+    let now = firings(&env, Some("Q"));
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].outcome, "running", "qthlog shows a command while it runs");
     env.c("daemon stop").ok();
     eventually("the command is gone", || !running(&marker));
+    // After a restart the firing is still there, marked as cut short by the daemon's end.
+    let after = firings(&env, Some("Q"));
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].outcome, "cut short: the daemon stopped while it ran");
+    assert_eq!(after[0].command, format!("{marker}; true"));
 }
 
 /// The persistent and the non-persistent limits of one queue keep their own hysteresis:

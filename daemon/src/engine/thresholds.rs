@@ -149,9 +149,15 @@ impl Engine {
             if pending.wait().await.is_err() {
                 return;
             }
+            // Recorded as running first, so that a command the daemon's end cuts short
+            // (stop, kill -9) still shows in qthlog.
+            let running = engine.upgrade().map(|e| e.record_firing(threshold::running(&firing)));
             let record = threshold::run(&env, firing).await;
             if let Some(engine) = engine.upgrade() {
-                engine.record_firing(record);
+                match running {
+                    Some(n) => engine.update_firing(n, record),
+                    None => drop(engine.record_firing(record)),
+                }
             }
         });
     }
@@ -168,8 +174,23 @@ impl Engine {
         }
     }
 
-    /// Keeps a firing in memory and on disk, dropping the oldest beyond [`FIRINGS_KEPT`].
-    pub fn record_firing(&self, record: FiringRecord) {
+    /// Replaces firing `n` (recorded as running) with how it ended, unless it was dropped
+    /// as one of the oldest meanwhile.
+    pub fn update_firing(&self, n: u64, record: FiringRecord) {
+        let mut inner = self.lock();
+        let Some(slot) = inner.firings.iter_mut().find(|(k, _)| *k == n) else { return };
+        slot.1 = record;
+        let value = Some(postcard::to_stdvec(&slot.1).unwrap_or_default());
+        drop(self.send(vec![WriteOp::Record {
+            table: self.tables.firings.clone(),
+            key: n,
+            value,
+        }]));
+    }
+
+    /// Keeps a firing in memory and on disk, dropping the oldest beyond [`FIRINGS_KEPT`];
+    /// returns its number.
+    pub fn record_firing(&self, record: FiringRecord) -> u64 {
         let mut inner = self.lock();
         let n = inner.next_firing;
         inner.next_firing += 1;
@@ -189,6 +210,7 @@ impl Engine {
             }
         }
         drop(self.send(ops));
+        n
     }
 
     /// Recorded firings, oldest first, of one queue or all.

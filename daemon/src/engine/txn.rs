@@ -317,7 +317,10 @@ pub fn recover(
     if let Ok(table) = txn.open_table(tables.firings()) {
         for item in table.iter().map_err(|e| err(&e))? {
             let (k, v) = item.map_err(|e| err(&e))?;
-            if let Ok(record) = postcard::from_bytes::<FiringRecord>(v.value()) {
+            if let Ok(mut record) = postcard::from_bytes::<FiringRecord>(v.value()) {
+                if record.outcome == qm_common::protocol::FIRING_RUNNING {
+                    record.outcome = qm_common::protocol::FIRING_CUT_SHORT.to_string();
+                }
                 firings.push_back((k.value(), record));
             }
         }
