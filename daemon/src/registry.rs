@@ -80,6 +80,14 @@ impl Registry {
         (open.generation == generation).then(|| open.name.clone())
     }
 
+    /// The queue space `id` had open in an earlier device generation (the device file was
+    /// removed or replaced since).
+    pub fn stale_open_of(&self, id: u64, generation: u64) -> Option<String> {
+        let sessions = self.lock();
+        let open = sessions.get(&id)?.open.as_ref()?;
+        (open.generation != generation).then(|| open.name.clone())
+    }
+
     pub fn set_open(&self, id: u64, open: Option<OpenSpace>) {
         if let Some(s) = self.lock().get_mut(&id) {
             s.open = open;

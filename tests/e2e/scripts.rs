@@ -98,6 +98,18 @@ fn device_removed_and_recreated() {
     assert_eq!(listing.entries.len(), 1);
     assert_eq!(listing.entries[0].entry.size, 500);
     env.c("qspl QS").failed().stderr_has("Queue space QS does not exist");
+
+    // A session that had a space open when its device file was replaced is told why its
+    // space is gone, and the new device is served.
+    let script = format!(
+        "qspc QS 40000 100 10 4 4 100 \"\" n 16\nqopen QS\n!rm -f {dev}\ncrdl {dev} 0 300\nqinfo\nlidl\n"
+    );
+    env.script(&script)
+        .failed()
+        .stderr_has("Queue space QS was closed because the device file was removed or replaced")
+        .stdout_has("Device list on");
+    let listing: DeviceListing = env.json("lidl");
+    assert_eq!(listing.entries[0].entry.size, 300);
 }
 
 /// A failed command does not stop the script, and the exit status reports it.

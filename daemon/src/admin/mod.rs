@@ -138,7 +138,17 @@ pub fn make_inactive(
 
 /// The queue space the session has open, or Tuxedo's error.
 pub fn require_open(ctx: &Ctx<'_>, store: &Store) -> QmResult<String> {
-    ctx.daemon.sessions.open_of(ctx.session, store.generation).ok_or_else(|| {
-        QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)")
+    let sessions = &ctx.daemon.sessions;
+    sessions.open_of(ctx.session, store.generation).ok_or_else(|| {
+        match sessions.stale_open_of(ctx.session, store.generation) {
+            Some(name) => QmError::new(
+                Diagnostic::NotOpen,
+                format!(
+                    "Queue space {name} was closed because the device file was removed or \
+                     replaced; open it again (qopen)"
+                ),
+            ),
+            None => QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)"),
+        }
     })
 }
