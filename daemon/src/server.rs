@@ -155,6 +155,10 @@ pub async fn serve_with(
     } else {
         println!("qmd: {line}");
     }
+    let orphans = crate::service::kill_orphans(&device);
+    if orphans > 0 {
+        tracing::warn!("killed {orphans} service process group(s) left by a previous qmd");
+    }
     boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
     let _ = std::fs::remove_file(&socket);

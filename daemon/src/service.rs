@@ -140,3 +140,41 @@ pub async fn call(
         },
     }
 }
+
+/// Kills what is left of services a previous qmd of `device` was running when it was killed
+/// (`kill -9` leaves no one to end them): every process of this user whose environment
+/// names this device and a service. Their messages were rolled back and will be forwarded
+/// again, so an orphan still at work would do the same job twice. Returns how many
+/// process groups were killed.
+pub fn kill_orphans(device: &std::path::Path) -> usize {
+    let marker = format!("QMCONFIG={}", device.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let own = std::process::id();
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Other users' environments cannot be read: they are skipped here.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        let ours = vars.contains(&marker.as_bytes());
+        let service = vars.iter().any(|v| v.starts_with(b"QM_SERVICE="));
+        if pid != own
+            && ours
+            && service
+            && let Some(p) = rustix::process::Pid::from_raw(pid as i32)
+            && let Ok(group) = rustix::process::getpgid(Some(p))
+        {
+            groups.insert(group.as_raw_nonzero().get());
+        }
+    }
+    let own_group = rustix::process::getpgrp().as_raw_nonzero().get();
+    groups.remove(&own_group);
+    for g in &groups {
+        if let Some(pid) = rustix::process::Pid::from_raw(*g) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+    groups.len()
+}

@@ -377,6 +377,30 @@ fn daemon_crash_during_forwarding_loses_and_duplicates_nothing() {
     assert_eq!(depth(&env, "ERRQ"), 0);
 }
 
+/// A service still running when qmd is killed (`kill -9`) outlives it, but the next qmd of
+/// the device kills it at start, before it forwards the rolled-back message again.
+#[test]
+fn next_daemon_kills_services_left_by_a_killed_one() {
+    let env = Env::new();
+    let marker = format!("sleep 1000.{}2", std::process::id());
+    let text = format!(
+        "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0 -t 2000\"\n\n[service.SVC]\ncommand = \"{marker}; cat\"\n"
+    );
+    let cfg = env.path("forward.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.display().to_string();
+    let mut daemon = env.start_daemon(&["--config", &cfg]);
+    setup(&env, 200, &[&fifo("SVC", 5), &fifo("R", 0)]);
+    App::connect(&env).put("SVC", b"x");
+    env.c("boot -i 1").ok();
+    eventually("the service is running", || running(&marker));
+    daemon.signal("KILL");
+    assert!(running(&marker), "kill -9 leaves the service running");
+    let _daemon = env.start_daemon(&["--config", &cfg]);
+    eventually("the orphan is killed", || !running(&marker));
+    assert_eq!(depth(&env, "SVC"), 1, "its message was rolled back");
+}
+
 /// A service that leaves a background child holding its standard output: the reply it
 /// printed is delivered all the same, at once (not after the child), and the child does not
 /// outlive the call.
