@@ -142,7 +142,7 @@ impl fmt::Display for Qos {
     }
 }
 
-/// When a message becomes available (`TPQTIME_ABS` / `TPQTIME_REL`).
+/// When a message becomes available (`TPQTIME_ABS` / `TPQTIME_REL`); by default at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeSpec {
     /// Seconds since the Unix epoch.
@@ -151,11 +151,18 @@ pub enum TimeSpec {
     Relative(u64),
 }
 
-/// When a message expires (`TPQEXPTIME_ABS` / `_REL` / `_NONE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl Default for TimeSpec {
+    fn default() -> Self {
+        TimeSpec::Relative(0)
+    }
+}
+
+/// When a message expires (`TPQEXPTIME_ABS` / `_REL` / `_NONE`); by default never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Expiry {
     Absolute(u64),
     Relative(u64),
+    #[default]
     Never,
 }
 

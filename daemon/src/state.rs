@@ -191,6 +191,9 @@ impl Daemon {
             let default = qm_common::paths::config_path(&self.device_path);
             if path.is_none() && default.exists() {
                 *path = Some(default);
+            } else if path.as_ref() == Some(&default) && !default.exists() {
+                // DEVICE.toml is read when present: removing it means no configuration.
+                *path = None;
             }
             path.clone()
         };

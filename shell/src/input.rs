@@ -28,6 +28,21 @@ pub trait Input {
     fn add_history(&mut self, _line: &str) {}
 }
 
+/// No answers at all: prompts meet the end of input at once (required values fail, optional
+/// ones take their defaults). For `-c` when standard input is not a terminal: it carries
+/// message bodies, which must never be taken as answers.
+pub struct NoInput;
+
+impl Input for NoInput {
+    fn read_line(&mut self, _prompt: &str) -> Read {
+        Read::Eof
+    }
+
+    fn interactive(&self) -> bool {
+        false
+    }
+}
+
 /// Lines from a stream; prompts go to stdout unless `quiet`.
 pub struct StreamInput<R> {
     reader: R,

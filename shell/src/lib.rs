@@ -24,7 +24,7 @@ pub mod render;
 pub mod repl;
 pub mod shell;
 
-use input::{Input, StdinInput, TtyInput};
+use input::{Input, NoInput, StdinInput, TtyInput};
 use options::Options;
 use std::io::IsTerminal;
 
@@ -36,6 +36,9 @@ pub fn main(options: Options) -> i32 {
             Ok(t) => Box::new(t),
             Err(_) => Box::new(StdinInput { quiet: false }),
         }
+    } else if options.commands.is_some() {
+        // With -c, standard input carries message bodies, never answers to prompts.
+        Box::new(NoInput)
     } else {
         // Not a lock held for the whole session: `qenqueue` may read a body from stdin.
         Box::new(StdinInput { quiet: false })
@@ -56,8 +59,9 @@ pub fn run(
         // As in Tuxedo: a relative device would be created under one name and named another
         // way by crdl, which stores absolute paths only.
         Some(d) if std::path::Path::new(&d).is_relative() => {
+            let what = if options.device.is_some() { "The device" } else { "QMCONFIG" };
             eprintln!(
-                "ERROR: QMCONFIG must be an absolute path name ('{}' is relative)",
+                "ERROR: {what} must be an absolute path name ('{}' is relative)",
                 d.display()
             );
             return 1;

@@ -44,9 +44,13 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
         return Flow::Quit;
     }
     sh.json_now = sh.json || args.json;
-    match (spec.run)(sh, args) {
-        Ok(()) => Flow::Done,
-        Err(e) => {
+    sh.deferred = None;
+    let result = (spec.run)(sh, args);
+    // A bad answer held back until the command had read all its answers is the failure to
+    // report, also when checks on the placeholder it carried on with failed first.
+    match (sh.deferred.take(), result) {
+        (None, Ok(())) => Flow::Done,
+        (Some(e), _) | (None, Err(e)) => {
             error(&e);
             Flow::Failed
         }
@@ -55,7 +59,7 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
 
 /// `!command`: run it with `sh -c`, output straight to the terminal. A bare `!` starts a
 /// shell at a terminal. When the commands come from a script the escape gets no standard
-/// input, so that it cannot swallow the lines after it; a non-zero exit counts as a failure.
+/// input, so that it cannot swallow the lines after it.
 fn shell_escape(command: &str, interactive: bool) -> Flow {
     let _ = std::io::stdout().flush();
     let mut child = if command.is_empty() {
@@ -79,8 +83,11 @@ fn shell_escape(command: &str, interactive: bool) -> Flow {
                 || "was killed by a signal".into(),
                 |c| format!("exited with status {c}"),
             );
-            error(&format!("Shell command '{command}' {why}"));
-            Flow::Failed
+            // As in Tuxedo, only a command that cannot be started fails the script (scripts
+            // run `!tmshutdown ...` and the like, which may well exit non-zero).
+            let _ = std::io::stdout().flush();
+            eprintln!("WARN: Shell command '{command}' {why}");
+            Flow::Done
         }
         Err(e) => {
             error(&format!("Failed to execute command, errno = {}", e.raw_os_error().unwrap_or(0)));

@@ -1,9 +1,9 @@
 //! The shell's state and the services commands use: calling the daemon, printing, prompting.
 
 use crate::input::{Input, Read};
-use qm_common::QmResult;
 use qm_common::client::{Client, Done};
 use qm_common::protocol::{DaemonRequest, Names, NoteLevel, QueueRequest, Request};
+use qm_common::{QmError, QmResult};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -33,6 +33,13 @@ impl Positionals {
     }
 }
 
+/// What becomes of an answer that did not parse.
+enum Bad {
+    Fail(Failure),
+    AskAgain,
+    CarryOn,
+}
+
 /// One answer: a positional argument or a line typed at a prompt.
 struct Answer {
     text: String,
@@ -57,10 +64,15 @@ pub struct Shell {
     pub names: Arc<Mutex<Names>>,
     /// Commands come from `-c`: standard input is free for message bodies.
     pub script_mode: bool,
+    /// A message body was read from standard input already (it holds only one).
+    pub stdin_read: bool,
     /// The queue message commands act on (`qset`).
     pub target_queue: Option<String>,
     /// The selection message commands act on (`qscan`).
     pub criteria: qm_common::message::Criteria,
+    /// The first bad answer a script gave to a prompt. The command goes on reading its
+    /// answers (so that they are not run as commands) and fails before it reaches qmd.
+    pub deferred: Option<Failure>,
 }
 
 impl Shell {
@@ -83,8 +95,10 @@ impl Shell {
             json_now: false,
             names: Arc::default(),
             script_mode: false,
+            stdin_read: false,
             target_queue: None,
             criteria: Default::default(),
+            deferred: None,
         }
     }
 
@@ -97,25 +111,37 @@ impl Shell {
     pub fn call_with_progress(&mut self, request: Request, show: bool) -> Result<Done, Failure> {
         // Data-plane failures also name their QME* diagnostic, so that a script can tell
         // "no message" from "no space" without reading the sentence.
+        if let Some(bad) = self.deferred.take() {
+            return Err(bad);
+        }
         let data = matches!(request, Request::Data(_));
+        // Progress goes where notes go: standard error while the command prints JSON.
+        let to_err = self.json_now;
+        let emit = move |text: &str| {
+            if to_err {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+        };
         let mut dots = 0u64;
         let result = self.runtime.block_on(self.client.call_with_progress(request, |p| {
             if show && p.total > 0 {
                 let due = p.done * 20 / p.total;
                 while dots < due {
-                    print!(".");
+                    emit(".");
                     dots += 1;
                 }
-                let _ = std::io::stdout().flush();
             }
         }));
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
         if show && result.is_ok() {
-            print!("{}", ".".repeat(20usize.saturating_sub(dots as usize)));
+            emit(&".".repeat(20usize.saturating_sub(dots as usize)));
             dots = 20;
         }
         if dots > 0 {
-            println!();
+            emit("\n");
         }
         let done = result.map_err(|e| {
             if data { format!("{} ({})", e.message, e.diagnostic.name()) } else { e.message }
@@ -197,8 +223,24 @@ impl Shell {
         }
     }
 
+    /// What to do with an answer that did not parse: given as an argument, fail at once; at
+    /// a terminal, say so and ask again; in a script, remember the error and carry on, so
+    /// that the command still reads its remaining answers (they must not run as commands)
+    /// and fails before it reaches qmd.
+    fn bad_answer(&mut self, a: &Answer, e: QmError) -> Bad {
+        if !a.from_prompt {
+            return Bad::Fail(e.message);
+        }
+        if self.input.interactive() {
+            eprintln!("ERROR: {e}");
+            return Bad::AskAgain;
+        }
+        self.deferred.get_or_insert(e.message);
+        Bad::CarryOn
+    }
+
     /// A value that must be given: an empty answer is warned about and asked again.
-    pub fn required<T>(
+    pub fn required<T: Default>(
         &mut self,
         pos: &mut Positionals,
         prompt: &str,
@@ -216,8 +258,11 @@ impl Shell {
             }
             match parse(&a.text) {
                 Ok(v) => return Ok(v),
-                Err(e) if a.from_prompt && self.input.interactive() => eprintln!("ERROR: {e}"),
-                Err(e) => return Err(e.message),
+                Err(e) => match self.bad_answer(&a, e) {
+                    Bad::Fail(why) => return Err(why),
+                    Bad::AskAgain => {}
+                    Bad::CarryOn => return Ok(T::default()),
+                },
             }
         }
     }
@@ -241,8 +286,11 @@ impl Shell {
             }
             match parse(&a.text) {
                 Ok(v) => return Ok(v),
-                Err(e) if a.from_prompt && self.input.interactive() => eprintln!("ERROR: {e}"),
-                Err(e) => return Err(e.message),
+                Err(e) => match self.bad_answer(&a, e) {
+                    Bad::Fail(why) => return Err(why),
+                    Bad::AskAgain => {}
+                    Bad::CarryOn => return Ok(default),
+                },
             }
         }
     }
@@ -250,6 +298,26 @@ impl Shell {
     /// Free text that may be empty (error queue name, threshold command).
     pub fn text(&mut self, pos: &mut Positionals, prompt: &str) -> Result<String, Failure> {
         Ok(self.answer_or(pos, prompt, true)?.text)
+    }
+
+    /// Free text that may be empty, checked by `parse` (which must accept the empty text).
+    pub fn text_with<T: Default>(
+        &mut self,
+        pos: &mut Positionals,
+        prompt: &str,
+        parse: impl Fn(&str) -> QmResult<T>,
+    ) -> Result<T, Failure> {
+        loop {
+            let a = self.answer_or(pos, prompt, true)?;
+            match parse(&a.text) {
+                Ok(v) => return Ok(v),
+                Err(e) => match self.bad_answer(&a, e) {
+                    Bad::Fail(why) => return Err(why),
+                    Bad::AskAgain => {}
+                    Bad::CarryOn => return Ok(T::default()),
+                },
+            }
+        }
     }
 
     /// Asks for confirmation; only `y` or `Y` confirms.

@@ -53,6 +53,14 @@ qspc B 40001 100 2 2 2 10 \"\" maybe 16
 qspacecreate
 B
 32768
+100
+2
+2
+2
+10
+
+
+
 livtoc
 "
     );
@@ -72,7 +80,7 @@ livtoc
         "Number of messages in queue space: '0' is invalid; it must be a whole number from 1 to",
         "Blocking factor: '0' is invalid; it must be a whole number from 1 to 4096",
         "Initialize extents: 'maybe' is invalid; answer y or n",
-        // The same check when the value is typed at the prompt.
+        // The same check when the value is answered at the prompt, once every answer is read.
         "IPC Key for queue space: '32768' is invalid",
     ]);
     later_commands_ran(&run);

@@ -237,6 +237,11 @@ fn reload_reads_a_device_toml_created_after_the_start() {
     env.c("boot -i 1").ok();
     wait_state(&env, 1, "exited (queues empty)");
     assert_eq!(app.take("R").body, b"late");
+    // Removing DEVICE.toml means no configuration again, as at start.
+    std::fs::remove_file(&toml).unwrap();
+    env.c("daemon reload").ok();
+    env.c("psr").ok().stdout_has("No forwarders are configured");
+    env.c("daemon status").ok().stdout_has("no configuration file;");
 }
 
 /// What the file cannot mean is refused at load and at reload, naming the forwarder, the

@@ -68,10 +68,10 @@ qlist
         "-T (top of queue) and -b (before a message) cannot be combined",
         "-m (by message id) and -i (by correlation id) cannot be combined",
         "Wait seconds: 'soon' is invalid; it must be a whole number from 0 to 86400",
-        "Priority: '0' is invalid; it must be a whole number from 1 to 100",
+        "Priority: '0' is invalid; it must be a whole number from 1 to 100 (QMEINVAL)",
         "User return code: 'abc' is invalid",
         "Reply queue: Queue name: 'bad name' is invalid",
-        "No such file or directory",
+        "No such file or directory (os error 2) (QMEINVAL)",
     ]);
     run.stdout_has(" msgid ");
     assert_eq!((qinfo(&env), qlist(&env, "Q").len()), before, "nothing changed");

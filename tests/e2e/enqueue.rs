@@ -529,13 +529,42 @@ fn body_from_standard_input() {
     with_stdin(&env, &["-c", "qopen QS; qenqueue -F - -p 7 Q"], b"from -F -").ok();
     let m = app.take("Q");
     assert_eq!((m.body.as_slice(), m.priority), (&b"from -F -"[..], 7));
-    // Standard input is used up by the first body: the next one is empty.
-    with_stdin(&env, &["-c", "qopen QS; qenqueue Q; qenqueue Q"], b"once").ok();
-    assert_eq!(app.drain("Q"), ["once", ""]);
+    // Standard input holds one body: a second qenqueue reading it is refused.
+    with_stdin(&env, &["-c", "qopen QS; qenqueue Q; qenqueue Q"], b"once")
+        .failed()
+        .stderr_has("standard input was read for an earlier message body");
+    assert_eq!(app.drain("Q"), ["once"]);
+    // With -c, prompts never take their answers from standard input: qchange keeps its
+    // current limits and command, and the whole input is the body.
+    let before = crate::app::qinfo(&env);
+    with_stdin(&env, &["-c", "qopen QS; qchange Q none 2 3; qenqueue Q"], b"50%\n10%\ncmd\n").ok();
+    assert_eq!(app.take("Q").body, b"50%\n10%\ncmd\n");
+    let after = crate::app::qinfo(&env);
+    let threshold = |l: &qm_common::queue::QueueListing| l.queues[0].def.threshold.clone();
+    assert_eq!(threshold(&after), threshold(&before));
+    assert_eq!(after.queues[0].def.retries, 2);
+    // qcreate's optional answers take their defaults; the piped "lifo" is not one of them.
+    with_stdin(&env, &["-c", "qopen QS; qcreate NEWQ"], b"lifo\n").ok();
+    let listing = crate::app::qinfo(&env);
+    let newq = listing.queues.iter().find(|q| q.def.name == "NEWQ").expect("NEWQ");
+    assert_eq!(newq.def.order.to_string(), "fifo");
 
     let refused = "the body cannot be read from standard input when the commands come from it: \
                    give the body as an argument or with -F FILE";
     let script = "qopen QS\nqenqueue -F - Q\nnot a body\nqenqueue Q after\n";
     with_stdin(&env, &[], script.as_bytes()).failed().errors_are(&[refused, "not found"]);
     assert_eq!(app.drain("Q"), ["after"], "nothing enqueued from standard input");
+}
+
+/// Under `--json` the new msgid is on standard output as `{"msgid": ...}`.
+#[test]
+fn qenqueue_json_prints_the_msgid() {
+    let env = space(&[FIFO_Q]);
+    let v: serde_json::Value = env.json("qopen QS; qenqueue Q hello");
+    let id = v["msgid"].as_str().expect("msgid").to_string();
+    assert_eq!(id.len(), 16, "{v}");
+    let mut app = App::connect(&env);
+    assert_eq!(app.take("Q").msgid.to_string(), id);
+    let plain = env.c("qopen QS; qenqueue Q again");
+    assert_eq!(plain.ok().stdout.trim().len(), 16, "{}", plain.stdout);
 }

@@ -43,6 +43,14 @@ fn qset_target_queue() {
         ])
         .stdout_has("No queue name is set\nQueue name is Q\n");
     env.c("qset Q").failed().stderr_has("Queue space must be opened first (qopen)");
+    // The queue and the selection are forgotten at qclose and at the next qopen.
+    env.c("qopen QS; qset Q; qscan -p 5; qclose; qopen QS; qset; qscan")
+        .ok()
+        .stdout_has("No queue name is set\nNo scan criteria are set");
+    env.c("qopen QS; qset Q; qopen QS; qlist")
+        .failed()
+        .stderr_has("Queue name must be set with qset");
+    env.c("qlist").failed().stderr_has("Queue space must be opened first (qopen)");
 }
 
 /// An option given twice is refused naming it, and the earlier setting stays.
@@ -165,7 +173,7 @@ fn qscan_criteria() {
 #[test]
 fn qlist_columns_and_empty_lines() {
     let env = space(&[FIFO_Q]);
-    env.c("qopen QS; qset Q; qlist").ok().stdout_has("Queue list - no messages Q\n");
+    env.c("qopen QS; qset Q; qlist").ok().stdout_has("INFO: Queue list - no messages Q\n");
     env.c("qopen QS; qenqueue -p 7 -i cid -r RQ -f FQ -q nonpersist -u 3 -e +600 Q hello").ok();
     let run = env.c("qopen QS; qset Q; qlist");
     run.ok().stdout_has(
@@ -185,7 +193,7 @@ fn qlist_columns_and_empty_lines() {
     assert_eq!(&cells[9..], ["cid", cells[10], "-", "RQ", "FQ", "3"]);
     env.c("qopen QS; qset Q; qscan -p 1-5; qlist")
         .ok()
-        .stdout_has("Queue list - no messages matched on Q\n");
+        .stdout_has("INFO: Queue list - no messages matched on Q\n");
 }
 
 /// `qdeletemsg` asks for confirmation (n keeps, y deletes) unless -y; it deletes only the

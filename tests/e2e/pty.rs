@@ -309,8 +309,9 @@ fn prompts_ask_again() {
     assert_eq!((info.params.queues, info.params.transactions), (5, 4));
     assert_eq!((info.params.processes, info.params.messages), (3, 200));
 
-    // In a script the same invalid answer fails the command instead of asking again.
-    env.script("qspacecreate\nSCRIPTED\n12\n")
+    // In a script the same invalid answer fails the command (once its answers are read)
+    // instead of asking again.
+    env.script("qspacecreate\nSCRIPTED\n12\n100\n4\n4\n4\n100\n\n\n\n")
         .failed()
         .stderr_has("IPC Key for queue space: '12' is invalid");
     env.c("qspacelist SCRIPTED").failed().stderr_has("Queue space SCRIPTED does not exist");

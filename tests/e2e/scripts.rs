@@ -125,3 +125,23 @@ fn failures_do_not_stop_scripts() {
     let info: QueueSpaceInfo = env.json("qspl QS");
     assert_eq!(info.params.ipc_key, 40000);
 }
+
+/// A bad answer in the middle of a here-document's prompt answers fails the command once,
+/// after it has read the rest of its answers: none of them runs as a command, and nothing
+/// is created.
+#[test]
+fn bad_prompt_answer_keeps_the_script_in_step() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QS 40000 100 4 4 4 100 '' n 16")).ok();
+    let run = env.script(
+        "qopen QS\nqcreate\nBADQ\nfifo,priority\nnone\n0\n0\n80%\n0%\n\nqspacecreate\nQ2\n40001\n0\n4\n4\n4\n100\n\n\n\nlivtoc\n",
+    );
+    run.failed().errors_are(&[
+        "Queue order: 'fifo,priority' is invalid",
+        "Size of queue space in disk pages: '0' is invalid",
+    ]);
+    run.stdout_has("Volume Table of Contents");
+    env.c("qopen QS; qinfo BADQ").failed().stderr_has("BADQ");
+    env.c("qspl Q2").failed().stderr_has("Queue space Q2 does not exist");
+}

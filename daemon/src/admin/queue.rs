@@ -110,7 +110,7 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> 
         engine.define_queue(def.clone());
     }
     if def.name == record.params.error_queue {
-        ctx.note(Note::info(format!("Create queue - error queue {} created", def.name)));
+        ctx.note(Note::info(format!("INFO: Create queue - error queue {} created", def.name)));
     }
     Ok(Reply::Unit)
 }
@@ -193,7 +193,7 @@ fn info(
         None => queue_defs(device, qspace)?,
     };
     if defs.is_empty() {
-        ctx.note(Note::info("Queue information - no queues defined."));
+        ctx.note(Note::info("INFO: Queue information - no queues defined."));
     }
     let pages = super::extents_of(&device.vtoc()?, qspace).iter().map(|t| t.pages).sum();
     let queues: Vec<QueueInfo> = defs

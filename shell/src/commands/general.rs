@@ -55,8 +55,8 @@ const LINE_FORMS: [(&str, &str); 4] = [
     (
         "! [shellcommand]",
         "Runs shellcommand with sh -c; a bare ! starts a shell (terminal only). When the \
-         commands come from a script or -c, the command gets no standard input, and a non-zero \
-         exit status counts as a failed command.",
+         commands come from a script or -c, the command gets no standard input. Only a command \
+         that cannot be started fails; a non-zero exit status is reported as a warning.",
     ),
     ("# comment", "A line starting with # is ignored."),
     (

@@ -83,10 +83,16 @@ fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
 /// Reads all of standard input. Only when the commands come from `-c`: otherwise standard
 /// input holds the commands (a script, or the terminal), and a body read from it would
 /// swallow them.
-fn stdin_body(sh: &Shell) -> Result<Vec<u8>, String> {
+fn stdin_body(sh: &mut Shell) -> Result<Vec<u8>, String> {
     if !sh.script_mode {
         return Err("the body cannot be read from standard input when the commands come from \
                     it: give the body as an argument or with -F FILE"
+            .into());
+    }
+    // Standard input holds one body: a second read would silently enqueue an empty one.
+    if std::mem::replace(&mut sh.stdin_read, true) {
+        return Err("standard input was read for an earlier message body: give this body as \
+                    an argument or with -F FILE"
             .into());
     }
     let mut buf = Vec::new();
@@ -98,7 +104,7 @@ fn stdin_body(sh: &Shell) -> Result<Vec<u8>, String> {
 
 /// The body: the argument, else `-F FILE` (`-` for standard input), else standard input
 /// when commands come from `-c` and it is not a terminal, else empty.
-fn body(sh: &Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, String> {
+fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, String> {
     if let Some(text) = pos.take() {
         if args.value('F').is_some() {
             return Err("give the body either as an argument or with -F, not both".into());
@@ -113,14 +119,26 @@ fn body(sh: &Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, Strin
     }
 }
 
+/// A bad option caught here ends with `(QMEINVAL)`, like those qmd refuses, so that scripts
+/// can tell failures apart the same way.
+fn invalid(why: String) -> String {
+    format!("{why} ({})", qm_common::Diagnostic::Inval.name())
+}
+
 pub fn qenqueue(sh: &mut Shell, args: Args) -> CmdResult {
-    let ctl = enqueue_ctl(&args)?;
+    let ctl = enqueue_ctl(&args).map_err(invalid)?;
     let mut pos = Positionals::new(args.positionals.clone());
     let queue = sh.required(&mut pos, QUEUE, queue_name)?;
-    let body = body(sh, &args, &mut pos)?;
+    let body = body(sh, &args, &mut pos).map_err(invalid)?;
     let request = DataRequest::Enqueue { qspace: None, queue, ctl, body };
     if let Reply::Enqueued(id) = sh.call(Request::Data(request))?.reply {
-        sh.info(&id.to_string());
+        // The msgid is the command's result: standard output, as JSON under --json.
+        let text = if sh.json_now {
+            crate::render::json(&serde_json::json!({ "msgid": id.to_string() }))
+        } else {
+            id.to_string()
+        };
+        sh.output(&text);
     }
     Ok(())
 }
@@ -173,7 +191,7 @@ fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
 }
 
 pub fn qdequeue(sh: &mut Shell, args: Args) -> CmdResult {
-    let ctl = dequeue_ctl(&args)?;
+    let ctl = dequeue_ctl(&args).map_err(invalid)?;
     let mut pos = Positionals::new(args.positionals.clone());
     let queue = sh.required(&mut pos, QUEUE, queue_name)?;
     let request = DataRequest::Dequeue { qspace: None, queue, ctl };

@@ -33,8 +33,15 @@ pub fn qset(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
-fn target(sh: &Shell) -> Result<String, String> {
-    sh.target_queue.clone().ok_or_else(|| "Queue name must be set with qset".to_string())
+/// The queue `qset` chose; without one, says first that no queue space is open, if so.
+fn target(sh: &mut Shell) -> Result<String, String> {
+    match sh.target_queue.clone() {
+        Some(q) => Ok(q),
+        None => {
+            sh.require_open()?;
+            Err("Queue name must be set with qset".into())
+        }
+    }
 }
 
 /// `a[-b]` with both ends parsed by `one`.
@@ -109,9 +116,9 @@ pub fn qlist(sh: &mut Shell, args: Args) -> CmdResult {
             let list: Vec<render::MessageInfoJson> = list.iter().map(Into::into).collect();
             sh.output(&render::json(&list));
         } else if list.is_empty() && sh.criteria.is_empty() {
-            sh.info(&format!("Queue list - no messages {queue}"));
+            sh.info(&format!("INFO: Queue list - no messages {queue}"));
         } else if list.is_empty() {
-            sh.info(&format!("Queue list - no messages matched on {queue}"));
+            sh.info(&format!("INFO: Queue list - no messages matched on {queue}"));
         } else {
             let text = render::messages(&list, sh.verbose);
             sh.output(&text);

@@ -79,8 +79,7 @@ pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
     let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
     let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
     let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
-    let error_queue =
-        error_queue(&sh.text(&mut pos, &format!("{ERRQ}: "))?).map_err(|e| e.message)?;
+    let error_queue = sh.text_with(&mut pos, &format!("{ERRQ}: "), error_queue)?;
     let initialize =
         sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
             yes_no(INIT, s)
@@ -143,7 +142,7 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let processes = keep_count(sh, &mut pos, PROCS, cur.processes, COUNT_MAX)?;
     let messages = keep_count(sh, &mut pos, MSGS, cur.messages, MESSAGES_MAX)?;
     let error_queue = if pos.peek().is_some() {
-        error_queue(&sh.text(&mut pos, "")?).map_err(|e| e.message)?
+        sh.text_with(&mut pos, "", error_queue)?
     } else {
         sh.optional(
             &mut pos,
@@ -210,12 +209,21 @@ pub fn qopen(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
     sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name }))?;
+    forget_selection(sh);
     Ok(())
 }
 
 pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
     sh.call(Request::QueueSpace(QueueSpaceRequest::Close))?;
+    forget_selection(sh);
     Ok(())
+}
+
+/// `qset`'s queue and `qscan`'s criteria belong to the queue space they were chosen in:
+/// message commands after another `qopen` must not act on a same-named queue elsewhere.
+fn forget_selection(sh: &mut Shell) {
+    sh.target_queue = None;
+    sh.criteria = Default::default();
 }
 
 pub fn qaddext(sh: &mut Shell, args: Args) -> CmdResult {

@@ -178,7 +178,7 @@ pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
     let (high, low) = limits(sh, &mut pos, cur.threshold.high, Some(cur.threshold.low), false)?;
     let had_positional_cmd = pos.peek().is_some();
     let cmd = if had_positional_cmd {
-        command(&sh.text(&mut pos, "")?).map_err(|e| e.message)?
+        sh.text_with(&mut pos, "", command)?
     } else {
         let prompt = match cur.threshold.command.as_str() {
             "" => "queue capacity command: ".to_string(),
