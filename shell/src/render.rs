@@ -519,7 +519,14 @@ pub fn firings(list: &[qm_common::protocol::FiringRecord], verbose: bool) -> Str
                 f.usage.clone(),
                 f.command.clone(),
                 f.outcome.clone(),
-                f.duration_ms.to_string(),
+                // Unknown while it runs, and when the daemon's end cut it short.
+                if f.outcome == qm_common::protocol::FIRING_RUNNING
+                    || f.outcome == qm_common::protocol::FIRING_CUT_SHORT
+                {
+                    "-".to_string()
+                } else {
+                    f.duration_ms.to_string()
+                },
             ];
             if verbose {
                 row.push(f.output.clone());

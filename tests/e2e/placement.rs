@@ -151,4 +151,9 @@ fn chdl_moves_every_entry_on_the_file() {
         .stdout_has("Device list entry 3 renamed to");
     let listing: DeviceListing = env.json("lidl");
     assert_eq!(listing.entries[4].entry.name, a, "entry 4 stays on its file");
+    // A rename onto pages another entry of the new file holds is refused, naming both.
+    let c = env.path("C").display().to_string();
+    env.c(&format!("crdl {c} 0 100; chdl 4 {c}")).failed().stderr_has(&format!(
+        "New device name: '{c}' is invalid; entry 4 (pages 50..100) would overlap entry 5 on that file (pages 0..100)"
+    ));
 }

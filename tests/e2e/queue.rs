@@ -92,7 +92,10 @@ fn qchange_keeps_and_changes() {
 #[test]
 fn qdestroy_and_qinfo() {
     let env = setup();
-    env.c("qopen QS; qinfo").ok().stdout_has("INFO: Queue information - no queues defined.");
+    env.c("qopen QS; qinfo")
+        .ok()
+        .stdout_has("INFO: Queue information - no queues defined.")
+        .stdout_lacks("messages");
     env.c("qopen QS; qcr A fifo none 0 0 100% 0% \"\"; qcr B time,lifo none 0 0 5m 0m \"\"").ok();
     env.c("qopen QS; v; qinfo").ok().stdout_has(" A ").stdout_has("time,lifo").stdout_has("5m/0m");
     env.c("qopen QS; qinfo NOPE")

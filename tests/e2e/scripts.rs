@@ -102,11 +102,14 @@ fn device_removed_and_recreated() {
     // A session that had a space open when its device file was replaced is told why its
     // space is gone, and the new device is served.
     let script = format!(
-        "qspc QS 40000 100 10 4 4 100 \"\" n 16\nqopen QS\n!rm -f {dev}\ncrdl {dev} 0 300\nqinfo\nlidl\n"
+        "qspc QS 40000 100 10 4 4 100 \"\" n 16\nqopen QS\n!rm -f {dev}\ncrdl {dev} 0 300\nqinfo\nqinfo\nlidl\n"
     );
     env.script(&script)
         .failed()
-        .stderr_has("Queue space QS was closed because the device file was removed or replaced")
+        .errors_are(&[
+            "Queue space QS was closed because the device file was removed or replaced",
+            "Queue space must be opened first (qopen)",
+        ])
         .stdout_has("Device list on");
     let listing: DeviceListing = env.json("lidl");
     assert_eq!(listing.entries[0].entry.size, 300);

@@ -461,6 +461,7 @@ fn daemon_stop_kills_running_commands() {
     let now = firings(&env, Some("Q"));
     assert_eq!(now.len(), 1);
     assert_eq!(now[0].outcome, "running", "qthlog shows a command while it runs");
+    env.c("qopen QS; qthlog Q").ok().stdout_has("running | - ");
     env.c("daemon stop").ok();
     eventually("the command is gone", || !running(&marker));
     // After a restart the firing is still there, marked as cut short by the daemon's end.

@@ -160,15 +160,8 @@ fn is_device_file(ctx: &Ctx<'_>, udl: &[UdlEntry], name: &str) -> bool {
 
 /// Entries on the same file may not overlap.
 fn check_overlap(device: &Device, udl: &[UdlEntry], entry: &UdlEntry) -> QmResult<()> {
-    let same_file = |e: &&UdlEntry| {
-        e.index != entry.index
-            && (e.name == entry.name
-                || (e.index == 0 && entry.name == device.path().display().to_string()))
-    };
-    if let Some(other) =
-        udl.iter().filter(same_file).find(|e| e.start < entry.end() && entry.start < e.end())
-    {
-        return Err(QmError::invalid(
+    match overlapped(device, udl, entry) {
+        Some(other) => Err(QmError::invalid(
             "Device offset",
             entry.start,
             &format!(
@@ -179,9 +172,19 @@ fn check_overlap(device: &Device, udl: &[UdlEntry], entry: &UdlEntry) -> QmResul
                 other.start,
                 other.end()
             ),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The entry on the same file whose pages `entry` would share, if any.
+fn overlapped<'u>(device: &Device, udl: &'u [UdlEntry], entry: &UdlEntry) -> Option<&'u UdlEntry> {
+    let same_file = |e: &&UdlEntry| {
+        e.index != entry.index
+            && (e.name == entry.name
+                || (e.index == 0 && entry.name == device.path().display().to_string()))
+    };
+    udl.iter().filter(same_file).find(|e| e.start < entry.end() && entry.start < e.end())
 }
 
 fn list(ctx: &Ctx<'_>, store: &Store, index: Option<u8>) -> QmResult<Reply> {
@@ -292,7 +295,21 @@ fn rename(
     let renamed: Vec<_> =
         group.into_iter().map(|e| UdlEntry { name: new_name.clone(), ..e }).collect();
     for entry in &renamed {
-        check_overlap(device, &udl, entry)?;
+        if let Some(other) = overlapped(device, &udl, entry) {
+            return Err(QmError::invalid(
+                "New device name",
+                &new_name,
+                &format!(
+                    "entry {} (pages {}..{}) would overlap entry {} on that file (pages {}..{})",
+                    entry.index,
+                    entry.start,
+                    entry.end(),
+                    other.index,
+                    other.start,
+                    other.end()
+                ),
+            ));
+        }
     }
     if index != 0 && !spaces.is_empty() && !std::path::Path::new(&new_name).exists() {
         return Err(QmError::not_found(format!(

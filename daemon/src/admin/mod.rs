@@ -141,13 +141,17 @@ pub fn require_open(ctx: &Ctx<'_>, store: &Store) -> QmResult<String> {
     let sessions = &ctx.daemon.sessions;
     sessions.open_of(ctx.session, store.generation).ok_or_else(|| {
         match sessions.stale_open_of(ctx.session, store.generation) {
-            Some(name) => QmError::new(
-                Diagnostic::NotOpen,
-                format!(
-                    "Queue space {name} was closed because the device file was removed or \
+            Some(name) => {
+                // Said once; after that the session simply has nothing open.
+                sessions.set_open(ctx.session, None);
+                QmError::new(
+                    Diagnostic::NotOpen,
+                    format!(
+                        "Queue space {name} was closed because the device file was removed or \
                      replaced; open it again (qopen)"
-                ),
-            ),
+                    ),
+                )
+            }
             None => QmError::new(Diagnostic::NotOpen, "Queue space must be opened first (qopen)"),
         }
     })

@@ -224,6 +224,9 @@ pub fn qinfo(sh: &mut Shell, args: Args) -> CmdResult {
     if let Reply::Queues(listing) = sh.call(Request::Queue(QueueRequest::Info { name }))?.reply {
         let text = if sh.wants_json(args.json) {
             render::json(&listing)
+        } else if listing.queues.is_empty() {
+            // qmd said "no queues defined": an empty table would add nothing.
+            return Ok(());
         } else {
             render::queues(&listing, sh.verbose)
         };
