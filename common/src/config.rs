@@ -165,14 +165,16 @@ pub fn parse_clopt(text: &str) -> QmResult<Clopt> {
             "-n" | "-f" => {
                 return Err(bad(&format!(
                     "{word} is not supported by qm; each message is forwarded in its own \
-                     transaction (use -q, -t, -i, -e, -d)"
+                     transaction (use -q, -t, -i, -e, -d or -b)"
                 )));
             }
             // Accepted for compatibility (a batch size); qm takes one message per transaction.
             "-b" => {
                 value(word)?;
             }
-            other => return Err(bad(&format!("unknown option {other}; use -q, -t, -i, -e, -d"))),
+            other => {
+                return Err(bad(&format!("unknown option {other}; use -q, -t, -i, -e, -d or -b")));
+            }
         }
     }
     Ok(clopt)
