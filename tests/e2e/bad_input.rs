@@ -49,7 +49,6 @@ qspc B 40001 100 2 0 2 10 \"\" n 16
 qspc B 40001 100 2 2 0 10 \"\" n 16
 qspc B 40001 100 2 2 2 0 \"\" n 16
 qspc B 40001 100 2 2 2 10 \"\" n 0
-qspc B 40001 100 2 2 2 10 \"\" maybe 16
 qspacecreate
 B
 32768
@@ -79,7 +78,6 @@ livtoc
         "Number of concurrent processes in queue space: '0' is invalid; it must be a whole number from 1 to 65535",
         "Number of messages in queue space: '0' is invalid; it must be a whole number from 1 to",
         "Blocking factor: '0' is invalid; it must be a whole number from 1 to 4096",
-        "Initialize extents: 'maybe' is invalid; answer y or n",
         // The same check when the value is answered at the prompt, once every answer is read.
         "IPC Key for queue space: '32768' is invalid",
     ]);

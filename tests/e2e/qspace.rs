@@ -322,3 +322,18 @@ fn message_limit_and_blocks_used() {
     let info: QueueSpaceInfo = env.json("qopen QS; qspl QS");
     assert_eq!(info.blocks_used, Some(3), "one block per small message once loaded");
 }
+
+/// As in Tuxedo, only y initializes extents: another answer is taken as n, with a warning.
+#[test]
+fn initialize_answer_other_than_y_is_no() {
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc M 40002 100 2 2 2 10 '' maybe 16")
+        .ok()
+        .stderr_has("WARN: Initialize extents: 'maybe' is taken as n (only y answers yes)");
+    let info: QueueSpaceInfo = env.json("qspl M");
+    assert!(!info.params.initialize);
+    env.c("qspc Y 40003 100 2 2 2 10 '' Y 16").ok().stderr_lacks("WARN");
+    let info: QueueSpaceInfo = env.json("qspl Y");
+    assert!(info.params.initialize);
+}

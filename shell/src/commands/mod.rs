@@ -24,12 +24,16 @@ where
     Ok(value)
 }
 
-/// A y/n answer.
+/// A y/n answer, read as Tuxedo reads it: `y` (or `yes`) means yes and anything else no;
+/// an answer that is neither y nor n is warned about, so a typo does not pass unseen.
 pub fn yes_no(field: &str, text: &str) -> QmResult<bool> {
     match text.trim() {
         "y" | "Y" | "yes" => Ok(true),
         "n" | "N" | "no" => Ok(false),
-        _ => Err(QmError::invalid(field, text, "answer y or n")),
+        other => {
+            eprintln!("WARN: {field}: '{other}' is taken as n (only y answers yes)");
+            Ok(false)
+        }
     }
 }
 
