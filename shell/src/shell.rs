@@ -300,26 +300,6 @@ impl Shell {
         Ok(self.answer_or(pos, prompt, true)?.text)
     }
 
-    /// Free text that may be empty, checked by `parse` (which must accept the empty text).
-    pub fn text_with<T: Default>(
-        &mut self,
-        pos: &mut Positionals,
-        prompt: &str,
-        parse: impl Fn(&str) -> QmResult<T>,
-    ) -> Result<T, Failure> {
-        loop {
-            let a = self.answer_or(pos, prompt, true)?;
-            match parse(&a.text) {
-                Ok(v) => return Ok(v),
-                Err(e) => match self.bad_answer(&a, e) {
-                    Bad::Fail(why) => return Err(why),
-                    Bad::AskAgain => {}
-                    Bad::CarryOn => return Ok(T::default()),
-                },
-            }
-        }
-    }
-
     /// Asks for confirmation; only `y` or `Y` confirms.
     pub fn confirm(&mut self) -> Result<bool, Failure> {
         match self.input.read_line("Are you sure? [y, n] ") {

@@ -66,6 +66,10 @@ fn show_progress(sh: &Shell) -> bool {
     sh.verbose || std::io::stdout().is_terminal()
 }
 
+fn ask_initialize(sh: &mut Shell, pos: &mut Positionals) -> Result<bool, String> {
+    sh.optional(pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))
+}
+
 pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
     let nonpersistent = memory_option(&args)?.unwrap_or(MemorySize::ZERO);
     let actions = option_number(&args, 'A', "-A actions", 0..=COUNT_MAX)?.unwrap_or(0);
@@ -79,11 +83,9 @@ pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
     let transactions = sh.required(&mut pos, &format!("{TRANS}: "), count(TRANS, COUNT_MAX))?;
     let processes = sh.required(&mut pos, &format!("{PROCS}: "), count(PROCS, COUNT_MAX))?;
     let messages = sh.required(&mut pos, &format!("{MSGS}: "), count(MSGS, MESSAGES_MAX))?;
-    let error_queue = sh.text_with(&mut pos, &format!("{ERRQ}: "), error_queue)?;
-    let initialize =
-        sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
-            yes_no(INIT, s)
-        })?;
+    let error_queue =
+        sh.optional(&mut pos, &format!("{ERRQ}: "), String::new(), None, error_queue)?;
+    let initialize = ask_initialize(sh, &mut pos)?;
     let blocking = sh.optional(
         &mut pos,
         &format!("{BLOCKING} [default={BLOCKING_DEFAULT}]: "),
@@ -142,7 +144,8 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let processes = keep_count(sh, &mut pos, PROCS, cur.processes, COUNT_MAX)?;
     let messages = keep_count(sh, &mut pos, MSGS, cur.messages, MESSAGES_MAX)?;
     let error_queue = if pos.peek().is_some() {
-        sh.text_with(&mut pos, "", error_queue)?
+        // Given as an argument, "" clears the error queue rather than keeping it.
+        sh.optional(&mut pos, "", String::new(), None, error_queue)?
     } else {
         sh.optional(
             &mut pos,
@@ -152,10 +155,7 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
             error_queue,
         )?
     };
-    let initialize =
-        sh.optional(&mut pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| {
-            yes_no(INIT, s)
-        })?;
+    let initialize = ask_initialize(sh, &mut pos)?;
     let blocking = sh.optional(
         &mut pos,
         &ask(BLOCKING, &cur.blocking),

@@ -178,7 +178,8 @@ pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
     let (high, low) = limits(sh, &mut pos, cur.threshold.high, Some(cur.threshold.low), false)?;
     let had_positional_cmd = pos.peek().is_some();
     let cmd = if had_positional_cmd {
-        sh.text_with(&mut pos, "", command)?
+        // Given as an argument, "" clears the command rather than keeping it.
+        sh.optional(&mut pos, "", String::new(), None, command)?
     } else {
         let prompt = match cur.threshold.command.as_str() {
             "" => "queue capacity command: ".to_string(),
