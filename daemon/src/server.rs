@@ -105,19 +105,33 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
                 socket.display()
             ));
         }
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            return Err(format!(
-                "another qmd is listening on {} (device {})",
-                socket.display(),
-                device.display()
-            ));
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(_) => {
+                return Err(format!(
+                    "another qmd is listening on {} (device {})",
+                    socket.display(),
+                    device.display()
+                ));
+            }
+            // Nobody listens: a socket left by a daemon that was killed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot tell whether a daemon listens on {} ({e}); remove it if none does",
+                    socket.display()
+                ));
+            }
         }
         std::fs::remove_file(socket)
             .map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
     }
-    // The umask set at start (0077) makes the socket owner-only as it is created; a chmod
-    // by path afterwards could be diverted to another file through a link.
-    UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))
+    // Created owner read-write (0600) by the umask, rather than changed by path afterwards:
+    // a chmod by path could be diverted to another file through a link put in its place.
+    // Nothing else creates files while qmd starts.
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = UnixListener::bind(socket);
+    rustix::process::umask(umask);
+    listener.map_err(|e| format!("cannot bind {}: {e}", socket.display()))
 }
 
 /// Warns, in the log and where whoever started qmd sees it, about a device directory that
