@@ -48,7 +48,10 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "refusing the qmd on {}: it runs as {}, not as you ({}) or root, so it may be                  another user's daemon posing as yours; nothing was sent to it. If that socket                  is not yours, remove it and keep the device in a directory only you may write,                  or give your daemon a socket of its own with --socket or QM_SOCKET",
+                "refusing the qmd on {}: it runs as {}, not as you ({}) or root, so it may be \
+                 another user's daemon posing as yours; nothing was sent to it. If that socket \
+                 is not yours, remove it and keep the device in a directory only you may write, \
+                 or give your daemon a socket of its own with --socket or QM_SOCKET",
                 socket.display(),
                 trust::describe_user(owner),
                 trust::describe_user(trust::euid())
