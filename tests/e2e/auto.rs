@@ -2,7 +2,7 @@
 //! with queues, a synchronous client, the file threshold commands and services append to,
 //! and `qthlog`/`printserver` parsed.
 
-use crate::support::{Env, wait_until};
+use crate::support::{Daemon, Env, wait_until};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos};
 use qm_common::protocol::{FiringRecord, ForwarderInfo};
@@ -54,13 +54,18 @@ pub fn wait_lines(env: &Env, file: &str, n: usize) -> Vec<String> {
     got
 }
 
-/// Asserts that `file` keeps exactly `n` lines for a while (nothing more fires).
+/// How many times the daemon found `queue`'s `limits` (`persistent` or `nonpersistent`)
+/// high limit reached, from its `-l 3` log ([`Env::start_traced_daemon`]). The daemon decides
+/// and logs a crossing before it answers the change that caused it, so a count taken right
+/// after a reply is exact: no window in which a late firing could still come.
+pub fn crossings(daemon: &Daemon, queue: &str, limits: &str) -> usize {
+    daemon.log_count(&["high limit", &format!(" queue={queue} "), &format!(" limits={limits} ")])
+}
+
+/// Asserts that `queue`'s persistent high limit was reached exactly `n` times so far.
 #[track_caller]
-pub fn stays(env: &Env, file: &str, n: usize) -> Vec<String> {
-    let grew = wait_until(Duration::from_millis(400), || lines(env, file).len() != n);
-    let got = lines(env, file);
-    assert!(!grew && got.len() == n, "expected {file} to stay at {n} lines, got {got:#?}");
-    got
+pub fn assert_crossings(daemon: &Daemon, queue: &str, n: usize) {
+    assert_eq!(crossings(daemon, queue, "persistent"), n, "crossings of {queue}\n{}", daemon.log());
 }
 
 /// Polls until `cond` holds (at most 15 s); panics with `what` otherwise.
@@ -120,6 +125,11 @@ pub use crate::app::usage;
 #[track_caller]
 pub fn depth(env: &Env, queue: &str) -> u64 {
     usage(env, queue).messages()
+}
+
+/// Kills the processes whose command line contains `marker` (left running on purpose).
+pub fn kill_marked(marker: &str) {
+    let _ = std::process::Command::new("pkill").arg("-f").arg(marker).status();
 }
 
 /// Whether a process whose command line contains `marker` runs.
