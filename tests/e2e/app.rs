@@ -1,7 +1,7 @@
 //! Fixtures for the data-plane tests: a queue space with queues, a synchronous application
 //! client over the typed async client, and what `qlist` and `qinfo` report, parsed.
 
-use crate::support::Env;
+use crate::support::{Daemon, Env};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Select};
 use qm_common::queue::{QueueListing, QueueUsage};
@@ -37,6 +37,21 @@ pub fn setup(env: &Env, options: &str, params: &str, queues: &[&str]) {
 /// Queue space QS with [`PARAMS`] (16 blocks of non-persistent memory) and `queues`.
 pub fn space(queues: &[&str]) -> Env {
     space_with("-n 16B", PARAMS, queues)
+}
+
+/// Like [`space`], served by a daemon whose `-l 3` log the test reads (see [`waiting`]).
+pub fn traced_space(queues: &[&str]) -> (Env, Daemon) {
+    let env = Env::new();
+    let daemon = env.start_traced_daemon(&[]);
+    setup(&env, "-n 16B", PARAMS, queues);
+    (env, daemon)
+}
+
+/// Waits until `n` dequeues in all have started waiting for a message (from the daemon's
+/// log): a message enqueued or a transaction ended from now on reaches the n-th one.
+#[track_caller]
+pub fn waiting(daemon: &Daemon, n: usize) {
+    daemon.wait_log(&["dequeue waiting for a message"], n);
 }
 
 /// The error queue and a plain fifo queue Q.
