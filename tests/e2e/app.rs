@@ -1,7 +1,7 @@
 //! Fixtures for the data-plane tests: a queue space with queues, a synchronous application
 //! client over the typed async client, and what `qlist` and `qinfo` report, parsed.
 
-use crate::support::{Daemon, Env};
+use crate::support::{Daemon, Env, answered};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Select};
 use qm_common::queue::{QueueListing, QueueUsage};
@@ -79,11 +79,12 @@ impl App {
     }
 
     pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
-        self.rt.block_on(self.client.enqueue(QS, queue, body, ctl))
+        answered(&self.rt, "enqueue", Duration::ZERO, self.client.enqueue(QS, queue, body, ctl))
     }
 
     pub fn dequeue(&mut self, queue: &str, ctl: &DequeueCtl) -> QmResult<Message> {
-        self.rt.block_on(self.client.dequeue(QS, queue, ctl))
+        let wait = Duration::from_millis(ctl.wait_ms.unwrap_or(0));
+        answered(&self.rt, "dequeue", wait, self.client.dequeue(QS, queue, ctl))
     }
 
     /// Enqueues with default controls; panics on failure.
@@ -131,15 +132,15 @@ impl App {
     }
 
     pub fn begin(&mut self, timeout_secs: Option<u32>) -> QmResult<u64> {
-        self.rt.block_on(self.client.begin(QS, timeout_secs))
+        answered(&self.rt, "begin", Duration::ZERO, self.client.begin(QS, timeout_secs))
     }
 
     pub fn commit(&mut self) -> QmResult<()> {
-        self.rt.block_on(self.client.commit())
+        answered(&self.rt, "commit", Duration::ZERO, self.client.commit())
     }
 
     pub fn abort(&mut self) -> QmResult<()> {
-        self.rt.block_on(self.client.abort())
+        answered(&self.rt, "abort", Duration::ZERO, self.client.abort())
     }
 }
 

@@ -2,7 +2,7 @@
 //! with queues, a synchronous client, the file threshold commands and services append to,
 //! and `qthlog`/`printserver` parsed.
 
-use crate::support::{Daemon, Env, wait_until};
+use crate::support::{Daemon, Env, answered, wait_until};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos};
 use qm_common::protocol::{FiringRecord, ForwarderInfo};
@@ -157,7 +157,7 @@ impl App {
     }
 
     pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
-        self.rt.block_on(self.client.enqueue(QS, queue, body, ctl))
+        answered(&self.rt, "enqueue", Duration::ZERO, self.client.enqueue(QS, queue, body, ctl))
     }
 
     /// Enqueues a persistent message; panics on failure.
@@ -179,7 +179,12 @@ impl App {
     }
 
     pub fn dequeue(&mut self, queue: &str) -> QmResult<Message> {
-        self.rt.block_on(self.client.dequeue(QS, queue, &DequeueCtl::default()))
+        answered(
+            &self.rt,
+            "dequeue",
+            Duration::ZERO,
+            self.client.dequeue(QS, queue, &DequeueCtl::default()),
+        )
     }
 
     /// Dequeues the first message; panics when there is none.

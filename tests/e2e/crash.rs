@@ -140,8 +140,10 @@ fn drain(env: &Env) -> Vec<String> {
         let mut c =
             Client::connect_device(&env.device, "drain").await.expect("connect after restart");
         let mut seen = Vec::new();
+        let ctl = DequeueCtl::default();
         loop {
-            match c.dequeue("QS", "Q", &DequeueCtl::default()).await {
+            let answer = tokio::time::timeout(Duration::from_secs(60), c.dequeue("QS", "Q", &ctl));
+            match answer.await.expect("the drain's dequeue got no answer within 60 s") {
                 Ok(m) => seen.push(String::from_utf8(m.body).unwrap()),
                 Err(e) if e.diagnostic == qm_common::Diagnostic::NoMsg => return seen,
                 Err(e) => panic!("drain failed: {e}"),

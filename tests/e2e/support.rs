@@ -400,6 +400,20 @@ pub fn run_limited(mut cmd: Command, limit: Duration) -> Run {
     wait_with_timeout(child, &what, limit)
 }
 
+/// Runs a client call to the daemon on `rt`. A call with no answer after a minute (plus
+/// `wait`, the time the call itself asked to wait) fails the test as hung, naming `what`.
+#[track_caller]
+pub fn answered<T>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    wait: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let limit = Duration::from_secs(60) + wait;
+    rt.block_on(async { tokio::time::timeout(limit, call).await })
+        .unwrap_or_else(|_| panic!("{what}: no answer from qmd within {limit:?}"))
+}
+
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
