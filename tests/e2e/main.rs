@@ -52,3 +52,5 @@ mod thresholds;
 mod forwarders;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
+// Starting and reaching qmd: --socket and QM_SOCKET, --detach and DEVICE.log, SIGINT.
+mod startup;

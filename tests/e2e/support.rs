@@ -455,6 +455,13 @@ impl Daemon {
     /// Starts `qmd DEVICE` and returns once it printed its ready line.
     #[track_caller]
     pub fn start(device: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(device, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with `vars` set in qmd's environment (QM_SOCKET is unset
+    /// unless given).
+    #[track_caller]
+    pub fn start_with_env(device: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let stderr = PathBuf::from(format!("{}.qmd-stderr", device.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -465,6 +472,7 @@ impl Daemon {
         cmd.arg(device)
             .args(extra)
             .env_remove("QM_SOCKET")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(file.try_clone().expect("qmd's standard error file"));
