@@ -54,3 +54,5 @@ mod forwarders;
 mod config;
 // Starting and reaching qmd: --socket and QM_SOCKET, --detach and DEVICE.log, SIGINT.
 mod startup;
+// A queue space's limits on concurrent processes and waiting dequeues.
+mod limits;
