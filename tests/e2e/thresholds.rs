@@ -578,3 +578,58 @@ fn bad_nonpersistent_limits_name_the_set_and_the_range() {
     let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo");
     assert!(listing.queues.iter().all(|q| q.def.name != "Q"), "nothing was created");
 }
+
+/// Removes what qmd writes when `queue`'s persistent limit is crossed (the limit's state and
+/// the firings), leaving the messages: the device as a crash between the commit that
+/// crossed the limit and the commit recording it leaves it. Only with no daemon running.
+fn forget_crossing(device: &std::path::Path, queue: &str) {
+    use redb::ReadableTable;
+    let tables = qm_daemon::storage::tables::QueueSpaceTables::new("QS");
+    let db = redb::Database::open(device).expect("open the device");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut state = txn.open_table(tables.state()).unwrap();
+        let key = format!("thr:{queue}:persistent");
+        assert!(state.remove(key.as_str()).unwrap().is_some(), "the crossing was recorded");
+        let mut firings = txn.open_table(tables.firings()).unwrap();
+        let numbers: Vec<u64> = firings.iter().unwrap().map(|r| r.unwrap().0.value()).collect();
+        for n in numbers {
+            firings.remove(n).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// A crossing the daemon could not record before it stopped (it died between the commit
+/// that crossed the limit and the one recording it) fires when the queue space is next
+/// loaded, exactly once: the restart after that does not fire it again.
+#[test]
+fn a_crossing_not_recorded_before_a_crash_fires_at_the_next_start() {
+    let env = Env::new();
+    let mut daemon = env.start_traced_daemon(&[]);
+    setup(&env, 200, &[&queue("Q", "3m", "0m")]);
+    let mut app = App::connect(&env);
+    for _ in 0..3 {
+        app.put("Q", b"x");
+    }
+    wait_firings(&env, "Q", 1);
+    drop(app);
+    env.c("daemon stop").ok();
+    daemon.wait();
+    forget_crossing(&env.device, "Q");
+    // Loading the queue space finds Q above its high mark and armed: it fires. (The log
+    // file is the same across restarts: its count is of every daemon.)
+    let mut daemon = env.start_traced_daemon(&[]);
+    env.c("qopen QS").ok();
+    assert_crossings(&daemon, "Q", 2);
+    let record = wait_firings(&env, "Q", 1).remove(0);
+    assert_eq!((record.usage.as_str(), record.exit), ("3m", Some(0)), "{record:#?}");
+    assert_eq!(lines(&env, "fired.txt"), ["Q persistent 3m 3m high"; 2]);
+    // Now recorded: the next start does not fire it again.
+    env.c("daemon stop").ok();
+    daemon.wait();
+    let daemon = env.start_traced_daemon(&[]);
+    env.c("qopen QS").ok();
+    assert_crossings(&daemon, "Q", 2);
+    assert_eq!(firings(&env, Some("Q")).len(), 1);
+}
