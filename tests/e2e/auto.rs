@@ -127,9 +127,26 @@ pub fn depth(env: &Env, queue: &str) -> u64 {
     usage(env, queue).messages()
 }
 
+/// A `sleep` command whose command line marks it as this test's: `secs` seconds with a
+/// fraction of this test process's pid (seven digits) and a `tag` digit unique to the test,
+/// so that no marker matches another test's (or another test process's) processes.
+pub fn sleep_marker(secs: u32, tag: u8) -> String {
+    assert!(tag < 10);
+    format!("sleep {secs}.{:07}{tag}", std::process::id())
+}
+
 /// Kills the processes whose command line contains `marker` (left running on purpose).
 pub fn kill_marked(marker: &str) {
     let _ = std::process::Command::new("pkill").arg("-f").arg(marker).status();
+}
+
+/// Kills the processes carrying its marker when the test ends, however it ends.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        kill_marked(&self.0);
+    }
 }
 
 /// Whether a process whose command line contains `marker` runs.

@@ -2,8 +2,8 @@
 //! fill/drain cycles and restarts), the command's environment, time limit, and record.
 
 use crate::auto::{
-    App, assert_crossings, crossings, eventually, firings, kill_marked, lines, running, setup,
-    wait_firings, wait_lines, write_config,
+    App, KillMarked, assert_crossings, crossings, eventually, firings, lines, running, setup,
+    sleep_marker, wait_firings, wait_lines, write_config,
 };
 use crate::support::Env;
 use std::collections::BTreeMap;
@@ -294,7 +294,8 @@ fn hanging_commands_never_delay_commits() {
     let env = Env::new();
     write_config(&env, "[thresholds]\ncommand_timeout = 3600\n");
     // A unique sleep duration marks this test's processes.
-    let marker = format!("sleep 1000.{}", std::process::id());
+    let marker = sleep_marker(1000, 0);
+    let _cleanup = KillMarked(marker.clone());
     // A compound command: the sleep is the shell's child, in the command's process group.
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
     let mut app = App::connect(&env);
@@ -320,7 +321,8 @@ fn hanging_commands_never_delay_commits() {
 fn hanging_command_is_killed_after_its_limit() {
     let env = Env::new();
     write_config(&env, "[thresholds]\ncommand_timeout = 2\n");
-    let marker = format!("sleep 1000.{}4", std::process::id());
+    let marker = sleep_marker(1000, 4);
+    let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
     let mut app = App::connect(&env);
     app.put("Q", b"x");
@@ -489,7 +491,8 @@ fn only_committed_messages_count() {
 #[test]
 fn daemon_stop_kills_running_commands() {
     let env = Env::new();
-    let marker = format!("sleep 1000.{}1", std::process::id());
+    let marker = sleep_marker(1000, 1);
+    let _cleanup = KillMarked(marker.clone());
     // A compound command: the sleep is a grandchild of the daemon.
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
     let mut app = App::connect(&env);
@@ -539,12 +542,11 @@ fn the_two_limit_sets_of_a_queue_are_independent() {
 #[test]
 fn output_is_kept_when_the_command_leaves_a_background_job() {
     let env = Env::new();
-    let marker = format!("sleep 1000.{}5", std::process::id());
+    let marker = sleep_marker(1000, 5);
+    let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("BG fifo none 0 0 100% 0% 'echo hi; {marker} &'")]);
     let record: qm_common::protocol::FiringRecord = env.json("qopen QS; qthtest BG");
-    let job_runs = running(&marker);
-    kill_marked(&marker);
-    assert!(job_runs, "the record came while the background job still ran");
+    assert!(running(&marker), "the record came while the background job still ran");
     assert_eq!((record.exit, record.output.as_str()), (Some(0), "hi"), "{record:#?}");
 }
 
