@@ -25,14 +25,11 @@ fn mode(path: &Path) -> u32 {
 fn one_daemon_per_device() {
     let env = Env::new();
     let _daemon = env.start_daemon(&[]);
-    let out = Command::new(QMD)
-        .arg(&env.device)
-        .env_remove("QM_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut second = Command::new(QMD);
+    second.arg(&env.device).env_remove("QM_SOCKET");
+    let out = crate::support::run_limited(second, Duration::from_secs(30));
+    assert_ne!(out.status, 0);
+    let stderr = &out.stderr;
     assert!(stderr.contains(&format!("qmd: another qmd already serves {}", env.dev())), "{stderr}");
     assert_eq!(mode(&env.socket()), 0o600, "the socket is for its owner only");
     env.with_device();
@@ -146,7 +143,13 @@ fn concurrent_autostart() {
         .collect();
     let runs: Vec<_> = children
         .into_iter()
-        .map(|c| crate::support::wait_with_timeout(c, Duration::from_secs(60)))
+        .map(|c| {
+            crate::support::wait_with_timeout(
+                c,
+                "qmadmin -c 'daemon status'",
+                Duration::from_secs(60),
+            )
+        })
         .collect();
     for run in &runs {
         run.ok();

@@ -56,3 +56,7 @@ mod forwarders;
 mod config;
 // Trust: other users' daemons, the private socket directory, configurations, lock/log links.
 mod security;
+// Starting and reaching qmd: --socket and QM_SOCKET, --detach and DEVICE.log, SIGINT.
+mod startup;
+// A queue space's limits on concurrent processes and waiting dequeues.
+mod limits;

@@ -194,7 +194,8 @@ fn processes_of(uid: u32) -> Vec<u32> {
 /// Runs a command to its end with nothing on standard input.
 pub fn run(mut cmd: Command) -> Run {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    wait_with_timeout(cmd.spawn().expect("spawn"), Duration::from_secs(60))
+    let what = format!("{cmd:?}");
+    wait_with_timeout(cmd.spawn().expect("spawn"), &what, Duration::from_secs(60))
 }
 
 /// A `qmd` in the foreground (as any user), killed when dropped.
@@ -228,7 +229,7 @@ impl Qmd {
     /// error.
     pub fn finish(mut self) -> String {
         let child = self.child.take().expect("running");
-        wait_with_timeout(child, Duration::from_secs(30)).stderr
+        wait_with_timeout(child, "qmd (after daemon stop)", Duration::from_secs(30)).stderr
     }
 }
 
