@@ -110,6 +110,11 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
             None => match sh.input.read_line(PROMPT) {
                 Read::Line(l) => l,
+                Read::NotText(why) => {
+                    error(&why);
+                    failures += 1;
+                    continue;
+                }
                 Read::Interrupted => {
                     last_command = None;
                     continue;
