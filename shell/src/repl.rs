@@ -26,7 +26,11 @@ fn error(text: &str) {
 /// Runs a parsed command.
 fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     let Some(spec) = lookup(name) else {
-        error(&format!("Command {name} not found"));
+        if name.is_empty() {
+            error("Command name is empty: a line cannot start with '' or \"\"");
+        } else {
+            error(&format!("Command {name} not found"));
+        }
         return Flow::Failed;
     };
     let args = match getopt::parse(&words, spec.options) {
