@@ -52,3 +52,5 @@ mod thresholds;
 mod forwarders;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
+// Random frames to qmd and random lines to qmadmin (seeded); the fixes fuzzing led to.
+mod fuzz_wire;
