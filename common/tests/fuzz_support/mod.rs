@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use proptest::strategy::Strategy;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,12 @@ pub fn check<S: Strategy>(
 ) {
     // The first property to start sets the deadline for all of them.
     deadline();
-    loop {
-        let config = Config { cases, failure_persistence: None, ..Config::default() };
+    for batch in 0u64.. {
+        let mut config = Config { cases, failure_persistence: None, ..Config::default() };
+        // A seed given with PROPTEST_RNG_SEED starts the first batch; later ones move on.
+        if let RngSeed::Fixed(seed) = config.rng_seed {
+            config.rng_seed = RngSeed::Fixed(seed.wrapping_add(batch));
+        }
         let mut runner = TestRunner::new(config);
         if let Err(e) = runner.run(&strategy, &test) {
             panic!("{e}");
