@@ -53,7 +53,12 @@ pub fn check<S: Strategy>(
         }
         match deadline() {
             Some(end) if Instant::now() < end => continue,
-            _ => break,
+            Some(_) => {
+                let name = std::thread::current().name().unwrap_or("a property").to_string();
+                eprintln!("{name}: {} cases", u64::from(cases) * (batch + 1));
+            }
+            None => {}
         }
+        break;
     }
 }
