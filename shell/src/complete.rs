@@ -96,7 +96,11 @@ impl Completer for LineHelper {
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
-        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        // The word starts after the last white space, which may be wider than one byte.
+        let start = before
+            .char_indices()
+            .rfind(|(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &before[start..];
         let words: Vec<&str> = before[..start].split_whitespace().collect();
         let candidates = if self.at_command_prompt() {

@@ -44,7 +44,10 @@ pub fn parse(words: &[String], spec: &str) -> Result<Args, String> {
             continue;
         }
         for (i, c) in word[1..].char_indices() {
-            let Some(pos) = spec.find(c) else { return Err(format!("invalid option -{c}")) };
+            // ':' marks a value in the spec; it is no option itself.
+            let Some(pos) = spec.find(c).filter(|_| c != ':') else {
+                return Err(format!("invalid option -{c}"));
+            };
             // Keeping one of two values silently would run something not asked for.
             if args.flags.contains_key(&c) {
                 return Err(format!("option -{c} is given more than once"));
@@ -83,6 +86,7 @@ mod tests {
         assert_eq!(a.value('A'), Some("3"));
         assert!(a.json);
         assert!(parse(&w("-x"), "fy").unwrap_err().contains("-x"));
+        assert_eq!(parse(&w("-:"), "t:").unwrap_err(), "invalid option -:");
         assert!(parse(&w("-n"), "n:").is_err());
         assert_eq!(parse(&w("-- -y"), "y").unwrap().positionals, vec!["-y"]);
         for twice in ["-p 10 -p 20", "-p10 -p20", "-y -y", "-yy", "-y -fy"] {

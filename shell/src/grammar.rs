@@ -1,13 +1,15 @@
 //! The qmadmin line grammar, written with nom.
 //!
 //! A line is blank, a `#` comment, a `!command` shell escape, `!!` (repeat the last shell
-//! escape) or a command: words separated by blanks. A word may be quoted with `"` or `'`;
-//! inside quotes a backslash makes the next quote or backslash literal, and `""` is an
-//! empty word. A closing quote must be followed by white space or the end of the line.
+//! escape) or a command: words separated by white space (any kind: a tab, a form feed or a
+//! no-break space pasted from a document separates words as a blank does). A word may be
+//! quoted with `"` or `'`; inside quotes a backslash makes the next quote or backslash
+//! literal, and `""` is an empty word. A closing quote must be followed by white space or the
+//! end of the line.
 
 use nom::branch::alt;
-use nom::bytes::complete::{is_not, take_while};
-use nom::character::complete::{anychar, char, satisfy, space0, space1};
+use nom::bytes::complete::{is_not, take_while, take_while1};
+use nom::character::complete::{anychar, char, satisfy};
 use nom::combinator::{all_consuming, eof, map, peek, recognize, value};
 use nom::multi::{fold_many0, separated_list0};
 use nom::sequence::{delimited, preceded, terminated};
@@ -68,11 +70,16 @@ fn quoted_body(quote: char) -> impl Fn(&str) -> IResult<&str, String> {
     }
 }
 
+/// White space between words: what ends a bare word also separates it from the next.
+fn blanks(input: &str) -> IResult<&str, &str> {
+    take_while1(char::is_whitespace).parse(input)
+}
+
 fn quoted(quote: char) -> impl Fn(&str) -> IResult<&str, String> {
     move |input| {
         terminated(
             delimited(char(quote), quoted_body(quote), char(quote)),
-            peek(alt((value((), space1), value((), eof)))),
+            peek(alt((value((), blanks), value((), eof)))),
         )
         .parse(input)
     }
@@ -89,7 +96,8 @@ fn word(input: &str) -> IResult<&str, String> {
 }
 
 fn words(input: &str) -> IResult<&str, Vec<String>> {
-    all_consuming(delimited(space0, separated_list0(space1, word), space0)).parse(input)
+    let edge = || take_while(char::is_whitespace);
+    all_consuming(delimited(edge(), separated_list0(blanks, word), edge())).parse(input)
 }
 
 /// Finds what is wrong with a line `words` refused, for the error message.
@@ -201,6 +209,9 @@ mod tests {
         assert_eq!(cmd(r#"qcr q fifo none 0 0 80% 0% "mail \"me\" now""#).1[7], r#"mail "me" now"#);
         assert_eq!(cmd(r#"x "a\20b""#).1[0], r"a\20b");
         assert_eq!(cmd("  v  ").0, "v");
+        // Any white space separates words, also after a quoted word.
+        assert_eq!(cmd("qopen\u{a0}QS\u{b}").1, vec!["QS"]);
+        assert_eq!(cmd("echo\u{c}'on'\t").1, vec!["on"]);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
     Line(String),
+    /// A line that is not UTF-8 text; says so, for the error message.
+    NotText(String),
     /// Ctrl-C at a terminal.
     Interrupted,
     Eof,
@@ -55,26 +57,46 @@ impl<R: BufRead> StreamInput<R> {
     }
 }
 
-/// Prints `prompt` (unless `quiet`) and reads one line with `read`.
+/// Prints `prompt` (unless `quiet`) and reads one line with `read`. A line that is not
+/// UTF-8 is read whole and reported, so that the lines after it are still read (rather
+/// than the rest of a script being dropped as if it had ended).
 fn prompted_line(
     prompt: &str,
     quiet: bool,
-    read: impl FnOnce(&mut String) -> std::io::Result<usize>,
+    read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<usize>,
 ) -> Read {
     if !quiet {
         print!("{prompt}");
         let _ = std::io::stdout().flush();
     }
-    let mut line = String::new();
-    match read(&mut line) {
+    let mut bytes = Vec::new();
+    match read(&mut bytes) {
         Ok(0) | Err(_) => Read::Eof,
-        Ok(_) => Read::Line(line.trim_end_matches(['\n', '\r']).to_string()),
+        Ok(_) => {
+            let end = bytes.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
+            bytes.truncate(end);
+            match String::from_utf8(bytes) {
+                Ok(line) => Read::Line(line),
+                Err(e) => Read::NotText(not_text(e.as_bytes(), e.utf8_error().valid_up_to())),
+            }
+        }
     }
+}
+
+/// Why a line that is not UTF-8 was refused: where, and what to do.
+fn not_text(line: &[u8], valid: usize) -> String {
+    let shown: String = String::from_utf8_lossy(line).chars().take(60).collect();
+    format!(
+        "Input line '{shown}' is not UTF-8 text (byte {} is 0x{:02x}); write commands and \
+         answers in UTF-8",
+        valid + 1,
+        line[valid]
+    )
 }
 
 impl<R: BufRead> Input for StreamInput<R> {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, |line| self.reader.read_line(line))
+        prompted_line(prompt, self.quiet, |line| self.reader.read_until(b'\n', line))
     }
 
     fn interactive(&self) -> bool {
@@ -91,7 +113,7 @@ pub struct StdinInput {
 
 impl Input for StdinInput {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, |line| std::io::stdin().read_line(line))
+        prompted_line(prompt, self.quiet, |line| std::io::stdin().lock().read_until(b'\n', line))
     }
 
     fn interactive(&self) -> bool {

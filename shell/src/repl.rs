@@ -26,7 +26,11 @@ fn error(text: &str) {
 /// Runs a parsed command.
 fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     let Some(spec) = lookup(name) else {
-        error(&format!("Command {name} not found"));
+        if name.is_empty() {
+            error("Command name is empty: a line cannot start with '' or \"\"");
+        } else {
+            error(&format!("Command {name} not found"));
+        }
         return Flow::Failed;
     };
     let args = match getopt::parse(&words, spec.options) {
@@ -110,6 +114,11 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
             None => match sh.input.read_line(PROMPT) {
                 Read::Line(l) => l,
+                Read::NotText(why) => {
+                    error(&why);
+                    failures += 1;
+                    continue;
+                }
                 Read::Interrupted => {
                     last_command = None;
                     continue;

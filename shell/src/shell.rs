@@ -44,6 +44,26 @@ enum Bad {
 struct Answer {
     text: String,
     from_prompt: bool,
+    /// Why the line could not be taken at all (it is not text).
+    unreadable: Option<QmError>,
+}
+
+impl Answer {
+    fn given(text: String, from_prompt: bool) -> Answer {
+        Answer { text, from_prompt, unreadable: None }
+    }
+
+    /// Empty, and not because it could not be read.
+    fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.unreadable.is_none()
+    }
+
+    fn parse<T>(&self, parse: impl Fn(&str) -> QmResult<T>) -> QmResult<T> {
+        match &self.unreadable {
+            Some(e) => Err(e.clone()),
+            None => parse(&self.text),
+        }
+    }
 }
 
 /// The running shell.
@@ -211,13 +231,18 @@ impl Shell {
         eof_is_empty: bool,
     ) -> Result<Answer, Failure> {
         if let Some(text) = pos.0.pop_front() {
-            return Ok(Answer { text, from_prompt: false });
+            return Ok(Answer::given(text, false));
         }
         match self.input.read_line(prompt) {
-            Read::Line(line) => Ok(Answer { text: line.trim().to_string(), from_prompt: true }),
+            Read::Line(line) => Ok(Answer::given(line.trim().to_string(), true)),
+            Read::NotText(why) => Ok(Answer {
+                text: String::new(),
+                from_prompt: true,
+                unreadable: Some(QmError::inval(why)),
+            }),
             Read::Interrupted => Err("command cancelled".into()),
             Read::Eof if eof_is_empty && !self.input.interactive() => {
-                Ok(Answer { text: String::new(), from_prompt: false })
+                Ok(Answer::given(String::new(), false))
             }
             Read::Eof => Err(format!("end of input while waiting for: {}", prompt.trim())),
         }
@@ -248,7 +273,7 @@ impl Shell {
     ) -> Result<T, Failure> {
         loop {
             let a = self.answer(pos, prompt)?;
-            if a.text.is_empty() {
+            if a.is_empty() {
                 let field = prompt.trim().trim_end_matches(':');
                 if !a.from_prompt {
                     return Err(format!("{field} must be specified"));
@@ -256,7 +281,7 @@ impl Shell {
                 self.warn(&format!("{field} must be specified"));
                 continue;
             }
-            match parse(&a.text) {
+            match a.parse(&parse) {
                 Ok(v) => return Ok(v),
                 Err(e) => match self.bad_answer(&a, e) {
                     Bad::Fail(why) => return Err(why),
@@ -278,13 +303,13 @@ impl Shell {
     ) -> Result<T, Failure> {
         loop {
             let a = self.answer_or(pos, prompt, true)?;
-            if a.text.is_empty() {
+            if a.is_empty() {
                 if let Some(line) = announce.filter(|_| a.from_prompt) {
                     self.info(line);
                 }
                 return Ok(default);
             }
-            match parse(&a.text) {
+            match a.parse(&parse) {
                 Ok(v) => return Ok(v),
                 Err(e) => match self.bad_answer(&a, e) {
                     Bad::Fail(why) => return Err(why),
@@ -297,13 +322,21 @@ impl Shell {
 
     /// Free text that may be empty (error queue name, threshold command).
     pub fn text(&mut self, pos: &mut Positionals, prompt: &str) -> Result<String, Failure> {
-        Ok(self.answer_or(pos, prompt, true)?.text)
+        let a = self.answer_or(pos, prompt, true)?;
+        match a.parse(|text| Ok(text.to_string())) {
+            Ok(text) => Ok(text),
+            Err(e) => match self.bad_answer(&a, e) {
+                Bad::Fail(why) => Err(why),
+                Bad::AskAgain | Bad::CarryOn => Ok(String::new()),
+            },
+        }
     }
 
     /// Asks for confirmation; only `y` or `Y` confirms.
     pub fn confirm(&mut self) -> Result<bool, Failure> {
         match self.input.read_line("Are you sure? [y, n] ") {
             Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
+            Read::NotText(why) => Err(why),
             Read::Interrupted => Ok(false),
             Read::Eof => Err("end of input while waiting for confirmation".into()),
         }

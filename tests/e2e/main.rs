@@ -60,3 +60,5 @@ mod security;
 mod startup;
 // A queue space's limits on concurrent processes and waiting dequeues.
 mod limits;
+// Random frames to qmd and random lines to qmadmin (seeded); the fixes fuzzing led to.
+mod fuzz_wire;

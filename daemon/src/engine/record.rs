@@ -72,10 +72,12 @@ pub fn msgid_of(seq: u64) -> MsgId {
     MsgId(format!("{seq:016x}").into_bytes())
 }
 
-/// The sequence number behind an identifier qm generated, if it is one.
+/// The sequence number behind an identifier qm generated, if it is one. Only the spelling
+/// [`msgid_of`] gives counts: `...00FF` or `+...0ff` is another identifier, not message 255.
 pub fn seq_of(msgid: &MsgId) -> Option<u64> {
-    let text = std::str::from_utf8(&msgid.0).ok()?;
-    (text.len() == 16).then(|| u64::from_str_radix(text, 16).ok()).flatten()
+    let digits = msgid.0.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let text = std::str::from_utf8(&msgid.0).ok().filter(|t| digits && t.len() == 16)?;
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// The ordinary order key of a message (no top or before placement).
@@ -158,5 +160,7 @@ mod tests {
         assert_eq!(msgid_of(255).to_string(), "00000000000000ff");
         assert_eq!(seq_of(&msgid_of(12345)), Some(12345));
         assert_eq!(seq_of(&MsgId(b"nope".to_vec())), None);
+        assert_eq!(seq_of(&MsgId(b"00000000000000FF".to_vec())), None);
+        assert_eq!(seq_of(&MsgId(b"+0000000000000ff".to_vec())), None);
     }
 }

@@ -334,10 +334,17 @@ pub fn recover(
     for item in table.iter().map_err(|e| err(&e))? {
         let (k, v) = item.map_err(|e| err(&e))?;
         let seq = k.value();
-        let bytes = super::record::split_stored(v.value())
-            .map(|(m, _)| m)
+        let (bytes, body) = super::record::split_stored(v.value())
             .ok_or_else(|| err(&"truncated message record"))?;
         let meta: MessageMeta = postcard::from_bytes(bytes).map_err(|e| err(&e))?;
+        // Sizes are counted from the record: it must agree with the body stored with it.
+        if meta.body_len != body.len() as u64 {
+            return Err(err(&format_args!(
+                "message {seq:016x} is damaged: its record gives {} body bytes, {} are stored",
+                meta.body_len,
+                body.len()
+            )));
+        }
         let Some(q) = index.queues.get_mut(&meta.queue) else {
             tracing::warn!(
                 "message {seq:016x} belongs to missing queue {}; left on disk",
@@ -345,8 +352,14 @@ pub fn recover(
             );
             continue;
         };
-        q.tops = q.tops.max(-meta.key.top);
-        index.next_seq = index.next_seq.max(seq + 1);
+        // Values no qm wrote (the last sequence number, the lowest place) are left alone
+        // rather than overflowing.
+        if let Some(top) = meta.key.top.checked_neg() {
+            q.tops = q.tops.max(top);
+        }
+        if let Some(next) = seq.checked_add(1) {
+            index.next_seq = index.next_seq.max(next);
+        }
         let blocks = if meta.persistent { message_blocks(meta.body_len, page_size) } else { 0 };
         let state = Index::settle_state(&meta, now);
         index.insert(seq, Entry { meta, state, body: None }, blocks);

@@ -7,7 +7,8 @@ use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::names::check_queue_name;
 use qm_common::protocol::{AutomationRequest, Reply, Request};
 
-fn server_id(args: &Args) -> Result<Option<u32>, String> {
+/// The `-i` server id of `boot` and `shutdown`.
+pub fn server_id(args: &Args) -> Result<Option<u32>, String> {
     args.value('i').map(|v| number("Server id", v, 1..=u32::MAX).map_err(|e| e.message)).transpose()
 }
 

@@ -8,12 +8,14 @@ use qm_common::device::ENTRY_MAX_PAGES;
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Reply, Request};
 
-fn device_name(text: &str) -> qm_common::QmResult<String> {
+/// A device path as typed.
+pub fn device_name(text: &str) -> qm_common::QmResult<String> {
     check_device_path(text)?;
     Ok(text.to_string())
 }
 
-fn dl_index(text: &str) -> qm_common::QmResult<u8> {
+/// A device list index as typed.
+pub fn dl_index(text: &str) -> qm_common::QmResult<u8> {
     number("Device list index", text, 0..=24u8)
 }
 

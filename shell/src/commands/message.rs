@@ -43,7 +43,8 @@ pub fn parse_expiry(text: &str) -> QmResult<Expiry> {
     })
 }
 
-fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
+/// The enqueue options of `qenqueue`.
+pub fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
     let mut ctl = EnqueueCtl::default();
     if let Some(p) = args.value('p') {
         ctl.priority = Some(msg(number("Priority", p, 1..=100u8))?);
@@ -143,7 +144,8 @@ pub fn qenqueue(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
-fn dequeue_ctl(args: &Args) -> Result<DequeueCtl, String> {
+/// The dequeue options of `qdequeue`.
+pub fn dequeue_ctl(args: &Args) -> Result<DequeueCtl, String> {
     let select = match (args.value('m'), args.value('i')) {
         (Some(_), Some(_)) => {
             return Err("-m (by message id) and -i (by correlation id) cannot be combined".into());

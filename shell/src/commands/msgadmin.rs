@@ -64,7 +64,8 @@ fn range<T: Copy + PartialOrd + std::fmt::Display>(
     Ok((lo, hi))
 }
 
-fn parse_criteria(args: &Args) -> Result<Criteria, String> {
+/// The selection options of `qscan`.
+pub fn parse_criteria(args: &Args) -> Result<Criteria, String> {
     let mut c = Criteria::default();
     if let Some(t) = args.value('t') {
         c.time = Some(msg(range("Time", t, |s| parse_tuxedo_time("Time", s)))?);

@@ -25,31 +25,37 @@ const ERRQ: &str = "Error queue name";
 const INIT: &str = "Initialize extents";
 const BLOCKING: &str = "Blocking factor";
 
-fn qspace_name(text: &str) -> QmResult<String> {
+/// A queue space name as typed.
+pub fn qspace_name(text: &str) -> QmResult<String> {
     check_qspace_name(text)?;
     Ok(text.to_string())
 }
 
-fn ipc_key(text: &str) -> QmResult<u32> {
+/// An IPC key as typed.
+pub fn ipc_key(text: &str) -> QmResult<u32> {
     let key = number(IPC_KEY, text, IPC_KEY_MIN..=IPC_KEY_MAX)?;
     check_ipc_key(key)?;
     Ok(key)
 }
 
-fn count(field: &'static str, max: u32) -> impl Fn(&str) -> QmResult<u32> {
+/// A count for `field`, 1 to `max`, as typed.
+pub fn count(field: &'static str, max: u32) -> impl Fn(&str) -> QmResult<u32> {
     move |text| number(field, text, 1..=max)
 }
 
-fn error_queue(text: &str) -> QmResult<String> {
+/// An error queue name as typed (empty: none).
+pub fn error_queue(text: &str) -> QmResult<String> {
     check_error_queue_name(text)?;
     Ok(text.to_string())
 }
 
-fn memory_option(args: &Args) -> Result<Option<MemorySize>, String> {
+/// The `-n` option: memory for non-persistent messages.
+pub fn memory_option(args: &Args) -> Result<Option<MemorySize>, String> {
     args.value('n').map(|v| v.parse::<MemorySize>().map_err(|e| e.message)).transpose()
 }
 
-fn option_number<T>(
+/// A numeric dash option for `field`, within `range`.
+pub fn option_number<T>(
     args: &Args,
     flag: char,
     field: &str,

@@ -17,12 +17,14 @@ use qm_common::threshold::{Limit, LimitSet, Threshold, parse_high, parse_low};
 const NAME: &str = "Queue name: ";
 const HIGH: &str = "High limit for queue capacity warning (b for bytes used, B for blocks used,\n  % for percent used, m for messages";
 
-fn queue_name(text: &str) -> QmResult<String> {
+/// A queue name as typed.
+pub fn queue_name(text: &str) -> QmResult<String> {
     check_queue_name(text)?;
     Ok(text.to_string())
 }
 
-fn command(text: &str) -> QmResult<String> {
+/// A queue capacity command as typed.
+pub fn command(text: &str) -> QmResult<String> {
     check_command("Queue capacity command", text)?;
     Ok(text.to_string())
 }
