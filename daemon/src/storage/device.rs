@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::writer::Writer;
 
-/// Which file a path names right now: device and inode numbers.
+/// Which file a path names right now: device and inode numbers (of a symbolic link itself,
+/// never of what it points to: qm does not follow links to its files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
     dev: u64,
@@ -28,7 +29,7 @@ pub struct FileIdentity {
 
 impl FileIdentity {
     pub fn of(path: &Path) -> Option<FileIdentity> {
-        std::fs::metadata(path).ok().map(|m| FileIdentity { dev: m.dev(), ino: m.ino() })
+        std::fs::symlink_metadata(path).ok().map(|m| FileIdentity { dev: m.dev(), ino: m.ino() })
     }
 }
 

@@ -24,11 +24,13 @@
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::Write;
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The environment variable that arms a fault.
 pub const VARIABLE: &str = "QM_FAULT";
@@ -45,8 +47,10 @@ enum Mode {
 struct Fault {
     mode: Mode,
     steps: u64,
-    /// Files written since qmd started, for a power cut to undo their unsynced writes.
-    journals: Vec<Weak<Mutex<Journal>>>,
+    /// Every file opened since qmd started, by device and inode, for a power cut to undo
+    /// their unsynced writes: kept after the file is closed (its unsynced writes are still
+    /// only in the page cache) and shared when it is opened again.
+    journals: HashMap<(u64, u64), Arc<Mutex<Journal>>>,
 }
 
 static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
@@ -74,7 +78,7 @@ fn fault() -> Option<&'static Mutex<Fault>> {
                     tracing::warn!(
                         "{VARIABLE}={value}: storage fault injection is armed (tests only)"
                     );
-                    Some(Mutex::new(Fault { mode, steps: 0, journals: Vec::new() }))
+                    Some(Mutex::new(Fault { mode, steps: 0, journals: HashMap::new() }))
                 }
                 Err(why) => {
                     // A test that asked for a fault must not pass without one.
@@ -106,7 +110,7 @@ impl Fault {
             }
             Mode::Crash(n) if *n == self.steps => die(self.steps, "crash"),
             Mode::PowerCut(n) if *n == self.steps => {
-                for journal in self.journals.iter().filter_map(Weak::upgrade) {
+                for journal in self.journals.values() {
                     journal.lock().unwrap_or_else(|p| p.into_inner()).lose_unsynced();
                 }
                 die(self.steps, "power cut");
@@ -141,15 +145,18 @@ pub fn backend(file: File) -> std::io::Result<Backend> {
         return Ok(Backend { inner: plain(file)?, counted: false, journal: None });
     };
     let journal = if fault.keeps_journals() {
-        let len = file.metadata()?.len();
-        let journal = Arc::new(Mutex::new(Journal {
-            file: file.try_clone()?,
-            synced_len: len,
-            len,
-            undo: Vec::new(),
-        }));
-        fault.journals.retain(|j| j.strong_count() > 0);
-        fault.journals.push(Arc::downgrade(&journal));
+        let meta = file.metadata()?;
+        let journal = match fault.journals.entry((meta.dev(), meta.ino())) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e
+                .insert(Arc::new(Mutex::new(Journal {
+                    file: file.try_clone()?,
+                    synced_len: meta.len(),
+                    len: meta.len(),
+                    undo: Vec::new(),
+                })))
+                .clone(),
+        };
         Some(journal)
     } else {
         None

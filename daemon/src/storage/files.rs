@@ -26,6 +26,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// redb's magic number: the first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
@@ -154,20 +155,39 @@ fn check_magic(path: &Path, file: &File) -> QmResult<()> {
     Ok(())
 }
 
+/// How long an open waits for another process to let go of a file: a qmd that was just
+/// stopped releases its lock file before its last handle on the device.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `open` until the file is not held by another process any more, or `BUSY_WAIT`
+/// has passed.
+fn unless_busy<T>(
+    mut open: impl FnMut() -> Result<T, redb::DatabaseError>,
+) -> Result<T, redb::DatabaseError> {
+    let deadline = Instant::now() + BUSY_WAIT;
+    loop {
+        match open() {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs `identify` on the file as it is, without writing to it.
 fn probe<T>(
     path: &Path,
     file: &File,
     identify: &dyn Fn(&ReadTransaction) -> QmResult<T>,
 ) -> QmResult<T> {
-    let copy = file.try_clone().map_err(|e| os_error(path, "open", e))?;
     let look = || -> QmResult<T> {
-        let backend = FileBackend::new(copy).map_err(|e| refused_open(path, e))?;
-        let overlay = Overlay::new(backend).map_err(|e| os_error(path, "read", e))?;
-        let db = Builder::new()
-            .set_cache_size(PROBE_CACHE)
-            .create_with_backend(overlay)
-            .map_err(|e| refused_open(path, e))?;
+        let db = unless_busy(|| {
+            let copy = file.try_clone()?;
+            let overlay = Overlay::new(FileBackend::new(copy)?)?;
+            Builder::new().set_cache_size(PROBE_CACHE).create_with_backend(overlay)
+        })
+        .map_err(|e| refused_open(path, e))?;
         let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
         identify(&txn)
     };
@@ -190,8 +210,11 @@ pub fn open<T>(
     let file = open_trusted(path)?;
     check_magic(path, &file)?;
     probe(path, &file, &identify)?;
-    let backend = fault::backend(file).map_err(|e| os_error(path, "open", e))?;
-    let db = Builder::new().create_with_backend(backend).map_err(|e| refused_open(path, e))?;
+    let db = unless_busy(|| {
+        let backend = fault::backend(file.try_clone()?)?;
+        Builder::new().create_with_backend(backend)
+    })
+    .map_err(|e| refused_open(path, e))?;
     let found = {
         let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
         identify(&txn)?
