@@ -5,8 +5,9 @@
 //!   messages it serves, so a file is used only when it is a regular file (not a symbolic
 //!   link) owned by qmd's user or root and writable by its owner alone.
 //! - Read before write: whether a file is qm's is decided without changing a byte of it
-//!   (redb's magic number, then its header record read through [`Overlay`]); only then is
-//!   it opened for writing. A file qm refuses is left exactly as it was.
+//!   (redb's magic number, then its header record, read while [`Overlay`] holds redb's own
+//!   writes in memory); only then do those writes reach the file. A file qm refuses is left
+//!   exactly as it was.
 //! - Crash-atomic creation: a new file is built and committed under a temporary name in
 //!   the same directory, then renamed into place, so its name never shows a half-made file;
 //!   a retry removes the leftover of a creation that was cut short.
@@ -17,9 +18,8 @@
 //! the file opened anew).
 
 use super::fault;
-use super::overlay::Overlay;
+use super::overlay::{Overlay, Release};
 use qm_common::{Diagnostic, QmError, QmResult};
-use redb::backends::FileBackend;
 use redb::{Builder, Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
@@ -30,9 +30,6 @@ use std::time::{Duration, Instant};
 
 /// redb's magic number: the first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
-
-/// Cache of the read-only look at a file before it is opened for good.
-const PROBE_CACHE: usize = 16 * 1024 * 1024;
 
 /// Suffix of the temporary name a new file is built under.
 pub const NEW_SUFFIX: &str = ".qm-new";
@@ -175,50 +172,35 @@ fn unless_busy<T>(
     }
 }
 
-/// Runs `identify` on the file as it is, without writing to it.
-fn probe<T>(
-    path: &Path,
-    file: &File,
-    identify: &dyn Fn(&ReadTransaction) -> QmResult<T>,
-) -> QmResult<T> {
-    let look = || -> QmResult<T> {
-        let db = unless_busy(|| {
-            let copy = file.try_clone()?;
-            let overlay = Overlay::new(FileBackend::new(copy)?)?;
-            Builder::new().set_cache_size(PROBE_CACHE).create_with_backend(overlay)
-        })
-        .map_err(|e| refused_open(path, e))?;
-        let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
-        identify(&txn)
-    };
-    // redb trusts what it reads and may panic on a damaged file: that is a refusal too.
-    catch_unwind(AssertUnwindSafe(look)).unwrap_or_else(|_| {
-        Err(QmError::inval(format!(
-            "{} is a damaged redb database; it was left unchanged: restore it from a copy, \
-             or remove it",
-            path.display()
-        )))
-    })
-}
-
 /// Opens an existing file of qm's: `identify` reads its header and says whether it is the
-/// file expected (an error refuses it). Nothing is written to a file that is refused.
+/// file expected (an error refuses it). Until it says so, redb's writes are held in memory
+/// ([`Overlay`]): nothing is written to a file that is refused.
 pub fn open<T>(
     path: &Path,
     identify: impl Fn(&ReadTransaction) -> QmResult<T>,
 ) -> QmResult<(Database, T)> {
     let file = open_trusted(path)?;
     check_magic(path, &file)?;
-    probe(path, &file, &identify)?;
-    let db = unless_busy(|| {
-        let backend = fault::backend(file.try_clone()?)?;
-        Builder::new().create_with_backend(backend)
-    })
-    .map_err(|e| refused_open(path, e))?;
-    let found = {
-        let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
-        identify(&txn)?
+    let look = || -> QmResult<(Database, T, Release)> {
+        let mut release = None;
+        let db = unless_busy(|| {
+            let (overlay, held) = Overlay::new(fault::backend(file.try_clone()?)?)?;
+            release = Some(held);
+            Builder::new().create_with_backend(overlay)
+        })
+        .map_err(|e| refused_open(path, e))?;
+        let found = identify(&db.begin_read().map_err(|e| unreadable(path, e))?)?;
+        Ok((db, found, release.expect("set by the open")))
     };
+    // redb trusts what it reads and may panic on a damaged file: that is a refusal too.
+    let (db, found, release) = catch_unwind(AssertUnwindSafe(look)).unwrap_or_else(|_| {
+        Err(QmError::inval(format!(
+            "{} is a damaged redb database; it was left unchanged: restore it from a copy, \
+             or remove it",
+            path.display()
+        )))
+    })?;
+    release.write_through().map_err(|e| os_error(path, "write", e))?;
     Ok((db, found))
 }
 
