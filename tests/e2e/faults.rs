@@ -453,3 +453,26 @@ fn my_uid() -> u32 {
     let out = Command::new("id").arg("-u").output().expect("id -u");
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("uid")
 }
+
+/// A qmd started as soon as the previous one let go of its lock serves the device: it
+/// waits for the old process to close the device file instead of calling it in use.
+#[test]
+fn start_right_after_stop() {
+    let env = Env::new();
+    let mut daemon = Daemon::start(&env.device, &[]);
+    env.c_no_start(&format!(
+        "crdl {} 0 2000; qspc QS 40000 200 8 4 16 1000 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''; qenqueue Q one",
+        env.dev()
+    ))
+    .ok();
+    let mut stopped = Vec::new();
+    for _ in 0..40 {
+        stop_and_wait(&env);
+        // The old process may still be ending: it is reaped at the end, not waited for.
+        stopped.push(std::mem::replace(&mut daemon, Daemon::start(&env.device, &[])));
+        env.c_no_start("qopen QS; qinfo Q").ok().stdout_has("Q ");
+    }
+    for mut old in stopped {
+        old.wait();
+    }
+}
