@@ -90,11 +90,6 @@ fn fault() -> Option<&'static Mutex<Fault>> {
         .as_ref()
 }
 
-/// Whether a fault is armed (or steps are counted).
-pub fn armed() -> bool {
-    fault().is_some()
-}
-
 fn lock() -> Option<MutexGuard<'static, Fault>> {
     fault().map(|f| f.lock().unwrap_or_else(|p| p.into_inner()))
 }

@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 /// Suffix of the temporary name a new file is built under.
-pub const NEW_SUFFIX: &str = ".qm-new";
+const NEW_SUFFIX: &str = ".qm-new";
 
 fn os_error(path: &Path, what: &str, e: impl std::fmt::Display) -> QmError {
     QmError::new(Diagnostic::Os, format!("cannot {what} {}: {e}", path.display()))
 }
 
 /// The temporary name `path` is built under.
-pub fn new_name(path: &Path) -> PathBuf {
+fn new_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(NEW_SUFFIX);
     PathBuf::from(name)
@@ -47,6 +47,11 @@ pub fn new_name(path: &Path) -> PathBuf {
 
 /// Opens an existing file without following a symbolic link, and checks that qm may trust it.
 fn open_trusted(path: &Path) -> QmResult<File> {
+    // Looked at first so that a device node or a pipe is not even opened; the open file is
+    // checked again, as the name may change in between.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        check_trust(path, &meta)?;
+    }
     let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::LOOP => symlink_refused(path),
