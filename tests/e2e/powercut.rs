@@ -26,8 +26,12 @@ struct Ledger {
     events: u64,
     /// Enqueues acknowledged, with their msgids and when.
     enqueued: HashMap<String, (MsgId, u64)>,
-    /// Enqueues sent and not acknowledged.
+    /// Enqueues sent and not acknowledged (outside a transaction, or in one whose commit
+    /// was sent and not acknowledged).
     enqueue_unknown: HashSet<String>,
+    /// Enqueued in a transaction that was rolled back or never asked to commit: never
+    /// visible.
+    uncommitted: HashSet<String>,
     /// Dequeues acknowledged (plain, or in a transaction whose commit was acknowledged).
     dequeued: HashSet<String>,
     /// Taken in a transaction whose commit was sent and not acknowledged.
@@ -68,6 +72,51 @@ async fn producer(device: PathBuf, id: String, ledger: Arc<Mutex<Ledger>>) {
                 l.enqueued.insert(body, (msgid, at));
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// Enqueues two messages per transaction; rolls back every third transaction.
+async fn transactional_producer(device: PathBuf, id: String, ledger: Arc<Mutex<Ledger>>) {
+    let Ok(mut c) = Client::connect_device(&device, "producer").await else { return };
+    for n in 0.. {
+        let bodies = [format!("{id}-{n}a"), format!("{id}-{n}b")];
+        if c.begin("QS", None).await.is_err() {
+            return;
+        }
+        let mut ids = Vec::new();
+        for body in &bodies {
+            {
+                let mut l = ledger.lock().unwrap();
+                l.uncommitted.insert(body.clone());
+                l.in_transactions.insert(body.clone());
+            }
+            match c.enqueue("QS", "Q", body.as_bytes(), &EnqueueCtl::default()).await {
+                Ok(msgid) => ids.push(msgid),
+                Err(_) => return,
+            }
+        }
+        if n % 3 == 2 {
+            if c.abort().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        {
+            let mut l = ledger.lock().unwrap();
+            for body in &bodies {
+                l.uncommitted.remove(body);
+                l.enqueue_unknown.insert(body.clone());
+            }
+        }
+        if c.commit().await.is_err() {
+            return;
+        }
+        let mut l = ledger.lock().unwrap();
+        let at = l.event();
+        for (body, msgid) in bodies.into_iter().zip(ids) {
+            l.enqueue_unknown.remove(&body);
+            l.enqueued.insert(body, (msgid, at));
         }
     }
 }
@@ -206,6 +255,11 @@ fn workload(
             ledger.clone(),
         )));
     }
+    clients.push(rt.spawn(transactional_producer(
+        env.device.clone(),
+        format!("r{round}t"),
+        ledger.clone(),
+    )));
     for i in 0..3 {
         clients.push(rt.spawn(consumer(env.device.clone(), i != 0, ledger.clone())));
     }
@@ -246,8 +300,10 @@ fn workload(
 struct Audit {
     /// Every acknowledged dequeue of every round, the drains' included: none may come back.
     gone: HashSet<String>,
-    /// Every body ever sent.
+    /// Every body ever sent, outside a transaction or in one asked to commit.
     sent: HashSet<String>,
+    /// Every body enqueued in a transaction rolled back or never asked to commit.
+    uncommitted: HashSet<String>,
     /// Admin work acknowledged so far: entries, spaces, spaces with their extra extent.
     entries: Vec<String>,
     spaces: Vec<String>,
@@ -263,6 +319,9 @@ impl Audit {
     /// The device list, the VTOC and the queue spaces agree, and acknowledged admin work is
     /// there; unacknowledged work is there whole or not at all.
     fn check_device(&mut self, env: &Env, round: usize, admin: &Admin) {
+        let commands = admin.crdl.iter().chain(&admin.qspc).chain(&admin.qaddext);
+        let cut: Vec<&String> = commands.filter(|(_, ok)| !ok).map(|(what, _)| what).collect();
+        eprintln!("round {round}: admin commands cut: {cut:?}");
         let listing: DeviceListing = env.json("lidl");
         let vtoc: Vec<VtocEntry> = env.json("livtoc");
         let entry = |name: &str| listing.entries.iter().find(|e| e.entry.name == name);
@@ -365,6 +424,7 @@ impl Audit {
     fn check_messages(&mut self, env: &Env, round: usize, l: &Ledger) {
         self.sent.extend(l.enqueued.keys().cloned());
         self.sent.extend(l.enqueue_unknown.iter().cloned());
+        self.uncommitted.extend(l.uncommitted.iter().cloned());
         let info: QueueListing = env.json("qopen QS; qinfo Q");
         let counted = info.queues[0].usage.messages();
         let found = drain(env);
@@ -372,6 +432,10 @@ impl Audit {
         let mut seen = HashSet::new();
         for (body, _) in &found {
             assert!(seen.insert(body.clone()), "round {round}: {body} came back twice");
+            assert!(
+                !self.uncommitted.contains(body),
+                "round {round}: {body} was enqueued in a transaction never committed, yet it is there"
+            );
             assert!(self.sent.contains(body), "round {round}: {body} was never sent");
             assert!(
                 !self.gone.contains(body) && !l.dequeued.contains(body),
@@ -439,8 +503,8 @@ fn drain(env: &Env) -> Vec<(String, MsgId)> {
 }
 
 /// Cuts at points spread over the workload: first a round that counts its storage steps
-/// and stops cleanly, then cuts at fractions of that count, and one while qmd opens the
-/// device.
+/// and stops cleanly, then a cut while qmd opens the device, then cuts at fractions of that
+/// count.
 #[test]
 fn power_cuts_lose_nothing_acknowledged() {
     let env = Env::new();
@@ -464,8 +528,9 @@ fn power_cuts_lose_nothing_acknowledged() {
     crate::faults::stop_and_wait(&env);
     drop(restarted);
 
-    let cuts: Vec<u64> =
-        [2, 10, 25, 45, 65, 85, 100].iter().map(|pct| (total * pct / 100).max(1)).collect();
+    // Step 2 falls in the recovery of the device as qmd opens it; the others in the traffic.
+    let fractions = [1, 3, 6, 10, 20, 35, 50, 65, 80, 100];
+    let cuts = std::iter::once(2).chain(fractions.iter().map(|pct| (total * pct / 100).max(3)));
     for (i, n) in cuts.into_iter().enumerate() {
         let round = i + 1;
         let log = env.path(&format!("qmd-{round}.err"));
