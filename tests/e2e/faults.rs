@@ -447,6 +447,15 @@ fn untrusted_files_are_refused() {
     let moved = env.path("F2-link");
     std::os::unix::fs::symlink(&other, &moved).unwrap();
     env.c_no_start(&format!("crdl {} 0 100", moved.display())).failed().stderr_has("symbolic link");
+    // What lies under the name qm builds a new file under is removed only if qm left it.
+    let planted = env.path("F3.qm-new");
+    std::fs::write(&planted, b"someone else's").unwrap();
+    chown(&planted, 54321);
+    env.c_no_start(&format!("crdl {} 0 100", env.path("F3").display()))
+        .failed()
+        .stderr_has("F3.qm-new exists and is not a file qm left");
+    assert_eq!(std::fs::read(&planted).unwrap(), b"someone else's");
+    assert!(!env.path("F3").exists());
 }
 
 fn my_uid() -> u32 {

@@ -146,7 +146,7 @@ fn check_magic(path: &Path, file: &File) -> QmResult<()> {
     let len = file.metadata().map_err(|e| os_error(path, "examine", e))?.len();
     if len == 0 {
         return Err(QmError::inval(format!(
-            "{} is empty, not a qm file; remove it, or let crdl create the file",
+            "{} is empty, not a qm file; remove it (crdl creates the file)",
             path.display()
         )));
     }
