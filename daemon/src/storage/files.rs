@@ -158,8 +158,9 @@ fn check_magic(path: &Path, file: &File) -> QmResult<()> {
 }
 
 /// How long an open waits for another process to let go of a file: a qmd that was just
-/// stopped releases its lock file before its last handle on the device.
-const BUSY_WAIT: Duration = Duration::from_secs(5);
+/// stopped releases its lock file before its last handle on the device, and lets go of that
+/// within moments. Kept short, as the store is locked meanwhile.
+const BUSY_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs `open` until the file is not held by another process any more, or `BUSY_WAIT`
 /// has passed.
