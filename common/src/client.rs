@@ -5,6 +5,7 @@ use crate::frame::{Connection, FrameError};
 use crate::protocol::{
     ClientKind, Hello, Note, PROTOCOL_VERSION, Progress, Reply, Request, Response, Welcome,
 };
+use crate::trust;
 use std::path::Path;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,12 +27,50 @@ fn lost(e: FrameError) -> QmError {
     QmError::new(Diagnostic::Os, format!("connection to qmd lost: {e}"))
 }
 
+/// Connects to the daemon's socket and checks who listens there, before anything is sent:
+/// only a daemon of our own user or root is trusted, since anyone who could bind the path
+/// first (a world-writable directory, a predictable name) would otherwise receive our
+/// requests and messages. A refusal is [`Diagnostic::Denied`]; "nobody listens" is
+/// [`Diagnostic::Os`].
+pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
+    crate::paths::prepare_socket_dir(socket).map_err(|e| QmError::new(Diagnostic::Denied, e))?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        QmError::new(Diagnostic::Os, format!("cannot connect to {}: {e}", socket.display()))
+    })?;
+    let listener = stream.peer_cred().map_err(|e| {
+        QmError::new(
+            Diagnostic::Denied,
+            format!("cannot tell who listens on {} ({e}); nothing was sent", socket.display()),
+        )
+    })?;
+    let owner = listener.uid();
+    if !trust::is_trusted_user(owner) {
+        return Err(QmError::new(
+            Diagnostic::Denied,
+            format!(
+                "refusing the qmd on {}: it runs as {}, not as you ({}) or root, so it may be \
+                 another user's daemon posing as yours; nothing was sent to it. If that socket \
+                 is not yours, remove it and keep the device in a directory only you may write, \
+                 or give your daemon a socket of its own with --socket or QM_SOCKET",
+                socket.display(),
+                trust::describe_user(owner),
+                trust::describe_user(trust::euid())
+            ),
+        ));
+    }
+    Ok(stream)
+}
+
 impl Client {
-    /// Connects and greets; fails if nobody listens or the daemon refuses us.
+    /// Connects and greets; fails if nobody listens, if the listener is not to be trusted
+    /// (see [`connect_trusted`]) or if the daemon refuses us.
     pub async fn connect(socket: &Path, program: &str, kind: ClientKind) -> QmResult<Client> {
-        let stream = UnixStream::connect(socket).await.map_err(|e| {
-            QmError::new(Diagnostic::Os, format!("cannot connect to {}: {e}", socket.display()))
-        })?;
+        let stream = connect_trusted(socket).await?;
+        Client::greet(stream, program, kind).await
+    }
+
+    /// Greets the daemon on a connection made by [`connect_trusted`].
+    pub async fn greet(stream: UnixStream, program: &str, kind: ClientKind) -> QmResult<Client> {
         let (r, w) = stream.into_split();
         let mut conn = Connection::new(r, w);
         let hello = Hello { version: PROTOCOL_VERSION, program: program.to_string(), kind };

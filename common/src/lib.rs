@@ -12,6 +12,7 @@
 //! * [`protocol`]: requests and responses; [`frame`]: how they travel as bytes.
 //! * [`client`]: a connection to the daemon.
 //! * [`paths`]: socket, lock, log and configuration paths derived from a device path.
+//! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 
 pub mod client;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod protocol;
 pub mod qspace;
 pub mod queue;
 pub mod threshold;
+pub mod trust;
 
 pub use error::{Diagnostic, QmError, QmResult};
 pub mod time;

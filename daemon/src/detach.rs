@@ -2,7 +2,7 @@
 //!
 //! The parent starts itself again without `--detach`, in its own process group, with the
 //! child's standard output on a pipe. The child prints one line when it is ready (or why it
-//! cannot start) and the parent relays that line and exits accordingly.
+//! cannot start), after any warnings, and the parent relays them and exits accordingly.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 pub const DETACHED_ENV: &str = "QMD_DETACHED";
 /// First word of the line a detached child prints when it serves.
 pub const READY: &str = "ready";
+/// First word of a warning line a detached child prints before it is ready.
+pub const WARNING: &str = "warning";
 
 /// Starts the background daemon and waits for its first line; returns the exit status.
 pub fn spawn_background(log: &std::path::Path) -> i32 {
@@ -22,17 +24,20 @@ pub fn spawn_background(log: &std::path::Path) -> i32 {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--detach").collect();
-    let stderr = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new().create(true).append(true),
-        0o600,
-    )
-    .open(log);
+    // The child's standard error goes to its log, opened as the child opens it.
+    let stderr = match crate::logging::open_log(log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            return 1;
+        }
+    };
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .env(DETACHED_ENV, "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(stderr.map(Stdio::from).unwrap_or_else(|_| Stdio::null()));
+        .stderr(Stdio::from(stderr));
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -43,7 +48,14 @@ pub fn spawn_background(log: &std::path::Path) -> i32 {
     };
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
+        let mut out = BufReader::new(out);
+        while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+            match line.strip_prefix(WARNING) {
+                Some(warning) => eprintln!("qmd: WARN{}", warning.trim_end()),
+                None => break,
+            }
+            line.clear();
+        }
     }
     match line.strip_prefix(READY) {
         Some(rest) => {

@@ -22,7 +22,8 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
-/// Longest wait between two looks at empty queues, whatever the idle time.
+/// Wait between two looks at empty queues with `-i 0`, and while one of the forwarder's
+/// queues is missing (no arrival can wake it for a queue created again later).
 const POLL_MAX: Duration = Duration::from_secs(1);
 /// How long `shutdown` waits for forwarders to finish their current message.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -422,8 +423,14 @@ impl Task {
                 break "exited (queues empty)".to_string();
             }
             self.set_state("idle");
+            // An arrival wakes it at once; -i is how long it waits between looks otherwise.
             let idle = self.def.idle_duration();
-            let wait = if idle.is_zero() { POLL_MAX } else { idle.min(POLL_MAX) };
+            let all_watched = notifies.len() == self.def.queues.len();
+            let wait = match (idle.is_zero(), all_watched) {
+                (true, _) => POLL_MAX,
+                (false, true) => idle,
+                (false, false) => idle.min(POLL_MAX),
+            };
             let mut stop = self.stop.clone();
             tokio::select! {
                 _ = any(&mut waits) => {}

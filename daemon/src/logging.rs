@@ -13,17 +13,23 @@ fn level(l: u8) -> LevelFilter {
     }
 }
 
+/// Opens a log for appending, creating it owner-only. Logs sit at predictable paths
+/// (`DEVICE.log`), so a symbolic link there is refused rather than followed, and so is a
+/// file another user planted (qmd would otherwise write into it, maybe as root).
+pub fn open_log(path: &Path) -> Result<std::fs::File, String> {
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.create(true).append(true), 0o600);
+    let file = qm_common::trust::open_no_follow(path, &mut options, "log file")?;
+    qm_common::trust::check_owner(&file, path, "log file")?;
+    Ok(file)
+}
+
 /// Sends logs to `file` (appending) or to standard error.
 pub fn init(log_level: u8, file: Option<&Path>) -> Result<(), String> {
     let builder = tracing_subscriber::fmt().with_max_level(level(log_level)).with_target(false);
     match file {
         Some(path) => {
-            let f = std::os::unix::fs::OpenOptionsExt::mode(
-                std::fs::OpenOptions::new().create(true).append(true),
-                0o600,
-            )
-            .open(path)
-            .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            let f = open_log(path)?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
         }
         None => {

@@ -5,8 +5,9 @@ use crate::detach;
 use crate::options::Options;
 use crate::session;
 use crate::state::Daemon;
+use qm_common::trust;
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,8 @@ pub fn main(options: Options) -> i32 {
         }
     };
     if options.detach && !detach::is_detached_child() {
-        return detach::spawn_background(&qm_common::paths::log_path(&device));
+        let log = options.log_file.clone().unwrap_or_else(|| qm_common::paths::log_path(&device));
+        return detach::spawn_background(&log);
     }
     let log_file = options
         .log_file
@@ -38,6 +40,7 @@ pub fn main(options: Options) -> i32 {
     if let Err(e) = crate::logging::init(options.log_level, log_file.as_deref()) {
         return fail(&e);
     }
+    warn_about_directory(&device, log_file.is_none() && options.log_level >= 2);
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -65,15 +68,19 @@ fn fail(message: &str) -> i32 {
     1
 }
 
-/// Takes the device's lock file; held for the daemon's life.
+/// Takes the device's lock file; held for the daemon's life. A symbolic link in its place
+/// is refused (nothing is created at its target), and so is anything but a regular file.
 fn lock_device(device: &Path) -> Result<File, String> {
     let path = qm_common::paths::lock_path(device);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true).mode(0o600);
+    let file = trust::open_no_follow(&path, &mut options, "lock file")?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(format!(
+            "lock file {} is not a regular file; remove it (qmd creates its own)",
+            path.display()
+        ));
+    }
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             format!(
@@ -86,24 +93,59 @@ fn lock_device(device: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Binds the control socket, owner-only; a stale socket file is replaced.
+/// Binds the control socket, owner-only; a stale socket file is replaced. A socket in the
+/// private fallback directory needs that directory to be ours alone.
 fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
-    if socket.exists() {
-        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+    qm_common::paths::prepare_socket_dir(socket)?;
+    if let Ok(meta) = std::fs::symlink_metadata(socket) {
+        if !meta.file_type().is_socket() {
             return Err(format!(
-                "another qmd is listening on {} (device {})",
-                socket.display(),
-                device.display()
+                "{} exists and is not a socket; qmd does not replace it (remove it or choose \
+                 another socket with --socket)",
+                socket.display()
             ));
+        }
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(_) => {
+                return Err(format!(
+                    "another qmd is listening on {} (device {})",
+                    socket.display(),
+                    device.display()
+                ));
+            }
+            // Nobody listens: a socket left by a daemon that was killed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot tell whether a daemon listens on {} ({e}); remove it if none does",
+                    socket.display()
+                ));
+            }
         }
         std::fs::remove_file(socket)
             .map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
     }
-    let listener =
-        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", socket.display()))?;
-    Ok(listener)
+    // Created owner read-write (0600) by the umask, rather than changed by path afterwards:
+    // a chmod by path could be diverted to another file through a link put in its place.
+    // Nothing else creates files while qmd starts.
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = UnixListener::bind(socket);
+    rustix::process::umask(umask);
+    listener.map_err(|e| format!("cannot bind {}: {e}", socket.display()))
+}
+
+/// Warns, in the log and where whoever started qmd sees it, about a device directory that
+/// others may write. `stderr_has_warnings`: the log goes to standard error at a level that
+/// shows warnings, so it is said there once already.
+fn warn_about_directory(device: &Path, stderr_has_warnings: bool) {
+    let Some(warning) = device.parent().and_then(trust::open_directory_warning) else { return };
+    tracing::warn!("{warning}");
+    if detach::is_detached_child() {
+        // The parent relays it before the ready line.
+        println!("{}: {warning}", detach::WARNING);
+    } else if !stderr_has_warnings {
+        eprintln!("qmd: WARN: {warning}");
+    }
 }
 
 /// Daemon settings from the command line.

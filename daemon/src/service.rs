@@ -32,9 +32,16 @@ pub enum Called {
 
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
-fn urcode_file() -> std::path::PathBuf {
+/// A fresh path for a service's return code, in the user's private directory: at a
+/// predictable path in `/tmp`, another user could plant a return code for us to read, or a
+/// link for the service to write through.
+fn urcode_file() -> Result<std::path::PathBuf, String> {
     let n = CALLS.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("qm-urcode-{}-{n}", std::process::id()))
+    let path =
+        qm_common::paths::ensure_private_dir()?.join(format!("urcode-{}-{n}", std::process::id()));
+    // A leftover of a killed qmd that had our pid is not this call's answer.
+    let _ = std::fs::remove_file(&path);
+    Ok(path)
 }
 
 /// Reads the user return code the service wrote: `None` when it wrote none, an error naming
@@ -74,7 +81,16 @@ pub async fn call(
             why,
         };
     };
-    let urcode_path = urcode_file();
+    let urcode_path = match urcode_file() {
+        Ok(p) => p,
+        Err(why) => {
+            let why = format!("service {service} not called: {why}");
+            return Called::Failure {
+                reply: Reply { body: Vec::new(), urcode: 0, warning: None },
+                why,
+            };
+        }
+    };
     let mut vars = env.base();
     vars.extend([
         ("QM_QSPACE", qspace.to_string()),
@@ -155,12 +171,16 @@ pub fn kill_orphans(device: &std::path::Path) -> usize {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        // Other users' environments cannot be read: they are skipped here.
+        // Only our own processes: root could read (and would kill) anyone's.
+        let mine = entry
+            .metadata()
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == qm_common::trust::euid());
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
         let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
         let ours = vars.contains(&marker.as_bytes());
         let service = vars.iter().any(|v| v.starts_with(b"QM_SERVICE="));
         if pid != own
+            && mine
             && ours
             && service
             && let Some(p) = rustix::process::Pid::from_raw(pid as i32)

@@ -183,7 +183,8 @@ impl Daemon {
         }
     }
 
-    /// Reads the configuration file (if any) and applies it; on an error nothing changes.
+    /// Reads the configuration file (if any) and applies it; on an error (including a file
+    /// that is not ours or that others may write) nothing changes.
     pub fn reload(&self) -> QmResult<Config> {
         let path = {
             let mut path = self.config_path.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,9 +200,9 @@ impl Daemon {
         };
         let config = match &path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    QmError::inval(format!("cannot read configuration {}: {e}", p.display()))
-                })?;
+                // It names commands qmd runs: only a file nobody else may change is read.
+                let text =
+                    qm_common::trust::read_trusted(p, "configuration").map_err(QmError::inval)?;
                 Config::parse(&text)
                     .map_err(|e| QmError::inval(format!("{}: {}", p.display(), e.message)))?
             }

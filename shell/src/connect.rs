@@ -1,6 +1,6 @@
 //! Finding the daemon: connect to the device's socket, and start `qmd` when none answers.
 
-use qm_common::client::Client;
+use qm_common::client::{self, Client};
 use qm_common::frame::Connection;
 use qm_common::protocol::{ClientKind, Response};
 use qm_common::{Diagnostic, QmError};
@@ -26,9 +26,13 @@ fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> 
     }
     let out = cmd.output().map_err(|e| format!("cannot start qmd: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(if stderr.is_empty() { stdout } else { stderr });
+    }
+    // What a starting daemon has to say (its warnings) is for the user too.
+    if !stderr.is_empty() {
+        eprintln!("{stderr}");
     }
     let log = qm_common::paths::log_path(device);
     Ok(format!("started qmd {} (log {})", stdout.trim_start_matches("qmd: "), log.display()))
@@ -38,25 +42,18 @@ fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> 
 /// down, at the same moment.
 const RACE_WAIT: Duration = Duration::from_secs(10);
 
-/// Connects to the daemon serving `device`, starting one when allowed and needed.
+/// Connects to the daemon serving `device`, starting one when allowed and needed. A
+/// listener that is not ours (another user's daemon) is refused before anything is sent,
+/// and then no daemon is started either: the socket is taken.
 pub async fn connect(
     device: &Path,
     socket: Option<&Path>,
     autostart: bool,
 ) -> Result<Client, String> {
     let path = qm_common::paths::resolve_socket(device, socket);
-    let first = Client::connect(&path, "qmadmin", ClientKind::Admin).await;
-    let client = match first {
-        Ok(c) => c,
-        // A daemon answered and turned us away (another user's daemon, another protocol):
-        // say so, and do not try to start a second one.
-        Err(e) if e.diagnostic != Diagnostic::Os => return Err(refused(&path, &e)),
-        // Accepted, then lost: the daemon may have refused us and closed before our
-        // greeting went out (which then fails as a broken pipe). Ask again, listening only.
-        Err(e) if !e.message.starts_with("cannot connect to") => match refusal(&path).await {
-            Some(r) => return Err(refused(&path, &r)),
-            None => return Err(e.message),
-        },
+    let client = match client::connect_trusted(&path).await {
+        Ok(stream) => greet(stream, &path).await?,
+        Err(e) if e.diagnostic != Diagnostic::Os => return Err(e.message),
         Err(e) if !autostart => return Err(format!("no qmd answers on {} ({e})", path.display())),
         Err(_) => start_or_join(device, socket, &path).await?,
     };
@@ -71,6 +68,22 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Greets a daemon we trust; says so when it turns us away.
+async fn greet(stream: tokio::net::UnixStream, path: &Path) -> Result<Client, String> {
+    match Client::greet(stream, "qmadmin", ClientKind::Admin).await {
+        Ok(c) => Ok(c),
+        // A daemon answered and turned us away (another protocol, a user it does not
+        // serve): say so, and do not try to start a second one.
+        Err(e) if e.diagnostic != Diagnostic::Os => Err(refused(path, &e)),
+        // Accepted, then lost: the daemon may have refused us and closed before our
+        // greeting went out (which then fails as a broken pipe). Ask again, listening only.
+        Err(e) => match refusal(path).await {
+            Some(r) => Err(refused(path, &r)),
+            None => Err(e.message),
+        },
+    }
+}
+
 fn refused(path: &Path, e: &QmError) -> String {
     format!("qmd on {} refused the connection: {}", path.display(), e.message)
 }
@@ -78,7 +91,7 @@ fn refused(path: &Path, e: &QmError) -> String {
 /// The refusal a daemon sends, unasked, to a peer it turns away (another user); `None` if
 /// it sends nothing within a moment (it waits for a greeting, as for anyone it serves).
 async fn refusal(path: &Path) -> Option<QmError> {
-    let (r, w) = tokio::net::UnixStream::connect(path).await.ok()?.into_split();
+    let (r, w) = client::connect_trusted(path).await.ok()?.into_split();
     let mut conn = Connection::new(r, w);
     let first = tokio::time::timeout(Duration::from_millis(500), conn.read_frame::<Response>());
     match first.await {
@@ -108,8 +121,10 @@ async fn start_or_join(
                 let retry = tokio::time::Instant::now() + Duration::from_millis(500);
                 while tokio::time::Instant::now() < retry.min(deadline) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    if let Ok(c) = Client::connect(path, "qmadmin", ClientKind::Admin).await {
-                        return Ok(c);
+                    match Client::connect(path, "qmadmin", ClientKind::Admin).await {
+                        Ok(c) => return Ok(c),
+                        Err(e) if e.diagnostic == Diagnostic::Denied => return Err(e.message),
+                        Err(_) => {}
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -121,20 +136,27 @@ async fn start_or_join(
     }
 }
 
-/// Waits until no daemon holds `device`'s lock any more; false if one still does after
-/// `limit`.
-pub fn wait_for_exit(device: &Path, limit: Duration) -> bool {
+/// Waits until no daemon holds `device`'s lock any more; `Ok(false)` if one still does
+/// after `limit`. The lock file is opened as qmd opens it (no symbolic link followed, no
+/// wait on a FIFO), so that a file planted in its place cannot hang us or aim us elsewhere.
+pub fn wait_for_exit(device: &Path, limit: Duration) -> Result<bool, String> {
     let lock = qm_common::paths::lock_path(device);
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let Ok(file) = std::fs::File::open(&lock) else { return true };
+        let mut read = std::fs::OpenOptions::new();
+        read.read(true);
+        let file = match qm_common::trust::open_no_follow(&lock, &mut read, "lock file") {
+            Ok(f) => f,
+            Err(_) if !lock.exists() && !lock.is_symlink() => return Ok(true),
+            Err(why) => return Err(why),
+        };
         match file.try_lock() {
-            Ok(()) => return true,
+            Ok(()) => return Ok(true),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(std::fs::TryLockError::WouldBlock) => return false,
-            Err(_) => return true,
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(_) => return Ok(true),
         }
     }
 }

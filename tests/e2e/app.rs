@@ -1,7 +1,7 @@
 //! Fixtures for the data-plane tests: a queue space with queues, a synchronous application
 //! client over the typed async client, and what `qlist` and `qinfo` report, parsed.
 
-use crate::support::Env;
+use crate::support::{Daemon, Env, answered};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Select};
 use qm_common::queue::{QueueListing, QueueUsage};
@@ -39,6 +39,21 @@ pub fn space(queues: &[&str]) -> Env {
     space_with("-n 16B", PARAMS, queues)
 }
 
+/// Like [`space`], served by a daemon whose `-l 3` log the test reads (see [`waiting`]).
+pub fn traced_space(queues: &[&str]) -> (Env, Daemon) {
+    let env = Env::new();
+    let daemon = env.start_traced_daemon(&[]);
+    setup(&env, "-n 16B", PARAMS, queues);
+    (env, daemon)
+}
+
+/// Waits until `n` dequeues in all have started waiting for a message (from the daemon's
+/// log): a message enqueued or a transaction ended from now on reaches the n-th one.
+#[track_caller]
+pub fn waiting(daemon: &Daemon, n: usize) {
+    daemon.wait_log(&["dequeue waiting for a message"], n);
+}
+
 /// The error queue and a plain fifo queue Q.
 pub const ERRQ: &str = "ERRQ fifo none 0 0 100% 0% ''";
 pub const FIFO_Q: &str = "Q fifo none 0 0 100% 0% ''";
@@ -64,11 +79,12 @@ impl App {
     }
 
     pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
-        self.rt.block_on(self.client.enqueue(QS, queue, body, ctl))
+        answered(&self.rt, "enqueue", Duration::ZERO, self.client.enqueue(QS, queue, body, ctl))
     }
 
     pub fn dequeue(&mut self, queue: &str, ctl: &DequeueCtl) -> QmResult<Message> {
-        self.rt.block_on(self.client.dequeue(QS, queue, ctl))
+        let wait = Duration::from_millis(ctl.wait_ms.unwrap_or(0));
+        answered(&self.rt, "dequeue", wait, self.client.dequeue(QS, queue, ctl))
     }
 
     /// Enqueues with default controls; panics on failure.
@@ -116,15 +132,15 @@ impl App {
     }
 
     pub fn begin(&mut self, timeout_secs: Option<u32>) -> QmResult<u64> {
-        self.rt.block_on(self.client.begin(QS, timeout_secs))
+        answered(&self.rt, "begin", Duration::ZERO, self.client.begin(QS, timeout_secs))
     }
 
     pub fn commit(&mut self) -> QmResult<()> {
-        self.rt.block_on(self.client.commit())
+        answered(&self.rt, "commit", Duration::ZERO, self.client.commit())
     }
 
     pub fn abort(&mut self) -> QmResult<()> {
-        self.rt.block_on(self.client.abort())
+        answered(&self.rt, "abort", Duration::ZERO, self.client.abort())
     }
 }
 

@@ -2,7 +2,7 @@
 //! with queues, a synchronous client, the file threshold commands and services append to,
 //! and `qthlog`/`printserver` parsed.
 
-use crate::support::{Env, wait_until};
+use crate::support::{Daemon, Env, answered, wait_until};
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos};
 use qm_common::protocol::{FiringRecord, ForwarderInfo};
@@ -54,13 +54,18 @@ pub fn wait_lines(env: &Env, file: &str, n: usize) -> Vec<String> {
     got
 }
 
-/// Asserts that `file` keeps exactly `n` lines for a while (nothing more fires).
+/// How many times the daemon found `queue`'s `limits` (`persistent` or `nonpersistent`)
+/// high limit reached, from its `-l 3` log ([`Env::start_traced_daemon`]). The daemon decides
+/// and logs a crossing before it answers the change that caused it, so a count taken right
+/// after a reply is exact: no window in which a late firing could still come.
+pub fn crossings(daemon: &Daemon, queue: &str, limits: &str) -> usize {
+    daemon.log_count(&["high limit", &format!(" queue={queue} "), &format!(" limits={limits} ")])
+}
+
+/// Asserts that `queue`'s persistent high limit was reached exactly `n` times so far.
 #[track_caller]
-pub fn stays(env: &Env, file: &str, n: usize) -> Vec<String> {
-    let grew = wait_until(Duration::from_millis(400), || lines(env, file).len() != n);
-    let got = lines(env, file);
-    assert!(!grew && got.len() == n, "expected {file} to stay at {n} lines, got {got:#?}");
-    got
+pub fn assert_crossings(daemon: &Daemon, queue: &str, n: usize) {
+    assert_eq!(crossings(daemon, queue, "persistent"), n, "crossings of {queue}\n{}", daemon.log());
 }
 
 /// Polls until `cond` holds (at most 15 s); panics with `what` otherwise.
@@ -122,6 +127,28 @@ pub fn depth(env: &Env, queue: &str) -> u64 {
     usage(env, queue).messages()
 }
 
+/// A `sleep` command whose command line marks it as this test's: `secs` seconds with a
+/// fraction of this test process's pid (seven digits) and a `tag` digit unique to the test,
+/// so that no marker matches another test's (or another test process's) processes.
+pub fn sleep_marker(secs: u32, tag: u8) -> String {
+    assert!(tag < 10);
+    format!("sleep {secs}.{:07}{tag}", std::process::id())
+}
+
+/// Kills the processes whose command line contains `marker` (left running on purpose).
+pub fn kill_marked(marker: &str) {
+    let _ = std::process::Command::new("pkill").arg("-f").arg(marker).status();
+}
+
+/// Kills the processes carrying its marker when the test ends, however it ends.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        kill_marked(&self.0);
+    }
+}
+
 /// Whether a process whose command line contains `marker` runs.
 pub fn running(marker: &str) -> bool {
     std::process::Command::new("pgrep")
@@ -147,7 +174,7 @@ impl App {
     }
 
     pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
-        self.rt.block_on(self.client.enqueue(QS, queue, body, ctl))
+        answered(&self.rt, "enqueue", Duration::ZERO, self.client.enqueue(QS, queue, body, ctl))
     }
 
     /// Enqueues a persistent message; panics on failure.
@@ -169,7 +196,12 @@ impl App {
     }
 
     pub fn dequeue(&mut self, queue: &str) -> QmResult<Message> {
-        self.rt.block_on(self.client.dequeue(QS, queue, &DequeueCtl::default()))
+        answered(
+            &self.rt,
+            "dequeue",
+            Duration::ZERO,
+            self.client.dequeue(QS, queue, &DequeueCtl::default()),
+        )
     }
 
     /// Dequeues the first message; panics when there is none.

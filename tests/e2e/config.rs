@@ -2,9 +2,10 @@
 //! `boot = true`, `daemon reload`, and configurations with errors.
 
 use crate::auto::{App, depth, eventually, psr, server, setup, wait_state, write_config};
-use crate::support::{Env, QMD};
+use crate::support::{Env, QMD, run_limited};
 use qm_common::message::EnqueueCtl;
 use std::process::Command;
+use std::time::Duration;
 
 fn reply_to_r() -> EnqueueCtl {
     EnqueueCtl { reply_queue: Some("R".into()), ..EnqueueCtl::default() }
@@ -103,7 +104,7 @@ fn boot_true_forwarders_start_with_the_daemon() {
 #[test]
 fn daemon_reload_applies_new_services_forwarders_and_limits() {
     let env = Env::new();
-    let marker = format!("sleep 30.{}", std::process::id());
+    let marker = crate::auto::sleep_marker(30, 8);
     write_config(
         &env,
         "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n[service.SVC]\ncommand = \"printf v1\"\n",
@@ -190,26 +191,19 @@ fn qmd_refuses_to_start_with_a_broken_configuration() {
     let file = env.path("bad.toml");
     for (text, why) in cases {
         std::fs::write(&file, text).unwrap();
-        let out = Command::new(QMD)
-            .arg(&env.device)
-            .arg("--config")
-            .arg(&file)
-            .env_remove("QM_SOCKET")
-            .output()
-            .expect("run qmd");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let mut qmd = Command::new(QMD);
+        qmd.arg(&env.device).arg("--config").arg(&file).env_remove("QM_SOCKET");
+        let out = run_limited(qmd, Duration::from_secs(30));
+        let stderr = &out.stderr;
+        assert_eq!(out.status, 1, "{stderr}");
         assert!(stderr.contains("bad.toml") && stderr.contains(why), "{why}: {stderr}");
         assert!(!env.socket().exists());
     }
-    let out = Command::new(QMD)
-        .arg(&env.device)
-        .arg("--config")
-        .arg(env.path("missing.toml"))
-        .output()
-        .expect("run qmd");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read configuration"));
+    let mut qmd = Command::new(QMD);
+    qmd.arg(&env.device).arg("--config").arg(env.path("missing.toml")).env_remove("QM_SOCKET");
+    let out = run_limited(qmd, Duration::from_secs(30));
+    assert_eq!(out.status, 1);
+    assert!(out.stderr.contains("cannot read configuration"), "{}", out.stderr);
     // DEVICE.toml with an error: qmadmin's auto-start reports it.
     write_config(&env, "[[forwarder]]\nid = 1\nqspace = \"QS\"\n");
     env.c("psr").failed().stderr_has("QUE.toml").stderr_has("no queues");
@@ -306,15 +300,11 @@ fn forwarder_definitions_qm_cannot_run_are_refused() {
     env.c("daemon stop").ok();
     let file = env.path("bad.toml");
     std::fs::write(&file, &broken[0].0).unwrap();
-    let out = Command::new(QMD)
-        .arg(&env.device)
-        .arg("--config")
-        .arg(&file)
-        .env_remove("QM_SOCKET")
-        .output()
-        .expect("run qmd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let mut qmd = Command::new(QMD);
+    qmd.arg(&env.device).arg("--config").arg(&file).env_remove("QM_SOCKET");
+    let out = run_limited(qmd, Duration::from_secs(30));
+    let stderr = &out.stderr;
+    assert_eq!(out.status, 1, "{stderr}");
     assert!(stderr.contains("1 to 4294967295"), "{stderr}");
 }
 
@@ -367,7 +357,8 @@ fn reload_stops_removed_and_restarts_changed_running_forwarders() {
     app.put_with("C", b"x", reply_to_r());
     eventually("the C reply", || depth(&env, "R") == 1);
     assert_eq!(app.take("R").body, b"c");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Forwarder 2 had ended (ipcs no longer lists it) before B's message came, and C's,
+    // enqueued after B's, has been forwarded: the one on B is still there.
     assert_eq!(depth(&env, "B"), 1, "nothing serves B any more");
 }
 

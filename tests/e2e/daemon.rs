@@ -1,7 +1,7 @@
 //! The daemon: one per device, an owner-only socket, clean shutdown, state kept across
 //! restarts, auto-start, a deleted device, malformed frames and foreign users.
 
-use crate::support::{Env, QMADMIN, QMD};
+use crate::support::{Env, QMD};
 use qm_common::device::{DeviceListing, VtocEntry};
 use qm_common::protocol::{
     ClientKind, DaemonRequest, DaemonStatus, Hello, PROTOCOL_VERSION, Reply, Request, Response,
@@ -25,14 +25,11 @@ fn mode(path: &Path) -> u32 {
 fn one_daemon_per_device() {
     let env = Env::new();
     let _daemon = env.start_daemon(&[]);
-    let out = Command::new(QMD)
-        .arg(&env.device)
-        .env_remove("QM_SOCKET")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut second = Command::new(QMD);
+    second.arg(&env.device).env_remove("QM_SOCKET");
+    let out = crate::support::run_limited(second, Duration::from_secs(30));
+    assert_ne!(out.status, 0);
+    let stderr = &out.stderr;
     assert!(stderr.contains(&format!("qmd: another qmd already serves {}", env.dev())), "{stderr}");
     assert_eq!(mode(&env.socket()), 0o600, "the socket is for its owner only");
     env.with_device();
@@ -146,7 +143,13 @@ fn concurrent_autostart() {
         .collect();
     let runs: Vec<_> = children
         .into_iter()
-        .map(|c| crate::support::wait_with_timeout(c, Duration::from_secs(60)))
+        .map(|c| {
+            crate::support::wait_with_timeout(
+                c,
+                "qmadmin -c 'daemon status'",
+                Duration::from_secs(60),
+            )
+        })
         .collect();
     for run in &runs {
         run.ok();
@@ -288,38 +291,19 @@ fn bad_frames() {
 
 /// The daemon checks its peers' uid: another user gets "permission denied" from it even
 /// when the socket's mode would let them in, and their qmadmin starts no daemon of its own.
+/// It needs root and a second user: without them it fails, saying what is missing.
 #[test]
 fn other_users_are_refused() {
-    let as_nobody: Vec<&str> = if Path::new("/usr/sbin/runuser").exists()
-        || Command::new("runuser").arg("--help").output().is_ok()
-    {
-        vec!["runuser", "-u", "nobody", "--"]
-    } else if Command::new("setpriv").arg("--help").output().is_ok() {
-        vec!["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    } else {
-        eprintln!("note: neither runuser nor setpriv exists; peer uid check not tested");
-        return;
-    };
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if root.ok() != Some(0) {
-        eprintln!("note: not running as root; peer uid check not tested");
-        return;
-    }
+    let other = crate::users::User::create();
     let env = Env::new();
     let daemon = env.start_daemon(&[]);
     env.with_device();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(env.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let run_as = |extra: &[&str]| {
-        let mut cmd = Command::new(as_nobody[0]);
-        cmd.args(&as_nobody[1..]).arg(QMADMIN).args(extra).args(["-c", "lidl"]).arg(&env.device);
-        cmd.env_remove("QM_SOCKET").env_remove("QMCONFIG").current_dir("/");
-        env.run_stdin(cmd, "")
-    };
     for extra in [&["--no-start"][..], &[][..]] {
-        let run = run_as(extra);
+        let run = other.qmadmin(&env.device, extra, "lidl");
         run.failed()
-            .stderr_has("permission denied: uid 65534 may not use this qmd")
+            .stderr_has(&format!("permission denied: uid {} may not use this qmd", other.uid))
             .stderr_lacks("started qmd")
             .stdout_lacks("Device list on");
     }

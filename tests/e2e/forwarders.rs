@@ -3,8 +3,8 @@
 //! and no message lost or duplicated when services fail, hang, or the daemon crashes.
 
 use crate::auto::{
-    App, depth, eventually, lines, psr, running, server, setup, stays, wait_firings, wait_lines,
-    wait_state, write_config,
+    App, KillMarked, crossings, depth, eventually, lines, psr, running, server, setup,
+    sleep_marker, wait_firings, wait_lines, wait_state, write_config,
 };
 use crate::support::{Env, wait_until};
 use qm_common::message::EnqueueCtl;
@@ -81,19 +81,20 @@ fn without_a_reply_queue_the_request_is_consumed() {
 }
 
 /// A failing service rolls the transaction back: with retries 2 the service is called three
-/// times, then the request is on the error queue with its origin queue; printserver counts
-/// the failures and shows the last error.
+/// times, then the request is on the error queue with its origin queue, and never called
+/// again (a later request's calls all come after); printserver counts the failures and
+/// shows the last error.
 #[test]
 fn failures_are_retried_then_go_to_the_error_queue() {
     let env = Env::new();
-    let service = "echo call >> calls.txt; cat >/dev/null; echo 'bad input' >&2; exit 1";
+    let service = r#"echo "call $(cat)" >> calls.txt; echo 'bad input' >&2; exit 1"#;
     write_config(&env, &config("SVC", "", &[("SVC", service)]));
     setup(&env, 200, &[&fifo("SVC", 2), &fifo("R", 0)]);
     env.c("boot -i 1").ok();
     let mut app = App::connect(&env);
     app.put_with("SVC", b"request", reply_to("R", "c1"));
     eventually("the request reaches the error queue", || depth(&env, "ERRQ") == 1);
-    stays(&env, "calls.txt", 3);
+    assert_eq!(lines(&env, "calls.txt"), ["call request"; 3]);
     let failed = app.take("ERRQ");
     assert_eq!(failed.body, b"request");
     assert_eq!(failed.origin_queue.as_deref(), Some("SVC"));
@@ -103,6 +104,13 @@ fn failures_are_retried_then_go_to_the_error_queue() {
     assert_eq!((s.forwarded, s.failures), (0, 3), "{s:#?}");
     assert_eq!(s.last_error.as_deref(), Some("service SVC exited with status 1: bad input"));
     env.c("psr").ok().stdout_has("bad input").stdout_has("last error");
+    // A second request, forwarded after the first by the same forwarder: once it is on the
+    // error queue, every call the first could have had is in the file before its own.
+    app.put("SVC", b"later");
+    eventually("the later request on the error queue", || depth(&env, "ERRQ") == 1);
+    let mut expected = vec!["call request"; 3];
+    expected.extend(["call later"; 3]);
+    assert_eq!(lines(&env, "calls.txt"), expected);
 }
 
 /// `-d`: a failure with a non-empty reply puts the reply (with its urcode and corrid) on the
@@ -133,8 +141,9 @@ fn delete_on_failure_sends_the_reply_to_the_failure_queue() {
     let reply = app.take("FAILQ");
     assert_eq!(reply.body, b"rejected 0\n");
     assert_eq!((reply.urcode, reply.corrid.as_slice()), (42, b"c-svc".as_slice()));
-    // Deleted, not retried, not on the error queue.
-    stays(&env, "calls.txt", 1);
+    // Deleted, not retried, not on the error queue (the last check, with a later request,
+    // shows that no further call came).
+    assert_eq!(lines(&env, "calls.txt"), ["SVC"]);
     assert_eq!((depth(&env, "SVC"), depth(&env, "ERRQ"), depth(&env, "R")), (0, 0, 0));
 
     // Empty replies on the first two attempts (rolled back), a reply on the last one: the
@@ -149,25 +158,30 @@ fn delete_on_failure_sends_the_reply_to_the_failure_queue() {
         (failed.body.as_slice(), failed.origin_queue.as_deref()),
         (b"req-late".as_slice(), Some("LATE"))
     );
-    stays(&env, "calls.txt", 4);
+    assert_eq!(lines(&env, "calls.txt"), ["SVC", "LATE", "LATE", "LATE"]);
 
     // An empty failure reply: ordinary retries, nothing on the failure queue.
     app.put_with("EMPTY", b"req-empty", ctl("c-empty"));
     eventually("the empty-reply request on the error queue", || depth(&env, "ERRQ") == 1);
-    stays(&env, "calls.txt", 6);
     assert_eq!(app.take("ERRQ").origin_queue.as_deref(), Some("EMPTY"));
     assert_eq!(depth(&env, "FAILQ"), 0);
     let s = server(&env, 1);
     assert_eq!((s.forwarded, s.failures), (0, 6), "{s:#?}");
+    // A last request, forwarded after all of them: no call came but those counted above.
+    app.put_with("SVC", b"req-last", ctl("c-last"));
+    eventually("the last failure reply", || depth(&env, "FAILQ") == 1);
+    assert_eq!(lines(&env, "calls.txt"), ["SVC", "LATE", "LATE", "LATE", "EMPTY", "EMPTY", "SVC"]);
 }
 
 /// The reserve-forwarder scenario: `-e` forwarder 1002 exits when its queue is empty; the
-/// queue's threshold command `qmadmin -c "boot -i 1002"` boots it at each crossing.
+/// queue's threshold command `qmadmin -c "boot -i 1002"` boots it at each crossing, and only
+/// then.
 #[test]
 fn exit_when_empty_forwarder_is_booted_again_by_the_threshold() {
     let env = Env::new();
-    let text = "[[forwarder]]\nid = 1002\nqspace = \"QS\"\nclopt = \"-- -i 0 -q ORDERS -e\"\n\n[service.ORDERS]\ncommand = \"sleep 0.3; tr a-z A-Z\"\n";
+    let text = "[[forwarder]]\nid = 1002\nqspace = \"QS\"\nclopt = \"-- -i 0 -q ORDERS -e\"\n\n[service.ORDERS]\ncommand = \"tr a-z A-Z\"\n";
     write_config(&env, text);
+    let daemon = env.start_traced_daemon(&[]);
     setup(&env, 200, &["ORDERS fifo none 0 0 3m 0m 'qmadmin -c \"boot -i 1002\"'", &fifo("R", 0)]);
     assert_eq!(server(&env, 1002).state, "not booted");
     let mut app = App::connect(&env);
@@ -175,12 +189,16 @@ fn exit_when_empty_forwarder_is_booted_again_by_the_threshold() {
     for round in 1..=3 {
         app.put_with("ORDERS", format!("order-{round}-a").as_bytes(), reply_to("R", ""));
         app.put_with("ORDERS", format!("order-{round}-b").as_bytes(), reply_to("R", ""));
-        // Below the high mark: nothing boots it.
-        std::thread::sleep(Duration::from_millis(300));
+        // Below the high mark: no crossing, so nothing boots it.
+        assert_eq!(crossings(&daemon, "ORDERS", "persistent"), round - 1);
         let before = server(&env, 1002);
         assert_ne!(before.state, "running", "{before:#?}");
+        assert_eq!(depth(&env, "ORDERS"), 2);
         app.put_with("ORDERS", format!("order-{round}-c").as_bytes(), reply_to("R", ""));
-        wait_state(&env, 1002, "running");
+        assert_eq!(crossings(&daemon, "ORDERS", "persistent"), round);
+        // The replies come from this round's boot (the last round's were taken), so the
+        // state seen after them is this run's.
+        eventually("the three replies", || depth(&env, "R") == 3);
         let done = wait_state(&env, 1002, "exited (queues empty)");
         assert_eq!((done.forwarded, done.failures), (3, 0), "{done:#?}");
         let at = done.booted.expect("boot time");
@@ -202,9 +220,9 @@ fn exit_when_empty_forwarder_is_booted_again_by_the_threshold() {
 #[test]
 fn service_time_out_rolls_back_and_the_message_is_retried() {
     let env = Env::new();
-    let marker = format!("sleep 5.{}", std::process::id());
+    let marker = sleep_marker(5, 6);
     let service = format!(
-        r#"body=$(cat); [ "$QM_RETRIES" = 0 ] && {marker}; printf '%s after %s' "$body" "$QM_RETRIES""#
+        r#"body=$(cat); [ "$body" = slow ] && [ "$QM_RETRIES" = 0 ] && {marker}; printf '%s after %s' "$body" "$QM_RETRIES""#
     );
     write_config(&env, &config("SVC", "-t 1", &[("SVC", &service)]));
     setup(&env, 200, &[&fifo("SVC", 3), &fifo("R", 0)]);
@@ -216,8 +234,6 @@ fn service_time_out_rolls_back_and_the_message_is_retried() {
     let reply = app.take("R");
     assert_eq!(reply.body, b"slow after 1");
     eventually("the hanging service is gone", || !running(&marker));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!((depth(&env, "SVC"), depth(&env, "R"), depth(&env, "ERRQ")), (0, 0, 0));
     let s = server(&env, 1);
     assert_eq!(s.forwarded, 1);
     // One failure, with the service's reason (not the rolled-back transaction's).
@@ -228,6 +244,11 @@ fn service_time_out_rolls_back_and_the_message_is_retried() {
         Some("service SVC: killed after the 1 s time limit (the forwarder's -t)"),
         "{s:#?}"
     );
+    // A request forwarded after it: its reply is the only one that came since.
+    app.put_with("SVC", b"next", reply_to("R", "c2"));
+    eventually("the next reply", || depth(&env, "R") == 1);
+    assert_eq!(app.take("R").body, b"next after 0");
+    assert_eq!((depth(&env, "SVC"), depth(&env, "R"), depth(&env, "ERRQ")), (0, 0, 0));
 }
 
 /// `boot` refuses an unknown id, a forwarder whose queue or queue space does not exist, and
@@ -285,11 +306,12 @@ fn shutdown_by_id_and_by_queue_stops_forwarders() {
     let mut app = App::connect(&env);
     app.put_with("A", b"a", reply_to("R", ""));
     app.put_with("B", b"b", reply_to("R", ""));
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!((depth(&env, "A"), depth(&env, "B"), depth(&env, "R")), (1, 1, 0));
     env.c("boot -i 1; boot -i 2").ok();
     eventually("both forwarded", || depth(&env, "R") == 2);
-    assert_eq!(server(&env, 1).forwarded, 1);
+    // The new runs forwarded them (their counts start at boot): nothing had served the
+    // queues while the forwarders were stopped.
+    assert_eq!((server(&env, 1).forwarded, server(&env, 2).forwarded), (1, 1));
     // Booting and stopping over and over, with printserver looking on, never hangs.
     for _ in 0..25 {
         env.c("shutdown -i 1; psr; boot -i 1; psr; shutdown -q B; boot -i 2").ok();
@@ -304,7 +326,7 @@ fn shutdown_by_id_and_by_queue_stops_forwarders() {
 #[test]
 fn failing_and_hanging_service_loses_and_duplicates_nothing() {
     let env = Env::new();
-    let marker = format!("sleep 5.{}", std::process::id());
+    let marker = sleep_marker(5, 7);
     let service = format!(
         r#"body=$(cat); first=$([ "$QM_RETRIES" = 0 ] && echo y)
 case "$body" in
@@ -324,8 +346,13 @@ printf 'reply-%s' "$body""#
     let all_done =
         wait_until(Duration::from_secs(30), || depth(&env, "R") >= n && depth(&env, "SVC") == 0);
     assert!(all_done, "{:#?}", server(&env, 1));
-    std::thread::sleep(Duration::from_millis(300));
-    let replies = app.drain("R");
+    // One more request, forwarded after all the others: once its reply is there, every
+    // reply the others could give is there too.
+    app.put_with("SVC", b"msg-last", reply_to("R", "last"));
+    eventually("the last reply", || depth(&env, "R") > n);
+    let mut replies = app.drain("R");
+    let last = replies.iter().position(|m| m.corrid == b"last").expect("the last reply");
+    assert_eq!(replies.remove(last).body, b"reply-msg-last");
     let mut bodies: Vec<String> =
         replies.iter().map(|m| String::from_utf8(m.body.clone()).unwrap()).collect();
     bodies.sort();
@@ -337,7 +364,7 @@ printf 'reply-%s' "$body""#
     }
     assert_eq!((depth(&env, "SVC"), depth(&env, "ERRQ")), (0, 0));
     let s = server(&env, 1);
-    assert_eq!(s.forwarded, n);
+    assert_eq!(s.forwarded, n + 1);
     // 12 bodies end in 1, 5, 7 or 9; 3 end in 3.
     assert_eq!(s.failures, 15, "{s:#?}");
     eventually("no service still hangs", || !running(&marker));
@@ -378,45 +405,65 @@ fn daemon_crash_during_forwarding_loses_and_duplicates_nothing() {
 }
 
 /// A service still running when qmd is killed (`kill -9`) outlives it, but the next qmd of
-/// the device kills it at start, before it forwards the rolled-back message again.
+/// the device kills it at start, before its forwarder (booted with the daemon) forwards the
+/// rolled-back message again; the message is then forwarded exactly once.
 #[test]
 fn next_daemon_kills_services_left_by_a_killed_one() {
     let env = Env::new();
-    let marker = format!("sleep 1000.{}2", std::process::id());
-    let text = format!(
-        "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0 -t 2000\"\n\n[service.SVC]\ncommand = \"{marker}; cat\"\n"
-    );
+    let marker = sleep_marker(1000, 2);
+    let _cleanup = KillMarked(marker.clone());
+    // The first call hangs; a later one notes whether the hanging one still runs (a script
+    // file, so that only the sleep itself carries the marker on its command line).
+    std::fs::write(
+        env.path("svc.sh"),
+        format!(
+            "if [ -e first ]; then\n  pgrep -f '{marker}' >/dev/null && echo orphan-alive >> calls.txt\n  cat; echo \"call $QM_RETRIES\" >> calls.txt\nelse\n  touch first; {marker}\nfi\n"
+        ),
+    )
+    .unwrap();
+    let text = "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0 -t 2000\"\nboot = true\n\n[service.SVC]\ncommand = \"sh svc.sh\"\n";
     let cfg = env.path("forward.toml");
     std::fs::write(&cfg, text).unwrap();
     let cfg = cfg.display().to_string();
     let mut daemon = env.start_daemon(&["--config", &cfg]);
     setup(&env, 200, &[&fifo("SVC", 5), &fifo("R", 0)]);
-    App::connect(&env).put("SVC", b"x");
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"x", reply_to("R", "x"));
+    drop(app);
+    // The queue space did not exist when this daemon booted its forwarders.
     env.c("boot -i 1").ok();
     eventually("the service is running", || running(&marker));
     daemon.signal("KILL");
     assert!(running(&marker), "kill -9 leaves the service running");
     let _daemon = env.start_daemon(&["--config", &cfg]);
-    eventually("the orphan is killed", || !running(&marker));
-    assert_eq!(depth(&env, "SVC"), 1, "its message was rolled back");
+    eventually("the reply", || depth(&env, "R") == 1);
+    assert!(!running(&marker), "the orphan is gone");
+    // A later request, forwarded after it: nothing else came for the first one.
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"y", reply_to("R", "y"));
+    eventually("the later reply", || depth(&env, "R") == 2);
+    let replies: Vec<Vec<u8>> = app.drain("R").into_iter().map(|m| m.body).collect();
+    assert_eq!(replies, [b"x".to_vec(), b"y".to_vec()]);
+    // Called once more for x, with the orphan already gone when it was.
+    assert_eq!(lines(&env, "calls.txt"), ["call 0", "call 0"]);
+    assert_eq!((depth(&env, "SVC"), server(&env, 1).forwarded), (0, 2));
 }
 
 /// A service that leaves a background child holding its standard output: the reply it
-/// printed is delivered all the same, at once (not after the child), and the child does not
-/// outlive the call.
+/// printed is delivered all the same, without waiting for the child (which would hold the
+/// output for 1000 s), and the child does not outlive the call.
 #[test]
 fn a_service_leaving_a_background_child_still_replies() {
     let env = Env::new();
-    let marker = format!("sleep 20.{}", std::process::id());
+    let marker = sleep_marker(1000, 3);
+    let _cleanup = KillMarked(marker.clone());
     let service = format!("b=$(cat); {marker} & printf 'bgreply %s' \"$b\"; exit 0");
     write_config(&env, &config("SVC", "", &[("SVC", &service)]));
     setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
     env.c("boot -i 1").ok();
     let mut app = App::connect(&env);
-    let start = std::time::Instant::now();
     app.put_with("SVC", b"one", reply_to("R", "c1"));
     eventually("the reply", || depth(&env, "R") == 1);
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     assert_eq!(app.take("R").body, b"bgreply one");
     eventually("the background child is gone", || !running(&marker));
     let s = server(&env, 1);
@@ -482,4 +529,81 @@ fn a_reply_over_the_body_limit_is_a_failure_saying_so() {
     let why = s.last_error.clone().unwrap_or_default();
     assert!(why.contains("exceeds the message body limit"), "{s:#?}");
     assert_eq!((depth(&env, "R"), depth(&env, "FAILQ")), (0, 0));
+}
+
+/// An idle forwarder wakes as soon as a message arrives: with `-i 3600` it would look at its
+/// empty queue again only after an hour, yet each message enqueued while it is idle is
+/// forwarded (within the test's patience of seconds).
+#[test]
+fn an_arrival_wakes_an_idle_forwarder() {
+    let env = Env::new();
+    let text = "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 3600\"\n\n[service.SVC]\ncommand = \"tr a-z A-Z\"\n";
+    write_config(&env, text);
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    for (n, body) in ["first", "second"].iter().enumerate() {
+        // Idle: it has looked at the empty queue and waits.
+        wait_state(&env, 1, "idle");
+        app.put_with("SVC", body.as_bytes(), reply_to("R", body));
+        eventually("the reply", || depth(&env, "R") == 1);
+        assert_eq!(app.take("R").body, body.to_uppercase().as_bytes());
+        assert_eq!(server(&env, 1).forwarded, n as u64 + 1);
+    }
+}
+
+/// A service's environment names the message: its msgid, correlation id (escaped as
+/// qmadmin shows it), priority, retries, user return code, reply and failure queues, and
+/// where it came from (`QM_QSPACE`, `QM_QUEUE`, `QM_SERVICE`, `QMCONFIG`, `QM_SOCKET`).
+#[test]
+fn a_service_sees_the_message_in_its_environment() {
+    let env = Env::new();
+    let service = r#"cat >/dev/null; env | grep '^QM' | sort > "env-$QM_MSGID.txt""#;
+    write_config(&env, &config("SVC", "", &[("SVC", service)]));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0), &fifo("FAILQ", 0)]);
+    let mut app = App::connect(&env);
+    let full = EnqueueCtl {
+        priority: Some(70),
+        urcode: 42,
+        failure_queue: Some("FAILQ".into()),
+        ..reply_to("R", "order 7\u{1}")
+    };
+    let with_all = app.put_with("SVC", b"a", full);
+    let bare = app.put("SVC", b"b");
+    env.c("boot -i 1").ok();
+    eventually("both forwarded", || server(&env, 1).forwarded == 2);
+    let vars = |id: &qm_common::message::MsgId| -> BTreeMap<String, String> {
+        lines(&env, &format!("env-{id}.txt"))
+            .iter()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    };
+    let all = vars(&with_all);
+    let expected = [
+        ("QMCONFIG", env.dev()),
+        ("QM_CORRID", "order\\207\\01".to_string()),
+        ("QM_FAILURE_QUEUE", "FAILQ".into()),
+        ("QM_MSGID", with_all.to_string()),
+        ("QM_PRIORITY", "70".into()),
+        ("QM_QSPACE", "QS".into()),
+        ("QM_QUEUE", "SVC".into()),
+        ("QM_REPLY_QUEUE", "R".into()),
+        ("QM_RETRIES", "0".into()),
+        ("QM_SERVICE", "SVC".into()),
+        ("QM_SOCKET", env.socket().display().to_string()),
+        ("QM_URCODE", "42".into()),
+    ];
+    for (k, v) in &expected {
+        assert_eq!(all.get(*k), Some(v), "{k}: {all:#?}");
+    }
+    assert!(all.contains_key("QM_URCODE_FILE"), "{all:#?}");
+    // Without a corrid, priority, reply or failure queue: empty values and the defaults.
+    let none = vars(&bare);
+    let get = |k: &str| none.get(k).cloned().unwrap_or_else(|| panic!("{k} unset: {none:#?}"));
+    assert_eq!(get("QM_MSGID"), bare.to_string());
+    assert_eq!(
+        [get("QM_CORRID"), get("QM_REPLY_QUEUE"), get("QM_FAILURE_QUEUE")],
+        ["", "", ""].map(String::from)
+    );
+    assert_eq!((get("QM_PRIORITY"), get("QM_URCODE")), ("50".to_string(), "0".to_string()));
 }

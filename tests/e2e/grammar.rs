@@ -225,7 +225,11 @@ fn closed_output_pipe_ends_quietly() {
     let mut first = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).unwrap();
     // The reader is dropped here: the rest of the output has nowhere to go.
-    let run = crate::support::wait_with_timeout(child, std::time::Duration::from_secs(30));
+    let run = crate::support::wait_with_timeout(
+        child,
+        "qmadmin -c 'help all' x 40",
+        std::time::Duration::from_secs(30),
+    );
     assert!(!first.is_empty());
     run.stderr_lacks("panicked");
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: a real `qmd` on a temporary device, driven by `qmadmin` scripts.
 
 mod support;
+// Throwaway Unix users (useradd/userdel) for tests that need a second user.
+mod users;
 
 // The universal device list: crdl, lidl, dsdl, livtoc, chdl, other files.
 mod device;
@@ -56,3 +58,9 @@ mod thresholds;
 mod forwarders;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
+// Trust: other users' daemons, the private socket directory, configurations, lock/log links.
+mod security;
+// Starting and reaching qmd: --socket and QM_SOCKET, --detach and DEVICE.log, SIGINT.
+mod startup;
+// A queue space's limits on concurrent processes and waiting dequeues.
+mod limits;

@@ -2,7 +2,7 @@
 //! sessions, and are lost at `ipcrm`, `qaddext`, `qspacechange` (with a WARN) and a daemon
 //! restart, while persistent messages survive all of these. `qinfo` counts both kinds.
 
-use crate::app::{App, FIFO_Q, detached, qinfo, space};
+use crate::app::{App, FIFO_Q, detached, qinfo, space, traced_space, waiting};
 use crate::support::Env;
 use qm_common::message::{DequeueCtl, EnqueueCtl, Qos};
 use qm_common::queue::QueueUsage;
@@ -44,11 +44,12 @@ fn survive_qclose_and_new_sessions() {
 }
 
 /// `ipcrm` drops the non-persistent messages and keeps the persistent ones; `ipcrm -f`
-/// ends an open transaction, whose dequeued message is back as it was on disk, and a
-/// waiting dequeue, which fails with QMENOTOPEN at once.
+/// ends an open transaction, whose dequeued message is back as it was on disk, and wakes a
+/// waiting dequeue, which fails with QMENOTOPEN (a wait that ran its course would answer
+/// QMENOMSG).
 #[test]
 fn lost_at_ipcrm() {
-    let env = space(&[FIFO_Q]);
+    let (env, daemon) = traced_space(&[FIFO_Q]);
     one_of_each(&env, "np");
     env.c("ipcrm -y QS").ok();
     let t = total(&env);
@@ -73,21 +74,16 @@ fn lost_at_ipcrm() {
     let dev = env.device.clone();
     let waiter = std::thread::spawn(move || {
         let mut app = App::connect_to(&dev);
-        let wait = DequeueCtl { wait_ms: Some(8000), ..DequeueCtl::default() };
-        crate::app::timed(|| app.dequeue("Q", &wait))
+        let wait = DequeueCtl { wait_ms: Some(60_000), ..DequeueCtl::default() };
+        app.dequeue("Q", &wait)
     });
-    crate::app::eventually("the waiter is attached", || {
-        env.c("ipcs QS").stdout.contains("e2e-app")
-    });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    waiting(&daemon, 1);
     env.c("ipcrm -f -y QS").ok();
-    let (result, took) = waiter.join().unwrap();
-    let e = result.unwrap_err();
+    let e = waiter.join().unwrap().unwrap_err();
     assert_eq!(
         (e.diagnostic, e.message.as_str()),
         (qm_common::Diagnostic::NotOpen, "Queue space QS was closed")
     );
-    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
 }
 
 /// `qaddext` and `qspacechange` reset the queue space's memory with a WARN: the

@@ -29,11 +29,16 @@ impl Repl {
     /// Starts `qmadmin` for `env`'s device with history in `env`'s directory, and waits for
     /// the banner and the first prompt.
     fn start(env: &Env) -> Repl {
+        Repl::start_with_pager(env, "cat")
+    }
+
+    /// Like [`Repl::start`], with `pager` as `$PAGER`.
+    fn start_with_pager(env: &Env, pager: &str) -> Repl {
         let history = env.path("history");
         let mut cmd = Command::new(QMADMIN);
         cmd.env("QMCONFIG", &env.device)
             .env("TERM", "xterm")
-            .env("PAGER", "cat")
+            .env("PAGER", pager)
             .env("QM_HISTORY", &history)
             .env_remove("QM_SOCKET")
             .current_dir(env.dir.path());
@@ -349,4 +354,35 @@ fn qcreate_on_a_full_space_refused_before_prompting() {
     assert!(!out.contains("Queue name:"), "no prompt before the refusal: {out:?}");
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 1);
+}
+
+/// At a terminal, paginate is on: output longer than 20 lines goes through `$PAGER`, shorter
+/// output does not; `paginate` toggles it, `paginate off`/`on` set it. In a script it cannot
+/// be turned on, and nothing is ever paged.
+#[test]
+fn paginate_pages_long_output_at_a_terminal_only() {
+    let env = env_with_device();
+    let pager = "sed 's/^/paged: /'";
+    let mut repl = Repl::start_with_pager(&env, pager);
+    let out = repl.run("help all", &["paged: "]);
+    assert!(out.contains("paged: qspacecreate"), "{out:?}");
+    let out = repl.run("help qopen", &["qopen"]);
+    assert!(!out.contains("paged: "), "short output is not paged: {out:?}");
+    repl.run("paginate", &["Paginate mode is now off"]);
+    let out = repl.run("help all", &["qspacecreate"]);
+    assert!(!out.contains("paged: "), "{out:?}");
+    repl.run("paginate on", &["Paginate mode is now on"]);
+    repl.run("help all", &["paged: qspacecreate"]);
+    repl.run("paginate off", &["Paginate mode is now off"]);
+    repl.run("paginate", &["Paginate mode is now on"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+
+    // A script: never paged, and paginate cannot be turned on.
+    let mut cmd = env.qmadmin_cmd();
+    cmd.env("PAGER", pager);
+    let run = env.run_stdin(cmd, "help all\npaginate on\npaginate\npaginate off\n");
+    let why = "paginate can be turned on only when input and output are terminals";
+    run.failed().errors_are(&[why, why]).stdout_has("qspacecreate").stdout_lacks("paged: ");
+    run.stdout_has("Paginate mode is now off");
 }

@@ -337,3 +337,93 @@ fn initialize_answer_other_than_y_is_no() {
     let info: QueueSpaceInfo = env.json("qspl Y");
     assert!(info.params.initialize);
 }
+
+/// `qspacedestroy` refuses a queue space that holds messages, persistent or not, saying how
+/// many, and changes nothing; emptied queues do not block it; `-f` destroys one that holds
+/// messages, and a queue space created again under the name starts empty.
+#[test]
+fn qspacedestroy_refuses_a_space_holding_messages() {
+    use crate::app::App;
+    use qm_common::message::{EnqueueCtl, Qos};
+    let env = Env::new();
+    env.with_device();
+    let create =
+        "qspc -n 8 QS 40000 100 4 2 8 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''";
+    env.c(create).ok();
+    let mut app = App::connect(&env);
+    app.put("Q", "persistent");
+    let np = EnqueueCtl { delivery: Some(Qos::NonPersistent), ..EnqueueCtl::default() };
+    app.put_with("Q", "memory", np);
+    drop(app);
+    crate::app::detached(&env);
+    let before = (extents(&env), free(&env, 0), crate::app::qinfo(&env));
+    env.c("qspds -y QS")
+        .failed()
+        .errors_are(&["Queue space QS holds 2 messages; use -f to destroy it anyway"]);
+    assert_eq!(App::connect(&env).take_body("Q"), "persistent");
+    crate::app::detached(&env);
+    // A non-persistent message alone blocks it as well.
+    env.c("qspds -y QS")
+        .failed()
+        .errors_are(&["Queue space QS holds 1 messages; use -f to destroy it anyway"]);
+    let after = (extents(&env), free(&env, 0));
+    assert_eq!(after, (before.0.clone(), before.1.clone()), "nothing was destroyed");
+    // Emptied: destroyed without -f.
+    assert_eq!(App::connect(&env).take_body("Q"), "memory");
+    crate::app::detached(&env);
+    env.c("qspds -y QS").ok().stdout_has("Queue space QS destroyed");
+    assert!(extents(&env).is_empty());
+
+    // -f with messages in it; the new queue space of the same name holds none of them.
+    env.c(create).ok();
+    App::connect(&env).put("Q", "doomed");
+    crate::app::detached(&env);
+    env.c("qspds -f -y QS").ok().stdout_has("Queue space QS destroyed");
+    assert_eq!(free(&env, 0), [free_run(35, 1965)]);
+    env.c(create).ok();
+    assert_eq!(crate::app::qinfo(&env).total.messages(), 0);
+    env.stop_daemon();
+    assert_eq!(crate::app::qinfo(&env).total.messages(), 0, "nor after a restart");
+}
+
+/// `qsize` estimates the daemon memory of a queue space of the given sizes: the same
+/// figure `qspacelist` shows for a queue space created with them (with or without `-n`
+/// memory), growing with each size; semaphores are always 0; it creates nothing; its
+/// sizes can be prompted for; a bad size is refused naming it.
+#[test]
+fn qsize_estimates_what_qspacelist_shows() {
+    use qm_common::qspace::SizeEstimate;
+    let env = Env::new();
+    env.c(&format!("crdl {} 0 5000", env.dev())).ok();
+    let sizes = ["200 8 4 16 1000", "100 2 2 2 10", "400 20 30 40 5000"];
+    for (n, sizes) in sizes.iter().enumerate() {
+        for memory in ["", "-n 16", "-n 3000b"] {
+            let est: SizeEstimate = env.json(&format!("qsize {memory} {sizes}"));
+            let name = format!("S{n}{}", memory.len());
+            let key = 40000 + n * 10 + memory.len();
+            env.c(&format!("qspc {memory} {name} {key} {sizes} '' n 16")).ok();
+            let info: QueueSpaceInfo = env.json(&format!("qspl {name}"));
+            assert_eq!(est.total_bytes, info.memory_estimate, "{memory} {sizes}");
+            assert_eq!(est.nonpersistent_bytes, info.nonpersistent_bytes, "{memory} {sizes}");
+            assert_eq!(est.total_bytes, est.system_bytes + est.nonpersistent_bytes);
+            assert_eq!(est.semaphores, 0);
+        }
+    }
+    // Each size counts.
+    let base: SizeEstimate = env.json("qsize 100 5 5 5 100");
+    for more in ["100 6 5 5 100", "100 5 6 5 100", "100 5 5 6 100", "100 5 5 5 101"] {
+        let bigger: SizeEstimate = env.json(&format!("qsize {more}"));
+        assert!(bigger.total_bytes > base.total_bytes, "{more}: {bigger:?} vs {base:?}");
+    }
+    let text = env.c("qsize 100 5 5 5 100");
+    text.ok().stdout_has("total memory").stdout_has(&base.total_bytes.to_string());
+    // Prompted, as in a script; nothing was created by any of it.
+    let vtoc = extents(&env);
+    let run = env.script("qsize\n100\n5\n5\n5\n100\n");
+    run.ok()
+        .stdout_has("Size of queue space in disk pages: ")
+        .stdout_has(&base.total_bytes.to_string());
+    assert_eq!(extents(&env), vtoc);
+    env.c("qsize 100 5 5 5 x").failed().stderr_has("'x' is invalid");
+    env.c("qsize 0 5 5 5 100").failed().stderr_has("Size of queue space in disk pages: '0'");
+}

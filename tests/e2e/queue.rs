@@ -126,3 +126,64 @@ fn error_queue_notes() {
         .ok()
         .stderr_has("WARN: Destroy queue - error queue ERRQ destroyed");
 }
+
+/// A queue holding messages is destroyed only with `-p` (purge) or `-f` (force): plain
+/// `qdestroy` refuses and says how many; `-p` refuses while others are attached, `-f` does
+/// not; neither removes a message a transaction holds. What is purged is gone for good: its
+/// space is free, and neither a restart nor a queue created again under the name brings it
+/// back.
+#[test]
+fn qdestroy_of_a_queue_holding_messages() {
+    use crate::app::{App, count, qinfo, refused};
+    use qm_common::message::{EnqueueCtl, Qos};
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc -n 8 QS 40000 100 4 2 8 100 '' n 16; qopen QS; qcr Q fifo none 5 0 100% 0% ''; qcr KEEP fifo none 0 0 100% 0% ''").ok();
+    let mut app = App::connect(&env);
+    app.put("Q", "one");
+    app.put("Q", "two");
+    let np = EnqueueCtl { delivery: Some(Qos::NonPersistent), ..EnqueueCtl::default() };
+    app.put_with("Q", "three", np);
+    app.put("KEEP", "kept");
+    let before = qinfo(&env);
+    env.c("qopen QS; qds -y Q").failed().errors_are(&[
+        "Destroy queue failed - 3 messages on queue Q; use -p to purge them or -f to force",
+    ]);
+    // Another session attached: -p refuses, naming it.
+    let mut other = env.session();
+    other.run("qopen QS").ok();
+    env.c("qopen QS; qds -p -y Q")
+        .failed()
+        .stderr_has("Destroy queue failed - processes attached to queue space QS: ")
+        .stderr_has(&format!("qmadmin pid {}", other.pid()))
+        .stderr_has("use -f to force");
+    // A message held by a transaction stops even -f.
+    app.begin(None).unwrap();
+    assert_eq!(app.take_body("Q"), "one");
+    env.c("qopen QS; qds -f -y Q")
+        .failed()
+        .errors_are(&["Destroy queue failed - 1 messages of queue Q are held by transactions"]);
+    app.abort().unwrap();
+    assert_eq!(qinfo(&env), before, "the refusals changed nothing");
+
+    // -f with the other session still attached: purged and destroyed.
+    env.c("qopen QS; qds -f -y Q").ok().stdout_has("3 messages of queue Q deleted");
+    other.run("qinfo KEEP").ok().stdout_has("KEEP");
+    let after = qinfo(&env);
+    assert_eq!(after.queues.iter().map(|q| q.def.name.as_str()).collect::<Vec<_>>(), ["KEEP"]);
+    assert_eq!(after.total, crate::app::usage(&env, "KEEP"), "Q's blocks and memory are free");
+    drop(other.finish());
+
+    // -p once nobody else is attached; then a restart and the queue created again.
+    env.c("qopen QS; qcr Q fifo none 5 0 100% 0% ''").ok();
+    app.put("Q", "four");
+    drop(app);
+    crate::app::detached(&env);
+    env.c("qopen QS; qds -p -y Q").ok().stdout_has("1 messages of queue Q deleted");
+    env.stop_daemon();
+    env.c("qopen QS; qcr Q fifo none 5 0 100% 0% ''").ok();
+    let mut app = App::connect(&env);
+    refused(app.dequeue("Q", &Default::default()), qm_common::Diagnostic::NoMsg);
+    assert_eq!((count(&env, "Q"), count(&env, "KEEP")), (0, 1));
+    assert_eq!(app.take_body("KEEP"), "kept");
+}

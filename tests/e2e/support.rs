@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use serde::de::DeserializeOwned;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -119,14 +119,6 @@ impl Run {
     }
 }
 
-fn finish(out: std::process::Output) -> Run {
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// A temporary directory with a device path in it (the file need not exist).
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -169,18 +161,22 @@ impl Env {
     }
 
     /// Runs `qmadmin` with `script` on standard input, as a here-document would.
+    #[track_caller]
     pub fn script(&self, script: &str) -> Run {
         self.run_stdin(self.qmadmin_cmd(), script)
     }
 
     /// Runs `qmadmin -c commands`.
+    #[track_caller]
     pub fn c(&self, commands: &str) -> Run {
         let mut cmd = self.qmadmin_cmd();
         cmd.arg("-c").arg(commands);
         self.run_stdin(cmd, "")
     }
 
+    #[track_caller]
     pub fn run_stdin(&self, mut cmd: Command, input: &str) -> Run {
+        let what = format!("{cmd:?}");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn qmadmin");
         let mut stdin = child.stdin.take().expect("stdin");
@@ -188,7 +184,7 @@ impl Env {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(input.as_bytes());
         });
-        let out = wait_with_timeout(child, Duration::from_secs(60));
+        let out = wait_with_timeout(child, &what, Duration::from_secs(60));
         let _ = writer.join();
         out
     }
@@ -207,6 +203,7 @@ impl Env {
     }
 
     /// Runs `qmadmin --no-start -c commands`: never starts a daemon.
+    #[track_caller]
     pub fn c_no_start(&self, commands: &str) -> Run {
         let mut cmd = self.qmadmin_cmd();
         cmd.arg("--no-start").arg("-c").arg(commands);
@@ -225,53 +222,196 @@ impl Env {
     }
 
     /// Starts `qmd` in the foreground as a child of the test.
+    #[track_caller]
     pub fn start_daemon(&self, extra: &[&str]) -> Daemon {
         Daemon::start(&self.device, extra)
     }
 
-    /// Stops whatever daemon serves this device.
+    /// Starts `qmd -l 3 -g qmd.log` (and `extra`) in the foreground: its log says what it
+    /// decided (a dequeue waiting, a limit reached), which tests read with
+    /// [`Daemon::log_count`] and [`Daemon::wait_log`].
+    #[track_caller]
+    pub fn start_traced_daemon(&self, extra: &[&str]) -> Daemon {
+        let log = self.path("qmd.log");
+        let mut args = vec!["-l", "3", "-g", log.to_str().expect("UTF-8 path")];
+        args.extend_from_slice(extra);
+        let mut daemon = Daemon::start(&self.device, &args);
+        daemon.log = Some(log);
+        daemon
+    }
+
+    /// Stops whatever daemon serves this device. A daemon that does not stop fails the test
+    /// (unless it is failing already).
     pub fn stop_daemon(&self) {
-        if self.socket().exists() {
-            let mut cmd = Command::new(QMADMIN);
-            cmd.arg("--no-start")
-                .arg("-c")
-                .arg("daemon stop")
-                .arg(&self.device)
-                .env_remove("QM_SOCKET");
-            let stopped = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            // A daemon killed outright leaves its socket file: nothing to wait for then.
-            if stopped {
-                wait_until(Duration::from_secs(10), || !self.socket().exists());
-            }
+        if !self.socket().exists() {
+            return;
         }
+        let mut cmd = Command::new(QMADMIN);
+        cmd.arg("--no-start")
+            .arg("-c")
+            .arg("daemon stop")
+            .arg(&self.device)
+            .env_remove("QM_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let Ok(mut child) = cmd.spawn() else { return };
+        let limit = Duration::from_secs(30);
+        let stopped = match wait_limited(&mut child, limit) {
+            Some(status) => status.success(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                fail_unless_failing(&format!(
+                    "qmadmin -c 'daemon stop' did not end within {limit:?}"
+                ));
+                false
+            }
+        };
+        // A daemon killed outright leaves its socket file: nothing to wait for then.
+        if stopped && !wait_until(Duration::from_secs(10), || !self.socket().exists()) {
+            fail_unless_failing(
+                "the daemon said it stopped, but its socket is still there after 10 s",
+            );
+        }
+    }
+}
+
+/// Fails the test with `why`, unless it is failing already (a second panic would abort).
+fn fail_unless_failing(why: &str) {
+    if std::thread::panicking() {
+        eprintln!("{why}");
+    } else {
+        panic!("{why}");
     }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // A daemon that qmadmin started logs to DEVICE.log.
+        show_tail_if_failing(
+            "the background qmd's log",
+            &PathBuf::from(format!("{}.log", self.dev())),
+        );
         self.stop_daemon();
     }
 }
 
-/// Waits for a child, killing it after `limit`.
-pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Run {
+/// What a child prints, read by threads while it runs: a child that prints more than a pipe
+/// holds never blocks on it.
+struct Collector {
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start(child: &mut Child) -> Collector {
+        let mut readers = Vec::new();
+        let mut reader = |stream: Option<Box<dyn std::io::Read + Send>>| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            if let Some(mut stream) = stream {
+                let sink = buf.clone();
+                readers.push(std::thread::spawn(move || {
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                        sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    }
+                }));
+            }
+            buf
+        };
+        let stdout = reader(child.stdout.take().map(|s| Box::new(s) as _));
+        let stderr = reader(child.stderr.take().map(|s| Box::new(s) as _));
+        Collector { stdout, stderr, readers }
+    }
+
+    /// What was printed so far.
+    fn run(&self, status: i32) -> Run {
+        let text = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+            String::from_utf8_lossy(&b.lock().unwrap()).into_owned()
+        };
+        Run { status, stdout: text(&self.stdout), stderr: text(&self.stderr) }
+    }
+
+    /// Waits until the pipes are closed (a process the child left behind may still hold
+    /// them) or `deadline` passes; whether they were.
+    fn closed_by(&self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            if self.readers.iter().all(std::thread::JoinHandle::is_finished) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.readers.iter().all(std::thread::JoinHandle::is_finished)
+    }
+}
+
+/// Polls `child` until it exits or `limit` passes; `None` on time-out (the child still runs).
+fn wait_limited(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                break;
-            }
+            Ok(None) => return None,
+            Err(e) => panic!("cannot wait for a child process: {e}"),
         }
     }
-    finish(child.wait_with_output().expect("output"))
+}
+
+/// The exit code, or 128 + the signal that ended the process (as a shell shows it).
+fn code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Waits for `child` (the command `what`) and returns what it printed. A child still running
+/// after `limit`, or whose output stays open that long, is killed and fails the test, saying
+/// which command hung, for how long, and what it had printed: a hang is never mistaken for
+/// an ordinary failure.
+#[track_caller]
+pub fn wait_with_timeout(mut child: Child, what: &str, limit: Duration) -> Run {
+    let deadline = Instant::now() + limit;
+    let collector = Collector::start(&mut child);
+    let status = wait_limited(&mut child, limit);
+    if let Some(status) = status
+        && collector.closed_by(deadline)
+    {
+        return collector.run(code(status));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let run = collector.run(-1);
+    let why = if status.is_some() {
+        "exited, but its output was still held open (by a process it left running)"
+    } else {
+        "did not finish and was killed"
+    };
+    panic!("{what} {why} after {limit:?}\n--- stdout\n{}\n--- stderr\n{}", run.stdout, run.stderr);
+}
+
+/// Runs `cmd` to its end (standard input empty) within `limit`; see [`wait_with_timeout`].
+#[track_caller]
+pub fn run_limited(mut cmd: Command, limit: Duration) -> Run {
+    let what = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    wait_with_timeout(child, &what, limit)
+}
+
+/// Runs a client call to the daemon on `rt`. A call with no answer after a minute (plus
+/// `wait`, the time the call itself asked to wait) fails the test as hung, naming `what`.
+#[track_caller]
+pub fn answered<T>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    wait: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let limit = Duration::from_secs(60) + wait;
+    rt.block_on(async { tokio::time::timeout(limit, call).await })
+        .unwrap_or_else(|_| panic!("{what}: no answer from qmd within {limit:?}"))
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
@@ -286,49 +426,154 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// A `qmd` running in the foreground for one test.
+/// The last `n` lines of a file, for a failing test's report (empty when there is none).
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Prints the end of a daemon's log when the test is failing, so its report shows what the
+/// daemon said.
+fn show_tail_if_failing(what: &str, path: &Path) {
+    if std::thread::panicking() && path.exists() {
+        eprintln!("--- last lines of {what} ({})\n{}", path.display(), tail(path, 40));
+    }
+}
+
+/// A `qmd` running in the foreground for one test. Its standard error goes to a file next to
+/// the device (`QUE.qmd-stderr`), never to a pipe nobody reads.
 pub struct Daemon {
     pub child: Option<Child>,
     pub pid: u32,
+    stderr: PathBuf,
+    /// The `-g` log of a daemon started by [`Env::start_traced_daemon`].
+    log: Option<PathBuf>,
 }
 
 impl Daemon {
     /// Starts `qmd DEVICE` and returns once it printed its ready line.
+    #[track_caller]
     pub fn start(device: &Path, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(QMD)
-            .arg(device)
+        Daemon::start_with_env(device, extra, &[])
+    }
+
+    /// Like [`Daemon::start`], with `vars` set in qmd's environment (QM_SOCKET is unset
+    /// unless given).
+    #[track_caller]
+    pub fn start_with_env(device: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        let stderr = PathBuf::from(format!("{}.qmd-stderr", device.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .expect("qmd's standard error file");
+        let mut cmd = Command::new(QMD);
+        cmd.arg(device)
             .args(extra)
             .env_remove("QM_SOCKET")
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn qmd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        assert!(line.contains("serving"), "qmd did not start: {line:?}");
+            .stderr(file.try_clone().expect("qmd's standard error file"));
+        let mut child = cmd.spawn().expect("spawn qmd");
         let pid = child.id();
-        Daemon { child: Some(child), pid }
+        let stdout = child.stdout.take().expect("stdout");
+        // The ready line comes through a thread, so a daemon that hangs at start fails the
+        // test instead of blocking it; whatever follows is kept with its standard error.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let mut file = file;
+            let _ = std::io::copy(&mut reader, &mut file);
+        });
+        let daemon = Daemon { child: Some(child), pid, stderr, log: None };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("serving") => daemon,
+            Ok(line) => panic!(
+                "qmd did not start: {line:?}\n--- its standard error\n{}",
+                tail(&daemon.stderr, 40)
+            ),
+            Err(_) => panic!(
+                "qmd {} printed no ready line within 30 s\n--- its standard error\n{}",
+                device.display(),
+                tail(&daemon.stderr, 40)
+            ),
+        }
     }
 
     /// Waits for the daemon to end on its own (after `daemon stop`); returns its exit status.
+    #[track_caller]
     pub fn wait(&mut self) -> Run {
-        let child = self.child.take().expect("daemon already stopped");
-        wait_with_timeout(child, Duration::from_secs(15))
+        let mut child = self.child.take().expect("daemon already stopped");
+        let limit = Duration::from_secs(15);
+        match wait_limited(&mut child, limit) {
+            Some(status) => {
+                Run { status: code(status), stdout: String::new(), stderr: self.stderr_text() }
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "qmd (pid {}) did not end within {limit:?} and was killed\n--- its standard error\n{}",
+                    self.pid,
+                    tail(&self.stderr, 40)
+                );
+            }
+        }
     }
 
-    /// Sends a signal and waits for the process to end; returns its exit status.
+    /// Sends a signal (`"TERM"`, `"KILL"`, ...) and waits for the process to end; returns its
+    /// exit status.
+    #[track_caller]
     pub fn signal(&mut self, sig: &str) -> Run {
-        let child = self.child.take().expect("daemon already stopped");
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid.to_string()).status();
-        wait_with_timeout(child, Duration::from_secs(15))
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid);
+        self.wait()
+    }
+
+    /// What the daemon wrote on its standard error so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The daemon's `-g` log so far (a daemon from [`Env::start_traced_daemon`]).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("a daemon started with a log file");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Log lines containing every one of `parts`. The daemon writes a log line before it
+    /// answers the request that caused it, so a count taken after a reply covers that request.
+    pub fn log_count(&self, parts: &[&str]) -> usize {
+        self.log().lines().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    }
+
+    /// Waits until the log has at least `n` lines containing every one of `parts`.
+    #[track_caller]
+    pub fn wait_log(&self, parts: &[&str], n: usize) {
+        let reached = wait_until(Duration::from_secs(15), || self.log_count(parts) >= n);
+        assert!(
+            reached,
+            "the log never had {n} lines with {parts:?}\n--- log\n{}",
+            tail(self.log.as_ref().expect("log"), 40)
+        );
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        show_tail_if_failing("qmd's standard error", &self.stderr);
+        if let Some(log) = &self.log {
+            show_tail_if_failing("qmd's log", log);
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -420,22 +665,21 @@ impl Session {
     }
 
     /// Closes standard input and waits for `qmadmin` to exit; returns its exit status and
-    /// whatever it printed after the last command.
+    /// whatever it printed after the last command. A `qmadmin` that does not exit within 30 s
+    /// fails the test.
+    #[track_caller]
     pub fn finish(mut self) -> Run {
         drop(self.stdin.take());
         let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s.code().unwrap_or(-1),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => {
-                    let _ = child.kill();
-                    break -1;
-                }
-            }
+        let limit = Duration::from_secs(30);
+        let Some(status) = wait_limited(&mut child, limit) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "qmadmin did not exit within {limit:?} after its input ended\n--- stdout\n{}\n--- stderr\n{}",
+                self.stdout.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
         };
         // The reader threads finish at end of file.
         let rest = |buf: &std::sync::Arc<std::sync::Mutex<String>>, from: usize| {
@@ -443,7 +687,7 @@ impl Session {
             buf.lock().unwrap()[from..].to_string()
         };
         Run {
-            status,
+            status: code(status),
             stdout: rest(&self.stdout, self.seen.0),
             stderr: rest(&self.stderr, self.seen.1),
         }

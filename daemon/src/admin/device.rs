@@ -58,6 +58,7 @@ fn create(
     let Some(device) = &store.device else {
         create_first(ctx, store, &name, offset, size, page_size)?;
         ctx.note(Note::info(created));
+        warn_about_directory(ctx, &name);
         return Ok(Reply::Unit);
     };
     if let Some(p) = page_size.filter(|p| *p != device.page_size()) {
@@ -93,7 +94,16 @@ fn create(
     }
     device.write(|txn| put_udl(txn, &entry))?;
     ctx.note(Note::info(created));
+    warn_about_directory(ctx, &entry.name);
     Ok(Reply::Unit)
+}
+
+/// A device file in a directory others may write is theirs to replace: say so.
+fn warn_about_directory(ctx: &mut Ctx<'_>, file: &str) {
+    let dir = std::path::Path::new(file).parent();
+    if let Some(warning) = dir.and_then(qm_common::trust::open_directory_warning) {
+        ctx.note(Note::warn(warning));
+    }
 }
 
 /// Entry 0 creates the device itself.

@@ -607,6 +607,9 @@ impl Engine {
                         }
                     }
                     let Some(deadline) = deadline else { break Err(no_message(queue)) };
+                    // Logged once it is ready to be woken, so a test (or an operator) knows
+                    // a message enqueued from now on reaches this dequeue.
+                    tracing::debug!(qspace = %self.name, %queue, "dequeue waiting for a message");
                     let cancelled = async {
                         match cancel.as_mut() {
                             Some(c) => {

@@ -130,6 +130,16 @@ impl Engine {
             return;
         }
         q.armed[set as usize] = !fire;
+        // Logged before the change that caused it is answered: at -l 3 the log tells which
+        // change crossed a limit, and that no other did.
+        let (qspace, limits) = (&self.name, set.label());
+        if fire {
+            let usage = m.show(t.high.unit);
+            tracing::debug!(%qspace, %queue, %limits, %usage, "high limit {} reached", t.high);
+        } else {
+            let usage = m.show(t.low.unit);
+            tracing::debug!(%qspace, %queue, %limits, %usage, "low limit {} reached: armed again", t.low);
+        }
         let state = WriteOp::State {
             tables: self.tables.clone(),
             key: set.key(queue),

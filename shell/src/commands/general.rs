@@ -113,7 +113,7 @@ pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
             sh.call(Request::Daemon(DaemonRequest::Stop))?;
             // qmd answers before it is gone: wait until it let go of the device, so that a
             // qmadmin run right after this can start a new one.
-            if !crate::connect::wait_for_exit(&sh.device, std::time::Duration::from_secs(10)) {
+            if !crate::connect::wait_for_exit(&sh.device, std::time::Duration::from_secs(10))? {
                 return Err("qmd was asked to stop but still holds the device".into());
             }
             sh.info("qmd stopped");

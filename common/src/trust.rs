@@ -1,0 +1,225 @@
+//! Whom and what qm trusts: the daemon a client talks to, the files the daemon acts on, and
+//! the directories its files live in.
+//!
+//! The rule is ssh's `StrictModes`: a daemon, a configuration or a private directory counts
+//! only when it belongs to us (our effective user) or to root, and a file whose contents
+//! qm acts on must not be writable by anyone else. Files at predictable paths next to a
+//! device (lock, log) are opened without following symbolic links, so that nobody who may
+//! write the directory can aim them at another file. Every check is made on what was
+//! opened (its descriptor), not on a second look at the path.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Our effective user id: the one files and peers are compared with.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// True for users whose daemons and files we accept: ourselves and root.
+pub fn is_trusted_user(uid: u32) -> bool {
+    uid == euid() || uid == 0
+}
+
+/// The login name of `uid`, when the system knows it.
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: all-zero bytes are a valid `passwd` (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: the pointers are valid for the call and `buf.len()` is the buffer's size; the
+    // name read below points into `buf`, which outlives its use.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: getpwuid_r succeeded, so pw_name is a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// A user for messages: `uid 1001 (alice)`, or `uid 1001` when the name is unknown.
+pub fn describe_user(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// Permission bits as `ls -l` users write them in octal: `0644`, `1777`.
+pub fn mode_text(mode: u32) -> String {
+    format!("{:04o}", mode & 0o7777)
+}
+
+/// Who besides the owner may write, according to `mode`; `None` when nobody may.
+fn other_writers(mode: u32) -> Option<&'static str> {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("its group and all other users"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("all other users"),
+        (false, false) => None,
+    }
+}
+
+/// Opens a file qm keeps at a predictable path next to a device (lock, log) without
+/// following a symbolic link at its last component, so that whoever may write the directory
+/// cannot aim it at another file (nothing is created or written at a link's target). A FIFO
+/// does not block the open. `what` names the file in messages ("lock file").
+pub fn open_no_follow(path: &Path, options: &mut OpenOptions, what: &str) -> Result<File, String> {
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    let file = options.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "{what} {} is a symbolic link: qm does not follow links for its {what}s, since \
+             anyone who may write the directory could aim one at another file; remove the link",
+            path.display()
+        ),
+        _ => format!("cannot open {what} {}: {e}", path.display()),
+    })?;
+    // Non-blocking was only for the open: later reads and writes behave as usual.
+    let flags = rustix::fs::fcntl_getfl(&file)
+        .and_then(|f| rustix::fs::fcntl_setfl(&file, f - rustix::fs::OFlags::NONBLOCK))
+        .map_err(|e| format!("cannot use {what} {}: {e}", path.display()));
+    flags.map(|()| file)
+}
+
+/// Checks that an opened file at a predictable path belongs to us or root: someone else's
+/// file there was planted.
+pub fn check_owner(file: &File, path: &Path, what: &str) -> Result<(), String> {
+    let meta =
+        file.metadata().map_err(|e| format!("cannot inspect {what} {}: {e}", path.display()))?;
+    if is_trusted_user(meta.uid()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} {} belongs to {}, not to {} or root, so another user may have planted it; \
+         remove it (qm creates its own)",
+        path.display(),
+        describe_user(meta.uid()),
+        describe_user(euid())
+    ))
+}
+
+/// Reads a file whose contents qm acts on (a configuration, which names commands to run):
+/// it must be a regular file of ours or root's that nobody else may write. The checks are
+/// made on the opened file, so the text returned is the text checked, even if the path
+/// changes meanwhile. A symbolic link is followed; its target must pass.
+pub fn read_trusted(path: &Path, what: &str) -> Result<String, String> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let meta =
+        file.metadata().map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    check_trusted_file(&meta, path, what)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    Ok(text)
+}
+
+/// The ownership and mode rule of [`read_trusted`], on an opened file's metadata.
+fn check_trusted_file(meta: &Metadata, path: &Path, what: &str) -> Result<(), String> {
+    let shown = match std::fs::read_link(path) {
+        Ok(target) => format!("{} (a link to {})", path.display(), target.display()),
+        Err(_) => path.display().to_string(),
+    };
+    if !meta.is_file() {
+        return Err(format!("refusing {what} {shown}: it is not a regular file"));
+    }
+    let (owner, mode) = (meta.uid(), meta.mode());
+    let rule = format!(
+        "qmd acts only on files owned by its own user ({}) or root that no one else may write",
+        describe_user(euid())
+    );
+    if !is_trusted_user(owner) {
+        return Err(format!(
+            "refusing {what} {shown}: it belongs to {} (mode {}), and {rule}; if you trust its \
+             contents, `chown {} {}`",
+            describe_user(owner),
+            mode_text(mode),
+            user_name(euid()).unwrap_or_else(|| euid().to_string()),
+            path.display()
+        ));
+    }
+    if let Some(writers) = other_writers(mode) {
+        return Err(format!(
+            "refusing {what} {shown}: its mode {} lets {writers} change it (owner {}), and \
+             {rule}; `chmod go-w {}`",
+            mode_text(mode),
+            describe_user(owner),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` is a directory only we may use, creating it (mode 0700) when it does not
+/// exist; refuses one that is a symbolic link, not a directory, someone else's, or open to
+/// group or others. `purpose` says what qm keeps there, for the message.
+pub fn ensure_private_dir(dir: &Path, purpose: &str) -> Result<(), String> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create private directory {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot inspect private directory {}: {e}", dir.display()))?;
+    let problem = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_string()
+    } else if !meta.is_dir() {
+        "it is not a directory".to_string()
+    } else if meta.uid() != euid() {
+        format!("it belongs to {}, not to {}", describe_user(meta.uid()), describe_user(euid()))
+    } else if meta.mode() & 0o077 != 0 {
+        format!("its mode {} lets group or others use it", mode_text(meta.mode()))
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "refusing directory {}: {problem}. qm keeps {purpose} there and needs it to be yours \
+         alone (mode 0700); remove it (qm creates it again), or choose the socket with \
+         --socket or QM_SOCKET",
+        dir.display()
+    ))
+}
+
+/// Why the directory holding a device is unsafe, when users other than its owner may write
+/// it: they can plant or replace the files qm keeps next to the device.
+pub fn open_directory_warning(dir: &Path) -> Option<String> {
+    let mode = std::fs::metadata(dir).ok()?.mode();
+    let writers = other_writers(mode)?;
+    let sticky = if mode & 0o1000 != 0 {
+        " (the sticky bit does not stop them from creating those files before qm does)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "directory {} (mode {}) may be written by {writers}: they can replace device files \
+         there and plant the files qm keeps next to a device (configuration, lock, log, \
+         socket){sticky}; keep devices in a directory only their owner may write",
+        dir.display(),
+        mode_text(mode)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_writers() {
+        assert_eq!(mode_text(0o41777), "1777");
+        assert_eq!(mode_text(0o100644), "0644");
+        assert_eq!(other_writers(0o755), None);
+        assert_eq!(other_writers(0o775), Some("its group"));
+        assert_eq!(other_writers(0o1777), Some("its group and all other users"));
+    }
+
+    #[test]
+    fn root_is_named() {
+        assert_eq!(describe_user(0), "uid 0 (root)");
+    }
+}
