@@ -2,38 +2,75 @@
 //! (`QM_FAULT=crash:N`) leave all or nothing and can be run again; files qmd refuses (not
 //! qm's, damaged, or not to be trusted) are left byte for byte as they were.
 
-use crate::support::{Daemon, Env, QMD, Run, wait_with_timeout};
+use crate::support::{Daemon, Env, QMD, Run, run_limited};
 use qm_common::device::{DeviceListing, VtocEntry};
 use qm_common::queue::QueueListing;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A `qmd` started with `QM_FAULT=fault`; `None` when the fault struck before it was ready.
-fn start_with_fault(env: &Env, fault: &str) -> Option<Daemon> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(env.path("qmd-fault.err"))
-        .expect("log file");
-    let mut child = Command::new(QMD)
-        .arg(&env.device)
-        .env("QM_FAULT", fault)
-        .env_remove("QM_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn qmd");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    if line.contains("serving") {
-        let pid = child.id();
-        return Some(Daemon { child: Some(child), pid });
+/// A `qmd` started with `QM_FAULT` set, its standard error in a file; killed if still running
+/// when dropped.
+pub struct FaultyQmd {
+    child: Child,
+    log: PathBuf,
+}
+
+impl FaultyQmd {
+    /// Starts `qmd` on `env`'s device with `QM_FAULT=fault`, its standard error appended to
+    /// `log`; `None` when it ended before it was ready (the fault struck while it started).
+    #[track_caller]
+    pub fn start(env: &Env, fault: &str, log: &Path) -> Option<FaultyQmd> {
+        let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
+        let mut child = Command::new(QMD)
+            .arg(&env.device)
+            .env("QM_FAULT", fault)
+            .env_remove("QM_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn qmd");
+        // Read through a thread, so that a qmd hanging at start fails the test.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("qmd ({fault}) printed no ready line within 60 s")
+        });
+        let qmd = FaultyQmd { child, log: log.to_path_buf() };
+        if line.contains("serving") {
+            return Some(qmd);
+        }
+        qmd.ended(Duration::from_secs(30));
+        None
     }
-    let _ = child.wait();
-    None
+
+    /// Waits until the process has ended; a process still running after `limit` fails the
+    /// test. Returns what it wrote on standard error.
+    #[track_caller]
+    pub fn ended(mut self, limit: Duration) -> String {
+        let ended =
+            crate::support::wait_until(limit, || matches!(self.child.try_wait(), Ok(Some(_))));
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(ended, "qmd did not end within {limit:?}\n--- its standard error\n{log}");
+        log
+    }
+}
+
+impl Drop for FaultyQmd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Stops the daemon of `env` and waits until it has let go of the device (its lock file),
@@ -52,9 +89,10 @@ pub fn stop_and_wait(env: &Env) {
 /// How many storage steps starting qmd on this device takes.
 fn startup_steps(env: &Env) -> u64 {
     let count = env.path("steps");
+    let log = env.path("qmd-fault.err");
     let daemon =
-        start_with_fault(env, &format!("count:{}", count.display())).unwrap_or_else(|| {
-            let log = std::fs::read_to_string(env.path("qmd-fault.err")).unwrap_or_default();
+        FaultyQmd::start(env, &format!("count:{}", count.display()), &log).unwrap_or_else(|| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("qmd did not start:\n{log}")
         });
     let steps = std::fs::read_to_string(&count).unwrap_or_default().trim().parse().unwrap_or(0);
@@ -65,20 +103,19 @@ fn startup_steps(env: &Env) -> u64 {
 /// Runs `commands` on a qmd that crashes at storage step `n`. Returns whether they ran to
 /// the end; when they did not, checks that the crash was the injected one.
 fn run_crashing_at(env: &Env, n: u64, commands: &str) -> bool {
-    let Some(mut daemon) = start_with_fault(env, &format!("crash:{n}")) else {
+    let log = env.path("qmd-fault.err");
+    let _ = std::fs::remove_file(&log);
+    let Some(daemon) = FaultyQmd::start(env, &format!("crash:{n}"), &log) else {
         return false;
     };
     let run = env.c_no_start(commands);
     if run.status == 0 {
         return true;
     }
-    let child = daemon.child.take().expect("running");
-    let ended = wait_with_timeout(child, Duration::from_secs(30));
-    let log = std::fs::read_to_string(env.path("qmd-fault.err")).unwrap_or_default();
+    let log = daemon.ended(Duration::from_secs(30));
     assert!(
         log.contains(&format!("crash at storage step {n}\n")),
-        "step {n}: the commands failed without the injected crash (qmd status {})\n--- qmadmin\n{}\n--- qmd\n{log}",
-        ended.status,
+        "step {n}: the commands failed without the injected crash\n--- qmadmin\n{}\n--- qmd\n{log}",
         run.stderr
     );
     false
@@ -312,16 +349,9 @@ fn qspacedestroy_force_at_every_crash_point() {
 
 /// Runs `qmd path` and expects it to refuse the file.
 fn qmd_refuses(path: &Path) -> Run {
-    let child = Command::new(QMD)
-        .arg(path)
-        .env_remove("QM_SOCKET")
-        .env_remove("QM_FAULT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn qmd");
-    let run = wait_with_timeout(child, Duration::from_secs(30));
+    let mut cmd = Command::new(QMD);
+    cmd.arg(path).env_remove("QM_SOCKET").env_remove("QM_FAULT");
+    let run = run_limited(cmd, Duration::from_secs(60));
     assert_ne!(run.status, 0, "qmd served {}: {run:?}", path.display());
     run
 }
@@ -428,7 +458,7 @@ fn untrusted_files_are_refused() {
     qmd_refuses(&env.device).stderr_has("mode 0620").stderr_has("chmod go-w");
     chmod(&env.device, 0o604);
     chown(&env.device, 54321);
-    qmd_refuses(&env.device).stderr_has("owned by uid 54321").stderr_has("chown");
+    qmd_refuses(&env.device).stderr_has("belongs to uid 54321").stderr_has("chown");
     assert!(std::fs::read(&env.device).unwrap() == bytes, "a refused device is left unchanged");
     chown(&env.device, my_uid());
 

@@ -5,14 +5,14 @@
 //! acknowledged dequeue comes back (the drains' included), and the device list, VTOC and
 //! queue spaces agree.
 
-use crate::support::{Daemon, Env, QMADMIN, QMD, wait_with_timeout};
+use crate::faults::FaultyQmd;
+use crate::support::{Daemon, Env, QMADMIN};
 use qm_common::client::Client;
 use qm_common::device::{DeviceListing, VtocEntry};
 use qm_common::message::{DequeueCtl, EnqueueCtl, MsgId};
 use qm_common::qspace::QueueSpaceInfo;
 use qm_common::queue::QueueListing;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,34 +212,12 @@ fn admin(device: &Path, round: usize, admin: &Mutex<Admin>, stop: &AtomicBool) {
     }
 }
 
-/// `qmd` with `QM_FAULT` set, its standard error in `log`; `None` when it did not start.
-fn start_with_fault(env: &Env, fault: &str, log: &PathBuf) -> Option<Daemon> {
-    let err = std::fs::File::create(log).expect("log file");
-    let mut child = Command::new(QMD)
-        .arg(&env.device)
-        .env("QM_FAULT", fault)
-        .env_remove("QM_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(err)
-        .spawn()
-        .expect("spawn qmd");
-    let mut line = String::new();
-    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
-    if line.contains("serving") {
-        let pid = child.id();
-        return Some(Daemon { child: Some(child), pid });
-    }
-    let _ = child.wait();
-    None
-}
-
 /// Runs the workload until the daemon stops (a cut, or `stop_after` acknowledged enqueues
 /// followed by `daemon stop`); returns what the clients and the admin commands saw.
 fn workload(
     env: &Env,
     round: usize,
-    mut daemon: Daemon,
+    daemon: FaultyQmd,
     stop_after: Option<usize>,
 ) -> (Ledger, Admin) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -268,7 +246,6 @@ fn workload(
         let (seen, stop) = (admin_seen.clone(), stop.clone());
         std::thread::spawn(move || admin(&device, round, &seen, &stop))
     };
-    let child = daemon.child.take().expect("running");
     if let Some(n) = stop_after {
         crate::app::eventually("traffic", || {
             let l = ledger.lock().unwrap();
@@ -278,7 +255,7 @@ fn workload(
         env.c_no_start("daemon stop").ok();
     }
     // The cut (or the stop) ends the daemon; a minute without is a failure, not a wait.
-    let ended = wait_with_timeout(child, Duration::from_secs(60));
+    daemon.ended(Duration::from_secs(60));
     stop.store(true, Ordering::Relaxed);
     admin_thread.join().expect("admin thread");
     rt.block_on(async {
@@ -289,7 +266,6 @@ fn workload(
                 .expect("client");
         }
     });
-    let _ = ended;
     let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
     let admin = Arc::try_unwrap(admin_seen).ok().unwrap().into_inner().unwrap();
     (ledger, admin)
@@ -520,7 +496,7 @@ fn power_cuts_lose_nothing_acknowledged() {
 
     let count = env.path("steps");
     let log = env.path("qmd-0.err");
-    let daemon = start_with_fault(&env, &format!("count:{}", count.display()), &log).expect("qmd");
+    let daemon = FaultyQmd::start(&env, &format!("count:{}", count.display()), &log).expect("qmd");
     let (ledger, admin) = workload(&env, 0, daemon, Some(300));
     let total: u64 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
     let restarted = Daemon::start(&env.device, &[]);
@@ -534,7 +510,7 @@ fn power_cuts_lose_nothing_acknowledged() {
     for (i, n) in cuts.into_iter().enumerate() {
         let round = i + 1;
         let log = env.path(&format!("qmd-{round}.err"));
-        let (ledger, admin) = match start_with_fault(&env, &format!("powercut:{n}"), &log) {
+        let (ledger, admin) = match FaultyQmd::start(&env, &format!("powercut:{n}"), &log) {
             Some(daemon) => workload(&env, round, daemon, None),
             None => (Ledger::default(), Admin::default()),
         };

@@ -19,7 +19,7 @@
 
 use super::fault;
 use super::overlay::{Overlay, Release};
-use qm_common::{Diagnostic, QmError, QmResult};
+use qm_common::{Diagnostic, QmError, QmResult, trust};
 use redb::{Builder, Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
@@ -88,25 +88,25 @@ pub fn check_trust(path: &Path, meta: &std::fs::Metadata) -> QmResult<()> {
             format!("{shown} is not a regular file; a qm device or device list entry must be one"),
         ));
     }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
+    if !trust::is_trusted_user(meta.uid()) {
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "{shown} is owned by uid {}, not by qmd's user (uid {me}) or root; qm runs the \
-                 commands its device holds, so it uses only its own files: \
-                 chown {me} {shown}, or use another file",
-                meta.uid()
+                "{shown} belongs to {}, not to qmd's user ({}) or root; qm runs the commands its \
+                 device holds, so it uses only its own files: chown {} {shown}, or use another file",
+                trust::describe_user(meta.uid()),
+                trust::describe_user(trust::euid()),
+                trust::euid()
             ),
         ));
     }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
+    if meta.mode() & 0o022 != 0 {
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "{shown} has mode {mode:04o}: users other than its owner may write to it, and \
-                 qm runs the commands its device holds; chmod go-w {shown}"
+                "{shown} has mode {}: users other than its owner may write to it, and qm runs \
+                 the commands its device holds; chmod go-w {shown}",
+                trust::mode_text(meta.mode())
             ),
         ));
     }
@@ -242,8 +242,7 @@ fn remove_leftover(temp: &Path) -> QmResult<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(os_error(temp, "examine", e)),
     };
-    let me = rustix::process::geteuid().as_raw();
-    if !meta.file_type().is_file() || meta.uid() != me {
+    if !meta.file_type().is_file() || meta.uid() != trust::euid() {
         return Err(QmError::exists(format!(
             "{} exists and is not a file qm left: qm builds new files under that name; \
              remove it",
