@@ -26,6 +26,10 @@ mod grammar;
 mod queue;
 // Crash safety: SIGKILL during concurrent traffic loses and duplicates nothing.
 mod crash;
+// Storage faults: crdl, qdestroy -p, qspacedestroy -f crashed at every step; refused files unchanged.
+mod faults;
+// Power cuts: unsynced writes lost at points spread over concurrent traffic and admin work.
+mod powercut;
 // Data-plane fixtures: a queue space with queues, a synchronous application client, qlist/qinfo parsed.
 mod app;
 // Every TPQCTL field through enqueue and dequeue (client and qmadmin), placement, msgids.

@@ -72,6 +72,16 @@ fn create(
         ));
     }
     let udl = device.udl()?;
+    if let Some(same) = udl.iter().find(|e| {
+        e.start == offset && e.size == size && (e.name == name || (e.index == 0 && name == config))
+    }) {
+        // A retry after a crash of a crdl that had committed: it is done.
+        ctx.note(Note::warn(format!(
+            "Device list entry {} already is {name}, offset {offset}, size {size}; nothing changed",
+            same.index
+        )));
+        return Ok(Reply::Unit);
+    }
     if udl.len() >= UDL_MAX {
         return Err(QmError::no_space(format!(
             "The device list is full: at most {UDL_MAX} entries"

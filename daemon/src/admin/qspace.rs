@@ -6,7 +6,7 @@ use crate::registry::describe_all;
 use crate::state::Store;
 use crate::storage::Device;
 use crate::storage::device::{
-    delete_qspace, delete_vtoc, put_qspace, put_vtoc, storage_error, write_in,
+    delete_qspace, delete_qspace_tables, delete_vtoc, put_qspace, put_vtoc, storage_error, write_in,
 };
 use crate::storage::freemap::{first_fit, largest_run};
 use crate::storage::records::{QueueSpaceRecord, now_secs};
@@ -134,31 +134,40 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
         initialized: false,
         created: now_secs(),
     };
-    device.write(|txn| {
+    let tables = QueueSpaceTables::new(&record.params.name);
+    let db = device.file_db(&entry_file(device, &udl, dev))?;
+    let put_records = |txn: &redb::WriteTransaction| {
         put_vtoc(txn, &extent)?;
         put_qspace(txn, &record)
-    })?;
-    let tables = QueueSpaceTables::new(&record.params.name);
-    let created = qspace_file(device, &record.params.name)
-        .and_then(|(_, db)| write_in(&db, |txn| create_tables(txn, &tables)).map(|()| db));
-    let db = match created {
-        Ok(db) => db,
-        Err(e) => {
-            // The space's own file refused its tables: take the records back.
-            device.write(|txn| {
-                delete_vtoc(txn, index)?;
-                delete_qspace(txn, &record.params.name)
-            })?;
-            return Err(e);
-        }
     };
+    if device.holds(&db) {
+        device.write(|txn| {
+            create_tables(txn, &tables)?;
+            put_records(txn)
+        })?;
+    } else {
+        // The tables first: without the device's records (the commit point) they are
+        // invisible, so a crash between leaves nothing half made.
+        write_in(&db, |txn| create_tables(txn, &tables))?;
+        device.write(put_records)?;
+    }
     if record.params.initialize {
         initialize(ctx, device, &db, &record, pages)?;
     }
     Ok(Reply::Unit)
 }
 
+/// The name of the file a UDL entry is on.
+fn entry_file(device: &Device, udl: &[UdlEntry], index: u8) -> String {
+    match udl.iter().find(|e| e.index == index) {
+        Some(e) if e.index != 0 => e.name.clone(),
+        _ => device.path().display().to_string(),
+    }
+}
+
+/// Creates a queue space's tables, removing first any a destroy cut short left behind.
 fn create_tables(txn: &redb::WriteTransaction, tables: &QueueSpaceTables) -> QmResult<()> {
+    delete_qspace_tables(txn, tables)?;
     txn.open_table(tables.queues()).map_err(|e| storage_error("creating queue space tables", e))?;
     Ok(())
 }
@@ -303,22 +312,32 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmR
     }
     make_inactive(ctx, store, name, true)?;
     let device = require_device(ctx, store)?;
-    let (_, db) = qspace_file(device, name)?;
+    let (file, db) = qspace_file(device, name)?;
     let tables = QueueSpaceTables::new(name);
-    write_in(&db, |txn| {
-        for table in tables.all() {
-            txn.delete_table(redb::TableDefinition::<&str, &[u8]>::new(table))
-                .map_err(|e| storage_error("destroying queue space tables", e))?;
-        }
-        Ok(())
-    })?;
     let extents = extents_of(&device.vtoc()?, name);
-    device.write(|txn| {
+    let drop_records = |txn: &redb::WriteTransaction| {
         for t in &extents {
             delete_vtoc(txn, t.index)?;
         }
         delete_qspace(txn, name)
-    })?;
+    };
+    if device.holds(&db) {
+        device.write(|txn| {
+            delete_qspace_tables(txn, &tables)?;
+            drop_records(txn)
+        })?;
+    } else {
+        // Two files share no transaction: the device's records are the commit point. Tables
+        // left on the other file by a crash after it are invisible, and qspacecreate of the
+        // same name on that file removes them.
+        device.write(drop_records)?;
+        if let Err(e) = write_in(&db, |txn| delete_qspace_tables(txn, &tables)) {
+            ctx.note(Note::warn(format!(
+                "Queue space {name} is destroyed, but its tables could not be removed from {file} ({}); a later qspacecreate of {name} there removes them",
+                e.message
+            )));
+        }
+    }
     ctx.note(Note::info(format!("Queue space {name} destroyed")));
     Ok(Reply::Unit)
 }

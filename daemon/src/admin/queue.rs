@@ -156,25 +156,12 @@ fn destroy(
             describe_all(&others)
         )));
     }
-    if let Some(engine) = store.engine(qspace) {
-        let purged = engine.remove_queue(name)?;
-        if purged > 0 {
-            ctx.note(Note::info(format!("{purged} messages of queue {name} deleted")));
-        }
+    // The queue's definition, state values and messages go in one transaction, through the
+    // engine that holds its messages.
+    let purged = store.load(qspace)?.remove_queue(name)?;
+    if purged > 0 {
+        ctx.note(Note::info(format!("{purged} messages of queue {name} deleted")));
     }
-    let (_, db) = qspace_file(device, qspace)?;
-    let tables = QueueSpaceTables::new(qspace);
-    write_in(&db, |txn| {
-        let mut t =
-            txn.open_table(tables.queues()).map_err(|e| storage_error("destroying queue", e))?;
-        t.remove(name).map_err(|e| storage_error("destroying queue", e))?;
-        let mut state =
-            txn.open_table(tables.state()).map_err(|e| storage_error("destroying queue", e))?;
-        for key in crate::engine::thresholds::Set::state_keys(name) {
-            state.remove(key.as_str()).map_err(|e| storage_error("destroying queue", e))?;
-        }
-        Ok(())
-    })?;
     if name == record.params.error_queue {
         ctx.note(Note::warn(format!("Destroy queue - error queue {name} destroyed")));
     }

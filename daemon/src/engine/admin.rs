@@ -7,6 +7,7 @@
 
 use super::index::{EntryState, Index};
 use super::record::{MessageMeta, msgid_of, now_us, order_key, secs};
+use super::writer::WriteOp;
 use super::{Engine, Inner, bad_queue};
 use qm_common::message::{Criteria, Expiry, MessageInfo, Qos, TimeSpec, TransactionInfo};
 use qm_common::{Diagnostic, QmError, QmResult};
@@ -217,10 +218,11 @@ impl Engine {
         result.map(|()| (plan.len() as u64, skipped))
     }
 
-    /// Removes a queue and its messages (qdestroy -p/-f); refuses while a transaction
-    /// holds one of them. Blocks until the removal is durable.
+    /// Removes a queue with its messages and state values (qdestroy), in one durable
+    /// transaction; refuses while a transaction holds one of its messages. Blocks until the
+    /// removal is durable; returns how many messages went with it.
     pub fn remove_queue(&self, queue: &str) -> QmResult<u64> {
-        let pending = {
+        let (purged, pending) = {
             let mut inner = self.lock();
             let seqs: Vec<u64> = inner
                 .index
@@ -249,15 +251,18 @@ impl Engine {
                 }
                 inner.index.remove(*seq, blocks);
             }
+            ops.push(WriteOp::RemoveQueue {
+                tables: self.tables.clone(),
+                queue: queue.to_string(),
+                state_keys: super::thresholds::Set::state_keys(queue).to_vec(),
+            });
             if let Some(q) = inner.index.queues.remove(queue) {
                 q.notify.notify_waiters();
             }
-            (seqs.len() as u64, (!ops.is_empty()).then(|| self.send(ops)))
+            (seqs.len() as u64, self.send(ops))
         };
-        if let Some(p) = pending.1 {
-            p.wait_blocking()?;
-        }
-        Ok(pending.0)
+        pending.wait_blocking()?;
+        Ok(purged)
     }
 
     pub fn transactions(&self) -> Vec<TransactionInfo> {

@@ -28,6 +28,9 @@ pub enum WriteOp {
     State { tables: Arc<QueueSpaceTables>, key: String, value: Vec<u8> },
     /// Store (or, without a value, remove) a record of a table keyed by number.
     Record { table: String, key: u64, value: Option<Vec<u8>> },
+    /// Remove a queue's definition and its state values (`qdestroy`), in the same
+    /// transaction as the removal of its messages.
+    RemoveQueue { tables: Arc<QueueSpaceTables>, queue: String, state_keys: Vec<String> },
 }
 
 /// What a job gets back: for each `Delete`, in order, the body it removed.
@@ -101,7 +104,9 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
                                 Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
                             }
                             WriteOp::Delete { seq, .. } => Some(format!("-{seq:x}")),
-                            WriteOp::State { .. } | WriteOp::Record { .. } => None,
+                            WriteOp::State { .. }
+                            | WriteOp::Record { .. }
+                            | WriteOp::RemoveQueue { .. } => None,
                         })
                         .collect();
                     tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
@@ -136,7 +141,8 @@ fn fail(e: impl std::fmt::Display) -> QmError {
 struct Open<'t> {
     txn: &'t WriteTransaction,
     tables: HashMap<String, Table<'t, u64, &'static [u8]>>,
-    states: HashMap<String, Table<'t, &'static str, &'static [u8]>>,
+    /// Tables keyed by name: queue definitions and state values.
+    named: HashMap<String, Table<'t, &'static str, &'static [u8]>>,
 }
 
 impl<'t> Open<'t> {
@@ -151,15 +157,15 @@ impl<'t> Open<'t> {
         Ok(self.tables.get_mut(name).expect("just inserted"))
     }
 
-    fn state(&mut self, name: &str) -> QmResult<&mut Table<'t, &'static str, &'static [u8]>> {
-        if !self.states.contains_key(name) {
+    fn named(&mut self, name: &str) -> QmResult<&mut Table<'t, &'static str, &'static [u8]>> {
+        if !self.named.contains_key(name) {
             let t = self
                 .txn
                 .open_table(redb::TableDefinition::<&str, &[u8]>::new(name))
                 .map_err(fail)?;
-            self.states.insert(name.to_string(), t);
+            self.named.insert(name.to_string(), t);
         }
-        Ok(self.states.get_mut(name).expect("just inserted"))
+        Ok(self.named.get_mut(name).expect("just inserted"))
     }
 }
 
@@ -171,19 +177,32 @@ fn commit<'a>(
     txn.set_durability(Durability::Immediate).map_err(fail)?;
     let mut results = Vec::new();
     {
-        let mut open = Open { txn: &txn, tables: HashMap::new(), states: HashMap::new() };
-        // State values are overwritten by later jobs: write each key once, the last value.
-        let mut states: HashMap<(&str, &str), &[u8]> = HashMap::new();
+        let mut open = Open { txn: &txn, tables: HashMap::new(), named: HashMap::new() };
+        // State values are overwritten by later jobs: write each key once, the last value
+        // (or none, when a later job removed it).
+        let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
         for ops in jobs {
             results.push(apply(&mut open, ops)?);
             for op in ops {
-                if let WriteOp::State { tables, key, value } = op {
-                    states.insert((tables.state.as_str(), key.as_str()), value.as_slice());
+                match op {
+                    WriteOp::State { tables, key, value } => {
+                        states.insert((tables.state.as_str(), key.as_str()), Some(value));
+                    }
+                    WriteOp::RemoveQueue { tables, state_keys, .. } => {
+                        for key in state_keys {
+                            states.insert((tables.state.as_str(), key.as_str()), None);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
         for ((table, key), value) in states {
-            open.state(table)?.insert(key, value).map_err(fail)?;
+            let table = open.named(table)?;
+            match value {
+                Some(v) => drop(table.insert(key, v).map_err(fail)?),
+                None => drop(table.remove(key).map_err(fail)?),
+            }
         }
     }
     txn.commit().map_err(fail)?;
@@ -214,6 +233,9 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
                 removed.push(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())));
             }
             WriteOp::State { .. } => {}
+            WriteOp::RemoveQueue { tables, queue, .. } => {
+                open.named(&tables.queues)?.remove(queue.as_str()).map_err(fail)?;
+            }
             WriteOp::Record { table, key, value } => {
                 let t = open.table(table)?;
                 match value {

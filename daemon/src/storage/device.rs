@@ -3,11 +3,12 @@
 //! This type is mechanism only: it reads and writes records in transactions. What may be
 //! written (overlaps, limits, attachments) is decided by the admin handlers that call it.
 
+use super::files;
 use super::records::{
     DEVICE_MAGIC, DeviceHeader, FILE_MAGIC, FORMAT, FileHeader, QueueSpaceRecord, decode, encode,
     now_secs,
 };
-use super::tables::{HEADER, QSPACES, UDL, VTOC};
+use super::tables::{HEADER, QSPACES, QueueSpaceTables, UDL, VTOC};
 use qm_common::device::{UdlEntry, VtocEntry};
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
@@ -18,7 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::writer::Writer;
 
-/// Which file a path names right now: device and inode numbers.
+/// Which file a path names right now: device and inode numbers (of a symbolic link itself,
+/// never of what it points to: qm does not follow links to its files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileIdentity {
     dev: u64,
@@ -27,7 +29,7 @@ pub struct FileIdentity {
 
 impl FileIdentity {
     pub fn of(path: &Path) -> Option<FileIdentity> {
-        std::fs::metadata(path).ok().map(|m| FileIdentity { dev: m.dev(), ino: m.ino() })
+        std::fs::symlink_metadata(path).ok().map(|m| FileIdentity { dev: m.dev(), ino: m.ino() })
     }
 }
 
@@ -54,21 +56,11 @@ pub struct Device {
     files: Mutex<HashMap<String, DataFile>>,
 }
 
-fn open_existing(path: &Path) -> QmResult<Database> {
-    Database::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => QmError::in_use(format!(
-            "{} is in use by another process (another qmd?)",
-            path.display()
-        )),
-        other => QmError::inval(format!(
-            "{} exists but is not a qm file ({other}); remove it or choose another name",
-            path.display()
-        )),
-    })
-}
-
-fn read_header<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> QmResult<Option<T>> {
-    let txn = db.begin_read().map_err(|e| storage_error("reading header", e))?;
+/// Reads one record of the header table; `None` when the file has none.
+fn read_header<T: serde::de::DeserializeOwned>(
+    txn: &ReadTransaction,
+    key: &str,
+) -> QmResult<Option<T>> {
     let table = match txn.open_table(HEADER) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -80,19 +72,62 @@ fn read_header<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> QmRe
     }
 }
 
-fn write_header<T: serde::Serialize>(db: &Database, key: &str, value: &T) -> QmResult<()> {
-    let txn = db.begin_write().map_err(|e| storage_error("writing header", e))?;
-    {
-        let mut table = txn.open_table(HEADER).map_err(|e| storage_error("writing header", e))?;
-        table
-            .insert(key, encode(value).as_slice())
-            .map_err(|e| storage_error("writing header", e))?;
+/// The check that `path` is a qm device this qmd reads, on its header.
+fn identify_device(path: &Path, txn: &ReadTransaction) -> QmResult<DeviceHeader> {
+    let header: DeviceHeader = read_header(txn, "header")
+        .ok()
+        .flatten()
+        .filter(|h: &DeviceHeader| h.magic == DEVICE_MAGIC)
+        .ok_or_else(|| {
+            let what = match read_header::<FileHeader>(txn, "file") {
+                Ok(Some(h)) => format!(
+                    "it is another file of the qm device {}, not a device",
+                    h.device_path
+                ),
+                _ => "a redb database but not a qm device".to_string(),
+            };
+            QmError::inval(format!(
+                "{} exists but is not a qm device ({what}); it was left unchanged: remove it or choose another name",
+                path.display()
+            ))
+        })?;
+    if header.format != FORMAT {
+        return Err(QmError::inval(format!(
+            "{} has device format {}, this qmd reads format {FORMAT}",
+            path.display(),
+            header.format
+        )));
     }
-    txn.commit().map_err(|e| storage_error("writing header", e))
+    Ok(header)
+}
+
+/// The check that `path` is a file of the device `device_id`, on its header.
+fn identify_file(path: &Path, device_id: u64, txn: &ReadTransaction) -> QmResult<FileHeader> {
+    match read_header::<FileHeader>(txn, "file").ok().flatten() {
+        Some(h) if h.magic == FILE_MAGIC && h.device_id == device_id => Ok(h),
+        Some(h) => Err(QmError::new(
+            Diagnostic::InUse,
+            format!(
+                "{} belongs to another qm device ({}); it was left unchanged",
+                path.display(),
+                h.device_path
+            ),
+        )),
+        None => {
+            let what = match read_header::<DeviceHeader>(txn, "header") {
+                Ok(Some(_)) => "it is the device file of another qm device",
+                _ => "a redb database, not one of qm's",
+            };
+            Err(QmError::inval(format!(
+                "{} exists but is not a qm file ({what}); it was left unchanged: remove it or choose another name",
+                path.display()
+            )))
+        }
+    }
 }
 
 fn is_empty_file(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(false)
+    std::fs::symlink_metadata(path).map(|m| m.is_file() && m.len() == 0).unwrap_or(false)
 }
 
 fn new_device_id() -> u64 {
@@ -104,21 +139,14 @@ fn new_device_id() -> u64 {
 }
 
 impl Device {
-    /// Creates a new device file holding entry 0 and the VTOC/UDL tables.
+    /// Creates a new device file holding entry 0 and the VTOC/UDL tables. The file appears
+    /// under `path` whole or not at all (see [`files::create`]).
     pub fn create(
         path: &Path,
         entry0: UdlEntry,
         vtoc: &[VtocEntry],
         page_size: u32,
     ) -> QmResult<Device> {
-        if path.exists() && !is_empty_file(path) {
-            return Err(QmError::exists(format!(
-                "{} already exists and is not an empty file; remove it first",
-                path.display()
-            )));
-        }
-        let db = Database::create(path)
-            .map_err(|e| storage_error(&format!("creating {}", path.display()), e))?;
         let header = DeviceHeader {
             magic: DEVICE_MAGIC.into(),
             format: FORMAT,
@@ -126,17 +154,9 @@ impl Device {
             device_id: new_device_id(),
             created: now_secs(),
         };
-        let device = Device {
-            path: path.to_path_buf(),
-            identity: FileIdentity::of(path),
-            db: Arc::new(db),
-            writers: Mutex::new(Vec::new()),
-            header,
-            files: Mutex::new(HashMap::new()),
-        };
-        device.write(|txn| {
+        files::create(path, |txn| {
             let mut h = txn.open_table(HEADER).map_err(|e| storage_error("creating device", e))?;
-            h.insert("header", encode(&device.header).as_slice())
+            h.insert("header", encode(&header).as_slice())
                 .map_err(|e| storage_error("creating device", e))?;
             drop(h);
             put_udl(txn, &entry0)?;
@@ -146,25 +166,12 @@ impl Device {
             txn.open_table(QSPACES).map_err(|e| storage_error("creating device", e))?;
             Ok(())
         })?;
-        Ok(device)
+        Device::open(path)
     }
 
-    /// Opens an existing device file.
+    /// Opens an existing device file; a file that is not a qm device is left unchanged.
     pub fn open(path: &Path) -> QmResult<Device> {
-        let db = open_existing(path)?;
-        let header: DeviceHeader = read_header(&db, "header")?.ok_or_else(|| {
-            QmError::inval(format!("{} is a redb file but not a qm device", path.display()))
-        })?;
-        if header.magic != DEVICE_MAGIC {
-            return Err(QmError::inval(format!("{} is not a qm device", path.display())));
-        }
-        if header.format != FORMAT {
-            return Err(QmError::inval(format!(
-                "{} has device format {}, this qmd reads format {FORMAT}",
-                path.display(),
-                header.format
-            )));
-        }
+        let (db, header) = files::open(path, |txn| identify_device(path, txn))?;
         Ok(Device {
             path: path.to_path_buf(),
             identity: FileIdentity::of(path),
@@ -186,6 +193,11 @@ impl Device {
     /// False once the device path was deleted or now names another file.
     pub fn is_current(&self) -> bool {
         self.identity.is_some() && FileIdentity::of(&self.path) == self.identity
+    }
+
+    /// Whether `db` is the device file's own database.
+    pub fn holds(&self, db: &Arc<Database>) -> bool {
+        Arc::ptr_eq(db, &self.db)
     }
 
     /// Runs `f` in one write transaction of the device file and commits it.
@@ -300,35 +312,31 @@ impl Device {
     }
 
     fn open_file(&self, path: &Path, create: bool) -> QmResult<Arc<Database>> {
-        if !path.exists() || is_empty_file(path) {
+        let exists = std::fs::symlink_metadata(path).is_ok();
+        if !exists || is_empty_file(path) {
             if !create {
                 return Err(QmError::not_found(format!(
                     "{} is missing or empty: the file of a device list entry was moved or removed; put it back, or rename the entry with chdl",
                     path.display()
                 )));
             }
-            let db = Database::create(path)
-                .map_err(|e| storage_error(&format!("creating {}", path.display()), e))?;
             let header = FileHeader {
                 magic: FILE_MAGIC.into(),
                 format: FORMAT,
                 device_id: self.header.device_id,
                 device_path: self.path.display().to_string(),
             };
-            write_header(&db, "file", &header)?;
-            return Ok(Arc::new(db));
+            files::create(path, |txn| {
+                let mut t =
+                    txn.open_table(HEADER).map_err(|e| storage_error("writing header", e))?;
+                t.insert("file", encode(&header).as_slice())
+                    .map_err(|e| storage_error("writing header", e))?;
+                Ok(())
+            })?;
         }
-        let db = open_existing(path)?;
-        match read_header::<FileHeader>(&db, "file")? {
-            Some(h) if h.magic == FILE_MAGIC && h.device_id == self.header.device_id => {
-                Ok(Arc::new(db))
-            }
-            Some(h) => Err(QmError::new(
-                Diagnostic::InUse,
-                format!("{} belongs to another qm device ({})", path.display(), h.device_path),
-            )),
-            None => Err(QmError::inval(format!("{} is not a qm file", path.display()))),
-        }
+        let device_id = self.header.device_id;
+        let (db, _) = files::open(path, |txn| identify_file(path, device_id, txn))?;
+        Ok(Arc::new(db))
     }
 
     /// Closes and deletes another file of the device (never the device file itself).
@@ -394,6 +402,15 @@ pub fn put_qspace(txn: &WriteTransaction, record: &QueueSpaceRecord) -> QmResult
     let mut t = txn.open_table(QSPACES).map_err(|e| storage_error("writing queue space", e))?;
     t.insert(record.params.name.as_str(), encode(record).as_slice())
         .map_err(|e| storage_error("writing queue space", e))?;
+    Ok(())
+}
+
+/// Removes every table of a queue space (those that exist).
+pub fn delete_qspace_tables(txn: &WriteTransaction, tables: &QueueSpaceTables) -> QmResult<()> {
+    for table in tables.all() {
+        txn.delete_table(redb::TableDefinition::<&str, &[u8]>::new(table))
+            .map_err(|e| storage_error("removing queue space tables", e))?;
+    }
     Ok(())
 }
 

@@ -2,7 +2,10 @@
 //! files that UDL entries name, and each queue space's own tables.
 
 pub mod device;
+pub mod fault;
+pub mod files;
 pub mod freemap;
+mod overlay;
 pub mod records;
 pub mod tables;
 

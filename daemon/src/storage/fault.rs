@@ -1,0 +1,315 @@
+//! Test-only fault injection: a crash or a power cut at a chosen storage step.
+//!
+//! Tests set `QM_FAULT` in qmd's environment; nothing else should. It is read once, when the
+//! first file is opened; when it is unset, [`Backend`] only forwards to redb's `FileBackend`
+//! (one branch per operation), so this module costs nothing measurable in production.
+//!
+//! - `QM_FAULT=crash:N`: just before its Nth storage step, qmd kills itself with SIGKILL.
+//!   What it wrote until then stays, as after `kill -9`: the page cache survives a process.
+//! - `QM_FAULT=powercut:N`: the same, but first every write to a qm file that no sync of
+//!   that file followed is undone (each write keeps the bytes it overwrote until the next
+//!   sync, and the length at the last sync is restored), which is what a power cut leaves.
+//! - `QM_FAULT=count:PATH`: no fault; PATH always holds the number of steps taken so far,
+//!   so a test can learn how many steps a run takes and choose its N.
+//!
+//! A storage step is every write, length change and sync of a qm redb file, and every
+//! file-system step of creating one (create, rename into place, sync of the directory).
+//! Counting writes and not only syncs puts a crash point between any two operations, which
+//! for a plain crash is the finest there is; for a power cut, the cuts between two syncs
+//! differ only in the page cache they lose.
+//!
+//! While a fault is armed, every step of every file takes one lock, so that a cut sees no
+//! write half done. Directory entries (creates, renames, removals) are taken as durable at
+//! once: the power cut models lost file contents, not lost directory entries.
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fs::File;
+use std::io::Write;
+use std::ops::Bound;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// The environment variable that arms a fault.
+pub const VARIABLE: &str = "QM_FAULT";
+
+#[derive(Debug)]
+enum Mode {
+    Crash(u64),
+    PowerCut(u64),
+    Count(File),
+}
+
+/// The armed fault and the state every step shares.
+#[derive(Debug)]
+struct Fault {
+    mode: Mode,
+    steps: u64,
+    /// Every file opened since qmd started, by device and inode, for a power cut to undo
+    /// their unsynced writes: kept after the file is closed (its unsynced writes are still
+    /// only in the page cache) and shared when it is opened again.
+    journals: HashMap<(u64, u64), Arc<Mutex<Journal>>>,
+}
+
+static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
+
+fn parse(value: &str) -> Result<Mode, String> {
+    let bad = || format!("{VARIABLE}={value} is not crash:N, powercut:N or count:PATH");
+    let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
+    let step = || arg.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad);
+    match kind {
+        "crash" => Ok(Mode::Crash(step()?)),
+        "powercut" => Ok(Mode::PowerCut(step()?)),
+        "count" => File::create(arg)
+            .map(Mode::Count)
+            .map_err(|e| format!("{VARIABLE}: cannot create {arg}: {e}")),
+        _ => Err(bad()),
+    }
+}
+
+fn fault() -> Option<&'static Mutex<Fault>> {
+    FAULT
+        .get_or_init(|| {
+            let value = std::env::var(VARIABLE).ok().filter(|v| !v.is_empty())?;
+            match parse(&value) {
+                Ok(mode) => {
+                    tracing::warn!(
+                        "{VARIABLE}={value}: storage fault injection is armed (tests only)"
+                    );
+                    Some(Mutex::new(Fault { mode, steps: 0, journals: HashMap::new() }))
+                }
+                Err(why) => {
+                    // A test that asked for a fault must not pass without one.
+                    eprintln!("qmd: {why}");
+                    std::process::exit(2);
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn lock() -> Option<MutexGuard<'static, Fault>> {
+    fault().map(|f| f.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+impl Fault {
+    /// Counts one step; crashes or cuts the power when it is the chosen one.
+    fn step(&mut self) {
+        self.steps += 1;
+        match &mut self.mode {
+            Mode::Count(file) => {
+                let _ = file.write_all_at(format!("{:>20}\n", self.steps).as_bytes(), 0);
+                let _ = file.flush();
+            }
+            Mode::Crash(n) if *n == self.steps => die(self.steps, "crash"),
+            Mode::PowerCut(n) if *n == self.steps => {
+                for journal in self.journals.values() {
+                    journal.lock().unwrap_or_else(|p| p.into_inner()).lose_unsynced();
+                }
+                die(self.steps, "power cut");
+            }
+            _ => {}
+        }
+    }
+
+    fn keeps_journals(&self) -> bool {
+        matches!(self.mode, Mode::PowerCut(_))
+    }
+}
+
+fn die(step: u64, what: &str) -> ! {
+    eprintln!("qmd: {VARIABLE}: {what} at storage step {step}");
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    std::process::abort()
+}
+
+/// Counts a file-system step that is not a redb file's own (creating or renaming a file,
+/// syncing a directory). Does nothing when no fault is armed.
+pub fn step() {
+    if let Some(mut fault) = lock() {
+        fault.step();
+    }
+}
+
+/// The backend redb gets for `file`: redb's file backend, with its steps counted when a
+/// fault is armed.
+pub fn backend(file: File) -> std::io::Result<Backend> {
+    let Some(mut fault) = lock() else {
+        return Ok(Backend { inner: plain(file)?, counted: false, journal: None });
+    };
+    let journal = if fault.keeps_journals() {
+        let meta = file.metadata()?;
+        let journal = match fault.journals.entry((meta.dev(), meta.ino())) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e
+                .insert(Arc::new(Mutex::new(Journal {
+                    file: file.try_clone()?,
+                    synced_len: meta.len(),
+                    len: meta.len(),
+                    undo: Vec::new(),
+                })))
+                .clone(),
+        };
+        Some(journal)
+    } else {
+        None
+    };
+    Ok(Backend { inner: plain(file)?, counted: true, journal })
+}
+
+fn plain(file: File) -> std::io::Result<FileBackend> {
+    FileBackend::new(file).map_err(std::io::Error::other)
+}
+
+/// What a power cut must undo in one file: the bytes each write since the last sync
+/// overwrote, and the length at that sync.
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    synced_len: u64,
+    len: u64,
+    undo: Vec<(u64, Vec<u8>)>,
+}
+
+impl Journal {
+    /// Keeps the synced bytes of `start..end` that a write or truncation is about to lose.
+    fn save(&mut self, start: u64, end: u64) {
+        let end = end.min(self.len).min(self.synced_len);
+        if start >= end {
+            return;
+        }
+        let mut old = vec![0; (end - start) as usize];
+        if self.file.read_exact_at(&mut old, start).is_ok() {
+            self.undo.push((start, old));
+        }
+    }
+
+    fn synced(&mut self) {
+        self.undo.clear();
+        self.synced_len = self.len;
+    }
+
+    fn lose_unsynced(&mut self) {
+        for (offset, old) in self.undo.drain(..).rev() {
+            let _ = self.file.write_all_at(&old, offset);
+        }
+        let _ = self.file.set_len(self.synced_len);
+    }
+}
+
+/// redb's file backend; with a fault armed, every write, length change and sync is a step.
+#[derive(Debug)]
+pub struct Backend {
+    inner: FileBackend,
+    counted: bool,
+    journal: Option<Arc<Mutex<Journal>>>,
+}
+
+impl Backend {
+    /// Takes the step, then runs `op` with the journal (if any) while no other step runs.
+    fn step<T>(&self, op: impl FnOnce(Option<&mut Journal>) -> T) -> T {
+        if !self.counted {
+            return op(None);
+        }
+        let mut fault = lock();
+        if let Some(f) = fault.as_mut() {
+            f.step();
+        }
+        let mut journal =
+            self.journal.as_ref().map(|j| j.lock().unwrap_or_else(|p| p.into_inner()));
+        op(journal.as_deref_mut())
+    }
+}
+
+type IoResult<T> = Result<T, std::io::Error>;
+
+impl StorageBackend for Backend {
+    fn len(&self) -> IoResult<u64> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> IoResult<()> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> IoResult<()> {
+        self.step(|journal| {
+            if let Some(j) = journal {
+                j.save(len, u64::MAX);
+                self.inner.set_len(len)?;
+                j.len = len;
+                return Ok(());
+            }
+            self.inner.set_len(len)
+        })
+    }
+
+    fn sync_data(&self) -> IoResult<()> {
+        self.step(|journal| {
+            self.inner.sync_data()?;
+            if let Some(j) = journal {
+                j.synced();
+            }
+            Ok(())
+        })
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        self.step(|journal| {
+            let end = offset + data.len() as u64;
+            if let Some(j) = journal {
+                j.save(offset, end);
+                self.inner.write(offset, data)?;
+                j.len = j.len.max(end);
+                return Ok(());
+            }
+            self.inner.write(offset, data)
+        })
+    }
+
+    fn close(&self) -> IoResult<()> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
