@@ -16,6 +16,8 @@ use tokio::task::JoinSet;
 
 /// How often the daemon checks, unprompted, that its device file is still there.
 const DEVICE_CHECK: Duration = Duration::from_secs(1);
+/// How long a client may take to finish a request it has begun sending, by default.
+pub const FRAME_LIMIT: Duration = Duration::from_secs(30);
 /// How long sessions get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -45,6 +47,7 @@ pub fn main(options: Options) -> i32 {
     };
     let settings = Settings {
         txn_timeout: Duration::from_secs(u64::from(options.transaction_timeout)),
+        frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
@@ -111,13 +114,15 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
 pub struct Settings {
     /// Time-out of transactions that set none.
     pub txn_timeout: Duration,
+    /// How long a client may take to finish a request it has begun sending.
+    pub frame_limit: Duration,
     /// Configuration file; `None`: `DEVICE.toml` when it exists.
     pub config: Option<PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { txn_timeout: Duration::from_secs(30), config: None }
+        Settings { txn_timeout: Duration::from_secs(30), frame_limit: FRAME_LIMIT, config: None }
     }
 }
 
@@ -138,6 +143,7 @@ pub async fn serve_with(
     let _lock = lock_device(&device)?;
     let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
     daemon.set_txn_timeout(settings.txn_timeout);
+    daemon.set_frame_limit(settings.frame_limit);
     let default_config = qm_common::paths::config_path(&device);
     daemon.set_config_path(
         settings.config.or_else(|| default_config.exists().then_some(default_config)),

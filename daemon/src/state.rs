@@ -16,6 +16,7 @@ use qm_common::config::Config;
 use qm_common::{QmError, QmResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -136,6 +137,8 @@ pub struct Daemon {
     pub forwarders: Arc<Forwarders>,
     /// The configuration file in use, if any.
     config_path: Mutex<Option<PathBuf>>,
+    /// How long a client may take to finish a frame it has begun, in milliseconds.
+    frame_limit_ms: AtomicU64,
 }
 
 impl Daemon {
@@ -164,6 +167,7 @@ impl Daemon {
             command_env,
             forwarders: Arc::default(),
             config_path: Mutex::new(None),
+            frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
         }
     }
 
@@ -215,6 +219,15 @@ impl Daemon {
     /// Sets the time-out of transactions that do not set their own.
     pub fn set_txn_timeout(&self, timeout: Duration) {
         self.store.lock().unwrap_or_else(|p| p.into_inner()).txn_timeout = timeout;
+    }
+
+    /// Sets how long a client may take to finish a frame it has begun.
+    pub fn set_frame_limit(&self, limit: Duration) {
+        self.frame_limit_ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn frame_limit(&self) -> Duration {
+        Duration::from_millis(self.frame_limit_ms.load(Ordering::Relaxed))
     }
 
     /// The store, refreshed against the device path.

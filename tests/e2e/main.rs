@@ -52,3 +52,5 @@ mod thresholds;
 mod forwarders;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
+// The daemon under pressure: no file descriptors left, long initializations, half frames, orphans.
+mod runtime;

@@ -1,0 +1,198 @@
+//! The daemon under pressure: running out of file descriptors, a long queue space
+//! initialization next to other work, half-sent frames, and threshold commands left running
+//! by a killed daemon.
+
+use crate::support::{Daemon, Env, QMD, wait_until};
+use qm_common::protocol::{ClientKind, Hello, PROTOCOL_VERSION, Request, Response};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Starts `qmd` for `env` logging to `log` (at level 3), with extra arguments and
+/// environment variables; `nofile` sets both its limits of open files.
+fn start(
+    env: &Env,
+    log: &Path,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+    nofile: Option<u32>,
+) -> Daemon {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(QMD);
+            c
+        }
+        None => Command::new(QMD),
+    };
+    cmd.arg(&env.device)
+        .arg("-l")
+        .arg("3")
+        .arg("-g")
+        .arg(log)
+        .args(extra)
+        .envs(vars.iter().copied())
+        .env_remove("QM_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn qmd");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready line");
+    assert!(line.contains("serving"), "qmd did not start: {line:?}; log:\n{}", read(log));
+    // prlimit execs qmd: the child is the daemon itself.
+    let pid = child.id();
+    Daemon { child: Some(child), pid }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A connection speaking raw frames.
+struct Raw(UnixStream);
+
+impl Raw {
+    fn connect(env: &Env) -> Raw {
+        Raw(UnixStream::connect(env.socket()).expect("connect to qmd"))
+    }
+
+    fn send(&mut self, request: &Request) {
+        let body = postcard::to_stdvec(request).unwrap();
+        self.0.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        self.0.write_all(&body).unwrap();
+    }
+
+    fn hello_frame(&mut self) {
+        let hello =
+            Hello { version: PROTOCOL_VERSION, program: "raw".into(), kind: ClientKind::Admin };
+        self.send(&Request::Hello(hello));
+    }
+
+    /// Greets and waits for the welcome.
+    fn greeted(env: &Env) -> Raw {
+        let mut raw = Raw::connect(env);
+        raw.hello_frame();
+        assert!(matches!(raw.recv(), Some(Response::Welcome(_))), "no welcome");
+        raw
+    }
+
+    /// The next frame, or `None` when the daemon closed the connection.
+    fn recv(&mut self) -> Option<Response> {
+        let mut len = [0u8; 4];
+        if self.0.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.0.read_exact(&mut body).ok()?;
+        Some(postcard::from_bytes(&body).expect("a response frame"))
+    }
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = read(Path::new(&format!("/proc/{pid}/status")));
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Bytes that have arrived on the daemon's connections and that it has not read yet, and
+/// how many connections it has (from `ss`).
+fn unread(pid: u32) -> (u64, usize) {
+    let out = Command::new("ss").arg("-xpn").output().expect("ss (iproute2) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tag = format!("pid={pid},");
+    let mut bytes = 0;
+    let mut count = 0;
+    for line in text.lines().filter(|l| l.contains(&tag) && l.starts_with("u_str")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Netid State Recv-Q Send-Q ...; the listening socket has state LISTEN.
+        if fields.get(1) == Some(&"ESTAB") {
+            bytes += fields[2].parse::<u64>().unwrap_or(0);
+            count += 1;
+        }
+    }
+    (bytes, count)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Frames announced as 4 MiB that never complete: the daemon holds what arrived, not what
+/// was announced, and lets go of it when the connections close.
+#[test]
+fn half_frames_do_not_pin_memory() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    // glibc fills every block it hands out (MALLOC_PERTURB_), so what the daemon allocates
+    // is resident at once, as it is whenever memory freed earlier is reused.
+    let daemon = start(&env, &log, &[], &[("MALLOC_PERTURB_", "165")], None);
+    let idle = unread(daemon.pid).1;
+    let n = 200u64;
+    let mut conns: Vec<Raw> = (0..n).map(|_| Raw::greeted(&env)).collect();
+    let before = rss(daemon.pid);
+    for raw in &mut conns {
+        raw.0.write_all(&(4 * MIB as u32).to_be_bytes()).unwrap();
+        raw.0.write_all(b"sixteen bytes..!").unwrap();
+    }
+    // Every byte sent has been read: each frame has been begun.
+    let all_read = wait_until(Duration::from_secs(30), || {
+        let (bytes, count) = unread(daemon.pid);
+        bytes == 0 && count >= idle + n as usize
+    });
+    assert!(all_read, "the daemon never read the half frames: {:?}", unread(daemon.pid));
+    let announced = n * 4 * MIB;
+    let held = rss(daemon.pid).saturating_sub(before);
+    assert!(
+        held < announced / 4,
+        "{n} half frames announcing {} MiB in all grew qmd by {} MiB",
+        announced / MIB,
+        held / MIB
+    );
+    drop(conns);
+    let closed = wait_until(Duration::from_secs(30), || unread(daemon.pid).1 <= idle);
+    assert!(closed, "the daemon kept the connections: {:?}", unread(daemon.pid));
+    let kept = rss(daemon.pid).saturating_sub(before);
+    assert!(kept < announced / 4, "{} MiB still held after the connections closed", kept / MIB);
+    env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
+}
+
+/// A frame begun but not finished within `--frame-timeout` is dropped: its sender is told
+/// why and disconnected, the log says so, and everyone else is served throughout.
+#[test]
+fn a_stalled_frame_is_dropped() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let _daemon = start(&env, &log, &["--frame-timeout", "1"], &[], None);
+    env.with_device();
+    let mut stalled = Raw::greeted(&env);
+    stalled.0.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = std::time::Instant::now();
+    stalled.0.write_all(&1000u32.to_be_bytes()).unwrap();
+    stalled.0.write_all(b"a beginning").unwrap();
+    // A peer that is merely idle between frames is not affected.
+    let mut idle = Raw::greeted(&env);
+    match stalled.recv() {
+        Some(Response::Failed(e)) => {
+            assert!(e.message.contains("not completed within the 1 s limit"), "{}", e.message);
+            assert!(e.message.contains("11 of 1000 bytes"), "{}", e.message);
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(1), "dropped before its time limit");
+    assert!(stalled.recv().is_none(), "the connection is closed");
+    assert!(read(&log).contains("closing the connection: a frame was not completed"));
+    idle.send(&Request::Daemon(qm_common::protocol::DaemonRequest::Status));
+    assert!(matches!(idle.recv(), Some(Response::Done { .. })), "the idle session still works");
+    env.c_no_start("qspacecreate QS 40000 100 4 4 4 100 '' n 16; lidl").ok();
+}
