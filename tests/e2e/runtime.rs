@@ -196,3 +196,64 @@ fn a_stalled_frame_is_dropped() {
     assert!(matches!(idle.recv(), Some(Response::Done { .. })), "the idle session still works");
     env.c_no_start("qspacecreate QS 40000 100 4 4 4 100 '' n 16; lidl").ok();
 }
+
+/// CPU time a process has used so far (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+    // The fields after the command name (in parentheses, and it may hold spaces): state
+    // first, user time 12th and system time 13th (fields 14 and 15 of proc(5)).
+    let rest = &stat[stat.rfind(')').expect("stat") + 1..];
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    fields[11] + fields[12]
+}
+
+fn ticks_per_second() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// A daemon that has run out of file descriptors backs off instead of retrying at once: it
+/// does not spin, it logs the failure a few times rather than at every attempt, the
+/// sessions it already has go on, and new connections are served once descriptors are free.
+#[test]
+fn running_out_of_file_descriptors_does_not_spin() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let daemon = start(&env, &log, &[], &[], Some(64));
+    env.c_no_start(&format!(
+        "crdl {} 0 2000; qspc A 40001 100 4 4 8 100 '' n 16; qopen A; qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev()
+    ))
+    .ok();
+    let mut open = env.session();
+    open.run("qopen A").ok();
+    // More idle clients than the daemon has descriptors: the last ones wait in the backlog.
+    let idle: Vec<Raw> = (0..100)
+        .map(|_| {
+            let mut raw = Raw::connect(&env);
+            raw.hello_frame();
+            raw
+        })
+        .collect();
+    // Lines about a failed accept (not the one saying it works again).
+    let failing = |text: &str| {
+        text.lines().filter(|l| l.contains("accept") && !l.contains("accepting")).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || failing(&read(&log)) > 0),
+        "the daemon never ran out of descriptors; log:\n{}",
+        read(&log)
+    );
+    let window = Duration::from_secs(2);
+    let (cpu_before, started) = (cpu_ticks(daemon.pid), std::time::Instant::now());
+    std::thread::sleep(window);
+    let busy = (cpu_ticks(daemon.pid) - cpu_before) as f64 / ticks_per_second() as f64;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(busy < 0.3 * elapsed, "qmd used {busy:.2} s of CPU in {elapsed:.2} s: it spins");
+    let text = read(&log);
+    assert!(failing(&text) <= 5, "{} lines about failing accepts in the log", failing(&text));
+    open.run("qenqueue Q still-served\nqdequeue Q").ok().stdout_has("still-served");
+    drop(idle);
+    env.c_no_start("qopen A; qenqueue Q x; qdequeue Q").ok().stdout_has("x");
+    assert!(read(&log).contains("accepting connections again"), "log:\n{}", read(&log));
+}
