@@ -168,15 +168,34 @@ pub async fn serve_with(
     } else {
         println!("qmd: {line}");
     }
-    let orphans = crate::service::kill_orphans(&device);
-    if orphans > 0 {
-        tracing::warn!("killed {orphans} service process group(s) left by a previous qmd");
-    }
+    end_orphans(&daemon);
     boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     result
+}
+
+/// Ends the services and threshold commands a killed qmd of this device left running, and
+/// records what became of those firings; before any queue space is loaded.
+fn end_orphans(daemon: &Daemon) {
+    let orphans = crate::command::end_orphans(&daemon.device_path);
+    if orphans.services > 0 {
+        tracing::warn!(
+            "killed {} service process group(s) left by a previous qmd",
+            orphans.services
+        );
+    }
+    if !orphans.thresholds.is_empty() {
+        let which: Vec<String> =
+            orphans.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
+        tracing::warn!(
+            "killed {} threshold command(s) left running by a previous qmd (queues {})",
+            which.len(),
+            which.join(", ")
+        );
+        crate::threshold::record_orphans(&daemon.store(), &orphans.thresholds);
+    }
 }
 
 /// Boots the forwarders the configuration marks `boot = true`.
@@ -196,6 +215,7 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut stop = daemon.shutdown_signal();
     let mut check = tokio::time::interval(DEVICE_CHECK);
+    let mut checking: Option<tokio::task::JoinHandle<()>> = None;
     let mut sessions = JoinSet::new();
     let mut failures = AcceptFailures::default();
     // While accepting fails, the next attempt waits until then.
@@ -216,8 +236,11 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = stop.wait_for(|s| *s) => { tracing::info!("stop requested: shutting down"); break; }
             _ = check.tick() => {
-                let d = daemon.clone();
-                let _ = tokio::task::spawn_blocking(move || drop(d.store())).await;
+                // Not awaited: the check must never hold up accepting or signals.
+                if checking.as_ref().is_none_or(|c| c.is_finished()) {
+                    let d = daemon.clone();
+                    checking = Some(tokio::task::spawn_blocking(move || d.refresh_if_idle()));
+                }
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }

@@ -4,6 +4,10 @@
 //! remove the device and create a new one. Before every admin request (and every second in
 //! the background) the daemon checks that the path still names the file it opened; if not,
 //! it lets go of everything and starts over with whatever the path names now.
+//!
+//! The store's lock is held for short steps only. Work that takes long (initializing a
+//! queue space's extents) marks its queue space as busy in the store and runs without the
+//! lock, so that other queue spaces, greetings and signals never wait for it.
 
 use crate::admin::{extents_of, qspace_file_name, queue::queue_defs};
 use crate::engine::{Engine, Limits};
@@ -41,6 +45,9 @@ pub struct Store {
     pub txn_timeout: Duration,
     /// Where threshold commands run, for the engines loaded.
     pub commands: Arc<CommandEnv>,
+    /// Queue spaces whose extents are being initialized (outside the lock), with the
+    /// generation of the device they are on.
+    pub initializing: BTreeMap<String, u64>,
 }
 
 impl Store {
@@ -62,6 +69,17 @@ impl Store {
             }
             None => false,
         }
+    }
+
+    /// Refuses work on a queue space whose extents are being initialized.
+    pub fn check_not_initializing(&self, name: &str) -> QmResult<()> {
+        if self.initializing.get(name) == Some(&self.generation) {
+            return Err(QmError::in_use(format!(
+                "Queue space {name} is being initialized; try again once its initialization \
+                 (qspacecreate or qspacechange with Initialize extents: y) has finished"
+            )));
+        }
+        Ok(())
     }
 
     /// The engine of a loaded queue space.
@@ -155,6 +173,7 @@ impl Daemon {
             open_error: None,
             txn_timeout: Duration::from_secs(30),
             commands: command_env.clone(),
+            initializing: BTreeMap::new(),
         };
         store.refresh(&device_path);
         Daemon {
@@ -237,6 +256,17 @@ impl Daemon {
         store
     }
 
+    /// Checks the device path now unless someone holds the store (who checks it anyway):
+    /// the periodic check never waits behind other work.
+    pub fn refresh_if_idle(&self) {
+        let mut store = match self.store.try_lock() {
+            Ok(store) => store,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        store.refresh(&self.device_path);
+    }
+
     /// Why the daemon cannot serve its device right now, if it cannot.
     pub fn startup_problem(&self) -> Option<String> {
         self.store().open_error.clone()
@@ -246,6 +276,7 @@ impl Daemon {
     /// space's number of processes.
     pub fn attach(&self, store: &mut Store, session: u64, name: &str) -> QmResult<Arc<Engine>> {
         qm_common::names::check_qspace_name(name)?;
+        store.check_not_initializing(name)?;
         let device = store.device.as_ref().ok_or_else(|| {
             QmError::not_found(format!(
                 "Device list not initialized on {}",
@@ -280,5 +311,10 @@ impl Daemon {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// True once the daemon was asked to stop: long work gives up at its next step.
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
     }
 }

@@ -257,3 +257,157 @@ fn running_out_of_file_descriptors_does_not_spin() {
     env.c_no_start("qopen A; qenqueue Q x; qdequeue Q").ok().stdout_has("x");
     assert!(read(&log).contains("accepting connections again"), "log:\n{}", read(&log));
 }
+
+/// What a running process has printed so far, read by a thread.
+struct Output(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Output {
+    fn of(stream: impl Read + Send + 'static) -> Output {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Output(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Initializing a large queue space (slowed down here: every chunk waits a second, by a
+/// variable only tests set) keeps nobody else waiting: while it runs, another session
+/// works on another queue space and a new connection is greeted, commands on the space
+/// itself are refused with the reason, and SIGTERM stops the daemon at once. The
+/// initialization is then cancelled and the space left uninitialized and usable.
+#[test]
+fn a_long_initialization_stalls_nobody() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let mut daemon = start(&env, &log, &[], &[("QM_TEST_INIT_CHUNK_DELAY_MS", "1000")], None);
+    env.c_no_start(&format!(
+        "crdl {} 0 4000; qspc A 40001 100 4 4 8 100 '' n 16; qopen A; qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev()
+    ))
+    .ok();
+    // At a second per chunk, these 2,000 pages take 20 s at least.
+    let mut big = env.qmadmin_cmd();
+    big.arg("--no-start")
+        .arg("-c")
+        .arg("v; qspacecreate BIG 40002 2000 4 4 4 100 '' y 16")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut big = big.spawn().expect("spawn qmadmin");
+    let (out, err) =
+        (Output::of(big.stdout.take().unwrap()), Output::of(big.stderr.take().unwrap()));
+    let dots = |text: &str| text.chars().filter(|c| *c == '.').count();
+    let base = dots(&env.c_no_start("v").stdout);
+    assert!(
+        wait_until(Duration::from_secs(30), || dots(&out.text()) > base),
+        "no progress from qspacecreate BIG: {} {}",
+        out.text(),
+        err.text()
+    );
+
+    let mut still_running = |what: &str| {
+        let done = big.try_wait().unwrap();
+        assert!(done.is_none(), "{what} waited for BIG's initialization: {}", out.text());
+    };
+    env.c_no_start("qopen A; qenqueue Q while-big; qdequeue Q").ok().stdout_has("while-big");
+    still_running("work on queue space A");
+    Raw::greeted(&env);
+    still_running("a greeting");
+    env.c_no_start("qopen BIG").failed().stderr_has("Queue space BIG is being initialized");
+    still_running("qopen BIG");
+
+    let stopped = daemon.signal("TERM");
+    let big = crate::support::wait_with_timeout(big, Duration::from_secs(30));
+    let (out, err) = (out.text(), err.text());
+    assert_ne!(big.status, 0, "the initialization was not cancelled: {out}");
+    assert!(err.contains("initialization of queue space BIG was cancelled"), "{out}\n{err}");
+    assert!(dots(&out) < base + 20, "the initialization completed: {out}");
+    assert_eq!(stopped.status, 0, "{}", read(&log));
+
+    // A new daemon finds the space, not initialized, and can initialize it.
+    let _daemon = start(&env, &log, &[], &[], None);
+    let info: qm_common::qspace::QueueSpaceInfo = env.json("qspacelist BIG");
+    assert!(!info.params.initialize, "BIG is marked initialized");
+    env.c_no_start("qspacechange BIG 40002 4 4 100 '' y 16").ok();
+    let info: qm_common::qspace::QueueSpaceInfo = env.json("qspacelist BIG");
+    assert!(info.params.initialize, "BIG is not initialized");
+    env.c_no_start("qopen BIG; qcreate Q fifo none 0 0 100% 0% ''; qenqueue Q b; qdequeue Q")
+        .ok()
+        .stdout_has("b");
+}
+
+/// The process group of the oldest process whose command line contains `marker`.
+fn group_of(marker: &str) -> Option<u32> {
+    let out = Command::new("pgrep").arg("-o").arg("-f").arg(marker).output().ok()?;
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Kills a process group when dropped, so that a failing test leaves nothing behind.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", self.0)).status();
+    }
+}
+
+/// Whether any live process (not a zombie waiting to be reaped) is in process group `group`.
+fn group_alive(group: u32) -> bool {
+    std::fs::read_dir("/proc").expect("/proc").flatten().any(|entry| {
+        let stat = read(&entry.path().join("stat"));
+        let Some(end) = stat.rfind(')') else { return false };
+        let fields: Vec<&str> = stat[end + 1..].split_whitespace().collect();
+        // State first, process group third.
+        fields.len() > 2 && !matches!(fields[0], "Z" | "X") && fields[2] == group.to_string()
+    })
+}
+
+/// A threshold command still running when qmd is killed (`kill -9`) outlives that daemon,
+/// but not the next one's start: it ends the command's whole process group, and `qthlog`
+/// tells what happened instead of claiming the daemon stopped it.
+#[test]
+fn threshold_commands_left_by_a_killed_daemon_are_ended() {
+    use crate::auto::{App, eventually, firings, running, setup};
+    let env = Env::new();
+    let marker = format!("sleep 1037.{}", std::process::id());
+    let mut daemon = env.start_daemon(&[]);
+    // A compound command: the sleep is a child of the group's leader.
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the command is running", || running(&marker));
+    eventually("the firing is recorded", || firings(&env, Some("Q")).len() == 1);
+    // Written after the firing's record by the same writer: once this one is acknowledged,
+    // the record is on disk too.
+    app.put("ERRQ", b"after");
+    let guard = Group(group_of(&marker).expect("the command's process group"));
+    let group = guard.0;
+    daemon.signal("KILL");
+    assert!(group_alive(group), "kill -9 leaves the command running");
+
+    let _daemon = env.start_daemon(&[]);
+    // The daemon killed the group before it said it was ready; the kernel may take a moment.
+    eventually("the command's process group is gone", || !group_alive(group));
+    let log = firings(&env, Some("Q"));
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].command, format!("{marker}; true"));
+    assert_eq!(
+        log[0].outcome, "killed by the next qmd at its start: qmd was killed while it ran",
+        "{log:#?}"
+    );
+}
