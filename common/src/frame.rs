@@ -170,3 +170,65 @@ async fn read_body<R: AsyncRead + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{DuplexStream, duplex};
+
+    fn pair() -> (Connection<DuplexStream, DuplexStream>, DuplexStream) {
+        let (ours, theirs) = duplex(64 * 1024);
+        let (sink, _) = duplex(64);
+        (Connection::new(ours, sink), theirs)
+    }
+
+    fn frame(value: &Vec<u8>) -> Vec<u8> {
+        let body = postcard::to_stdvec(value).unwrap();
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(body);
+        bytes
+    }
+
+    /// A large frame dribbled in small pieces is read whole, as the buffer grows past its
+    /// first room several times.
+    #[tokio::test]
+    async fn a_frame_arriving_in_pieces_is_read_whole() {
+        let (mut conn, mut peer) = pair();
+        let value: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let bytes = frame(&value);
+        let writer = tokio::spawn(async move {
+            for piece in bytes.chunks(777) {
+                peer.write_all(piece).await.unwrap();
+            }
+            peer
+        });
+        let got: Vec<u8> = conn.read_frame().await.unwrap().unwrap();
+        assert_eq!(got, value);
+        drop(writer.await);
+    }
+
+    /// A frame begun and not finished within the limit is reported with what arrived; a
+    /// peer that closes mid-frame is an error, one that closes between frames is not.
+    #[tokio::test]
+    async fn stalled_and_cut_frames() {
+        let (mut conn, mut peer) = pair();
+        conn.set_frame_limit(Some(Duration::from_millis(50)));
+        peer.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        peer.write_all(b"abc").await.unwrap();
+        match conn.read_frame::<Vec<u8>>().await {
+            Err(FrameError::Stalled { received: 3, announced: Some(1000), .. }) => {}
+            other => panic!("expected a stalled frame, got {other:?}"),
+        }
+
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        peer.write_all(b"abc").await.unwrap();
+        drop(peer);
+        assert!(matches!(conn.read_frame::<Vec<u8>>().await, Err(FrameError::Io(_))));
+
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&[0, 0]).await.unwrap();
+        drop(peer);
+        assert!(matches!(conn.read_frame::<Vec<u8>>().await, Ok(None)));
+    }
+}

@@ -169,8 +169,7 @@ async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Con
         let progress = move |p: Progress| {
             let _ = tx.send(p);
         };
-        let mut ctx =
-            Ctx { daemon: &d, session: id, progress: &progress, notes: Vec::new(), then: None };
+        let mut ctx = Ctx::new(&d, id, &progress);
         let result = admin::handle(&mut ctx, request);
         (result, ctx.notes)
     });

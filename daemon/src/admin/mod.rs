@@ -32,7 +32,15 @@ pub struct Ctx<'a> {
     pub then: Option<initialize::Initialization>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(
+        daemon: &'a Arc<Daemon>,
+        session: u64,
+        progress: &'a (dyn Fn(Progress) + Sync),
+    ) -> Self {
+        Ctx { daemon, session, progress, notes: Vec::new(), then: None }
+    }
+
     pub fn note(&mut self, note: Note) {
         self.notes.push(note);
     }
