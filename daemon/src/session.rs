@@ -1,8 +1,8 @@
 //! One connection: greet, check the peer, then serve requests until it closes.
 //!
-//! A bad frame gets an error reply and the session goes on; an oversized one closes the
-//! connection (the stream can no longer be trusted); a failing handler never takes the
-//! daemon down with it.
+//! A bad frame gets an error reply and the session goes on; an oversized one, or one that
+//! is begun but not finished within the frame time limit, closes the connection (the
+//! stream can no longer be trusted); a failing handler never takes the daemon down with it.
 
 use crate::admin::{self, Ctx};
 use crate::data::SessionData;

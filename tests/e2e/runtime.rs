@@ -244,6 +244,8 @@ fn running_out_of_file_descriptors_does_not_spin() {
         "the daemon never ran out of descriptors; log:\n{}",
         read(&log)
     );
+    // A window to measure the CPU time the daemon uses while it cannot accept (a spinning
+    // loop uses all of it; this is no synchronization).
     let window = Duration::from_secs(2);
     let (cpu_before, started) = (cpu_ticks(daemon.pid), std::time::Instant::now());
     std::thread::sleep(window);
