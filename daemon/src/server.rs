@@ -246,6 +246,10 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
         }
     }
     daemon.request_shutdown();
+    // A check still running holds the daemon (and its device file) open: it is short.
+    if let Some(check) = checking {
+        let _ = check.await;
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while sessions.join_next().await.is_some() {}
     })
