@@ -29,8 +29,11 @@ const STEPS: u64 = 20;
 /// initialization runs (and stop the daemon before it ends). Never set in production.
 const TEST_CHUNK_DELAY: &str = "QM_TEST_INIT_CHUNK_DELAY_MS";
 
-/// An initialization to run once the store is unlocked (see [`run`]).
+/// An initialization to run once the store is unlocked (see [`run`]). Its queue space is
+/// marked as being initialized from [`Initialization::begin`] until this is dropped, however
+/// it ends.
 pub struct Initialization {
+    daemon: Arc<Daemon>,
     name: String,
     /// The generation of the device the queue space is on.
     generation: u64,
@@ -44,6 +47,7 @@ impl Initialization {
     /// Marks `record`'s queue space as being initialized and returns the work to run once
     /// the store is unlocked.
     pub fn begin(
+        daemon: &Arc<Daemon>,
         store: &mut Store,
         db: Arc<Database>,
         record: &QueueSpaceRecord,
@@ -56,6 +60,7 @@ impl Initialization {
         let blocking = u64::from(record.params.blocking.max(1));
         let step = (pages / STEPS).min(CHUNK_BYTES / page).max(blocking);
         Initialization {
+            daemon: daemon.clone(),
             filler: Filler::new(db, &name, page, blocking),
             name,
             generation: store.generation,
@@ -63,33 +68,23 @@ impl Initialization {
             step,
         }
     }
-}
 
-/// Clears the queue space's mark however the initialization ends.
-struct Marked<'a> {
-    daemon: &'a Daemon,
-    name: String,
-    generation: u64,
-}
-
-impl Marked<'_> {
-    fn clear(&self, store: &mut Store) {
+    fn unmark(&self, store: &mut Store) {
         if store.initializing.get(&self.name) == Some(&self.generation) {
             store.initializing.remove(&self.name);
         }
     }
 }
 
-impl Drop for Marked<'_> {
+impl Drop for Initialization {
+    /// Takes the store's lock: never dropped while it is held.
     fn drop(&mut self) {
-        self.clear(&mut self.daemon.store());
+        self.unmark(&mut self.daemon.store());
     }
 }
 
 /// Runs an initialization; the store must not be locked by the caller.
 pub fn run(ctx: &Ctx<'_>, mut init: Initialization) -> QmResult<()> {
-    let marked =
-        Marked { daemon: ctx.daemon, name: init.name.clone(), generation: init.generation };
     let filled = fill(ctx, &mut init);
     // The filler goes either way: once done it leaves its pages free in the file, and a
     // cancelled initialization leaves nothing behind.
@@ -97,7 +92,7 @@ pub fn run(ctx: &Ctx<'_>, mut init: Initialization) -> QmResult<()> {
     let recorded = filled.and(removed).and_then(|()| {
         let mut store = ctx.daemon.store();
         let recorded = record(&store, &init);
-        marked.clear(&mut store);
+        init.unmark(&mut store);
         recorded
     });
     recorded.map_err(|e| {

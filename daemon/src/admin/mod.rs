@@ -28,7 +28,8 @@ pub struct Ctx<'a> {
     pub session: u64,
     pub progress: &'a (dyn Fn(Progress) + Sync),
     pub notes: Vec<Note>,
-    /// Long work a handler left to run after the store is unlocked.
+    /// Long work a handler left to run after the store is unlocked (dropped unrun if the
+    /// handler then failed).
     pub then: Option<initialize::Initialization>,
 }
 

@@ -154,7 +154,7 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     };
     if record.params.initialize {
         let page_size = device.page_size();
-        ctx.then = Some(Initialization::begin(store, db, &record, pages, page_size));
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &record, pages, page_size));
     }
     Ok(Reply::Unit)
 }
@@ -242,7 +242,7 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
         let (_, db) = qspace_file(device, &change.name)?;
         let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
         let page_size = device.page_size();
-        ctx.then = Some(Initialization::begin(store, db, &updated, pages, page_size));
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &updated, pages, page_size));
     }
     Ok(Reply::Unit)
 }
