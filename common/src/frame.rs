@@ -3,17 +3,26 @@
 //! [`Connection`] turns a byte stream into typed frames and back. A frame whose length is
 //! over [`MAX_FRAME`] is refused before anything is allocated; a frame that does not decode
 //! is read whole, so the stream stays in step and the peer can be told what went wrong.
+//!
+//! The announced length is a claim, not a promise: the buffer grows as bytes arrive, so a
+//! peer that announces 4 MiB and sends little holds little. A connection can also be given
+//! a time limit within which a frame, once begun, must be complete.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
+use std::time::Duration;
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
 };
 
 /// Largest frame either side accepts: room for a 4 MiB message and its control data.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024 + 64 * 1024;
+
+/// Room made for a frame before its bytes arrive; beyond this, the buffer doubles with what
+/// has arrived.
+const FIRST_ROOM: usize = 8 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug)]
@@ -23,6 +32,13 @@ pub enum FrameError {
     TooLarge(usize),
     /// The frame was read but is not a value of the expected type.
     Decode(String),
+    /// A frame was begun but not completed within the connection's time limit; the stream
+    /// can no longer be trusted.
+    Stalled {
+        received: usize,
+        announced: Option<usize>,
+        limit: Duration,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -33,6 +49,15 @@ impl fmt::Display for FrameError {
                 write!(f, "frame of {n} bytes is over the limit of {MAX_FRAME} bytes")
             }
             FrameError::Decode(e) => write!(f, "malformed frame: {e}"),
+            FrameError::Stalled { received, announced, limit } => {
+                let of = announced.map_or("its 4-byte length".to_string(), |n| format!("{n}"));
+                write!(
+                    f,
+                    "a frame was not completed within the {} s limit ({received} of {of} bytes \
+                     arrived); the connection is closed",
+                    limit.as_secs_f64()
+                )
+            }
         }
     }
 }
@@ -49,25 +74,53 @@ impl From<io::Error> for FrameError {
 pub struct Connection<R, W> {
     reader: BufReader<R>,
     writer: BufWriter<W>,
+    /// How long a begun frame may take to complete; `None`: as long as it takes.
+    frame_limit: Option<Duration>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     pub fn new(reader: R, writer: W) -> Self {
-        Connection { reader: BufReader::new(reader), writer: BufWriter::new(writer) }
+        Connection {
+            reader: BufReader::new(reader),
+            writer: BufWriter::new(writer),
+            frame_limit: None,
+        }
+    }
+
+    /// Gives every frame read from now on `limit` to complete once its first byte arrived
+    /// (the time between frames stays unlimited).
+    pub fn set_frame_limit(&mut self, limit: Option<Duration>) {
+        self.frame_limit = limit;
     }
 
     /// Reads the next frame; `Ok(None)` when the peer closed the stream between frames.
     pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let len = match self.reader.read_u32().await {
-            Ok(len) => len as usize,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if len > MAX_FRAME {
-            return Err(FrameError::TooLarge(len));
+        // Waiting for a frame to begin is not limited: an idle peer is no cost.
+        if self.reader.fill_buf().await?.is_empty() {
+            return Ok(None);
         }
-        let mut buf = vec![0u8; len];
-        self.reader.read_exact(&mut buf).await?;
+        let mut buf = Vec::new();
+        let mut announced = None;
+        let read = read_body(&mut self.reader, &mut buf, &mut announced);
+        let complete = match self.frame_limit {
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(done) => done,
+                Err(_) => {
+                    return Err(FrameError::Stalled { received: buf.len(), announced, limit });
+                }
+            },
+            None => read.await,
+        };
+        match complete {
+            Ok(()) => {}
+            // The peer went away within the length: as if between frames.
+            Err(FrameError::Io(e))
+                if e.kind() == io::ErrorKind::UnexpectedEof && announced.is_none() =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
         postcard::from_bytes(&buf).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
     }
 
@@ -90,5 +143,92 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.writer.write_all(&bytes).await?;
         self.writer.flush().await?;
         Ok(())
+    }
+}
+
+/// Reads one frame's length and body into `buf`, which grows as bytes arrive; `announced`
+/// is set once the length is known.
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+    announced: &mut Option<usize>,
+) -> Result<(), FrameError> {
+    let len = reader.read_u32().await? as usize;
+    *announced = Some(len);
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf.reserve_exact(len.min(FIRST_ROOM));
+    while buf.len() < len {
+        if buf.len() == buf.capacity() {
+            buf.reserve_exact(buf.len().min(len - buf.len()));
+        }
+        let room = (buf.capacity() - buf.len()).min(len - buf.len());
+        if (&mut *reader).take(room as u64).read_buf(buf).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{DuplexStream, duplex};
+
+    fn pair() -> (Connection<DuplexStream, DuplexStream>, DuplexStream) {
+        let (ours, theirs) = duplex(64 * 1024);
+        let (sink, _) = duplex(64);
+        (Connection::new(ours, sink), theirs)
+    }
+
+    fn frame(value: &Vec<u8>) -> Vec<u8> {
+        let body = postcard::to_stdvec(value).unwrap();
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(body);
+        bytes
+    }
+
+    /// A large frame dribbled in small pieces is read whole, as the buffer grows past its
+    /// first room several times.
+    #[tokio::test]
+    async fn a_frame_arriving_in_pieces_is_read_whole() {
+        let (mut conn, mut peer) = pair();
+        let value: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let bytes = frame(&value);
+        let writer = tokio::spawn(async move {
+            for piece in bytes.chunks(777) {
+                peer.write_all(piece).await.unwrap();
+            }
+            peer
+        });
+        let got: Vec<u8> = conn.read_frame().await.unwrap().unwrap();
+        assert_eq!(got, value);
+        drop(writer.await);
+    }
+
+    /// A frame begun and not finished within the limit is reported with what arrived; a
+    /// peer that closes mid-frame is an error, one that closes between frames is not.
+    #[tokio::test]
+    async fn stalled_and_cut_frames() {
+        let (mut conn, mut peer) = pair();
+        conn.set_frame_limit(Some(Duration::from_millis(50)));
+        peer.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        peer.write_all(b"abc").await.unwrap();
+        match conn.read_frame::<Vec<u8>>().await {
+            Err(FrameError::Stalled { received: 3, announced: Some(1000), .. }) => {}
+            other => panic!("expected a stalled frame, got {other:?}"),
+        }
+
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&1000u32.to_be_bytes()).await.unwrap();
+        peer.write_all(b"abc").await.unwrap();
+        drop(peer);
+        assert!(matches!(conn.read_frame::<Vec<u8>>().await, Err(FrameError::Io(_))));
+
+        let (mut conn, mut peer) = pair();
+        peer.write_all(&[0, 0]).await.unwrap();
+        drop(peer);
+        assert!(matches!(conn.read_frame::<Vec<u8>>().await, Ok(None)));
     }
 }

@@ -1,6 +1,8 @@
 //! Running external commands (threshold commands and services) with `sh -c`: in their own
 //! process group, with a time limit that kills the whole group, with bounded capture of
 //! what they print, and without waiting on a background child that keeps a pipe open.
+//! A qmd killed outright (`kill -9`) cannot end its commands; the next one finds them by
+//! their environment and ends them ([`end_orphans`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -202,4 +204,91 @@ pub fn first_lines(outcome: &Outcome, lines: usize) -> String {
         kept.push("...");
     }
     kept.join("\n").chars().take(2000).collect()
+}
+
+/// Commands a previous qmd of the same device left running when it was killed, ended by
+/// [`end_orphans`].
+#[derive(Debug, Default)]
+pub struct Orphans {
+    /// Process groups of services.
+    pub services: usize,
+    /// Threshold commands: the queue space and queue of each, and whether `qthtest` ran it.
+    pub thresholds: Vec<Orphan>,
+}
+
+/// A threshold command found still running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub qspace: String,
+    pub queue: String,
+    pub test: bool,
+}
+
+/// One process's environment, as `NAME=value` byte strings.
+struct Environ(Vec<u8>);
+
+impl Environ {
+    fn of(pid: u32) -> Option<Environ> {
+        std::fs::read(format!("/proc/{pid}/environ")).ok().map(Environ)
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.split(|b| *b == 0).find_map(|var| {
+            let value = var.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        })
+    }
+}
+
+/// Kills the process groups of services and threshold commands that a previous qmd of
+/// `device` left running (`kill -9` leaves no one to end them). They are known by their
+/// environment (`QMCONFIG` naming this device, and `QM_SERVICE` or `QM_EVENT`), which a
+/// process that merely reuses a recorded pid would not have; only this user's processes
+/// count (root could read everyone's). A service's group is killed whatever is left of it (its message was
+/// rolled back and will be forwarded again); a threshold command's only while the command
+/// itself (the group's leader) still runs, since what it started in the background after
+/// it ended is the operator's business.
+pub fn end_orphans(device: &std::path::Path) -> Orphans {
+    let device = device.display().to_string();
+    let own = std::process::id();
+    let own_group = rustix::process::getpgrp().as_raw_nonzero().get();
+    let mut services = std::collections::BTreeSet::new();
+    let mut thresholds = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Orphans::default() };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Only our own processes: root could read (and would kill) anyone's.
+        let mine = entry
+            .metadata()
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == qm_common::trust::euid());
+        let Some(env) = Environ::of(pid).filter(|_| pid != own && mine) else { continue };
+        if env.get("QMCONFIG").as_deref() != Some(device.as_str()) {
+            continue;
+        }
+        let Some(group) = rustix::process::Pid::from_raw(pid as i32)
+            .and_then(|p| rustix::process::getpgid(Some(p)).ok())
+            .map(|g| g.as_raw_nonzero().get())
+            .filter(|g| *g != own_group)
+        else {
+            continue;
+        };
+        if env.get("QM_SERVICE").is_some() {
+            services.insert(group);
+        } else if let Some(event) = env.get("QM_EVENT")
+            && group == pid as i32
+        {
+            let orphan = Orphan {
+                qspace: env.get("QM_QSPACE").unwrap_or_default(),
+                queue: env.get("QM_QUEUE").unwrap_or_default(),
+                test: event == "test",
+            };
+            thresholds.insert(group, orphan);
+        }
+    }
+    for group in services.iter().chain(thresholds.keys()) {
+        kill_group(u32::try_from(*group).ok());
+    }
+    Orphans { services: services.len(), thresholds: thresholds.into_values().collect() }
 }

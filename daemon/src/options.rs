@@ -39,6 +39,12 @@ pub struct Options {
     #[arg(long = "transaction-timeout", value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub transaction_timeout: u32,
+
+    /// Seconds a client has to finish sending a request it has begun; a connection that
+    /// stalls mid-request is told so and closed (the time between requests is not limited).
+    #[arg(long = "frame-timeout", value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub frame_timeout: u32,
 }
 
 impl Options {

@@ -14,9 +14,17 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// How often the daemon checks, unprompted, that its device file is still there.
 const DEVICE_CHECK: Duration = Duration::from_secs(1);
+/// How long a client may take to finish a request it has begun sending, by default.
+pub const FRAME_LIMIT: Duration = Duration::from_secs(30);
+/// The shortest and the longest pause before accepting again after `accept` failed.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// How often failures to accept are logged while they go on.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long sessions get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -48,6 +56,7 @@ pub fn main(options: Options) -> i32 {
     };
     let settings = Settings {
         txn_timeout: Duration::from_secs(u64::from(options.transaction_timeout)),
+        frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
@@ -153,13 +162,15 @@ fn warn_about_directory(device: &Path, stderr_has_warnings: bool) {
 pub struct Settings {
     /// Time-out of transactions that set none.
     pub txn_timeout: Duration,
+    /// How long a client may take to finish a request it has begun sending.
+    pub frame_limit: Duration,
     /// Configuration file; `None`: `DEVICE.toml` when it exists.
     pub config: Option<PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { txn_timeout: Duration::from_secs(30), config: None }
+        Settings { txn_timeout: Duration::from_secs(30), frame_limit: FRAME_LIMIT, config: None }
     }
 }
 
@@ -177,9 +188,11 @@ pub async fn serve_with(
 ) -> Result<(), String> {
     // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let _lock = lock_device(&device)?;
+    raise_open_file_limit();
+    let lock = lock_device(&device)?;
     let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
     daemon.set_txn_timeout(settings.txn_timeout);
+    daemon.set_frame_limit(settings.frame_limit);
     let default_config = qm_common::paths::config_path(&device);
     daemon.set_config_path(
         settings.config.or_else(|| default_config.exists().then_some(default_config)),
@@ -197,15 +210,38 @@ pub async fn serve_with(
     } else {
         println!("qmd: {line}");
     }
-    let orphans = crate::service::kill_orphans(&device);
-    if orphans > 0 {
-        tracing::warn!("killed {orphans} service process group(s) left by a previous qmd");
-    }
+    end_orphans(&daemon);
     boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
+    // Let go of the device before the socket disappears, and of the lock last: whoever
+    // waits for either (qmadmin's `daemon stop`, a new qmd) finds the device free.
+    daemon.store().release();
     let _ = std::fs::remove_file(&socket);
+    drop(lock);
     tracing::info!("stopped");
     result
+}
+
+/// Ends the services and threshold commands a killed qmd of this device left running, and
+/// records what became of those firings; before any queue space is loaded.
+fn end_orphans(daemon: &Daemon) {
+    let orphans = crate::command::end_orphans(&daemon.device_path);
+    if orphans.services > 0 {
+        tracing::warn!(
+            "killed {} service process group(s) left by a previous qmd",
+            orphans.services
+        );
+    }
+    if !orphans.thresholds.is_empty() {
+        let which: Vec<String> =
+            orphans.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
+        tracing::warn!(
+            "killed {} threshold command(s) left running by a previous qmd (queues {})",
+            which.len(),
+            which.join(", ")
+        );
+        crate::threshold::record_orphans(&daemon.store(), &orphans.thresholds);
+    }
 }
 
 /// Boots the forwarders the configuration marks `boot = true`.
@@ -225,27 +261,127 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut stop = daemon.shutdown_signal();
     let mut check = tokio::time::interval(DEVICE_CHECK);
+    let mut checking: Option<tokio::task::JoinHandle<()>> = None;
     let mut sessions = JoinSet::new();
+    let mut failures = AcceptFailures::default();
+    // While accepting fails, the next attempt waits until then.
+    let mut resume: Option<Instant> = None;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { sessions.spawn(session::serve(daemon.clone(), stream)); }
-                Err(e) => tracing::warn!("accept failed: {e}"),
+            accepted = listener.accept(), if resume.is_none() => match accepted {
+                Ok((stream, _)) => {
+                    failures.recovered();
+                    sessions.spawn(session::serve(daemon.clone(), stream));
+                }
+                Err(e) => resume = Some(Instant::now() + failures.failed(&e)),
             },
+            _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
+                resume = None;
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = stop.wait_for(|s| *s) => { tracing::info!("stop requested: shutting down"); break; }
             _ = check.tick() => {
-                let d = daemon.clone();
-                let _ = tokio::task::spawn_blocking(move || drop(d.store())).await;
+                // Not awaited: the check must never hold up accepting or signals.
+                if checking.as_ref().is_none_or(|c| c.is_finished()) {
+                    let d = daemon.clone();
+                    checking = Some(tokio::task::spawn_blocking(move || d.refresh_if_idle()));
+                }
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
     daemon.request_shutdown();
+    // A check still running holds the daemon (and its device file) open: it is short.
+    if let Some(check) = checking {
+        let _ = check.await;
+    }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while sessions.join_next().await.is_some() {}
     })
     .await;
     Ok(())
+}
+
+/// Failures to accept a connection in a row, and how they were reported.
+///
+/// `accept` fails over and over while the cause lasts (no file descriptor is left, above
+/// all): the listener stays ready, so retrying at once would spin. Each failure in a row
+/// doubles the pause before the next attempt, up to [`ACCEPT_PAUSE_MAX`]; the log gets the
+/// first failure and then one line per [`ACCEPT_LOG_EVERY`]. Open sessions are served
+/// meanwhile.
+#[derive(Default)]
+struct AcceptFailures {
+    pause: Duration,
+    /// Failures since the run began, and since the last line in the log.
+    total: u64,
+    unlogged: u64,
+    last_logged: Option<Instant>,
+}
+
+impl AcceptFailures {
+    /// Counts a failure, logs it if due; returns how long to wait before the next attempt.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        self.pause = (self.pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
+        self.total += 1;
+        self.unlogged += 1;
+        let due = self.last_logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY);
+        if due {
+            let cause = if e.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) {
+                format!(
+                    "all {} file descriptors this process may open are in use",
+                    open_file_limit()
+                )
+            } else {
+                e.to_string()
+            };
+            let earlier = match self.unlogged - 1 {
+                0 => String::new(),
+                n => format!(" ({n} more failures since the last report)"),
+            };
+            tracing::warn!(
+                "cannot accept connections: {cause}{earlier}; retrying after pauses of up to \
+                 {} s; open sessions are still served",
+                ACCEPT_PAUSE_MAX.as_secs()
+            );
+            self.unlogged = 0;
+            self.last_logged = Some(Instant::now());
+        }
+        self.pause
+    }
+
+    /// Accepting works (again).
+    fn recovered(&mut self) {
+        if self.total > 0 {
+            tracing::warn!("accepting connections again after {} failures", self.total);
+        }
+        *self = AcceptFailures::default();
+    }
+}
+
+/// The soft limit of open files, for messages.
+fn open_file_limit() -> String {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
+/// Raises the soft limit of open files to the hard limit: every session holds a descriptor,
+/// and a daemon serving many clients should not run out at the conservative default.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit still has the kernel's ceiling on descriptors.
+    let ceiling = limit.maximum.or_else(|| {
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|t| t.trim().parse().ok())
+    });
+    match (limit.current, ceiling) {
+        (Some(soft), Some(hard)) if soft < hard => {
+            match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), ..limit }) {
+                Ok(()) => tracing::info!("limit of open files raised from {soft} to {hard}"),
+                Err(e) => tracing::warn!("cannot raise the limit of open files from {soft}: {e}"),
+            }
+        }
+        _ => tracing::info!("limit of open files: {}", open_file_limit()),
+    }
 }

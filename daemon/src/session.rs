@@ -1,8 +1,8 @@
 //! One connection: greet, check the peer, then serve requests until it closes.
 //!
-//! A bad frame gets an error reply and the session goes on; an oversized one closes the
-//! connection (the stream can no longer be trusted); a failing handler never takes the
-//! daemon down with it.
+//! A bad frame gets an error reply and the session goes on; an oversized one, or one that
+//! is begun but not finished within the frame time limit, closes the connection (the
+//! stream can no longer be trusted); a failing handler never takes the daemon down with it.
 
 use crate::admin::{self, Ctx};
 use crate::data::SessionData;
@@ -23,6 +23,8 @@ type Conn = Connection<OwnedReadHalf, OwnedWriteHalf>;
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long telling a peer why its connection is closed may take.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
 async fn refuse(conn: &mut Conn, diagnostic: Diagnostic, message: String) {
     tracing::warn!("refusing connection: {message}");
@@ -60,6 +62,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
     let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
     let (r, w) = stream.into_split();
     let mut conn = Connection::new(r, w);
+    conn.set_frame_limit(Some(daemon.frame_limit()));
     let owner = rustix::process::geteuid().as_raw();
     if !(uid == Some(owner) || uid == Some(0)) {
         let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
@@ -111,10 +114,11 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut Sessi
                 }
                 continue;
             }
-            Err(e @ FrameError::TooLarge(_)) => {
-                let _ = conn
-                    .write_frame(&Response::Failed(QmError::new(Diagnostic::Proto, e.to_string())))
-                    .await;
+            Err(e @ (FrameError::TooLarge(_) | FrameError::Stalled { .. })) => {
+                tracing::warn!(session = id, "closing the connection: {e}");
+                let why = Response::Failed(QmError::new(Diagnostic::Proto, e.to_string()));
+                // A peer that neither sends nor reads must not hold the session either.
+                let _ = tokio::time::timeout(REFUSAL_WRITE, conn.write_frame(&why)).await;
                 return;
             }
         };
@@ -165,7 +169,7 @@ async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Con
         let progress = move |p: Progress| {
             let _ = tx.send(p);
         };
-        let mut ctx = Ctx { daemon: &d, session: id, progress: &progress, notes: Vec::new() };
+        let mut ctx = Ctx::new(&d, id, &progress);
         let result = admin::handle(&mut ctx, request);
         (result, ctx.notes)
     });

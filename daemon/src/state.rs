@@ -4,6 +4,10 @@
 //! remove the device and create a new one. Before every admin request (and every second in
 //! the background) the daemon checks that the path still names the file it opened; if not,
 //! it lets go of everything and starts over with whatever the path names now.
+//!
+//! The store's lock is held for short steps only. Work that takes long (initializing a
+//! queue space's extents) marks its queue space as busy in the store and runs without the
+//! lock, so that other queue spaces, greetings and signals never wait for it.
 
 use crate::admin::{extents_of, qspace_file_name, queue::queue_defs};
 use crate::engine::{Engine, Limits};
@@ -16,6 +20,7 @@ use qm_common::config::Config;
 use qm_common::{QmError, QmResult};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -40,6 +45,9 @@ pub struct Store {
     pub txn_timeout: Duration,
     /// Where threshold commands run, for the engines loaded.
     pub commands: Arc<CommandEnv>,
+    /// Queue spaces whose extents are being initialized (outside the lock), with the
+    /// generation of the device they are on.
+    pub initializing: BTreeMap<String, u64>,
 }
 
 impl Store {
@@ -61,6 +69,17 @@ impl Store {
             }
             None => false,
         }
+    }
+
+    /// Refuses work on a queue space whose extents are being initialized.
+    pub fn check_not_initializing(&self, name: &str) -> QmResult<()> {
+        if self.initializing.get(name) == Some(&self.generation) {
+            return Err(QmError::in_use(format!(
+                "Queue space {name} is being initialized; try again once its initialization \
+                 (qspacecreate or qspacechange with Initialize extents: y) has finished"
+            )));
+        }
+        Ok(())
     }
 
     /// The engine of a loaded queue space.
@@ -136,6 +155,8 @@ pub struct Daemon {
     pub forwarders: Arc<Forwarders>,
     /// The configuration file in use, if any.
     config_path: Mutex<Option<PathBuf>>,
+    /// How long a client may take to finish a frame it has begun, in milliseconds.
+    frame_limit_ms: AtomicU64,
 }
 
 impl Daemon {
@@ -152,6 +173,7 @@ impl Daemon {
             open_error: None,
             txn_timeout: Duration::from_secs(30),
             commands: command_env.clone(),
+            initializing: BTreeMap::new(),
         };
         store.refresh(&device_path);
         Daemon {
@@ -164,6 +186,7 @@ impl Daemon {
             command_env,
             forwarders: Arc::default(),
             config_path: Mutex::new(None),
+            frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
         }
     }
 
@@ -218,11 +241,31 @@ impl Daemon {
         self.store.lock().unwrap_or_else(|p| p.into_inner()).txn_timeout = timeout;
     }
 
+    /// Sets how long a client may take to finish a frame it has begun.
+    pub fn set_frame_limit(&self, limit: Duration) {
+        self.frame_limit_ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn frame_limit(&self) -> Duration {
+        Duration::from_millis(self.frame_limit_ms.load(Ordering::Relaxed))
+    }
+
     /// The store, refreshed against the device path.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         store.refresh(&self.device_path);
         store
+    }
+
+    /// Checks the device path now unless someone holds the store (who checks it anyway):
+    /// the periodic check never waits behind other work.
+    pub fn refresh_if_idle(&self) {
+        let mut store = match self.store.try_lock() {
+            Ok(store) => store,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        store.refresh(&self.device_path);
     }
 
     /// Why the daemon cannot serve its device right now, if it cannot.
@@ -234,6 +277,7 @@ impl Daemon {
     /// space's number of processes.
     pub fn attach(&self, store: &mut Store, session: u64, name: &str) -> QmResult<Arc<Engine>> {
         qm_common::names::check_qspace_name(name)?;
+        store.check_not_initializing(name)?;
         let device = store.device.as_ref().ok_or_else(|| {
             QmError::not_found(format!(
                 "Device list not initialized on {}",
@@ -268,5 +312,10 @@ impl Daemon {
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// True once the daemon was asked to stop: long work gives up at its next step.
+    pub fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
     }
 }

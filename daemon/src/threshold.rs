@@ -2,10 +2,15 @@
 //!
 //! The engine decides when a limit is crossed (see `engine::thresholds`); this module runs
 //! the command detached from the commit that crossed it, in an environment that names the
-//! event, and returns the record kept of every firing.
+//! event, and returns the record kept of every firing. It also records what became of
+//! commands a killed qmd left running, which the next one ends at its start.
 
-use crate::command::{self, ShellCommand};
-use qm_common::protocol::FiringRecord;
+use crate::command::{self, Orphan, ShellCommand};
+use crate::state::Store;
+use crate::storage::device::{storage_error, write_in};
+use crate::storage::tables::QueueSpaceTables;
+use qm_common::QmResult;
+use qm_common::protocol::{FIRING_RUNNING, FiringRecord};
 use qm_common::threshold::Limit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +61,11 @@ impl CommandEnv {
     }
 }
 
+/// The outcome of a firing whose command a killed qmd left running, and which the next qmd
+/// killed when it started.
+pub const FIRING_ENDED_AT_START: &str =
+    "killed by the next qmd at its start: qmd was killed while it ran";
+
 /// A crossing (or a test) to run a command for.
 #[derive(Debug, Clone)]
 pub struct Firing {
@@ -81,7 +91,7 @@ pub fn running(firing: &Firing) -> FiringRecord {
         started: qm_common::time::now_secs(),
         duration_ms: 0,
         exit: None,
-        outcome: qm_common::protocol::FIRING_RUNNING.to_string(),
+        outcome: FIRING_RUNNING.to_string(),
         output: String::new(),
         test: firing.test,
     }
@@ -124,4 +134,49 @@ pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
         tracing::warn!(qspace = %record.qspace, queue = %record.queue, "threshold command {}: {}", record.outcome, record.command);
     }
     record
+}
+
+/// Records, for the threshold commands a killed qmd left running and this one ended at its
+/// start, that they were ended so: in each queue's latest firings still recorded as running
+/// (one per command ended). Runs before any queue space is loaded, so it writes to the
+/// firing records on disk directly.
+pub fn record_orphans(store: &Store, ended: &[Orphan]) {
+    let Some(device) = &store.device else { return };
+    let mut per_qspace: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for orphan in ended.iter().filter(|o| !o.test) {
+        per_qspace.entry(&orphan.qspace).or_default().push(&orphan.queue);
+    }
+    for (qspace, queues) in per_qspace {
+        let written = crate::admin::qspace_file(device, qspace)
+            .and_then(|(_, db)| mark_ended(&db, &QueueSpaceTables::new(qspace), &queues));
+        if let Err(e) = written {
+            tracing::warn!(qspace, "cannot record the threshold commands ended: {}", e.message);
+        }
+    }
+}
+
+/// Marks, for each entry of `queues`, the queue's latest firing still recorded as running.
+fn mark_ended(db: &redb::Database, tables: &QueueSpaceTables, queues: &[&str]) -> QmResult<()> {
+    use redb::ReadableTable;
+    let err = |e: &dyn std::fmt::Display| storage_error("recording ended threshold commands", e);
+    write_in(db, |txn| {
+        let mut table = txn.open_table(tables.firings()).map_err(|e| err(&e))?;
+        let mut running: Vec<(u64, FiringRecord)> = Vec::new();
+        for item in table.iter().map_err(|e| err(&e))? {
+            let (k, v) = item.map_err(|e| err(&e))?;
+            if let Ok(record) = postcard::from_bytes::<FiringRecord>(v.value())
+                && record.outcome == FIRING_RUNNING
+            {
+                running.push((k.value(), record));
+            }
+        }
+        for queue in queues {
+            let latest = running.iter().rposition(|(_, r)| r.queue == *queue);
+            let Some((key, mut record)) = latest.map(|i| running.remove(i)) else { continue };
+            record.outcome = FIRING_ENDED_AT_START.to_string();
+            let value = postcard::to_stdvec(&record).map_err(|e| err(&e))?;
+            table.insert(key, value.as_slice()).map_err(|e| err(&e))?;
+        }
+        Ok(())
+    })
 }

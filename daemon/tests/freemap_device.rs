@@ -307,8 +307,7 @@ impl Rig {
 
     fn call(&self, request: Request) -> QmResult<Reply> {
         let progress = |_: Progress| {};
-        let mut ctx =
-            Ctx { daemon: &self.daemon, session: self.session, progress: &progress, notes: vec![] };
+        let mut ctx = Ctx::new(&self.daemon, self.session, &progress);
         admin::handle(&mut ctx, request)
     }
 

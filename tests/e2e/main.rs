@@ -66,3 +66,5 @@ mod startup;
 mod limits;
 // Random frames to qmd and random lines to qmadmin (seeded); the fixes fuzzing led to.
 mod fuzz_wire;
+// The daemon under pressure: no file descriptors left, long initializations, half frames, orphans.
+mod runtime;

@@ -462,18 +462,23 @@ impl Daemon {
     /// unless given).
     #[track_caller]
     pub fn start_with_env(device: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(QMD);
+        cmd.arg(device).args(extra).env_remove("QM_SOCKET").envs(vars.iter().copied());
+        Daemon::start_command(cmd, device)
+    }
+
+    /// Starts `cmd`, a `qmd` for `device` (or a program that execs one, such as `prlimit`),
+    /// with its standard error going to the device's `.qmd-stderr` file, and returns once it
+    /// printed its ready line.
+    #[track_caller]
+    pub fn start_command(mut cmd: Command, device: &Path) -> Daemon {
         let stderr = PathBuf::from(format!("{}.qmd-stderr", device.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&stderr)
             .expect("qmd's standard error file");
-        let mut cmd = Command::new(QMD);
-        cmd.arg(device)
-            .args(extra)
-            .env_remove("QM_SOCKET")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(file.try_clone().expect("qmd's standard error file"));
         let mut child = cmd.spawn().expect("spawn qmd");

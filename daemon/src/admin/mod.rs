@@ -2,11 +2,13 @@
 //!
 //! Handlers run on a blocking thread with the store locked, so each request sees and leaves
 //! a consistent device. They validate everything before writing anything: a refused request
-//! changes nothing.
+//! changes nothing. Work that grows with a queue space's size (initializing its extents) is
+//! handed back in [`Ctx::then`] and runs once the store is unlocked.
 
 mod automation;
 mod daemon;
 mod device;
+mod initialize;
 mod ipc;
 mod qspace;
 pub mod queue;
@@ -15,7 +17,7 @@ use crate::state::{Daemon, Store};
 use crate::storage::Device;
 use crate::storage::records::QueueSpaceRecord;
 use qm_common::device::VtocEntry;
-use qm_common::protocol::{Note, Progress, Reply, Request};
+use qm_common::protocol::{Note, Progress, QueueSpaceRequest, Reply, Request};
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::Database;
 use std::sync::Arc;
@@ -26,9 +28,20 @@ pub struct Ctx<'a> {
     pub session: u64,
     pub progress: &'a (dyn Fn(Progress) + Sync),
     pub notes: Vec<Note>,
+    /// Long work a handler left to run after the store is unlocked (dropped unrun if the
+    /// handler then failed).
+    pub then: Option<initialize::Initialization>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub fn new(
+        daemon: &'a Arc<Daemon>,
+        session: u64,
+        progress: &'a (dyn Fn(Progress) + Sync),
+    ) -> Self {
+        Ctx { daemon, session, progress, notes: Vec::new(), then: None }
+    }
+
     pub fn note(&mut self, note: Note) {
         self.notes.push(note);
     }
@@ -43,17 +56,42 @@ pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
     if let Request::Automation(r) = request {
         return automation::handle(ctx, r);
     }
-    let mut store = ctx.daemon.store();
-    match request {
-        Request::Device(r) => device::handle(ctx, &mut store, r),
-        Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
-        Request::Queue(r) => queue::handle(ctx, &mut store, r),
-        Request::Hello(_) => Err(QmError::new(Diagnostic::Proto, "the session is already greeted")),
-        Request::Automation(_) => unreachable!("handled above"),
-        Request::Data(_) | Request::Message(_) => {
-            Err(QmError::new(Diagnostic::Proto, "data requests are served asynchronously"))
+    let reply = {
+        let mut store = ctx.daemon.store();
+        if let Some(name) = named_qspace(&request) {
+            store.check_not_initializing(name)?;
         }
-        Request::Daemon(_) => unreachable!("handled above"),
+        match request {
+            Request::Device(r) => device::handle(ctx, &mut store, r),
+            Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
+            Request::Queue(r) => queue::handle(ctx, &mut store, r),
+            Request::Hello(_) => {
+                Err(QmError::new(Diagnostic::Proto, "the session is already greeted"))
+            }
+            Request::Automation(_) => unreachable!("handled above"),
+            Request::Data(_) | Request::Message(_) => {
+                Err(QmError::new(Diagnostic::Proto, "data requests are served asynchronously"))
+            }
+            Request::Daemon(_) => unreachable!("handled above"),
+        }?
+    };
+    if let Some(init) = ctx.then.take() {
+        initialize::run(ctx, init)?;
+    }
+    Ok(reply)
+}
+
+/// The queue space a request changes or attaches to, by name.
+fn named_qspace(request: &Request) -> Option<&str> {
+    match request {
+        Request::QueueSpace(
+            QueueSpaceRequest::Open { name }
+            | QueueSpaceRequest::Destroy { name, .. }
+            | QueueSpaceRequest::AddExtent { name, .. }
+            | QueueSpaceRequest::Ipcrm { name, .. },
+        ) => Some(name),
+        Request::QueueSpace(QueueSpaceRequest::Change(change)) => Some(&change.name),
+        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Queue spaces: `qspacecreate`, `qspacelist`, `qspacechange`, `qspacedestroy`, `qopen`,
 //! `qclose`, `qaddext`, `qsize`, and `ipcs`/`ipcrm` (in [`super::ipc`]).
 
+use super::initialize::Initialization;
 use super::{Ctx, extents_of, make_inactive, qspace_file, require_device, require_qspace};
 use crate::registry::describe_all;
 use crate::state::Store;
@@ -12,12 +13,11 @@ use crate::storage::freemap::{first_fit, largest_run};
 use crate::storage::records::{QueueSpaceRecord, now_secs};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::{UdlEntry, VTOC_MAX, VtocEntry};
-use qm_common::protocol::{Note, Progress, QueueSpaceRequest, Reply};
+use qm_common::protocol::{Note, QueueSpaceRequest, Reply};
 use qm_common::qspace::{
     QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, QueueSpaceState, SizeEstimate, round_pages,
 };
 use qm_common::{QmError, QmResult};
-use redb::Database;
 
 pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) -> QmResult<Reply> {
     match request {
@@ -152,7 +152,8 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
         device.write(put_records)?;
     }
     if record.params.initialize {
-        initialize(ctx, device, &db, &record, pages)?;
+        let page_size = device.page_size();
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &record, pages, page_size));
     }
     Ok(Reply::Unit)
 }
@@ -170,45 +171,6 @@ fn create_tables(txn: &redb::WriteTransaction, tables: &QueueSpaceTables) -> QmR
     delete_qspace_tables(txn, tables)?;
     txn.open_table(tables.queues()).map_err(|e| storage_error("creating queue space tables", e))?;
     Ok(())
-}
-
-/// Writes the space's pages through once, so the file holds its disk space from now on.
-fn initialize(
-    ctx: &Ctx<'_>,
-    device: &Device,
-    db: &Database,
-    record: &QueueSpaceRecord,
-    pages: u64,
-) -> QmResult<()> {
-    let tables = QueueSpaceTables::new(&record.params.name);
-    let page = u64::from(device.page_size());
-    let chunk_pages = u64::from(record.params.blocking.max(1));
-    let chunk = vec![0u8; (chunk_pages * page) as usize];
-    let step = (pages / 20).max(chunk_pages);
-    let mut done = 0u64;
-    let mut key = 0u64;
-    while done < pages {
-        let upto = (done + step).min(pages);
-        write_in(db, |txn| {
-            let mut t = txn
-                .open_table(tables.init())
-                .map_err(|e| storage_error("initializing extents", e))?;
-            while done < upto {
-                let n = chunk_pages.min(upto - done);
-                t.insert(key, &chunk[..(n * page) as usize])
-                    .map_err(|e| storage_error("initializing extents", e))?;
-                key += 1;
-                done += n;
-            }
-            Ok(())
-        })?;
-        (ctx.progress)(Progress { done, total: pages });
-    }
-    write_in(db, |txn| {
-        txn.delete_table(tables.init()).map_err(|e| storage_error("initializing extents", e))?;
-        Ok(())
-    })?;
-    device.write(|txn| put_qspace(txn, &QueueSpaceRecord { initialized: true, ..record.clone() }))
 }
 
 pub fn state_of(ctx: &Ctx<'_>, store: &Store, name: &str) -> QueueSpaceState {
@@ -288,7 +250,8 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
     if change.initialize && !record.initialized {
         let (_, db) = qspace_file(device, &change.name)?;
         let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
-        initialize(ctx, device, &db, &updated, pages)?;
+        let page_size = device.page_size();
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &updated, pages, page_size));
     }
     Ok(Reply::Unit)
 }
