@@ -19,6 +19,8 @@ use tokio::task::JoinSet;
 const DEVICE_CHECK: Duration = Duration::from_secs(1);
 /// How long sessions get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long closing the device's files may take at a stop.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `qmd` with parsed options; returns the process exit status.
 pub fn main(options: Options) -> i32 {
@@ -203,6 +205,13 @@ pub async fn serve_with(
     }
     boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
+    // Closed files open at the next start without a repair. Not waited for forever: a
+    // file left open is only repaired then.
+    let closing = tokio::task::spawn_blocking({
+        let daemon = daemon.clone();
+        move || daemon.close_storage()
+    });
+    let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     result

@@ -66,3 +66,5 @@ mod startup;
 mod limits;
 // Random frames to qmd and random lines to qmadmin (seeded); the fixes fuzzing led to.
 mod fuzz_wire;
+// Disk full: QMENOSPACE naming the filesystem, nothing changed, writing again once there is room; the disk a space takes; clean stops.
+mod diskfull;

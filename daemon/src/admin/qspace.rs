@@ -9,7 +9,9 @@ use crate::storage::device::{
     delete_qspace, delete_qspace_tables, delete_vtoc, put_qspace, put_vtoc, storage_error, write_in,
 };
 use crate::storage::freemap::{first_fit, largest_run};
+use crate::storage::handle::DbFile;
 use crate::storage::records::{QueueSpaceRecord, now_secs};
+use crate::storage::space::initialized_bytes;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::{UdlEntry, VTOC_MAX, VtocEntry};
 use qm_common::protocol::{Note, Progress, QueueSpaceRequest, Reply};
@@ -17,7 +19,6 @@ use qm_common::qspace::{
     QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, QueueSpaceState, SizeEstimate, round_pages,
 };
 use qm_common::{QmError, QmResult};
-use redb::Database;
 
 pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) -> QmResult<Reply> {
     match request {
@@ -136,6 +137,10 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     };
     let tables = QueueSpaceTables::new(&record.params.name);
     let db = device.file_db(&entry_file(device, &udl, dev))?;
+    let init_bytes = initialized_bytes(pages, device.page_size());
+    if record.params.initialize {
+        check_room(&db, init_bytes, &record.params.name, "nothing was created")?;
+    }
     let put_records = |txn: &redb::WriteTransaction| {
         put_vtoc(txn, &extent)?;
         put_qspace(txn, &record)
@@ -151,8 +156,17 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
         write_in(&db, |txn| create_tables(txn, &tables))?;
         device.write(put_records)?;
     }
-    if record.params.initialize {
-        initialize(ctx, device, &db, &record, pages)?;
+    if record.params.initialize
+        && let Err(e) = initialize(ctx, device, &db, &record, init_bytes)
+    {
+        // Nothing is left of a queue space whose disk could not be reserved.
+        let drop_all = |txn: &redb::WriteTransaction| {
+            delete_vtoc(txn, extent.index)?;
+            delete_qspace(txn, &record.params.name)
+        };
+        device.write(drop_all)?;
+        let _ = write_in(&db, |txn| delete_qspace_tables(txn, &tables));
+        return Err(e);
     }
     Ok(Reply::Unit)
 }
@@ -172,43 +186,66 @@ fn create_tables(txn: &redb::WriteTransaction, tables: &QueueSpaceTables) -> QmR
     Ok(())
 }
 
-/// Writes the space's pages through once, so the file holds its disk space from now on.
+/// Refuses, before anything is written, a queue space whose disk (`bytes` more held for
+/// `db`'s file) the filesystem has no room for; `unchanged` says what the refusal left alone.
+fn check_room(db: &DbFile, bytes: u64, name: &str, unchanged: &str) -> QmResult<()> {
+    let space = db.space()?;
+    let needed = space.more_for(db.floor() + bytes);
+    match space.free() {
+        Some(free) if free < needed => Err(too_small(db, name, needed, free, unchanged)),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of an initialization: how much it needs, how much is free, and where.
+fn too_small(db: &DbFile, name: &str, needed: u64, free: u64, unchanged: &str) -> QmError {
+    let mib = |b: u64| b.div_ceil(1024 * 1024);
+    QmError::no_space(format!(
+        "Initializing queue space {name} needs {} MiB more on the filesystem holding {}, which \
+         has {} MiB free; {unchanged}. Free space there, or do not initialize its extents \
+         (n): then the disk is taken as messages arrive",
+        mib(needed),
+        db.path().display(),
+        mib(free)
+    ))
+}
+
+/// Reserves on disk, a step at a time, the `bytes` the queue space's pages may need (see
+/// [`initialized_bytes`]), so a disk too small for it fails now rather than at an enqueue;
+/// then records the space as initialized. On failure what was reserved is given back.
 fn initialize(
     ctx: &Ctx<'_>,
     device: &Device,
-    db: &Database,
+    db: &DbFile,
     record: &QueueSpaceRecord,
-    pages: u64,
+    bytes: u64,
 ) -> QmResult<()> {
-    let tables = QueueSpaceTables::new(&record.params.name);
-    let page = u64::from(device.page_size());
-    let chunk_pages = u64::from(record.params.blocking.max(1));
-    let chunk = vec![0u8; (chunk_pages * page) as usize];
-    let step = (pages / 20).max(chunk_pages);
-    let mut done = 0u64;
-    let mut key = 0u64;
-    while done < pages {
-        let upto = (done + step).min(pages);
-        write_in(db, |txn| {
-            let mut t = txn
-                .open_table(tables.init())
-                .map_err(|e| storage_error("initializing extents", e))?;
-            while done < upto {
-                let n = chunk_pages.min(upto - done);
-                t.insert(key, &chunk[..(n * page) as usize])
-                    .map_err(|e| storage_error("initializing extents", e))?;
-                key += 1;
-                done += n;
-            }
-            Ok(())
-        })?;
-        (ctx.progress)(Progress { done, total: pages });
+    reserve_disk(ctx, db, &record.params.name, bytes)?;
+    device
+        .write(|txn| put_qspace(txn, &QueueSpaceRecord { initialized: true, ..record.clone() }))?;
+    device.refresh_floors()
+}
+
+/// One step of initializing: holds room for `bytes` more in `db`'s file, in twenty parts,
+/// each reported as progress; on failure gives back what it took.
+fn reserve_disk(ctx: &Ctx<'_>, db: &DbFile, name: &str, bytes: u64) -> QmResult<()> {
+    let space = db.space()?;
+    let base = db.floor();
+    let steps = 20u64;
+    for step in 1..=steps {
+        if let Err(e) = space.hold_for(base + bytes * step / steps) {
+            let needed = space.more_for(base + bytes);
+            space.settle(base);
+            return Err(match (e.diagnostic, space.free()) {
+                (qm_common::Diagnostic::NoSpace, Some(free)) => {
+                    too_small(db, name, needed, free, "nothing was changed")
+                }
+                _ => e,
+            });
+        }
+        (ctx.progress)(Progress { done: step, total: steps });
     }
-    write_in(db, |txn| {
-        txn.delete_table(tables.init()).map_err(|e| storage_error("initializing extents", e))?;
-        Ok(())
-    })?;
-    device.write(|txn| put_qspace(txn, &QueueSpaceRecord { initialized: true, ..record.clone() }))
+    Ok(())
 }
 
 pub fn state_of(ctx: &Ctx<'_>, store: &Store, name: &str) -> QueueSpaceState {
@@ -267,6 +304,12 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
             change.messages, change.name
         )));
     }
+    let (_, db) = qspace_file(device, &change.name)?;
+    let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
+    let init_bytes = initialized_bytes(pages, device.page_size());
+    if change.initialize && !record.initialized {
+        check_room(&db, init_bytes, &change.name, "nothing was changed")?;
+    }
     make_inactive(ctx, store, &change.name, false)?;
     let device = require_device(ctx, store)?;
     let old = &record.params;
@@ -286,9 +329,7 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
     let updated = QueueSpaceRecord { params, ..record.clone() };
     device.write(|txn| put_qspace(txn, &updated))?;
     if change.initialize && !record.initialized {
-        let (_, db) = qspace_file(device, &change.name)?;
-        let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
-        initialize(ctx, device, &db, &updated, pages)?;
+        initialize(ctx, device, &db, &updated, init_bytes)?;
     }
     Ok(Reply::Unit)
 }
@@ -338,6 +379,9 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmR
             )));
         }
     }
+    // The disk held for it goes back to the filesystem.
+    device.refresh_floors()?;
+    db.space()?.settle(db.floor());
     ctx.note(Note::info(format!("Queue space {name} destroyed")));
     Ok(Reply::Unit)
 }
@@ -368,7 +412,7 @@ fn close(ctx: &mut Ctx<'_>, store: &Store) -> QmResult<Reply> {
 
 fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
-    require_qspace(device, name)?;
+    let record = require_qspace(device, name)?;
     let asked = pages;
     let pages = round_pages(pages);
     if pages == 0 {
@@ -407,7 +451,20 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         offset,
         pages,
     };
+    // An initialized space keeps its disk reserved: the new pages too, or no new extent.
+    let (_, db) = qspace_file(device, name)?;
+    let added = initialized_bytes(pages, device.page_size()) - initialized_bytes(0, 0);
+    if record.initialized {
+        check_room(&db, added, name, "no extent was added")?;
+    }
     device.write(|txn| put_vtoc(txn, &extent))?;
+    if record.initialized {
+        if let Err(e) = reserve_disk(ctx, &db, name, added) {
+            device.write(|txn| delete_vtoc(txn, extent.index))?;
+            return Err(e);
+        }
+        device.refresh_floors()?;
+    }
     ctx.note(Note::info(format!(
         "Added extent of {pages} pages to queue space {name} (device {dev}, offset {offset})"
     )));

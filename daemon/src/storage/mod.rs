@@ -5,8 +5,10 @@ pub mod device;
 pub mod fault;
 pub mod files;
 pub mod freemap;
+pub mod handle;
 mod overlay;
 pub mod records;
+pub mod space;
 pub mod tables;
 
 pub use device::Device;
