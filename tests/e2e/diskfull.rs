@@ -397,3 +397,39 @@ fn a_clean_stop_leaves_nothing_to_repair() {
         );
     }
 }
+
+/// A msgid is handed out only once its high-water mark is on disk: on a full disk, the
+/// enqueue that needs the mark moved is refused, so no msgid it would have handed out comes
+/// again after a restart (a non-persistent message's msgid leaves no other trace on disk).
+#[test]
+fn msgids_are_not_reused_after_a_full_disk() {
+    let fs = Tmpfs::mount(16);
+    let env = fs.env();
+    let np = EnqueueCtl { delivery: Some(Qos::NonPersistent), ..EnqueueCtl::default() };
+    let mut daemon = Daemon::start(&env.device, &[]);
+    big_space(&env);
+    let mut handed_out = vec![App::connect(&env).put("Q", "persistent").to_string()];
+    env.stop_daemon();
+    daemon.wait().ok();
+
+    // A restarted daemon moves the mark with its first msgid; the disk is full now.
+    fill_filesystem(&fs);
+    let mut daemon = Daemon::start(&env.device, &[]);
+    let mut app = App::connect(&env);
+    match app.enqueue("Q", b"non-persistent", &np) {
+        Ok(id) => handed_out.push(id.to_string()),
+        Err(e) => {
+            assert_eq!(e.diagnostic, Diagnostic::NoSpace, "{}", e.message);
+            assert!(e.message.contains(&full_sentence(&env)), "{}", e.message);
+        }
+    }
+    drop(app);
+    std::fs::remove_file(fs.path("ballast")).expect("remove the ballast");
+    env.stop_daemon();
+    daemon.wait().ok();
+
+    let _daemon = Daemon::start(&env.device, &[]);
+    let mut app = App::connect(&env);
+    let id = app.enqueue("Q", b"after", &np).expect("enqueue with room again").to_string();
+    assert!(!handed_out.contains(&id), "msgid {id} was handed out before the restart");
+}
