@@ -110,8 +110,9 @@ fn fill(app: &mut App, len: usize, acknowledged: &mut BTreeMap<String, Vec<u8>>)
 /// Fills the filesystem, checks that every client's write and an administrator's are
 /// refused with the sentence and change nothing, frees space, and checks that the same
 /// daemon writes again and that every acknowledged message is there exactly once, before
-/// and after a restart. `vars` go into qmd's environment.
-fn fill_refuse_recover(vars: &[(&str, &str)]) {
+/// and after a restart. `vars` go into qmd's environment; `readable`: whether the device
+/// is still read while the disk is full (it is, unless a commit failed inside redb).
+fn fill_refuse_recover(vars: &[(&str, &str)], readable: bool) {
     let fs = Tmpfs::mount(24);
     let env = fs.env();
     let mut daemon = Daemon::start_with_env(&env.device, &[], vars);
@@ -159,6 +160,10 @@ fn fill_refuse_recover(vars: &[(&str, &str)]) {
         .stderr_has(&full_sentence(&env))
         .stderr_has("nothing was changed");
     admin.run("qspc QS2 40001 100 4 2 2 100 '' n 16").failed().stderr_has(&full_sentence(&env));
+    if readable {
+        let count = crate::app::count(&env, "Q");
+        assert_eq!(count, acknowledged.len() as u64 + 1, "what qinfo counts while full");
+    }
 
     // Room again: the same daemon writes and reads again, without a restart.
     std::fs::remove_file(&room).expect("remove the ballast");
@@ -210,10 +215,10 @@ fn fill_refuse_recover(vars: &[(&str, &str)]) {
 }
 
 /// A commit that meets the full filesystem has the room qmd held for it; the next ones are
-/// refused before they write anything.
+/// refused before they write anything, so the file stays open and is read meanwhile.
 #[test]
 fn full_disk_refuses_and_recovers() {
-    fill_refuse_recover(&[]);
+    fill_refuse_recover(&[], true);
 }
 
 /// Without room held ahead, the commit that meets the full filesystem fails inside redb,
@@ -221,7 +226,7 @@ fn full_disk_refuses_and_recovers() {
 /// room, and carries on from what was committed.
 #[test]
 fn full_disk_inside_a_commit_reopens_the_file() {
-    fill_refuse_recover(&[("QM_FAULT", "noroom")]);
+    fill_refuse_recover(&[("QM_FAULT", "noroom")], false);
 }
 
 /// Bytes free on the filesystem holding `path`.
