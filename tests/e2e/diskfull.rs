@@ -316,6 +316,18 @@ fn initializing_takes_the_disk_at_creation() {
     };
     assert!(full.message.contains("Queue space QS is full"), "after {stored}: {}", full.message);
     assert_eq!(stored, 3995 / 17, "every message that fits in its pages was taken");
+
+    // qmd holds the room while it runs: one that starts on a disk filled meanwhile says so.
+    drop(app);
+    env.stop_daemon();
+    let mut file = std::fs::OpenOptions::new().append(true).open(fs.path("ballast")).unwrap();
+    while std::io::Write::write_all(&mut file, &[7u8; 512]).is_ok() {}
+    let log = std::env::temp_dir().join(format!("qm-diskfull-{}.log", std::process::id()));
+    let daemon = Daemon::start(&env.device, &["-g", log.to_str().unwrap()]);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(said.contains("cannot be held"), "no warning at start:\n{said}");
+    drop(daemon);
 }
 
 /// The bound initialization reserves: a queue space filled to its limit takes at most

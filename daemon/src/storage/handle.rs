@@ -120,10 +120,27 @@ impl DbFile {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `bytes` reserved from the start of the file from now on (initialized queue
-    /// spaces); the reservation itself is made by the next commit or [`DbFile::reserve_to`].
+    /// Holds, from now on, the disk the file's initialized queue spaces may take (`bytes`
+    /// in all). Taken now: the room is held by this qmd only, so at a start it is taken
+    /// again, and a filesystem that filled up meanwhile is said in the log.
     pub fn set_floor(&self, bytes: u64) {
         self.floor.store(bytes, Ordering::Relaxed);
+        if bytes == 0 {
+            return;
+        }
+        let space = match self.space() {
+            Ok(space) => space,
+            Err(_) => return,
+        };
+        if let Err(e) = space.hold_for(bytes) {
+            tracing::warn!(
+                "{}: the disk its initialized queue spaces need ({} MiB in all) cannot be held \
+                 ({}); their enqueues may be refused until there is room",
+                self.path.display(),
+                bytes.div_ceil(1 << 20),
+                e.message
+            );
+        }
     }
 
     pub fn floor(&self) -> u64 {
