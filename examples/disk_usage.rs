@@ -8,9 +8,11 @@
 //! For each message size (small, one page, several pages, and the largest body) and with
 //! and without `Initialize extents`, it makes a device holding one queue space of N pages,
 //! fills that space with persistent messages until qm refuses the next one (the space is
-//! full, QMENOSPACE), empties it and fills it again, and prints the device file's apparent
-//! size and the disk it really takes (allocated blocks, `st_blocks`), each as a multiple of
-//! the queue space's pages.
+//! full, QMENOSPACE), empties it and fills it again, and prints the disk the device file
+//! really takes (allocated blocks, `st_blocks`) and its apparent size, each as a multiple
+//! of the queue space's pages, and how much the filesystem's use grew in all (the file plus
+//! the room qmd holds beside it, see `daemon/src/storage/space.rs`; exact only on a
+//! filesystem nothing else writes to, e.g. a tmpfs of its own given with `--dir`).
 
 use qm_common::Diagnostic;
 use qm_common::client::Client;
@@ -113,6 +115,16 @@ fn sizes(path: &Path) -> (u64, u64) {
     (meta.len(), meta.blocks() * 512)
 }
 
+/// Bytes in use on the filesystem holding `dir`.
+fn used(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("path");
+    // Safe: a valid C string, and a zeroed struct statvfs for the call to fill.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut vfs) }, 0, "statvfs {}", dir.display());
+    (vfs.f_blocks - vfs.f_bfree) as u64 * vfs.f_frsize as u64
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
 }
@@ -125,6 +137,7 @@ struct Case {
 fn measure(dir: &Path, pages: u64, case: &Case, initialize: bool) {
     let work = tempfile::Builder::new().prefix("qm-du-").tempdir_in(dir).expect("temp dir");
     let device = work.path().join("QUE");
+    let used_before = used(dir);
     let daemon = Daemon::start(&device);
     let init = if initialize { "y" } else { "n" };
     daemon.admin(&format!(
@@ -139,22 +152,25 @@ fn measure(dir: &Path, pages: u64, case: &Case, initialize: bool) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let first = rt.block_on(fill(&daemon.socket, case.body));
     let (full, full_blocks) = sizes(&device);
+    let fs_used = used(dir).saturating_sub(used_before);
     rt.block_on(drain(&daemon.socket));
     let again = rt.block_on(fill(&daemon.socket, case.body));
     let (refill, refill_blocks) = sizes(&device);
     daemon.stop();
     let ratio = |b: u64| format!("{:.2}", b as f64 / space as f64);
+    let _ = created;
     println!(
-        "| {} | {init} | {first}/{again} | {} ({}) | {} ({}) | {} ({}) | {} ({}) |",
+        "| {} | {init} | {first}/{again} | {} | {} ({}) | {} ({}) | {} ({}) | {} ({}) |",
         case.label,
         mib(created_blocks),
-        mib(created),
         mib(full_blocks),
         ratio(full_blocks),
         mib(refill_blocks),
         ratio(refill_blocks),
         mib(full.max(refill)),
         ratio(full.max(refill)),
+        mib(fs_used),
+        ratio(fs_used),
     );
 }
 
@@ -180,11 +196,11 @@ fn main() {
         dir.display()
     );
     println!(
-        "| messages | init | stored (first/second fill) | allocated MiB after creation \
-         (apparent) | allocated MiB full (× pages) | allocated MiB refilled (× pages) | \
-         apparent MiB (× pages) |"
+        "| body | init | stored (first/second fill) | file MiB after creation | file MiB \
+         full (× pages) | file MiB refilled (× pages) | apparent MiB (× pages) | filesystem \
+         MiB used, full (× pages) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for case in &cases {
         for initialize in [false, true] {
             measure(&dir, pages, case, initialize);

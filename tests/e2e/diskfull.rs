@@ -295,7 +295,7 @@ fn initializing_takes_the_disk_at_creation() {
         .expect_err("refused");
     assert_eq!(e.diagnostic, Diagnostic::NoSpace, "{}", e.message);
     env.c("qspl B").failed().stderr_has("Queue space B does not exist");
-    env.c("qaddext QS 12000")
+    env.c("qaddext QS 16000")
         .failed()
         .stderr_has("Initializing queue space QS needs")
         .stderr_has("no extent was added");

@@ -110,6 +110,19 @@ pub fn body_layout(len: usize, meta_len: usize) -> (Vec<usize>, usize) {
     (parts, rest)
 }
 
+/// The disk a message stored whole (`whole`: its body given) or only its record (the body
+/// stays where it is) may take: its parts fill their runs of pages exactly; the record and
+/// what stays with it are counted twice, for a leaf that is only half full.
+pub fn stored_room(meta_len: usize, body_len: usize, whole: bool) -> u64 {
+    let (parts, tail) = body_layout(body_len, meta_len);
+    let record = 2 * (4 + meta_len + tail + PART_OVERHEAD) as u64;
+    if !whole {
+        return record;
+    }
+    let runs: usize = parts.iter().map(|p| (p + PART_OVERHEAD).next_power_of_two()).sum();
+    runs as u64 + record
+}
+
 /// The identifier of the message stored under `seq`: 16 hex digits.
 pub fn msgid_of(seq: u64) -> MsgId {
     MsgId(format!("{seq:016x}").into_bytes())

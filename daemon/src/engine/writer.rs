@@ -13,7 +13,7 @@
 //! filesystem); the file stays usable, or is opened again by the next batch after an I/O
 //! error (see [`DbFile`]).
 
-use super::record::{Stored, body_layout, split_stored, stored_len, write_stored};
+use super::record::{Stored, body_layout, split_stored, stored_len, stored_room, write_stored};
 use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::{Diagnostic, QmError, QmResult};
@@ -183,30 +183,18 @@ fn trace_batch(batch: &[Job]) {
     tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
 }
 
-/// redb's page, the unit its allocations are made of.
-const REDB_PAGE: u64 = 4096;
 /// Room any commit may need besides its values: branch pages, redb's own tables.
 const COMMIT_ROOM: u64 = 512 * 1024;
 /// Room each write may need: the leaf and branch it changes are copied (copy-on-write).
-const OP_ROOM: u64 = 2 * REDB_PAGE;
+const OP_ROOM: u64 = 8 * 1024;
 
-/// Room a stored value of `len` bytes may take: a share of a leaf when it fits in one
-/// page; beyond, a power-of-two run of pages, which may start past a gap as long as itself.
-fn value_room(len: u64) -> u64 {
-    let len = len + 64;
-    if len <= REDB_PAGE {
-        return 2 * len;
-    }
-    2 * len.div_ceil(REDB_PAGE).next_power_of_two() * REDB_PAGE
-}
-
-/// Disk room a batch of jobs may need, generously: what is reserved before it commits.
+/// Disk room a batch of jobs may need, generously: what is held before it commits.
 fn room<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> u64 {
     let mut need = COMMIT_ROOM;
     for op in jobs.flatten() {
         need += OP_ROOM;
-        if let WriteOp::Put { meta, body_len, .. } = op {
-            need += value_room(4 + meta.len() as u64 + body_len);
+        if let WriteOp::Put { meta, body, body_len, .. } = op {
+            need += stored_room(meta.len(), *body_len as usize, body.is_some());
         }
     }
     need

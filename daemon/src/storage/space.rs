@@ -147,12 +147,13 @@ impl Space {
     }
 
     /// The room a commit that may need `need` new bytes should find held, when the file's
-    /// initialized queue spaces may take up to `floor` bytes in all.
+    /// initialized queue spaces may take up to `floor` bytes in all: what they may still
+    /// take covers the commit's own needs (their messages are part of it).
     fn target(&self, need: u64, floor: u64) -> u64 {
         if floor == 0 {
             return grains(need);
         }
-        grains((floor + need).saturating_sub(self.allocated()).max(need))
+        grains(floor.saturating_sub(self.allocated()).max(need))
     }
 
     /// Makes sure the room held covers a commit that may need `need` new bytes on disk,
