@@ -252,20 +252,20 @@ fn fill_filesystem(fs: &Tmpfs) {
 /// initialized takes its messages, up to its limit, even once the filesystem is full.
 #[test]
 fn initializing_takes_the_disk_at_creation() {
-    let fs = Tmpfs::mount(24);
+    let fs = Tmpfs::mount(32);
     let env = fs.env();
     let _daemon = Daemon::start(&env.device, &[]);
     env.c(&format!("crdl {} 0 100000", env.dev())).ok();
     let before = free(&fs.dir);
-    // 4,000 pages of 1 KiB may take 1.25 × 4,000 KiB + 4 MiB: that fits.
+    // 4,000 pages of 1 KiB may take 2.1 × 4,000 KiB + 2 × 4,000 KiB + 4 MiB: that fits.
     env.c("qspc QS 40000 4000 4 2 2 1000 '' y 16; qopen QS; qcreate Q fifo none 0 0 100% 0% ''")
         .ok();
     let taken = before - free(&fs.dir);
-    assert!(taken >= 5 * 1000 * 1024 + (4 << 20), "QS's disk is taken: {taken} bytes");
+    assert!(taken >= 19 << 20, "QS's disk is taken: {taken} bytes");
     let vtoc = env.c("livtoc").ok().stdout.clone();
     let free_now = free(&fs.dir);
-    // 12,000 pages would need 18.6 MiB: refused when asked.
-    env.c("qspc B 40001 12000 4 2 2 100 '' y 16")
+    // 16,000 pages would need 45 MiB: refused when asked.
+    env.c("qspc B 40001 16000 4 2 2 100 '' y 16")
         .failed()
         .stderr_has("Initializing queue space B needs")
         .stderr_has(&format!("MiB more on the filesystem holding {}, which has", env.dev()))
@@ -274,7 +274,7 @@ fn initializing_takes_the_disk_at_creation() {
     let params = QueueSpaceParams {
         name: "B".into(),
         ipc_key: 40001,
-        pages: 12_000,
+        pages: 16_000,
         queues: 4,
         transactions: 2,
         processes: 2,
@@ -330,15 +330,20 @@ fn initializing_takes_the_disk_at_creation() {
     drop(daemon);
 }
 
-/// The bound initialization reserves: a queue space filled to its limit takes at most
-/// 1.25 × its pages + 4 MiB of disk in its file, with the message sizes that would each
-/// take the next power of two of redb's pages if stored whole (17 pages, and the largest
+/// The disk a queue space's file takes: filled to its limit, at most 1.25 × its pages +
+/// 4 MiB; emptied and filled again, within the bound initialization reserves (2.1 × its
+/// pages + twice its largest body + 4 MiB). With the message sizes that would each take the
+/// next power of two of redb's pages if stored whole (5 and 17 pages, and the largest
 /// body), initialized or not.
 #[test]
 fn a_full_queue_space_stays_within_its_bound() {
     let pages = 10_000u64;
-    let bound = pages * 1024 * 5 / 4 + 4 * 1024 * 1024;
-    for (init, size) in [("n", 17 * 1024 - 128), ("y", 17 * 1024 - 128), ("y", 4 << 20)] {
+    let bytes = pages * 1024;
+    let filled = bytes * 5 / 4 + 4 * 1024 * 1024;
+    let bound = bytes * 21 / 10 + 2 * (4 << 20) + (4 << 20);
+    let cases =
+        [("n", 5 * 1024 - 128), ("n", 17 * 1024 - 128), ("y", 17 * 1024 - 128), ("y", 4 << 20)];
+    for (init, size) in cases {
         let env = Env::new();
         let _daemon = Daemon::start(&env.device, &[]);
         env.c(&format!(
@@ -348,20 +353,34 @@ fn a_full_queue_space_stays_within_its_bound() {
         ))
         .ok();
         let mut app = App::connect(&env);
-        let mut stored = 0;
-        let full = loop {
-            match app.enqueue("Q", &vec![b'm'; size], &EnqueueCtl::default()) {
-                Ok(_) => stored += 1,
-                Err(e) => break e,
-            }
+        let mut fill = || {
+            let mut stored = 0;
+            let full = loop {
+                match app.enqueue("Q", &vec![b'm'; size], &EnqueueCtl::default()) {
+                    Ok(_) => stored += 1,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(full.diagnostic, Diagnostic::NoSpace, "{}", full.message);
+            assert!(full.message.contains("Queue space QS is full"), "{}", full.message);
+            stored
         };
-        assert_eq!(full.diagnostic, Diagnostic::NoSpace, "{}", full.message);
-        assert!(full.message.contains("Queue space QS is full"), "{}", full.message);
+        let stored = fill();
+        let taken = allocated(&env.device);
+        assert!(
+            taken <= filled,
+            "{stored} messages of {size} bytes (initialize {init}) take {taken} bytes, over \
+             {filled}"
+        );
+        let mut app = App::connect(&env);
+        while app.dequeue("Q", &DequeueCtl::default()).is_ok() {}
+        drop(app);
+        let again = fill();
         let taken = allocated(&env.device);
         assert!(
             taken <= bound,
-            "{stored} messages of {size} bytes (initialize {init}) take {taken} bytes, over \
-             the bound of {bound}"
+            "refilled with {again} messages of {size} bytes (initialize {init}), the file \
+             takes {taken} bytes, over the bound of {bound}"
         );
     }
 }

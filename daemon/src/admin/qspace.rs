@@ -453,7 +453,9 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
     };
     // An initialized space keeps its disk reserved: the new pages too, or no new extent.
     let (_, db) = qspace_file(device, name)?;
-    let added = initialized_bytes(pages, device.page_size()) - initialized_bytes(0, 0);
+    let had: u64 = extents_of(&vtoc, name).iter().map(|t| t.pages).sum();
+    let page_size = device.page_size();
+    let added = initialized_bytes(had + pages, page_size) - initialized_bytes(had, page_size);
     if record.initialized {
         check_room(&db, added, name, "no extent was added")?;
     }

@@ -11,11 +11,14 @@
 //! - Crash-atomic creation: a new file is built and committed under a temporary name in
 //!   the same directory, then renamed into place, so its name never shows a half-made file;
 //!   a retry removes the leftover of a creation that was cut short.
-//! - Every file goes through [`fault::backend`], where tests inject crashes and power cuts.
+//! - Every file goes through [`fault::backend`], where tests inject crashes and power cuts,
+//!   and through [`SpaceBackend`], which holds room for it against a disk that fills up (see
+//!   [`space`]).
+//! - A file redb has to repair (it was not closed cleanly) is said in the log.
 //!
 //! Opening takes a path and an `identify` check, and can be called again on the same path
 //! to reopen a file (after an I/O error latched in redb, the `Database` must be dropped and
-//! the file opened anew).
+//! the file opened anew: [`super::handle::DbFile`]).
 
 use super::fault;
 use super::overlay::{Overlay, Release};

@@ -184,7 +184,7 @@ impl DbFile {
                         slot.db = Some(db);
                         drop(slot);
                         if Instant::now() >= deadline {
-                            return Err(self.space_or("the file is being opened again"));
+                            return Err(self.unavailable("its last users still hold it"));
                         }
                         std::thread::sleep(Duration::from_millis(2));
                         continue;
@@ -195,11 +195,13 @@ impl DbFile {
         }
     }
 
-    /// The error of the current space, or a plain one saying `why`.
-    fn space_or(&self, why: &str) -> QmError {
+    /// Why the file cannot be used now: the reason it is down, or what its I/O error
+    /// means, and `why` it is not opened again yet.
+    fn unavailable(&self, why: &str) -> QmError {
         let slot = self.slot();
         slot.down.clone().unwrap_or_else(|| {
-            slot.space.explain(&format!("{} after an I/O error: {why}", self.path.display()), "")
+            let what = format!("{} cannot be opened again yet ({why})", self.path.display());
+            slot.space.explain(&what, "after an I/O error")
         })
     }
 
@@ -226,7 +228,14 @@ impl DbFile {
                 Ok(Db { db, space, floor: self.floor() })
             }
             Err(e) => {
-                tracing::warn!("{} cannot be opened again yet: {}", self.path.display(), e.message);
+                // Said once for each reason: it is tried again at every use.
+                if slot.down.as_ref().is_none_or(|d| d.message != e.message) {
+                    tracing::warn!(
+                        "{} cannot be opened again yet: {}",
+                        self.path.display(),
+                        e.message
+                    );
+                }
                 slot.down = Some(e.clone());
                 Err(e)
             }

@@ -45,12 +45,17 @@ const GRAIN: u64 = 64 * 1024;
 const SLACK: u64 = 4 * MIB;
 
 /// The most disk bytes a queue space of `pages` pages of `page_size` bytes takes in its
-/// file; what `Initialize extents: y` reserves. See BENCHMARKS.md ("Disk usage") for the
-/// measurements behind it (at most 1.05 times the pages, filled to the limit with any
-/// message size): a quarter more for leaves and branches that are not full and for the
-/// pages a commit writes before it frees the old ones, and 4 MiB for redb's own tables.
+/// file over its life; what `Initialize extents: y` reserves. See BENCHMARKS.md ("Disk
+/// usage") for the measurements behind it. Filled to its limit, a queue space takes at most
+/// 1.05 times its pages (with any message size). But redb doubles the file's length as it
+/// grows and, as messages come and go, writes its pages all over that length, so in time
+/// the file takes its whole length: at most twice what it held when it last grew, i.e.
+/// 2.1 times the pages, plus twice the largest body's run of pages (which may start a
+/// growth of its own), plus 4 MiB for redb's own tables.
 pub fn initialized_bytes(pages: u64, page_size: u32) -> u64 {
-    pages * u64::from(page_size) * 5 / 4 + 4 * MIB
+    let bytes = pages * u64::from(page_size);
+    let largest = bytes.min(qm_common::message::BODY_MAX as u64);
+    bytes * 21 / 10 + 2 * largest + 4 * MIB
 }
 
 /// Whether an error number means the filesystem has no room (or the user no quota) left.
@@ -137,10 +142,6 @@ impl Space {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Bytes the redb file has on disk.
     fn allocated(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.blocks() * 512)
@@ -150,10 +151,12 @@ impl Space {
     /// initialized queue spaces may take up to `floor` bytes in all: what they may still
     /// take covers the commit's own needs (their messages are part of it).
     fn target(&self, need: u64, floor: u64) -> u64 {
+        let need = grains(need);
         if floor == 0 {
-            return grains(need);
+            return need;
         }
-        grains(floor.saturating_sub(self.allocated()).max(need))
+        // Not rounded: room given to one write and not used must be enough to take back.
+        floor.saturating_sub(self.allocated()).max(need)
     }
 
     /// Makes sure the room held covers a commit that may need `need` new bytes on disk,
@@ -262,11 +265,6 @@ impl Space {
     pub fn free(&self) -> Option<u64> {
         let vfs = rustix::fs::fstatvfs(&self.file).ok()?;
         Some(vfs.f_bavail.saturating_mul(vfs.f_frsize))
-    }
-
-    /// Bytes of room held now.
-    pub fn held(&self) -> u64 {
-        self.room().held
     }
 
     /// The errno of the first I/O error since the file was opened, if there was one.
