@@ -274,13 +274,12 @@ fn vtoc_full() {
     env.c("qspc T 40001 4 1 1 1 10 \"\" n 16").ok();
 }
 
-/// `Initialize extents: y` writes the pages through (the device file grows by at least the
-/// space's size), shows 20 progress dots in verbose mode, and is recorded.
+/// `Initialize extents: y` shows 20 progress dots in verbose mode and is recorded (the disk
+/// it takes: diskfull.rs).
 #[test]
 fn initialize_extents() {
     let env = Env::new();
     env.c(&format!("crdl {} 0 3000", env.dev())).ok();
-    // The disk it takes is seen on a filesystem of its own: diskfull.rs.
     env.c("qspc I 40000 1000 4 2 2 100 \"\" y 16").ok().stdout_lacks(".....");
     assert!(env.json::<QueueSpaceInfo>("qspl I").params.initialize);
     let run = env.c("v; qspc J 40001 200 4 2 2 100 \"\" y 16");

@@ -1,5 +1,6 @@
 //! Storage on redb: the device file with its UDL, VTOC and queue-space records, the other
-//! files that UDL entries name, and each queue space's own tables.
+//! files that UDL entries name, and each queue space's own tables; how each file is held
+//! ([`handle`]) and kept from a full disk ([`space`]).
 
 pub mod device;
 pub mod fault;

@@ -18,7 +18,8 @@ pub const QSPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("qm.qspac
 pub struct QueueSpaceTables {
     /// Queue name → [`QueueDef`](qm_common::queue::QueueDef).
     pub queues: String,
-    /// Filler written while initializing extents, removed afterwards.
+    /// Filler that earlier releases wrote while initializing extents (removed afterwards,
+    /// or with the queue space).
     pub init: String,
     /// Message sequence number → the stored message: its
     /// [`MessageMeta`](crate::engine::record::MessageMeta) and body (see
