@@ -265,9 +265,14 @@ impl Device {
         let floors = self.floors()?;
         let floor = |name: &str| floors.get(name).copied().unwrap_or(0);
         self.db.set_floor(floor(&self.path.display().to_string()));
-        for (name, file) in self.files.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if !Arc::ptr_eq(&file.db, &self.db) {
-                file.db.set_floor(floor(name));
+        // Taken out first: setting a floor may allocate a lot, with no lock held.
+        let files: Vec<(String, Arc<DbFile>)> = {
+            let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            files.iter().map(|(name, f)| (name.clone(), f.db.clone())).collect()
+        };
+        for (name, file) in files {
+            if !Arc::ptr_eq(&file, &self.db) {
+                file.set_floor(floor(&name));
             }
         }
         Ok(())
