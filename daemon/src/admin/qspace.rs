@@ -226,8 +226,12 @@ fn initialize(
     device.refresh_floors()
 }
 
-/// One step of initializing: holds room for `bytes` more in `db`'s file, in twenty parts,
-/// each reported as progress; on failure gives back what it took.
+/// Holds room for `bytes` more in `db`'s file, in twenty steps reported as progress; each
+/// step (a chunk of initializing) is [`Space::hold_for`] the floor reached so far. On
+/// failure gives back what it took ([`Space::settle`]).
+///
+/// [`Space::hold_for`]: crate::storage::space::Space::hold_for
+/// [`Space::settle`]: crate::storage::space::Space::settle
 fn reserve_disk(ctx: &Ctx<'_>, db: &DbFile, name: &str, bytes: u64) -> QmResult<()> {
     let space = db.space()?;
     let base = db.floor();
@@ -422,7 +426,7 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
             "at least 4 pages are needed (sizes round down to a multiple of 4)",
         ));
     }
-    let (file, _) = qspace_file(device, name)?;
+    let (file, db) = qspace_file(device, name)?;
     let udl = device.udl()?;
     let vtoc = device.vtoc()?;
     let index = next_vtoc_index(&vtoc)?;
@@ -441,6 +445,13 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         )
     })?;
     let number = extents_of(&vtoc, name).iter().filter_map(|t| t.extent).max().map_or(0, |n| n + 1);
+    // An initialized space keeps its disk reserved: the new pages too, or no new extent.
+    let had: u64 = extents_of(&vtoc, name).iter().map(|t| t.pages).sum();
+    let page_size = device.page_size();
+    let added = initialized_bytes(had + pages, page_size) - initialized_bytes(had, page_size);
+    if record.initialized {
+        check_room(&db, added, name, "no extent was added")?;
+    }
     make_inactive(ctx, store, name, false)?;
     let device = require_device(ctx, store)?;
     let extent = VtocEntry {
@@ -451,14 +462,6 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         offset,
         pages,
     };
-    // An initialized space keeps its disk reserved: the new pages too, or no new extent.
-    let (_, db) = qspace_file(device, name)?;
-    let had: u64 = extents_of(&vtoc, name).iter().map(|t| t.pages).sum();
-    let page_size = device.page_size();
-    let added = initialized_bytes(had + pages, page_size) - initialized_bytes(had, page_size);
-    if record.initialized {
-        check_room(&db, added, name, "no extent was added")?;
-    }
     device.write(|txn| put_vtoc(txn, &extent))?;
     if record.initialized {
         if let Err(e) = reserve_disk(ctx, &db, name, added) {

@@ -447,12 +447,12 @@ impl Engine {
             }
             Err(e) => {
                 // Undone as if never asked: nothing of it reached the disk.
-                let pending = inner
+                let uncommitted = inner
                     .index
                     .msgs
                     .get(&seq)
-                    .is_some_and(|e| matches!(e.state, EntryState::Uncommitted(_)));
-                if let Some(blocks) = placed.filter(|_| pending) {
+                    .is_some_and(|entry| matches!(entry.state, EntryState::Uncommitted(_)));
+                if let Some(blocks) = placed.filter(|_| uncommitted) {
                     if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
                         t.enqueued.retain(|s| *s != seq);
                     }

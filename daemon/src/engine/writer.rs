@@ -6,9 +6,9 @@
 //! so durable throughput grows with concurrency. Jobs are applied in the order they were
 //! sent, which callers rely on: they send while holding their queue space's lock.
 //!
-//! Before a batch writes anything, the disk room it may need is reserved in the file (see
-//! [`crate::storage::space`]): on a full filesystem the batch is refused whole, cleanly, and
-//! its jobs are tried again one by one, so that small ones (a dequeue frees room) still
+//! Before a batch writes anything, room for what it may need on disk is held (see
+//! [`crate::storage::space`]): on a filesystem without that room the batch is refused whole,
+//! cleanly, and its jobs are tried again one by one, so that the small ones that fit still
 //! go through. A job that fails is answered with the reason (`QMENOSPACE` for a full
 //! filesystem); the file stays usable, or is opened again by the next batch after an I/O
 //! error (see [`DbFile`]).
