@@ -26,7 +26,12 @@ pub fn open_log(path: &Path) -> Result<std::fs::File, String> {
 
 /// Sends logs to `file` (appending) or to standard error.
 pub fn init(log_level: u8, file: Option<&Path>) -> Result<(), String> {
-    let builder = tracing_subscriber::fmt().with_max_level(level(log_level)).with_target(false);
+    // A log that cannot be written (its disk is full) is not reported on standard error:
+    // that would panic the thread logging when standard error is on the same full disk.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level(log_level))
+        .with_target(false)
+        .log_internal_errors(false);
     match file {
         Some(path) => {
             let f = open_log(path)?;

@@ -27,6 +27,8 @@ const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long sessions get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long closing the device's files may take at a stop.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `qmd` with parsed options; returns the process exit status.
 pub fn main(options: Options) -> i32 {
@@ -214,8 +216,14 @@ pub async fn serve_with(
     boot_forwarders(&daemon);
     let result = accept_loop(&daemon, listener).await;
     // Let go of the device before the socket disappears, and of the lock last: whoever
-    // waits for either (qmadmin's `daemon stop`, a new qmd) finds the device free.
-    daemon.store().release();
+    // waits for either (qmadmin's `daemon stop`, a new qmd) finds the device free. Closed
+    // files open at the next start without a repair. Not waited for forever: a file left
+    // open is only repaired then.
+    let closing = tokio::task::spawn_blocking({
+        let daemon = daemon.clone();
+        move || daemon.close_storage()
+    });
+    let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     let _ = std::fs::remove_file(&socket);
     drop(lock);
     tracing::info!("stopped");

@@ -306,6 +306,18 @@ impl Daemon {
         Ok(engine)
     }
 
+    /// Closes the device and every file it has open (a clean stop), so that the next start
+    /// opens them without a repair. Loaded queue spaces are let go first.
+    pub fn close_storage(&self) {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, space) in std::mem::take(&mut store.loaded) {
+            space.engine.kill();
+        }
+        if let Some(device) = store.device.take() {
+            device.close();
+        }
+    }
+
     pub fn request_shutdown(&self) {
         self.shutdown.send_replace(true);
     }

@@ -156,7 +156,11 @@ pub fn record_orphans(store: &Store, ended: &[Orphan]) {
 }
 
 /// Marks, for each entry of `queues`, the queue's latest firing still recorded as running.
-fn mark_ended(db: &redb::Database, tables: &QueueSpaceTables, queues: &[&str]) -> QmResult<()> {
+fn mark_ended(
+    db: &crate::storage::handle::DbFile,
+    tables: &QueueSpaceTables,
+    queues: &[&str],
+) -> QmResult<()> {
     use redb::ReadableTable;
     let err = |e: &dyn std::fmt::Display| storage_error("recording ended threshold commands", e);
     write_in(db, |txn| {

@@ -462,7 +462,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-A actions] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [queue_space_name [ipckey [pages [queues [trans [procs [messages [errorq [inityn [blocking]]]]]]]]]]",
         QueueSpace,
         qspace::qspacecreate,
-        "Creates a queue space of PAGES pages (rounded down to a multiple of 4) taken first-fit from the device list's free space; it needs one page plus one per queue for itself. IPCKEY is 32769 to 262143 and unique. ERRORQ names the queue that receives messages out of retries (create it with qcreate). INITYN y writes the pages through now, so the disk space is held from the start. -n sets memory for non-persistent messages (blocks, or bytes with b), -A extra waiting dequeues."
+        "Creates a queue space of PAGES pages (rounded down to a multiple of 4) taken first-fit from the device list's free space; it needs one page plus one per queue for itself. IPCKEY is 32769 to 262143 and unique. ERRORQ names the queue that receives messages out of retries (create it with qcreate). INITYN y takes now the disk the pages may need over their life, so a disk too small is refused at creation. -n sets memory for non-persistent messages (blocks, or bytes with b), -A extra waiting dequeues."
     ),
     command!(
         "qspacedestroy",

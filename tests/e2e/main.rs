@@ -68,3 +68,5 @@ mod limits;
 mod fuzz_wire;
 // The daemon under pressure: no file descriptors left, long initializations, half frames, orphans.
 mod runtime;
+// Disk full: QMENOSPACE naming the filesystem, nothing changed, writing again once there is room; the disk a space takes; clean stops.
+mod diskfull;

@@ -371,7 +371,8 @@ impl Audit {
                 pages.is_empty() && !acked || pages == [100] || pages == [8, 100],
                 "round {round}: {space} has extents {pages:?} (acknowledged: {acked})"
             );
-            if *acked {
+            // What landed is checked from now on, acknowledged or not.
+            if !pages.is_empty() {
                 self.spaces.push(space.clone());
             }
         }
@@ -381,7 +382,8 @@ impl Audit {
                 pages == [100] && !acked || pages == [8, 100],
                 "round {round}: {space}: {pages:?}"
             );
-            if *acked {
+            // An extent added by a qaddext the cut left unanswered is there from now on too.
+            if pages == [8, 100] {
                 self.extended.push(space.clone());
             }
         }

@@ -274,16 +274,13 @@ fn vtoc_full() {
     env.c("qspc T 40001 4 1 1 1 10 \"\" n 16").ok();
 }
 
-/// `Initialize extents: y` writes the pages through (the device file grows by at least the
-/// space's size), shows 20 progress dots in verbose mode, and is recorded.
+/// `Initialize extents: y` shows 20 progress dots in verbose mode and is recorded (the disk
+/// it takes: diskfull.rs).
 #[test]
 fn initialize_extents() {
     let env = Env::new();
     env.c(&format!("crdl {} 0 3000", env.dev())).ok();
-    let size = || std::fs::metadata(&env.device).unwrap().len();
-    let before = size();
     env.c("qspc I 40000 1000 4 2 2 100 \"\" y 16").ok().stdout_lacks(".....");
-    assert!(size() >= before + 1000 * 1024, "the file holds the pages: {before} -> {}", size());
     assert!(env.json::<QueueSpaceInfo>("qspl I").params.initialize);
     let run = env.c("v; qspc J 40001 200 4 2 2 100 \"\" y 16");
     run.ok().stdout_has(&format!("\n{}\n", ".".repeat(20)));

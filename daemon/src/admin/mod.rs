@@ -15,11 +15,11 @@ pub mod queue;
 
 use crate::state::{Daemon, Store};
 use crate::storage::Device;
+use crate::storage::handle::DbFile;
 use crate::storage::records::QueueSpaceRecord;
 use qm_common::device::VtocEntry;
 use qm_common::protocol::{Note, Progress, QueueSpaceRequest, Reply, Request};
 use qm_common::{Diagnostic, QmError, QmResult};
-use redb::Database;
 use std::sync::Arc;
 
 /// What a handler knows about the request it serves.
@@ -123,7 +123,7 @@ pub fn extents_of(vtoc: &[VtocEntry], name: &str) -> Vec<VtocEntry> {
 }
 
 /// The file a queue space lives in (its first extent's entry) and that file's database.
-pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<Database>)> {
+pub fn qspace_file(device: &Device, name: &str) -> QmResult<(String, Arc<DbFile>)> {
     let file = qspace_file_name(device, name)?;
     let db = device.file_db(&file)?;
     Ok((file, db))

@@ -1,7 +1,7 @@
 //! Queue spaces: `qspacecreate`, `qspacelist`, `qspacechange`, `qspacedestroy`, `qopen`,
 //! `qclose`, `qaddext`, `qsize`, and `ipcs`/`ipcrm` (in [`super::ipc`]).
 
-use super::initialize::Initialization;
+use super::initialize::{Initialization, check_room, reserve_steps};
 use super::{Ctx, extents_of, make_inactive, qspace_file, require_device, require_qspace};
 use crate::registry::describe_all;
 use crate::state::Store;
@@ -11,6 +11,7 @@ use crate::storage::device::{
 };
 use crate::storage::freemap::{first_fit, largest_run};
 use crate::storage::records::{QueueSpaceRecord, now_secs};
+use crate::storage::space::initialized_bytes;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::{UdlEntry, VTOC_MAX, VtocEntry};
 use qm_common::protocol::{Note, QueueSpaceRequest, Reply};
@@ -136,6 +137,10 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     };
     let tables = QueueSpaceTables::new(&record.params.name);
     let db = device.file_db(&entry_file(device, &udl, dev))?;
+    let init_bytes = initialized_bytes(pages, device.page_size());
+    if record.params.initialize {
+        check_room(&db, init_bytes, &record.params.name, "nothing was created")?;
+    }
     let put_records = |txn: &redb::WriteTransaction| {
         put_vtoc(txn, &extent)?;
         put_qspace(txn, &record)
@@ -152,8 +157,7 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
         device.write(put_records)?;
     }
     if record.params.initialize {
-        let page_size = device.page_size();
-        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &record, pages, page_size));
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &record, init_bytes));
     }
     Ok(Reply::Unit)
 }
@@ -229,6 +233,12 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
             change.messages, change.name
         )));
     }
+    let (_, db) = qspace_file(device, &change.name)?;
+    let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
+    let init_bytes = initialized_bytes(pages, device.page_size());
+    if change.initialize && !record.initialized {
+        check_room(&db, init_bytes, &change.name, "nothing was changed")?;
+    }
     make_inactive(ctx, store, &change.name, false)?;
     let device = require_device(ctx, store)?;
     let old = &record.params;
@@ -248,10 +258,7 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
     let updated = QueueSpaceRecord { params, ..record.clone() };
     device.write(|txn| put_qspace(txn, &updated))?;
     if change.initialize && !record.initialized {
-        let (_, db) = qspace_file(device, &change.name)?;
-        let pages = extents_of(&device.vtoc()?, &change.name).iter().map(|t| t.pages).sum();
-        let page_size = device.page_size();
-        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &updated, pages, page_size));
+        ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &updated, init_bytes));
     }
     Ok(Reply::Unit)
 }
@@ -301,6 +308,9 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmR
             )));
         }
     }
+    // The disk held for it goes back to the filesystem.
+    device.refresh_floors()?;
+    db.space()?.settle(db.floor());
     ctx.note(Note::info(format!("Queue space {name} destroyed")));
     Ok(Reply::Unit)
 }
@@ -331,7 +341,7 @@ fn close(ctx: &mut Ctx<'_>, store: &Store) -> QmResult<Reply> {
 
 fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
-    require_qspace(device, name)?;
+    let record = require_qspace(device, name)?;
     let asked = pages;
     let pages = round_pages(pages);
     if pages == 0 {
@@ -341,7 +351,7 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
             "at least 4 pages are needed (sizes round down to a multiple of 4)",
         ));
     }
-    let (file, _) = qspace_file(device, name)?;
+    let (file, db) = qspace_file(device, name)?;
     let udl = device.udl()?;
     let vtoc = device.vtoc()?;
     let index = next_vtoc_index(&vtoc)?;
@@ -360,6 +370,13 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         )
     })?;
     let number = extents_of(&vtoc, name).iter().filter_map(|t| t.extent).max().map_or(0, |n| n + 1);
+    // An initialized space keeps its disk reserved: the new pages too, or no new extent.
+    let had: u64 = extents_of(&vtoc, name).iter().map(|t| t.pages).sum();
+    let page_size = device.page_size();
+    let added = initialized_bytes(had + pages, page_size) - initialized_bytes(had, page_size);
+    if record.initialized {
+        check_room(&db, added, name, "no extent was added")?;
+    }
     make_inactive(ctx, store, name, false)?;
     let device = require_device(ctx, store)?;
     let extent = VtocEntry {
@@ -371,6 +388,13 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         pages,
     };
     device.write(|txn| put_vtoc(txn, &extent))?;
+    if record.initialized {
+        if let Err(e) = reserve_steps(&db, name, added, |_| true, |p| (ctx.progress)(p)) {
+            device.write(|txn| delete_vtoc(txn, extent.index))?;
+            return Err(e);
+        }
+        device.refresh_floors()?;
+    }
     ctx.note(Note::info(format!(
         "Added extent of {pages} pages to queue space {name} (device {dev}, offset {offset})"
     )));

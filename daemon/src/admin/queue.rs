@@ -11,7 +11,7 @@ use qm_common::names::check_queue_name;
 use qm_common::protocol::{Note, QueueRequest, Reply};
 use qm_common::queue::{DestroyMode, QueueChange, QueueDef, QueueInfo, QueueListing, QueueUsage};
 use qm_common::{Diagnostic, QmError, QmResult};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueRequest) -> QmResult<Reply> {
     let qspace = require_open(ctx, store)?;
@@ -31,18 +31,19 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueRequest) -> Qm
 pub fn queue_defs(device: &Device, qspace: &str) -> QmResult<Vec<QueueDef>> {
     let (_, db) = qspace_file(device, qspace)?;
     let tables = QueueSpaceTables::new(qspace);
-    let txn = db.begin_read().map_err(|e| storage_error("reading queues", e))?;
-    let table = match txn.open_table(tables.queues()) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage_error("reading queues", e)),
-    };
-    let mut defs = Vec::new();
-    for item in table.iter().map_err(|e| storage_error("reading queues", e))? {
-        let (_, v) = item.map_err(|e| storage_error("reading queues", e))?;
-        defs.push(decode("queue", v.value())?);
-    }
-    Ok(defs)
+    db.read(|txn| {
+        let table = match txn.open_table(tables.queues()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage_error("reading queues", e)),
+        };
+        let mut defs = Vec::new();
+        for item in table.iter().map_err(|e| storage_error("reading queues", e))? {
+            let (_, v) = item.map_err(|e| storage_error("reading queues", e))?;
+            defs.push(decode("queue", v.value())?);
+        }
+        Ok(defs)
+    })
 }
 
 fn find(device: &Device, qspace: &str, name: &str) -> QmResult<QueueDef> {
@@ -86,11 +87,10 @@ fn stored_messages(device: &Device, qspace: &str) -> QmResult<u64> {
     use redb::ReadableTableMetadata;
     let (_, db) = qspace_file(device, qspace)?;
     let tables = QueueSpaceTables::new(qspace);
-    let txn = db.begin_read().map_err(|e| storage_error("reading messages", e))?;
-    match txn.open_table(tables.msg()) {
+    db.read(|txn| match txn.open_table(tables.msg()) {
         Ok(t) => t.len().map_err(|e| storage_error("reading messages", e)),
         Err(_) => Ok(0),
-    }
+    })
 }
 
 fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> QmResult<Reply> {

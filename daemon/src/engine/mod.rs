@@ -16,6 +16,7 @@ pub mod timers;
 pub mod txn;
 pub mod writer;
 
+use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
 use index::{Entry, EntryState, Index};
 use qm_common::device::message_blocks;
@@ -26,7 +27,6 @@ use qm_common::message::{
 use qm_common::queue::{DefaultExpiration, DeliveryPolicy, QueueDef, QueueUsage};
 use qm_common::{Diagnostic, QmError, QmResult};
 use record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, secs, seq_of};
-use redb::Database;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -66,6 +66,9 @@ pub struct Inner {
     /// Threshold firings, oldest first, with their keys on disk.
     pub firings: std::collections::VecDeque<(u64, qm_common::protocol::FiringRecord)>,
     pub next_firing: u64,
+    /// The msgid high-water mark known to be on disk: msgids below it are handed out
+    /// without waiting (see [`Engine::take_seq`]).
+    pub seq_durable: u64,
 }
 
 /// The queue space's lock; when released after a change of usage, thresholds are checked.
@@ -100,7 +103,7 @@ impl Drop for Guard<'_> {
 pub struct Engine {
     pub name: String,
     pub tables: Arc<QueueSpaceTables>,
-    db: Arc<Database>,
+    db: Arc<DbFile>,
     writer: Arc<Writer>,
     pub limits: Limits,
     inner: Mutex<Inner>,
@@ -126,13 +129,17 @@ impl Engine {
     /// Loads a queue space: its queues and every committed message.
     pub fn load(
         name: &str,
-        db: Arc<Database>,
+        db: Arc<DbFile>,
         writer: Arc<Writer>,
         defs: Vec<QueueDef>,
         limits: Limits,
     ) -> QmResult<Arc<Engine>> {
         let tables = Arc::new(QueueSpaceTables::new(name));
-        let recovered = txn::recover(&db, &tables, defs, limits.page_size)?;
+        let recovered = {
+            let open = db.get()?;
+            txn::recover(&open, &tables, defs, limits.page_size).map_err(|e| open.recheck(e))?
+        };
+        let seq_durable = recovered.index.reserved;
         let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
             tables,
@@ -147,6 +154,7 @@ impl Engine {
                 waiters: 0,
                 next_firing: recovered.firings.back().map_or(1, |(n, _)| n + 1),
                 firings: recovered.firings,
+                seq_durable,
             }),
             alive: AtomicBool::new(true),
             timer_wake: Arc::new(Notify::new()),
@@ -233,7 +241,13 @@ impl Engine {
     }
 
     fn put(&self, seq: u64, meta: &MessageMeta, body: Option<Arc<[u8]>>) -> WriteOp {
-        WriteOp::Put { tables: self.tables.clone(), seq, meta: encode(meta), body }
+        WriteOp::Put {
+            tables: self.tables.clone(),
+            seq,
+            meta: encode(meta),
+            body,
+            body_len: meta.body_len,
+        }
     }
 
     fn delete(&self, seq: u64) -> WriteOp {
@@ -385,52 +399,65 @@ impl Engine {
         }
         let now = now_us();
         let len = body.len() as u64;
-        let (seq, reserved, stored) = {
+        // `placed`: the blocks of the message put in the index, unless it expired at once.
+        let (seq, placed, mark, pending) = {
             let mut inner = self.lock();
             self.check_txn(&inner, txid)?;
             let seq = inner.index.next_seq;
             let meta = self.new_meta(&mut inner, queue, ctl, len, seq, now)?;
             self.check_capacity(&inner, meta.persistent, len)?;
-            let mut reserve = self.take_seq(&mut inner);
-            if meta.expires_us.is_some_and(|e| e <= now) {
-                // Accepted, and expired at once: it is never stored or counted.
-                (seq, reserve.map(|op| self.send(vec![op])), None)
-            } else {
+            let (mark_op, mark) = self.take_seq(&mut inner).unzip();
+            let mut placed = None;
+            let mut ops: Vec<WriteOp> = mark_op.into_iter().collect();
+            // One that expired at once is accepted, but never stored or counted.
+            if meta.expires_us.is_none_or(|e| e > now) {
                 let blocks = self.blocks(&meta);
-                let persistent = meta.persistent;
                 let body: Arc<[u8]> = body.into();
-                let state = EntryState::Uncommitted(txid.unwrap_or(0));
-                let write = (txid.is_none() && persistent)
-                    .then(|| self.put(seq, &meta, Some(body.clone())));
-                inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
-                if let Some(id) = txid {
-                    if let Some(t) = inner.txns.get_mut(&id) {
-                        t.enqueued.push(seq);
-                    }
-                    (seq, reserve.map(|op| self.send(vec![op])), None)
-                } else if let Some(put) = write {
-                    let ops = std::iter::once(put).chain(reserve.take()).collect();
-                    (seq, None, Some((blocks, self.send(ops))))
-                } else {
-                    self.finalize_enqueue(&mut inner, seq, now);
-                    (seq, reserve.map(|op| self.send(vec![op])), None)
+                if txid.is_none() && meta.persistent {
+                    ops.insert(0, self.put(seq, &meta, Some(body.clone())));
                 }
+                let state = EntryState::Uncommitted(txid.unwrap_or(0));
+                inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+                if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
+                    t.enqueued.push(seq);
+                }
+                placed = Some(blocks);
             }
+            if ops.is_empty() {
+                // Nothing to wait for: a non-persistent message (visible now) or one in a
+                // transaction (visible at its commit).
+                if txid.is_none() && placed.is_some() {
+                    self.finalize_enqueue(&mut inner, seq, now);
+                }
+                return Ok(msgid_of(seq));
+            }
+            (seq, placed, mark, self.send(ops))
         };
-        if let Some(reserved) = reserved
-            && let Err(e) = reserved.wait().await
-        {
-            tracing::error!(qspace = %self.name, "recording the msgid high-water mark failed: {}", e.message);
-        }
-        let Some((blocks, pending)) = stored else { return Ok(msgid_of(seq)) };
-        match pending.wait().await {
+        let result = pending.wait().await;
+        let mut inner = self.lock();
+        match result {
             Ok(_) => {
-                let mut inner = self.lock();
-                self.finalize_enqueue(&mut inner, seq, now_us());
+                if let Some(mark) = mark {
+                    inner.seq_durable = inner.seq_durable.max(mark);
+                }
+                if txid.is_none() && placed.is_some() {
+                    self.finalize_enqueue(&mut inner, seq, now_us());
+                }
                 Ok(msgid_of(seq))
             }
             Err(e) => {
-                self.lock().index.remove(seq, blocks);
+                // Undone as if never asked: nothing of it reached the disk.
+                let uncommitted = inner
+                    .index
+                    .msgs
+                    .get(&seq)
+                    .is_some_and(|entry| matches!(entry.state, EntryState::Uncommitted(_)));
+                if let Some(blocks) = placed.filter(|_| uncommitted) {
+                    if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
+                        t.enqueued.retain(|s| *s != seq);
+                    }
+                    inner.index.remove(seq, blocks);
+                }
                 Err(e)
             }
         }
@@ -439,15 +466,20 @@ impl Engine {
     /// Takes the next sequence number (msgid). Every msgid handed out lies below the
     /// high-water mark on disk, so none is reused after a restart, whether or not its
     /// message was ever written (non-persistent, rolled back, expired at once): the mark
-    /// runs [`SEQ_RESERVE`] ahead, and when a msgid reaches it, this returns the write that
-    /// moves it on, which must be durable before the msgid is handed out.
-    fn take_seq(&self, inner: &mut Inner) -> Option<WriteOp> {
+    /// runs [`SEQ_RESERVE`] ahead, and a msgid not yet below the mark known durable comes
+    /// with the write that moves the mark (and its value), which must be durable before the
+    /// msgid is handed out. A write that fails leaves the durable mark where it was, so the
+    /// next msgid tries again.
+    fn take_seq(&self, inner: &mut Inner) -> Option<(WriteOp, u64)> {
         inner.index.next_seq += 1;
-        if inner.index.next_seq <= inner.index.reserved {
+        if inner.index.next_seq <= inner.seq_durable {
             return None;
         }
-        inner.index.reserved = inner.index.next_seq + SEQ_RESERVE;
-        Some(self.seq_state(inner.index.reserved))
+        if inner.index.next_seq > inner.index.reserved {
+            inner.index.reserved = inner.index.next_seq + SEQ_RESERVE;
+        }
+        let mark = inner.index.reserved;
+        Some((self.seq_state(mark), mark))
     }
 
     /// Makes a committed enqueue visible.

@@ -46,25 +46,81 @@ pub struct MessageMeta {
     pub key: OrderKey,
 }
 
-/// A stored message is one value: the record's length (4 bytes, little-endian), the
-/// postcard record, then the body. One value per message keeps each enqueue and dequeue
-/// to a single B-tree update.
-pub fn stored_len(meta: &[u8], body_len: usize) -> usize {
-    4 + meta.len() + body_len
+/// A stored message is one value: a 4-byte little-endian word, the postcard record, then
+/// the body. The word is the record's length; its top bit says that the body's first bytes
+/// are stored apart, as parts (see [`body_layout`]), and only its last bytes follow the
+/// record. A message that fits in one of redb's pages is one value, which keeps its
+/// enqueue and dequeue to a single B-tree update.
+pub fn stored_len(meta: &[u8], tail_len: usize) -> usize {
+    4 + meta.len() + tail_len
 }
 
-/// Writes a stored message into `out`, which is exactly [`stored_len`] bytes.
-pub fn write_stored(out: &mut [u8], meta: &[u8], body: &[u8]) {
-    out[..4].copy_from_slice(&(meta.len() as u32).to_le_bytes());
+/// The word's flag for a body stored partly apart.
+const PARTED: u32 = 1 << 31;
+
+/// Writes a stored message into `out`, which is exactly [`stored_len`] bytes; `tail` is
+/// the whole body, or (`parted`) its last bytes.
+pub fn write_stored(out: &mut [u8], meta: &[u8], tail: &[u8], parted: bool) {
+    let word = meta.len() as u32 | if parted { PARTED } else { 0 };
+    out[..4].copy_from_slice(&word.to_le_bytes());
     out[4..4 + meta.len()].copy_from_slice(meta);
-    out[4 + meta.len()..].copy_from_slice(body);
+    out[4 + meta.len()..].copy_from_slice(tail);
 }
 
-/// Splits a stored message into its record bytes and its body.
-pub fn split_stored(value: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len = u32::from_le_bytes(value.get(..4)?.try_into().ok()?) as usize;
+/// A stored message, split: its record bytes, the body bytes stored with it, and whether
+/// the body's first bytes are stored apart.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stored<'a> {
+    pub meta: &'a [u8],
+    pub tail: &'a [u8],
+    pub parted: bool,
+}
+
+/// Splits a stored message.
+pub fn split_stored(value: &[u8]) -> Option<Stored<'_>> {
+    let word = u32::from_le_bytes(value.get(..4)?.try_into().ok()?);
+    let len = (word & !PARTED) as usize;
     let meta = value.get(4..4 + len)?;
-    Some((meta, &value[4 + len..]))
+    Some(Stored { meta, tail: &value[4 + len..], parted: word & PARTED != 0 })
+}
+
+/// redb's page: it gives a value that does not share a leaf a power-of-two run of them.
+const REDB_PAGE: usize = 4096;
+/// What redb adds to a value alone in its leaf (the leaf's header, the value's length and
+/// its key), with room to spare.
+const PART_OVERHEAD: usize = 64;
+
+/// How a body of `len` bytes is stored beside a record of `meta_len` bytes: the lengths of
+/// the parts its first bytes are cut into, in order, and how many last bytes stay with the
+/// record. Each part but the last fills a power-of-two run of redb's pages exactly, so a
+/// large body takes about its own size on disk, where one value would take the next power
+/// of two (up to twice). A message that fits in a page is not cut.
+pub fn body_layout(len: usize, meta_len: usize) -> (Vec<usize>, usize) {
+    let mut parts = Vec::new();
+    let mut rest = len;
+    while 4 + meta_len + rest > REDB_PAGE - PART_OVERHEAD {
+        let mut run = REDB_PAGE;
+        while 2 * run - PART_OVERHEAD <= rest {
+            run *= 2;
+        }
+        let part = (run - PART_OVERHEAD).min(rest);
+        parts.push(part);
+        rest -= part;
+    }
+    (parts, rest)
+}
+
+/// The disk a message stored whole (`whole`: its body given) or only its record (the body
+/// stays where it is) may take: its parts fill their runs of pages exactly; the record and
+/// what stays with it are counted twice, for a leaf that is only half full.
+pub fn stored_room(meta_len: usize, body_len: usize, whole: bool) -> u64 {
+    let (parts, tail) = body_layout(body_len, meta_len);
+    let record = 2 * (4 + meta_len + tail + PART_OVERHEAD) as u64;
+    if !whole {
+        return record;
+    }
+    let runs: usize = parts.iter().map(|p| (p + PART_OVERHEAD).next_power_of_two()).sum();
+    runs as u64 + record
 }
 
 /// The identifier of the message stored under `seq`: 16 hex digits.
@@ -149,10 +205,31 @@ mod tests {
     #[test]
     fn stored_round_trip() {
         let mut buf = vec![0; stored_len(b"meta", 5)];
-        write_stored(&mut buf, b"meta", b"hello");
-        assert_eq!(split_stored(&buf), Some((&b"meta"[..], &b"hello"[..])));
+        write_stored(&mut buf, b"meta", b"hello", false);
+        let whole = Stored { meta: b"meta", tail: b"hello", parted: false };
+        assert_eq!(split_stored(&buf), Some(whole));
+        write_stored(&mut buf, b"meta", b"hello", true);
+        assert!(split_stored(&buf).is_some_and(|s| s.parted && s.tail == b"hello"));
         assert_eq!(split_stored(&[1, 0]), None);
         assert_eq!(split_stored(&[9, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn bodies_are_cut_to_fill_runs_of_pages() {
+        assert_eq!(body_layout(1000, 70), (vec![], 1000), "a page's worth is not cut");
+        assert_eq!(body_layout(5000, 70), (vec![4032], 968));
+        assert_eq!(body_layout(17_280, 70), (vec![16_320], 960));
+        let (parts, tail) = body_layout(4 << 20, 70);
+        assert_eq!((parts, tail), (vec![(4 << 20) - 64], 64), "the largest body: one run");
+        for len in [0, 1, 4000, 4096, 70_000, 1_000_003, 4 << 20] {
+            let (parts, tail) = body_layout(len, 70);
+            assert_eq!(parts.iter().sum::<usize>() + tail, len, "{len}: nothing lost");
+            assert!(4 + 70 + tail <= REDB_PAGE, "{len}: the record and tail share a page");
+            for part in parts {
+                let run = (part + PART_OVERHEAD).next_power_of_two();
+                assert!(run - PART_OVERHEAD - part < REDB_PAGE, "{len}: a part fills its run");
+            }
+        }
     }
 
     #[test]

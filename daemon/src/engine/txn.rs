@@ -154,10 +154,13 @@ impl Engine {
                     format!("its commit failed ({}) and it was rolled back", e.message),
                 );
                 txn.ended.notify_waiters();
-                Err(QmError::system(format!(
-                    "Commit of transaction {id} failed and it was rolled back: {}",
-                    e.message
-                )))
+                Err(QmError::new(
+                    e.diagnostic,
+                    format!(
+                        "Commit of transaction {id} failed and it was rolled back: {}",
+                        e.message
+                    ),
+                ))
             }
         }
     }
@@ -334,15 +337,17 @@ pub fn recover(
     for item in table.iter().map_err(|e| err(&e))? {
         let (k, v) = item.map_err(|e| err(&e))?;
         let seq = k.value();
-        let (bytes, body) = super::record::split_stored(v.value())
+        let stored = super::record::split_stored(v.value())
             .ok_or_else(|| err(&"truncated message record"))?;
-        let meta: MessageMeta = postcard::from_bytes(bytes).map_err(|e| err(&e))?;
-        // Sizes are counted from the record: it must agree with the body stored with it.
-        if meta.body_len != body.len() as u64 {
+        let meta: MessageMeta = postcard::from_bytes(stored.meta).map_err(|e| err(&e))?;
+        // Sizes are counted from the record: it must agree with the body stored with it
+        // (for a body stored in parts, with what its cut leaves with the record).
+        let tail = stored.tail.len() as u64;
+        if (!stored.parted && meta.body_len != tail) || (stored.parted && tail > meta.body_len) {
             return Err(err(&format_args!(
                 "message {seq:016x} is damaged: its record gives {} body bytes, {} are stored",
                 meta.body_len,
-                body.len()
+                stored.tail.len()
             )));
         }
         let Some(q) = index.queues.get_mut(&meta.queue) else {

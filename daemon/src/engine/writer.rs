@@ -5,11 +5,19 @@
 //! then answers all of them. Under load, the jobs that arrive during one fsync share the next,
 //! so durable throughput grows with concurrency. Jobs are applied in the order they were
 //! sent, which callers rely on: they send while holding their queue space's lock.
+//!
+//! Before a batch writes anything, room for what it may need on disk is held (see
+//! [`crate::storage::space`]): on a filesystem without that room the batch is refused whole,
+//! cleanly, and its jobs are tried again one by one, so that the small ones that fit still
+//! go through. A job that fails is answered with the reason (`QMENOSPACE` for a full
+//! filesystem); the file stays usable, or is opened again by the next batch after an I/O
+//! error (see [`DbFile`]).
 
-use super::record::{split_stored, stored_len, write_stored};
+use super::record::{Stored, body_layout, split_stored, stored_len, stored_room, write_stored};
+use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
-use qm_common::{QmError, QmResult};
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use qm_common::{Diagnostic, QmError, QmResult};
+use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -20,8 +28,15 @@ const BATCH_MAX: usize = 4096;
 
 /// One write.
 pub enum WriteOp {
-    /// Store a new message (`body` given) or replace an existing message's record.
-    Put { tables: Arc<QueueSpaceTables>, seq: u64, meta: Vec<u8>, body: Option<Arc<[u8]>> },
+    /// Store a new message (`body` given) or replace an existing message's record;
+    /// `body_len` is the length of its body either way.
+    Put {
+        tables: Arc<QueueSpaceTables>,
+        seq: u64,
+        meta: Vec<u8>,
+        body: Option<Arc<[u8]>>,
+        body_len: u64,
+    },
     /// Remove a message; its body comes back in the job's reply.
     Delete { tables: Arc<QueueSpaceTables>, seq: u64 },
     /// Store a queue-space state value (counters, threshold states).
@@ -64,12 +79,12 @@ impl Pending {
 }
 
 impl Writer {
-    /// Starts the writer thread of `db`; it ends when the last handle is dropped.
-    pub fn start(db: Arc<Database>, name: &str) -> QmResult<Arc<Writer>> {
+    /// Starts the writer thread of `file`; it ends when the last handle is dropped.
+    pub fn start(file: Arc<DbFile>, name: &str) -> QmResult<Arc<Writer>> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(format!("qm-writer {name}"))
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&file, &rx))
             .map_err(|e| QmError::system(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(Writer { tx }))
     }
@@ -84,7 +99,8 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
+fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
+    let mut log = FailureLog::default();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -93,44 +109,95 @@ fn run(db: &Database, rx: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit(db, batch.iter().map(|j| j.ops.as_slice())) {
+        match commit(file, batch.iter().map(|j| j.ops.as_slice())) {
             Ok(mut results) => {
-                if tracing::enabled!(tracing::Level::TRACE) {
-                    let seqs: Vec<String> = batch
-                        .iter()
-                        .flat_map(|j| j.ops.iter())
-                        .filter_map(|op| match op {
-                            WriteOp::Put { seq, body, .. } => {
-                                Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
-                            }
-                            WriteOp::Delete { seq, .. } => Some(format!("-{seq:x}")),
-                            WriteOp::State { .. }
-                            | WriteOp::Record { .. }
-                            | WriteOp::RemoveQueue { .. } => None,
-                        })
-                        .collect();
-                    tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
-                }
+                log.succeeded();
+                trace_batch(&batch);
                 for job in batch.into_iter().rev() {
                     let _ = job.reply.send(Ok(results.pop().unwrap_or_default()));
                 }
             }
-            // One bad job must not fail the others: retry each on its own.
+            // One bad job must not fail the others, nor one large job the small ones when
+            // the disk is nearly full: retry each on its own.
             Err(_) if batch.len() > 1 => {
                 for job in batch {
-                    let result = commit(db, std::iter::once(job.ops.as_slice()))
+                    let result = commit(file, std::iter::once(job.ops.as_slice()))
                         .map(|mut r| r.pop().unwrap_or_default());
+                    match &result {
+                        Ok(_) => log.succeeded(),
+                        Err(e) => log.failed(e),
+                    }
                     let _ = job.reply.send(result);
                 }
             }
             Err(e) => {
-                tracing::error!("storage write failed: {}", e.message);
+                log.failed(&e);
                 for job in batch {
                     let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// Logs failed writes without filling a full disk with the log: a full filesystem is said
+/// once until a write succeeds again.
+#[derive(Default)]
+struct FailureLog {
+    disk_full: bool,
+}
+
+impl FailureLog {
+    fn failed(&mut self, e: &QmError) {
+        if e.diagnostic != Diagnostic::NoSpace {
+            tracing::error!("storage write failed: {}", e.message);
+        } else if !self.disk_full {
+            self.disk_full = true;
+            tracing::warn!("write refused: {} (said once until a write succeeds again)", e.message);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if std::mem::take(&mut self.disk_full) {
+            tracing::warn!("writes succeed again: there is room on the disk");
+        }
+    }
+}
+
+/// Logs what a batch committed, at trace level.
+fn trace_batch(batch: &[Job]) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    let seqs: Vec<String> = batch
+        .iter()
+        .flat_map(|j| j.ops.iter())
+        .filter_map(|op| match op {
+            WriteOp::Put { seq, body, .. } => {
+                Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
+            }
+            WriteOp::Delete { seq, .. } => Some(format!("-{seq:x}")),
+            WriteOp::State { .. } | WriteOp::Record { .. } | WriteOp::RemoveQueue { .. } => None,
+        })
+        .collect();
+    tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
+}
+
+/// Room any commit may need besides its values: branch pages, redb's own tables.
+const COMMIT_ROOM: u64 = 512 * 1024;
+/// Room each write may need: the leaf and branch it changes are copied (copy-on-write).
+const OP_ROOM: u64 = 8 * 1024;
+
+/// Disk room a batch of jobs may need, generously: what is held before it commits.
+fn room<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> u64 {
+    let mut need = COMMIT_ROOM;
+    for op in jobs.flatten() {
+        need += OP_ROOM;
+        if let WriteOp::Put { meta, body, body_len, .. } = op {
+            need += stored_room(meta.len(), *body_len as usize, body.is_some());
+        }
+    }
+    need
 }
 
 fn fail(e: impl std::fmt::Display) -> QmError {
@@ -143,6 +210,8 @@ struct Open<'t> {
     tables: HashMap<String, Table<'t, u64, &'static [u8]>>,
     /// Tables keyed by name: queue definitions and state values.
     named: HashMap<String, Table<'t, &'static str, &'static [u8]>>,
+    /// The parts of large bodies.
+    parts: HashMap<String, Table<'t, (u64, u32), &'static [u8]>>,
 }
 
 impl<'t> Open<'t> {
@@ -155,6 +224,17 @@ impl<'t> Open<'t> {
             self.tables.insert(name.to_string(), t);
         }
         Ok(self.tables.get_mut(name).expect("just inserted"))
+    }
+
+    fn parts(&mut self, name: &str) -> QmResult<&mut Table<'t, (u64, u32), &'static [u8]>> {
+        if !self.parts.contains_key(name) {
+            let t = self
+                .txn
+                .open_table(redb::TableDefinition::<(u64, u32), &[u8]>::new(name))
+                .map_err(fail)?;
+            self.parts.insert(name.to_string(), t);
+        }
+        Ok(self.parts.get_mut(name).expect("just inserted"))
     }
 
     fn named(&mut self, name: &str) -> QmResult<&mut Table<'t, &'static str, &'static [u8]>> {
@@ -170,42 +250,55 @@ impl<'t> Open<'t> {
 }
 
 fn commit<'a>(
-    db: &Database,
+    file: &DbFile,
+    jobs: impl Iterator<Item = &'a [WriteOp]> + Clone,
+) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
+    let db = file.get()?;
+    let what = "storage write failed";
+    let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
+    txn.set_durability(Durability::Immediate).map_err(|e| db.explain(what, e))?;
+    // Taken after begin_write, which waits for any other writer of the file: the room is
+    // counted from where that one left off.
+    db.reserve(room(jobs.clone()))?;
+    let results = apply_all(&txn, jobs).map_err(|e| db.recheck(e))?;
+    txn.commit().map_err(|e| db.explain(what, e))?;
+    Ok(results)
+}
+
+/// Applies every job in `txn`; the results of each job, in order.
+fn apply_all<'a>(
+    txn: &WriteTransaction,
     jobs: impl Iterator<Item = &'a [WriteOp]>,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
-    let mut txn = db.begin_write().map_err(fail)?;
-    txn.set_durability(Durability::Immediate).map_err(fail)?;
     let mut results = Vec::new();
-    {
-        let mut open = Open { txn: &txn, tables: HashMap::new(), named: HashMap::new() };
-        // State values are overwritten by later jobs: write each key once, the last value
-        // (or none, when a later job removed it).
-        let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
-        for ops in jobs {
-            results.push(apply(&mut open, ops)?);
-            for op in ops {
-                match op {
-                    WriteOp::State { tables, key, value } => {
-                        states.insert((tables.state.as_str(), key.as_str()), Some(value));
-                    }
-                    WriteOp::RemoveQueue { tables, state_keys, .. } => {
-                        for key in state_keys {
-                            states.insert((tables.state.as_str(), key.as_str()), None);
-                        }
-                    }
-                    _ => {}
+    let mut open =
+        Open { txn, tables: HashMap::new(), named: HashMap::new(), parts: HashMap::new() };
+    // State values are overwritten by later jobs: write each key once, the last value
+    // (or none, when a later job removed it).
+    let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
+    for ops in jobs {
+        results.push(apply(&mut open, ops)?);
+        for op in ops {
+            match op {
+                WriteOp::State { tables, key, value } => {
+                    states.insert((tables.state.as_str(), key.as_str()), Some(value));
                 }
-            }
-        }
-        for ((table, key), value) in states {
-            let table = open.named(table)?;
-            match value {
-                Some(v) => drop(table.insert(key, v).map_err(fail)?),
-                None => drop(table.remove(key).map_err(fail)?),
+                WriteOp::RemoveQueue { tables, state_keys, .. } => {
+                    for key in state_keys {
+                        states.insert((tables.state.as_str(), key.as_str()), None);
+                    }
+                }
+                _ => {}
             }
         }
     }
-    txn.commit().map_err(fail)?;
+    for ((table, key), value) in states {
+        let table = open.named(table)?;
+        match value {
+            Some(v) => drop(table.insert(key, v).map_err(fail)?),
+            None => drop(table.remove(key).map_err(fail)?),
+        }
+    }
     Ok(results)
 }
 
@@ -213,24 +306,47 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
     let mut removed = Vec::new();
     for op in ops {
         match op {
-            WriteOp::Put { tables, seq, meta, body } => {
+            WriteOp::Put { tables, seq, meta, body: Some(body), .. } => {
+                let (parts, tail_len) = body_layout(body.len(), meta.len());
+                let mut at = 0;
+                for (n, len) in parts.iter().enumerate() {
+                    let part = &body[at..at + len];
+                    open.parts(&tables.parts)?.insert((*seq, n as u32), part).map_err(fail)?;
+                    at += len;
+                }
                 let table = open.table(&tables.msg)?;
-                let old;
-                let body: &[u8] = match body {
-                    Some(b) => b,
-                    // A new record for a stored message: keep its body.
-                    None => {
-                        old = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
-                        old.as_deref().and_then(split_stored).map_or(&[][..], |(_, b)| b)
-                    }
-                };
                 let mut slot =
-                    table.insert_reserve(*seq, stored_len(meta, body.len())).map_err(fail)?;
-                write_stored(slot.as_mut(), meta, body);
+                    table.insert_reserve(*seq, stored_len(meta, tail_len)).map_err(fail)?;
+                write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty());
+            }
+            // A new record for a stored message: its body stays as it is stored.
+            WriteOp::Put { tables, seq, meta, body: None, .. } => {
+                let table = open.table(&tables.msg)?;
+                let old = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
+                let old = old.as_deref().and_then(split_stored);
+                let (tail, parted) = old.map_or((&[][..], false), |s| (s.tail, s.parted));
+                let mut slot =
+                    table.insert_reserve(*seq, stored_len(meta, tail.len())).map_err(fail)?;
+                write_stored(slot.as_mut(), meta, tail, parted);
             }
             WriteOp::Delete { tables, seq } => {
                 let value = open.table(&tables.msg)?.remove(*seq).map_err(fail)?;
-                removed.push(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())));
+                let value = value.map(|v| v.value().to_vec());
+                let body = match value.as_deref().and_then(split_stored) {
+                    Some(stored) if stored.parted => {
+                        let mut body = Vec::new();
+                        let parts = open.parts(&tables.parts)?;
+                        let range = (*seq, 0u32)..=(*seq, u32::MAX);
+                        for part in parts.extract_from_if(range, |_, _| true).map_err(fail)? {
+                            body.extend_from_slice(part.map_err(fail)?.1.value());
+                        }
+                        body.extend_from_slice(stored.tail);
+                        Some(body)
+                    }
+                    Some(stored) => Some(stored.tail.to_vec()),
+                    None => None,
+                };
+                removed.push(body);
             }
             WriteOp::State { .. } => {}
             WriteOp::RemoveQueue { tables, queue, .. } => {
@@ -253,14 +369,26 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
 }
 
 /// Reads one message body outside the writer (for transactional dequeues and peeks).
-pub fn read_body(db: &Database, tables: &QueueSpaceTables, seq: u64) -> QmResult<Option<Vec<u8>>> {
-    use redb::ReadableDatabase;
-    let txn = db.begin_read().map_err(fail)?;
-    let table = match txn.open_table(tables.msg()) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(fail(e)),
-    };
-    let value = table.get(seq).map_err(fail)?;
-    Ok(value.and_then(|v| split_stored(v.value()).map(|(_, b)| b.to_vec())))
+pub fn read_body(file: &DbFile, tables: &QueueSpaceTables, seq: u64) -> QmResult<Option<Vec<u8>>> {
+    file.read(|txn| {
+        let table = match txn.open_table(tables.msg()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        let Some(value) = table.get(seq).map_err(fail)? else { return Ok(None) };
+        let Some(Stored { tail, parted, .. }) = split_stored(value.value()) else {
+            return Ok(None);
+        };
+        if !parted {
+            return Ok(Some(tail.to_vec()));
+        }
+        let parts = txn.open_table(tables.parts()).map_err(fail)?;
+        let mut body = Vec::new();
+        for part in parts.range((seq, 0u32)..=(seq, u32::MAX)).map_err(fail)? {
+            body.extend_from_slice(part.map_err(fail)?.1.value());
+        }
+        body.extend_from_slice(tail);
+        Ok(Some(body))
+    })
 }

@@ -4,14 +4,16 @@
 //! written (overlaps, limits, attachments) is decided by the admin handlers that call it.
 
 use super::files;
+use super::handle::DbFile;
 use super::records::{
     DEVICE_MAGIC, DeviceHeader, FILE_MAGIC, FORMAT, FileHeader, QueueSpaceRecord, decode, encode,
     now_secs,
 };
+use super::space::initialized_bytes;
 use super::tables::{HEADER, QSPACES, QueueSpaceTables, UDL, VTOC};
 use qm_common::device::{UdlEntry, VtocEntry};
 use qm_common::{Diagnostic, QmError, QmResult};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -33,23 +35,24 @@ impl FileIdentity {
     }
 }
 
-/// Maps any redb failure to a system error that says what was being done.
+/// Maps any redb failure to a system error that says what was being done. (A failure of
+/// the file itself, such as a full filesystem, is told by [`DbFile`] instead.)
 pub fn storage_error(what: &str, e: impl std::fmt::Display) -> QmError {
     QmError::system(format!("{what}: {e}"))
 }
 
-/// An open database together with the file it was opened from.
+/// An open file together with the identity of the file it was opened from.
 struct DataFile {
-    db: Arc<Database>,
+    db: Arc<DbFile>,
     identity: Option<FileIdentity>,
 }
 
 /// An open device.
 pub struct Device {
     path: PathBuf,
-    db: Arc<Database>,
-    /// Group-commit writers, one per open database, started on first use.
-    writers: Mutex<Vec<(Arc<Database>, Arc<Writer>)>>,
+    db: Arc<DbFile>,
+    /// Group-commit writers, one per open file, started on first use.
+    writers: Mutex<Vec<(Arc<DbFile>, Arc<Writer>)>>,
     identity: Option<FileIdentity>,
     header: DeviceHeader,
     /// Other files named by UDL entries, opened on first use.
@@ -171,15 +174,19 @@ impl Device {
 
     /// Opens an existing device file; a file that is not a qm device is left unchanged.
     pub fn open(path: &Path) -> QmResult<Device> {
-        let (db, header) = files::open(path, |txn| identify_device(path, txn))?;
-        Ok(Device {
+        let shown = path.to_path_buf();
+        let (db, header) = DbFile::open(path, move |txn| identify_device(&shown, txn))?;
+        let device = Device {
             path: path.to_path_buf(),
             identity: FileIdentity::of(path),
             db: Arc::new(db),
             writers: Mutex::new(Vec::new()),
             header,
             files: Mutex::new(HashMap::new()),
-        })
+        };
+        // A device whose records cannot be read is refused by whatever reads them next.
+        let _ = device.refresh_floors();
+        Ok(device)
     }
 
     pub fn path(&self) -> &Path {
@@ -195,20 +202,95 @@ impl Device {
         self.identity.is_some() && FileIdentity::of(&self.path) == self.identity
     }
 
-    /// Whether `db` is the device file's own database.
-    pub fn holds(&self, db: &Arc<Database>) -> bool {
+    /// Whether `db` is the device file itself.
+    pub fn holds(&self, db: &Arc<DbFile>) -> bool {
         Arc::ptr_eq(db, &self.db)
     }
 
     /// Runs `f` in one write transaction of the device file and commits it.
     pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
-        write_in(&self.db, f)
+        self.db.write(f)
     }
 
     /// Runs `f` in a read transaction of the device file.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
-        let txn = self.db.begin_read().map_err(|e| storage_error("reading device", e))?;
-        f(&txn)
+        self.db.read(f)
+    }
+
+    /// Every file this device has open, the device file first.
+    pub fn open_files(&self) -> Vec<Arc<DbFile>> {
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = vec![self.db.clone()];
+        for file in files.values() {
+            if !list.iter().any(|f| Arc::ptr_eq(f, &file.db)) {
+                list.push(file.db.clone());
+            }
+        }
+        list
+    }
+
+    /// The disk each file keeps reserved for its queue spaces with initialized extents
+    /// (see [`initialized_bytes`]), by file name.
+    fn floors(&self) -> QmResult<HashMap<String, u64>> {
+        let udl = self.udl()?;
+        let vtoc = self.vtoc()?;
+        let device_name = self.path.display().to_string();
+        let file_of = |index: u8| {
+            udl.iter().find(|e| e.index == index).map(|e| {
+                if e.index == 0 || self.is_device_file(&e.name, None) {
+                    device_name.clone()
+                } else {
+                    e.name.clone()
+                }
+            })
+        };
+        let mut floors = HashMap::new();
+        for record in self.qspaces()?.into_iter().filter(|r| r.initialized) {
+            let mut extents: Vec<&VtocEntry> = vtoc
+                .iter()
+                .filter(|t| t.extent.is_some() && t.name == record.params.name)
+                .collect();
+            extents.sort_by_key(|t| t.extent);
+            let pages = extents.iter().map(|t| t.pages).sum();
+            if let Some(file) = extents.first().and_then(|t| file_of(t.device)) {
+                *floors.entry(file).or_insert(0) += initialized_bytes(pages, self.page_size());
+            }
+        }
+        Ok(floors)
+    }
+
+    /// Sets, for every open file, the disk it keeps reserved (after a change of queue
+    /// spaces or their initialization); the next commit of each file reserves it.
+    pub fn refresh_floors(&self) -> QmResult<()> {
+        let floors = self.floors()?;
+        let floor = |name: &str| floors.get(name).copied().unwrap_or(0);
+        self.db.set_floor(floor(&self.path.display().to_string()));
+        // Taken out first: setting a floor may allocate a lot, with no lock held.
+        let files: Vec<(String, Arc<DbFile>)> = {
+            let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+            files.iter().map(|(name, f)| (name.clone(), f.db.clone())).collect()
+        };
+        for (name, file) in files {
+            if !Arc::ptr_eq(&file, &self.db) {
+                file.set_floor(floor(&name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every file of the device (a clean stop).
+    pub fn close(&self) {
+        let writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.open_files();
+        for (file, _) in writers.iter() {
+            if !all.iter().any(|f| Arc::ptr_eq(f, file)) {
+                all.push(file.clone());
+            }
+        }
+        drop(writers);
+        for file in all {
+            file.close();
+        }
     }
 
     pub fn udl(&self) -> QmResult<Vec<UdlEntry>> {
@@ -255,18 +337,18 @@ impl Device {
     /// The database holding the tables of a file named by a UDL entry. The file must exist
     /// and belong to this device: a file that was moved or removed is reported, never
     /// silently created again empty.
-    pub fn file_db(&self, name: &str) -> QmResult<Arc<Database>> {
+    pub fn file_db(&self, name: &str) -> QmResult<Arc<DbFile>> {
         self.data_file(name, false)
     }
 
     /// Like [`Device::file_db`], but creates the file when it does not exist yet (`crdl`,
     /// `chdl` of an entry that holds nothing).
-    pub fn create_file_db(&self, name: &str) -> QmResult<Arc<Database>> {
+    pub fn create_file_db(&self, name: &str) -> QmResult<Arc<DbFile>> {
         self.data_file(name, true)
     }
 
     /// The database of a file and its group-commit writer.
-    pub fn file(&self, name: &str) -> QmResult<(Arc<Database>, Arc<Writer>)> {
+    pub fn file(&self, name: &str) -> QmResult<(Arc<DbFile>, Arc<Writer>)> {
         let db = self.file_db(name)?;
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
         // A database only the list and its writer still hold was closed: let both go.
@@ -279,7 +361,7 @@ impl Device {
         Ok((db, writer))
     }
 
-    fn data_file(&self, name: &str, create: bool) -> QmResult<Arc<Database>> {
+    fn data_file(&self, name: &str, create: bool) -> QmResult<Arc<DbFile>> {
         let entry0 = self.udl()?.into_iter().find(|e| e.index == 0).map(|e| e.name);
         if self.is_device_file(name, entry0.as_deref()) {
             return Ok(self.db.clone());
@@ -304,6 +386,7 @@ impl Device {
             return Ok(moved);
         }
         let db = self.open_file(path, create)?;
+        db.set_floor(self.floors().ok().and_then(|f| f.get(name).copied()).unwrap_or(0));
         files.insert(
             name.to_string(),
             DataFile { db: db.clone(), identity: FileIdentity::of(path) },
@@ -311,7 +394,7 @@ impl Device {
         Ok(db)
     }
 
-    fn open_file(&self, path: &Path, create: bool) -> QmResult<Arc<Database>> {
+    fn open_file(&self, path: &Path, create: bool) -> QmResult<Arc<DbFile>> {
         let exists = std::fs::symlink_metadata(path).is_ok();
         if !exists || is_empty_file(path) {
             if !create {
@@ -335,7 +418,8 @@ impl Device {
             })?;
         }
         let device_id = self.header.device_id;
-        let (db, _) = files::open(path, |txn| identify_file(path, device_id, txn))?;
+        let shown = path.to_path_buf();
+        let (db, _) = DbFile::open(path, move |txn| identify_file(&shown, device_id, txn))?;
         Ok(Arc::new(db))
     }
 
@@ -354,11 +438,8 @@ impl Device {
 }
 
 /// Runs `f` in one write transaction of `db` and commits it; an error aborts everything.
-pub fn write_in<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
-    let txn = db.begin_write().map_err(|e| storage_error("starting a write", e))?;
-    let value = f(&txn)?;
-    txn.commit().map_err(|e| storage_error("committing", e))?;
-    Ok(value)
+pub fn write_in<T>(db: &DbFile, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
+    db.write(f)
 }
 
 fn collect<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(

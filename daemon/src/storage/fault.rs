@@ -11,6 +11,9 @@
 //!   sync, and the length at the last sync is restored), which is what a power cut leaves.
 //! - `QM_FAULT=count:PATH`: no fault; PATH always holds the number of steps taken so far,
 //!   so a test can learn how many steps a run takes and choose its N.
+//! - `QM_FAULT=noroom`: no room is held ahead of commits ([`super::space`]), so that a full
+//!   filesystem meets redb in the middle of a commit, as it would where qm cannot hold room:
+//!   the test of opening a file again after an I/O error.
 //!
 //! A storage step is every write, length change and sync of a qm redb file, and every
 //! file-system step of creating one (create, rename into place, sync of the directory).
@@ -40,6 +43,7 @@ enum Mode {
     Crash(u64),
     PowerCut(u64),
     Count(File),
+    NoRoom,
 }
 
 /// The armed fault and the state every step shares.
@@ -56,7 +60,10 @@ struct Fault {
 static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
 
 fn parse(value: &str) -> Result<Mode, String> {
-    let bad = || format!("{VARIABLE}={value} is not crash:N, powercut:N or count:PATH");
+    let bad = || format!("{VARIABLE}={value} is not crash:N, powercut:N, count:PATH or noroom");
+    if value == "noroom" {
+        return Ok(Mode::NoRoom);
+    }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
     let step = || arg.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad);
     match kind {
@@ -123,6 +130,11 @@ fn die(step: u64, what: &str) -> ! {
     eprintln!("qmd: {VARIABLE}: {what} at storage step {step}");
     let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     std::process::abort()
+}
+
+/// Whether room is held ahead of commits (always, unless a test asked for `noroom`).
+pub fn holds_room() -> bool {
+    lock().is_none_or(|f| !matches!(f.mode, Mode::NoRoom))
 }
 
 /// Counts a file-system step that is not a redb file's own (creating or renaming a file,

@@ -11,14 +11,18 @@
 //! - Crash-atomic creation: a new file is built and committed under a temporary name in
 //!   the same directory, then renamed into place, so its name never shows a half-made file;
 //!   a retry removes the leftover of a creation that was cut short.
-//! - Every file goes through [`fault::backend`], where tests inject crashes and power cuts.
+//! - Every file goes through [`fault::backend`], where tests inject crashes and power cuts,
+//!   and through [`SpaceBackend`], which holds room for it against a disk that fills up (see
+//!   [`space`]).
+//! - A file redb has to repair (it was not closed cleanly) is said in the log.
 //!
 //! Opening takes a path and an `identify` check, and can be called again on the same path
 //! to reopen a file (after an I/O error latched in redb, the `Database` must be dropped and
-//! the file opened anew).
+//! the file opened anew: [`super::handle::DbFile`]).
 
 use super::fault;
 use super::overlay::{Overlay, Release};
+use super::space::{self, Space, SpaceBackend};
 use qm_common::{Diagnostic, QmError, QmResult, trust};
 use redb::{Builder, Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use rustix::fs::{Mode, OFlags};
@@ -26,6 +30,8 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// redb's magic number: the first bytes of every redb file.
@@ -180,19 +186,27 @@ fn unless_busy<T>(
 
 /// Opens an existing file of qm's: `identify` reads its header and says whether it is the
 /// file expected (an error refuses it). Until it says so, redb's writes are held in memory
-/// ([`Overlay`]): nothing is written to a file that is refused.
+/// ([`Overlay`]): nothing is written to a file that is refused. Returns the database, what
+/// `identify` found, and the file's [`Space`] (its disk reservation and I/O errors).
 pub fn open<T>(
     path: &Path,
     identify: impl Fn(&ReadTransaction) -> QmResult<T>,
-) -> QmResult<(Database, T)> {
+) -> QmResult<(Database, T, Arc<Space>)> {
     let file = open_trusted(path)?;
     check_magic(path, &file)?;
+    let space = Space::new(path, &file).map_err(|e| os_error(path, "examine", e))?;
+    let repaired = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
     let look = || -> QmResult<(Database, T, Release)> {
         let mut release = None;
         let db = unless_busy(|| {
-            let (overlay, held) = Overlay::new(fault::backend(file.try_clone()?)?)?;
+            let backend = SpaceBackend::new(fault::backend(file.try_clone()?)?, space.clone());
+            let (overlay, held) = Overlay::new(backend)?;
             release = Some(held);
-            Builder::new().create_with_backend(overlay)
+            let seen = repaired.clone();
+            Builder::new()
+                .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed))
+                .create_with_backend(overlay)
         })
         .map_err(|e| refused_open(path, e))?;
         let found = identify(&db.begin_read().map_err(|e| unreadable(path, e))?)?;
@@ -206,8 +220,18 @@ pub fn open<T>(
             path.display()
         )))
     })?;
-    release.write_through().map_err(|e| os_error(path, "write", e))?;
-    Ok((db, found))
+    release.write_through().map_err(|e| space::io_failure(path, "write", &e))?;
+    if repaired.load(Ordering::Relaxed) {
+        // Said so that an operator knows why the start took long, and a test that a clean
+        // stop leaves nothing to repair.
+        tracing::warn!(
+            "{} was not closed cleanly (qmd was killed, crashed, or met an I/O error): redb \
+             checked and repaired it in {:.1} s",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok((db, found, space))
 }
 
 /// Creates a file whose first transaction `fill` writes, atomically: under `path` there is
@@ -225,13 +249,13 @@ pub fn create(path: &Path, fill: impl FnOnce(&WriteTransaction) -> QmResult<()>)
     }
     let temp = new_name(path);
     remove_leftover(&temp)?;
-    let built = build(&temp, fill);
+    let built = build(&temp, path, fill);
     if built.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
     built?;
     fault::step();
-    std::fs::rename(&temp, path).map_err(|e| os_error(path, "create", e))?;
+    std::fs::rename(&temp, path).map_err(|e| space::io_failure(path, "create", &e))?;
     sync_directory(path)
 }
 
@@ -253,8 +277,13 @@ fn remove_leftover(temp: &Path) -> QmResult<()> {
     std::fs::remove_file(temp).map_err(|e| os_error(temp, "remove", e))
 }
 
-/// Makes the whole new file under `temp` and commits it.
-fn build(temp: &Path, fill: impl FnOnce(&WriteTransaction) -> QmResult<()>) -> QmResult<()> {
+/// Makes the whole new file under `temp` and commits it. A full filesystem is said so,
+/// naming `path` (the name the file is made for).
+fn build(
+    temp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&WriteTransaction) -> QmResult<()>,
+) -> QmResult<()> {
     fault::step();
     let flags = OFlags::RDWR
         | OFlags::CREATE
@@ -263,9 +292,15 @@ fn build(temp: &Path, fill: impl FnOnce(&WriteTransaction) -> QmResult<()>) -> Q
         | OFlags::CLOEXEC
         | OFlags::NOCTTY;
     let fd = rustix::fs::open(temp, flags, Mode::from_raw_mode(0o600))
-        .map_err(|e| os_error(temp, "create", std::io::Error::from(e)))?;
-    let backend = fault::backend(File::from(fd)).map_err(|e| os_error(temp, "create", e))?;
-    let what = |e: &dyn std::fmt::Display| os_error(temp, "write", e);
+        .map_err(|e| space::io_failure(path, "create", &std::io::Error::from(e)))?;
+    let file = File::from(fd);
+    let space = Space::new(path, &file).map_err(|e| os_error(temp, "create", e))?;
+    let what =
+        |e: &dyn std::fmt::Display| space.explain(&format!("cannot write {}", temp.display()), e);
+    let backend = SpaceBackend::new(
+        fault::backend(file).map_err(|e| os_error(temp, "create", e))?,
+        space.clone(),
+    );
     let db = Builder::new().create_with_backend(backend).map_err(|e| what(&e))?;
     let txn = db.begin_write().map_err(|e| what(&e))?;
     fill(&txn)?;
@@ -283,5 +318,5 @@ fn sync_directory(path: &Path) -> QmResult<()> {
     let fd =
         rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| os_error(dir, "open", std::io::Error::from(e)))?;
-    rustix::fs::fsync(&fd).map_err(|e| os_error(dir, "sync", std::io::Error::from(e)))
+    rustix::fs::fsync(&fd).map_err(|e| space::io_failure(dir, "sync", &std::io::Error::from(e)))
 }

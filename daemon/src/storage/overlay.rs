@@ -8,7 +8,6 @@
 //! crash redb recovers from) and from then on every operation goes straight to the file. If
 //! it is not, dropping the database drops the writes and the file is as it was.
 
-use super::fault::Backend;
 use redb::StorageBackend;
 use std::collections::HashMap;
 use std::io::{Error, ErrorKind};
@@ -38,7 +37,7 @@ struct Held {
 
 #[derive(Debug)]
 struct Shared {
-    file: Backend,
+    file: Box<dyn StorageBackend>,
     /// True while writes are held; once false, never again.
     holding: AtomicBool,
     held: Mutex<Held>,
@@ -52,7 +51,8 @@ pub struct Overlay(Arc<Shared>);
 pub struct Release(Arc<Shared>);
 
 impl Overlay {
-    pub fn new(file: Backend) -> std::io::Result<(Overlay, Release)> {
+    pub fn new(file: impl StorageBackend) -> std::io::Result<(Overlay, Release)> {
+        let file: Box<dyn StorageBackend> = Box::new(file);
         let len = file.len()?;
         let held = Held { len, file_len: len, blocks: HashMap::new(), ops: Vec::new() };
         let shared =

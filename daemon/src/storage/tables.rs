@@ -18,12 +18,16 @@ pub const QSPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("qm.qspac
 pub struct QueueSpaceTables {
     /// Queue name → [`QueueDef`](qm_common::queue::QueueDef).
     pub queues: String,
-    /// Filler written while initializing extents, removed afterwards.
+    /// Filler that earlier releases wrote while initializing extents (removed afterwards,
+    /// or with the queue space).
     pub init: String,
     /// Message sequence number → the stored message: its
     /// [`MessageMeta`](crate::engine::record::MessageMeta) and body (see
     /// [`write_stored`](crate::engine::record::write_stored)).
     pub msg: String,
+    /// (Message sequence number, part number) → the first bytes of a large body, cut as
+    /// [`body_layout`](crate::engine::record::body_layout) says.
+    pub parts: String,
     /// Name → state value (sequence high-water mark, threshold states).
     pub state: String,
     /// Number → [`FiringRecord`](qm_common::protocol::FiringRecord) of threshold commands.
@@ -36,6 +40,7 @@ impl QueueSpaceTables {
             queues: format!("qs.{qspace}.queues"),
             init: format!("qs.{qspace}.init"),
             msg: format!("qs.{qspace}.msg"),
+            parts: format!("qs.{qspace}.parts"),
             state: format!("qs.{qspace}.state"),
             firings: format!("qs.{qspace}.firings"),
         }
@@ -53,6 +58,10 @@ impl QueueSpaceTables {
         TableDefinition::new(&self.msg)
     }
 
+    pub fn parts(&self) -> TableDefinition<'_, (u64, u32), &'static [u8]> {
+        TableDefinition::new(&self.parts)
+    }
+
     pub fn state(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
         TableDefinition::new(&self.state)
     }
@@ -62,7 +71,7 @@ impl QueueSpaceTables {
     }
 
     /// Every table of the queue space, for destroying it.
-    pub fn all(&self) -> [&str; 5] {
-        [&self.queues, &self.init, &self.msg, &self.state, &self.firings]
+    pub fn all(&self) -> [&str; 6] {
+        [&self.queues, &self.init, &self.msg, &self.parts, &self.state, &self.firings]
     }
 }

@@ -1,0 +1,301 @@
+//! One redb file as the rest of qmd holds it: a handle that hands out the file's current
+//! `Database` for each use, so that the database can be closed and opened again under its
+//! users.
+//!
+//! redb latches an I/O error: every later call on that `Database` fails until it is dropped
+//! (see [`super::space`]). After one, the next use retires the failed database: it waits for
+//! the uses still holding it (each holds it for one transaction), drops it, and opens the
+//! file again through [`files::open`], whose recovery finds what was committed and nothing
+//! of the commit that failed. While the file cannot be opened (the filesystem is still full)
+//! every use is refused with the reason, and a later one tries again. The engines keep their
+//! in-memory state meanwhile: it never holds a change the writer did not report durable.
+//!
+//! At a clean stop [`DbFile::close`] closes the database, so that the next start finds the
+//! file closed and opens it without a repair.
+
+use super::files;
+use super::space::{Space, no_space};
+use qm_common::{QmError, QmResult};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a use waits for the others to let go of a failed database before it gives up
+/// (they hold it for one transaction; a wait this long means one of them waits on us).
+const RETIRE_WAIT: Duration = Duration::from_secs(1);
+/// Pause between two attempts to open a file again.
+const REOPEN_PAUSE: Duration = Duration::from_millis(200);
+/// Below this much free space a reopen is not tried: redb's recovery writes to the file.
+const REOPEN_MIN_FREE: u64 = 256 * 1024;
+/// How long a clean stop waits for the last uses of a database before it closes it anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// What an administrative write is given room for (records, tables, a queue definition).
+const WRITE_NEED: u64 = 1024 * 1024;
+
+type Identify = dyn Fn(&ReadTransaction) -> QmResult<()> + Send + Sync;
+
+struct Slot {
+    db: Option<Arc<Database>>,
+    space: Arc<Space>,
+    /// Why the file is not open now, told to every use until it is again.
+    down: Option<QmError>,
+    not_before: Instant,
+    closed: bool,
+}
+
+/// A redb file of the device.
+pub struct DbFile {
+    path: PathBuf,
+    /// Checks, at every reopen, that the file is still the one first opened.
+    identify: Box<Identify>,
+    slot: Mutex<Slot>,
+    /// Bytes kept reserved from the start of the file: what its queue spaces with
+    /// initialized extents may need.
+    floor: AtomicU64,
+}
+
+/// One use of the file: its database for one transaction, and what explains its failures.
+pub struct Db {
+    db: Arc<Database>,
+    space: Arc<Space>,
+    floor: u64,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Db {
+    /// What a failed redb call means: a full filesystem, another I/O error, or `what: e`.
+    pub fn explain(&self, what: &str, e: impl std::fmt::Display) -> QmError {
+        self.space.explain(what, e)
+    }
+
+    /// `e`, unless an I/O error of the file explains it better.
+    pub fn recheck(&self, e: QmError) -> QmError {
+        if self.space.failure().is_some() { self.space.explain("", &e) } else { e }
+    }
+
+    /// Reserves the room a commit needing `need` bytes may write (see
+    /// [`Space::reserve`]); refused cleanly when the filesystem is full.
+    pub fn reserve(&self, need: u64) -> QmResult<()> {
+        self.space.reserve(need, self.floor)
+    }
+}
+
+impl DbFile {
+    /// Opens `path`; `identify` checks it is the file expected, now and at every reopen,
+    /// and says what it found the first time.
+    pub fn open<T>(
+        path: &Path,
+        identify: impl Fn(&ReadTransaction) -> QmResult<T> + Send + Sync + 'static,
+    ) -> QmResult<(DbFile, T)> {
+        let (db, found, space) = files::open(path, &identify)?;
+        let file = DbFile {
+            path: path.to_path_buf(),
+            identify: Box::new(move |txn| identify(txn).map(drop)),
+            slot: Mutex::new(Slot {
+                db: Some(Arc::new(db)),
+                space,
+                down: None,
+                not_before: Instant::now(),
+                closed: false,
+            }),
+            floor: AtomicU64::new(0),
+        };
+        Ok((file, found))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds, from now on, the disk the file's initialized queue spaces may take (`bytes`
+    /// in all). Taken now: the room is held by this qmd only, so at a start it is taken
+    /// again, and a filesystem that filled up meanwhile is said in the log.
+    pub fn set_floor(&self, bytes: u64) {
+        self.floor.store(bytes, Ordering::Relaxed);
+        if bytes == 0 {
+            return;
+        }
+        let space = match self.space() {
+            Ok(space) => space,
+            Err(_) => return,
+        };
+        if let Err(e) = space.hold_for(bytes) {
+            tracing::warn!(
+                "{}: the disk its initialized queue spaces need ({} MiB in all) cannot be held \
+                 ({}); their enqueues may be refused until there is room",
+                self.path.display(),
+                bytes.div_ceil(1 << 20),
+                e.message
+            );
+        }
+    }
+
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
+    }
+
+    /// The file's disk side now (reservation, free space).
+    pub fn space(&self) -> QmResult<Arc<Space>> {
+        Ok(self.get()?.space)
+    }
+
+    /// The database for one use: the open one, or the file opened again after an I/O error.
+    pub fn get(&self) -> QmResult<Db> {
+        let deadline = Instant::now() + RETIRE_WAIT;
+        loop {
+            let mut slot = self.slot();
+            if slot.closed {
+                return Err(QmError::system(format!(
+                    "{} is closed: qmd is stopping",
+                    self.path.display()
+                )));
+            }
+            if let Some(db) = &slot.db
+                && slot.space.failure().is_none()
+            {
+                let floor = self.floor();
+                return Ok(Db { db: db.clone(), space: slot.space.clone(), floor });
+            }
+            if let Some(db) = slot.db.take() {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        // Dropping it closes it; redb writes nothing more after an I/O error.
+                        drop(db);
+                        tracing::warn!(
+                            "{} closed after an I/O error; it is opened again once possible",
+                            self.path.display()
+                        );
+                        slot.down = Some(slot.space.explain("reopening", "I/O error"));
+                    }
+                    Err(db) => {
+                        slot.db = Some(db);
+                        drop(slot);
+                        if Instant::now() >= deadline {
+                            return Err(self.unavailable("its last users still hold it"));
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                }
+            }
+            return self.reopen(&mut slot);
+        }
+    }
+
+    /// Why the file cannot be used now: the reason it is down, or what its I/O error
+    /// means, and `why` it is not opened again yet.
+    fn unavailable(&self, why: &str) -> QmError {
+        let slot = self.slot();
+        slot.down.clone().unwrap_or_else(|| {
+            let what = format!("{} cannot be opened again yet ({why})", self.path.display());
+            slot.space.explain(&what, "after an I/O error")
+        })
+    }
+
+    fn reopen(&self, slot: &mut Slot) -> QmResult<Db> {
+        let down = |slot: &Slot| slot.down.clone().unwrap_or_else(|| QmError::system("not open"));
+        if Instant::now() < slot.not_before {
+            return Err(down(slot));
+        }
+        slot.not_before = Instant::now() + REOPEN_PAUSE;
+        if slot.space.free().is_some_and(|free| free < REOPEN_MIN_FREE) {
+            slot.down = Some(no_space(&self.path, rustix::io::Errno::NOSPC.raw_os_error()));
+            return Err(down(slot));
+        }
+        match files::open(&self.path, |txn| (self.identify)(txn)) {
+            Ok((db, (), space)) => {
+                tracing::warn!(
+                    "{} opened again; carrying on from what it holds",
+                    self.path.display()
+                );
+                let db = Arc::new(db);
+                slot.db = Some(db.clone());
+                slot.space = space.clone();
+                slot.down = None;
+                Ok(Db { db, space, floor: self.floor() })
+            }
+            Err(e) => {
+                // Said once for each reason: it is tried again at every use.
+                if slot.down.as_ref().is_none_or(|d| d.message != e.message) {
+                    tracing::warn!(
+                        "{} cannot be opened again yet: {}",
+                        self.path.display(),
+                        e.message
+                    );
+                }
+                slot.down = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in one read transaction.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
+        let db = self.get()?;
+        let txn = db.begin_read().map_err(|e| db.explain("reading", e))?;
+        f(&txn).map_err(|e| db.recheck(e))
+    }
+
+    /// Runs `f` in one write transaction and commits it; an error (a full filesystem
+    /// included) aborts everything.
+    pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
+        let db = self.get()?;
+        let txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
+        db.reserve(WRITE_NEED)?;
+        let value = f(&txn).map_err(|e| db.recheck(e))?;
+        txn.commit().map_err(|e| db.explain("committing", e))?;
+        Ok(value)
+    }
+
+    /// Closes the database for good (a clean stop): waits a moment for its last uses, then
+    /// lets redb record that the file was closed cleanly.
+    pub fn close(&self) {
+        let mut db = {
+            let mut slot = self.slot();
+            slot.closed = true;
+            match slot.db.take() {
+                Some(db) => db,
+                None => return,
+            }
+        };
+        let deadline = Instant::now() + CLOSE_WAIT;
+        loop {
+            match Arc::try_unwrap(db) {
+                Ok(open) => {
+                    match open.close() {
+                        Ok(()) => tracing::debug!("{} closed", self.path.display()),
+                        Err(e) => tracing::warn!(
+                            "{} could not be closed cleanly ({e}); the next start repairs it",
+                            self.path.display()
+                        ),
+                    }
+                    return;
+                }
+                Err(still) if Instant::now() < deadline => {
+                    db = still;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "{} is still in use and was left open; the next start repairs it",
+                        self.path.display()
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
