@@ -101,12 +101,19 @@ pub fn check_owner(file: &File, path: &Path, what: &str) -> Result<(), String> {
     ))
 }
 
+/// Largest file [`read_trusted`] reads: far more than any configuration needs, and small
+/// enough that a wrong file (a device, a log) given by mistake is refused, not loaded.
+pub const TRUSTED_TEXT_MAX: u64 = 1024 * 1024;
+
 /// Reads a file whose contents qm acts on (a configuration, which names commands to run):
-/// it must be a regular file of ours or root's that nobody else may write. The checks are
-/// made on the opened file, so the text returned is the text checked, even if the path
-/// changes meanwhile. A symbolic link is followed; its target must pass.
+/// it must be a regular text file of ours or root's that nobody else may write, of at most
+/// [`TRUSTED_TEXT_MAX`] bytes. The checks are made on the opened file, so the text returned
+/// is the text checked, even if the path changes meanwhile. A symbolic link is followed
+/// only when the link itself is ours or root's (whoever made it chose the file read) and
+/// its target passes.
 pub fn read_trusted(path: &Path, what: &str) -> Result<String, String> {
-    let mut file = OpenOptions::new()
+    check_link_owner(path, what)?;
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
@@ -114,10 +121,51 @@ pub fn read_trusted(path: &Path, what: &str) -> Result<String, String> {
     let meta =
         file.metadata().map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     check_trusted_file(&meta, path, what)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    let too_big = |len: u64| {
+        format!(
+            "refusing {what} {}: it is {len} bytes long, and a {what} is at most {} bytes; is \
+             it the right file?",
+            path.display(),
+            TRUSTED_TEXT_MAX
+        )
+    };
+    if meta.len() > TRUSTED_TEXT_MAX {
+        return Err(too_big(meta.len()));
+    }
+    // The file may grow after the check: read no more than the limit and one byte.
+    let mut bytes = Vec::new();
+    file.take(TRUSTED_TEXT_MAX + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-    Ok(text)
+    if bytes.len() as u64 > TRUSTED_TEXT_MAX {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "refusing {what} {}: it is not text (byte {} is not UTF-8); is it the right file?",
+            path.display(),
+            e.utf8_error().valid_up_to() + 1
+        )
+    })
+}
+
+/// Refuses a symbolic link at `path` that another user made: in a directory others may
+/// write, they could point it at any file of ours or root's, and that file would be read as
+/// ours. A link of ours or root's is followed.
+fn check_link_owner(path: &Path, what: &str) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_symlink() || is_trusted_user(meta.uid()) {
+        return Ok(());
+    }
+    let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+    Err(format!(
+        "refusing {what} {} (a link to {target}): the link belongs to {}, not to {} or root, \
+         and whoever made it chooses which file qmd reads; remove the link, or name the file \
+         itself",
+        path.display(),
+        describe_user(meta.uid()),
+        describe_user(euid())
+    ))
 }
 
 /// The ownership and mode rule of [`read_trusted`], on an opened file's metadata.

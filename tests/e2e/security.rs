@@ -294,6 +294,79 @@ fn a_configuration_others_may_change_is_refused() {
     assert!(!marker.exists(), "the planted service ran");
 }
 
+/// A link another user planted at DEVICE.toml is refused even when it leads to a good
+/// configuration of ours: whoever made the link chose which of our files qmd acts on. At
+/// start and at `daemon reload`; our own link is followed. A file that cannot be a
+/// configuration (the device itself, a file far too large) is refused, not loaded.
+#[test]
+fn a_configuration_link_another_user_made_is_refused() {
+    let env = Env::new();
+    let other = User::create();
+    setup(&env, 200, &["SVC fifo none 0 0 100% 0% ''"]);
+    env.stop_daemon();
+    chmod(env.dir.path(), 0o1777);
+    // Ours and good, written for some other purpose: a forwarder booted with the daemon.
+    let ours = env.path("ours.toml");
+    let marker = env.path("marker");
+    std::fs::write(
+        &ours,
+        format!(
+            "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\nboot = true\n\n\
+             [service.SVC]\ncommand = \"touch {}\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    chmod(&ours, 0o600);
+    let toml = env.path("QUE.toml");
+    let plant = || {
+        other.sh(&format!("ln -s {} {}", ours.display(), toml.display())).ok();
+    };
+    plant();
+    let refused = format!(
+        "refusing configuration {} (a link to {}): the link belongs to {}",
+        toml.display(),
+        ours.display(),
+        named(&other)
+    );
+    let run = qmd(&[env.device.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&refused).stderr_has("remove the link");
+
+    std::fs::remove_file(&toml).unwrap();
+    let mut daemon = env.start_daemon(&[]);
+    plant();
+    env.c("daemon reload").failed().stderr_has(&refused);
+    env.c("psr").ok().stdout_has("No forwarders are configured");
+    env.c("daemon stop").ok();
+    daemon.wait();
+    assert!(!marker.exists(), "the file the link leads to was acted on");
+
+    // Our own link to it is ours to make.
+    std::fs::remove_file(&toml).unwrap();
+    std::os::unix::fs::symlink(&ours, &toml).unwrap();
+    let _daemon = env.start_daemon(&[]);
+    env.c("psr").ok().stdout_lacks("No forwarders are configured");
+    env.stop_daemon();
+    std::fs::remove_file(&toml).unwrap();
+
+    // The device given as the configuration by mistake, and a file over the size limit
+    // (sparse: its length is what counts).
+    let device = env.device.as_os_str();
+    let run = qmd(&[device, "--config".as_ref(), device]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("refusing configuration {}: it is not text", env.dev()));
+    let big = env.path("big.toml");
+    std::fs::File::create(&big).unwrap().set_len(4 << 30).unwrap();
+    let run = qmd(&[device, "--config".as_ref(), big.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!(
+        "refusing configuration {}: it is 4294967296 bytes long, and a configuration is at \
+         most 1048576 bytes",
+        big.display()
+    ));
+}
+
 /// A symbolic link planted as the lock or the log is refused, naming the file, and nothing
 /// is created or written at its target: qmd in the foreground (lock, `-g`), `--detach` and
 /// qmadmin's auto-start (DEVICE.log), a dangling link too.
