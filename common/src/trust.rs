@@ -75,13 +75,39 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions, what: &str) -> Res
              anyone who may write the directory could aim one at another file; remove the link",
             path.display()
         ),
-        _ => format!("cannot open {what} {}: {e}", path.display()),
+        // A FIFO nobody reads (ENXIO), a directory (EISDIR): say what is there instead.
+        _ => match std::fs::symlink_metadata(path).ok().and_then(|m| not_regular(&m)) {
+            Some(kind) => format!(
+                "{what} {} is {kind}, not a regular file; remove it (qm creates its own)",
+                path.display()
+            ),
+            None => format!("cannot open {what} {}: {e}", path.display()),
+        },
     })?;
     // Non-blocking was only for the open: later reads and writes behave as usual.
     let flags = rustix::fs::fcntl_getfl(&file)
         .and_then(|f| rustix::fs::fcntl_setfl(&file, f - rustix::fs::OFlags::NONBLOCK))
         .map_err(|e| format!("cannot use {what} {}: {e}", path.display()));
     flags.map(|()| file)
+}
+
+/// What a file that is not a regular file is, for messages: `a directory`, `a FIFO`.
+fn not_regular(meta: &Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a device node"
+    })
 }
 
 /// Checks that an opened file at a predictable path belongs to us or root: someone else's

@@ -78,7 +78,8 @@ fn fail(message: &str) -> i32 {
 }
 
 /// Takes the device's lock file; held for the daemon's life. A symbolic link in its place
-/// is refused (nothing is created at its target), and so is anything but a regular file.
+/// is refused (nothing is created at its target), and so is anything but a regular file of
+/// ours or root's.
 fn lock_device(device: &Path) -> Result<File, String> {
     let path = qm_common::paths::lock_path(device);
     let mut options = std::fs::OpenOptions::new();
@@ -90,6 +91,9 @@ fn lock_device(device: &Path) -> Result<File, String> {
             path.display()
         ));
     }
+    // Another user's lock file was planted: whoever owns it could hold it (and every qmd
+    // would take the device for served) or remove it while we hold it.
+    trust::check_owner(&file, &path, "lock file")?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             format!(

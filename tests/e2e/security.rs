@@ -409,6 +409,39 @@ fn lock_and_log_links_are_refused() {
     assert!(!env.socket().exists());
 }
 
+/// What another user planted as the lock is refused, saying what it is: their own lock
+/// file (which they could hold, so that qmd would take the device for served, or remove
+/// while qmd holds it), a FIFO, a directory. A FIFO given as the log, too.
+#[test]
+fn a_lock_planted_by_another_user_is_refused() {
+    let env = Env::new();
+    let other = User::create();
+    chmod(env.dir.path(), 0o1777);
+    let lock = env.path("QUE.lock");
+    let shown = lock.display();
+    other.sh(&format!("touch {shown}; chmod 666 {shown}")).ok();
+    let run = qmd(&[env.device.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("lock file {shown} belongs to {}", named(&other)))
+        .stderr_lacks("another qmd");
+    std::fs::remove_file(&lock).unwrap();
+
+    for (make, kind) in [("mkfifo -m 666", "a FIFO"), ("mkdir -m 777", "a directory")] {
+        other.sh(&format!("{make} {shown}")).ok();
+        let run = qmd(&[env.device.as_os_str()]);
+        assert_eq!(run.status, 1, "{run:?}");
+        run.stderr_has(&format!("lock file {shown} is {kind}"))
+            .stderr_has("not a regular file; remove it");
+        other.sh(&format!("rm -rf {shown}")).ok();
+    }
+    let fifo = env.path("log.fifo");
+    other.sh(&format!("mkfifo -m 666 {}", fifo.display())).ok();
+    let run = qmd(&[env.device.as_os_str(), "-g".as_ref(), fifo.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("log file {} is a FIFO", fifo.display()));
+    assert!(!env.socket().exists());
+}
+
 /// A log another user planted at DEVICE.log is not written to (qmd may run as root).
 #[test]
 fn a_log_planted_by_another_user_is_refused() {
