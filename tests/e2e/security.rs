@@ -518,6 +518,24 @@ fn a_device_directory_others_may_write_is_warned_about() {
     qmd_detached(&env).ok().stderr_lacks("WARN");
 }
 
+/// When qmadmin's auto-start fails, its ERROR line gives the daemon's reason (once
+/// labelled), and the daemon's warnings come as warnings: here a device others may write
+/// in a directory others may write.
+#[test]
+fn a_refused_auto_start_says_why_on_its_error_line() {
+    let env = Env::new();
+    env.c(&format!("crdl {} 0 2000", env.dev())).ok();
+    env.stop_daemon();
+    chmod(env.dir.path(), 0o1777);
+    chmod(&env.device, 0o660);
+    let run = env.c("lidl");
+    run.errors_are(&[&format!("ERROR: qmd: {} has mode 0660", env.dev())])
+        .stderr_lacks("error: ")
+        .stderr_lacks("ERROR: qmd: WARN");
+    let warning = format!("qmd: WARN: directory {} (mode 1777)", env.dir.path().display());
+    assert!(run.stderr.starts_with(&warning), "{run:?}");
+}
+
 fn qmd_detached(env: &Env) -> Run {
     let mut cmd = Command::new(QMD);
     cmd.arg("--detach").arg(&env.device).env_remove("QM_SOCKET");
