@@ -34,9 +34,7 @@ fn lost(e: FrameError) -> QmError {
 /// [`Diagnostic::Os`].
 pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
     crate::paths::prepare_socket_dir(socket).map_err(|e| QmError::new(Diagnostic::Denied, e))?;
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        QmError::new(Diagnostic::Os, format!("cannot connect to {}: {e}", socket.display()))
-    })?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| connect_error(socket, &e))?;
     let listener = stream.peer_cred().map_err(|e| {
         QmError::new(
             Diagnostic::Denied,
@@ -59,6 +57,36 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
         ));
     }
     Ok(stream)
+}
+
+/// Why connecting failed. Not being allowed to is a refusal ([`Diagnostic::Denied`]): a
+/// daemon may be there, of another user, and starting one in its place would not help.
+fn connect_error(socket: &Path, e: &std::io::Error) -> QmError {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return QmError::new(
+            Diagnostic::Os,
+            format!("cannot connect to {}: {e}", socket.display()),
+        );
+    }
+    let whose = match std::fs::symlink_metadata(socket) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            format!(
+                "the socket belongs to {}, mode {}",
+                trust::describe_user(meta.uid()),
+                trust::mode_text(meta.mode())
+            )
+        }
+        Err(_) => "a directory on its path is closed to you".to_string(),
+    };
+    QmError::new(
+        Diagnostic::Denied,
+        format!(
+            "cannot connect to {}: permission denied: {whose}; a qmd serves only its own user \
+             and root, so this device is another user's",
+            socket.display()
+        ),
+    )
 }
 
 impl Client {
