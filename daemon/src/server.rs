@@ -357,7 +357,8 @@ impl AcceptFailures {
     /// Accepting works (again).
     fn recovered(&mut self) {
         if self.total > 0 {
-            tracing::warn!("accepting connections again after {} failures", self.total);
+            let failures = qm_common::plural::count(self.total, "failure", "failures");
+            tracing::warn!("accepting connections again after {failures}");
         }
         *self = AcceptFailures::default();
     }

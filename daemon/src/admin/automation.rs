@@ -18,10 +18,8 @@ pub fn handle(ctx: &mut Ctx<'_>, request: AutomationRequest) -> QmResult<Reply> 
         }
         AutomationRequest::Shutdown { id, queue } => {
             let n = forwarders.shutdown(id, queue.as_deref())?;
-            ctx.note(Note::info(format!(
-                "{n} forwarder{} shut down",
-                if n == 1 { "" } else { "s" }
-            )));
+            let forwarders = qm_common::plural::count(n as u64, "forwarder", "forwarders");
+            ctx.note(Note::info(format!("{forwarders} shut down")));
             Ok(Reply::Count(n as u64))
         }
         AutomationRequest::Servers => Ok(Reply::Servers(forwarders.list())),
