@@ -43,16 +43,19 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
     })?;
     let owner = listener.uid();
     if !trust::is_trusted_user(owner) {
+        let you = match trust::euid() {
+            0 => format!("you ({})", trust::describe_user(0)),
+            me => format!("you ({}) or root", trust::describe_user(me)),
+        };
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "refusing the qmd on {}: it runs as {}, not as you ({}) or root, so it may be \
+                "refusing the qmd on {}: it runs as {}, not as {you}, so it may be \
                  another user's daemon posing as yours; nothing was sent to it. If that socket \
                  is not yours, remove it and keep the device in a directory only you may write, \
                  or give your daemon a socket of its own with --socket or QM_SOCKET",
                 socket.display(),
                 trust::describe_user(owner),
-                trust::describe_user(trust::euid())
             ),
         ));
     }

@@ -48,6 +48,15 @@ pub fn describe_user(uid: u32) -> String {
     }
 }
 
+/// The users [`is_trusted_user`] accepts, for messages: `uid 1001 (alice) or root`, or just
+/// `uid 0 (root)` when we are root.
+pub fn trusted_users() -> String {
+    match euid() {
+        0 => describe_user(0),
+        me => format!("{} or root", describe_user(me)),
+    }
+}
+
 /// Permission bits as `ls -l` users write them in octal: `0644`, `1777`.
 pub fn mode_text(mode: u32) -> String {
     format!("{:04o}", mode & 0o7777)
@@ -119,11 +128,11 @@ pub fn check_owner(file: &File, path: &Path, what: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "{what} {} belongs to {}, not to {} or root, so another user may have planted it; \
+        "{what} {} belongs to {}, not to {}, so another user may have planted it; \
          remove it (qm creates its own)",
         path.display(),
         describe_user(meta.uid()),
-        describe_user(euid())
+        trusted_users()
     ))
 }
 
@@ -185,12 +194,12 @@ fn check_link_owner(path: &Path, what: &str) -> Result<(), String> {
     }
     let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
     Err(format!(
-        "refusing {what} {} (a link to {target}): the link belongs to {}, not to {} or root, \
+        "refusing {what} {} (a link to {target}): the link belongs to {}, not to {}, \
          and whoever made it chooses which file qmd reads; remove the link, or name the file \
          itself",
         path.display(),
         describe_user(meta.uid()),
-        describe_user(euid())
+        trusted_users()
     ))
 }
 
@@ -204,10 +213,8 @@ fn check_trusted_file(meta: &Metadata, path: &Path, what: &str) -> Result<(), St
         return Err(format!("refusing {what} {shown}: it is not a regular file"));
     }
     let (owner, mode) = (meta.uid(), meta.mode());
-    let rule = format!(
-        "qmd acts only on files owned by its own user ({}) or root that no one else may write",
-        describe_user(euid())
-    );
+    let rule =
+        format!("qmd acts only on files owned by {} that no one else may write", trusted_users());
     if !is_trusted_user(owner) {
         return Err(format!(
             "refusing {what} {shown}: it belongs to {} (mode {}), and {rule}; if you trust its \

@@ -74,7 +74,7 @@ fn another_users_daemon_on_our_socket_is_refused() {
     {
         assert_eq!(run.status, 1, "{run:?}");
         run.stderr_has(&format!("refusing the qmd on {socket}: it runs as {}", named(&other)))
-            .stderr_has("not as you (uid 0 (root)) or root")
+            .stderr_has("not as you (uid 0 (root)), so it may be another user's daemon")
             .stderr_has("nothing was sent")
             .stderr_lacks("started qmd")
             .stdout_lacks("msgid");
@@ -331,7 +331,7 @@ fn a_configuration_link_another_user_made_is_refused() {
     );
     let run = qmd(&[env.device.as_os_str()]);
     assert_eq!(run.status, 1, "{run:?}");
-    run.stderr_has(&refused).stderr_has("remove the link");
+    run.stderr_has(&refused).stderr_has("not to uid 0 (root), and").stderr_has("remove the link");
 
     std::fs::remove_file(&toml).unwrap();
     let mut daemon = env.start_daemon(&[]);
@@ -452,7 +452,12 @@ fn a_log_planted_by_another_user_is_refused() {
     other.sh(&format!("echo theirs > {0}; chmod 666 {0}", log.display())).ok();
     let run = qmd(&["--detach".as_ref(), env.device.as_os_str()]);
     assert_eq!(run.status, 1, "{run:?}");
-    run.stderr_has(&format!("log file {} belongs to {}", log.display(), named(&other)));
+    // We are root: root is not named twice.
+    run.stderr_has(&format!(
+        "log file {} belongs to {}, not to uid 0 (root), so",
+        log.display(),
+        named(&other)
+    ));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "theirs\n");
 }
 
