@@ -48,7 +48,10 @@ pub fn main(options: Options) -> i32 {
     if let Err(e) = crate::logging::init(options.log_level, log_file.as_deref()) {
         return fail(&e);
     }
-    warn_about_directory(&device, log_file.is_none() && options.log_level >= 2);
+    let stderr_has_warnings = log_file.is_none() && options.log_level >= 2;
+    if let Some(dir) = device.parent() {
+        warn_about_directory(dir, stderr_has_warnings);
+    }
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -58,6 +61,7 @@ pub fn main(options: Options) -> i32 {
         txn_timeout: Duration::from_secs(u64::from(options.transaction_timeout)),
         frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
+        stderr_has_warnings,
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
@@ -147,11 +151,11 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
     listener.map_err(|e| format!("cannot bind {}: {e}", socket.display()))
 }
 
-/// Warns, in the log and where whoever started qmd sees it, about a device directory that
-/// others may write. `stderr_has_warnings`: the log goes to standard error at a level that
-/// shows warnings, so it is said there once already.
-fn warn_about_directory(device: &Path, stderr_has_warnings: bool) {
-    let Some(warning) = device.parent().and_then(trust::open_directory_warning) else { return };
+/// Warns, in the log and where whoever started qmd sees it, about a directory of device
+/// files that others may write. `stderr_has_warnings`: the log goes to standard error at a
+/// level that shows warnings, so it is said there once already.
+fn warn_about_directory(dir: &Path, stderr_has_warnings: bool) {
+    let Some(warning) = trust::open_directory_warning(dir) else { return };
     tracing::warn!("{warning}");
     if detach::is_detached_child() {
         // The parent relays it before the ready line.
@@ -170,11 +174,19 @@ pub struct Settings {
     pub frame_limit: Duration,
     /// Configuration file; `None`: `DEVICE.toml` when it exists.
     pub config: Option<PathBuf>,
+    /// The log is standard error at a level that shows warnings: start-up warnings need not
+    /// be repeated there.
+    pub stderr_has_warnings: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { txn_timeout: Duration::from_secs(30), frame_limit: FRAME_LIMIT, config: None }
+        Settings {
+            txn_timeout: Duration::from_secs(30),
+            frame_limit: FRAME_LIMIT,
+            config: None,
+            stderr_has_warnings: false,
+        }
     }
 }
 
@@ -205,6 +217,9 @@ pub async fn serve_with(
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }
+    for dir in entry_directories(&daemon) {
+        warn_about_directory(&dir, settings.stderr_has_warnings);
+    }
     let listener = bind(&socket, &device)?;
     let line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
@@ -224,6 +239,22 @@ pub async fn serve_with(
     drop(lock);
     tracing::info!("stopped");
     result
+}
+
+/// The directories of the device list's entries on other files than the device, apart from
+/// the device's own (warned about already): files there are as open to replacement.
+fn entry_directories(daemon: &Daemon) -> Vec<PathBuf> {
+    let udl = daemon.store().device.as_ref().and_then(|d| d.udl().ok()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in udl {
+        let dir = Path::new(&entry.name).parent().map(Path::to_path_buf);
+        if let Some(dir) = dir.filter(|d| Some(d.as_path()) != daemon.device_path.parent()) {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
 }
 
 /// Ends the services and threshold commands a killed qmd of this device left running, and

@@ -541,6 +541,35 @@ fn a_refused_auto_start_says_why_on_its_error_line() {
     assert!(run.stderr.starts_with(&warning), "{run:?}");
 }
 
+/// The files of the device list's other entries are device files too: a directory of theirs
+/// that others may write is warned about when qmd starts (in the foreground and with
+/// `--detach`), as at `crdl`, even when the device's own directory is private.
+#[test]
+fn an_entry_directory_others_may_write_is_warned_about_at_start() {
+    let env = Env::new();
+    chmod(env.dir.path(), 0o700);
+    let open = env.path("shared");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o1777);
+    let warning = format!("directory {} (mode 1777) may be written by", open.display());
+    let entry = open.join("E");
+    env.c(&format!("crdl {} 0 2000; crdl {} 0 100", env.dev(), entry.display()))
+        .ok()
+        .stderr_has(&format!("WARN: {warning}"));
+    env.stop_daemon();
+    let run = qmd_detached(&env);
+    run.ok().stderr_has(&format!("qmd: WARN: {warning}"));
+    let private = format!("directory {} ", env.dir.path().display());
+    run.stderr_lacks(&private);
+    env.stop_daemon();
+    let mut qmd = Command::new(QMD);
+    qmd.arg(&env.device).arg("-l").arg("1").env_remove("QM_SOCKET");
+    let daemon = users::Qmd::start(qmd);
+    env.c("daemon stop").ok();
+    let out = daemon.finish();
+    assert!(out.contains(&format!("qmd: WARN: {warning}")), "{out}");
+}
+
 fn qmd_detached(env: &Env) -> Run {
     let mut cmd = Command::new(QMD);
     cmd.arg("--detach").arg(&env.device).env_remove("QM_SOCKET");
