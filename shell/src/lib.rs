@@ -62,7 +62,7 @@ pub fn run(
             let what = if options.device.is_some() { "The device" } else { "QMCONFIG" };
             eprintln!(
                 "ERROR: {what} must be an absolute path name ('{}' is relative)",
-                d.display()
+                qm_common::error::shown(&d.to_string_lossy())
             );
             return 1;
         }
@@ -84,7 +84,7 @@ pub fn run(
     let client = match connected {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            eprintln!("ERROR: {}", qm_common::error::shown_lines(&e));
             return 1;
         }
     };

@@ -248,3 +248,27 @@ fn queue_commands_without_qopen_do_not_prompt() {
         .stdout_has("Volume Table of Contents on")
         .stdout_has("Queue space QS");
 }
+
+/// Control characters in what was typed (an escape sequence that would clear the screen or
+/// set the terminal's title, a bell) come back in errors and warnings as escapes, never raw:
+/// an unknown command, bad values (in a script and in `-c`), a failing shell escape.
+#[test]
+fn control_characters_are_shown_as_escapes() {
+    let env = with_qspace();
+    let script = "\u{1b}[2Jfoo\nqopen QS\nqset \u{1b}]0;x\u{7}\ndaemon \u{1b}\n\
+                  qenqueue -p \u{1b}[1m Q x\n!exit 3 # \u{1b}[0m\nlivtoc\n";
+    let run = env.script(script);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(!run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'), "{run:?}");
+    run.stderr_has("ERROR: Command \\u{1b}[2Jfoo not found")
+        .stderr_has("ERROR: Queue name: '\\u{1b}]0;x\\u{7}' is invalid")
+        .stderr_has("ERROR: daemon: '\\u{1b}' is invalid")
+        .stderr_has("ERROR: Priority: '\\u{1b}[1m' is invalid")
+        .stderr_has("WARN: Shell command 'exit 3 # \\u{1b}[0m' exited with status 3");
+    later_commands_ran(&run);
+    let run = env.c("qopen QS; qset \u{1b}]0;x\u{7}; qcreate Q\u{9b}2J fifo");
+    assert!(!run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{9b}'), "{run:?}");
+    run.stderr_has("ERROR: Queue name: '\\u{1b}]0' is invalid")
+        .stderr_has("ERROR: Command x\\u{7} not found")
+        .stderr_has("ERROR: Queue name: 'Q\\u{9b}2J' is invalid");
+}
