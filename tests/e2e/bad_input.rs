@@ -272,3 +272,22 @@ fn control_characters_are_shown_as_escapes() {
         .stderr_has("ERROR: Command x\\u{7} not found")
         .stderr_has("ERROR: Queue name: 'Q\\u{9b}2J' is invalid");
 }
+
+/// What others put into listings (the first lines a threshold command printed, the program
+/// name a client gave in its greeting) is shown with its control characters as escapes.
+#[test]
+fn listings_show_control_characters_as_escapes() {
+    let env = Env::new();
+    crate::auto::setup(&env, 200, &[r#"Q fifo none 0 0 1m 0m "printf '\\033[2Jcleared'""#]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut client = rt
+        .block_on(qm_common::client::Client::connect_device(&env.device, "app\u{1b}]0;title\u{7}"))
+        .unwrap();
+    let ctl = qm_common::message::EnqueueCtl::default();
+    rt.block_on(client.enqueue("QS", "Q", b"x", &ctl)).unwrap();
+    crate::auto::wait_firings(&env, "Q", 1);
+    let run = env.c("v; qopen QS; qthlog Q; ipcs QS");
+    run.ok();
+    assert!(!run.stdout.contains('\u{1b}') && !run.stdout.contains('\u{7}'), "{run:?}");
+    run.stdout_has("\\u{1b}[2Jcleared").stdout_has("app\\u{1b}]0;title\\u{7}");
+}
