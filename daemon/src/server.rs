@@ -30,6 +30,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs `qmd` with parsed options; returns the process exit status.
 pub fn main(options: Options) -> i32 {
+    return_large_blocks_when_freed();
     let device = match options.device_path() {
         Ok(d) => d,
         Err(e) => {
@@ -66,6 +67,20 @@ pub fn main(options: Options) -> i32 {
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
+    }
+}
+
+/// glibc raises its threshold for serving a block by `mmap` to the size of the largest
+/// such block freed (up to 32 MiB). From then on, the large buffers of requests (a frame
+/// of megabytes, begun and dropped) come from the heap and stay resident once freed: a
+/// burst of large or half-sent requests would pin that memory for the daemon's life. A
+/// fixed threshold (glibc's default, 128 KiB) gives them back to the system when freed.
+fn return_large_blocks_when_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread is
+    // started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
