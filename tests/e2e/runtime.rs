@@ -439,4 +439,9 @@ fn threshold_commands_left_by_a_killed_daemon_are_ended() {
         log[0].outcome, "killed by the next qmd at its start: qmd was killed while it ran",
         "{log:#?}"
     );
+    // How long it ran nobody saw: no duration is shown.
+    let table = env.c("qopen QS; qthlog Q");
+    let row =
+        table.ok().stdout.lines().find(|l| l.contains("killed by the next qmd")).unwrap_or("");
+    assert!(row.trim_end().ends_with("| -"), "{}", table.stdout);
 }
