@@ -263,10 +263,10 @@ fn entry_directories(daemon: &Daemon) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     for entry in udl {
         let dir = Path::new(&entry.name).parent().map(Path::to_path_buf);
-        if let Some(dir) = dir.filter(|d| Some(d.as_path()) != daemon.device_path.parent()) {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
+        if let Some(dir) = dir.filter(|d| Some(d.as_path()) != daemon.device_path.parent())
+            && !dirs.contains(&dir)
+        {
+            dirs.push(dir);
         }
     }
     dirs

@@ -92,7 +92,7 @@ fn shell_escape(command: &str, interactive: bool) -> Flow {
             // As in Tuxedo, only a command that cannot be started fails the script (scripts
             // run `!tmshutdown ...` and the like, which may well exit non-zero).
             let _ = std::io::stdout().flush();
-            eprintln!("WARN: Shell command '{}' {why}", qm_common::error::shown(&command));
+            eprintln!("WARN: Shell command '{}' {why}", qm_common::error::shown(command));
             Flow::Done
         }
         Err(e) => {

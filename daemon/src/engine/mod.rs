@@ -246,7 +246,7 @@ impl Engine {
             return Err(QmError::no_space(format!(
                 "Queue space {} is full: it holds {}, its limit (qspacechange can raise it)",
                 self.name,
-                qm_common::plural::count(self.limits.messages as u64, "message", "messages")
+                qm_common::plural::count(self.limits.messages, "message", "messages")
             )));
         }
         if persistent {
