@@ -291,3 +291,23 @@ fn listings_show_control_characters_as_escapes() {
     assert!(!run.stdout.contains('\u{1b}') && !run.stdout.contains('\u{7}'), "{run:?}");
     run.stdout_has("\\u{1b}[2Jcleared").stdout_has("app\\u{1b}]0;title\\u{7}");
 }
+
+/// An input that is no script (`/dev/zero`: one endless line) is refused at the line
+/// limit, rather than read until memory runs out, and is read no further. (qmadmin runs with
+/// 1 GiB of address space, so that a reader without a bound fails here instead of
+/// exhausting the machine.)
+#[test]
+fn an_endless_input_line_is_refused() {
+    let env = with_qspace();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--as=1073741824").arg("--").arg(crate::support::QMADMIN);
+    cmd.env("QMCONFIG", &env.device).env_remove("QM_SOCKET");
+    let what = format!("{cmd:?}");
+    cmd.stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("prlimit");
+    let run = crate::support::wait_with_timeout(child, &what, std::time::Duration::from_secs(60));
+    assert_eq!(run.status, 1, "{run:?}");
+    run.errors_are(&["Input line longer than 16777216 bytes: this input is not a script"]);
+}
