@@ -286,6 +286,25 @@ fn running_out_of_file_descriptors_does_not_spin() {
     assert!(read(&log).contains("accepting connections again"), "log:\n{}", read(&log));
 }
 
+/// qmd raises its soft limit of open files to the hard limit when it starts: with a soft
+/// limit of 64 (and a hard one of 4096), a hundred idle clients are all greeted, with no
+/// failure to accept, and the log says what the limit became.
+#[test]
+fn the_soft_limit_of_open_files_is_raised_at_start() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=64:4096").arg("--").arg(QMD);
+    cmd.arg(&env.device).arg("-l").arg("3").arg("-g").arg(&log).env_remove("QM_SOCKET");
+    let _daemon = Daemon::start_command(cmd, &env.device);
+    assert!(read(&log).contains("limit of open files raised from 64 to 4096"), "{}", read(&log));
+    let clients: Vec<Raw> = (0..100).map(|_| Raw::greeted(&env)).collect();
+    env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
+    let text = read(&log);
+    assert!(!text.contains("cannot accept"), "{text}");
+    drop(clients);
+}
+
 /// What a running process has printed so far, read by a thread.
 struct Output(std::sync::Arc<std::sync::Mutex<String>>);
 
