@@ -292,6 +292,9 @@ fn a_configuration_others_may_change_is_refused() {
     env.c("daemon stop").ok();
     daemon.wait();
     assert!(!marker.exists(), "the planted service ran");
+    // The daemon's log (its standard error) keeps a trace of the refusal.
+    let log = daemon.stderr_text();
+    assert!(log.contains(&format!("WARN configuration not reloaded: {owner}")), "{log}");
 }
 
 /// A link another user planted at DEVICE.toml is refused even when it leads to a good

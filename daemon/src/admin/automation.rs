@@ -38,11 +38,14 @@ pub fn handle(ctx: &mut Ctx<'_>, request: AutomationRequest) -> QmResult<Reply> 
             Ok(Reply::Firing(Box::new(record)))
         }
         AutomationRequest::Reload => {
-            ctx.daemon.reload()?;
-            ctx.note(Note::info(format!(
-                "Configuration re-read ({})",
-                ctx.daemon.config_path_text()
-            )));
+            // A refusal is for the log too: it may be a file someone else planted.
+            if let Err(e) = ctx.daemon.reload() {
+                tracing::warn!("configuration not reloaded: {}", e.message);
+                return Err(e);
+            }
+            let read = format!("Configuration re-read ({})", ctx.daemon.config_path_text());
+            tracing::info!("{read}");
+            ctx.note(Note::info(read));
             // Running forwarders follow the file: removed ones stop, changed ones restart.
             for line in forwarders.apply(ctx.daemon) {
                 ctx.note(Note::info(line));
