@@ -325,7 +325,7 @@ impl Audit {
                 }
                 None => assert!(!acked, "round {round}: acknowledged crdl {file} lost"),
             }
-            if *acked {
+            if *acked || entry(file).is_some() {
                 self.entries.push(file.clone());
             }
         }
@@ -388,7 +388,9 @@ impl Audit {
                 pages.is_empty() && !acked || pages == [100] || pages == [8, 100],
                 "round {round}: {space} has extents {pages:?} (acknowledged: {acked})"
             );
-            if *acked {
+            // Acknowledged, or found done although the cut came before the answer: done
+            // for good either way.
+            if *acked || !pages.is_empty() {
                 self.spaces.push(space.clone());
             }
         }
@@ -398,7 +400,7 @@ impl Audit {
                 pages == [100] && !acked || pages == [8, 100],
                 "round {round}: {space}: {pages:?}"
             );
-            if *acked {
+            if pages == [8, 100] {
                 self.extended.push(space.clone());
             }
         }
