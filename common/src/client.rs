@@ -34,9 +34,7 @@ fn lost(e: FrameError) -> QmError {
 /// [`Diagnostic::Os`].
 pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
     crate::paths::prepare_socket_dir(socket).map_err(|e| QmError::new(Diagnostic::Denied, e))?;
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        QmError::new(Diagnostic::Os, format!("cannot connect to {}: {e}", socket.display()))
-    })?;
+    let stream = UnixStream::connect(socket).await.map_err(|e| connect_error(socket, &e))?;
     let listener = stream.peer_cred().map_err(|e| {
         QmError::new(
             Diagnostic::Denied,
@@ -45,20 +43,53 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
     })?;
     let owner = listener.uid();
     if !trust::is_trusted_user(owner) {
+        let you = match trust::euid() {
+            0 => format!("you ({})", trust::describe_user(0)),
+            me => format!("you ({}) or root", trust::describe_user(me)),
+        };
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "refusing the qmd on {}: it runs as {}, not as you ({}) or root, so it may be \
+                "refusing the qmd on {}: it runs as {}, not as {you}, so it may be \
                  another user's daemon posing as yours; nothing was sent to it. If that socket \
                  is not yours, remove it and keep the device in a directory only you may write, \
                  or give your daemon a socket of its own with --socket or QM_SOCKET",
                 socket.display(),
                 trust::describe_user(owner),
-                trust::describe_user(trust::euid())
             ),
         ));
     }
     Ok(stream)
+}
+
+/// Why connecting failed. Not being allowed to is a refusal ([`Diagnostic::Denied`]): a
+/// daemon may be there, of another user, and starting one in its place would not help.
+fn connect_error(socket: &Path, e: &std::io::Error) -> QmError {
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return QmError::new(
+            Diagnostic::Os,
+            format!("cannot connect to {}: {e}", socket.display()),
+        );
+    }
+    let whose = match std::fs::symlink_metadata(socket) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt;
+            format!(
+                "the socket belongs to {}, mode {}",
+                trust::describe_user(meta.uid()),
+                trust::mode_text(meta.mode())
+            )
+        }
+        Err(_) => "a directory on its path is closed to you".to_string(),
+    };
+    QmError::new(
+        Diagnostic::Denied,
+        format!(
+            "cannot connect to {}: permission denied: {whose}; a qmd serves only its own user \
+             and root, so this device is another user's",
+            socket.display()
+        ),
+    )
 }
 
 impl Client {

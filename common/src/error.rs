@@ -7,6 +7,25 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// `text` for a message, with its control characters, and the invisible ones that reorder
+/// text, written as escapes (`\u{1b}`): what someone typed or a file held must not drive the
+/// terminal the message is shown on. Newlines and tabs are escaped too, so that a value
+/// stays on its line.
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let hidden = c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if hidden { c.escape_unicode().to_string() } else { c.to_string() }
+        })
+        .collect()
+}
+
+/// A message for the terminal: [`shown`] line by line, so that its own line breaks stay.
+pub fn shown_lines(text: &str) -> String {
+    text.split('\n').map(shown).collect::<Vec<_>>().join("\n")
+}
+
 /// The Tuxedo /Q diagnostic codes (`TPQCTL.diagnostic`), with their historical values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Diagnostic {
@@ -100,6 +119,7 @@ impl QmError {
 
     /// An invalid value: `field` is what the user typed it for, `allowed` says what would do.
     pub fn invalid(field: &str, value: impl fmt::Display, allowed: &str) -> Self {
+        let value = shown(&value.to_string());
         QmError::new(Diagnostic::Inval, format!("{field}: '{value}' is invalid; {allowed}"))
     }
 

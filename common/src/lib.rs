@@ -12,6 +12,7 @@
 //! * [`protocol`]: requests and responses; [`frame`]: how they travel as bytes.
 //! * [`client`]: a connection to the daemon.
 //! * [`paths`]: socket, lock, log and configuration paths derived from a device path.
+//! * [`plural`]: counts with the right noun in messages.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 
 pub mod client;
@@ -23,6 +24,7 @@ pub mod message;
 pub mod names;
 pub mod order;
 pub mod paths;
+pub mod plural;
 pub mod protocol;
 pub mod qspace;
 pub mod queue;

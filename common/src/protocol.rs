@@ -341,6 +341,10 @@ pub struct Names {
 pub const FIRING_RUNNING: &str = "running";
 /// The outcome of a firing whose command was still running when the daemon stopped or died.
 pub const FIRING_CUT_SHORT: &str = "cut short: the daemon stopped while it ran";
+/// The outcome of a firing whose command a killed qmd left running, and which the next qmd
+/// killed when it started.
+pub const FIRING_ENDED_AT_START: &str =
+    "killed by the next qmd at its start: qmd was killed while it ran";
 
 /// The payload of a successful reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

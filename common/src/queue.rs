@@ -99,8 +99,9 @@ pub struct QueueDef {
 
 /// The refusal of a queue beyond the `max` queues queue space `qspace` was created for.
 pub fn no_more_queues(qspace: &str, max: u32) -> QmError {
+    let queues = crate::plural::count(max, "queue", "queues");
     QmError::no_space(format!(
-        "Create queue - no more queue entries (max = {max}); queue space {qspace} was created for {max} queues"
+        "Create queue - no more queue entries (max = {max}); queue space {qspace} was created for {queues}"
     ))
 }
 

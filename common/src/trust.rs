@@ -48,6 +48,15 @@ pub fn describe_user(uid: u32) -> String {
     }
 }
 
+/// The users [`is_trusted_user`] accepts, for messages: `uid 1001 (alice) or root`, or just
+/// `uid 0 (root)` when we are root.
+pub fn trusted_users() -> String {
+    match euid() {
+        0 => describe_user(0),
+        me => format!("{} or root", describe_user(me)),
+    }
+}
+
 /// Permission bits as `ls -l` users write them in octal: `0644`, `1777`.
 pub fn mode_text(mode: u32) -> String {
     format!("{:04o}", mode & 0o7777)
@@ -75,13 +84,39 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions, what: &str) -> Res
              anyone who may write the directory could aim one at another file; remove the link",
             path.display()
         ),
-        _ => format!("cannot open {what} {}: {e}", path.display()),
+        // A FIFO nobody reads (ENXIO), a directory (EISDIR): say what is there instead.
+        _ => match std::fs::symlink_metadata(path).ok().and_then(|m| not_regular(&m)) {
+            Some(kind) => format!(
+                "{what} {} is {kind}, not a regular file; remove it (qm creates its own)",
+                path.display()
+            ),
+            None => format!("cannot open {what} {}: {e}", path.display()),
+        },
     })?;
     // Non-blocking was only for the open: later reads and writes behave as usual.
     let flags = rustix::fs::fcntl_getfl(&file)
         .and_then(|f| rustix::fs::fcntl_setfl(&file, f - rustix::fs::OFlags::NONBLOCK))
         .map_err(|e| format!("cannot use {what} {}: {e}", path.display()));
     flags.map(|()| file)
+}
+
+/// What a file that is not a regular file is, for messages: `a directory`, `a FIFO`.
+fn not_regular(meta: &Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a device node"
+    })
 }
 
 /// Checks that an opened file at a predictable path belongs to us or root: someone else's
@@ -93,20 +128,27 @@ pub fn check_owner(file: &File, path: &Path, what: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "{what} {} belongs to {}, not to {} or root, so another user may have planted it; \
+        "{what} {} belongs to {}, not to {}, so another user may have planted it; \
          remove it (qm creates its own)",
         path.display(),
         describe_user(meta.uid()),
-        describe_user(euid())
+        trusted_users()
     ))
 }
 
+/// Largest file [`read_trusted`] reads: far more than any configuration needs, and small
+/// enough that a wrong file (a device, a log) given by mistake is refused, not loaded.
+pub const TRUSTED_TEXT_MAX: u64 = 1024 * 1024;
+
 /// Reads a file whose contents qm acts on (a configuration, which names commands to run):
-/// it must be a regular file of ours or root's that nobody else may write. The checks are
-/// made on the opened file, so the text returned is the text checked, even if the path
-/// changes meanwhile. A symbolic link is followed; its target must pass.
+/// it must be a regular text file of ours or root's that nobody else may write, of at most
+/// [`TRUSTED_TEXT_MAX`] bytes. The checks are made on the opened file, so the text returned
+/// is the text checked, even if the path changes meanwhile. A symbolic link is followed
+/// only when the link itself is ours or root's (whoever made it chose the file read) and
+/// its target passes.
 pub fn read_trusted(path: &Path, what: &str) -> Result<String, String> {
-    let mut file = OpenOptions::new()
+    check_link_owner(path, what)?;
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
@@ -114,10 +156,51 @@ pub fn read_trusted(path: &Path, what: &str) -> Result<String, String> {
     let meta =
         file.metadata().map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     check_trusted_file(&meta, path, what)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
+    let too_big = |len: u64| {
+        format!(
+            "refusing {what} {}: it is {len} bytes long, and a {what} is at most {} bytes; is \
+             it the right file?",
+            path.display(),
+            TRUSTED_TEXT_MAX
+        )
+    };
+    if meta.len() > TRUSTED_TEXT_MAX {
+        return Err(too_big(meta.len()));
+    }
+    // The file may grow after the check: read no more than the limit and one byte.
+    let mut bytes = Vec::new();
+    file.take(TRUSTED_TEXT_MAX + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-    Ok(text)
+    if bytes.len() as u64 > TRUSTED_TEXT_MAX {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "refusing {what} {}: it is not text (byte {} is not UTF-8); is it the right file?",
+            path.display(),
+            e.utf8_error().valid_up_to() + 1
+        )
+    })
+}
+
+/// Refuses a symbolic link at `path` that another user made: in a directory others may
+/// write, they could point it at any file of ours or root's, and that file would be read as
+/// ours. A link of ours or root's is followed.
+fn check_link_owner(path: &Path, what: &str) -> Result<(), String> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_symlink() || is_trusted_user(meta.uid()) {
+        return Ok(());
+    }
+    let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+    Err(format!(
+        "refusing {what} {} (a link to {target}): the link belongs to {}, not to {}, \
+         and whoever made it chooses which file qmd reads; remove the link, or name the file \
+         itself",
+        path.display(),
+        describe_user(meta.uid()),
+        trusted_users()
+    ))
 }
 
 /// The ownership and mode rule of [`read_trusted`], on an opened file's metadata.
@@ -130,10 +213,8 @@ fn check_trusted_file(meta: &Metadata, path: &Path, what: &str) -> Result<(), St
         return Err(format!("refusing {what} {shown}: it is not a regular file"));
     }
     let (owner, mode) = (meta.uid(), meta.mode());
-    let rule = format!(
-        "qmd acts only on files owned by its own user ({}) or root that no one else may write",
-        describe_user(euid())
-    );
+    let rule =
+        format!("qmd acts only on files owned by {} that no one else may write", trusted_users());
     if !is_trusted_user(owner) {
         return Err(format!(
             "refusing {what} {shown}: it belongs to {} (mode {}), and {rule}; if you trust its \

@@ -64,7 +64,9 @@ pub fn spawn_background(log: &std::path::Path) -> i32 {
         }
         None => {
             let status = child.wait().ok().and_then(|s| s.code()).unwrap_or(1);
+            // The child says `error: ...`; ours is the one `qmd:` in front.
             let why = line.trim();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
             eprintln!(
                 "qmd: {}",
                 if why.is_empty() { "the daemon exited before it was ready" } else { why }

@@ -32,6 +32,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs `qmd` with parsed options; returns the process exit status.
 pub fn main(options: Options) -> i32 {
+    return_large_blocks_when_freed();
     let device = match options.device_path() {
         Ok(d) => d,
         Err(e) => {
@@ -50,7 +51,10 @@ pub fn main(options: Options) -> i32 {
     if let Err(e) = crate::logging::init(options.log_level, log_file.as_deref()) {
         return fail(&e);
     }
-    warn_about_directory(&device, log_file.is_none() && options.log_level >= 2);
+    let stderr_has_warnings = log_file.is_none() && options.log_level >= 2;
+    if let Some(dir) = device.parent() {
+        warn_about_directory(dir, stderr_has_warnings);
+    }
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -60,10 +64,25 @@ pub fn main(options: Options) -> i32 {
         txn_timeout: Duration::from_secs(u64::from(options.transaction_timeout)),
         frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
+        stderr_has_warnings,
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
+    }
+}
+
+/// glibc raises its threshold for serving a block by `mmap` to the size of the largest
+/// such block freed (up to 32 MiB). From then on, the large buffers of requests (a frame
+/// of megabytes, begun and dropped) come from the heap and stay resident once freed: a
+/// burst of large or half-sent requests would pin that memory for the daemon's life. A
+/// fixed threshold (glibc's default, 128 KiB) gives them back to the system when freed.
+fn return_large_blocks_when_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread is
+    // started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -80,7 +99,8 @@ fn fail(message: &str) -> i32 {
 }
 
 /// Takes the device's lock file; held for the daemon's life. A symbolic link in its place
-/// is refused (nothing is created at its target), and so is anything but a regular file.
+/// is refused (nothing is created at its target), and so is anything but a regular file of
+/// ours or root's.
 fn lock_device(device: &Path) -> Result<File, String> {
     let path = qm_common::paths::lock_path(device);
     let mut options = std::fs::OpenOptions::new();
@@ -92,6 +112,9 @@ fn lock_device(device: &Path) -> Result<File, String> {
             path.display()
         ));
     }
+    // Another user's lock file was planted: whoever owns it could hold it (and every qmd
+    // would take the device for served) or remove it while we hold it.
+    trust::check_owner(&file, &path, "lock file")?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             format!(
@@ -145,11 +168,11 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
     listener.map_err(|e| format!("cannot bind {}: {e}", socket.display()))
 }
 
-/// Warns, in the log and where whoever started qmd sees it, about a device directory that
-/// others may write. `stderr_has_warnings`: the log goes to standard error at a level that
-/// shows warnings, so it is said there once already.
-fn warn_about_directory(device: &Path, stderr_has_warnings: bool) {
-    let Some(warning) = device.parent().and_then(trust::open_directory_warning) else { return };
+/// Warns, in the log and where whoever started qmd sees it, about a directory of device
+/// files that others may write. `stderr_has_warnings`: the log goes to standard error at a
+/// level that shows warnings, so it is said there once already.
+fn warn_about_directory(dir: &Path, stderr_has_warnings: bool) {
+    let Some(warning) = trust::open_directory_warning(dir) else { return };
     tracing::warn!("{warning}");
     if detach::is_detached_child() {
         // The parent relays it before the ready line.
@@ -168,11 +191,19 @@ pub struct Settings {
     pub frame_limit: Duration,
     /// Configuration file; `None`: `DEVICE.toml` when it exists.
     pub config: Option<PathBuf>,
+    /// The log is standard error at a level that shows warnings: start-up warnings need not
+    /// be repeated there.
+    pub stderr_has_warnings: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { txn_timeout: Duration::from_secs(30), frame_limit: FRAME_LIMIT, config: None }
+        Settings {
+            txn_timeout: Duration::from_secs(30),
+            frame_limit: FRAME_LIMIT,
+            config: None,
+            stderr_has_warnings: false,
+        }
     }
 }
 
@@ -203,6 +234,9 @@ pub async fn serve_with(
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }
+    for dir in entry_directories(&daemon) {
+        warn_about_directory(&dir, settings.stderr_has_warnings);
+    }
     let listener = bind(&socket, &device)?;
     let line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
@@ -228,6 +262,22 @@ pub async fn serve_with(
     drop(lock);
     tracing::info!("stopped");
     result
+}
+
+/// The directories of the device list's entries on other files than the device, apart from
+/// the device's own (warned about already): files there are as open to replacement.
+fn entry_directories(daemon: &Daemon) -> Vec<PathBuf> {
+    let udl = daemon.store().device.as_ref().and_then(|d| d.udl().ok()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in udl {
+        let dir = Path::new(&entry.name).parent().map(Path::to_path_buf);
+        if let Some(dir) = dir.filter(|d| Some(d.as_path()) != daemon.device_path.parent())
+            && !dirs.contains(&dir)
+        {
+            dirs.push(dir);
+        }
+    }
+    dirs
 }
 
 /// Ends the services and threshold commands a killed qmd of this device left running, and
@@ -361,7 +411,8 @@ impl AcceptFailures {
     /// Accepting works (again).
     fn recovered(&mut self) {
         if self.total > 0 {
-            tracing::warn!("accepting connections again after {} failures", self.total);
+            let failures = qm_common::plural::count(self.total, "failure", "failures");
+            tracing::warn!("accepting connections again after {failures}");
         }
         *self = AcceptFailures::default();
     }

@@ -291,8 +291,8 @@ impl Daemon {
         let limit = record.params.processes as usize;
         if others.len() >= limit {
             return Err(QmError::no_space(format!(
-                "Queue space {name} has {} processes attached, its limit (qspacechange can raise it): {}",
-                others.len(),
+                "Queue space {name} has {} attached, its limit (qspacechange can raise it): {}",
+                qm_common::plural::count(others.len() as u64, "process", "processes"),
                 crate::registry::describe_all(&others)
             )));
         }

@@ -10,7 +10,7 @@ use crate::state::Store;
 use crate::storage::device::{storage_error, write_in};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::QmResult;
-use qm_common::protocol::{FIRING_RUNNING, FiringRecord};
+use qm_common::protocol::{FIRING_ENDED_AT_START, FIRING_RUNNING, FiringRecord};
 use qm_common::threshold::Limit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,11 +60,6 @@ impl CommandEnv {
         self.device.parent().map(|p| p.to_path_buf())
     }
 }
-
-/// The outcome of a firing whose command a killed qmd left running, and which the next qmd
-/// killed when it started.
-pub const FIRING_ENDED_AT_START: &str =
-    "killed by the next qmd at its start: qmd was killed while it ran";
 
 /// A crossing (or a test) to run a command for.
 #[derive(Debug, Clone)]

@@ -26,13 +26,16 @@ fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> 
     }
     let out = cmd.output().map_err(|e| format!("cannot start qmd: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if !out.status.success() {
-        return Err(if stderr.is_empty() { stdout } else { stderr });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // What a starting daemon has to say (its warnings) is for the user too, as it said it;
+    // the rest of what a daemon that failed to start said is why.
+    let (warnings, why): (Vec<&str>, Vec<&str>) =
+        stderr.lines().filter(|l| !l.trim().is_empty()).partition(|l| l.starts_with("qmd: WARN"));
+    for warning in warnings {
+        eprintln!("{warning}");
     }
-    // What a starting daemon has to say (its warnings) is for the user too.
-    if !stderr.is_empty() {
-        eprintln!("{stderr}");
+    if !out.status.success() {
+        return Err(if why.is_empty() { stdout } else { why.join("\n") });
     }
     let log = qm_common::paths::log_path(device);
     Ok(format!("started qmd {} (log {})", stdout.trim_start_matches("qmd: "), log.display()))

@@ -45,33 +45,47 @@ impl Input for NoInput {
     }
 }
 
+/// Longest line read from a stream: room for a command carrying a message body of the
+/// largest size written with escapes. A longer line means the input is no script (a binary
+/// file, `/dev/zero`): it is refused and the rest of the input is not read.
+pub const LINE_MAX: usize = 4 * qm_common::message::BODY_MAX;
+
 /// Lines from a stream; prompts go to stdout unless `quiet`.
 pub struct StreamInput<R> {
     reader: R,
     pub quiet: bool,
+    /// A line over [`LINE_MAX`] was met: the input is read no further.
+    ended: bool,
 }
 
 impl<R: BufRead> StreamInput<R> {
     pub fn new(reader: R, quiet: bool) -> Self {
-        StreamInput { reader, quiet }
+        StreamInput { reader, quiet, ended: false }
     }
 }
 
-/// Prints `prompt` (unless `quiet`) and reads one line with `read`. A line that is not
-/// UTF-8 is read whole and reported, so that the lines after it are still read (rather
-/// than the rest of a script being dropped as if it had ended).
-fn prompted_line(
-    prompt: &str,
-    quiet: bool,
-    read: impl FnOnce(&mut Vec<u8>) -> std::io::Result<usize>,
-) -> Read {
+/// Prints `prompt` (unless `quiet`) and reads one line of at most [`LINE_MAX`] bytes from
+/// `reader`. A line that is not UTF-8 is read whole and reported, so that the lines after
+/// it are still read (rather than the rest of a script being dropped as if it had ended).
+/// A line over the limit is reported and sets `ended`: from then on, the input has ended.
+fn prompted_line(prompt: &str, quiet: bool, ended: &mut bool, reader: impl BufRead) -> Read {
+    if *ended {
+        return Read::Eof;
+    }
     if !quiet {
         print!("{prompt}");
         let _ = std::io::stdout().flush();
     }
     let mut bytes = Vec::new();
-    match read(&mut bytes) {
+    match reader.take(LINE_MAX as u64 + 1).read_until(b'\n', &mut bytes) {
         Ok(0) | Err(_) => Read::Eof,
+        Ok(n) if n > LINE_MAX => {
+            *ended = true;
+            Read::NotText(format!(
+                "Input line longer than {LINE_MAX} bytes: this input is not a script of \
+                 commands, and the rest of it is not read"
+            ))
+        }
         Ok(_) => {
             let end = bytes.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
             bytes.truncate(end);
@@ -96,7 +110,7 @@ fn not_text(line: &[u8], valid: usize) -> String {
 
 impl<R: BufRead> Input for StreamInput<R> {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, |line| self.reader.read_until(b'\n', line))
+        prompted_line(prompt, self.quiet, &mut self.ended, &mut self.reader)
     }
 
     fn interactive(&self) -> bool {
@@ -109,11 +123,19 @@ impl<R: BufRead> Input for StreamInput<R> {
 /// from it when the commands come from `-c`) without deadlocking on a lock held here.
 pub struct StdinInput {
     pub quiet: bool,
+    /// A line over [`LINE_MAX`] was met: standard input is read no further.
+    ended: bool,
+}
+
+impl StdinInput {
+    pub fn new(quiet: bool) -> Self {
+        StdinInput { quiet, ended: false }
+    }
 }
 
 impl Input for StdinInput {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, |line| std::io::stdin().lock().read_until(b'\n', line))
+        prompted_line(prompt, self.quiet, &mut self.ended, std::io::stdin().lock())
     }
 
     fn interactive(&self) -> bool {

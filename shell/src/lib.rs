@@ -34,14 +34,14 @@ pub fn main(options: Options) -> i32 {
     let input: Box<dyn Input> = if std::io::stdin().is_terminal() {
         match TtyInput::new(complete::Helper { names: std::sync::Arc::clone(&names) }) {
             Ok(t) => Box::new(t),
-            Err(_) => Box::new(StdinInput { quiet: false }),
+            Err(_) => Box::new(StdinInput::new(false)),
         }
     } else if options.commands.is_some() {
         // With -c, standard input carries message bodies, never answers to prompts.
         Box::new(NoInput)
     } else {
         // Not a lock held for the whole session: `qenqueue` may read a body from stdin.
-        Box::new(StdinInput { quiet: false })
+        Box::new(StdinInput::new(false))
     };
     run(options, input, names)
 }
@@ -62,7 +62,7 @@ pub fn run(
             let what = if options.device.is_some() { "The device" } else { "QMCONFIG" };
             eprintln!(
                 "ERROR: {what} must be an absolute path name ('{}' is relative)",
-                d.display()
+                qm_common::error::shown(&d.to_string_lossy())
             );
             return 1;
         }
@@ -84,7 +84,7 @@ pub fn run(
     let client = match connected {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            eprintln!("ERROR: {}", qm_common::error::shown_lines(&e));
             return 1;
         }
     };

@@ -1,6 +1,7 @@
 //! Rendering replies: tables for people (tabled), JSON for programs.
 
 use qm_common::device::{DeviceListing, FREE_MAP_SLOTS, VtocEntry};
+use qm_common::error::shown_lines;
 use qm_common::message::{Criteria, MessageInfo, TransactionInfo, escape_bytes};
 use qm_common::protocol::DaemonStatus;
 use qm_common::qspace::{Attachment, QueueSpaceInfo, SizeEstimate};
@@ -10,23 +11,24 @@ use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
-/// A table with a header row.
+/// A table with a header row. Control characters in cells (what a command printed, a name
+/// a client gave) are shown as escapes; line breaks stay.
 pub fn table<S: AsRef<str>>(header: &[S], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|h| h.as_ref().to_string()));
     for row in rows {
-        b.push_record(row);
+        b.push_record(row.iter().map(|cell| shown_lines(cell)));
     }
     let mut t = b.build();
     t.with(Style::psql());
     t.to_string()
 }
 
-/// A two-column table of names and values, without a header.
+/// A two-column table of names and values, without a header; values as in [`table`].
 pub fn key_values(rows: Vec<(&str, String)>) -> String {
     let mut b = Builder::default();
     for (k, v) in rows {
-        b.push_record([k.to_string(), v]);
+        b.push_record([k.to_string(), shown_lines(&v)]);
     }
     let mut t = b.build();
     t.with(Style::blank());
@@ -519,9 +521,14 @@ pub fn firings(list: &[qm_common::protocol::FiringRecord], verbose: bool) -> Str
                 f.usage.clone(),
                 f.command.clone(),
                 f.outcome.clone(),
-                // Unknown while it runs, and when the daemon's end cut it short.
-                if f.outcome == qm_common::protocol::FIRING_RUNNING
-                    || f.outcome == qm_common::protocol::FIRING_CUT_SHORT
+                // Unknown while it runs, and when the daemon's end cut it short or the next
+                // daemon ended it (nobody saw how long it ran).
+                if [
+                    qm_common::protocol::FIRING_RUNNING,
+                    qm_common::protocol::FIRING_CUT_SHORT,
+                    qm_common::protocol::FIRING_ENDED_AT_START,
+                ]
+                .contains(&f.outcome.as_str())
                 {
                     "-".to_string()
                 } else {

@@ -18,9 +18,11 @@ enum Flow {
     Quit,
 }
 
+/// Prints an error; control characters in it (what was typed, what a file held) are shown
+/// as escapes.
 fn error(text: &str) {
     let _ = std::io::stdout().flush();
-    eprintln!("ERROR: {text}");
+    eprintln!("ERROR: {}", qm_common::error::shown_lines(text));
 }
 
 /// Runs a parsed command.
@@ -90,7 +92,7 @@ fn shell_escape(command: &str, interactive: bool) -> Flow {
             // As in Tuxedo, only a command that cannot be started fails the script (scripts
             // run `!tmshutdown ...` and the like, which may well exit non-zero).
             let _ = std::io::stdout().flush();
-            eprintln!("WARN: Shell command '{command}' {why}");
+            eprintln!("WARN: Shell command '{}' {why}", qm_common::error::shown(command));
             Flow::Done
         }
         Err(e) => {

@@ -203,7 +203,7 @@ impl Shell {
 
     pub fn warn(&self, text: &str) {
         let _ = std::io::stdout().flush();
-        eprintln!("WARN: {text}");
+        eprintln!("WARN: {}", qm_common::error::shown_lines(text));
     }
 
     /// Prints a command's output, through the pager when paginate is on.
@@ -257,7 +257,7 @@ impl Shell {
             return Bad::Fail(e.message);
         }
         if self.input.interactive() {
-            eprintln!("ERROR: {e}");
+            eprintln!("ERROR: {}", qm_common::error::shown_lines(&e.message));
             return Bad::AskAgain;
         }
         self.deferred.get_or_insert(e.message);

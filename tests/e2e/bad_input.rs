@@ -248,3 +248,66 @@ fn queue_commands_without_qopen_do_not_prompt() {
         .stdout_has("Volume Table of Contents on")
         .stdout_has("Queue space QS");
 }
+
+/// Control characters in what was typed (an escape sequence that would clear the screen or
+/// set the terminal's title, a bell) come back in errors and warnings as escapes, never raw:
+/// an unknown command, bad values (in a script and in `-c`), a failing shell escape.
+#[test]
+fn control_characters_are_shown_as_escapes() {
+    let env = with_qspace();
+    let script = "\u{1b}[2Jfoo\nqopen QS\nqset \u{1b}]0;x\u{7}\ndaemon \u{1b}\n\
+                  qenqueue -p \u{1b}[1m Q x\n!exit 3 # \u{1b}[0m\nlivtoc\n";
+    let run = env.script(script);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(!run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{7}'), "{run:?}");
+    run.stderr_has("ERROR: Command \\u{1b}[2Jfoo not found")
+        .stderr_has("ERROR: Queue name: '\\u{1b}]0;x\\u{7}' is invalid")
+        .stderr_has("ERROR: daemon: '\\u{1b}' is invalid")
+        .stderr_has("ERROR: Priority: '\\u{1b}[1m' is invalid")
+        .stderr_has("WARN: Shell command 'exit 3 # \\u{1b}[0m' exited with status 3");
+    later_commands_ran(&run);
+    let run = env.c("qopen QS; qset \u{1b}]0;x\u{7}; qcreate Q\u{9b}2J fifo");
+    assert!(!run.stderr.contains('\u{1b}') && !run.stderr.contains('\u{9b}'), "{run:?}");
+    run.stderr_has("ERROR: Queue name: '\\u{1b}]0' is invalid")
+        .stderr_has("ERROR: Command x\\u{7} not found")
+        .stderr_has("ERROR: Queue name: 'Q\\u{9b}2J' is invalid");
+}
+
+/// What others put into listings (the first lines a threshold command printed, the program
+/// name a client gave in its greeting) is shown with its control characters as escapes.
+#[test]
+fn listings_show_control_characters_as_escapes() {
+    let env = Env::new();
+    crate::auto::setup(&env, 200, &[r#"Q fifo none 0 0 1m 0m "printf '\\033[2Jcleared'""#]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut client = rt
+        .block_on(qm_common::client::Client::connect_device(&env.device, "app\u{1b}]0;title\u{7}"))
+        .unwrap();
+    let ctl = qm_common::message::EnqueueCtl::default();
+    rt.block_on(client.enqueue("QS", "Q", b"x", &ctl)).unwrap();
+    crate::auto::wait_firings(&env, "Q", 1);
+    let run = env.c("v; qopen QS; qthlog Q; ipcs QS");
+    run.ok();
+    assert!(!run.stdout.contains('\u{1b}') && !run.stdout.contains('\u{7}'), "{run:?}");
+    run.stdout_has("\\u{1b}[2Jcleared").stdout_has("app\\u{1b}]0;title\\u{7}");
+}
+
+/// An input that is no script (`/dev/zero`: one endless line) is refused at the line
+/// limit, rather than read until memory runs out, and is read no further. (qmadmin runs with
+/// 1 GiB of address space, so that a reader without a bound fails here instead of
+/// exhausting the machine.)
+#[test]
+fn an_endless_input_line_is_refused() {
+    let env = with_qspace();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--as=1073741824").arg("--").arg(crate::support::QMADMIN);
+    cmd.env("QMCONFIG", &env.device).env_remove("QM_SOCKET");
+    let what = format!("{cmd:?}");
+    cmd.stdin(std::fs::File::open("/dev/zero").unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("prlimit");
+    let run = crate::support::wait_with_timeout(child, &what, std::time::Duration::from_secs(60));
+    assert_eq!(run.status, 1, "{run:?}");
+    run.errors_are(&["Input line longer than 16777216 bytes: this input is not a script"]);
+}

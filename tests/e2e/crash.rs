@@ -27,6 +27,9 @@
 //!
 //! A last kill and restart after the third round checks that the drain's own dequeues
 //! stayed done: the queue must be empty.
+//!
+//! A request counts as in flight only when its connection was lost: an error qmd answered
+//! (it was not killed yet) fails the audit rather than excusing a missing message.
 
 use crate::support::{Daemon, Env};
 use qm_common::client::Client;
@@ -52,6 +55,9 @@ struct Ledger {
     plain_in_flight: usize,
     /// Transactional dequeues sent but not answered: each may have held a message.
     held_in_flight: usize,
+    /// Errors the daemon answered (not a lost connection): none is expected, and a request
+    /// that was answered was not in flight at the kill.
+    answered_errors: Vec<String>,
 }
 
 impl Ledger {
@@ -66,6 +72,24 @@ impl Ledger {
 }
 
 type Shared = Arc<Mutex<Ledger>>;
+
+/// Whether `e` is the connection failing (the kill), as opposed to an answer from qmd.
+fn connection_lost(e: &qm_common::QmError) -> bool {
+    e.diagnostic == qm_common::Diagnostic::Os
+        && (e.message.starts_with("connection to qmd lost")
+            || e.message == "qmd closed the connection")
+}
+
+/// Ends a client on error `e`: a lost connection is the kill (`in_flight` counts what the
+/// request may have done); an answered error is recorded for the audit to fail on.
+fn ended(ledger: &Shared, e: &qm_common::QmError, what: &str, in_flight: impl FnOnce(&mut Ledger)) {
+    let mut l = ledger.lock().unwrap();
+    if connection_lost(e) {
+        in_flight(&mut l);
+    } else {
+        l.answered_errors.push(format!("{what}: {e}"));
+    }
+}
 
 async fn producer(device: std::path::PathBuf, id: usize, ledger: Shared) {
     let Ok(mut c) = Client::connect_device(&device, "producer").await else { return };
@@ -82,7 +106,7 @@ async fn producer(device: std::path::PathBuf, id: usize, ledger: Shared) {
                 let acked = l.tick();
                 l.enqueued.get_mut(&body).expect("sent").1 = Some(acked);
             }
-            Err(_) => return,
+            Err(e) => return ended(&ledger, &e, "enqueue", |_| {}),
         }
     }
 }
@@ -91,20 +115,20 @@ async fn consumer(device: std::path::PathBuf, transactional: bool, ledger: Share
     let Ok(mut c) = Client::connect_device(&device, "consumer").await else { return };
     let ctl = DequeueCtl { wait_ms: Some(50), ..DequeueCtl::default() };
     loop {
-        if transactional && c.begin("QS", None).await.is_err() {
-            return;
+        if transactional && let Err(e) = c.begin("QS", None).await {
+            return ended(&ledger, &e, "begin", |_| {});
         }
         let got = match c.dequeue("QS", "Q", &ctl).await {
             Ok(m) => Some(String::from_utf8(m.body).unwrap()),
             Err(e) if e.diagnostic == qm_common::Diagnostic::NoMsg => None,
-            Err(_) => {
-                let mut l = ledger.lock().unwrap();
-                if transactional {
-                    l.held_in_flight += 1;
-                } else {
-                    l.plain_in_flight += 1;
-                }
-                return;
+            Err(e) => {
+                return ended(&ledger, &e, "dequeue", |l| {
+                    if transactional {
+                        l.held_in_flight += 1;
+                    } else {
+                        l.plain_in_flight += 1;
+                    }
+                });
             }
         };
         if !transactional {
@@ -118,16 +142,17 @@ async fn consumer(device: std::path::PathBuf, transactional: bool, ledger: Share
         }
         // Roll back every third message so retries are in flight too.
         let abort = got.as_ref().is_some_and(|b| b.len() % 3 == 0);
-        let ended = if abort { c.abort().await } else { c.commit().await };
-        match (ended, got) {
+        let finished = if abort { c.abort().await } else { c.commit().await };
+        match (finished, got) {
             (Ok(()), Some(body)) if !abort => {
                 ledger.lock().unwrap().dequeued.insert(body);
             }
-            (Err(_), Some(body)) if !abort => {
-                ledger.lock().unwrap().commit_unknown.insert(body);
-                return;
+            (Err(e), Some(body)) if !abort => {
+                return ended(&ledger, &e, "commit", |l| {
+                    l.commit_unknown.insert(body);
+                });
             }
-            (Err(_), _) => return,
+            (Err(e), _) => return ended(&ledger, &e, "abort", |_| {}),
             _ => {}
         }
     }
@@ -158,6 +183,11 @@ type Gone = HashMap<String, String>;
 /// Checks what the drain after round `round` found against the round's ledger and every
 /// earlier round; then records this round's bodies as gone.
 fn audit(round: usize, found: &[String], l: &Ledger, gone: &mut Gone) {
+    assert!(
+        l.answered_errors.is_empty(),
+        "round {round}: qmd answered errors before the kill: {:?}",
+        l.answered_errors
+    );
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for body in found {
         *counts.entry(body).or_default() += 1;

@@ -289,8 +289,9 @@ fn bad_frames() {
     assert_eq!(status.pid, daemon.pid);
 }
 
-/// The daemon checks its peers' uid: another user gets "permission denied" from it even
-/// when the socket's mode would let them in, and their qmadmin starts no daemon of its own.
+/// Another user cannot connect to the socket (mode 0600) and is told whose it is; the
+/// daemon checks its peers' uid as well: another user gets "permission denied" from it even
+/// when the socket's mode would let them in. Their qmadmin starts no daemon of its own.
 /// It needs root and a second user: without them it fails, saying what is missing.
 #[test]
 fn other_users_are_refused() {
@@ -299,6 +300,16 @@ fn other_users_are_refused() {
     let daemon = env.start_daemon(&[]);
     env.with_device();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The socket as qmd makes it (0600): they cannot connect, and are told whose it is
+    // rather than sent off to start a daemon of their own on our device.
+    let closed = format!(
+        "cannot connect to {}: permission denied: the socket belongs to uid 0 (root), mode 0600",
+        env.socket().display()
+    );
+    for extra in [&["--no-start"][..], &[][..]] {
+        let run = other.qmadmin(&env.device, extra, "lidl");
+        run.failed().errors_are(&[&closed]).stderr_lacks("started qmd").stderr_lacks("log file");
+    }
     std::fs::set_permissions(env.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
     for extra in [&["--no-start"][..], &[][..]] {
         let run = other.qmadmin(&env.device, extra, "lidl");

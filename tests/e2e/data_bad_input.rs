@@ -154,6 +154,33 @@ fn body_far_over_the_limit() {
     assert_eq!(app.drain("Q"), ["still connected", "after"]);
 }
 
+/// A body from a source without end (standard input or `-F` on `/dev/zero`) is refused as
+/// soon as it passes the limit, rather than read until memory runs out; the commands after
+/// it run. (qmadmin runs with 1 GiB of address space, so that a reader without a bound
+/// fails here instead of exhausting the machine.)
+#[test]
+fn a_body_without_end_is_refused_at_the_limit() {
+    let env = space(&[FIFO_Q]);
+    let over = "holds more than the limit of 4194304 bytes (QMEINVAL)";
+    for (commands, from_stdin) in [
+        ("qopen QS; qenqueue Q; qenqueue Q after", true),
+        ("qopen QS; qenqueue -F /dev/zero Q; qenqueue Q after", false),
+    ] {
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg("--as=1073741824").arg("--").arg(crate::support::QMADMIN);
+        cmd.env("QMCONFIG", &env.device).env_remove("QM_SOCKET").args(["-c", commands]);
+        let what = format!("{cmd:?}");
+        let stdin = std::fs::File::open("/dev/zero").unwrap();
+        cmd.stdin(stdin).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().expect("prlimit");
+        let run =
+            crate::support::wait_with_timeout(child, &what, std::time::Duration::from_secs(60));
+        let source = if from_stdin { "standard input" } else { "-F /dev/zero" };
+        run.failed().errors_are(&[&format!("Message body: {source} {over}")]);
+    }
+    assert_eq!(App::connect(&env).drain("Q"), ["after", "after"]);
+}
+
 /// Relative times are bounded so that they end by the end of 2037, as absolute times do:
 /// -t and -e of qenqueue, qchangetime and qchangeexp, and the client's TPQCTL. A malformed
 /// time names both forms. Nothing changes.

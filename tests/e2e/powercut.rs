@@ -4,6 +4,9 @@
 //! what is left: nothing acknowledged is lost, nothing unacknowledged half there, no
 //! acknowledged dequeue comes back (the drains' included), and the device list, VTOC and
 //! queue spaces agree.
+//!
+//! A request counts as cut short only when its connection was lost: an error qmd answered
+//! fails the audit rather than excusing what is missing.
 
 use crate::faults::FaultyQmd;
 use crate::support::{Daemon, Env, QMADMIN};
@@ -42,6 +45,9 @@ struct Ledger {
     /// When the (one) plain consumer sent the dequeue it has not seen answered: it may have
     /// taken the head of the queue.
     plain_in_flight: Option<u64>,
+    /// Errors qmd answered (not a lost connection): none is expected, and an answered
+    /// request was not cut short.
+    answered_errors: Vec<String>,
 }
 
 impl Ledger {
@@ -59,6 +65,17 @@ struct Admin {
     qaddext: Vec<(String, bool)>,
 }
 
+/// Ends a client on error `e`: a lost connection is the cut (what was in flight is in the
+/// ledger already); an error qmd answered is recorded for the audit to fail on.
+fn ended(ledger: &Mutex<Ledger>, e: qm_common::QmError) {
+    let lost = e.diagnostic == qm_common::Diagnostic::Os
+        && (e.message.starts_with("connection to qmd lost")
+            || e.message == "qmd closed the connection");
+    if !lost {
+        ledger.lock().unwrap().answered_errors.push(e.message);
+    }
+}
+
 async fn producer(device: PathBuf, id: String, ledger: Arc<Mutex<Ledger>>) {
     let Ok(mut c) = Client::connect_device(&device, "producer").await else { return };
     for n in 0.. {
@@ -71,7 +88,7 @@ async fn producer(device: PathBuf, id: String, ledger: Arc<Mutex<Ledger>>) {
                 let at = l.event();
                 l.enqueued.insert(body, (msgid, at));
             }
-            Err(_) => return,
+            Err(e) => return ended(&ledger, e),
         }
     }
 }
@@ -81,8 +98,8 @@ async fn transactional_producer(device: PathBuf, id: String, ledger: Arc<Mutex<L
     let Ok(mut c) = Client::connect_device(&device, "producer").await else { return };
     for n in 0.. {
         let bodies = [format!("{id}-{n}a"), format!("{id}-{n}b")];
-        if c.begin("QS", None).await.is_err() {
-            return;
+        if let Err(e) = c.begin("QS", None).await {
+            return ended(&ledger, e);
         }
         let mut ids = Vec::new();
         for body in &bodies {
@@ -93,12 +110,12 @@ async fn transactional_producer(device: PathBuf, id: String, ledger: Arc<Mutex<L
             }
             match c.enqueue("QS", "Q", body.as_bytes(), &EnqueueCtl::default()).await {
                 Ok(msgid) => ids.push(msgid),
-                Err(_) => return,
+                Err(e) => return ended(&ledger, e),
             }
         }
         if n % 3 == 2 {
-            if c.abort().await.is_err() {
-                return;
+            if let Err(e) = c.abort().await {
+                return ended(&ledger, e);
             }
             continue;
         }
@@ -109,8 +126,8 @@ async fn transactional_producer(device: PathBuf, id: String, ledger: Arc<Mutex<L
                 l.enqueue_unknown.insert(body.clone());
             }
         }
-        if c.commit().await.is_err() {
-            return;
+        if let Err(e) = c.commit().await {
+            return ended(&ledger, e);
         }
         let mut l = ledger.lock().unwrap();
         let at = l.event();
@@ -125,8 +142,8 @@ async fn consumer(device: PathBuf, transactional: bool, ledger: Arc<Mutex<Ledger
     let Ok(mut c) = Client::connect_device(&device, "consumer").await else { return };
     let ctl = DequeueCtl { wait_ms: Some(20), ..DequeueCtl::default() };
     loop {
-        if transactional && c.begin("QS", None).await.is_err() {
-            return;
+        if transactional && let Err(e) = c.begin("QS", None).await {
+            return ended(&ledger, e);
         }
         if !transactional {
             let mut l = ledger.lock().unwrap();
@@ -135,7 +152,7 @@ async fn consumer(device: PathBuf, transactional: bool, ledger: Arc<Mutex<Ledger
         let got = match c.dequeue("QS", "Q", &ctl).await {
             Ok(m) => Some(String::from_utf8(m.body).unwrap()),
             Err(e) if e.diagnostic == qm_common::Diagnostic::NoMsg => None,
-            Err(_) => return,
+            Err(e) => return ended(&ledger, e),
         };
         if !transactional {
             let mut l = ledger.lock().unwrap();
@@ -146,22 +163,22 @@ async fn consumer(device: PathBuf, transactional: bool, ledger: Arc<Mutex<Ledger
             continue;
         }
         let Some(body) = got else {
-            if c.abort().await.is_err() {
-                return;
+            if let Err(e) = c.abort().await {
+                return ended(&ledger, e);
             }
             continue;
         };
         ledger.lock().unwrap().in_transactions.insert(body.clone());
         // Roll back every third message, so that rolled-back messages are about too.
         if body.len() % 3 == 0 {
-            if c.abort().await.is_err() {
-                return;
+            if let Err(e) = c.abort().await {
+                return ended(&ledger, e);
             }
             continue;
         }
         ledger.lock().unwrap().dequeue_unknown.insert(body.clone());
-        if c.commit().await.is_err() {
-            return;
+        if let Err(e) = c.commit().await {
+            return ended(&ledger, e);
         }
         let mut l = ledger.lock().unwrap();
         l.dequeue_unknown.remove(&body);
@@ -308,7 +325,7 @@ impl Audit {
                 }
                 None => assert!(!acked, "round {round}: acknowledged crdl {file} lost"),
             }
-            if *acked {
+            if *acked || entry(file).is_some() {
                 self.entries.push(file.clone());
             }
         }
@@ -371,8 +388,9 @@ impl Audit {
                 pages.is_empty() && !acked || pages == [100] || pages == [8, 100],
                 "round {round}: {space} has extents {pages:?} (acknowledged: {acked})"
             );
-            // What landed is checked from now on, acknowledged or not.
-            if !pages.is_empty() {
+            // Acknowledged, or found done although the cut came before the answer: done
+            // for good either way.
+            if *acked || !pages.is_empty() {
                 self.spaces.push(space.clone());
             }
         }
@@ -382,7 +400,6 @@ impl Audit {
                 pages == [100] && !acked || pages == [8, 100],
                 "round {round}: {space}: {pages:?}"
             );
-            // An extent added by a qaddext the cut left unanswered is there from now on too.
             if pages == [8, 100] {
                 self.extended.push(space.clone());
             }
@@ -400,6 +417,11 @@ impl Audit {
 
     /// Drains Q and checks what came back against what the clients saw.
     fn check_messages(&mut self, env: &Env, round: usize, l: &Ledger) {
+        assert!(
+            l.answered_errors.is_empty(),
+            "round {round}: qmd answered errors before it ended: {:?}",
+            l.answered_errors
+        );
         self.sent.extend(l.enqueued.keys().cloned());
         self.sent.extend(l.enqueue_unknown.iter().cloned());
         self.uncommitted.extend(l.uncommitted.iter().cloned());

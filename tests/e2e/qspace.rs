@@ -362,7 +362,7 @@ fn qspacedestroy_refuses_a_space_holding_messages() {
     // A non-persistent message alone blocks it as well.
     env.c("qspds -y QS")
         .failed()
-        .errors_are(&["Queue space QS holds 1 messages; use -f to destroy it anyway"]);
+        .errors_are(&["Queue space QS holds 1 message; use -f to destroy it anyway"]);
     let after = (extents(&env), free(&env, 0));
     assert_eq!(after, (before.0.clone(), before.1.clone()), "nothing was destroyed");
     // Emptied: destroyed without -f.

@@ -162,7 +162,7 @@ fn qdestroy_of_a_queue_holding_messages() {
     assert_eq!(app.take_body("Q"), "one");
     env.c("qopen QS; qds -f -y Q")
         .failed()
-        .errors_are(&["Destroy queue failed - 1 messages of queue Q are held by transactions"]);
+        .errors_are(&["Destroy queue failed - 1 message of queue Q is held by a transaction"]);
     app.abort().unwrap();
     assert_eq!(qinfo(&env), before, "the refusals changed nothing");
 
@@ -179,7 +179,10 @@ fn qdestroy_of_a_queue_holding_messages() {
     app.put("Q", "four");
     drop(app);
     crate::app::detached(&env);
-    env.c("qopen QS; qds -p -y Q").ok().stdout_has("1 messages of queue Q deleted");
+    env.c("qopen QS; qds -y Q").failed().errors_are(&[
+        "Destroy queue failed - 1 message on queue Q; use -p to purge it or -f to force",
+    ]);
+    env.c("qopen QS; qds -p -y Q").ok().stdout_has("1 message of queue Q deleted");
     env.stop_daemon();
     env.c("qopen QS; qcr Q fifo none 5 0 100% 0% ''").ok();
     let mut app = App::connect(&env);

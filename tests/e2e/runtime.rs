@@ -155,6 +155,44 @@ fn half_frames_do_not_pin_memory() {
     env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
 }
 
+/// Half frames of megabytes (3 MiB of an announced 4 MiB each) hold what arrived while they
+/// are open, and their memory goes back to the system once their connections close: in a
+/// second burst too, after the allocator has seen blocks that large freed.
+#[test]
+fn large_half_frames_give_their_memory_back() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let daemon = start(&env, &log, &[], &[], None);
+    let idle = unread(daemon.pid).1;
+    let (n, sent) = (64u64, 3 * MIB);
+    let chunk = vec![0u8; sent as usize];
+    let before = rss(daemon.pid);
+    for burst in 1..=2 {
+        let mut conns: Vec<Raw> = (0..n).map(|_| Raw::greeted(&env)).collect();
+        for raw in &mut conns {
+            raw.0.write_all(&(4 * MIB as u32).to_be_bytes()).unwrap();
+            raw.0.write_all(&chunk).unwrap();
+        }
+        let all_read = wait_until(Duration::from_secs(30), || {
+            let (bytes, count) = unread(daemon.pid);
+            bytes == 0 && count >= idle + n as usize
+        });
+        assert!(all_read, "burst {burst}: the daemon never read the half frames");
+        drop(conns);
+        let closed = wait_until(Duration::from_secs(30), || unread(daemon.pid).1 <= idle);
+        assert!(closed, "burst {burst}: the daemon kept the connections");
+        let bound = n * sent / 4;
+        let kept = || rss(daemon.pid).saturating_sub(before);
+        assert!(
+            wait_until(Duration::from_secs(30), || kept() < bound),
+            "burst {burst}: {} MiB still held after {n} connections that had sent {} MiB closed",
+            kept() / MIB,
+            n * sent / MIB
+        );
+    }
+    env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
+}
+
 /// A frame begun but not finished within `--frame-timeout` is dropped: its sender is told
 /// why and disconnected, the log says so, and everyone else is served throughout.
 #[test]
@@ -246,6 +284,25 @@ fn running_out_of_file_descriptors_does_not_spin() {
     drop(idle);
     env.c_no_start("qopen A; qenqueue Q x; qdequeue Q").ok().stdout_has("x");
     assert!(read(&log).contains("accepting connections again"), "log:\n{}", read(&log));
+}
+
+/// qmd raises its soft limit of open files to the hard limit when it starts: with a soft
+/// limit of 64 (and a hard one of 4096), a hundred idle clients are all greeted, with no
+/// failure to accept, and the log says what the limit became.
+#[test]
+fn the_soft_limit_of_open_files_is_raised_at_start() {
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=64:4096").arg("--").arg(QMD);
+    cmd.arg(&env.device).arg("-l").arg("3").arg("-g").arg(&log).env_remove("QM_SOCKET");
+    let _daemon = Daemon::start_command(cmd, &env.device);
+    assert!(read(&log).contains("limit of open files raised from 64 to 4096"), "{}", read(&log));
+    let clients: Vec<Raw> = (0..100).map(|_| Raw::greeted(&env)).collect();
+    env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
+    let text = read(&log);
+    assert!(!text.contains("cannot accept"), "{text}");
+    drop(clients);
 }
 
 /// What a running process has printed so far, read by a thread.
@@ -401,4 +458,9 @@ fn threshold_commands_left_by_a_killed_daemon_are_ended() {
         log[0].outcome, "killed by the next qmd at its start: qmd was killed while it ran",
         "{log:#?}"
     );
+    // How long it ran nobody saw: no duration is shown.
+    let table = env.c("qopen QS; qthlog Q");
+    let row =
+        table.ok().stdout.lines().find(|l| l.contains("killed by the next qmd")).unwrap_or("");
+    assert!(row.trim_end().ends_with("| -"), "{}", table.stdout);
 }

@@ -74,7 +74,7 @@ fn another_users_daemon_on_our_socket_is_refused() {
     {
         assert_eq!(run.status, 1, "{run:?}");
         run.stderr_has(&format!("refusing the qmd on {socket}: it runs as {}", named(&other)))
-            .stderr_has("not as you (uid 0 (root)) or root")
+            .stderr_has("not as you (uid 0 (root)), so it may be another user's daemon")
             .stderr_has("nothing was sent")
             .stderr_lacks("started qmd")
             .stdout_lacks("msgid");
@@ -292,6 +292,82 @@ fn a_configuration_others_may_change_is_refused() {
     env.c("daemon stop").ok();
     daemon.wait();
     assert!(!marker.exists(), "the planted service ran");
+    // The daemon's log (its standard error) keeps a trace of the refusal.
+    let log = daemon.stderr_text();
+    assert!(log.contains(&format!("WARN configuration not reloaded: {owner}")), "{log}");
+}
+
+/// A link another user planted at DEVICE.toml is refused even when it leads to a good
+/// configuration of ours: whoever made the link chose which of our files qmd acts on. At
+/// start and at `daemon reload`; our own link is followed. A file that cannot be a
+/// configuration (the device itself, a file far too large) is refused, not loaded.
+#[test]
+fn a_configuration_link_another_user_made_is_refused() {
+    let env = Env::new();
+    let other = User::create();
+    setup(&env, 200, &["SVC fifo none 0 0 100% 0% ''"]);
+    env.stop_daemon();
+    chmod(env.dir.path(), 0o1777);
+    // Ours and good, written for some other purpose: a forwarder booted with the daemon.
+    let ours = env.path("ours.toml");
+    let marker = env.path("marker");
+    std::fs::write(
+        &ours,
+        format!(
+            "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\nboot = true\n\n\
+             [service.SVC]\ncommand = \"touch {}\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    chmod(&ours, 0o600);
+    let toml = env.path("QUE.toml");
+    let plant = || {
+        other.sh(&format!("ln -s {} {}", ours.display(), toml.display())).ok();
+    };
+    plant();
+    let refused = format!(
+        "refusing configuration {} (a link to {}): the link belongs to {}",
+        toml.display(),
+        ours.display(),
+        named(&other)
+    );
+    let run = qmd(&[env.device.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&refused).stderr_has("not to uid 0 (root), and").stderr_has("remove the link");
+
+    std::fs::remove_file(&toml).unwrap();
+    let mut daemon = env.start_daemon(&[]);
+    plant();
+    env.c("daemon reload").failed().stderr_has(&refused);
+    env.c("psr").ok().stdout_has("No forwarders are configured");
+    env.c("daemon stop").ok();
+    daemon.wait();
+    assert!(!marker.exists(), "the file the link leads to was acted on");
+
+    // Our own link to it is ours to make.
+    std::fs::remove_file(&toml).unwrap();
+    std::os::unix::fs::symlink(&ours, &toml).unwrap();
+    let _daemon = env.start_daemon(&[]);
+    env.c("psr").ok().stdout_lacks("No forwarders are configured");
+    env.stop_daemon();
+    std::fs::remove_file(&toml).unwrap();
+
+    // The device given as the configuration by mistake, and a file over the size limit
+    // (sparse: its length is what counts).
+    let device = env.device.as_os_str();
+    let run = qmd(&[device, "--config".as_ref(), device]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("refusing configuration {}: it is not text", env.dev()));
+    let big = env.path("big.toml");
+    std::fs::File::create(&big).unwrap().set_len(4 << 30).unwrap();
+    let run = qmd(&[device, "--config".as_ref(), big.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!(
+        "refusing configuration {}: it is 4294967296 bytes long, and a configuration is at \
+         most 1048576 bytes",
+        big.display()
+    ));
 }
 
 /// A symbolic link planted as the lock or the log is refused, naming the file, and nothing
@@ -336,6 +412,39 @@ fn lock_and_log_links_are_refused() {
     assert!(!env.socket().exists());
 }
 
+/// What another user planted as the lock is refused, saying what it is: their own lock
+/// file (which they could hold, so that qmd would take the device for served, or remove
+/// while qmd holds it), a FIFO, a directory. A FIFO given as the log, too.
+#[test]
+fn a_lock_planted_by_another_user_is_refused() {
+    let env = Env::new();
+    let other = User::create();
+    chmod(env.dir.path(), 0o1777);
+    let lock = env.path("QUE.lock");
+    let shown = lock.display();
+    other.sh(&format!("touch {shown}; chmod 666 {shown}")).ok();
+    let run = qmd(&[env.device.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("lock file {shown} belongs to {}", named(&other)))
+        .stderr_lacks("another qmd");
+    std::fs::remove_file(&lock).unwrap();
+
+    for (make, kind) in [("mkfifo -m 666", "a FIFO"), ("mkdir -m 777", "a directory")] {
+        other.sh(&format!("{make} {shown}")).ok();
+        let run = qmd(&[env.device.as_os_str()]);
+        assert_eq!(run.status, 1, "{run:?}");
+        run.stderr_has(&format!("lock file {shown} is {kind}"))
+            .stderr_has("not a regular file; remove it");
+        other.sh(&format!("rm -rf {shown}")).ok();
+    }
+    let fifo = env.path("log.fifo");
+    other.sh(&format!("mkfifo -m 666 {}", fifo.display())).ok();
+    let run = qmd(&[env.device.as_os_str(), "-g".as_ref(), fifo.as_os_str()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    run.stderr_has(&format!("log file {} is a FIFO", fifo.display()));
+    assert!(!env.socket().exists());
+}
+
 /// A log another user planted at DEVICE.log is not written to (qmd may run as root).
 #[test]
 fn a_log_planted_by_another_user_is_refused() {
@@ -346,7 +455,12 @@ fn a_log_planted_by_another_user_is_refused() {
     other.sh(&format!("echo theirs > {0}; chmod 666 {0}", log.display())).ok();
     let run = qmd(&["--detach".as_ref(), env.device.as_os_str()]);
     assert_eq!(run.status, 1, "{run:?}");
-    run.stderr_has(&format!("log file {} belongs to {}", log.display(), named(&other)));
+    // We are root: root is not named twice.
+    run.stderr_has(&format!(
+        "log file {} belongs to {}, not to uid 0 (root), so",
+        log.display(),
+        named(&other)
+    ));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "theirs\n");
 }
 
@@ -410,6 +524,53 @@ fn a_device_directory_others_may_write_is_warned_about() {
     env.c(&format!("crdl {} 0 2000", env.dev())).ok().stderr_lacks("WARN");
     env.stop_daemon();
     qmd_detached(&env).ok().stderr_lacks("WARN");
+}
+
+/// When qmadmin's auto-start fails, its ERROR line gives the daemon's reason (once
+/// labelled), and the daemon's warnings come as warnings: here a device others may write
+/// in a directory others may write.
+#[test]
+fn a_refused_auto_start_says_why_on_its_error_line() {
+    let env = Env::new();
+    env.c(&format!("crdl {} 0 2000", env.dev())).ok();
+    env.stop_daemon();
+    chmod(env.dir.path(), 0o1777);
+    chmod(&env.device, 0o660);
+    let run = env.c("lidl");
+    run.errors_are(&[&format!("ERROR: qmd: {} has mode 0660", env.dev())])
+        .stderr_lacks("error: ")
+        .stderr_lacks("ERROR: qmd: WARN");
+    let warning = format!("qmd: WARN: directory {} (mode 1777)", env.dir.path().display());
+    assert!(run.stderr.starts_with(&warning), "{run:?}");
+}
+
+/// The files of the device list's other entries are device files too: a directory of theirs
+/// that others may write is warned about when qmd starts (in the foreground and with
+/// `--detach`), as at `crdl`, even when the device's own directory is private.
+#[test]
+fn an_entry_directory_others_may_write_is_warned_about_at_start() {
+    let env = Env::new();
+    chmod(env.dir.path(), 0o700);
+    let open = env.path("shared");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o1777);
+    let warning = format!("directory {} (mode 1777) may be written by", open.display());
+    let entry = open.join("E");
+    env.c(&format!("crdl {} 0 2000; crdl {} 0 100", env.dev(), entry.display()))
+        .ok()
+        .stderr_has(&format!("WARN: {warning}"));
+    env.stop_daemon();
+    let run = qmd_detached(&env);
+    run.ok().stderr_has(&format!("qmd: WARN: {warning}"));
+    let private = format!("directory {} ", env.dir.path().display());
+    run.stderr_lacks(&private);
+    env.stop_daemon();
+    let mut qmd = Command::new(QMD);
+    qmd.arg(&env.device).arg("-l").arg("1").env_remove("QM_SOCKET");
+    let daemon = users::Qmd::start(qmd);
+    env.c("daemon stop").ok();
+    let out = daemon.finish();
+    assert!(out.contains(&format!("qmd: WARN: {warning}")), "{out}");
 }
 
 fn qmd_detached(env: &Env) -> Run {

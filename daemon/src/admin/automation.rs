@@ -18,10 +18,8 @@ pub fn handle(ctx: &mut Ctx<'_>, request: AutomationRequest) -> QmResult<Reply> 
         }
         AutomationRequest::Shutdown { id, queue } => {
             let n = forwarders.shutdown(id, queue.as_deref())?;
-            ctx.note(Note::info(format!(
-                "{n} forwarder{} shut down",
-                if n == 1 { "" } else { "s" }
-            )));
+            let forwarders = qm_common::plural::count(n as u64, "forwarder", "forwarders");
+            ctx.note(Note::info(format!("{forwarders} shut down")));
             Ok(Reply::Count(n as u64))
         }
         AutomationRequest::Servers => Ok(Reply::Servers(forwarders.list())),
@@ -40,11 +38,14 @@ pub fn handle(ctx: &mut Ctx<'_>, request: AutomationRequest) -> QmResult<Reply> 
             Ok(Reply::Firing(Box::new(record)))
         }
         AutomationRequest::Reload => {
-            ctx.daemon.reload()?;
-            ctx.note(Note::info(format!(
-                "Configuration re-read ({})",
-                ctx.daemon.config_path_text()
-            )));
+            // A refusal is for the log too: it may be a file someone else planted.
+            if let Err(e) = ctx.daemon.reload() {
+                tracing::warn!("configuration not reloaded: {}", e.message);
+                return Err(e);
+            }
+            let read = format!("Configuration re-read ({})", ctx.daemon.config_path_text());
+            tracing::info!("{read}");
+            ctx.note(Note::info(read));
             // Running forwarders follow the file: removed ones stop, changed ones restart.
             for line in forwarders.apply(ctx.daemon) {
                 ctx.note(Note::info(line));

@@ -14,6 +14,7 @@ use crate::storage::records::{QueueSpaceRecord, now_secs};
 use crate::storage::space::initialized_bytes;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::{UdlEntry, VTOC_MAX, VtocEntry};
+use qm_common::plural::count;
 use qm_common::protocol::{Note, QueueSpaceRequest, Reply};
 use qm_common::qspace::{
     QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, QueueSpaceState, SizeEstimate, round_pages,
@@ -269,8 +270,8 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> QmR
     let usage = super::queue::space_usage(store, name);
     if usage.messages() > 0 && !force {
         return Err(QmError::in_use(format!(
-            "Queue space {name} holds {} messages; use -f to destroy it anyway",
-            usage.messages()
+            "Queue space {name} holds {}; use -f to destroy it anyway",
+            count(usage.messages(), "message", "messages")
         )));
     }
     let others = ctx.daemon.sessions.attached(name, store.generation, Some(ctx.session));

@@ -8,6 +8,7 @@ use crate::storage::device::{storage_error, write_in};
 use crate::storage::records::{decode, encode};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::names::check_queue_name;
+use qm_common::plural::count;
 use qm_common::protocol::{Note, QueueRequest, Reply};
 use qm_common::queue::{DestroyMode, QueueChange, QueueDef, QueueInfo, QueueListing, QueueUsage};
 use qm_common::{Diagnostic, QmError, QmResult};
@@ -144,9 +145,11 @@ fn destroy(
     find(device, qspace, name)?;
     let usage = queue_usage(store, qspace, name);
     if mode == DestroyMode::Normal && usage.messages() > 0 {
+        let n = usage.messages();
         return Err(QmError::in_use(format!(
-            "Destroy queue failed - {} messages on queue {name}; use -p to purge them or -f to force",
-            usage.messages()
+            "Destroy queue failed - {} on queue {name}; use -p to purge {} or -f to force",
+            count(n, "message", "messages"),
+            if n == 1 { "it" } else { "them" }
         )));
     }
     let others = ctx.daemon.sessions.attached(qspace, store.generation, Some(ctx.session));
@@ -160,7 +163,8 @@ fn destroy(
     // engine that holds its messages.
     let purged = store.load(qspace)?.remove_queue(name)?;
     if purged > 0 {
-        ctx.note(Note::info(format!("{purged} messages of queue {name} deleted")));
+        let purged = count(purged, "message", "messages");
+        ctx.note(Note::info(format!("{purged} of queue {name} deleted")));
     }
     if name == record.params.error_queue {
         ctx.note(Note::warn(format!("Destroy queue - error queue {name} destroyed")));

@@ -238,9 +238,11 @@ impl Engine {
                 })
                 .count();
             if held > 0 {
-                return Err(QmError::in_use(format!(
-                    "Destroy queue failed - {held} messages of queue {queue} are held by transactions"
-                )));
+                let held = match held {
+                    1 => format!("1 message of queue {queue} is held by a transaction"),
+                    n => format!("{n} messages of queue {queue} are held by transactions"),
+                };
+                return Err(QmError::in_use(format!("Destroy queue failed - {held}")));
             }
             let mut ops = Vec::new();
             for seq in &seqs {

@@ -258,8 +258,9 @@ impl Engine {
         let cap = inner.index.capacity;
         if cap.messages + 1 > self.limits.messages {
             return Err(QmError::no_space(format!(
-                "Queue space {} is full: it holds {} messages, its limit (qspacechange can raise it)",
-                self.name, self.limits.messages
+                "Queue space {} is full: it holds {}, its limit (qspacechange can raise it)",
+                self.name,
+                qm_common::plural::count(self.limits.messages, "message", "messages")
             )));
         }
         if persistent {

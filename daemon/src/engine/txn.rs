@@ -80,8 +80,13 @@ impl Engine {
         let mut inner = self.lock();
         if inner.txns.len() >= self.limits.transactions {
             return Err(QmError::no_space(format!(
-                "Queue space {} has {} transactions open, its limit (qspacechange can raise it)",
-                self.name, self.limits.transactions
+                "Queue space {} has {} open, its limit (qspacechange can raise it)",
+                self.name,
+                qm_common::plural::count(
+                    self.limits.transactions as u64,
+                    "transaction",
+                    "transactions"
+                )
             )));
         }
         let id = inner.next_txid;

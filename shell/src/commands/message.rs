@@ -96,10 +96,21 @@ fn stdin_body(sh: &mut Shell) -> Result<Vec<u8>, String> {
                     an argument or with -F FILE"
             .into());
     }
+    read_body(std::io::stdin().lock(), "standard input")
+}
+
+/// Reads a body from `source` (`what` names it), no further than one byte over the body
+/// limit: a source far too large (a wrong file, `/dev/zero`) is refused, not loaded.
+fn read_body(source: impl Read, what: &str) -> Result<Vec<u8>, String> {
+    use qm_common::message::BODY_MAX;
     let mut buf = Vec::new();
-    std::io::stdin()
+    source
+        .take(BODY_MAX as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read standard input: {e}"))?;
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+    if buf.len() > BODY_MAX {
+        return Err(format!("Message body: {what} holds more than the limit of {BODY_MAX} bytes"));
+    }
     Ok(buf)
 }
 
@@ -114,7 +125,14 @@ fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, S
     }
     match args.value('F') {
         Some("-") => stdin_body(sh),
-        Some(file) => std::fs::read(file).map_err(|e| format!("-F {file}: {e}")),
+        Some(file) => {
+            let opened = std::fs::File::open(file).map_err(|e| format!("-F {file}: {e}"))?;
+            // A file's size is known: it is named as for a body given any other way.
+            if let Some(meta) = opened.metadata().ok().filter(|m| m.is_file()) {
+                qm_common::message::check_body(meta.len() as usize).map_err(|e| e.message)?;
+            }
+            read_body(opened, &format!("-F {file}"))
+        }
         None if sh.script_mode && !std::io::stdin().is_terminal() => stdin_body(sh),
         None => Ok(Vec::new()),
     }

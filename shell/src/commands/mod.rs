@@ -31,6 +31,7 @@ pub fn yes_no(field: &str, text: &str) -> QmResult<bool> {
         "y" | "Y" | "yes" => Ok(true),
         "n" | "N" | "no" => Ok(false),
         other => {
+            let other = qm_common::error::shown(other);
             eprintln!("WARN: {field}: '{other}' is taken as n (only y answers yes)");
             Ok(false)
         }

@@ -130,7 +130,7 @@ pub fn qlist(sh: &mut Shell, args: Args) -> CmdResult {
 
 /// `1 message`, `2 messages`.
 fn messages(n: u64) -> String {
-    format!("{n} {}", if n == 1 { "message" } else { "messages" })
+    qm_common::plural::count(n, "message", "messages")
 }
 
 /// Runs a change on the selected messages, asking first when `ask` says so; prints how
