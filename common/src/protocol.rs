@@ -278,6 +278,15 @@ pub struct FiringRecord {
     pub test: bool,
 }
 
+impl FiringRecord {
+    /// Whether `duration_ms` says how long the command ran: not while it runs, nor when
+    /// nobody saw it end.
+    pub fn duration_known(&self) -> bool {
+        ![FIRING_RUNNING, FIRING_CUT_SHORT, FIRING_ENDED_AT_START, FIRING_UNLOADED, FIRING_UNSEEN]
+            .contains(&self.outcome.as_str())
+    }
+}
+
 /// A request frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -339,8 +348,18 @@ pub struct Names {
 
 /// The outcome of a firing whose command is still running.
 pub const FIRING_RUNNING: &str = "running";
-/// The outcome of a firing whose command was still running when the daemon stopped or died.
+/// The outcome of a firing whose command was still running when the daemon stopped (and
+/// killed it).
 pub const FIRING_CUT_SHORT: &str = "cut short: the daemon stopped while it ran";
+/// The outcome of a firing whose command was still running when its queue space was
+/// unloaded (ipcrm, qspacechange, a replaced device): it went on, but nobody saw it end.
+pub const FIRING_UNLOADED: &str =
+    "not seen to end: its queue space was unloaded while it ran (the command went on)";
+/// The outcome of a firing found still running at load: qmd was killed while it ran, and
+/// the command had ended by the time the next qmd started (else it would have been
+/// [`FIRING_ENDED_AT_START`]), so how it ended is not known.
+pub const FIRING_UNSEEN: &str =
+    "not seen to end: qmd was killed while it ran, and it ended before the next qmd started";
 /// The outcome of a firing whose command a killed qmd left running, and which the next qmd
 /// killed when it started.
 pub const FIRING_ENDED_AT_START: &str =

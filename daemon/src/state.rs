@@ -311,6 +311,12 @@ impl Daemon {
     pub fn close_storage(&self) {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         for (_, space) in std::mem::take(&mut store.loaded) {
+            // The threshold commands still running end with the daemon: say so on disk
+            // before the files close.
+            let marked = space.engine.mark_running(qm_common::protocol::FIRING_CUT_SHORT);
+            if let Some(Err(e)) = marked.map(|m| m.wait_blocking()) {
+                tracing::warn!("cannot record the threshold commands cut short: {}", e.message);
+            }
             space.engine.kill();
         }
         if let Some(device) = store.device.take() {

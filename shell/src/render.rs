@@ -521,19 +521,8 @@ pub fn firings(list: &[qm_common::protocol::FiringRecord], verbose: bool) -> Str
                 f.usage.clone(),
                 f.command.clone(),
                 f.outcome.clone(),
-                // Unknown while it runs, and when the daemon's end cut it short or the next
-                // daemon ended it (nobody saw how long it ran).
-                if [
-                    qm_common::protocol::FIRING_RUNNING,
-                    qm_common::protocol::FIRING_CUT_SHORT,
-                    qm_common::protocol::FIRING_ENDED_AT_START,
-                ]
-                .contains(&f.outcome.as_str())
-                {
-                    "-".to_string()
-                } else {
-                    f.duration_ms.to_string()
-                },
+                // Unknown while it runs, and when nobody saw it end.
+                if f.duration_known() { f.duration_ms.to_string() } else { "-".to_string() },
             ];
             if verbose {
                 row.push(f.output.clone());

@@ -512,6 +512,50 @@ fn daemon_stop_kills_running_commands() {
     assert_eq!(after[0].command, format!("{marker}; true"));
 }
 
+/// A command that a `kill -9`ed qmd left running and that ended on its own before the next
+/// qmd started is recorded as not seen to end (not as cut short by a stop that never
+/// happened), with no duration.
+#[test]
+fn a_command_that_ended_while_no_qmd_ran_is_not_seen_to_end() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(&[]);
+    let command = "touch started; while [ ! -e go ]; do sleep 0.05; done; touch done";
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{command}'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the command started", || env.path("started").exists());
+    // Acknowledged after the firing was recorded as running: that record is on disk.
+    app.put("Q", b"y");
+    drop(app);
+    daemon.signal("KILL");
+    std::fs::write(env.path("go"), "").unwrap();
+    eventually("the command ended on its own", || env.path("done").exists());
+    let _daemon = env.start_daemon(&[]);
+    let after = firings(&env, Some("Q"));
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].outcome, qm_common::protocol::FIRING_UNSEEN);
+    env.c("qopen QS; qthlog Q").ok().stdout_has("it ended before the next qmd started | - ");
+}
+
+/// A queue space unloaded (`ipcrm -f`) while its threshold command runs: the command goes
+/// on, and its record says nobody saw it end (not that a stop cut it short).
+#[test]
+fn a_command_running_when_its_space_is_unloaded_is_not_seen_to_end() {
+    let env = Env::new();
+    let marker = sleep_marker(1000, 2);
+    let _cleanup = KillMarked(marker.clone());
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the command is running", || running(&marker));
+    drop(app);
+    env.c("ipcrm -f -y QS").ok();
+    let after = firings(&env, Some("Q"));
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].outcome, qm_common::protocol::FIRING_UNLOADED);
+    assert!(running(&marker), "the command goes on after the unload");
+}
+
 /// The persistent and the non-persistent limits of one queue keep their own hysteresis:
 /// each fires at its own crossing, and re-arming one does not re-arm the other.
 #[test]

@@ -195,6 +195,9 @@ impl Engine {
         for q in inner.index.queues.values() {
             q.notify.notify_waiters();
         }
+        drop(inner);
+        // Threshold commands go on; what becomes of them is no longer seen from here.
+        drop(self.mark_running(qm_common::protocol::FIRING_UNLOADED));
         self.timer_wake.notify_one();
     }
 

@@ -8,7 +8,7 @@
 //! crossing was never recorded).
 
 use super::index::QueueState;
-use super::writer::WriteOp;
+use super::writer::{Pending, WriteOp};
 use super::{Engine, Inner};
 use crate::threshold::{self, Firing};
 use qm_common::protocol::FiringRecord;
@@ -196,6 +196,25 @@ impl Engine {
             key: n,
             value,
         }]));
+    }
+
+    /// Rewrites the firings still recorded as running with `outcome` (the daemon stopping,
+    /// the queue space unloaded), in memory and on disk; the write, if any, can be waited
+    /// for.
+    pub fn mark_running(&self, outcome: &str) -> Option<Pending> {
+        let mut inner = self.lock();
+        let mut ops = Vec::new();
+        for (n, record) in inner.firings.iter_mut() {
+            if record.outcome == qm_common::protocol::FIRING_RUNNING {
+                record.outcome = outcome.to_string();
+                ops.push(WriteOp::Record {
+                    table: self.tables.firings.clone(),
+                    key: *n,
+                    value: Some(postcard::to_stdvec(&*record).unwrap_or_default()),
+                });
+            }
+        }
+        (!ops.is_empty()).then(|| self.send(ops))
     }
 
     /// Keeps a firing in memory and on disk, dropping the oldest beyond [`FIRINGS_KEPT`];

@@ -327,7 +327,9 @@ pub fn recover(
             let (k, v) = item.map_err(|e| err(&e))?;
             if let Ok(mut record) = postcard::from_bytes::<FiringRecord>(v.value()) {
                 if record.outcome == qm_common::protocol::FIRING_RUNNING {
-                    record.outcome = qm_common::protocol::FIRING_CUT_SHORT.to_string();
+                    // A clean stop or an unload rewrote the records of what it left
+                    // running, and the next qmd those it found alive: this one had ended.
+                    record.outcome = qm_common::protocol::FIRING_UNSEEN.to_string();
                 }
                 firings.push_back((k.value(), record));
             }
