@@ -237,6 +237,41 @@ fn check_trusted_file(meta: &Metadata, path: &Path, what: &str) -> Result<(), St
     Ok(())
 }
 
+/// Programs that take the script they run as their first argument: for a command such as
+/// `sh job.sh` or `python3 /srv/job.py`, the script is what runs, so it is checked too.
+const INTERPRETERS: &[&str] =
+    &["sh", "bash", "dash", "ksh", "zsh", "python", "python3", "perl", "ruby", "node", "env"];
+
+/// The files a shell command (`sh -c COMMAND`, run in `cwd`) executes that a path names: its
+/// first word, and the script an interpreter is given. Words without a `/` are found on
+/// `PATH`, which is the system's business.
+fn command_files(command: &str, cwd: Option<&Path>) -> Vec<std::path::PathBuf> {
+    let mut words = command.split_whitespace().map(|w| w.trim_matches(['\'', '"']));
+    let Some(program) = words.next() else { return Vec::new() };
+    let mut named = vec![program];
+    let base = program.rsplit('/').next().unwrap_or(program);
+    if INTERPRETERS.contains(&base) {
+        named.extend(words.find(|w| !w.starts_with('-') && !w.contains('=')));
+    }
+    let resolve = |w: &str| match cwd {
+        Some(dir) if !w.starts_with('/') => dir.join(w.trim_start_matches("./")),
+        _ => Path::new(w).to_path_buf(),
+    };
+    named.into_iter().filter(|w| w.contains('/')).map(resolve).collect()
+}
+
+/// Refuses a command whose program or script (see [`command_files`]) another user could
+/// have written: it would run as qmd's user. Files that do not exist are left to the shell
+/// to report. The same rule as a configuration's.
+pub fn check_command_files(command: &str, cwd: Option<&Path>) -> Result<(), String> {
+    for path in command_files(command, cwd) {
+        check_link_owner(&path, "program")?;
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        check_trusted_file(&meta, &path, "program")?;
+    }
+    Ok(())
+}
+
 /// Makes sure `dir` is a directory only we may use, creating it (mode 0700) when it does not
 /// exist; refuses one that is a symbolic link, not a directory, someone else's, or open to
 /// group or others. `purpose` says what qm keeps there, for the message.
@@ -302,5 +337,20 @@ mod tests {
     #[test]
     fn root_is_named() {
         assert_eq!(describe_user(0), "uid 0 (root)");
+    }
+
+    #[test]
+    fn the_files_a_command_runs() {
+        let cwd = Some(Path::new("/dev/qm"));
+        let files = |c: &str| command_files(c, cwd);
+        assert_eq!(files("./th.sh arg"), [Path::new("/dev/qm/th.sh")]);
+        assert_eq!(files("/srv/job --x /etc/data"), [Path::new("/srv/job")]);
+        assert_eq!(files("sh -e 'bin/job.sh' x"), [Path::new("/dev/qm/bin/job.sh")]);
+        assert_eq!(
+            files("/usr/bin/python3 -u /srv/a.py"),
+            [Path::new("/usr/bin/python3"), Path::new("/srv/a.py")]
+        );
+        assert!(files("mail -s subject ops </dev/null").is_empty());
+        assert!(files("").is_empty());
     }
 }

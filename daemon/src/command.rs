@@ -124,6 +124,16 @@ impl Drop for Group {
 /// Runs the command to its end or its time limit.
 pub async fn run(spec: ShellCommand<'_>) -> Outcome {
     let start = Instant::now();
+    // A program or script others may change would run as qmd's user: refused every time,
+    // since it may have changed since the configuration was read.
+    if let Err(why) = qm_common::trust::check_command_files(spec.command, spec.cwd.as_deref()) {
+        return Outcome {
+            ending: Ending::NotStarted(why),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            duration: start.elapsed(),
+        };
+    }
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c").arg(spec.command).envs(spec.env.iter().map(|(k, v)| (*k, v.as_str())));
     cmd.stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() });

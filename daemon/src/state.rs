@@ -231,6 +231,11 @@ impl Daemon {
             }
             None => Config::default(),
         };
+        let cwd = self.command_env.cwd();
+        for (name, service) in &config.services {
+            qm_common::trust::check_command_files(&service.command, cwd.as_deref())
+                .map_err(|why| QmError::inval(format!("service {name}: {why}")))?;
+        }
         self.command_env.set_timeout(config.thresholds.command_timeout);
         self.forwarders.configure(&config);
         Ok(config)

@@ -3,7 +3,7 @@
 //! configuration others may change, follows no link planted as its lock or log, and warns
 //! about a device directory others may write. The hostile user is a real second user.
 
-use crate::auto::{App, depth, eventually, setup};
+use crate::auto::{App, depth, eventually, setup, wait_firings, write_config};
 use crate::support::{Env, QMD, Run};
 use crate::users::{self, User};
 use qm_common::message::EnqueueCtl;
@@ -613,4 +613,50 @@ fn a_planted_return_code_is_not_read() {
     let file = PathBuf::from(String::from_utf8(reply.body).unwrap());
     let dir = std::fs::symlink_metadata(file.parent().unwrap()).unwrap();
     assert_eq!((dir.uid(), dir.mode() & 0o7777), (0, 0o700), "{}", file.display());
+}
+
+/// A program or script that others may change is never run as qmd's user: a threshold
+/// command naming one fails to start (and says why) at every firing, and a configuration
+/// whose service runs one is refused; once the file is the owner's alone, both run.
+#[test]
+fn programs_others_may_change_are_not_run() {
+    let env = Env::new();
+    let script = |name: &str, ran: &str| {
+        let path = env.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\ntouch {ran}\n")).unwrap();
+        chmod(&path, 0o777);
+        path
+    };
+    let th = script("th.sh", "th-ran");
+    let svc = script("svc.sh", "svc-ran");
+    setup(&env, 200, &["TQ fifo none 0 0 1m 0m ./th.sh", "SVC fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    app.put("TQ", b"x");
+    let refused = format!("refusing program {}: its mode 0777 lets", th.display());
+    let fired = wait_firings(&env, "TQ", 1);
+    assert!(fired[0].outcome.starts_with("cannot start: "), "{fired:?}");
+    assert!(fired[0].outcome.contains(&refused), "{fired:?}");
+    assert!(!env.path("th-ran").exists(), "the script others may change ran");
+    // The owner's alone: the next crossing runs it.
+    chmod(&th, 0o755);
+    app.take("TQ");
+    app.put("TQ", b"y");
+    let fired = wait_firings(&env, "TQ", 2);
+    assert_eq!(fired[1].outcome, "exit 0", "{fired:?}");
+    assert!(env.path("th-ran").exists());
+
+    // A service given to an interpreter: its script is checked too.
+    write_config(
+        &env,
+        "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n\
+         [service.SVC]\ncommand = \"sh ./svc.sh\"\n",
+    );
+    chmod(&env.path("QUE.toml"), 0o644);
+    env.c("daemon reload").failed().stderr_has(&format!(
+        "service SVC: refusing program {}: its mode 0777 lets",
+        svc.display()
+    ));
+    chmod(&svc, 0o700);
+    env.c("daemon reload").ok();
+    assert!(!env.path("svc-ran").exists());
 }

@@ -98,10 +98,10 @@ pub fn check_trust(path: &Path, meta: &std::fs::Metadata) -> QmResult<()> {
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "{shown} belongs to {}, not to qmd's user ({}) or root; qm runs the commands its \
-                 device holds, so it uses only its own files: chown {} {shown}, or use another file",
+                "{shown} belongs to {}, not to {}; qm runs the commands its device holds, so \
+                 it uses only its own files: chown {} {shown}, or use another file",
                 trust::describe_user(meta.uid()),
-                trust::describe_user(trust::euid()),
+                trust::trusted_users(),
                 trust::euid()
             ),
         ));
