@@ -14,11 +14,28 @@ use std::fmt;
 pub fn shown(text: &str) -> String {
     text.chars()
         .map(|c| {
-            let hidden = c.is_control()
-                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            let hidden = c.is_control() || is_invisible(c);
             if hidden { c.escape_unicode().to_string() } else { c.to_string() }
         })
         .collect()
+}
+
+/// Invisible formatting characters: bidirectional overrides and isolates, zero-width
+/// characters, the soft hyphen, the byte-order mark. Shown raw, they would let a text look
+/// like another (or like nothing).
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// A message for the terminal: [`shown`] line by line, so that its own line breaks stay.

@@ -32,7 +32,22 @@ fn check_name(field: &str, name: &str, max: usize) -> QmResult<()> {
             &format!("white space, control characters and ',' are not allowed (found {c:?})"),
         ));
     }
-    Ok(())
+    check_visible(field, name)
+}
+
+fn check_visible(field: &str, name: &str) -> QmResult<()> {
+    match name.chars().find(|c| crate::error::is_invisible(*c)) {
+        Some(c) => Err(QmError::invalid(
+            field,
+            name,
+            &format!(
+                "invisible formatting characters are not allowed, since they make one name look \
+                 like another (found U+{:04X})",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A queue space name: 1 to 15 characters, no white space or commas.
@@ -68,7 +83,7 @@ pub fn check_device_path(path: &str) -> QmResult<()> {
     if path.chars().any(char::is_control) {
         return Err(QmError::invalid("Device name", path, "control characters are not allowed"));
     }
-    Ok(())
+    check_visible("Device name", path)
 }
 
 /// A threshold command: at most 127 characters (empty means none).

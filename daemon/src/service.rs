@@ -44,10 +44,20 @@ fn urcode_file() -> Result<std::path::PathBuf, String> {
     Ok(path)
 }
 
+/// Most bytes read of what a service wrote to `$QM_URCODE_FILE`.
+const URCODE_MAX: u64 = 256;
+
 /// Reads the user return code the service wrote: `None` when it wrote none, an error naming
 /// the valid range when what it wrote is not one.
 fn read_urcode(path: &std::path::Path, service: &str) -> Result<Option<i64>, String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+    use std::io::Read;
+    // A number takes a few bytes: a service writing more (by mistake) costs no memory.
+    let Ok(file) = std::fs::File::open(path) else { return Ok(None) };
+    let mut bytes = Vec::new();
+    if file.take(URCODE_MAX).read_to_end(&mut bytes).is_err() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);

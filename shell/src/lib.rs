@@ -79,10 +79,17 @@ pub fn run(
             return 1;
         }
     };
+    // Starting a daemon only to stop it would be work for nothing (and a log line).
+    let only_stop = options.commands.as_deref().is_some_and(only_stops);
+    let autostart = !options.no_start && !only_stop;
     let connected =
-        runtime.block_on(connect::connect(&device, options.socket.as_deref(), !options.no_start));
+        runtime.block_on(connect::connect(&device, options.socket.as_deref(), autostart));
     let client = match connected {
         Ok(c) => c,
+        Err(e) if only_stop && e.starts_with("no qmd answers") => {
+            println!("INFO: no qmd serves {}: nothing to stop", device.display());
+            return 0;
+        }
         Err(e) => {
             eprintln!("ERROR: {}", qm_common::error::shown_lines(&e));
             return 1;
@@ -104,4 +111,14 @@ pub fn run(
         }
     }
     repl::run(&mut sh, script)
+}
+
+/// Whether a `-c` script is just `daemon stop`.
+fn only_stops(script: &str) -> bool {
+    let lines: Vec<grammar::Line> =
+        grammar::split_script(script).iter().filter_map(|l| grammar::parse_line(l).ok()).collect();
+    let commands: Vec<&grammar::Line> =
+        lines.iter().filter(|l| matches!(l, grammar::Line::Command { .. })).collect();
+    matches!(commands.as_slice(), [grammar::Line::Command { name, args }]
+        if name == "daemon" && args.len() == 1 && args[0] == "stop")
 }

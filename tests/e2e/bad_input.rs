@@ -273,6 +273,24 @@ fn control_characters_are_shown_as_escapes() {
         .stderr_has("ERROR: Queue name: 'Q\\u{9b}2J' is invalid");
 }
 
+/// Names with invisible formatting characters (a right-to-left override, a zero-width
+/// space) are refused: `Q\u{202e}X` would be listed as `QX` spelled backwards, and a
+/// zero-width space makes two names that look alike. Nothing is created.
+#[test]
+fn names_with_invisible_characters_are_refused() {
+    let env = with_qspace();
+    let run = env.c("qopen QS; qcreate \u{202e}Q fifo; qcreate Q\u{200b} fifo; qspc A\u{2066} 50000 100 1 1 1 10 '' n 1");
+    assert!(!run.stderr.contains('\u{202e}') && !run.stderr.contains('\u{200b}'), "{run:?}");
+    run.errors_are(&[
+        "Queue name: '\\u{202e}Q' is invalid; invisible formatting characters are not allowed",
+        "Queue name: 'Q\\u{200b}' is invalid; invisible formatting characters are not allowed",
+        "Queue space name: 'A\\u{2066}' is invalid",
+    ]);
+    let run = env.c(&format!("crdl {}/X{}Y 0 100", env.dir.path().display(), '\u{202e}'));
+    run.errors_are(&["Device name: "]).stderr_has("(found U+202E)");
+    env.c("qopen QS; qinfo").ok().stdout_lacks("\u{202e}").stdout_lacks("\u{200b}");
+}
+
 /// What others put into listings (the first lines a threshold command printed, the program
 /// name a client gave in its greeting) is shown with its control characters as escapes.
 #[test]

@@ -154,3 +154,18 @@ fn sigint_stops_cleanly() {
     assert_eq!(app.drain("Q"), ["kept"]);
     drop(daemon);
 }
+
+/// `daemon stop` with no daemon running starts none just to stop it: it says there was
+/// nothing to stop and succeeds.
+#[test]
+fn daemon_stop_starts_no_daemon() {
+    let env = Env::new();
+    env.with_device();
+    env.c("daemon stop").ok();
+    assert!(!env.socket().exists(), "the daemon is still there");
+    std::fs::remove_file(env.path("QUE.log")).unwrap();
+    let run = env.c("daemon stop");
+    run.ok().stdout_has("nothing to stop").stderr_lacks("started qmd");
+    assert!(!env.socket().exists(), "a daemon was started to be stopped");
+    assert!(!env.path("QUE.log").exists(), "a daemon was started to be stopped");
+}

@@ -253,12 +253,19 @@ impl Env {
             .arg(&self.device)
             .env_remove("QM_SOCKET")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let Ok(mut child) = cmd.spawn() else { return };
         let limit = Duration::from_secs(30);
         let stopped = match wait_limited(&mut child, limit) {
-            Some(status) => status.success(),
+            // A daemon killed outright leaves its socket file, and nobody to stop.
+            Some(status) => {
+                let mut said = String::new();
+                if let Some(mut out) = child.stdout.take() {
+                    let _ = std::io::Read::read_to_string(&mut out, &mut said);
+                }
+                status.success() && !said.contains("nothing to stop")
+            }
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -268,7 +275,6 @@ impl Env {
                 false
             }
         };
-        // A daemon killed outright leaves its socket file: nothing to wait for then.
         if stopped && !wait_until(Duration::from_secs(10), || !self.socket().exists()) {
             fail_unless_failing(
                 "the daemon said it stopped, but its socket is still there after 10 s",
