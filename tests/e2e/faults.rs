@@ -2,12 +2,11 @@
 //! (`QM_FAULT=crash:N`) leave all or nothing and can be run again; files qmd refuses (not
 //! qm's, damaged, or not to be trusted) are left byte for byte as they were.
 
-use crate::support::{Daemon, Env, QMD, Run, run_limited};
+use crate::support::{Daemon, Env, QMD, Run, run_limited, spawn_to_first_line};
 use qm_common::device::{DeviceListing, VtocEntry};
 use qm_common::queue::QueueListing;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// A `qmd` started with `QM_FAULT` set, its standard error in a file; killed if still running
@@ -23,26 +22,10 @@ impl FaultyQmd {
     #[track_caller]
     pub fn start(env: &Env, fault: &str, log: &Path) -> Option<FaultyQmd> {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
-        let mut child = Command::new(QMD)
-            .arg(&env.device)
-            .env("QM_FAULT", fault)
-            .env_remove("QM_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("spawn qmd");
-        // Read through a thread, so that a qmd hanging at start fails the test.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+        let mut cmd = Command::new(QMD);
+        cmd.arg(&env.device).env("QM_FAULT", fault).env_remove("QM_SOCKET");
+        let (mut child, line) = spawn_to_first_line(&mut cmd, err, Duration::from_secs(60));
+        let line = line.unwrap_or_else(|| {
             let _ = child.kill();
             panic!("qmd ({fault}) printed no ready line within 60 s")
         });

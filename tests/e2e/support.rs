@@ -353,6 +353,33 @@ impl Collector {
     }
 }
 
+/// Spawns `cmd` with standard input empty and standard error (and, after its first line,
+/// standard output) appended to `log`; returns the child and its first line of output, or
+/// `None` when none came within `limit`. The line is read through a thread, so a process
+/// that hangs fails the test instead of blocking it.
+pub fn spawn_to_first_line(
+    cmd: &mut Command,
+    log: std::fs::File,
+    limit: Duration,
+) -> (Child, Option<String>) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone().expect("the standard error file"));
+    let mut child = cmd.spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut log = log;
+        let _ = std::io::copy(&mut reader, &mut log);
+    });
+    let line = rx.recv_timeout(limit).ok();
+    (child, line)
+}
+
 /// Polls `child` until it exits or `limit` passes; `None` on time-out (the child still runs).
 fn wait_limited(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
@@ -484,31 +511,16 @@ impl Daemon {
             .append(true)
             .open(&stderr)
             .expect("qmd's standard error file");
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(file.try_clone().expect("qmd's standard error file"));
-        let mut child = cmd.spawn().expect("spawn qmd");
+        let (child, ready) = spawn_to_first_line(&mut cmd, file, Duration::from_secs(30));
         let pid = child.id();
-        let stdout = child.stdout.take().expect("stdout");
-        // The ready line comes through a thread, so a daemon that hangs at start fails the
-        // test instead of blocking it; whatever follows is kept with its standard error.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let mut file = file;
-            let _ = std::io::copy(&mut reader, &mut file);
-        });
         let daemon = Daemon { child: Some(child), pid, stderr, log: None };
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("serving") => daemon,
-            Ok(line) => panic!(
+        match ready {
+            Some(line) if line.contains("serving") => daemon,
+            Some(line) => panic!(
                 "qmd did not start: {line:?}\n--- its standard error\n{}",
                 tail(&daemon.stderr, 40)
             ),
-            Err(_) => panic!(
+            None => panic!(
                 "qmd {} printed no ready line within 30 s\n--- its standard error\n{}",
                 device.display(),
                 tail(&daemon.stderr, 40)
