@@ -25,6 +25,7 @@ pub mod names;
 pub mod order;
 pub mod paths;
 pub mod plural;
+pub mod principal;
 pub mod protocol;
 pub mod qspace;
 pub mod queue;

@@ -19,13 +19,15 @@ pub struct SessionData {
     txn: Option<(Arc<Engine>, u64)>,
     pub pid: Option<u32>,
     pub program: String,
+    /// Who the session speaks for.
+    pub peer: crate::session::Peer,
     /// Turns true when the client goes away during a waiting dequeue.
     pub gone: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl SessionData {
-    pub fn new(pid: Option<u32>, program: String) -> Self {
-        SessionData { engine: None, txn: None, pid, program, gone: None }
+    pub fn new(pid: Option<u32>, program: String, peer: crate::session::Peer) -> Self {
+        SessionData { engine: None, txn: None, pid, program, peer, gone: None }
     }
 
     /// Forgets the cached queue space (after an admin request may have changed it).

@@ -202,7 +202,9 @@ impl Forwarders {
         let program = format!("TMQFORWARD {id}");
         let session = daemon.sessions.register(
             Some(std::process::id()),
-            0,
+            // The daemon itself: its owner's rights.
+            qm_common::principal::Principal::unix(rustix::process::geteuid().as_raw()),
+            qm_common::principal::Face::Socket,
             program.clone(),
             ClientKind::Forwarder,
             qm_common::time::now_secs(),

@@ -4,6 +4,7 @@
 //! (`qopen`); a queue space with attached sessions is *active*. Attachments carry the device
 //! generation they were made in, so a device that was deleted or replaced detaches everyone.
 
+use qm_common::principal::{Face, Principal};
 use qm_common::protocol::ClientKind;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +23,9 @@ pub struct OpenSpace {
 pub struct SessionEntry {
     pub id: u64,
     pub pid: Option<u32>,
-    pub uid: u32,
+    /// Who it speaks for, and how it came.
+    pub principal: Principal,
+    pub face: Face,
     pub program: String,
     pub kind: ClientKind,
     pub since: u64,
@@ -54,13 +57,15 @@ impl Registry {
     pub fn register(
         &self,
         pid: Option<u32>,
-        uid: u32,
+        principal: Principal,
+        face: Face,
         program: String,
         kind: ClientKind,
         now: u64,
     ) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let entry = SessionEntry { id, pid, uid, program, kind, since: now, open: None };
+        let entry =
+            SessionEntry { id, pid, principal, face, program, kind, since: now, open: None };
         self.lock().insert(id, entry);
         id
     }

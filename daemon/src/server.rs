@@ -329,7 +329,7 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
             accepted = listener.accept(), if resume.is_none() => match accepted {
                 Ok((stream, _)) => {
                     failures.recovered();
-                    sessions.spawn(session::serve(daemon.clone(), stream));
+                    sessions.spawn(session::serve_unix(daemon.clone(), stream));
                 }
                 Err(e) => resume = Some(Instant::now() + failures.failed(&e)),
             },

@@ -9,30 +9,48 @@ use crate::data::SessionData;
 use crate::state::Daemon;
 use crate::storage::records::now_secs;
 use qm_common::frame::{Connection, FrameError};
+use qm_common::principal::{Face, Principal};
 use qm_common::protocol::{
     DaemonRequest, DataRequest, Hello, PROTOCOL_VERSION, Progress, Request, Response, Welcome,
 };
 use qm_common::{Diagnostic, QmError};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-type Conn = Connection<OwnedReadHalf, OwnedWriteHalf>;
+/// Either half of a session's stream, whatever carries it (socket, TCP, TLS).
+pub trait Half: Unpin + Send + 'static {}
+impl<T: Unpin + Send + 'static> Half for T {}
+
+/// Who is at the other end of a session, as far as the daemon could tell.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub principal: Principal,
+    pub face: Face,
+    /// The peer's process, when it is on this machine (the control socket).
+    pub pid: Option<u32>,
+}
 
 /// How long a new connection may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long telling a peer why its connection is closed may take.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
-async fn refuse(conn: &mut Conn, diagnostic: Diagnostic, message: String) {
+pub async fn refuse<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    conn: &mut Connection<R, W>,
+    diagnostic: Diagnostic,
+    message: String,
+) {
     tracing::warn!("refusing connection: {message}");
     let _ = conn.write_frame(&Response::Failed(QmError::new(diagnostic, message))).await;
 }
 
 /// Reads the greeting; `None` when the peer must be turned away (it has been told why).
-async fn greet(conn: &mut Conn) -> Option<Hello> {
+async fn greet<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    conn: &mut Connection<R, W>,
+) -> Option<Hello> {
     match tokio::time::timeout(HELLO_TIMEOUT, conn.read_frame::<Request>()).await {
         Ok(Ok(Some(Request::Hello(hello)))) if hello.version == PROTOCOL_VERSION => Some(hello),
         Ok(Ok(Some(Request::Hello(hello)))) => {
@@ -55,16 +73,15 @@ async fn greet(conn: &mut Conn) -> Option<Hello> {
     }
 }
 
-/// Serves one connection to its end.
-pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+/// Serves a connection on the control socket: only the daemon's owner and root may use it.
+pub async fn serve_unix(daemon: Arc<Daemon>, stream: UnixStream) {
     let cred = stream.peer_cred().ok();
     let uid = cred.map(|c| c.uid());
     let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
     let (r, w) = stream.into_split();
     let mut conn = Connection::new(r, w);
-    conn.set_frame_limit(Some(daemon.frame_limit()));
     let owner = rustix::process::geteuid().as_raw();
-    if !(uid == Some(owner) || uid == Some(0)) {
+    let Some(uid) = uid.filter(|u| *u == owner || *u == 0) else {
         let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
         let msg = format!("permission denied: {who} may not use this qmd (owner is uid {owner})");
         // Take the greeting first, so the refusal is what the peer reads rather than a
@@ -72,23 +89,36 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.read_frame::<Request>()).await;
         refuse(&mut conn, Diagnostic::Denied, msg).await;
         return;
-    }
+    };
+    let peer = Peer { principal: Principal::unix(uid), face: Face::Socket, pid };
+    serve(daemon, conn, peer).await;
+}
+
+/// Serves one connection, whoever `peer` is, to its end.
+pub async fn serve<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    daemon: Arc<Daemon>,
+    mut conn: Connection<R, W>,
+    peer: Peer,
+) {
+    conn.set_frame_limit(Some(daemon.frame_limit()));
     let Some(hello) = greet(&mut conn).await else { return };
+    let pid = peer.pid;
     let id = daemon.sessions.register(
         pid,
-        uid.unwrap_or(owner),
+        peer.principal.clone(),
+        peer.face,
         hello.program.clone(),
         hello.kind,
         now_secs(),
     );
-    tracing::debug!(session = id, program = %hello.program, ?pid, "session started");
+    tracing::debug!(session = id, program = %hello.program, principal = %peer.principal, ?pid, "session started");
     let welcome = Welcome {
         version: PROTOCOL_VERSION,
         daemon_pid: std::process::id(),
         device: daemon.device_path.display().to_string(),
         session: id,
     };
-    let mut sd = SessionData::new(pid, hello.program.clone());
+    let mut sd = SessionData::new(pid, hello.program.clone(), peer);
     if conn.write_frame(&Response::Welcome(welcome)).await.is_ok() {
         requests(&daemon, id, &mut conn, &mut sd).await;
     }
@@ -97,7 +127,12 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
     tracing::debug!(session = id, "session ended");
 }
 
-async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut SessionData) {
+async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    daemon: &Arc<Daemon>,
+    id: u64,
+    conn: &mut Connection<R, W>,
+    sd: &mut SessionData,
+) {
     let mut shutdown = daemon.shutdown_signal();
     loop {
         let frame = tokio::select! {
@@ -160,7 +195,12 @@ async fn requests(daemon: &Arc<Daemon>, id: u64, conn: &mut Conn, sd: &mut Sessi
 }
 
 /// Runs an admin request on a blocking thread, relaying its progress; false if the peer is gone.
-async fn respond(daemon: &Arc<Daemon>, id: u64, request: Request, conn: &mut Conn) -> bool {
+async fn respond<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    daemon: &Arc<Daemon>,
+    id: u64,
+    request: Request,
+    conn: &mut Connection<R, W>,
+) -> bool {
     // Admin requests are few and small: at -l 3 the log tells what was done and by whom.
     tracing::debug!(session = id, ?request, "admin request");
     let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
