@@ -292,7 +292,16 @@ impl Rig {
         let other = dir.path().join("OTHER");
         let daemon = std::sync::Arc::new(Daemon::new(device.clone(), dir.path().join("QUE.sock")));
         let uid = rustix::process::geteuid().as_raw();
-        let session = daemon.sessions.register(None, uid, "proptest".into(), ClientKind::Admin, 0);
+        let principal = qm_common::principal::Principal::unix(uid);
+        let face = qm_common::principal::Face::Socket;
+        let session = daemon.sessions.register(
+            None,
+            principal,
+            face,
+            "proptest".into(),
+            ClientKind::Admin,
+            0,
+        );
         let rig = Rig { _dir: dir, daemon, session, device, other };
         rig.crdl(&rig.device, 0, layout.entry0);
         for extra in &layout.extras {
