@@ -28,10 +28,11 @@ fn lost(e: FrameError) -> QmError {
 }
 
 /// Connects to the daemon's socket and checks who listens there, before anything is sent:
-/// only a daemon of our own user or root is trusted, since anyone who could bind the path
-/// first (a world-writable directory, a predictable name) would otherwise receive our
-/// requests and messages. A refusal is [`Diagnostic::Denied`]; "nobody listens" is
-/// [`Diagnostic::Os`].
+/// a daemon of our own user or root, or of the user who alone may have bound the socket
+/// where it is (see [`trust::listener_dir_problem`]: another user's daemon that shares its
+/// socket with `--socket-mode`). Anyone else who could bind the path first (a
+/// world-writable directory, a predictable name) would otherwise receive our requests and
+/// messages. A refusal is [`Diagnostic::Denied`]; "nobody listens" is [`Diagnostic::Os`].
 pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
     crate::paths::prepare_socket_dir(socket).map_err(|e| QmError::new(Diagnostic::Denied, e))?;
     let stream = UnixStream::connect(socket).await.map_err(|e| connect_error(socket, &e))?;
@@ -42,7 +43,10 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
         )
     })?;
     let owner = listener.uid();
-    if !trust::is_trusted_user(owner) {
+    if trust::is_trusted_user(owner) {
+        return Ok(stream);
+    }
+    if let Some(problem) = trust::listener_dir_problem(socket, owner) {
         let you = match trust::euid() {
             0 => format!("you ({})", trust::describe_user(0)),
             me => format!("you ({}) or root", trust::describe_user(me)),
@@ -50,10 +54,10 @@ pub async fn connect_trusted(socket: &Path) -> QmResult<UnixStream> {
         return Err(QmError::new(
             Diagnostic::Denied,
             format!(
-                "refusing the qmd on {}: it runs as {}, not as {you}, so it may be \
-                 another user's daemon posing as yours; nothing was sent to it. If that socket \
-                 is not yours, remove it and keep the device in a directory only you may write, \
-                 or give your daemon a socket of its own with --socket or QM_SOCKET",
+                "refusing the qmd on {}: it runs as {}, not as {you}, so it may be another \
+                 user's daemon posing as yours ({problem}); nothing was sent to it. If that \
+                 socket is not yours, remove it and keep the device in a directory only you \
+                 may write, or give your daemon a socket of its own with --socket or QM_SOCKET",
                 socket.display(),
                 trust::describe_user(owner),
             ),
@@ -86,7 +90,8 @@ fn connect_error(socket: &Path, e: &std::io::Error) -> QmError {
         Diagnostic::Denied,
         format!(
             "cannot connect to {}: permission denied: {whose}; a qmd serves only its own user \
-             and root, so this device is another user's",
+             and root unless its owner shares the socket (qmd --socket-mode), so this device is \
+             another user's",
             socket.display()
         ),
     )

@@ -76,6 +76,8 @@ pub enum Diagnostic {
     Exists,
     /// The peer may not use this daemon.
     Denied,
+    /// The session's principal lacks the right for this request (see `rights`).
+    Perm,
 }
 
 impl Diagnostic {
@@ -97,6 +99,7 @@ impl Diagnostic {
             Diagnostic::NotFound => "QMENOENT",
             Diagnostic::Exists => "QMEEXISTS",
             Diagnostic::Denied => "QMEDENIED",
+            Diagnostic::Perm => "QMEPERM",
         }
     }
 
@@ -118,6 +121,7 @@ impl Diagnostic {
             Diagnostic::NotFound => -101,
             Diagnostic::Exists => -102,
             Diagnostic::Denied => -103,
+            Diagnostic::Perm => -104,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! * [`client`]: a connection to the daemon.
 //! * [`paths`]: socket, lock, log and configuration paths derived from a device path.
 //! * [`plural`]: counts with the right noun in messages.
+//! * [`principal`], [`rights`]: who a session speaks for, and what it may do where.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 
 pub mod client;
@@ -29,6 +30,7 @@ pub mod principal;
 pub mod protocol;
 pub mod qspace;
 pub mod queue;
+pub mod rights;
 pub mod threshold;
 pub mod trust;
 

@@ -13,6 +13,7 @@ use crate::message::{
 };
 use crate::qspace::{Attachment, QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, SizeEstimate};
 use crate::queue::{DestroyMode, QueueChange, QueueDef, QueueListing};
+use crate::rights::{Grant, GrantListing, Identity};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; client and daemon must agree.
@@ -235,6 +236,20 @@ pub enum AutomationRequest {
     Reload,
 }
 
+/// Rights of principals (`qgrant`, `qrevoke`, `qauth`, `whoami`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RightsRequest {
+    /// Adds the grant's rights to what its principal holds in its scope.
+    Grant(Grant),
+    /// Takes the grant's rights back, exactly as they were granted (same principal, same
+    /// scope).
+    Revoke(Grant),
+    /// The grants that apply to `principal` (matched by name or pattern), or all of them.
+    List { principal: Option<crate::principal::Principal> },
+    /// Who the session is.
+    WhoAmI,
+}
+
 /// A forwarder as `printserver` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwarderInfo {
@@ -298,6 +313,7 @@ pub enum Request {
     Data(DataRequest),
     Message(MessageRequest),
     Automation(AutomationRequest),
+    Rights(RightsRequest),
 }
 
 /// Severity of a note attached to a reply.
@@ -396,6 +412,8 @@ pub enum Reply {
         changed: u64,
         held: u64,
     },
+    Grants(GrantListing),
+    Identity(Identity),
 }
 
 /// Progress of long work, e.g. initializing extents.

@@ -72,6 +72,59 @@ fn other_writers(mode: u32) -> Option<&'static str> {
     }
 }
 
+/// Why a listener running as `uid` (neither us nor root) is not the rightful one of
+/// `socket`, if it is not. It is when `uid` owns the directory the socket is in and nobody
+/// else may write that directory, nor any above it except with the sticky bit (which stops
+/// them from moving what is not theirs): then only `uid` or root could have bound a socket
+/// there. This is how one user reaches another's daemon whose socket was shared with
+/// `qmd --socket-mode`, without trusting whoever got to a world-writable place first.
+pub fn listener_dir_problem(socket: &Path, uid: u32) -> Option<String> {
+    let parent = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let dir = match std::fs::canonicalize(&parent) {
+        Ok(d) => d,
+        Err(e) => {
+            return Some(format!("its directory {} cannot be inspected ({e})", parent.display()));
+        }
+    };
+    let mut first = true;
+    for d in dir.ancestors() {
+        let meta = match std::fs::metadata(d) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("directory {} cannot be inspected ({e})", d.display())),
+        };
+        let (owner, mode) = (meta.uid(), meta.mode());
+        let which = if first { "the socket's directory" } else { "the directory" };
+        if first && owner != uid {
+            return Some(format!(
+                "{which} {} belongs to {}, not to the daemon's user",
+                d.display(),
+                describe_user(owner)
+            ));
+        }
+        if !first && owner != uid && owner != 0 {
+            return Some(format!(
+                "{which} {} above it belongs to {}, who could replace what is below",
+                d.display(),
+                describe_user(owner)
+            ));
+        }
+        let sticky_ok = !first && mode & 0o1000 != 0;
+        if let Some(writers) = other_writers(mode).filter(|_| !sticky_ok) {
+            return Some(format!(
+                "{which} {} (mode {}) may be written by {writers}, who could have bound the \
+                 socket first",
+                d.display(),
+                mode_text(mode)
+            ));
+        }
+        first = false;
+    }
+    None
+}
+
 /// Opens a file qm keeps at a predictable path next to a device (lock, log) without
 /// following a symbolic link at its last component, so that whoever may write the directory
 /// cannot aim it at another file (nothing is created or written at a link's target). A FIFO

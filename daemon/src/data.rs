@@ -100,13 +100,22 @@ async fn target(
     Ok((attach(daemon, session, sd, qspace).await?, None))
 }
 
-/// Serves a data or message-administration request.
+/// Serves a data or message-administration request, if the session's principal may make
+/// it (every face comes through here).
 pub async fn handle(
     daemon: &Arc<Daemon>,
     session: u64,
     sd: &mut SessionData,
     request: Request,
 ) -> QmResult<Reply> {
+    if !daemon.rights.always_admin(&sd.peer.principal) {
+        // The queue space a request that names none works on.
+        let space = match &sd.txn {
+            Some((engine, _)) => Some(engine.name.clone()),
+            None => daemon.sessions.open_name(session),
+        };
+        crate::rights::check_async(daemon, &sd.peer.principal, &request, space.as_deref()).await?;
+    }
     match request {
         Request::Data(r) => data(daemon, session, sd, r).await,
         Request::Message(r) => message(daemon, session, sd, r).await,

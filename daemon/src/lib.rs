@@ -9,6 +9,7 @@
 //! * [`engine`]: the queue engine of a loaded queue space, with its group-commit writer.
 //! * [`state`]: what the daemon's tasks share: the device, loaded queue spaces, sessions.
 //! * [`registry`]: sessions and the queue spaces they have open.
+//! * [`rights`]: who may do what: the check every request passes.
 //! * [`storage`]: redb files, records, free-space maps.
 //! * [`threshold`], [`forwarder`], [`service`], [`command`]: capacity-threshold commands,
 //!   forwarders (TMQFORWARD) and the services they call, running external commands.
@@ -23,6 +24,7 @@ pub mod forwarder;
 pub mod logging;
 pub mod options;
 pub mod registry;
+pub mod rights;
 pub mod server;
 pub mod service;
 pub mod session;

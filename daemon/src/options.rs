@@ -45,9 +45,52 @@ pub struct Options {
     #[arg(long = "frame-timeout", value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub frame_timeout: u32,
+
+    /// Permissions of the control socket, in octal (default 0600: the owner only, and root).
+    /// With group or other bits (0660, 0666) other local users may connect: they are served
+    /// as unix:<name> and hold only the rights granted to them (qgrant).
+    #[arg(long = "socket-mode", value_name = "MODE", value_parser = parse_socket_mode)]
+    pub socket_mode: Option<u32>,
+}
+
+/// The mode of the control socket when `--socket-mode` is not given.
+pub const SOCKET_MODE_DEFAULT: u32 = 0o600;
+
+/// `--socket-mode`: octal read and write bits, the owner's both (the owner must reach its
+/// daemon), nothing else: execute bits mean nothing on a socket, and the special bits less.
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let forms = "give octal permission bits such as 0600 (the owner only), 0660 (and the \
+                 socket's group) or 0666 (every local user)";
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    let mode = match u32::from_str_radix(digits, 8) {
+        Ok(m) if (1..=4).contains(&digits.len()) => m,
+        _ => {
+            return Err(format!(
+                "'{}' is not an octal mode; {forms}",
+                qm_common::error::shown(text)
+            ));
+        }
+    };
+    if mode & !0o666 != 0 {
+        return Err(format!(
+            "{mode:04o} has bits other than read and write (execute or special bits); {forms}"
+        ));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "{mode:04o} does not let the owner read and write the socket, and the owner must \
+             reach its daemon; {forms}"
+        ));
+    }
+    Ok(mode)
 }
 
 impl Options {
+    /// The mode the control socket is created with.
+    pub fn socket_mode(&self) -> u32 {
+        self.socket_mode.unwrap_or(SOCKET_MODE_DEFAULT)
+    }
+
     /// The device path: the argument, else $QMCONFIG, made absolute.
     pub fn device_path(&self) -> Result<PathBuf, String> {
         let path = match &self.device {
@@ -58,5 +101,20 @@ impl Options {
             },
         };
         Ok(qm_common::paths::absolute(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_socket_mode;
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("666"), Ok(0o666));
+        assert_eq!(parse_socket_mode("0o600"), Ok(0o600));
+        for bad in ["0770", "0661", "4660", "0460", "rw", "", "06600", "9"] {
+            assert!(parse_socket_mode(bad).is_err(), "{bad}");
+        }
     }
 }

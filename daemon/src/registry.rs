@@ -78,6 +78,17 @@ impl Registry {
         self.lock().len()
     }
 
+    /// What the daemon knows about session `id`.
+    pub fn get(&self, id: u64) -> Option<SessionEntry> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// The name of the queue space `id` has open, of whatever device generation (a request
+    /// on one of an earlier generation is refused by its handler).
+    pub fn open_name(&self, id: u64) -> Option<String> {
+        self.lock().get(&id)?.open.as_ref().map(|o| o.name.clone())
+    }
+
     /// The queue space `id` has open in the current device generation.
     pub fn open_of(&self, id: u64, generation: u64) -> Option<String> {
         let sessions = self.lock();

@@ -65,6 +65,7 @@ pub fn main(options: Options) -> i32 {
         frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
         stderr_has_warnings,
+        socket_mode: options.socket_mode(),
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
@@ -127,9 +128,19 @@ fn lock_device(device: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Binds the control socket, owner-only; a stale socket file is replaced. A socket in the
-/// private fallback directory needs that directory to be ours alone.
-fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
+/// Binds the control socket with permissions `mode` (owner-only unless `--socket-mode` said
+/// otherwise); a stale socket file is replaced. A socket in the private fallback directory
+/// needs that directory to be ours alone, and cannot be shared.
+fn bind(socket: &Path, device: &Path, mode: u32) -> Result<UnixListener, String> {
+    if mode & 0o066 != 0 && socket.parent() == Some(qm_common::paths::private_dir().as_path()) {
+        return Err(format!(
+            "--socket-mode {mode:04o} lets other users connect, but the socket {} is in the \
+             private directory {}, which only you may enter; give the socket a path they can \
+             reach with --socket",
+            socket.display(),
+            qm_common::paths::private_dir().display()
+        ));
+    }
     qm_common::paths::prepare_socket_dir(socket)?;
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
         if !meta.file_type().is_socket() {
@@ -159,10 +170,11 @@ fn bind(socket: &Path, device: &Path) -> Result<UnixListener, String> {
         std::fs::remove_file(socket)
             .map_err(|e| format!("cannot remove stale socket {}: {e}", socket.display()))?;
     }
-    // Created owner read-write (0600) by the umask, rather than changed by path afterwards:
-    // a chmod by path could be diverted to another file through a link put in its place.
-    // Nothing else creates files while qmd starts.
-    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    // Created with its mode by the umask, rather than changed by path afterwards: a chmod
+    // by path could be diverted to another file through a link put in its place, and a
+    // socket open to others for a moment could be connected to. Nothing else creates files
+    // while qmd starts.
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(!mode & 0o777));
     let listener = UnixListener::bind(socket);
     rustix::process::umask(umask);
     listener.map_err(|e| format!("cannot bind {}: {e}", socket.display()))
@@ -194,6 +206,9 @@ pub struct Settings {
     /// The log is standard error at a level that shows warnings: start-up warnings need not
     /// be repeated there.
     pub stderr_has_warnings: bool,
+    /// Permissions of the control socket; with group or other bits, other users may
+    /// connect (and their rights decide).
+    pub socket_mode: u32,
 }
 
 impl Default for Settings {
@@ -203,6 +218,7 @@ impl Default for Settings {
             frame_limit: FRAME_LIMIT,
             config: None,
             stderr_has_warnings: false,
+            socket_mode: crate::options::SOCKET_MODE_DEFAULT,
         }
     }
 }
@@ -237,7 +253,14 @@ pub async fn serve_with(
     for dir in entry_directories(&daemon) {
         warn_about_directory(&dir, settings.stderr_has_warnings);
     }
-    let listener = bind(&socket, &device)?;
+    let listener = bind(&socket, &device, settings.socket_mode)?;
+    if settings.socket_mode & 0o066 != 0 {
+        daemon.set_socket_shared(true);
+        tracing::info!(
+            "control socket mode {:04o}: other local users may connect; their rights decide",
+            settings.socket_mode
+        );
+    }
     let line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
     tracing::info!("{line}");

@@ -73,7 +73,9 @@ async fn greet<R: AsyncRead + Half, W: AsyncWrite + Half>(
     }
 }
 
-/// Serves a connection on the control socket: only the daemon's owner and root may use it.
+/// Serves a connection on the control socket: the daemon's owner and root, and, when the
+/// socket's mode lets others in (`--socket-mode`), any local user as `unix:<name>`, whose
+/// rights then decide.
 pub async fn serve_unix(daemon: Arc<Daemon>, stream: UnixStream) {
     let cred = stream.peer_cred().ok();
     let uid = cred.map(|c| c.uid());
@@ -81,7 +83,8 @@ pub async fn serve_unix(daemon: Arc<Daemon>, stream: UnixStream) {
     let (r, w) = stream.into_split();
     let mut conn = Connection::new(r, w);
     let owner = rustix::process::geteuid().as_raw();
-    let Some(uid) = uid.filter(|u| *u == owner || *u == 0) else {
+    let shared = daemon.socket_shared();
+    let Some(uid) = uid.filter(|u| *u == owner || *u == 0 || shared) else {
         let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
         let msg = format!("permission denied: {who} may not use this qmd (owner is uid {owner})");
         // Take the greeting first, so the refusal is what the peer reads rather than a

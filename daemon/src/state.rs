@@ -48,6 +48,9 @@ pub struct Store {
     /// Queue spaces whose extents are being initialized (outside the lock), with the
     /// generation of the device they are on.
     pub initializing: BTreeMap<String, u64>,
+    /// Raised whenever the device is let go or another is opened: the rights read from it
+    /// are no longer the device's (see [`crate::rights::Policy`]).
+    pub grants_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -58,6 +61,7 @@ impl Store {
         }
         self.device = None;
         self.generation += 1;
+        self.grants_stale.store(true, Ordering::Release);
     }
 
     /// Drops a queue space's in-memory state; true if it was loaded.
@@ -102,6 +106,7 @@ impl Store {
                 Ok(device) => {
                     tracing::info!(device = %path.display(), "device opened");
                     self.device = Some(device);
+                    self.grants_stale.store(true, Ordering::Release);
                 }
                 Err(e) => self.open_error = Some(e.message),
             }
@@ -157,6 +162,11 @@ pub struct Daemon {
     config_path: Mutex<Option<PathBuf>>,
     /// How long a client may take to finish a frame it has begun, in milliseconds.
     frame_limit_ms: AtomicU64,
+    /// Who may do what (the grants of the device, the owner and root).
+    pub rights: crate::rights::Policy,
+    /// The control socket lets other users connect (`--socket-mode` with group or other
+    /// bits): they are served as `unix:<name>`, and their rights decide.
+    socket_shared: std::sync::atomic::AtomicBool,
 }
 
 impl Daemon {
@@ -166,7 +176,9 @@ impl Daemon {
             socket_path.clone(),
             qm_common::config::COMMAND_TIMEOUT,
         ));
+        let rights = crate::rights::Policy::new();
         let mut store = Store {
+            grants_stale: rights.stale_flag(),
             device: None,
             generation: 1,
             loaded: BTreeMap::new(),
@@ -187,7 +199,19 @@ impl Daemon {
             forwarders: Arc::default(),
             config_path: Mutex::new(None),
             frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
+            rights,
+            socket_shared: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Lets users other than the owner and root connect to the control socket (its mode
+    /// lets them).
+    pub fn set_socket_shared(&self, shared: bool) {
+        self.socket_shared.store(shared, Ordering::Relaxed);
+    }
+
+    pub fn socket_shared(&self) -> bool {
+        self.socket_shared.load(Ordering::Relaxed)
     }
 
     /// Uses `path` as the configuration file (or none).

@@ -2,7 +2,7 @@
 //!
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
-use crate::commands::{automation, device, general, message, msgadmin, qspace, queue};
+use crate::commands::{automation, device, general, message, msgadmin, qspace, queue, rights};
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
 
@@ -215,6 +215,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Adds an extent of PAGES pages (rounded down to a multiple of 4) to a queue space, from free space on the file the queue space lives on. The queue space must be inactive: your own qopen is closed, others must detach first. Its non-persistent messages are lost."
     ),
     command!(
+        "qauth",
+        None,
+        "",
+        1,
+        "[principal]",
+        Nothing,
+        rights::qauth,
+        "Lists the rights granted to principals: who, which rights, and where (a queue space, one of its queues, or * for everywhere). The daemon's owner and root are listed first: they hold admin everywhere whatever is granted. With a principal, lists the grants that apply to it (by name or by pattern); anyone may list their own, the whole list needs admin."
+    ),
+    command!(
         "qchange",
         None,
         "d:n:e:",
@@ -355,6 +365,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it)."
     ),
     command!(
+        "qgrant",
+        None,
+        "",
+        3,
+        "[principal [right[,right] [queue_space_name[/queue_name]]]]",
+        Nothing,
+        rights::qgrant,
+        "Grants rights to a principal: unix:USER (a local user on the control socket), cert:ID (a client certificate's identity over TLS) or anonymous (plain TCP and HTTP), or a pattern with * such as cert:render-*. Rights are enqueue, dequeue, browse (peek, qlist, qinfo and other listings) and admin (everything else, and all of the above). The scope is a queue space, or one queue of it, either possibly a * pattern; without one the rights hold everywhere. Nobody but the daemon's owner and root holds anything until granted; a pattern never gives anonymous admin. Grants are kept in the device."
+    ),
+    command!(
         "qinfo",
         None,
         "",
@@ -413,6 +433,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         msgadmin::qprinttrans,
         "Lists the transactions the daemon holds open on the open queue space: index, owner, start, time left, enqueues and dequeues."
+    ),
+    command!(
+        "qrevoke",
+        None,
+        "",
+        3,
+        "[principal [right[,right] [queue_space_name[/queue_name]]]]",
+        Nothing,
+        rights::qrevoke,
+        "Takes back rights granted with qgrant, naming the principal and the scope exactly as they were granted (qauth shows them). Rights not granted there are refused, and then nothing changes."
     ),
     command!(
         "qscan",
@@ -513,6 +543,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         general::verbose,
         "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, qspacecreate progress dots. Without an argument, toggles."
+    ),
+    command!(
+        "whoami",
+        None,
+        "",
+        0,
+        "",
+        Nothing,
+        rights::whoami,
+        "Shows the principal this session speaks for, as the daemon sees it (unix:USER on the control socket, cert:ID over TLS, anonymous over plain TCP), and the face it came through."
     ),
 ];
 

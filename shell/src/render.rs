@@ -532,3 +532,44 @@ pub fn firings(list: &[qm_common::protocol::FiringRecord], verbose: bool) -> Str
         .collect();
     table(&header, rows) + "\n"
 }
+
+/// `qauth`: who holds `admin` everywhere whatever is granted, then every grant (or those
+/// that apply to `principal`).
+pub fn grants(
+    listing: &qm_common::rights::GrantListing,
+    principal: Option<&qm_common::principal::Principal>,
+) -> String {
+    use qm_common::rights::rights_text;
+    let always =
+        listing.always_admin.iter().enumerate().filter(|(_, p)| principal.is_none_or(|q| q == *p));
+    let mut rows: Vec<Vec<String>> = always
+        .map(|(i, p)| {
+            let who = if i == 0 { "always: the daemon's owner" } else { "always: root" };
+            vec![p.to_string(), "admin".into(), format!("* ({who})")]
+        })
+        .collect();
+    rows.extend(
+        listing
+            .grants
+            .iter()
+            .map(|g| vec![g.principal.to_string(), rights_text(&g.rights), g.scope.to_string()]),
+    );
+    if rows.is_empty() {
+        return "No rights are granted to it".to_string();
+    }
+    table(&["Principal", "Rights", "Scope"], rows)
+}
+
+/// `whoami`.
+pub fn identity(me: &qm_common::rights::Identity) -> String {
+    let rights = if me.always_admin {
+        "admin everywhere (the daemon's owner or root)".to_string()
+    } else {
+        format!("as granted (qauth {} shows them)", me.principal)
+    };
+    key_values(vec![
+        ("Principal:", me.principal.to_string()),
+        ("Face:", me.face.label().to_string()),
+        ("Rights:", rights),
+    ])
+}

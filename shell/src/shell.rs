@@ -164,7 +164,13 @@ impl Shell {
             emit("\n");
         }
         let done = result.map_err(|e| {
-            if data { format!("{} ({})", e.message, e.diagnostic.name()) } else { e.message }
+            // A refusal of rights names its diagnostic first already.
+            let named = e.message.starts_with(e.diagnostic.name());
+            if data && !named {
+                format!("{} ({})", e.message, e.diagnostic.name())
+            } else {
+                e.message
+            }
         })?;
         for note in &done.notes {
             match note.level {

@@ -33,12 +33,18 @@ fn status(ctx: &Ctx<'_>) -> QmResult<Reply> {
 fn names(ctx: &Ctx<'_>) -> QmResult<Reply> {
     let store = ctx.daemon.store();
     let Some(device) = &store.device else { return Ok(Reply::Names(Names::default())) };
-    let qspaces = device.qspaces()?.into_iter().map(|r| r.params.name).collect();
+    // Only the queue spaces the session may open are offered to it.
+    let who = ctx.daemon.sessions.get(ctx.session).map(|s| s.principal);
+    let visible = |space: &str| {
+        who.as_ref().is_some_and(|w| crate::rights::may_see_space(ctx.daemon, &store, w, space))
+    };
+    let qspaces =
+        device.qspaces()?.into_iter().map(|r| r.params.name).filter(|n| visible(n)).collect();
     let queues = match ctx.daemon.sessions.open_of(ctx.session, store.generation) {
-        Some(name) => {
+        Some(name) if visible(&name) => {
             super::queue::queue_defs(device, &name)?.into_iter().map(|d| d.name).collect()
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     Ok(Reply::Names(Names { qspaces, queues }))
 }

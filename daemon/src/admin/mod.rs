@@ -12,6 +12,7 @@ mod initialize;
 mod ipc;
 mod qspace;
 pub mod queue;
+mod rights;
 
 use crate::state::{Daemon, Store};
 use crate::storage::Device;
@@ -47,8 +48,13 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Serves one admin request.
+/// Serves one admin request, if the session's principal may make it.
 pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
+    let session = ctx.daemon.sessions.get(ctx.session).ok_or_else(|| {
+        QmError::system(format!("session {} is not registered; request refused", ctx.session))
+    })?;
+    let open = session.open.as_ref().map(|o| o.name.as_str());
+    crate::rights::check(ctx.daemon, &session.principal, &request, open)?;
     if let Request::Daemon(r) = request {
         return daemon::handle(ctx, r);
     }
@@ -65,6 +71,7 @@ pub fn handle(ctx: &mut Ctx<'_>, request: Request) -> QmResult<Reply> {
             Request::Device(r) => device::handle(ctx, &mut store, r),
             Request::QueueSpace(r) => qspace::handle(ctx, &mut store, r),
             Request::Queue(r) => queue::handle(ctx, &mut store, r),
+            Request::Rights(r) => rights::handle(ctx, &mut store, r),
             Request::Hello(_) => {
                 Err(QmError::new(Diagnostic::Proto, "the session is already greeted"))
             }

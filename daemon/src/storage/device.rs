@@ -10,8 +10,10 @@ use super::records::{
     now_secs,
 };
 use super::space::initialized_bytes;
-use super::tables::{HEADER, QSPACES, QueueSpaceTables, UDL, VTOC};
+use super::tables::{GRANTS, HEADER, QSPACES, QueueSpaceTables, UDL, VTOC};
 use qm_common::device::{UdlEntry, VtocEntry};
+use qm_common::principal::Principal;
+use qm_common::rights::{Grant, Scope};
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
@@ -329,6 +331,34 @@ impl Device {
         })
     }
 
+    /// Every grant of rights, by principal and scope. A device made before rights existed
+    /// has none.
+    pub fn grants(&self) -> QmResult<Vec<Grant>> {
+        self.read(|txn| {
+            let table = match txn.open_table(GRANTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(storage_error("reading rights", e)),
+            };
+            let mut grants = Vec::new();
+            for item in table.iter().map_err(|e| storage_error("reading rights", e))? {
+                let (key, value) = item.map_err(|e| storage_error("reading rights", e))?;
+                let (principal, scope) = key.value();
+                let unreadable = || {
+                    QmError::system(format!(
+                        "stored grant to {principal} on {scope} cannot be read"
+                    ))
+                };
+                grants.push(Grant {
+                    principal: Principal::parse(principal).ok_or_else(unreadable)?,
+                    rights: decode("grant", value.value())?,
+                    scope: Scope::parse(scope).map_err(|_| unreadable())?,
+                });
+            }
+            Ok(grants)
+        })
+    }
+
     /// True when `name` is the device file itself (by path, or by entry 0's recorded name).
     fn is_device_file(&self, name: &str, entry0: Option<&str>) -> bool {
         Path::new(name) == self.path || entry0 == Some(name)
@@ -483,6 +513,21 @@ pub fn put_qspace(txn: &WriteTransaction, record: &QueueSpaceRecord) -> QmResult
     let mut t = txn.open_table(QSPACES).map_err(|e| storage_error("writing queue space", e))?;
     t.insert(record.params.name.as_str(), encode(record).as_slice())
         .map_err(|e| storage_error("writing queue space", e))?;
+    Ok(())
+}
+
+/// Sets the rights `grant.principal` holds in `grant.scope` to `grant.rights` (none: the
+/// entry goes).
+pub fn put_grant(txn: &WriteTransaction, grant: &Grant) -> QmResult<()> {
+    let mut t = txn.open_table(GRANTS).map_err(|e| storage_error("writing rights", e))?;
+    let scope = grant.scope.to_string();
+    let key = (grant.principal.as_str(), scope.as_str());
+    if grant.rights.is_empty() {
+        t.remove(key).map_err(|e| storage_error("writing rights", e))?;
+    } else {
+        t.insert(key, encode(&grant.rights).as_slice())
+            .map_err(|e| storage_error("writing rights", e))?;
+    }
     Ok(())
 }
 

@@ -12,6 +12,9 @@ pub const UDL: TableDefinition<u8, &[u8]> = TableDefinition::new("qm.udl");
 pub const VTOC: TableDefinition<u8, &[u8]> = TableDefinition::new("qm.vtoc");
 /// Queue space name → [`QueueSpaceRecord`](super::records::QueueSpaceRecord).
 pub const QSPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("qm.qspaces");
+/// (Principal pattern, scope) → the [`Right`](qm_common::rights::Right)s granted there. In
+/// the device file, so that rights travel with the device; made by the first grant.
+pub const GRANTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("qm.grants");
 
 /// Names of one queue space's tables.
 #[derive(Debug, Clone)]

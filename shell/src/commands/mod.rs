@@ -7,6 +7,7 @@ pub mod message;
 pub mod msgadmin;
 pub mod qspace;
 pub mod queue;
+pub mod rights;
 
 use qm_common::{QmError, QmResult};
 use std::str::FromStr;
