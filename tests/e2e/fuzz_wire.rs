@@ -165,6 +165,8 @@ fn templates() -> Vec<Request> {
         Request::Message(MessageRequest::Transactions),
         Request::Automation(AutomationRequest::Servers),
         Request::Automation(AutomationRequest::ThresholdLog { queue: None }),
+        Request::Rights(RightsRequest::List { principal: None }),
+        Request::Rights(RightsRequest::WhoAmI),
     ]
 }
 
@@ -195,6 +197,7 @@ fn harmless(request: &Request) -> bool {
         Request::Automation(r) => {
             matches!(r, AutomationRequest::Servers | AutomationRequest::ThresholdLog { .. })
         }
+        Request::Rights(r) => matches!(r, RightsRequest::List { .. } | RightsRequest::WhoAmI),
     }
 }
 

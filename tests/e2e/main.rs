@@ -60,6 +60,8 @@ mod forwarders;
 mod config;
 // Trust: other users' daemons, the private socket directory, configurations, lock/log links.
 mod security;
+// Principals and rights: qgrant/qrevoke/qauth/whoami, each right on another local user, --socket-mode.
+mod rights;
 // Starting and reaching qmd: --socket and QM_SOCKET, --detach and DEVICE.log, SIGINT.
 mod startup;
 // A queue space's limits on concurrent processes and waiting dequeues.
