@@ -4,7 +4,8 @@ use clap::Parser;
 use std::path::PathBuf;
 
 /// qmd: the qm queue manager daemon. Owns one device (a redb file) and serves qmadmin and
-/// applications over a control socket that only its owner may use.
+/// applications over a control socket that only its owner may use (unless --socket-mode
+/// shares it).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qmd", version)]
 pub struct Options {
