@@ -15,6 +15,7 @@
 //! * [`plural`]: counts with the right noun in messages.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 
+pub mod address;
 pub mod client;
 pub mod config;
 pub mod device;
@@ -34,3 +35,4 @@ pub mod trust;
 
 pub use error::{Diagnostic, QmError, QmResult};
 pub mod time;
+pub mod tls;

@@ -157,6 +157,10 @@ pub struct Daemon {
     config_path: Mutex<Option<PathBuf>>,
     /// How long a client may take to finish a frame it has begun, in milliseconds.
     frame_limit_ms: AtomicU64,
+    /// The network face's TLS settings, when it speaks TLS.
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsFace>>,
+    /// How sessions are served (`-s`, `-m`, `-r`); defaults until set at start.
+    net_policy: std::sync::OnceLock<crate::net::NetPolicy>,
 }
 
 impl Daemon {
@@ -187,6 +191,8 @@ impl Daemon {
             forwarders: Arc::default(),
             config_path: Mutex::new(None),
             frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
+            tls: std::sync::OnceLock::new(),
+            net_policy: std::sync::OnceLock::new(),
         }
     }
 
@@ -236,6 +242,10 @@ impl Daemon {
             qm_common::trust::check_command_files(&service.command, cwd.as_deref())
                 .map_err(|why| QmError::inval(format!("service {name}: {why}")))?;
         }
+        // New certificates for new connections; those made keep theirs.
+        if let Some(tls) = self.tls.get() {
+            tls.reload().map_err(|e| QmError::inval(format!("TLS not reloaded: {e}")))?;
+        }
         self.command_env.set_timeout(config.thresholds.command_timeout);
         self.forwarders.configure(&config);
         Ok(config)
@@ -249,6 +259,15 @@ impl Daemon {
     /// Sets how long a client may take to finish a frame it has begun.
     pub fn set_frame_limit(&self, limit: Duration) {
         self.frame_limit_ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Sets how sessions are served; once, at start.
+    pub fn set_net_policy(&self, policy: crate::net::NetPolicy) {
+        let _ = self.net_policy.set(policy);
+    }
+
+    pub fn net_policy(&self) -> crate::net::NetPolicy {
+        self.net_policy.get().copied().unwrap_or_default()
     }
 
     pub fn frame_limit(&self) -> Duration {
