@@ -381,3 +381,43 @@ fn tls_files_others_may_change_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("names no file"));
 }
+
+/// -r: waiting dequeues of one program are served in the order they began waiting, and a
+/// worker that comes back joins the end of the line.
+#[test]
+fn round_robin_serves_waiting_dequeues_in_turn() {
+    let env = Env::new();
+    let daemon = env.start_traced_daemon(&["-r"]);
+    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
+    let device = env.device.clone();
+    let mut producer = App::connect(&env);
+    // Each round: the workers begin waiting in the given order, then as many messages come.
+    let rounds = [
+        ["A", "B", "C", "D", "E", "F"],
+        ["F", "E", "D", "C", "B", "A"],
+        ["C", "F", "A", "E", "B", "D"],
+    ];
+    for order in rounds {
+        let mut workers = Vec::new();
+        for name in order {
+            let before = daemon.log_count(&["dequeue waiting for a message"]);
+            let device = device.clone();
+            workers.push(std::thread::spawn(move || {
+                let mut app = App::connect_to(&device);
+                let ctl =
+                    qm_common::message::DequeueCtl { wait_ms: Some(60_000), ..Default::default() };
+                let body = app.dequeue("Q", &ctl).expect("a message").body;
+                (name, String::from_utf8(body).unwrap())
+            }));
+            // Logged again whenever a dequeue goes back to waiting: counted from here.
+            crate::app::waiting(&daemon, before + 1);
+        }
+        for (i, _) in order.iter().enumerate() {
+            producer.put("Q", &format!("m{i}"));
+        }
+        let mut got: Vec<(&str, String)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        got.sort_by(|a, b| a.1.cmp(&b.1));
+        let served: Vec<&str> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(served, order, "messages m0, m1, ... went to {served:?}");
+    }
+}
