@@ -116,6 +116,40 @@ fn tls_options(options: &Options) -> Option<(PathBuf, Vec<String>)> {
     Some((qm_common::paths::absolute(&cert_key), cas.iter().map(|c| absolute(c)).collect()))
 }
 
+/// The network face a `[listen]` table asks for; relative paths are taken from the
+/// configuration file's directory.
+#[allow(clippy::type_complexity)]
+fn listen_options(
+    listen: &qm_common::config::ListenConfig,
+    base: Option<&Path>,
+) -> Result<(Option<crate::net::NetOptions>, Option<(PathBuf, Vec<String>)>), String> {
+    let resolve = |p: &Path| match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => qm_common::paths::absolute(p),
+    };
+    let bad = |field: &str, range: &str| format!("[listen] {field} must be {range}");
+    if listen.port == Some(0) {
+        return Err(bad("port", "1 to 65535"));
+    }
+    if listen.max_connections.is_some_and(|n| n == 0 || n > 1_000_000) {
+        return Err(bad("max_connections", "1 to 1000000"));
+    }
+    if listen.idle_timeout == Some(0) {
+        return Err(bad("idle_timeout", "at least 1 second"));
+    }
+    let net = crate::net::NetOptions {
+        address: listen.address.clone(),
+        port: listen.port,
+        max_connections: listen.max_connections.unwrap_or(1024) as usize,
+        idle: listen.idle_timeout.map(|s| Duration::from_secs(u64::from(s))),
+        persistent: listen.persistent,
+        connection_file: listen.connection_file.as_deref().map(resolve),
+    };
+    let cas = listen.ca_chains.iter().map(|c| resolve(Path::new(c)).display().to_string());
+    let tls = listen.cert_key.as_deref().map(|k| (resolve(k), cas.collect()));
+    Ok((Some(net), tls))
+}
+
 /// glibc raises its threshold for serving a block by `mmap` to the size of the largest
 /// such block freed (up to 32 MiB). From then on, the large buffers of requests (a frame
 /// of megabytes, begun and dropped) come from the heap and stay resident once freed: a
@@ -283,15 +317,25 @@ pub async fn serve_with(
     daemon.set_config_path(
         settings.config.or_else(|| default_config.exists().then_some(default_config)),
     );
-    daemon.reload().map_err(|e| e.message)?;
+    let config = daemon.reload().map_err(|e| e.message)?;
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }
     for dir in entry_directories(&daemon) {
         warn_about_directory(&dir, settings.stderr_has_warnings);
     }
-    daemon.set_net_policy(settings.policy);
-    let net = open_network(&daemon, settings.net.as_ref(), settings.tls).await?;
+    let mut policy = settings.policy;
+    let (net_options, tls) = match (settings.net, &config.listen) {
+        (Some(net), _) => (Some(net), settings.tls),
+        (None, Some(listen)) => {
+            let base = daemon.config_dir();
+            policy.persistent |= listen.persistent;
+            listen_options(listen, base.as_deref())?
+        }
+        (None, None) => (None, None),
+    };
+    daemon.set_net_policy(policy);
+    let net = open_network(&daemon, net_options.as_ref(), tls).await?;
     let listener = bind(&socket, &device)?;
     let mut line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());

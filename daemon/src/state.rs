@@ -202,6 +202,12 @@ impl Daemon {
     }
 
     /// The configuration file, for messages.
+    /// The directory of the configuration file in use, if any.
+    pub fn config_dir(&self) -> Option<PathBuf> {
+        let path = self.config_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        path.and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    }
+
     pub fn config_path_text(&self) -> String {
         match &*self.config_path.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(p) => p.display().to_string(),

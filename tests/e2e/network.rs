@@ -81,8 +81,18 @@ fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// Tests that let qmd scan for a port from 53000 share the range; the one test that takes
+/// the seed's fixed ports 53000 and 53001 has it alone.
+pub static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Shares the scanned port range for the rest of the test.
+pub fn scanning() -> std::sync::RwLockReadGuard<'static, ()> {
+    PORTS.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A device with queue space QS (ERRQ, Q) served by a qmd listening on 127.0.0.1 (first
-/// free port from 53000) with `extra` options, writing `conn.json`.
+/// free port from 53000) with `extra` options, writing `conn.json`. Hold [`scanning`] while
+/// it runs.
 pub fn listening(extra: &[&str]) -> (Env, Daemon, ConnectionFile) {
     let env = Env::new();
     setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
@@ -145,6 +155,7 @@ fn qmadmin_at(
 /// what the socket's clients see. The port was found by scanning from 53000.
 #[test]
 fn plain_tcp_serves_the_data_plane() {
+    let _ports = scanning();
     let (env, _daemon, file) = listening(&[]);
     assert!(file.port >= 53000, "scanned from 53000: {}", file.port);
     assert!(!file.tls && file.fingerprint.is_none());
@@ -164,6 +175,7 @@ fn plain_tcp_serves_the_data_plane() {
 /// the connection file.
 #[test]
 fn a_taken_port_is_skipped() {
+    let _ports = scanning();
     let (_env1, _d1, first) = listening(&[]);
     let (_env2, _d2, second) = listening(&[]);
     assert_ne!(first.port, second.port);
@@ -192,6 +204,7 @@ fn the_network_face_is_off_unless_asked_for() {
 /// served.
 #[test]
 fn connections_over_the_limit_are_refused_with_a_reason() {
+    let _ports = scanning();
     let (env, _daemon, file) = listening(&["-n", "2"]);
     grant_data(&env, "anonymous");
     let address = file.address();
@@ -210,6 +223,7 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
 /// while one is), and removes its connection file.
 #[test]
 fn idle_timeout_stops_the_daemon() {
+    let _ports = scanning();
     let started = std::time::Instant::now();
     let (env, mut daemon, file) = listening(&["-t", "1"]);
     grant_data(&env, "anonymous");
@@ -228,6 +242,7 @@ fn idle_timeout_stops_the_daemon() {
 /// -s: `daemon stop` from the network is refused; from the control socket it works.
 #[test]
 fn a_persistent_service_refuses_stop_from_the_network() {
+    let _ports = scanning();
     let (env, mut daemon, file) = listening(&["-s", "-t", "1"]);
     env.c("qgrant anonymous admin").ok();
     let run = qmadmin_at(&env, &file.address().to_string(), &[], "daemon stop");
@@ -241,6 +256,7 @@ fn a_persistent_service_refuses_stop_from_the_network() {
 /// server by CA (and its name) or by the connection file's fingerprint.
 #[test]
 fn tls_requires_a_valid_client_certificate() {
+    let _ports = scanning();
     let env = Env::new();
     let dir = env.dir.path();
     let ca = Ca::new(dir, "ca");
@@ -313,6 +329,7 @@ fn tls_requires_a_valid_client_certificate() {
 /// old one is no longer believed.
 #[test]
 fn certificates_reload_without_dropping_connections() {
+    let _ports = scanning();
     let env = Env::new();
     let dir = env.dir.path();
     let ca = Ca::new(dir, "ca");
@@ -354,6 +371,7 @@ fn certificates_reload_without_dropping_connections() {
 /// TLS files others could change or read are refused at start, with a reason.
 #[test]
 fn tls_files_others_may_change_are_refused() {
+    let _ports = scanning();
     let env = Env::new();
     let dir = env.dir.path();
     let ca = Ca::new(dir, "ca");
@@ -420,4 +438,28 @@ fn round_robin_serves_waiting_dequeues_in_turn() {
         let served: Vec<&str> = got.iter().map(|(n, _)| *n).collect();
         assert_eq!(served, order, "messages m0, m1, ... went to {served:?}");
     }
+}
+
+/// A `[listen]` table in the configuration file opens the network face as the options
+/// would; its relative paths are the configuration file's neighbours.
+#[test]
+fn a_listen_table_opens_the_network_face() {
+    let _ports = scanning();
+    let env = Env::new();
+    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
+    env.stop_daemon();
+    let config = env.path("QUE.toml");
+    std::fs::write(&config, "[listen]\naddress = \"127.0.0.1\"\nconnection_file = \"conn.json\"\n")
+        .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _daemon = env.start_daemon(&[]);
+    let file = ConnectionFile::read(&env.path("conn.json")).expect("the connection file");
+    assert!(file.port >= 53000 && !file.tls);
+    grant_data(&env, "anonymous");
+    connect(&file.address(), &ClientTlsFiles::default()).unwrap().put("Q", "via [listen]");
+    std::fs::write(&config, "[listen]\nport = 0\n").unwrap();
+    env.stop_daemon();
+    let out = Command::new(QMD).arg(&env.device).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[listen] port must be 1 to 65535"));
 }
