@@ -463,3 +463,51 @@ fn a_listen_table_opens_the_network_face() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[listen] port must be 1 to 65535"));
 }
+
+/// A TLS daemon with client certificates, its CA and connection file, in `env`.
+pub fn tls_daemon(env: &Env) -> (Ca, Daemon, ConnectionFile) {
+    let dir = env.dir.path();
+    let ca = Ca::new(dir, "ca");
+    let server = ca.server(dir, "server.pem");
+    setup(env, "", PARAMS, &[ERRQ, FIFO_Q]);
+    env.stop_daemon();
+    let conn = env.path("conn.json");
+    let daemon = env.start_daemon(&[
+        "-i",
+        "127.0.0.1",
+        "-c",
+        conn.to_str().unwrap(),
+        "-k",
+        server.to_str().unwrap(),
+        "-a",
+        ca.pem.to_str().unwrap(),
+    ]);
+    (ca, daemon, ConnectionFile::read(&conn).unwrap())
+}
+
+/// qmadmin over TLS works as over the socket, prompts included: a here-document answers
+/// qcreate's prompts line by line.
+#[test]
+fn qmadmin_over_tls_answers_prompts() {
+    let _ports = scanning();
+    let env = Env::new();
+    let (ca, _daemon, file) = tls_daemon(&env);
+    let ops = ca.client(env.dir.path(), "ops.pem", "spiffe://farm/ops");
+    env.c("qgrant cert:spiffe://farm/ops admin QS").ok();
+    let mut cmd = Command::new(crate::support::QMADMIN);
+    cmd.env_remove("QMCONFIG")
+        .env("QM_CONNECT", format!("tls+tcp://localhost:{}", file.port))
+        .env("QM_CLIENT_CERT_KEY", &ops)
+        .env("QM_CLIENT_CA_CHAIN", &ca.pem)
+        .current_dir(env.dir.path());
+    let script = "qopen QS\nqcreate\nservice1\nfifo\nnone\n2\n30\n80%\n10%\necho full\nq\n";
+    env.run_stdin(cmd, script)
+        .ok()
+        .stdout_has(&format!("QMCONFIG={}", env.dev()))
+        .stdout_has("Reset (low) limit for queue capacity warning")
+        .stdout_has("Queue 'service1' created");
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo service1");
+    let def = &listing.queues[0].def;
+    assert_eq!((def.retries, def.retry_delay), (2, 30));
+    assert_eq!(def.threshold.command, "echo full");
+}
