@@ -258,33 +258,15 @@ fn a_persistent_service_refuses_stop_from_the_network() {
 fn tls_requires_a_valid_client_certificate() {
     let _ports = scanning();
     let env = Env::new();
+    let (ca, _daemon, file) = tls_daemon(&env);
     let dir = env.dir.path();
-    let ca = Ca::new(dir, "ca");
     let other = Ca::new(dir, "other");
-    let server = ca.server(dir, "server.pem");
     let good = ca.client(dir, "render.pem", "spiffe://farm/render-17");
     let foreign = other.client(dir, "foreign.pem", "spiffe://farm/render-17");
     let expired = ca.issue_with(dir, "expired.pem", "old", vec![], |p| {
         p.not_before = date_time_ymd(2020, 1, 1);
         p.not_after = date_time_ymd(2021, 1, 1);
     });
-    let (_e, _daemon, file) = {
-        setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
-        env.stop_daemon();
-        let conn = env.path("conn.json");
-        let args = [
-            "-i",
-            "127.0.0.1",
-            "-c",
-            conn.to_str().unwrap(),
-            "-k",
-            server.to_str().unwrap(),
-            "-a",
-            ca.pem.to_str().unwrap(),
-        ];
-        let daemon = env.start_daemon(&args);
-        ((), daemon, ConnectionFile::read(&conn).unwrap())
-    };
     assert!(file.tls);
     let fingerprint = file.fingerprint.clone().expect("fingerprint");
     assert_eq!(fingerprint.len(), 64);
