@@ -386,6 +386,7 @@ async fn open_network(
         None => None,
     };
     let net = NetFace::bind(options, tls).await?;
+    let _ = daemon.network.set(net.describe());
     net.write_connection_file(daemon, None)?;
     Ok(Some(net))
 }

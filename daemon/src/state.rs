@@ -157,6 +157,8 @@ pub struct Daemon {
     config_path: Mutex<Option<PathBuf>>,
     /// How long a client may take to finish a frame it has begun, in milliseconds.
     frame_limit_ms: AtomicU64,
+    /// Where the network face listens, when it is open.
+    pub network: std::sync::OnceLock<String>,
     /// The network face's TLS settings, when it speaks TLS.
     pub tls: std::sync::OnceLock<Arc<crate::tls::TlsFace>>,
     /// How sessions are served (`-s`, `-m`, `-r`); defaults until set at start.
@@ -191,6 +193,7 @@ impl Daemon {
             forwarders: Arc::default(),
             config_path: Mutex::new(None),
             frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
+            network: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
             net_policy: std::sync::OnceLock::new(),
         }

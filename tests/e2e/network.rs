@@ -166,6 +166,8 @@ fn plain_tcp_serves_the_data_plane() {
     app.put("Q", "over tcp");
     let mut local = App::connect(&env);
     assert_eq!(local.take_body("Q"), "over tcp");
+    let status = env.c("daemon status").ok().stdout.clone();
+    assert!(status.contains(&format!("tcp://127.0.0.1:{}", file.port)), "{status}");
     let mut by_file = connect_file(&env.path("conn.json"), &ClientTlsFiles::default()).unwrap();
     by_file.put("Q", "by file");
     assert_eq!(app.take_body("Q"), "by file");
@@ -189,6 +191,7 @@ fn the_network_face_is_off_unless_asked_for() {
     let env = Env::new();
     let run = env.c(&format!("crdl {} 0 2000", env.dev()));
     run.ok().stderr_has("started qmd").stderr_lacks("tcp://");
+    env.c("daemon status").ok().stdout_has("(off: control socket only)");
     env.stop_daemon();
     for options in
         [&["-n", "5"][..], &["-t", "3"], &["-k", "x.pem"], &["-a", "ca.pem"], &["-c", "c.json"]]
