@@ -38,6 +38,8 @@ fn admin(setup: &Setup, commands: &str) {
         no_start: true,
         socket: Some(setup.socket.clone()),
         json: false,
+        connect: None,
+        connect_file: None,
     };
     let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
     assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");

@@ -56,6 +56,8 @@ impl Daemon {
             no_start: true,
             socket: Some(self.socket.clone()),
             json: false,
+            connect: None,
+            connect_file: None,
         };
         let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
         let status = qm_shell::run(options, Box::new(input), Default::default());

@@ -54,6 +54,8 @@ fn main() {
         no_start: true,
         socket: None,
         json: false,
+        connect: None,
+        connect_file: None,
     };
     let input = StreamInput::new(Cursor::new(session(&device.display().to_string())), false);
     let status = qm_shell::run(options, Box::new(input), Default::default());

@@ -1,14 +1,26 @@
-//! The client: one connection to `qmd` over its control socket, one request at a time.
+//! The client: one connection to `qmd`, over its control socket, TCP or TLS, one request
+//! at a time.
 
+use crate::address::{Address, ConnectionFile};
 use crate::error::{Diagnostic, QmError, QmResult};
 use crate::frame::{Connection, FrameError};
 use crate::protocol::{
     ClientKind, Hello, Note, PROTOCOL_VERSION, Progress, Reply, Request, Response, Welcome,
 };
+use crate::tls::ClientTlsFiles;
 use crate::trust;
 use std::path::Path;
-use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+/// The reading half of a connection, whatever carries it.
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, whatever carries it.
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// How long connecting (and the TLS handshake) to a network address may take.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
 /// A successful reply with the notes that came with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +31,7 @@ pub struct Done {
 
 /// A connected, greeted session with the daemon.
 pub struct Client {
-    conn: Connection<OwnedReadHalf, OwnedWriteHalf>,
+    conn: Connection<Reader, Writer>,
     welcome: Welcome,
 }
 
@@ -108,6 +120,121 @@ impl Client {
     /// Greets the daemon on a connection made by [`connect_trusted`].
     pub async fn greet(stream: UnixStream, program: &str, kind: ClientKind) -> QmResult<Client> {
         let (r, w) = stream.into_split();
+        Client::greet_on(Box::new(r), Box::new(w), program, kind).await
+    }
+
+    /// Connects to `address` and greets the daemon there. Over TLS the server is verified
+    /// first (see [`crate::tls::client_config`]); a socket's listener is checked as
+    /// [`connect_trusted`] does.
+    /// TLS settings come from the environment ([`ClientTlsFiles::from_env`]).
+    pub async fn connect_addr(
+        address: &Address,
+        program: &str,
+        kind: ClientKind,
+    ) -> QmResult<Client> {
+        let files = ClientTlsFiles::from_env();
+        Client::connect_verified(address, None, &files, program, kind).await
+    }
+
+    /// Like [`Client::connect_addr`], with TLS settings given rather than from the
+    /// environment.
+    pub async fn connect_addr_with(
+        address: &Address,
+        files: &ClientTlsFiles,
+        program: &str,
+        kind: ClientKind,
+    ) -> QmResult<Client> {
+        Client::connect_verified(address, None, files, program, kind).await
+    }
+
+    /// Connects with what a connection file (`qmd -c`) says, believing the server whose
+    /// certificate it names.
+    /// A client certificate comes from the environment.
+    pub async fn connect_file(path: &Path, program: &str, kind: ClientKind) -> QmResult<Client> {
+        Client::connect_file_with(path, &ClientTlsFiles::from_env(), program, kind).await
+    }
+
+    /// Like [`Client::connect_file`], with the client certificate given (the file's
+    /// fingerprint verifies the server, whatever `files` says about CA and name).
+    pub async fn connect_file_with(
+        path: &Path,
+        files: &ClientTlsFiles,
+        program: &str,
+        kind: ClientKind,
+    ) -> QmResult<Client> {
+        let file = ConnectionFile::read(path).map_err(QmError::inval)?;
+        let pinned = file.fingerprint_bytes().map_err(QmError::inval)?;
+        if file.tls && pinned.is_none() {
+            return Err(QmError::inval(format!(
+                "connection file {} says TLS but names no certificate fingerprint",
+                path.display()
+            )));
+        }
+        Client::connect_verified(&file.address(), pinned, files, program, kind).await
+    }
+
+    async fn connect_verified(
+        address: &Address,
+        pinned: Option<[u8; 32]>,
+        files: &ClientTlsFiles,
+        program: &str,
+        kind: ClientKind,
+    ) -> QmResult<Client> {
+        let (host, port) = match address {
+            Address::Unix(socket) => return Client::connect(socket, program, kind).await,
+            Address::Tcp { host, port } | Address::Tls { host, port } => (host, *port),
+        };
+        let tcp = tokio::time::timeout(CONNECT_LIMIT, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| {
+                QmError::new(
+                    Diagnostic::Os,
+                    format!(
+                        "cannot connect to {address}: no answer within {} s",
+                        CONNECT_LIMIT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                QmError::new(Diagnostic::Os, format!("cannot connect to {address}: {e}"))
+            })?;
+        // Requests are small and each waits for its answer: sending at once matters.
+        let _ = tcp.set_nodelay(true);
+        if let Address::Tcp { .. } = address {
+            let (r, w) = tcp.into_split();
+            return Client::greet_on(Box::new(r), Box::new(w), program, kind).await;
+        }
+        let tls = crate::tls::client_config(host, pinned, files)
+            .map_err(|e| QmError::new(Diagnostic::Denied, e))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config);
+        let stream = tokio::time::timeout(CONNECT_LIMIT, connector.connect(tls.server_name, tcp))
+            .await
+            .map_err(|_| {
+                QmError::new(
+                    Diagnostic::Os,
+                    format!(
+                        "TLS handshake with {address} did not finish within {} s",
+                        CONNECT_LIMIT.as_secs()
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                QmError::new(
+                    Diagnostic::Denied,
+                    format!("TLS handshake with {address} failed: {e}; nothing was sent"),
+                )
+            })?;
+        let (r, w) = tokio::io::split(stream);
+        Client::greet_on(Box::new(r), Box::new(w), program, kind).await
+    }
+
+    /// Greets the daemon over an established connection.
+    pub async fn greet_on(
+        r: Reader,
+        w: Writer,
+        program: &str,
+        kind: ClientKind,
+    ) -> QmResult<Client> {
         let mut conn = Connection::new(r, w);
         let hello = Hello { version: PROTOCOL_VERSION, program: program.to_string(), kind };
         if let Err(e) = conn.write_frame(&Request::Hello(hello)).await {

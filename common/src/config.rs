@@ -17,6 +17,16 @@
 //!
 //! [service.service1]
 //! command = "/usr/app/bin/service1"   # body on stdin, reply on stdout, exit 0 = success
+//!
+//! [listen]                      # the network face, read at start (qmd's options win)
+//! address = "*"                 # -i
+//! port = 53000                  # -p; without it, the first free port from 53000
+//! max_connections = 1024        # -n
+//! idle_timeout = 600            # -t
+//! persistent = true             # -s
+//! connection_file = "conn.json" # -c; relative paths are relative to this file
+//! cert_key = "server.pem"       # -k
+//! ca_chains = ["ca/*.pem"]      # -a
 //! ```
 
 use crate::error::{QmError, QmResult};
@@ -40,6 +50,25 @@ pub struct Config {
     pub forwarders: Vec<ForwarderEntry>,
     #[serde(default, rename = "service")]
     pub services: BTreeMap<String, ServiceDef>,
+    /// The network face, as qmd's options would give it.
+    #[serde(default)]
+    pub listen: Option<ListenConfig>,
+}
+
+/// The `[listen]` table: qmd's network options in the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub max_connections: Option<u32>,
+    pub idle_timeout: Option<u32>,
+    #[serde(default)]
+    pub persistent: bool,
+    pub connection_file: Option<std::path::PathBuf>,
+    pub cert_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub ca_chains: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

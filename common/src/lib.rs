@@ -16,6 +16,7 @@
 //! * [`principal`], [`rights`]: who a session speaks for, and what it may do where.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 
+pub mod address;
 pub mod client;
 pub mod config;
 pub mod device;
@@ -36,3 +37,4 @@ pub mod trust;
 
 pub use error::{Diagnostic, QmError, QmResult};
 pub mod time;
+pub mod tls;

@@ -353,6 +353,8 @@ pub struct DaemonStatus {
     pub loaded_qspaces: Vec<String>,
     /// The configuration file in use, or where one would be read from.
     pub config: String,
+    /// The network face (`tcp://ADDR:PORT` or `tls+tcp://...`), when it is open.
+    pub network: Option<String>,
 }
 
 /// Names offered to tab completion.

@@ -169,8 +169,9 @@ async fn data(
         DataRequest::Dequeue { qspace, queue, ctl } => {
             let (engine, txid) = target(daemon, session, sd, qspace).await?;
             let gone = sd.gone.take();
+            let turn = daemon.net_policy().round_robin.then_some(sd.program.as_str());
             engine
-                .dequeue_until(txid, &queue, &ctl, gone)
+                .dequeue_until(txid, &queue, &ctl, gone, turn)
                 .await
                 .map(|m| Reply::Message(Box::new(m)))
         }

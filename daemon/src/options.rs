@@ -47,6 +47,54 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub frame_timeout: u32,
 
+    /// Network face: listen address (`*`: every interface). Without -p, the first free
+    /// port from 53000 up is taken.
+    #[arg(short = 'i', value_name = "ADDR")]
+    pub listen_address: Option<String>,
+
+    /// Network face: TCP port.
+    #[arg(short = 'p', value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Most network connections at once (default 1024); one more is told so and closed.
+    #[arg(short = 'n', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+
+    /// Stop after SECS with no network connection open (not with -s).
+    #[arg(short = 't', value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+    pub idle_timeout: Option<u32>,
+
+    /// Persistent service: never stops for idleness, and refuses `daemon stop` from the
+    /// network (the control socket may still stop it).
+    #[arg(short = 's')]
+    pub persistent: bool,
+
+    /// Requests of one connection served in a row before others get their turn.
+    #[arg(short = 'm', value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_events: u32,
+
+    /// Waiting dequeues of clients with the same program name get messages in turn (round
+    /// robin) rather than whoever asks first.
+    #[arg(short = 'r')]
+    pub round_robin: bool,
+
+    /// Write a connection file (JSON: host, port, tls, certificate fingerprint, http, pid,
+    /// device) once listening; removed at a clean stop.
+    #[arg(short = 'c', value_name = "FILE")]
+    pub connection_file: Option<PathBuf>,
+
+    /// PEM file with the server's certificate chain and private key: the network face
+    /// speaks TLS (also QM_SERVER_CERT_KEY).
+    #[arg(short = 'k', value_name = "FILE")]
+    pub cert_key: Option<PathBuf>,
+
+    /// CA chain files (comma-separated, glob patterns allowed) that client certificates
+    /// must chain to; clients without one are refused (also QM_SERVER_CA_CHAINS,
+    /// colon-separated).
+    #[arg(short = 'a', value_name = "LIST")]
+    pub ca_chains: Option<String>,
+
     /// Permissions of the control socket, in octal (default 0600: the owner only, and root).
     /// With group or other bits (0660, 0666) other local users may connect: they are served
     /// as unix:<name> and hold only the rights granted to them (qgrant).
@@ -90,6 +138,23 @@ impl Options {
     /// The mode the control socket is created with.
     pub fn socket_mode(&self) -> u32 {
         self.socket_mode.unwrap_or(SOCKET_MODE_DEFAULT)
+    }
+
+    /// Whether the network face was asked for.
+    pub fn wants_network(&self) -> bool {
+        self.port.is_some() || self.listen_address.is_some()
+    }
+
+    /// Options that mean nothing without the network face, when given without it.
+    pub fn network_only_options(&self) -> Vec<&'static str> {
+        let given = [
+            ("-n", self.max_connections.is_some()),
+            ("-t", self.idle_timeout.is_some()),
+            ("-c", self.connection_file.is_some()),
+            ("-k", self.cert_key.is_some()),
+            ("-a", self.ca_chains.is_some()),
+        ];
+        given.iter().filter(|(_, g)| *g && !self.wants_network()).map(|(o, _)| *o).collect()
     }
 
     /// The device path: the argument, else $QMCONFIG, made absolute.

@@ -2,6 +2,7 @@
 //! until SIGTERM, SIGINT or a stop request, then clean up.
 
 use crate::detach;
+use crate::net::NetFace;
 use crate::options::Options;
 use crate::session;
 use crate::state::Daemon;
@@ -55,6 +56,14 @@ pub fn main(options: Options) -> i32 {
     if let Some(dir) = device.parent() {
         warn_about_directory(dir, stderr_has_warnings);
     }
+    let network_only = options.network_only_options();
+    if !network_only.is_empty() {
+        eprintln!(
+            "qmd: {} only apply to the network face, which is off: give -p PORT or -i ADDR",
+            network_only.join(", ")
+        );
+        return 2;
+    }
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -66,11 +75,80 @@ pub fn main(options: Options) -> i32 {
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
         stderr_has_warnings,
         socket_mode: options.socket_mode(),
+        net: network_options(&options),
+        tls: tls_options(&options),
+        policy: crate::net::NetPolicy {
+            persistent: options.persistent,
+            burst: options.max_events,
+            round_robin: options.round_robin,
+        },
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
+}
+
+/// The network face the options ask for, if any.
+fn network_options(options: &Options) -> Option<crate::net::NetOptions> {
+    options.wants_network().then(|| crate::net::NetOptions {
+        address: options.listen_address.clone(),
+        port: options.port,
+        max_connections: options.max_connections.unwrap_or(1024) as usize,
+        idle: options.idle_timeout.map(|s| Duration::from_secs(u64::from(s))),
+        persistent: options.persistent,
+        connection_file: options.connection_file.as_deref().map(qm_common::paths::absolute),
+    })
+}
+
+/// The TLS files (`-k`, `-a`, or their environment variables) when the network face is on
+/// and a certificate is given.
+fn tls_options(options: &Options) -> Option<(PathBuf, Vec<String>)> {
+    if !options.wants_network() {
+        return None;
+    }
+    let cert_key = options.cert_key.clone().or_else(|| {
+        std::env::var_os(crate::tls::SERVER_CERT_KEY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })?;
+    let absolute = |p: &str| qm_common::paths::absolute(Path::new(p)).display().to_string();
+    let cas = crate::tls::ca_list(options.ca_chains.as_deref());
+    Some((qm_common::paths::absolute(&cert_key), cas.iter().map(|c| absolute(c)).collect()))
+}
+
+/// The network face a `[listen]` table asks for; relative paths are taken from the
+/// configuration file's directory.
+#[allow(clippy::type_complexity)]
+fn listen_options(
+    listen: &qm_common::config::ListenConfig,
+    base: Option<&Path>,
+) -> Result<(Option<crate::net::NetOptions>, Option<(PathBuf, Vec<String>)>), String> {
+    let resolve = |p: &Path| match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => qm_common::paths::absolute(p),
+    };
+    let bad = |field: &str, range: &str| format!("[listen] {field} must be {range}");
+    if listen.port == Some(0) {
+        return Err(bad("port", "1 to 65535"));
+    }
+    if listen.max_connections.is_some_and(|n| n == 0 || n > 1_000_000) {
+        return Err(bad("max_connections", "1 to 1000000"));
+    }
+    if listen.idle_timeout == Some(0) {
+        return Err(bad("idle_timeout", "at least 1 second"));
+    }
+    let net = crate::net::NetOptions {
+        address: listen.address.clone(),
+        port: listen.port,
+        max_connections: listen.max_connections.unwrap_or(1024) as usize,
+        idle: listen.idle_timeout.map(|s| Duration::from_secs(u64::from(s))),
+        persistent: listen.persistent,
+        connection_file: listen.connection_file.as_deref().map(resolve),
+    };
+    let cas = listen.ca_chains.iter().map(|c| resolve(Path::new(c)).display().to_string());
+    let tls = listen.cert_key.as_deref().map(|k| (resolve(k), cas.collect()));
+    Ok((Some(net), tls))
 }
 
 /// glibc raises its threshold for serving a block by `mmap` to the size of the largest
@@ -209,6 +287,12 @@ pub struct Settings {
     /// Permissions of the control socket; with group or other bits, other users may
     /// connect (and their rights decide).
     pub socket_mode: u32,
+    /// The network face, when asked for.
+    pub net: Option<crate::net::NetOptions>,
+    /// TLS for the network face: certificate and key file, CA chain files or patterns.
+    pub tls: Option<(PathBuf, Vec<String>)>,
+    /// How sessions are served.
+    pub policy: crate::net::NetPolicy,
 }
 
 impl Default for Settings {
@@ -219,6 +303,9 @@ impl Default for Settings {
             config: None,
             stderr_has_warnings: false,
             socket_mode: crate::options::SOCKET_MODE_DEFAULT,
+            net: None,
+            tls: None,
+            policy: crate::net::NetPolicy::default(),
         }
     }
 }
@@ -246,13 +333,25 @@ pub async fn serve_with(
     daemon.set_config_path(
         settings.config.or_else(|| default_config.exists().then_some(default_config)),
     );
-    daemon.reload().map_err(|e| e.message)?;
+    let config = daemon.reload().map_err(|e| e.message)?;
     if let Some(problem) = daemon.startup_problem() {
         return Err(problem);
     }
     for dir in entry_directories(&daemon) {
         warn_about_directory(&dir, settings.stderr_has_warnings);
     }
+    let mut policy = settings.policy;
+    let (net_options, tls) = match (settings.net, &config.listen) {
+        (Some(net), _) => (Some(net), settings.tls),
+        (None, Some(listen)) => {
+            let base = daemon.config_dir();
+            policy.persistent |= listen.persistent;
+            listen_options(listen, base.as_deref())?
+        }
+        (None, None) => (None, None),
+    };
+    daemon.set_net_policy(policy);
+    let net = open_network(&daemon, net_options.as_ref(), tls).await?;
     let listener = bind(&socket, &device, settings.socket_mode)?;
     if settings.socket_mode & 0o066 != 0 {
         daemon.set_socket_shared(true);
@@ -261,8 +360,11 @@ pub async fn serve_with(
             settings.socket_mode
         );
     }
-    let line =
+    let mut line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
+    if let Some(net) = &net {
+        line.push_str(&format!(" and {}", net.describe()));
+    }
     tracing::info!("{line}");
     if detach::is_detached_child() {
         println!("{}: {line}", detach::READY);
@@ -271,7 +373,10 @@ pub async fn serve_with(
     }
     end_orphans(&daemon);
     boot_forwarders(&daemon);
-    let result = accept_loop(&daemon, listener).await;
+    let result = accept_loop(&daemon, listener, net.as_ref()).await;
+    if let Some(net) = &net {
+        net.remove_connection_file();
+    }
     // Let go of the device before the socket disappears, and of the lock last: whoever
     // waits for either (qmadmin's `daemon stop`, a new qmd) finds the device free. Closed
     // files open at the next start without a repair. Not waited for forever: a file left
@@ -285,6 +390,28 @@ pub async fn serve_with(
     drop(lock);
     tracing::info!("stopped");
     result
+}
+
+/// Opens the network face when asked: TLS material loaded and checked, port bound,
+/// connection file written.
+async fn open_network(
+    daemon: &Arc<Daemon>,
+    options: Option<&crate::net::NetOptions>,
+    tls: Option<(PathBuf, Vec<String>)>,
+) -> Result<Option<NetFace>, String> {
+    let Some(options) = options else { return Ok(None) };
+    let tls = match tls {
+        Some((cert_key, cas)) => {
+            let face = Arc::new(crate::tls::TlsFace::load(cert_key, cas)?);
+            let _ = daemon.tls.set(face.clone());
+            Some(face)
+        }
+        None => None,
+    };
+    let net = NetFace::bind(options, tls).await?;
+    let _ = daemon.network.set(net.describe());
+    net.write_connection_file(daemon, None)?;
+    Ok(Some(net))
 }
 
 /// The directories of the device list's entries on other files than the device, apart from
@@ -337,8 +464,15 @@ fn boot_forwarders(daemon: &Arc<Daemon>) {
     }
 }
 
-async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(), String> {
+async fn accept_loop(
+    daemon: &Arc<Daemon>,
+    listener: UnixListener,
+    net: Option<&NetFace>,
+) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
+    let mut fingerprint = daemon.tls.get().map(|t| t.fingerprint());
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut stop = daemon.shutdown_signal();
     let mut check = tokio::time::interval(DEVICE_CHECK);
@@ -359,10 +493,37 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
             _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => {
                 resume = None;
             }
+            accepted = async { net.expect("guarded").accept().await }, if net.is_some() && resume.is_none() => match accepted {
+                Ok(stream) => {
+                    failures.recovered();
+                    sessions.spawn(net.expect("guarded").serve(daemon.clone(), stream));
+                }
+                Err(e) => resume = Some(Instant::now() + failures.failed(&e)),
+            },
+            _ = hup.recv() => {
+                if reloading.as_ref().is_none_or(|r| r.is_finished()) {
+                    let d = daemon.clone();
+                    reloading = Some(tokio::task::spawn_blocking(move || reload_on_hangup(&d)));
+                }
+            }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = stop.wait_for(|s| *s) => { tracing::info!("stop requested: shutting down"); break; }
             _ = check.tick() => {
+                if let Some(net) = net {
+                    if net.idle_expired() {
+                        tracing::info!("no network connection for the -t time: shutting down");
+                        break;
+                    }
+                    // A reload may have brought a new certificate: clients must learn it.
+                    let now = daemon.tls.get().map(|t| t.fingerprint());
+                    if now != fingerprint {
+                        fingerprint = now;
+                        if let Err(e) = net.write_connection_file(daemon, None) {
+                            tracing::error!("{e}");
+                        }
+                    }
+                }
                 // Not awaited: the check must never hold up accepting or signals.
                 if checking.as_ref().is_none_or(|c| c.is_finished()) {
                     let d = daemon.clone();
@@ -382,6 +543,19 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
     })
     .await;
     Ok(())
+}
+
+/// SIGHUP: the configuration and the TLS files are read again, as by `daemon reload`.
+fn reload_on_hangup(daemon: &Arc<Daemon>) {
+    match daemon.reload() {
+        Ok(_) => {
+            tracing::info!("SIGHUP: configuration re-read ({})", daemon.config_path_text());
+            for line in daemon.forwarders.apply(daemon) {
+                tracing::info!("{line}");
+            }
+        }
+        Err(e) => tracing::warn!("SIGHUP: nothing reloaded: {}", e.message),
+    }
 }
 
 /// Failures to accept a connection in a row, and how they were reported.

@@ -47,6 +47,18 @@ pub async fn refuse<R: AsyncRead + Half, W: AsyncWrite + Half>(
     let _ = conn.write_frame(&Response::Failed(QmError::new(diagnostic, message))).await;
 }
 
+/// Turns a peer away before its session begins, telling it why.
+pub async fn turn_away<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    conn: &mut Connection<R, W>,
+    diagnostic: Diagnostic,
+    message: String,
+) {
+    // Take the greeting first, so the refusal is what the peer reads rather than a broken
+    // pipe on its write.
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.read_frame::<Request>()).await;
+    refuse(conn, diagnostic, message).await;
+}
+
 /// Reads the greeting; `None` when the peer must be turned away (it has been told why).
 async fn greet<R: AsyncRead + Half, W: AsyncWrite + Half>(
     conn: &mut Connection<R, W>,
@@ -87,10 +99,7 @@ pub async fn serve_unix(daemon: Arc<Daemon>, stream: UnixStream) {
     let Some(uid) = uid.filter(|u| *u == owner || *u == 0 || shared) else {
         let who = uid.map_or("an unknown user".to_string(), |u| format!("uid {u}"));
         let msg = format!("permission denied: {who} may not use this qmd (owner is uid {owner})");
-        // Take the greeting first, so the refusal is what the peer reads rather than a
-        // broken pipe on its write.
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.read_frame::<Request>()).await;
-        refuse(&mut conn, Diagnostic::Denied, msg).await;
+        turn_away(&mut conn, Diagnostic::Denied, msg).await;
         return;
     };
     let peer = Peer { principal: Principal::unix(uid), face: Face::Socket, pid };
@@ -137,7 +146,16 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
     sd: &mut SessionData,
 ) {
     let mut shutdown = daemon.shutdown_signal();
+    let policy = daemon.net_policy();
+    let mut in_a_row = 0u32;
     loop {
+        // A connection sending request after request yields now and then (-m), so that
+        // others sharing its worker thread are served too.
+        in_a_row += 1;
+        if in_a_row > policy.burst {
+            in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         let frame = tokio::select! {
             f = conn.read_frame::<Request>() => f,
             _ = shutdown.wait_for(|stop| *stop) => return,
@@ -189,6 +207,15 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
             continue;
         }
         let stop = matches!(request, Request::Daemon(DaemonRequest::Stop));
+        if stop && policy.persistent && sd.peer.face.is_network() {
+            let why = "this qmd is a persistent service (-s): it cannot be stopped from the \
+                       network; stop it on its machine (qmadmin DEVICE, SIGTERM)";
+            let refused = Response::Failed(QmError::new(Diagnostic::Denied, why));
+            if conn.write_frame(&refused).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let alive = respond(daemon, id, request, conn).await;
         sd.forget();
         if !alive || stop {

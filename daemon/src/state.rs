@@ -167,6 +167,12 @@ pub struct Daemon {
     /// The control socket lets other users connect (`--socket-mode` with group or other
     /// bits): they are served as `unix:<name>`, and their rights decide.
     socket_shared: std::sync::atomic::AtomicBool,
+    /// Where the network face listens, when it is open.
+    pub network: std::sync::OnceLock<String>,
+    /// The network face's TLS settings, when it speaks TLS.
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsFace>>,
+    /// How sessions are served (`-s`, `-m`, `-r`); defaults until set at start.
+    net_policy: std::sync::OnceLock<crate::net::NetPolicy>,
 }
 
 impl Daemon {
@@ -201,6 +207,9 @@ impl Daemon {
             frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
             rights,
             socket_shared: std::sync::atomic::AtomicBool::new(false),
+            network: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
+            net_policy: std::sync::OnceLock::new(),
         }
     }
 
@@ -220,6 +229,12 @@ impl Daemon {
     }
 
     /// The configuration file, for messages.
+    /// The directory of the configuration file in use, if any.
+    pub fn config_dir(&self) -> Option<PathBuf> {
+        let path = self.config_path.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        path.and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+    }
+
     pub fn config_path_text(&self) -> String {
         match &*self.config_path.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(p) => p.display().to_string(),
@@ -260,6 +275,10 @@ impl Daemon {
             qm_common::trust::check_command_files(&service.command, cwd.as_deref())
                 .map_err(|why| QmError::inval(format!("service {name}: {why}")))?;
         }
+        // New certificates for new connections; those made keep theirs.
+        if let Some(tls) = self.tls.get() {
+            tls.reload().map_err(|e| QmError::inval(format!("TLS not reloaded: {e}")))?;
+        }
         self.command_env.set_timeout(config.thresholds.command_timeout);
         self.forwarders.configure(&config);
         Ok(config)
@@ -273,6 +292,15 @@ impl Daemon {
     /// Sets how long a client may take to finish a frame it has begun.
     pub fn set_frame_limit(&self, limit: Duration) {
         self.frame_limit_ms.store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Sets how sessions are served; once, at start.
+    pub fn set_net_policy(&self, policy: crate::net::NetPolicy) {
+        let _ = self.net_policy.set(policy);
+    }
+
+    pub fn net_policy(&self) -> crate::net::NetPolicy {
+        self.net_policy.get().copied().unwrap_or_default()
     }
 
     pub fn frame_limit(&self) -> Duration {

@@ -53,6 +53,9 @@ pub fn run(
     input: Box<dyn Input>,
     names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
 ) -> i32 {
+    if options.connect.is_some() || options.connect_file.is_some() {
+        return run_remote(options, input, names);
+    }
     let device = match options.device.clone().or_else(|| {
         std::env::var_os(qm_common::paths::QMCONFIG_ENV).filter(|v| !v.is_empty()).map(Into::into)
     }) {
@@ -95,7 +98,63 @@ pub fn run(
             return 1;
         }
     };
-    let mut sh = shell::Shell::new(runtime, client, device.clone(), input);
+    let sh = shell::Shell::new(runtime, client, device, input);
+    start(sh, &options, names)
+}
+
+/// Runs qmadmin against a daemon reached by address or connection file: nothing is started,
+/// and the device is the one the daemon says it serves.
+fn run_remote(
+    options: Options,
+    input: Box<dyn Input>,
+    names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
+) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ERROR: cannot start: {e}");
+            return 1;
+        }
+    };
+    let kind = qm_common::protocol::ClientKind::Admin;
+    let (connected, to) = match (&options.connect_file, &options.connect) {
+        (Some(file), _) => (
+            runtime.block_on(qm_common::client::Client::connect_file(file, "qmadmin", kind)),
+            format!("connection file {}", file.display()),
+        ),
+        (None, Some(text)) => match qm_common::address::Address::parse(text) {
+            Ok(address) => (
+                runtime
+                    .block_on(qm_common::client::Client::connect_addr(&address, "qmadmin", kind)),
+                address.to_string(),
+            ),
+            Err(e) => {
+                eprintln!("ERROR: --connect: {e}");
+                return 1;
+            }
+        },
+        (None, None) => unreachable!("checked by the caller"),
+    };
+    let client = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {} ({to})", qm_common::error::shown_lines(&e.message));
+            return 1;
+        }
+    };
+    let device = std::path::PathBuf::from(&client.welcome().device);
+    let mut sh = shell::Shell::new(runtime, client, device, input);
+    sh.remote = Some(to);
+    start(sh, &options, names)
+}
+
+/// Runs the command loop of a connected shell.
+fn start(
+    mut sh: shell::Shell,
+    options: &Options,
+    names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
+) -> i32 {
+    let device = sh.device.clone();
     sh.names = names;
     sh.json = options.json;
     sh.script_mode = options.commands.is_some();

@@ -25,6 +25,17 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Reach a daemon at ADDR instead of a device's socket: unix:PATH, tcp://HOST:PORT or
+    /// tls+tcp://HOST:PORT (also QM_CONNECT). TLS clients read QM_CLIENT_CERT_KEY,
+    /// QM_CLIENT_SERVER_NAME and QM_CLIENT_CA_CHAIN.
+    #[arg(long, value_name = "ADDR", env = "QM_CONNECT", conflicts_with_all = ["device", "socket"])]
+    pub connect: Option<String>,
+
+    /// Reach the daemon a connection file (qmd -c) describes, believing the server
+    /// certificate it names.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["device", "socket", "connect"])]
+    pub connect_file: Option<PathBuf>,
+
     /// Print every listing as JSON.
     #[arg(long)]
     pub json: bool,

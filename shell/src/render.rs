@@ -281,6 +281,7 @@ pub fn status(s: &DaemonStatus) -> String {
             if s.loaded_qspaces.is_empty() { "(none)".into() } else { s.loaded_qspaces.join(", ") },
         ),
         ("configuration", s.config.clone()),
+        ("network", s.network.clone().unwrap_or_else(|| "(off: control socket only)".into())),
     ]) + "\n"
 }
 

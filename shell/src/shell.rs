@@ -71,6 +71,8 @@ pub struct Shell {
     runtime: tokio::runtime::Runtime,
     client: Client,
     pub device: PathBuf,
+    /// The address the daemon was reached at, when not through the device's own socket.
+    pub remote: Option<String>,
     pub input: Box<dyn Input>,
     pub echo: bool,
     pub verbose: bool,
@@ -107,6 +109,7 @@ impl Shell {
             runtime,
             client,
             device,
+            remote: None,
             input,
             echo: false,
             verbose: false,

@@ -78,6 +78,16 @@ impl App {
         App { rt, client }
     }
 
+    /// An application connected by `connect` (to an address, through a connection file):
+    /// the connection's error when it fails.
+    pub fn connect_by<F: std::future::Future<Output = QmResult<Client>>>(
+        connect: impl FnOnce() -> F,
+    ) -> QmResult<App> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = answered(&rt, "connect", Duration::ZERO, connect())?;
+        Ok(App { rt, client })
+    }
+
     pub fn enqueue(&mut self, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> QmResult<MsgId> {
         answered(&self.rt, "enqueue", Duration::ZERO, self.client.enqueue(QS, queue, body, ctl))
     }

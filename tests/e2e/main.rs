@@ -72,3 +72,5 @@ mod fuzz_wire;
 mod runtime;
 // Disk full: QMENOSPACE naming the filesystem, nothing changed, writing again once there is room; the disk a space takes; clean stops.
 mod diskfull;
+// The network face: TCP and TLS listeners, mqserver's options, client certificates, reload.
+mod network;

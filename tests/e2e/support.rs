@@ -562,6 +562,16 @@ impl Daemon {
         self.wait()
     }
 
+    /// Sends a signal (`"HUP"`, ...) and returns at once.
+    pub fn signal_only(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid);
+    }
+
     /// What the daemon wrote on its standard error so far.
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()

@@ -27,6 +27,7 @@ fn status(ctx: &Ctx<'_>) -> QmResult<Reply> {
         sessions: ctx.daemon.sessions.count() as u32,
         loaded_qspaces: store.loaded.keys().cloned().collect(),
         config: ctx.daemon.config_path_text(),
+        network: ctx.daemon.network.get().cloned(),
     }))
 }
 

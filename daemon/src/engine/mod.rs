@@ -13,6 +13,7 @@ pub mod index;
 pub mod record;
 pub mod thresholds;
 pub mod timers;
+mod turns;
 pub mod txn;
 pub mod writer;
 
@@ -69,6 +70,8 @@ pub struct Inner {
     /// The msgid high-water mark known to be on disk: msgids below it are handed out
     /// without waiting (see [`Engine::take_seq`]).
     pub seq_durable: u64,
+    /// Lines of waiting dequeues served in turn (`qmd -r`).
+    pub turns: turns::Turns,
 }
 
 /// The queue space's lock; when released after a change of usage, thresholds are checked.
@@ -155,6 +158,7 @@ impl Engine {
                 next_firing: recovered.firings.back().map_or(1, |(n, _)| n + 1),
                 firings: recovered.firings,
                 seq_durable,
+                turns: Default::default(),
             }),
             alive: AtomicBool::new(true),
             timer_wake: Arc::new(Notify::new()),
@@ -589,7 +593,7 @@ impl Engine {
         queue: &str,
         ctl: &DequeueCtl,
     ) -> QmResult<Message> {
-        self.dequeue_until(txid, queue, ctl, None).await
+        self.dequeue_until(txid, queue, ctl, None, None).await
     }
 
     /// Like [`Engine::dequeue`], giving up a wait (and only a wait: a message already taken
@@ -600,8 +604,14 @@ impl Engine {
         queue: &str,
         ctl: &DequeueCtl,
         mut cancel: Option<tokio::sync::watch::Receiver<bool>>,
+        program: Option<&str>,
     ) -> QmResult<Message> {
         ctl.validate()?;
+        // Only plain waiting dequeues take turns: one that picks a message by id or peeks
+        // does not compete with the others.
+        let program = program
+            .filter(|_| ctl.wait_ms.is_some() && !ctl.peek && matches!(ctl.select, Select::First));
+        let mut turn: Option<Turn<'_>> = None;
         let deadline =
             ctl.wait_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
         let mut counted_waiter = false;
@@ -611,7 +621,9 @@ impl Engine {
             if cancel.as_ref().is_some_and(|c| *c.borrow()) {
                 break Err(QmError::new(Diagnostic::Os, "the client went away while waiting"));
             }
-            let attempt = self.try_dequeue(txid, queue, ctl, deadline.is_some() && !counted_waiter);
+            let ticket = turn.as_ref().map(Turn::ticket);
+            let attempt =
+                self.try_dequeue(txid, queue, ctl, deadline.is_some() && !counted_waiter, ticket);
             match attempt {
                 Err(e) => break Err(e),
                 Ok(Attempt::Done(msg)) => break Ok(msg),
@@ -628,8 +640,13 @@ impl Engine {
                     if let Some(ended) = ended.as_mut().as_pin_mut() {
                         ended.enable();
                     }
+                    if let (Some(program), None) = (program, &turn) {
+                        let ticket = self.lock().turns.join(queue, program);
+                        turn = Some(Turn { engine: self, queue, program, ticket });
+                    }
+                    let ticket = turn.as_ref().map(Turn::ticket);
                     // Re-check after registering, so a message that arrived meanwhile is not missed.
-                    match self.try_dequeue(txid, queue, ctl, false) {
+                    match self.try_dequeue(txid, queue, ctl, false, ticket) {
                         Ok(Attempt::Wait(_)) => {}
                         other => {
                             self.end_wait();
@@ -698,6 +715,7 @@ impl Engine {
         queue: &str,
         ctl: &DequeueCtl,
         start_wait: bool,
+        turn: Option<(&str, u64)>,
     ) -> QmResult<Attempt> {
         let now = now_us();
         let mut inner = self.lock();
@@ -709,7 +727,11 @@ impl Engine {
         }
         self.check_txn(&inner, txid)?;
         timers::settle(self, &mut inner, now);
-        let Some((key, seq)) = self.pick(&mut inner, queue, &ctl.select, now)? else {
+        // Another dequeue of the same program has waited longer: it is served first.
+        let my_turn =
+            turn.is_none_or(|(program, ticket)| inner.turns.is_first(queue, program, ticket));
+        let picked = if my_turn { self.pick(&mut inner, queue, &ctl.select, now)? } else { None };
+        let Some((key, seq)) = picked else {
             if ctl.wait_ms.is_none() {
                 return Err(no_message(queue));
             }
@@ -816,4 +838,32 @@ enum Attempt {
         message: Box<Message>,
     },
     Wait(Arc<Notify>),
+}
+
+/// A waiting dequeue's place in its program's line (`qmd -r`). Leaving it, served or not,
+/// wakes the queue's waiters so that the next in line looks again.
+struct Turn<'a> {
+    engine: &'a Engine,
+    queue: &'a str,
+    program: &'a str,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    fn ticket(&self) -> (&str, u64) {
+        (self.program, self.ticket)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let notify = {
+            let mut inner = self.engine.lock();
+            inner.turns.leave(self.queue, self.program, self.ticket);
+            inner.index.queues.get(self.queue).map(|q| q.notify.clone())
+        };
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
 }

@@ -111,6 +111,11 @@ pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
         }
         Some("stop") => {
             sh.call(Request::Daemon(DaemonRequest::Stop))?;
+            if let Some(address) = &sh.remote {
+                // Its lock is on its machine: all there is to know is that it agreed.
+                sh.info(&format!("qmd at {address} is stopping"));
+                return Ok(());
+            }
             // qmd answers before it is gone: wait until it let go of the device, so that a
             // qmadmin run right after this can start a new one.
             if !crate::connect::wait_for_exit(&sh.device, std::time::Duration::from_secs(10))? {

@@ -1,0 +1,168 @@
+//! Benchmark of the network face against the control socket: durable enqueue+dequeue pairs
+//! per second over the Unix socket, plain TCP and TLS (with client certificates) on
+//! loopback, at 1, 8 and 64 clients.
+//!
+//! Run with `cargo run --release --example bench_net` (`-- --quick` for a short run). A
+//! daemon runs in this process on a temporary device, listening on 127.0.0.1 with a
+//! certificate made here (rcgen); every client has its own connection. Bodies are 1 KiB;
+//! every enqueue and every dequeue is its own durable transaction.
+
+use qm_common::address::Address;
+use qm_common::client::Client;
+use qm_common::message::{DequeueCtl, EnqueueCtl};
+use qm_common::protocol::ClientKind;
+use qm_common::tls::ClientTlsFiles;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const QSPACE: &str = "BENCH";
+const QUEUE: &str = "Q";
+const BODY: usize = 1024;
+
+/// How a client reaches the daemon.
+#[derive(Clone)]
+enum Way {
+    Socket(PathBuf),
+    Net(Address, ClientTlsFiles),
+}
+
+async fn client(way: &Way) -> Client {
+    let kind = ClientKind::Application;
+    match way {
+        Way::Socket(s) => Client::connect(s, "bench", kind).await,
+        Way::Net(a, files) => Client::connect_addr_with(a, files, "bench", kind).await,
+    }
+    .expect("connect")
+}
+
+async fn throughput(way: &Way, clients: usize, secs: f64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = client(way).await;
+        let (stop, done) = (stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = vec![b'x'; BODY];
+            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
+            while !stop.load(Ordering::Relaxed) {
+                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
+                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let count = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    count as f64 / elapsed
+}
+
+fn admin(device: &Path, socket: &Path, commands: &str) {
+    let options = qm_shell::options::Options {
+        device: Some(device.to_path_buf()),
+        commands: Some(commands.to_string()),
+        no_start: true,
+        socket: Some(socket.to_path_buf()),
+        json: false,
+        connect: None,
+        connect_file: None,
+    };
+    let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
+    assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate `cert:bench`.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "bench CA");
+    let ca = write("ca.pem", ca_params.self_signed(&ca_key).expect("CA").pem());
+    let issuer = Issuer::new(ca_params, ca_key);
+    let issue = |name: &str, cn: &str, sans: Vec<SanType>| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = sans;
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        write(name, format!("{}{}", cert.pem(), key.serialize_pem()))
+    };
+    let server = issue("server.pem", "qmd", vec![SanType::IpAddress("127.0.0.1".parse().unwrap())]);
+    let client = issue("client.pem", "bench", vec![]);
+    (ca, server, client)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let secs = if quick { 1.5 } else { 5.0 };
+    let dir = tempfile::Builder::new().prefix("qm-bench-net-").tempdir().expect("temp dir");
+    let device = dir.path().join("QUE");
+    let socket = qm_common::paths::socket_path(&device);
+    let (ca, server, client_cert) = certificates(dir.path());
+    let mut settings = qm_daemon::server::Settings::default();
+    settings.net = Some(qm_daemon::net::NetOptions {
+        address: Some("127.0.0.1".into()),
+        port: None,
+        max_connections: 1024,
+        idle: None,
+        persistent: false,
+        connection_file: Some(dir.path().join("conn.json")),
+    });
+    settings.tls = Some((server, vec![ca.display().to_string()]));
+    let (d, s) = (device.clone(), socket.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(qm_daemon::server::serve_with(d, s, settings))
+    });
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    admin(
+        &device,
+        &socket,
+        &format!(
+            "crdl {} 0 30000; qspc {QSPACE} 40000 20000 4 256 256 20000 \"\" n 16; qopen {QSPACE}; \
+             qcr {QUEUE} fifo none 0 0 100% 0% \"\"; qgrant cert:bench enqueue,dequeue {QSPACE}",
+            device.display()
+        ),
+    );
+    let conn =
+        qm_common::address::ConnectionFile::read(&dir.path().join("conn.json")).expect("conn");
+    let tls = ClientTlsFiles { cert_key: Some(client_cert), server_name: None, ca_chain: Some(ca) };
+    let ways = [
+        ("unix socket", Way::Socket(socket.clone())),
+        ("TLS (client certificate)", Way::Net(conn.address(), tls)),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    println!("qm network benchmark: durable enqueue+dequeue pairs/s, {BODY}-byte bodies, loopback");
+    println!("  {:<28} {:>8} {:>8} {:>8}", "face", "1", "8", "64");
+    let mut at64 = Vec::new();
+    for (label, way) in &ways {
+        let rates: Vec<f64> =
+            [1, 8, 64].iter().map(|n| rt.block_on(throughput(way, *n, secs))).collect();
+        println!("  {label:<28} {:>8.0} {:>8.0} {:>8.0}", rates[0], rates[1], rates[2]);
+        at64.push(rates[2]);
+    }
+    println!("  TLS at 64 clients: {:.0}% of the unix socket", 100.0 * at64[1] / at64[0]);
+    admin(&device, &socket, "daemon stop");
+}
