@@ -115,16 +115,18 @@ fn main() {
     let device = dir.path().join("QUE");
     let socket = qm_common::paths::socket_path(&device);
     let (ca, server, client_cert) = certificates(dir.path());
-    let mut settings = qm_daemon::server::Settings::default();
-    settings.net = Some(qm_daemon::net::NetOptions {
-        address: Some("127.0.0.1".into()),
-        port: None,
-        max_connections: 1024,
-        idle: None,
-        persistent: false,
-        connection_file: Some(dir.path().join("conn.json")),
-    });
-    settings.tls = Some((server, vec![ca.display().to_string()]));
+    let settings = qm_daemon::server::Settings {
+        net: Some(qm_daemon::net::NetOptions {
+            address: Some("127.0.0.1".into()),
+            port: None,
+            max_connections: 1024,
+            idle: None,
+            persistent: false,
+            connection_file: Some(dir.path().join("conn.json")),
+        }),
+        tls: Some((server, vec![ca.display().to_string()])),
+        ..Default::default()
+    };
     let (d, s) = (device.clone(), socket.clone());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
