@@ -59,6 +59,7 @@ impl fmt::Display for Principal {
 
 /// The way a session reached the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Face {
     /// The local control socket.
     Socket,

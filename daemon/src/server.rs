@@ -262,7 +262,13 @@ fn bind(socket: &Path, device: &Path, mode: u32) -> Result<UnixListener, String>
 /// files that others may write. `stderr_has_warnings`: the log goes to standard error at a
 /// level that shows warnings, so it is said there once already.
 fn warn_about_directory(dir: &Path, stderr_has_warnings: bool) {
-    let Some(warning) = trust::open_directory_warning(dir) else { return };
+    if let Some(warning) = trust::open_directory_warning(dir) {
+        warn_at_start(&warning, stderr_has_warnings);
+    }
+}
+
+/// Says a warning at start in the log and where whoever started qmd sees it.
+fn warn_at_start(warning: &str, stderr_has_warnings: bool) {
     tracing::warn!("{warning}");
     if detach::is_detached_child() {
         // The parent relays it before the ready line.
@@ -352,6 +358,9 @@ pub async fn serve_with(
     };
     daemon.set_net_policy(policy);
     let net = open_network(&daemon, net_options.as_ref(), tls).await?;
+    if net.is_some() {
+        warn_about_anonymous_admin(&daemon, settings.stderr_has_warnings);
+    }
     let listener = bind(&socket, &device, settings.socket_mode)?;
     if settings.socket_mode & 0o066 != 0 {
         daemon.set_socket_shared(true);
@@ -412,6 +421,27 @@ async fn open_network(
     let _ = daemon.network.set(net.describe());
     net.write_connection_file(daemon, None)?;
     Ok(Some(net))
+}
+
+/// Warns loudly when anybody who reaches the network face without a client certificate
+/// may administer: `anonymous` was granted `admin` somewhere.
+fn warn_about_anonymous_admin(daemon: &Arc<Daemon>, stderr_has_warnings: bool) {
+    let certified = daemon.tls.get().is_some_and(|t| t.requires_client_certificates());
+    let scopes = match crate::rights::anonymous_admin(daemon) {
+        Ok(scopes) if !scopes.is_empty() && !certified => scopes,
+        _ => return,
+    };
+    let scopes: Vec<String> = scopes.iter().map(ToString::to_string).collect();
+    warn_at_start(
+        &format!(
+            "anonymous holds admin on {}: anyone who can reach {} without a client \
+             certificate may create, change and destroy there (qrevoke anonymous admin ... to \
+             end it)",
+            scopes.join(", "),
+            daemon.network.get().map_or("the network face", String::as_str)
+        ),
+        stderr_has_warnings,
+    );
 }
 
 /// The directories of the device list's entries on other files than the device, apart from

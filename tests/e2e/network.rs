@@ -3,10 +3,12 @@
 //! connection file. Certificates are made here, by rcgen.
 
 use crate::app::{App, ERRQ, FIFO_Q, PARAMS, QS, setup};
+use crate::rights::{assert_identity, check_right, refused_with};
 use crate::support::{Daemon, Env, QMD, wait_until};
 use qm_common::address::{Address, ConnectionFile};
 use qm_common::client::Client;
 use qm_common::protocol::ClientKind;
+use qm_common::rights::Right;
 use qm_common::tls::ClientTlsFiles;
 use qm_common::{Diagnostic, QmResult};
 use rcgen::{
@@ -495,4 +497,52 @@ fn qmadmin_over_tls_answers_prompts() {
     let def = &listing.queues[0].def;
     assert_eq!((def.retries, def.retry_delay), (2, 30));
     assert_eq!(def.threshold.command, "echo full");
+}
+
+/// Over plain TCP a client is `anonymous`: each right is refused until granted, allowed
+/// after, refused once revoked; a `*` pattern never gives it admin; a daemon that starts
+/// with anonymous holding admin says so loudly.
+#[test]
+fn rights_hold_on_the_tcp_face() {
+    let _ports = scanning();
+    let (env, daemon, file) = listening(&[]);
+    let address = file.address().to_string();
+    let admin = |c: &str| env.c(c);
+    let peer = |c: &str| qmadmin_at(&env, &address, &[], c);
+    assert_identity(&peer, "anonymous", "tcp", false);
+    for right in [Right::Enqueue, Right::Dequeue, Right::Browse, Right::Admin] {
+        check_right(&admin, &peer, "anonymous", right);
+    }
+    env.c("qgrant '*' admin; qgrant anonymous browse QS").ok();
+    refused_with(
+        &peer("qopen QS; qset Q; qchangeprio -y 9"),
+        "QMEPERM: anonymous may not administer QS/Q",
+    );
+    assert!(!daemon.stderr_text().contains("anonymous holds admin"));
+    env.c("qrevoke '*' admin; qrevoke anonymous browse QS; qgrant anonymous admin QS").ok();
+    drop(daemon);
+    let conn = env.path("conn.json");
+    let restarted = env.start_daemon(&["-i", "127.0.0.1", "-c", conn.to_str().unwrap()]);
+    let warned = restarted.stderr_text();
+    assert!(warned.contains("WARN") && warned.contains("anonymous holds admin on QS"), "{warned}");
+}
+
+/// Over TLS the principal is the client certificate's identity, and rights hold as on the
+/// socket.
+#[test]
+fn rights_hold_on_the_tls_face() {
+    let _ports = scanning();
+    let env = Env::new();
+    let (ca, _daemon, file) = tls_daemon(&env);
+    let cert = ca.issue(env.dir.path(), "cn.pem", "render-17", vec![]);
+    let address = format!("tls+tcp://localhost:{}", file.port);
+    let admin = |c: &str| env.c(c);
+    let vars = [("QM_CLIENT_CERT_KEY", cert.as_path()), ("QM_CLIENT_CA_CHAIN", ca.pem.as_path())];
+    let peer = |c: &str| qmadmin_at(&env, &address, &vars, c);
+    // No name in the certificate but its common name: that is the identity.
+    assert_identity(&peer, "cert:render-17", "tls", false);
+    for right in [Right::Enqueue, Right::Dequeue, Right::Browse, Right::Admin] {
+        check_right(&admin, &peer, "cert:render-17", right);
+    }
+    refused_with(&peer("daemon stop"), "QMEPERM: cert:render-17 may not administer this qmd");
 }
