@@ -45,9 +45,23 @@ pub struct Options {
     #[arg(long = "frame-timeout", value_name = "SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub frame_timeout: u32,
+
+    /// HTTP face: POST and GET messages at /URLPATH/QSPACE/QUEUE, with /metrics and
+    /// /healthz, on PORT (0: any free port), at most MAXCONN connections at once.
+    #[arg(short = 'w', num_args = 3, value_names = ["PORT", "MAXCONN", "URLPATH"])]
+    pub http: Option<Vec<String>>,
 }
 
 impl Options {
+    /// The HTTP face `-w` asks for, its three values checked.
+    pub fn http_face(&self) -> Result<Option<crate::http::HttpFace>, String> {
+        match self.http.as_deref() {
+            Some([port, max, path]) => crate::http::HttpFace::parse(port, max, path).map(Some),
+            Some(_) => Err("-w takes three values: PORT MAXCONN URLPATH".into()),
+            None => Ok(None),
+        }
+    }
+
     /// The device path: the argument, else $QMCONFIG, made absolute.
     pub fn device_path(&self) -> Result<PathBuf, String> {
         let path = match &self.device {

@@ -56,6 +56,13 @@ pub fn main(options: Options) -> i32 {
         warn_about_directory(dir, stderr_has_warnings);
     }
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
+    let http = match options.http_face() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            return 2;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
@@ -65,6 +72,7 @@ pub fn main(options: Options) -> i32 {
         frame_limit: Duration::from_secs(u64::from(options.frame_timeout)),
         config: options.config.clone().map(|c| qm_common::paths::absolute(&c)),
         stderr_has_warnings,
+        http,
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
@@ -194,6 +202,8 @@ pub struct Settings {
     /// The log is standard error at a level that shows warnings: start-up warnings need not
     /// be repeated there.
     pub stderr_has_warnings: bool,
+    /// The HTTP face (`-w`), if asked for.
+    pub http: Option<crate::http::HttpFace>,
 }
 
 impl Default for Settings {
@@ -203,6 +213,7 @@ impl Default for Settings {
             frame_limit: FRAME_LIMIT,
             config: None,
             stderr_has_warnings: false,
+            http: None,
         }
     }
 }
@@ -238,6 +249,12 @@ pub async fn serve_with(
         warn_about_directory(&dir, settings.stderr_has_warnings);
     }
     let listener = bind(&socket, &device)?;
+    // All addresses until `-i` chooses one.
+    let any = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let http_listener = match &settings.http {
+        Some(face) => Some(crate::http::bind(face, any).await?),
+        None => None,
+    };
     let line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
     tracing::info!("{line}");
@@ -248,7 +265,14 @@ pub async fn serve_with(
     }
     end_orphans(&daemon);
     boot_forwarders(&daemon);
+    // Plain HTTP for now: an HTTPS handshake (`-k`) is the fourth argument.
+    let http = settings.http.zip(http_listener).map(|(face, listener)| {
+        tokio::spawn(crate::http::serve(daemon.clone(), listener, face, None))
+    });
     let result = accept_loop(&daemon, listener).await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     // Let go of the device before the socket disappears, and of the lock last: whoever
     // waits for either (qmadmin's `daemon stop`, a new qmd) finds the device free. Closed
     // files open at the next start without a repair. Not waited for forever: a file left
@@ -369,7 +393,7 @@ async fn accept_loop(daemon: &Arc<Daemon>, listener: UnixListener) -> Result<(),
 /// first failure and then one line per [`ACCEPT_LOG_EVERY`]. Open sessions are served
 /// meanwhile.
 #[derive(Default)]
-struct AcceptFailures {
+pub(crate) struct AcceptFailures {
     pause: Duration,
     /// Failures since the run began, and since the last line in the log.
     total: u64,
@@ -379,7 +403,7 @@ struct AcceptFailures {
 
 impl AcceptFailures {
     /// Counts a failure, logs it if due; returns how long to wait before the next attempt.
-    fn failed(&mut self, e: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, e: &std::io::Error) -> Duration {
         self.pause = (self.pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
         self.total += 1;
         self.unlogged += 1;
@@ -409,7 +433,7 @@ impl AcceptFailures {
     }
 
     /// Accepting works (again).
-    fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if self.total > 0 {
             let failures = qm_common::plural::count(self.total, "failure", "failures");
             tracing::warn!("accepting connections again after {failures}");
