@@ -257,16 +257,18 @@ async fn session<S: Stream>(
     // The frame time limit bounds the request head and, between requests, how long an idle
     // keep-alive connection holds its slot.
     builder.timer(TokioTimer::new()).header_read_timeout(daemon.frame_limit());
-    let served = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(served);
+    let mut served = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
     let mut stop = daemon.shutdown_signal();
     let result = tokio::select! {
         r = served.as_mut() => r,
         () = stopping(&mut stop) => {
             served.as_mut().graceful_shutdown();
-            served.await
+            served.as_mut().await
         }
     };
+    // Dropping the connection drops a request it was serving when its client went away,
+    // which tells a waiting dequeue to give up.
+    drop(served);
     if let Err(e) = result {
         tracing::debug!(session = id, "HTTP connection from {addr} ended: {e}");
     }

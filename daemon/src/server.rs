@@ -248,13 +248,14 @@ pub async fn serve_with(
     for dir in entry_directories(&daemon) {
         warn_about_directory(&dir, settings.stderr_has_warnings);
     }
-    let listener = bind(&socket, &device)?;
-    // All addresses until `-i` chooses one.
+    // Before the control socket, which a failure here would leave behind. All addresses
+    // until `-i` chooses one.
     let any = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let http_listener = match &settings.http {
         Some(face) => Some(crate::http::bind(face, any).await?),
         None => None,
     };
+    let listener = bind(&socket, &device)?;
     let line =
         format!("pid {} serving {} on {}", std::process::id(), device.display(), socket.display());
     tracing::info!("{line}");

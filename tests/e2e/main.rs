@@ -70,3 +70,5 @@ mod fuzz_wire;
 mod runtime;
 // Disk full: QMENOSPACE naming the filesystem, nothing changed, writing again once there is room; the disk a space takes; clean stops.
 mod diskfull;
+// The HTTP face: enqueue/dequeue with a real HTTP client, waits, errors, MAXCONN, /metrics, /healthz.
+mod http;
