@@ -140,7 +140,7 @@ pub struct Shared {
 impl Shared {
     /// HTTP connections open now (within the limit).
     pub fn connections(&self) -> usize {
-        self.face.max_connections - self.slots.available_permits()
+        self.face.max_connections.saturating_sub(self.slots.available_permits())
     }
 }
 
