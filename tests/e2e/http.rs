@@ -25,8 +25,7 @@ struct Face {
 impl Face {
     fn start(max_connections: usize, url_path: &str, queues: &[&str]) -> Face {
         let env = Env::new();
-        let daemon =
-            env.start_traced_daemon(&["-w", "0", &max_connections.to_string(), url_path]);
+        let daemon = env.start_traced_daemon(&["-w", "0", &max_connections.to_string(), url_path]);
         let mut all = vec![ERRQ, FIFO_Q];
         all.extend_from_slice(queues);
         setup(&env, "-n 16B", PARAMS, &all);
