@@ -544,3 +544,29 @@ fn seed_start_script() {
     let got = Answer::of(agent.get(&url).call());
     assert_eq!(got.body, b"frame 0001 rendered");
 }
+
+/// Requests one after another share one keep-alive connection.
+#[test]
+fn keep_alive_serves_many_requests_on_one_connection() {
+    let face = Face::start(8, "result", &[]);
+    for n in 0..20 {
+        face.put("Q", "", format!("message {n}").as_bytes());
+    }
+    for n in 0..20 {
+        assert_eq!(face.get("Q", "").text(), format!("message {n}"));
+    }
+    assert_eq!(face.metrics().daemon("qm_http_connections"), 1.0);
+}
+
+/// A daemon asked to stop answers a waiting GET with 503 and stops.
+#[test]
+fn stop_ends_a_waiting_dequeue_with_503() {
+    let mut face = Face::start(8, "result", &[]);
+    let url = face.queue("Q", "wait=600");
+    let waiter = std::thread::spawn(move || Answer::of(agent().get(url).call()));
+    waiting(&face.daemon, 1);
+    face.env.c("daemon stop").ok();
+    let answer = waiter.join().expect("the waiting client");
+    answer.refused(503, "QMESYSTEM", "qmd is stopping");
+    assert_eq!(face.daemon.wait().status, 0);
+}
