@@ -32,15 +32,7 @@ async fn client(setup: &Setup) -> Client {
 }
 
 fn admin(setup: &Setup, commands: &str) {
-    let options = qm_shell::options::Options {
-        device: Some(setup.device.clone()),
-        commands: Some(commands.to_string()),
-        no_start: true,
-        socket: Some(setup.socket.clone()),
-        json: false,
-        connect: None,
-        connect_file: None,
-    };
+    let options = qm_shell::options::Options::script(&setup.device, &setup.socket, commands);
     let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
     assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
 }

@@ -68,15 +68,7 @@ async fn throughput(way: &Way, clients: usize, secs: f64) -> f64 {
 }
 
 fn admin(device: &Path, socket: &Path, commands: &str) {
-    let options = qm_shell::options::Options {
-        device: Some(device.to_path_buf()),
-        commands: Some(commands.to_string()),
-        no_start: true,
-        socket: Some(socket.to_path_buf()),
-        json: false,
-        connect: None,
-        connect_file: None,
-    };
+    let options = qm_shell::options::Options::script(device, socket, commands);
     let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
     assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
 }

@@ -50,15 +50,7 @@ impl Daemon {
     }
 
     fn admin(&self, commands: &str) {
-        let options = qm_shell::options::Options {
-            device: Some(self.device.clone()),
-            commands: Some(commands.to_string()),
-            no_start: true,
-            socket: Some(self.socket.clone()),
-            json: false,
-            connect: None,
-            connect_file: None,
-        };
+        let options = qm_shell::options::Options::script(&self.device, &self.socket, commands);
         let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
         let status = qm_shell::run(options, Box::new(input), Default::default());
         assert_eq!(status, 0, "admin: {commands}");

@@ -140,6 +140,26 @@ pub fn parse_time_spec(field: &str, text: &str) -> crate::QmResult<crate::messag
     Ok(crate::message::TimeSpec::Absolute(parse_tuxedo_time(field, text)?.0))
 }
 
+/// Parses an expiration time: `+seconds` (ending by the end of 2037), an absolute
+/// `YY[MM[DD[HH[MM[SS]]]]]`, or `none` (never).
+pub fn parse_expiry(text: &str) -> crate::QmResult<crate::message::Expiry> {
+    use crate::message::{Expiry, TimeSpec};
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Expiry::Never);
+    }
+    if !looks_like_time(text) {
+        return Err(crate::QmError::invalid(
+            "Expiration time",
+            text,
+            "write +seconds, YY[MM[DD[HH[MM[SS]]]]] or none",
+        ));
+    }
+    Ok(match parse_time_spec("Expiration time", text)? {
+        TimeSpec::Absolute(s) => Expiry::Absolute(s),
+        TimeSpec::Relative(s) => Expiry::Relative(s),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //! * [`storage`]: redb files, records, free-space maps.
 //! * [`threshold`], [`forwarder`], [`service`], [`command`]: capacity-threshold commands,
 //!   forwarders (TMQFORWARD) and the services they call, running external commands.
+//! * [`http`]: the HTTP face (`-w`): messages over HTTP, `/metrics`, `/healthz`.
 //! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod data;
 pub mod detach;
 pub mod engine;
 pub mod forwarder;
+pub mod http;
 pub mod logging;
 pub mod net;
 pub mod options;

@@ -70,7 +70,9 @@ pub struct NetFace {
     quiet: Arc<Quiet>,
     connection_file: Option<PathBuf>,
     /// Where clients should connect.
-    host: String,
+    pub host: String,
+    /// The HTTP face's port and URL, for the connection file.
+    http: Mutex<Option<(u16, String)>>,
 }
 
 impl NetFace {
@@ -102,6 +104,7 @@ impl NetFace {
             }),
             connection_file: options.connection_file.clone(),
             host: client_host,
+            http: Mutex::new(None),
         })
     }
 
@@ -154,12 +157,9 @@ impl NetFace {
     }
 
     /// Writes the connection file, atomically; again after the certificate changed.
-    pub fn write_connection_file(
-        &self,
-        daemon: &Daemon,
-        http: Option<(u16, String)>,
-    ) -> Result<(), String> {
+    pub fn write_connection_file(&self, daemon: &Daemon) -> Result<(), String> {
         let Some(path) = &self.connection_file else { return Ok(()) };
+        let http = self.http.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let file = ConnectionFile {
             host: self.host.clone(),
             port: self.port,
@@ -173,6 +173,11 @@ impl NetFace {
         let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
         write_atomically(path, text.as_bytes())
             .map_err(|e| format!("cannot write connection file {}: {e}", path.display()))
+    }
+
+    /// Names the HTTP face in the connection file from now on.
+    pub fn set_http(&self, port: u16, url: String) {
+        *self.http.lock().unwrap_or_else(|p| p.into_inner()) = Some((port, url));
     }
 
     /// Removes the connection file at a clean stop.

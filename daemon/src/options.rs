@@ -100,6 +100,11 @@ pub struct Options {
     /// as unix:<name> and hold only the rights granted to them (qgrant).
     #[arg(long = "socket-mode", value_name = "MODE", value_parser = parse_socket_mode)]
     pub socket_mode: Option<u32>,
+
+    /// HTTP face: POST and GET messages at /URLPATH/QSPACE/QUEUE, with /metrics and
+    /// /healthz, on PORT (0: any free port), at most MAXCONN connections at once.
+    #[arg(short = 'w', num_args = 3, value_names = ["PORT", "MAXCONN", "URLPATH"])]
+    pub http: Option<Vec<String>>,
 }
 
 /// The mode of the control socket when `--socket-mode` is not given.
@@ -147,14 +152,24 @@ impl Options {
 
     /// Options that mean nothing without the network face, when given without it.
     pub fn network_only_options(&self) -> Vec<&'static str> {
+        let any_face = self.wants_network() || self.http.is_some();
         let given = [
-            ("-n", self.max_connections.is_some()),
-            ("-t", self.idle_timeout.is_some()),
-            ("-c", self.connection_file.is_some()),
-            ("-k", self.cert_key.is_some()),
-            ("-a", self.ca_chains.is_some()),
+            ("-n", self.max_connections.is_some(), self.wants_network()),
+            ("-t", self.idle_timeout.is_some(), self.wants_network()),
+            ("-c", self.connection_file.is_some(), self.wants_network()),
+            ("-k", self.cert_key.is_some(), any_face),
+            ("-a", self.ca_chains.is_some(), any_face),
         ];
-        given.iter().filter(|(_, g)| *g && !self.wants_network()).map(|(o, _)| *o).collect()
+        given.iter().filter(|(_, given, face)| *given && !face).map(|(o, ..)| *o).collect()
+    }
+
+    /// The HTTP face `-w` asks for, its three values checked.
+    pub fn http_face(&self) -> Result<Option<crate::http::HttpFace>, String> {
+        match self.http.as_deref() {
+            Some([port, max, path]) => crate::http::HttpFace::parse(port, max, path).map(Some),
+            Some(_) => Err("-w takes three values: PORT MAXCONN URLPATH".into()),
+            None => Ok(None),
+        }
     }
 
     /// The device path: the argument, else $QMCONFIG, made absolute.

@@ -59,12 +59,20 @@ pub fn main(options: Options) -> i32 {
     let network_only = options.network_only_options();
     if !network_only.is_empty() {
         eprintln!(
-            "qmd: {} only apply to the network face, which is off: give -p PORT or -i ADDR",
-            network_only.join(", ")
+            "qmd: {} only apply to the network face, which is off: give -p PORT or -i ADDR{}",
+            network_only.join(", "),
+            if options.http.is_some() { " (-w opens only the HTTP face)" } else { "" }
         );
         return 2;
     }
     let socket = qm_common::paths::resolve_socket(&device, options.socket.as_deref());
+    let http = match options.http_face() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            return 2;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
@@ -82,6 +90,7 @@ pub fn main(options: Options) -> i32 {
             burst: options.max_events,
             round_robin: options.round_robin,
         },
+        http,
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
@@ -104,7 +113,7 @@ fn network_options(options: &Options) -> Option<crate::net::NetOptions> {
 /// The TLS files (`-k`, `-a`, or their environment variables) when the network face is on
 /// and a certificate is given.
 fn tls_options(options: &Options) -> Option<(PathBuf, Vec<String>)> {
-    if !options.wants_network() {
+    if !options.wants_network() && options.http.is_none() {
         return None;
     }
     let cert_key = options.cert_key.clone().or_else(|| {
@@ -299,6 +308,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, Vec<String>)>,
     /// How sessions are served.
     pub policy: crate::net::NetPolicy,
+    /// The HTTP face (`-w`), if asked for.
+    pub http: Option<crate::http::HttpFace>,
 }
 
 impl Default for Settings {
@@ -312,6 +323,7 @@ impl Default for Settings {
             net: None,
             tls: None,
             policy: crate::net::NetPolicy::default(),
+            http: None,
         }
     }
 }
@@ -361,6 +373,18 @@ pub async fn serve_with(
     if net.is_some() {
         warn_about_anonymous_admin(&daemon, settings.stderr_has_warnings);
     }
+    // Before the control socket, which a failure here would leave behind.
+    let http_listener = match &settings.http {
+        Some(face) => Some(crate::http::bind(face, listen_ip(net_options.as_ref())?).await?),
+        None => None,
+    };
+    if let (Some(net), Some(listener)) = (&net, &http_listener) {
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let face = settings.http.as_ref().expect("bound");
+        let scheme = if daemon.tls.get().is_some() { "https" } else { "http" };
+        net.set_http(port, format!("{scheme}://{}:{port}/{}", net.host, face.url_path));
+        net.write_connection_file(&daemon)?;
+    }
     let listener = bind(&socket, &device, settings.socket_mode)?;
     if settings.socket_mode & 0o066 != 0 {
         daemon.set_socket_shared(true);
@@ -382,7 +406,14 @@ pub async fn serve_with(
     }
     end_orphans(&daemon);
     boot_forwarders(&daemon);
+    let handshake = daemon.tls.get().map(|tls| https_handshake(tls.clone()));
+    let http = settings.http.zip(http_listener).map(|(face, listener)| {
+        tokio::spawn(crate::http::serve(daemon.clone(), listener, face, handshake))
+    });
     let result = accept_loop(&daemon, listener, net.as_ref()).await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     if let Some(net) = &net {
         net.remove_connection_file();
     }
@@ -419,7 +450,7 @@ async fn open_network(
     };
     let net = NetFace::bind(options, tls).await?;
     let _ = daemon.network.set(net.describe());
-    net.write_connection_file(daemon, None)?;
+    net.write_connection_file(daemon)?;
     Ok(Some(net))
 }
 
@@ -442,6 +473,34 @@ fn warn_about_anonymous_admin(daemon: &Arc<Daemon>, stderr_has_warnings: bool) {
         ),
         stderr_has_warnings,
     );
+}
+
+/// The address the HTTP face listens on: `-i`'s (or `[listen]`'s), else every interface.
+fn listen_ip(net: Option<&crate::net::NetOptions>) -> Result<std::net::IpAddr, String> {
+    match net.and_then(|n| n.address.as_deref()) {
+        None | Some("*") => Ok(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        Some(a) => a.parse().map_err(|_| {
+            format!("-i '{a}': the HTTP face needs an IP address (such as 127.0.0.1 or ::1), or *")
+        }),
+    }
+}
+
+/// The HTTPS handshake of the HTTP face: the network face's TLS settings as they are at
+/// each connection (a reload applies to new ones), the principal from the client's
+/// certificate.
+fn https_handshake(tls: Arc<crate::tls::TlsFace>) -> crate::http::Handshake {
+    Arc::new(move |stream| {
+        let acceptor = tls.acceptor();
+        Box::pin(async move {
+            let stream =
+                acceptor.accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            let principal = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                Some(cert) => crate::tls::principal_of(cert.as_ref())?,
+                None => qm_common::principal::Principal::anonymous(),
+            };
+            Ok((Box::new(stream) as Box<dyn crate::http::Stream>, principal))
+        })
+    })
 }
 
 /// The directories of the device list's entries on other files than the device, apart from
@@ -549,7 +608,7 @@ async fn accept_loop(
                     let now = daemon.tls.get().map(|t| t.fingerprint());
                     if now != fingerprint {
                         fingerprint = now;
-                        if let Err(e) = net.write_connection_file(daemon, None) {
+                        if let Err(e) = net.write_connection_file(daemon) {
                             tracing::error!("{e}");
                         }
                     }
@@ -596,7 +655,7 @@ fn reload_on_hangup(daemon: &Arc<Daemon>) {
 /// first failure and then one line per [`ACCEPT_LOG_EVERY`]. Open sessions are served
 /// meanwhile.
 #[derive(Default)]
-struct AcceptFailures {
+pub(crate) struct AcceptFailures {
     pause: Duration,
     /// Failures since the run began, and since the last line in the log.
     total: u64,
@@ -606,7 +665,7 @@ struct AcceptFailures {
 
 impl AcceptFailures {
     /// Counts a failure, logs it if due; returns how long to wait before the next attempt.
-    fn failed(&mut self, e: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, e: &std::io::Error) -> Duration {
         self.pause = (self.pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
         self.total += 1;
         self.unlogged += 1;
@@ -636,7 +695,7 @@ impl AcceptFailures {
     }
 
     /// Accepting works (again).
-    fn recovered(&mut self) {
+    pub(crate) fn recovered(&mut self) {
         if self.total > 0 {
             let failures = qm_common::plural::count(self.total, "failure", "failures");
             tracing::warn!("accepting connections again after {failures}");

@@ -40,3 +40,19 @@ pub struct Options {
     #[arg(long)]
     pub json: bool,
 }
+
+impl Options {
+    /// A non-interactive session on `device`'s daemon at `socket` running `commands`, never
+    /// starting a daemon: for programs that drive qmadmin in-process (examples, benchmarks).
+    pub fn script(device: &std::path::Path, socket: &std::path::Path, commands: &str) -> Options {
+        Options {
+            device: Some(device.to_path_buf()),
+            commands: Some(commands.to_string()),
+            no_start: true,
+            socket: Some(socket.to_path_buf()),
+            json: false,
+            connect: None,
+            connect_file: None,
+        }
+    }
+}

@@ -74,3 +74,5 @@ mod runtime;
 mod diskfull;
 // The network face: TCP and TLS listeners, mqserver's options, client certificates, reload.
 mod network;
+// The HTTP face: enqueue/dequeue with a real HTTP client, waits, errors, MAXCONN, /metrics, /healthz.
+mod http;

@@ -17,6 +17,7 @@ use rcgen::{
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A certificate authority that signs server and client certificates into PEM files.
@@ -545,4 +546,57 @@ fn rights_hold_on_the_tls_face() {
         check_right(&admin, &peer, "cert:render-17", right);
     }
     refused_with(&peer("daemon stop"), "QMEPERM: cert:render-17 may not administer this qmd");
+}
+
+/// A ureq agent presenting `cert_key` (PEM chain and key) and believing `ca`.
+fn https_agent(cert_key: Option<&Path>, ca: &Path) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let root = Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let client = cert_key.map(|path| {
+        let pem = std::fs::read(path).unwrap();
+        let cert = Certificate::from_pem(&pem).unwrap();
+        ClientCert::new_with_certs(&[cert], PrivateKey::from_pem(&pem).unwrap())
+    });
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(vec![root])))
+        .client_cert(client)
+        .build();
+    ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into()
+}
+
+/// With -k and -a the HTTP face speaks HTTPS and wants a client certificate, whose identity
+/// is the principal rights are checked against; the connection file names the HTTPS URL.
+#[test]
+fn the_http_face_speaks_https_with_client_certificates() {
+    let _ports = scanning();
+    let env = Env::new();
+    let dir = env.dir.path();
+    let ca = Ca::new(dir, "ca");
+    let server = ca.server(dir, "server.pem");
+    let render = ca.client(dir, "render.pem", "spiffe://farm/render-17");
+    let other = ca.client(dir, "other.pem", "spiffe://farm/other");
+    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
+    env.c("qgrant cert:spiffe://farm/render-17 enqueue,dequeue QS/Q").ok();
+    env.stop_daemon();
+    let conn = env.path("conn.json");
+    let (server, ca_pem) = (server.to_str().unwrap(), ca.pem.to_str().unwrap());
+    let args = ["-i", "127.0.0.1", "-c", conn.to_str().unwrap(), "-k", server, "-a", ca_pem];
+    let _daemon = env.start_daemon(&[&args[..], &["-w", "0", "8", "result"]].concat());
+    let file = ConnectionFile::read(&conn).unwrap();
+    let port = file.http_port.expect("the HTTP port");
+    assert_eq!(file.http_url.as_deref(), Some(format!("https://127.0.0.1:{port}/result").as_str()));
+    let url = format!("https://localhost:{port}/result/QS/Q");
+    let agent = https_agent(Some(&render), &ca.pem);
+    let posted = agent.post(&url).send(&b"over https"[..]).unwrap();
+    assert_eq!(posted.status(), 201);
+    let mut got = agent.get(&url).call().unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.body_mut().read_to_string().unwrap(), "over https");
+    // Another certificate of the same CA: served, but holds no right.
+    let mut refused = https_agent(Some(&other), &ca.pem).get(&url).call().unwrap();
+    assert_eq!(refused.status(), 403);
+    let text = refused.body_mut().read_to_string().unwrap();
+    assert!(text.contains("QMEPERM: cert:spiffe://farm/other may not dequeue from QS/Q"), "{text}");
+    // No certificate: the handshake fails, nothing is served.
+    assert!(https_agent(None, &ca.pem).get(&url).call().is_err(), "served without a certificate");
 }

@@ -62,6 +62,28 @@ pub struct QueueState {
     pub notify: Arc<Notify>,
     /// Whether each limit set (persistent, non-persistent) may fire again.
     pub armed: [bool; 2],
+    /// Committed messages by enqueue time, so the oldest one's age is found without a scan.
+    pub by_age: BTreeSet<(u64, u64)>,
+    /// What happened on the queue since its queue space was loaded.
+    pub counters: QueueCounters,
+}
+
+/// Events of one queue since its queue space was loaded, for `/metrics`. Counted under the
+/// queue space's lock, which every such event holds already: they cost an addition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Messages whose enqueue was committed.
+    pub enqueued: u64,
+    /// Messages whose dequeue was committed (taken off the queue for good).
+    pub dequeued: u64,
+    /// Dequeues rolled back (each counts one more retry on its message).
+    pub retried: u64,
+    /// Messages moved from this queue to the error queue.
+    pub to_error: u64,
+    /// Messages that expired on this queue.
+    pub expired: u64,
+    /// High limits reached (threshold firings, with or without a command).
+    pub firings: u64,
 }
 
 impl QueueState {
@@ -75,6 +97,8 @@ impl QueueState {
             tops: 0,
             notify: Arc::new(Notify::new()),
             armed: [true, true],
+            by_age: BTreeSet::new(),
+            counters: QueueCounters::default(),
         }
     }
 
@@ -201,11 +225,22 @@ impl Index {
         self.place(seq);
     }
 
+    /// The counters of `queue`, if it exists.
+    pub fn counters(&mut self, queue: &str) -> Option<&mut QueueCounters> {
+        self.queues.get_mut(queue).map(|q| &mut q.counters)
+    }
+
     /// Counts (or uncounts) a committed message in its queue's usage.
     fn count(&mut self, seq: u64, blocks: u64, add: bool) {
         let Some(entry) = self.msgs.get(&seq) else { return };
         self.dirty.insert(entry.meta.queue.clone());
         let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
+        let age_key = (entry.meta.enqueued_us, seq);
+        if add {
+            q.by_age.insert(age_key);
+        } else {
+            q.by_age.remove(&age_key);
+        }
         let u = &mut q.usage;
         let (len, sign) = (entry.meta.body_len, add);
         let apply = |v: &mut u64, by: u64| if sign { *v += by } else { *v = v.saturating_sub(by) };

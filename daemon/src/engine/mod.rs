@@ -11,6 +11,7 @@ pub mod admin;
 pub mod forwarding;
 pub mod index;
 pub mod record;
+pub mod stats;
 pub mod thresholds;
 pub mod timers;
 mod turns;
@@ -498,7 +499,12 @@ impl Engine {
         }
         let meta = entry.meta.clone();
         let blocks = self.blocks(&meta);
-        if meta.expires_us.is_some_and(|e| e <= now) {
+        let expired = meta.expires_us.is_some_and(|e| e <= now);
+        if let Some(c) = inner.index.counters(&meta.queue) {
+            c.enqueued += 1;
+            c.expired += u64::from(expired);
+        }
+        if expired {
             let remove = meta.persistent.then(|| self.send(vec![self.delete(seq)]));
             inner.index.remove(seq, blocks);
             drop(remove);
@@ -549,7 +555,11 @@ impl Engine {
                 if entry.meta.persistent {
                     drop(self.send(vec![self.delete(seq)]));
                 }
-                inner.index.remove(seq, blocks);
+                if let Some(entry) = inner.index.remove(seq, blocks)
+                    && let Some(c) = inner.index.counters(&entry.meta.queue)
+                {
+                    c.expired += 1;
+                }
             }
             // Held by a transaction: checked again when it ends.
             _ => {
@@ -786,6 +796,9 @@ impl Engine {
             if entry.meta.persistent { Some(self.send(vec![self.delete(seq)])) } else { None };
         if pending.is_none() {
             inner.index.remove(seq, blocks);
+            if let Some(c) = inner.index.counters(queue) {
+                c.dequeued += 1;
+            }
             let mut message = message;
             message.body = entry.body.map(|b| b.to_vec()).unwrap_or_default();
             return Ok(Attempt::Done(*message));
@@ -806,7 +819,11 @@ impl Engine {
                 let mut inner = self.lock();
                 if let Some(entry) = inner.index.msgs.get(&seq) {
                     let blocks = self.blocks(&entry.meta);
-                    inner.index.remove(seq, blocks);
+                    if let Some(entry) = inner.index.remove(seq, blocks)
+                        && let Some(c) = inner.index.counters(&entry.meta.queue)
+                    {
+                        c.dequeued += 1;
+                    }
                 }
                 message.body = removed.pop().flatten().unwrap_or_default();
                 Ok(message)

@@ -130,6 +130,7 @@ impl Engine {
             return;
         }
         q.armed[set as usize] = !fire;
+        q.counters.firings += u64::from(fire);
         // Logged before the change that caused it is answered: at -l 3 the log tells which
         // change crossed a limit, and that no other did.
         let (qspace, limits) = (&self.name, set.label());

@@ -178,14 +178,21 @@ impl Engine {
         for &seq in &txn.dequeued {
             let Some(e) = inner.index.msgs.get(&seq) else { continue };
             let blocks = self.blocks(&e.meta);
+            let queue = e.meta.queue.clone();
             match moves.iter().find(|(s, _)| *s == seq) {
                 Some((_, meta)) => {
                     let state = Index::settle_state(meta, now);
                     inner.index.update_meta(seq, meta.clone(), blocks);
                     inner.index.set_state(seq, state, blocks);
+                    if let Some(c) = inner.index.counters(&queue) {
+                        c.to_error += 1;
+                    }
                 }
                 None => {
                     inner.index.remove(seq, blocks);
+                    if let Some(c) = inner.index.counters(&queue) {
+                        c.dequeued += 1;
+                    }
                 }
             }
         }
@@ -262,20 +269,28 @@ impl Engine {
         let entry = inner.index.msgs.get(&seq)?;
         let blocks = self.blocks(&entry.meta);
         let retries = entry.meta.retries + 1;
-        let queue = inner.index.queues.get(&entry.meta.queue);
-        let (limit, delay) = queue.map_or((0, 0), |q| (q.def.retries, q.def.retry_delay));
+        let (from, persistent) = (entry.meta.queue.clone(), entry.meta.persistent);
         let expired = entry.meta.expires_us.is_some_and(|e| e <= now);
-        let meta = if !expired && queue.is_some() && retries <= limit {
-            let mut m = entry.meta.clone();
+        let queue = inner.index.queues.get(&from);
+        let (limit, delay) = queue.map_or((0, 0), |q| (q.def.retries, q.def.retry_delay));
+        let known = queue.is_some();
+        if let Some(c) = inner.index.counters(&from) {
+            c.retried += 1;
+            c.expired += u64::from(expired);
+        }
+        let meta = if !expired && known && retries <= limit {
+            let mut m = inner.index.msgs.get(&seq)?.meta.clone();
             m.retries = retries;
             m.available_us = now + u64::from(delay) * 1_000_000;
             m
         } else if let Some(mut m) = (!expired).then(|| self.error_move(inner, seq, now)).flatten() {
             m.retries = retries;
+            if let Some(c) = inner.index.counters(&from) {
+                c.to_error += 1;
+            }
             tracing::info!(qspace = %self.name, "message {seq:016x} moved to error queue {} after {} retries", m.queue, retries - 1);
             m
         } else {
-            let persistent = entry.meta.persistent;
             inner.index.remove(seq, blocks);
             return persistent.then(|| self.delete(seq));
         };

@@ -6,11 +6,11 @@ use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::QmResult;
 use qm_common::message::{
-    DequeueCtl, EnqueueCtl, Expiry, Message, MsgId, Placement, Qos, Select, escape_bytes,
-    parse_corrid,
+    DequeueCtl, EnqueueCtl, Message, MsgId, Placement, Qos, Select, escape_bytes, parse_corrid,
 };
 use qm_common::names::check_queue_name;
 use qm_common::protocol::{DataRequest, Reply, Request};
+pub use qm_common::time::parse_expiry;
 use qm_common::time::parse_time_spec;
 use std::io::{IsTerminal, Read, Write};
 
@@ -23,24 +23,6 @@ fn queue_name(text: &str) -> QmResult<String> {
 
 fn msg<T>(r: QmResult<T>) -> Result<T, String> {
     r.map_err(|e| e.message)
-}
-
-/// `-e`: `+seconds` (ending by the end of 2037), an absolute time, or `none`.
-pub fn parse_expiry(text: &str) -> QmResult<Expiry> {
-    if text.eq_ignore_ascii_case("none") {
-        return Ok(Expiry::Never);
-    }
-    if !qm_common::time::looks_like_time(text) {
-        return Err(qm_common::QmError::invalid(
-            "Expiration time",
-            text,
-            "write +seconds, YY[MM[DD[HH[MM[SS]]]]] or none",
-        ));
-    }
-    Ok(match parse_time_spec("Expiration time", text)? {
-        qm_common::message::TimeSpec::Absolute(s) => Expiry::Absolute(s),
-        qm_common::message::TimeSpec::Relative(s) => Expiry::Relative(s),
-    })
 }
 
 /// The enqueue options of `qenqueue`.

@@ -1,0 +1,245 @@
+//! `GET /metrics`: the Prometheus text exposition (format 0.0.4) of every loaded queue
+//! space's queues, the forwarders, and the daemon.
+//!
+//! Queue spaces that are not loaded (no session has used them since the daemon started,
+//! or `ipcrm` unloaded them) are not reported: loading one only to measure it would hold
+//! its memory and its file. Counters live in memory: they start at zero when a queue space
+//! is loaded (or the daemon starts), which Prometheus' `rate()` takes as a reset.
+
+use super::Shared;
+use super::routes::{Answer, failure};
+use crate::engine::stats::QueueStats;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+use qm_common::Diagnostic;
+use qm_common::protocol::ForwarderInfo;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Everything `/metrics` reports, gathered in one go.
+struct Snapshot {
+    queues: Vec<(String, Vec<QueueStats>)>,
+    forwarders: Vec<ForwarderInfo>,
+    sessions: usize,
+    http_connections: usize,
+    commits: u64,
+}
+
+pub async fn answer(shared: &Arc<Shared>) -> Answer {
+    let shared = shared.clone();
+    let snapshot = tokio::task::spawn_blocking(move || snapshot(&shared)).await;
+    match snapshot {
+        Ok(s) => {
+            let mut answer = Response::new(Full::new(Bytes::from(render(&s))));
+            answer.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            answer
+        }
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Diagnostic::System.name(),
+            format!("gathering the metrics failed: {e}"),
+        ),
+    }
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let daemon = &shared.daemon;
+    // The store's lock only while the loaded engines are listed; each engine's own lock
+    // only while its queues are read.
+    let engines: Vec<_> = {
+        let store = daemon.store();
+        store.loaded.iter().map(|(name, s)| (name.clone(), s.engine.clone())).collect()
+    };
+    Snapshot {
+        queues: engines.into_iter().map(|(name, e)| (name, e.queue_stats())).collect(),
+        forwarders: daemon.forwarders.list(),
+        sessions: daemon.sessions.count(),
+        http_connections: shared.connections(),
+        commits: crate::engine::writer::COMMITS.load(Ordering::Relaxed),
+    }
+}
+
+/// A label value with `\`, `"` and line breaks escaped, as the format wants.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Writes one metric family: its HELP and TYPE lines, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+type QueueValue = fn(&QueueStats) -> String;
+
+/// The per-queue families: name, type, help, value.
+const QUEUE_FAMILIES: &[(&str, &str, &str, QueueValue)] = &[
+    (
+        "qm_queue_depth",
+        "gauge",
+        "Messages on the queue: ready, waiting for their time, or held by a transaction.",
+        |q| q.messages.to_string(),
+    ),
+    ("qm_queue_bytes", "gauge", "Bytes of the bodies of the messages on the queue.", |q| {
+        q.bytes.to_string()
+    }),
+    (
+        "qm_queue_oldest_message_age_seconds",
+        "gauge",
+        "Seconds since the oldest message on the queue was enqueued (0 when it is empty).",
+        |q| format!("{:.3}", q.oldest_age_secs),
+    ),
+    (
+        "qm_queue_enqueued_total",
+        "counter",
+        "Enqueues committed, in memory since the queue space was loaded in this qmd.",
+        |q| q.counters.enqueued.to_string(),
+    ),
+    (
+        "qm_queue_dequeued_total",
+        "counter",
+        "Dequeues committed, in memory since the queue space was loaded in this qmd.",
+        |q| q.counters.dequeued.to_string(),
+    ),
+    (
+        "qm_queue_retried_total",
+        "counter",
+        "Dequeues rolled back (one retry each), in memory since the queue space was loaded \
+         in this qmd.",
+        |q| q.counters.retried.to_string(),
+    ),
+    (
+        "qm_queue_moved_to_error_queue_total",
+        "counter",
+        "Messages moved from this queue to the error queue, in memory since the queue space \
+         was loaded in this qmd.",
+        |q| q.counters.to_error.to_string(),
+    ),
+    (
+        "qm_queue_expired_total",
+        "counter",
+        "Messages that expired on this queue, in memory since the queue space was loaded in \
+         this qmd.",
+        |q| q.counters.expired.to_string(),
+    ),
+    (
+        "qm_queue_threshold_firings_total",
+        "counter",
+        "High limits reached (threshold firings, with or without a command), in memory since \
+         the queue space was loaded in this qmd.",
+        |q| q.counters.firings.to_string(),
+    ),
+];
+
+fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in QUEUE_FAMILIES {
+        let samples: Vec<(String, String)> = s
+            .queues
+            .iter()
+            .flat_map(|(qspace, queues)| {
+                queues.iter().map(move |q| {
+                    let labels =
+                        format!("qspace=\"{}\",queue=\"{}\"", label(qspace), label(&q.queue));
+                    (labels, value(q))
+                })
+            })
+            .collect();
+        family(&mut out, name, kind, help, &samples);
+    }
+    let forwarders: Vec<(String, String)> = s
+        .forwarders
+        .iter()
+        .flat_map(|f| {
+            f.queues.iter().map(move |queue| {
+                let labels = format!(
+                    "qspace=\"{}\",queue=\"{}\",forwarder=\"{}\",state=\"{}\"",
+                    label(&f.qspace),
+                    label(queue),
+                    f.id,
+                    label(&f.state)
+                );
+                (labels, "1".to_string())
+            })
+        })
+        .collect();
+    family(
+        &mut out,
+        "qm_forwarder_state",
+        "gauge",
+        "The state of each forwarder on each queue it serves, as psr shows it (running, idle, \
+         stopping, stopped, exited, failed, not booted): 1 on the series of its state.",
+        &forwarders,
+    );
+    let daemon = [
+        (
+            "qm_sessions",
+            "gauge",
+            "Connections (sessions) open now, on every face: control socket, network, HTTP.",
+            s.sessions.to_string(),
+        ),
+        (
+            "qm_http_connections",
+            "gauge",
+            "HTTP connections open now (at most -w MAXCONN).",
+            s.http_connections.to_string(),
+        ),
+        (
+            "qm_commits_total",
+            "counter",
+            "Storage transactions committed (one fsync each, shared by the writes of a group \
+             commit), in memory since the daemon started.",
+            s.commits.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in daemon {
+        family(&mut out, name, kind, help, &[(String::new(), value)]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::index::QueueCounters;
+
+    #[test]
+    fn exposition() {
+        let q = QueueStats {
+            queue: "Q\"1".into(),
+            messages: 3,
+            bytes: 30,
+            oldest_age_secs: 1.5,
+            counters: QueueCounters { enqueued: 4, dequeued: 1, ..Default::default() },
+        };
+        let s = Snapshot {
+            queues: vec![("QS".into(), vec![q])],
+            forwarders: Vec::new(),
+            sessions: 2,
+            http_connections: 1,
+            commits: 9,
+        };
+        let text = render(&s);
+        assert!(text.contains("# TYPE qm_queue_depth gauge\n"), "{text}");
+        assert!(text.contains("qm_queue_depth{qspace=\"QS\",queue=\"Q\\\"1\"} 3\n"), "{text}");
+        assert!(text.contains(
+            "qm_queue_oldest_message_age_seconds{qspace=\"QS\",queue=\"Q\\\"1\"} 1.500\n"
+        ));
+        assert!(text.contains("qm_queue_enqueued_total{qspace=\"QS\",queue=\"Q\\\"1\"} 4\n"));
+        assert!(text.contains("qm_commits_total 9\n"));
+        assert!(text.contains("# HELP qm_sessions "));
+    }
+}
