@@ -573,6 +573,14 @@ fn rights_hold_on_the_http_face() {
     assert_eq!(json["message"], "QMEPERM: anonymous may not dequeue from QS/Q");
     let elsewhere = face.post("ERRQ", "", b"no");
     assert_eq!(elsewhere.status, 403, "{elsewhere:?}");
+    // Peeking is browsing: refused until browse is granted; then the message stays.
+    let peek = face.get("Q", "peek=1");
+    assert_eq!(peek.json()["message"], "QMEPERM: anonymous may not browse QS/Q", "{peek:?}");
+    face.env.c("qgrant anonymous browse QS/Q").ok();
+    assert_eq!(face.get("Q", "peek=1").body, b"allowed");
+    assert_eq!(face.get("Q", "").status, 403, "browse does not give dequeue");
+    face.env.c("qgrant anonymous dequeue QS/Q").ok();
+    assert_eq!(face.get("Q", "").body, b"allowed");
 }
 
 /// Requests one after another share one keep-alive connection.

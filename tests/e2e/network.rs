@@ -600,3 +600,81 @@ fn the_http_face_speaks_https_with_client_certificates() {
     // No certificate: the handshake fails, nothing is served.
     assert!(https_agent(None, &ca.pem).get(&url).call().is_err(), "served without a certificate");
 }
+
+/// The TLS files can come from the environment, as mqserver's do: `QM_SERVER_CERT_KEY` and
+/// `QM_SERVER_CA_CHAINS` (colon-separated, glob patterns allowed).
+#[test]
+fn tls_files_from_the_environment() {
+    let _ports = scanning();
+    let env = Env::new();
+    let dir = env.dir.path();
+    std::fs::create_dir(dir.join("ca")).unwrap();
+    let ca = Ca::new(&dir.join("ca"), "one");
+    let extra = Ca::new(dir, "extra");
+    let server = ca.server(dir, "server.pem");
+    let from_extra = extra.client(dir, "extra-client.pem", "spiffe://farm/extra");
+    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
+    env.c("qgrant cert:spiffe://farm/extra enqueue QS").ok();
+    env.stop_daemon();
+    let conn = env.path("conn.json");
+    let chains = format!("{}/ca/*.pem:{}", dir.display(), extra.pem.display());
+    let vars = [
+        ("QM_SERVER_CERT_KEY", server.to_str().unwrap()),
+        ("QM_SERVER_CA_CHAINS", chains.as_str()),
+    ];
+    let args = ["-i", "127.0.0.1", "-c", conn.to_str().unwrap()];
+    let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
+    let file = ConnectionFile::read(&conn).unwrap();
+    assert!(file.tls, "QM_SERVER_CERT_KEY did not turn TLS on");
+    // A certificate of the second chain is accepted; none at all is not.
+    connect_file(&conn, &tls_files(Some(&from_extra), None)).unwrap().put("Q", "from extra");
+    let bare = connect_file(&conn, &tls_files(None, None))
+        .and_then(|mut a| a.enqueue("Q", b"x", &Default::default()));
+    assert!(bare.is_err(), "a client without a certificate was served");
+}
+
+/// A peer that connects and says nothing is let go: the TLS handshake and the greeting each
+/// have 10 s; the connection is closed, not held.
+#[test]
+fn silent_peers_are_let_go() {
+    use std::io::Read;
+    let _ports = scanning();
+    let (_env, _daemon, plain) = listening(&[]);
+    let env = Env::new();
+    let (_ca, _tls_daemon, tls) = tls_daemon(&env);
+    let started = std::time::Instant::now();
+    let waits: Vec<_> = [plain.port, tls.port]
+        .into_iter()
+        .map(|port| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let mut buf = [0u8; 64];
+                // The daemon closes its end: end of stream, not a time-out of ours.
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for wait in waits {
+        wait.join().unwrap().expect("the daemon closed the silent connection");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(10), "closed before its 10 s");
+}
+
+/// -m takes a positive count; anything else is refused with the option's name.
+#[test]
+fn burst_option_is_checked() {
+    let env = Env::new();
+    for bad in ["0", "2000000", "lots"] {
+        let out = Command::new(QMD).arg(&env.device).args(["-m", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "-m {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("-m"), "-m {bad}");
+    }
+}
