@@ -174,12 +174,16 @@ pub async fn serve(
                     failures.recovered();
                     let _ = stream.set_nodelay(true);
                     let shared = shared.clone();
+                    // HTTP clients keep a daemon with -t up as much as TCP ones.
+                    let activity = crate::net::Activity::begin(&daemon.network_quiet);
                     match shared.slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            connections.spawn(connection(shared, stream, addr, handshake.clone(), slot));
+                            let conn = connection(shared, stream, addr, handshake.clone(), slot);
+                            connections.spawn(async move { conn.await; drop(activity) });
                         }
                         Err(_) => {
-                            connections.spawn(routes::refuse_over_limit(shared, stream, addr));
+                            let refusal = routes::refuse_over_limit(shared, stream, addr);
+                            connections.spawn(async move { refusal.await; drop(activity) });
                         }
                     }
                 }

@@ -77,7 +77,11 @@ pub struct NetFace {
 
 impl NetFace {
     /// Binds the listener: the given port, or the first free one from [`FIRST_PORT`] up.
-    pub async fn bind(options: &NetOptions, tls: Option<Arc<TlsFace>>) -> Result<NetFace, String> {
+    pub async fn bind(
+        daemon: &Daemon,
+        options: &NetOptions,
+        tls: Option<Arc<TlsFace>>,
+    ) -> Result<NetFace, String> {
         let host = match options.address.as_deref() {
             None | Some("*") => "0.0.0.0".to_string(),
             Some(a) => a.to_string(),
@@ -98,10 +102,7 @@ impl NetFace {
             refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             max_connections: options.max_connections,
             idle: if options.persistent { None } else { options.idle },
-            quiet: Arc::new(Quiet {
-                open: AtomicUsize::new(0),
-                since: Mutex::new(Some(Instant::now())),
-            }),
+            quiet: daemon.network_quiet.clone(),
             connection_file: options.connection_file.clone(),
             host: client_host,
             http: Mutex::new(None),
@@ -188,11 +189,17 @@ impl NetFace {
     }
 }
 
-/// Network connections open, and since when none is.
-#[derive(Default)]
-struct Quiet {
+/// Network connections open (TCP, TLS and HTTP), and since when none is: what `-t`
+/// measures.
+pub struct Quiet {
     open: AtomicUsize,
     since: Mutex<Option<Instant>>,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Quiet { open: AtomicUsize::new(0), since: Mutex::new(Some(Instant::now())) }
+    }
 }
 
 impl Quiet {
@@ -202,10 +209,10 @@ impl Quiet {
 }
 
 /// Counts a network connection as activity from its start to its end.
-struct Activity(Arc<Quiet>);
+pub struct Activity(Arc<Quiet>);
 
 impl Activity {
-    fn begin(quiet: &Arc<Quiet>) -> Activity {
+    pub fn begin(quiet: &Arc<Quiet>) -> Activity {
         quiet.open.fetch_add(1, Ordering::SeqCst);
         *quiet.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Activity(quiet.clone())

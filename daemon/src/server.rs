@@ -448,7 +448,7 @@ async fn open_network(
         }
         None => None,
     };
-    let net = NetFace::bind(options, tls).await?;
+    let net = NetFace::bind(daemon, options, tls).await?;
     let _ = daemon.network.set(net.describe());
     net.write_connection_file(daemon)?;
     Ok(Some(net))

@@ -167,6 +167,8 @@ pub struct Daemon {
     /// The control socket lets other users connect (`--socket-mode` with group or other
     /// bits): they are served as `unix:<name>`, and their rights decide.
     socket_shared: std::sync::atomic::AtomicBool,
+    /// Network connections open, for `-t`.
+    pub network_quiet: Arc<crate::net::Quiet>,
     /// Where the network face listens, when it is open.
     pub network: std::sync::OnceLock<String>,
     /// The network face's TLS settings, when it speaks TLS.
@@ -207,6 +209,7 @@ impl Daemon {
             frame_limit_ms: AtomicU64::new(crate::server::FRAME_LIMIT.as_millis() as u64),
             rights,
             socket_shared: std::sync::atomic::AtomicBool::new(false),
+            network_quiet: Arc::default(),
             network: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
             net_policy: std::sync::OnceLock::new(),

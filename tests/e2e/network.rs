@@ -231,17 +231,23 @@ fn connections_over_the_limit_are_refused_with_a_reason() {
 fn idle_timeout_stops_the_daemon() {
     let _ports = scanning();
     let started = std::time::Instant::now();
-    let (env, mut daemon, file) = listening(&["-t", "1"]);
+    let (env, mut daemon, file) = listening(&["-t", "1", "-w", "0", "8", "result"]);
     grant_data(&env, "anonymous");
     let mut app = connect(&file.address(), &ClientTlsFiles::default()).unwrap();
     app.put("Q", "x");
     // Held open past the idle time: the daemon is still there to serve it.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(app.take_body("Q"), "x");
+    // An HTTP connection keeps it up as well.
+    let http = std::net::TcpStream::connect(("127.0.0.1", file.http_port.expect("http port")));
     drop(app);
+    std::thread::sleep(Duration::from_secs(2));
+    let running = daemon.child.as_mut().expect("child").try_wait().unwrap().is_none();
+    assert!(running, "qmd stopped while an HTTP connection was open");
+    drop(http);
     let run = daemon.wait();
     assert_eq!(run.status, 0, "{}", run.stderr);
-    assert!(started.elapsed() >= Duration::from_secs(3), "stopped before its idle time");
+    assert!(started.elapsed() >= Duration::from_secs(5), "stopped before its idle time");
     assert!(!env.path("conn.json").exists(), "the connection file outlived the daemon");
 }
 
