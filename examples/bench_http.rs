@@ -178,7 +178,8 @@ fn main() {
         &socket,
         &format!(
             "crdl {} 0 200100; qspc {QSPACE} 40000 200000 4 256 256 200000 \"\" n 16; \
-             qopen {QSPACE}; qcr {QUEUE} fifo none 0 0 100% 0% \"\"",
+             qopen {QSPACE}; qcr {QUEUE} fifo none 0 0 100% 0% \"\"; \
+             qgrant anonymous enqueue,dequeue {QSPACE}",
             device.display()
         ),
     );
