@@ -147,7 +147,11 @@ fn main() {
         ("unix socket", Way::Socket(socket.clone())),
         ("TLS (client certificate)", Way::Net(conn.address(), tls)),
     ];
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!("qm network benchmark: durable enqueue+dequeue pairs/s, {BODY}-byte bodies, loopback");
     println!("  {:<28} {:>8} {:>8} {:>8}", "face", "1", "8", "64");
     let mut at64 = Vec::new();
