@@ -14,56 +14,32 @@ use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl};
 use qm_common::protocol::ClientKind;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const QSPACE: &str = "BENCH";
-const QUEUE: &str = "Q";
-const BODY: usize = 1024;
+mod load;
+
+use load::{BODY, QSPACE, QUEUE};
 
 struct Setup {
     socket: PathBuf,
     device: PathBuf,
 }
 
-async fn client(setup: &Setup) -> Client {
-    Client::connect(&setup.socket, "bench", ClientKind::Application).await.expect("connect")
+/// Pairs per second with `clients` concurrent clients for `secs`.
+async fn throughput(setup: &Setup, clients: usize, secs: f64) -> f64 {
+    let mut all = Vec::new();
+    for _ in 0..clients {
+        all.push(client(setup).await);
+    }
+    load::client_pairs(all, secs).await
 }
 
 fn admin(setup: &Setup, commands: &str) {
-    let options = qm_shell::options::Options::script(&setup.device, &setup.socket, commands);
-    let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
-    assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
+    load::admin(&setup.device, &setup.socket, commands);
 }
 
-/// Enqueue+dequeue pairs per second with `clients` concurrent clients for `secs`.
-async fn throughput(setup: &Setup, clients: usize, secs: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let mut c = client(setup).await;
-        let (stop, done) = (stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = vec![b'x'; BODY];
-            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
-            while !stop.load(Ordering::Relaxed) {
-                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
-                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        t.await.expect("client");
-    }
-    count as f64 / elapsed
+async fn client(setup: &Setup) -> Client {
+    Client::connect(&setup.socket, "bench", ClientKind::Application).await.expect("connect")
 }
 
 /// Single-client enqueue latencies (p50, p99) in milliseconds over `n` enqueues; the

@@ -11,16 +11,15 @@
 //! (ureq, blocking), as simple scripts and farm jobs would do it.
 
 use qm_common::client::Client;
-use qm_common::message::{DequeueCtl, EnqueueCtl};
 use qm_common::protocol::ClientKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const QSPACE: &str = "BENCH";
-const QUEUE: &str = "Q";
-const BODY: usize = 1024;
+mod load;
+
+use load::{BODY, QSPACE, QUEUE, admin};
 const URL_PATH: &str = "bench";
 
 /// Pairs per second over HTTP with `clients` threads for `secs`.
@@ -106,38 +105,11 @@ async fn hyper_throughput(port: u16, clients: usize, secs: f64) -> f64 {
 
 /// Pairs per second over the Unix socket with `clients` connections for `secs`.
 async fn socket_throughput(socket: &std::path::Path, clients: usize, secs: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut all = Vec::new();
     for _ in 0..clients {
-        let mut c =
-            Client::connect(socket, "bench", ClientKind::Application).await.expect("connect");
-        let (stop, done) = (stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = vec![b'x'; BODY];
-            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
-            while !stop.load(Ordering::Relaxed) {
-                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
-                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        all.push(Client::connect(socket, "bench", ClientKind::Application).await.expect("connect"));
     }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        t.await.expect("client");
-    }
-    count as f64 / elapsed
-}
-
-fn admin(device: &std::path::Path, socket: &std::path::Path, commands: &str) {
-    let options = qm_shell::options::Options::script(device, socket, commands);
-    let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
-    assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
+    load::client_pairs(all, secs).await
 }
 
 /// A port nobody listens on right now (the daemon binds it a moment later).

@@ -9,19 +9,16 @@
 
 use qm_common::address::Address;
 use qm_common::client::Client;
-use qm_common::message::{DequeueCtl, EnqueueCtl};
 use qm_common::protocol::ClientKind;
 use qm_common::tls::ClientTlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const QSPACE: &str = "BENCH";
-const QUEUE: &str = "Q";
-const BODY: usize = 1024;
+mod load;
+
+use load::{BODY, QSPACE, QUEUE, admin};
 
 /// How a client reaches the daemon.
 #[derive(Clone)]
@@ -39,38 +36,13 @@ async fn client(way: &Way) -> Client {
     .expect("connect")
 }
 
+/// Pairs per second with `clients` connections made `way` for `secs`.
 async fn throughput(way: &Way, clients: usize, secs: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut all = Vec::new();
     for _ in 0..clients {
-        let mut c = client(way).await;
-        let (stop, done) = (stop.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let body = vec![b'x'; BODY];
-            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
-            while !stop.load(Ordering::Relaxed) {
-                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
-                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        all.push(client(way).await);
     }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in tasks {
-        t.await.expect("client");
-    }
-    count as f64 / elapsed
-}
-
-fn admin(device: &Path, socket: &Path, commands: &str) {
-    let options = qm_shell::options::Options::script(device, socket, commands);
-    let input = qm_shell::input::StreamInput::new(std::io::Cursor::new(String::new()), true);
-    assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
+    load::client_pairs(all, secs).await
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate `cert:bench`.
