@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo run --release --example bench_net` (`-- --quick` for a short run). A
 //! daemon runs in this process on a temporary device, listening on 127.0.0.1 with a
-//! certificate made here (rcgen); every client has its own connection. Bodies are 1 KiB;
+//! certificate made here (rcgen); the clients run in another process (this program again,
+//! with `--clients`), each on its own connection, as applications would. Bodies are 1 KiB;
 //! every enqueue and every dequeue is its own durable transaction.
 
 use qm_common::address::Address;
@@ -72,8 +73,52 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (ca, server, client)
 }
 
+/// Runs `clients` clients reaching the daemon `way` in a process of their own; returns
+/// their pairs per second.
+fn clients_process(way: &[&std::ffi::OsStr], clients: usize, secs: f64) -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--clients")
+        .arg(clients.to_string())
+        .arg(secs.to_string())
+        .args(way)
+        .output()
+        .expect("client process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().unwrap_or_else(|_| {
+        panic!("client process: {text}{}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+/// The client process: `--clients N SECS unix SOCKET` or `--clients N SECS tls CONNFILE
+/// CERTKEY CA`; prints the pairs per second.
+fn run_clients(args: &[String]) {
+    let (n, secs) = (args[0].parse().expect("N"), args[1].parse().expect("SECS"));
+    let way = match args[2].as_str() {
+        "unix" => Way::Socket(PathBuf::from(&args[3])),
+        _ => {
+            let conn = qm_common::address::ConnectionFile::read(Path::new(&args[3])).expect("conn");
+            let files = ClientTlsFiles {
+                cert_key: Some(PathBuf::from(&args[4])),
+                server_name: None,
+                ca_chain: Some(PathBuf::from(&args[5])),
+            };
+            Way::Net(conn.address(), files)
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("{}", rt.block_on(throughput(&way, n, secs)));
+}
+
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--clients") {
+        return run_clients(&args[i + 1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 1.5 } else { 5.0 };
     let dir = tempfile::Builder::new().prefix("qm-bench-net-").tempdir().expect("temp dir");
     let device = dir.path().join("QUE");
@@ -112,24 +157,17 @@ fn main() {
             device.display()
         ),
     );
-    let conn =
-        qm_common::address::ConnectionFile::read(&dir.path().join("conn.json")).expect("conn");
-    let tls = ClientTlsFiles { cert_key: Some(client_cert), server_name: None, ca_chain: Some(ca) };
-    let ways = [
-        ("unix socket", Way::Socket(socket.clone())),
-        ("TLS (client certificate)", Way::Net(conn.address(), tls)),
+    let conn = dir.path().join("conn.json");
+    let tls = [conn.as_os_str(), client_cert.as_os_str(), ca.as_os_str()];
+    let ways: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        ("unix socket", vec![std::ffi::OsStr::new("unix"), socket.as_os_str()]),
+        ("TLS (client certificate)", [&[std::ffi::OsStr::new("tls")][..], &tls].concat()),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
     println!("qm network benchmark: durable enqueue+dequeue pairs/s, {BODY}-byte bodies, loopback");
     println!("  {:<28} {:>8} {:>8} {:>8}", "face", "1", "8", "64");
     let mut at64 = Vec::new();
     for (label, way) in &ways {
-        let rates: Vec<f64> =
-            [1, 8, 64].iter().map(|n| rt.block_on(throughput(way, *n, secs))).collect();
+        let rates: Vec<f64> = [1, 8, 64].iter().map(|n| clients_process(way, *n, secs)).collect();
         println!("  {label:<28} {:>8.0} {:>8.0} {:>8.0}", rates[0], rates[1], rates[2]);
         at64.push(rates[2]);
     }
