@@ -684,3 +684,33 @@ fn burst_option_is_checked() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("-m"), "-m {bad}");
     }
 }
+
+/// The certificate's identity: its first URI, else DNS name, else email address, else its
+/// common name; `qmadmin --connect-file` reaches the daemon with the connection file alone.
+#[test]
+fn the_principal_is_the_certificates_first_name() {
+    let _ports = scanning();
+    let env = Env::new();
+    let (ca, _daemon, _file) = tls_daemon(&env);
+    let dir = env.dir.path();
+    let dns = SanType::DnsName("render-17.farm.example".try_into().unwrap());
+    let email = SanType::Rfc822Name("render@farm.example".try_into().unwrap());
+    let uri = SanType::URI("spiffe://farm/render-17".try_into().unwrap());
+    let cases = [
+        ("all.pem", vec![email.clone(), dns.clone(), uri], "cert:spiffe://farm/render-17"),
+        ("dns.pem", vec![email.clone(), dns], "cert:render-17.farm.example"),
+        ("email.pem", vec![email], "cert:render@farm.example"),
+        ("cn.pem", vec![], "cert:just-a-name"),
+    ];
+    let conn = env.path("conn.json");
+    for (file, sans, principal) in cases {
+        let cert = ca.issue(dir, file, "just-a-name", sans);
+        let mut cmd = Command::new(crate::support::QMADMIN);
+        cmd.env_remove("QMCONFIG")
+            .env_remove("QM_CONNECT")
+            .env_remove("QM_CLIENT_CA_CHAIN")
+            .env("QM_CLIENT_CERT_KEY", &cert)
+            .args(["--connect-file", conn.to_str().unwrap(), "-c", "whoami"]);
+        env.run_stdin(cmd, "").ok().stdout_has(principal).stdout_has("tls");
+    }
+}
