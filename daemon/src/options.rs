@@ -101,6 +101,11 @@ pub struct Options {
     #[arg(long = "socket-mode", value_name = "MODE", value_parser = parse_socket_mode)]
     pub socket_mode: Option<u32>,
 
+    /// Serve the control socket only: no network face, whatever the configuration file's
+    /// [listen] says (qmadmin starts daemons so).
+    #[arg(long = "local-only", conflicts_with_all = ["listen_address", "port", "http"])]
+    pub local_only: bool,
+
     /// HTTP face: POST and GET messages at /URLPATH/QSPACE/QUEUE, with /metrics and
     /// /healthz, on PORT (0: any free port), at most MAXCONN connections at once.
     #[arg(short = 'w', num_args = 3, value_names = ["PORT", "MAXCONN", "URLPATH"])]

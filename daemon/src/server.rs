@@ -84,6 +84,7 @@ pub fn main(options: Options) -> i32 {
         stderr_has_warnings,
         socket_mode: options.socket_mode(),
         net: network_options(&options),
+        local_only: options.local_only,
         tls: tls_options(&options),
         policy: crate::net::NetPolicy {
             persistent: options.persistent,
@@ -304,6 +305,8 @@ pub struct Settings {
     pub socket_mode: u32,
     /// The network face, when asked for.
     pub net: Option<crate::net::NetOptions>,
+    /// No network face, whatever the configuration says.
+    pub local_only: bool,
     /// TLS for the network face: certificate and key file, CA chain files or patterns.
     pub tls: Option<(PathBuf, Vec<String>)>,
     /// How sessions are served.
@@ -321,6 +324,7 @@ impl Default for Settings {
             stderr_has_warnings: false,
             socket_mode: crate::options::SOCKET_MODE_DEFAULT,
             net: None,
+            local_only: false,
             tls: None,
             policy: crate::net::NetPolicy::default(),
             http: None,
@@ -361,6 +365,10 @@ pub async fn serve_with(
     let mut policy = settings.policy;
     let (net_options, tls) = match (settings.net, &config.listen) {
         (Some(net), _) => (Some(net), settings.tls),
+        (None, Some(_)) if settings.local_only => {
+            tracing::info!("--local-only: the configuration's [listen] table is not used");
+            (None, None)
+        }
         (None, Some(listen)) => {
             let base = daemon.config_dir();
             policy.persistent |= listen.persistent;

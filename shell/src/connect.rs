@@ -20,7 +20,9 @@ fn qmd_program() -> PathBuf {
 /// Starts `qmd --detach` for `device`; returns the one line to tell the user.
 fn start_daemon(device: &Path, socket: Option<&Path>) -> Result<String, String> {
     let mut cmd = Command::new(qmd_program());
-    cmd.arg("--detach").arg(device);
+    // A daemon started on the side opens no port, whatever the configuration file says:
+    // only its owner's qmadmin asked for it.
+    cmd.arg("--detach").arg("--local-only").arg(device);
     if let Some(s) = socket {
         cmd.arg("--socket").arg(s);
     }

@@ -451,6 +451,12 @@ fn a_listen_table_opens_the_network_face() {
     assert!(file.port >= 53000 && !file.tls);
     grant_data(&env, "anonymous");
     connect(&file.address(), &ClientTlsFiles::default()).unwrap().put("Q", "via [listen]");
+    // A daemon that qmadmin starts by itself opens no port, [listen] or not.
+    env.stop_daemon();
+    assert!(!env.path("conn.json").exists(), "the connection file outlived a clean stop");
+    let run = env.c("daemon status");
+    run.ok().stderr_has("started qmd").stdout_has("(off: control socket only)");
+    assert!(!env.path("conn.json").exists(), "an auto-started daemon opened the network face");
     std::fs::write(&config, "[listen]\nport = 0\n").unwrap();
     env.stop_daemon();
     let out = Command::new(QMD).arg(&env.device).output().unwrap();
