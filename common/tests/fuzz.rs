@@ -1156,3 +1156,47 @@ fn fuzz_names() {
         Ok(())
     });
 }
+
+/// Addresses as users write them (`--connect`, `QM_CONNECT`): parsed and shown back the same
+/// way, or refused naming the forms an address may take.
+#[test]
+fn fuzz_addresses() {
+    let address = prop_oneof![
+        (prop::sample::select(vec!["unix:", "tcp://", "tls+tcp://", "http://", ""]), "[^\n]{0,24}")
+            .prop_map(|(scheme, rest)| format!("{scheme}{rest}")),
+        ("[a-z0-9.:\\[\\]-]{0,16}", any::<u32>())
+            .prop_map(|(host, port)| format!("tls+tcp://{host}:{port}")),
+    ];
+    check(CASES * 2, address, |text| {
+        match qm_common::address::Address::parse(&text) {
+            Ok(address) => {
+                let again = qm_common::address::Address::parse(&address.to_string());
+                prop_assert_eq!(again.as_ref(), Ok(&address), "{}", text);
+            }
+            Err(e) => prop_assert!(e.contains(qm_common::address::ADDRESS_FORMS), "{}", e),
+        }
+        Ok(())
+    });
+}
+
+/// Connection files of any content: read, or refused naming the file; never a panic.
+#[test]
+fn fuzz_connection_files() {
+    let dir = tempfile_dir();
+    let path = dir.join("conn.json");
+    check(CASES, bytes(300), |content| {
+        std::fs::write(&path, &content).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        if let Err(e) = qm_common::address::ConnectionFile::read(&path) {
+            prop_assert!(e.contains(&path.display().to_string()), "{}", e);
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private directory for one test's files.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("qm-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir
+}
