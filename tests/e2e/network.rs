@@ -132,13 +132,9 @@ pub fn grant_data(env: &Env, principal: &str) {
     env.c(&format!("qgrant {principal} enqueue,dequeue,browse {QS}")).ok();
 }
 
-/// `qmadmin --connect ADDR -c COMMANDS` with `vars` in its environment.
-fn qmadmin_at(
-    env: &Env,
-    address: &str,
-    vars: &[(&str, &Path)],
-    commands: &str,
-) -> crate::support::Run {
+/// A `qmadmin` reaching a daemon over the network: no device, none of the client
+/// variables of the test's own environment, `vars` set.
+fn remote_qmadmin(env: &Env, vars: &[(&str, &Path)]) -> Command {
     let mut cmd = Command::new(crate::support::QMADMIN);
     cmd.env_remove("QMCONFIG")
         .env_remove("QM_CONNECT")
@@ -146,11 +142,22 @@ fn qmadmin_at(
         .env_remove("QM_CLIENT_CA_CHAIN")
         .env_remove("QM_CLIENT_SERVER_NAME")
         .env("PAGER", "cat")
-        .current_dir(env.dir.path())
-        .args(["--connect", address, "-c", commands]);
+        .current_dir(env.dir.path());
     for (k, v) in vars {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// `qmadmin --connect ADDR -c COMMANDS` with `vars` in its environment.
+fn qmadmin_at(
+    env: &Env,
+    address: &str,
+    vars: &[(&str, &Path)],
+    commands: &str,
+) -> crate::support::Run {
+    let mut cmd = remote_qmadmin(env, vars);
+    cmd.args(["--connect", address, "-c", commands]);
     env.run_stdin(cmd, "")
 }
 
@@ -494,12 +501,9 @@ fn qmadmin_over_tls_answers_prompts() {
     let (ca, _daemon, file) = tls_daemon(&env);
     let ops = ca.client(env.dir.path(), "ops.pem", "spiffe://farm/ops");
     env.c("qgrant cert:spiffe://farm/ops admin QS").ok();
-    let mut cmd = Command::new(crate::support::QMADMIN);
-    cmd.env_remove("QMCONFIG")
-        .env("QM_CONNECT", format!("tls+tcp://localhost:{}", file.port))
-        .env("QM_CLIENT_CERT_KEY", &ops)
-        .env("QM_CLIENT_CA_CHAIN", &ca.pem)
-        .current_dir(env.dir.path());
+    let vars = [("QM_CLIENT_CERT_KEY", ops.as_path()), ("QM_CLIENT_CA_CHAIN", ca.pem.as_path())];
+    let mut cmd = remote_qmadmin(&env, &vars);
+    cmd.env("QM_CONNECT", format!("tls+tcp://localhost:{}", file.port));
     let script = "qopen QS\nqcreate\nservice1\nfifo\nnone\n2\n30\n80%\n10%\necho full\nq\n";
     env.run_stdin(cmd, script)
         .ok()
@@ -711,12 +715,8 @@ fn the_principal_is_the_certificates_first_name() {
     let conn = env.path("conn.json");
     for (file, sans, principal) in cases {
         let cert = ca.issue(dir, file, "just-a-name", sans);
-        let mut cmd = Command::new(crate::support::QMADMIN);
-        cmd.env_remove("QMCONFIG")
-            .env_remove("QM_CONNECT")
-            .env_remove("QM_CLIENT_CA_CHAIN")
-            .env("QM_CLIENT_CERT_KEY", &cert)
-            .args(["--connect-file", conn.to_str().unwrap(), "-c", "whoami"]);
+        let mut cmd = remote_qmadmin(&env, &[("QM_CLIENT_CERT_KEY", cert.as_path())]);
+        cmd.args(["--connect-file", conn.to_str().unwrap(), "-c", "whoami"]);
         env.run_stdin(cmd, "").ok().stdout_has(principal).stdout_has("tls");
     }
 }
