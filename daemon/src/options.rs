@@ -3,11 +3,20 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+const EXAMPLES: &str = "Examples:
+  qmd $QMCONFIG                         serve the device on its control socket only
+  qmd $QMCONFIG --detach                the same, in the background (log in DEVICE.log)
+  qmd $QMCONFIG -s -p 53000 -n 1024 -l 2 -w 53001 1024 result
+                                        mqserver's start script: TCP on 53000, HTTP on 53001
+  qmd $QMCONFIG -i 10.0.0.5 -c conn.json -k server.pem -a 'ca/*.pem'
+                                        TLS with client certificates, first free port from
+                                        53000, connection file for clients";
+
 /// qmd: the qm queue manager daemon. Owns one device (a redb file) and serves qmadmin and
 /// applications over a control socket that only its owner may use (unless --socket-mode
-/// shares it).
+/// shares it) and, when asked (-p, -i, -w or a [listen] table), over TCP, TLS and HTTP.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "qmd", version)]
+#[command(name = "qmd", version, after_long_help = EXAMPLES)]
 pub struct Options {
     /// Device file; defaults to $QMCONFIG. It need not exist yet: the first crdl creates it.
     #[arg(value_name = "DEVICE")]

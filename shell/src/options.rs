@@ -3,11 +3,19 @@
 use clap::Parser;
 use std::path::PathBuf;
 
+const EXAMPLES: &str = "Examples:
+  qmadmin /app/QUE                      an interactive session on a device
+  qmadmin /app/QUE -c 'qopen QS; qinfo' one session from the command line
+  qmadmin /app/QUE <<EOF                a Tuxedo script, prompts answered line by line
+  qmadmin --connect tls+tcp://host:53000 -c 'qopen QS; qenqueue Q hello'
+                                        a remote daemon (QM_CLIENT_CERT_KEY, QM_CLIENT_CA_CHAIN)
+  qmadmin --connect-file conn.json      the daemon a connection file (qmd -c) names";
+
 /// qmadmin: administration shell of qm, with the commands and prompts of Tuxedo's qmadmin.
 /// Reads commands from the terminal, from standard input (scripts, here-documents), or
 /// from -c. Starts a daemon for the device when none answers.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "qmadmin", version)]
+#[command(name = "qmadmin", version, after_long_help = EXAMPLES)]
 pub struct Options {
     /// Device file; defaults to $QMCONFIG.
     #[arg(value_name = "DEVICE")]

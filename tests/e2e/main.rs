@@ -76,3 +76,5 @@ mod diskfull;
 mod network;
 // The HTTP face: enqueue/dequeue with a real HTTP client, waits, errors, MAXCONN, /metrics, /healthz.
 mod http;
+// Manual pages and shell completions generated from the programs' options.
+mod docs;
