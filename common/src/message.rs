@@ -110,12 +110,15 @@ pub fn parse_corrid(text: &str) -> QmResult<Vec<u8>> {
 
 /// Quality of service: where a message is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Qos {
     /// The queue's default delivery policy.
     Default,
     /// On disk: survives anything short of losing the disk.
+    #[serde(rename = "persist")]
     Persistent,
     /// In the daemon's memory: lost at `ipcrm` or restart.
+    #[serde(rename = "nonpersist")]
     NonPersistent,
 }
 
@@ -144,6 +147,7 @@ impl fmt::Display for Qos {
 
 /// When a message becomes available (`TPQTIME_ABS` / `TPQTIME_REL`); by default at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TimeSpec {
     /// Seconds since the Unix epoch.
     Absolute(u64),
@@ -159,6 +163,7 @@ impl Default for TimeSpec {
 
 /// When a message expires (`TPQEXPTIME_ABS` / `_REL` / `_NONE`); by default never.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Expiry {
     Absolute(u64),
     Relative(u64),
@@ -168,6 +173,7 @@ pub enum Expiry {
 
 /// Where an enqueued message goes in its queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Placement {
     /// By the queue's order.
     #[default]
@@ -247,6 +253,7 @@ impl EnqueueCtl {
 
 /// Which message a dequeue takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Select {
     /// The first available message in queue order.
     #[default]
@@ -303,6 +310,7 @@ pub struct Message {
 
 /// State of a message as `qlist` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MessageState {
     /// Can be dequeued now.
     Ready,

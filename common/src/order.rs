@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 /// A sort key of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SortKey {
     /// Higher priority first (1..100).
     Priority,
@@ -23,6 +24,7 @@ pub enum SortKey {
 
 /// The final tie-break among messages equal on every sort key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tiebreak {
     Fifo,
     Lifo,

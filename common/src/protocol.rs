@@ -21,6 +21,7 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// What kind of program a session is, shown by `ipcs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientKind {
     Admin,
     Application,
@@ -318,6 +319,7 @@ pub enum Request {
 
 /// Severity of a note attached to a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NoteLevel {
     Info,
     Warn,

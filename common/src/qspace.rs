@@ -22,6 +22,7 @@ pub const BLOCKING_DEFAULT: u32 = 16;
 
 /// Unit of a memory size written `N`, `Nb` or `NB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MemoryUnit {
     Bytes,
     Blocks,
@@ -208,6 +209,7 @@ impl QueueSpaceChange {
 
 /// State of a queue space, in Tuxedo's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum QueueSpaceState {
     /// On disk only: nothing loaded in the daemon.
     Inactive,

@@ -15,6 +15,7 @@ pub const RETRY_DELAY_MAX: u32 = 31_536_000;
 
 /// Where a message goes when the enqueuer does not say (`-d`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeliveryPolicy {
     #[default]
     Persist,
@@ -44,6 +45,7 @@ impl fmt::Display for DeliveryPolicy {
 
 /// A queue's default expiration for messages enqueued without one (`-e`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DefaultExpiration {
     #[default]
     None,
@@ -189,6 +191,7 @@ impl QueueChange {
 
 /// How `qdestroy` treats a queue that still holds messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DestroyMode {
     /// Refuse when the queue holds messages or anyone is attached.
     Normal,

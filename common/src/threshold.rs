@@ -11,6 +11,7 @@ use std::fmt;
 
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LimitUnit {
     /// `b`: bytes used by the queue's messages.
     Bytes,

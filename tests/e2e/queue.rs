@@ -190,3 +190,25 @@ fn qdestroy_of_a_queue_holding_messages() {
     assert_eq!((count(&env, "Q"), count(&env, "KEEP")), (0, 1));
     assert_eq!(app.take_body("KEEP"), "kept");
 }
+
+/// JSON listings speak the commands' own words, in lower case: the sort keys and tiebreak
+/// `qcreate` takes, `persist`/`nonpersist`, limit units, queue space states, session kinds.
+#[test]
+fn json_uses_the_commands_words() {
+    let env = Env::new();
+    env.c(&format!(
+        "crdl {} 0 2000; qspc -n 16B QS 40000 200 8 4 16 1000 '' n 16; qopen QS; \
+         qcreate -d nonpersist Q priority,time,lifo none 0 0 80% 10% ''",
+        env.dev()
+    ))
+    .ok();
+    let listing: serde_json::Value = env.json("qopen QS; qinfo Q");
+    let def = &listing["queues"][0]["def"];
+    assert_eq!(def["order"]["keys"], serde_json::json!(["priority", "time"]));
+    assert_eq!(def["order"]["tiebreak"], "lifo");
+    assert_eq!(def["threshold"]["high"]["unit"], "percent");
+    assert_eq!(def["delivery"], "nonpersist");
+    let ipcs: serde_json::Value = env.json("qopen QS; ipcs");
+    assert_eq!(ipcs[0]["state"], "active");
+    assert_eq!(ipcs[0]["kind"], "admin");
+}
