@@ -160,6 +160,15 @@ pub fn parse_expiry(text: &str) -> crate::QmResult<crate::message::Expiry> {
     })
 }
 
+/// A wait as people say it: `2 s` for whole seconds (as `-w 2` asks), else `250 ms`.
+pub fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 && ms > 0 {
+        crate::plural::count(ms / 1000, "second", "seconds")
+    } else {
+        format!("{ms} ms")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,15 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions, what: &str) -> Res
              anyone who may write the directory could aim one at another file; remove the link",
             path.display()
         ),
+        Some(libc::ENOENT)
+            if path.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.exists()) =>
+        {
+            format!(
+                "cannot create {what} {}: its directory {} does not exist",
+                path.display(),
+                path.parent().map(Path::display).expect("checked")
+            )
+        }
         // A FIFO nobody reads (ENXIO), a directory (EISDIR): say what is there instead.
         _ => match std::fs::symlink_metadata(path).ok().and_then(|m| not_regular(&m)) {
             Some(kind) => format!(

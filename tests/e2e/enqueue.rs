@@ -342,10 +342,10 @@ fn wait_for_a_message() {
     let wait = DequeueCtl { wait_ms: Some(1000), ..DequeueCtl::default() };
     let (result, took) = timed(|| app.dequeue("Q", &wait));
     let e = refused(result, Diagnostic::NoMsg);
-    assert_eq!(e.message, "No message arrived on queue Q within 1000 ms");
+    assert_eq!(e.message, "No message arrived on queue Q within 1 second");
     assert!(took >= Duration::from_millis(1000), "{took:?}");
     let (run, took) = timed(|| env.c("qopen QS; qdequeue -w 1 Q"));
-    run.failed().stderr_has("No message arrived on queue Q within 1000 ms");
+    run.failed().stderr_has("No message arrived on queue Q within 1 second");
     assert!(took >= Duration::from_millis(1000), "{took:?}");
 }
 

@@ -169,3 +169,18 @@ fn daemon_stop_starts_no_daemon() {
     assert!(!env.socket().exists(), "a daemon was started to be stopped");
     assert!(!env.path("QUE.log").exists(), "a daemon was started to be stopped");
 }
+
+/// A log file in a directory that does not exist: qmd says which directory is missing.
+#[test]
+fn a_log_file_in_a_missing_directory_is_named() {
+    let env = Env::new();
+    let log = env.path("no-such-dir/qmd.log");
+    let mut cmd = Command::new(QMD);
+    cmd.arg(&env.device).arg("-g").arg(&log);
+    let run = run_limited(cmd, Duration::from_secs(30));
+    run.failed().stderr_has(&format!(
+        "cannot create log file {}: its directory {} does not exist",
+        log.display(),
+        env.path("no-such-dir").display()
+    ));
+}

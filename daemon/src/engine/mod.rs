@@ -700,8 +700,8 @@ impl Engine {
                         break Err(QmError::new(
                             Diagnostic::NoMsg,
                             format!(
-                                "No message arrived on queue {queue} within {} ms",
-                                ctl.wait_ms.unwrap_or(0)
+                                "No message arrived on queue {queue} within {}",
+                                qm_common::time::duration_text(ctl.wait_ms.unwrap_or(0))
                             ),
                         ));
                     }
