@@ -162,7 +162,7 @@ pub fn parse_expiry(text: &str) -> crate::QmResult<crate::message::Expiry> {
 
 /// A wait as people say it: `2 s` for whole seconds (as `-w 2` asks), else `250 ms`.
 pub fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 && ms > 0 {
+    if ms.is_multiple_of(1000) && ms > 0 {
         crate::plural::count(ms / 1000, "second", "seconds")
     } else {
         format!("{ms} ms")
