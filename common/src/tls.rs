@@ -47,6 +47,14 @@ pub fn read_pem(path: &Path, what: &str, private: bool) -> Result<Vec<u8>, Strin
     if !meta.is_file() {
         return Err(format!("{what} {shown} is not a regular file"));
     }
+    // Whoever owns it could change it: only our own files and root's are believed.
+    if !crate::trust::is_trusted_user(meta.uid()) {
+        return Err(format!(
+            "{what} {shown} belongs to {}; qm trusts only files of {} here",
+            crate::trust::describe_user(meta.uid()),
+            crate::trust::trusted_users()
+        ));
+    }
     let mode = meta.mode();
     let mask = if private { 0o077 } else { 0o022 };
     if mode & mask != 0 {

@@ -399,6 +399,20 @@ fn tls_files_others_may_change_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("names no file"));
+    // A CA file of another user: its owner could add a CA of their own, so it is refused.
+    let other = crate::users::User::create();
+    std::os::unix::fs::chown(&ca.pem, Some(other.uid), None).unwrap();
+    let out = Command::new(QMD)
+        .arg(&env.device)
+        .args(["-i", "127.0.0.1", "-k"])
+        .arg(&server)
+        .arg("-a")
+        .arg(&ca.pem)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("belongs to uid {}", other.uid)), "{err}");
 }
 
 /// -r: waiting dequeues of one program are served in the order they began waiting, and a
