@@ -36,5 +36,6 @@ pub mod threshold;
 pub mod trust;
 
 pub use error::{Diagnostic, QmError, QmResult};
+pub mod stat;
 pub mod time;
 pub mod tls;

@@ -121,6 +121,10 @@ pub enum QueueSpaceRequest {
     Ipcs {
         name: Option<String>,
     },
+    /// A live view of a loaded queue space (`qstat`); `None`: the session's open one.
+    Stat {
+        name: Option<String>,
+    },
     Ipcrm {
         name: String,
         force: bool,
@@ -409,6 +413,7 @@ pub enum Reply {
     Transactions(Vec<TransactionInfo>),
     Servers(Vec<ForwarderInfo>),
     Firings(Vec<FiringRecord>),
+    Stat(Box<crate::stat::SpaceStat>),
     Firing(Box<FiringRecord>),
     /// What a message-admin command did: messages changed, and messages left alone because
     /// a transaction holds them.

@@ -163,6 +163,10 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
                 one(Right::Browse, Place::Space(name.clone()))
             }
             QueueSpaceRequest::Ipcs { name: None } => daemon(Right::Browse),
+            QueueSpaceRequest::Stat { name: Some(name) } => {
+                one(Right::Browse, Place::Space(name.clone()))
+            }
+            QueueSpaceRequest::Stat { name: None } => at_space(Right::Browse),
         },
         Request::Queue(r) => match r {
             QueueRequest::Create(def) => at_queue(Right::Admin, &def.name),

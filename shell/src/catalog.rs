@@ -2,7 +2,9 @@
 //!
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
-use crate::commands::{automation, device, general, message, msgadmin, qspace, queue, rights};
+use crate::commands::{
+    automation, device, general, message, msgadmin, qspace, queue, rights, stat,
+};
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
 
@@ -403,6 +405,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         msgadmin::qlist,
         "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code."
+    ),
+    command!(
+        "qstat",
+        None,
+        "",
+        1,
+        "[--once] [queue_space_name]",
+        QueueSpace,
+        stat::qstat,
+        "Shows a queue space live (the open one by default; it must be loaded): per queue the messages and bytes, enqueues and dequeues per second, the oldest message's age, messages waiting for their time (and of those, in a retry delay), held by transactions, the threshold state and the forwarders running. At a terminal it redraws every second until Ctrl-C; piped, with --once or --json it prints one view, rates measured over one second."
     ),
     command!(
         "qthlog",

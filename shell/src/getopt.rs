@@ -10,6 +10,8 @@ pub struct Args {
     flags: BTreeMap<char, Option<String>>,
     pub positionals: Vec<String>,
     pub json: bool,
+    /// `--once`: one view rather than a live one (qstat).
+    pub once: bool,
 }
 
 impl Args {
@@ -28,9 +30,10 @@ impl Args {
 pub fn parse(words: &[String], spec: &str) -> Result<Args, String> {
     let mut args = Args::default();
     let mut words = words.iter().filter(|w| {
-        let json = *w == "--json";
+        let (json, once) = (*w == "--json", *w == "--once");
         args.json |= json;
-        !json
+        args.once |= once;
+        !(json || once)
     });
     let mut options_done = false;
     while let Some(word) = words.next() {

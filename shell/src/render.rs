@@ -574,3 +574,82 @@ pub fn identity(me: &qm_common::rights::Identity) -> String {
         ("Rights:", rights),
     ])
 }
+
+/// `qstat`'s table: one row per queue, with rates between `earlier` and `now`.
+pub fn stat(
+    now: &qm_common::stat::SpaceStat,
+    earlier: &qm_common::stat::SpaceStat,
+    hint: &str,
+) -> String {
+    let rows = now
+        .queues
+        .iter()
+        .map(|q| {
+            let rates = now.rates(earlier, q).unwrap_or_default();
+            vec![
+                q.queue.clone(),
+                q.messages.to_string(),
+                q.bytes.to_string(),
+                format!("{:.1}", rates.enqueued_per_sec),
+                format!("{:.1}", rates.dequeued_per_sec),
+                age_text(q.oldest_age_ms),
+                q.waiting.to_string(),
+                q.retrying.to_string(),
+                q.held.to_string(),
+                q.threshold.clone(),
+                if q.forwarders.is_empty() {
+                    "-".into()
+                } else {
+                    q.forwarders.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+                },
+            ]
+        })
+        .collect();
+    let taken = format_local(now.taken_us / 1_000_000);
+    let sessions = qm_common::plural::count(now.sessions, "session", "sessions");
+    let mut head = format!("{} at {taken}: {sessions} attached", now.qspace);
+    if !hint.is_empty() {
+        head.push_str(&format!(" ({hint})"));
+    }
+    let header = [
+        "queue",
+        "msgs",
+        "bytes",
+        "in/s",
+        "out/s",
+        "oldest",
+        "waiting",
+        "retry",
+        "held",
+        "threshold",
+        "forwarders",
+    ];
+    format!("{head}\n{}\n", table(&header, rows))
+}
+
+/// An age as people read it: `0s`, `42s`, `3m12s`, `2h05m`, `3d04h`.
+fn age_text(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `qstat --json`: the view, with each queue's rates.
+pub fn stat_json(
+    now: &qm_common::stat::SpaceStat,
+    earlier: &qm_common::stat::SpaceStat,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(now).unwrap_or_default();
+    if let Some(queues) = value.get_mut("queues").and_then(|q| q.as_array_mut()) {
+        for (json, q) in queues.iter_mut().zip(&now.queues) {
+            let rates = now.rates(earlier, q).unwrap_or_default();
+            json["enqueued_per_sec"] = serde_json::json!(rates.enqueued_per_sec);
+            json["dequeued_per_sec"] = serde_json::json!(rates.dequeued_per_sec);
+        }
+    }
+    value
+}

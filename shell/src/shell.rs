@@ -202,6 +202,16 @@ impl Shell {
         }
     }
 
+    /// Waits `time`; false when Ctrl-C came first (the wait is what it ends, not qmadmin).
+    pub fn pause(&self, time: std::time::Duration) -> bool {
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(time) => true,
+                _ = tokio::signal::ctrl_c() => false,
+            }
+        })
+    }
+
     pub fn info(&self, text: &str) {
         if self.json_now {
             eprintln!("{text}");

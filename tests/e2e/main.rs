@@ -78,3 +78,5 @@ mod network;
 mod http;
 // Manual pages and shell completions generated from the programs' options.
 mod docs;
+// qstat: the live view of a queue space.
+mod qstat;

@@ -386,3 +386,20 @@ fn paginate_pages_long_output_at_a_terminal_only() {
     run.failed().errors_are(&[why, why]).stdout_has("qspacecreate").stdout_lacks("paged: ");
     run.stdout_has("Paginate mode is now off");
 }
+
+/// At a terminal `qstat` redraws in place every second until Ctrl-C, which ends the view
+/// and gives the prompt back with the queue space still open.
+#[test]
+fn qstat_is_live_until_ctrl_c() {
+    let env = env_with_device();
+    create_space(&env, "QS", 40000);
+    env.c("qopen QS; qcreate Q fifo none 0 0 100% 0% ''").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.answer("qstat", &["Ctrl-C to stop", "Ctrl-C to stop"]);
+    repl.control('c');
+    repl.prompt();
+    repl.run("qinfo Q", &["Q"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}

@@ -82,3 +82,39 @@ pub fn ipcrm(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, force: bool) -> Q
     }
     Ok(Reply::Unit)
 }
+
+/// `qstat`: a view of a loaded queue space at this instant (the open one by default).
+pub fn stat(ctx: &mut Ctx<'_>, store: &mut Store, name: Option<String>) -> QmResult<Reply> {
+    let device = require_device(ctx, store)?;
+    let name = match name.filter(|n| !n.is_empty()) {
+        Some(n) => n,
+        None => super::require_open(ctx, store)?,
+    };
+    require_qspace(device, &name)?;
+    let engine = store.engine(&name).ok_or_else(|| {
+        QmError::new(
+            qm_common::Diagnostic::NotOpen,
+            format!(
+                "Queue space {name} is not loaded: nothing moves in it; qopen it (or start its \
+                 clients) to watch it"
+            ),
+        )
+    })?;
+    let mut queues = engine.stat_rows();
+    for forwarder in ctx.daemon.forwarders.list() {
+        let running = matches!(forwarder.state.as_str(), "running" | "idle");
+        if !running || forwarder.qspace != name {
+            continue;
+        }
+        for q in queues.iter_mut().filter(|q| forwarder.queues.contains(&q.queue)) {
+            q.forwarders.push(forwarder.id);
+        }
+    }
+    let sessions = ctx.daemon.sessions.attached(&name, store.generation, None).len() as u32;
+    Ok(Reply::Stat(Box::new(qm_common::stat::SpaceStat {
+        qspace: name,
+        taken_us: crate::engine::record::now_us(),
+        sessions,
+        queues,
+    })))
+}

@@ -53,6 +53,7 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) 
             )))
         }
         QueueSpaceRequest::Ipcs { name } => super::ipc::ipcs(ctx, store, name),
+        QueueSpaceRequest::Stat { name } => super::ipc::stat(ctx, store, name),
         QueueSpaceRequest::Ipcrm { name, force } => super::ipc::ipcrm(ctx, store, &name, force),
     }
 }

@@ -43,3 +43,64 @@ impl Engine {
         stats
     }
 }
+
+impl Engine {
+    /// Every queue for `qstat`: counts at this instant (messages waiting and held found
+    /// from the waiting set, not by a scan of every message), totals since the load, and
+    /// the threshold state with the last firing.
+    pub fn stat_rows(&self) -> Vec<qm_common::stat::QueueStat> {
+        let now = now_us();
+        let inner = self.lock();
+        let mut waiting: std::collections::HashMap<&str, (u64, u64)> = Default::default();
+        for (_, seq) in &inner.index.waiting {
+            if let Some(entry) = inner.index.msgs.get(seq) {
+                let w = waiting.entry(entry.meta.queue.as_str()).or_default();
+                w.0 += 1;
+                w.1 += u64::from(entry.meta.retries > 0);
+            }
+        }
+        let mut rows: Vec<qm_common::stat::QueueStat> = inner
+            .index
+            .queues
+            .iter()
+            .map(|(name, q)| {
+                let messages = q.usage.messages();
+                let ready = q.ready.len() as u64;
+                let (wait, retrying) = waiting.get(name.as_str()).copied().unwrap_or_default();
+                qm_common::stat::QueueStat {
+                    queue: name.clone(),
+                    messages,
+                    bytes: q.usage.persistent_bytes + q.usage.nonpersistent_bytes,
+                    ready,
+                    waiting: wait,
+                    retrying,
+                    held: messages.saturating_sub(ready + wait),
+                    oldest_age_ms: q
+                        .by_age
+                        .first()
+                        .map_or(0, |(at, _)| now.saturating_sub(*at) / 1000),
+                    enqueued: q.counters.enqueued,
+                    dequeued: q.counters.dequeued,
+                    to_error: q.counters.to_error,
+                    expired: q.counters.expired,
+                    threshold: if q.armed.iter().all(|a| *a) {
+                        "armed".into()
+                    } else {
+                        String::new()
+                    },
+                    forwarders: Vec::new(),
+                }
+            })
+            .collect();
+        drop(inner);
+        for row in rows.iter_mut().filter(|r| r.threshold.is_empty()) {
+            let last = self.firings(Some(&row.queue)).into_iter().filter(|f| !f.test).next_back();
+            row.threshold = match last {
+                Some(f) => format!("fired at {}", qm_common::time::format_local(f.started)),
+                None => "fired".into(),
+            };
+        }
+        rows.sort_by(|a, b| a.queue.cmp(&b.queue));
+        rows
+    }
+}
