@@ -94,7 +94,7 @@ impl Engine {
             .collect();
         drop(inner);
         for row in rows.iter_mut().filter(|r| r.threshold.is_empty()) {
-            let last = self.firings(Some(&row.queue)).into_iter().filter(|f| !f.test).next_back();
+            let last = self.firings(Some(&row.queue)).into_iter().rfind(|f| !f.test);
             row.threshold = match last {
                 Some(f) => format!("fired at {}", qm_common::time::format_local(f.started)),
                 None => "fired".into(),
