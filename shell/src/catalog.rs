@@ -2,7 +2,7 @@
 //!
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
-use crate::commands::{automation, device, general, message, msgadmin, qspace, queue, rights};
+use crate::commands::{automation, device, general, message, msgadmin, qspace, queue, rights, why};
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
 
@@ -403,6 +403,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         Nothing,
         msgadmin::qlist,
         "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code."
+    ),
+    command!(
+        "qwhy",
+        None,
+        "m:",
+        1,
+        "[-m] msgid",
+        Nothing,
+        why::qwhy,
+        "Tells why a message of the open queue space is not moving, one sentence per reason: held by an open transaction (its number, pid and program), enqueued by one not committed yet, waiting out its retry delay (retry k of n) or its availability time, behind the messages that come before it in its queue's order (and by which sort key), expired, moved to the error queue (from which queue, after how many retries), no forwarder running for its queue (naming the configured ones that would serve it). When nothing holds it back it says that it is next in line. The msgid is written as qlist shows it (\\xx escapes allowed); --json gives each reason as a kind, its sentence and its facts. Needs browse on the message's queue."
     ),
     command!(
         "qthlog",

@@ -8,6 +8,7 @@ pub mod msgadmin;
 pub mod qspace;
 pub mod queue;
 pub mod rights;
+pub mod why;
 
 use qm_common::{QmError, QmResult};
 use std::str::FromStr;
