@@ -1,8 +1,9 @@
 //! `qwhy MSGID`: each reason a message is not moving, found by a real qmadmin asking a real
 //! qmd about messages put in that state by an application: held by another session's
-//! transaction, in its retry delay, not available yet, behind messages of higher priority,
-//! no forwarder running, expired while held, moved to the error queue; next in line when
-//! nothing holds it back; a clear error for a msgid the queue space does not have.
+//! transaction, enqueued by one not committed, in its retry delay, not available yet, behind
+//! messages of higher priority, no forwarder running, expired while held, moved to the error
+//! queue; next in line when nothing holds it back; a clear error for a msgid the queue space
+//! does not have; `browse` on the message's queue needed.
 
 use crate::app::{App, ERRQ, FIFO_Q, eventually, now, space};
 use crate::auto::{wait_state, write_config};
@@ -274,4 +275,24 @@ fn needs_browse_on_the_messages_queue() {
     );
     env.c(&format!("qgrant {principal} browse QS/Q")).ok();
     peer(&format!("qopen QS; qwhy {id}")).ok().stdout_has("It is next in line on queue Q");
+}
+
+/// Enqueued in a transaction that has not committed: its enqueue waits on that transaction;
+/// once it commits, the message is next in line.
+#[test]
+fn enqueued_by_an_uncommitted_transaction() {
+    let env = space(&[ERRQ, FIFO_Q]);
+    let mut app = App::connect(&env);
+    let txn = app.begin(None).unwrap();
+    let id = app.put("Q", "pending");
+    let w = why(&env, &id);
+    assert_eq!(w.kinds(), ["uncommitted"]);
+    assert_eq!(w.reason("uncommitted")["transaction"], txn);
+    let text = sentences(&env, &id);
+    assert!(
+        text.contains(&format!("Its enqueue is not committed yet: transaction {txn} of pid")),
+        "{text}"
+    );
+    app.commit().unwrap();
+    assert_eq!(why(&env, &id).kinds(), ["next_in_line", "no_forwarder"]);
 }
