@@ -15,6 +15,7 @@
 //! * [`plural`]: counts with the right noun in messages.
 //! * [`principal`], [`rights`]: who a session speaks for, and what it may do where.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
+//! * [`why`]: why a message is not moving (`qwhy`).
 
 pub mod address;
 pub mod client;
@@ -34,6 +35,7 @@ pub mod queue;
 pub mod rights;
 pub mod threshold;
 pub mod trust;
+pub mod why;
 
 pub use error::{Diagnostic, QmError, QmResult};
 pub mod stat;

@@ -213,6 +213,10 @@ pub enum MessageRequest {
         id: u64,
         commit: bool,
     },
+    /// Why a message of the open queue space is not moving (`qwhy`).
+    Why {
+        msgid: MsgId,
+    },
 }
 
 /// Forwarders, threshold commands and configuration (`boot`, `shutdown`, `printserver`,
@@ -423,6 +427,7 @@ pub enum Reply {
     },
     Grants(GrantListing),
     Identity(Identity),
+    Why(Box<crate::why::Why>),
 }
 
 /// Progress of long work, e.g. initializing extents.

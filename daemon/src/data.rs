@@ -6,7 +6,9 @@ use crate::engine::Engine;
 use crate::engine::admin::Change;
 use crate::engine::txn::Owner;
 use crate::state::Daemon;
+use qm_common::message::MsgId;
 use qm_common::protocol::{DataRequest, MessageRequest, Reply, Request};
+use qm_common::why::{IdleForwarder, Reason, Why};
 use qm_common::{Diagnostic, QmError, QmResult};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,6 +180,41 @@ async fn data(
     }
 }
 
+/// `qwhy`: the engine's reasons, `browse` on the message's queue permitting, and whether
+/// a forwarder would take it.
+async fn why(
+    daemon: &Arc<Daemon>,
+    sd: &SessionData,
+    engine: &Engine,
+    msgid: MsgId,
+) -> QmResult<Reply> {
+    let found = engine.why(&msgid)?;
+    crate::rights::check_browse(daemon, &sd.peer.principal, &engine.name, &found.queue).await?;
+    let mut reasons = found.reasons;
+    if found.could_move {
+        reasons.extend(forwarder_reason(daemon, &engine.name, &found.queue));
+    }
+    let why = Why { msgid, qspace: engine.name.clone(), queue: found.queue, reasons };
+    Ok(Reply::Why(Box::new(why)))
+}
+
+/// That no forwarder runs for `queue`, naming the configured ones that would serve it.
+fn forwarder_reason(daemon: &Daemon, qspace: &str, queue: &str) -> Option<Reason> {
+    let serving: Vec<_> = daemon
+        .forwarders
+        .list()
+        .into_iter()
+        .filter(|f| f.qspace == qspace && f.queues.iter().any(|q| q == queue))
+        .collect();
+    // `stopping` finishes its current message and takes no other.
+    if serving.iter().any(|f| matches!(f.state.as_str(), "running" | "idle")) {
+        return None;
+    }
+    let configured =
+        serving.into_iter().map(|f| IdleForwarder { id: f.id, state: f.state }).collect();
+    Some(Reason::NoForwarder { queue: queue.to_string(), configured })
+}
+
 fn no_txn() -> QmError {
     QmError::new(Diagnostic::Proto, "No transaction is open (begin one first)")
 }
@@ -197,6 +234,7 @@ async fn message(
         MessageRequest::Complete { id, commit } => {
             return engine.complete(id, commit).await.map(|()| Reply::Unit);
         }
+        MessageRequest::Why { msgid } => return why(daemon, sd, &engine, msgid).await,
         MessageRequest::Delete { queue, criteria } => (queue, criteria, Change::Delete),
         MessageRequest::ChangePriority { queue, criteria, priority } => {
             (queue, criteria, Change::Priority(priority))

@@ -199,6 +199,12 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
             MessageRequest::List { queue, .. } => at_queue(Right::Browse, queue),
             MessageRequest::Transactions => at_space(Right::Browse),
             MessageRequest::Complete { .. } => at_space(Right::Admin),
+            // The message's queue is known only once it is found: its handler then asks
+            // for `browse` there (see [`check_browse`]).
+            MessageRequest::Why { .. } => match &space {
+                Some(s) => Need::AnyIn(s.clone()),
+                None => Need::Nothing,
+            },
             MessageRequest::ChangeQueue { queue, new_queue, .. } => match &space {
                 Some(s) => Need::All(vec![
                     (Right::Admin, Place::Queue(s.clone(), queue.clone())),
@@ -277,11 +283,23 @@ pub async fn check_async(
     request: &Request,
     space: Option<&str>,
 ) -> QmResult<()> {
-    if daemon.rights.always_admin(who) {
-        return Ok(());
-    }
-    let need = need(request, space, who);
-    if need == Need::Nothing {
+    check_need_async(daemon, who, need(request, space, who)).await
+}
+
+/// `browse` on one queue, from the async side: for a request whose queue is known only once
+/// its handler found it (`qwhy`).
+pub async fn check_browse(
+    daemon: &Arc<Daemon>,
+    who: &Principal,
+    space: &str,
+    queue: &str,
+) -> QmResult<()> {
+    let need = one(Right::Browse, Place::Queue(space.to_string(), queue.to_string()));
+    check_need_async(daemon, who, need).await
+}
+
+async fn check_need_async(daemon: &Arc<Daemon>, who: &Principal, need: Need) -> QmResult<()> {
+    if daemon.rights.always_admin(who) || need == Need::Nothing {
         return Ok(());
     }
     let grants = match daemon.rights.cached() {

@@ -3,7 +3,7 @@
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
 use crate::commands::{
-    automation, device, general, message, msgadmin, qspace, queue, rights, stat,
+    automation, device, general, message, msgadmin, qspace, queue, rights, stat, why,
 };
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
@@ -415,6 +415,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         QueueSpace,
         stat::qstat,
         "Shows a queue space live (the open one by default; it must be loaded): per queue the messages and bytes, enqueues and dequeues per second, the oldest message's age, messages waiting for their time (and of those, in a retry delay), held by transactions, the threshold state and the forwarders running. At a terminal it redraws every second until Ctrl-C; piped, with --once or --json it prints one view, rates measured over one second."
+    ),
+    command!(
+        "qwhy",
+        None,
+        "m:",
+        1,
+        "[-m] msgid",
+        Nothing,
+        why::qwhy,
+        "Tells why a message of the open queue space is not moving, one sentence per reason: held by an open transaction (its number, pid and program), enqueued by one not committed yet, waiting out its retry delay (retry k of n) or its availability time, behind the messages that come before it in its queue's order (and by which sort key), expired, moved to the error queue (from which queue, after how many retries), no forwarder running for its queue (naming the configured ones that would serve it). When nothing holds it back it says that it is next in line. The msgid is written as qlist shows it (\\xx escapes allowed); --json gives each reason as a kind, its sentence and its facts. Needs browse on the message's queue."
     ),
     command!(
         "qthlog",

@@ -58,6 +58,8 @@ mod thresholds;
 mod forwarders;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
+// qwhy: each reason a message is not moving, next in line, unknown msgids.
+mod qwhy;
 // Trust: other users' daemons, the private socket directory, configurations, lock/log links.
 mod security;
 // Principals and rights: qgrant/qrevoke/qauth/whoami, each right on another local user, --socket-mode.

@@ -16,6 +16,7 @@ pub mod thresholds;
 pub mod timers;
 mod turns;
 pub mod txn;
+pub mod why;
 pub mod writer;
 
 use crate::storage::handle::DbFile;

@@ -9,6 +9,7 @@ pub mod qspace;
 pub mod queue;
 pub mod rights;
 pub mod stat;
+pub mod why;
 
 use qm_common::{QmError, QmResult};
 use std::str::FromStr;
