@@ -212,3 +212,22 @@ fn json_uses_the_commands_words() {
     assert_eq!(ipcs[0]["state"], "active");
     assert_eq!(ipcs[0]["kind"], "admin");
 }
+
+/// Every change says so in one line: queue spaces created and changed, queues created,
+/// changed and destroyed (with the messages a purge took).
+#[test]
+fn every_change_says_so() {
+    let env = Env::new();
+    let run = env.c(&format!(
+        "crdl {} 0 2000; qspc QS 40000 200 8 4 16 1000 '' n 16; qspch QS 40000 4 16 1000 '' n 16; \
+         qopen QS; qcreate Q fifo none 0 0 100% 0% ''; qchange Q none 1 0 100% 0% ''; \
+         qenqueue Q x; qdestroy -p -y Q",
+        env.dev()
+    ));
+    run.ok()
+        .stdout_has("Queue space QS created\n")
+        .stdout_has("Queue space QS changed\n")
+        .stdout_has("Queue 'Q' created\n")
+        .stdout_has("Queue 'Q' changed\n")
+        .stdout_has("1 message of queue Q deleted\nQueue 'Q' destroyed\n");
+}

@@ -161,6 +161,8 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
     if record.params.initialize {
         ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &record, init_bytes));
     }
+    // Said only if it all succeeds: a failed initialization drops the notes.
+    ctx.note(Note::info(format!("Queue space {} created", record.params.name)));
     Ok(Reply::Unit)
 }
 
@@ -262,6 +264,7 @@ fn change_space(ctx: &mut Ctx<'_>, store: &mut Store, change: QueueSpaceChange) 
     if change.initialize && !record.initialized {
         ctx.then = Some(Initialization::begin(ctx.daemon, store, db, &updated, init_bytes));
     }
+    ctx.note(Note::info(format!("Queue space {} changed", updated.params.name)));
     Ok(Reply::Unit)
 }
 

@@ -127,6 +127,7 @@ fn change_queue(
     change.apply(&mut def);
     def.validate()?;
     save(device, qspace, &def)?;
+    ctx.note(Note::info(format!("Queue '{}' changed", def.name)));
     if let Some(engine) = store.engine(qspace) {
         engine.define_queue(def);
     }
@@ -168,6 +169,8 @@ fn destroy(
     }
     if name == record.params.error_queue {
         ctx.note(Note::warn(format!("Destroy queue - error queue {name} destroyed")));
+    } else {
+        ctx.note(Note::info(format!("Queue '{name}' destroyed")));
     }
     Ok(Reply::Unit)
 }
