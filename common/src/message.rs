@@ -38,6 +38,28 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// Shows a message body as text: UTF-8 as it is, with only control characters, invalid
+/// UTF-8 and the backslash written as `\xx` (so `\` always starts an escape).
+pub fn display_body(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' || c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Reads text written by [`escape_bytes`]: a backslash takes two hex digits.
 pub fn unescape_bytes(field: &str, text: &str) -> QmResult<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len());
@@ -392,6 +414,15 @@ pub struct TransactionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_show_text_as_it_is() {
+        assert_eq!(display_body("héllo wörld ✓".as_bytes()), "héllo wörld ✓");
+        assert_eq!(display_body(b"a\\b\tc\n\xff"), "a\\5cb\\09c\\0a\\ff");
+        // What it shows reads back as the same bytes.
+        let raw = b"x \\ \x01 \xc3\xa9 \xc3";
+        assert_eq!(unescape_bytes("body", &display_body(raw)).unwrap(), raw);
+    }
 
     #[test]
     fn escapes_round_trip() {

@@ -285,7 +285,8 @@ pub fn status(s: &DaemonStatus) -> String {
     ]) + "\n"
 }
 
-/// A message for JSON output: ids and body as escaped text.
+/// A message for JSON output: ids as escaped text, the body as UTF-8 text when it is, else
+/// in base64 (`body_encoding` says which).
 #[derive(Serialize)]
 pub struct MessageJson {
     pub msgid: String,
@@ -301,6 +302,8 @@ pub struct MessageJson {
     pub retries: u32,
     pub origin_queue: Option<String>,
     pub body: String,
+    /// `utf-8` or `base64`.
+    pub body_encoding: &'static str,
 }
 
 impl From<&qm_common::message::Message> for MessageJson {
@@ -318,8 +321,18 @@ impl From<&qm_common::message::Message> for MessageJson {
             urcode: m.urcode,
             retries: m.retries,
             origin_queue: m.origin_queue.clone(),
-            body: escape_bytes(&m.body),
+            body: body_text(&m.body),
+            body_encoding: if std::str::from_utf8(&m.body).is_ok() { "utf-8" } else { "base64" },
         }
+    }
+}
+
+/// A body for JSON: the text itself when it is UTF-8, else its base64.
+fn body_text(body: &[u8]) -> String {
+    use base64::Engine;
+    match std::str::from_utf8(body) {
+        Ok(text) => text.to_string(),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(body),
     }
 }
 

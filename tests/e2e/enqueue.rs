@@ -229,12 +229,13 @@ fn reply_failure_qos_urcode_round_trip() {
     // A script that dequeues gets what it needs to reply: -B the raw body alone.
     let raw = env.c("qopen QS; qdequeue -B Q");
     assert_eq!(raw.ok().stdout, "text", "-B prints the raw body only");
-    // Unset ones are left out; the body's blanks, newlines and backslashes are escaped.
+    // Unset ones are left out; the body's text shows as it is, its control characters and
+    // backslashes escaped.
     qenqueue(&env, r"Q 'a b\\'");
     app.put("Q", "line\n");
     let run = env.c("qopen QS; qdequeue Q; qdequeue Q");
     run.ok()
-        .stdout_has("urcode=0 delivery=persist\na\\20b\\5c\n")
+        .stdout_has("urcode=0 delivery=persist\na b\\5c\n")
         .stdout_has("delivery=persist\nline\\0a\n")
         .stdout_lacks("reply_queue=")
         .stdout_lacks("reply_qos=");
@@ -567,4 +568,26 @@ fn qenqueue_json_prints_the_msgid() {
     assert_eq!(app.take("Q").msgid.to_string(), id);
     let plain = env.c("qopen QS; qenqueue Q again");
     assert_eq!(plain.ok().stdout.trim().len(), 16, "{}", plain.stdout);
+}
+
+/// Bodies show as the text they are: UTF-8 as it is (only control characters and the
+/// backslash escaped); in JSON the text itself, or base64 for bytes that are not UTF-8,
+/// with `body_encoding` saying which.
+#[test]
+fn bodies_show_as_text_and_json_says_how() {
+    let env = space(&[FIFO_Q]);
+    let mut app = App::connect(&env);
+    app.put("Q", "héllo wörld ✓\tdone");
+    app.enqueue("Q", &[0xff, 0x01, b'a'], &EnqueueCtl::default()).unwrap();
+    env.c("qopen QS; qdequeue -k Q").ok().stdout_has("\nhéllo wörld ✓\\09done\n");
+    let json: serde_json::Value = env.json("qopen QS; qdequeue Q");
+    assert_eq!(
+        (json["body"].as_str(), json["body_encoding"].as_str()),
+        (Some("héllo wörld ✓\tdone"), Some("utf-8"))
+    );
+    let json: serde_json::Value = env.json("qopen QS; qdequeue Q");
+    assert_eq!(
+        (json["body"].as_str(), json["body_encoding"].as_str()),
+        (Some("/wFh"), Some("base64"))
+    );
 }

@@ -188,7 +188,7 @@ fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
         if let Some(q) = &m.reply_qos {
             head += &format!(" reply_qos={q}");
         }
-        sh.output(&format!("{head}\n{}", escape_bytes(&m.body)));
+        sh.output(&format!("{head}\n{}", qm_common::message::display_body(&m.body)));
     }
 }
 
