@@ -106,9 +106,15 @@ fn next_vtoc_index(vtoc: &[VtocEntry]) -> QmResult<u8> {
 }
 
 fn no_room(field: &str, pages: u64, largest: u64, where_: &str) -> QmError {
+    let (pages, largest) = (page_count(pages), page_count(largest));
+    let fit = if pages.starts_with("1 ") { "does" } else { "do" };
     QmError::no_space(format!(
-        "{field}: {pages} pages do not fit; the largest free run {where_} is {largest} pages"
+        "{field}: {pages} {fit} not fit; the largest free run {where_} is {largest}"
     ))
+}
+
+fn page_count(n: u64) -> String {
+    qm_common::plural::count(n, "page", "pages")
 }
 
 fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmResult<Reply> {
@@ -400,8 +406,9 @@ fn add_extent(ctx: &mut Ctx<'_>, store: &mut Store, name: &str, pages: u64) -> Q
         }
         device.refresh_floors()?;
     }
+    let pages = page_count(pages);
     ctx.note(Note::info(format!(
-        "Added extent of {pages} pages to queue space {name} (device {dev}, offset {offset})"
+        "Added extent of {pages} to queue space {name} (device {dev}, offset {offset})"
     )));
     Ok(Reply::Unit)
 }
