@@ -102,6 +102,21 @@ fn shell_escape(command: &str, interactive: bool) -> Flow {
     }
 }
 
+/// A line that is not UTF-8 is run only when it is a `qenqueue` whose bytes that are not
+/// UTF-8 are all in its last word, the body (a Latin-1 script's message); returns it as text
+/// (see [`crate::input::raw_text`]). Any other such line is refused.
+fn body_in_other_bytes(bytes: &[u8]) -> Option<String> {
+    let line = crate::input::raw_text(bytes);
+    let Ok(Line::Command { name, args }) = parse_line(&line) else {
+        return None;
+    };
+    let (body, others) = args.split_last()?;
+    let enqueue = lookup(&name).is_some_and(|spec| spec.name == "qenqueue");
+    let only_body =
+        !crate::input::has_raw(&name) && !others.iter().any(|w| crate::input::has_raw(w));
+    (enqueue && only_body && !body.starts_with('-')).then_some(line)
+}
+
 /// Reads and runs commands until `quit` or the end of input; returns the exit status.
 pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
     let interactive = script.is_none() && sh.input.interactive();
@@ -109,6 +124,7 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
     let mut last_command: Option<String> = None;
     let mut last_shell: Option<String> = None;
     loop {
+        sh.raw_line = false;
         let line = match &mut script {
             Some(lines) => match lines.pop_front() {
                 Some(l) => l,
@@ -116,11 +132,17 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
             None => match sh.input.read_line(PROMPT) {
                 Read::Line(l) => l,
-                Read::NotText(why) => {
-                    error(&why);
-                    failures += 1;
-                    continue;
-                }
+                Read::NotText { why, bytes } => match body_in_other_bytes(&bytes) {
+                    Some(line) => {
+                        sh.raw_line = true;
+                        line
+                    }
+                    None => {
+                        error(&why);
+                        failures += 1;
+                        continue;
+                    }
+                },
                 Read::Interrupted => {
                     last_command = None;
                     continue;
@@ -129,7 +151,11 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
         };
         if sh.echo && !interactive {
-            println!("{line}");
+            if sh.raw_line {
+                println!("{}", String::from_utf8_lossy(&crate::input::raw_bytes(&line)));
+            } else {
+                println!("{line}");
+            }
         }
         // Every line typed at the prompt can be recalled, also one that did not parse (to
         // correct it) and shell escapes; an empty line (a repeat) adds nothing.

@@ -95,6 +95,9 @@ pub struct Shell {
     /// The first bad answer a script gave to a prompt. The command goes on reading its
     /// answers (so that they are not run as commands) and fails before it reaches qmd.
     pub deferred: Option<Failure>,
+    /// The running command came on a line that is not UTF-8 (see [`crate::input::raw_text`]):
+    /// its message body stands for bytes as they were read.
+    pub raw_line: bool,
 }
 
 impl Shell {
@@ -122,6 +125,7 @@ impl Shell {
             target_queue: None,
             criteria: Default::default(),
             deferred: None,
+            raw_line: false,
         }
     }
 
@@ -244,7 +248,7 @@ impl Shell {
         }
         match self.input.read_line(prompt) {
             Read::Line(line) => Ok(Answer::given(line.trim().to_string(), true)),
-            Read::NotText(why) => Ok(Answer {
+            Read::NotText { why, .. } => Ok(Answer {
                 text: String::new(),
                 from_prompt: true,
                 unreadable: Some(QmError::inval(why)),
@@ -345,7 +349,7 @@ impl Shell {
     pub fn confirm(&mut self) -> Result<bool, Failure> {
         match self.input.read_line("Are you sure? [y, n] ") {
             Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
-            Read::NotText(why) => Err(why),
+            Read::NotText { why, .. } => Err(why),
             Read::Interrupted => Ok(false),
             Read::Eof => Err("end of input while waiting for confirmation".into()),
         }

@@ -103,7 +103,8 @@ fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, S
         if args.value('F').is_some() {
             return Err("give the body either as an argument or with -F, not both".into());
         }
-        return Ok(text.into_bytes());
+        // A script in another encoding (Latin-1, say) gives its bodies as they are.
+        return Ok(if sh.raw_line { crate::input::raw_bytes(&text) } else { text.into_bytes() });
     }
     match args.value('F') {
         Some("-") => stdin_body(sh),
