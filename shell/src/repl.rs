@@ -147,7 +147,8 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
                     last_command = None;
                     continue;
                 }
-                Read::Eof => break,
+                Read::Eof if may_quit(sh, interactive) => break,
+                Read::Eof => continue,
             },
         };
         if sh.echo && !interactive {
@@ -194,11 +195,38 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
         match flow {
             Flow::Done => {}
             Flow::Failed => failures += 1,
-            Flow::Quit => break,
+            Flow::Quit if may_quit(sh, interactive) => break,
+            Flow::Quit => {}
         }
         if interactive {
             sh.refresh_names();
         }
     }
+    if roll_back_on_quit(sh) {
+        failures += 1;
+    }
     i32::from(failures > 0)
+}
+
+/// Whether to quit: at a terminal, with a transaction open, only if the operator says so.
+fn may_quit(sh: &mut Shell, interactive: bool) -> bool {
+    let Some(id) = sh.transaction.filter(|_| interactive) else {
+        return true;
+    };
+    let question = format!("Transaction {id} is open: quit and roll it back? [y, n] ");
+    // The end of input at the question leaves no other way out.
+    sh.ask_yes(&question).unwrap_or(true)
+}
+
+/// Rolls back the transaction left open at quitting and warns about it; returns whether
+/// there was one (the session then failed: what it did in it is undone).
+fn roll_back_on_quit(sh: &mut Shell) -> bool {
+    let Some(id) = sh.transaction.take() else {
+        return false;
+    };
+    // Rolled back here rather than left to qmd noticing the closed connection, so that it is
+    // undone when qmadmin has exited.
+    let _ = sh.call(qm_common::protocol::Request::Data(qm_common::protocol::DataRequest::Abort));
+    sh.warn(&format!("transaction {id} rolled back: it was still open when qmadmin quit"));
+    true
 }

@@ -98,6 +98,8 @@ pub struct Shell {
     /// The running command came on a line that is not UTF-8 (see [`crate::input::raw_text`]):
     /// its message body stands for bytes as they were read.
     pub raw_line: bool,
+    /// The transaction this session began and has not committed or rolled back yet.
+    pub transaction: Option<u64>,
 }
 
 impl Shell {
@@ -126,6 +128,7 @@ impl Shell {
             criteria: Default::default(),
             deferred: None,
             raw_line: false,
+            transaction: None,
         }
     }
 
@@ -347,7 +350,12 @@ impl Shell {
 
     /// Asks for confirmation; only `y` or `Y` confirms.
     pub fn confirm(&mut self) -> Result<bool, Failure> {
-        match self.input.read_line("Are you sure? [y, n] ") {
+        self.ask_yes("Are you sure? [y, n] ")
+    }
+
+    /// Asks `question`; only `y` or `Y` is yes, and Ctrl-C is no.
+    pub fn ask_yes(&mut self, question: &str) -> Result<bool, Failure> {
+        match self.input.read_line(question) {
             Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
             Read::NotText { why, .. } => Err(why),
             Read::Interrupted => Ok(false),

@@ -386,3 +386,28 @@ fn paginate_pages_long_output_at_a_terminal_only() {
     run.failed().errors_are(&[why, why]).stdout_has("qspacecreate").stdout_lacks("paged: ");
     run.stdout_has("Paginate mode is now off");
 }
+
+/// `quit` or Ctrl-D with a transaction open asks first: `n` goes back to the prompt (the
+/// transaction stays open and can be committed), `y` rolls it back, warns and exits 1.
+#[test]
+fn quitting_with_an_open_transaction_asks_first() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.run("begin", &["begun"]);
+    repl.run("qenqueue Q first", &[]);
+    repl.answer("quit", &["is open: quit and roll it back? [y, n] "]);
+    repl.run("n", &[]);
+    repl.control('d');
+    repl.expect("is open: quit and roll it back? [y, n] ");
+    repl.run("n", &[]);
+    repl.run("commit", &["Transaction committed"]);
+    repl.run("begin", &["begun"]);
+    repl.run("qenqueue Q second", &[]);
+    repl.answer("q", &["is open: quit and roll it back? [y, n] "]);
+    repl.answer("y", &["WARN: transaction ", " rolled back"]);
+    assert_eq!(repl.exit_status(), 1);
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo Q");
+    assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
+}

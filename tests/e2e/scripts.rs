@@ -148,3 +148,22 @@ fn bad_prompt_answer_keeps_the_script_in_step() {
     env.c("qopen QS; qinfo BADQ").failed().stderr_has("BADQ");
     env.c("qspl Q2").failed().stderr_has("Queue space Q2 does not exist");
 }
+
+/// Quitting with a transaction open (`q`, the end of the input, the end of `-c`) rolls it
+/// back, says so and exits 1; a committed transaction quits quietly with 0.
+#[test]
+fn quitting_with_an_open_transaction_warns_and_fails() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QS 40000 100 4 4 4 100 '' n 16")).ok();
+    env.c("qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    for end in ["q\n", ""] {
+        let run = env.script(&format!("qopen QS\nbegin\nqenqueue Q held\n{end}"));
+        run.failed().stderr_has("WARN: transaction ").stderr_has(" rolled back");
+        assert_eq!(run.errors(), 0, "every command succeeded: {}", run.stderr);
+    }
+    env.c("qopen QS; begin; qenqueue Q held").failed().stderr_has(" rolled back");
+    env.c("qopen QS; begin; qenqueue Q kept; commit; q").ok().stderr_lacks("rolled back");
+    let listing: QueueListing = env.json("qopen QS; qinfo Q");
+    assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
+}

@@ -212,18 +212,22 @@ pub fn begin(sh: &mut Shell, args: Args) -> CmdResult {
     if let Reply::Transaction(id) =
         sh.call(Request::Data(DataRequest::Begin { qspace: None, timeout_secs: timeout }))?.reply
     {
+        sh.transaction = Some(id);
         sh.info(&format!("Transaction {id} begun"));
     }
     Ok(())
 }
 
 pub fn commit(sh: &mut Shell, _args: Args) -> CmdResult {
+    // qmd lets go of the session's transaction whether or not it commits.
+    sh.transaction = None;
     sh.call(Request::Data(DataRequest::Commit))?;
     sh.info("Transaction committed");
     Ok(())
 }
 
 pub fn abort(sh: &mut Shell, _args: Args) -> CmdResult {
+    sh.transaction = None;
     sh.call(Request::Data(DataRequest::Abort))?;
     sh.info("Transaction rolled back");
     Ok(())
