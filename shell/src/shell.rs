@@ -9,6 +9,9 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// The confirmation question of commands that destroy or change.
+const CONFIRM: &str = "Are you sure? [y, n] ";
+
 /// Why a command failed; printed as `ERROR: ...`.
 pub type Failure = String;
 pub type CmdResult = Result<(), Failure>;
@@ -350,7 +353,28 @@ impl Shell {
 
     /// Asks for confirmation; only `y` or `Y` confirms.
     pub fn confirm(&mut self) -> Result<bool, Failure> {
-        self.ask_yes("Are you sure? [y, n] ")
+        self.ask_yes(CONFIRM)
+    }
+
+    /// Asks for confirmation of a change once `check`, made first, found nothing against
+    /// it. When it did, a terminal is not asked; a script's answer line is read all the same
+    /// (so that it is never run as a command), and the command fails with the check's reason.
+    pub fn confirm_checked(&mut self, check: Result<(), Failure>) -> Result<bool, Failure> {
+        match check {
+            Ok(()) => self.confirm(),
+            Err(why) => {
+                self.skip_confirmation();
+                Err(why)
+            }
+        }
+    }
+
+    /// In a script, reads the line that answers a confirmation the command does not ask
+    /// for after all, so that the script stays in step whatever the command found.
+    pub fn skip_confirmation(&mut self) {
+        if !self.input.interactive() {
+            let _ = self.input.read_line(CONFIRM);
+        }
     }
 
     /// Asks `question`; only `y` or `Y` is yes, and Ctrl-C is no.

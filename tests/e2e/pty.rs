@@ -411,3 +411,26 @@ fn quitting_with_an_open_transaction_asks_first() {
     let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo Q");
     assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
 }
+
+/// A change that cannot be made is refused before `Are you sure?` is asked: `dsdl` of an
+/// entry holding extents, `qcq` to a queue that does not exist, `qdestroy` of one; a change
+/// that can be made is still confirmed.
+#[test]
+fn refusals_come_before_the_confirmation() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr PQ fifo none 0 0 100% 0% ''").ok();
+    env.c("qopen QS; qenqueue PQ one").ok();
+    let mut repl = Repl::start(&env);
+    let out = repl.run("dsdl 0", &["holds extents of queue space QS"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    repl.run("qopen QS", &[]);
+    repl.run("qset PQ", &[]);
+    let out = repl.run("qcq NOSUCH", &["ERROR: ", "NOSUCH"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    let out = repl.run("qdestroy NOSUCH", &["ERROR: ", "NOSUCH"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    repl.answer("qdestroy -p PQ", &["Are you sure? [y, n] "]);
+    repl.run("n", &["Queue not destroyed"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1);
+}

@@ -167,3 +167,17 @@ fn quitting_with_an_open_transaction_warns_and_fails() {
     let listing: QueueListing = env.json("qopen QS; qinfo Q");
     assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
 }
+
+/// In a script, the line after a command that confirms is always its answer: also when the
+/// command is refused before asking, or (`qcq` to the queue itself) has nothing to do.
+#[test]
+fn confirmation_answers_stay_answers_when_a_change_is_refused() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QS 40000 100 4 4 4 100 '' n 16")).ok();
+    env.c("qopen QS; qcr PQ fifo none 0 0 100% 0% ''; qenqueue PQ one").ok();
+    let run = env.script("dsdl 0\ny\nqopen QS\nqset PQ\nqcq PQ\ny\nqcq NOSUCH\ny\nlivtoc\n");
+    run.failed().errors_are(&["holds extents of queue space QS", "NOSUCH"]);
+    run.stderr_has("WARN: Queue change - new queue name PQ matches old queue name");
+    run.stdout_has("Volume Table of Contents");
+}

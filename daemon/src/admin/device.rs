@@ -237,25 +237,8 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, index: u8) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let udl = device.udl()?;
     let vtoc = device.vtoc()?;
-    let entry = find_entry(&udl, index)?;
-    let mut users: Vec<&str> = vtoc
-        .iter()
-        .filter(|t| t.device == index && t.extent.is_some())
-        .map(|t| t.name.as_str())
-        .collect();
-    users.dedup();
-    if !users.is_empty() {
-        return Err(QmError::in_use(format!(
-            "Device list entry {index} holds extents of queue space {}; destroy them first",
-            users.join(", ")
-        )));
-    }
+    let entry = qm_common::device::check_destroy(&udl, &vtoc, index)?;
     if index == 0 {
-        if udl.len() > 1 {
-            return Err(QmError::in_use(
-                "Device list entry 0 can be destroyed only after every other entry (dsdl them first)",
-            ));
-        }
         let path = device.path().to_path_buf();
         store.release();
         std::fs::remove_file(&path)

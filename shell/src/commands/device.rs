@@ -4,7 +4,7 @@ use super::number;
 use crate::getopt::Args;
 use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
-use qm_common::device::ENTRY_MAX_PAGES;
+use qm_common::device::{ENTRY_MAX_PAGES, UdlEntry, check_destroy};
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Reply, Request};
 
@@ -80,12 +80,28 @@ pub fn dsdl(sh: &mut Shell, args: Args) -> CmdResult {
     let confirmed = args.flag('y');
     let mut pos = Positionals::new(args.positionals);
     let index = sh.required(&mut pos, "Device list index: ", dl_index)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Device not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = destroyable(sh, index);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Device not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::Device(DeviceRequest::Destroy { index }))?;
     Ok(())
+}
+
+/// Whether entry `index` may be destroyed, checked before asking for confirmation.
+fn destroyable(sh: &mut Shell, index: u8) -> CmdResult {
+    let udl: Vec<UdlEntry> =
+        match sh.call(Request::Device(DeviceRequest::List { index: None }))?.reply {
+            Reply::Device(listing) => listing.entries.into_iter().map(|e| e.entry).collect(),
+            _ => return Ok(()),
+        };
+    let Reply::Vtoc(vtoc) = sh.call(Request::Device(DeviceRequest::Vtoc))?.reply else {
+        return Ok(());
+    };
+    check_destroy(&udl, &vtoc, index).map(drop).map_err(|e| e.message)
 }
 
 pub fn chdl(sh: &mut Shell, args: Args) -> CmdResult {

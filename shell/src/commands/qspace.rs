@@ -203,9 +203,12 @@ pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {
     let (force, confirmed) = (args.flag('f'), args.flag('y'));
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Queue space not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = fetch(sh, Some(name.clone())).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Queue space not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::QueueSpace(QueueSpaceRequest::Destroy { name, force }))?;
     Ok(())
@@ -279,9 +282,12 @@ pub fn ipcrm(sh: &mut Shell, args: Args) -> CmdResult {
     let (force, confirmed) = (args.flag('f'), args.flag('y'));
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    if force && !confirmed && !sh.confirm()? {
-        sh.warn("IPC resources not removed");
-        return Ok(());
+    if force && !confirmed {
+        let check = fetch(sh, Some(name.clone())).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("IPC resources not removed");
+            return Ok(());
+        }
     }
     sh.call(Request::QueueSpace(QueueSpaceRequest::Ipcrm { name, force }))?;
     Ok(())

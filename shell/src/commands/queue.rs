@@ -214,9 +214,12 @@ pub fn qdestroy(sh: &mut Shell, args: Args) -> CmdResult {
     sh.require_open()?;
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Queue not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = fetch(sh, &name).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Queue not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::Queue(QueueRequest::Destroy { name, mode }))?;
     Ok(())
