@@ -434,3 +434,20 @@ fn refusals_come_before_the_confirmation() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 1);
 }
+
+/// `qdequeue -B` at a terminal ends the body's line, so the next prompt does not wipe it
+/// out; piped, the body is written exactly as enqueued, with no newline added.
+#[test]
+fn raw_body_at_a_terminal_ends_its_line() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    env.c("qopen QS; qenqueue Q 'no newline at the end'; qenqueue Q piped").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    let out = repl.run("qdequeue -B Q", &["no newline at the end"]);
+    assert!(out.contains("no newline at the end\r\n"), "the body's line is not ended: {out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+    let run = env.c("qopen QS; qdequeue -B Q");
+    assert_eq!(run.ok().stdout, "piped", "piped bodies are left as they are");
+}

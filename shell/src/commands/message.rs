@@ -168,6 +168,11 @@ fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
     } else if body_only {
         let mut out = std::io::stdout();
         let _ = out.write_all(&m.body);
+        // At a terminal the next prompt is drawn from the start of the line and would wipe
+        // out a body's last line; piped, the body stays exactly as it was enqueued.
+        if out.is_terminal() && !m.body.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
         let _ = out.flush();
     } else {
         let mut head = format!(
