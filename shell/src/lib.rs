@@ -41,7 +41,8 @@ pub fn main(options: Options) -> i32 {
         Box::new(NoInput)
     } else {
         // Not a lock held for the whole session: `qenqueue` may read a body from stdin.
-        Box::new(StdinInput::new(false))
+        // Under --json standard output carries JSON only: no prompts.
+        Box::new(StdinInput::new(options.json))
     };
     run(options, input, names)
 }
@@ -90,7 +91,12 @@ pub fn run(
     let client = match connected {
         Ok(c) => c,
         Err(e) if only_stop && e.starts_with("no qmd answers") => {
-            println!("INFO: no qmd serves {}: nothing to stop", device.display());
+            let text = format!("INFO: no qmd serves {}: nothing to stop", device.display());
+            if options.json {
+                eprintln!("{text}");
+            } else {
+                println!("{text}");
+            }
             return 0;
         }
         Err(e) => {
@@ -160,11 +166,17 @@ fn start(
     sh.script_mode = options.commands.is_some();
     let script = options.commands.as_deref().map(|c| grammar::split_script(c).into());
     if script.is_none() {
-        println!(
-            "qmadmin - qm {}: administration of queue spaces and queues",
-            env!("CARGO_PKG_VERSION")
+        let banner = format!(
+            "qmadmin - qm {}: administration of queue spaces and queues\nQMCONFIG={}",
+            env!("CARGO_PKG_VERSION"),
+            device.display()
         );
-        println!("QMCONFIG={}", device.display());
+        // Under --json standard output carries JSON only.
+        if options.json {
+            eprintln!("{banner}");
+        } else {
+            println!("{banner}");
+        }
         if sh.input.interactive() {
             sh.refresh_names();
         }

@@ -152,10 +152,15 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
         };
         if sh.echo && !interactive {
-            if sh.raw_line {
-                println!("{}", String::from_utf8_lossy(&crate::input::raw_bytes(&line)));
+            let shown = match sh.raw_line {
+                true => String::from_utf8_lossy(&crate::input::raw_bytes(&line)).into_owned(),
+                false => line.clone(),
+            };
+            // Under --json standard output carries JSON only.
+            if sh.json {
+                eprintln!("{shown}");
             } else {
-                println!("{line}");
+                println!("{shown}");
             }
         }
         // Every line typed at the prompt can be recalled, also one that did not parse (to

@@ -181,3 +181,29 @@ fn confirmation_answers_stay_answers_when_a_change_is_refused() {
     run.stderr_has("WARN: Queue change - new queue name PQ matches old queue name");
     run.stdout_has("Volume Table of Contents");
 }
+
+/// `qmadmin --json` with commands on standard input writes JSON Lines on standard output:
+/// no banner, no prompts, one document per line for each listing, `help` included; notes
+/// go to standard error.
+#[test]
+fn json_from_standard_input_is_json_lines() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QSPACE 40000 100 4 4 4 100 ERRQ n 16")).ok();
+    env.c("qopen QSPACE; qcr ERRQ fifo none 0 0 100% 0% ''").ok();
+    let mut cmd = env.qmadmin_cmd();
+    cmd.arg("--json");
+    let run = env.run_stdin(cmd, "qopen QSPACE\nqinfo ERRQ\necho\nhelp\nhelp qopen\nqspl\n\n");
+    run.ok().stderr_has("QMCONFIG=").stderr_has("Echo mode is now on");
+    let docs: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert_eq!(docs.len(), 4, "one line per listing: {}", run.stdout);
+    assert_eq!(docs[0]["queues"][0]["def"]["name"], "ERRQ");
+    assert!(docs[1].as_array().is_some_and(|a| a.iter().any(|c| c["name"] == "qcreate")));
+    assert_eq!(docs[2]["name"], "qopen");
+    assert!(docs[2]["help"].is_string(), "{}", docs[2]);
+    assert_eq!(docs[3]["params"]["name"], "QSPACE");
+}
