@@ -227,8 +227,11 @@ impl Shell {
 
     /// Prints a command's output, through the pager when paginate is on.
     pub fn output(&self, text: &str) {
-        if self.paginate && text.lines().count() > 20 && crate::pager::page(text).is_ok() {
-            return;
+        if self.paginate && text.lines().count() > 20 {
+            match crate::pager::page(text) {
+                Ok(()) => return,
+                Err(why) => self.warn(&format!("{why}; the output follows unpaged")),
+            }
         }
         print!("{text}");
         if !text.ends_with('\n') {

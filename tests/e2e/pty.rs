@@ -451,3 +451,21 @@ fn raw_body_at_a_terminal_ends_its_line() {
     let run = env.c("qopen QS; qdequeue -B Q");
     assert_eq!(run.ok().stdout, "piped", "piped bodies are left as they are");
 }
+
+/// A `$PAGER` that cannot run or fails is reported, and the output is printed directly
+/// instead of being lost; the session goes on.
+#[test]
+fn a_bad_pager_falls_back_to_printing() {
+    let env = env_with_device();
+    let mut repl = Repl::start_with_pager(&env, "no-such-pager-qm");
+    let out =
+        repl.run("help all", &["WARN: $PAGER 'no-such-pager-qm' was not found", "qspacecreate"]);
+    assert!(out.contains("the output follows unpaged"), "{out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+
+    let mut repl = Repl::start_with_pager(&env, "exit 3");
+    repl.run("help all", &["exited with status 3", "qspacecreate"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
