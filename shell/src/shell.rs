@@ -2,7 +2,7 @@
 
 use crate::input::{Input, Read};
 use qm_common::client::{Client, Done};
-use qm_common::protocol::{DaemonRequest, Names, NoteLevel, QueueRequest, Request};
+use qm_common::protocol::{DaemonRequest, DataRequest, Names, NoteLevel, QueueRequest, Request};
 use qm_common::{QmError, QmResult};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -103,7 +103,14 @@ pub struct Shell {
     pub raw_line: bool,
     /// The transaction this session began and has not committed or rolled back yet.
     pub transaction: Option<u64>,
+    /// The queue space `qopen` opened, to open again on a new connection.
+    pub open_qspace: Option<String>,
+    /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait).
+    pub reconnect: Option<Reconnect>,
 }
+
+/// Makes a new connection to the same daemon.
+pub type Reconnect = Box<dyn Fn(&tokio::runtime::Runtime) -> Result<Client, String>>;
 
 impl Shell {
     pub fn new(
@@ -113,6 +120,9 @@ impl Shell {
         input: Box<dyn Input>,
     ) -> Self {
         let paginate = input.interactive() && std::io::stdout().is_terminal();
+        if input.interactive() {
+            crate::interrupt::catch();
+        }
         Shell {
             runtime,
             client,
@@ -132,6 +142,8 @@ impl Shell {
             deferred: None,
             raw_line: false,
             transaction: None,
+            open_qspace: None,
+            reconnect: None,
         }
     }
 
@@ -159,7 +171,11 @@ impl Shell {
             }
         };
         let mut dots = 0u64;
-        let result = self.runtime.block_on(self.client.call_with_progress(request, |p| {
+        // Only a dequeue waiting for a message can take long enough to want Ctrl-C.
+        let interruptible = self.input.interactive()
+            && matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+        crate::interrupt::clear();
+        let call = self.client.call_with_progress(request, |p| {
             if show && p.total > 0 {
                 let due = p.done * 20 / p.total;
                 while dots < due {
@@ -167,7 +183,16 @@ impl Shell {
                     dots += 1;
                 }
             }
-        }));
+        });
+        let result = self.runtime.block_on(async {
+            tokio::select! {
+                result = call => Some(result),
+                () = crate::interrupt::typed(), if interruptible => None,
+            }
+        });
+        let Some(result) = result else {
+            return Err(self.give_up_connection());
+        };
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
         if show && result.is_ok() {
             emit(&".".repeat(20usize.saturating_sub(dots as usize)));
@@ -192,6 +217,40 @@ impl Shell {
             }
         }
         Ok(done)
+    }
+
+    /// Ends a wait cut short by Ctrl-C: qmd gives up a waiting dequeue only when its
+    /// connection closes, so a new connection takes the old one's place, with the queue
+    /// space open again (`qset` and `qscan` are qmadmin's own and stay). A transaction of
+    /// the old connection is rolled back with it, and said so. Returns the command's error.
+    fn give_up_connection(&mut self) -> Failure {
+        let cancelled = "interrupted (Ctrl-C): the dequeue stopped waiting";
+        let Some(reconnect) = &self.reconnect else {
+            return cancelled.into();
+        };
+        let client = match reconnect(&self.runtime) {
+            Ok(c) => c,
+            Err(e) => {
+                return format!(
+                    "{cancelled}, but qmd cannot be reached again ({e}); quit and start qmadmin again"
+                );
+            }
+        };
+        // The old connection closes here.
+        self.client = client;
+        if let Some(id) = self.transaction.take() {
+            self.warn(&format!(
+                "transaction {id} rolled back: the dequeue it waited in was interrupted"
+            ));
+        }
+        if let Some(name) = self.open_qspace.clone() {
+            let open = Request::QueueSpace(qm_common::protocol::QueueSpaceRequest::Open { name });
+            if let Err(e) = self.runtime.block_on(self.client.call(open)) {
+                self.open_qspace = None;
+                self.warn(&format!("the queue space could not be opened again: {}", e.message));
+            }
+        }
+        cancelled.into()
     }
 
     /// Fails as the daemon does when this session has no queue space open. Queue commands

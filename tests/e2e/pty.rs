@@ -469,3 +469,33 @@ fn a_bad_pager_falls_back_to_printing() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }
+
+/// Ctrl-C while a command runs ends that command only: a dequeue waiting for a message stops
+/// waiting and the session keeps its open queue space and its `qset`; a shell escape's
+/// command is ended and qmadmin re-prompts. The message enqueued afterwards is not taken by
+/// the abandoned wait.
+#[test]
+fn ctrl_c_ends_the_running_command_only() {
+    let (env, daemon) = crate::app::traced_space(&[crate::app::ERRQ, crate::app::FIFO_Q]);
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.run("qset Q", &[]);
+    repl.answer("qdequeue -w 30 Q", &[]);
+    crate::app::waiting(&daemon, 1);
+    repl.control('c');
+    repl.expect("ERROR: interrupted (Ctrl-C)");
+    repl.prompt();
+    repl.run("qenqueue Q after-the-break", &[]);
+    // Still open, still set: qlist lists the message the abandoned wait did not take.
+    let out = repl.run("qlist", &[]);
+    assert!(!out.contains("ERROR") && !out.contains("no messages"), "{out:?}");
+    repl.run("qdequeue Q", &["after-the-break"]);
+
+    repl.answer("!echo started; sleep 30", &["started"]);
+    repl.control('c');
+    repl.expect("was killed by a signal");
+    repl.prompt();
+    repl.run("qinfo Q", &["Q"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1, "the interrupted dequeue failed");
+}

@@ -217,13 +217,15 @@ pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {
 pub fn qopen(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name }))?;
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name: name.clone() }))?;
+    sh.open_qspace = Some(name);
     forget_selection(sh);
     Ok(())
 }
 
 pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
     sh.call(Request::QueueSpace(QueueSpaceRequest::Close))?;
+    sh.open_qspace = None;
     forget_selection(sh);
     Ok(())
 }
