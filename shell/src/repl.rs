@@ -51,6 +51,7 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     }
     sh.json_now = sh.json || args.json;
     sh.deferred = None;
+    sh.interrupted = false;
     let result = (spec.run)(sh, args);
     // A bad answer held back until the command had read all its answers is the failure to
     // report, also when checks on the placeholder it carried on with failed first.
@@ -197,6 +198,10 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
                 execute(sh, &name, args)
             }
         };
+        // As in Tuxedo, an empty line repeats the last command "except after a BREAK".
+        if std::mem::take(&mut sh.interrupted) {
+            last_command = None;
+        }
         match flow {
             Flow::Done => {}
             Flow::Failed => failures += 1,

@@ -107,6 +107,9 @@ pub struct Shell {
     pub open_qspace: Option<String>,
     /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait).
     pub reconnect: Option<Reconnect>,
+    /// Ctrl-C ended the running command (at one of its prompts or while it waited): an
+    /// empty line does not repeat it.
+    pub interrupted: bool,
 }
 
 /// Makes a new connection to the same daemon.
@@ -144,6 +147,7 @@ impl Shell {
             transaction: None,
             open_qspace: None,
             reconnect: None,
+            interrupted: false,
         }
     }
 
@@ -191,6 +195,7 @@ impl Shell {
             }
         });
         let Some(result) = result else {
+            self.interrupted = true;
             return Err(self.give_up_connection());
         };
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
@@ -321,7 +326,10 @@ impl Shell {
                 from_prompt: true,
                 unreadable: Some(QmError::inval(why)),
             }),
-            Read::Interrupted => Err("command cancelled".into()),
+            Read::Interrupted => {
+                self.interrupted = true;
+                Err("command cancelled".into())
+            }
             Read::Eof if eof_is_empty && !self.input.interactive() => {
                 Ok(Answer::given(String::new(), false))
             }
@@ -444,7 +452,10 @@ impl Shell {
         match self.input.read_line(question) {
             Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
             Read::NotText { why, .. } => Err(why),
-            Read::Interrupted => Ok(false),
+            Read::Interrupted => {
+                self.interrupted = true;
+                Ok(false)
+            }
             Read::Eof => Err("end of input while waiting for confirmation".into()),
         }
     }

@@ -499,3 +499,28 @@ fn ctrl_c_ends_the_running_command_only() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 1, "the interrupted dequeue failed");
 }
+
+/// Ctrl-C at a command's prompt cancels the command, and an empty line afterwards does not
+/// run it again (Tuxedo: `<CR>` repeats the last command "except after a BREAK"); neither
+/// does it after Ctrl-C at a confirmation.
+#[test]
+fn empty_line_after_a_break_in_prompts_repeats_nothing() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.run("echo", &["Echo mode is now on"]);
+    repl.answer("qopen", &["Queue space name: "]);
+    repl.control('c');
+    repl.expect("command cancelled");
+    repl.prompt();
+    let out = repl.run("", &[]);
+    assert!(!out.contains("Queue space name") && !out.contains("Echo mode"), "{out:?}");
+
+    repl.answer("dsdl 0", &["Are you sure? [y, n] "]);
+    repl.control('c');
+    repl.expect("Device not destroyed");
+    repl.prompt();
+    let out = repl.run("", &[]);
+    assert!(!out.contains("Are you sure"), "{out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1, "the cancelled qopen failed");
+}

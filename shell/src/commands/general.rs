@@ -61,7 +61,7 @@ const LINE_FORMS: [(&str, &str); 4] = [
     ("# comment", "A line starting with # is ignored."),
     (
         "<CR>",
-        "At a terminal, an empty line runs the last command again; in a script it does nothing.",
+        "At a terminal, an empty line runs the last command again, except after Ctrl-C; in a script it does nothing.",
     ),
 ];
 
