@@ -62,6 +62,22 @@ impl UdlEntry {
     }
 }
 
+/// Whether `size` pages are enough for the first entry (the device itself), which holds the
+/// VTOC and the UDL. qmd checks this when it creates the device; qmadmin asks again at a
+/// terminal.
+pub fn check_first_entry_size(size: u64) -> QmResult<()> {
+    if size < RESERVED_PAGES {
+        return Err(QmError::invalid(
+            "Device size",
+            size,
+            &format!(
+                "the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Entry `index` of `udl`, if it may be destroyed: it exists, holds no extent of a queue
 /// space (per `vtoc`) and, for entry 0 (the device itself), is the last entry left. qmd
 /// checks this before it destroys; qmadmin before it asks for confirmation.

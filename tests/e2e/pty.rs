@@ -524,3 +524,33 @@ fn empty_line_after_a_break_in_prompts_repeats_nothing() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 1, "the cancelled qopen failed");
 }
+
+/// A value that only another answer makes wrong is asked again at a terminal, the other
+/// answers kept: qcreate's low limit against its high limit, crdl's size for the device
+/// itself (entry 0 holds the VTOC and UDL).
+#[test]
+fn cross_field_errors_ask_the_field_again() {
+    let env = Env::new();
+    let mut repl = Repl::start(&env);
+    repl.answer("crdl", &["Device name: "]);
+    repl.answer(&env.dev(), &["Device offset: "]);
+    repl.answer("0", &["Device size: "]);
+    repl.answer("10", &["needs at least 35 pages", "Device size: "]);
+    repl.run("1000", &["Created device"]);
+    repl.run("qspc QS 40001 100 5 5 5 100 '' n 16", &[]);
+    repl.run("qopen QS", &[]);
+    repl.answer("qcreate", &["Queue name: "]);
+    repl.answer("CROSS", &["queue order"]);
+    repl.answer("fifo", &["out-of-ordering"]);
+    repl.answer("", &["retries"]);
+    repl.answer("", &["retry delay"]);
+    repl.answer("", &["High limit"]);
+    repl.answer("3m", &["Reset (low) limit"]);
+    repl.answer("3", &["must be less than the high limit (3m)", "Reset (low) limit"]);
+    repl.answer("1", &["queue capacity command: "]);
+    repl.run("", &["Queue 'CROSS' created"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0, "nothing failed: the fields were asked again");
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo CROSS");
+    assert_eq!(listing.queues[0].def.threshold.low.to_string(), "1m");
+}

@@ -4,7 +4,7 @@ use super::number;
 use crate::getopt::Args;
 use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
-use qm_common::device::{ENTRY_MAX_PAGES, UdlEntry, check_destroy};
+use qm_common::device::{ENTRY_MAX_PAGES, UdlEntry, check_destroy, check_first_entry_size};
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Reply, Request};
 
@@ -40,8 +40,16 @@ pub fn crdl(sh: &mut Shell, args: Args) -> CmdResult {
     let offset = sh.required(&mut pos, "Device offset: ", |s| {
         number("Device offset", s, 0..=ENTRY_MAX_PAGES)
     })?;
-    let size =
-        sh.required(&mut pos, "Device size: ", |s| number("Device size", s, 1..=ENTRY_MAX_PAGES))?;
+    // The device itself (entry 0) has a larger minimum: checked here, so that a terminal
+    // asks for the size again rather than discarding every answer.
+    let first = offset == 0 && std::path::Path::new(&device) == sh.device && sh.remote.is_none();
+    let size = sh.required(&mut pos, "Device size: ", |s| {
+        let size = number("Device size", s, 1..=ENTRY_MAX_PAGES)?;
+        if first {
+            check_first_entry_size(size)?;
+        }
+        Ok(size)
+    })?;
     sh.call(Request::Device(DeviceRequest::Create { device, offset, size, page_size }))?;
     Ok(())
 }
