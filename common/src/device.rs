@@ -62,6 +62,50 @@ impl UdlEntry {
     }
 }
 
+/// Whether `size` pages are enough for the first entry (the device itself), which holds the
+/// VTOC and the UDL. qmd checks this when it creates the device; qmadmin asks again at a
+/// terminal.
+pub fn check_first_entry_size(size: u64) -> QmResult<()> {
+    if size < RESERVED_PAGES {
+        return Err(QmError::invalid(
+            "Device size",
+            size,
+            &format!(
+                "the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Entry `index` of `udl`, if it may be destroyed: it exists, holds no extent of a queue
+/// space (per `vtoc`) and, for entry 0 (the device itself), is the last entry left. qmd
+/// checks this before it destroys; qmadmin before it asks for confirmation.
+pub fn check_destroy(udl: &[UdlEntry], vtoc: &[VtocEntry], index: u8) -> QmResult<UdlEntry> {
+    let entry =
+        udl.iter().find(|e| e.index == index).cloned().ok_or_else(|| {
+            QmError::not_found(format!("Device list entry {index} does not exist"))
+        })?;
+    let mut users: Vec<&str> = vtoc
+        .iter()
+        .filter(|t| t.device == index && t.extent.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    users.dedup();
+    if !users.is_empty() {
+        return Err(QmError::in_use(format!(
+            "Device list entry {index} holds extents of queue space {}; destroy them first",
+            users.join(", ")
+        )));
+    }
+    if index == 0 && udl.len() > 1 {
+        return Err(QmError::in_use(
+            "Device list entry 0 can be destroyed only after every other entry (dsdl them first)",
+        ));
+    }
+    Ok(entry)
+}
+
 /// A contiguous run of free pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreeRun {

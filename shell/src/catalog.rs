@@ -544,7 +544,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         general::quit,
-        "Leaves qmadmin. End of input does the same."
+        "Leaves qmadmin. End of input does the same. A transaction still open is rolled back with a warning and the exit status is 1; at a terminal qmadmin asks first."
     ),
     command!(
         "shutdown",

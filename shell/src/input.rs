@@ -15,8 +15,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
     Line(String),
-    /// A line that is not UTF-8 text; says so, for the error message.
-    NotText(String),
+    /// A line that is not text: `why` says so, for the error message; `bytes` is the line as
+    /// read (empty when it was not read whole).
+    NotText {
+        why: String,
+        bytes: Vec<u8>,
+    },
     /// Ctrl-C at a terminal.
     Interrupted,
     Eof,
@@ -54,22 +58,30 @@ pub const LINE_MAX: usize = 4 * qm_common::message::BODY_MAX;
 pub struct StreamInput<R> {
     reader: R,
     pub quiet: bool,
-    /// A line over [`LINE_MAX`] was met: the input is read no further.
-    ended: bool,
+    place: Place,
 }
 
 impl<R: BufRead> StreamInput<R> {
     pub fn new(reader: R, quiet: bool) -> Self {
-        StreamInput { reader, quiet, ended: false }
+        StreamInput { reader, quiet, place: Place::default() }
     }
+}
+
+/// How far a stream has been read.
+#[derive(Debug, Default)]
+struct Place {
+    /// Lines read so far, to name a line in an error.
+    lines: u64,
+    /// A line over [`LINE_MAX`] was met: the input is read no further.
+    ended: bool,
 }
 
 /// Prints `prompt` (unless `quiet`) and reads one line of at most [`LINE_MAX`] bytes from
 /// `reader`. A line that is not UTF-8 is read whole and reported, so that the lines after
 /// it are still read (rather than the rest of a script being dropped as if it had ended).
 /// A line over the limit is reported and sets `ended`: from then on, the input has ended.
-fn prompted_line(prompt: &str, quiet: bool, ended: &mut bool, reader: impl BufRead) -> Read {
-    if *ended {
+fn prompted_line(prompt: &str, quiet: bool, place: &mut Place, reader: impl BufRead) -> Read {
+    if place.ended {
         return Read::Eof;
     }
     if !quiet {
@@ -80,37 +92,78 @@ fn prompted_line(prompt: &str, quiet: bool, ended: &mut bool, reader: impl BufRe
     match reader.take(LINE_MAX as u64 + 1).read_until(b'\n', &mut bytes) {
         Ok(0) | Err(_) => Read::Eof,
         Ok(n) if n > LINE_MAX => {
-            *ended = true;
-            Read::NotText(format!(
-                "Input line longer than {LINE_MAX} bytes: this input is not a script of \
-                 commands, and the rest of it is not read"
-            ))
+            place.ended = true;
+            let why = format!(
+                "Input line {} is longer than {LINE_MAX} bytes: this input is not a script of \
+                 commands, and the rest of it is not read",
+                place.lines + 1
+            );
+            Read::NotText { why, bytes: Vec::new() }
         }
         Ok(_) => {
+            place.lines += 1;
             let end = bytes.iter().rposition(|b| !matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
             bytes.truncate(end);
             match String::from_utf8(bytes) {
                 Ok(line) => Read::Line(line),
-                Err(e) => Read::NotText(not_text(e.as_bytes(), e.utf8_error().valid_up_to())),
+                Err(e) => {
+                    let why = not_text(place.lines, e.as_bytes(), e.utf8_error().valid_up_to());
+                    Read::NotText { why, bytes: e.into_bytes() }
+                }
             }
         }
     }
 }
 
-/// Why a line that is not UTF-8 was refused: where, and what to do.
-fn not_text(line: &[u8], valid: usize) -> String {
+/// Why line `number` that is not UTF-8 was refused: where, and what to do.
+fn not_text(number: u64, line: &[u8], valid: usize) -> String {
     let shown: String = String::from_utf8_lossy(line).chars().take(60).collect();
     format!(
-        "Input line '{shown}' is not UTF-8 text (byte {} is 0x{:02x}); write commands and \
-         answers in UTF-8",
+        "Input line {number} '{shown}' is not UTF-8 text (byte {} is 0x{:02x}); write commands \
+         and answers in UTF-8 (only a qenqueue body may hold other bytes)",
         valid + 1,
         line[valid]
     )
 }
 
+/// Where the bytes of a line that is not UTF-8 are kept as characters: byte `b` becomes
+/// `RAW_BASE + b`, in the last private use plane, which no script's text uses. The line can
+/// then be parsed as any other, and a message body taken back to its bytes exactly.
+const RAW_BASE: u32 = 0x10_FF00;
+
+/// A line that is not UTF-8 as text: its UTF-8 parts as they are, every other byte as a
+/// stand-in character (see [`raw_bytes`]).
+pub fn raw_text(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            text.extend(char::from_u32(RAW_BASE + u32::from(*b)));
+        }
+    }
+    text
+}
+
+/// Whether `text` holds a stand-in for a byte that is not UTF-8.
+pub fn has_raw(text: &str) -> bool {
+    text.chars().any(|c| (RAW_BASE..=RAW_BASE + 0xff).contains(&u32::from(c)))
+}
+
+/// The bytes a word of a [`raw_text`] line stands for.
+pub fn raw_bytes(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match u32::from(c).checked_sub(RAW_BASE) {
+            Some(b) if b <= 0xff => bytes.push(b as u8),
+            _ => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
+    }
+    bytes
+}
+
 impl<R: BufRead> Input for StreamInput<R> {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, &mut self.ended, &mut self.reader)
+        prompted_line(prompt, self.quiet, &mut self.place, &mut self.reader)
     }
 
     fn interactive(&self) -> bool {
@@ -123,19 +176,18 @@ impl<R: BufRead> Input for StreamInput<R> {
 /// from it when the commands come from `-c`) without deadlocking on a lock held here.
 pub struct StdinInput {
     pub quiet: bool,
-    /// A line over [`LINE_MAX`] was met: standard input is read no further.
-    ended: bool,
+    place: Place,
 }
 
 impl StdinInput {
     pub fn new(quiet: bool) -> Self {
-        StdinInput { quiet, ended: false }
+        StdinInput { quiet, place: Place::default() }
     }
 }
 
 impl Input for StdinInput {
     fn read_line(&mut self, prompt: &str) -> Read {
-        prompted_line(prompt, self.quiet, &mut self.ended, std::io::stdin().lock())
+        prompted_line(prompt, self.quiet, &mut self.place, std::io::stdin().lock())
     }
 
     fn interactive(&self) -> bool {

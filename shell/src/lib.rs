@@ -8,6 +8,7 @@
 //! * [`shell`]: the running shell: daemon calls, prompting, output.
 //! * [`repl`]: the command loop; [`input`]: terminal (rustyline) or stream input;
 //!   [`complete`]: completion and hints.
+//! * [`interrupt`]: Ctrl-C while a command runs.
 //! * [`getopt`]: dash options; [`render`]: tables and JSON; [`pager`]: paging.
 //! * [`connect`]: finding (and starting) the daemon.
 
@@ -18,6 +19,7 @@ pub mod connect;
 pub mod getopt;
 pub mod grammar;
 pub mod input;
+pub mod interrupt;
 pub mod options;
 pub mod pager;
 pub mod render;
@@ -41,7 +43,8 @@ pub fn main(options: Options) -> i32 {
         Box::new(NoInput)
     } else {
         // Not a lock held for the whole session: `qenqueue` may read a body from stdin.
-        Box::new(StdinInput::new(false))
+        // Under --json standard output carries JSON only: no prompts.
+        Box::new(StdinInput::new(options.json))
     };
     run(options, input, names)
 }
@@ -90,7 +93,12 @@ pub fn run(
     let client = match connected {
         Ok(c) => c,
         Err(e) if only_stop && e.starts_with("no qmd answers") => {
-            println!("INFO: no qmd serves {}: nothing to stop", device.display());
+            let text = format!("INFO: no qmd serves {}: nothing to stop", device.display());
+            if options.json {
+                eprintln!("{text}");
+            } else {
+                println!("{text}");
+            }
             return 0;
         }
         Err(e) => {
@@ -98,7 +106,11 @@ pub fn run(
             return 1;
         }
     };
-    let sh = shell::Shell::new(runtime, client, device, input);
+    let mut sh = shell::Shell::new(runtime, client, device.clone(), input);
+    let socket = options.socket.clone();
+    sh.reconnect = Some(Box::new(move |runtime: &tokio::runtime::Runtime| {
+        runtime.block_on(connect::connect(&device, socket.as_deref(), false))
+    }));
     start(sh, &options, names)
 }
 
@@ -145,6 +157,20 @@ fn run_remote(
     let device = std::path::PathBuf::from(&client.welcome().device);
     let mut sh = shell::Shell::new(runtime, client, device, input);
     sh.remote = Some(to);
+    let (file, connect) = (options.connect_file.clone(), options.connect.clone());
+    sh.reconnect = Some(Box::new(move |runtime: &tokio::runtime::Runtime| {
+        let client = match (&file, &connect) {
+            (Some(file), _) => {
+                runtime.block_on(qm_common::client::Client::connect_file(file, "qmadmin", kind))
+            }
+            (None, Some(text)) => {
+                let address = qm_common::address::Address::parse(text)?;
+                runtime.block_on(qm_common::client::Client::connect_addr(&address, "qmadmin", kind))
+            }
+            (None, None) => unreachable!("checked by the caller"),
+        };
+        client.map_err(|e| e.message)
+    }));
     start(sh, &options, names)
 }
 
@@ -160,11 +186,17 @@ fn start(
     sh.script_mode = options.commands.is_some();
     let script = options.commands.as_deref().map(|c| grammar::split_script(c).into());
     if script.is_none() {
-        println!(
-            "qmadmin - qm {}: administration of queue spaces and queues",
-            env!("CARGO_PKG_VERSION")
+        let banner = format!(
+            "qmadmin - qm {}: administration of queue spaces and queues\nQMCONFIG={}",
+            env!("CARGO_PKG_VERSION"),
+            device.display()
         );
-        println!("QMCONFIG={}", device.display());
+        // Under --json standard output carries JSON only.
+        if options.json {
+            eprintln!("{banner}");
+        } else {
+            println!("{banner}");
+        }
         if sh.input.interactive() {
             sh.refresh_names();
         }

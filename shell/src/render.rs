@@ -35,8 +35,9 @@ pub fn key_values(rows: Vec<(&str, String)>) -> String {
     t.to_string()
 }
 
+/// One JSON document on one line: several listings in a session make JSON Lines.
 pub fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 pub fn device_listing(d: &DeviceListing, verbose: bool) -> String {

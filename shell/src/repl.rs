@@ -51,6 +51,7 @@ fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
     }
     sh.json_now = sh.json || args.json;
     sh.deferred = None;
+    sh.interrupted = false;
     let result = (spec.run)(sh, args);
     // A bad answer held back until the command had read all its answers is the failure to
     // report, also when checks on the placeholder it carried on with failed first.
@@ -102,6 +103,21 @@ fn shell_escape(command: &str, interactive: bool) -> Flow {
     }
 }
 
+/// A line that is not UTF-8 is run only when it is a `qenqueue` whose bytes that are not
+/// UTF-8 are all in its last word, the body (a Latin-1 script's message); returns it as text
+/// (see [`crate::input::raw_text`]). Any other such line is refused.
+fn body_in_other_bytes(bytes: &[u8]) -> Option<String> {
+    let line = crate::input::raw_text(bytes);
+    let Ok(Line::Command { name, args }) = parse_line(&line) else {
+        return None;
+    };
+    let (body, others) = args.split_last()?;
+    let enqueue = lookup(&name).is_some_and(|spec| spec.name == "qenqueue");
+    let only_body =
+        !crate::input::has_raw(&name) && !others.iter().any(|w| crate::input::has_raw(w));
+    (enqueue && only_body && !body.starts_with('-')).then_some(line)
+}
+
 /// Reads and runs commands until `quit` or the end of input; returns the exit status.
 pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
     let interactive = script.is_none() && sh.input.interactive();
@@ -109,6 +125,7 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
     let mut last_command: Option<String> = None;
     let mut last_shell: Option<String> = None;
     loop {
+        sh.raw_line = false;
         let line = match &mut script {
             Some(lines) => match lines.pop_front() {
                 Some(l) => l,
@@ -116,20 +133,36 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
             },
             None => match sh.input.read_line(PROMPT) {
                 Read::Line(l) => l,
-                Read::NotText(why) => {
-                    error(&why);
-                    failures += 1;
-                    continue;
-                }
+                Read::NotText { why, bytes } => match body_in_other_bytes(&bytes) {
+                    Some(line) => {
+                        sh.raw_line = true;
+                        line
+                    }
+                    None => {
+                        error(&why);
+                        failures += 1;
+                        continue;
+                    }
+                },
                 Read::Interrupted => {
                     last_command = None;
                     continue;
                 }
-                Read::Eof => break,
+                Read::Eof if may_quit(sh, interactive) => break,
+                Read::Eof => continue,
             },
         };
         if sh.echo && !interactive {
-            println!("{line}");
+            let shown = match sh.raw_line {
+                true => String::from_utf8_lossy(&crate::input::raw_bytes(&line)).into_owned(),
+                false => line.clone(),
+            };
+            // Under --json standard output carries JSON only.
+            if sh.json {
+                eprintln!("{shown}");
+            } else {
+                println!("{shown}");
+            }
         }
         // Every line typed at the prompt can be recalled, also one that did not parse (to
         // correct it) and shell escapes; an empty line (a repeat) adds nothing.
@@ -165,14 +198,45 @@ pub fn run(sh: &mut Shell, mut script: Option<VecDeque<String>>) -> i32 {
                 execute(sh, &name, args)
             }
         };
+        // As in Tuxedo, an empty line repeats the last command "except after a BREAK".
+        if std::mem::take(&mut sh.interrupted) {
+            last_command = None;
+        }
         match flow {
             Flow::Done => {}
             Flow::Failed => failures += 1,
-            Flow::Quit => break,
+            Flow::Quit if may_quit(sh, interactive) => break,
+            Flow::Quit => {}
         }
         if interactive {
             sh.refresh_names();
         }
     }
+    if roll_back_on_quit(sh) {
+        failures += 1;
+    }
     i32::from(failures > 0)
+}
+
+/// Whether to quit: at a terminal, with a transaction open, only if the operator says so.
+fn may_quit(sh: &mut Shell, interactive: bool) -> bool {
+    let Some(id) = sh.transaction.filter(|_| interactive) else {
+        return true;
+    };
+    let question = format!("Transaction {id} is open: quit and roll it back? [y, n] ");
+    // The end of input at the question leaves no other way out.
+    sh.ask_yes(&question).unwrap_or(true)
+}
+
+/// Rolls back the transaction left open at quitting and warns about it; returns whether
+/// there was one (the session then failed: what it did in it is undone).
+fn roll_back_on_quit(sh: &mut Shell) -> bool {
+    let Some(id) = sh.transaction.take() else {
+        return false;
+    };
+    // Rolled back here rather than left to qmd noticing the closed connection, so that it is
+    // undone when qmadmin has exited.
+    let _ = sh.call(qm_common::protocol::Request::Data(qm_common::protocol::DataRequest::Abort));
+    sh.warn(&format!("transaction {id} rolled back: it was still open when qmadmin quit"));
+    true
 }

@@ -2,12 +2,15 @@
 
 use crate::input::{Input, Read};
 use qm_common::client::{Client, Done};
-use qm_common::protocol::{DaemonRequest, Names, NoteLevel, QueueRequest, Request};
+use qm_common::protocol::{DaemonRequest, DataRequest, Names, NoteLevel, QueueRequest, Request};
 use qm_common::{QmError, QmResult};
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+/// The confirmation question of commands that destroy or change.
+const CONFIRM: &str = "Are you sure? [y, n] ";
 
 /// Why a command failed; printed as `ERROR: ...`.
 pub type Failure = String;
@@ -95,7 +98,22 @@ pub struct Shell {
     /// The first bad answer a script gave to a prompt. The command goes on reading its
     /// answers (so that they are not run as commands) and fails before it reaches qmd.
     pub deferred: Option<Failure>,
+    /// The running command came on a line that is not UTF-8 (see [`crate::input::raw_text`]):
+    /// its message body stands for bytes as they were read.
+    pub raw_line: bool,
+    /// The transaction this session began and has not committed or rolled back yet.
+    pub transaction: Option<u64>,
+    /// The queue space `qopen` opened, to open again on a new connection.
+    pub open_qspace: Option<String>,
+    /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait).
+    pub reconnect: Option<Reconnect>,
+    /// Ctrl-C ended the running command (at one of its prompts or while it waited): an
+    /// empty line does not repeat it.
+    pub interrupted: bool,
 }
+
+/// Makes a new connection to the same daemon.
+pub type Reconnect = Box<dyn Fn(&tokio::runtime::Runtime) -> Result<Client, String>>;
 
 impl Shell {
     pub fn new(
@@ -105,6 +123,9 @@ impl Shell {
         input: Box<dyn Input>,
     ) -> Self {
         let paginate = input.interactive() && std::io::stdout().is_terminal();
+        if input.interactive() {
+            crate::interrupt::catch();
+        }
         Shell {
             runtime,
             client,
@@ -122,6 +143,11 @@ impl Shell {
             target_queue: None,
             criteria: Default::default(),
             deferred: None,
+            raw_line: false,
+            transaction: None,
+            open_qspace: None,
+            reconnect: None,
+            interrupted: false,
         }
     }
 
@@ -149,7 +175,11 @@ impl Shell {
             }
         };
         let mut dots = 0u64;
-        let result = self.runtime.block_on(self.client.call_with_progress(request, |p| {
+        // Only a dequeue waiting for a message can take long enough to want Ctrl-C.
+        let interruptible = self.input.interactive()
+            && matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+        crate::interrupt::clear();
+        let call = self.client.call_with_progress(request, |p| {
             if show && p.total > 0 {
                 let due = p.done * 20 / p.total;
                 while dots < due {
@@ -157,7 +187,17 @@ impl Shell {
                     dots += 1;
                 }
             }
-        }));
+        });
+        let result = self.runtime.block_on(async {
+            tokio::select! {
+                result = call => Some(result),
+                () = crate::interrupt::typed(), if interruptible => None,
+            }
+        });
+        let Some(result) = result else {
+            self.interrupted = true;
+            return Err(self.give_up_connection());
+        };
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
         if show && result.is_ok() {
             emit(&".".repeat(20usize.saturating_sub(dots as usize)));
@@ -184,6 +224,40 @@ impl Shell {
         Ok(done)
     }
 
+    /// Ends a wait cut short by Ctrl-C: qmd gives up a waiting dequeue only when its
+    /// connection closes, so a new connection takes the old one's place, with the queue
+    /// space open again (`qset` and `qscan` are qmadmin's own and stay). A transaction of
+    /// the old connection is rolled back with it, and said so. Returns the command's error.
+    fn give_up_connection(&mut self) -> Failure {
+        let cancelled = "interrupted (Ctrl-C): the dequeue stopped waiting";
+        let Some(reconnect) = &self.reconnect else {
+            return cancelled.into();
+        };
+        let client = match reconnect(&self.runtime) {
+            Ok(c) => c,
+            Err(e) => {
+                return format!(
+                    "{cancelled}, but qmd cannot be reached again ({e}); quit and start qmadmin again"
+                );
+            }
+        };
+        // The old connection closes here.
+        self.client = client;
+        if let Some(id) = self.transaction.take() {
+            self.warn(&format!(
+                "transaction {id} rolled back: the dequeue it waited in was interrupted"
+            ));
+        }
+        if let Some(name) = self.open_qspace.clone() {
+            let open = Request::QueueSpace(qm_common::protocol::QueueSpaceRequest::Open { name });
+            if let Err(e) = self.runtime.block_on(self.client.call(open)) {
+                self.open_qspace = None;
+                self.warn(&format!("the queue space could not be opened again: {}", e.message));
+            }
+        }
+        cancelled.into()
+    }
+
     /// Fails as the daemon does when this session has no queue space open. Queue commands
     /// check this before they prompt, so that in a script the lines after them are not
     /// taken as answers.
@@ -203,13 +277,17 @@ impl Shell {
     }
 
     /// Waits `time`; false when Ctrl-C came first (the wait is what it ends, not qmadmin).
-    pub fn pause(&self, time: std::time::Duration) -> bool {
-        self.runtime.block_on(async {
+    pub fn pause(&mut self, time: std::time::Duration) -> bool {
+        crate::interrupt::clear();
+        let waited = self.runtime.block_on(async {
             tokio::select! {
-                _ = tokio::time::sleep(time) => true,
-                _ = tokio::signal::ctrl_c() => false,
+                () = tokio::time::sleep(time) => true,
+                () = crate::interrupt::typed() => false,
             }
-        })
+        });
+        // Like any command Ctrl-C ended: an empty line does not start it again.
+        self.interrupted |= !waited;
+        waited
     }
 
     pub fn info(&self, text: &str) {
@@ -227,8 +305,11 @@ impl Shell {
 
     /// Prints a command's output, through the pager when paginate is on.
     pub fn output(&self, text: &str) {
-        if self.paginate && text.lines().count() > 20 && crate::pager::page(text).is_ok() {
-            return;
+        if self.paginate && text.lines().count() > 20 {
+            match crate::pager::page(text) {
+                Ok(()) => return,
+                Err(why) => self.warn(&format!("{why}; the output follows unpaged")),
+            }
         }
         print!("{text}");
         if !text.ends_with('\n') {
@@ -254,12 +335,15 @@ impl Shell {
         }
         match self.input.read_line(prompt) {
             Read::Line(line) => Ok(Answer::given(line.trim().to_string(), true)),
-            Read::NotText(why) => Ok(Answer {
+            Read::NotText { why, .. } => Ok(Answer {
                 text: String::new(),
                 from_prompt: true,
                 unreadable: Some(QmError::inval(why)),
             }),
-            Read::Interrupted => Err("command cancelled".into()),
+            Read::Interrupted => {
+                self.interrupted = true;
+                Err("command cancelled".into())
+            }
             Read::Eof if eof_is_empty && !self.input.interactive() => {
                 Ok(Answer::given(String::new(), false))
             }
@@ -353,10 +437,39 @@ impl Shell {
 
     /// Asks for confirmation; only `y` or `Y` confirms.
     pub fn confirm(&mut self) -> Result<bool, Failure> {
-        match self.input.read_line("Are you sure? [y, n] ") {
+        self.ask_yes(CONFIRM)
+    }
+
+    /// Asks for confirmation of a change once `check`, made first, found nothing against
+    /// it. When it did, a terminal is not asked; a script's answer line is read all the same
+    /// (so that it is never run as a command), and the command fails with the check's reason.
+    pub fn confirm_checked(&mut self, check: Result<(), Failure>) -> Result<bool, Failure> {
+        match check {
+            Ok(()) => self.confirm(),
+            Err(why) => {
+                self.skip_confirmation();
+                Err(why)
+            }
+        }
+    }
+
+    /// In a script, reads the line that answers a confirmation the command does not ask
+    /// for after all, so that the script stays in step whatever the command found.
+    pub fn skip_confirmation(&mut self) {
+        if !self.input.interactive() {
+            let _ = self.input.read_line(CONFIRM);
+        }
+    }
+
+    /// Asks `question`; only `y` or `Y` is yes, and Ctrl-C is no.
+    pub fn ask_yes(&mut self, question: &str) -> Result<bool, Failure> {
+        match self.input.read_line(question) {
             Read::Line(l) => Ok(matches!(l.trim(), "y" | "Y")),
-            Read::NotText(why) => Err(why),
-            Read::Interrupted => Ok(false),
+            Read::NotText { why, .. } => Err(why),
+            Read::Interrupted => {
+                self.interrupted = true;
+                Ok(false)
+            }
             Read::Eof => Err("end of input while waiting for confirmation".into()),
         }
     }

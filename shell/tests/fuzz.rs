@@ -395,8 +395,9 @@ fn fuzz_input_streams() {
             }
             match (input.read_line(PROMPT), String::from_utf8(line)) {
                 (Read::Line(got), Ok(line)) => prop_assert_eq!(got, line),
-                (Read::NotText(why), Err(_)) => {
+                (Read::NotText { why, bytes }, Err(e)) => {
                     prop_assert!(why.contains("not UTF-8"), "{}", why);
+                    prop_assert_eq!(bytes, e.into_bytes(), "the line's bytes as read");
                 }
                 (got, line) => prop_assert!(false, "read {:?} for {:?}", got, line),
             }

@@ -327,5 +327,5 @@ fn an_endless_input_line_is_refused() {
     let child = cmd.spawn().expect("prlimit");
     let run = crate::support::wait_with_timeout(child, &what, std::time::Duration::from_secs(60));
     assert_eq!(run.status, 1, "{run:?}");
-    run.errors_are(&["Input line longer than 16777216 bytes: this input is not a script"]);
+    run.errors_are(&["Input line 1 is longer than 16777216 bytes: this input is not a script"]);
 }

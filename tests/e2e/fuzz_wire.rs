@@ -517,6 +517,26 @@ fn lines_that_are_not_utf8_are_refused_and_the_script_goes_on() {
     assert_eq!(run.stdout.matches("Device list on").count(), 1, "{}", run.stdout);
 }
 
+/// The Latin-1 script: the line that is not UTF-8 is named by its number and fails,
+/// the lines after it run, the exit status is 1. A `qenqueue` body in Latin-1 is enqueued
+/// with its bytes as they are; such bytes anywhere else refuse the line.
+#[test]
+fn latin1_lines_are_named_by_number_and_bodies_kept_as_bytes() {
+    let env = Env::new();
+    env.with_device();
+    let run = qmadmin_on(&env, b"lidl\n\xff\xfe bad\nfoo\nlidl\n".to_vec());
+    run.failed();
+    run.errors_are(&["Input line 2 '\u{fffd}\u{fffd} bad' is not UTF-8 text", "Command foo"]);
+    assert_eq!(run.stdout.matches("Device list on").count(), 2, "{}", run.stdout);
+
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    let script = b"qopen QS\nqenqueue Q 'caf\xe9 cr\xe8me'\nqenqueue Q\xe9 x\nqenqueue -i \xe9 Q x\nqdequeue Q\n";
+    let run = qmadmin_on(&env, script.to_vec());
+    run.failed();
+    run.errors_are(&["Input line 3 ", "Input line 4 "]);
+    run.stdout_has("\ncaf\\e9 cr\\e8me\n");
+}
+
 /// White space of any kind separates words: a tab, a form feed, a vertical tab or a
 /// no-break space (pasted from a document), also after a quoted word.
 #[test]

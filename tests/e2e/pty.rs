@@ -403,3 +403,171 @@ fn qstat_is_live_until_ctrl_c() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }
+
+/// `quit` or Ctrl-D with a transaction open asks first: `n` goes back to the prompt (the
+/// transaction stays open and can be committed), `y` rolls it back, warns and exits 1.
+#[test]
+fn quitting_with_an_open_transaction_asks_first() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.run("begin", &["begun"]);
+    repl.run("qenqueue Q first", &[]);
+    repl.answer("quit", &["is open: quit and roll it back? [y, n] "]);
+    repl.run("n", &[]);
+    repl.control('d');
+    repl.expect("is open: quit and roll it back? [y, n] ");
+    repl.run("n", &[]);
+    repl.run("commit", &["Transaction committed"]);
+    repl.run("begin", &["begun"]);
+    repl.run("qenqueue Q second", &[]);
+    repl.answer("q", &["is open: quit and roll it back? [y, n] "]);
+    repl.answer("y", &["WARN: transaction ", " rolled back"]);
+    assert_eq!(repl.exit_status(), 1);
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo Q");
+    assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
+}
+
+/// A change that cannot be made is refused before `Are you sure?` is asked: `dsdl` of an
+/// entry holding extents, `qcq` to a queue that does not exist, `qdestroy` of one; a change
+/// that can be made is still confirmed.
+#[test]
+fn refusals_come_before_the_confirmation() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr PQ fifo none 0 0 100% 0% ''").ok();
+    env.c("qopen QS; qenqueue PQ one").ok();
+    let mut repl = Repl::start(&env);
+    let out = repl.run("dsdl 0", &["holds extents of queue space QS"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    repl.run("qopen QS", &[]);
+    repl.run("qset PQ", &[]);
+    let out = repl.run("qcq NOSUCH", &["ERROR: ", "NOSUCH"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    let out = repl.run("qdestroy NOSUCH", &["ERROR: ", "NOSUCH"]);
+    assert!(!out.contains("Are you sure"), "asked before refusing: {out:?}");
+    repl.answer("qdestroy -p PQ", &["Are you sure? [y, n] "]);
+    repl.run("n", &["Queue not destroyed"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1);
+}
+
+/// `qdequeue -B` at a terminal ends the body's line, so the next prompt does not wipe it
+/// out; piped, the body is written exactly as enqueued, with no newline added.
+#[test]
+fn raw_body_at_a_terminal_ends_its_line() {
+    let env = env_with_device();
+    env.c("qspc QS 40001 100 5 5 5 100 '' n 16; qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    env.c("qopen QS; qenqueue Q 'no newline at the end'; qenqueue Q piped").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    let out = repl.run("qdequeue -B Q", &["no newline at the end"]);
+    assert!(out.contains("no newline at the end\r\n"), "the body's line is not ended: {out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+    let run = env.c("qopen QS; qdequeue -B Q");
+    assert_eq!(run.ok().stdout, "piped", "piped bodies are left as they are");
+}
+
+/// A `$PAGER` that cannot run or fails is reported, and the output is printed directly
+/// instead of being lost; the session goes on.
+#[test]
+fn a_bad_pager_falls_back_to_printing() {
+    let env = env_with_device();
+    let mut repl = Repl::start_with_pager(&env, "no-such-pager-qm");
+    let out =
+        repl.run("help all", &["WARN: $PAGER 'no-such-pager-qm' was not found", "qspacecreate"]);
+    assert!(out.contains("the output follows unpaged"), "{out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+
+    let mut repl = Repl::start_with_pager(&env, "exit 3");
+    repl.run("help all", &["exited with status 3", "qspacecreate"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// Ctrl-C while a command runs ends that command only: a dequeue waiting for a message stops
+/// waiting and the session keeps its open queue space and its `qset`; a shell escape's
+/// command is ended and qmadmin re-prompts. The message enqueued afterwards is not taken by
+/// the abandoned wait.
+#[test]
+fn ctrl_c_ends_the_running_command_only() {
+    let (env, daemon) = crate::app::traced_space(&[crate::app::ERRQ, crate::app::FIFO_Q]);
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.run("qset Q", &[]);
+    repl.answer("qdequeue -w 30 Q", &[]);
+    crate::app::waiting(&daemon, 1);
+    repl.control('c');
+    repl.expect("ERROR: interrupted (Ctrl-C)");
+    repl.prompt();
+    repl.run("qenqueue Q after-the-break", &[]);
+    // Still open, still set: qlist lists the message the abandoned wait did not take.
+    let out = repl.run("qlist", &[]);
+    assert!(!out.contains("ERROR") && !out.contains("no messages"), "{out:?}");
+    repl.run("qdequeue Q", &["after-the-break"]);
+
+    repl.answer("!echo started; sleep 30", &["started"]);
+    repl.control('c');
+    repl.expect("was killed by a signal");
+    repl.prompt();
+    repl.run("qinfo Q", &["Q"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1, "the interrupted dequeue failed");
+}
+
+/// Ctrl-C at a command's prompt cancels the command, and an empty line afterwards does not
+/// run it again (Tuxedo: `<CR>` repeats the last command "except after a BREAK"); neither
+/// does it after Ctrl-C at a confirmation.
+#[test]
+fn empty_line_after_a_break_in_prompts_repeats_nothing() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.run("echo", &["Echo mode is now on"]);
+    repl.answer("qopen", &["Queue space name: "]);
+    repl.control('c');
+    repl.expect("command cancelled");
+    repl.prompt();
+    let out = repl.run("", &[]);
+    assert!(!out.contains("Queue space name") && !out.contains("Echo mode"), "{out:?}");
+
+    repl.answer("dsdl 0", &["Are you sure? [y, n] "]);
+    repl.control('c');
+    repl.expect("Device not destroyed");
+    repl.prompt();
+    let out = repl.run("", &[]);
+    assert!(!out.contains("Are you sure"), "{out:?}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 1, "the cancelled qopen failed");
+}
+
+/// A value that only another answer makes wrong is asked again at a terminal, the other
+/// answers kept: qcreate's low limit against its high limit, crdl's size for the device
+/// itself (entry 0 holds the VTOC and UDL).
+#[test]
+fn cross_field_errors_ask_the_field_again() {
+    let env = Env::new();
+    let mut repl = Repl::start(&env);
+    repl.answer("crdl", &["Device name: "]);
+    repl.answer(&env.dev(), &["Device offset: "]);
+    repl.answer("0", &["Device size: "]);
+    repl.answer("10", &["needs at least 35 pages", "Device size: "]);
+    repl.run("1000", &["Created device"]);
+    repl.run("qspc QS 40001 100 5 5 5 100 '' n 16", &[]);
+    repl.run("qopen QS", &[]);
+    repl.answer("qcreate", &["Queue name: "]);
+    repl.answer("CROSS", &["queue order"]);
+    repl.answer("fifo", &["out-of-ordering"]);
+    repl.answer("", &["retries"]);
+    repl.answer("", &["retry delay"]);
+    repl.answer("", &["High limit"]);
+    repl.answer("3m", &["Reset (low) limit"]);
+    repl.answer("3", &["must be less than the high limit (3m)", "Reset (low) limit"]);
+    repl.answer("1", &["queue capacity command: "]);
+    repl.run("", &["Queue 'CROSS' created"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0, "nothing failed: the fields were asked again");
+    let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo CROSS");
+    assert_eq!(listing.queues[0].def.threshold.low.to_string(), "1m");
+}

@@ -148,3 +148,62 @@ fn bad_prompt_answer_keeps_the_script_in_step() {
     env.c("qopen QS; qinfo BADQ").failed().stderr_has("BADQ");
     env.c("qspl Q2").failed().stderr_has("Queue space Q2 does not exist");
 }
+
+/// Quitting with a transaction open (`q`, the end of the input, the end of `-c`) rolls it
+/// back, says so and exits 1; a committed transaction quits quietly with 0.
+#[test]
+fn quitting_with_an_open_transaction_warns_and_fails() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QS 40000 100 4 4 4 100 '' n 16")).ok();
+    env.c("qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    for end in ["q\n", ""] {
+        let run = env.script(&format!("qopen QS\nbegin\nqenqueue Q held\n{end}"));
+        run.failed().stderr_has("WARN: transaction ").stderr_has(" rolled back");
+        assert_eq!(run.errors(), 0, "every command succeeded: {}", run.stderr);
+    }
+    env.c("qopen QS; begin; qenqueue Q held").failed().stderr_has(" rolled back");
+    env.c("qopen QS; begin; qenqueue Q kept; commit; q").ok().stderr_lacks("rolled back");
+    let listing: QueueListing = env.json("qopen QS; qinfo Q");
+    assert_eq!(listing.queues[0].usage.persistent_messages, 1, "only the committed message");
+}
+
+/// In a script, the line after a command that confirms is always its answer: also when the
+/// command is refused before asking, or (`qcq` to the queue itself) has nothing to do.
+#[test]
+fn confirmation_answers_stay_answers_when_a_change_is_refused() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QS 40000 100 4 4 4 100 '' n 16")).ok();
+    env.c("qopen QS; qcr PQ fifo none 0 0 100% 0% ''; qenqueue PQ one").ok();
+    let run = env.script("dsdl 0\ny\nqopen QS\nqset PQ\nqcq PQ\ny\nqcq NOSUCH\ny\nlivtoc\n");
+    run.failed().errors_are(&["holds extents of queue space QS", "NOSUCH"]);
+    run.stderr_has("WARN: Queue change - new queue name PQ matches old queue name");
+    run.stdout_has("Volume Table of Contents");
+}
+
+/// `qmadmin --json` with commands on standard input writes JSON Lines on standard output:
+/// no banner, no prompts, one document per line for each listing, `help` included; notes
+/// go to standard error.
+#[test]
+fn json_from_standard_input_is_json_lines() {
+    let env = Env::new();
+    let dev = env.dev();
+    env.c(&format!("crdl {dev} 0 1000; qspc QSPACE 40000 100 4 4 4 100 ERRQ n 16")).ok();
+    env.c("qopen QSPACE; qcr ERRQ fifo none 0 0 100% 0% ''").ok();
+    let mut cmd = env.qmadmin_cmd();
+    cmd.arg("--json");
+    let run = env.run_stdin(cmd, "qopen QSPACE\nqinfo ERRQ\necho\nhelp\nhelp qopen\nqspl\n\n");
+    run.ok().stderr_has("QMCONFIG=").stderr_has("Echo mode is now on");
+    let docs: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert_eq!(docs.len(), 4, "one line per listing: {}", run.stdout);
+    assert_eq!(docs[0]["queues"][0]["def"]["name"], "ERRQ");
+    assert!(docs[1].as_array().is_some_and(|a| a.iter().any(|c| c["name"] == "qcreate")));
+    assert_eq!(docs[2]["name"], "qopen");
+    assert!(docs[2]["help"].is_string(), "{}", docs[2]);
+    assert_eq!(docs[3]["params"]["name"], "QSPACE");
+}

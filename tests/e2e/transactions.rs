@@ -202,7 +202,7 @@ fn disconnect_rolls_back() {
     assert_eq!(states(&env, "Q").len(), 2);
     drop(a);
     eventually("rolled back on disconnect", || states(&env, "Q") == [("ready".to_string(), 1)]);
-    env.c("qopen QS; begin; qdequeue Q; qenqueue Q also-never").ok();
+    env.c("qopen QS; begin; qdequeue Q; qenqueue Q also-never").failed().stderr_has("rolled back");
     eventually("the session's transaction too", || states(&env, "Q") == [("ready".to_string(), 2)]);
     let mut b = App::connect(&env);
     assert_eq!(b.drain("Q"), ["work"]);

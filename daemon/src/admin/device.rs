@@ -6,8 +6,8 @@ use crate::storage::Device;
 use crate::storage::device::{delete_udl, put_udl};
 use crate::storage::freemap::free_runs;
 use qm_common::device::{
-    DEFAULT_PAGE_SIZE, DeviceEntryInfo, DeviceListing, ENTRY_MAX_PAGES, RESERVED_PAGES, UDL_MAX,
-    UDL_PAGES, UdlEntry, VTOC_PAGES, VtocEntry, check_page_size,
+    DEFAULT_PAGE_SIZE, DeviceEntryInfo, DeviceListing, ENTRY_MAX_PAGES, UDL_MAX, UDL_PAGES,
+    UdlEntry, VTOC_PAGES, VtocEntry, check_page_size,
 };
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Note, Reply};
@@ -133,15 +133,7 @@ fn create_first(
             "the first entry must start at offset 0",
         ));
     }
-    if size < RESERVED_PAGES {
-        return Err(QmError::invalid(
-            "Device size",
-            size,
-            &format!(
-                "the first entry holds the VTOC and UDL and needs at least {RESERVED_PAGES} pages"
-            ),
-        ));
-    }
+    qm_common::device::check_first_entry_size(size)?;
     let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
     check_page_size(page_size)?;
     let entry0 = UdlEntry { index: 0, name: name.to_string(), start: 0, size };
@@ -237,25 +229,8 @@ fn destroy(ctx: &mut Ctx<'_>, store: &mut Store, index: u8) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let udl = device.udl()?;
     let vtoc = device.vtoc()?;
-    let entry = find_entry(&udl, index)?;
-    let mut users: Vec<&str> = vtoc
-        .iter()
-        .filter(|t| t.device == index && t.extent.is_some())
-        .map(|t| t.name.as_str())
-        .collect();
-    users.dedup();
-    if !users.is_empty() {
-        return Err(QmError::in_use(format!(
-            "Device list entry {index} holds extents of queue space {}; destroy them first",
-            users.join(", ")
-        )));
-    }
+    let entry = qm_common::device::check_destroy(&udl, &vtoc, index)?;
     if index == 0 {
-        if udl.len() > 1 {
-            return Err(QmError::in_use(
-                "Device list entry 0 can be destroyed only after every other entry (dsdl them first)",
-            ));
-        }
         let path = device.path().to_path_buf();
         store.release();
         std::fs::remove_file(&path)

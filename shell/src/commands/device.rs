@@ -4,7 +4,7 @@ use super::number;
 use crate::getopt::Args;
 use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
-use qm_common::device::ENTRY_MAX_PAGES;
+use qm_common::device::{ENTRY_MAX_PAGES, UdlEntry, check_destroy, check_first_entry_size};
 use qm_common::names::check_device_path;
 use qm_common::protocol::{DeviceRequest, Reply, Request};
 
@@ -40,8 +40,16 @@ pub fn crdl(sh: &mut Shell, args: Args) -> CmdResult {
     let offset = sh.required(&mut pos, "Device offset: ", |s| {
         number("Device offset", s, 0..=ENTRY_MAX_PAGES)
     })?;
-    let size =
-        sh.required(&mut pos, "Device size: ", |s| number("Device size", s, 1..=ENTRY_MAX_PAGES))?;
+    // The device itself (entry 0) has a larger minimum: checked here, so that a terminal
+    // asks for the size again rather than discarding every answer.
+    let first = offset == 0 && std::path::Path::new(&device) == sh.device && sh.remote.is_none();
+    let size = sh.required(&mut pos, "Device size: ", |s| {
+        let size = number("Device size", s, 1..=ENTRY_MAX_PAGES)?;
+        if first {
+            check_first_entry_size(size)?;
+        }
+        Ok(size)
+    })?;
     sh.call(Request::Device(DeviceRequest::Create { device, offset, size, page_size }))?;
     Ok(())
 }
@@ -80,12 +88,28 @@ pub fn dsdl(sh: &mut Shell, args: Args) -> CmdResult {
     let confirmed = args.flag('y');
     let mut pos = Positionals::new(args.positionals);
     let index = sh.required(&mut pos, "Device list index: ", dl_index)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Device not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = destroyable(sh, index);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Device not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::Device(DeviceRequest::Destroy { index }))?;
     Ok(())
+}
+
+/// Whether entry `index` may be destroyed, checked before asking for confirmation.
+fn destroyable(sh: &mut Shell, index: u8) -> CmdResult {
+    let udl: Vec<UdlEntry> =
+        match sh.call(Request::Device(DeviceRequest::List { index: None }))?.reply {
+            Reply::Device(listing) => listing.entries.into_iter().map(|e| e.entry).collect(),
+            _ => return Ok(()),
+        };
+    let Reply::Vtoc(vtoc) = sh.call(Request::Device(DeviceRequest::Vtoc))?.reply else {
+        return Ok(());
+    };
+    check_destroy(&udl, &vtoc, index).map(drop).map_err(|e| e.message)
 }
 
 pub fn chdl(sh: &mut Shell, args: Args) -> CmdResult {

@@ -61,11 +61,71 @@ const LINE_FORMS: [(&str, &str); 4] = [
     ("# comment", "A line starting with # is ignored."),
     (
         "<CR>",
-        "At a terminal, an empty line runs the last command again; in a script it does nothing.",
+        "At a terminal, an empty line runs the last command again, except after Ctrl-C; in a script it does nothing.",
     ),
 ];
 
+/// A command or line form as `help` gives it under `--json`.
+#[derive(serde::Serialize)]
+struct HelpEntry<'a> {
+    name: &'a str,
+    abbreviation: Option<&'a str>,
+    usage: String,
+    /// Left out of the plain `help` list, as in its text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    help: Option<&'a str>,
+}
+
+impl<'a> HelpEntry<'a> {
+    fn command(spec: &'a crate::catalog::CommandSpec, explained: bool) -> Self {
+        let help = explained.then_some(spec.help);
+        HelpEntry {
+            name: spec.name,
+            abbreviation: spec.abbrev,
+            usage: spec.usage().trim_end().to_string(),
+            help,
+        }
+    }
+
+    fn line_form((usage, text): &'a (&'a str, &'a str)) -> Self {
+        let name = usage.split_whitespace().next().unwrap_or(usage);
+        HelpEntry { name, abbreviation: None, usage: usage.to_string(), help: Some(text) }
+    }
+}
+
+/// `help` under `--json`: the same answers as JSON.
+fn help_json(topic: Option<&str>) -> Result<String, String> {
+    let mut sorted: Vec<_> = COMMANDS.iter().collect();
+    sorted.sort_by_key(|c| c.name);
+    Ok(match topic {
+        None => {
+            render::json(&sorted.iter().map(|c| HelpEntry::command(c, false)).collect::<Vec<_>>())
+        }
+        Some("all") => {
+            let mut all: Vec<HelpEntry> =
+                sorted.iter().map(|c| HelpEntry::command(c, true)).collect();
+            all.extend(LINE_FORMS.iter().map(HelpEntry::line_form));
+            render::json(&all)
+        }
+        Some(word)
+            if let Some(form) =
+                LINE_FORMS.iter().find(|f| f.0.split_whitespace().next() == Some(word)) =>
+        {
+            render::json(&HelpEntry::line_form(form))
+        }
+        Some(name) => match lookup(name) {
+            Some(spec) => render::json(&HelpEntry::command(spec, true)),
+            None => return Err(format!("Command {name} not found")),
+        },
+    })
+}
+
 pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
+    if sh.json_now {
+        let text = help_json(args.positionals.first().map(String::as_str))?;
+        sh.output(&text);
+        return Ok(());
+    }
     let text = match args.positionals.first().map(String::as_str) {
         None => {
             let mut out = String::from(

@@ -103,7 +103,8 @@ fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, S
         if args.value('F').is_some() {
             return Err("give the body either as an argument or with -F, not both".into());
         }
-        return Ok(text.into_bytes());
+        // A script in another encoding (Latin-1, say) gives its bodies as they are.
+        return Ok(if sh.raw_line { crate::input::raw_bytes(&text) } else { text.into_bytes() });
     }
     match args.value('F') {
         Some("-") => stdin_body(sh),
@@ -167,6 +168,11 @@ fn show_message(sh: &Shell, m: &Message, body_only: bool, json: bool) {
     } else if body_only {
         let mut out = std::io::stdout();
         let _ = out.write_all(&m.body);
+        // At a terminal the next prompt is drawn from the start of the line and would wipe
+        // out a body's last line; piped, the body stays exactly as it was enqueued.
+        if out.is_terminal() && !m.body.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
         let _ = out.flush();
     } else {
         let mut head = format!(
@@ -211,18 +217,22 @@ pub fn begin(sh: &mut Shell, args: Args) -> CmdResult {
     if let Reply::Transaction(id) =
         sh.call(Request::Data(DataRequest::Begin { qspace: None, timeout_secs: timeout }))?.reply
     {
+        sh.transaction = Some(id);
         sh.info(&format!("Transaction {id} begun"));
     }
     Ok(())
 }
 
 pub fn commit(sh: &mut Shell, _args: Args) -> CmdResult {
+    // qmd lets go of the session's transaction whether or not it commits.
+    sh.transaction = None;
     sh.call(Request::Data(DataRequest::Commit))?;
     sh.info("Transaction committed");
     Ok(())
 }
 
 pub fn abort(sh: &mut Shell, _args: Args) -> CmdResult {
+    sh.transaction = None;
     sh.call(Request::Data(DataRequest::Abort))?;
     sh.info("Transaction rolled back");
     Ok(())

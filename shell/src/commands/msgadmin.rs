@@ -133,6 +133,25 @@ fn messages(n: u64) -> String {
     qm_common::plural::count(n, "message", "messages")
 }
 
+/// Whether the queues a change works on exist, checked before asking for confirmation.
+fn queues_exist(sh: &mut Shell, request: &MessageRequest) -> CmdResult {
+    let (queue, new_queue) = match request {
+        MessageRequest::ChangeQueue { queue, new_queue, .. } => (queue, Some(new_queue)),
+        MessageRequest::List { queue, .. }
+        | MessageRequest::Delete { queue, .. }
+        | MessageRequest::ChangePriority { queue, .. }
+        | MessageRequest::ChangeTime { queue, .. }
+        | MessageRequest::ChangeExpiration { queue, .. } => (queue, None),
+        MessageRequest::Transactions
+        | MessageRequest::Complete { .. }
+        | MessageRequest::Why { .. } => return Ok(()),
+    };
+    for name in std::iter::once(queue).chain(new_queue) {
+        sh.call(Request::Queue(QueueRequest::Get { name: name.clone() }))?;
+    }
+    Ok(())
+}
+
 /// Runs a change on the selected messages, asking first when `ask` says so; prints how
 /// many were `done` (e.g. "deleted") and how many were left alone because a transaction
 /// holds them.
@@ -143,9 +162,12 @@ fn change(
     declined: &str,
     done: &str,
 ) -> CmdResult {
-    if ask && !sh.confirm()? {
-        sh.warn(declined);
-        return Ok(());
+    if ask {
+        let check = queues_exist(sh, &request);
+        if !sh.confirm_checked(check)? {
+            sh.warn(declined);
+            return Ok(());
+        }
     }
     match sh.call(Request::Message(request))?.reply {
         Reply::Changed { changed, held: 0 } | Reply::Count(changed) => {
@@ -183,12 +205,16 @@ pub fn qchangequeue(sh: &mut Shell, args: Args) -> CmdResult {
         check_queue_name(s)?;
         Ok(s.to_string())
     })?;
+    let ask = !args.flag('y') && sh.criteria.is_empty();
     if new_queue == queue {
-        // Tuxedo's 1409 is a warning: nothing to do.
+        // Tuxedo's 1409 is a warning: nothing to do. A script's answer to the confirmation
+        // this would have asked for is read, not run as a command.
+        if ask {
+            sh.skip_confirmation();
+        }
         sh.warn(&format!("Queue change - new queue name {new_queue} matches old queue name"));
         return Ok(());
     }
-    let ask = !args.flag('y') && sh.criteria.is_empty();
     let request = MessageRequest::ChangeQueue { queue, criteria: sh.criteria.clone(), new_queue };
     change(sh, request, ask, "Queue not changed", "moved")
 }

@@ -203,9 +203,12 @@ pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {
     let (force, confirmed) = (args.flag('f'), args.flag('y'));
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Queue space not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = fetch(sh, Some(name.clone())).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Queue space not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::QueueSpace(QueueSpaceRequest::Destroy { name, force }))?;
     Ok(())
@@ -214,13 +217,15 @@ pub fn qspacedestroy(sh: &mut Shell, args: Args) -> CmdResult {
 pub fn qopen(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name }))?;
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Open { name: name.clone() }))?;
+    sh.open_qspace = Some(name);
     forget_selection(sh);
     Ok(())
 }
 
 pub fn qclose(sh: &mut Shell, _args: Args) -> CmdResult {
     sh.call(Request::QueueSpace(QueueSpaceRequest::Close))?;
+    sh.open_qspace = None;
     forget_selection(sh);
     Ok(())
 }
@@ -279,9 +284,12 @@ pub fn ipcrm(sh: &mut Shell, args: Args) -> CmdResult {
     let (force, confirmed) = (args.flag('f'), args.flag('y'));
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
-    if force && !confirmed && !sh.confirm()? {
-        sh.warn("IPC resources not removed");
-        return Ok(());
+    if force && !confirmed {
+        let check = fetch(sh, Some(name.clone())).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("IPC resources not removed");
+            return Ok(());
+        }
     }
     sh.call(Request::QueueSpace(QueueSpaceRequest::Ipcrm { name, force }))?;
     Ok(())

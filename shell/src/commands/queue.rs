@@ -71,14 +71,26 @@ fn limits(
     let low_default =
         low_default.filter(|l| l.unit == high.unit).unwrap_or(Limit { value: 0, unit: high.unit });
     let low_line = say("low", low_default);
-    let low = sh.optional(
-        pos,
-        &format!("Reset (low) limit for queue capacity warning [default={low_default}]: "),
-        low_default,
-        low_line.as_deref(),
-        |s| parse_low(s, high),
-    )?;
-    Ok((high, low))
+    loop {
+        let typed = pos.peek().is_none();
+        let low = sh.optional(
+            pos,
+            &format!("Reset (low) limit for queue capacity warning [default={low_default}]: "),
+            low_default,
+            low_line.as_deref(),
+            |s| parse_low(s, high),
+        )?;
+        // Low against high (a default taken included), checked now so that a terminal asks
+        // for the low limit again rather than discarding every answer at the end.
+        let marks = Threshold { high, low, command: String::new() };
+        match marks.validate(LimitSet::Persistent) {
+            Err(e) if typed && sh.input.interactive() => {
+                eprintln!("ERROR: {}", qm_common::error::shown_lines(&e.message));
+            }
+            // Otherwise refused with the whole definition, as before.
+            _ => return Ok((high, low)),
+        }
+    }
 }
 
 pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
@@ -214,9 +226,12 @@ pub fn qdestroy(sh: &mut Shell, args: Args) -> CmdResult {
     sh.require_open()?;
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, queue_name)?;
-    if !confirmed && !sh.confirm()? {
-        sh.warn("Queue not destroyed");
-        return Ok(());
+    if !confirmed {
+        let check = fetch(sh, &name).map(drop);
+        if !sh.confirm_checked(check)? {
+            sh.warn("Queue not destroyed");
+            return Ok(());
+        }
     }
     sh.call(Request::Queue(QueueRequest::Destroy { name, mode }))?;
     Ok(())
