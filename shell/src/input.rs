@@ -211,7 +211,10 @@ fn history_path() -> Option<PathBuf> {
 
 impl TtyInput {
     pub fn new(helper: Helper) -> Result<TtyInput, String> {
+        // Tab completes what is common to the candidates and lists them all, as bash does,
+        // rather than cycling through them one by one.
         let config = Config::builder()
+            .completion_type(rustyline::CompletionType::List)
             .auto_add_history(false)
             .history_ignore_dups(true)
             .map_err(|e| e.to_string())?

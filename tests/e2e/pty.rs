@@ -571,3 +571,18 @@ fn cross_field_errors_ask_the_field_again() {
     let listing: qm_common::queue::QueueListing = env.json("qopen QS; qinfo CROSS");
     assert_eq!(listing.queues[0].def.threshold.low.to_string(), "1m");
 }
+
+/// Tab with several candidates lists them all, as bash does, instead of cycling through
+/// them one at a time.
+#[test]
+fn tab_lists_the_candidates() {
+    let env = env_with_device();
+    let mut repl = Repl::start(&env);
+    repl.keys("qspace\t\t");
+    repl.expect("qspacechange");
+    repl.expect("qspacelist");
+    repl.control('u');
+    repl.run("", &[]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}

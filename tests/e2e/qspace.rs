@@ -424,3 +424,15 @@ fn qsize_estimates_what_qspacelist_shows() {
     env.c("qsize 100 5 5 5 x").failed().stderr_has("'x' is invalid");
     env.c("qsize 0 5 5 5 100").failed().stderr_has("Size of queue space in disk pages: '0'");
 }
+
+/// A prompt whose current value is empty says `none` rather than an empty `[default=]`, and
+/// an empty answer keeps it empty.
+#[test]
+fn an_empty_default_says_none() {
+    let env = Env::new();
+    env.c(&format!("crdl {} 0 300; qspc QS 40000 100 4 2 2 100 '' n 16", env.dev())).ok();
+    let run = env.script("qspacechange QS\n\n\n\n\n\n\n\n");
+    run.ok().stdout_has("Error queue name [default=none]: ").stdout_lacks("[default=]");
+    let info: QueueSpaceInfo = env.json("qspl QS");
+    assert_eq!(info.params.error_queue, "");
+}

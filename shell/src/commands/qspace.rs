@@ -143,8 +143,11 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
     let cur = fetch(sh, Some(name.clone()))?.params;
-    let ask =
-        |field: &str, current: &dyn std::fmt::Display| format!("{field} [default={current}]: ");
+    // An empty current value (no error queue) has nothing after `default=`: say so.
+    let ask = |field: &str, current: &dyn std::fmt::Display| match current.to_string().as_str() {
+        "" => format!("{field} [default=none]: "),
+        c => format!("{field} [default={c}]: "),
+    };
     let ipc_key = sh.optional(&mut pos, &ask(IPC_KEY, &cur.ipc_key), cur.ipc_key, None, ipc_key)?;
     let transactions = keep_count(sh, &mut pos, TRANS, cur.transactions, COUNT_MAX)?;
     let processes = keep_count(sh, &mut pos, PROCS, cur.processes, COUNT_MAX)?;
