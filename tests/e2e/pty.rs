@@ -586,3 +586,19 @@ fn tab_lists_the_candidates() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }
+
+/// `qenqueue Q` without a body at a terminal asks for it rather than enqueueing an empty
+/// message unseen.
+#[test]
+fn qenqueue_asks_for_a_missing_body() {
+    let env = env_with_device();
+    create_space(&env, "QS", 40000);
+    env.c("qopen QS; qcreate Q fifo none 0 0 100% 0% ''").ok();
+    let mut repl = Repl::start(&env);
+    repl.run("qopen QS", &[]);
+    repl.answer("qenqueue Q", &["Message body: "]);
+    repl.run("typed at the prompt", &["0000000000000001"]);
+    repl.run("qdequeue Q", &["typed at the prompt"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}

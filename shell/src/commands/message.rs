@@ -97,7 +97,8 @@ fn read_body(source: impl Read, what: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The body: the argument, else `-F FILE` (`-` for standard input), else standard input
-/// when commands come from `-c` and it is not a terminal, else empty.
+/// when commands come from `-c` and it is not a terminal, else asked for at a terminal, else
+/// empty.
 fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, String> {
     if let Some(text) = pos.take() {
         if args.value('F').is_some() {
@@ -117,6 +118,9 @@ fn body(sh: &mut Shell, args: &Args, pos: &mut Positionals) -> Result<Vec<u8>, S
             read_body(opened, &format!("-F {file}"))
         }
         None if sh.script_mode && !std::io::stdin().is_terminal() => stdin_body(sh),
+        // At a terminal a body left out is asked for, not taken as empty unseen (an empty
+        // answer is an empty body, on purpose).
+        None if sh.input.interactive() => Ok(sh.text(pos, "Message body: ")?.into_bytes()),
         None => Ok(Vec::new()),
     }
 }
