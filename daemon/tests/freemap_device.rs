@@ -448,7 +448,10 @@ fn run(layout: Layout, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(e.diagnostic, Diagnostic::NoSpace, "{}: {}", &shown, &e.message);
                 prop_assert!(
                     e.message.contains("the largest free run ")
-                        && e.message.ends_with(&format!(" is {largest} pages")),
+                        && e.message.ends_with(&format!(
+                            " is {}",
+                            qm_common::plural::count(*largest, "page", "pages")
+                        )),
                     "{}: expected the largest free run to be {}: {}",
                     &shown,
                     largest,
