@@ -332,20 +332,8 @@ fn tls_requires_a_valid_client_certificate() {
 fn certificates_reload_without_dropping_connections() {
     let _ports = scanning();
     let env = Env::new();
-    let dir = env.dir.path();
-    let ca = Ca::new(dir, "ca");
-    let server = ca.server(dir, "server.pem");
-    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
-    env.stop_daemon();
-    let conn = env.path("conn.json");
-    let daemon = env.start_daemon(&[
-        "-i",
-        "127.0.0.1",
-        "-c",
-        conn.to_str().unwrap(),
-        "-k",
-        server.to_str().unwrap(),
-    ]);
+    let (ca, daemon, _) = tls_daemon_with(&env, false, &[]);
+    let (dir, conn, server) = (env.dir.path(), env.path("conn.json"), env.path("server.pem"));
     grant_data(&env, "anonymous");
     let old = ConnectionFile::read(&conn).unwrap();
     std::fs::copy(&conn, env.path("old.json")).unwrap();
@@ -487,22 +475,30 @@ fn a_listen_table_opens_the_network_face() {
 
 /// A TLS daemon with client certificates, its CA and connection file, in `env`.
 pub fn tls_daemon(env: &Env) -> (Ca, Daemon, ConnectionFile) {
+    tls_daemon_with(env, true, &[])
+}
+
+/// A daemon over queue space QS (ERRQ, Q) speaking TLS with a certificate of a new CA (and,
+/// with `client_certificates`, wanting clients' certificates of that CA), listening on
+/// 127.0.0.1, with `extra` options and a connection file.
+pub fn tls_daemon_with(
+    env: &Env,
+    client_certificates: bool,
+    extra: &[&str],
+) -> (Ca, Daemon, ConnectionFile) {
     let dir = env.dir.path();
     let ca = Ca::new(dir, "ca");
     let server = ca.server(dir, "server.pem");
     setup(env, "", PARAMS, &[ERRQ, FIFO_Q]);
     env.stop_daemon();
     let conn = env.path("conn.json");
-    let daemon = env.start_daemon(&[
-        "-i",
-        "127.0.0.1",
-        "-c",
-        conn.to_str().unwrap(),
-        "-k",
-        server.to_str().unwrap(),
-        "-a",
-        ca.pem.to_str().unwrap(),
-    ]);
+    let mut args =
+        vec!["-i", "127.0.0.1", "-c", conn.to_str().unwrap(), "-k", server.to_str().unwrap()];
+    if client_certificates {
+        args.extend(["-a", ca.pem.to_str().unwrap()]);
+    }
+    args.extend_from_slice(extra);
+    let daemon = env.start_daemon(&args);
     (ca, daemon, ConnectionFile::read(&conn).unwrap())
 }
 
@@ -600,19 +596,11 @@ fn https_agent(cert_key: Option<&Path>, ca: &Path) -> ureq::Agent {
 fn the_http_face_speaks_https_with_client_certificates() {
     let _ports = scanning();
     let env = Env::new();
+    let (ca, _daemon, file) = tls_daemon_with(&env, true, &["-w", "0", "8", "result"]);
     let dir = env.dir.path();
-    let ca = Ca::new(dir, "ca");
-    let server = ca.server(dir, "server.pem");
     let render = ca.client(dir, "render.pem", "spiffe://farm/render-17");
     let other = ca.client(dir, "other.pem", "spiffe://farm/other");
-    setup(&env, "", PARAMS, &[ERRQ, FIFO_Q]);
     env.c("qgrant cert:spiffe://farm/render-17 enqueue,dequeue QS/Q").ok();
-    env.stop_daemon();
-    let conn = env.path("conn.json");
-    let (server, ca_pem) = (server.to_str().unwrap(), ca.pem.to_str().unwrap());
-    let args = ["-i", "127.0.0.1", "-c", conn.to_str().unwrap(), "-k", server, "-a", ca_pem];
-    let _daemon = env.start_daemon(&[&args[..], &["-w", "0", "8", "result"]].concat());
-    let file = ConnectionFile::read(&conn).unwrap();
     let port = file.http_port.expect("the HTTP port");
     assert_eq!(file.http_url.as_deref(), Some(format!("https://127.0.0.1:{port}/result").as_str()));
     let url = format!("https://localhost:{port}/result/QS/Q");
