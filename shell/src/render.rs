@@ -24,6 +24,18 @@ pub fn table<S: AsRef<str>>(header: &[S], rows: Vec<Vec<String>>) -> String {
     t.to_string()
 }
 
+/// The width of the terminal standard output is, when it is one.
+pub fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills the winsize given for a terminal; an all-zero one is valid.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// A two-column table of names and values, without a header; values as in [`table`].
 pub fn key_values(rows: Vec<(&str, String)>) -> String {
     let mut b = Builder::default();

@@ -34,8 +34,18 @@ impl Repl {
 
     /// Like [`Repl::start`], with `pager` as `$PAGER`.
     fn start_with_pager(env: &Env, pager: &str) -> Repl {
+        Repl::start_in(env, Command::new(QMADMIN), pager)
+    }
+
+    /// Like [`Repl::start`], on a terminal `cols` columns wide.
+    fn start_with_width(env: &Env, cols: u16) -> Repl {
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(format!("stty cols {cols} rows 50 && exec \"$0\"")).arg(QMADMIN);
+        Repl::start_in(env, sh, "cat")
+    }
+
+    fn start_in(env: &Env, mut cmd: Command, pager: &str) -> Repl {
         let history = env.path("history");
-        let mut cmd = Command::new(QMADMIN);
         cmd.env("QMCONFIG", &env.device)
             .env("TERM", "xterm")
             .env("PAGER", pager)
@@ -599,6 +609,25 @@ fn qenqueue_asks_for_a_missing_body() {
     repl.answer("qenqueue Q", &["Message body: "]);
     repl.run("typed at the prompt", &["0000000000000001"]);
     repl.run("qdequeue Q", &["typed at the prompt"]);
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
+/// `help CMD` at a terminal wraps its explanation at word boundaries to the terminal's
+/// width, under the usage line; no word is cut.
+#[test]
+fn help_wraps_at_words_to_the_terminal() {
+    let env = env_with_device();
+    let mut repl = Repl::start_with_width(&env, 60);
+    let out = repl.run("help qthtest", &["qthtest [-n] [queue_name]", "non-persistent"]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("    ")).collect();
+    assert!(lines.len() > 2, "not wrapped: {out}");
+    for line in &lines {
+        assert!(line.chars().count() <= 60, "wider than the terminal: {line:?}");
+    }
+    let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+    let help = "Runs a queue's threshold command now, in the environment a real crossing gives it";
+    assert_eq!(words[..14].join(" "), help, "words were cut: {out}");
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }

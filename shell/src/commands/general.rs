@@ -46,7 +46,15 @@ pub fn quit(_sh: &mut Shell, _args: Args) -> CmdResult {
 }
 
 fn describe(spec: &crate::catalog::CommandSpec) -> String {
-    format!("{}\n    {}\n", spec.usage(), spec.help)
+    format!("{}\n{}\n", spec.usage(), indented(spec.help))
+}
+
+/// A help paragraph, indented; at a terminal wrapped at word boundaries to its width (piped,
+/// one line, as scripts that search help text know it).
+fn indented(text: &str) -> String {
+    let Some(width) = crate::render::terminal_width() else { return format!("    {text}") };
+    let wrapped = tabled::settings::width::Wrap::wrap(text, width.saturating_sub(5).max(20), true);
+    wrapped.lines().map(|l| format!("    {}", l.trim_end())).collect::<Vec<_>>().join("\n")
 }
 
 /// Lines that are not commands, for `help !`, `help !!`, `help #` and `help all`.
@@ -140,14 +148,16 @@ pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
         }
         Some("all") => {
             let mut all: Vec<String> = COMMANDS.iter().map(describe).collect();
-            all.extend(LINE_FORMS.iter().map(|(usage, text)| format!("{usage}\n    {text}\n")));
+            all.extend(
+                LINE_FORMS.iter().map(|(usage, text)| format!("{usage}\n{}\n", indented(text))),
+            );
             all.join("\n")
         }
         Some(word)
             if let Some((usage, text)) =
                 LINE_FORMS.iter().find(|f| f.0.split_whitespace().next() == Some(word)) =>
         {
-            format!("{usage}\n    {text}\n")
+            format!("{usage}\n{}\n", indented(text))
         }
         Some(name) => match lookup(name) {
             Some(spec) => describe(spec),
