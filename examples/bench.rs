@@ -154,16 +154,5 @@ fn rss() -> String {
 }
 
 fn start_daemon(setup: &Setup) {
-    let (d, s) = (setup.device.clone(), setup.socket.clone());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(qm_daemon::server::serve(d, s))
-    });
-    while !setup.socket.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    load::start_daemon(&setup.device, &setup.socket, Default::default());
 }

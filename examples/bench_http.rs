@@ -13,9 +13,7 @@
 use qm_common::client::Client;
 use qm_common::protocol::ClientKind;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod load;
 
@@ -24,43 +22,37 @@ const URL_PATH: &str = "bench";
 
 /// Pairs per second over HTTP with `clients` threads for `secs`.
 fn http_throughput(port: u16, clients: usize, secs: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let tally = load::Tally::default();
     let url = format!("http://127.0.0.1:{port}/{URL_PATH}/{QSPACE}/{QUEUE}");
     let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let (stop, done, url) = (stop.clone(), done.clone(), url.clone());
+            let (tally, url) = (tally.clone(), url.clone());
             std::thread::spawn(move || {
                 let agent = ureq::Agent::new_with_defaults();
                 let body = vec![b'x'; BODY];
-                while !stop.load(Ordering::Relaxed) {
+                while tally.running() {
                     let posted = agent.post(&url).send(&body[..]).expect("enqueue");
                     assert_eq!(posted.status(), 201);
                     let mut got = agent.get(&url).call().expect("dequeue");
                     assert_eq!(got.status(), 200);
                     assert_eq!(got.body_mut().read_to_vec().expect("body").len(), BODY);
-                    done.fetch_add(1, Ordering::Relaxed);
+                    tally.pair();
                 }
             })
         })
         .collect();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
+    let rate = tally.measure_blocking(secs);
     for t in threads {
         t.join().expect("client");
     }
-    count as f64 / elapsed
+    rate
 }
 
 /// Pairs per second over HTTP with `clients` async connections (hyper's client) for `secs`.
 async fn hyper_throughput(port: u16, clients: usize, secs: f64) -> f64 {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let tally = load::Tally::default();
     let path = format!("/{URL_PATH}/{QSPACE}/{QUEUE}");
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -69,10 +61,10 @@ async fn hyper_throughput(port: u16, clients: usize, secs: f64) -> f64 {
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("http");
         tokio::spawn(conn);
-        let (stop, done, path) = (stop.clone(), done.clone(), path.clone());
+        let (tally, path) = (tally.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let body = Bytes::from(vec![b'x'; BODY]);
-            while !stop.load(Ordering::Relaxed) {
+            while tally.running() {
                 let post = hyper::Request::post(&path)
                     .header(hyper::header::HOST, "127.0.0.1")
                     .body(Full::new(body.clone()))
@@ -88,19 +80,15 @@ async fn hyper_throughput(port: u16, clients: usize, secs: f64) -> f64 {
                 assert_eq!(got.status(), 200);
                 let message = got.into_body().collect().await.expect("message").to_bytes();
                 assert_eq!(message.len(), BODY);
-                done.fetch_add(1, Ordering::Relaxed);
+                tally.pair();
             }
         }));
     }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
+    let rate = tally.measure(secs).await;
     for t in tasks {
         t.await.expect("client");
     }
-    count as f64 / elapsed
+    rate
 }
 
 /// Pairs per second over the Unix socket with `clients` connections for `secs`.
@@ -123,18 +111,7 @@ fn start_daemon(device: PathBuf, socket: PathBuf, port: u16) {
         qm_daemon::http::HttpFace { port, max_connections: 1024, url_path: URL_PATH.to_string() };
     let settings =
         qm_daemon::server::Settings { http: Some(face), ..qm_daemon::server::Settings::default() };
-    let s = socket.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(qm_daemon::server::serve_with(device, s, settings))
-    });
-    while !socket.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    load::start_daemon(&device, &socket, settings);
 }
 
 fn main() {

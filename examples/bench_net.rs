@@ -15,7 +15,6 @@ use qm_common::tls::ClientTlsFiles;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 mod load;
 
@@ -136,18 +135,7 @@ fn main() {
         tls: Some((server, vec![ca.display().to_string()])),
         ..Default::default()
     };
-    let (d, s) = (device.clone(), socket.clone());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(qm_daemon::server::serve_with(d, s, settings))
-    });
-    while !socket.exists() {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    load::start_daemon(&device, &socket, settings);
     admin(
         &device,
         &socket,

@@ -21,31 +21,82 @@ pub fn admin(device: &Path, socket: &Path, commands: &str) {
     assert_eq!(qm_shell::run(options, Box::new(input), Default::default()), 0, "admin: {commands}");
 }
 
+/// What closed-loop clients share: the flag that stops them and the pairs they made.
+#[derive(Clone, Default)]
+pub struct Tally {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+}
+
+impl Tally {
+    /// Whether the clients should go on.
+    pub fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts one enqueue+dequeue pair.
+    pub fn pair(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Lets the clients run for `secs` (they have started), stops them and returns their
+    /// pairs per second; the caller then waits for them to end.
+    pub async fn measure(&self, secs: f64) -> f64 {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        self.stop_and_rate(start)
+    }
+
+    /// [`Tally::measure`] for clients on threads.
+    pub fn measure_blocking(&self, secs: f64) -> f64 {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        self.stop_and_rate(start)
+    }
+
+    fn stop_and_rate(&self, start: Instant) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
 /// Each client enqueues a 1 KiB body on BENCH/Q and dequeues one, over and over, for `secs`;
 /// returns the pairs per second they made together.
 pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    let tally = Tally::default();
     let mut tasks = Vec::new();
     for mut c in clients {
-        let (stop, done) = (stop.clone(), done.clone());
+        let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
             let body = vec![b'x'; BODY];
             let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
-            while !stop.load(Ordering::Relaxed) {
+            while tally.running() {
                 c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
                 c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
-                done.fetch_add(1, Ordering::Relaxed);
+                tally.pair();
             }
         }));
     }
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let count = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
+    let rate = tally.measure(secs).await;
     for t in tasks {
         t.await.expect("client");
     }
-    count as f64 / elapsed
+    rate
+}
+
+/// Runs a daemon with `settings` in this process (two worker threads, as on the two-core
+/// machine the figures come from) and returns once its socket is there.
+pub fn start_daemon(device: &Path, socket: &Path, settings: qm_daemon::server::Settings) {
+    let (d, s) = (device.to_path_buf(), socket.to_path_buf());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(qm_daemon::server::serve_with(d, s, settings))
+    });
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -553,12 +553,7 @@ impl Daemon {
     /// exit status.
     #[track_caller]
     pub fn signal(&mut self, sig: &str) -> Run {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{sig} {} failed", self.pid);
+        self.signal_only(sig);
         self.wait()
     }
 
