@@ -119,11 +119,25 @@ impl ConnectionFile {
         use std::io::Read;
         use std::os::unix::fs::MetadataExt;
         let shown = path.display();
-        let file = std::fs::File::open(path)
-            .map_err(|e| format!("cannot read connection file {shown}: {e}"))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        // A link could aim us at a file of anyone's choosing.
+        let file = crate::trust::open_no_follow(path, &mut options, "connection file")?;
         let meta = file.metadata().map_err(|e| format!("connection file {shown}: {e}"))?;
         if !meta.is_file() {
             return Err(format!("connection file {shown} is not a regular file"));
+        }
+        // Another user's file counts only where only that user could have put it: in a
+        // directory of theirs nobody else may write (a daemon's owner sharing it with its
+        // clients), never in a place open to all.
+        if !crate::trust::is_trusted_user(meta.uid())
+            && let Some(problem) = crate::trust::listener_dir_problem(path, meta.uid())
+        {
+            return Err(format!(
+                "connection file {shown} belongs to {} and may have been put there by someone \
+                 else: {problem}; it decides which server is believed, so it is not used",
+                crate::trust::describe_user(meta.uid())
+            ));
         }
         if meta.mode() & 0o022 != 0 {
             return Err(format!(

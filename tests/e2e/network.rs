@@ -722,3 +722,24 @@ fn the_principal_is_the_certificates_first_name() {
         env.run_stdin(cmd, "").ok().stdout_has(principal).stdout_has("tls");
     }
 }
+
+/// A connection file decides which server is believed: a symbolic link is not followed, and
+/// another user's file in a directory that is not theirs alone is refused, saying why.
+#[test]
+fn connection_files_others_could_plant_are_refused() {
+    let _ports = scanning();
+    let (env, _daemon, _file) = listening(&[]);
+    grant_data(&env, "anonymous");
+    let conn = env.path("conn.json");
+    let link = env.path("link.json");
+    std::os::unix::fs::symlink(&conn, &link).unwrap();
+    let e = connect_file(&link, &ClientTlsFiles::default()).err().expect("a link was followed");
+    assert!(e.message.contains("is a symbolic link"), "{}", e.message);
+    let planted = env.path("planted.json");
+    std::fs::copy(&conn, &planted).unwrap();
+    let other = crate::users::User::create();
+    std::os::unix::fs::chown(&planted, Some(other.uid), None).unwrap();
+    let e = connect_file(&planted, &ClientTlsFiles::default()).err().expect("a planted file");
+    assert!(e.message.contains(&format!("belongs to uid {}", other.uid)), "{}", e.message);
+    connect_file(&conn, &ClientTlsFiles::default()).unwrap().put("Q", "the daemon's own file");
+}
