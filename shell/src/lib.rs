@@ -25,6 +25,7 @@ pub mod pager;
 pub mod render;
 pub mod repl;
 pub mod shell;
+pub mod table;
 
 use input::{Input, NoInput, StdinInput, TtyInput};
 use options::Options;

@@ -11,17 +11,13 @@ use serde::Serialize;
 use tabled::builder::Builder;
 use tabled::settings::Style;
 
-/// A table with a header row. Control characters in cells (what a command printed, a name
-/// a client gave) are shown as escapes; line breaks stay.
+/// A table with a header row, fitted to the terminal when standard output is one (see
+/// [`crate::table`]). Control characters in cells (what a command printed, a name a client
+/// gave) are shown as escapes; line breaks stay.
 pub fn table<S: AsRef<str>>(header: &[S], rows: Vec<Vec<String>>) -> String {
-    let mut b = Builder::default();
-    b.push_record(header.iter().map(|h| h.as_ref().to_string()));
-    for row in rows {
-        b.push_record(row.iter().map(|cell| shown_lines(cell)));
-    }
-    let mut t = b.build();
-    t.with(Style::psql());
-    t.to_string()
+    let header = header.iter().map(|h| h.as_ref().to_string()).collect();
+    let rows = rows.into_iter().map(|r| r.iter().map(|c| shown_lines(c)).collect()).collect();
+    crate::table::layout(header, rows, terminal_width())
 }
 
 /// The width of the terminal standard output is, when it is one.
@@ -44,7 +40,7 @@ pub fn key_values(rows: Vec<(&str, String)>) -> String {
     }
     let mut t = b.build();
     t.with(Style::blank());
-    t.to_string()
+    crate::table::trim_lines(&t.to_string())
 }
 
 /// One JSON document on one line: several listings in a session make JSON Lines.

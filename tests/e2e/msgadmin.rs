@@ -177,7 +177,7 @@ fn qlist_columns_and_empty_lines() {
     env.c("qopen QS; qenqueue -p 7 -i cid -r RQ -f FQ -q nonpersist -u 3 -e +600 Q hello").ok();
     let run = env.c("qopen QS; qset Q; qlist");
     run.ok().stdout_has(
-        " msgid            | prio | retries | length | delivery | reply qos  | state | available | expiration ",
+        " msgid            | prio | retries | length | delivery | reply qos  | state | available | expiration\n",
     );
     let row = run.stdout.lines().nth(2).unwrap();
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
@@ -186,7 +186,7 @@ fn qlist_columns_and_empty_lines() {
     assert!(cells[8].starts_with("20"), "a local time: {row}");
     let run = env.c("qopen QS; qset Q; verbose; qlist");
     run.ok().stdout_has(
-        "| corrid | enqueued            | origin queue | reply queue | failure queue | urcode ",
+        "| corrid | enqueued            | origin queue | reply queue | failure queue | urcode\n",
     );
     let row = run.stdout.lines().find(|l| l.starts_with(" 0000")).unwrap();
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();

@@ -631,3 +631,108 @@ fn help_wraps_at_words_to_the_terminal() {
     repl.answer("quit", &[]);
     assert_eq!(repl.exit_status(), 0);
 }
+
+/// What a person sees of `text` on the terminal: no carriage returns, no escape sequences.
+fn visible_lines(text: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters final-byte.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for f in chars.by_ref() {
+                        if ('@'..='~').contains(&f) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\r' => {}
+            c => plain.push(c),
+        }
+    }
+    plain.lines().map(str::to_string).collect()
+}
+
+/// A queue space whose listings are wide: a failing forwarder with a long last error, a
+/// threshold command of many words that has fired, a message with its reply queues.
+fn wide_listings() -> Env {
+    use crate::auto::{App, eventually, server, setup, wait_firings, write_config};
+    let env = Env::new();
+    write_config(
+        &env,
+        "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n\
+         [service.SVC]\ncommand = 'echo the service could not reach its database >&2; exit 3'\n",
+    );
+    let long = "'echo queue SVC is filling up and somebody should look at the forwarder soon'";
+    setup(
+        &env,
+        200,
+        &[&format!("SVC fifo none 5 60 100% 0% {long}"), "R fifo none 0 0 100% 0% ''"],
+    );
+    let ctl = qm_common::message::EnqueueCtl {
+        reply_queue: Some("R".into()),
+        failure_queue: Some("R".into()),
+        corrid: b"order-4711".to_vec(),
+        ..Default::default()
+    };
+    App::connect(&env).put_with("SVC", b"a request body", ctl);
+    env.c("qopen QS; qthtest SVC").ok();
+    wait_firings(&env, "SVC", 1);
+    env.c("boot -i 1").ok();
+    eventually("a failed call", || server(&env, 1).failures >= 1);
+    env
+}
+
+/// At 80 columns no line of qlist, psr, qthlog or verbose qinfo is wider than the
+/// terminal, and nothing is lost: the msgid is whole, every word of the command is there.
+/// At 200 columns the same listings are plain one-line-per-row tables.
+#[test]
+fn tables_fit_the_terminal() {
+    let env = wide_listings();
+    let msgid = env.c("qopen QS; qset SVC; verbose; qlist").ok().stdout.clone();
+    let msgid = msgid.lines().find_map(|l| l.split_whitespace().find(|w| w.len() == 16)).unwrap();
+    let command_words =
+        "echo queue SVC is filling up and somebody should look at the forwarder soon";
+
+    let mut repl = Repl::start_with_width(&env, 80);
+    repl.run("qopen QS", &[]);
+    repl.run("qset SVC", &[]);
+    repl.run("verbose", &["Verbose mode is now on"]);
+    for (line, expected) in [
+        ("qlist", msgid),
+        ("qinfo", "somebody"),
+        ("psr", "database"),
+        ("qthlog", "somebody"),
+        ("qlist", "order-4711"),
+    ] {
+        let out = visible_lines(&repl.run(line, &[expected]));
+        for l in &out {
+            assert!(l.chars().count() <= 80, "{line}: wider than 80 columns: {l:?}\n{out:#?}");
+            assert_eq!(l.trim_end(), l, "{line}: trailing blanks: {l:?}");
+        }
+        if line != "psr" && line != "qlist" {
+            let words: String = out.join(" ");
+            let words: Vec<&str> = words.split_whitespace().collect();
+            assert!(
+                words.windows(14).any(|w| w.join(" ") == command_words),
+                "{line}: the command lost words: {out:#?}"
+            );
+        }
+    }
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+
+    let mut repl = Repl::start_with_width(&env, 200);
+    repl.run("qopen QS", &[]);
+    repl.run("verbose", &["Verbose mode is now on"]);
+    let out = visible_lines(&repl.run("qinfo", &["somebody"]));
+    assert!(
+        out.iter().any(|l| l.contains(" | ") && l.contains(command_words)),
+        "at 200 columns qinfo is not a one-line-per-row table: {out:#?}"
+    );
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}

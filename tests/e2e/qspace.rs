@@ -62,7 +62,7 @@ fn create_rounds_pages_and_places_first_fit() {
     env.c("livtoc")
         .ok()
         .stdout_has(&format!("Volume Table of Contents on {}", env.dev()))
-        .stdout_has("| C     | 0      | 0      | 35     | 20");
+        .stdout_has("     2 | C     |      0 |      0 |     35 |    20\n");
 }
 
 /// `qspacelist` reports parameters, extents, file, sizes and state, by name or for the
@@ -268,7 +268,7 @@ fn vtoc_full() {
     ]);
     assert_eq!(env.json::<Vec<VtocEntry>>("livtoc").len(), 100);
     assert_eq!(env.json::<QueueSpaceInfo>("qspl QS").total_pages, 98 * 4);
-    env.c("livtoc").ok().stdout_has(" 99    | QS    | 97     | 0      | 423    | 4");
+    env.c("livtoc").ok().stdout_has("    99 | QS    |     97 |      0 |    423 |     4");
     env.c("qspds -y QS").ok();
     assert_eq!(env.json::<Vec<VtocEntry>>("livtoc").len(), 2);
     env.c("qspc T 40001 4 1 1 1 10 \"\" n 16").ok();

@@ -502,7 +502,7 @@ fn daemon_stop_kills_running_commands() {
     let now = firings(&env, Some("Q"));
     assert_eq!(now.len(), 1);
     assert_eq!(now[0].outcome, "running", "qthlog shows a command while it runs");
-    env.c("qopen QS; qthlog Q").ok().stdout_has("running | - ");
+    env.c("qopen QS; qthlog Q").ok().stdout_has("running | -\n");
     env.c("daemon stop").ok();
     eventually("the command is gone", || !running(&marker));
     // After a restart the firing is still there, marked as cut short by the daemon's end.
@@ -534,7 +534,7 @@ fn a_command_that_ended_while_no_qmd_ran_is_not_seen_to_end() {
     let after = firings(&env, Some("Q"));
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].outcome, qm_common::protocol::FIRING_UNSEEN);
-    env.c("qopen QS; qthlog Q").ok().stdout_has("it ended before the next qmd started | - ");
+    env.c("qopen QS; qthlog Q").ok().stdout_has("it ended before the next qmd started | -\n");
 }
 
 /// A queue space unloaded (`ipcrm -f`) while its threshold command runs: the command goes
