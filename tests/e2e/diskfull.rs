@@ -261,7 +261,8 @@ fn initializing_takes_the_disk_at_creation() {
     env.c("qspc QS 40000 4000 4 2 2 1000 '' y 16; qopen QS; qcreate Q fifo none 0 0 100% 0% ''")
         .ok();
     let taken = before - free(&fs.dir);
-    assert!(taken >= 19 << 20, "QS's disk is taken: {taken} bytes");
+    // Less the room already held for the device's own commits.
+    assert!(taken >= 18 << 20, "QS's disk is taken: {taken} bytes");
     let vtoc = env.c("livtoc").ok().stdout.clone();
     let free_now = free(&fs.dir);
     // 16,000 pages would need 45 MiB: refused when asked.
@@ -426,10 +427,14 @@ fn a_clean_stop_leaves_nothing_to_repair() {
     let _daemon = start(3);
     env.c("qopen A; qdequeue Q; qopen B; qdequeue Q").ok().stdout_has("a").stdout_has("b");
     let text = std::fs::read_to_string(log(3)).unwrap_or_default();
+    // Either redb repairs the file (a checkpoint ran after the writes) or it is still at
+    // its clean state and the journal brings the writes back.
     for file in [env.dev(), other.display().to_string()] {
+        let repaired = format!("{file} was not closed cleanly");
+        let replayed = format!("{file}: replayed");
         assert!(
-            text.lines().any(|l| l.contains(&format!("{file} was not closed cleanly"))),
-            "no repair of {file} said after kill -9:\n{text}"
+            text.lines().any(|l| l.contains(&repaired) || l.contains(&replayed)),
+            "neither a repair nor a replay of {file} said after kill -9:\n{text}"
         );
     }
 }

@@ -291,7 +291,8 @@ fn qdestroy_purge_at_every_crash_point() {
         }
         crashes += 1;
     }
-    enough(crashes, 3);
+    // Two at least: before the journal record is written, and before it is synced.
+    enough(crashes, 2);
 }
 
 /// `qspacedestroy -f` of a space holding messages, on the device file and on another file,

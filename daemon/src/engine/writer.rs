@@ -1,8 +1,11 @@
 //! Group commit: one thread per redb file turns queued writes into durable transactions.
 //!
 //! Callers send a job (a list of writes) and wait for its reply. The thread takes every job
-//! that is waiting, applies them all in one write transaction and commits it with one fsync,
-//! then answers all of them. Under load, the jobs that arrive during one fsync share the next,
+//! that is waiting, applies them all in one redb commit that is visible but not yet durable,
+//! appends them as one record to the file's journal ([`crate::storage::journal`]) with one
+//! `fdatasync`, then answers all of them. Checkpoints (durable redb commits) follow when
+//! the journal has grown or the writer is idle; a group too large for the journal is
+//! committed durably by redb directly. Under load, the jobs that arrive during one fsync share the next,
 //! so durable throughput grows with concurrency. Jobs are applied in the order they were
 //! sent, which callers rely on: they send while holding their queue space's lock.
 //!
@@ -15,17 +18,28 @@
 
 use super::record::{Stored, body_layout, split_stored, stored_len, stored_room, write_stored};
 use crate::storage::handle::DbFile;
+use crate::storage::journal;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
+/// A checkpoint is taken once the journal holds this many bytes of records...
+const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// ...or once the groups since the last one may take this much disk when redb writes them
+/// out (bounding what a checkpoint must hold on a nearly full filesystem)...
+const PENDING_ROOM: u64 = 4 << 20;
+/// ...or once the writer had nothing to do for this long, so that a file at rest is
+/// durable in redb itself and a start has little to replay.
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 
 /// Storage transactions the writers of this process committed since it started (one per
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.
@@ -106,7 +120,15 @@ impl Writer {
 
 fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
     let mut log = FailureLog::default();
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint_if(file, 1);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
             match rx.try_recv() {
@@ -142,6 +164,23 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
+        checkpoint_if(file, CHECKPOINT_BYTES);
+    }
+    checkpoint_if(file, 1);
+}
+
+/// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
+/// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them.
+fn checkpoint_if(file: &DbFile, bytes: u64) {
+    let due = |j: &journal::Journal| j.used() >= bytes || j.pending_room >= PENDING_ROOM;
+    if !file.journal().as_ref().is_some_and(due) {
+        return;
+    }
+    let Ok(db) = file.get() else { return };
+    let mut guard = file.journal();
+    let Some(journal) = guard.as_mut() else { return };
+    if let Err(e) = journal::checkpoint(&db, journal) {
+        tracing::warn!("{}: {} (tried again later)", file.path().display(), e.message);
     }
 }
 
@@ -193,9 +232,9 @@ const COMMIT_ROOM: u64 = 512 * 1024;
 /// Room each write may need: the leaf and branch it changes are copied (copy-on-write).
 const OP_ROOM: u64 = 8 * 1024;
 
-/// Disk room a batch of jobs may need, generously: what is held before it commits.
+/// Disk room the writes of a batch of jobs may need, generously, besides [`COMMIT_ROOM`].
 fn room<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> u64 {
-    let mut need = COMMIT_ROOM;
+    let mut need = 0;
     for op in jobs.flatten() {
         need += OP_ROOM;
         if let WriteOp::Put { meta, body, body_len, .. } = op {
@@ -258,17 +297,161 @@ fn commit<'a>(
     file: &DbFile,
     jobs: impl Iterator<Item = &'a [WriteOp]> + Clone,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
+    // Encoded before any lock is taken; a group too large for the journal is made durable
+    // by redb itself.
+    let record = Some(encode_record(jobs.clone())).filter(|r| journal::Journal::fits(r.len()));
     let db = file.get()?;
+    let mut guard = file.journal();
+    let Some(journal) = guard.as_mut() else {
+        return Err(QmError::system(format!("{}: its journal is not open", file.path().display())));
+    };
+    let record = record.filter(|r| journal.make_room(r.len()));
     let what = "storage write failed";
+    let room = room(jobs.clone());
+    // On a nearly full filesystem, what earlier groups left in redb's cache is written out
+    // first, with the room held for it, so that this group asks room for itself alone.
+    if journal.pending_room > 0 && db.reserve(COMMIT_ROOM + journal.pending_room + room).is_err() {
+        journal::checkpoint(&db, journal)?;
+    }
     let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
-    txn.set_durability(Durability::Immediate).map_err(|e| db.explain(what, e))?;
+    let lsn = journal.next_lsn();
+    let durability = if record.is_some() { Durability::None } else { Durability::Immediate };
+    txn.set_durability(durability).map_err(|e| db.explain(what, e))?;
     // Taken after begin_write, which waits for any other writer of the file: the room is
     // counted from where that one left off.
-    db.reserve(room(jobs.clone()))?;
+    // What the groups applied since the last durable commit may still write is held too.
+    db.reserve(COMMIT_ROOM + journal.pending_room + room)?;
     let results = apply_all(&txn, jobs).map_err(|e| db.recheck(e))?;
+    let applied = if record.is_some() { lsn } else { lsn - 1 };
+    journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
     txn.commit().map_err(|e| db.explain(what, e))?;
     COMMITS.fetch_add(1, Ordering::Relaxed);
-    Ok(results)
+    let Some(record) = record else {
+        journal.restart(lsn);
+        return Ok(results);
+    };
+    journal.pending_room += room;
+    match journal.append(&record) {
+        Ok(()) => Ok(results),
+        // The journal cannot be written: redb makes the group durable itself.
+        Err(e) => {
+            tracing::warn!("journal write failed ({}); committing in redb instead", e.message);
+            match journal::checkpoint_at(&db, journal, lsn) {
+                Ok(()) => Ok(results),
+                Err(e) => {
+                    // Applied, visible, and neither journaled nor durable: it must go.
+                    db.poison();
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// One write as the journal keeps it: what [`apply`] needs, by name.
+#[derive(Serialize, Deserialize)]
+enum Logged<'a> {
+    Put {
+        qspace: &'a str,
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        meta: &'a [u8],
+        #[serde(borrow, with = "serde_bytes")]
+        body: Option<&'a [u8]>,
+        body_len: u64,
+    },
+    Delete {
+        qspace: &'a str,
+        seq: u64,
+    },
+    State {
+        qspace: &'a str,
+        key: &'a str,
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    Record {
+        table: &'a str,
+        key: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        value: Option<&'a [u8]>,
+    },
+    RemoveQueue {
+        qspace: &'a str,
+        queue: &'a str,
+        state_keys: Vec<&'a str>,
+    },
+}
+
+impl<'a> Logged<'a> {
+    fn of(op: &'a WriteOp) -> Logged<'a> {
+        match op {
+            WriteOp::Put { tables, seq, meta, body, body_len } => Logged::Put {
+                qspace: &tables.qspace,
+                seq: *seq,
+                meta,
+                body: body.as_deref(),
+                body_len: *body_len,
+            },
+            WriteOp::Delete { tables, seq } => Logged::Delete { qspace: &tables.qspace, seq: *seq },
+            WriteOp::State { tables, key, value } => {
+                Logged::State { qspace: &tables.qspace, key, value }
+            }
+            WriteOp::Record { table, key, value } => {
+                Logged::Record { table, key: *key, value: value.as_deref() }
+            }
+            WriteOp::RemoveQueue { tables, queue, state_keys } => Logged::RemoveQueue {
+                qspace: &tables.qspace,
+                queue,
+                state_keys: state_keys.iter().map(String::as_str).collect(),
+            },
+        }
+    }
+
+    fn op(self, tables: &mut HashMap<String, Arc<QueueSpaceTables>>) -> WriteOp {
+        let mut of = |qspace: &str| {
+            tables
+                .entry(qspace.to_string())
+                .or_insert_with(|| Arc::new(QueueSpaceTables::new(qspace)))
+                .clone()
+        };
+        match self {
+            Logged::Put { qspace, seq, meta, body, body_len } => WriteOp::Put {
+                tables: of(qspace),
+                seq,
+                meta: meta.to_vec(),
+                body: body.map(Arc::from),
+                body_len,
+            },
+            Logged::Delete { qspace, seq } => WriteOp::Delete { tables: of(qspace), seq },
+            Logged::State { qspace, key, value } => {
+                WriteOp::State { tables: of(qspace), key: key.to_string(), value: value.to_vec() }
+            }
+            Logged::Record { table, key, value } => {
+                WriteOp::Record { table: table.to_string(), key, value: value.map(<[u8]>::to_vec) }
+            }
+            Logged::RemoveQueue { qspace, queue, state_keys } => WriteOp::RemoveQueue {
+                tables: of(qspace),
+                queue: queue.to_string(),
+                state_keys: state_keys.into_iter().map(str::to_string).collect(),
+            },
+        }
+    }
+}
+
+/// The journal record of a group of jobs: their writes, in order.
+fn encode_record<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> Vec<u8> {
+    let logged: Vec<Logged> = jobs.flatten().map(Logged::of).collect();
+    postcard::to_stdvec(&logged).unwrap_or_default()
+}
+
+/// Applies a journal record again, at recovery (see [`crate::storage::journal`]).
+pub fn replay(txn: &WriteTransaction, record: &[u8]) -> QmResult<()> {
+    let logged: Vec<Logged> = postcard::from_bytes(record)
+        .map_err(|e| QmError::system(format!("a journal record cannot be read: {e}")))?;
+    let mut tables = HashMap::new();
+    let ops: Vec<WriteOp> = logged.into_iter().map(|l| l.op(&mut tables)).collect();
+    apply_all(txn, std::iter::once(ops.as_slice())).map(drop)
 }
 
 /// Applies every job in `txn`; the results of each job, in order.

@@ -40,7 +40,7 @@ const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0
 /// Suffix of the temporary name a new file is built under.
 const NEW_SUFFIX: &str = ".qm-new";
 
-fn os_error(path: &Path, what: &str, e: impl std::fmt::Display) -> QmError {
+pub fn os_error(path: &Path, what: &str, e: impl std::fmt::Display) -> QmError {
     QmError::new(Diagnostic::Os, format!("cannot {what} {}: {e}", path.display()))
 }
 
@@ -309,7 +309,7 @@ fn build(
 }
 
 /// Makes a rename or creation in `path`'s directory durable.
-fn sync_directory(path: &Path) -> QmResult<()> {
+pub fn sync_directory(path: &Path) -> QmResult<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -14,6 +14,7 @@
 //! file closed and opens it without a repair.
 
 use super::files;
+use super::journal::Journal;
 use super::space::{Space, no_space};
 use qm_common::{QmError, QmResult};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
@@ -54,6 +55,10 @@ pub struct DbFile {
     /// Bytes kept reserved from the start of the file: what its queue spaces with
     /// initialized extents may need.
     floor: AtomicU64,
+    /// The file's write-ahead journal, replayed at every open (see [`super::journal`]).
+    /// Taken after the database (never while waiting for it), by the writer and by reopen.
+    /// `None` while the file is down.
+    journal: Mutex<Option<Journal>>,
 }
 
 /// One use of the file: its database for one transaction, and what explains its failures.
@@ -82,6 +87,13 @@ impl Db {
         if self.space.failure().is_some() { self.space.explain("", &e) } else { e }
     }
 
+    /// Marks the database failed, so that the next use opens the file again: redb goes
+    /// back to its last durable commit and the journal is replayed onto it. For a change
+    /// applied but not made durable, which must not stay visible.
+    pub fn poison(&self) {
+        self.space.fail(&std::io::Error::from_raw_os_error(libc::EIO));
+    }
+
     /// Reserves the room a commit needing `need` bytes may write (see
     /// [`Space::reserve`]); refused cleanly when the filesystem is full.
     pub fn reserve(&self, need: u64) -> QmResult<()> {
@@ -97,6 +109,7 @@ impl DbFile {
         identify: impl Fn(&ReadTransaction) -> QmResult<T> + Send + Sync + 'static,
     ) -> QmResult<(DbFile, T)> {
         let (db, found, space) = files::open(path, &identify)?;
+        let journal = super::journal::recover(&db, path, &space, 0)?;
         let file = DbFile {
             path: path.to_path_buf(),
             identify: Box::new(move |txn| identify(txn).map(drop)),
@@ -108,6 +121,7 @@ impl DbFile {
                 closed: false,
             }),
             floor: AtomicU64::new(0),
+            journal: Mutex::new(Some(journal)),
         };
         Ok((file, found))
     }
@@ -118,6 +132,11 @@ impl DbFile {
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file's journal, for the writer. Take the database ([`DbFile::get`]) first.
+    pub fn journal(&self) -> MutexGuard<'_, Option<Journal>> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Holds, from now on, the disk the file's initialized queue spaces may take (`bytes`
@@ -215,7 +234,15 @@ impl DbFile {
             slot.down = Some(no_space(&self.path, rustix::io::Errno::NOSPC.raw_os_error()));
             return Err(down(slot));
         }
-        match files::open(&self.path, |txn| (self.identify)(txn)) {
+        // The old journal goes first: it holds the file's lock.
+        *self.journal() = None;
+        let opened =
+            files::open(&self.path, |txn| (self.identify)(txn)).and_then(|(db, (), space)| {
+                let journal = super::journal::recover(&db, &self.path, &space, self.floor())?;
+                *self.journal() = Some(journal);
+                Ok((db, (), space))
+            });
+        match opened {
             Ok((db, (), space)) => {
                 tracing::warn!(
                     "{} opened again; carrying on from what it holds",
@@ -253,8 +280,11 @@ impl DbFile {
     /// included) aborts everything.
     pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
         let db = self.get()?;
+        // A durable commit also writes out what the journaled groups left in redb's cache.
+        // Read before the write lock: the writer holds the journal while it waits for that.
+        let pending = self.journal().as_ref().map_or(0, |j| j.pending_room);
         let txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
-        db.reserve(WRITE_NEED)?;
+        db.reserve(WRITE_NEED + pending)?;
         let value = f(&txn).map_err(|e| db.recheck(e))?;
         txn.commit().map_err(|e| db.explain("committing", e))?;
         Ok(value)
@@ -263,6 +293,16 @@ impl DbFile {
     /// Closes the database for good (a clean stop): waits a moment for its last uses, then
     /// lets redb record that the file was closed cleanly.
     pub fn close(&self) {
+        if let Ok(db) = self.get()
+            && let Some(journal) = self.journal().as_mut()
+            && let Err(e) = super::journal::checkpoint(&db, journal)
+        {
+            tracing::warn!(
+                "{}: {} (its journal is replayed at the next start)",
+                self.path.display(),
+                e.message
+            );
+        }
         let mut db = {
             let mut slot = self.slot();
             slot.closed = true;

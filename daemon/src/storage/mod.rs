@@ -63,6 +63,7 @@ pub mod fault;
 pub mod files;
 pub mod freemap;
 pub mod handle;
+pub mod journal;
 mod overlay;
 pub mod records;
 pub mod space;

@@ -271,6 +271,11 @@ impl Space {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records `e` as the file's I/O error (the first one stays).
+    pub fn fail(&self, e: &std::io::Error) {
+        self.record(e);
+    }
+
     fn record(&self, e: &std::io::Error) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         if failure.is_none() {

@@ -19,6 +19,8 @@ pub const GRANTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("q
 /// Names of one queue space's tables.
 #[derive(Debug, Clone)]
 pub struct QueueSpaceTables {
+    /// The queue space's name, which every table name carries.
+    pub qspace: String,
     /// Queue name → [`QueueDef`](qm_common::queue::QueueDef).
     pub queues: String,
     /// Filler that earlier releases wrote while initializing extents (removed afterwards,
@@ -40,6 +42,7 @@ pub struct QueueSpaceTables {
 impl QueueSpaceTables {
     pub fn new(qspace: &str) -> Self {
         QueueSpaceTables {
+            qspace: qspace.to_string(),
             queues: format!("qs.{qspace}.queues"),
             init: format!("qs.{qspace}.init"),
             msg: format!("qs.{qspace}.msg"),

@@ -1,0 +1,466 @@
+//! The write-ahead journal of one redb file: what makes a group of writes durable with one
+//! `fdatasync` of a preallocated file instead of a redb commit's own syncs.
+//!
+//! The writer ([`crate::engine::writer`]) applies each group of writes to redb in a commit
+//! that is visible but not durable (`Durability::None`; it also records the group's number,
+//! its LSN), then appends the group here as one record and syncs it; only then are the
+//! callers answered. Now and then a durable redb commit (a checkpoint) makes everything up
+//! to its LSN durable in redb itself, and the journal starts again from its beginning. Any
+//! durable commit of the file, an administrative one included, carries the LSN of the last
+//! group applied, so redb always knows how far it is durable.
+//!
+//! When the file is opened, redb is back at its last durable commit: the records past the
+//! LSN it holds are applied again ([`crate::engine::writer::replay`]) in one durable
+//! commit. Every write a record holds sets or removes one key, so applying a record whose
+//! writes redb already holds changes nothing; starting from any record at or before the
+//! durable point gives the same end state.
+//!
+//! Layout: a header page (magic, format, the journal's id, which redb also records, so that
+//! a journal is never applied to another file), then records
+//! `[length u32][crc32 u32][lsn u64][payload]`, little-endian, the CRC over the LSN and the
+//! payload. A scan stops at the first record that is torn, fails its CRC, or does not carry
+//! the LSN after its predecessor's: what follows is left over from before the last restart.
+//!
+//! The file is filled with zeros as it grows (from 1 MiB, doubling up to 8 MiB), so that a
+//! sync writes data only, never the file's size or block map: one device flush per group.
+
+use super::fault;
+use super::files::{check_trust, os_error};
+use qm_common::{QmError, QmResult};
+use redb::{ReadableDatabase, StorageBackend, TableDefinition};
+use rustix::fs::{Mode, OFlags};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// `id` → the journal's id, `lsn` → the LSN of the last group applied (both `u64`).
+pub const TABLE: TableDefinition<&str, u64> = TableDefinition::new("qm.journal");
+
+const MAGIC: &[u8; 16] = b"qm-journal\0\0\0\0\0\0";
+const FORMAT: u32 = 1;
+/// Records start after the header page.
+const HEADER: u64 = 4096;
+const RECORD_HEAD: usize = 16;
+const FIRST_LEN: u64 = 1 << 20;
+/// Disk room held before a checkpoint or the recovery commit, besides what it replays.
+const RECOVERY_ROOM: u64 = 512 << 10;
+/// The journal never grows past this; when full, the writer checkpoints and starts again.
+pub const MAX_LEN: u64 = 8 << 20;
+
+/// The journal's path beside its redb file.
+pub fn path_of(db_path: &Path) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// An open journal, positioned for the next record.
+pub struct Journal {
+    path: PathBuf,
+    file: fault::Backend,
+    /// The file's length: zeros past the last record, ready to be overwritten.
+    len: u64,
+    /// Where the next record goes.
+    at: u64,
+    /// The LSN the next record carries.
+    next_lsn: u64,
+    /// Disk room the groups applied since the last durable commit may still take when redb
+    /// writes them out: the next durable commit holds it first.
+    pub pending_room: u64,
+    /// False when its generation could not be recorded in redb (a full filesystem at
+    /// open): records written now would not be applied at the next open, so none are.
+    usable: bool,
+}
+
+/// The refusal of a journal that is not this file's.
+fn foreign(path: &Path, why: &str) -> QmError {
+    QmError::inval(format!(
+        "{} is not the journal of its redb file ({why}); it was left unchanged. If it is a \
+         left-over, move it away and start again",
+        path.display()
+    ))
+}
+
+fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> QmError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |e| super::space::io_failure(&path, &what, &e)
+}
+
+/// What a scan of the journal found: the records after `after`, and the last LSN seen.
+pub struct Scanned {
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub last_lsn: u64,
+}
+
+impl Journal {
+    /// Opens the journal of the redb file at `db_path`, creating it when there is none
+    /// (`existed` says whether it was there), and reads the generation its header carries.
+    fn open(db_path: &Path) -> QmResult<(Journal, u64, bool)> {
+        let path = path_of(db_path);
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let (file, existed) = match rustix::fs::open(&path, flags, Mode::empty()) {
+            Ok(fd) => (File::from(fd), true),
+            Err(rustix::io::Errno::NOENT) => (create(&path)?, false),
+            Err(rustix::io::Errno::LOOP) => {
+                return Err(foreign(&path, "it is a symbolic link"));
+            }
+            Err(e) => return Err(os_error(&path, "open", std::io::Error::from(e))),
+        };
+        check_trust(&path, &file.metadata().map_err(|e| os_error(&path, "examine", e))?)?;
+        let len = file.metadata().map_err(|e| os_error(&path, "examine", e))?.len();
+        let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
+        let journal =
+            Journal { path, file, len, at: HEADER, next_lsn: 1, pending_room: 0, usable: true };
+        let generation = journal.read_header()?;
+        Ok((journal, generation, existed))
+    }
+
+    /// Checks the header is a journal's; returns its generation.
+    fn read_header(&self) -> QmResult<u64> {
+        let mut head = [0u8; 32];
+        if self.len < HEADER {
+            return Err(foreign(&self.path, "it is shorter than a journal's header"));
+        }
+        self.file.read(0, &mut head).map_err(io(&self.path, "read"))?;
+        if &head[..16] != MAGIC {
+            return Err(foreign(&self.path, "it does not start like a qm journal"));
+        }
+        let format = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes"));
+        if format != FORMAT {
+            return Err(foreign(&self.path, &format!("it has format {format}, not {FORMAT}")));
+        }
+        Ok(u64::from_le_bytes(head[24..32].try_into().expect("8 bytes")))
+    }
+
+    /// Writes `generation` into the header, durably.
+    fn write_header(&self, generation: u64) -> QmResult<()> {
+        self.file.write(0, &header(generation)).map_err(io(&self.path, "write"))?;
+        self.file.sync_data().map_err(io(&self.path, "sync"))
+    }
+
+    /// Reads the records that follow each other from the start, returning those whose LSN is
+    /// past `after`; the journal is then positioned to start again from its beginning with
+    /// the LSN after the last one seen (or after `after`).
+    pub fn scan(&mut self, after: u64) -> QmResult<Scanned> {
+        let mut records = Vec::new();
+        let mut at = HEADER;
+        let mut expected: Option<u64> = None;
+        let mut last = after;
+        while let Some((lsn, payload, next)) = self.record_at(at)? {
+            if expected.is_some_and(|e| e != lsn) {
+                break;
+            }
+            if lsn > after {
+                records.push((lsn, payload));
+            }
+            last = last.max(lsn);
+            expected = Some(lsn + 1);
+            at = next;
+        }
+        self.restart(last + 1);
+        Ok(Scanned { records, last_lsn: last })
+    }
+
+    /// The record at `at`, if a whole and valid one is there.
+    fn record_at(&self, at: u64) -> QmResult<Option<(u64, Vec<u8>, u64)>> {
+        if at + RECORD_HEAD as u64 > self.len {
+            return Ok(None);
+        }
+        let mut head = [0u8; RECORD_HEAD];
+        self.file.read(at, &mut head).map_err(io(&self.path, "read"))?;
+        let len = u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")));
+        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let lsn = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+        let end = at + RECORD_HEAD as u64 + len;
+        if len == 0 || end > self.len {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.file.read(at + RECORD_HEAD as u64, &mut payload).map_err(io(&self.path, "read"))?;
+        if checksum(lsn, &payload) != crc {
+            return Ok(None);
+        }
+        Ok(Some((lsn, payload, end)))
+    }
+
+    /// From now on records go at the beginning again, the first with `lsn`: everything
+    /// written so far is durable in redb (or was just found to be stale).
+    pub fn restart(&mut self, lsn: u64) {
+        self.at = HEADER;
+        self.next_lsn = lsn;
+        self.pending_room = 0;
+    }
+
+    /// The LSN the next record will carry.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Whether a record of `payload_len` bytes can ever fit.
+    pub fn fits(payload_len: usize) -> bool {
+        (RECORD_HEAD + payload_len) as u64 <= (MAX_LEN - HEADER) / 4
+    }
+
+    /// Room a commit of `records` may need: generously, twice their bytes.
+    fn used_by(&self, records: &[(u64, Vec<u8>)]) -> u64 {
+        2 * records.iter().map(|(_, r)| r.len() as u64).sum::<u64>()
+    }
+
+    /// Bytes of records written since the last restart.
+    pub fn used(&self) -> u64 {
+        self.at - HEADER
+    }
+
+    /// Makes room for a record of `payload_len` bytes, growing the file if need be; false
+    /// when the journal is full (checkpoint, then it starts again) or cannot grow (the
+    /// filesystem is full): the group is then committed by redb directly.
+    pub fn make_room(&mut self, payload_len: usize) -> bool {
+        if !self.usable {
+            return false;
+        }
+        let need = self.at + (RECORD_HEAD + payload_len) as u64;
+        if need <= self.len {
+            return true;
+        }
+        match self.grow(need) {
+            Ok(grown) => grown,
+            Err(e) => {
+                tracing::debug!("journal not grown: {}", e.message);
+                false
+            }
+        }
+    }
+
+    /// Appends `payload` as the record with the next LSN and syncs it, in room made by
+    /// [`Journal::make_room`].
+    pub fn append(&mut self, payload: &[u8]) -> QmResult<()> {
+        let total = (RECORD_HEAD + payload.len()) as u64;
+        if self.at + total > self.len {
+            return Err(QmError::system("the journal has no room for the record"));
+        }
+        let lsn = self.next_lsn;
+        let mut record = Vec::with_capacity(total as usize);
+        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
+        record.extend_from_slice(&lsn.to_le_bytes());
+        record.extend_from_slice(payload);
+        self.file.write(self.at, &record).map_err(io(&self.path, "write"))?;
+        self.file.sync_data().map_err(io(&self.path, "sync"))?;
+        self.at += total;
+        self.next_lsn += 1;
+        Ok(())
+    }
+
+    /// Makes the file at least `need` long, in zeros, doubling; false when that would pass
+    /// [`MAX_LEN`].
+    fn grow(&mut self, need: u64) -> QmResult<bool> {
+        if need > MAX_LEN {
+            return Ok(false);
+        }
+        let mut len = self.len.max(FIRST_LEN);
+        while len < need {
+            len *= 2;
+        }
+        let len = len.min(MAX_LEN);
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = self.len;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64);
+            self.file.write(at, &zeros[..n as usize]).map_err(io(&self.path, "grow"))?;
+            at += n;
+        }
+        self.file.sync_data().map_err(io(&self.path, "sync"))?;
+        self.len = len;
+        Ok(true)
+    }
+}
+
+/// A header page carrying `generation`.
+fn header(generation: u64) -> Vec<u8> {
+    let mut head = vec![0u8; HEADER as usize];
+    head[..16].copy_from_slice(MAGIC);
+    head[16..20].copy_from_slice(&FORMAT.to_le_bytes());
+    head[24..32].copy_from_slice(&generation.to_le_bytes());
+    head
+}
+
+fn checksum(lsn: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&lsn.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Creates a journal: its header and its first MiB of zeros, written and synced under a
+/// temporary name and then renamed into place, so that a crash never leaves a journal
+/// half made.
+fn create(path: &Path) -> QmResult<File> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".qm-new");
+    let temp = PathBuf::from(temp);
+    // Left by a crash in the middle of a creation: never used, nothing in it.
+    let _ = std::fs::remove_file(&temp);
+    fault::step();
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(&temp, flags, Mode::from_raw_mode(0o600))
+        .map_err(|e| os_error(&temp, "create", std::io::Error::from(e)))?;
+    let file = File::from(fd);
+    let head = header(0);
+    let backend = fault::backend(file.try_clone().map_err(|e| os_error(&temp, "open", e))?)
+        .map_err(|e| os_error(&temp, "open", e))?;
+    let write = || -> std::io::Result<()> {
+        backend.write(0, &head)?;
+        backend.write(HEADER, &vec![0u8; (FIRST_LEN - HEADER) as usize])?;
+        backend.sync_data()?;
+        fault::step();
+        std::fs::rename(&temp, path)
+    };
+    let written = write();
+    drop(backend);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(super::space::io_failure(path, "create", &e));
+    }
+    super::files::sync_directory(path)?;
+    Ok(file)
+}
+
+/// The journal generation and the LSN of the last group applied, as the redb file records
+/// them (no generation before its first journal).
+fn recorded(db: &redb::Database) -> Result<(Option<u64>, u64), redb::Error> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(TABLE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let generation = table.get("generation")?.map(|v| v.value());
+    let lsn = table.get("lsn")?.map_or(0, |v| v.value());
+    Ok((generation, lsn))
+}
+
+/// Records in `txn` that the groups up to `lsn` are applied.
+pub fn record_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), redb::Error> {
+    txn.open_table(TABLE)?.insert("lsn", lsn)?;
+    Ok(())
+}
+
+/// Opens the journal of the redb file `db` (at `path`), applies the records that continue
+/// what redb holds durably, and starts a new generation: one durable commit recording the
+/// records applied and the generation, then the journal's header. Returns the journal,
+/// empty and ready.
+///
+/// A journal is applied only when its header carries the generation redb records, and only
+/// from the record right after redb's durable point: a journal left beside a file restored
+/// from an older copy, or by another file of the same name, is never applied to it.
+pub fn recover(
+    db: &redb::Database,
+    path: &Path,
+    space: &super::space::Space,
+    floor: u64,
+) -> QmResult<Journal> {
+    let what = format!("cannot recover the journal of {}", path.display());
+    let fail = |e: redb::Error| space.explain(&what, e);
+    let (recorded, durable) = recorded(db).map_err(fail)?;
+    let (mut journal, found, existed) = Journal::open(path)?;
+    if !existed && recorded.is_some() {
+        tracing::warn!(
+            "{}: its journal {} was missing and was made again; if qmd did not stop cleanly, \
+             writes acknowledged after the file's last checkpoint are not in it",
+            path.display(),
+            journal.path.display()
+        );
+    }
+    let mut records = Vec::new();
+    if existed && recorded == Some(found) {
+        let scanned = journal.scan(durable)?;
+        match scanned.records.first() {
+            Some(&(first, _)) if first != durable + 1 => tracing::warn!(
+                "{}: its journal {} starts at record {first}, past the file's durable point \
+                 ({durable}): it does not continue this file and was not applied",
+                path.display(),
+                journal.path.display()
+            ),
+            _ => records = scanned.records,
+        }
+    }
+    let last = records.last().map_or(durable, |&(lsn, _)| lsn);
+    let generation = loop {
+        let g = rand_id();
+        if g != 0 && Some(g) != recorded {
+            break g;
+        }
+    };
+    let started = std::time::Instant::now();
+    let commit = || -> QmResult<()> {
+        let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+        space.reserve(RECOVERY_ROOM + journal.used_by(&records), floor)?;
+        for (_, payload) in &records {
+            crate::engine::writer::replay(&txn, payload)?;
+        }
+        let mut table = txn.open_table(TABLE).map_err(|e| fail(e.into()))?;
+        table.insert("lsn", last).map_err(|e| fail(e.into()))?;
+        table.insert("generation", generation).map_err(|e| fail(e.into()))?;
+        drop(table);
+        txn.commit().map_err(|e| fail(e.into()))
+    };
+    match commit() {
+        Ok(()) => journal.write_header(generation)?,
+        // Nothing to replay, and no room to record a new generation: the journal goes on
+        // with the one redb holds, or, if that is not its own, is not used until the next
+        // open (groups are then committed by redb directly, or refused while it is full).
+        Err(e) if records.is_empty() => {
+            journal.usable = recorded == Some(found);
+            tracing::warn!(
+                "{}: no new journal generation ({}); {}",
+                path.display(),
+                e.message,
+                if journal.usable { "the current one goes on" } else { "journal not used" }
+            );
+        }
+        Err(e) => return Err(e),
+    }
+    if !records.is_empty() {
+        tracing::info!(
+            "{}: replayed {} journal records ({} to {last}) in {} ms",
+            path.display(),
+            records.len(),
+            durable + 1,
+            started.elapsed().as_millis()
+        );
+    }
+    journal.restart(last + 1);
+    Ok(journal)
+}
+
+/// Makes everything applied to `db` durable in redb itself and starts the journal again:
+/// a durable commit recording the LSN of the last group applied.
+pub fn checkpoint(db: &super::handle::Db, journal: &mut Journal) -> QmResult<()> {
+    let applied = journal.next_lsn() - 1;
+    checkpoint_at(db, journal, applied)
+}
+
+/// [`checkpoint`], when the last group applied is `applied` (one the journal does not hold).
+pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64) -> QmResult<()> {
+    let pending = journal.pending_room;
+    let commit = || -> QmResult<()> {
+        let explain = |e: redb::Error| db.explain("checkpoint failed", e);
+        let txn = db.begin_write().map_err(|e| explain(e.into()))?;
+        // Refused cleanly on a full filesystem: the journal keeps what it holds.
+        db.reserve(RECOVERY_ROOM + pending)?;
+        record_lsn(&txn, applied).map_err(explain)?;
+        txn.commit().map_err(|e| explain(e.into()))
+    };
+    commit()?;
+    journal.restart(applied + 1);
+    Ok(())
+}
+
+fn rand_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        return now.map_or(1, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(bytes)
+}
