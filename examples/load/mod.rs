@@ -5,6 +5,7 @@
 
 use qm_common::client::Client;
 use qm_common::message::{DequeueCtl, EnqueueCtl};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,19 +61,31 @@ impl Tally {
     }
 }
 
-/// Each client enqueues a 1 KiB body on BENCH/Q and dequeues one, over and over, for `secs`;
-/// returns the pairs per second they made together.
-pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
+/// One connection that makes durable enqueue+dequeue pairs: qm's client here, the servers
+/// qm is compared with in `bench_peers`.
+pub trait Pairs: Send + 'static {
+    /// Enqueues `body` and dequeues one message, each acknowledged once durable.
+    fn pair(&mut self, body: &[u8]) -> impl Future<Output = ()> + Send;
+}
+
+impl Pairs for Client {
+    async fn pair(&mut self, body: &[u8]) {
+        self.enqueue(QSPACE, QUEUE, body, &EnqueueCtl::default()).await.expect("enqueue");
+        self.dequeue(QSPACE, QUEUE, &DequeueCtl::default()).await.expect("dequeue");
+    }
+}
+
+/// Each client makes pairs with a 1 KiB body, over and over, for `secs`; returns the pairs
+/// per second they made together.
+pub async fn closed_loop<P: Pairs>(clients: Vec<P>, secs: f64) -> f64 {
     let tally = Tally::default();
     let mut tasks = Vec::new();
     for mut c in clients {
         let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
             let body = vec![b'x'; BODY];
-            let (enq, deq) = (EnqueueCtl::default(), DequeueCtl::default());
             while tally.running() {
-                c.enqueue(QSPACE, QUEUE, &body, &enq).await.expect("enqueue");
-                c.dequeue(QSPACE, QUEUE, &deq).await.expect("dequeue");
+                c.pair(&body).await;
                 tally.pair();
             }
         }));
@@ -82,6 +95,11 @@ pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
         t.await.expect("client");
     }
     rate
+}
+
+/// [`closed_loop`] of qm clients on BENCH/Q.
+pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
+    closed_loop(clients, secs).await
 }
 
 /// Runs a daemon with `settings` in this process (two worker threads, as on the two-core
