@@ -30,6 +30,8 @@ mod crash;
 mod faults;
 // Power cuts: unsynced writes lost at points spread over concurrent traffic and admin work.
 mod powercut;
+// The write-ahead journal: trust, generations, replay.
+mod journal;
 // Data-plane fixtures: a queue space with queues, a synchronous application client, qlist/qinfo parsed.
 mod app;
 // Every TPQCTL field through enqueue and dequeue (client and qmadmin), placement, msgids.

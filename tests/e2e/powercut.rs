@@ -507,6 +507,18 @@ fn drain(env: &Env) -> Vec<(String, MsgId)> {
 /// count.
 #[test]
 fn power_cuts_lose_nothing_acknowledged() {
+    power_cuts("");
+}
+
+/// The same with a checkpoint after every group of writes, so that cuts fall inside
+/// checkpoints (the durable redb commit, the journal starting again) as often as not.
+#[test]
+fn power_cuts_during_checkpoints_lose_nothing_acknowledged() {
+    power_cuts("+checkpoints");
+}
+
+/// Cuts the power at points spread over a workload; `mode` is added to each `QM_FAULT`.
+fn power_cuts(mode: &str) {
     let env = Env::new();
     let dev = env.dev();
     // Entry 0 has no room left past QS, so the queue spaces of the admin work go to the
@@ -520,7 +532,8 @@ fn power_cuts_lose_nothing_acknowledged() {
 
     let count = env.path("steps");
     let log = env.path("qmd-0.err");
-    let daemon = FaultyQmd::start(&env, &format!("count:{}", count.display()), &log).expect("qmd");
+    let daemon =
+        FaultyQmd::start(&env, &format!("count:{}{mode}", count.display()), &log).expect("qmd");
     let (ledger, admin) = workload(&env, 0, daemon, Some(300));
     let total: u64 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
     let restarted = Daemon::start(&env.device, &[]);
@@ -534,7 +547,7 @@ fn power_cuts_lose_nothing_acknowledged() {
     for (i, n) in cuts.into_iter().enumerate() {
         let round = i + 1;
         let log = env.path(&format!("qmd-{round}.err"));
-        let (ledger, admin) = match FaultyQmd::start(&env, &format!("powercut:{n}"), &log) {
+        let (ledger, admin) = match FaultyQmd::start(&env, &format!("powercut:{n}{mode}"), &log) {
             Some(daemon) => workload(&env, round, daemon, None),
             None => (Ledger::default(), Admin::default()),
         };

@@ -164,7 +164,8 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
-        checkpoint_if(file, CHECKPOINT_BYTES);
+        let every = crate::storage::fault::checkpoints_always();
+        checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
     }
     checkpoint_if(file, 1);
 }

@@ -11,6 +11,9 @@
 //!   sync, and the length at the last sync is restored), which is what a power cut leaves.
 //! - `QM_FAULT=count:PATH`: no fault; PATH always holds the number of steps taken so far,
 //!   so a test can learn how many steps a run takes and choose its N.
+//! - A suffix `+checkpoints` (`powercut:N+checkpoints`, `count:PATH+checkpoints`): the
+//!   writer takes a checkpoint after every group of writes (see [`super::journal`]), so that
+//!   the steps of checkpoints are among those cut.
 //! - `QM_FAULT=noroom`: no room is held ahead of commits ([`super::space`]), so that a full
 //!   filesystem meets redb in the middle of a commit, as it would where qm cannot hold room:
 //!   the test of opening a file again after an I/O error.
@@ -49,6 +52,8 @@ enum Mode {
 #[derive(Debug)]
 struct Fault {
     mode: Mode,
+    /// A checkpoint after every group of writes.
+    checkpoints: bool,
     steps: u64,
     /// Every file opened since qmd started, by device and inode, for a power cut to undo
     /// their unsynced writes: kept after the file is closed (its unsynced writes are still
@@ -59,6 +64,7 @@ struct Fault {
 static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
 
 fn parse(value: &str) -> Result<Mode, String> {
+    let value = value.strip_suffix("+checkpoints").unwrap_or(value);
     let bad = || format!("{VARIABLE}={value} is not crash:N, powercut:N, count:PATH or noroom");
     if value == "noroom" {
         return Ok(Mode::NoRoom);
@@ -84,7 +90,13 @@ fn fault() -> Option<&'static Mutex<Fault>> {
                     tracing::warn!(
                         "{VARIABLE}={value}: storage fault injection is armed (tests only)"
                     );
-                    Some(Mutex::new(Fault { mode, steps: 0, journals: HashMap::new() }))
+                    let checkpoints = value.ends_with("+checkpoints");
+                    Some(Mutex::new(Fault {
+                        mode,
+                        checkpoints,
+                        steps: 0,
+                        journals: HashMap::new(),
+                    }))
                 }
                 Err(why) => {
                     // A test that asked for a fault must not pass without one.
@@ -129,6 +141,11 @@ fn die(step: u64, what: &str) -> ! {
     eprintln!("qmd: {VARIABLE}: {what} at storage step {step}");
     let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     std::process::abort()
+}
+
+/// Whether a test asked for a checkpoint after every group of writes.
+pub fn checkpoints_always() -> bool {
+    lock().is_some_and(|f| f.checkpoints)
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).

@@ -1,0 +1,112 @@
+//! The write-ahead journal beside each redb file: refused when it is not qm's or not safe
+//! to use, and never applied to a file it does not continue.
+
+use crate::auto::{App, setup};
+use crate::faults::stop_and_wait;
+use crate::support::{Env, QMD, run_limited};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn journal_of(env: &Env) -> PathBuf {
+    let mut name = env.device.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// Runs `qmd` on `device` in the foreground and expects it to refuse to serve it.
+fn qmd_refuses(device: &Path) -> String {
+    let mut cmd = Command::new(QMD);
+    cmd.arg(device).env_remove("QM_SOCKET").env_remove("QM_FAULT");
+    let run = run_limited(cmd, Duration::from_secs(60));
+    assert_ne!(run.status, 0, "qmd served {}: {run:?}", device.display());
+    run.stderr
+}
+
+/// A journal that is not a qm journal, a symbolic link, or one others may write is
+/// refused with the reason, and left as it is.
+#[test]
+fn a_journal_qm_cannot_trust_is_refused() {
+    let env = Env::new();
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let journal = journal_of(&env);
+    assert!(journal.exists(), "the device has its journal");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&journal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "made for its owner only");
+
+    let saved = env.path("saved.journal");
+    std::fs::rename(&journal, &saved).unwrap();
+    std::fs::write(&journal, vec![7u8; 8192]).unwrap();
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = qmd_refuses(&env.device);
+    assert!(err.contains("is not the journal of its redb file"), "{err}");
+    assert!(err.contains(&journal.display().to_string()), "{err}");
+    assert_eq!(std::fs::read(&journal).unwrap(), vec![7u8; 8192], "left unchanged");
+
+    std::fs::remove_file(&journal).unwrap();
+    std::os::unix::fs::symlink(&saved, &journal).unwrap();
+    let err = qmd_refuses(&env.device);
+    assert!(err.contains("symbolic link"), "{err}");
+
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::rename(&saved, &journal).unwrap();
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let err = qmd_refuses(&env.device);
+    assert!(err.contains("mode 0622") && err.contains("chmod go-w"), "{err}");
+
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.c("qopen QS; qinfo Q").ok();
+}
+
+/// A device file put back from a copy is not rolled forward by the journal the daemon
+/// wrote after the copy was taken: the journal carries a generation the copy does not
+/// know, so its records are not applied.
+#[test]
+fn a_copy_put_back_is_not_rolled_forward_by_a_later_journal() {
+    let env = Env::new();
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    env.c("qopen QS; qenqueue Q before-the-copy").ok();
+    stop_and_wait(&env);
+    let copy = std::fs::read(&env.device).unwrap();
+
+    let mut daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    for i in 0..20 {
+        app.put("Q", format!("after the copy {i}").as_bytes());
+    }
+    drop(app);
+    daemon.signal("KILL");
+    std::fs::write(&env.device, &copy).unwrap();
+
+    let _daemon = env.start_daemon(&[]);
+    let out = env.c("qopen QS; qset Q; qlist").ok().stdout.clone();
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with(' ') && l.contains("| ready")).count(),
+        1,
+        "{out}"
+    );
+    env.c("qopen QS; qdequeue Q").ok().stdout_has("before-the-copy");
+}
+
+/// Acknowledged writes that only the journal holds come back after `kill -9`.
+#[test]
+fn acknowledged_writes_come_back_from_the_journal() {
+    let env = Env::new();
+    setup(&env, 400, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let mut daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    for i in 0..200 {
+        app.put("Q", format!("message {i}").as_bytes());
+    }
+    drop(app);
+    daemon.signal("KILL");
+    let _daemon = env.start_daemon(&[]);
+    assert_eq!(crate::app::count(&env, "Q"), 200);
+    let mut app = App::connect(&env);
+    for i in 0..200 {
+        assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
+    }
+}
