@@ -56,6 +56,12 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub frame_timeout: u32,
 
+    /// MiB of memory redb may use to cache each open file's pages (default 64). More
+    /// keeps more of a deep queue in memory; the daemon's own index is not counted here.
+    #[arg(long = "cache-mib", value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub cache_mib: u32,
+
     /// Network face: listen address (`*`: every interface). Without -p, the first free
     /// port from 53000 up is taken.
     #[arg(short = 'i', value_name = "ADDR")]

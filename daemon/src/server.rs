@@ -34,6 +34,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// Runs `qmd` with parsed options; returns the process exit status.
 pub fn main(options: Options) -> i32 {
     return_large_blocks_when_freed();
+    crate::storage::files::set_cache_size(u64::from(options.cache_mib) << 20);
     let device = match options.device_path() {
         Ok(d) => d,
         Err(e) => {

@@ -110,3 +110,19 @@ fn acknowledged_writes_come_back_from_the_journal() {
         assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
     }
 }
+
+/// `--cache-mib` takes a positive number of MiB; anything else is refused with the
+/// option's name, and a daemon with a small cache serves as usual.
+#[test]
+fn cache_option_is_checked() {
+    let env = Env::new();
+    for bad in ["0", "2000000", "lots"] {
+        let out = Command::new(QMD).arg(&env.device).args(["--cache-mib", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--cache-mib {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--cache-mib"), "--cache-mib {bad}: {err}");
+    }
+    let _daemon = env.start_daemon(&["--cache-mib", "1"]);
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    env.c("qopen QS; qenqueue Q small; qdequeue Q").ok().stdout_has("small");
+}

@@ -37,6 +37,18 @@ use std::time::{Duration, Instant};
 /// redb's magic number: the first bytes of every redb file.
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
+/// Bytes of page cache redb keeps per open file (`qmd --cache-mib`).
+static CACHE_SIZE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(64 << 20);
+
+/// Sets the page cache of the files opened from now on.
+pub fn set_cache_size(bytes: u64) {
+    CACHE_SIZE.store(bytes, Ordering::Relaxed);
+}
+
+fn cache_size() -> usize {
+    CACHE_SIZE.load(Ordering::Relaxed) as usize
+}
+
 /// Suffix of the temporary name a new file is built under.
 const NEW_SUFFIX: &str = ".qm-new";
 
@@ -205,6 +217,7 @@ pub fn open<T>(
             release = Some(held);
             let seen = repaired.clone();
             Builder::new()
+                .set_cache_size(cache_size())
                 .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed))
                 .create_with_backend(overlay)
         })
