@@ -60,6 +60,19 @@ struct Inner {
     pools: BTreeMap<(String, String), Arc<Pool>>,
     /// The daemon is stopping: no pool is opened any more.
     stopping: bool,
+    /// Pools closing, awaited by [`Forwarders::stop_workers`].
+    closing: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Inner {
+    /// Takes `key`'s pool out of service; it closes in the background.
+    fn close_pool(&mut self, key: &(String, String)) {
+        let Some(pool) = self.pools.remove(key) else { return };
+        self.closing.retain(|task| !task.is_finished());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.closing.push(runtime.spawn(pool.close()));
+        }
+    }
 }
 
 /// Every forwarder of the daemon.
@@ -100,9 +113,7 @@ impl Forwarders {
             .map(|(key, _)| key.clone())
             .collect();
         for key in stale {
-            if let Some(pool) = inner.pools.remove(&key) {
-                crate::workers::spawn(pool.close());
-            }
+            inner.close_pool(&key);
         }
     }
 
@@ -124,9 +135,7 @@ impl Forwarders {
         if let Some(pool) = inner.pools.get(&key).filter(|p| p.def == *def) {
             return Ok(pool.clone());
         }
-        if let Some(old) = inner.pools.remove(&key) {
-            crate::workers::spawn(old.close());
-        }
+        inner.close_pool(&key);
         let settings = def.workers().expect("a worker service");
         let pool = Pool::open(env.clone(), qspace, service, def, settings);
         inner.pools.insert(key, pool.clone());
@@ -143,21 +152,22 @@ impl Forwarders {
             .collect();
         let unused: Vec<_> = inner.pools.keys().filter(|k| !used.contains(*k)).cloned().collect();
         for key in unused {
-            if let Some(pool) = inner.pools.remove(&key) {
-                crate::workers::spawn(pool.close());
-            }
+            inner.close_pool(&key);
         }
     }
 
     /// At daemon stop: every pool closes; returns once their workers have ended (each gets
     /// end of input, then a short grace before it is killed).
     pub async fn stop_workers(&self) {
-        let pools: Vec<Arc<Pool>> = {
+        let closing = {
             let mut inner = lock(&self.inner);
             inner.stopping = true;
-            std::mem::take(&mut inner.pools).into_values().collect()
+            let keys: Vec<_> = inner.pools.keys().cloned().collect();
+            for key in keys {
+                inner.close_pool(&key);
+            }
+            std::mem::take(&mut inner.closing)
         };
-        let closing: Vec<_> = pools.into_iter().map(|p| tokio::spawn(p.close())).collect();
         for task in closing {
             let _ = task.await;
         }

@@ -38,7 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Spawns `task` when a runtime runs (a pool dropped at the very end has none to use).
-pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(task);
     }
@@ -368,12 +368,19 @@ impl Pool {
     async fn retire(self: Arc<Self>, mut worker: Worker) {
         // Closing the pipe's write end is what the worker sees as end of input.
         drop(worker.stdin.take());
-        let _ = tokio::time::timeout(STOP_GRACE, worker.child.wait()).await;
+        if tokio::time::timeout(STOP_GRACE, worker.child.wait()).await.is_err() {
+            tracing::warn!(
+                "service {}: worker pid {} did not end within {} of its input closing; killed",
+                self.service,
+                worker.pid,
+                crate::command::seconds(STOP_GRACE)
+            );
+        }
         self.forget(worker);
     }
 
-    /// Closes the pool: idle workers are retired now, lent ones when they come back; after
-    /// [`STOP_GRACE`] whatever still runs is killed.
+    /// Closes the pool: idle workers are retired now, lent ones when they come back; one
+    /// still serving its request after twice [`STOP_GRACE`] is killed.
     pub async fn close(self: Arc<Self>) {
         let idle = {
             let mut st = lock(&self.state);
@@ -395,13 +402,14 @@ impl Pool {
                 changed.await;
             }
         };
-        let _ = tokio::time::timeout(STOP_GRACE, ended).await;
+        let _ = tokio::time::timeout(STOP_GRACE * 2, ended).await;
         let left: Vec<u32> = lock(&self.state).groups.iter().copied().collect();
         for pid in left {
             tracing::warn!(
-                "service {}: worker pid {pid} did not end within {} of its input closing; killed",
+                "service {}: worker pid {pid} was still serving a request {} after its pool \
+                 closed; killed",
                 self.service,
-                crate::command::seconds(STOP_GRACE)
+                crate::command::seconds(STOP_GRACE * 2)
             );
             kill_group(pid);
         }

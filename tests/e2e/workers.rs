@@ -5,7 +5,7 @@
 //! worker left once its forwarder or the daemon stops.
 
 use crate::auto::{
-    App, KillMarked, depth, eventually, running, server, setup, sleep_marker, write_config,
+    App, KillMarked, depth, eventually, lines, running, server, setup, sleep_marker, write_config,
 };
 use crate::support::{Env, wait_until};
 use qm_common::message::{EnqueueCtl, Message};
@@ -14,10 +14,12 @@ use std::time::Duration;
 /// A worker in sh speaking the protocol of docs/worker-protocol.md. For each request it runs
 /// `handler` with `$body`, `$retries`, `$priority`, `$corrid` and `$deadline` set; the
 /// handler writes the reply body to standard output and may set `status` (0 success, 1
-/// failure) and `urcode` (0 to 255 here). `at_eof` runs when qmd closes its input.
+/// failure) and `urcode` (0 to 255 here); file descriptor 3 is the worker's own standard
+/// output, the pipe to qmd. `at_eof` runs when qmd closes its input.
 fn worker_script(handler: &str, at_eof: &str) -> String {
     format!(
         r#"set -u
+exec 3>&1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 num() {{ n=0; for b in $(od -An -tu1 -j "$1" -N "$2" "$work/header"); do n=$(( n * 256 + b )); done; echo $n; }}
@@ -144,7 +146,7 @@ fn a_worker_killed_mid_request_is_replaced_and_the_message_retried() {
     let marker = sleep_marker(1000, 1);
     let _cleanup = KillMarked(marker.clone());
     let handler = format!(
-        r#"[ "$body" = hang ] && [ "$retries" = 0 ] && {{ echo $$ > hanging.pid; {marker}; }}
+        r#"[ "$body" = hang ] && [ "$retries" = 0 ] && {{ echo $$ > hanging.pid; {marker} >&3; }}
     {ECHO_PID}"#
     );
     write_worker(&env, &handler, "");
@@ -238,8 +240,7 @@ fn protocol_violations_are_refused_and_the_worker_replaced() {
     if [ "$retries" = 0 ] && [ "$body" = huge ]; then printf '\377\377\377\377' >&3; fi
     printf '%s %s %s' $$ "$retries" "$body""#;
     // The oversized length goes straight to the daemon, ahead of the reply.
-    let script = worker_script(handler, "").replace("set -u\n", "set -u\nexec 3>&1\n");
-    std::fs::write(env.path("worker.sh"), script).unwrap();
+    write_worker(&env, handler, "");
     write_config(&env, &config("", "min = 1\nmax = 1\ntimeout = 600"));
     setup(&env, 200, &[&fifo("SVC", 3), &fifo("R", 0)]);
     env.c("boot -i 1").ok();
@@ -385,15 +386,16 @@ fn no_worker_outlives_its_forwarder_or_the_daemon() {
     let env = Env::new();
     let marker = sleep_marker(1000, 3);
     let _cleanup = KillMarked(marker.clone());
-    write_worker(&env, ECHO_PID, "");
-    // Service B's worker ignores the end of its input.
-    std::fs::write(env.path("stubborn.sh"), worker_script(ECHO_PID, &marker)).unwrap();
+    write_worker(&env, ECHO_PID, "echo \"$$ saw the end of its input\" >> eof.txt");
+    // Service B's workers note the end of their input, then ignore it.
+    let stubborn = format!("echo \"$$ saw the end of its input\" >> eof.txt; {marker}");
+    std::fs::write(env.path("stubborn.sh"), worker_script(ECHO_PID, &stubborn)).unwrap();
     let text = format!(
         "{}\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nclopt = \"-- -q B -i 0\"\n\n[service.B]\ncommand = \"sh ./stubborn.sh\"\nmode = \"worker\"\nmin = 2\nmax = 2\n",
         config("", "min = 1\nmax = 1")
     );
     write_config(&env, &text);
-    let mut daemon = env.start_daemon(&[]);
+    let mut daemon = env.start_traced_daemon(&[]);
     setup(&env, 200, &[&fifo("SVC", 0), &fifo("B", 0), &fifo("R", 0)]);
     env.c("boot -i 1; boot -i 2").ok();
     let mut app = App::connect(&env);
@@ -407,11 +409,19 @@ fn no_worker_outlives_its_forwarder_or_the_daemon() {
     // Forwarder 1 stops: its service's worker gets end of input and exits.
     env.c("shutdown -i 1").ok();
     eventually("the worker of the stopped forwarder ended", || !alive(svc_pid));
+    assert_eq!(lines(&env, "eof.txt"), [format!("{svc_pid} saw the end of its input")]);
     assert!(alive(b_pid), "forwarder 2 still runs: its workers stay");
     drop(app);
     env.c("daemon stop").ok();
     daemon.wait();
     assert!(!alive(b_pid), "worker {b_pid} outlived the daemon");
+    // Both of B's workers were told (end of input) before they were killed.
+    let told = lines(&env, "eof.txt");
+    assert_eq!(told.len(), 3, "{told:?}");
+    assert!(told.contains(&format!("{b_pid} saw the end of its input")), "{told:?}");
+    // The daemon waited out their grace before it killed them, and only then ended.
+    let killed = daemon.log_count(&["service B: worker pid", "did not end within 2 s"]);
+    assert_eq!(killed, 2, "{}", daemon.log());
     assert!(!running(&marker), "the stubborn worker was killed");
     assert!(!running("stubborn.sh"), "no worker of B is left");
 }
