@@ -473,4 +473,28 @@ mod tests {
         );
         assert!(Config::parse("bogus = 1\n").is_err());
     }
+
+    #[test]
+    fn worker_services() {
+        let parse = |extra: &str| {
+            Config::parse(&format!("[service.S]\ncommand = \"w\"\nmode = \"worker\"\n{extra}"))
+        };
+        let defaults = parse("").unwrap().services["S"].workers().unwrap();
+        assert_eq!((defaults.min, defaults.max, defaults.max_requests), (1, 4, None));
+        assert_eq!(parse("min = 9").unwrap().services["S"].workers().unwrap().max, 9);
+        let exec = Config::parse("[service.S]\ncommand = \"cat\"\n").unwrap();
+        assert_eq!(exec.services["S"].workers(), None);
+        for (extra, field) in [
+            ("max = 0", "max"),
+            ("min = 3\nmax = 2", "max"),
+            ("min = 65", "min"),
+            ("max_requests = 0", "max_requests"),
+            ("timeout = 0", "timeout"),
+        ] {
+            let e = parse(extra).unwrap_err().message;
+            assert!(e.starts_with(&format!("configuration: service S: {field}: ")), "{e}");
+        }
+        let e = Config::parse("[service.S]\ncommand = \"cat\"\ntimeout = 5\n").unwrap_err();
+        assert!(e.message.contains("timeout: applies to mode = \"worker\" only"), "{}", e.message);
+    }
 }

@@ -199,7 +199,7 @@ impl Pool {
                                 w.pid,
                                 describe(status)
                             );
-                            st.in_service -= 1;
+                            st.in_service = st.in_service.saturating_sub(1);
                             st.groups.remove(&w.pid);
                             dead.push(w);
                         }
@@ -298,7 +298,7 @@ impl Pool {
                 self.changed.notify_one();
                 return;
             }
-            st.in_service -= 1;
+            st.in_service = st.in_service.saturating_sub(1);
         }
         if used_up {
             tracing::info!(
@@ -318,7 +318,7 @@ impl Pool {
     fn discard(self: &Arc<Self>, worker: Worker) {
         {
             let mut st = lock(&self.state);
-            st.in_service -= 1;
+            st.in_service = st.in_service.saturating_sub(1);
         }
         self.forget(worker);
         self.top_up();
@@ -335,7 +335,9 @@ impl Pool {
 
     /// A start that failed gives its place back.
     fn not_started(&self) {
-        lock(&self.state).in_service -= 1;
+        let mut st = lock(&self.state);
+        st.in_service = st.in_service.saturating_sub(1);
+        drop(st);
         self.changed.notify_one();
     }
 
@@ -385,7 +387,7 @@ impl Pool {
         let idle = {
             let mut st = lock(&self.state);
             st.closed = true;
-            st.in_service -= st.idle.len() as u32;
+            st.in_service = st.in_service.saturating_sub(st.idle.len() as u32);
             std::mem::take(&mut st.idle)
         };
         self.changed.notify_waiters();

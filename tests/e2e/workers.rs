@@ -425,3 +425,54 @@ fn no_worker_outlives_its_forwarder_or_the_daemon() {
     assert!(!running(&marker), "the stubborn worker was killed");
     assert!(!running("stubborn.sh"), "no worker of B is left");
 }
+
+/// A reload that changes a worker service replaces its workers: the running one gets end
+/// of input, the next message is served by a new one; an unchanged service keeps its own.
+#[test]
+fn a_reload_that_changes_the_service_replaces_its_workers() {
+    let env = Env::new();
+    write_worker(&env, ECHO_PID, "echo \"$$ saw the end of its input\" >> eof.txt");
+    let other = "\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nclopt = \"-- -q B -i 0\"\n\n[service.B]\ncommand = \"sh ./worker.sh\"\nmode = \"worker\"\n";
+    write_config(&env, &format!("{}{other}", config("", "min = 1\nmax = 1")));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("B", 0), &fifo("R", 0)]);
+    env.c("boot -i 1; boot -i 2").ok();
+    let mut app = App::connect(&env);
+    let mut serve = |queue: &str| {
+        app.put_with(queue, b"x", reply_to(queue));
+        eventually("the reply", || depth(&env, "R") == 1);
+        fields(&app.take("R")).0
+    };
+    let (before, b_before) = (serve("SVC"), serve("B"));
+    write_config(&env, &format!("{}{other}", config("", "min = 1\nmax = 1\nmax_requests = 100")));
+    env.c("daemon reload").ok();
+    eventually("the old worker was told", || !lines(&env, "eof.txt").is_empty());
+    assert_eq!(lines(&env, "eof.txt"), [format!("{before} saw the end of its input")]);
+    let after = serve("SVC");
+    assert_ne!(after, before);
+    assert!(!alive(before));
+    assert_eq!(serve("B"), b_before, "service B did not change: same worker");
+}
+
+/// Workers of a qmd killed outright (`kill -9`) see their input end; one that ignores it is
+/// killed by the next qmd of the device when it starts.
+#[test]
+fn the_next_daemon_kills_workers_a_killed_one_left() {
+    let env = Env::new();
+    let marker = sleep_marker(1000, 4);
+    let _cleanup = KillMarked(marker.clone());
+    write_worker(&env, ECHO_PID, &marker);
+    write_config(&env, &config("", "min = 1\nmax = 1"));
+    let mut daemon = env.start_daemon(&[]);
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"x", reply_to("x"));
+    eventually("the reply", || depth(&env, "R") == 1);
+    let (pid, _, _) = fields(&app.take("R"));
+    drop(app);
+    daemon.signal("KILL");
+    eventually("the orphaned worker ignores its end of input", || running(&marker));
+    assert!(alive(pid));
+    let _daemon = env.start_daemon(&[]);
+    eventually("the orphan is gone", || !running(&marker) && !alive(pid));
+}
