@@ -210,7 +210,10 @@ pub fn read_frame(input: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8
 /// reply over the body limit is sent as a failure with an empty body instead, so the
 /// daemon does not stop this worker for it.
 pub fn serve(handler: impl FnMut(Request) -> Reply) -> io::Result<()> {
-    serve_on(&mut io::stdin().lock(), &mut io::stdout().lock(), handler)
+    // Standard output is line-buffered: a body with a newline would leave in two writes,
+    // and wake the daemon twice.
+    let mut output = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    serve_on(&mut io::stdin().lock(), &mut output, handler)
 }
 
 /// [`serve`] on any input and output.

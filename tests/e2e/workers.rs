@@ -476,3 +476,29 @@ fn the_next_daemon_kills_workers_a_killed_one_left() {
     let _daemon = env.start_daemon(&[]);
     eventually("the orphan is gone", || !running(&marker) && !alive(pid));
 }
+
+/// With the forwarder's `-d`, a worker's failure reply with a body goes to the failure queue
+/// with its user return code and the request is deleted; a failure without a body is
+/// retried, then goes to the error queue.
+#[test]
+fn delete_on_failure_sends_a_worker_failure_reply_to_the_failure_queue() {
+    let env = Env::new();
+    let handler = r#"status=1; [ "$body" = reject ] && { urcode=42; printf 'rejected on try %s' "$retries"; }"#;
+    write_worker(&env, handler, "");
+    write_config(&env, &config("-d", "min = 1\nmax = 1"));
+    setup(&env, 200, &[&fifo("SVC", 1), &fifo("R", 0), &fifo("FAILQ", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    let ctl = |c: &str| EnqueueCtl { failure_queue: Some("FAILQ".into()), ..reply_to(c) };
+    app.put_with("SVC", b"reject", ctl("r"));
+    app.put_with("SVC", b"empty", ctl("e"));
+    eventually("the failure reply and the error queue", || {
+        depth(&env, "FAILQ") == 1 && depth(&env, "ERRQ") == 1
+    });
+    let failure = app.take("FAILQ");
+    assert_eq!(failure.body, b"rejected on try 0");
+    assert_eq!((failure.urcode, failure.corrid.as_slice()), (42, b"r".as_slice()));
+    let failed = app.take("ERRQ");
+    assert_eq!((failed.body.as_slice(), failed.retries), (b"empty".as_slice(), 2));
+    assert_eq!((depth(&env, "SVC"), depth(&env, "R")), (0, 0));
+}
