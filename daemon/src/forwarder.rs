@@ -552,7 +552,14 @@ impl Task {
         // A worker is borrowed before the message is taken: one that cannot start costs
         // no message a retry.
         let lease = match service.as_ref().filter(|d| d.workers().is_some()) {
-            Some(def) => Some(self.lease(queue, def).await?),
+            Some(def) => {
+                // Every worker may be busy: a shutdown does not wait for one to come back.
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    lease = self.lease(queue, def) => Some(lease?),
+                    _ = stop.wait_for(|s| *s) => return Ok(Step::Empty),
+                }
+            }
             None => None,
         };
         let txid = match self.engine.begin(owner, Some(limit)) {

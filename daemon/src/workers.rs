@@ -216,15 +216,38 @@ impl Pool {
             };
             drop(dead);
             if start {
-                return match self.start().await {
-                    Ok(w) => Ok(Lease { pool: self.clone(), worker: Some(w) }),
-                    Err(why) => {
-                        self.not_started();
-                        Err(why)
-                    }
-                };
+                return self.start_for_lease().await;
             }
+            tracing::debug!(
+                "service {}: no worker is free (max = {}); waiting for one",
+                self.service,
+                self.settings.max
+            );
             changed.await;
+        }
+    }
+
+    /// Starts a worker for the caller. The start runs in a task of its own: a caller that
+    /// gives up waiting (its forwarder stops) leaves the new worker idle in the pool.
+    async fn start_for_lease(self: &Arc<Self>) -> Result<Lease, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            match pool.start().await {
+                Ok(w) => {
+                    if let Err(Ok(w)) = tx.send(Ok(w)) {
+                        pool.give_back(w);
+                    }
+                }
+                Err(why) => {
+                    pool.not_started();
+                    let _ = tx.send(Err(why));
+                }
+            }
+        });
+        match rx.await {
+            Ok(started) => started.map(|w| Lease { pool: self.clone(), worker: Some(w) }),
+            Err(_) => Err(format!("service {}: the worker start was interrupted", self.service)),
         }
     }
 

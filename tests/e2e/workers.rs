@@ -502,3 +502,28 @@ fn delete_on_failure_sends_a_worker_failure_reply_to_the_failure_queue() {
     assert_eq!((failed.body.as_slice(), failed.retries), (b"empty".as_slice(), 2));
     assert_eq!((depth(&env, "SVC"), depth(&env, "R")), (0, 0));
 }
+
+/// A forwarder waiting for a worker (the only one is busy with a request that hangs) stops
+/// at once on `shutdown`; the busy one is not disturbed.
+#[test]
+fn a_forwarder_waiting_for_a_busy_worker_stops_on_shutdown() {
+    let env = Env::new();
+    let marker = sleep_marker(1000, 5);
+    let _cleanup = KillMarked(marker.clone());
+    let handler = format!(r#"[ "$body" = hang ] && {marker}; {ECHO_PID}"#);
+    write_worker(&env, &handler, "");
+    let second = "\n[[forwarder]]\nid = 2\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n";
+    write_config(&env, &format!("{}{second}", config("-t 3600", "min = 1\nmax = 1")));
+    let daemon = env.start_traced_daemon(&[]);
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"hang", reply_to("h"));
+    eventually("the worker hangs", || running(&marker));
+    env.c("boot -i 2").ok();
+    daemon.wait_log(&["service SVC: no worker is free (max = 1); waiting for one"], 1);
+    env.c("shutdown -i 2").ok();
+    assert_eq!(server(&env, 2).state, "stopped");
+    assert_eq!(server(&env, 1).state, "running");
+    assert!(running(&marker));
+}
