@@ -18,6 +18,14 @@
 //! [service.service1]
 //! command = "/usr/app/bin/service1"   # body on stdin, reply on stdout, exit 0 = success
 //!
+//! [service.service2]                 # started once, called over docs/worker-protocol.md
+//! command = "/usr/app/bin/worker2"
+//! mode = "worker"                     # default "exec": one process per message
+//! min = 1                             # workers kept running (0 to 64)
+//! max = 4                             # most at once (1 to 64, at least min)
+//! max_requests = 10000                # replaced after this many requests (default: never)
+//! timeout = 30                        # seconds per request (default: the forwarder's -t)
+//!
 //! [listen]                      # the network face, read at start (qmd's options win)
 //! address = "*"                 # -i
 //! port = 53000                  # -p; without it, the first free port from 53000
@@ -111,11 +119,133 @@ pub struct ForwarderEntry {
     pub boot: bool,
 }
 
-/// A service: the command a forwarder runs for each message of the queue named like it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A service: the command a forwarder calls for each message of the queue named like it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
     pub command: String,
+    /// How the command is called.
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Workers kept running (worker mode).
+    #[serde(default)]
+    pub min: Option<u32>,
+    /// Most workers running at once (worker mode).
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// Requests a worker serves before it is replaced (worker mode; none: no limit).
+    #[serde(default)]
+    pub max_requests: Option<u64>,
+    /// Seconds one request may take (worker mode; none: the forwarder's `-t`).
+    #[serde(default)]
+    pub timeout: Option<u32>,
+}
+
+/// How a service's command is called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    /// Started once per message: body on stdin, reply on stdout, exit status.
+    #[default]
+    Exec,
+    /// Started once and sent every message over the worker protocol.
+    Worker,
+}
+
+/// Defaults and limits of worker services.
+pub const WORKERS_MIN: u32 = 1;
+pub const WORKERS_MAX: u32 = 4;
+pub const WORKERS_LIMIT: u32 = 64;
+pub const WORKER_TIMEOUT_LIMIT: u32 = 86_400;
+
+/// A worker service's settings, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    pub min: u32,
+    pub max: u32,
+    pub max_requests: Option<u64>,
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl ServiceDef {
+    /// The settings of a worker service (defaults filled in); `None` in exec mode.
+    pub fn workers(&self) -> Option<WorkerSettings> {
+        (self.mode == ServiceMode::Worker).then(|| {
+            let min = self.min.unwrap_or(WORKERS_MIN);
+            WorkerSettings {
+                min,
+                max: self.max.unwrap_or(WORKERS_MAX.max(min)),
+                max_requests: self.max_requests,
+                timeout: self.timeout.map(|s| std::time::Duration::from_secs(u64::from(s))),
+            }
+        })
+    }
+
+    /// Checks the fields of service `name`, naming the one at fault and what is allowed.
+    pub fn check(&self, name: &str) -> QmResult<()> {
+        let field = |f: &str| format!("service {name}: {f}");
+        if self.command.trim().is_empty() {
+            return Err(QmError::inval(format!("service {name} has an empty command")));
+        }
+        if self.mode == ServiceMode::Exec {
+            let worker_only = [
+                ("min", self.min.is_some()),
+                ("max", self.max.is_some()),
+                ("max_requests", self.max_requests.is_some()),
+                ("timeout", self.timeout.is_some()),
+            ];
+            if let Some((f, _)) = worker_only.iter().find(|(_, set)| *set) {
+                return Err(QmError::inval(format!(
+                    "{}: applies to mode = \"worker\" only; an exec service (the default mode) \
+                     starts its command for each message, within its forwarder's -t",
+                    field(f)
+                )));
+            }
+            return Ok(());
+        }
+        let settings = self.workers().expect("worker mode");
+        if settings.min > WORKERS_LIMIT {
+            return Err(QmError::invalid(
+                &field("min"),
+                settings.min,
+                &format!("it must be 0 to {WORKERS_LIMIT}"),
+            ));
+        }
+        if settings.max == 0 || settings.max > WORKERS_LIMIT {
+            return Err(QmError::invalid(
+                &field("max"),
+                settings.max,
+                &format!("it must be 1 to {WORKERS_LIMIT}"),
+            ));
+        }
+        if settings.max < settings.min {
+            return Err(QmError::invalid(
+                &field("max"),
+                settings.max,
+                &format!("it must be at least min ({}) and at most {WORKERS_LIMIT}", settings.min),
+            ));
+        }
+        if self.max_requests == Some(0) {
+            return Err(QmError::invalid(
+                &field("max_requests"),
+                0,
+                "it must be 1 or more (leave it out for no limit)",
+            ));
+        }
+        if let Some(t) = self.timeout
+            && (t == 0 || t > WORKER_TIMEOUT_LIMIT)
+        {
+            return Err(QmError::invalid(
+                &field("timeout"),
+                t,
+                &format!(
+                    "it must be 1 to {WORKER_TIMEOUT_LIMIT} seconds (leave it out for the \
+                     forwarder's -t)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A forwarder with every option resolved.
@@ -295,11 +425,7 @@ impl Config {
             }
         }
         for (name, s) in &config.services {
-            if s.command.trim().is_empty() {
-                return Err(QmError::inval(format!(
-                    "configuration: service {name} has an empty command"
-                )));
-            }
+            s.check(name).map_err(|e| QmError::inval(format!("configuration: {}", e.message)))?;
         }
         if config.thresholds.command_timeout == 0 {
             return Err(QmError::inval(
@@ -346,5 +472,29 @@ mod tests {
                 .contains("no queues")
         );
         assert!(Config::parse("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn worker_services() {
+        let parse = |extra: &str| {
+            Config::parse(&format!("[service.S]\ncommand = \"w\"\nmode = \"worker\"\n{extra}"))
+        };
+        let defaults = parse("").unwrap().services["S"].workers().unwrap();
+        assert_eq!((defaults.min, defaults.max, defaults.max_requests), (1, 4, None));
+        assert_eq!(parse("min = 9").unwrap().services["S"].workers().unwrap().max, 9);
+        let exec = Config::parse("[service.S]\ncommand = \"cat\"\n").unwrap();
+        assert_eq!(exec.services["S"].workers(), None);
+        for (extra, field) in [
+            ("max = 0", "max"),
+            ("min = 3\nmax = 2", "max"),
+            ("min = 65", "min"),
+            ("max_requests = 0", "max_requests"),
+            ("timeout = 0", "timeout"),
+        ] {
+            let e = parse(extra).unwrap_err().message;
+            assert!(e.starts_with(&format!("configuration: service S: {field}: ")), "{e}");
+        }
+        let e = Config::parse("[service.S]\ncommand = \"cat\"\ntimeout = 5\n").unwrap_err();
+        assert!(e.message.contains("timeout: applies to mode = \"worker\" only"), "{}", e.message);
     }
 }

@@ -16,6 +16,7 @@
 //! * [`principal`], [`rights`]: who a session speaks for, and what it may do where.
 //! * [`trust`]: which daemons, files and directories qm accepts, and how it opens its files.
 //! * [`why`]: why a message is not moving (`qwhy`).
+//! * [`worker`]: the protocol of long-running services and a helper to write them.
 
 pub mod address;
 pub mod client;
@@ -36,6 +37,7 @@ pub mod rights;
 pub mod threshold;
 pub mod trust;
 pub mod why;
+pub mod worker;
 
 pub use error::{Diagnostic, QmError, QmResult};
 pub mod stat;

@@ -901,6 +901,12 @@ fn config_text() -> impl Strategy<Value = String> {
         name.prop_map(|n| format!("[service.\"{n}\"]")),
         prop::sample::select(vec!["cat", "", "  ", "/bin/true"])
             .prop_map(|c| format!("command = \"{c}\"")),
+        prop::sample::select(vec!["exec", "worker", "Worker", ""])
+            .prop_map(|m| format!("mode = \"{m}\"")),
+        number.clone().prop_map(|n| format!("min = {n}")),
+        number.clone().prop_map(|n| format!("max = {n}")),
+        number.clone().prop_map(|n| format!("max_requests = {n}")),
+        number.clone().prop_map(|n| format!("timeout = {n}")),
         Just("bogus = 1".to_string()),
         any::<String>(),
     ];

@@ -6,10 +6,13 @@
 //! after its current message, and one started with `-e` stops by itself once its queues are
 //! empty (a threshold command can boot it again at the next crossing).
 
+use crate::command::seconds;
 use crate::engine::Engine;
 use crate::engine::txn::Owner;
 use crate::service::{self, Called};
 use crate::state::Daemon;
+use crate::threshold::CommandEnv;
+use crate::workers::{Lease, Pool};
 use qm_common::config::{Config, ForwarderDef, ServiceDef};
 use qm_common::message::{DequeueCtl, EnqueueCtl, Message};
 use qm_common::protocol::{ClientKind, ForwarderInfo};
@@ -53,6 +56,23 @@ struct Inner {
     running: BTreeMap<u32, Running>,
     /// Last status of forwarders that are not running.
     last: BTreeMap<u32, Status>,
+    /// Worker pools, by queue space and service.
+    pools: BTreeMap<(String, String), Arc<Pool>>,
+    /// The daemon is stopping: no pool is opened any more.
+    stopping: bool,
+    /// Pools closing, awaited by [`Forwarders::stop_workers`].
+    closing: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Inner {
+    /// Takes `key`'s pool out of service; it closes in the background.
+    fn close_pool(&mut self, key: &(String, String)) {
+        let Some(pool) = self.pools.remove(key) else { return };
+        self.closing.retain(|task| !task.is_finished());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.closing.push(runtime.spawn(pool.close()));
+        }
+    }
 }
 
 /// Every forwarder of the daemon.
@@ -84,6 +104,73 @@ impl Forwarders {
         let mut inner = lock(&self.inner);
         inner.defs = config.forwarder_defs().into_iter().map(|d| (d.id, d)).collect();
         inner.services = config.services.clone();
+        // Workers run what the file said when they started: a changed or removed service's
+        // pool closes (lent workers end once their request is answered).
+        let stale: Vec<_> = inner
+            .pools
+            .iter()
+            .filter(|((_, name), pool)| inner.services.get(name) != Some(&pool.def))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            inner.close_pool(&key);
+        }
+    }
+
+    /// The worker pool of `service` in `qspace`, opened on first use.
+    fn pool(
+        &self,
+        env: &Arc<CommandEnv>,
+        qspace: &str,
+        service: &str,
+        def: &ServiceDef,
+    ) -> QmResult<Arc<Pool>> {
+        let mut inner = lock(&self.inner);
+        if inner.stopping {
+            return Err(QmError::system(format!(
+                "service {service}: not called, the daemon is stopping"
+            )));
+        }
+        let key = (qspace.to_string(), service.to_string());
+        if let Some(pool) = inner.pools.get(&key).filter(|p| p.def == *def) {
+            return Ok(pool.clone());
+        }
+        inner.close_pool(&key);
+        let settings = def.workers().expect("a worker service");
+        let pool = Pool::open(env.clone(), qspace, service, def, settings);
+        inner.pools.insert(key, pool.clone());
+        Ok(pool)
+    }
+
+    /// Closes the pools no running forwarder calls any more.
+    fn close_unused_pools(inner: &mut Inner) {
+        let used: std::collections::BTreeSet<(String, String)> = inner
+            .running
+            .values()
+            .filter(|r| !*r.done.borrow())
+            .flat_map(|r| r.def.queues.iter().map(|q| (r.def.qspace.clone(), q.clone())))
+            .collect();
+        let unused: Vec<_> = inner.pools.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        for key in unused {
+            inner.close_pool(&key);
+        }
+    }
+
+    /// At daemon stop: every pool closes; returns once their workers have ended (each gets
+    /// end of input, then a short grace before it is killed).
+    pub async fn stop_workers(&self) {
+        let closing = {
+            let mut inner = lock(&self.inner);
+            inner.stopping = true;
+            let keys: Vec<_> = inner.pools.keys().cloned().collect();
+            for key in keys {
+                inner.close_pool(&key);
+            }
+            std::mem::take(&mut inner.closing)
+        };
+        for task in closing {
+            let _ = task.await;
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceDef> {
@@ -326,6 +413,7 @@ impl Forwarders {
         };
         inner.running.remove(&id);
         inner.last.insert(id, last);
+        Self::close_unused_pools(&mut inner);
     }
 }
 
@@ -460,27 +548,64 @@ impl Task {
             program: self.program.clone(),
         };
         let limit = Duration::from_secs(u64::from(self.def.transaction_timeout));
-        let txid = self.engine.begin(owner, Some(limit))?;
+        let service = self.forwarders.service(queue);
+        // A worker is borrowed before the message is taken: one that cannot start costs
+        // no message a retry.
+        let lease = match service.as_ref().filter(|d| d.workers().is_some()) {
+            Some(def) => {
+                // Every worker may be busy: a shutdown does not wait for one to come back.
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    lease = self.lease(queue, def) => Some(lease?),
+                    _ = stop.wait_for(|s| *s) => return Ok(Step::Empty),
+                }
+            }
+            None => None,
+        };
+        let txid = match self.engine.begin(owner, Some(limit)) {
+            Ok(txid) => txid,
+            Err(e) => {
+                if let Some(lease) = lease {
+                    lease.release();
+                }
+                return Err(e);
+            }
+        };
         let started = std::time::Instant::now();
         let msg = match self.engine.dequeue(Some(txid), queue, &DequeueCtl::default()).await {
             Ok(m) => m,
             Err(e) => {
+                if let Some(lease) = lease {
+                    lease.release();
+                }
                 let _ = self.engine.abort(txid, "the forwarder found nothing to forward").await;
                 return if e.diagnostic == Diagnostic::NoMsg { Ok(Step::Empty) } else { Err(e) };
             }
         };
-        let service = self.forwarders.service(queue);
         let left = limit.saturating_sub(started.elapsed());
-        let called = service::call(
-            &self.daemon.command_env,
-            queue,
-            service.as_ref(),
-            &self.def.qspace,
-            &msg,
-            limit,
-            left,
-        )
-        .await;
+        let called = match lease {
+            Some(lease) => {
+                // The service's own timeout when it is the shorter, else what is left of -t.
+                let own = service.as_ref().and_then(|d| d.workers()).and_then(|w| w.timeout);
+                let (wait, shown) = match own {
+                    Some(t) if t <= left => (t, format!("{} (the service's timeout)", seconds(t))),
+                    _ => (left, format!("{} (the forwarder's -t)", seconds(limit))),
+                };
+                Pool::call(lease, &msg, wait, &shown).await
+            }
+            None => {
+                service::call(
+                    &self.daemon.command_env,
+                    queue,
+                    service.as_ref(),
+                    &self.def.qspace,
+                    &msg,
+                    limit,
+                    left,
+                )
+                .await
+            }
+        };
         if let Called::Success(r) | Called::Failure { reply: r, .. } = &called
             && let Some(warning) = &r.warning
         {
@@ -512,6 +637,12 @@ impl Task {
             }
         }
         Ok(Step::Done)
+    }
+
+    /// Borrows a worker of `queue`'s service.
+    async fn lease(&self, queue: &str, def: &ServiceDef) -> QmResult<Lease> {
+        let pool = self.forwarders.pool(&self.daemon.command_env, &self.def.qspace, queue, def)?;
+        pool.acquire().await.map_err(QmError::system)
     }
 
     /// Enqueues a reply (in the transaction) on `to`, if that queue exists.

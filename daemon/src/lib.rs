@@ -13,6 +13,7 @@
 //! * [`storage`]: redb files, records, free-space maps.
 //! * [`threshold`], [`forwarder`], [`service`], [`command`]: capacity-threshold commands,
 //!   forwarders (TMQFORWARD) and the services they call, running external commands.
+//! * [`workers`]: services that stay up (`mode = "worker"`), their pools and protocol.
 //! * [`http`]: the HTTP face (`-w`): messages over HTTP, `/metrics`, `/healthz`.
 //! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
 
@@ -35,3 +36,4 @@ pub mod state;
 pub mod storage;
 pub mod threshold;
 pub mod tls;
+pub mod workers;

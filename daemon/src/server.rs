@@ -420,6 +420,8 @@ pub async fn serve_with(
         tokio::spawn(crate::http::serve(daemon.clone(), listener, face, handshake))
     });
     let result = accept_loop(&daemon, listener, net.as_ref()).await;
+    // Before the socket and the lock go: whoever waits for those finds no worker left.
+    daemon.forwarders.stop_workers().await;
     if let Some(http) = http {
         let _ = http.await;
     }

@@ -58,6 +58,8 @@ mod auto;
 mod thresholds;
 // Forwarders: replies, retries, -d, -e re-booted by a threshold, time-outs, boot/shutdown, no loss.
 mod forwarders;
+// Services that stay up: worker processes, deadlines, recycling, protocol errors, no orphans.
+mod workers;
 // The configuration file: CLOPT and fields, --config and DEVICE.toml, boot = true, daemon reload, errors.
 mod config;
 // qwhy: each reason a message is not moving, next in line, unknown msgids.
