@@ -17,6 +17,9 @@ pub enum Complete {
     Command,
 }
 
+/// An option or operand as a command's syntax writes it, and what it means.
+pub type Entry = (&'static str, &'static str);
+
 /// One command.
 pub struct CommandSpec {
     pub name: &'static str,
@@ -26,6 +29,11 @@ pub struct CommandSpec {
     pub max_args: usize,
     pub syntax: &'static str,
     pub help: &'static str,
+    /// Each option and operand of `syntax`, in its order, with what it means: its default and
+    /// allowed values where it has them.
+    pub arguments: &'static [Entry],
+    /// A command line that runs it, as typed at the prompt.
+    pub example: &'static str,
     pub complete: Complete,
     pub run: fn(&mut Shell, Args) -> CmdResult,
 }
@@ -33,15 +41,23 @@ pub struct CommandSpec {
 impl CommandSpec {
     /// `qspacecreate (qspc) [-A actions] ...`
     pub fn usage(&self) -> String {
-        match self.abbrev {
-            Some(a) => format!("{} ({a}) {}", self.name, self.syntax),
-            None => format!("{} {}", self.name, self.syntax),
-        }
+        let name = match self.abbrev {
+            Some(a) => format!("{} ({a})", self.name),
+            None => self.name.to_string(),
+        };
+        // A command without options or operands has no blank after its name.
+        if self.syntax.is_empty() { name } else { format!("{name} {}", self.syntax) }
+    }
+
+    /// The entries of [`CommandSpec::arguments`]: dash options first, then operands.
+    pub fn option_and_operand_entries(&self) -> (Vec<Entry>, Vec<Entry>) {
+        self.arguments.iter().copied().partition(|(name, _)| name.starts_with('-'))
     }
 }
 
 macro_rules! command {
-    ($name:literal, $abbrev:expr, $opts:literal, $max:literal, $syntax:literal, $complete:ident, $run:path, $help:literal) => {
+    ($name:literal, $abbrev:expr, $opts:literal, $max:literal, $syntax:literal, $complete:ident, $run:path, $help:literal,
+     [$(($arg:literal, $meaning:literal)),* $(,)?], $example:literal) => {
         CommandSpec {
             name: $name,
             abbrev: $abbrev,
@@ -49,6 +65,8 @@ macro_rules! command {
             max_args: $max,
             syntax: $syntax,
             help: $help,
+            arguments: &[$(($arg, $meaning)),*],
+            example: $example,
             complete: Complete::$complete,
             run: $run,
         }
@@ -64,7 +82,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         message::abort,
-        "Rolls back the session's transaction: its enqueues vanish, its dequeued messages return to their queues with one more retry counted."
+        "Rolls back the session's transaction: its enqueues vanish, its dequeued messages return to their queues with one more retry counted.",
+        [],
+        "abort"
     ),
     command!(
         "begin",
@@ -74,7 +94,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-t timeout]",
         Nothing,
         message::begin,
-        "Begins a transaction on the open queue space; qenqueue and qdequeue join it until commit or abort. -t sets its time-out in seconds (default: the daemon's, 30 s); past it the daemon rolls it back."
+        "Begins a transaction on the open queue space; qenqueue and qdequeue join it until commit or abort. -t sets its time-out in seconds (default: the daemon's, 30 s); past it the daemon rolls it back.",
+        [(
+            "-t timeout",
+            "seconds the transaction may stay open before the daemon rolls it back, 1 to 86400 (default: the daemon's, 30)"
+        ),],
+        "begin -t 60"
     ),
     command!(
         "commit",
@@ -84,7 +109,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         message::commit,
-        "Commits the session's transaction: its enqueues become visible and its dequeues final, on disk when the command returns."
+        "Commits the session's transaction: its enqueues become visible and its dequeues final, on disk when the command returns.",
+        [],
+        "commit"
     ),
     command!(
         "boot",
@@ -94,7 +121,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "-i srvid",
         Nothing,
         automation::boot,
-        "Boots the forwarder (TMQFORWARD) with this server id, as defined in the daemon's configuration file: it attaches to its queue space and forwards every message of its queues to the service named like the queue. A threshold command can run qmadmin -c \"boot -i ID\" to start a reserve forwarder."
+        "Boots the forwarder (TMQFORWARD) with this server id, as defined in the daemon's configuration file: it attaches to its queue space and forwards every message of its queues to the service named like the queue. A threshold command can run qmadmin -c \"boot -i ID\" to start a reserve forwarder.",
+        [(
+            "-i srvid",
+            "the forwarder's server id as the daemon's configuration file defines it, 1 to 4294967295 (required)"
+        ),],
+        "boot -i 1002"
     ),
     command!(
         "chdl",
@@ -104,7 +136,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[dlindex [newdevice]]",
         Nothing,
         device::chdl,
-        "Renames a device list entry, e.g. after its file moved. Without a new name it prints the current one and asks for the new. Entry 0 must always name the device itself ($QMCONFIG)."
+        "Renames a device list entry, e.g. after its file moved. Without a new name it prints the current one and asks for the new. Entry 0 must always name the device itself ($QMCONFIG).",
+        [
+            ("dlindex", "the device list entry to rename, 0 to 24 (asked for when left out)"),
+            (
+                "newdevice",
+                "the entry's new file name, an absolute path of at most 64 characters (asked for, after the current name is shown, when left out)"
+            ),
+        ],
+        "chdl 1 /data/qm/QUE2"
     ),
     command!(
         "crdl",
@@ -114,7 +154,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-p pagesize] [device [offset [size]]]",
         Nothing,
         device::crdl,
-        "Creates a device list entry: SIZE pages of DEVICE starting at block OFFSET. The first entry must be the device itself at offset 0; it creates the device, and -p sets its page size (default 1024 bytes, fixed from then on). An entry on another file puts that file under qm; entries on one file may not overlap."
+        "Creates a device list entry: SIZE pages of DEVICE starting at block OFFSET. The first entry must be the device itself at offset 0; it creates the device, and -p sets its page size (default 1024 bytes, fixed from then on). An entry on another file puts that file under qm; entries on one file may not overlap.",
+        [
+            (
+                "-p pagesize",
+                "page size in bytes when this entry creates the device: a power of two from 512 to 65536 (default 1024)"
+            ),
+            (
+                "device",
+                "the file the entry lies on: the device itself ($QMCONFIG) for the first entry (asked for when left out)"
+            ),
+            (
+                "offset",
+                "the block of that file the entry starts at; 0 for the first entry (asked for when left out)"
+            ),
+            (
+                "size",
+                "the entry's size in pages, at least 1; the first entry also holds the device's own tables and needs a few more (asked for when left out)"
+            ),
+        ],
+        "crdl /data/qm/QUE 0 5000"
     ),
     command!(
         "daemon",
@@ -124,7 +183,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[status|stop|reload]",
         Nothing,
         general::daemon,
-        "Shows the qmd serving this device (pid, socket, sessions, loaded queue spaces), stops it, or makes it re-read its configuration file (forwarders, services, threshold command time limit)."
+        "Shows the qmd serving this device (pid, socket, sessions, loaded queue spaces), stops it, or makes it re-read its configuration file (forwarders, services, threshold command time limit).",
+        [(
+            "status|stop|reload",
+            "status shows the daemon (the default), stop stops it and waits until it let go of the device, reload makes it re-read its configuration file"
+        ),],
+        "daemon status"
     ),
     command!(
         "dsdl",
@@ -134,7 +198,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [dlindex]",
         Nothing,
         device::dsdl,
-        "Destroys a device list entry that holds no queue-space extents. Entry 0 goes last and takes the whole device with it. Asks for confirmation unless -y is given."
+        "Destroys a device list entry that holds no queue-space extents. Entry 0 goes last and takes the whole device with it. Asks for confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation"),
+            (
+                "dlindex",
+                "the entry to destroy, 0 to 24; entry 0 only when it is the last one (asked for when left out)"
+            ),
+        ],
+        "dsdl -y 1"
     ),
     command!(
         "echo",
@@ -144,7 +216,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{off|on}]",
         Nothing,
         general::echo,
-        "Echoes each command line read before running it (useful for script transcripts). Without an argument, toggles."
+        "Echoes each command line read before running it (useful for script transcripts). Without an argument, toggles.",
+        [("off|on", "turns echo on or off; without it echo toggles (it starts off)"),],
+        "echo on"
     ),
     command!(
         "help",
@@ -154,7 +228,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{command|all}]",
         Command,
         general::help,
-        "Without an argument, lists the syntax of every command. With a command name or abbreviation, explains that command; with 'all', explains every command."
+        "Without an argument, lists the syntax of every command. With a command name or abbreviation, explains that command; with 'all', explains every command.",
+        [(
+            "command|all",
+            "a command's name or abbreviation (or !, !!, #, <CR>) to explain, or all to explain every command; without it, the syntax of every command"
+        ),],
+        "help qcreate"
     ),
     command!(
         "ipcrm",
@@ -164,7 +243,13 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-f] [-y] [queue_space_name]",
         QueueSpace,
         qspace::ipcrm,
-        "Drops a queue space's in-memory state (non-persistent messages, open transactions) and detaches everyone from it. Refuses while others are attached unless -f is given; -f asks for confirmation unless -y is given."
+        "Drops a queue space's in-memory state (non-persistent messages, open transactions) and detaches everyone from it. Refuses while others are attached unless -f is given; -f asks for confirmation unless -y is given.",
+        [
+            ("-f", "drops the state even while others are attached (asks for confirmation first)"),
+            ("-y", "with -f, does not ask for confirmation"),
+            ("queue_space_name", "the queue space (asked for when left out)"),
+        ],
+        "ipcrm -f -y QSPACE"
     ),
     command!(
         "ipcs",
@@ -174,7 +259,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_space_name]",
         QueueSpace,
         qspace::ipcs,
-        "Lists the sessions, clients and forwarders attached to a queue space (all loaded queue spaces when the answer is empty)."
+        "Lists the sessions, clients and forwarders attached to a queue space (all loaded queue spaces when the answer is empty).",
+        [(
+            "queue_space_name",
+            "the queue space; an empty answer lists all loaded queue spaces (asked for when left out)"
+        ),],
+        "ipcs QSPACE"
     ),
     command!(
         "lidl",
@@ -184,7 +274,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[dlindex]",
         Nothing,
         device::lidl,
-        "Lists the device list: index, file, first block and size of each entry; in verbose mode also each entry's free-space map."
+        "Lists the device list: index, file, first block and size of each entry; in verbose mode also each entry's free-space map.",
+        [("dlindex", "only this entry, 0 to 24 (default: every entry)"),],
+        "lidl"
     ),
     command!(
         "livtoc",
@@ -194,7 +286,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         device::livtoc,
-        "Lists the volume table of contents: the VTOC and UDL tables and every queue-space extent, with its entry, offset and size."
+        "Lists the volume table of contents: the VTOC and UDL tables and every queue-space extent, with its entry, offset and size.",
+        [],
+        "livtoc"
     ),
     command!(
         "paginate",
@@ -204,7 +298,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{off|on}]",
         Nothing,
         general::paginate,
-        "Pages long output through $PAGER (default 'less -FRX'). Only possible when input and output are terminals. Without an argument, toggles."
+        "Pages long output through $PAGER (default 'less -FRX'). Only possible when input and output are terminals. Without an argument, toggles.",
+        [(
+            "off|on",
+            "turns paging on or off; without it paging toggles (it starts on when input and output are terminals)"
+        ),],
+        "paginate off"
     ),
     command!(
         "qaddext",
@@ -214,7 +313,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_space_name [pages]]",
         QueueSpace,
         qspace::qaddext,
-        "Adds an extent of PAGES pages (rounded down to a multiple of 4) to a queue space, from free space on the file the queue space lives on. The queue space must be inactive: your own qopen is closed, others must detach first. Its non-persistent messages are lost."
+        "Adds an extent of PAGES pages (rounded down to a multiple of 4) to a queue space, from free space on the file the queue space lives on. The queue space must be inactive: your own qopen is closed, others must detach first. Its non-persistent messages are lost.",
+        [
+            ("queue_space_name", "the queue space to extend (asked for when left out)"),
+            ("pages", "pages to add, rounded down to a multiple of 4 (asked for when left out)"),
+        ],
+        "qaddext QSPACE 1000"
     ),
     command!(
         "qauth",
@@ -224,7 +328,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[principal]",
         Nothing,
         rights::qauth,
-        "Lists the rights granted to principals: who, which rights, and where (a queue space, one of its queues, or * for everywhere). The daemon's owner and root are listed first: they hold admin everywhere whatever is granted. With a principal, lists the grants that apply to it (by name or by pattern); anyone may list their own, the whole list needs admin."
+        "Lists the rights granted to principals: who, which rights, and where (a queue space, one of its queues, or * for everywhere). The daemon's owner and root are listed first: they hold admin everywhere whatever is granted. With a principal, lists the grants that apply to it (by name or by pattern); anyone may list their own, the whole list needs admin.",
+        [(
+            "principal",
+            "unix:USER, cert:ID or anonymous: only the grants that apply to it (default: every grant, which needs admin)"
+        ),],
+        "qauth unix:batch"
     ),
     command!(
         "qchange",
@@ -234,7 +343,47 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [out-of-order [retries [delay [high [low [cmd]]]]]]]",
         Queue,
         queue::qchange,
-        "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given."
+        "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given.",
+        [
+            (
+                "-d persist|nonpersist",
+                "where a message goes when its sender does not say (unchanged when left out)"
+            ),
+            (
+                "-n nhigh,nlow,ncmd",
+                "high and low marks for non-persistent messages (b, B or %) and the command run at the high one; the commas are required, the command may be empty (unchanged when left out)"
+            ),
+            (
+                "-e default_relative_expiration_time",
+                "the expiration a message gets when its sender sets none: +seconds, or none (unchanged when left out)"
+            ),
+            ("queue_name", "the queue to change (asked for when left out)"),
+            (
+                "out-of-order",
+                "which enqueues may jump the queue order: none, top, msgid or top,msgid (default: the current value)"
+            ),
+            (
+                "retries",
+                "rolled-back dequeues before a message goes to the error queue, 0 to 1000000 (default: the current value)"
+            ),
+            (
+                "delay",
+                "seconds a message waits after a rollback before it can be dequeued again, 0 to 31536000 (default: the current value)"
+            ),
+            (
+                "high",
+                "the usage that runs cmd: Nb bytes, NB blocks, N% of the queue space or Nm messages (default: the current value)"
+            ),
+            (
+                "low",
+                "the usage, in high's unit, it must fall to before cmd can run again (default: the current value)"
+            ),
+            (
+                "cmd",
+                "the command run when usage reaches high, at most 127 characters; '' for none (default: the current value)"
+            ),
+        ],
+        "qchange SVCQ none 3 10 80% 20% ''"
     ),
     command!(
         "printserver",
@@ -244,7 +393,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         automation::printserver,
-        "Lists the configured forwarders: server id, queue space, options (in CLOPT spelling), state (running, idle, stopped, exited when its queues were empty, failed, not booted), boot time, messages forwarded, failures and the last error."
+        "Lists the configured forwarders: server id, queue space, options (in CLOPT spelling), state (running, idle, stopped, exited when its queues were empty, failed, not booted), boot time, messages forwarded, failures and the last error.",
+        [],
+        "printserver"
     ),
     command!(
         "qaborttrans",
@@ -254,7 +405,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [tranindex]",
         Nothing,
         msgadmin::qaborttrans,
-        "Rolls back a transaction the daemon holds open (index from qprinttrans), e.g. of a client that stalls. Checks that the index is open, then asks for confirmation unless -y is given."
+        "Rolls back a transaction the daemon holds open (index from qprinttrans), e.g. of a client that stalls. Checks that the index is open, then asks for confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation"),
+            (
+                "tranindex",
+                "the transaction's index as qprinttrans lists it (asked for when left out)"
+            ),
+        ],
+        "qaborttrans -y 3"
     ),
     command!(
         "qchangeexp",
@@ -264,7 +423,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [newtime]",
         Nothing,
         msgadmin::qchangeexp,
-        "Sets the expiration of the selected messages (qset queue, qscan criteria): +seconds from now, an absolute YY[MM[DD[HH[MM[SS]]]]], or none. Asks for confirmation unless -y is given."
+        "Sets the expiration of the selected messages (qset queue, qscan criteria): +seconds from now, an absolute YY[MM[DD[HH[MM[SS]]]]], or none. Asks for confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation"),
+            (
+                "newtime",
+                "+seconds from now, an absolute YY[MM[DD[HH[MM[SS]]]]], years 00-37 meaning 2000-2037 and 70-99 1970-1999, or none for never (asked for when left out)"
+            ),
+        ],
+        "qchangeexp -y +3600"
     ),
     command!(
         "qchangeprio",
@@ -274,7 +441,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [newpriority]",
         Nothing,
         msgadmin::qchangeprio,
-        "Sets the priority (1-100) of the selected messages (qset queue, qscan criteria). Without criteria every message changes, after confirmation unless -y is given."
+        "Sets the priority (1-100) of the selected messages (qset queue, qscan criteria). Without criteria every message changes, after confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation when no qscan criteria are set"),
+            ("newpriority", "the new priority, 1 to 100 (asked for when left out)"),
+        ],
+        "qchangeprio -y 80"
     ),
     command!(
         "qchangequeue",
@@ -284,7 +456,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [newqueue]",
         Queue,
         msgadmin::qchangequeue,
-        "Moves the selected messages (qset queue, qscan criteria) to another queue of the same queue space, e.g. from the error queue back to the service queue; they start with a fresh retry count. Without criteria every message moves, after confirmation unless -y is given."
+        "Moves the selected messages (qset queue, qscan criteria) to another queue of the same queue space, e.g. from the error queue back to the service queue; they start with a fresh retry count. Without criteria every message moves, after confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation when no qscan criteria are set"),
+            (
+                "newqueue",
+                "the queue of the open queue space to move them to (asked for when left out)"
+            ),
+        ],
+        "qchangequeue -y SVCQ"
     ),
     command!(
         "qchangetime",
@@ -294,7 +474,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [newtime]",
         Nothing,
         msgadmin::qchangetime,
-        "Sets the availability time of the selected messages: +seconds from now (+0 is now) or an absolute YY[MM[DD[HH[MM[SS]]]]]. Without criteria every message changes, after confirmation unless -y is given."
+        "Sets the availability time of the selected messages: +seconds from now (+0 is now) or an absolute YY[MM[DD[HH[MM[SS]]]]]. Without criteria every message changes, after confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation when no qscan criteria are set"),
+            (
+                "newtime",
+                "+seconds from now (+0 is now) or an absolute YY[MM[DD[HH[MM[SS]]]]], years 00-37 meaning 2000-2037 and 70-99 1970-1999 (asked for when left out)"
+            ),
+        ],
+        "qchangetime -y +0"
     ),
     command!(
         "qclose",
@@ -304,7 +492,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         qspace::qclose,
-        "Closes the open queue space. Its non-persistent messages stay in the daemon until ipcrm."
+        "Closes the open queue space. Its non-persistent messages stay in the daemon until ipcrm.",
+        [],
+        "qclose"
     ),
     command!(
         "qcommittrans",
@@ -314,7 +504,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y] [tranindex]",
         Nothing,
         msgadmin::qcommittrans,
-        "Commits a transaction the daemon holds open (index from qprinttrans) on its owner's behalf. Checks that the index is open, then asks for confirmation unless -y is given."
+        "Commits a transaction the daemon holds open (index from qprinttrans) on its owner's behalf. Checks that the index is open, then asks for confirmation unless -y is given.",
+        [
+            ("-y", "does not ask for confirmation"),
+            (
+                "tranindex",
+                "the transaction's index as qprinttrans lists it (asked for when left out)"
+            ),
+        ],
+        "qcommittrans -y 3"
     ),
     command!(
         "qcreate",
@@ -324,7 +522,54 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [qorder [out-of-order [retries [delay [high [low [cmd]]]]]]]]",
         Queue,
         queue::qcreate,
-        "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none)."
+        "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none).",
+        [
+            (
+                "-d persist|nonpersist",
+                "where a message goes when its sender does not say (default persist)"
+            ),
+            (
+                "-n nhigh,nlow,ncmd",
+                "high and low marks for non-persistent messages (b, B or %) and the command run at the high one; the commas are required, the command may be empty, e.g. 80%,20%, (default 100%,0%, and no command)"
+            ),
+            (
+                "-e default_relative_expiration_time",
+                "the expiration a message gets when its sender sets none: +seconds from its enqueue, or none (default none)"
+            ),
+            (
+                "queue_name",
+                "the new queue's name, at most 127 characters (asked for when left out)"
+            ),
+            (
+                "qorder",
+                "the order messages leave in: priority, time and expiration in any order, comma separated, then fifo or lifo (default fifo)"
+            ),
+            (
+                "out-of-order",
+                "which enqueues may jump the queue order: none, top, msgid or top,msgid (default none)"
+            ),
+            (
+                "retries",
+                "rolled-back dequeues before a message goes to the error queue, 0 to 1000000 (default 0)"
+            ),
+            (
+                "delay",
+                "seconds a message waits after a rollback before it can be dequeued again, 0 to 31536000 (default 0)"
+            ),
+            (
+                "high",
+                "the usage that runs cmd: Nb bytes, NB blocks, N% of the queue space or Nm messages (default 100%)"
+            ),
+            (
+                "low",
+                "the usage, in high's unit, it must fall to before cmd can run again (default 0)"
+            ),
+            (
+                "cmd",
+                "the command run when usage reaches high, at most 127 characters; '' for none (default none)"
+            ),
+        ],
+        "qcreate SVCQ priority,fifo none 2 30 80% 0% ''"
     ),
     command!(
         "qdeletemsg",
@@ -334,7 +579,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-y]",
         Nothing,
         msgadmin::qdeletemsg,
-        "Deletes the selected messages (qset queue, qscan criteria). Asks for confirmation unless -y is given. Messages held by a transaction are left alone and counted as such."
+        "Deletes the selected messages (qset queue, qscan criteria). Asks for confirmation unless -y is given. Messages held by a transaction are left alone and counted as such.",
+        [("-y", "does not ask for confirmation"),],
+        "qdeletemsg -y"
     ),
     command!(
         "qdequeue",
@@ -344,7 +591,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-m msgid] [-i corrid] [-w seconds] [-k] [-B] [queue_name]",
         Queue,
         message::qdequeue,
-        "Dequeues a message from a queue of the open queue space (in the session's transaction, if one is open) and prints a line with its msgid, priority, correlation id, retries, user return code and delivery mode, and its reply queue, failure queue and reply delivery mode when the sender set them (reply_queue=, failure_queue=, reply_qos=), then its body on the next line. In the body (and correlation id) printable ASCII stays as it is and every other byte, blanks and newlines included, and the backslash itself are written as \\xx hex escapes (hello\\20world); -B prints only the body, its raw bytes, with no header and no newline added; --json prints all of it as one JSON object. -m and -i select by message or correlation id (\\xx escapes allowed), -w waits up to that many seconds for one, -k peeks without taking."
+        "Dequeues a message from a queue of the open queue space (in the session's transaction, if one is open) and prints a line with its msgid, priority, correlation id, retries, user return code and delivery mode, and its reply queue, failure queue and reply delivery mode when the sender set them (reply_queue=, failure_queue=, reply_qos=), then its body on the next line. In the body (and correlation id) printable ASCII stays as it is and every other byte, blanks and newlines included, and the backslash itself are written as \\xx hex escapes (hello\\20world); -B prints only the body, its raw bytes, with no header and no newline added; --json prints all of it as one JSON object. -m and -i select by message or correlation id (\\xx escapes allowed), -w waits up to that many seconds for one, -k peeks without taking.",
+        [
+            ("-m msgid", "takes this message: its id as qlist shows it (\\xx escapes allowed)"),
+            (
+                "-i corrid",
+                "takes the first message with this correlation id, at most 32 bytes (\\xx escapes allowed)"
+            ),
+            (
+                "-w seconds",
+                "waits up to this many seconds for a message, 0 to 86400 (default: no wait)"
+            ),
+            ("-k", "peeks: shows the message and leaves it on the queue"),
+            ("-B", "prints only the body, as its raw bytes"),
+            ("queue_name", "the queue (asked for when left out)"),
+        ],
+        "qdequeue -w 30 SVCQ"
     ),
     command!(
         "qdestroy",
@@ -354,7 +616,14 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{-p|-f}] [-y] [queue_name]",
         Queue,
         queue::qdestroy,
-        "Destroys a queue of the open queue space. Refuses while it holds messages (-p purges them first) or while others are attached (-f forces both). Asks for confirmation unless -y is given."
+        "Destroys a queue of the open queue space. Refuses while it holds messages (-p purges them first) or while others are attached (-f forces both). Asks for confirmation unless -y is given.",
+        [
+            ("-p", "purges the queue's messages first"),
+            ("-f", "forces: purges the messages and destroys it even while others are attached"),
+            ("-y", "does not ask for confirmation"),
+            ("queue_name", "the queue (asked for when left out)"),
+        ],
+        "qdestroy -p -y SVCQ"
     ),
     command!(
         "qenqueue",
@@ -364,7 +633,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-p priority] [-t time] [-e exptime|none] [-i corrid] [-r replyqueue] [-f failurequeue] [-d persist|nonpersist] [-q replyqos] [-u urcode] [-T | -b msgid] [-F file] [queue_name [body]]",
         Queue,
         message::qenqueue,
-        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it)."
+        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it).",
+        [
+            ("-p priority", "1 to 100 (default 50)"),
+            (
+                "-t time",
+                "when it becomes available: +seconds from now or an absolute YY[MM[DD[HH[MM[SS]]]]], years 00-37 meaning 2000-2037 and 70-99 1970-1999 (default now)"
+            ),
+            (
+                "-e exptime|none",
+                "when it expires, written like -t; none: never (default: the queue's default expiration)"
+            ),
+            ("-i corrid", "correlation id, at most 32 bytes (\\xx escapes allowed)"),
+            ("-r replyqueue", "the queue a reply should go to"),
+            ("-f failurequeue", "the queue a failure reply should go to"),
+            ("-d persist|nonpersist", "the delivery mode (default: the queue's)"),
+            ("-q replyqos", "the delivery mode of the reply: persist, nonpersist or default"),
+            ("-u urcode", "user return code, a signed 64-bit number (default 0)"),
+            ("-T", "puts it at the top of the queue (the queue must allow top)"),
+            ("-b msgid", "puts it just before this message (the queue must allow msgid)"),
+            ("-F file", "reads the body from this file; - reads standard input (only with -c)"),
+            ("queue_name", "the queue (asked for when left out)"),
+            (
+                "body",
+                "the body, at most 4194304 bytes; else -F, else standard input under -c, else asked for at a terminal"
+            ),
+        ],
+        "qenqueue -p 80 SVCQ 'hello world'"
     ),
     command!(
         "qgrant",
@@ -374,7 +669,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[principal [right[,right] [queue_space_name[/queue_name]]]]",
         Nothing,
         rights::qgrant,
-        "Grants rights to a principal: unix:USER (a local user on the control socket), cert:ID (a client certificate's identity over TLS) or anonymous (plain TCP and HTTP), or a pattern with * such as cert:render-*. Rights are enqueue, dequeue, browse (peek, qlist, qinfo and other listings) and admin (everything else, and all of the above). The scope is a queue space, or one queue of it, either possibly a * pattern; without one the rights hold everywhere. Nobody but the daemon's owner and root holds anything until granted; a pattern never gives anonymous admin. Grants are kept in the device."
+        "Grants rights to a principal: unix:USER (a local user on the control socket), cert:ID (a client certificate's identity over TLS) or anonymous (plain TCP and HTTP), or a pattern with * such as cert:render-*. Rights are enqueue, dequeue, browse (peek, qlist, qinfo and other listings) and admin (everything else, and all of the above). The scope is a queue space, or one queue of it, either possibly a * pattern; without one the rights hold everywhere. Nobody but the daemon's owner and root holds anything until granted; a pattern never gives anonymous admin. Grants are kept in the device.",
+        [
+            (
+                "principal",
+                "unix:USER, cert:ID or anonymous, or a pattern with * such as cert:render-* (asked for when left out)"
+            ),
+            (
+                "right[,right]",
+                "enqueue, dequeue, browse or admin, several separated by commas (asked for when left out)"
+            ),
+            (
+                "queue_space_name[/queue_name]",
+                "where they hold: a queue space or one of its queues, * patterns allowed (default *: everywhere)"
+            ),
+        ],
+        "qgrant unix:batch enqueue,dequeue QSPACE/SVCQ"
     ),
     command!(
         "qinfo",
@@ -384,7 +694,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_name]",
         Queue,
         queue::qinfo,
-        "Shows each queue of the open queue space (or one) with its messages, persistent and non-persistent, and the bytes and blocks they use, then the totals. Verbose mode adds each queue's definition."
+        "Shows each queue of the open queue space (or one) with its messages, persistent and non-persistent, and the bytes and blocks they use, then the totals. Verbose mode adds each queue's definition.",
+        [("queue_name", "only this queue (default: every queue of the open queue space)"),],
+        "qinfo SVCQ"
     ),
     command!(
         "qopen",
@@ -394,7 +706,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_space_name]",
         QueueSpace,
         qspace::qopen,
-        "Opens a queue space for the commands that work on queues and messages, closing any other one this session had open."
+        "Opens a queue space for the commands that work on queues and messages, closing any other one this session had open.",
+        [("queue_space_name", "the queue space (asked for when left out)"),],
+        "qopen QSPACE"
     ),
     command!(
         "qlist",
@@ -404,7 +718,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         msgadmin::qlist,
-        "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code."
+        "Lists the selected messages (qset queue, qscan criteria) in queue order: msgid, priority, retries, length, delivery and reply modes, state, availability and expiration times; verbose mode adds correlation id, enqueue time, origin queue (for the error queue), reply and failure queues, user return code.",
+        [],
+        "qlist"
     ),
     command!(
         "qstat",
@@ -414,7 +730,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[--once] [queue_space_name]",
         QueueSpace,
         stat::qstat,
-        "Shows a queue space live (the open one by default; it must be loaded): per queue the messages and bytes, enqueues and dequeues per second, the oldest message's age, messages waiting for their time (and of those, in a retry delay), held by transactions, the threshold state and the forwarders running. At a terminal it redraws every second until Ctrl-C; piped, with --once or --json it prints one view, rates measured over one second."
+        "Shows a queue space live (the open one by default; it must be loaded): per queue the messages and bytes, enqueues and dequeues per second, the oldest message's age, messages waiting for their time (and of those, in a retry delay), held by transactions, the threshold state and the forwarders running. At a terminal it redraws every second until Ctrl-C; piped, with --once or --json it prints one view, rates measured over one second.",
+        [
+            ("--once", "prints one view, also at a terminal"),
+            ("queue_space_name", "the queue space, which must be loaded (default: the open one)"),
+        ],
+        "qstat --once QSPACE"
     ),
     command!(
         "qwhy",
@@ -424,7 +745,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-m] msgid",
         Nothing,
         why::qwhy,
-        "Tells why a message of the open queue space is not moving, one sentence per reason: held by an open transaction (its number, pid and program), enqueued by one not committed yet, waiting out its retry delay (retry k of n) or its availability time, behind the messages that come before it in its queue's order (and by which sort key), expired, moved to the error queue (from which queue, after how many retries), no forwarder running for its queue (naming the configured ones that would serve it). When nothing holds it back it says that it is next in line. The msgid is written as qlist shows it (\\xx escapes allowed); --json gives each reason as a kind, its sentence and its facts. Needs browse on the message's queue."
+        "Tells why a message of the open queue space is not moving, one sentence per reason: held by an open transaction (its number, pid and program), enqueued by one not committed yet, waiting out its retry delay (retry k of n) or its availability time, behind the messages that come before it in its queue's order (and by which sort key), expired, moved to the error queue (from which queue, after how many retries), no forwarder running for its queue (naming the configured ones that would serve it). When nothing holds it back it says that it is next in line. The msgid is written as qlist shows it (\\xx escapes allowed); --json gives each reason as a kind, its sentence and its facts. Needs browse on the message's queue.",
+        [
+            (
+                "-m",
+                "names the message id with an option, as qdequeue -m does; give it once, either way"
+            ),
+            (
+                "msgid",
+                "the message's id as qlist shows it, \\xx escapes allowed (asked for when left out)"
+            ),
+        ],
+        "qwhy 0000000000000001"
     ),
     command!(
         "qthlog",
@@ -434,7 +766,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_name]",
         Queue,
         automation::qthlog,
-        "Shows the record of threshold commands run for the open queue space (or one queue): when, which limit and usage, the command, how it ended and how long it took; verbose mode adds the first lines it printed."
+        "Shows the record of threshold commands run for the open queue space (or one queue): when, which limit and usage, the command, how it ended and how long it took; verbose mode adds the first lines it printed.",
+        [("queue_name", "only this queue's record (default: every queue of the open queue space)"),],
+        "qthlog SVCQ"
     ),
     command!(
         "qthtest",
@@ -444,7 +778,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-n] [queue_name]",
         Queue,
         automation::qthtest,
-        "Runs a queue's threshold command now, in the environment a real crossing gives it (QMCONFIG, QM_SOCKET, QM_QSPACE, QM_QUEUE, QM_LIMIT, QM_USAGE...), records it like a firing and prints how it went. -n runs the non-persistent limits' command."
+        "Runs a queue's threshold command now, in the environment a real crossing gives it (QMCONFIG, QM_SOCKET, QM_QSPACE, QM_QUEUE, QM_LIMIT, QM_USAGE...), records it like a firing and prints how it went. -n runs the non-persistent limits' command.",
+        [
+            ("-n", "runs the non-persistent limits' command rather than the persistent one"),
+            ("queue_name", "the queue (asked for when left out)"),
+        ],
+        "qthtest SVCQ"
     ),
     command!(
         "qprinttrans",
@@ -454,7 +793,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         msgadmin::qprinttrans,
-        "Lists the transactions the daemon holds open on the open queue space: index, owner, start, time left, enqueues and dequeues."
+        "Lists the transactions the daemon holds open on the open queue space: index, owner, start, time left, enqueues and dequeues.",
+        [],
+        "qprinttrans"
     ),
     command!(
         "qrevoke",
@@ -464,7 +805,22 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[principal [right[,right] [queue_space_name[/queue_name]]]]",
         Nothing,
         rights::qrevoke,
-        "Takes back rights granted with qgrant, naming the principal and the scope exactly as they were granted (qauth shows them). Rights not granted there are refused, and then nothing changes."
+        "Takes back rights granted with qgrant, naming the principal and the scope exactly as they were granted (qauth shows them). Rights not granted there are refused, and then nothing changes.",
+        [
+            (
+                "principal",
+                "the principal exactly as it was granted, pattern included (asked for when left out)"
+            ),
+            (
+                "right[,right]",
+                "enqueue, dequeue, browse or admin, several separated by commas (asked for when left out)"
+            ),
+            (
+                "queue_space_name[/queue_name]",
+                "the scope exactly as it was granted (default *: everywhere)"
+            ),
+        ],
+        "qrevoke unix:batch dequeue QSPACE/SVCQ"
     ),
     command!(
         "qscan",
@@ -474,7 +830,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{ [-t time1[-time2]] [-p priority1[-priority2]] [-m msgid] [-i corrid] [-d delivery_mode] [-e time1[-time2]] | none }]",
         Nothing,
         msgadmin::qscan,
-        "Sets the criteria that select messages for qlist, qdeletemsg and the qchange commands: availability time (-t) and expiration time (-e) ranges as YY[MM[DD[HH[MM[SS]]]]] (a single time covers its whole unit: 2511 is November 2025), priority range (-p), message id (-m), correlation id (-i), delivery mode (-d persist|nonpersist). 'none' clears them; without arguments it prints them."
+        "Sets the criteria that select messages for qlist, qdeletemsg and the qchange commands: availability time (-t) and expiration time (-e) ranges as YY[MM[DD[HH[MM[SS]]]]] (a single time covers its whole unit: 2511 is November 2025), priority range (-p), message id (-m), correlation id (-i), delivery mode (-d persist|nonpersist). 'none' clears them; without arguments it prints them.",
+        [
+            (
+                "-t time1[-time2]",
+                "availability time from time1 to time2, each YY[MM[DD[HH[MM[SS]]]]], years 00-37 meaning 2000-2037 and 70-99 1970-1999; one time covers its whole unit"
+            ),
+            ("-p priority1[-priority2]", "priority from priority1 to priority2, 1 to 100"),
+            ("-m msgid", "this message id (\\xx escapes allowed)"),
+            ("-i corrid", "this correlation id, at most 32 bytes (\\xx escapes allowed)"),
+            ("-d delivery_mode", "persist or nonpersist"),
+            ("-e time1[-time2]", "expiration time from time1 to time2, written like -t"),
+            ("none", "clears the criteria: every message of the queue is selected"),
+        ],
+        "qscan -p 50-100"
     ),
     command!(
         "qset",
@@ -484,7 +853,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_name]",
         Queue,
         msgadmin::qset,
-        "Sets the queue the message commands act on (it must exist in the open queue space); without an argument prints it."
+        "Sets the queue the message commands act on (it must exist in the open queue space); without an argument prints it.",
+        [(
+            "queue_name",
+            "the queue, which must exist in the open queue space; without it, prints the current one"
+        ),],
+        "qset ERRQ"
     ),
     command!(
         "qsize",
@@ -494,7 +868,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-A actions] [-H handles] [-C cursors] [-O owners] [-Q tmp_queues] [-f filter_memory] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [pages [queues [transactions [processes [messages]]]]]",
         Nothing,
         qspace::qsize,
-        "Estimates the daemon memory a queue space of these sizes needs. qm uses no System V semaphores, so their count is always 0."
+        "Estimates the daemon memory a queue space of these sizes needs. qm uses no System V semaphores, so their count is always 0.",
+        [
+            ("-A actions", "accepted for Tuxedo's scripts; not part of the estimate"),
+            ("-H handles", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-C cursors", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-O owners", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-Q tmp_queues", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-f filter_memory", "accepted for Tuxedo's scripts, with no effect in qm"),
+            (
+                "-n nonpersistent_msg_memory[b,B]",
+                "memory for non-persistent messages: N or NB blocks, Nb bytes rounded down to whole pages (default 0)"
+            ),
+            ("-o overflow_memory", "accepted for Tuxedo's scripts; not part of the estimate"),
+            ("pages", "the queue space's size in pages (asked for when left out)"),
+            ("queues", "queues, 1 to 65535 (asked for when left out)"),
+            ("transactions", "concurrent transactions, 1 to 65535 (asked for when left out)"),
+            ("processes", "concurrent processes, 1 to 65535 (asked for when left out)"),
+            ("messages", "messages held at once, 1 to 1073741824 (asked for when left out)"),
+        ],
+        "qsize 5000 10 20 20 10000"
     ),
     command!(
         "qspacechange",
@@ -504,7 +897,44 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-A actions] [-H handles] [-C cursors] [-O owners] [-Q tmp_queues] [-f filter_memory] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [queue_space_name [ipckey [trans [procs [messages [errorq [inityn [blocking]]]]]]]]",
         QueueSpace,
         qspace::qspacechange,
-        "Changes a queue space's parameters (not its size or number of queues: see qaddext). Prompts offer the current values as defaults. The queue space must be inactive: your own qopen is closed, others must detach first; its non-persistent messages are lost."
+        "Changes a queue space's parameters (not its size or number of queues: see qaddext). Prompts offer the current values as defaults. The queue space must be inactive: your own qopen is closed, others must detach first; its non-persistent messages are lost.",
+        [
+            (
+                "-A actions",
+                "waiting dequeues allowed beyond one per process, 0 to 65535 (unchanged when left out)"
+            ),
+            ("-H handles", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-C cursors", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-O owners", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-Q tmp_queues", "accepted for Tuxedo's scripts, with no effect in qm"),
+            ("-f filter_memory", "accepted for Tuxedo's scripts, with no effect in qm"),
+            (
+                "-n nonpersistent_msg_memory[b,B]",
+                "memory for non-persistent messages: N or NB blocks, Nb bytes rounded down to whole pages (unchanged when left out)"
+            ),
+            (
+                "-o overflow_memory",
+                "overflow memory in bytes, kept and shown by qspacelist, with no other effect (unchanged when left out)"
+            ),
+            ("queue_space_name", "the queue space to change (asked for when left out)"),
+            (
+                "ipckey",
+                "32769 to 262143, used by no other queue space (default: the current value)"
+            ),
+            ("trans", "concurrent transactions, 1 to 65535 (default: the current value)"),
+            ("procs", "concurrent processes, 1 to 65535 (default: the current value)"),
+            ("messages", "messages held at once, 1 to 1073741824 (default: the current value)"),
+            (
+                "errorq",
+                "the queue that receives messages out of retries; '' for none, then they are dropped (default: the current value)"
+            ),
+            ("inityn", "y takes now the disk the pages may need (default n)"),
+            (
+                "blocking",
+                "Tuxedo's blocking factor in pages, 1 to 4096 (default: the current value): kept and shown, with no other effect"
+            ),
+        ],
+        "qspacechange QSPACE 62063 40 40 20000 ERRQ n 16"
     ),
     command!(
         "qspacecreate",
@@ -514,7 +944,47 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-A actions] [-n nonpersistent_msg_memory[b,B]] [-o overflow_memory] [queue_space_name [ipckey [pages [queues [trans [procs [messages [errorq [inityn [blocking]]]]]]]]]]",
         QueueSpace,
         qspace::qspacecreate,
-        "Creates a queue space of PAGES pages (rounded down to a multiple of 4) taken first-fit from the device list's free space; it needs one page plus one per queue for itself. IPCKEY is 32769 to 262143 and unique. ERRORQ names the queue that receives messages out of retries (create it with qcreate). INITYN y takes now the disk the pages may need over their life, so a disk too small is refused at creation. -n sets memory for non-persistent messages (blocks, or bytes with b), -A extra waiting dequeues."
+        "Creates a queue space of PAGES pages (rounded down to a multiple of 4) taken first-fit from the device list's free space; it needs one page plus one per queue for itself. IPCKEY is 32769 to 262143 and unique. ERRORQ names the queue that receives messages out of retries (create it with qcreate). INITYN y takes now the disk the pages may need over their life, so a disk too small is refused at creation. -n sets memory for non-persistent messages (blocks, or bytes with b), -A extra waiting dequeues.",
+        [
+            (
+                "-A actions",
+                "waiting dequeues allowed beyond one per process, 0 to 65535 (default 0)"
+            ),
+            (
+                "-n nonpersistent_msg_memory[b,B]",
+                "memory for non-persistent messages: N or NB blocks, Nb bytes rounded down to whole pages (default 0: non-persistent enqueues are refused)"
+            ),
+            (
+                "-o overflow_memory",
+                "overflow memory in bytes, kept and shown by qspacelist, with no other effect (default 0)"
+            ),
+            (
+                "queue_space_name",
+                "the new queue space's name, at most 15 characters (asked for when left out)"
+            ),
+            ("ipckey", "32769 to 262143, used by no other queue space (asked for when left out)"),
+            (
+                "pages",
+                "its size, rounded down to a multiple of 4; at least one page plus one per queue (asked for when left out)"
+            ),
+            ("queues", "how many queues it may hold, 1 to 65535 (asked for when left out)"),
+            ("trans", "concurrent transactions, 1 to 65535 (asked for when left out)"),
+            ("procs", "concurrent processes, 1 to 65535 (asked for when left out)"),
+            ("messages", "messages held at once, 1 to 1073741824 (asked for when left out)"),
+            (
+                "errorq",
+                "the queue that receives messages out of retries (default none: they are dropped)"
+            ),
+            (
+                "inityn",
+                "y takes now the disk the pages may need, so a disk too small is refused at once (default n)"
+            ),
+            (
+                "blocking",
+                "Tuxedo's blocking factor in pages, 1 to 4096 (default 16): kept and shown by qspacelist, with no other effect"
+            ),
+        ],
+        "qspacecreate QSPACE 62062 5000 10 20 20 10000 ERRQ y 16"
     ),
     command!(
         "qspacedestroy",
@@ -524,7 +994,13 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[-f] [-y] [queue_space_name]",
         QueueSpace,
         qspace::qspacedestroy,
-        "Destroys a queue space and its extents. Refuses while it holds messages or others are attached, unless -f is given. Asks for confirmation unless -y is given."
+        "Destroys a queue space and its extents. Refuses while it holds messages or others are attached, unless -f is given. Asks for confirmation unless -y is given.",
+        [
+            ("-f", "destroys it even while it holds messages or others are attached"),
+            ("-y", "does not ask for confirmation"),
+            ("queue_space_name", "the queue space (asked for when left out)"),
+        ],
+        "qspacedestroy -y QSPACE"
     ),
     command!(
         "qspacelist",
@@ -534,7 +1010,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[queue_space_name]",
         QueueSpace,
         qspace::qspacelist,
-        "Shows a queue space's parameters, extents and memory (the open one when the answer is empty)."
+        "Shows a queue space's parameters, extents and memory (the open one when the answer is empty).",
+        [(
+            "queue_space_name",
+            "the queue space; an empty answer means the open one (asked for when left out)"
+        ),],
+        "qspacelist QSPACE"
     ),
     command!(
         "quit",
@@ -544,7 +1025,9 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         general::quit,
-        "Leaves qmadmin. End of input does the same. A transaction still open is rolled back with a warning and the exit status is 1; at a terminal qmadmin asks first."
+        "Leaves qmadmin. End of input does the same. A transaction still open is rolled back with a warning and the exit status is 1; at a terminal qmadmin asks first.",
+        [],
+        "quit"
     ),
     command!(
         "shutdown",
@@ -554,7 +1037,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "{-i srvid | -q queue_name}",
         Nothing,
         automation::shutdown,
-        "Stops a forwarder (-i) or every forwarder of a queue (-q) once it has finished its current message."
+        "Stops a forwarder (-i) or every forwarder of a queue (-q) once it has finished its current message.",
+        [
+            ("-i srvid", "the forwarder with this server id (give either -i or -q)"),
+            ("-q queue_name", "every forwarder of this queue (give either -i or -q)"),
+        ],
+        "shutdown -q SVCQ"
     ),
     command!(
         "verbose",
@@ -564,7 +1052,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{off|on}]",
         Nothing,
         general::verbose,
-        "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, qspacecreate progress dots. Without an argument, toggles."
+        "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, qspacecreate progress dots. Without an argument, toggles.",
+        [(
+            "off|on",
+            "turns verbose mode on or off; without it verbose mode toggles (it starts off)"
+        ),],
+        "verbose on"
     ),
     command!(
         "whoami",
@@ -574,11 +1067,107 @@ pub static COMMANDS: &[CommandSpec] = &[
         "",
         Nothing,
         rights::whoami,
-        "Shows the principal this session speaks for, as the daemon sees it (unix:USER on the control socket, cert:ID over TLS, anonymous over plain TCP), and the face it came through."
+        "Shows the principal this session speaks for, as the daemon sees it (unix:USER on the control socket, cert:ID over TLS, anonymous over plain TCP), and the face it came through.",
+        [],
+        "whoami"
     ),
 ];
 
 /// Finds a command by full name or abbreviation.
 pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| c.name == name || c.abbrev == Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::{Line, parse_line};
+
+    /// `token` without the brackets and braces that open or close groups around it (those
+    /// that belong to it, as in `time1[-time2]`, stay); and whether a group closed after it.
+    fn unwrapped(token: &str) -> (&str, bool) {
+        let mut t = token.trim_start_matches(['[', '{']);
+        let before = t.len();
+        let unbalanced = |t: &str, open: char, close: char| {
+            t.ends_with(close) && t.matches(close).count() > t.matches(open).count()
+        };
+        while unbalanced(t, '[', ']') || unbalanced(t, '{', '}') {
+            t = &t[..t.len() - 1];
+        }
+        (t, t.len() < before)
+    }
+
+    /// The options and operands a syntax line names, in its order: `-x value` for an option
+    /// that takes one, `-x` or `--once` for one that does not, and each operand word.
+    fn syntax_items(spec: &CommandSpec) -> Vec<String> {
+        let takes_value = |letter: &str| spec.options.contains(&format!("{letter}:"));
+        let mut items = Vec::new();
+        let mut tokens = spec.syntax.split_whitespace().map(unwrapped);
+        while let Some((token, closed)) = tokens.next() {
+            if token.is_empty() || token == "|" {
+                continue;
+            }
+            if token.starts_with("--") || !token.starts_with('-') {
+                items.push(token.to_string());
+                continue;
+            }
+            for option in token.split('|') {
+                if !closed && takes_value(&option[1..]) {
+                    let (value, _) = tokens.next().expect("an option's value in the syntax");
+                    items.push(format!("{option} {value}"));
+                } else {
+                    items.push(option.to_string());
+                }
+            }
+        }
+        items
+    }
+
+    /// Every option and operand of a command's syntax has one list entry, in the syntax's
+    /// order, and every option getopt takes is in the syntax.
+    #[test]
+    fn every_option_and_operand_is_explained() {
+        for spec in COMMANDS {
+            let named: Vec<&str> = spec.arguments.iter().map(|(name, _)| *name).collect();
+            assert_eq!(named, syntax_items(spec), "{}: list and syntax differ", spec.name);
+            for letter in spec.options.chars().filter(|&c| c != ':') {
+                let option = format!("-{letter}");
+                assert!(
+                    named.iter().any(|n| n.split(' ').next() == Some(&option)),
+                    "{}: {option} is not explained",
+                    spec.name
+                );
+            }
+            for (name, meaning) in spec.arguments {
+                assert!(!meaning.is_empty() && !meaning.ends_with('.'), "{}: {name}", spec.name);
+            }
+        }
+    }
+
+    /// Every example is a line the shell would run: the grammar reads it as the command it
+    /// illustrates, and that command's options and argument count accept it.
+    #[test]
+    fn every_example_runs_as_its_command() {
+        for spec in COMMANDS {
+            let Ok(Line::Command { name, args }) = parse_line(spec.example) else {
+                panic!("{}: example {:?} is not a command line", spec.name, spec.example);
+            };
+            match crate::repl::prepare(&name, &args) {
+                Ok((run, _)) => assert_eq!(run.name, spec.name, "example {:?}", spec.example),
+                Err(why) => panic!("{}: example {:?}: {why}", spec.name, spec.example),
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_items_read_groups_and_values() {
+        let items = |name| syntax_items(lookup(name).unwrap());
+        assert_eq!(items("qwhy"), ["-m", "msgid"]);
+        assert_eq!(items("shutdown"), ["-i srvid", "-q queue_name"]);
+        assert_eq!(items("qdestroy"), ["-p", "-f", "-y", "queue_name"]);
+        assert_eq!(items("qscan")[0], "-t time1[-time2]");
+        assert_eq!(items("qscan").last().unwrap(), "none");
+        assert_eq!(items("qgrant")[2], "queue_space_name[/queue_name]");
+        assert_eq!(items("qstat"), ["--once", "queue_space_name"]);
+    }
 }

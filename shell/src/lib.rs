@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! * [`grammar`]: the nom parser for one input line and for `-c` scripts.
-//! * [`catalog`]: the command table; [`commands`]: the commands, one module per family.
+//! * [`catalog`]: the command table; [`commands`]: the commands, one module per family;
+//!   [`manual`]: how `help` explains one.
 //! * [`shell`]: the running shell: daemon calls, prompting, output.
 //! * [`repl`]: the command loop; [`input`]: terminal (rustyline) or stream input;
 //!   [`complete`]: completion and hints.
@@ -20,6 +21,7 @@ pub mod getopt;
 pub mod grammar;
 pub mod input;
 pub mod interrupt;
+pub mod manual;
 pub mod options;
 pub mod pager;
 pub mod render;

@@ -25,27 +25,35 @@ fn error(text: &str) {
     eprintln!("ERROR: {}", qm_common::error::shown_lines(text));
 }
 
-/// Runs a parsed command.
-fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
+/// The command a parsed line names, with its arguments read against its options: what a
+/// line must pass before anything runs.
+pub fn prepare(
+    name: &str,
+    words: &[String],
+) -> Result<(&'static crate::catalog::CommandSpec, getopt::Args), String> {
     let Some(spec) = lookup(name) else {
         if name.is_empty() {
-            error("Command name is empty: a line cannot start with '' or \"\"");
-        } else {
-            error(&format!("Command {name} not found"));
+            return Err("Command name is empty: a line cannot start with '' or \"\"".into());
         }
-        return Flow::Failed;
+        return Err(format!("Command {name} not found"));
     };
-    let args = match getopt::parse(&words, spec.options) {
-        Ok(a) => a,
+    let args = getopt::parse(words, spec.options)
+        .map_err(|why| format!("Syntax - {} ({why})", spec.usage()))?;
+    if args.positionals.len() > spec.max_args {
+        return Err(format!("Syntax - {} (too many arguments)", spec.usage()));
+    }
+    Ok((spec, args))
+}
+
+/// Runs a parsed command.
+fn execute(sh: &mut Shell, name: &str, words: Vec<String>) -> Flow {
+    let (spec, args) = match prepare(name, &words) {
+        Ok(prepared) => prepared,
         Err(why) => {
-            error(&format!("Syntax - {} ({why})", spec.usage()));
+            error(&why);
             return Flow::Failed;
         }
     };
-    if args.positionals.len() > spec.max_args {
-        error(&format!("Syntax - {} (too many arguments)", spec.usage()));
-        return Flow::Failed;
-    }
     if spec.name == "quit" {
         return Flow::Quit;
     }

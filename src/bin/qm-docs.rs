@@ -1,5 +1,6 @@
 //! `qm-docs`: manual pages and shell completions for `qmd` and `qmadmin`, generated from
-//! their command-line definitions, so they never disagree with `--help`.
+//! their command-line definitions, so they never disagree with `--help`; qmadmin's page also
+//! explains its commands from its command table, as `help CMD` does.
 //!
 //! ```sh
 //! qm-docs install ~/.local        # man1 pages and bash, zsh and fish completions
@@ -9,6 +10,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
+use roff::{Roff, bold, italic, roman};
 use std::path::{Path, PathBuf};
 
 /// qm-docs: writes the manual pages and shell completions of qmd and qmadmin.
@@ -71,8 +73,50 @@ fn completion_file(prefix: &Path, shell: Shell, program: &str) -> Option<PathBuf
     }
 }
 
+/// A program's manual page: clap's sections; for qmadmin, its commands from the command table
+/// before the examples.
 fn man(program: Program, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(program.command()).render(out)
+    let man = clap_mangen::Man::new(program.command());
+    if let Program::Qmd = program {
+        return man.render(out);
+    }
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    commands_section().to_writer(out)?;
+    man.render_extra_section(out)?;
+    man.render_version_section(out)
+}
+
+/// COMMANDS: each qmadmin command as `help CMD` explains it: usage, explanation, options and
+/// arguments, example.
+fn commands_section() -> Roff {
+    let mut roff = Roff::new();
+    roff.control("SH", ["COMMANDS"]);
+    roff.text([roman(
+        "The commands qmadmin reads, with their abbreviations in parentheses; at its prompt, \
+         help COMMAND shows the same.",
+    )]);
+    for spec in qm_shell::catalog::COMMANDS {
+        roff.control("TP", []).text([bold(spec.usage())]).text([roman(spec.help)]);
+        let (options, operands) = spec.option_and_operand_entries();
+        for (title, list) in [("Options:", options), ("Arguments:", operands)] {
+            if list.is_empty() {
+                continue;
+            }
+            roff.control("RS", []).control("PP", []).text([italic(title)]);
+            for (name, meaning) in list {
+                roff.control("TP", []).text([bold(name)]).text([roman(meaning)]);
+            }
+            roff.control("RE", []);
+        }
+        roff.control("RS", []).control("PP", []).text([italic("Example:")]);
+        roff.control("RS", []).control("PP", []).text([bold(spec.example)]);
+        roff.control("RE", []).control("RE", []);
+    }
+    roff
 }
 
 fn completions(shell: Shell, program: Program, out: &mut dyn std::io::Write) {

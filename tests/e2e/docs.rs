@@ -24,6 +24,14 @@ fn install_writes_man_pages_and_completions() {
     assert!(qmd.contains("53000"), "the man page lacks the examples");
     let qmadmin = read("share/man/man1/qmadmin.1");
     assert!(qmadmin.contains("\\-\\-connect\\-file"), "{qmadmin}");
+    // Every command as `help` explains it: usage, options and arguments, example.
+    assert!(qmadmin.contains(".SH COMMANDS"), "{qmadmin}");
+    for spec in qm_shell::catalog::COMMANDS {
+        let roff = spec.example.replace('-', "\\-").replace('\'', "\\*(Aq");
+        let example = format!("\\fB{roff}\\fR");
+        assert!(qmadmin.contains(&example), "the man page lacks {example}");
+    }
+    assert!(qmadmin.contains("\\fB\\-n nonpersistent_msg_memory[b,B]\\fR\nmemory for non"));
     for (path, option) in [
         ("share/bash-completion/completions/qmadmin", "--connect-file"),
         ("share/bash-completion/completions/qmd", "--socket-mode"),

@@ -5,6 +5,76 @@ use crate::support::Env;
 use qm_common::device::DeviceListing;
 use qm_common::queue::QueueListing;
 
+/// `help CMD` piped: the usage line, the explanation, then each option and argument on one
+/// line of its own with its meaning, then an example that really runs. `--json` gives the
+/// same list and example; `help all` has every command's example.
+#[test]
+fn help_lists_options_and_an_example() {
+    let env = Env::new();
+    let spec = qm_shell::catalog::lookup("qspacecreate").unwrap();
+    let run = env.c("help qspacecreate");
+    run.ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], spec.usage());
+    assert!(lines[1].starts_with("    Creates a queue space of PAGES pages"), "{}", run.stdout);
+    assert_eq!(lines[2], "    Options:");
+    let listed = |name: &str, meaning: &str| {
+        lines.iter().any(|l| {
+            l.strip_prefix("      ")
+                .and_then(|l| l.strip_prefix(name))
+                .is_some_and(|rest| rest.starts_with("  ") && rest.trim_start() == meaning)
+        })
+    };
+    for (name, meaning) in spec.arguments {
+        assert!(listed(name, meaning), "{name} is not one line of its own:\n{}", run.stdout);
+    }
+    assert!(listed(
+        "-n nonpersistent_msg_memory[b,B]",
+        "memory for non-persistent messages: N or NB blocks, Nb bytes rounded down to whole pages (default 0: non-persistent enqueues are refused)"
+    ));
+    assert!(listed(
+        "blocking",
+        "Tuxedo's blocking factor in pages, 1 to 4096 (default 16): kept and shown by qspacelist, with no other effect"
+    ));
+    let arguments = lines.iter().position(|l| *l == "    Arguments:").expect("an argument list");
+    assert!(lines[arguments + 1].starts_with("      queue_space_name  "), "{}", run.stdout);
+    let example = lines.iter().position(|l| *l == "    Example:").expect("an example");
+    assert_eq!(lines.len(), example + 2, "the example ends the help: {}", run.stdout);
+    let line = lines[example + 1].strip_prefix("      ").expect("the example, indented");
+    assert_eq!(line, "qspacecreate QSPACE 62062 5000 10 20 20 10000 ERRQ y 16");
+    // The example is a real command line.
+    env.c(&format!("crdl {} 0 6000; {line}", env.dev())).ok();
+    let run = env.c("qspl QSPACE --json");
+    let info: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(info["params"]["ipc_key"], 62062);
+
+    let run = env.c("help --json qspc");
+    let help: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(help["example"], line);
+    let options = help["options"].as_array().expect("options");
+    assert_eq!(options.len(), spec.arguments.len());
+    assert_eq!(options[0]["name"], "-A actions");
+    assert_eq!(options[0]["meaning"], spec.arguments[0].1);
+    assert_eq!(options.last().unwrap()["name"], "blocking");
+    // A command without options or arguments has an empty list and still an example.
+    let run = env.c("help --json abort");
+    let help: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(
+        (help["options"].as_array().map(Vec::len), &help["example"]),
+        (Some(0), &"abort".into())
+    );
+    env.c("help abort")
+        .ok()
+        .stdout_lacks("Options:")
+        .stdout_lacks("Arguments:")
+        .stdout_has("    Example:\n      abort\n");
+
+    let all = env.c("help all");
+    for spec in qm_shell::catalog::COMMANDS {
+        all.stdout_has(&format!("    Example:\n      {}\n", spec.example));
+    }
+}
+
 /// `# comments` are ignored; `!cmd` runs a shell command and `!!` repeats it.
 #[test]
 fn comments_and_shell_escapes() {

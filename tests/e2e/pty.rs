@@ -632,6 +632,50 @@ fn help_wraps_at_words_to_the_terminal() {
     assert_eq!(repl.exit_status(), 0);
 }
 
+/// `help CMD` at a terminal 60 columns wide: the usage line, the explanation and the list of
+/// options and arguments, whose meanings wrap at words under a hanging indent (a name too
+/// long for the name column stands alone above its meaning), then the example. Only the usage
+/// line and the example, command lines, are left whole.
+#[test]
+fn help_lists_options_and_an_example_at_the_terminal() {
+    let env = env_with_device();
+    let spec = qm_shell::catalog::lookup("qspacecreate").unwrap();
+    let mut repl = Repl::start_with_width(&env, 60);
+    let out = repl.run("help qspacecreate", &["Example:", spec.example]);
+    let lines = visible_lines(&out);
+    let at = |text: &str| {
+        lines.iter().position(|l| l == text).unwrap_or_else(|| panic!("no line {text:?}: {out}"))
+    };
+    let (usage, options, arguments, example) =
+        (at(&spec.usage()), at("    Options:"), at("    Arguments:"), at("    Example:"));
+    assert!(usage < options && options < arguments && arguments < example, "{out}");
+    assert_eq!(lines[example + 1], format!("      {}", spec.example));
+    for line in &lines[usage + 1..example] {
+        assert!(line.chars().count() <= 60, "wider than the terminal: {line:?}");
+    }
+    // Where the meanings start: after the first option's name.
+    let (name, meaning) = spec.arguments[0];
+    let first = lines.iter().find(|l| l.starts_with(&format!("      {name} "))).unwrap();
+    let hang = first.find(meaning.split(' ').next().unwrap()).unwrap();
+    // Each entry's words, in order, none cut, continuation lines under the meaning.
+    for (name, meaning) in spec.arguments {
+        let start = lines[options..].iter().position(|l| l.starts_with(&format!("      {name}")));
+        let start = options + start.unwrap_or_else(|| panic!("{name} is not listed: {out}"));
+        let continued = lines[start + 1..].iter().take_while(|l| {
+            l.len() > hang && l[..hang].trim().is_empty() && !l[hang..].starts_with(' ')
+        });
+        let mut words: Vec<&str> =
+            lines[start]["      ".len() + name.len()..].split_whitespace().collect();
+        words.extend(continued.flat_map(|l| l.split_whitespace()));
+        assert_eq!(words.join(" "), *meaning, "{name}: {out}");
+    }
+    let long = at("      -n nonpersistent_msg_memory[b,B]");
+    assert!(lines[long + 1].starts_with(&format!("{:hang$}memory for", "")), "{out}");
+    assert!(lines[long + 2].starts_with(&" ".repeat(hang)), "not wrapped: {out}");
+    repl.answer("quit", &[]);
+    assert_eq!(repl.exit_status(), 0);
+}
+
 /// What a person sees of `text` on the terminal: no carriage returns, no escape sequences.
 fn visible_lines(text: &str) -> Vec<String> {
     let mut plain = String::new();

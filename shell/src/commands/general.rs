@@ -45,16 +45,9 @@ pub fn quit(_sh: &mut Shell, _args: Args) -> CmdResult {
     Ok(())
 }
 
-fn describe(spec: &crate::catalog::CommandSpec) -> String {
-    format!("{}\n{}\n", spec.usage(), indented(spec.help))
-}
-
-/// A help paragraph, indented; at a terminal wrapped at word boundaries to its width (piped,
-/// one line, as scripts that search help text know it).
+/// A line form's explanation, wrapped as a command's is.
 fn indented(text: &str) -> String {
-    let Some(width) = crate::render::terminal_width() else { return format!("    {text}") };
-    let wrapped = tabled::settings::width::Wrap::wrap(text, width.saturating_sub(5).max(20), true);
-    wrapped.lines().map(|l| format!("    {}", l.trim_end())).collect::<Vec<_>>().join("\n")
+    crate::manual::paragraph(text, render::terminal_width())
 }
 
 /// Lines that are not commands, for `help !`, `help !!`, `help #` and `help all`.
@@ -82,22 +75,43 @@ struct HelpEntry<'a> {
     /// Left out of the plain `help` list, as in its text.
     #[serde(skip_serializing_if = "Option::is_none")]
     help: Option<&'a str>,
+    /// A command's options and arguments, when explained (line forms have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<Vec<OptionEntry<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    example: Option<&'a str>,
+}
+
+/// One option or argument of a command, as `help` lists it.
+#[derive(serde::Serialize)]
+struct OptionEntry<'a> {
+    name: &'a str,
+    meaning: &'a str,
 }
 
 impl<'a> HelpEntry<'a> {
     fn command(spec: &'a crate::catalog::CommandSpec, explained: bool) -> Self {
-        let help = explained.then_some(spec.help);
+        let options = spec.arguments.iter().map(|&(name, meaning)| OptionEntry { name, meaning });
         HelpEntry {
             name: spec.name,
             abbreviation: spec.abbrev,
-            usage: spec.usage().trim_end().to_string(),
-            help,
+            usage: spec.usage(),
+            help: explained.then_some(spec.help),
+            options: explained.then(|| options.collect()),
+            example: explained.then_some(spec.example),
         }
     }
 
     fn line_form((usage, text): &'a (&'a str, &'a str)) -> Self {
         let name = usage.split_whitespace().next().unwrap_or(usage);
-        HelpEntry { name, abbreviation: None, usage: usage.to_string(), help: Some(text) }
+        HelpEntry {
+            name,
+            abbreviation: None,
+            usage: usage.to_string(),
+            help: Some(text),
+            options: None,
+            example: None,
+        }
     }
 }
 
@@ -147,7 +161,7 @@ pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
             out + "  ! shellcommand, !! (repeat it), # comment, <CR> (repeat the last command; terminal only)\n"
         }
         Some("all") => {
-            let mut all: Vec<String> = COMMANDS.iter().map(describe).collect();
+            let mut all: Vec<String> = COMMANDS.iter().map(crate::manual::describe).collect();
             all.extend(
                 LINE_FORMS.iter().map(|(usage, text)| format!("{usage}\n{}\n", indented(text))),
             );
@@ -160,7 +174,7 @@ pub fn help(sh: &mut Shell, args: Args) -> CmdResult {
             format!("{usage}\n{}\n", indented(text))
         }
         Some(name) => match lookup(name) {
-            Some(spec) => describe(spec),
+            Some(spec) => crate::manual::describe(spec),
             None => return Err(format!("Command {name} not found")),
         },
     };
