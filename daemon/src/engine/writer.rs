@@ -30,6 +30,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+/// After a group, the writer looks for the next job this long before it sleeps: at one
+/// client the next request comes about a round trip later, and waking a sleeping thread on
+/// this kind of machine costs a sizeable share of a flush (BENCHMARKS.md).
+const SPIN: Duration = Duration::from_micros(150);
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
 /// A checkpoint is taken once the journal holds this many bytes of records...
@@ -121,7 +125,7 @@ impl Writer {
 fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
     let mut log = FailureLog::default();
     loop {
-        let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+        let first = match spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 checkpoint_if(file, 1);
@@ -168,6 +172,18 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>) {
         checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
     }
     checkpoint_if(file, 1);
+}
+
+/// The next job, if one comes within [`SPIN`].
+fn spin(rx: &mpsc::Receiver<Job>) -> Option<Job> {
+    let until = std::time::Instant::now() + SPIN;
+    while std::time::Instant::now() < until {
+        if let Ok(job) = rx.try_recv() {
+            return Some(job);
+        }
+        std::hint::spin_loop();
+    }
+    None
 }
 
 /// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
