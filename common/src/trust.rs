@@ -305,21 +305,24 @@ const INTERPRETERS: &[&str] =
     &["sh", "bash", "dash", "ksh", "zsh", "python", "python3", "perl", "ruby", "node", "env"];
 
 /// The files a shell command (`sh -c COMMAND`, run in `cwd`) executes that a path names: its
-/// first word, and the script an interpreter is given. Words without a `/` are found on
-/// `PATH`, which is the system's business.
+/// first word when it has a `/` (a bare program name is found on `PATH`, which is the
+/// system's business), and the script an interpreter is given, with or without a `/`:
+/// `sh job.sh` runs the `job.sh` of the working directory. (`env` finds its program on
+/// `PATH`, so a bare name after it is not a file here.)
 fn command_files(command: &str, cwd: Option<&Path>) -> Vec<std::path::PathBuf> {
     let mut words = command.split_whitespace().map(|w| w.trim_matches(['\'', '"']));
     let Some(program) = words.next() else { return Vec::new() };
-    let mut named = vec![program];
+    let mut named: Vec<&str> = Some(program).filter(|p| p.contains('/')).into_iter().collect();
     let base = program.rsplit('/').next().unwrap_or(program);
     if INTERPRETERS.contains(&base) {
-        named.extend(words.find(|w| !w.starts_with('-') && !w.contains('=')));
+        let script = words.find(|w| !w.starts_with('-') && !w.contains('='));
+        named.extend(script.filter(|w| base != "env" || w.contains('/')));
     }
     let resolve = |w: &str| match cwd {
         Some(dir) if !w.starts_with('/') => dir.join(w.trim_start_matches("./")),
         _ => Path::new(w).to_path_buf(),
     };
-    named.into_iter().filter(|w| w.contains('/')).map(resolve).collect()
+    named.into_iter().map(resolve).collect()
 }
 
 /// Refuses a command whose program or script (see [`command_files`]) another user could
@@ -412,6 +415,10 @@ mod tests {
             files("/usr/bin/python3 -u /srv/a.py"),
             [Path::new("/usr/bin/python3"), Path::new("/srv/a.py")]
         );
+        assert_eq!(files("sh worker.sh"), [Path::new("/dev/qm/worker.sh")]);
+        assert_eq!(files("bash -x job"), [Path::new("/dev/qm/job")]);
+        assert!(files("env python3 -u x.py").is_empty());
+        assert_eq!(files("env ./x.py"), [Path::new("/dev/qm/x.py")]);
         assert!(files("mail -s subject ops </dev/null").is_empty());
         assert!(files("").is_empty());
     }

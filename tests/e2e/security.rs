@@ -659,4 +659,19 @@ fn programs_others_may_change_are_not_run() {
     chmod(&svc, 0o700);
     env.c("daemon reload").ok();
     assert!(!env.path("svc-ran").exists());
+
+    // A bare script name is the working directory's file as well (`sh svc.sh`).
+    write_config(
+        &env,
+        "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n\
+         [service.SVC]\ncommand = \"sh svc.sh\"\n",
+    );
+    chmod(&env.path("QUE.toml"), 0o644);
+    chmod(&svc, 0o777);
+    env.c("daemon reload").failed().stderr_has(&format!(
+        "service SVC: refusing program {}: its mode 0777 lets",
+        svc.display()
+    ));
+    chmod(&svc, 0o700);
+    env.c("daemon reload").ok();
 }
