@@ -1,6 +1,7 @@
 //! Benchmark of durable enqueue+dequeue through the real daemon and the real socket.
 //!
-//! Run with `cargo run --release --example bench` (add `-- --quick` for a short run). A daemon
+//! Run with `cargo run --release --example bench` (add `-- --quick` for a short run, or
+//! `-- --deep N` to queue N messages instead of 1,000,000 for the second half). A daemon
 //! runs in this process on its own runtime, serving a device in a temporary directory on the
 //! same disk as `/tmp`; clients connect over its Unix socket, each on its own connection.
 //! Every enqueue and every dequeue is its own durable transaction (one fsync per batch of
@@ -94,8 +95,15 @@ fn report(label: &str, setup: &Setup, rt: &tokio::runtime::Runtime, secs: f64, l
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let (secs, lat_n, deep) = if quick { (1.5, 500, 100_000) } else { (5.0, 3000, 1_000_000) };
+    // `--deep N`: how many messages are queued for the second half (10,000,000 for issue 11).
+    let deep = args
+        .windows(2)
+        .find(|w| w[0] == "--deep")
+        .map(|w| w[1].parse::<usize>().expect("--deep N: a number of messages"))
+        .unwrap_or(deep);
     let dir = tempfile::Builder::new()
         .prefix("qm-bench-")
         .tempdir_in(std::env::temp_dir())
