@@ -110,6 +110,9 @@ pub async fn handle(
     sd: &mut SessionData,
     request: Request,
 ) -> QmResult<Reply> {
+    // A dequeue that waits for a message is not work in hand while it waits.
+    let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+    let _busy = (!waits).then(crate::engine::writer::Busy::enter);
     if !daemon.rights.always_admin(&sd.peer.principal) {
         // The queue space a request that names none works on.
         let space = match &sd.txn {

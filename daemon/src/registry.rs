@@ -66,12 +66,16 @@ impl Registry {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let entry =
             SessionEntry { id, pid, principal, face, program, kind, since: now, open: None };
-        self.lock().insert(id, entry);
+        if self.lock().insert(id, entry).is_none() {
+            crate::engine::writer::session_opened();
+        }
         id
     }
 
     pub fn unregister(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            crate::engine::writer::session_closed();
+        }
     }
 
     pub fn count(&self) -> usize {

@@ -131,7 +131,6 @@ pub async fn serve<R: AsyncRead + Half, W: AsyncWrite + Half>(
         session: id,
     };
     let mut sd = SessionData::new(pid, hello.program.clone(), peer);
-    let _open = crate::engine::writer::Busy::session();
     if conn.write_frame(&Response::Welcome(welcome)).await.is_ok() {
         requests(&daemon, id, &mut conn, &mut sd).await;
     }
@@ -181,7 +180,6 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
         };
         if matches!(request, Request::Data(_) | Request::Message(_)) {
             let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
-            let _busy = crate::engine::writer::Busy::enter();
             let result = if waits {
                 // A client that goes away while waiting must not be handed a message.
                 let (gone_tx, gone_rx) = tokio::sync::watch::channel(false);

@@ -100,33 +100,37 @@ const WATCH: Duration = Duration::from_micros(400);
 
 /// Data requests being handled now, by every session of the daemon (see [`Busy`]).
 static BUSY: AtomicUsize = AtomicUsize::new(0);
-/// Sessions open now (see [`Busy::session`]).
+/// Sessions open now, of every face and forwarders' (kept by the session registry).
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
 /// Above this many sessions, no task watches for its answer: the processor time it would
 /// burn is then wanted by the others (measured: 64 clients lose a quarter when tasks watch).
 const WATCH_SESSIONS: usize = 4;
 
-/// A data request in hand, or (from [`Busy::session`]) an open session: while more than
-/// one request is in hand, or more than a few sessions are open, no task watches for its
-/// answer.
-pub struct Busy(&'static AtomicUsize);
+/// A data request in hand: while more than one is, or more than a few sessions are open,
+/// no task watches for its answer.
+pub struct Busy(());
 
 impl Busy {
     pub fn enter() -> Busy {
         BUSY.fetch_add(1, Ordering::Relaxed);
-        Busy(&BUSY)
-    }
-
-    pub fn session() -> Busy {
-        SESSIONS.fetch_add(1, Ordering::Relaxed);
-        Busy(&SESSIONS)
+        Busy(())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        BUSY.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A session was registered.
+pub fn session_opened() {
+    SESSIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A session was unregistered.
+pub fn session_closed() {
+    SESSIONS.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Whether a task waiting for the writer may watch for its answer now.
