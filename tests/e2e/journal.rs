@@ -126,3 +126,25 @@ fn cache_option_is_checked() {
     setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
     env.c("qopen QS; qenqueue Q small; qdequeue Q").ok().stdout_has("small");
 }
+
+/// What lies under the name a new journal is built under is removed only if qm left it:
+/// another user's file there is refused by name and left as it was.
+#[test]
+fn a_planted_file_under_the_journals_temporary_name_is_refused() {
+    let env = Env::new();
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    std::fs::remove_file(journal_of(&env)).unwrap();
+    let mut planted = journal_of(&env).into_os_string();
+    planted.push(".qm-new");
+    let planted = PathBuf::from(planted);
+    std::fs::write(&planted, b"someone else's").unwrap();
+    let done = Command::new("chown").arg("54321").arg(&planted).status().expect("chown");
+    assert!(done.success(), "chown needs root (tests run as root)");
+    let err = qmd_refuses(&env.device);
+    assert!(err.contains("exists and is not a file qm left"), "{err}");
+    assert_eq!(std::fs::read(&planted).unwrap(), b"someone else's");
+    std::fs::remove_file(&planted).unwrap();
+    env.c("qopen QS; qinfo Q").ok();
+    assert!(journal_of(&env).exists(), "the journal is made again");
+}

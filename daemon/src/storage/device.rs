@@ -135,14 +135,6 @@ fn is_empty_file(path: &Path) -> bool {
     std::fs::symlink_metadata(path).map(|m| m.is_file() && m.len() == 0).unwrap_or(false)
 }
 
-fn new_device_id() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
-}
-
 impl Device {
     /// Creates a new device file holding entry 0 and the VTOC/UDL tables. The file appears
     /// under `path` whole or not at all (see [`files::create`]).
@@ -156,7 +148,7 @@ impl Device {
             magic: DEVICE_MAGIC.into(),
             format: FORMAT,
             page_size,
-            device_id: new_device_id(),
+            device_id: super::records::random_id(),
             created: now_secs(),
         };
         files::create(path, |txn| {

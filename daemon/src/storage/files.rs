@@ -57,7 +57,7 @@ pub fn os_error(path: &Path, what: &str, e: impl std::fmt::Display) -> QmError {
 }
 
 /// The temporary name `path` is built under.
-fn new_name(path: &Path) -> PathBuf {
+pub fn new_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(NEW_SUFFIX);
     PathBuf::from(name)
@@ -273,7 +273,7 @@ pub fn create(path: &Path, fill: impl FnOnce(&WriteTransaction) -> QmResult<()>)
 }
 
 /// Removes what a creation cut short left under the temporary name, if qm made it.
-fn remove_leftover(temp: &Path) -> QmResult<()> {
+pub fn remove_leftover(temp: &Path) -> QmResult<()> {
     let meta = match std::fs::symlink_metadata(temp) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -86,12 +86,6 @@ fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> QmError {
     move |e| super::space::io_failure(&path, &what, &e)
 }
 
-/// What a scan of the journal found: the records after `after`, and the last LSN seen.
-pub struct Scanned {
-    pub records: Vec<(u64, Vec<u8>)>,
-    pub last_lsn: u64,
-}
-
 impl Journal {
     /// Opens the journal of the redb file at `db_path`, creating it when there is none
     /// (`existed` says whether it was there), and reads the generation its header carries.
@@ -138,14 +132,12 @@ impl Journal {
         self.file.sync_data().map_err(io(&self.path, "sync"))
     }
 
-    /// Reads the records that follow each other from the start, returning those whose LSN is
-    /// past `after`; the journal is then positioned to start again from its beginning with
-    /// the LSN after the last one seen (or after `after`).
-    pub fn scan(&mut self, after: u64) -> QmResult<Scanned> {
+    /// Reads the records that follow each other from the start; returns those whose LSN is
+    /// past `after`, in order.
+    fn scan(&self, after: u64) -> QmResult<Vec<(u64, Vec<u8>)>> {
         let mut records = Vec::new();
         let mut at = HEADER;
         let mut expected: Option<u64> = None;
-        let mut last = after;
         while let Some((lsn, payload, next)) = self.record_at(at)? {
             if expected.is_some_and(|e| e != lsn) {
                 break;
@@ -153,12 +145,10 @@ impl Journal {
             if lsn > after {
                 records.push((lsn, payload));
             }
-            last = last.max(lsn);
             expected = Some(lsn + 1);
             at = next;
         }
-        self.restart(last + 1);
-        Ok(Scanned { records, last_lsn: last })
+        Ok(records)
     }
 
     /// The record at `at`, if a whole and valid one is there.
@@ -199,11 +189,6 @@ impl Journal {
     /// Whether a record of `payload_len` bytes can ever fit.
     pub fn fits(payload_len: usize) -> bool {
         (RECORD_HEAD + payload_len) as u64 <= (MAX_LEN - HEADER) / 4
-    }
-
-    /// Room a commit of `records` may need: generously, twice their bytes.
-    fn used_by(&self, records: &[(u64, Vec<u8>)]) -> u64 {
-        2 * records.iter().map(|(_, r)| r.len() as u64).sum::<u64>()
     }
 
     /// Bytes of records written since the last restart.
@@ -275,6 +260,11 @@ impl Journal {
     }
 }
 
+/// Room a commit replaying `records` may need: generously, twice their bytes.
+fn replay_room(records: &[(u64, Vec<u8>)]) -> u64 {
+    2 * records.iter().map(|(_, r)| r.len() as u64).sum::<u64>()
+}
+
 /// A header page carrying `generation`.
 fn header(generation: u64) -> Vec<u8> {
     let mut head = vec![0u8; HEADER as usize];
@@ -295,11 +285,9 @@ fn checksum(lsn: u64, payload: &[u8]) -> u32 {
 /// temporary name and then renamed into place, so that a crash never leaves a journal
 /// half made.
 fn create(path: &Path) -> QmResult<File> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".qm-new");
-    let temp = PathBuf::from(temp);
-    // Left by a crash in the middle of a creation: never used, nothing in it.
-    let _ = std::fs::remove_file(&temp);
+    let temp = super::files::new_name(path);
+    // Left by a crash in the middle of a creation (and only if qm left it).
+    super::files::remove_leftover(&temp)?;
     fault::step();
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::open(&temp, flags, Mode::from_raw_mode(0o600))
@@ -374,27 +362,27 @@ pub fn recover(
     let mut records = Vec::new();
     if existed && recorded == Some(found) {
         let scanned = journal.scan(durable)?;
-        match scanned.records.first() {
+        match scanned.first() {
             Some(&(first, _)) if first != durable + 1 => tracing::warn!(
                 "{}: its journal {} starts at record {first}, past the file's durable point \
                  ({durable}): it does not continue this file and was not applied",
                 path.display(),
                 journal.path.display()
             ),
-            _ => records = scanned.records,
+            _ => records = scanned,
         }
     }
     let last = records.last().map_or(durable, |&(lsn, _)| lsn);
     let generation = loop {
-        let g = rand_id();
-        if g != 0 && Some(g) != recorded {
+        let g = super::records::random_id();
+        if Some(g) != recorded {
             break g;
         }
     };
     let started = std::time::Instant::now();
     let commit = || -> QmResult<()> {
         let txn = db.begin_write().map_err(|e| fail(e.into()))?;
-        space.reserve(RECOVERY_ROOM + journal.used_by(&records), floor)?;
+        space.reserve(RECOVERY_ROOM + replay_room(&records), floor)?;
         for (_, payload) in &records {
             crate::engine::writer::replay(&txn, payload)?;
         }
@@ -454,13 +442,4 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
     commit()?;
     journal.restart(applied + 1);
     Ok(())
-}
-
-fn rand_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        return now.map_or(1, |d| d.as_nanos() as u64) ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(bytes)
 }

@@ -60,3 +60,17 @@ pub fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A random identifier (never 0), from the system's generator; should that fail, from the
+/// clock and the pid, which still tells files made at different moments apart.
+pub fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let id = if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_ok()
+    {
+        u64::from_le_bytes(bytes)
+    } else {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+    };
+    id.max(1)
+}
