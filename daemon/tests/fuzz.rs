@@ -18,10 +18,10 @@ use qm_daemon::engine::record::{
     MessageMeta, OrderKey, msgid_of, seq_of, split_stored, stored_len, write_stored,
 };
 use qm_daemon::engine::txn::recover;
+use qm_daemon::storage::files;
+use qm_daemon::storage::handle::DbFile;
 use qm_daemon::storage::records::{DeviceHeader, FileHeader, QueueSpaceRecord, decode, encode};
 use qm_daemon::storage::tables::QueueSpaceTables;
-use redb::Database;
-use redb::backends::InMemoryBackend;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -208,9 +208,12 @@ fn tables() -> impl Strategy<Value = Tables> {
 #[test]
 fn fuzz_queue_space_loading() {
     check(CASES, tables(), |t| {
-        let db = Database::builder()
-            .create_with_backend(InMemoryBackend::new())
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("QS.db");
+        files::create(&path, |_| Ok(())).map_err(|e| TestCaseError::fail(e.message))?;
+        let (file, ()) =
+            DbFile::open(&path, |_| Ok(())).map_err(|e| TestCaseError::fail(e.message))?;
+        let db = file.get().unwrap();
         let names = QueueSpaceTables::new("QS");
         let txn = db.begin_write().unwrap();
         {
@@ -229,7 +232,8 @@ fn fuzz_queue_space_loading() {
         }
         txn.commit().unwrap();
         let defs = vec![QueueDef::new("q1"), QueueDef::new("q2")];
-        if let Err(e) = recover(&db, &names, defs, 1024) {
+        drop(db);
+        if let Err(e) = recover(&file, &names, defs, 1024) {
             prop_assert!(e.message.len() > 30, "{:?}", e.message);
         }
         Ok(())

@@ -45,53 +45,74 @@ fn matches(seq: u64, meta: &MessageMeta, c: &Criteria) -> bool {
             || meta.expires_us.is_some_and(|e| in_range(secs(e), &c.expiration)))
 }
 
+/// A message selected by criteria: its sequence number, record and state.
+type Selected = (u64, MessageMeta, EntryState);
+
 impl Engine {
-    fn selected(&self, inner: &Inner, queue: &str, criteria: &Criteria) -> QmResult<Vec<u64>> {
+    /// The messages of `queue` meeting `criteria`, resident or stored, in queue order.
+    fn selected(&self, inner: &Inner, queue: &str, criteria: &Criteria) -> QmResult<Vec<Selected>> {
         if !inner.index.queues.contains_key(queue) {
             return Err(bad_queue(queue, &self.name));
         }
-        let mut list: Vec<(super::record::OrderKey, u64)> = inner
-            .index
-            .msgs
-            .iter()
-            .filter(|(seq, e)| e.meta.queue == queue && matches(**seq, &e.meta, criteria))
-            .map(|(seq, e)| (e.meta.key, *seq))
-            .collect();
-        list.sort_unstable();
-        Ok(list.into_iter().map(|(_, seq)| seq).collect())
+        let view = self.view_for(inner, queue)?;
+        let mut list: Vec<Selected> = Vec::new();
+        let mut consider = |seq: u64, meta: MessageMeta, state: EntryState| {
+            if meta.queue == queue && matches(seq, &meta, criteria) {
+                list.push((seq, meta, state));
+            }
+        };
+        if let Some(seq) = criteria.msgid.as_ref().and_then(super::record::seq_of) {
+            // One message asked for by id: no scan.
+            if let Some((meta, state)) = self.lookup(inner, view.as_ref(), seq)? {
+                consider(seq, meta, state);
+            }
+        } else {
+            for (seq, e) in &inner.index.msgs {
+                consider(*seq, e.meta.clone(), e.state);
+            }
+            if let Some(view) = &view {
+                for seq in view.seqs(queue)? {
+                    if inner.index.resident(seq) {
+                        continue;
+                    }
+                    if let Some((meta, state)) = self.lookup(inner, Some(view), seq)? {
+                        consider(seq, meta, state);
+                    }
+                }
+            }
+        }
+        list.sort_unstable_by_key(|(seq, meta, _)| (meta.key, *seq));
+        Ok(list)
     }
 
     /// The messages of `queue` meeting `criteria`, in queue order.
     pub fn list(&self, queue: &str, criteria: &Criteria) -> QmResult<Vec<MessageInfo>> {
         let inner = self.lock();
         let now = now_us();
-        let seqs = self.selected(&inner, queue, criteria)?;
-        Ok(seqs
+        let selected = self.selected(&inner, queue, criteria)?;
+        drop(inner);
+        Ok(selected
             .into_iter()
-            .filter_map(|seq| inner.index.msgs.get(&seq).map(|e| (seq, e)))
-            .map(|(seq, e)| {
-                let m = &e.meta;
-                MessageInfo {
-                    msgid: msgid_of(seq),
-                    corrid: m.corrid.clone(),
-                    priority: m.priority,
-                    retries: m.retries,
-                    length: m.body_len,
-                    delivery: if m.persistent { Qos::Persistent } else { Qos::NonPersistent },
-                    reply_qos: m.reply_qos,
-                    enqueued: secs(m.enqueued_us),
-                    available: (m.available_us > now).then(|| secs(m.available_us)),
-                    expiration: m.expires_us.map(secs),
-                    state: if e.state == EntryState::Locked(ADMIN_LOCK) {
-                        EntryState::Ready.public()
-                    } else {
-                        e.state.public()
-                    },
-                    origin_queue: m.origin_queue.clone(),
-                    reply_queue: m.reply_queue.clone(),
-                    failure_queue: m.failure_queue.clone(),
-                    urcode: m.urcode,
-                }
+            .map(|(seq, m, state)| MessageInfo {
+                msgid: msgid_of(seq),
+                corrid: m.corrid.clone(),
+                priority: m.priority,
+                retries: m.retries,
+                length: m.body_len,
+                delivery: if m.persistent { Qos::Persistent } else { Qos::NonPersistent },
+                reply_qos: m.reply_qos,
+                enqueued: secs(m.enqueued_us),
+                available: (m.available_us > now).then(|| secs(m.available_us)),
+                expiration: m.expires_us.map(secs),
+                state: if state == EntryState::Locked(ADMIN_LOCK) {
+                    EntryState::Ready.public()
+                } else {
+                    state.public()
+                },
+                origin_queue: m.origin_queue.clone(),
+                reply_queue: m.reply_queue.clone(),
+                failure_queue: m.failure_queue.clone(),
+                urcode: m.urcode,
             })
             .collect())
     }
@@ -168,23 +189,29 @@ impl Engine {
             }
             let mut plan = Vec::new();
             let mut skipped = 0;
-            for seq in self.selected(&inner, queue, criteria)? {
-                let e = &inner.index.msgs[&seq];
-                if !matches!(e.state, EntryState::Ready | EntryState::Waiting) {
+            let selected = self.selected(&inner, queue, criteria)?;
+            for (seq, meta, state) in &selected {
+                if !matches!(state, EntryState::Ready | EntryState::Waiting) {
                     skipped += 1;
                     continue;
                 }
-                let new = self.changed(&inner, seq, &e.meta, &change, now)?;
-                plan.push((seq, e.meta.persistent, new));
+                let new = self.changed(&inner, *seq, meta, &change, now)?;
+                plan.push((*seq, meta.persistent, new));
             }
             let mut ops = Vec::new();
+            for (seq, meta, state) in selected {
+                if matches!(state, EntryState::Ready | EntryState::Waiting) {
+                    inner.index.adopt(seq, meta, state);
+                }
+            }
             for (seq, persistent, new) in &plan {
-                let blocks = self.blocks(&inner.index.msgs[seq].meta);
+                let meta = inner.index.msgs[seq].meta.clone();
+                let blocks = self.blocks(&meta);
                 inner.index.set_state(*seq, EntryState::Locked(ADMIN_LOCK), blocks);
                 if *persistent {
                     ops.push(match new {
                         Some(m) => self.put(*seq, m, None),
-                        None => self.delete(*seq),
+                        None => self.delete(*seq, &meta),
                     });
                 }
             }
@@ -207,6 +234,7 @@ impl Engine {
                     let state = Index::settle_state(meta, now_us());
                     inner.index.update_meta(*seq, meta.clone(), blocks);
                     inner.index.set_state(*seq, state, blocks);
+                    inner.index.evict(*seq);
                 }
                 (Err(_), _) => {
                     let state = Index::settle_state(&e.meta, now_us());
@@ -224,6 +252,7 @@ impl Engine {
     pub fn remove_queue(&self, queue: &str) -> QmResult<u64> {
         let (purged, pending) = {
             let mut inner = self.lock();
+            let purged = inner.index.queues.get(queue).map_or(0, |q| q.usage.messages());
             let seqs: Vec<u64> = inner
                 .index
                 .msgs
@@ -244,24 +273,24 @@ impl Engine {
                 };
                 return Err(QmError::in_use(format!("Destroy queue failed - {held}")));
             }
-            let mut ops = Vec::new();
+            // The stored messages go with the queue's removal on disk (the writer takes
+            // them in order of age); the resident ones here.
             for seq in &seqs {
-                let e = &inner.index.msgs[seq];
-                let blocks = self.blocks(&e.meta);
-                if e.meta.persistent {
-                    ops.push(self.delete(*seq));
-                }
+                let blocks = self.blocks(&inner.index.msgs[seq].meta);
                 inner.index.remove(*seq, blocks);
             }
-            ops.push(WriteOp::RemoveQueue {
+            let ops = vec![WriteOp::RemoveQueue {
                 tables: self.tables.clone(),
                 queue: queue.to_string(),
                 state_keys: super::thresholds::Set::state_keys(queue).to_vec(),
-            });
+            }];
             if let Some(q) = inner.index.queues.remove(queue) {
+                let cap = &mut inner.index.capacity;
+                cap.messages = cap.messages.saturating_sub(q.usage.persistent_messages);
+                cap.blocks = cap.blocks.saturating_sub(q.usage.blocks);
                 q.notify.notify_waiters();
             }
-            (seqs.len() as u64, self.send(ops))
+            (purged, self.send(ops))
         };
         pending.wait_blocking()?;
         Ok(purged)

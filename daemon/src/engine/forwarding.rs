@@ -24,13 +24,7 @@ impl Engine {
     /// not counted: they have not been retried.
     pub fn retry_pending(&self, queues: &[String]) -> bool {
         let inner = self.lock();
-        inner.index.waiting.iter().any(|(_, seq)| {
-            inner
-                .index
-                .msgs
-                .get(seq)
-                .is_some_and(|e| e.meta.retries > 0 && queues.contains(&e.meta.queue))
-        })
+        queues.iter().any(|q| inner.index.queues.get(q).is_some_and(|q| q.retrying > 0))
     }
 
     /// At commit, move this message (dequeued in `txid`) to the error queue instead of

@@ -1,18 +1,28 @@
-//! The in-memory index of one queue space: every message's record and state, each queue's
-//! ready messages in order, and the timers for availability and expiry.
+//! The in-memory part of a queue space's index: each queue's counts, and the messages that
+//! live in memory, with their order and timers.
 //!
-//! Everything here is O(log n) in the number of messages: ready messages sit in a B-tree by
-//! order key, correlation ids map to their own ordered sets, and timers are ordered sets of
-//! (time, seq). Nothing scans a queue.
+//! A committed persistent message lives on disk, in order ([`super::stored`]); in memory
+//! are only the messages whose disk record is not the whole truth: non-persistent ones,
+//! those in a transaction or being written, and those a transaction or a dequeue holds.
+//! They are *resident*: for them memory decides, for the others the disk. A stored message
+//! becomes resident when something takes or changes it ([`Index::adopt`]), and leaves once
+//! its last write is durable and it is free again ([`Index::evict`]). Counts cover every
+//! committed message wherever it lives, so that neither move changes them.
+//!
+//! Everything here is O(log n) in the number of resident messages: ready ones sit in a
+//! B-tree by order key, correlation ids map to their own ordered sets, and timers are
+//! ordered sets of (time, seq).
 
 use super::record::{MessageMeta, OrderKey};
 use qm_common::message::MessageState;
-use qm_common::order::SortKey;
 use qm_common::queue::{QueueDef, QueueUsage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
 use tokio::sync::Notify;
+
+/// The holder of a message whose removal is on its way to disk (expired, or dropped after
+/// its last retry): it stays resident until then, so no dequeue finds it on disk.
+pub const GOING: u64 = u64::MAX - 1;
 
 /// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +57,17 @@ pub struct Entry {
     pub body: Option<Arc<[u8]>>,
 }
 
-/// One queue's definition, ready messages and usage.
+/// One queue's definition, resident ready messages and counts.
 pub struct QueueState {
     pub def: QueueDef,
+    /// Resident ready messages, in order.
     pub ready: BTreeMap<OrderKey, u64>,
     pub corrids: HashMap<Vec<u8>, BTreeSet<OrderKey>>,
-    /// Committed messages (ready, waiting or locked).
+    /// Committed messages (ready, waiting or locked), resident or stored.
     pub usage: QueueUsage,
+    /// Committed messages not available yet, and of those the ones rolled back before.
+    pub waiting: u64,
+    pub retrying: u64,
     /// Dequeues that took a higher-priority message while a lower one waited.
     pub streak: u32,
     /// Counter for `TPQTOP` placements: newer tops come first.
@@ -62,7 +76,8 @@ pub struct QueueState {
     pub notify: Arc<Notify>,
     /// Whether each limit set (persistent, non-persistent) may fire again.
     pub armed: [bool; 2],
-    /// Committed messages by enqueue time, so the oldest one's age is found without a scan.
+    /// Resident committed messages by enqueue time (the stored ones are in `age` on disk),
+    /// so the oldest one's age is found without a scan.
     pub by_age: BTreeSet<(u64, u64)>,
     /// What happened on the queue since its queue space was loaded.
     pub counters: QueueCounters,
@@ -93,6 +108,8 @@ impl QueueState {
             ready: BTreeMap::new(),
             corrids: HashMap::new(),
             usage: QueueUsage::default(),
+            waiting: 0,
+            retrying: 0,
             streak: 0,
             tops: 0,
             notify: Arc::new(Notify::new()),
@@ -122,49 +139,6 @@ impl QueueState {
         }
         removed
     }
-
-    /// The next message a plain dequeue takes, applying Tuxedo's rule that a lower-priority
-    /// message goes out after every ten higher ones while it waits.
-    pub fn first(&self) -> Option<(OrderKey, u64)> {
-        let (&key, &seq) = self.ready.first_key_value()?;
-        if key.top != 0
-            || self.def.order.keys.first() != Some(&SortKey::Priority)
-            || self.streak < 10
-        {
-            return Some((key, seq));
-        }
-        let after_level = OrderKey {
-            top: 0,
-            parts: [key.parts[0], i64::MAX, i64::MAX],
-            tie: i64::MAX,
-            sub: i64::MAX,
-            seq: u64::MAX,
-        };
-        let lower = self.ready.range((Bound::Excluded(after_level), Bound::Unbounded)).next();
-        Some(lower.map_or((key, seq), |(&k, &s)| (k, s)))
-    }
-
-    /// Counts a plain dequeue of `taken` for the starvation rule.
-    pub fn count_dequeue(&mut self, taken: &OrderKey) {
-        if self.def.order.keys.first() != Some(&SortKey::Priority) || taken.top != 0 {
-            return;
-        }
-        let lower_waits =
-            self.ready.last_key_value().is_some_and(|(k, _)| k.parts[0] > taken.parts[0]);
-        let took_top_level =
-            self.ready.first_key_value().is_none_or(|(k, _)| k.parts[0] >= taken.parts[0]);
-        if lower_waits && took_top_level {
-            self.streak += 1;
-        } else {
-            self.streak = 0;
-        }
-    }
-
-    /// The first ready message with this correlation id.
-    pub fn first_with_corrid(&self, corrid: &[u8]) -> Option<(OrderKey, u64)> {
-        let key = *self.corrids.get(corrid)?.first()?;
-        self.ready.get(&key).map(|&seq| (key, seq))
-    }
 }
 
 /// Capacity in use and reserved, across a queue space.
@@ -189,6 +163,9 @@ pub struct Index {
     /// The msgid high-water mark on disk (or on its way there): no msgid below it is
     /// ever handed out again.
     pub reserved: u64,
+    /// The earliest timer of a stored (not resident) message that may not have been seen
+    /// yet; none when there is none.
+    pub stored_timer: Option<u64>,
 }
 
 impl Index {
@@ -202,6 +179,7 @@ impl Index {
             next_seq: 1,
             dirty: Default::default(),
             reserved: 0,
+            stored_timer: None,
         }
     }
 
@@ -217,12 +195,52 @@ impl Index {
         if let Some(exp) = meta.expires_us {
             self.expiring.insert((exp, seq));
         }
-        let committed = !matches!(entry.state, EntryState::Uncommitted(_));
         self.msgs.insert(seq, entry);
-        if committed {
-            self.count(seq, blocks, true);
+        self.tally(seq, blocks, true);
+        self.place(seq);
+    }
+
+    /// Makes stored message `seq` resident, in `state` (Ready or Waiting as stored, or
+    /// taken at once): it is counted already.
+    pub fn adopt(&mut self, seq: u64, meta: MessageMeta, state: EntryState) {
+        if self.msgs.contains_key(&seq) {
+            return;
+        }
+        let expires = meta.expires_us;
+        self.msgs.insert(seq, Entry { meta, state, body: None });
+        if let Some(exp) = expires {
+            self.expiring.insert((exp, seq));
         }
         self.place(seq);
+    }
+
+    /// Lets a resident persistent message go back to living on disk alone, if it is free
+    /// (ready or waiting). Only once its last write is durable: the disk must show what
+    /// memory shows.
+    pub fn evict(&mut self, seq: u64) {
+        let Some(entry) = self.msgs.get(&seq) else { return };
+        let free = matches!(entry.state, EntryState::Ready | EntryState::Waiting);
+        if !free || !entry.meta.persistent {
+            return;
+        }
+        self.unplace(seq);
+        let Some(entry) = self.msgs.remove(&seq) else { return };
+        let meta = &entry.meta;
+        if let Some(q) = self.queues.get_mut(&meta.queue) {
+            q.by_age.remove(&(meta.enqueued_us, seq));
+        }
+        // Its timers are the disk's to watch from now on.
+        let mut timers: Vec<u64> = meta.expires_us.into_iter().collect();
+        if let Some(exp) = meta.expires_us {
+            self.expiring.remove(&(exp, seq));
+        }
+        // A message ever scheduled may be waiting on disk even when due in memory.
+        if entry.state == EntryState::Waiting || meta.available_us > meta.enqueued_us {
+            timers.push(meta.available_us);
+        }
+        for at in timers {
+            self.stored_timer = Some(self.stored_timer.map_or(at, |t| t.min(at)));
+        }
     }
 
     /// The counters of `queue`, if it exists.
@@ -230,9 +248,13 @@ impl Index {
         self.queues.get_mut(queue).map(|q| &mut q.counters)
     }
 
-    /// Counts (or uncounts) a committed message in its queue's usage.
-    fn count(&mut self, seq: u64, blocks: u64, add: bool) {
+    /// Counts (or uncounts) a committed message in its queue's usage, and a waiting one
+    /// among its queue's waiting messages.
+    fn tally(&mut self, seq: u64, blocks: u64, add: bool) {
         let Some(entry) = self.msgs.get(&seq) else { return };
+        if matches!(entry.state, EntryState::Uncommitted(_)) {
+            return;
+        }
         self.dirty.insert(entry.meta.queue.clone());
         let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
         let age_key = (entry.meta.enqueued_us, seq);
@@ -241,9 +263,12 @@ impl Index {
         } else {
             q.by_age.remove(&age_key);
         }
-        let u = &mut q.usage;
-        let (len, sign) = (entry.meta.body_len, add);
-        let apply = |v: &mut u64, by: u64| if sign { *v += by } else { *v = v.saturating_sub(by) };
+        let apply = |v: &mut u64, by: u64| if add { *v += by } else { *v = v.saturating_sub(by) };
+        if entry.state == EntryState::Waiting {
+            apply(&mut q.waiting, 1);
+            apply(&mut q.retrying, u64::from(entry.meta.retries > 0));
+        }
+        let (u, len) = (&mut q.usage, entry.meta.body_len);
         if entry.meta.persistent {
             apply(&mut u.persistent_messages, 1);
             apply(&mut u.persistent_bytes, len);
@@ -293,15 +318,15 @@ impl Index {
 
     /// Changes a message's state, moving it between the ready set and the timer.
     pub fn set_state(&mut self, seq: u64, state: EntryState, blocks: u64) {
-        let Some(old) = self.msgs.get(&seq).map(|e| e.state) else { return };
+        if !self.msgs.contains_key(&seq) {
+            return;
+        }
         self.unplace(seq);
-        let was_committed = !matches!(old, EntryState::Uncommitted(_));
+        self.tally(seq, blocks, false);
         if let Some(e) = self.msgs.get_mut(&seq) {
             e.state = state;
         }
-        if !was_committed && !matches!(state, EntryState::Uncommitted(_)) {
-            self.count(seq, blocks, true);
-        }
+        self.tally(seq, blocks, true);
         self.place(seq);
     }
 
@@ -312,11 +337,9 @@ impl Index {
 
     /// Removes a message entirely; returns it.
     pub fn remove(&mut self, seq: u64, blocks: u64) -> Option<Entry> {
-        let state = self.msgs.get(&seq)?.state;
+        self.msgs.get(&seq)?;
         self.unplace(seq);
-        if !matches!(state, EntryState::Uncommitted(_)) {
-            self.count(seq, blocks, false);
-        }
+        self.tally(seq, blocks, false);
         let entry = self.msgs.remove(&seq)?;
         self.capacity.messages = self.capacity.messages.saturating_sub(1);
         if entry.meta.persistent {
@@ -332,12 +355,11 @@ impl Index {
 
     /// Replaces a message's record (new queue, priority, times), re-placing it.
     pub fn update_meta(&mut self, seq: u64, meta: MessageMeta, blocks: u64) {
-        let Some(state) = self.msgs.get(&seq).map(|e| e.state) else { return };
-        let committed = !matches!(state, EntryState::Uncommitted(_));
-        self.unplace(seq);
-        if committed {
-            self.count(seq, blocks, false);
+        if !self.msgs.contains_key(&seq) {
+            return;
         }
+        self.unplace(seq);
+        self.tally(seq, blocks, false);
         if let Some(e) = self.msgs.get_mut(&seq) {
             if let Some(exp) = e.meta.expires_us {
                 self.expiring.remove(&(exp, seq));
@@ -347,9 +369,7 @@ impl Index {
             }
             e.meta = meta;
         }
-        if committed {
-            self.count(seq, blocks, true);
-        }
+        self.tally(seq, blocks, true);
         self.place(seq);
     }
 
@@ -367,6 +387,11 @@ impl Index {
     pub fn next_timer(&self) -> Option<u64> {
         let w = self.waiting.first().map(|&(t, _)| t);
         let e = self.expiring.first().map(|&(t, _)| t);
-        w.into_iter().chain(e).min()
+        w.into_iter().chain(e).chain(self.stored_timer).min()
+    }
+
+    /// Whether message `seq` is resident (memory, not the disk, says what it is).
+    pub fn resident(&self, seq: u64) -> bool {
+        self.msgs.contains_key(&seq)
     }
 }

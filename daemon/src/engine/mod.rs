@@ -1,17 +1,21 @@
 //! The queue engine of one loaded queue space: enqueue, dequeue, transactions, retries,
 //! expiry, capacity, and the administration of messages.
 //!
-//! State lives in memory ([`index::Index`]) under one lock per queue space; redb holds only
-//! what is committed. A change that must reach the disk is sent to the file's writer
+//! Committed persistent messages live in redb, in their queues' order ([`stored`]); memory
+//! holds the counts and the messages in motion ([`index::Index`]), under one lock per queue
+//! space. A change that must reach the disk is sent to the file's writer
 //! ([`writer::Writer`]) while the lock is held, so writes land in the order the changes were
-//! made, and is made visible only once the writer says it is durable. Nothing uncommitted is
-//! ever written, so recovery is simply loading what is on disk.
+//! made, and is made visible only once the writer says it is durable; a message leaves
+//! memory only then too. Nothing uncommitted is ever written, so recovery is loading the
+//! totals of what is on disk.
 
 pub mod admin;
 pub mod forwarding;
 pub mod index;
+mod pick;
 pub mod record;
 pub mod stats;
+pub mod stored;
 pub mod thresholds;
 pub mod timers;
 mod turns;
@@ -140,10 +144,16 @@ impl Engine {
         limits: Limits,
     ) -> QmResult<Arc<Engine>> {
         let tables = Arc::new(QueueSpaceTables::new(name));
-        let recovered = {
-            let open = db.get()?;
-            txn::recover(&open, &tables, defs, limits.page_size).map_err(|e| open.recheck(e))?
-        };
+        let recovered = txn::recover(&db, &tables, defs, limits.page_size)?;
+        if recovered.mark_indexed {
+            // Applied before any later write of this queue space; a failure (a full disk)
+            // leaves it for the next load to try.
+            drop(writer.send(vec![WriteOp::State {
+                tables: tables.clone(),
+                key: stored::INDEXED.into(),
+                value: vec![1],
+            }]));
+        }
         let seq_durable = recovered.index.reserved;
         let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
@@ -256,11 +266,31 @@ impl Engine {
             meta: encode(meta),
             body,
             body_len: meta.body_len,
+            blocks: self.blocks(meta),
+            waiting: meta.available_us > now_us(),
         }
     }
 
-    fn delete(&self, seq: u64) -> WriteOp {
-        WriteOp::Delete { tables: self.tables.clone(), seq }
+    fn delete(&self, seq: u64, meta: &MessageMeta) -> WriteOp {
+        WriteOp::Delete { tables: self.tables.clone(), seq, blocks: self.blocks(meta) }
+    }
+
+    /// Runs `then` under the lock once `pending` is answered (with whether it succeeded):
+    /// in a task, as the caller holds the lock.
+    fn after(
+        &self,
+        pending: writer::Pending,
+        then: impl FnOnce(&Engine, &mut Inner, bool) + Send + 'static,
+    ) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let weak = self.weak.clone();
+        handle.spawn(async move {
+            let ok = pending.wait().await.is_ok();
+            if let Some(engine) = weak.upgrade() {
+                let mut inner = engine.lock();
+                then(&engine, &mut inner, ok);
+            }
+        });
     }
 
     fn check_capacity(&self, inner: &Inner, persistent: bool, len: u64) -> QmResult<()> {
@@ -371,16 +401,18 @@ impl Engine {
                 q.def.out_of_order
             ))),
             Placement::Before(target) => {
-                let entry = seq_of(target)
-                    .and_then(|s| inner.index.msgs.get(&s))
-                    .filter(|e| e.meta.queue == queue);
-                let t = entry.ok_or_else(|| {
+                let view = self.view_for(inner, queue)?;
+                let found = match seq_of(target) {
+                    Some(s) => self.lookup(inner, view.as_ref(), s)?,
+                    None => None,
+                };
+                let (t, _) = found.filter(|(m, _)| m.queue == queue).ok_or_else(|| {
                     QmError::new(
                         Diagnostic::BadMsgid,
                         format!("Message {target} is not on queue {queue}"),
                     )
                 })?;
-                Ok(OrderKey { sub: t.meta.key.sub - 1, seq, ..t.meta.key })
+                Ok(OrderKey { sub: t.key.sub - 1, seq, ..t.key })
             }
         }
     }
@@ -492,7 +524,7 @@ impl Engine {
         Some((self.seq_state(mark), mark))
     }
 
-    /// Makes a committed enqueue visible.
+    /// Makes a committed enqueue visible; a persistent message then lives on disk alone.
     fn finalize_enqueue(&self, inner: &mut Inner, seq: u64, now: u64) {
         let Some(entry) = inner.index.msgs.get_mut(&seq) else { return };
         if entry.meta.persistent {
@@ -500,61 +532,32 @@ impl Engine {
         }
         let meta = entry.meta.clone();
         let blocks = self.blocks(&meta);
-        let expired = meta.expires_us.is_some_and(|e| e <= now);
         if let Some(c) = inner.index.counters(&meta.queue) {
             c.enqueued += 1;
-            c.expired += u64::from(expired);
-        }
-        if expired {
-            let remove = meta.persistent.then(|| self.send(vec![self.delete(seq)]));
-            inner.index.remove(seq, blocks);
-            drop(remove);
-            return;
         }
         inner.index.set_state(seq, Index::settle_state(&meta, now), blocks);
+        if meta.expires_us.is_some_and(|e| e <= now) {
+            self.expire(inner, seq);
+            return;
+        }
+        inner.index.evict(seq);
         self.timer_wake.notify_one();
     }
 
-    /// Picks the message a dequeue would take, expiring any it finds dead on the way.
-    fn pick(
-        &self,
-        inner: &mut Inner,
-        queue: &str,
-        select: &Select,
-        now: u64,
-    ) -> QmResult<Option<(OrderKey, u64)>> {
-        loop {
-            let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
-            let found = match select {
-                Select::First => q.first(),
-                Select::Corrid(c) => q.first_with_corrid(c),
-                Select::Msgid(id) => seq_of(id)
-                    .and_then(|s| inner.index.msgs.get(&s).map(|e| (s, e)))
-                    .filter(|(_, e)| e.meta.queue == queue && e.state == EntryState::Ready)
-                    .map(|(s, e)| (e.meta.key, s)),
-            };
-            let Some((key, seq)) = found else { return Ok(None) };
-            let expired = inner
-                .index
-                .msgs
-                .get(&seq)
-                .and_then(|e| e.meta.expires_us)
-                .is_some_and(|e| e <= now);
-            if !expired {
-                return Ok(Some((key, seq)));
-            }
-            self.expire(inner, seq);
-        }
-    }
-
-    /// Removes an expired message that nobody holds.
+    /// Removes an expired message that nobody holds. A stored one stays resident, held,
+    /// until its removal is durable, so that no dequeue finds it on disk meanwhile.
     fn expire(&self, inner: &mut Inner, seq: u64) {
         let Some(entry) = inner.index.msgs.get(&seq) else { return };
         match entry.state {
             EntryState::Ready | EntryState::Waiting => {
                 let blocks = self.blocks(&entry.meta);
                 if entry.meta.persistent {
-                    drop(self.send(vec![self.delete(seq)]));
+                    let pending = self.send(vec![self.delete(seq, &entry.meta)]);
+                    inner.index.set_state(seq, EntryState::Locked(index::GOING), blocks);
+                    self.after(pending, move |engine, inner, ok| {
+                        engine.settle_going(inner, seq, ok, |c| c.expired += 1);
+                    });
+                    return;
                 }
                 if let Some(entry) = inner.index.remove(seq, blocks)
                     && let Some(c) = inner.index.counters(&entry.meta.queue)
@@ -568,6 +571,32 @@ impl Engine {
                     inner.index.expiring.remove(&(exp, seq));
                 }
             }
+        }
+    }
+
+    /// A message whose removal was sent ([`index::GOING`]) goes once it is durable
+    /// (`ok`), counted by `count`; otherwise it stays, free again.
+    fn settle_going(
+        &self,
+        inner: &mut Inner,
+        seq: u64,
+        ok: bool,
+        count: impl FnOnce(&mut index::QueueCounters),
+    ) {
+        let Some(entry) = inner.index.msgs.get(&seq) else { return };
+        if entry.state != EntryState::Locked(index::GOING) {
+            return;
+        }
+        let blocks = self.blocks(&entry.meta);
+        if ok {
+            if let Some(entry) = inner.index.remove(seq, blocks)
+                && let Some(c) = inner.index.counters(&entry.meta.queue)
+            {
+                count(c);
+            }
+        } else {
+            let state = Index::settle_state(&entry.meta, now_us());
+            inner.index.set_state(seq, state, blocks);
         }
     }
 
@@ -741,8 +770,12 @@ impl Engine {
         // Another dequeue of the same program has waited longer: it is served first.
         let my_turn =
             turn.is_none_or(|(program, ticket)| inner.turns.is_first(queue, program, ticket));
-        let picked = if my_turn { self.pick(&mut inner, queue, &ctl.select, now)? } else { None };
-        let Some((key, seq)) = picked else {
+        let view = if my_turn { self.view_for(&inner, queue)? } else { None };
+        let picked = match my_turn {
+            true => self.pick(&mut inner, view.as_ref(), queue, &ctl.select, now)?,
+            false => None,
+        };
+        let Some(pick::Picked { key, seq, adopted }) = picked else {
             if ctl.wait_ms.is_none() {
                 return Err(no_message(queue));
             }
@@ -770,15 +803,17 @@ impl Engine {
             .cloned()
             .ok_or_else(|| QmError::system("index out of step"))?;
         if ctl.peek {
+            if adopted {
+                inner.index.evict(seq);
+            }
             drop(inner);
             let body = self.body_of(seq, entry.body.clone())?;
             return Ok(Attempt::Done(self.to_message(seq, &entry, body)));
         }
-        if matches!(ctl.select, Select::First)
-            && let Some(q) = inner.index.queues.get_mut(queue)
-        {
-            q.count_dequeue(&key);
+        if matches!(ctl.select, Select::First) {
+            self.count_dequeue(&mut inner, view.as_ref(), queue, &key)?;
         }
+        drop(view);
         let blocks = self.blocks(&entry.meta);
         inner.index.set_state(seq, EntryState::Locked(txid.unwrap_or(0)), blocks);
         if let Some(id) = txid {
@@ -793,8 +828,10 @@ impl Engine {
             };
         }
         let message = Box::new(self.to_message(seq, &entry, Vec::new()));
-        let pending =
-            if entry.meta.persistent { Some(self.send(vec![self.delete(seq)])) } else { None };
+        let pending = match entry.meta.persistent {
+            true => Some(self.send(vec![self.delete(seq, &entry.meta)])),
+            false => None,
+        };
         if pending.is_none() {
             inner.index.remove(seq, blocks);
             if let Some(c) = inner.index.counters(queue) {

@@ -1,9 +1,11 @@
 //! What a loaded queue space tells `/metrics` about each of its queues: usage, the age of
 //! the oldest message, and the counters of what happened since it was loaded.
 
-use super::Engine;
-use super::index::QueueCounters;
+use super::index::{EntryState, QueueCounters};
 use super::record::now_us;
+use super::stored::View;
+use super::{Engine, Inner};
+use std::collections::HashMap;
 
 /// One queue, as `/metrics` reports it.
 #[derive(Debug, Clone)]
@@ -19,10 +21,28 @@ pub struct QueueStats {
 }
 
 impl Engine {
+    /// When the oldest committed message of each queue was enqueued, resident or stored.
+    fn oldest(&self, inner: &Inner) -> HashMap<String, u64> {
+        let view = View::new(&self.db, &self.tables).ok();
+        let mut oldest = HashMap::new();
+        for (name, q) in &inner.index.queues {
+            let resident = q.by_age.first().map(|(at, _)| *at);
+            let stored = match (&view, q.usage.persistent_messages) {
+                (Some(view), 1..) => view.oldest(name).ok().flatten(),
+                _ => None,
+            };
+            if let Some(at) = resident.into_iter().chain(stored).min() {
+                oldest.insert(name.clone(), at);
+            }
+        }
+        oldest
+    }
+
     /// Every queue of the space, by name.
     pub fn queue_stats(&self) -> Vec<QueueStats> {
         let now = now_us();
         let inner = self.lock();
+        let oldest = self.oldest(&inner);
         let mut stats: Vec<QueueStats> = inner
             .index
             .queues
@@ -31,10 +51,9 @@ impl Engine {
                 queue: name.clone(),
                 messages: q.usage.messages(),
                 bytes: q.usage.persistent_bytes + q.usage.nonpersistent_bytes,
-                oldest_age_secs: q
-                    .by_age
-                    .first()
-                    .map_or(0.0, |(at, _)| now.saturating_sub(*at) as f64 / 1e6),
+                oldest_age_secs: oldest
+                    .get(name)
+                    .map_or(0.0, |at| now.saturating_sub(*at) as f64 / 1e6),
                 counters: q.counters,
             })
             .collect();
@@ -51,12 +70,12 @@ impl Engine {
     pub fn stat_rows(&self) -> Vec<qm_common::stat::QueueStat> {
         let now = now_us();
         let inner = self.lock();
-        let mut waiting: std::collections::HashMap<&str, (u64, u64)> = Default::default();
-        for (_, seq) in &inner.index.waiting {
-            if let Some(entry) = inner.index.msgs.get(seq) {
-                let w = waiting.entry(entry.meta.queue.as_str()).or_default();
-                w.0 += 1;
-                w.1 += u64::from(entry.meta.retries > 0);
+        let oldest = self.oldest(&inner);
+        // Held messages are resident: counted without reading the disk.
+        let mut held: HashMap<&str, u64> = HashMap::new();
+        for entry in inner.index.msgs.values() {
+            if matches!(entry.state, EntryState::Locked(_)) {
+                *held.entry(entry.meta.queue.as_str()).or_default() += 1;
             }
         }
         let mut rows: Vec<qm_common::stat::QueueStat> = inner
@@ -65,20 +84,17 @@ impl Engine {
             .iter()
             .map(|(name, q)| {
                 let messages = q.usage.messages();
-                let ready = q.ready.len() as u64;
-                let (wait, retrying) = waiting.get(name.as_str()).copied().unwrap_or_default();
+                let held = held.get(name.as_str()).copied().unwrap_or_default();
+                let ready = messages.saturating_sub(q.waiting + held);
                 qm_common::stat::QueueStat {
                     queue: name.clone(),
                     messages,
                     bytes: q.usage.persistent_bytes + q.usage.nonpersistent_bytes,
                     ready,
-                    waiting: wait,
-                    retrying,
-                    held: messages.saturating_sub(ready + wait),
-                    oldest_age_ms: q
-                        .by_age
-                        .first()
-                        .map_or(0, |(at, _)| now.saturating_sub(*at) / 1000),
+                    waiting: q.waiting,
+                    retrying: q.retrying,
+                    held,
+                    oldest_age_ms: oldest.get(name).map_or(0, |at| now.saturating_sub(*at) / 1000),
                     enqueued: q.counters.enqueued,
                     dequeued: q.counters.dequeued,
                     to_error: q.counters.to_error,

@@ -4,12 +4,16 @@
 
 use super::index::EntryState;
 use super::record::now_us;
+use super::stored::{AVAILABLE, View};
+use super::writer::WriteOp;
 use super::{Engine, Inner};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest sleep of the timer task.
 const TICK: Duration = Duration::from_secs(1);
+/// Most stored timers handled at once (the rest at the next turn, at once).
+const BATCH: usize = 1000;
 
 /// Makes due messages ready and removes expired ones.
 pub fn settle(engine: &Engine, inner: &mut Inner, now: u64) {
@@ -22,6 +26,56 @@ pub fn settle(engine: &Engine, inner: &mut Inner, now: u64) {
     for seq in inner.index.expired(now) {
         engine.expire(inner, seq);
     }
+    if inner.index.stored_timer.is_some_and(|t| t <= now) {
+        settle_stored(engine, inner, now);
+    }
+}
+
+/// The same for stored messages whose time has come: each is made resident, then expired,
+/// or made ready in memory at once and on disk by a write, after which it goes back to
+/// living on disk alone.
+fn settle_stored(engine: &Engine, inner: &mut Inner, now: u64) {
+    let view = match View::new(&engine.db, &engine.tables) {
+        Ok(view) => view,
+        Err(e) => return tracing::warn!(qspace = %engine.name, "timers: {}", e.message),
+    };
+    let due = match view.due(now, BATCH, |seq| inner.index.resident(seq)) {
+        Ok((due, next)) => {
+            inner.index.stored_timer = next;
+            due
+        }
+        Err(e) => return tracing::warn!(qspace = %engine.name, "timers: {}", e.message),
+    };
+    let mut ops = Vec::new();
+    let mut readied = Vec::new();
+    for (kind, seq) in due {
+        if inner.index.resident(seq) {
+            continue;
+        }
+        let Ok(Some((meta, state))) = engine.lookup(inner, Some(&view), seq) else { continue };
+        if !inner.index.queues.contains_key(&meta.queue) {
+            continue;
+        }
+        let (expires, available) = (meta.expires_us, meta.available_us);
+        inner.index.adopt(seq, meta, state);
+        if expires.is_some_and(|e| e <= now) {
+            engine.expire(inner, seq);
+        } else if kind == AVAILABLE && state == EntryState::Waiting && available <= now {
+            let blocks = inner.index.msgs.get(&seq).map_or(0, |e| engine.blocks(&e.meta));
+            inner.index.set_state(seq, EntryState::Ready, blocks);
+            ops.push(WriteOp::Ready { tables: engine.tables.clone(), seq });
+            readied.push(seq);
+        }
+    }
+    if ops.is_empty() {
+        return;
+    }
+    let pending = engine.send(ops);
+    engine.after(pending, move |_, inner, ok| {
+        for seq in readied.into_iter().filter(|_| ok) {
+            inner.index.evict(seq);
+        }
+    });
 }
 
 /// Starts the timer task of `engine` (when a runtime is there to run it).

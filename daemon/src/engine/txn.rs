@@ -5,16 +5,17 @@
 //! retry counted: unavailable for the queue's retry delay, or moved to the error queue once
 //! the retries are used up (dropped when there is no error queue).
 
-use super::index::{Entry, EntryState, Index};
+use super::index::{EntryState, Index};
 use super::record::{MessageMeta, now_us, order_key};
+use super::stored::{self, View};
 use super::writer::WriteOp;
 use super::{Engine, Inner};
+use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
-use qm_common::device::message_blocks;
 use qm_common::protocol::FiringRecord;
 use qm_common::queue::QueueDef;
 use qm_common::{Diagnostic, QmError, QmResult};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +133,7 @@ impl Engine {
                 };
                 match (&moved, e.meta.persistent) {
                     (Some(m), true) => ops.push(self.put(seq, m, None)),
-                    (None, true) => ops.push(self.delete(seq)),
+                    (None, true) => ops.push(self.delete(seq, &e.meta)),
                     _ => {}
                 }
                 if let Some(m) = moved {
@@ -184,6 +185,7 @@ impl Engine {
                     let state = Index::settle_state(meta, now);
                     inner.index.update_meta(seq, meta.clone(), blocks);
                     inner.index.set_state(seq, state, blocks);
+                    inner.index.evict(seq);
                     if let Some(c) = inner.index.counters(&queue) {
                         c.to_error += 1;
                     }
@@ -238,12 +240,21 @@ impl Engine {
             let ops = self.rollback(&mut inner, &txn);
             inner.ended.record(id, reason);
             txn.ended.notify_waiters();
-            (!ops.is_empty()).then(|| self.send(ops))
+            (!ops.is_empty()).then(|| (self.send(ops), txn.dequeued))
         };
-        if let Some(p) = pending
-            && let Err(e) = p.wait().await
-        {
+        let Some((pending, returned)) = pending else { return Ok(()) };
+        let result = pending.wait().await;
+        if let Err(e) = &result {
             tracing::error!(qspace = %self.name, "recording the rollback of transaction {id} failed: {}", e.message);
+        }
+        // The returned messages are on disk as they are in memory now (or, after a failure,
+        // stay resident, as memory decides for them).
+        let mut inner = self.lock();
+        for seq in returned {
+            self.settle_going(&mut inner, seq, result.is_ok(), |_| {});
+            if result.is_ok() {
+                inner.index.evict(seq);
+            }
         }
         Ok(())
     }
@@ -290,9 +301,14 @@ impl Engine {
             }
             tracing::info!(qspace = %self.name, "message {seq:016x} moved to error queue {} after {} retries", m.queue, retries - 1);
             m
+        } else if persistent {
+            // Dropped: it stays held until its removal is durable.
+            let op = self.delete(seq, &inner.index.msgs.get(&seq)?.meta);
+            inner.index.set_state(seq, EntryState::Locked(super::index::GOING), blocks);
+            return Some(op);
         } else {
             inner.index.remove(seq, blocks);
-            return persistent.then(|| self.delete(seq));
+            return None;
         };
         let op = meta.persistent.then(|| self.put(seq, &meta, None));
         let state = Index::settle_state(&meta, now);
@@ -316,12 +332,16 @@ impl Engine {
 pub struct Recovered {
     pub index: Index,
     pub firings: VecDeque<(u64, FiringRecord)>,
+    /// The queue space has no message and its order tables were never marked as built:
+    /// they are from now on (see [`stored::INDEXED`]).
+    pub mark_indexed: bool,
 }
 
-/// Rebuilds the index from the committed messages on disk, with the threshold states and
-/// the record of threshold firings.
+/// Loads a queue space's state from disk: its queues' totals, its state values and the
+/// record of threshold firings. No message is read: they stay on disk, in order. A queue
+/// space stored before the order tables existed gets them first, once.
 pub fn recover(
-    db: &Database,
+    file: &DbFile,
     tables: &QueueSpaceTables,
     defs: Vec<QueueDef>,
     page_size: u32,
@@ -329,15 +349,25 @@ pub fn recover(
     let mut index = Index::new(defs);
     let err =
         |e: &dyn std::fmt::Display| QmError::system(format!("loading queue space messages: {e}"));
-    let txn = db.begin_read().map_err(|e| err(&e))?;
-    if let Ok(state) = txn.open_table(tables.state()) {
-        for item in state.iter().map_err(|e| err(&e))? {
-            let (k, v) = item.map_err(|e| err(&e))?;
-            restore_state(&mut index, k.value(), v.value());
-        }
+    let mut view = View::new(file, tables)?;
+    let stored = view.last_seq()?;
+    let indexed = view.indexed()?;
+    if !indexed && stored.is_some() {
+        drop(view);
+        let started = Instant::now();
+        let count = file.write(|txn| stored::reindex(txn, tables, page_size, now_us()))?;
+        tracing::info!(
+            "queue space {}: ordered its {count} stored messages on disk, once ({} ms)",
+            tables.qspace,
+            started.elapsed().as_millis()
+        );
+        view = View::new(file, tables)?;
+    }
+    for (key, value) in view.states()? {
+        restore_state(&mut index, &key, &value);
     }
     let mut firings = VecDeque::new();
-    if let Ok(table) = txn.open_table(tables.firings()) {
+    if let Ok(table) = view.txn().open_table(tables.firings()) {
         for item in table.iter().map_err(|e| err(&e))? {
             let (k, v) = item.map_err(|e| err(&e))?;
             if let Ok(mut record) = postcard::from_bytes::<FiringRecord>(v.value()) {
@@ -350,51 +380,31 @@ pub fn recover(
             }
         }
     }
-    let table = match txn.open_table(tables.msg()) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Recovered { index, firings }),
-        Err(e) => return Err(err(&e)),
-    };
-    let now = now_us();
-    for item in table.iter().map_err(|e| err(&e))? {
-        let (k, v) = item.map_err(|e| err(&e))?;
-        let seq = k.value();
-        let stored = super::record::split_stored(v.value())
-            .ok_or_else(|| err(&"truncated message record"))?;
-        let meta: MessageMeta = postcard::from_bytes(stored.meta).map_err(|e| err(&e))?;
-        // Sizes are counted from the record: it must agree with the body stored with it
-        // (for a body stored in parts, with what its cut leaves with the record).
-        let tail = stored.tail.len() as u64;
-        if (!stored.parted && meta.body_len != tail) || (stored.parted && tail > meta.body_len) {
-            return Err(err(&format_args!(
-                "message {seq:016x} is damaged: its record gives {} body bytes, {} are stored",
-                meta.body_len,
-                stored.tail.len()
-            )));
-        }
-        let Some(q) = index.queues.get_mut(&meta.queue) else {
+    for (queue, totals) in view.totals()? {
+        let Some(q) = index.queues.get_mut(&queue) else {
             tracing::warn!(
-                "message {seq:016x} belongs to missing queue {}; left on disk",
-                meta.queue
+                "queue space {}: {} stored messages belong to missing queue {queue}; left on disk",
+                tables.qspace,
+                totals.messages
             );
             continue;
         };
-        // Values no qm wrote (the last sequence number, the lowest place) are left alone
-        // rather than overflowing.
-        if let Some(top) = meta.key.top.checked_neg() {
-            q.tops = q.tops.max(top);
-        }
-        if let Some(next) = seq.checked_add(1) {
-            index.next_seq = index.next_seq.max(next);
-        }
-        let blocks = if meta.persistent { message_blocks(meta.body_len, page_size) } else { 0 };
-        let state = Index::settle_state(&meta, now);
-        index.insert(seq, Entry { meta, state, body: None }, blocks);
+        q.usage.persistent_messages = totals.messages;
+        q.usage.persistent_bytes = totals.bytes;
+        q.usage.blocks = totals.blocks;
+        q.waiting = totals.waiting;
+        q.retrying = totals.retrying;
+        q.tops = totals.tops;
+        index.capacity.messages += totals.messages;
+        index.capacity.blocks += totals.blocks;
+    }
+    if let Some(last) = stored.and_then(|s| s.checked_add(1)) {
+        index.next_seq = index.next_seq.max(last);
     }
     // The mark on disk covers every msgid handed out so far; the next one moves it on.
     index.reserved = index.next_seq;
-    debug_assert!(index.msgs.values().all(|e| !matches!(e.state, EntryState::Locked(_))));
-    Ok(Recovered { index, firings })
+    index.stored_timer = view.due(0, 0, |_| false)?.1;
+    Ok(Recovered { index, firings, mark_indexed: !indexed && stored.is_none() })
 }
 
 /// Applies one stored state value: the sequence high-water mark or a threshold state.

@@ -4,6 +4,7 @@
 
 use super::index::{EntryState, QueueState};
 use super::record::{OrderKey, now_us, secs, seq_of};
+use super::stored::View;
 use super::{Engine, Inner};
 use qm_common::message::MsgId;
 use qm_common::order::QueueOrder;
@@ -24,7 +25,12 @@ impl Engine {
     pub fn why(&self, msgid: &MsgId) -> QmResult<Found> {
         let inner = self.lock();
         let now = now_us();
-        let entry = seq_of(msgid).and_then(|seq| inner.index.msgs.get(&seq)).ok_or_else(|| {
+        let view = View::new(&self.db, &self.tables)?;
+        let found = match seq_of(msgid) {
+            Some(seq) => self.lookup(&inner, Some(&view), seq)?,
+            None => None,
+        };
+        let (meta, state) = found.ok_or_else(|| {
             QmError::new(
                 Diagnostic::BadMsgid,
                 format!(
@@ -33,13 +39,13 @@ impl Engine {
                 ),
             )
         })?;
-        let meta = &entry.meta;
+        let meta = &meta;
         let mut reasons = Vec::new();
-        match entry.state {
+        match state {
             EntryState::Locked(id) | EntryState::Uncommitted(id) => {
                 reasons.push(match holder(&inner, id) {
                     None => Reason::Busy,
-                    Some(h) if matches!(entry.state, EntryState::Locked(_)) => Reason::Held(h),
+                    Some(h) if matches!(state, EntryState::Locked(_)) => Reason::Held(h),
                     Some(h) => Reason::Uncommitted(h),
                 });
             }
@@ -59,7 +65,7 @@ impl Engine {
             });
         }
         let queue = inner.index.queues.get(&meta.queue);
-        let free = matches!(entry.state, EntryState::Ready | EntryState::Waiting);
+        let free = matches!(state, EntryState::Ready | EntryState::Waiting);
         if free && expired.is_none() && meta.available_us > now {
             let until = secs(meta.available_us);
             // A rollback pushes the availability past the time the message sorts by.
@@ -70,8 +76,14 @@ impl Engine {
                 Reason::NotAvailable { until }
             });
         }
-        if let (EntryState::Ready, None, Some(q)) = (entry.state, expired, queue) {
-            reasons.push(place_in_line(q, &meta.key));
+        if let (EntryState::Ready, None, Some(q)) = (state, expired, queue) {
+            let first = self.first_ready_key(&inner, Some(&view), &q.def.name)?;
+            let mut ahead = Vec::new();
+            for (k, _) in q.ready.range(..meta.key) {
+                ahead.push(*k);
+            }
+            view.ahead(&q.def.name, &meta.key, |s| inner.index.resident(s), |k| ahead.push(*k))?;
+            reasons.push(place_in_line(q, &meta.key, first, &ahead));
         }
         Ok(Found { queue: meta.queue.clone(), reasons, could_move: free && expired.is_none() })
     }
@@ -83,16 +95,21 @@ fn holder(inner: &Inner, id: u64) -> Option<Holder> {
     inner.txns.get(&id).map(|t| Holder { txn: t.id, pid: t.pid, program: t.program.clone() })
 }
 
-/// Next in line, or behind the ready messages that sort before `key`, grouped by what puts
-/// each one ahead.
-fn place_in_line(q: &QueueState, key: &OrderKey) -> Reason {
+/// Next in line (`first` is what a dequeue takes now), or behind the ready messages that
+/// sort before `key` (`ahead`), grouped by what puts each one ahead.
+fn place_in_line(
+    q: &QueueState,
+    key: &OrderKey,
+    first: Option<OrderKey>,
+    ahead: &[OrderKey],
+) -> Reason {
     let queue = q.def.name.clone();
-    if q.first().is_some_and(|(first, _)| first == *key) {
+    if first == Some(*key) {
         return Reason::NextInLine { queue };
     }
     let mut by: Vec<(AheadBy, u64)> = Vec::new();
     let mut total = 0;
-    for ahead in q.ready.range(..*key).map(|(k, _)| k) {
+    for ahead in ahead {
         let cause = ahead_by(&q.def.order, ahead, key);
         match by.iter_mut().find(|(c, _)| *c == cause) {
             Some((_, n)) => *n += 1,

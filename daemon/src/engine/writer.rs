@@ -16,7 +16,10 @@
 //! filesystem); the file stays usable, or is opened again by the next batch after an I/O
 //! error (see [`DbFile`]).
 
-use super::record::{Stored, body_layout, split_stored, stored_len, stored_room, write_stored};
+use super::record::{
+    MessageMeta, Stored, body_layout, split_stored, stored_len, stored_room, write_stored,
+};
+use super::stored::{self, Delta, Maintained};
 use crate::storage::handle::DbFile;
 use crate::storage::journal;
 use crate::storage::tables::QueueSpaceTables;
@@ -52,22 +55,27 @@ pub static COMMITS: AtomicU64 = AtomicU64::new(0);
 /// One write.
 pub enum WriteOp {
     /// Store a new message (`body` given) or replace an existing message's record;
-    /// `body_len` is the length of its body either way.
+    /// `body_len` is the length of its body either way, `blocks` what it counts against its
+    /// queue space, `waiting` whether it may not be dequeued yet (it goes in the timers,
+    /// not in its queue's order: see [`super::stored`]).
     Put {
         tables: Arc<QueueSpaceTables>,
         seq: u64,
         meta: Vec<u8>,
         body: Option<Arc<[u8]>>,
         body_len: u64,
+        blocks: u64,
+        waiting: bool,
     },
     /// Remove a message; its body comes back in the job's reply.
-    Delete { tables: Arc<QueueSpaceTables>, seq: u64 },
+    Delete { tables: Arc<QueueSpaceTables>, seq: u64, blocks: u64 },
+    /// A waiting message's time has come: move it to its queue's order.
+    Ready { tables: Arc<QueueSpaceTables>, seq: u64 },
     /// Store a queue-space state value (counters, threshold states).
     State { tables: Arc<QueueSpaceTables>, key: String, value: Vec<u8> },
     /// Store (or, without a value, remove) a record of a table keyed by number.
     Record { table: String, key: u64, value: Option<Vec<u8>> },
-    /// Remove a queue's definition and its state values (`qdestroy`), in the same
-    /// transaction as the removal of its messages.
+    /// Remove a queue's definition, its stored messages and its state values (`qdestroy`).
     RemoveQueue { tables: Arc<QueueSpaceTables>, queue: String, state_keys: Vec<String> },
 }
 
@@ -305,6 +313,7 @@ fn trace_batch(batch: &[Job]) {
                 Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
             }
             WriteOp::Delete { seq, .. } => Some(format!("-{seq:x}")),
+            WriteOp::Ready { seq, .. } => Some(format!("!{seq:x}")),
             WriteOp::State { .. } | WriteOp::Record { .. } | WriteOp::RemoveQueue { .. } => None,
         })
         .collect();
@@ -340,6 +349,10 @@ struct Open<'t> {
     named: HashMap<String, Table<'t, &'static str, &'static [u8]>>,
     /// The parts of large bodies.
     parts: HashMap<String, Table<'t, (u64, u32), &'static [u8]>>,
+    /// The tables that follow each queue space's messages, by queue space.
+    maintained: HashMap<String, Maintained<'t>>,
+    /// Changes of queue totals, by (totals table, queue), written once at the end.
+    deltas: HashMap<(String, String), Delta>,
 }
 
 impl<'t> Open<'t> {
@@ -363,6 +376,24 @@ impl<'t> Open<'t> {
             self.parts.insert(name.to_string(), t);
         }
         Ok(self.parts.get_mut(name).expect("just inserted"))
+    }
+
+    /// Keeps the order tables of `tables` with `f`, counting its change of totals for
+    /// `queue`.
+    fn index(
+        &mut self,
+        tables: &QueueSpaceTables,
+        queue: &str,
+        f: impl FnOnce(&mut Maintained<'t>) -> Result<Delta, redb::StorageError>,
+    ) -> QmResult<()> {
+        if !self.maintained.contains_key(&tables.qspace) {
+            let m = Maintained::open(self.txn, tables).map_err(fail)?;
+            self.maintained.insert(tables.qspace.clone(), m);
+        }
+        let maintained = self.maintained.get_mut(&tables.qspace).expect("just inserted");
+        let delta = f(maintained).map_err(fail)?;
+        self.deltas.entry((tables.totals.clone(), queue.to_string())).or_default().add(delta);
+        Ok(())
     }
 
     fn named(&mut self, name: &str) -> QmResult<&mut Table<'t, &'static str, &'static [u8]>> {
@@ -443,8 +474,15 @@ enum Logged<'a> {
         #[serde(borrow, with = "serde_bytes")]
         body: Option<&'a [u8]>,
         body_len: u64,
+        blocks: u64,
+        waiting: bool,
     },
     Delete {
+        qspace: &'a str,
+        seq: u64,
+        blocks: u64,
+    },
+    Ready {
         qspace: &'a str,
         seq: u64,
     },
@@ -470,14 +508,19 @@ enum Logged<'a> {
 impl<'a> Logged<'a> {
     fn of(op: &'a WriteOp) -> Logged<'a> {
         match op {
-            WriteOp::Put { tables, seq, meta, body, body_len } => Logged::Put {
+            WriteOp::Put { tables, seq, meta, body, body_len, blocks, waiting } => Logged::Put {
                 qspace: &tables.qspace,
                 seq: *seq,
                 meta,
                 body: body.as_deref(),
                 body_len: *body_len,
+                blocks: *blocks,
+                waiting: *waiting,
             },
-            WriteOp::Delete { tables, seq } => Logged::Delete { qspace: &tables.qspace, seq: *seq },
+            WriteOp::Delete { tables, seq, blocks } => {
+                Logged::Delete { qspace: &tables.qspace, seq: *seq, blocks: *blocks }
+            }
+            WriteOp::Ready { tables, seq } => Logged::Ready { qspace: &tables.qspace, seq: *seq },
             WriteOp::State { tables, key, value } => {
                 Logged::State { qspace: &tables.qspace, key, value }
             }
@@ -500,14 +543,19 @@ impl<'a> Logged<'a> {
                 .clone()
         };
         match self {
-            Logged::Put { qspace, seq, meta, body, body_len } => WriteOp::Put {
+            Logged::Put { qspace, seq, meta, body, body_len, blocks, waiting } => WriteOp::Put {
                 tables: of(qspace),
                 seq,
                 meta: meta.to_vec(),
                 body: body.map(Arc::from),
                 body_len,
+                blocks,
+                waiting,
             },
-            Logged::Delete { qspace, seq } => WriteOp::Delete { tables: of(qspace), seq },
+            Logged::Delete { qspace, seq, blocks } => {
+                WriteOp::Delete { tables: of(qspace), seq, blocks }
+            }
+            Logged::Ready { qspace, seq } => WriteOp::Ready { tables: of(qspace), seq },
             Logged::State { qspace, key, value } => {
                 WriteOp::State { tables: of(qspace), key: key.to_string(), value: value.to_vec() }
             }
@@ -544,8 +592,14 @@ fn apply_all<'a>(
     jobs: impl Iterator<Item = &'a [WriteOp]>,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
     let mut results = Vec::new();
-    let mut open =
-        Open { txn, tables: HashMap::new(), named: HashMap::new(), parts: HashMap::new() };
+    let mut open = Open {
+        txn,
+        tables: HashMap::new(),
+        named: HashMap::new(),
+        parts: HashMap::new(),
+        maintained: HashMap::new(),
+        deltas: HashMap::new(),
+    };
     // State values are overwritten by later jobs: write each key once, the last value
     // (or none, when a later job removed it).
     let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
@@ -572,6 +626,9 @@ fn apply_all<'a>(
             None => drop(table.remove(key).map_err(fail)?),
         }
     }
+    let deltas = std::mem::take(&mut open.deltas);
+    drop(open);
+    stored::write_totals(txn, deltas).map_err(fail)?;
     Ok(results)
 }
 
@@ -579,7 +636,9 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
     let mut removed = Vec::new();
     for op in ops {
         match op {
-            WriteOp::Put { tables, seq, meta, body: Some(body), .. } => {
+            WriteOp::Put { tables, seq, meta, body: Some(body), blocks, waiting, .. } => {
+                let record = decode_meta(*seq, meta)?;
+                open.index(tables, &record.queue, |m| m.add(*seq, &record, *waiting, *blocks))?;
                 let (parts, tail_len) = body_layout(body.len(), meta.len());
                 let mut at = 0;
                 for (n, len) in parts.iter().enumerate() {
@@ -593,18 +652,37 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
                 write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty());
             }
             // A new record for a stored message: its body stays as it is stored.
-            WriteOp::Put { tables, seq, meta, body: None, .. } => {
+            WriteOp::Put { tables, seq, meta, body: None, blocks, waiting, .. } => {
                 let table = open.table(&tables.msg)?;
                 let old = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
                 let old = old.as_deref().and_then(split_stored);
-                let (tail, parted) = old.map_or((&[][..], false), |s| (s.tail, s.parted));
+                let (tail, parted) = old.as_ref().map_or((&[][..], false), |s| (s.tail, s.parted));
                 let mut slot =
                     table.insert_reserve(*seq, stored_len(meta, tail.len())).map_err(fail)?;
                 write_stored(slot.as_mut(), meta, tail, parted);
+                drop(slot);
+                if let Some(old) = &old {
+                    let was = decode_meta(*seq, old.meta)?;
+                    open.index(tables, &was.queue, |m| m.remove(*seq, &was, *blocks))?;
+                }
+                let record = decode_meta(*seq, meta)?;
+                open.index(tables, &record.queue, |m| m.add(*seq, &record, *waiting, *blocks))?;
             }
-            WriteOp::Delete { tables, seq } => {
+            WriteOp::Ready { tables, seq } => {
+                let value = open.table(&tables.msg)?.get(*seq).map_err(fail)?;
+                let value = value.map(|v| v.value().to_vec());
+                if let Some(stored) = value.as_deref().and_then(split_stored) {
+                    let record = decode_meta(*seq, stored.meta)?;
+                    open.index(tables, &record.queue, |m| m.make_ready(*seq, &record))?;
+                }
+            }
+            WriteOp::Delete { tables, seq, blocks } => {
                 let value = open.table(&tables.msg)?.remove(*seq).map_err(fail)?;
                 let value = value.map(|v| v.value().to_vec());
+                if let Some(stored) = value.as_deref().and_then(split_stored) {
+                    let was = decode_meta(*seq, stored.meta)?;
+                    open.index(tables, &was.queue, |m| m.remove(*seq, &was, *blocks))?;
+                }
                 let body = match value.as_deref().and_then(split_stored) {
                     Some(stored) if stored.parted => {
                         let mut body = Vec::new();
@@ -623,6 +701,7 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
             }
             WriteOp::State { .. } => {}
             WriteOp::RemoveQueue { tables, queue, .. } => {
+                purge(open, tables, queue)?;
                 open.named(&tables.queues)?.remove(queue.as_str()).map_err(fail)?;
             }
             WriteOp::Record { table, key, value } => {
@@ -639,6 +718,31 @@ fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>>
         }
     }
     Ok(removed)
+}
+
+/// The record of message `seq`, as stored or sent.
+fn decode_meta(seq: u64, meta: &[u8]) -> QmResult<MessageMeta> {
+    postcard::from_bytes(meta)
+        .map_err(|e| QmError::system(format!("message {seq:016x} has a damaged record: {e}")))
+}
+
+/// Removes every stored message of `queue` with the keys that follow them, and its totals.
+fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResult<()> {
+    open.index(tables, queue, |_| Ok(Delta::default()))?;
+    let seqs = open.maintained[&tables.qspace].queue_seqs(queue).map_err(fail)?;
+    for seq in seqs {
+        let value = open.table(&tables.msg)?.remove(seq).map_err(fail)?;
+        let value = value.map(|v| v.value().to_vec());
+        let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
+        let was = decode_meta(seq, stored.meta)?;
+        open.index(tables, queue, |m| m.remove(seq, &was, 0))?;
+        if stored.parted {
+            let parts = open.parts(&tables.parts)?;
+            parts.retain_in((seq, 0u32)..=(seq, u32::MAX), |_, _| false).map_err(fail)?;
+        }
+    }
+    open.deltas.insert((tables.totals.clone(), queue.to_string()), Delta::reset());
+    Ok(())
 }
 
 /// Reads one message body outside the writer (for transactional dequeues and peeks).

@@ -37,6 +37,19 @@ pub struct QueueSpaceTables {
     pub state: String,
     /// Number → [`FiringRecord`](qm_common::protocol::FiringRecord) of threshold commands.
     pub firings: String,
+    /// (Queue, order key) of every stored message that may be dequeued now: the queue's
+    /// order (see [`crate::engine::stored`]).
+    pub ready: String,
+    /// (Queue, correlation id, order key) of the same messages, for dequeues by corrid.
+    pub corrid: String,
+    /// (Time, kind, sequence number): when stored messages become available or expire.
+    pub timers: String,
+    /// (Queue, enqueue time, sequence number) of every stored message: a queue's messages,
+    /// oldest first.
+    pub age: String,
+    /// Queue name → its stored messages totalled
+    /// ([`Totals`](crate::engine::stored::Totals)), so that loading reads no message.
+    pub totals: String,
 }
 
 impl QueueSpaceTables {
@@ -49,6 +62,11 @@ impl QueueSpaceTables {
             parts: format!("qs.{qspace}.parts"),
             state: format!("qs.{qspace}.state"),
             firings: format!("qs.{qspace}.firings"),
+            ready: format!("qs.{qspace}.ready"),
+            corrid: format!("qs.{qspace}.corrid"),
+            timers: format!("qs.{qspace}.timers"),
+            age: format!("qs.{qspace}.age"),
+            totals: format!("qs.{qspace}.totals"),
         }
     }
 
@@ -76,8 +94,24 @@ impl QueueSpaceTables {
         TableDefinition::new(&self.firings)
     }
 
+    pub fn totals(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.totals)
+    }
+
     /// Every table of the queue space, for destroying it.
-    pub fn all(&self) -> [&str; 6] {
-        [&self.queues, &self.init, &self.msg, &self.parts, &self.state, &self.firings]
+    pub fn all(&self) -> [&str; 11] {
+        [
+            &self.queues,
+            &self.init,
+            &self.msg,
+            &self.parts,
+            &self.state,
+            &self.firings,
+            &self.ready,
+            &self.corrid,
+            &self.timers,
+            &self.age,
+            &self.totals,
+        ]
     }
 }

@@ -1,0 +1,220 @@
+//! Which message a dequeue takes: the first in its queue's order among the resident
+//! messages and the stored ones (see [`super::index`]), with Tuxedo's rule that a lower
+//! priority goes out after every ten higher ones while it waits.
+
+use super::index::EntryState;
+use super::record::{MessageMeta, OrderKey, seq_of};
+use super::stored::View;
+use super::{Engine, Inner, bad_queue};
+use qm_common::message::Select;
+use qm_common::order::SortKey;
+use qm_common::{QmError, QmResult};
+use std::ops::Bound;
+
+/// The lower of two keys, either of which may be missing.
+fn lowest(a: Option<OrderKey>, b: Option<OrderKey>) -> Option<OrderKey> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Engine {
+    /// A view of the stored messages, when `queue` may have some.
+    pub(super) fn view_for(&self, inner: &Inner, queue: &str) -> QmResult<Option<View<'_>>> {
+        let stored = inner.index.queues.get(queue).is_some_and(|q| q.usage.persistent_messages > 0);
+        if stored { View::new(&self.db, &self.tables).map(Some) } else { Ok(None) }
+    }
+
+    /// The first ready message of `queue` (after `after`, when given).
+    fn first_ready(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+        after: Option<&OrderKey>,
+    ) -> QmResult<Option<OrderKey>> {
+        let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        let resident = match after {
+            None => q.ready.keys().next().copied(),
+            Some(a) => {
+                q.ready.range((Bound::Excluded(*a), Bound::Unbounded)).next().map(|(k, _)| *k)
+            }
+        };
+        let stored = match view {
+            Some(v) => v.first(queue, after, |s| inner.index.resident(s))?,
+            None => None,
+        };
+        Ok(lowest(resident, stored))
+    }
+
+    /// The next message a plain dequeue of `queue` takes.
+    fn first(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+    ) -> QmResult<Option<OrderKey>> {
+        let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        let Some(key) = self.first_ready(inner, view, queue, None)? else { return Ok(None) };
+        if key.top != 0 || q.def.order.keys.first() != Some(&SortKey::Priority) || q.streak < 10 {
+            return Ok(Some(key));
+        }
+        let after_level = OrderKey {
+            top: 0,
+            parts: [key.parts[0], i64::MAX, i64::MAX],
+            tie: i64::MAX,
+            sub: i64::MAX,
+            seq: u64::MAX,
+        };
+        Ok(Some(self.first_ready(inner, view, queue, Some(&after_level))?.unwrap_or(key)))
+    }
+
+    /// The message a plain dequeue of `queue` takes now.
+    pub(super) fn first_ready_key(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+    ) -> QmResult<Option<OrderKey>> {
+        self.first(inner, view, queue)
+    }
+
+    /// Counts a plain dequeue of `taken` for the starvation rule.
+    pub(super) fn count_dequeue(
+        &self,
+        inner: &mut Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+        taken: &OrderKey,
+    ) -> QmResult<()> {
+        let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        if q.def.order.keys.first() != Some(&SortKey::Priority) || taken.top != 0 {
+            return Ok(());
+        }
+        let resident_last = q.ready.keys().next_back().copied();
+        let stored_last = match view {
+            Some(v) => v.last(queue, |s| inner.index.resident(s))?,
+            None => None,
+        };
+        let last = resident_last.max(stored_last);
+        let first = self.first_ready(inner, view, queue, None)?;
+        let lower_waits = last.is_some_and(|k| k.parts[0] > taken.parts[0]);
+        let took_top_level = first.is_none_or(|k| k.parts[0] >= taken.parts[0]);
+        if let Some(q) = inner.index.queues.get_mut(queue) {
+            q.streak = if lower_waits && took_top_level { q.streak + 1 } else { 0 };
+        }
+        Ok(())
+    }
+
+    /// The first ready message of `queue` with correlation id `corrid`.
+    fn first_with_corrid(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+        corrid: &[u8],
+    ) -> QmResult<Option<OrderKey>> {
+        let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
+        let resident = q.corrids.get(corrid).and_then(|set| set.first().copied());
+        let stored = match view {
+            Some(v) => v.first_corrid(queue, corrid, |s| inner.index.resident(s))?,
+            None => None,
+        };
+        Ok(lowest(resident, stored))
+    }
+
+    /// Message `seq` of `queue`, if it is ready there.
+    fn ready_by_id(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+        seq: u64,
+    ) -> QmResult<Option<OrderKey>> {
+        if let Some(e) = inner.index.msgs.get(&seq) {
+            let ready = e.meta.queue == queue && e.state == EntryState::Ready;
+            return Ok(ready.then_some(e.meta.key));
+        }
+        let Some(view) = view else { return Ok(None) };
+        let Some(meta) = view.meta(seq)?.filter(|m| m.queue == queue) else { return Ok(None) };
+        Ok(view.is_ready(&meta)?.then_some(meta.key))
+    }
+
+    /// Message `seq`'s record and state, resident or stored.
+    pub(super) fn lookup(
+        &self,
+        inner: &Inner,
+        view: Option<&View<'_>>,
+        seq: u64,
+    ) -> QmResult<Option<(MessageMeta, EntryState)>> {
+        if let Some(e) = inner.index.msgs.get(&seq) {
+            return Ok(Some((e.meta.clone(), e.state)));
+        }
+        let Some(view) = view else { return Ok(None) };
+        let Some(meta) = view.meta(seq)? else { return Ok(None) };
+        let state = if view.is_ready(&meta)? { EntryState::Ready } else { EntryState::Waiting };
+        Ok(Some((meta, state)))
+    }
+
+    /// Makes stored message `seq` resident, as it is stored; whether it was not already.
+    pub(super) fn make_resident(
+        &self,
+        inner: &mut Inner,
+        view: Option<&View<'_>>,
+        seq: u64,
+    ) -> QmResult<bool> {
+        if inner.index.resident(seq) {
+            return Ok(false);
+        }
+        let found = self.lookup(inner, view, seq)?;
+        let (meta, state) = found.ok_or_else(|| {
+            QmError::system(format!("message {seq:016x} is in its queue's order but not stored"))
+        })?;
+        inner.index.adopt(seq, meta, state);
+        Ok(true)
+    }
+
+    /// Picks the message a dequeue would take, expiring any it finds dead on the way; it is
+    /// resident when returned, and `adopted` says whether it was made so for this.
+    pub(super) fn pick(
+        &self,
+        inner: &mut Inner,
+        view: Option<&View<'_>>,
+        queue: &str,
+        select: &Select,
+        now: u64,
+    ) -> QmResult<Option<Picked>> {
+        loop {
+            let found = match select {
+                Select::First => self.first(inner, view, queue)?,
+                Select::Corrid(c) => self.first_with_corrid(inner, view, queue, c)?,
+                Select::Msgid(id) => match seq_of(id) {
+                    Some(seq) => self.ready_by_id(inner, view, queue, seq)?,
+                    None => None,
+                },
+            };
+            let Some(key) = found else { return Ok(None) };
+            let seq = key.seq;
+            let adopted = self.make_resident(inner, view, seq)?;
+            let expired = inner
+                .index
+                .msgs
+                .get(&seq)
+                .and_then(|e| e.meta.expires_us)
+                .is_some_and(|e| e <= now);
+            if !expired {
+                return Ok(Some(Picked { key, seq, adopted }));
+            }
+            self.expire(inner, seq);
+        }
+    }
+}
+
+/// The message a dequeue takes.
+pub(super) struct Picked {
+    pub key: OrderKey,
+    pub seq: u64,
+    /// Read from disk for this dequeue (a peek lets it go again).
+    pub adopted: bool,
+}

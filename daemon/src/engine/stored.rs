@@ -1,0 +1,632 @@
+//! The order of a queue space's stored messages, kept on disk beside them.
+//!
+//! Four tables follow every stored message (names in [`QueueSpaceTables`]): its place in
+//! its queue's order while it may be dequeued (`ready`, and `corrid` when it has a
+//! correlation id), the times it becomes available or expires (`timers`), and its place
+//! among its queue's messages by age (`age`); a fifth totals each queue. The writer keeps
+//! them in the same redb transaction as the message itself ([`Maintained`]), deriving every
+//! key from the message's record, so they cannot disagree with it. Loading a queue space
+//! reads the totals and no message; a dequeue finds its message by reading the first key of
+//! its queue's range ([`View`]). Nothing costs more with more messages but the depth of
+//! the B-trees.
+//!
+//! Keys are bytes that sort as the values they encode: a queue name with its length first
+//! (so no queue's keys are a prefix of another's), signed numbers with their sign bit
+//! flipped, everything big-endian.
+
+use super::record::{MessageMeta, OrderKey};
+use crate::storage::handle::DbFile;
+use crate::storage::tables::QueueSpaceTables;
+use qm_common::device::message_blocks;
+use qm_common::{QmError, QmResult};
+use redb::{
+    ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableError, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::Bound;
+
+/// Timer kinds: when a message becomes available, when it expires.
+pub const AVAILABLE: u8 = 0;
+pub const EXPIRES: u8 = 1;
+
+/// Bytes of an encoded order key.
+const ORDER_LEN: usize = 56;
+
+fn keys(name: &str) -> TableDefinition<'_, &'static [u8], ()> {
+    TableDefinition::new(name)
+}
+
+fn timers(name: &str) -> TableDefinition<'_, (u64, u8, u64), ()> {
+    TableDefinition::new(name)
+}
+
+/// One queue's stored messages, totalled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub messages: u64,
+    pub bytes: u64,
+    pub blocks: u64,
+    /// Those not available yet (scheduled, or in a retry delay)...
+    pub waiting: u64,
+    /// ...and of those, the ones rolled back at least once.
+    pub retrying: u64,
+    /// The most `TPQTOP` placements made (the next one goes before them all).
+    pub tops: i64,
+}
+
+/// A change of totals, gathered over a group of writes and applied once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The queue went (qdestroy): its totals start again from nothing.
+    reset: bool,
+    messages: i64,
+    bytes: i64,
+    blocks: i64,
+    waiting: i64,
+    retrying: i64,
+    tops: i64,
+}
+
+impl Delta {
+    fn message(meta: &MessageMeta, blocks: u64, waiting: bool, sign: i64) -> Delta {
+        let waiting = i64::from(waiting);
+        Delta {
+            reset: false,
+            messages: sign,
+            bytes: sign * meta.body_len as i64,
+            blocks: sign * blocks as i64,
+            waiting: sign * waiting,
+            retrying: sign * waiting * i64::from(meta.retries > 0),
+            tops: meta.key.top.checked_neg().unwrap_or(0),
+        }
+    }
+
+    /// The queue is gone: what came before does not count.
+    pub fn reset() -> Delta {
+        Delta { reset: true, ..Delta::default() }
+    }
+
+    pub fn add(&mut self, other: Delta) {
+        if other.reset {
+            *self = other;
+            return;
+        }
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.blocks += other.blocks;
+        self.waiting += other.waiting;
+        self.retrying += other.retrying;
+        self.tops = self.tops.max(other.tops);
+    }
+
+    fn apply(self, base: Totals) -> Totals {
+        let base = if self.reset { Totals::default() } else { base };
+        let add = |v: u64, d: i64| v.saturating_add_signed(d);
+        Totals {
+            messages: add(base.messages, self.messages),
+            bytes: add(base.bytes, self.bytes),
+            blocks: add(base.blocks, self.blocks),
+            waiting: add(base.waiting, self.waiting),
+            retrying: add(base.retrying, self.retrying),
+            tops: base.tops.max(self.tops),
+        }
+    }
+}
+
+fn prefix(queue: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + queue.len() + ORDER_LEN);
+    out.extend_from_slice(&(queue.len() as u16).to_be_bytes());
+    out.extend_from_slice(queue.as_bytes());
+    out
+}
+
+fn push_signed(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn push_order(out: &mut Vec<u8>, key: &OrderKey) {
+    for v in [key.top, key.parts[0], key.parts[1], key.parts[2], key.tie, key.sub] {
+        push_signed(out, v);
+    }
+    out.extend_from_slice(&key.seq.to_be_bytes());
+}
+
+/// The order key a `ready` or `corrid` key ends with.
+fn order_of(bytes: &[u8]) -> Option<OrderKey> {
+    let tail = bytes.get(bytes.len().checked_sub(ORDER_LEN)?..)?;
+    let word = |i: usize| u64::from_be_bytes(tail[i * 8..i * 8 + 8].try_into().expect("8"));
+    let signed = |i: usize| (word(i) ^ (1 << 63)) as i64;
+    Some(OrderKey {
+        top: signed(0),
+        parts: [signed(1), signed(2), signed(3)],
+        tie: signed(4),
+        sub: signed(5),
+        seq: word(6),
+    })
+}
+
+fn ready_key(queue: &str, key: &OrderKey) -> Vec<u8> {
+    let mut out = prefix(queue);
+    push_order(&mut out, key);
+    out
+}
+
+fn corrid_prefix(queue: &str, corrid: &[u8]) -> Vec<u8> {
+    let mut out = prefix(queue);
+    out.push(corrid.len() as u8);
+    out.extend_from_slice(corrid);
+    out
+}
+
+fn corrid_key(queue: &str, corrid: &[u8], key: &OrderKey) -> Vec<u8> {
+    let mut out = corrid_prefix(queue, corrid);
+    push_order(&mut out, key);
+    out
+}
+
+fn age_key(queue: &str, enqueued_us: u64, seq: u64) -> Vec<u8> {
+    let mut out = prefix(queue);
+    out.extend_from_slice(&enqueued_us.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out
+}
+
+/// The first and last keys of `len` bytes after `prefix`.
+fn span(prefix: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = prefix.to_vec();
+    lo.resize(prefix.len() + len, 0);
+    let mut hi = prefix.to_vec();
+    hi.resize(prefix.len() + len, 0xff);
+    (lo, hi)
+}
+
+/// The tables that follow one queue space's messages, open in a write transaction.
+pub struct Maintained<'t> {
+    ready: Table<'t, &'static [u8], ()>,
+    corrid: Table<'t, &'static [u8], ()>,
+    timers: Table<'t, (u64, u8, u64), ()>,
+    age: Table<'t, &'static [u8], ()>,
+}
+
+impl<'t> Maintained<'t> {
+    pub fn open(
+        txn: &'t WriteTransaction,
+        names: &QueueSpaceTables,
+    ) -> redb::Result<Self, TableError> {
+        Ok(Maintained {
+            ready: txn.open_table(keys(&names.ready))?,
+            corrid: txn.open_table(keys(&names.corrid))?,
+            timers: txn.open_table(timers(&names.timers))?,
+            age: txn.open_table(keys(&names.age))?,
+        })
+    }
+
+    /// Adds the keys of message `seq`, just stored with `meta`; `waiting` when it may not
+    /// be dequeued yet.
+    pub fn add(
+        &mut self,
+        seq: u64,
+        meta: &MessageMeta,
+        waiting: bool,
+        blocks: u64,
+    ) -> redb::Result<Delta, redb::StorageError> {
+        if waiting {
+            self.timers.insert((meta.available_us, AVAILABLE, seq), ())?;
+        } else {
+            self.insert_ready(meta)?;
+        }
+        if let Some(at) = meta.expires_us {
+            self.timers.insert((at, EXPIRES, seq), ())?;
+        }
+        self.age.insert(age_key(&meta.queue, meta.enqueued_us, seq).as_slice(), ())?;
+        Ok(Delta::message(meta, blocks, waiting, 1))
+    }
+
+    fn insert_ready(&mut self, meta: &MessageMeta) -> redb::Result<(), redb::StorageError> {
+        self.ready.insert(ready_key(&meta.queue, &meta.key).as_slice(), ())?;
+        if !meta.corrid.is_empty() {
+            let key = corrid_key(&meta.queue, &meta.corrid, &meta.key);
+            self.corrid.insert(key.as_slice(), ())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the keys of message `seq`, stored with `meta`.
+    pub fn remove(
+        &mut self,
+        seq: u64,
+        meta: &MessageMeta,
+        blocks: u64,
+    ) -> redb::Result<Delta, redb::StorageError> {
+        let was_ready = self.ready.remove(ready_key(&meta.queue, &meta.key).as_slice())?.is_some();
+        let waiting = if was_ready {
+            if !meta.corrid.is_empty() {
+                let key = corrid_key(&meta.queue, &meta.corrid, &meta.key);
+                self.corrid.remove(key.as_slice())?;
+            }
+            false
+        } else {
+            self.timers.remove((meta.available_us, AVAILABLE, seq))?.is_some()
+        };
+        if let Some(at) = meta.expires_us {
+            self.timers.remove((at, EXPIRES, seq))?;
+        }
+        self.age.remove(age_key(&meta.queue, meta.enqueued_us, seq).as_slice())?;
+        Ok(Delta::message(meta, blocks, waiting, -1))
+    }
+
+    /// Moves message `seq` from the timers to its queue's order, if it is still waiting.
+    pub fn make_ready(
+        &mut self,
+        seq: u64,
+        meta: &MessageMeta,
+    ) -> redb::Result<Delta, redb::StorageError> {
+        if self.timers.remove((meta.available_us, AVAILABLE, seq))?.is_none() {
+            return Ok(Delta::default());
+        }
+        self.insert_ready(meta)?;
+        let retrying = i64::from(meta.retries > 0);
+        Ok(Delta { waiting: -1, retrying: -retrying, ..Delta::default() })
+    }
+
+    /// The messages of `queue`, oldest first.
+    pub fn queue_seqs(&self, queue: &str) -> redb::Result<Vec<u64>, redb::StorageError> {
+        let (lo, hi) = span(&prefix(queue), 16);
+        let mut seqs = Vec::new();
+        for item in self.age.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+            let (k, _) = item?;
+            let k = k.value();
+            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
+        }
+        Ok(seqs)
+    }
+}
+
+/// Writes the totals changed by a group of writes: `deltas` by (totals table, queue).
+pub fn write_totals(
+    txn: &WriteTransaction,
+    deltas: HashMap<(String, String), Delta>,
+) -> redb::Result<(), redb::Error> {
+    let mut by_table: HashMap<String, Vec<(String, Delta)>> = HashMap::new();
+    for ((table, queue), delta) in deltas {
+        by_table.entry(table).or_default().push((queue, delta));
+    }
+    for (name, changes) in by_table {
+        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name))?;
+        for (queue, delta) in changes {
+            let base = table
+                .get(queue.as_str())?
+                .and_then(|v| postcard::from_bytes::<Totals>(v.value()).ok())
+                .unwrap_or_default();
+            let totals = delta.apply(base);
+            if delta.reset && totals == Totals::default() {
+                table.remove(queue.as_str())?;
+            } else {
+                let bytes = postcard::to_stdvec(&totals).unwrap_or_default();
+                table.insert(queue.as_str(), bytes.as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state value that says a queue space's order tables are there (see [`reindex`]).
+pub const INDEXED: &str = "indexed";
+
+/// Builds the order tables of a queue space from its messages: once, for a queue space
+/// stored before they existed (or whose tables were lost). The messages that are due by
+/// `now` go in their queues' order, the others in the timers.
+pub fn reindex(
+    txn: &WriteTransaction,
+    names: &QueueSpaceTables,
+    page_size: u32,
+    now: u64,
+) -> QmResult<u64> {
+    let fail = |e: &dyn std::fmt::Display| {
+        QmError::system(format!("building the order of queue space {}: {e}", names.qspace))
+    };
+    for name in [&names.ready, &names.corrid, &names.age, &names.totals] {
+        txn.delete_table(keys(name)).map_err(|e| fail(&e))?;
+    }
+    txn.delete_table(timers(&names.timers)).map_err(|e| fail(&e))?;
+    let mut maintained = Maintained::open(txn, names).map_err(|e| fail(&e))?;
+    let mut deltas: HashMap<(String, String), Delta> = HashMap::new();
+    let msg = txn.open_table(names.msg()).map_err(|e| fail(&e))?;
+    let mut count = 0;
+    for item in msg.iter().map_err(|e| fail(&e))? {
+        let (k, v) = item.map_err(|e| fail(&e))?;
+        let stored =
+            super::record::split_stored(v.value()).ok_or_else(|| fail(&"a truncated message"))?;
+        let meta: MessageMeta = postcard::from_bytes(stored.meta).map_err(|e| fail(&e))?;
+        // Sizes are counted from the record: it must agree with the body stored with it
+        // (for a body stored in parts, with what its cut leaves with the record).
+        let tail = stored.tail.len() as u64;
+        let parted = stored.parted;
+        if (!parted && meta.body_len != tail)
+            || (parted && tail > meta.body_len)
+            || meta.body_len > qm_common::message::BODY_MAX as u64
+        {
+            return Err(fail(&format_args!(
+                "message {:016x} is damaged: its record gives {} body bytes, {tail} are stored",
+                k.value(),
+                meta.body_len,
+            )));
+        }
+        let blocks = message_blocks(meta.body_len, page_size);
+        let delta = maintained
+            .add(k.value(), &meta, meta.available_us > now, blocks)
+            .map_err(|e| fail(&e))?;
+        deltas.entry((names.totals.clone(), meta.queue.clone())).or_default().add(delta);
+        count += 1;
+    }
+    drop(msg);
+    drop(maintained);
+    write_totals(txn, deltas).map_err(|e| fail(&e))?;
+    let mut state = txn.open_table(names.state()).map_err(|e| fail(&e))?;
+    state.insert(INDEXED, [1u8].as_slice()).map_err(|e| fail(&e))?;
+    Ok(count)
+}
+
+/// Timers due (kind, message), and the time of the next one.
+pub type Due = (Vec<(u8, u64)>, Option<u64>);
+
+/// A consistent view of a queue space's stored messages: one read transaction. What the
+/// engine holds in memory (messages locked, in a transaction, being written) is newer than
+/// what a view shows, so every lookup takes a `skip` that leaves those out.
+pub struct View<'n> {
+    txn: ReadTransaction,
+    names: &'n QueueSpaceTables,
+}
+
+fn read_error(e: impl std::fmt::Display) -> QmError {
+    QmError::system(format!("reading stored messages: {e}"))
+}
+
+impl<'n> View<'n> {
+    pub fn new(file: &DbFile, names: &'n QueueSpaceTables) -> QmResult<View<'n>> {
+        let db = file.get()?;
+        let txn = db.begin_read().map_err(|e| db.explain("reading stored messages", e))?;
+        Ok(View { txn, names })
+    }
+
+    fn keys(&self, name: &str) -> QmResult<Option<ReadOnlyTable<&'static [u8], ()>>> {
+        match self.txn.open_table(keys(name)) {
+            Ok(t) => Ok(Some(t)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+
+    /// The first key in `lo..=hi` (after `lo`, when `after`) of table `name` whose message
+    /// is not skipped, as an order key.
+    fn first_in(
+        &self,
+        name: &str,
+        lo: &[u8],
+        after: bool,
+        hi: &[u8],
+        skip: impl Fn(u64) -> bool,
+    ) -> QmResult<Option<OrderKey>> {
+        let Some(table) = self.keys(name)? else { return Ok(None) };
+        let start = if after { Bound::Excluded(lo) } else { Bound::Included(lo) };
+        for item in table.range::<&[u8]>((start, Bound::Included(hi))).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let Some(key) = order_of(k.value()) else { continue };
+            if !skip(key.seq) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first ready message of `queue` (after `after`, when given).
+    pub fn first(
+        &self,
+        queue: &str,
+        after: Option<&OrderKey>,
+        skip: impl Fn(u64) -> bool,
+    ) -> QmResult<Option<OrderKey>> {
+        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        match after {
+            Some(key) => self.first_in(&self.names.ready, &ready_key(queue, key), true, &hi, skip),
+            None => self.first_in(&self.names.ready, &lo, false, &hi, skip),
+        }
+    }
+
+    /// The last ready message of `queue`.
+    pub fn last(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<OrderKey>> {
+        let Some(table) = self.keys(&self.names.ready)? else { return Ok(None) };
+        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)?.rev() {
+            let (k, _) = item.map_err(read_error)?;
+            if let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first ready message of `queue` with correlation id `corrid`.
+    pub fn first_corrid(
+        &self,
+        queue: &str,
+        corrid: &[u8],
+        skip: impl Fn(u64) -> bool,
+    ) -> QmResult<Option<OrderKey>> {
+        let (lo, hi) = span(&corrid_prefix(queue, corrid), ORDER_LEN);
+        self.first_in(&self.names.corrid, &lo, false, &hi, skip)
+    }
+
+    /// Whether the message stored with `meta` is in its queue's order (not waiting).
+    pub fn is_ready(&self, meta: &MessageMeta) -> QmResult<bool> {
+        let Some(table) = self.keys(&self.names.ready)? else { return Ok(false) };
+        let key = ready_key(&meta.queue, &meta.key);
+        Ok(table.get(key.as_slice()).map_err(read_error)?.is_some())
+    }
+
+    /// The record of stored message `seq`.
+    pub fn meta(&self, seq: u64) -> QmResult<Option<MessageMeta>> {
+        let table = match self.txn.open_table(self.names.msg()) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(read_error(e)),
+        };
+        let Some(value) = table.get(seq).map_err(read_error)? else { return Ok(None) };
+        let stored = super::record::split_stored(value.value())
+            .ok_or_else(|| read_error(format_args!("message {seq:016x} is truncated")))?;
+        postcard::from_bytes(stored.meta)
+            .map(Some)
+            .map_err(|e| read_error(format_args!("message {seq:016x}: {e}")))
+    }
+
+    /// Up to `limit` timers due by `now` (kind, message) of messages not skipped, and the
+    /// time of the first timer after them.
+    pub fn due(&self, now: u64, limit: usize, skip: impl Fn(u64) -> bool) -> QmResult<Due> {
+        let table = match self.txn.open_table(timers(&self.names.timers)) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(read_error(e)),
+        };
+        let mut due = Vec::new();
+        for item in table.iter().map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let (at, kind, seq) = k.value();
+            if at > now || due.len() >= limit {
+                return Ok((due, Some(at)));
+            }
+            if !skip(seq) {
+                due.push((kind, seq));
+            }
+        }
+        Ok((due, None))
+    }
+
+    /// When the oldest stored message of `queue` was enqueued.
+    pub fn oldest(&self, queue: &str) -> QmResult<Option<u64>> {
+        let Some(table) = self.keys(&self.names.age)? else { return Ok(None) };
+        let (lo, hi) = span(&prefix(queue), 16);
+        let first = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)?.next();
+        let Some(item) = first else { return Ok(None) };
+        let (k, _) = item.map_err(read_error)?;
+        let k = k.value();
+        let at = k.len() - 16;
+        Ok(Some(u64::from_be_bytes(k[at..at + 8].try_into().expect("8 bytes"))))
+    }
+
+    /// The stored messages of `queue`, oldest first.
+    pub fn seqs(&self, queue: &str) -> QmResult<Vec<u64>> {
+        let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
+        let (lo, hi) = span(&prefix(queue), 16);
+        let mut seqs = Vec::new();
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let k = k.value();
+            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
+        }
+        Ok(seqs)
+    }
+
+    /// Calls `f` with each ready message of `queue` that sorts before `key`.
+    pub fn ahead(
+        &self,
+        queue: &str,
+        key: &OrderKey,
+        skip: impl Fn(u64) -> bool,
+        mut f: impl FnMut(&OrderKey),
+    ) -> QmResult<()> {
+        let Some(table) = self.keys(&self.names.ready)? else { return Ok(()) };
+        let (lo, _) = span(&prefix(queue), ORDER_LEN);
+        let hi = ready_key(queue, key);
+        for item in table.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            if let Some(ahead) = order_of(k.value()).filter(|k| !skip(k.seq)) {
+                f(&ahead);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue's totals.
+    pub fn totals(&self) -> QmResult<HashMap<String, Totals>> {
+        let table = match self.txn.open_table(self.names.totals()) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(e) => return Err(read_error(e)),
+        };
+        let mut all = HashMap::new();
+        for item in table.iter().map_err(read_error)? {
+            let (k, v) = item.map_err(read_error)?;
+            let totals = postcard::from_bytes(v.value()).map_err(read_error)?;
+            all.insert(k.value().to_string(), totals);
+        }
+        Ok(all)
+    }
+
+    /// The highest sequence number stored.
+    pub fn last_seq(&self) -> QmResult<Option<u64>> {
+        match self.txn.open_table(self.names.msg()) {
+            Ok(t) => Ok(t.last().map_err(read_error)?.map(|(k, _)| k.value())),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+
+    /// Whether the order tables were built (see [`reindex`]).
+    pub fn indexed(&self) -> QmResult<bool> {
+        match self.txn.open_table(self.names.state()) {
+            Ok(t) => Ok(t.get(INDEXED).map_err(read_error)?.is_some()),
+            Err(TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+
+    /// The state values of the queue space.
+    pub fn states(&self) -> QmResult<Vec<(String, Vec<u8>)>> {
+        match self.txn.open_table(self.names.state()) {
+            Ok(t) => t
+                .iter()
+                .map_err(read_error)?
+                .map(|item| {
+                    let (k, v) = item.map_err(read_error)?;
+                    Ok((k.value().to_string(), v.value().to_vec()))
+                })
+                .collect(),
+            Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+
+    pub fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_keys_sort_as_order_keys() {
+        let keys = [
+            OrderKey { top: -3, parts: [0; 3], tie: 0, sub: 0, seq: 9 },
+            OrderKey { top: 0, parts: [-100, 5, 0], tie: -7, sub: 0, seq: 2 },
+            OrderKey { top: 0, parts: [-100, 5, 0], tie: 4, sub: -1, seq: 8 },
+            OrderKey { top: 0, parts: [-100, 5, 0], tie: 4, sub: 0, seq: 3 },
+            OrderKey { top: 0, parts: [-1, i64::MIN, i64::MAX], tie: 0, sub: 0, seq: 1 },
+        ];
+        for pair in keys.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(ready_key("q", &pair[0]) < ready_key("q", &pair[1]));
+        }
+        for key in &keys {
+            assert_eq!(order_of(&ready_key("queue", key)), Some(*key));
+            assert_eq!(order_of(&corrid_key("queue", b"id", key)), Some(*key));
+        }
+        // A queue's keys never fall inside another's range, whatever their names.
+        let (lo, hi) = span(&prefix("ab"), ORDER_LEN);
+        let other = ready_key("abc", &keys[0]);
+        assert!(other < lo || other > hi);
+    }
+}
