@@ -196,12 +196,13 @@ impl App {
     }
 
     pub fn dequeue(&mut self, queue: &str) -> QmResult<Message> {
-        answered(
-            &self.rt,
-            "dequeue",
-            Duration::ZERO,
-            self.client.dequeue(QS, queue, &DequeueCtl::default()),
-        )
+        self.dequeue_with(queue, &DequeueCtl::default())
+    }
+
+    /// Dequeues as `ctl` says (by corrid or msgid, waiting).
+    pub fn dequeue_with(&mut self, queue: &str, ctl: &DequeueCtl) -> QmResult<Message> {
+        let wait = Duration::from_millis(ctl.wait_ms.unwrap_or(0));
+        answered(&self.rt, "dequeue", wait, self.client.dequeue(QS, queue, ctl))
     }
 
     /// Dequeues the first message; panics when there is none.

@@ -32,6 +32,8 @@ mod faults;
 mod powercut;
 // The write-ahead journal: trust, generations, replay.
 mod journal;
+// Messages stored in order on disk: what a restart brings back, and older queue spaces.
+mod depth;
 // Data-plane fixtures: a queue space with queues, a synchronous application client, qlist/qinfo parsed.
 mod app;
 // Every TPQCTL field through enqueue and dequeue (client and qmadmin), placement, msgids.

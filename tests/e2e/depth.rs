@@ -1,0 +1,131 @@
+//! Messages live on disk in their queues' order: after a restart the order, the counts and
+//! the timers come back from the order tables and the queues' totals (no message is read
+//! to load a queue space), and a queue space stored before those tables existed is put in
+//! order once, when it is loaded.
+
+use crate::auto::{App, eventually, setup};
+use crate::faults::stop_and_wait;
+use crate::support::Env;
+use qm_common::message::{DequeueCtl, EnqueueCtl, Expiry, Select, TimeSpec};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One queue's row of `qstat --json`.
+fn stat(env: &Env, queue: &str) -> serde_json::Value {
+    let view: serde_json::Value = env.json("qopen QS; qstat --json QS");
+    let rows = view["queues"].as_array().expect("queues").clone();
+    rows.into_iter().find(|q| q["queue"] == queue).unwrap_or_else(|| panic!("{queue}: {view}"))
+}
+
+fn counts(row: &serde_json::Value) -> [u64; 4] {
+    ["messages", "ready", "waiting", "bytes"].map(|k| row[k].as_u64().unwrap_or(u64::MAX))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn with_priority(priority: u8) -> EnqueueCtl {
+    EnqueueCtl { priority: Some(priority), ..EnqueueCtl::default() }
+}
+
+fn body(m: &qm_common::message::Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+/// Priority order, a correlation id, a message not available yet and one that expires:
+/// all as they were after `daemon stop` and a new start.
+#[test]
+fn order_counts_and_timers_come_back_from_disk() {
+    let env = Env::new();
+    setup(&env, 300, &["P priority none 0 0 100% 0% ''", "E fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    for (i, prio) in [10, 90, 50, 90, 10].into_iter().enumerate() {
+        app.put_with("P", format!("m{i}").as_bytes(), with_priority(prio));
+    }
+    let corrid = EnqueueCtl { corrid: b"order-7".to_vec(), ..with_priority(1) };
+    app.put_with("P", b"with-corrid", corrid);
+    let due = now_secs() + 4;
+    let later = EnqueueCtl { available: Some(TimeSpec::Absolute(due)), ..with_priority(1) };
+    app.put_with("P", b"later", later);
+    let expiring = EnqueueCtl { expiration: Some(Expiry::Relative(2)), ..EnqueueCtl::default() };
+    app.put_with("E", b"short-lived", expiring);
+    drop(app);
+    let before = stat(&env, "P");
+    assert_eq!(counts(&before)[..3], [7, 6, 1], "{before}");
+
+    stop_and_wait(&env);
+    let _daemon = env.start_daemon(&[]);
+    let after = stat(&env, "P");
+    if now_secs() < due {
+        assert_eq!(counts(&after), counts(&before), "the same counts after a restart: {after}");
+    }
+    assert!(after["oldest_age_ms"].as_u64() >= before["oldest_age_ms"].as_u64(), "{after}");
+
+    let mut app = App::connect(&env);
+    let by_corrid =
+        DequeueCtl { select: Select::Corrid(b"order-7".to_vec()), ..Default::default() };
+    assert_eq!(body(&app.dequeue_with("P", &by_corrid).unwrap()), "with-corrid");
+    let taken: Vec<String> = (0..5).map(|_| body(&app.take("P"))).collect();
+    assert_eq!(taken, ["m1", "m3", "m2", "m0", "m4"], "priority order, first in first out");
+    // The timer of the message stored for later still runs after the restart.
+    let wait = DequeueCtl { wait_ms: Some(60_000), ..Default::default() };
+    let got = app.dequeue_with("P", &wait).unwrap();
+    assert_eq!(body(&got), "later");
+    assert!(now_secs() >= due, "not before its time");
+    assert_eq!(counts(&stat(&env, "P"))[..3], [0, 0, 0]);
+    // So does the expiry's.
+    eventually("the stored message on E expires", || {
+        let e = stat(&env, "E");
+        e["messages"] == 0 && e["expired"] == 1
+    });
+}
+
+/// A queue space whose file has messages but no order tables (as one written before they
+/// existed) is put in order when it is loaded: every message, in its order, counted.
+#[test]
+fn a_queue_space_stored_before_the_order_tables_is_ordered_when_loaded() {
+    let env = Env::new();
+    setup(&env, 300, &["Q fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    for i in 0..40 {
+        app.put("Q", format!("n{i:02}").as_bytes());
+    }
+    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
+    app.put_with("Q", b"in an hour", later);
+    drop(app);
+    stop_and_wait(&env);
+
+    {
+        use redb::{ReadableDatabase, TableDefinition};
+        let db = redb::Database::open(&env.device).unwrap();
+        let txn = db.begin_write().unwrap();
+        for name in ["ready", "corrid", "timers", "age", "totals"] {
+            let table = format!("qs.QS.{name}");
+            assert!(
+                txn.delete_table(TableDefinition::<&str, &[u8]>::new(&table)).unwrap(),
+                "{table} was there"
+            );
+        }
+        let mut state = txn.open_table(TableDefinition::<&str, &[u8]>::new("qs.QS.state")).unwrap();
+        assert!(state.remove("indexed").unwrap().is_some());
+        drop(state);
+        txn.commit().unwrap();
+        drop(db.begin_read().unwrap());
+    }
+
+    let daemon = env.start_traced_daemon(&[]);
+    let row = stat(&env, "Q");
+    assert_eq!(counts(&row)[..3], [41, 40, 1], "{row}");
+    assert_eq!(daemon.log_count(&["ordered its 41 stored messages"]), 1);
+    let mut app = App::connect(&env);
+    let bodies: Vec<String> = app.drain("Q").iter().map(body).collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("n{i:02}")).collect();
+    assert_eq!(bodies, expected);
+    // Ordered once: the next load reads the totals again (the log goes on in the same
+    // file, and still says it once).
+    stop_and_wait(&env);
+    drop(daemon);
+    let daemon = env.start_traced_daemon(&[]);
+    assert_eq!(counts(&stat(&env, "Q"))[..3], [1, 0, 1]);
+    assert_eq!(daemon.log_count(&["ordered its"]), 1);
+}
