@@ -63,24 +63,11 @@ async fn latency(setup: &Setup, n: usize) -> (f64, f64) {
 
 /// Fills the queue with `n` messages, 1,000 per transaction, from 8 clients.
 async fn preload(setup: &Setup, n: usize) {
-    let per = n / 8;
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for _ in 0..8 {
-        let mut c = client(setup).await;
-        tasks.push(tokio::spawn(async move {
-            let body = vec![b'p'; BODY];
-            for chunk in 0..per.div_ceil(1000) {
-                c.begin(QSPACE, Some(600)).await.expect("begin");
-                for _ in 0..1000.min(per - chunk * 1000) {
-                    c.enqueue(QSPACE, QUEUE, &body, &EnqueueCtl::default()).await.expect("preload");
-                }
-                c.commit().await.expect("commit");
-            }
-        }));
+        clients.push(client(setup).await);
     }
-    for t in tasks {
-        t.await.expect("preload");
-    }
+    load::fill(clients, n as u64, Default::default()).await;
 }
 
 fn report(label: &str, setup: &Setup, rt: &tokio::runtime::Runtime, secs: f64, lat_n: usize) {

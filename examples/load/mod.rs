@@ -102,6 +102,38 @@ pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
     closed_loop(clients, secs).await
 }
 
+/// Messages per transaction when a queue is filled ahead of a run.
+pub const FILL_PER_TXN: u64 = 1000;
+
+/// Enqueues `n` messages of 1 KiB on BENCH/Q, the clients sharing them out evenly, each
+/// committing [`FILL_PER_TXN`] per transaction; `queued` counts the messages committed so
+/// far, for whoever reports progress.
+pub async fn fill(clients: Vec<Client>, n: u64, queued: Arc<AtomicU64>) {
+    let count = clients.len() as u64;
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let share = n / count + u64::from((i as u64) < n % count);
+        let queued = queued.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = vec![b'p'; BODY];
+            let mut left = share;
+            while left > 0 {
+                let batch = left.min(FILL_PER_TXN);
+                c.begin(QSPACE, Some(600)).await.expect("begin");
+                for _ in 0..batch {
+                    c.enqueue(QSPACE, QUEUE, &body, &EnqueueCtl::default()).await.expect("fill");
+                }
+                c.commit().await.expect("commit");
+                queued.fetch_add(batch, Ordering::Relaxed);
+                left -= batch;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("fill");
+    }
+}
+
 /// Runs a daemon with `settings` in this process (two worker threads, as on the two-core
 /// machine the figures come from) and returns once its socket is there.
 pub fn start_daemon(device: &Path, socket: &Path, settings: qm_daemon::server::Settings) {

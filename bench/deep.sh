@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# qm with a deep queue: issue 11's second target, measured in one run.
+#
+# The release `qmd` runs in a process of its own on a fresh device in a temporary directory;
+# the clients run in other processes, on its control socket:
+#   1. 64 closed-loop clients make durable enqueue+dequeue pairs of 1 KiB bodies on the
+#      empty queue for SECS (examples/bench_peers.rs, the workload of bench/peers.sh);
+#   2. N messages of 1 KiB are queued, 1,000 per transaction by 8 clients, with the rate
+#      printed about every 10 % (examples/bench_deep.rs fill);
+#   3. qmd's VmRSS and VmHWM are read from /proc/PID/status;
+#   4. qmd is stopped (`daemon stop`, as the tests do) and started again, and the first
+#      request naming the queue space, which loads it as `qopen` does, is timed
+#      (examples/bench_deep.rs open);
+#   5. the 64 clients run again for SECS at that depth.
+# A summary table then sets the figures beside the issue's targets (for N = 10,000,000:
+# RSS <= 512 MiB, qopen after a restart <= 3 s, pairs/s at depth >= 80 % of the empty rate).
+#
+# Run:   bench/deep.sh [N [SECS]]       (defaults 10000000 and 5)
+#        QMD_CACHE_MIB=256 bench/deep.sh  passes --cache-mib 256 to qmd (default: qmd's own)
+# The device is made in a directory under $TMPDIR (default /tmp), removed when the script
+# ends; qmd is stopped by its pid if the script ends early. The device took 1.75-1.8 KiB of
+# disk per queued message at 200,000: the script counts 2 KiB (19 GiB for ten million) and
+# refuses to start, saying so, when that filesystem has less room than that plus 1 GiB.
+# Not part of CI: figures belong in BENCHMARKS.md, not in tests.
+set -euo pipefail
+
+n=${1:-10000000}
+secs=${2:-5}
+cache_mib=${QMD_CACHE_MIB:-}
+clients=64
+# Refuses value $2 of $1 unless it is a positive whole number.
+check_count() {
+    if ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then
+        echo "deep.sh: $1 '$2' is not a positive whole number" \
+            "(usage: [QMD_CACHE_MIB=MIB] bench/deep.sh [N [SECS]])" >&2
+        exit 2
+    fi
+}
+check_count N "$n"
+check_count SECS "$secs"
+if [ -n "$cache_mib" ]; then check_count QMD_CACHE_MIB "$cache_mib"; fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+release=${CARGO_TARGET_DIR:-$repo/target}/release
+base=${TMPDIR:-/tmp}
+
+# Disk room first, before anything is built or written.
+bytes_per_message=2048
+need=$((n * bytes_per_message + (1 << 30)))
+avail=$(df -B1 --output=avail "$base" | tail -n 1 | tr -d ' ')
+gib() { awk -v b="$1" 'BEGIN { printf "%.1f GiB", b / 2^30 }'; }
+if ((avail < need)); then
+    echo "deep.sh: refusing to start: $n messages need about $(gib "$need") of disk" \
+        "($bytes_per_message bytes each, plus 1 GiB), and the filesystem of $base has" \
+        "$(gib "$avail") free. Give a smaller N, free some room, or point TMPDIR at a" \
+        "filesystem with more." >&2
+    exit 1
+fi
+
+echo "building (release)..."
+(cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin \
+    --example bench_peers --example bench_deep)
+peers=$release/examples/bench_peers
+deep=$release/examples/bench_deep
+
+run=$(mktemp -d "$base/qm-deep.XXXXXX")
+device=$run/QUE
+socket=$device.sock
+qmd_args=("$device" -l 1 -g "$run/qmd.log")
+if [ -n "$cache_mib" ]; then qmd_args+=(--cache-mib "$cache_mib"); fi
+pid=
+
+cleanup() {
+    if [ -n "$pid" ]; then
+        kill -s TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+# Says what failed, shows the end of qmd's log, and ends the script.
+fail() {
+    echo "deep.sh: $1; the end of qmd's log:" >&2
+    tail -n 20 "$run/qmd.log" >&2 || true
+    exit 1
+}
+
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+# Starts qmd; sets pid; prints how long its socket took to appear.
+start_qmd() {
+    local t
+    t=$(now)
+    "$release/qmd" "${qmd_args[@]}" >>"$run/qmd.out" 2>&1 &
+    pid=$!
+    for _ in $(seq 600); do
+        [ -S "$socket" ] && break
+        kill -0 "$pid" 2>/dev/null || fail "qmd ended as it started"
+        sleep 0.05
+    done
+    [ -S "$socket" ] || fail "qmd's socket did not appear within 30 s"
+    echo "qmd started (pid $pid): socket up after $(since "$t") s"
+}
+
+# Stops qmd the way the tests do, and waits for its process to end.
+stop_qmd() {
+    local t
+    t=$(now)
+    "$release/qmadmin" --no-start -c "daemon stop" "$device" >>"$run/admin.log"
+    wait "$pid" || fail "qmd stopped with status $?"
+    pid=
+    echo "qmd stopped in $(since "$t") s"
+}
+
+admin() { "$release/qmadmin" --no-start -c "$1" "$device" >>"$run/admin.log"; }
+
+# A field of qmd's /proc/PID/status (VmRSS, VmHWM) in MiB.
+memory() {
+    awk -v f="$1:" '$1 == f { printf "%.0f", $2 / 1024 }' "/proc/$pid/status"
+}
+show_memory() {
+    rss=$(memory VmRSS) hwm=$(memory VmHWM)
+    echo "qmd memory $1: VmRSS $rss MiB, VmHWM $hwm MiB"
+}
+
+# 64 closed-loop clients for SECS; prints pairs/s.
+pairs() {
+    "$peers" qm "$socket" "$clients" "$secs" 2>>"$run/clients.log" ||
+        fail "the $clients clients failed ($(tail -n 1 "$run/clients.log"))"
+}
+
+# 12345.6 -> 12,346
+grouped() { printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
+
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+    "N = $(grouped "$n"), $secs s per point, $clients clients, in $run" \
+    "($(df -T "$run" | awk 'NR == 2 {print $2}'), $(gib "$avail") free)," \
+    "qmd --cache-mib ${cache_mib:-default}, qmd $("$release/qmd" --version | cut -d' ' -f2)"
+
+start_qmd
+# A message of 1 KiB takes two pages of 1 KiB (a page holds 1 KiB less 128 bytes of body).
+pages=$((2 * n + 100000))
+admin "crdl $device 0 $((pages + 100)); \
+    qspc BENCH 40000 $pages 4 256 256 $((n + 200000)) \"\" n 16; qopen BENCH; \
+    qcr Q fifo none 0 0 100% 0% \"\""
+
+empty=$(pairs)
+echo "empty queue: $(grouped "$empty") pairs/s"
+show_memory "after the empty run"
+
+echo "queueing $(grouped "$n") messages..."
+"$deep" fill "$socket" "$n" || fail "filling the queue failed"
+show_memory "after the fill"
+rss_fill=$rss hwm_fill=$hwm
+used=$(du -s -B1 "$run" | cut -f1)
+echo "disk used by the device and its files: $(gib "$used")" \
+    "($(awk -v u="$used" -v n="$n" 'BEGIN { printf "%.0f", u / n }') bytes per message)"
+
+stop_qmd
+start_qmd
+show_memory "after the restart"
+open=$("$deep" open "$socket") || fail "the first request on BENCH failed"
+echo "first request naming BENCH after the restart (loads it, as qopen does): $open s"
+show_memory "after that"
+rss_open=$rss
+
+deep_rate=$(pairs)
+ratio=$(awk -v a="$deep_rate" -v b="$empty" 'BEGIN { printf "%.2f", a / b }')
+echo "$(grouped "$n") queued: $(grouped "$deep_rate") pairs/s, $ratio of the empty rate"
+show_memory "at the end"
+stop_qmd
+
+# "yes" when $1 $2 $3 holds (awk comparison), else "no".
+met() { awk -v a="$1" -v b="$3" "BEGIN { print (a $2 b) ? \"yes\" : \"no\" }"; }
+
+echo
+echo "| N = $(grouped "$n") | measured | issue 11 target (N = 10,000,000) | met |"
+echo "|---|---:|---:|---|"
+echo "| qmd VmRSS after the fill | $rss_fill MiB | ≤ 512 MiB | $(met "$rss_fill" '<=' 512) |"
+echo "| qmd VmHWM up to the fill | $hwm_fill MiB | ≤ 512 MiB | $(met "$hwm_fill" '<=' 512) |"
+echo "| qmd VmRSS after the restart's first request | $rss_open MiB | ≤ 512 MiB |" \
+    "$(met "$rss_open" '<=' 512) |"
+echo "| qmd VmRSS / VmHWM after the run at depth | $rss / $hwm MiB | ≤ 512 MiB |" \
+    "$(met "$hwm" '<=' 512) |"
+echo "| qopen after a restart | $open s | ≤ 3 s | $(met "$open" '<=' 3) |"
+echo "| $clients clients, empty queue | $(grouped "$empty") pairs/s | | |"
+echo "| $clients clients, $(grouped "$n") queued | $(grouped "$deep_rate") pairs/s | | |"
+echo "| at depth / empty | $ratio | ≥ 0.80 | $(met "$ratio" '>=' 0.8) |"
