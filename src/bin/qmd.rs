@@ -8,13 +8,27 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (number 15 in both its v2 and v3 headers): memory
-/// freed goes back to the system at once, not at a later allocation, which an idle daemon
-/// may never make (a test holds qmd to giving large request buffers back).
+/// freed goes back to the system after this many milliseconds, in batches. At once (0) it
+/// costs the writer a `madvise` and a TLB flush on every core for nearly every page it
+/// frees, a tenth of its time with a deep queue (BENCHMARKS.md).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+
+/// How often the memory whose purge delay has passed is given back even when nothing
+/// allocates (mimalloc purges at allocations, which an idle daemon may never make, and a
+/// test holds qmd to giving large request buffers back).
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() {
     // SAFETY: sets a process-wide option of the allocator before any thread is started.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
+    let _ = std::thread::Builder::new().name("qm-collect".into()).spawn(|| {
+        loop {
+            std::thread::sleep(COLLECT_EVERY);
+            // SAFETY: asks the allocator to give back what it may; no memory is touched.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    });
     let options = qm_daemon::options::Options::parse();
     std::process::exit(qm_daemon::server::main(options));
 }
