@@ -129,3 +129,54 @@ fn a_queue_space_stored_before_the_order_tables_is_ordered_when_loaded() {
     assert_eq!(counts(&stat(&env, "Q"))[..3], [1, 0, 1]);
     assert_eq!(daemon.log_count(&["ordered its"]), 1);
 }
+
+/// More stored messages than a queue's head holds, and new ones that sort before, among and
+/// after those the head holds, with rollbacks between: every dequeue takes the first in the
+/// queue's order.
+#[test]
+fn the_queue_order_holds_past_the_head_read_from_disk() {
+    use crate::app::{App as DataApp, ERRQ, space_with};
+    let env = space_with(
+        "",
+        "40000 1800 8 4 16 1000 ERRQ n 16",
+        &[ERRQ, "P priority none 5 0 100% 0% ''"],
+    );
+    let mut app = DataApp::connect(&env);
+    for i in 0..300 {
+        app.put_with("P", &format!("30-{i:03}"), with_priority(30));
+    }
+    // The first dequeue reads the head from disk; what follows must merge with it.
+    assert_eq!(app.take_body("P"), "30-000");
+    for i in 0..5 {
+        app.put_with("P", &format!("60-{i:03}"), with_priority(60));
+        app.put_with("P", &format!("10-{i:03}"), with_priority(10));
+        app.put_with("P", &format!("30-{:03}", 300 + i), with_priority(30));
+    }
+    let mut taken = Vec::new();
+    while taken.len() < 314 {
+        if taken.len() % 97 == 50 {
+            // A message taken and rolled back keeps its place: it comes out next again.
+            app.begin(None).unwrap();
+            let again = app.take_body("P");
+            app.abort().unwrap();
+            assert_eq!(app.take_body("P"), again, "a rolled back message keeps its place");
+            taken.push(again);
+            continue;
+        }
+        taken.push(app.take_body("P"));
+    }
+    let mut expected: Vec<String> = (0..5).map(|i| format!("60-{i:03}")).collect();
+    expected.extend((1..305).map(|i| format!("30-{i:03}")));
+    expected.extend((0..5).map(|i| format!("10-{i:03}")));
+    // Tuxedo's rule lets a lower priority out after every ten higher ones while it waits:
+    // within each priority, first in first out, and every message once.
+    assert_eq!(taken[..5], expected[..5], "the highest priority first");
+    for prio in ["60-", "30-", "10-"] {
+        let got: Vec<&String> = taken.iter().filter(|b| b.starts_with(prio)).collect();
+        let want: Vec<&String> = expected.iter().filter(|b| b.starts_with(prio)).collect();
+        assert_eq!(got, want, "priority {prio} in order, each once");
+    }
+    let ten = taken.iter().position(|b| b.starts_with("10-")).unwrap();
+    assert_eq!(ten, 10, "the first lower one after ten higher ones: {taken:?}");
+    crate::app::nothing_on(&mut app, "P");
+}

@@ -54,7 +54,7 @@ impl Engine {
         if !inner.index.queues.contains_key(queue) {
             return Err(bad_queue(queue, &self.name));
         }
-        let view = self.view_for(inner, queue)?;
+        let mut disk = self.disk_for(inner, queue);
         let mut list: Vec<Selected> = Vec::new();
         let mut consider = |seq: u64, meta: MessageMeta, state: EntryState| {
             if meta.queue == queue && matches(seq, &meta, criteria) {
@@ -63,21 +63,20 @@ impl Engine {
         };
         if let Some(seq) = criteria.msgid.as_ref().and_then(super::record::seq_of) {
             // One message asked for by id: no scan.
-            if let Some((meta, state)) = self.lookup(inner, view.as_ref(), seq)? {
+            if let Some((meta, state)) = self.lookup(inner, &mut disk, seq)? {
                 consider(seq, meta, state);
             }
         } else {
             for (seq, e) in &inner.index.msgs {
                 consider(*seq, e.meta.clone(), e.state);
             }
-            if let Some(view) = &view {
-                for seq in view.seqs(queue)? {
-                    if inner.index.resident(seq) {
-                        continue;
-                    }
-                    if let Some((meta, state)) = self.lookup(inner, Some(view), seq)? {
-                        consider(seq, meta, state);
-                    }
+            let stored = match disk.view()? {
+                Some(view) => view.seqs(queue)?,
+                None => Vec::new(),
+            };
+            for seq in stored.into_iter().filter(|s| !inner.index.resident(*s)) {
+                if let Some((meta, state)) = self.lookup(inner, &mut disk, seq)? {
+                    consider(seq, meta, state);
                 }
             }
         }

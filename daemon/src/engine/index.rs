@@ -57,11 +57,53 @@ pub struct Entry {
     pub body: Option<Arc<[u8]>>,
 }
 
+/// Most stored messages a queue's head holds.
+pub const HEAD_MAX: usize = 256;
+
+/// The first stored ready messages of a queue, in order, with their records: what the next
+/// dequeues take, read from disk in one go rather than one at a time.
+///
+/// Once loaded it holds a prefix of the queue's stored ready messages that are not
+/// resident: every such message that sorts before its last one is in it, and, when
+/// `complete`, every such message at all. It is kept so as messages move: one made resident
+/// leaves it, one that goes back to disk ready joins it when it sorts before its end.
+#[derive(Debug, Default)]
+pub struct Head {
+    pub msgs: BTreeMap<OrderKey, MessageMeta>,
+    pub loaded: bool,
+    pub complete: bool,
+}
+
+impl Head {
+    /// A stored message became ready on disk alone.
+    fn offer(&mut self, key: OrderKey, meta: &MessageMeta) {
+        let inside =
+            self.complete || self.msgs.last_key_value().is_some_and(|(last, _)| key < *last);
+        if !self.loaded || !inside {
+            return;
+        }
+        self.msgs.insert(key, meta.clone());
+        if self.msgs.len() > HEAD_MAX {
+            self.msgs.pop_last();
+            self.complete = false;
+        }
+    }
+
+    /// Whether the head knows every stored ready message after `key`... up to its end:
+    /// it holds one after it, or holds them all.
+    pub fn covers(&self, key: &OrderKey) -> bool {
+        self.loaded
+            && (self.complete || self.msgs.last_key_value().is_some_and(|(last, _)| last > key))
+    }
+}
+
 /// One queue's definition, resident ready messages and counts.
 pub struct QueueState {
     pub def: QueueDef,
     /// Resident ready messages, in order.
     pub ready: BTreeMap<OrderKey, u64>,
+    /// The first stored ready ones.
+    pub head: Head,
     pub corrids: HashMap<Vec<u8>, BTreeSet<OrderKey>>,
     /// Committed messages (ready, waiting or locked), resident or stored.
     pub usage: QueueUsage,
@@ -106,6 +148,7 @@ impl QueueState {
         QueueState {
             def,
             ready: BTreeMap::new(),
+            head: Head::default(),
             corrids: HashMap::new(),
             usage: QueueUsage::default(),
             waiting: 0,
@@ -207,6 +250,9 @@ impl Index {
             return;
         }
         let expires = meta.expires_us;
+        if let Some(q) = self.queues.get_mut(&meta.queue) {
+            q.head.msgs.remove(&meta.key);
+        }
         self.msgs.insert(seq, Entry { meta, state, body: None });
         if let Some(exp) = expires {
             self.expiring.insert((exp, seq));
@@ -228,6 +274,9 @@ impl Index {
         let meta = &entry.meta;
         if let Some(q) = self.queues.get_mut(&meta.queue) {
             q.by_age.remove(&(meta.enqueued_us, seq));
+            if entry.state == EntryState::Ready {
+                q.head.offer(meta.key, meta);
+            }
         }
         // Its timers are the disk's to watch from now on.
         let mut timers: Vec<u64> = meta.expires_us.into_iter().collect();

@@ -401,9 +401,9 @@ impl Engine {
                 q.def.out_of_order
             ))),
             Placement::Before(target) => {
-                let view = self.view_for(inner, queue)?;
+                let mut disk = self.disk_for(inner, queue);
                 let found = match seq_of(target) {
-                    Some(s) => self.lookup(inner, view.as_ref(), s)?,
+                    Some(s) => self.lookup(inner, &mut disk, s)?,
                     None => None,
                 };
                 let (t, _) = found.filter(|(m, _)| m.queue == queue).ok_or_else(|| {
@@ -770,9 +770,9 @@ impl Engine {
         // Another dequeue of the same program has waited longer: it is served first.
         let my_turn =
             turn.is_none_or(|(program, ticket)| inner.turns.is_first(queue, program, ticket));
-        let view = if my_turn { self.view_for(&inner, queue)? } else { None };
+        let mut disk = self.disk_for(&inner, queue);
         let picked = match my_turn {
-            true => self.pick(&mut inner, view.as_ref(), queue, &ctl.select, now)?,
+            true => self.pick(&mut inner, &mut disk, queue, &ctl.select, now)?,
             false => None,
         };
         let Some(pick::Picked { key, seq, adopted }) = picked else {
@@ -811,9 +811,9 @@ impl Engine {
             return Ok(Attempt::Done(self.to_message(seq, &entry, body)));
         }
         if matches!(ctl.select, Select::First) {
-            self.count_dequeue(&mut inner, view.as_ref(), queue, &key)?;
+            self.count_dequeue(&mut inner, &mut disk, queue, &key)?;
         }
-        drop(view);
+        drop(disk);
         let blocks = self.blocks(&entry.meta);
         inner.index.set_state(seq, EntryState::Locked(txid.unwrap_or(0)), blocks);
         if let Some(id) = txid {

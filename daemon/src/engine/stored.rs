@@ -435,6 +435,30 @@ impl<'n> View<'n> {
         }
     }
 
+    /// The first `n` ready messages of `queue` not skipped, with their records.
+    pub fn first_n(
+        &self,
+        queue: &str,
+        n: usize,
+        skip: impl Fn(u64) -> bool,
+    ) -> QmResult<Vec<(OrderKey, MessageMeta)>> {
+        let mut found = Vec::new();
+        let Some(table) = self.keys(&self.names.ready)? else { return Ok(found) };
+        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) else { continue };
+            let meta = self.meta(key.seq)?.ok_or_else(|| {
+                read_error(format_args!("message {:016x} is in order but not stored", key.seq))
+            })?;
+            found.push((key, meta));
+            if found.len() >= n {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// The last ready message of `queue`.
     pub fn last(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<OrderKey>> {
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(None) };

@@ -4,7 +4,7 @@
 
 use super::index::EntryState;
 use super::record::now_us;
-use super::stored::{AVAILABLE, View};
+use super::stored::AVAILABLE;
 use super::writer::WriteOp;
 use super::{Engine, Inner};
 use std::sync::Arc;
@@ -35,8 +35,10 @@ pub fn settle(engine: &Engine, inner: &mut Inner, now: u64) {
 /// or made ready in memory at once and on disk by a write, after which it goes back to
 /// living on disk alone.
 fn settle_stored(engine: &Engine, inner: &mut Inner, now: u64) {
-    let view = match View::new(&engine.db, &engine.tables) {
-        Ok(view) => view,
+    let mut disk = engine.disk();
+    let view = match disk.view() {
+        Ok(Some(view)) => view,
+        Ok(None) => return,
         Err(e) => return tracing::warn!(qspace = %engine.name, "timers: {}", e.message),
     };
     let due = match view.due(now, BATCH, |seq| inner.index.resident(seq)) {
@@ -52,7 +54,7 @@ fn settle_stored(engine: &Engine, inner: &mut Inner, now: u64) {
         if inner.index.resident(seq) {
             continue;
         }
-        let Ok(Some((meta, state))) = engine.lookup(inner, Some(&view), seq) else { continue };
+        let Ok(Some((meta, state))) = engine.lookup(inner, &mut disk, seq) else { continue };
         if !inner.index.queues.contains_key(&meta.queue) {
             continue;
         }

@@ -4,7 +4,6 @@
 
 use super::index::{EntryState, QueueState};
 use super::record::{OrderKey, now_us, secs, seq_of};
-use super::stored::View;
 use super::{Engine, Inner};
 use qm_common::message::MsgId;
 use qm_common::order::QueueOrder;
@@ -23,11 +22,11 @@ impl Engine {
     /// Why the message `msgid` is not moving; QMEBADMSGID when the queue space has no such
     /// message.
     pub fn why(&self, msgid: &MsgId) -> QmResult<Found> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let now = now_us();
-        let view = View::new(&self.db, &self.tables)?;
+        let mut disk = self.disk();
         let found = match seq_of(msgid) {
-            Some(seq) => self.lookup(&inner, Some(&view), seq)?,
+            Some(seq) => self.lookup(&inner, &mut disk, seq)?,
             None => None,
         };
         let (meta, state) = found.ok_or_else(|| {
@@ -40,6 +39,11 @@ impl Engine {
             )
         })?;
         let meta = &meta;
+        // What a dequeue takes now, should it be this one.
+        let first = match state {
+            EntryState::Ready => self.first(&mut inner, &mut disk, &meta.queue)?,
+            _ => None,
+        };
         let mut reasons = Vec::new();
         match state {
             EntryState::Locked(id) | EntryState::Uncommitted(id) => {
@@ -77,12 +81,14 @@ impl Engine {
             });
         }
         if let (EntryState::Ready, None, Some(q)) = (state, expired, queue) {
-            let first = self.first_ready_key(&inner, Some(&view), &q.def.name)?;
             let mut ahead = Vec::new();
             for (k, _) in q.ready.range(..meta.key) {
                 ahead.push(*k);
             }
-            view.ahead(&q.def.name, &meta.key, |s| inner.index.resident(s), |k| ahead.push(*k))?;
+            if let Some(view) = disk.view()? {
+                let resident = |s| inner.index.resident(s);
+                view.ahead(&q.def.name, &meta.key, resident, |k| ahead.push(*k))?;
+            }
             reasons.push(place_in_line(q, &meta.key, first, &ahead));
         }
         Ok(Found { queue: meta.queue.clone(), reasons, could_move: free && expired.is_none() })
