@@ -182,25 +182,43 @@ fn span(prefix: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
-/// The tables that follow one queue space's messages, open in a write transaction.
+/// The tables that follow one queue space's messages, open in a write transaction (those
+/// few messages need, the timers and correlation ids, only once one does).
 pub struct Maintained<'t> {
+    txn: &'t WriteTransaction,
     ready: Table<'t, &'static [u8], ()>,
-    corrid: Table<'t, &'static [u8], ()>,
-    timers: Table<'t, (u64, u8, u64), ()>,
     age: Table<'t, &'static [u8], ()>,
+    corrid: Option<Table<'t, &'static [u8], ()>>,
+    timers: Option<Table<'t, (u64, u8, u64), ()>>,
+    corrid_name: String,
+    timers_name: String,
 }
 
 impl<'t> Maintained<'t> {
-    pub fn open(
-        txn: &'t WriteTransaction,
-        names: &QueueSpaceTables,
-    ) -> redb::Result<Self, TableError> {
+    pub fn open(txn: &'t WriteTransaction, names: &QueueSpaceTables) -> Result<Self, redb::Error> {
         Ok(Maintained {
+            txn,
             ready: txn.open_table(keys(&names.ready))?,
-            corrid: txn.open_table(keys(&names.corrid))?,
-            timers: txn.open_table(timers(&names.timers))?,
             age: txn.open_table(keys(&names.age))?,
+            corrid: None,
+            timers: None,
+            corrid_name: names.corrid.clone(),
+            timers_name: names.timers.clone(),
         })
+    }
+
+    fn corrid(&mut self) -> Result<&mut Table<'t, &'static [u8], ()>, redb::Error> {
+        if self.corrid.is_none() {
+            self.corrid = Some(self.txn.open_table(keys(&self.corrid_name))?);
+        }
+        Ok(self.corrid.as_mut().expect("just opened"))
+    }
+
+    fn timers(&mut self) -> Result<&mut Table<'t, (u64, u8, u64), ()>, redb::Error> {
+        if self.timers.is_none() {
+            self.timers = Some(self.txn.open_table(timers(&self.timers_name))?);
+        }
+        Ok(self.timers.as_mut().expect("just opened"))
     }
 
     /// Adds the keys of message `seq`, just stored with `meta`; `waiting` when it may not
@@ -211,59 +229,50 @@ impl<'t> Maintained<'t> {
         meta: &MessageMeta,
         waiting: bool,
         blocks: u64,
-    ) -> redb::Result<Delta, redb::StorageError> {
+    ) -> Result<Delta, redb::Error> {
         if waiting {
-            self.timers.insert((meta.available_us, AVAILABLE, seq), ())?;
+            self.timers()?.insert((meta.available_us, AVAILABLE, seq), ())?;
         } else {
             self.insert_ready(meta)?;
         }
         if let Some(at) = meta.expires_us {
-            self.timers.insert((at, EXPIRES, seq), ())?;
+            self.timers()?.insert((at, EXPIRES, seq), ())?;
         }
         self.age.insert(age_key(&meta.queue, meta.enqueued_us, seq).as_slice(), ())?;
         Ok(Delta::message(meta, blocks, waiting, 1))
     }
 
-    fn insert_ready(&mut self, meta: &MessageMeta) -> redb::Result<(), redb::StorageError> {
+    fn insert_ready(&mut self, meta: &MessageMeta) -> Result<(), redb::Error> {
         self.ready.insert(ready_key(&meta.queue, &meta.key).as_slice(), ())?;
         if !meta.corrid.is_empty() {
             let key = corrid_key(&meta.queue, &meta.corrid, &meta.key);
-            self.corrid.insert(key.as_slice(), ())?;
+            self.corrid()?.insert(key.as_slice(), ())?;
         }
         Ok(())
     }
 
     /// Removes the keys of message `seq`, stored with `meta`.
-    pub fn remove(
-        &mut self,
-        seq: u64,
-        meta: &MessageMeta,
-        blocks: u64,
-    ) -> redb::Result<Delta, redb::StorageError> {
+    pub fn remove(&mut self, seq: u64, meta: &MessageMeta, blocks: u64) -> Result<Delta, redb::Error> {
         let was_ready = self.ready.remove(ready_key(&meta.queue, &meta.key).as_slice())?.is_some();
         let waiting = if was_ready {
             if !meta.corrid.is_empty() {
                 let key = corrid_key(&meta.queue, &meta.corrid, &meta.key);
-                self.corrid.remove(key.as_slice())?;
+                self.corrid()?.remove(key.as_slice())?;
             }
             false
         } else {
-            self.timers.remove((meta.available_us, AVAILABLE, seq))?.is_some()
+            self.timers()?.remove((meta.available_us, AVAILABLE, seq))?.is_some()
         };
         if let Some(at) = meta.expires_us {
-            self.timers.remove((at, EXPIRES, seq))?;
+            self.timers()?.remove((at, EXPIRES, seq))?;
         }
         self.age.remove(age_key(&meta.queue, meta.enqueued_us, seq).as_slice())?;
         Ok(Delta::message(meta, blocks, waiting, -1))
     }
 
     /// Moves message `seq` from the timers to its queue's order, if it is still waiting.
-    pub fn make_ready(
-        &mut self,
-        seq: u64,
-        meta: &MessageMeta,
-    ) -> redb::Result<Delta, redb::StorageError> {
-        if self.timers.remove((meta.available_us, AVAILABLE, seq))?.is_none() {
+    pub fn make_ready(&mut self, seq: u64, meta: &MessageMeta) -> Result<Delta, redb::Error> {
+        if self.timers()?.remove((meta.available_us, AVAILABLE, seq))?.is_none() {
             return Ok(Delta::default());
         }
         self.insert_ready(meta)?;
@@ -272,7 +281,7 @@ impl<'t> Maintained<'t> {
     }
 
     /// The messages of `queue`, oldest first.
-    pub fn queue_seqs(&self, queue: &str) -> redb::Result<Vec<u64>, redb::StorageError> {
+    pub fn queue_seqs(&self, queue: &str) -> Result<Vec<u64>, redb::Error> {
         let (lo, hi) = span(&prefix(queue), 16);
         let mut seqs = Vec::new();
         for item in self.age.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
@@ -284,16 +293,22 @@ impl<'t> Maintained<'t> {
     }
 }
 
-/// Writes the totals changed by a group of writes: `deltas` by (totals table, queue).
-pub fn write_totals(
-    txn: &WriteTransaction,
-    deltas: HashMap<(String, String), Delta>,
-) -> redb::Result<(), redb::Error> {
-    let mut by_table: HashMap<String, Vec<(String, Delta)>> = HashMap::new();
-    for ((table, queue), delta) in deltas {
-        by_table.entry(table).or_default().push((queue, delta));
+/// Changes of queue totals gathered over a group of writes: by totals table, then queue.
+pub type Deltas = HashMap<String, HashMap<String, Delta>>;
+
+/// Adds `delta` to the change of `queue`'s totals in table `totals`, allocating nothing
+/// when the queue changed before in the group.
+pub fn gather(deltas: &mut Deltas, totals: &str, queue: &str, delta: Delta) {
+    if let Some(d) = deltas.get_mut(totals).and_then(|t| t.get_mut(queue)) {
+        d.add(delta);
+        return;
     }
-    for (name, changes) in by_table {
+    deltas.entry(totals.to_string()).or_default().entry(queue.to_string()).or_default().add(delta);
+}
+
+/// Writes the totals changed by a group of writes.
+pub fn write_totals(txn: &WriteTransaction, deltas: Deltas) -> Result<(), redb::Error> {
+    for (name, changes) in deltas {
         let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(&name))?;
         for (queue, delta) in changes {
             let base = table
@@ -332,7 +347,7 @@ pub fn reindex(
     }
     txn.delete_table(timers(&names.timers)).map_err(|e| fail(&e))?;
     let mut maintained = Maintained::open(txn, names).map_err(|e| fail(&e))?;
-    let mut deltas: HashMap<(String, String), Delta> = HashMap::new();
+    let mut deltas = Deltas::new();
     let msg = txn.open_table(names.msg()).map_err(|e| fail(&e))?;
     let mut count = 0;
     for item in msg.iter().map_err(|e| fail(&e))? {
@@ -358,7 +373,7 @@ pub fn reindex(
         let delta = maintained
             .add(k.value(), &meta, meta.available_us > now, blocks)
             .map_err(|e| fail(&e))?;
-        deltas.entry((names.totals.clone(), meta.queue.clone())).or_default().add(delta);
+        gather(&mut deltas, &names.totals, &meta.queue, delta);
         count += 1;
     }
     drop(msg);

@@ -352,7 +352,7 @@ struct Open<'t> {
     /// The tables that follow each queue space's messages, by queue space.
     maintained: HashMap<String, Maintained<'t>>,
     /// Changes of queue totals, by (totals table, queue), written once at the end.
-    deltas: HashMap<(String, String), Delta>,
+    deltas: stored::Deltas,
 }
 
 impl<'t> Open<'t> {
@@ -384,7 +384,7 @@ impl<'t> Open<'t> {
         &mut self,
         tables: &QueueSpaceTables,
         queue: &str,
-        f: impl FnOnce(&mut Maintained<'t>) -> Result<Delta, redb::StorageError>,
+        f: impl FnOnce(&mut Maintained<'t>) -> Result<Delta, redb::Error>,
     ) -> QmResult<()> {
         if !self.maintained.contains_key(&tables.qspace) {
             let m = Maintained::open(self.txn, tables).map_err(fail)?;
@@ -392,7 +392,7 @@ impl<'t> Open<'t> {
         }
         let maintained = self.maintained.get_mut(&tables.qspace).expect("just inserted");
         let delta = f(maintained).map_err(fail)?;
-        self.deltas.entry((tables.totals.clone(), queue.to_string())).or_default().add(delta);
+        stored::gather(&mut self.deltas, &tables.totals, queue, delta);
         Ok(())
     }
 
@@ -741,7 +741,7 @@ fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResul
             parts.retain_in((seq, 0u32)..=(seq, u32::MAX), |_, _| false).map_err(fail)?;
         }
     }
-    open.deltas.insert((tables.totals.clone(), queue.to_string()), Delta::reset());
+    stored::gather(&mut open.deltas, &tables.totals, queue, Delta::reset());
     Ok(())
 }
 
