@@ -101,10 +101,9 @@ fn a_queue_space_stored_before_the_order_tables_is_ordered_when_loaded() {
         let txn = db.begin_write().unwrap();
         for name in ["ready", "corrid", "timers", "age", "totals"] {
             let table = format!("qs.QS.{name}");
-            assert!(
-                txn.delete_table(TableDefinition::<&str, &[u8]>::new(&table)).unwrap(),
-                "{table} was there"
-            );
+            let was = txn.delete_table(TableDefinition::<&str, &[u8]>::new(&table)).unwrap();
+            // The correlation id table is made by the first message that has one.
+            assert!(was || name == "corrid", "{table} was there");
         }
         let mut state = txn.open_table(TableDefinition::<&str, &[u8]>::new("qs.QS.state")).unwrap();
         assert!(state.remove("indexed").unwrap().is_some());
