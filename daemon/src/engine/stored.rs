@@ -252,7 +252,12 @@ impl<'t> Maintained<'t> {
     }
 
     /// Removes the keys of message `seq`, stored with `meta`.
-    pub fn remove(&mut self, seq: u64, meta: &MessageMeta, blocks: u64) -> Result<Delta, redb::Error> {
+    pub fn remove(
+        &mut self,
+        seq: u64,
+        meta: &MessageMeta,
+        blocks: u64,
+    ) -> Result<Delta, redb::Error> {
         let was_ready = self.ready.remove(ready_key(&meta.queue, &meta.key).as_slice())?.is_some();
         let waiting = if was_ready {
             if !meta.corrid.is_empty() {

@@ -46,15 +46,16 @@ const SLACK: u64 = 4 * MIB;
 /// The most disk bytes a queue space of `pages` pages of `page_size` bytes takes in its
 /// file over its life; what `Initialize extents: y` reserves. See BENCHMARKS.md ("Disk
 /// usage") for the measurements behind it. Filled to its limit, a queue space takes at most
-/// 1.05 times its pages (with any message size). But redb doubles the file's length as it
-/// grows and, as messages come and go, writes its pages all over that length, so in time
-/// the file takes its whole length: at most twice what it held when it last grew, i.e.
-/// 2.1 times the pages, plus twice the largest body's run of pages (which may start a
-/// growth of its own), plus 4 MiB for redb's own tables.
+/// 1.11 times its pages (with any message size, the order tables included). But redb
+/// doubles the file's length as it grows and, as messages come and go, writes its pages all
+/// over that length, so in time the file takes its whole length: at most twice what it held
+/// when it last grew, i.e. 2.1 times the pages, plus three times the largest body's run of
+/// pages (a run must be free and whole: the order tables' small pages between freed runs
+/// may start a growth of its own), plus 4 MiB for redb's own tables.
 pub fn initialized_bytes(pages: u64, page_size: u32) -> u64 {
     let bytes = pages * u64::from(page_size);
     let largest = bytes.min(qm_common::message::BODY_MAX as u64);
-    bytes * 21 / 10 + 2 * largest + 4 * MIB
+    bytes * 21 / 10 + 3 * largest + 4 * MIB
 }
 
 /// Whether an error number means the filesystem has no room (or the user no quota) left.
