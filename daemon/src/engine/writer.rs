@@ -432,6 +432,9 @@ fn commit<'a>(
     let lsn = journal.next_lsn();
     let durability = if record.is_some() { Durability::None } else { Durability::Immediate };
     txn.set_durability(durability).map_err(|e| db.explain(what, e))?;
+    if record.is_none() {
+        crate::storage::files::quick_repair(&mut txn);
+    }
     // Taken after begin_write, which waits for any other writer of the file: the room is
     // counted from where that one left off.
     // What the groups applied since the last durable commit may still write is held too.

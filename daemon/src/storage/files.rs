@@ -315,7 +315,8 @@ fn build(
         space.clone(),
     );
     let db = Builder::new().create_with_backend(backend).map_err(|e| what(&e))?;
-    let txn = db.begin_write().map_err(|e| what(&e))?;
+    let mut txn = db.begin_write().map_err(|e| what(&e))?;
+    quick_repair(&mut txn);
     fill(&txn)?;
     txn.commit().map_err(|e| what(&e))?;
     db.close().map_err(|e| what(&e))
@@ -332,4 +333,12 @@ pub fn sync_directory(path: &Path) -> QmResult<()> {
         rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| os_error(dir, "open", std::io::Error::from(e)))?;
     rustix::fs::fsync(&fd).map_err(|e| space::io_failure(dir, "sync", &std::io::Error::from(e)))
+}
+
+/// Makes a durable commit record redb's allocator state (and commit in two phases), so
+/// that opening the file after a crash does not walk every table to rebuild it: seconds
+/// per gigabyte otherwise (BENCHMARKS.md, "At depth"). Only durable commits do it; the
+/// journaled ones are not what a crash goes back to.
+pub fn quick_repair(txn: &mut redb::WriteTransaction) {
+    txn.set_quick_repair(true);
 }

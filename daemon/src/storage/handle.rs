@@ -283,7 +283,8 @@ impl DbFile {
         // A durable commit also writes out what the journaled groups left in redb's cache.
         // Read before the write lock: the writer holds the journal while it waits for that.
         let pending = self.journal().as_ref().map_or(0, |j| j.pending_room);
-        let txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
+        let mut txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
+        super::files::quick_repair(&mut txn);
         db.reserve(WRITE_NEED + pending)?;
         let value = f(&txn).map_err(|e| db.recheck(e))?;
         txn.commit().map_err(|e| db.explain("committing", e))?;

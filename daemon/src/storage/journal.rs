@@ -381,7 +381,8 @@ pub fn recover(
     };
     let started = std::time::Instant::now();
     let commit = || -> QmResult<()> {
-        let txn = db.begin_write().map_err(|e| fail(e.into()))?;
+        let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
+        super::files::quick_repair(&mut txn);
         space.reserve(RECOVERY_ROOM + replay_room(&records), floor)?;
         for (_, payload) in &records {
             crate::engine::writer::replay(&txn, payload)?;
@@ -433,7 +434,8 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
     let pending = journal.pending_room;
     let commit = || -> QmResult<()> {
         let explain = |e: redb::Error| db.explain("checkpoint failed", e);
-        let txn = db.begin_write().map_err(|e| explain(e.into()))?;
+        let mut txn = db.begin_write().map_err(|e| explain(e.into()))?;
+        super::files::quick_repair(&mut txn);
         // Refused cleanly on a full filesystem: the journal keeps what it holds.
         db.reserve(RECOVERY_ROOM + pending)?;
         record_lsn(&txn, applied).map_err(explain)?;
