@@ -2,13 +2,14 @@
 //! lock. Forwarders are the daemon's business, not the engine's: the caller adds that reason
 //! when [`Found::could_move`] says a forwarder would make a difference.
 
-use super::index::{EntryState, QueueState};
+use super::index::EntryState;
 use super::record::{OrderKey, now_us, secs, seq_of};
 use super::{Engine, Inner};
 use qm_common::message::MsgId;
 use qm_common::order::QueueOrder;
 use qm_common::why::{AheadBy, Holder, Reason};
 use qm_common::{Diagnostic, QmError, QmResult};
+use std::collections::HashSet;
 
 /// What the engine finds about a message.
 pub struct Found {
@@ -80,18 +81,26 @@ impl Engine {
                 Reason::NotAvailable { until }
             });
         }
-        if let (EntryState::Ready, None, Some(q)) = (state, expired, queue) {
-            let mut ahead = Vec::new();
-            for (k, _) in q.ready.range(..meta.key) {
-                ahead.push(*k);
-            }
-            if let Some(view) = disk.view()? {
-                let resident = |s| inner.index.resident(s);
-                view.ahead(&q.def.name, &meta.key, resident, |k| ahead.push(*k))?;
-            }
-            reasons.push(place_in_line(q, &meta.key, first, &ahead));
+        let could_move = free && expired.is_none();
+        let Some(q) = queue.filter(|_| state == EntryState::Ready && expired.is_none()) else {
+            return Ok(Found { queue: meta.queue.clone(), reasons, could_move });
+        };
+        if first == Some(meta.key) {
+            reasons.push(Reason::NextInLine { queue: meta.queue.clone() });
+            return Ok(Found { queue: meta.queue.clone(), reasons, could_move });
         }
-        Ok(Found { queue: meta.queue.clone(), reasons, could_move: free && expired.is_none() })
+        let mut line = Line::new(q.def.order.clone(), meta.key);
+        q.ready.range(..meta.key).for_each(|(k, _)| line.count(k));
+        // The stored messages ahead are counted from the snapshot taken with the lock held,
+        // but without it: at depth that is millions of keys, and traffic goes on meanwhile.
+        let resident: HashSet<u64> = inner.index.msgs.keys().copied().collect();
+        drop(inner);
+        if let Some(view) = disk.view()? {
+            let skip = |s| resident.contains(&s);
+            view.ahead(&meta.queue, &meta.key, skip, |k| line.count(k))?;
+        }
+        reasons.push(line.reason(&meta.queue));
+        Ok(Found { queue: meta.queue.clone(), reasons, could_move })
     }
 }
 
@@ -101,34 +110,38 @@ fn holder(inner: &Inner, id: u64) -> Option<Holder> {
     inner.txns.get(&id).map(|t| Holder { txn: t.id, pid: t.pid, program: t.program.clone() })
 }
 
-/// Next in line (`first` is what a dequeue takes now), or behind the ready messages that
-/// sort before `key` (`ahead`), grouped by what puts each one ahead.
-fn place_in_line(
-    q: &QueueState,
-    key: &OrderKey,
-    first: Option<OrderKey>,
-    ahead: &[OrderKey],
-) -> Reason {
-    let queue = q.def.name.clone();
-    if first == Some(*key) {
-        return Reason::NextInLine { queue };
+/// The ready messages ahead of one, counted by what puts each one ahead.
+struct Line {
+    order: QueueOrder,
+    key: OrderKey,
+    by: Vec<(AheadBy, u64)>,
+    total: u64,
+}
+
+impl Line {
+    fn new(order: QueueOrder, key: OrderKey) -> Line {
+        Line { order, key, by: Vec::new(), total: 0 }
     }
-    let mut by: Vec<(AheadBy, u64)> = Vec::new();
-    let mut total = 0;
-    for ahead in ahead {
-        let cause = ahead_by(&q.def.order, ahead, key);
-        match by.iter_mut().find(|(c, _)| *c == cause) {
+
+    fn count(&mut self, ahead: &OrderKey) {
+        let cause = ahead_by(&self.order, ahead, &self.key);
+        match self.by.iter_mut().find(|(c, _)| *c == cause) {
             Some((_, n)) => *n += 1,
-            None => by.push((cause, 1)),
+            None => self.by.push((cause, 1)),
         }
-        total += 1;
+        self.total += 1;
     }
-    if total == 0 {
-        // Only the starvation rule (a lower priority goes out after ten higher ones) puts
-        // another message first, and that one is taken next: this one follows it.
-        return Reason::NextInLine { queue };
+
+    /// Behind the messages counted; next in line when there are none.
+    fn reason(self, queue: &str) -> Reason {
+        let queue = queue.to_string();
+        if self.total == 0 {
+            // Only the starvation rule (a lower priority goes out after ten higher ones)
+            // puts another message first, and that one is taken next: this one follows it.
+            return Reason::NextInLine { queue };
+        }
+        Reason::Behind { queue, total: self.total, by: self.by }
     }
-    Reason::Behind { queue, total, by }
 }
 
 /// The first field of the order key where `ahead` sorts before `key`.
