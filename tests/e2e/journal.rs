@@ -148,3 +148,56 @@ fn a_planted_file_under_the_journals_temporary_name_is_refused() {
     env.c("qopen QS; qinfo Q").ok();
     assert!(journal_of(&env).exists(), "the journal is made again");
 }
+
+/// The journal's generation and durable LSN as the (stopped) device records them.
+fn recorded(env: &Env) -> (u64, u64) {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(&env.device).unwrap();
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(redb::TableDefinition::<&str, u64>::new("qm.journal")).unwrap();
+    let get = |k: &str| table.get(k).unwrap().map(|v| v.value()).unwrap_or(0);
+    (get("generation"), get("lsn"))
+}
+
+/// A journal an earlier qm wrote (format 1) is taken over when it holds nothing to replay,
+/// as after a clean stop; one that holds writes this qm cannot read is refused, saying what
+/// to do, and left unchanged.
+#[test]
+fn a_journal_of_an_earlier_format_is_taken_over_only_when_empty() {
+    let env = Env::new();
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    env.c("qopen QS; qenqueue Q kept").ok();
+    stop_and_wait(&env);
+    let journal = journal_of(&env);
+    let format = |bytes: &[u8]| u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+    let mut bytes = std::fs::read(&journal).unwrap();
+    assert_eq!(format(&bytes), 2);
+    bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&journal, &bytes).unwrap();
+    env.c("qopen QS; qdequeue Q").ok().stdout_has("kept");
+    stop_and_wait(&env);
+    assert_eq!(format(&std::fs::read(&journal).unwrap()), 2, "taken over in this format");
+
+    // Format 1 again, now with a record past the device's durable point.
+    let (generation, lsn) = recorded(&env);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
+    bytes[24..32].copy_from_slice(&generation.to_le_bytes());
+    let payload = b"written by an earlier qm";
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&(lsn + 1).to_le_bytes());
+    crc.update(payload);
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc.finalize().to_le_bytes());
+    record.extend_from_slice(&(lsn + 1).to_le_bytes());
+    record.extend_from_slice(payload);
+    bytes[4096..4096 + record.len()].copy_from_slice(&record);
+    std::fs::write(&journal, &bytes).unwrap();
+    let err = qmd_refuses(&env.device);
+    assert!(err.contains("was written by an earlier qm (journal format 1)"), "{err}");
+    assert!(
+        err.contains("holds 1 group of writes not yet in") && err.contains("daemon stop"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes, "left unchanged");
+}

@@ -36,7 +36,11 @@ use std::path::{Path, PathBuf};
 pub const TABLE: TableDefinition<&str, u64> = TableDefinition::new("qm.journal");
 
 const MAGIC: &[u8; 16] = b"qm-journal\0\0\0\0\0\0";
-const FORMAT: u32 = 1;
+/// 2: writes carry the blocks and the waiting flag the order tables need (see
+/// [`crate::engine::stored`]). A journal of format 1 is taken over when it holds nothing to
+/// replay, and refused otherwise: this qm cannot read its records.
+const FORMAT: u32 = 2;
+const EARLIER_FORMATS: &[u32] = &[1];
 /// Records start after the header page.
 const HEADER: u64 = 4096;
 const RECORD_HEAD: usize = 16;
@@ -71,6 +75,12 @@ pub struct Journal {
     usable: bool,
 }
 
+/// What a journal's header says.
+struct Header {
+    generation: u64,
+    format: u32,
+}
+
 /// The refusal of a journal that is not this file's.
 fn foreign(path: &Path, why: &str) -> QmError {
     QmError::inval(format!(
@@ -89,7 +99,7 @@ fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> QmError {
 impl Journal {
     /// Opens the journal of the redb file at `db_path`, creating it when there is none
     /// (`existed` says whether it was there), and reads the generation its header carries.
-    fn open(db_path: &Path) -> QmResult<(Journal, u64, bool)> {
+    fn open(db_path: &Path) -> QmResult<(Journal, Header, bool)> {
         let path = path_of(db_path);
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         let (file, existed) = match rustix::fs::open(&path, flags, Mode::empty()) {
@@ -105,12 +115,12 @@ impl Journal {
         let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
         let journal =
             Journal { path, file, len, at: HEADER, next_lsn: 1, pending_room: 0, usable: true };
-        let generation = journal.read_header()?;
-        Ok((journal, generation, existed))
+        let header = journal.read_header()?;
+        Ok((journal, header, existed))
     }
 
-    /// Checks the header is a journal's; returns its generation.
-    fn read_header(&self) -> QmResult<u64> {
+    /// Checks the header is a journal's; returns its generation and format.
+    fn read_header(&self) -> QmResult<Header> {
         let mut head = [0u8; 32];
         if self.len < HEADER {
             return Err(foreign(&self.path, "it is shorter than a journal's header"));
@@ -120,10 +130,11 @@ impl Journal {
             return Err(foreign(&self.path, "it does not start like a qm journal"));
         }
         let format = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes"));
-        if format != FORMAT {
+        if format != FORMAT && !EARLIER_FORMATS.contains(&format) {
             return Err(foreign(&self.path, &format!("it has format {format}, not {FORMAT}")));
         }
-        Ok(u64::from_le_bytes(head[24..32].try_into().expect("8 bytes")))
+        let generation = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
+        Ok(Header { generation, format })
     }
 
     /// Writes `generation` into the header, durably.
@@ -350,7 +361,7 @@ pub fn recover(
     let what = format!("cannot recover the journal of {}", path.display());
     let fail = |e: redb::Error| space.explain(&what, e);
     let (recorded, durable) = recorded(db).map_err(fail)?;
-    let (mut journal, found, existed) = Journal::open(path)?;
+    let (mut journal, Header { generation: found, format }, existed) = Journal::open(path)?;
     if !existed && recorded.is_some() {
         tracing::warn!(
             "{}: its journal {} was missing and was made again; if qmd did not stop cleanly, \
@@ -362,6 +373,21 @@ pub fn recover(
     let mut records = Vec::new();
     if existed && recorded == Some(found) {
         let scanned = journal.scan(durable)?;
+        if format != FORMAT && !scanned.is_empty() {
+            return Err(QmError::inval(format!(
+                "{} was written by an earlier qm (journal format {format}) and holds {} not \
+                 yet in {}, which this qm cannot read; it was left unchanged. Start the qmd \
+                 that wrote it once and stop it cleanly (qmadmin: daemon stop), then start \
+                 this one",
+                journal.path.display(),
+                qm_common::plural::count(
+                    scanned.len() as u64,
+                    "group of writes",
+                    "groups of writes"
+                ),
+                path.display()
+            )));
+        }
         match scanned.first() {
             Some(&(first, _)) if first != durable + 1 => tracing::warn!(
                 "{}: its journal {} starts at record {first}, past the file's durable point \
@@ -399,7 +425,7 @@ pub fn recover(
         // with the one redb holds, or, if that is not its own, is not used until the next
         // open (groups are then committed by redb directly, or refused while it is full).
         Err(e) if records.is_empty() => {
-            journal.usable = recorded == Some(found);
+            journal.usable = recorded == Some(found) && format == FORMAT;
             tracing::warn!(
                 "{}: no new journal generation ({}); {}",
                 path.display(),
