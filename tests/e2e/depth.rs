@@ -213,3 +213,110 @@ fn a_crash_leaves_nothing_to_walk_at_the_next_start() {
     let text = std::fs::read_to_string(log(2)).unwrap_or_default();
     assert!(!text.contains("was not closed cleanly"), "the start walked the file:\n{text}");
 }
+
+/// Random traffic on a FIFO queue (persistent and non-persistent messages, correlation ids,
+/// dequeues first, by corrid and by msgid, rollbacks, restarts) against a model of the queue:
+/// every dequeue takes the message the model says, and what is left at the end is exactly
+/// the model's. Deep enough for the queue's head to be read from disk again and again.
+#[test]
+fn random_traffic_with_restarts_matches_a_model() {
+    use crate::app::{App as DataApp, ERRQ, space_with};
+    use qm_common::Diagnostic;
+    use qm_common::message::{MsgId, Qos};
+
+    struct Msg {
+        body: String,
+        corrid: Vec<u8>,
+        persistent: bool,
+        id: MsgId,
+    }
+    let queues = [ERRQ, "F fifo none 100 0 100% 0% ''"];
+    let env = space_with("-n 64B", "40000 1800 8 4 16 1000 ERRQ n 16", &queues);
+    stop_and_wait(&env);
+    let mut daemon = env.start_daemon(&[]);
+    let mut app = DataApp::connect(&env);
+    let mut model: Vec<Msg> = Vec::new();
+    let (mut restarts, mut deepest) = (0, 0);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let expect = |got: QmResultMsg, want: Option<&Msg>, what: &str| match (got, want) {
+        (Ok(m), Some(w)) => assert_eq!(body(&m), w.body, "{what}"),
+        (Err(e), None) => assert_eq!(e.diagnostic, Diagnostic::NoMsg, "{what}: {e}"),
+        (got, want) => panic!(
+            "{what}: got {:?}, the model has {:?}",
+            got.map(|m| body(&m)),
+            want.map(|w| &w.body)
+        ),
+    };
+    for step in 0..800 {
+        let roll = next() % 100;
+        let corrid = format!("c{}", next() % 4).into_bytes();
+        match roll {
+            0..=64 => {
+                let persistent = roll < 55;
+                let with_corrid = next() % 3 == 0;
+                let delivery = Some(if persistent { Qos::Persistent } else { Qos::NonPersistent });
+                let corrid = if with_corrid { corrid } else { Vec::new() };
+                let ctl = EnqueueCtl { corrid: corrid.clone(), delivery, ..EnqueueCtl::default() };
+                let text = format!("m{step:03}");
+                let id = app.put_with("F", &text, ctl);
+                model.push(Msg { body: text, corrid, persistent, id });
+            }
+            65..=79 => {
+                let got = app.dequeue("F", &DequeueCtl::default());
+                expect(got, model.first(), &format!("step {step}: dequeue"));
+                if !model.is_empty() {
+                    model.remove(0);
+                }
+            }
+            80..=86 => {
+                let ctl =
+                    DequeueCtl { select: Select::Corrid(corrid.clone()), ..Default::default() };
+                let at = model.iter().position(|m| m.corrid == corrid);
+                expect(
+                    app.dequeue("F", &ctl),
+                    at.map(|i| &model[i]),
+                    &format!("step {step}: by corrid"),
+                );
+                if let Some(i) = at {
+                    model.remove(i);
+                }
+            }
+            87..=91 if !model.is_empty() => {
+                let i = (next() % model.len() as u64) as usize;
+                let got = app.take_id("F", &model[i].id);
+                expect(got, Some(&model[i]), &format!("step {step}: by msgid"));
+                model.remove(i);
+            }
+            92..=96 => {
+                app.begin(None).unwrap();
+                let got = app.dequeue("F", &DequeueCtl::default());
+                expect(got, model.first(), &format!("step {step}: dequeue in a transaction"));
+                app.abort().unwrap();
+            }
+            97.. => {
+                drop(app);
+                stop_and_wait(&env);
+                drop(daemon);
+                daemon = env.start_daemon(&[]);
+                app = DataApp::connect(&env);
+                model.retain(|m| m.persistent);
+                restarts += 1;
+            }
+            _ => {}
+        }
+        deepest = deepest.max(model.len());
+    }
+    assert!(restarts >= 5 && deepest > 200, "{restarts} restarts, {deepest} deep at most");
+    let left = app.drain("F");
+    let want: Vec<&String> = model.iter().map(|m| &m.body).collect();
+    assert_eq!(left.iter().collect::<Vec<_>>(), want, "what is left is the model's");
+    drop(daemon);
+}
+
+type QmResultMsg = qm_common::QmResult<qm_common::message::Message>;
