@@ -151,7 +151,7 @@ impl Engine {
             drop(writer.send(vec![WriteOp::State {
                 tables: tables.clone(),
                 key: stored::INDEXED.into(),
-                value: vec![1],
+                value: vec![stored::INDEXED_VERSION],
             }]));
         }
         let seq_durable = recovered.index.reserved;

@@ -31,8 +31,8 @@ use std::ops::Bound;
 pub const AVAILABLE: u8 = 0;
 pub const EXPIRES: u8 = 1;
 
-/// Bytes of an encoded order key.
-const ORDER_LEN: usize = 56;
+/// Most bytes of an encoded order key (see [`push_order`]).
+const ORDER_MAX: usize = 64;
 
 fn keys(name: &str) -> TableDefinition<'_, &'static [u8], ()> {
     TableDefinition::new(name)
@@ -116,35 +116,84 @@ impl Delta {
 }
 
 fn prefix(queue: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + queue.len() + ORDER_LEN);
+    let mut out = Vec::with_capacity(2 + queue.len() + ORDER_MAX);
     out.extend_from_slice(&(queue.len() as u16).to_be_bytes());
     out.extend_from_slice(queue.as_bytes());
     out
 }
 
+/// A signed number in as few bytes as sort as it: a length byte (0x80 for zero, above for
+/// positive numbers, below for negative ones, further from 0x80 the more bytes follow),
+/// then the magnitude's significant bytes, in one's complement for a negative number. Most
+/// parts of an order key are small or zero: a FIFO key takes 13 bytes instead of 56.
 fn push_signed(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+    let m = v.unsigned_abs();
+    let n = 8 - (m.leading_zeros() / 8) as usize;
+    if v >= 0 {
+        out.push(0x80 + n as u8);
+        out.extend_from_slice(&m.to_be_bytes()[8 - n..]);
+    } else {
+        out.push(0x80 - n as u8);
+        out.extend_from_slice(&(!m).to_be_bytes()[8 - n..]);
+    }
 }
 
+/// An unsigned number the same way: its length, then its significant bytes.
+fn push_unsigned(out: &mut Vec<u8>, v: u64) {
+    let n = 8 - (v.leading_zeros() / 8) as usize;
+    out.push(n as u8);
+    out.extend_from_slice(&v.to_be_bytes()[8 - n..]);
+}
+
+/// Reads what [`push_signed`] wrote at the start of `bytes`; the rest.
+fn take_signed(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let (&len, rest) = bytes.split_first()?;
+    let (n, negative) = if len >= 0x80 { (len - 0x80, false) } else { (0x80 - len, true) };
+    let n = usize::from(n);
+    let (digits, rest) = (rest.get(..n)?, rest.get(n..)?);
+    let mut word = [0u8; 8];
+    word[8 - n..].copy_from_slice(digits);
+    let raw = u64::from_be_bytes(word);
+    if !negative {
+        return Some((raw as i64, rest));
+    }
+    let full = if n == 8 { raw } else { raw | (u64::MAX << (8 * n)) };
+    Some(((!full as i64).wrapping_neg(), rest))
+}
+
+fn take_unsigned(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (&n, rest) = bytes.split_first()?;
+    let n = usize::from(n).min(8);
+    let mut word = [0u8; 8];
+    word[8 - n..].copy_from_slice(rest.get(..n)?);
+    Some((u64::from_be_bytes(word), rest.get(n..)?))
+}
+
+/// An order key: its parts in order, each as it sorts, then the length of it all (last, so
+/// that it can be found from the end; it never decides an order, as no key's parts are a
+/// beginning of another's).
 fn push_order(out: &mut Vec<u8>, key: &OrderKey) {
+    let start = out.len();
     for v in [key.top, key.parts[0], key.parts[1], key.parts[2], key.tie, key.sub] {
         push_signed(out, v);
     }
-    out.extend_from_slice(&key.seq.to_be_bytes());
+    push_unsigned(out, key.seq);
+    let len = out.len() - start;
+    out.push(len as u8);
 }
 
 /// The order key a `ready` or `corrid` key ends with.
 fn order_of(bytes: &[u8]) -> Option<OrderKey> {
-    let tail = bytes.get(bytes.len().checked_sub(ORDER_LEN)?..)?;
-    let word = |i: usize| u64::from_be_bytes(tail[i * 8..i * 8 + 8].try_into().expect("8"));
-    let signed = |i: usize| (word(i) ^ (1 << 63)) as i64;
-    Some(OrderKey {
-        top: signed(0),
-        parts: [signed(1), signed(2), signed(3)],
-        tie: signed(4),
-        sub: signed(5),
-        seq: word(6),
-    })
+    let (&len, before) = bytes.split_last()?;
+    let mut rest = before.get(before.len().checked_sub(usize::from(len))?..)?;
+    let mut next = || {
+        let (v, r) = take_signed(rest)?;
+        rest = r;
+        Some(v)
+    };
+    let (top, p0, p1, p2, tie, sub) = (next()?, next()?, next()?, next()?, next()?, next()?);
+    let (seq, _) = take_unsigned(rest)?;
+    Some(OrderKey { top, parts: [p0, p1, p2], tie, sub, seq })
 }
 
 fn ready_key(queue: &str, key: &OrderKey) -> Vec<u8> {
@@ -171,6 +220,14 @@ fn age_key(queue: &str, enqueued_us: u64, seq: u64) -> Vec<u8> {
     out.extend_from_slice(&enqueued_us.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
     out
+}
+
+/// Bounds of every key that starts with `prefix` and goes on with an order key (whose first
+/// byte is never 0xff).
+fn order_span(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut hi = prefix.to_vec();
+    hi.push(0xff);
+    (prefix.to_vec(), hi)
 }
 
 /// The first and last keys of `len` bytes after `prefix`.
@@ -332,8 +389,10 @@ pub fn write_totals(txn: &WriteTransaction, deltas: Deltas) -> Result<(), redb::
     Ok(())
 }
 
-/// The state value that says a queue space's order tables are there (see [`reindex`]).
+/// The state value that says a queue space's order tables are there, and in which encoding
+/// (see [`reindex`]): 2, the compact order keys. Tables of another encoding are built again.
 pub const INDEXED: &str = "indexed";
+pub const INDEXED_VERSION: u8 = 2;
 
 /// Builds the order tables of a queue space from its messages: once, for a queue space
 /// stored before they existed (or whose tables were lost). The messages that are due by
@@ -385,7 +444,7 @@ pub fn reindex(
     drop(maintained);
     write_totals(txn, deltas).map_err(|e| fail(&e))?;
     let mut state = txn.open_table(names.state()).map_err(|e| fail(&e))?;
-    state.insert(INDEXED, [1u8].as_slice()).map_err(|e| fail(&e))?;
+    state.insert(INDEXED, [INDEXED_VERSION].as_slice()).map_err(|e| fail(&e))?;
     Ok(count)
 }
 
@@ -448,7 +507,7 @@ impl<'n> View<'n> {
         after: Option<&OrderKey>,
         skip: impl Fn(u64) -> bool,
     ) -> QmResult<Option<OrderKey>> {
-        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        let (lo, hi) = order_span(&prefix(queue));
         match after {
             Some(key) => self.first_in(&self.names.ready, &ready_key(queue, key), true, &hi, skip),
             None => self.first_in(&self.names.ready, &lo, false, &hi, skip),
@@ -464,7 +523,7 @@ impl<'n> View<'n> {
     ) -> QmResult<Vec<(OrderKey, MessageMeta)>> {
         let mut found = Vec::new();
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(found) };
-        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        let (lo, hi) = order_span(&prefix(queue));
         for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
             let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) else { continue };
@@ -482,7 +541,7 @@ impl<'n> View<'n> {
     /// The last ready message of `queue`.
     pub fn last(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<OrderKey>> {
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(None) };
-        let (lo, hi) = span(&prefix(queue), ORDER_LEN);
+        let (lo, hi) = order_span(&prefix(queue));
         for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)?.rev() {
             let (k, _) = item.map_err(read_error)?;
             if let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) {
@@ -499,7 +558,7 @@ impl<'n> View<'n> {
         corrid: &[u8],
         skip: impl Fn(u64) -> bool,
     ) -> QmResult<Option<OrderKey>> {
-        let (lo, hi) = span(&corrid_prefix(queue, corrid), ORDER_LEN);
+        let (lo, hi) = order_span(&corrid_prefix(queue, corrid));
         self.first_in(&self.names.corrid, &lo, false, &hi, skip)
     }
 
@@ -581,7 +640,7 @@ impl<'n> View<'n> {
         mut f: impl FnMut(&OrderKey),
     ) -> QmResult<()> {
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(()) };
-        let (lo, _) = span(&prefix(queue), ORDER_LEN);
+        let (lo, _) = order_span(&prefix(queue));
         let hi = ready_key(queue, key);
         for item in table.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
@@ -620,7 +679,10 @@ impl<'n> View<'n> {
     /// Whether the order tables were built (see [`reindex`]).
     pub fn indexed(&self) -> QmResult<bool> {
         match self.txn.open_table(self.names.state()) {
-            Ok(t) => Ok(t.get(INDEXED).map_err(read_error)?.is_some()),
+            Ok(t) => {
+                let value = t.get(INDEXED).map_err(read_error)?;
+                Ok(value.is_some_and(|v| v.value() == [INDEXED_VERSION]))
+            }
             Err(TableError::TableDoesNotExist(_)) => Ok(false),
             Err(e) => Err(read_error(e)),
         }
@@ -651,6 +713,10 @@ impl<'n> View<'n> {
 mod tests {
     use super::*;
 
+    fn fifo(seq: u64) -> OrderKey {
+        OrderKey { top: 0, parts: [0; 3], tie: seq as i64, sub: 0, seq }
+    }
+
     #[test]
     fn encoded_keys_sort_as_order_keys() {
         let keys = [
@@ -668,8 +734,41 @@ mod tests {
             assert_eq!(order_of(&ready_key("queue", key)), Some(*key));
             assert_eq!(order_of(&corrid_key("queue", b"id", key)), Some(*key));
         }
+        assert_eq!(ready_key("q", &fifo(12_345_678)).len(), 3 + 13 + 1, "compact");
+        // Numbers keep their order and come back whole, at every length and at the ends.
+        let mut values = vec![i64::MIN, i64::MIN + 1, -1, 0, 1, 255, 256, -255, -256, i64::MAX];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x as i64) >> (x % 64));
+        }
+        values.sort_unstable();
+        let encoded: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| {
+                let mut out = Vec::new();
+                push_signed(&mut out, *v);
+                assert_eq!(take_signed(&out), Some((*v, &[][..])), "{v} comes back");
+                out
+            })
+            .collect();
+        assert!(encoded.windows(2).all(|w| w[0] <= w[1]), "signed numbers sort as they encode");
+        let mut unsigned: Vec<u64> = values.iter().map(|v| *v as u64).collect();
+        unsigned.sort_unstable();
+        let encoded: Vec<Vec<u8>> = unsigned
+            .iter()
+            .map(|v| {
+                let mut out = Vec::new();
+                push_unsigned(&mut out, *v);
+                assert_eq!(take_unsigned(&out), Some((*v, &[][..])), "{v} comes back");
+                out
+            })
+            .collect();
+        assert!(encoded.windows(2).all(|w| w[0] <= w[1]), "unsigned numbers sort as they encode");
         // A queue's keys never fall inside another's range, whatever their names.
-        let (lo, hi) = span(&prefix("ab"), ORDER_LEN);
+        let (lo, hi) = order_span(&prefix("ab"));
         let other = ready_key("abc", &keys[0]);
         assert!(other < lo || other > hi);
     }
