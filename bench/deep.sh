@@ -17,6 +17,7 @@
 #
 # Run:   bench/deep.sh [N [SECS]]       (defaults 10000000 and 5)
 #        QMD_CACHE_MIB=256 bench/deep.sh  passes --cache-mib 256 to qmd (default: qmd's own)
+#        QMD=/tmp/old/target/release/qmd bench/deep.sh  measures another qmd binary
 # The device is made in a directory under $TMPDIR (default /tmp), removed when the script
 # ends; qmd is stopped by its pid if the script ends early. The device took 1.75-1.8 KiB of
 # disk per queued message at 200,000: the script counts 2 KiB (19 GiB for ten million) and
@@ -60,6 +61,7 @@ echo "building (release)..."
 (cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin \
     --example bench_peers --example bench_deep)
 peers=$release/examples/bench_peers
+qmd=${QMD:-$release/qmd}
 deep=$release/examples/bench_deep
 
 run=$(mktemp -d "$base/qm-deep.XXXXXX")
@@ -92,7 +94,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 start_qmd() {
     local t
     t=$(now)
-    "$release/qmd" "${qmd_args[@]}" >>"$run/qmd.out" 2>&1 &
+    "$qmd" "${qmd_args[@]}" >>"$run/qmd.out" 2>&1 &
     pid=$!
     for _ in $(seq 600); do
         [ -S "$socket" ] && break
@@ -136,7 +138,7 @@ grouped() { printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
     "N = $(grouped "$n"), $secs s per point, $clients clients, in $run" \
     "($(df -T "$run" | awk 'NR == 2 {print $2}'), $(gib "$avail") free)," \
-    "qmd --cache-mib ${cache_mib:-default}, qmd $("$release/qmd" --version | cut -d' ' -f2)"
+    "qmd --cache-mib ${cache_mib:-default}, qmd $("$qmd" --version | cut -d' ' -f2)"
 
 start_qmd
 # A message of 1 KiB takes two pages of 1 KiB (a page holds 1 KiB less 128 bytes of body).

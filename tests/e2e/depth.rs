@@ -320,3 +320,69 @@ fn random_traffic_with_restarts_matches_a_model() {
 }
 
 type QmResultMsg = qm_common::QmResult<qm_common::message::Message>;
+
+/// Writes that are durable in the journal but not yet in redb (`QM_FAULT=defer` keeps them
+/// there until something needs them): a dequeued message stays gone for every way of
+/// finding it, a peek sees a new message's body, a queue space loaded again sees them all,
+/// and after `kill -9` the journal brings back exactly what was acknowledged.
+#[test]
+fn writes_not_yet_in_redb_are_seen_by_every_reader() {
+    use crate::support::Daemon;
+    use qm_common::Diagnostic;
+    use qm_common::message::MsgId;
+    let env = Env::new();
+    let mut daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "defer")]);
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    let ids: Vec<MsgId> = (0..300).map(|i| app.put("Q", format!("m{i:03}").as_bytes())).collect();
+    let fresh = app.put("Q", b"fresh");
+    let by_id = |id: &MsgId, peek: bool| DequeueCtl {
+        select: Select::Msgid(id.clone()),
+        peek,
+        ..DequeueCtl::default()
+    };
+    assert_eq!(body(&app.dequeue_with("Q", &by_id(&fresh, true)).unwrap()), "fresh");
+    // Unloading and loading the space again puts the messages in redb, on disk alone.
+    drop(app);
+    env.c("ipcrm -f -y QS").ok();
+    let mut app = App::connect(&env);
+    // Their removals are deferred: past several heads read from disk, each message once.
+    let taken: Vec<String> = (0..150).map(|_| body(&app.take("Q"))).collect();
+    let expected: Vec<String> = (0..150).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(taken, expected, "first in, first out");
+    for peek in [true, false] {
+        let gone = app.dequeue_with("Q", &by_id(&ids[10], peek)).expect_err("dequeued before");
+        assert_eq!(gone.diagnostic, Diagnostic::NoMsg, "{gone}");
+    }
+    assert_eq!(body(&app.dequeue_with("Q", &by_id(&ids[200], true)).unwrap()), "m200");
+    assert_eq!(counts(&stat(&env, "Q"))[..2], [151, 151]);
+    let listed = env.c("qopen QS; qset Q; qlist").ok().stdout.clone();
+    let listed: Vec<&str> = listed
+        .lines()
+        .map(|l| l.split('|').next().unwrap_or("").trim())
+        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    let mut left: Vec<String> = ids[150..].iter().map(ToString::to_string).collect();
+    left.push(fresh.to_string());
+    assert_eq!(listed, left, "qlist shows the messages left, none taken");
+
+    drop(app);
+    env.c("ipcrm -f -y QS").ok();
+    assert_eq!(counts(&stat(&env, "Q"))[..2], [151, 151], "the same after a new load");
+    let mut app = App::connect(&env);
+    for i in 0..10 {
+        app.put("Q", format!("n{i}").as_bytes());
+    }
+    let next: Vec<String> = (0..5).map(|_| body(&app.take("Q"))).collect();
+    assert_eq!(next, ["m150", "m151", "m152", "m153", "m154"]);
+    drop(app);
+
+    daemon.signal("KILL");
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    let left: Vec<String> = app.drain("Q").iter().map(body).collect();
+    let mut expected: Vec<String> = (155..300).map(|i| format!("m{i:03}")).collect();
+    expected.push("fresh".into());
+    expected.extend((0..10).map(|i| format!("n{i}")));
+    assert_eq!(left, expected, "every acknowledged write, and no dequeued message, after kill -9");
+}

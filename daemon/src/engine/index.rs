@@ -6,7 +6,8 @@
 //! those in a transaction or being written, and those a transaction or a dequeue holds.
 //! They are *resident*: for them memory decides, for the others the disk. A stored message
 //! becomes resident when something takes or changes it ([`Index::adopt`]), and leaves once
-//! its last write is durable and it is free again ([`Index::evict`]). Counts cover every
+//! redb holds its last write and it is free again ([`Index::evict`]); a removed one stays
+//! hidden on disk until redb holds its removal ([`super::deferred`]). Counts cover every
 //! committed message wherever it lives, so that neither move changes them.
 //!
 //! Everything here is O(log n) in the number of resident messages: ready ones sit in a
@@ -16,7 +17,7 @@
 use super::record::{MessageMeta, OrderKey};
 use qm_common::message::MessageState;
 use qm_common::queue::{QueueDef, QueueUsage};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -72,13 +73,17 @@ pub struct Head {
     pub msgs: BTreeMap<OrderKey, MessageMeta>,
     pub loaded: bool,
     pub complete: bool,
+    /// Where the last batch read from disk ended: every stored ready message not resident
+    /// that sorts at or before it is in `msgs`, so the next batch is read after it.
+    pub read_to: Option<OrderKey>,
 }
 
 impl Head {
     /// A stored message became ready on disk alone.
     fn offer(&mut self, key: OrderKey, meta: &MessageMeta) {
-        let inside =
-            self.complete || self.msgs.last_key_value().is_some_and(|(last, _)| key < *last);
+        let inside = self.complete
+            || self.msgs.last_key_value().is_some_and(|(last, _)| key < *last)
+            || self.read_to.is_some_and(|to| key <= to);
         if !self.loaded || !inside {
             return;
         }
@@ -86,6 +91,7 @@ impl Head {
         if self.msgs.len() > HEAD_MAX {
             self.msgs.pop_last();
             self.complete = false;
+            self.read_to = self.msgs.last_key_value().map(|(k, _)| *k);
         }
     }
 
@@ -209,6 +215,17 @@ pub struct Index {
     /// The earliest timer of a stored (not resident) message that may not have been seen
     /// yet; none when there is none.
     pub stored_timer: Option<u64>,
+    /// The file's count of applying commits when the lock was last taken
+    /// ([`crate::storage::handle::DbFile::applied`]).
+    pub applied: u64,
+    /// Messages to let go once redb holds their last write: by sequence number, the
+    /// count of applying commits when that write was acknowledged.
+    evicting: HashMap<u64, u64>,
+    /// Persistent messages removed whose removal redb may not hold yet: the disk must not
+    /// show them meanwhile.
+    gone: HashSet<u64>,
+    /// Evictions and removals in the order they were asked, with that count.
+    later: VecDeque<(u64, u64, bool)>,
 }
 
 impl Index {
@@ -223,6 +240,10 @@ impl Index {
             dirty: Default::default(),
             reserved: 0,
             stored_timer: None,
+            applied: 0,
+            evicting: HashMap::new(),
+            gone: HashSet::new(),
+            later: VecDeque::new(),
         }
     }
 
@@ -260,10 +281,37 @@ impl Index {
         self.place(seq);
     }
 
-    /// Lets a resident persistent message go back to living on disk alone, if it is free
-    /// (ready or waiting). Only once its last write is durable: the disk must show what
-    /// memory shows.
+    /// Lets a resident persistent message go back to living on disk alone, if it is still
+    /// free then, once redb holds its last write, acknowledged before this call: the disk
+    /// must show what memory shows (see [`super::deferred`]).
     pub fn evict(&mut self, seq: u64) {
+        if self.msgs.get(&seq).is_some_and(|e| e.meta.persistent) {
+            self.evicting.insert(seq, self.applied);
+            self.later.push_back((self.applied, seq, false));
+        }
+    }
+
+    /// Carries out the evictions and forgets the removals that redb holds now that it has
+    /// seen `applied` applying commits: those asked when fewer had been seen.
+    pub fn drain(&mut self, applied: u64) {
+        self.applied = applied;
+        while let Some(&(at, seq, removed)) = self.later.front() {
+            if at >= applied {
+                break;
+            }
+            self.later.pop_front();
+            if removed {
+                self.gone.remove(&seq);
+            } else if self.evicting.get(&seq) == Some(&at) {
+                self.evicting.remove(&seq);
+                self.evict_now(seq);
+            }
+        }
+    }
+
+    /// Lets a resident persistent message go back to living on disk alone at once, if it
+    /// is free (ready or waiting): one that was only read from disk.
+    pub fn evict_now(&mut self, seq: u64) {
         let Some(entry) = self.msgs.get(&seq) else { return };
         let free = matches!(entry.state, EntryState::Ready | EntryState::Waiting);
         if !free || !entry.meta.persistent {
@@ -370,6 +418,8 @@ impl Index {
         if !self.msgs.contains_key(&seq) {
             return;
         }
+        // A change asks for a new eviction once its own write is acknowledged.
+        self.evicting.remove(&seq);
         self.unplace(seq);
         self.tally(seq, blocks, false);
         if let Some(e) = self.msgs.get_mut(&seq) {
@@ -384,12 +434,19 @@ impl Index {
         if meta.available_us > now { EntryState::Waiting } else { EntryState::Ready }
     }
 
-    /// Removes a message entirely; returns it.
+    /// Removes a message entirely; returns it. A persistent one stays hidden on disk until
+    /// redb holds its removal: call this once the removal is acknowledged (or when the
+    /// message was never written).
     pub fn remove(&mut self, seq: u64, blocks: u64) -> Option<Entry> {
         self.msgs.get(&seq)?;
         self.unplace(seq);
         self.tally(seq, blocks, false);
         let entry = self.msgs.remove(&seq)?;
+        self.evicting.remove(&seq);
+        if entry.meta.persistent {
+            self.gone.insert(seq);
+            self.later.push_back((self.applied, seq, true));
+        }
         self.capacity.messages = self.capacity.messages.saturating_sub(1);
         if entry.meta.persistent {
             self.capacity.blocks = self.capacity.blocks.saturating_sub(blocks);
@@ -407,6 +464,7 @@ impl Index {
         if !self.msgs.contains_key(&seq) {
             return;
         }
+        self.evicting.remove(&seq);
         self.unplace(seq);
         self.tally(seq, blocks, false);
         if let Some(e) = self.msgs.get_mut(&seq) {
@@ -439,8 +497,19 @@ impl Index {
         w.into_iter().chain(e).chain(self.stored_timer).min()
     }
 
-    /// Whether message `seq` is resident (memory, not the disk, says what it is).
+    /// Whether message `seq` is resident (memory, not the disk, says what it is), or
+    /// removed while the disk may still show it.
     pub fn resident(&self, seq: u64) -> bool {
-        self.msgs.contains_key(&seq)
+        self.msgs.contains_key(&seq) || self.gone.contains(&seq)
+    }
+
+    /// Every message for which memory, not the disk, decides (see [`Index::resident`]).
+    pub fn resident_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.msgs.keys().chain(self.gone.iter()).copied()
+    }
+
+    /// Whether message `seq` was removed while the disk may still show it.
+    pub fn gone(&self, seq: u64) -> bool {
+        self.gone.contains(&seq)
     }
 }

@@ -6,10 +6,11 @@
 //! space. A change that must reach the disk is sent to the file's writer
 //! ([`writer::Writer`]) while the lock is held, so writes land in the order the changes were
 //! made, and is made visible only once the writer says it is durable; a message leaves
-//! memory only then too. Nothing uncommitted is ever written, so recovery is loading the
-//! totals of what is on disk.
+//! memory only once redb holds it ([`deferred`]). Nothing uncommitted is ever written, so
+//! recovery is loading the totals of what is on disk.
 
 pub mod admin;
+pub mod deferred;
 pub mod forwarding;
 pub mod index;
 mod pick;
@@ -155,6 +156,8 @@ impl Engine {
             }]));
         }
         let seq_durable = recovered.index.reserved;
+        let mut index = recovered.index;
+        index.applied = db.applied();
         let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
             tables,
@@ -162,7 +165,7 @@ impl Engine {
             writer,
             limits,
             inner: Mutex::new(Inner {
-                index: recovered.index,
+                index,
                 txns: Default::default(),
                 ended: Ended::default(),
                 next_txid: 1,
@@ -188,8 +191,15 @@ impl Engine {
         self.timer_wake.clone()
     }
 
+    /// Takes the queue space's lock, first letting go of what redb now holds (see
+    /// [`deferred`]): before any read of the disk made under it.
     pub fn lock(&self) -> Guard<'_> {
-        Guard { engine: self, inner: self.inner.lock().unwrap_or_else(|p| p.into_inner()) }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.db.applied();
+        if applied != inner.index.applied {
+            inner.index.drain(applied);
+        }
+        Guard { engine: self, inner }
     }
 
     /// False once the queue space was unloaded (ipcrm, reconfiguration, device gone).
@@ -526,10 +536,9 @@ impl Engine {
 
     /// Makes a committed enqueue visible; a persistent message then lives on disk alone.
     fn finalize_enqueue(&self, inner: &mut Inner, seq: u64, now: u64) {
-        let Some(entry) = inner.index.msgs.get_mut(&seq) else { return };
-        if entry.meta.persistent {
-            entry.body = None;
-        }
+        // A persistent message keeps its body until it leaves memory: redb may not hold
+        // it before then.
+        let Some(entry) = inner.index.msgs.get(&seq) else { return };
         let meta = entry.meta.clone();
         let blocks = self.blocks(&meta);
         if let Some(c) = inner.index.counters(&meta.queue) {
@@ -804,7 +813,7 @@ impl Engine {
             .ok_or_else(|| QmError::system("index out of step"))?;
         if ctl.peek {
             if adopted {
-                inner.index.evict(seq);
+                inner.index.evict_now(seq);
             }
             drop(inner);
             let body = self.body_of(seq, entry.body.clone())?;

@@ -84,12 +84,18 @@ impl Engine {
             }
             None => {}
         }
+        // Read on from where the last batch ended: the messages before it were taken, and
+        // those taken may still be on disk, hidden, until redb holds their removal.
+        let from = head.read_to;
         let Some(view) = disk.view()? else { return Ok(None) };
-        let found = view.first_n(queue, HEAD_BATCH, |s| inner.index.resident(s))?;
+        let found = view.first_n(queue, from.as_ref(), HEAD_BATCH, |s| inner.index.resident(s))?;
         let q = inner.index.queues.get_mut(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
         q.head.complete = found.len() < HEAD_BATCH;
         q.head.loaded = true;
         q.head.msgs = found.into_iter().collect();
+        if let Some((last, _)) = q.head.msgs.last_key_value() {
+            q.head.read_to = Some(*last);
+        }
         Ok(q.head.msgs.keys().next().copied())
     }
 
@@ -194,6 +200,9 @@ impl Engine {
             let ready = e.meta.queue == queue && e.state == EntryState::Ready;
             return Ok(ready.then_some(e.meta.key));
         }
+        if inner.index.gone(seq) {
+            return Ok(None);
+        }
         let Some(view) = disk.view()? else { return Ok(None) };
         let Some(meta) = view.meta(seq)?.filter(|m| m.queue == queue) else { return Ok(None) };
         Ok(view.is_ready(&meta)?.then_some(meta.key))
@@ -208,6 +217,9 @@ impl Engine {
     ) -> QmResult<Option<(MessageMeta, EntryState)>> {
         if let Some(e) = inner.index.msgs.get(&seq) {
             return Ok(Some((e.meta.clone(), e.state)));
+        }
+        if inner.index.gone(seq) {
+            return Ok(None);
         }
         let Some(view) = disk.view()? else { return Ok(None) };
         let Some(meta) = view.meta(seq)? else { return Ok(None) };

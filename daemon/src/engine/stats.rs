@@ -28,7 +28,7 @@ impl Engine {
         for (name, q) in &inner.index.queues {
             let resident = q.by_age.first().map(|(at, _)| *at);
             let stored = match (&view, q.usage.persistent_messages) {
-                (Some(view), 1..) => view.oldest(name).ok().flatten(),
+                (Some(view), 1..) => view.oldest(name, |s| inner.index.gone(s)).ok().flatten(),
                 _ => None,
             };
             if let Some(at) = resident.into_iter().chain(stored).min() {

@@ -514,17 +514,26 @@ impl<'n> View<'n> {
         }
     }
 
-    /// The first `n` ready messages of `queue` not skipped, with their records.
+    /// The first `n` ready messages of `queue` not skipped (after `after`, when given),
+    /// with their records.
     pub fn first_n(
         &self,
         queue: &str,
+        after: Option<&OrderKey>,
         n: usize,
         skip: impl Fn(u64) -> bool,
     ) -> QmResult<Vec<(OrderKey, MessageMeta)>> {
         let mut found = Vec::new();
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(found) };
         let (lo, hi) = order_span(&prefix(queue));
-        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+        let from = after.map(|key| ready_key(queue, key));
+        let start = match &from {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => Bound::Included(lo.as_slice()),
+        };
+        for item in
+            table.range::<&[u8]>((start, Bound::Included(hi.as_slice()))).map_err(read_error)?
+        {
             let (k, _) = item.map_err(read_error)?;
             let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) else { continue };
             let meta = self.meta(key.seq)?.ok_or_else(|| {
@@ -606,16 +615,20 @@ impl<'n> View<'n> {
         Ok((due, None))
     }
 
-    /// When the oldest stored message of `queue` was enqueued.
-    pub fn oldest(&self, queue: &str) -> QmResult<Option<u64>> {
+    /// When the oldest stored message of `queue` was enqueued, passing over those that
+    /// `skip` says memory decides for.
+    pub fn oldest(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<u64>> {
         let Some(table) = self.keys(&self.names.age)? else { return Ok(None) };
         let (lo, hi) = span(&prefix(queue), 16);
-        let first = table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)?.next();
-        let Some(item) = first else { return Ok(None) };
-        let (k, _) = item.map_err(read_error)?;
-        let k = k.value();
-        let at = k.len() - 16;
-        Ok(Some(u64::from_be_bytes(k[at..at + 8].try_into().expect("8 bytes"))))
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let k = k.value();
+            let at = k.len() - 16;
+            if !skip(u64::from_be_bytes(k[at + 8..].try_into().expect("8 bytes"))) {
+                return Ok(Some(u64::from_be_bytes(k[at..at + 8].try_into().expect("8 bytes"))));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored messages of `queue`, oldest first.

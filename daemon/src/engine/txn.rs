@@ -346,6 +346,9 @@ pub fn recover(
     defs: Vec<QueueDef>,
     page_size: u32,
 ) -> QmResult<Recovered> {
+    // Writes deferred by an earlier load of this space (or another space of the file) go
+    // to redb first: what is read here is all there is.
+    file.settle()?;
     let mut index = Index::new(defs);
     let err =
         |e: &dyn std::fmt::Display| QmError::system(format!("loading queue space messages: {e}"));

@@ -93,7 +93,7 @@ impl Engine {
         q.ready.range(..meta.key).for_each(|(k, _)| line.count(k));
         // The stored messages ahead are counted from the snapshot taken with the lock held,
         // but without it: at depth that is millions of keys, and traffic goes on meanwhile.
-        let resident: HashSet<u64> = inner.index.msgs.keys().copied().collect();
+        let resident: HashSet<u64> = inner.index.resident_seqs().collect();
         drop(inner);
         if let Some(view) = disk.view()? {
             let skip = |s| resident.contains(&s);

@@ -1,26 +1,31 @@
 //! Group commit: one thread per redb file turns queued writes into durable transactions.
 //!
 //! Callers send a job (a list of writes) and wait for its reply. The thread takes every job
-//! that is waiting, applies them all in one redb commit that is visible but not yet durable,
-//! appends them as one record to the file's journal ([`crate::storage::journal`]) with one
-//! `fdatasync`, then answers all of them. Checkpoints (durable redb commits) follow when
-//! the journal has grown or the writer is idle; a group too large for the journal is
-//! committed durably by redb directly. Under load, the jobs that arrive during one fsync share the next,
-//! so durable throughput grows with concurrency. Jobs are applied in the order they were
+//! that is waiting and appends them all as one record to the file's journal
+//! ([`crate::storage::journal`]) with one `fdatasync`, then answers all of them. A group of
+//! message writes only is not applied to redb then: it is deferred ([`Deferred`]) and
+//! applied later with the others, thousands at a time, while a message enqueued and
+//! dequeued meanwhile never reaches redb at all. A group with anything else (definitions,
+//! state values) is applied at once, after everything deferred, in a commit that is
+//! visible but not durable. Checkpoints (durable redb commits) follow when the journal has
+//! grown or the writer is idle; a group too large for the journal is committed durably by
+//! redb directly. Under load, the jobs that arrive during one fsync share the next, so
+//! durable throughput grows with concurrency. Jobs are applied in the order they were
 //! sent, which callers rely on: they send while holding their queue space's lock.
 //!
-//! Before a batch writes anything, room for what it may need on disk is held (see
+//! Before a batch is made durable, room for what it may need on disk is held (see
 //! [`crate::storage::space`]): on a filesystem without that room the batch is refused whole,
 //! cleanly, and its jobs are tried again one by one, so that the small ones that fit still
 //! go through. A job that fails is answered with the reason (`QMENOSPACE` for a full
 //! filesystem); the file stays usable, or is opened again by the next batch after an I/O
 //! error (see [`DbFile`]).
 
+use super::deferred::Deferred;
 use super::record::{
     MessageMeta, Stored, body_layout, split_stored, stored_len, stored_room, write_stored,
 };
 use super::stored::{self, Delta, Maintained};
-use crate::storage::handle::DbFile;
+use crate::storage::handle::{Db, DbFile};
 use crate::storage::journal;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::{Diagnostic, QmError, QmResult};
@@ -47,12 +52,18 @@ const PENDING_ROOM: u64 = 4 << 20;
 /// ...or once the writer had nothing to do for this long, so that a file at rest is
 /// durable in redb itself and a start has little to replay.
 const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
+/// Between checkpoints, deferred writes ([`Deferred`]) are applied to redb once there are
+/// this many of them (they and their messages are held in memory until then)...
+const DEFERRED_WRITES: usize = 65_536;
+/// ...or once those that will reach redb may need this much disk there.
+const DEFERRED_ROOM: u64 = 64 << 20;
 
 /// Storage transactions the writers of this process committed since it started (one per
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.
 pub static COMMITS: AtomicU64 = AtomicU64::new(0);
 
 /// One write.
+#[derive(Clone)]
 pub enum WriteOp {
     /// Store a new message (`body` given) or replace an existing message's record;
     /// `body_len` is the length of its body either way, `blocks` what it counts against its
@@ -262,16 +273,27 @@ fn spin(rx: &mpsc::Receiver<Job>) -> Option<Job> {
 }
 
 /// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
-/// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them.
+/// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
+/// short of that, applies the deferred writes once there are many.
 fn checkpoint_if(file: &DbFile, bytes: u64) {
+    if crate::storage::fault::defers_always() {
+        return;
+    }
     let due = |j: &journal::Journal| j.used() >= bytes || j.pending_room >= PENDING_ROOM;
-    if !file.journal().as_ref().is_some_and(due) {
+    let many = |j: &journal::Journal| {
+        j.deferred.len() >= DEFERRED_WRITES || j.deferred.room() >= DEFERRED_ROOM
+    };
+    if !file.journal().as_ref().is_some_and(|j| due(j) || many(j)) {
         return;
     }
     let Ok(db) = file.get() else { return };
     let mut guard = file.journal();
     let Some(journal) = guard.as_mut() else { return };
-    if let Err(e) = journal::checkpoint(&db, journal) {
+    let done = match due(journal) {
+        true => journal::checkpoint(&db, journal),
+        false => settle(&db, journal),
+    };
+    if let Err(e) = done {
         tracing::warn!("{}: {} (tried again later)", file.path().display(), e.message);
     }
 }
@@ -322,19 +344,24 @@ fn trace_batch(batch: &[Job]) {
 
 /// Room any commit may need besides its values: branch pages, redb's own tables.
 const COMMIT_ROOM: u64 = 512 * 1024;
+/// Deferred groups hold their room in steps of this much.
+const HOLD_STEP: u64 = 16 << 20;
 /// Room each write may need: the leaf and branch it changes are copied (copy-on-write).
 const OP_ROOM: u64 = 8 * 1024;
 
 /// Disk room the writes of a batch of jobs may need, generously, besides [`COMMIT_ROOM`].
 fn room<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> u64 {
-    let mut need = 0;
-    for op in jobs.flatten() {
-        need += OP_ROOM;
-        if let WriteOp::Put { meta, body, body_len, .. } = op {
-            need += stored_room(meta.len(), *body_len as usize, body.is_some());
+    jobs.flatten().map(op_room).sum()
+}
+
+/// Disk room one write may need.
+pub(super) fn op_room(op: &WriteOp) -> u64 {
+    match op {
+        WriteOp::Put { meta, body, body_len, .. } => {
+            OP_ROOM + stored_room(meta.len(), *body_len as usize, body.is_some())
         }
+        _ => OP_ROOM,
     }
-    need
 }
 
 fn fail(e: impl std::fmt::Display) -> QmError {
@@ -421,12 +448,53 @@ fn commit<'a>(
         return Err(QmError::system(format!("{}: its journal is not open", file.path().display())));
     };
     let record = record.filter(|r| journal.make_room(r.len()));
+    if let Some(record) = &record
+        && Deferred::takes(jobs.clone())
+    {
+        // The room redb will need for it is held now, as for a group applied at once: a
+        // group the disk cannot take is refused before it is durable, and the deferred
+        // writes always find their room when they are applied (or replayed at a start).
+        // Held in steps, so that the room is not grown at every group.
+        let own = room(jobs.clone());
+        let before = journal.pending_room + journal.deferred.room();
+        if db.reserve((COMMIT_ROOM + before + own).next_multiple_of(HOLD_STEP)).is_err() {
+            // What came before goes to redb first, with the room held for it; this group
+            // then asks room for itself alone.
+            journal::checkpoint(&db, journal)?;
+            db.reserve(COMMIT_ROOM + own)?;
+        }
+        let removed = journal.deferred.removed(&db, jobs.clone()).map_err(|e| db.recheck(e))?;
+        match journal.append(record) {
+            Ok(()) => {
+                journal.deferred.push(jobs);
+                COMMITS.fetch_add(1, Ordering::Relaxed);
+                return Ok(removed);
+            }
+            Err(e) => {
+                tracing::warn!("journal write failed ({}); committing in redb instead", e.message);
+                return apply_now(&db, journal, jobs, None);
+            }
+        }
+    }
+    apply_now(&db, journal, jobs, record)
+}
+
+/// Applies the deferred writes and then `jobs` to redb in one commit: made durable by
+/// `record` in the journal when given, by redb itself otherwise.
+fn apply_now<'a>(
+    db: &Db,
+    journal: &mut journal::Journal,
+    jobs: impl Iterator<Item = &'a [WriteOp]> + Clone,
+    record: Option<Vec<u8>>,
+) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
     let what = "storage write failed";
-    let room = room(jobs.clone());
+    let need = |journal: &journal::Journal| {
+        COMMIT_ROOM + journal.pending_room + journal.deferred.room() + room(jobs.clone())
+    };
     // On a nearly full filesystem, what earlier groups left in redb's cache is written out
     // first, with the room held for it, so that this group asks room for itself alone.
-    if journal.pending_room > 0 && db.reserve(COMMIT_ROOM + journal.pending_room + room).is_err() {
-        journal::checkpoint(&db, journal)?;
+    if journal.pending_room + journal.deferred.room() > 0 && db.reserve(need(journal)).is_err() {
+        journal::checkpoint(db, journal)?;
     }
     let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
     let lsn = journal.next_lsn();
@@ -438,23 +506,27 @@ fn commit<'a>(
     // Taken after begin_write, which waits for any other writer of the file: the room is
     // counted from where that one left off.
     // What the groups applied since the last durable commit may still write is held too.
-    db.reserve(COMMIT_ROOM + journal.pending_room + room)?;
+    db.reserve(need(journal))?;
+    // What this commit may still write at the next durable one.
+    let added = journal.deferred.room() + room(jobs.clone());
+    apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
     let results = apply_all(&txn, jobs).map_err(|e| db.recheck(e))?;
     let applied = if record.is_some() { lsn } else { lsn - 1 };
     journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
     txn.commit().map_err(|e| db.explain(what, e))?;
+    journal.applied();
     COMMITS.fetch_add(1, Ordering::Relaxed);
     let Some(record) = record else {
         journal.restart(lsn);
         return Ok(results);
     };
-    journal.pending_room += room;
+    journal.pending_room += added;
     match journal.append(&record) {
         Ok(()) => Ok(results),
         // The journal cannot be written: redb makes the group durable itself.
         Err(e) => {
             tracing::warn!("journal write failed ({}); committing in redb instead", e.message);
-            match journal::checkpoint_at(&db, journal, lsn) {
+            match journal::checkpoint_at(db, journal, lsn) {
                 Ok(()) => Ok(results),
                 Err(e) => {
                     // Applied, visible, and neither journaled nor durable: it must go.
@@ -464,6 +536,37 @@ fn commit<'a>(
             }
         }
     }
+}
+
+/// Applies the deferred writes of a file in `txn` (see [`Deferred`]).
+pub fn apply_deferred(txn: &WriteTransaction, deferred: &Deferred) -> QmResult<()> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    apply_all(txn, std::iter::once(deferred.surviving())).map(drop)
+}
+
+/// Applies the deferred writes of a file in a commit of their own that is not durable
+/// (their journal records are): before anything outside the engines reads or writes redb.
+pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<()> {
+    if journal.deferred.is_empty() {
+        return Ok(());
+    }
+    let what = "storage write failed";
+    let room = journal.deferred.room();
+    if journal.pending_room > 0 && db.reserve(COMMIT_ROOM + journal.pending_room + room).is_err() {
+        return journal::checkpoint(db, journal);
+    }
+    let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
+    txn.set_durability(Durability::None).map_err(|e| db.explain(what, e))?;
+    db.reserve(COMMIT_ROOM + journal.pending_room + room)?;
+    apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
+    let applied = journal.next_lsn() - 1;
+    journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
+    txn.commit().map_err(|e| db.explain(what, e))?;
+    journal.applied();
+    journal.pending_room += room;
+    Ok(())
 }
 
 /// One write as the journal keeps it: what [`apply`] needs, by name.
@@ -590,10 +693,13 @@ pub fn replay(txn: &WriteTransaction, record: &[u8]) -> QmResult<()> {
 }
 
 /// Applies every job in `txn`; the results of each job, in order.
-fn apply_all<'a>(
+pub(super) fn apply_all<'a, J>(
     txn: &WriteTransaction,
-    jobs: impl Iterator<Item = &'a [WriteOp]>,
-) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
+    jobs: impl Iterator<Item = J>,
+) -> QmResult<Vec<Vec<Option<Vec<u8>>>>>
+where
+    J: IntoIterator<Item = &'a WriteOp> + Clone,
+{
     let mut results = Vec::new();
     let mut open = Open {
         txn,
@@ -607,7 +713,7 @@ fn apply_all<'a>(
     // (or none, when a later job removed it).
     let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
     for ops in jobs {
-        results.push(apply(&mut open, ops)?);
+        results.push(apply(&mut open, ops.clone())?);
         for op in ops {
             match op {
                 WriteOp::State { tables, key, value } => {
@@ -635,7 +741,10 @@ fn apply_all<'a>(
     Ok(results)
 }
 
-fn apply(open: &mut Open<'_>, ops: &[WriteOp]) -> QmResult<Vec<Option<Vec<u8>>>> {
+fn apply<'a>(
+    open: &mut Open<'_>,
+    ops: impl IntoIterator<Item = &'a WriteOp>,
+) -> QmResult<Vec<Option<Vec<u8>>>> {
     let mut removed = Vec::new();
     for op in ops {
         match op {
@@ -748,27 +857,36 @@ fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResul
     Ok(())
 }
 
-/// Reads one message body outside the writer (for transactional dequeues and peeks).
+/// Reads one message body outside the writer (for transactional dequeues and peeks): one
+/// that redb holds, so not one whose enqueue is still deferred (the engine keeps those
+/// bodies itself).
 pub fn read_body(file: &DbFile, tables: &QueueSpaceTables, seq: u64) -> QmResult<Option<Vec<u8>>> {
-    file.read(|txn| {
-        let table = match txn.open_table(tables.msg()) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(fail(e)),
-        };
-        let Some(value) = table.get(seq).map_err(fail)? else { return Ok(None) };
-        let Some(Stored { tail, parted, .. }) = split_stored(value.value()) else {
-            return Ok(None);
-        };
-        if !parted {
-            return Ok(Some(tail.to_vec()));
-        }
-        let parts = txn.open_table(tables.parts()).map_err(fail)?;
-        let mut body = Vec::new();
-        for part in parts.range((seq, 0u32)..=(seq, u32::MAX)).map_err(fail)? {
-            body.extend_from_slice(part.map_err(fail)?.1.value());
-        }
-        body.extend_from_slice(tail);
-        Ok(Some(body))
-    })
+    file.read_applied(|txn| stored_body(txn, tables, seq))
+}
+
+/// Message `seq`'s body as `txn` sees it, if it is stored.
+pub(super) fn stored_body(
+    txn: &redb::ReadTransaction,
+    tables: &QueueSpaceTables,
+    seq: u64,
+) -> QmResult<Option<Vec<u8>>> {
+    let table = match txn.open_table(tables.msg()) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let Some(value) = table.get(seq).map_err(fail)? else { return Ok(None) };
+    let Some(Stored { tail, parted, .. }) = split_stored(value.value()) else {
+        return Ok(None);
+    };
+    if !parted {
+        return Ok(Some(tail.to_vec()));
+    }
+    let parts = txn.open_table(tables.parts()).map_err(fail)?;
+    let mut body = Vec::new();
+    for part in parts.range((seq, 0u32)..=(seq, u32::MAX)).map_err(fail)? {
+        body.extend_from_slice(part.map_err(fail)?.1.value());
+    }
+    body.extend_from_slice(tail);
+    Ok(Some(body))
 }

@@ -17,6 +17,10 @@
 //! - `QM_FAULT=noroom`: no room is held ahead of commits ([`super::space`]), so that a full
 //!   filesystem meets redb in the middle of a commit, as it would where qm cannot hold room:
 //!   the test of opening a file again after an I/O error.
+//! - `QM_FAULT=defer`: no fault; the writer applies deferred writes to redb only when it
+//!   must (its journal is full, a queue space is loaded, an administrator writes, qmd
+//!   stops), never by itself, so that a test sees them all still deferred
+//!   ([`crate::engine::deferred`]).
 //!
 //! A storage step is every write, length change and sync of a qm redb file, and every
 //! file-system step of creating one (create, rename into place, sync of the directory).
@@ -46,6 +50,7 @@ enum Mode {
     PowerCut(u64),
     Count(File),
     NoRoom,
+    Defer,
 }
 
 /// The armed fault and the state every step shares.
@@ -65,9 +70,12 @@ static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
 
 fn parse(value: &str) -> Result<Mode, String> {
     let value = value.strip_suffix("+checkpoints").unwrap_or(value);
-    let bad = || format!("{VARIABLE}={value} is not crash:N, powercut:N, count:PATH or noroom");
-    if value == "noroom" {
-        return Ok(Mode::NoRoom);
+    let bad =
+        || format!("{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom or defer");
+    match value {
+        "noroom" => return Ok(Mode::NoRoom),
+        "defer" => return Ok(Mode::Defer),
+        _ => {}
     }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
     let step = || arg.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad);
@@ -146,6 +154,11 @@ fn die(step: u64, what: &str) -> ! {
 /// Whether a test asked for a checkpoint after every group of writes.
 pub fn checkpoints_always() -> bool {
     lock().is_some_and(|f| f.checkpoints)
+}
+
+/// Whether a test asked for deferred writes to be applied only when they must be.
+pub fn defers_always() -> bool {
+    lock().is_some_and(|f| matches!(f.mode, Mode::Defer))
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).

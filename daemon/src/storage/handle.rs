@@ -59,6 +59,8 @@ pub struct DbFile {
     /// Taken after the database (never while waiting for it), by the writer and by reopen.
     /// `None` while the file is down.
     journal: Mutex<Option<Journal>>,
+    /// Commits that applied deferred writes to redb so far (see [`DbFile::applied`]).
+    applies: Arc<AtomicU64>,
 }
 
 /// One use of the file: its database for one transaction, and what explains its failures.
@@ -109,7 +111,8 @@ impl DbFile {
         identify: impl Fn(&ReadTransaction) -> QmResult<T> + Send + Sync + 'static,
     ) -> QmResult<(DbFile, T)> {
         let (db, found, space) = files::open(path, &identify)?;
-        let journal = super::journal::recover(&db, path, &space, 0)?;
+        let applies = Arc::new(AtomicU64::new(0));
+        let journal = super::journal::recover(&db, path, &space, 0, applies.clone())?;
         let file = DbFile {
             path: path.to_path_buf(),
             identify: Box::new(move |txn| identify(txn).map(drop)),
@@ -122,6 +125,7 @@ impl DbFile {
             }),
             floor: AtomicU64::new(0),
             journal: Mutex::new(Some(journal)),
+            applies,
         };
         Ok((file, found))
     }
@@ -132,6 +136,24 @@ impl DbFile {
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many commits applied deferred writes to redb so far
+    /// ([`crate::engine::deferred`]): a write acknowledged before this number was read
+    /// is in redb once it has grown.
+    pub fn applied(&self) -> u64 {
+        self.applies.load(Ordering::Acquire)
+    }
+
+    /// Applies the writes that are durable in the journal but not yet in redb, so that
+    /// what is read or written next sees them.
+    pub fn settle(&self) -> QmResult<()> {
+        let db = self.get()?;
+        let mut guard = self.journal();
+        match guard.as_mut() {
+            Some(journal) => crate::engine::writer::settle(&db, journal),
+            None => Ok(()),
+        }
     }
 
     /// The file's journal, for the writer. Take the database ([`DbFile::get`]) first.
@@ -238,7 +260,13 @@ impl DbFile {
         *self.journal() = None;
         let opened =
             files::open(&self.path, |txn| (self.identify)(txn)).and_then(|(db, (), space)| {
-                let journal = super::journal::recover(&db, &self.path, &space, self.floor())?;
+                let journal = super::journal::recover(
+                    &db,
+                    &self.path,
+                    &space,
+                    self.floor(),
+                    self.applies.clone(),
+                )?;
                 *self.journal() = Some(journal);
                 Ok((db, (), space))
             });
@@ -269,8 +297,19 @@ impl DbFile {
         }
     }
 
-    /// Runs `f` in one read transaction.
+    /// Runs `f` in one read transaction, which sees every write acknowledged so far.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
+        // Only message writes are deferred, and only the engines read messages: a read
+        // that cannot settle them (a full disk) still sees everything else.
+        if let Err(e) = self.settle() {
+            tracing::debug!("{}: deferred writes not applied: {}", self.path.display(), e.message);
+        }
+        self.read_applied(f)
+    }
+
+    /// Runs `f` in one read transaction of what redb holds: without the deferred writes,
+    /// which only the engines may ignore (they hold those messages in memory).
+    pub fn read_applied<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
         let db = self.get()?;
         let txn = db.begin_read().map_err(|e| db.explain("reading", e))?;
         f(&txn).map_err(|e| db.recheck(e))
@@ -279,6 +318,8 @@ impl DbFile {
     /// Runs `f` in one write transaction and commits it; an error (a full filesystem
     /// included) aborts everything.
     pub fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
+        // Deferred writes go first: they were acknowledged before this one was asked.
+        self.settle()?;
         let db = self.get()?;
         // A durable commit also writes out what the journaled groups left in redb's cache.
         // Read before the write lock: the writer holds the journal while it waits for that.

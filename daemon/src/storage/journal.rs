@@ -1,13 +1,16 @@
 //! The write-ahead journal of one redb file: what makes a group of writes durable with one
 //! `fdatasync` of a preallocated file instead of a redb commit's own syncs.
 //!
-//! The writer ([`crate::engine::writer`]) applies each group of writes to redb in a commit
-//! that is visible but not durable (`Durability::None`; it also records the group's number,
-//! its LSN), then appends the group here as one record and syncs it; only then are the
-//! callers answered. Now and then a durable redb commit (a checkpoint) makes everything up
-//! to its LSN durable in redb itself, and the journal starts again from its beginning. Any
-//! durable commit of the file, an administrative one included, carries the LSN of the last
-//! group applied, so redb always knows how far it is durable.
+//! The writer ([`crate::engine::writer`]) appends each group of writes here as one record
+//! and syncs it; only then are the callers answered. A group of message writes is applied
+//! to redb later, with the others deferred since ([`crate::engine::deferred`]); any other
+//! group is applied at once, after them, in a commit that is visible but not durable
+//! (`Durability::None`). Every commit that applies groups records the number (LSN) of the
+//! last one it holds. Now and then a durable redb commit (a checkpoint) applies what is
+//! deferred and makes everything up to its LSN durable in redb itself, and the journal
+//! starts again from its beginning. Any durable commit of the file, an administrative one
+//! included, applies the deferred groups first and carries the LSN of the last group
+//! applied, so redb always knows how far it is durable.
 //!
 //! When the file is opened, redb is back at its last durable commit: the records past the
 //! LSN it holds are applied again ([`crate::engine::writer::replay`]) in one durable
@@ -31,6 +34,8 @@ use redb::{ReadableDatabase, StorageBackend, TableDefinition};
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `id` → the journal's id, `lsn` → the LSN of the last group applied (both `u64`).
 pub const TABLE: TableDefinition<&str, u64> = TableDefinition::new("qm.journal");
@@ -70,6 +75,11 @@ pub struct Journal {
     /// Disk room the groups applied since the last durable commit may still take when redb
     /// writes them out: the next durable commit holds it first.
     pub pending_room: u64,
+    /// Groups durable here and not yet applied to redb.
+    pub deferred: crate::engine::deferred::Deferred,
+    /// Commits that applied deferred groups to redb, counted for the engines (see
+    /// [`crate::storage::handle::DbFile::applied`]).
+    applies: Arc<AtomicU64>,
     /// False when its generation could not be recorded in redb (a full filesystem at
     /// open): records written now would not be applied at the next open, so none are.
     usable: bool,
@@ -99,7 +109,7 @@ fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> QmError {
 impl Journal {
     /// Opens the journal of the redb file at `db_path`, creating it when there is none
     /// (`existed` says whether it was there), and reads the generation its header carries.
-    fn open(db_path: &Path) -> QmResult<(Journal, Header, bool)> {
+    fn open(db_path: &Path, applies: Arc<AtomicU64>) -> QmResult<(Journal, Header, bool)> {
         let path = path_of(db_path);
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         let (file, existed) = match rustix::fs::open(&path, flags, Mode::empty()) {
@@ -113,8 +123,17 @@ impl Journal {
         check_trust(&path, &file.metadata().map_err(|e| os_error(&path, "examine", e))?)?;
         let len = file.metadata().map_err(|e| os_error(&path, "examine", e))?.len();
         let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
-        let journal =
-            Journal { path, file, len, at: HEADER, next_lsn: 1, pending_room: 0, usable: true };
+        let journal = Journal {
+            path,
+            file,
+            len,
+            at: HEADER,
+            next_lsn: 1,
+            pending_room: 0,
+            deferred: Default::default(),
+            applies,
+            usable: true,
+        };
         let header = journal.read_header()?;
         Ok((journal, header, existed))
     }
@@ -190,6 +209,12 @@ impl Journal {
         self.at = HEADER;
         self.next_lsn = lsn;
         self.pending_room = 0;
+    }
+
+    /// Everything deferred was just applied to redb (or the records it came from were).
+    pub fn applied(&mut self) {
+        self.deferred.clear();
+        self.applies.fetch_add(1, Ordering::Release);
     }
 
     /// The LSN the next record will carry.
@@ -357,11 +382,13 @@ pub fn recover(
     path: &Path,
     space: &super::space::Space,
     floor: u64,
+    applies: Arc<AtomicU64>,
 ) -> QmResult<Journal> {
     let what = format!("cannot recover the journal of {}", path.display());
     let fail = |e: redb::Error| space.explain(&what, e);
     let (recorded, durable) = recorded(db).map_err(fail)?;
-    let (mut journal, Header { generation: found, format }, existed) = Journal::open(path)?;
+    let (mut journal, Header { generation: found, format }, existed) =
+        Journal::open(path, applies)?;
     if !existed && recorded.is_some() {
         tracing::warn!(
             "{}: its journal {} was missing and was made again; if qmd did not stop cleanly, \
@@ -445,29 +472,30 @@ pub fn recover(
         );
     }
     journal.restart(last + 1);
+    journal.applied();
     Ok(journal)
 }
 
-/// Makes everything applied to `db` durable in redb itself and starts the journal again:
-/// a durable commit recording the LSN of the last group applied.
+/// Makes everything journaled durable in redb itself and starts the journal again: a
+/// durable commit applying the deferred groups and recording the LSN of the last group.
 pub fn checkpoint(db: &super::handle::Db, journal: &mut Journal) -> QmResult<()> {
     let applied = journal.next_lsn() - 1;
     checkpoint_at(db, journal, applied)
 }
 
 /// [`checkpoint`], when the last group applied is `applied` (one the journal does not hold).
+/// The deferred groups are applied in the same commit.
 pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64) -> QmResult<()> {
-    let pending = journal.pending_room;
-    let commit = || -> QmResult<()> {
-        let explain = |e: redb::Error| db.explain("checkpoint failed", e);
-        let mut txn = db.begin_write().map_err(|e| explain(e.into()))?;
-        super::files::quick_repair(&mut txn);
-        // Refused cleanly on a full filesystem: the journal keeps what it holds.
-        db.reserve(RECOVERY_ROOM + pending)?;
-        record_lsn(&txn, applied).map_err(explain)?;
-        txn.commit().map_err(|e| explain(e.into()))
-    };
-    commit()?;
+    let pending = journal.pending_room + journal.deferred.room();
+    let explain = |e: redb::Error| db.explain("checkpoint failed", e);
+    let mut txn = db.begin_write().map_err(|e| explain(e.into()))?;
+    super::files::quick_repair(&mut txn);
+    // Refused cleanly on a full filesystem: the journal keeps what it holds.
+    db.reserve(RECOVERY_ROOM + pending)?;
+    crate::engine::writer::apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
+    record_lsn(&txn, applied).map_err(explain)?;
+    txn.commit().map_err(|e| explain(e.into()))?;
+    journal.applied();
     journal.restart(applied + 1);
     Ok(())
 }

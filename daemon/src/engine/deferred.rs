@@ -1,0 +1,168 @@
+//! Groups of message writes that are durable in the journal and not yet applied to redb.
+//!
+//! A group holding only message writes (a new message, a new record for one, a message
+//! becoming ready, a removal) is made durable by its journal record alone; redb gets it
+//! later, with every other group deferred since, in one commit: when the set has grown
+//! (see [`super::writer`]), at each checkpoint, and before anything reads or writes redb
+//! outside the queue engines ([`crate::storage::handle::DbFile::settle`]). A message
+//! enqueued and dequeued in between never reaches redb at all: its writes cancel out.
+//! Under load most messages live that short, so most groups cost one journal append and
+//! no B-tree work; on a deep queue the writes that do reach redb are applied thousands at
+//! a time, each leaf and branch copied once per commit instead of once per group.
+//!
+//! What redb does not hold yet, the engines do: a message stays in memory (resident, its
+//! body included) until the commit that applies its last write, and a removed one leaves a
+//! mark that hides it on disk until then (see [`super::index::Index::drain`]). Each such
+//! commit counts one more in the file's apply count
+//! ([`crate::storage::handle::DbFile::applied`]), which the engines watch for that.
+
+use super::writer::{WriteOp, op_room, stored_body};
+use crate::storage::handle::Db;
+use qm_common::QmResult;
+use redb::ReadableDatabase;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A message whose enqueue is deferred.
+struct Fresh {
+    /// Its body, until a deferred removal takes it: then the message's writes cancel out.
+    body: Option<Arc<[u8]>>,
+    /// The disk room its enqueue was counted for.
+    room: u64,
+}
+
+/// The deferred writes of one redb file, in the order they were made.
+#[derive(Default)]
+pub struct Deferred {
+    ops: Vec<WriteOp>,
+    /// Messages enqueued by deferred writes, by queue space and sequence number.
+    fresh: HashMap<String, HashMap<u64, Fresh>>,
+    /// Disk room the writes that will reach redb may need there.
+    room: u64,
+}
+
+impl Deferred {
+    /// Whether a group of jobs may be deferred: message writes only. Definitions, state
+    /// values and records go to redb at once, with everything deferred before them.
+    pub fn takes<'a>(mut jobs: impl Iterator<Item = &'a [WriteOp]>) -> bool {
+        jobs.all(|ops| {
+            ops.iter().all(|op| {
+                matches!(op, WriteOp::Put { .. } | WriteOp::Delete { .. } | WriteOp::Ready { .. })
+            })
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Writes deferred, cancelled ones included.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Disk room the writes that will reach redb may need there.
+    pub fn room(&self) -> u64 {
+        self.room
+    }
+
+    /// The bodies a group's removals take, job by job, as applying it would return them:
+    /// from a deferred enqueue when there is one, else from redb.
+    pub fn removed<'a>(
+        &self,
+        db: &Db,
+        jobs: impl Iterator<Item = &'a [WriteOp]>,
+    ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
+        let mut read = None;
+        let mut results = Vec::new();
+        // Enqueued earlier in the same group.
+        let mut group: HashMap<(&str, u64), &Arc<[u8]>> = HashMap::new();
+        for ops in jobs {
+            let mut removed = Vec::new();
+            for op in ops {
+                match op {
+                    WriteOp::Put { tables, seq, body: Some(body), .. } => {
+                        group.insert((tables.qspace.as_str(), *seq), body);
+                    }
+                    WriteOp::Delete { tables, seq, .. } => {
+                        if let Some(body) = group.remove(&(tables.qspace.as_str(), *seq)) {
+                            removed.push(Some(body.to_vec()));
+                            continue;
+                        }
+                        if let Some(fresh) = self.fresh(&tables.qspace, *seq) {
+                            removed.push(fresh.body.as_ref().map(|b| b.to_vec()));
+                            continue;
+                        }
+                        if read.is_none() {
+                            read = Some(db.begin_read().map_err(|e| db.explain("reading", e))?);
+                        }
+                        let txn = read.as_ref().expect("just begun");
+                        removed.push(stored_body(txn, tables, *seq)?);
+                    }
+                    _ => {}
+                }
+            }
+            results.push(removed);
+        }
+        Ok(results)
+    }
+
+    fn fresh(&self, qspace: &str, seq: u64) -> Option<&Fresh> {
+        self.fresh.get(qspace)?.get(&seq)
+    }
+
+    /// Adds a group whose journal record is durable.
+    pub fn push<'a>(&mut self, jobs: impl Iterator<Item = &'a [WriteOp]>) {
+        for op in jobs.flatten() {
+            match op {
+                WriteOp::Put { tables, seq, body: Some(body), .. } => {
+                    let room = op_room(op);
+                    self.room += room;
+                    let fresh = Fresh { body: Some(body.clone()), room };
+                    match self.fresh.get_mut(&tables.qspace) {
+                        Some(map) => drop(map.insert(*seq, fresh)),
+                        None => {
+                            self.fresh
+                                .insert(tables.qspace.clone(), HashMap::from([(*seq, fresh)]));
+                        }
+                    }
+                }
+                WriteOp::Delete { tables, seq, .. } => {
+                    let fresh = self.fresh.get_mut(&tables.qspace).and_then(|m| m.get_mut(seq));
+                    match fresh {
+                        Some(f) if f.body.is_some() => {
+                            f.body = None;
+                            self.room = self.room.saturating_sub(f.room);
+                        }
+                        _ => self.room += op_room(op),
+                    }
+                }
+                _ => self.room += op_room(op),
+            }
+            self.ops.push(op.clone());
+        }
+    }
+
+    /// The writes that still have an effect, in order: all but those of messages both
+    /// enqueued and removed while deferred.
+    pub fn surviving(&self) -> impl Iterator<Item = &WriteOp> + Clone {
+        self.ops.iter().filter(|op| !self.cancelled(op))
+    }
+
+    fn cancelled(&self, op: &WriteOp) -> bool {
+        let (tables, seq) = match op {
+            WriteOp::Put { tables, seq, .. }
+            | WriteOp::Delete { tables, seq, .. }
+            | WriteOp::Ready { tables, seq } => (tables, *seq),
+            _ => return false,
+        };
+        self.fresh(&tables.qspace, seq).is_some_and(|f| f.body.is_none())
+    }
+
+    /// Forgets everything: it was applied (or the journal it came from was replayed).
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.fresh.clear();
+        self.room = 0;
+    }
+}
