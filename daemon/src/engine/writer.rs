@@ -525,7 +525,7 @@ fn apply_now<'a>(
     // What this commit may still write at the next durable one.
     let added = journal.deferred.room() + room(jobs.clone());
     apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
-    let results = apply_all(&txn, jobs).map_err(|e| db.recheck(e))?;
+    let results = apply_all(&txn, jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
     let applied = if record.is_some() { lsn } else { lsn - 1 };
     journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
     txn.commit().map_err(|e| db.explain(what, e))?;
@@ -558,7 +558,7 @@ pub fn apply_deferred(txn: &WriteTransaction, deferred: &Deferred) -> QmResult<(
     if deferred.is_empty() {
         return Ok(());
     }
-    apply_all(txn, std::iter::once(deferred.surviving())).map(drop)
+    apply_all(txn, std::iter::once(deferred.surviving()), Bodies::Dropped).map(drop)
 }
 
 /// Applies the deferred writes of a file in a commit of their own that is not durable
@@ -704,13 +704,22 @@ pub fn replay(txn: &WriteTransaction, record: &[u8]) -> QmResult<()> {
         .map_err(|e| QmError::system(format!("a journal record cannot be read: {e}")))?;
     let mut tables = HashMap::new();
     let ops: Vec<WriteOp> = logged.into_iter().map(|l| l.op(&mut tables)).collect();
-    apply_all(txn, std::iter::once(ops.as_slice())).map(drop)
+    apply_all(txn, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
+}
+
+/// Whether applying removals returns the bodies removed: not when nobody waits for them
+/// (deferred writes, whose callers were answered already; a replay).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bodies {
+    Wanted,
+    Dropped,
 }
 
 /// Applies every job in `txn`; the results of each job, in order.
 pub(super) fn apply_all<'a, J>(
     txn: &WriteTransaction,
     jobs: impl Iterator<Item = J>,
+    bodies: Bodies,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>>
 where
     J: IntoIterator<Item = &'a WriteOp> + Clone,
@@ -728,7 +737,7 @@ where
     // (or none, when a later job removed it).
     let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
     for ops in jobs {
-        results.push(apply(&mut open, ops.clone())?);
+        results.push(apply(&mut open, ops.clone(), bodies)?);
         for op in ops {
             match op {
                 WriteOp::State { tables, key, value } => {
@@ -759,6 +768,7 @@ where
 fn apply<'a>(
     open: &mut Open<'_>,
     ops: impl IntoIterator<Item = &'a WriteOp>,
+    bodies: Bodies,
 ) -> QmResult<Vec<Option<Vec<u8>>>> {
     let mut removed = Vec::new();
     for op in ops {
@@ -811,6 +821,13 @@ fn apply<'a>(
                     open.index(tables, &was.queue, |m| m.remove(*seq, &was, *blocks))?;
                 }
                 let body = match value.as_deref().and_then(split_stored) {
+                    Some(stored) if stored.parted && bodies == Bodies::Dropped => {
+                        let parts = open.parts(&tables.parts)?;
+                        let range = (*seq, 0u32)..=(*seq, u32::MAX);
+                        parts.retain_in(range, |_, _| false).map_err(fail)?;
+                        None
+                    }
+                    Some(_) if bodies == Bodies::Dropped => None,
                     Some(stored) if stored.parted => {
                         let mut body = Vec::new();
                         let parts = open.parts(&tables.parts)?;
