@@ -487,20 +487,31 @@ fn commit<'a>(
             }
             Err(e) => {
                 tracing::warn!("journal write failed ({}); committing in redb instead", e.message);
-                return apply_now(&db, journal, jobs, None);
+                return apply_now(&db, journal, jobs, Durable::ByRedb);
             }
         }
     }
-    apply_now(&db, journal, jobs, record)
+    let how = record.map_or(Durable::ByRedb, Durable::ByRecord);
+    apply_now(&db, journal, jobs, how)
 }
 
-/// Applies the deferred writes and then `jobs` to redb in one commit: made durable by
-/// `record` in the journal when given, by redb itself otherwise.
+/// What makes a commit of [`apply_now`] durable.
+enum Durable {
+    /// The group's journal record, appended once the commit is made.
+    ByRecord(Vec<u8>),
+    /// The commit itself (redb's own syncs).
+    ByRedb,
+    /// The journal already: the commit applies deferred groups only.
+    Already,
+}
+
+/// Applies the deferred writes and then `jobs` to redb in one commit, made durable as
+/// `how` says.
 fn apply_now<'a>(
     db: &Db,
     journal: &mut journal::Journal,
     jobs: impl Iterator<Item = &'a [WriteOp]> + Clone,
-    record: Option<Vec<u8>>,
+    how: Durable,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
     let what = "storage write failed";
     let need = |journal: &journal::Journal| {
@@ -510,13 +521,16 @@ fn apply_now<'a>(
     // first, with the room held for it, so that this group asks room for itself alone.
     if journal.pending_room + journal.deferred.room() > 0 && db.reserve(need(journal)).is_err() {
         journal::checkpoint(db, journal)?;
+        if matches!(how, Durable::Already) {
+            return Ok(Vec::new());
+        }
     }
     let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
     let lsn = journal.next_lsn();
-    let durability = if record.is_some() { Durability::None } else { Durability::Immediate };
-    txn.set_durability(durability).map_err(|e| db.explain(what, e))?;
-    if record.is_none() {
+    if matches!(how, Durable::ByRedb) {
         crate::storage::files::quick_repair(&mut txn);
+    } else {
+        txn.set_durability(Durability::None).map_err(|e| db.explain(what, e))?;
     }
     // Taken after begin_write, which waits for any other writer of the file: the room is
     // counted from where that one left off.
@@ -526,15 +540,23 @@ fn apply_now<'a>(
     let added = journal.deferred.room() + room(jobs.clone());
     apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
     let results = apply_all(&txn, jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
-    let applied = if record.is_some() { lsn } else { lsn - 1 };
+    let applied = if matches!(how, Durable::ByRecord(_)) { lsn } else { lsn - 1 };
     journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
     txn.commit().map_err(|e| db.explain(what, e))?;
     journal.applied();
-    COMMITS.fetch_add(1, Ordering::Relaxed);
-    let Some(record) = record else {
-        journal.restart(lsn);
-        return Ok(results);
+    let record = match how {
+        Durable::ByRedb => {
+            COMMITS.fetch_add(1, Ordering::Relaxed);
+            journal.restart(lsn);
+            return Ok(results);
+        }
+        Durable::Already => {
+            journal.pending_room += added;
+            return Ok(results);
+        }
+        Durable::ByRecord(record) => record,
     };
+    COMMITS.fetch_add(1, Ordering::Relaxed);
     journal.pending_room += added;
     match journal.append(&record) {
         Ok(()) => Ok(results),
@@ -567,21 +589,7 @@ pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<()> {
     if journal.deferred.is_empty() {
         return Ok(());
     }
-    let what = "storage write failed";
-    let room = journal.deferred.room();
-    if journal.pending_room > 0 && db.reserve(COMMIT_ROOM + journal.pending_room + room).is_err() {
-        return journal::checkpoint(db, journal);
-    }
-    let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
-    txn.set_durability(Durability::None).map_err(|e| db.explain(what, e))?;
-    db.reserve(COMMIT_ROOM + journal.pending_room + room)?;
-    apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
-    let applied = journal.next_lsn() - 1;
-    journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
-    txn.commit().map_err(|e| db.explain(what, e))?;
-    journal.applied();
-    journal.pending_room += room;
-    Ok(())
+    apply_now(db, journal, std::iter::empty(), Durable::Already).map(drop)
 }
 
 /// One write as the journal keeps it: what [`apply`] needs, by name.
