@@ -386,3 +386,38 @@ fn writes_not_yet_in_redb_are_seen_by_every_reader() {
     expected.extend((0..10).map(|i| format!("n{i}")));
     assert_eq!(left, expected, "every acknowledged write, and no dequeued message, after kill -9");
 }
+
+/// The msgid high-water mark is a state value, deferred like message writes when it comes
+/// alone (`QM_FAULT=defer` keeps it so): non-persistent enqueues write nothing else, yet
+/// after the queue space is loaded again, and after `kill -9` and the journal's replay, a
+/// new msgid is above every one handed out before.
+#[test]
+fn a_deferred_msgid_mark_survives_a_reload_and_a_kill() {
+    use crate::support::Daemon;
+    let env = Env::new();
+    let mut daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "defer")]);
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    let mut seen = Vec::new();
+    let mut app = App::connect(&env);
+    let mut pass = |app: &mut App| {
+        let id = app.put_np("Q", b"np");
+        app.take("Q");
+        id
+    };
+    // Past the first mark (it runs 4,096 ahead), so that a later one is written too.
+    seen.extend((0..4200).map(|_| pass(&mut app)));
+    drop(app);
+    env.c("ipcrm -f -y QS").ok();
+    let mut app = App::connect(&env);
+    let after_reload = app.put_np("Q", b"after reload");
+    assert!(seen.iter().all(|id| *id < after_reload), "{after_reload} after a reload");
+    seen.push(after_reload);
+    seen.extend((0..4200).map(|_| pass(&mut app)));
+    drop(app);
+    daemon.signal("KILL");
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    let after_kill = app.put("Q", b"after kill");
+    let above = seen.iter().filter(|id| **id >= after_kill).count();
+    assert_eq!(above, 0, "{after_kill} must be above the {} msgids handed out", seen.len());
+}

@@ -1,7 +1,8 @@
 //! Groups of message writes that are durable in the journal and not yet applied to redb.
 //!
 //! A group holding only message writes (a new message, a new record for one, a message
-//! becoming ready, a removal) is made durable by its journal record alone; redb gets it
+//! becoming ready, a removal) and state values (the msgid high-water mark, threshold
+//! states: only the engines read them, after a settle) is made durable by its journal record alone; redb gets it
 //! later, with every other group deferred since, in one commit: when the set has grown
 //! (see [`super::writer`]), at each checkpoint, and before anything reads or writes redb
 //! outside the queue engines ([`crate::storage::handle::DbFile::settle`]). A message
@@ -42,12 +43,18 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    /// Whether a group of jobs may be deferred: message writes only. Definitions, state
-    /// values and records go to redb at once, with everything deferred before them.
+    /// Whether a group of jobs may be deferred: message writes and state values only.
+    /// Definitions and records go to redb at once, with everything deferred before them.
     pub fn takes<'a>(mut jobs: impl Iterator<Item = &'a [WriteOp]>) -> bool {
         jobs.all(|ops| {
             ops.iter().all(|op| {
-                matches!(op, WriteOp::Put { .. } | WriteOp::Delete { .. } | WriteOp::Ready { .. })
+                matches!(
+                    op,
+                    WriteOp::Put { .. }
+                        | WriteOp::Delete { .. }
+                        | WriteOp::Ready { .. }
+                        | WriteOp::State { .. }
+                )
             })
         })
     }

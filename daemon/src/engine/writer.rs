@@ -3,10 +3,10 @@
 //! Callers send a job (a list of writes) and wait for its reply. The thread takes every job
 //! that is waiting and appends them all as one record to the file's journal
 //! ([`crate::storage::journal`]) with one `fdatasync`, then answers all of them. A group of
-//! message writes only is not applied to redb then: it is deferred ([`Deferred`]) and
-//! applied later with the others, thousands at a time, while a message enqueued and
-//! dequeued meanwhile never reaches redb at all. A group with anything else (definitions,
-//! state values) is applied at once, after everything deferred, in a commit that is
+//! message writes and state values only is not applied to redb then: it is deferred
+//! ([`Deferred`]) and applied later with the others, thousands at a time, while a message
+//! enqueued and dequeued meanwhile never reaches redb at all. A group with anything else
+//! (definitions, threshold firings) is applied at once, after everything deferred, in a commit that is
 //! visible but not durable. Checkpoints (durable redb commits) follow when the journal has
 //! grown or the writer is idle; a group too large for the journal is committed durably by
 //! redb directly. Under load, the jobs that arrive during one fsync share the next, so
@@ -56,7 +56,7 @@ const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 /// this many of them (they and their messages are held in memory until then)...
 const DEFERRED_WRITES: usize = 65_536;
 /// ...or once those that will reach redb may need this much disk there.
-const DEFERRED_ROOM: u64 = 64 << 20;
+const DEFERRED_ROOM: u64 = 256 << 20;
 
 /// Storage transactions the writers of this process committed since it started (one per
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.

@@ -299,7 +299,8 @@ impl DbFile {
 
     /// Runs `f` in one read transaction, which sees every write acknowledged so far.
     pub fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
-        // Only message writes are deferred, and only the engines read messages: a read
+        // Only message writes and state values are deferred, and only the engines read
+        // them (after settling, when they load a queue space): a read
         // that cannot settle them (a full disk) still sees everything else.
         if let Err(e) = self.settle() {
             tracing::debug!("{}: deferred writes not applied: {}", self.path.display(), e.message);
