@@ -399,7 +399,7 @@ fn a_deferred_msgid_mark_survives_a_reload_and_a_kill() {
     setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
     let mut seen = Vec::new();
     let mut app = App::connect(&env);
-    let mut pass = |app: &mut App| {
+    let pass = |app: &mut App| {
         let id = app.put_np("Q", b"np");
         app.take("Q");
         id
