@@ -36,6 +36,7 @@ pub mod queue;
 pub mod rights;
 pub mod threshold;
 pub mod trust;
+pub mod verify;
 pub mod why;
 pub mod worker;
 

@@ -86,6 +86,10 @@ pub enum DeviceRequest {
         index: u8,
         new_name: Option<String>,
     },
+    /// `qverify`: the device's lists, and every queue space or (`qspace`) one.
+    Verify {
+        qspace: Option<String>,
+    },
 }
 
 /// Queue space requests.
@@ -428,6 +432,7 @@ pub enum Reply {
     Grants(GrantListing),
     Identity(Identity),
     Why(Box<crate::why::Why>),
+    Verified(Box<crate::verify::VerifyReport>),
 }
 
 /// Progress of long work, e.g. initializing extents.

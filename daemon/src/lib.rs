@@ -36,4 +36,5 @@ pub mod state;
 pub mod storage;
 pub mod threshold;
 pub mod tls;
+pub mod verify;
 pub mod workers;

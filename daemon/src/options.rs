@@ -26,6 +26,12 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Check a stopped device as qmadmin's qverify checks a running one (the device list,
+    /// VTOC, extents, free space, files, and every message), print what is wrong, and exit:
+    /// 0 when nothing is, 1 when something is, 2 when it cannot be checked.
+    #[arg(long)]
+    pub verify: bool,
+
     /// Log level: 0 none, 1 errors, 2 warnings, 3 all (4 also traces every storage commit).
     #[arg(short = 'l', value_name = "LEVEL", default_value_t = 2,
           value_parser = clap::value_parser!(u8).range(0..=4))]

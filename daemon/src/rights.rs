@@ -136,6 +136,7 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
         Request::Device(r) => match r {
             DeviceRequest::List { .. }
             | DeviceRequest::Vtoc
+            | DeviceRequest::Verify { .. }
             | DeviceRequest::Rename { new_name: None, .. } => daemon(Right::Browse),
             DeviceRequest::Create { .. }
             | DeviceRequest::Destroy { .. }

@@ -191,7 +191,7 @@ fn fail(message: &str) -> i32 {
 /// Takes the device's lock file; held for the daemon's life. A symbolic link in its place
 /// is refused (nothing is created at its target), and so is anything but a regular file of
 /// ours or root's.
-fn lock_device(device: &Path) -> Result<File, String> {
+pub(crate) fn lock_device(device: &Path) -> Result<File, String> {
     let path = qm_common::paths::lock_path(device);
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true).mode(0o600);

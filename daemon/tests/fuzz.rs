@@ -15,7 +15,7 @@ use qm_common::message::{MsgId, Qos};
 use qm_common::protocol::FiringRecord;
 use qm_common::queue::QueueDef;
 use qm_daemon::engine::record::{
-    MessageMeta, OrderKey, msgid_of, seq_of, split_stored, stored_len, write_stored,
+    MessageMeta, OrderKey, checksum, msgid_of, seq_of, split_stored, stored_len, write_stored,
 };
 use qm_daemon::engine::txn::recover;
 use qm_daemon::storage::files;
@@ -99,7 +99,7 @@ fn stored_value() -> BoxedStrategy<Vec<u8>> {
             }
             let record = encode(&m);
             let mut out = vec![0; stored_len(&record, body.len())];
-            write_stored(&mut out, &record, &body, false);
+            write_stored(&mut out, &record, &body, false, checksum(&body));
             out
         })
         .boxed();
@@ -141,17 +141,25 @@ fn fuzz_stored_records_decode() {
 fn fuzz_stored_message_layout() {
     check(CASES * 2, stored_value(), |value| {
         match split_stored(&value) {
-            Some(stored) => {
-                prop_assert_eq!(stored_len(stored.meta, stored.tail.len()), value.len());
-                let mut again = vec![0; value.len()];
-                write_stored(&mut again, stored.meta, stored.tail, stored.parted);
-                prop_assert_eq!(again, value);
-            }
+            Some(stored) => match stored.sums {
+                Some(sums) => {
+                    prop_assert_eq!(stored_len(stored.meta, stored.tail.len()), value.len());
+                    let mut again = vec![0; value.len()];
+                    write_stored(&mut again, stored.meta, stored.tail, stored.parted, sums.body);
+                    // The record's checksum is computed again: the same bytes when it held.
+                    prop_assert_eq!(again == value, sums.meta == checksum(stored.meta));
+                }
+                // Stored before the checksums: the word, the record, the body.
+                None => prop_assert_eq!(4 + stored.meta.len() + stored.tail.len(), value.len()),
+            },
             None => {
-                // The length field is the word without its top bit (the parts flag).
-                let fits = value.len() >= 4
-                    && (u32::from_le_bytes(value[..4].try_into().unwrap()) & !(1 << 31)) as usize
-                        <= value.len() - 4;
+                // The length field is the word without its two top bits (the parts and
+                // checksums flags); with checksums, 8 more bytes come before the record.
+                let fits = value.len() >= 4 && {
+                    let word = u32::from_le_bytes(value[..4].try_into().unwrap());
+                    let head = if word & (1 << 30) != 0 { 12 } else { 4 };
+                    head + (word & !(3 << 30)) as usize <= value.len()
+                };
                 prop_assert!(!fits, "a stored message that fits was not split");
             }
         }

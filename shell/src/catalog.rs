@@ -291,6 +291,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         "livtoc"
     ),
     command!(
+        "qverify",
+        None,
+        "",
+        1,
+        "[qspace_name]",
+        QueueSpace,
+        device::qverify,
+        "Checks the device while it serves: the device list, the VTOC, extents and free space against each other, every file of the device, and each queue space's messages (every record decoded, its checksums compared, its queue's order tables and totals recomputed). Lists what is wrong and fails (qmadmin exits 1) if anything is. For a stopped device: qmd --verify DEVICE.",
+        [("qspace_name", "only this queue space's messages (default: every queue space)"),],
+        "qverify QSPACE"
+    ),
+    command!(
         "paginate",
         Some("page"),
         "",

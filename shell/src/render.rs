@@ -675,3 +675,37 @@ pub fn stat_json(
     }
     value
 }
+
+/// What `qverify` (and `qmd --verify`) checked, then each problem found.
+pub fn verify(report: &qm_common::verify::VerifyReport) -> String {
+    use qm_common::plural::count;
+    let mut out = format!(
+        "Device {}: {}, {}, {}\n",
+        report.device,
+        count(report.udl_entries, "device list entry", "device list entries"),
+        count(report.vtoc_entries, "VTOC table", "VTOC tables"),
+        count(report.files.len() as u64, "file", "files")
+    );
+    if !report.qspaces.is_empty() {
+        let rows = report
+            .qspaces
+            .iter()
+            .map(|q| vec![q.name.clone(), q.file.clone(), q.messages.to_string(), bytes(q.bytes)])
+            .collect();
+        out.push_str(&table(&["queue space", "file", "messages", "bytes"], rows));
+        out.push('\n');
+    }
+    let problems = &report.problems;
+    if problems.is_empty() {
+        out.push_str("No problem found.\n");
+        return out;
+    }
+    let rows = problems.listed.iter().map(|p| vec![p.place.clone(), p.what.clone()]).collect();
+    out.push_str(&table(&["where", "problem"], rows));
+    out.push('\n');
+    if problems.more > 0 {
+        let more = qm_common::plural::count(problems.more, "more problem", "more problems");
+        out.push_str(&format!("... and {more}, not listed\n"));
+    }
+    out
+}

@@ -30,5 +30,27 @@ fn main() {
         }
     });
     let options = qm_daemon::options::Options::parse();
+    if options.verify {
+        std::process::exit(verify(&options));
+    }
     std::process::exit(qm_daemon::server::main(options));
+}
+
+/// `qmd --verify`: the report as qmadmin's qverify prints it.
+fn verify(options: &qm_daemon::options::Options) -> i32 {
+    let device = options.device.clone().or_else(|| std::env::var_os("QMCONFIG").map(Into::into));
+    let Some(device) = device else {
+        eprintln!("qmd: --verify needs a device: give its path, or set QMCONFIG");
+        return 2;
+    };
+    match qm_daemon::verify::offline(&device) {
+        Ok(report) => {
+            print!("{}", qm_shell::render::verify(&report));
+            i32::from(!report.problems.is_empty())
+        }
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            2
+        }
+    }
 }

@@ -88,3 +88,5 @@ mod http;
 mod docs;
 // qstat: the live view of a queue space.
 mod qstat;
+// qverify and qmd --verify: checking a device.
+mod verify;

@@ -22,7 +22,22 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: DeviceRequest) -> Q
         DeviceRequest::Destroy { index } => destroy(ctx, store, index),
         DeviceRequest::Vtoc => Ok(Reply::Vtoc(require_device(ctx, store)?.vtoc()?)),
         DeviceRequest::Rename { index, new_name } => rename(ctx, store, index, new_name),
+        DeviceRequest::Verify { qspace } => verify(ctx, store, qspace),
     }
+}
+
+/// `qverify`: checks the device (see [`crate::verify`]), with the store locked so that no
+/// definition changes under it; traffic goes on.
+fn verify(ctx: &mut Ctx<'_>, store: &mut Store, qspace: Option<String>) -> QmResult<Reply> {
+    if let Some(name) = &qspace {
+        qm_common::names::check_qspace_name(name)?;
+    }
+    let device = require_device(ctx, store)?;
+    let progress = ctx.progress;
+    let report = crate::verify::device(device, qspace.as_deref(), &|done, total| {
+        progress(qm_common::protocol::Progress { done, total })
+    })?;
+    Ok(Reply::Verified(Box::new(report)))
 }
 
 fn check_size(size: u64, offset: u64) -> QmResult<()> {

@@ -21,6 +21,7 @@ pub mod thresholds;
 pub mod timers;
 mod turns;
 pub mod txn;
+pub mod verify;
 pub mod why;
 pub mod writer;
 

@@ -46,42 +46,74 @@ pub struct MessageMeta {
     pub key: OrderKey,
 }
 
-/// A stored message is one value: a 4-byte little-endian word, the postcard record, then
-/// the body. The word is the record's length; its top bit says that the body's first bytes
-/// are stored apart, as parts (see [`body_layout`]), and only its last bytes follow the
-/// record. A message that fits in one of redb's pages is one value, which keeps its
-/// enqueue and dequeue to a single B-tree update.
+/// A stored message is one value: a 4-byte little-endian word, two checksums, the postcard
+/// record, then the body. The word is the record's length; its top bit says that the
+/// body's first bytes are stored apart, as parts (see [`body_layout`]), and only its last
+/// bytes follow the record; its next bit says that the checksums are there (messages
+/// stored before them have neither). The checksums are CRC-32s of the record and of the
+/// whole body, so that `qverify` finds a changed byte anywhere in a message. A message
+/// that fits in one of redb's pages is one value, which keeps its enqueue and dequeue to a
+/// single B-tree update.
 pub fn stored_len(meta: &[u8], tail_len: usize) -> usize {
-    4 + meta.len() + tail_len
+    HEAD + meta.len() + tail_len
 }
 
 /// The word's flag for a body stored partly apart.
 const PARTED: u32 = 1 << 31;
+/// The word's flag for the checksums that follow it.
+const SUMMED: u32 = 1 << 30;
+/// The bytes before the record: the word and the two checksums.
+const HEAD: usize = 12;
 
-/// Writes a stored message into `out`, which is exactly [`stored_len`] bytes; `tail` is
-/// the whole body, or (`parted`) its last bytes.
-pub fn write_stored(out: &mut [u8], meta: &[u8], tail: &[u8], parted: bool) {
-    let word = meta.len() as u32 | if parted { PARTED } else { 0 };
-    out[..4].copy_from_slice(&word.to_le_bytes());
-    out[4..4 + meta.len()].copy_from_slice(meta);
-    out[4 + meta.len()..].copy_from_slice(tail);
+/// The checksum of a message's body (or its record), as stored.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
 }
 
-/// A stored message, split: its record bytes, the body bytes stored with it, and whether
-/// the body's first bytes are stored apart.
+/// Writes a stored message into `out`, which is exactly [`stored_len`] bytes; `tail` is
+/// the whole body, or (`parted`) its last bytes; `body_sum` the [`checksum`] of the whole
+/// body.
+pub fn write_stored(out: &mut [u8], meta: &[u8], tail: &[u8], parted: bool, body_sum: u32) {
+    let word = meta.len() as u32 | SUMMED | if parted { PARTED } else { 0 };
+    out[..4].copy_from_slice(&word.to_le_bytes());
+    out[4..8].copy_from_slice(&checksum(meta).to_le_bytes());
+    out[8..12].copy_from_slice(&body_sum.to_le_bytes());
+    out[HEAD..HEAD + meta.len()].copy_from_slice(meta);
+    out[HEAD + meta.len()..].copy_from_slice(tail);
+}
+
+/// The checksums stored with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sums {
+    pub meta: u32,
+    pub body: u32,
+}
+
+/// A stored message, split: its record bytes, the body bytes stored with it, whether the
+/// body's first bytes are stored apart, and its checksums (none in a message stored before
+/// them).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Stored<'a> {
     pub meta: &'a [u8],
     pub tail: &'a [u8],
     pub parted: bool,
+    pub sums: Option<Sums>,
 }
 
 /// Splits a stored message.
 pub fn split_stored(value: &[u8]) -> Option<Stored<'_>> {
     let word = u32::from_le_bytes(value.get(..4)?.try_into().ok()?);
-    let len = (word & !PARTED) as usize;
-    let meta = value.get(4..4 + len)?;
-    Some(Stored { meta, tail: &value[4 + len..], parted: word & PARTED != 0 })
+    let len = (word & !(PARTED | SUMMED)) as usize;
+    let (sums, head) = match word & SUMMED != 0 {
+        true => {
+            let meta = u32::from_le_bytes(value.get(4..8)?.try_into().ok()?);
+            let body = u32::from_le_bytes(value.get(8..12)?.try_into().ok()?);
+            (Some(Sums { meta, body }), HEAD)
+        }
+        false => (None, 4),
+    };
+    let meta = value.get(head..head + len)?;
+    Some(Stored { meta, tail: &value[head + len..], parted: word & PARTED != 0, sums })
 }
 
 /// redb's page: it gives a value that does not share a leaf a power-of-two run of them.
@@ -98,7 +130,7 @@ const PART_OVERHEAD: usize = 64;
 pub fn body_layout(len: usize, meta_len: usize) -> (Vec<usize>, usize) {
     let mut parts = Vec::new();
     let mut rest = len;
-    while 4 + meta_len + rest > REDB_PAGE - PART_OVERHEAD {
+    while HEAD + meta_len + rest > REDB_PAGE - PART_OVERHEAD {
         let mut run = REDB_PAGE;
         while 2 * run - PART_OVERHEAD <= rest {
             run *= 2;
@@ -115,7 +147,7 @@ pub fn body_layout(len: usize, meta_len: usize) -> (Vec<usize>, usize) {
 /// what stays with it are counted twice, for a leaf that is only half full.
 pub fn stored_room(meta_len: usize, body_len: usize, whole: bool) -> u64 {
     let (parts, tail) = body_layout(body_len, meta_len);
-    let record = 2 * (4 + meta_len + tail + PART_OVERHEAD) as u64;
+    let record = 2 * (HEAD + meta_len + tail + PART_OVERHEAD) as u64;
     if !whole {
         return record;
     }
@@ -205,13 +237,19 @@ mod tests {
     #[test]
     fn stored_round_trip() {
         let mut buf = vec![0; stored_len(b"meta", 5)];
-        write_stored(&mut buf, b"meta", b"hello", false);
-        let whole = Stored { meta: b"meta", tail: b"hello", parted: false };
+        write_stored(&mut buf, b"meta", b"hello", false, checksum(b"hello"));
+        let sums = Some(Sums { meta: checksum(b"meta"), body: checksum(b"hello") });
+        let whole = Stored { meta: b"meta", tail: b"hello", parted: false, sums };
         assert_eq!(split_stored(&buf), Some(whole));
-        write_stored(&mut buf, b"meta", b"hello", true);
+        write_stored(&mut buf, b"meta", b"hello", true, 7);
         assert!(split_stored(&buf).is_some_and(|s| s.parted && s.tail == b"hello"));
         assert_eq!(split_stored(&[1, 0]), None);
         assert_eq!(split_stored(&[9, 0, 0, 0, 1]), None);
+        assert_eq!(split_stored(&[1, 0, 0, 0x40, 1]), None, "checksums cut short");
+        // A message stored before the checksums: the word, the record, the body.
+        let old = [4, 0, 0, 0, b'm', b'e', b't', b'a', b'h', b'i'];
+        let before = Stored { meta: b"meta", tail: b"hi", parted: false, sums: None };
+        assert_eq!(split_stored(&old), Some(before));
     }
 
     #[test]
@@ -224,7 +262,7 @@ mod tests {
         for len in [0, 1, 4000, 4096, 70_000, 1_000_003, 4 << 20] {
             let (parts, tail) = body_layout(len, 70);
             assert_eq!(parts.iter().sum::<usize>() + tail, len, "{len}: nothing lost");
-            assert!(4 + 70 + tail <= REDB_PAGE, "{len}: the record and tail share a page");
+            assert!(HEAD + 70 + tail <= REDB_PAGE, "{len}: the record and tail share a page");
             for part in parts {
                 let run = (part + PART_OVERHEAD).next_power_of_two();
                 assert!(run - PART_OVERHEAD - part < REDB_PAGE, "{len}: a part fills its run");

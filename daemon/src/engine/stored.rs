@@ -196,7 +196,7 @@ fn order_of(bytes: &[u8]) -> Option<OrderKey> {
     Some(OrderKey { top, parts: [p0, p1, p2], tie, sub, seq })
 }
 
-fn ready_key(queue: &str, key: &OrderKey) -> Vec<u8> {
+pub(super) fn ready_key(queue: &str, key: &OrderKey) -> Vec<u8> {
     let mut out = prefix(queue);
     push_order(&mut out, key);
     out
@@ -209,13 +209,13 @@ fn corrid_prefix(queue: &str, corrid: &[u8]) -> Vec<u8> {
     out
 }
 
-fn corrid_key(queue: &str, corrid: &[u8], key: &OrderKey) -> Vec<u8> {
+pub(super) fn corrid_key(queue: &str, corrid: &[u8], key: &OrderKey) -> Vec<u8> {
     let mut out = corrid_prefix(queue, corrid);
     push_order(&mut out, key);
     out
 }
 
-fn age_key(queue: &str, enqueued_us: u64, seq: u64) -> Vec<u8> {
+pub(super) fn age_key(queue: &str, enqueued_us: u64, seq: u64) -> Vec<u8> {
     let mut out = prefix(queue);
     out.extend_from_slice(&enqueued_us.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());

@@ -22,7 +22,7 @@
 
 use super::deferred::Deferred;
 use super::record::{
-    MessageMeta, Stored, body_layout, split_stored, stored_len, stored_room, write_stored,
+    MessageMeta, Stored, body_layout, checksum, split_stored, stored_len, stored_room, write_stored,
 };
 use super::stored::{self, Delta, Maintained};
 use crate::storage::handle::{Db, DbFile};
@@ -794,17 +794,23 @@ fn apply<'a>(
                 let table = open.table(&tables.msg)?;
                 let mut slot =
                     table.insert_reserve(*seq, stored_len(meta, tail_len)).map_err(fail)?;
-                write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty());
+                write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty(), checksum(body));
             }
             // A new record for a stored message: its body stays as it is stored.
             WriteOp::Put { tables, seq, meta, body: None, blocks, waiting, .. } => {
-                let table = open.table(&tables.msg)?;
-                let old = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
+                let old = open.table(&tables.msg)?.get(*seq).map_err(fail)?;
+                let old = old.map(|v| v.value().to_vec());
                 let old = old.as_deref().and_then(split_stored);
                 let (tail, parted) = old.as_ref().map_or((&[][..], false), |s| (s.tail, s.parted));
+                // A message stored before the checksums gets them now, from its body.
+                let body_sum = match old.as_ref().and_then(|s| s.sums) {
+                    Some(sums) => sums.body,
+                    None => checksum(&whole_body(open, tables, *seq, tail, parted)?),
+                };
+                let table = open.table(&tables.msg)?;
                 let mut slot =
                     table.insert_reserve(*seq, stored_len(meta, tail.len())).map_err(fail)?;
-                write_stored(slot.as_mut(), meta, tail, parted);
+                write_stored(slot.as_mut(), meta, tail, parted, body_sum);
                 drop(slot);
                 if let Some(old) = &old {
                     let was = decode_meta(*seq, old.meta)?;
@@ -873,6 +879,25 @@ fn apply<'a>(
 }
 
 /// The record of message `seq`, as stored or sent.
+/// The body of stored message `seq`: its parts, when it has some, then `tail`.
+fn whole_body(
+    open: &mut Open<'_>,
+    tables: &QueueSpaceTables,
+    seq: u64,
+    tail: &[u8],
+    parted: bool,
+) -> QmResult<Vec<u8>> {
+    let mut body = Vec::new();
+    if parted {
+        let parts = open.parts(&tables.parts)?;
+        for part in parts.range((seq, 0u32)..=(seq, u32::MAX)).map_err(fail)? {
+            body.extend_from_slice(part.map_err(fail)?.1.value());
+        }
+    }
+    body.extend_from_slice(tail);
+    Ok(body)
+}
+
 fn decode_meta(seq: u64, meta: &[u8]) -> QmResult<MessageMeta> {
     postcard::from_bytes(meta)
         .map_err(|e| QmError::system(format!("message {seq:016x} has a damaged record: {e}")))

@@ -1,4 +1,4 @@
-//! Device list commands: crdl, lidl, dsdl, livtoc, chdl.
+//! Device list commands: crdl, lidl, dsdl, livtoc, chdl, and qverify.
 
 use super::number;
 use crate::getopt::Args;
@@ -126,4 +126,23 @@ pub fn chdl(sh: &mut Shell, args: Args) -> CmdResult {
     };
     sh.call(Request::Device(DeviceRequest::Rename { index, new_name: Some(new_name) }))?;
     Ok(())
+}
+
+/// `qverify [QSPACE]`: prints what was checked and every problem found; fails (qmadmin
+/// exits 1) when there is one.
+pub fn qverify(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let qspace = match pos.take() {
+        Some(name) => Some(super::qspace::qspace_name(&name).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let done = sh.call(Request::Device(DeviceRequest::Verify { qspace }))?;
+    let Reply::Verified(report) = done.reply else { return Ok(()) };
+    let text =
+        if sh.wants_json(args.json) { render::json(&report) } else { render::verify(&report) };
+    sh.output(&text);
+    match report.problems.count() {
+        0 => Ok(()),
+        n => Err(format!("qverify found {}", qm_common::plural::count(n, "problem", "problems"))),
+    }
 }

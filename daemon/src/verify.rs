@@ -1,0 +1,246 @@
+//! `qverify` and `qmd --verify`: checks a device's parts against each other.
+//!
+//! The device list (UDL) entries must not overlap in their files; every VTOC table must lie
+//! on an entry that exists, inside it, overlapping no other table; each entry's free space
+//! and tables must add up to its size; every queue space must have its extents and every
+//! extent its queue space; every file of the device must be there and be this device's.
+//! Then each queue space's messages are checked ([`crate::engine::verify`]). Reads go
+//! through [`crate::storage::handle::DbFile::read`], so writes acknowledged but not yet in
+//! redb are applied first and checked too.
+
+use crate::engine::verify::queue_space;
+use crate::storage::Device;
+use crate::storage::freemap::free_runs;
+use crate::storage::tables::QueueSpaceTables;
+use qm_common::QmResult;
+use qm_common::device::{UdlEntry, VtocEntry};
+use qm_common::verify::{Problems, SpaceChecked, VerifyReport};
+use std::collections::{BTreeMap, HashSet};
+
+/// Checks `device`: all of it, or (`only`) its lists and that one queue space. `progress`
+/// is told how many queue spaces are done, of how many.
+pub fn device(
+    device: &Device,
+    only: Option<&str>,
+    progress: &dyn Fn(u64, u64),
+) -> QmResult<VerifyReport> {
+    let mut report =
+        VerifyReport { device: device.path().display().to_string(), ..Default::default() };
+    let problems = &mut report.problems;
+    let udl = match device.udl() {
+        Ok(udl) => udl,
+        Err(e) => {
+            problems.add("UDL", format!("the device list cannot be read: {}", e.message));
+            return Ok(report);
+        }
+    };
+    let vtoc = match device.vtoc() {
+        Ok(vtoc) => vtoc,
+        Err(e) => {
+            problems.add("VTOC", format!("the table of contents cannot be read: {}", e.message));
+            return Ok(report);
+        }
+    };
+    report.udl_entries = udl.len() as u32;
+    report.vtoc_entries = vtoc.len() as u32;
+    check_udl(device, &udl, problems);
+    check_vtoc(&udl, &vtoc, problems);
+    let records = match device.qspaces() {
+        Ok(r) => r,
+        Err(e) => {
+            problems
+                .add("queue spaces", format!("the queue space list cannot be read: {}", e.message));
+            return Ok(report);
+        }
+    };
+    check_extents(&vtoc, records.iter().map(|r| r.params.name.as_str()), problems);
+    if let Some(name) = only
+        && !records.iter().any(|r| r.params.name == name)
+    {
+        return Err(qm_common::QmError::not_found(format!("Queue space {name} does not exist")));
+    }
+    report.files = files(device, &udl, &mut report.problems);
+    let chosen: Vec<_> =
+        records.iter().filter(|r| only.is_none_or(|n| n == r.params.name)).collect();
+    let total = chosen.len() as u64;
+    for (done, record) in chosen.into_iter().enumerate() {
+        progress(done as u64, total);
+        let name = &record.params.name;
+        let file = match crate::admin::qspace_file_name(device, name) {
+            Ok(f) => f,
+            Err(e) => {
+                report.problems.add(&format!("queue space {name}"), e.message);
+                continue;
+            }
+        };
+        let names = QueueSpaceTables::new(name);
+        let page_size = device.page_size();
+        let problems = &mut report.problems;
+        let checked = device
+            .file_db(&file)
+            .and_then(|db| db.read(|txn| Ok(queue_space(txn, &names, page_size, problems))));
+        match checked {
+            Ok(c) => report.qspaces.push(SpaceChecked {
+                name: name.clone(),
+                file,
+                messages: c.messages,
+                bytes: c.bytes,
+            }),
+            Err(e) => report.problems.add(&format!("queue space {name}"), e.message),
+        }
+    }
+    progress(total, total);
+    Ok(report)
+}
+
+/// The file an entry is in: the device file for entry 0.
+fn file_of(device: &Device, entry: &UdlEntry) -> String {
+    if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() }
+}
+
+/// Entries of one file must not overlap.
+fn check_udl(device: &Device, udl: &[UdlEntry], problems: &mut Problems) {
+    let mut by_file: BTreeMap<String, Vec<&UdlEntry>> = BTreeMap::new();
+    for entry in udl {
+        if entry.size == 0 {
+            problems.add(&format!("UDL entry {}", entry.index), "it has no pages");
+        }
+        by_file.entry(file_of(device, entry)).or_default().push(entry);
+    }
+    for (file, mut entries) in by_file {
+        entries.sort_by_key(|e| e.start);
+        for pair in entries.windows(2) {
+            if pair[1].start < pair[0].end() {
+                problems.add(
+                    &format!("UDL entry {}", pair[1].index),
+                    format!(
+                        "pages {}-{} of {file} overlap entry {} (pages {}-{})",
+                        pair[1].start,
+                        pair[1].end() - 1,
+                        pair[0].index,
+                        pair[0].start,
+                        pair[0].end() - 1
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Every table lies inside an entry that exists and overlaps no other; each entry's tables
+/// and free runs add up to its size.
+fn check_vtoc(udl: &[UdlEntry], vtoc: &[VtocEntry], problems: &mut Problems) {
+    let label = |t: &VtocEntry| match t.extent {
+        Some(n) => format!("VTOC table {} ({} extent {n})", t.index, t.name),
+        None => format!("VTOC table {} ({})", t.index, t.name),
+    };
+    for table in vtoc {
+        let Some(entry) = udl.iter().find(|e| e.index == table.device) else {
+            problems.add(
+                &label(table),
+                format!("it is on UDL entry {}, which does not exist", table.device),
+            );
+            continue;
+        };
+        if table.offset < entry.start || table.offset + table.pages > entry.end() {
+            problems.add(
+                &label(table),
+                format!(
+                    "pages {}-{} lie outside UDL entry {} (pages {}-{})",
+                    table.offset,
+                    table.offset + table.pages.max(1) - 1,
+                    entry.index,
+                    entry.start,
+                    entry.end() - 1
+                ),
+            );
+        }
+    }
+    for entry in udl {
+        let mut tables: Vec<&VtocEntry> = vtoc.iter().filter(|t| t.device == entry.index).collect();
+        tables.sort_by_key(|t| t.offset);
+        for pair in tables.windows(2) {
+            if pair[1].offset < pair[0].offset + pair[0].pages {
+                problems.add(
+                    &label(pair[1]),
+                    format!(
+                        "pages {}-{} overlap {} (pages {}-{})",
+                        pair[1].offset,
+                        pair[1].offset + pair[1].pages.max(1) - 1,
+                        label(pair[0]),
+                        pair[0].offset,
+                        pair[0].offset + pair[0].pages.max(1) - 1
+                    ),
+                );
+            }
+        }
+        let used: u64 = tables.iter().map(|t| t.pages).sum();
+        let free: u64 = free_runs(entry, vtoc).iter().map(|r| r.size).sum();
+        if used + free != entry.size {
+            problems.add(
+                &format!("UDL entry {}", entry.index),
+                format!(
+                    "its tables take {used} pages and {free} are free, which is not its {} pages",
+                    entry.size
+                ),
+            );
+        }
+    }
+}
+
+/// Every queue space has its first extent; every extent belongs to a queue space.
+fn check_extents<'a>(
+    vtoc: &[VtocEntry],
+    qspaces: impl Iterator<Item = &'a str>,
+    problems: &mut Problems,
+) {
+    let names: HashSet<&str> = qspaces.collect();
+    for name in &names {
+        let extents = crate::admin::extents_of(vtoc, name);
+        if extents.first().and_then(|e| e.extent) != Some(0) {
+            problems.add(&format!("queue space {name}"), "its first extent is not in the VTOC");
+        }
+    }
+    for table in vtoc.iter().filter(|t| t.extent.is_some()) {
+        if !names.contains(table.name.as_str()) {
+            problems.add(
+                &format!("VTOC table {}", table.index),
+                format!("it is an extent of queue space {}, which does not exist", table.name),
+            );
+        }
+    }
+}
+
+/// Opens every file of the device (which identifies it as this device's); the ones opened.
+fn files(device: &Device, udl: &[UdlEntry], problems: &mut Problems) -> Vec<String> {
+    let mut seen = Vec::new();
+    for entry in udl {
+        let file = file_of(device, entry);
+        if seen.contains(&file) {
+            continue;
+        }
+        match device.file_db(&file) {
+            Ok(_) => seen.push(file),
+            Err(e) => problems.add(&file, e.message),
+        }
+    }
+    seen
+}
+
+/// `qmd --verify DEVICE`: checks a device no daemon serves (its lock is taken for the
+/// while). Opening its files applies what their journals hold, as a start would.
+pub fn offline(path: &std::path::Path) -> Result<VerifyReport, String> {
+    if !path.exists() {
+        return Err(format!("{}: no such device file", path.display()));
+    }
+    let _lock = crate::server::lock_device(path)?;
+    let opened = Device::open(path).map_err(|e| e.message)?;
+    let shown = |done: u64, total: u64| {
+        if total > 1 {
+            eprintln!("qmd: checked {done} of {total} queue spaces");
+        }
+    };
+    let report = device(&opened, None, &shown).map_err(|e| e.message);
+    opened.close();
+    report
+}
