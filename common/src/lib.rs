@@ -19,6 +19,7 @@
 //! * [`worker`]: the protocol of long-running services and a helper to write them.
 
 pub mod address;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod device;

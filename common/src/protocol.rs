@@ -90,6 +90,17 @@ pub enum DeviceRequest {
     Verify {
         qspace: Option<String>,
     },
+    /// `qbackup`: a consistent copy of the whole device into `dir` (absolute).
+    Backup {
+        dir: String,
+    },
+    /// `qrestore`: the backup in `dir` as a new device at `device`, files moved as `map`
+    /// says (old path, new path); all paths absolute.
+    Restore {
+        dir: String,
+        device: String,
+        map: Vec<(String, String)>,
+    },
 }
 
 /// Queue space requests.
@@ -433,6 +444,8 @@ pub enum Reply {
     Identity(Identity),
     Why(Box<crate::why::Why>),
     Verified(Box<crate::verify::VerifyReport>),
+    BackedUp(Box<crate::backup::BackupReport>),
+    Restored(Box<crate::backup::RestoreReport>),
 }
 
 /// Progress of long work, e.g. initializing extents.

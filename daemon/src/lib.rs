@@ -18,6 +18,7 @@
 //! * [`options`], [`logging`], [`detach`]: the command line, logs, background start.
 
 pub mod admin;
+pub mod backup;
 pub mod command;
 pub mod data;
 pub mod detach;

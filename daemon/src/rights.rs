@@ -139,6 +139,8 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
             | DeviceRequest::Verify { .. }
             | DeviceRequest::Rename { new_name: None, .. } => daemon(Right::Browse),
             DeviceRequest::Create { .. }
+            | DeviceRequest::Backup { .. }
+            | DeviceRequest::Restore { .. }
             | DeviceRequest::Destroy { .. }
             | DeviceRequest::Rename { new_name: Some(_), .. } => daemon(Right::Admin),
         },

@@ -11,21 +11,75 @@
 use crate::engine::verify::queue_space;
 use crate::storage::Device;
 use crate::storage::freemap::free_runs;
+use crate::storage::records::QueueSpaceRecord;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::QmResult;
 use qm_common::device::{UdlEntry, VtocEntry};
 use qm_common::verify::{Problems, SpaceChecked, VerifyReport};
+use redb::ReadTransaction;
 use std::collections::{BTreeMap, HashSet};
+
+/// What is verified: a device its daemon has open, or the copies in a backup.
+pub trait Source {
+    /// The device file, as the report names it.
+    fn name(&self) -> String;
+    fn page_size(&self) -> u32;
+    fn udl(&self) -> QmResult<Vec<UdlEntry>>;
+    fn vtoc(&self) -> QmResult<Vec<VtocEntry>>;
+    fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>>;
+    /// The file an entry is in, as the report names it.
+    fn file_of(&self, entry: &UdlEntry) -> String;
+    /// Opens `file` and checks that it is this device's.
+    fn open(&self, file: &str) -> QmResult<()>;
+    /// Runs `f` in one read transaction of `file` that holds every write acknowledged.
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()>;
+}
+
+impl Source for Device {
+    fn name(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn page_size(&self) -> u32 {
+        Device::page_size(self)
+    }
+
+    fn udl(&self) -> QmResult<Vec<UdlEntry>> {
+        Device::udl(self)
+    }
+
+    fn vtoc(&self) -> QmResult<Vec<VtocEntry>> {
+        Device::vtoc(self)
+    }
+
+    fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
+        Device::qspaces(self)
+    }
+
+    fn file_of(&self, entry: &UdlEntry) -> String {
+        if entry.index == 0 { self.path().display().to_string() } else { entry.name.clone() }
+    }
+
+    fn open(&self, file: &str) -> QmResult<()> {
+        self.file_db(file).map(drop)
+    }
+
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()> {
+        self.file_db(file)?.read(|txn| {
+            f(txn);
+            Ok(())
+        })
+    }
+}
 
 /// Checks `device`: all of it, or (`only`) its lists and that one queue space. `progress`
 /// is told how many queue spaces are done, of how many.
 pub fn device(
-    device: &Device,
+    device: &dyn Source,
     only: Option<&str>,
     progress: &dyn Fn(u64, u64),
 ) -> QmResult<VerifyReport> {
-    let mut report =
-        VerifyReport { device: device.path().display().to_string(), ..Default::default() };
+    let mut report = VerifyReport { device: device.name(), ..Default::default() };
     let problems = &mut report.problems;
     let udl = match device.udl() {
         Ok(udl) => udl,
@@ -66,46 +120,42 @@ pub fn device(
     for (done, record) in chosen.into_iter().enumerate() {
         progress(done as u64, total);
         let name = &record.params.name;
-        let file = match crate::admin::qspace_file_name(device, name) {
-            Ok(f) => f,
-            Err(e) => {
-                report.problems.add(&format!("queue space {name}"), e.message);
-                continue;
-            }
+        // A queue space lives in the file of its first extent.
+        let first = crate::admin::extents_of(&vtoc, name).into_iter().next();
+        let Some(entry) = first.and_then(|t| udl.iter().find(|e| e.index == t.device)) else {
+            continue; // said by check_extents or check_vtoc
         };
+        let file = device.file_of(entry);
         let names = QueueSpaceTables::new(name);
         let page_size = device.page_size();
         let problems = &mut report.problems;
-        let checked = device
-            .file_db(&file)
-            .and_then(|db| db.read(|txn| Ok(queue_space(txn, &names, page_size, problems))));
-        match checked {
-            Ok(c) => report.qspaces.push(SpaceChecked {
+        let mut checked = None;
+        let read = device.read(&file, &mut |txn| {
+            checked = Some(queue_space(txn, &names, page_size, problems));
+        });
+        match (read, checked) {
+            (Ok(()), Some(c)) => report.qspaces.push(SpaceChecked {
                 name: name.clone(),
                 file,
                 messages: c.messages,
                 bytes: c.bytes,
             }),
-            Err(e) => report.problems.add(&format!("queue space {name}"), e.message),
+            (Err(e), _) => report.problems.add(&format!("queue space {name}"), e.message),
+            (Ok(()), None) => {}
         }
     }
     progress(total, total);
     Ok(report)
 }
 
-/// The file an entry is in: the device file for entry 0.
-fn file_of(device: &Device, entry: &UdlEntry) -> String {
-    if entry.index == 0 { device.path().display().to_string() } else { entry.name.clone() }
-}
-
 /// Entries of one file must not overlap.
-fn check_udl(device: &Device, udl: &[UdlEntry], problems: &mut Problems) {
+fn check_udl(device: &dyn Source, udl: &[UdlEntry], problems: &mut Problems) {
     let mut by_file: BTreeMap<String, Vec<&UdlEntry>> = BTreeMap::new();
     for entry in udl {
         if entry.size == 0 {
             problems.add(&format!("UDL entry {}", entry.index), "it has no pages");
         }
-        by_file.entry(file_of(device, entry)).or_default().push(entry);
+        by_file.entry(device.file_of(entry)).or_default().push(entry);
     }
     for (file, mut entries) in by_file {
         entries.sort_by_key(|e| e.start);
@@ -212,15 +262,15 @@ fn check_extents<'a>(
 }
 
 /// Opens every file of the device (which identifies it as this device's); the ones opened.
-fn files(device: &Device, udl: &[UdlEntry], problems: &mut Problems) -> Vec<String> {
+fn files(device: &dyn Source, udl: &[UdlEntry], problems: &mut Problems) -> Vec<String> {
     let mut seen = Vec::new();
     for entry in udl {
-        let file = file_of(device, entry);
+        let file = device.file_of(entry);
         if seen.contains(&file) {
             continue;
         }
-        match device.file_db(&file) {
-            Ok(_) => seen.push(file),
+        match device.open(&file) {
+            Ok(()) => seen.push(file),
             Err(e) => problems.add(&file, e.message),
         }
     }

@@ -291,6 +291,40 @@ pub static COMMANDS: &[CommandSpec] = &[
         "livtoc"
     ),
     command!(
+        "qbackup",
+        None,
+        "y",
+        1,
+        "[-y] [directory]",
+        Nothing,
+        device::qbackup,
+        "Copies the whole device (every file of it: definitions, rights, threshold states and every stored message) into a new or empty directory while the daemon serves, as one consistent snapshot: each transaction is in it whole or not at all. Writers are held only while the snapshot is taken (the report says how long). The copy is checked as qverify checks a device, then a manifest (files, sizes, CRC-32s, queue spaces and their messages) is written last: a directory without one holds a backup that did not finish. Asks for confirmation unless -y.",
+        [
+            ("-y", "do not ask for confirmation"),
+            ("directory", "where the backup goes: a new directory, or an empty one of yours"),
+        ],
+        "qbackup -y /backup/que-monday"
+    ),
+    command!(
+        "qrestore",
+        None,
+        "",
+        64,
+        "[directory [new_device]] [-m oldpath=newpath ...]",
+        Nothing,
+        device::qrestore,
+        "Makes a working device from a backup qbackup made: each copy is checked against the manifest first, then the device file goes to new_device and every other file beside it under its old name, or where -m says. It never overwrites a file, nor restores onto a device a daemon serves (onto this daemon's own device path only while no device is there: it then serves the restored one). The restored device gets a new identity, so that it and the original never take each other's files, and is checked as qverify checks a device.",
+        [
+            ("directory", "the backup"),
+            ("new_device", "the restored device file's path"),
+            (
+                "-m oldpath=newpath",
+                "put the file the device list named oldpath at newpath (repeat for each file to move)"
+            ),
+        ],
+        "qrestore /backup/que-monday /srv/qm/QUE -m /data/q2=/srv/qm/q2"
+    ),
+    command!(
         "qverify",
         None,
         "",

@@ -709,3 +709,40 @@ pub fn verify(report: &qm_common::verify::VerifyReport) -> String {
     }
     out
 }
+
+/// What `qbackup` made.
+pub fn backup(report: &qm_common::backup::BackupReport) -> String {
+    let m = &report.manifest;
+    let bytes_total: u64 = m.files.iter().map(|f| f.bytes).sum();
+    let messages: u64 = m.qspaces.iter().map(|q| q.messages).sum();
+    let secs = report.millis as f64 / 1000.0;
+    let rate = if secs > 0.0 { bytes_total as f64 / secs / 1e6 } else { 0.0 };
+    let rows = m
+        .files
+        .iter()
+        .map(|f| vec![f.original.clone(), f.name.clone(), bytes(f.bytes), f.crc32.clone()])
+        .collect();
+    format!(
+        "Backup of {} in {}: {}, {} in {}; checked.\nWriters were held {:.1} ms at most; it took {secs:.1} s ({rate:.0} MB/s).\n{}\n",
+        m.device,
+        report.dir,
+        qm_common::plural::count(m.files.len() as u64, "file", "files"),
+        qm_common::plural::count(messages, "message", "messages"),
+        qm_common::plural::count(m.qspaces.len() as u64, "queue space", "queue spaces"),
+        m.longest_pause_us as f64 / 1000.0,
+        table(&["file", "copy", "bytes", "crc32"], rows)
+    )
+}
+
+/// What `qrestore` made.
+pub fn restore(report: &qm_common::backup::RestoreReport) -> String {
+    let rows = report.files.iter().map(|(from, to)| vec![from.clone(), to.clone()]).collect();
+    let messages: u64 = report.qspaces.iter().map(|q| q.messages).sum();
+    format!(
+        "Device {} restored and checked: {} in {}.\n{}\n",
+        report.device,
+        qm_common::plural::count(messages, "message", "messages"),
+        qm_common::plural::count(report.qspaces.len() as u64, "queue space", "queue spaces"),
+        table(&["backed up from", "restored to"], rows)
+    )
+}

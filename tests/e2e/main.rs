@@ -90,3 +90,5 @@ mod docs;
 mod qstat;
 // qverify and qmd --verify: checking a device.
 mod verify;
+// qbackup and qrestore: online backup, restore, the offline way.
+mod backup;

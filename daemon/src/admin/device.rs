@@ -23,7 +23,79 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: DeviceRequest) -> Q
         DeviceRequest::Vtoc => Ok(Reply::Vtoc(require_device(ctx, store)?.vtoc()?)),
         DeviceRequest::Rename { index, new_name } => rename(ctx, store, index, new_name),
         DeviceRequest::Verify { qspace } => verify(ctx, store, qspace),
+        DeviceRequest::Backup { dir } => backup(ctx, store, dir),
+        DeviceRequest::Restore { dir, device, map } => restore(ctx, store, dir, device, map),
     }
+}
+
+/// `qrestore`: see [`crate::backup::restore`]. Onto this daemon's own device path only
+/// while no device is there; the restored device is then served. Another path must not
+/// be a file, nor the device of another daemon (its lock held).
+fn restore(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    dir: String,
+    device: String,
+    map: Vec<(String, String)>,
+) -> QmResult<Reply> {
+    for (field, path) in [("Backup directory", &dir), ("New device", &device)] {
+        if !std::path::Path::new(path).is_absolute() {
+            return Err(QmError::invalid(field, path, "it must be an absolute path"));
+        }
+    }
+    let target = std::path::PathBuf::from(&device);
+    let own = target == ctx.daemon.device_path;
+    store.refresh(&ctx.daemon.device_path);
+    if own && store.device.is_some() {
+        return Err(QmError::in_use(format!(
+            "{device} is the device this daemon serves; restore to another path, or remove              it first (daemon stop, then remove the device and its files)"
+        )));
+    }
+    if !own && lock_held(&target) {
+        return Err(QmError::in_use(format!(
+            "another qmd serves {device} (its lock is held); stop it first"
+        )));
+    }
+    let report = crate::backup::restore::run(std::path::Path::new(&dir), &target, &map)?;
+    // The restored device is checked as qverify checks one.
+    let checked = if own {
+        store.refresh(&ctx.daemon.device_path);
+        let device = require_device(ctx, store)?;
+        crate::verify::device(device, None, &|_, _| {})?
+    } else {
+        crate::verify::offline(&target).map_err(QmError::system)?
+    };
+    if let Some(first) = checked.problems.listed.first() {
+        return Err(QmError::system(format!(
+            "the restored device {device} did not pass its check ({} problems; first: {}:              {}); run qmd --verify {device} for all of them",
+            checked.problems.count(),
+            first.place,
+            first.what
+        )));
+    }
+    Ok(Reply::Restored(Box::new(report)))
+}
+
+/// Whether a daemon holds the lock of the device at `path`.
+fn lock_held(path: &std::path::Path) -> bool {
+    let lock = qm_common::paths::lock_path(path);
+    let Ok(file) = std::fs::File::open(&lock) else { return false };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
+}
+
+/// `qbackup`: see [`crate::backup`]. The store stays locked throughout, so that no
+/// definition or file of the device changes under the copy; traffic goes on.
+fn backup(ctx: &mut Ctx<'_>, store: &mut Store, dir: String) -> QmResult<Reply> {
+    let path = std::path::Path::new(&dir);
+    if !path.is_absolute() {
+        return Err(QmError::invalid("Backup directory", &dir, "it must be an absolute path"));
+    }
+    let device = require_device(ctx, store)?;
+    let progress = ctx.progress;
+    let report = crate::backup::run(device, path, &|done, total| {
+        progress(qm_common::protocol::Progress { done, total })
+    })?;
+    Ok(Reply::BackedUp(Box::new(report)))
 }
 
 /// `qverify`: checks the device (see [`crate::verify`]), with the store locked so that no

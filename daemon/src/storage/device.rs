@@ -288,28 +288,19 @@ impl Device {
     }
 
     pub fn udl(&self) -> QmResult<Vec<UdlEntry>> {
-        self.read(|txn| {
-            let table = txn.open_table(UDL).map_err(|e| storage_error("reading UDL", e))?;
-            collect(table.iter().map_err(|e| storage_error("reading UDL", e))?, "UDL entry")
-        })
+        self.read(udl_in)
     }
 
     pub fn vtoc(&self) -> QmResult<Vec<VtocEntry>> {
-        self.read(|txn| {
-            let table = txn.open_table(VTOC).map_err(|e| storage_error("reading VTOC", e))?;
-            collect(table.iter().map_err(|e| storage_error("reading VTOC", e))?, "VTOC entry")
-        })
+        self.read(vtoc_in)
     }
 
     pub fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
-        self.read(|txn| {
-            let table =
-                txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
-            collect(
-                table.iter().map_err(|e| storage_error("reading queue spaces", e))?,
-                "queue space",
-            )
-        })
+        self.read(qspaces_in)
+    }
+
+    pub fn device_id(&self) -> u64 {
+        self.header.device_id
     }
 
     pub fn qspace(&self, name: &str) -> QmResult<Option<QueueSpaceRecord>> {
@@ -462,6 +453,34 @@ impl Device {
 /// Runs `f` in one write transaction of `db` and commits it; an error aborts everything.
 pub fn write_in<T>(db: &DbFile, f: impl FnOnce(&WriteTransaction) -> QmResult<T>) -> QmResult<T> {
     db.write(f)
+}
+
+/// The UDL entries a device file holds, as `txn` sees them.
+pub fn udl_in(txn: &ReadTransaction) -> QmResult<Vec<UdlEntry>> {
+    let table = txn.open_table(UDL).map_err(|e| storage_error("reading UDL", e))?;
+    collect(table.iter().map_err(|e| storage_error("reading UDL", e))?, "UDL entry")
+}
+
+/// The VTOC tables a device file holds, as `txn` sees them.
+pub fn vtoc_in(txn: &ReadTransaction) -> QmResult<Vec<VtocEntry>> {
+    let table = txn.open_table(VTOC).map_err(|e| storage_error("reading VTOC", e))?;
+    collect(table.iter().map_err(|e| storage_error("reading VTOC", e))?, "VTOC entry")
+}
+
+/// The queue space records a device file holds, as `txn` sees them.
+pub fn qspaces_in(txn: &ReadTransaction) -> QmResult<Vec<QueueSpaceRecord>> {
+    let table = txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
+    collect(table.iter().map_err(|e| storage_error("reading queue spaces", e))?, "queue space")
+}
+
+/// The header of a device file, when `txn` is of one qm can read.
+pub fn device_header_in(path: &Path, txn: &ReadTransaction) -> QmResult<DeviceHeader> {
+    identify_device(path, txn)
+}
+
+/// The header of another file of device `device_id`, when `txn` is of one.
+pub fn file_header_in(path: &Path, device_id: u64, txn: &ReadTransaction) -> QmResult<FileHeader> {
+    identify_file(path, device_id, txn)
 }
 
 fn collect<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(

@@ -181,6 +181,21 @@ impl Journal {
         Ok(records)
     }
 
+    /// The records after `after` this journal holds (for a backup's snapshot): those
+    /// written since it last started, up to where the next one goes.
+    pub fn tail(&self, after: u64) -> QmResult<Vec<Vec<u8>>> {
+        let mut records = Vec::new();
+        let mut at = HEADER;
+        while at < self.at {
+            let Some((lsn, payload, next)) = self.record_at(at)? else { break };
+            if lsn > after {
+                records.push(payload);
+            }
+            at = next;
+        }
+        Ok(records)
+    }
+
     /// The record at `at`, if a whole and valid one is there.
     fn record_at(&self, at: u64) -> QmResult<Option<(u64, Vec<u8>, u64)>> {
         if at + RECORD_HEAD as u64 > self.len {

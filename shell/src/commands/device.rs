@@ -1,4 +1,4 @@
-//! Device list commands: crdl, lidl, dsdl, livtoc, chdl, and qverify.
+//! Device list commands: crdl, lidl, dsdl, livtoc, chdl; qverify, qbackup, qrestore.
 
 use super::number;
 use crate::getopt::Args;
@@ -145,4 +145,79 @@ pub fn qverify(sh: &mut Shell, args: Args) -> CmdResult {
         0 => Ok(()),
         n => Err(format!("qverify found {}", qm_common::plural::count(n, "problem", "problems"))),
     }
+}
+
+/// A directory path as typed, made absolute from qmadmin's working directory (the daemon
+/// has its own).
+pub fn absolute_dir(text: &str) -> qm_common::QmResult<String> {
+    if text.is_empty() {
+        return Err(qm_common::QmError::invalid("Directory", text, "give a path"));
+    }
+    let path = std::path::Path::new(text);
+    let path = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir()
+            .map_err(|e| qm_common::QmError::system(format!("the current directory: {e}")))?
+            .join(path),
+    };
+    Ok(path.display().to_string())
+}
+
+/// `qbackup [-y] DIR`: a consistent copy of the whole device, made while it serves.
+pub fn qbackup(sh: &mut Shell, args: Args) -> CmdResult {
+    let confirmed = args.flag('y');
+    let mut pos = Positionals::new(args.positionals);
+    let dir = sh.required(&mut pos, "Backup directory: ", absolute_dir)?;
+    if !confirmed && !sh.confirm()? {
+        sh.warn("Device not backed up");
+        return Ok(());
+    }
+    let done = sh.call(Request::Device(DeviceRequest::Backup { dir }))?;
+    if let Reply::BackedUp(report) = done.reply {
+        let text =
+            if sh.wants_json(args.json) { render::json(&report) } else { render::backup(&report) };
+        sh.output(&text);
+    }
+    Ok(())
+}
+
+/// `qrestore DIR NEWDEVICE [-m OLD=NEW ...]`: a working device from a backup. The `-m`
+/// options follow the two paths, as many as there are files to move.
+pub fn qrestore(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut words: Vec<String> = args.positionals;
+    let split = words.iter().position(|w| w.starts_with("-m")).unwrap_or(words.len());
+    let maps = words.split_off(split);
+    let map = moves(&maps)?;
+    let mut pos = Positionals::new(words);
+    let dir = sh.required(&mut pos, "Backup directory: ", absolute_dir)?;
+    let device = sh.required(&mut pos, "New device: ", absolute_dir)?;
+    if let Some(extra) = pos.take() {
+        return Err(format!("qrestore: unexpected '{extra}' (the -m options come last)"));
+    }
+    let done = sh.call(Request::Device(DeviceRequest::Restore { dir, device, map }))?;
+    if let Reply::Restored(report) = done.reply {
+        let text =
+            if sh.wants_json(args.json) { render::json(&report) } else { render::restore(&report) };
+        sh.output(&text);
+    }
+    Ok(())
+}
+
+/// The `-m OLD=NEW` (or `-mOLD=NEW`) options of qrestore.
+fn moves(words: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut map = Vec::new();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let value = match word.strip_prefix("-m") {
+            Some("") => words.next().ok_or("qrestore: -m needs OLDPATH=NEWPATH")?.as_str(),
+            Some(attached) => attached,
+            None => return Err(format!("qrestore: unexpected '{word}' among the -m options")),
+        };
+        let Some((old, new)) = value.split_once('=') else {
+            return Err(format!("qrestore: -m {value}: give OLDPATH=NEWPATH"));
+        };
+        let new = absolute_dir(new).map_err(|e| e.to_string())?;
+        map.push((old.to_string(), new));
+    }
+    Ok(map)
 }

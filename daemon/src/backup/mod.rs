@@ -1,0 +1,407 @@
+//! `qbackup`: an online, consistent copy of a whole device, and `qrestore`.
+//!
+//! **The snapshot.** With every file's journal held at once (so no group of writes is
+//! committed meanwhile, in any file), each file gets a redb read transaction, and the
+//! journal records past what redb holds are read (the writes acknowledged and not yet
+//! applied: see [`crate::engine::deferred`]). Then the journals go: writers were held
+//! only for that, and the time is measured (the manifest's `longest_pause_us`). A
+//! transaction is one group, in one file: it is in the snapshot whole or not at all.
+//!
+//! **The copies.** Outside any lock, each file's tables are copied from its read
+//! transaction into a new redb file in the backup directory ([`copy`]), the journal
+//! records applied on top, and the copy committed durably. The copies are then checked as
+//! `qverify` checks a device ([`crate::verify`]), their CRC-32s taken, and the manifest
+//! written last, under a temporary name renamed into place: a directory without
+//! `manifest.json` holds a backup that did not finish, and `qrestore` refuses it.
+
+mod copy;
+pub mod restore;
+
+use crate::storage::Device;
+use crate::storage::device::{device_header_in, file_header_in, qspaces_in, udl_in, vtoc_in};
+use crate::storage::handle::DbFile;
+use crate::storage::records::QueueSpaceRecord;
+use crate::verify::Source;
+use qm_common::backup::{BACKUP_FORMAT, BackedUpFile, BackupReport, MANIFEST, Manifest};
+use qm_common::device::{UdlEntry, VtocEntry};
+use qm_common::{Diagnostic, QmError, QmResult};
+use redb::{ReadTransaction, ReadableDatabase};
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The cache redb keeps for each copy (written once, read once to check it).
+const COPY_CACHE: usize = 64 << 20;
+/// How many bytes of copy between two requests to write it out.
+const WRITE_OUT_EVERY: u64 = 64 << 20;
+
+/// The name of the device file's copy in a backup directory; the other files are
+/// `file-N.qm`, N the first UDL entry on them.
+pub const DEVICE_COPY: &str = "device.qm";
+
+/// One file at the moment of the snapshot.
+struct Cut {
+    /// The file as the device names it.
+    original: String,
+    name: String,
+    txn: ReadTransaction,
+    /// Journal records past what `txn` holds, in order.
+    tail: Vec<Vec<u8>>,
+}
+
+/// Backs `device` up into `dir` (absolute, new or empty). `progress` is told bytes copied
+/// of about how many.
+pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult<BackupReport> {
+    let started = Instant::now();
+    prepare_dir(dir)?;
+    let files = device_files(device)?;
+    let (cuts, pause) = snapshot(&files)?;
+    let total: u64 = files.iter().map(|(_, f)| file_len(f.path())).sum();
+    let mut done = 0;
+    let mut backed = Vec::new();
+    for cut in cuts {
+        let path = dir.join(&cut.name);
+        let (records, groups) =
+            copy_file(&cut, &path, &mut |bytes| progress((done + bytes).min(total), total))?;
+        done += file_len(&path);
+        backed.push(BackedUpFile {
+            original: cut.original.clone(),
+            name: cut.name.clone(),
+            bytes: 0,
+            crc32: String::new(),
+            records,
+            journal_groups: groups,
+        });
+    }
+    progress(total, total);
+    let copied = started.elapsed();
+    // The copies are checked while their checksums are taken, on another thread: both
+    // read every byte, and there are processors for both.
+    let copies = Copies::open(dir, &backed, device.path())?;
+    let names: Vec<PathBuf> = backed.iter().map(|f| dir.join(&f.name)).collect();
+    let (report, sums) = std::thread::scope(|s| {
+        let sums = s.spawn(|| names.iter().map(|p| checksum_file(p)).collect::<QmResult<Vec<_>>>());
+        let report = crate::verify::device(&copies, None, &|_, _| {});
+        let sums = sums.join().unwrap_or_else(|_| Err(QmError::system("backup: checksums failed")));
+        (report, sums)
+    });
+    let (report, sums) = (report?, sums?);
+    drop(copies);
+    if !report.problems.is_empty() {
+        let first = &report.problems.listed[0];
+        return Err(QmError::system(format!(
+            "the backup in {} did not pass its check ({} problems; first: {}: {}); it was \
+             left without a manifest, as incomplete",
+            dir.display(),
+            report.problems.count(),
+            first.place,
+            first.what
+        )));
+    }
+    for (file, (bytes, crc)) in backed.iter_mut().zip(sums) {
+        file.bytes = bytes;
+        file.crc32 = format!("{crc:08x}");
+    }
+    tracing::info!(
+        "backup of {} into {}: copied in {} ms (writers held {} µs), checked and summed in {} ms",
+        device.path().display(),
+        dir.display(),
+        copied.as_millis(),
+        pause.as_micros(),
+        (started.elapsed() - copied).as_millis(),
+    );
+    let manifest = Manifest {
+        format: BACKUP_FORMAT,
+        qm_version: env!("CARGO_PKG_VERSION").to_string(),
+        taken: crate::storage::records::now_secs(),
+        device: device.path().display().to_string(),
+        page_size: device.page_size(),
+        files: backed,
+        qspaces: report.qspaces,
+        longest_pause_us: pause.as_micros() as u64,
+    };
+    write_manifest(dir, &manifest)?;
+    Ok(BackupReport {
+        dir: dir.display().to_string(),
+        manifest,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn io(path: &Path, what: &str, e: std::io::Error) -> QmError {
+    QmError::system(format!("{}: {what}: {e}", path.display()))
+}
+
+/// The backup directory: made (0700) when missing; an existing one must be an empty
+/// directory of ours that others may not write to.
+fn prepare_dir(dir: &Path) -> QmResult<()> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| io(dir, "cannot create the backup directory", e));
+        }
+        Err(e) => return Err(io(dir, "cannot look at the backup directory", e)),
+        Ok(meta) if !meta.is_dir() => {
+            return Err(QmError::inval(format!(
+                "{} is not a directory: qbackup writes a directory of files",
+                dir.display()
+            )));
+        }
+        Ok(meta) => {
+            if !qm_common::trust::is_trusted_user(meta.uid()) || meta.mode() & 0o022 != 0 {
+                return Err(QmError::new(
+                    Diagnostic::Denied,
+                    format!(
+                        "{} may be written by other users (owner {}, mode {:04o}); a backup \
+                         goes only into a directory of qm's user that others cannot change",
+                        dir.display(),
+                        qm_common::trust::describe_user(meta.uid()),
+                        meta.mode() & 0o7777
+                    ),
+                ));
+            }
+        }
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))?;
+    if let Some(Ok(entry)) = entries.next() {
+        return Err(QmError::new(
+            Diagnostic::InUse,
+            format!(
+                "{} is not empty (it holds {}): qbackup writes only into a new or empty \
+                 directory, so that it never mixes with or overwrites another backup",
+                dir.display(),
+                entry.file_name().to_string_lossy()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The files of the device, the device file first, each with its name in the backup.
+fn device_files(device: &Device) -> QmResult<Vec<(String, Arc<DbFile>)>> {
+    let device_path = device.path().display().to_string();
+    let mut files = vec![(DEVICE_COPY.to_string(), device.file_db(&device_path)?)];
+    let mut seen = vec![device_path];
+    for entry in device.udl()? {
+        if entry.index == 0 || seen.contains(&entry.name) {
+            continue;
+        }
+        files.push((format!("file-{}.qm", entry.index), device.file_db(&entry.name)?));
+        seen.push(entry.name);
+    }
+    Ok(files)
+}
+
+/// Takes the snapshot of every file at one moment (see the module's comment); the time
+/// writers were held.
+fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
+    let dbs = files.iter().map(|(_, f)| f.get()).collect::<QmResult<Vec<_>>>()?;
+    let held = Instant::now();
+    let journals: Vec<_> = files.iter().map(|(_, f)| f.journal()).collect();
+    let mut cuts = Vec::new();
+    for (((name, file), db), journal) in files.iter().zip(&dbs).zip(&journals) {
+        let txn = db.begin_read().map_err(|e| db.explain("backup: reading", e))?;
+        let applied = applied_lsn(&txn)?;
+        let tail = match journal.as_ref() {
+            Some(j) => j.tail(applied)?,
+            None => {
+                return Err(QmError::system(format!(
+                    "{}: its journal is not open (the file is down); try again",
+                    file.path().display()
+                )));
+            }
+        };
+        let original = file.path().display().to_string();
+        cuts.push(Cut { original, name: name.clone(), txn, tail });
+    }
+    drop(journals);
+    Ok((cuts, held.elapsed()))
+}
+
+/// The last group of writes a read transaction of a file holds.
+fn applied_lsn(txn: &ReadTransaction) -> QmResult<u64> {
+    let fail = |e: &dyn std::fmt::Display| QmError::system(format!("backup: reading: {e}"));
+    match txn.open_table(crate::storage::journal::TABLE) {
+        Ok(t) => Ok(t.get("lsn").map_err(|e| fail(&e))?.map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// Copies one file of the snapshot into a new redb file at `path`: its tables, then its
+/// journal's records; durable when it returns. Records copied and groups applied.
+fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<(u64, u64)> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        QmError::system(format!("backup: {}: {what}: {e}", path.display()))
+    };
+    // Made here, for qm's user alone; never a file that was there.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| io(path, "cannot create", e))?;
+    let db = redb::Builder::new()
+        .set_cache_size(COPY_CACHE)
+        .create(path)
+        .map_err(|e| fail("creating", &e))?;
+    // The kernel is asked to write the copy out as it grows, so that the disk works while
+    // the copy goes on, and the final commit's sync finds little left to write.
+    let out = std::fs::File::open(path).map_err(|e| io(path, "cannot open", e))?;
+    let mut written = 0u64;
+    let mut progress = |bytes: u64| {
+        if bytes >= written + WRITE_OUT_EVERY {
+            written = bytes;
+            use std::os::fd::AsRawFd;
+            // SAFETY: asks the kernel to start writing back a file held open here; no
+            // memory is passed.
+            unsafe { libc::sync_file_range(out.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        progress(bytes)
+    };
+    let txn = db.begin_write().map_err(|e| fail("writing", &e))?;
+    let copied = copy::tables(&cut.txn, &txn, &mut progress)?;
+    for record in &cut.tail {
+        crate::engine::writer::replay(&txn, record)?;
+    }
+    txn.commit().map_err(|e| fail("committing", &e))?;
+    Ok((copied.records, cut.tail.len() as u64))
+}
+
+/// The size and CRC-32 of a whole file.
+fn checksum_file(path: &Path) -> QmResult<(u64, u32)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| io(path, "cannot open", e))?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io(path, "cannot read", e))?;
+        if n == 0 {
+            return Ok((bytes, crc.finalize()));
+        }
+        crc.update(&buf[..n]);
+        bytes += n as u64;
+    }
+}
+
+/// Writes the manifest under a temporary name, syncs it and renames it into place.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> QmResult<()> {
+    use std::io::Write;
+    let temp = dir.join(format!("{MANIFEST}.partial"));
+    let path = dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(manifest)
+        .map_err(|e| QmError::system(format!("backup: the manifest: {e}")))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .map_err(|e| io(&temp, "cannot create", e))?;
+    file.write_all(text.as_bytes()).map_err(|e| io(&temp, "cannot write", e))?;
+    file.sync_all().map_err(|e| io(&temp, "cannot sync", e))?;
+    std::fs::rename(&temp, &path).map_err(|e| io(&path, "cannot rename into place", e))?;
+    crate::storage::files::sync_directory(&path)
+}
+
+/// The copies in a backup directory, opened read-only, seen as the device they copy (for
+/// [`crate::verify`]): files are named as the device names them.
+pub struct Copies {
+    device: String,
+    device_id: u64,
+    page_size: u32,
+    /// By the name the device gives the file.
+    files: HashMap<String, (PathBuf, redb::ReadOnlyDatabase)>,
+}
+
+impl Copies {
+    pub fn open(dir: &Path, files: &[BackedUpFile], device: &Path) -> QmResult<Copies> {
+        let mut opened = HashMap::new();
+        for f in files {
+            let path = dir.join(&f.name);
+            let db = redb::Builder::new().set_cache_size(COPY_CACHE).open_read_only(&path);
+            let db = db.map_err(|e| {
+                QmError::system(format!("{}: cannot be opened: {e}", path.display()))
+            })?;
+            opened.insert(f.original.clone(), (path, db));
+        }
+        let device_name = device.display().to_string();
+        let (path, db) = opened.get(&device_name).ok_or_else(|| {
+            QmError::system(format!("the backup has no copy of the device file {device_name}"))
+        })?;
+        let txn = db.begin_read().map_err(|e| QmError::system(format!("reading: {e}")))?;
+        let header = device_header_in(path, &txn)?;
+        drop(txn);
+        Ok(Copies {
+            device: device_name,
+            device_id: header.device_id,
+            page_size: header.page_size,
+            files: opened,
+        })
+    }
+
+    fn txn(&self, file: &str) -> QmResult<(PathBuf, ReadTransaction)> {
+        let (path, db) = self
+            .files
+            .get(file)
+            .ok_or_else(|| QmError::not_found(format!("the backup holds no copy of {file}")))?;
+        let txn = db
+            .begin_read()
+            .map_err(|e| QmError::system(format!("{}: reading: {e}", path.display())))?;
+        Ok((path.clone(), txn))
+    }
+
+    fn device_txn(&self) -> QmResult<ReadTransaction> {
+        self.txn(&self.device).map(|(_, t)| t)
+    }
+}
+
+impl Source for Copies {
+    fn name(&self) -> String {
+        self.device.clone()
+    }
+
+    fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    fn udl(&self) -> QmResult<Vec<UdlEntry>> {
+        udl_in(&self.device_txn()?)
+    }
+
+    fn vtoc(&self) -> QmResult<Vec<VtocEntry>> {
+        vtoc_in(&self.device_txn()?)
+    }
+
+    fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
+        qspaces_in(&self.device_txn()?)
+    }
+
+    fn file_of(&self, entry: &UdlEntry) -> String {
+        if entry.index == 0 { self.device.clone() } else { entry.name.clone() }
+    }
+
+    fn open(&self, file: &str) -> QmResult<()> {
+        let (path, txn) = self.txn(file)?;
+        if file == self.device {
+            return device_header_in(&path, &txn).map(drop);
+        }
+        file_header_in(&path, self.device_id, &txn).map(drop)
+    }
+
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()> {
+        let (_, txn) = self.txn(file)?;
+        f(&txn);
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! qbackup and qrestore: a backup taken under load holds every transaction whole or not
+//! at all and restores to a device whose messages are those backed up, property for
+//! property; a daemon killed during a backup leaves one that is refused as incomplete; a
+//! restore never overwrites and never takes a damaged backup; Tuxedo's offline way (stop,
+//! copy, `chdl`) keeps working.
+
+use crate::app::App;
+use crate::faults::stop_and_wait;
+use crate::support::{Daemon, Env, QMADMIN, Run, run_limited, wait_until};
+use qm_common::backup::{BackupReport, MANIFEST, Manifest};
+use qm_common::message::{DequeueCtl, EnqueueCtl, Message, TimeSpec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// `qmadmin -c COMMANDS` on the device at `device`.
+fn admin(device: &Path, commands: &str) -> Run {
+    let mut cmd = Command::new(QMADMIN);
+    cmd.env("QMCONFIG", device).env_remove("QM_SOCKET").env("PAGER", "cat").arg("-c").arg(commands);
+    run_limited(cmd, Duration::from_secs(120))
+}
+
+/// A device of two files: the device file holds only the VTOC and the UDL, so queue space
+/// QS lives in the second file, `OTHER`.
+fn two_files(env: &Env) -> PathBuf {
+    let other = env.path("OTHER");
+    env.c(&format!(
+        "crdl {} 0 40; crdl {} 0 30000; qspc QS 40000 29000 12 100 100 100000 '' n 16; qopen QS; \
+         qcreate P priority,fifo none 0 0 100% 0% ''; qcreate Q fifo none 0 0 100% 0% ''; \
+         qcreate T fifo none 0 0 100% 0% ''",
+        env.dev(),
+        other.display()
+    ))
+    .ok();
+    other
+}
+
+/// Messages with every property a message can carry.
+fn varied(app: &mut App, n: usize) {
+    for i in 0..n {
+        let ctl = EnqueueCtl {
+            priority: Some((i % 90 + 1) as u8),
+            corrid: format!("c{}", i % 7).into_bytes(),
+            reply_queue: (i % 3 == 0).then(|| "Q".to_string()),
+            failure_queue: (i % 5 == 0).then(|| "T".to_string()),
+            urcode: i as i64 - 50,
+            ..EnqueueCtl::default()
+        };
+        let body = if i % 50 == 7 { "L".repeat(70_000) } else { format!("varied {i}") };
+        app.put_with("P", &body, ctl);
+    }
+    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
+    app.put_with("P", "in an hour", later);
+}
+
+/// Every message of `queue` that can be dequeued now, in order.
+fn all(app: &mut App, queue: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(m) = app.dequeue(queue, &DequeueCtl::default()) {
+        out.push(m);
+    }
+    out
+}
+
+#[test]
+fn a_backup_under_load_restores_every_message_and_transaction_whole() {
+    let env = Env::new();
+    let other = two_files(&env);
+    let mut app = App::connect(&env);
+    varied(&mut app, 300);
+    let stop = AtomicBool::new(false);
+    let committed = AtomicU64::new(0);
+    let backup = env.path("backup");
+    let report: BackupReport = std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let mut app = App::connect(&env);
+                while !stop.load(Ordering::Relaxed) {
+                    app.put("T", "traffic");
+                    app.take("T");
+                }
+            });
+        }
+        // Transactions of two enqueues each: a backup holds both or neither.
+        s.spawn(|| {
+            let mut app = App::connect(&env);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                app.begin(None).unwrap();
+                app.put("Q", &format!("a{i}"));
+                app.put("Q", &format!("b{i}"));
+                app.commit().unwrap();
+                committed.store(i + 1, Ordering::Relaxed);
+                i += 1;
+            }
+        });
+        assert!(wait_until(Duration::from_secs(30), || committed.load(Ordering::Relaxed) > 20));
+        let run = env.c(&format!("qbackup -y --json {}", backup.display()));
+        stop.store(true, Ordering::Relaxed);
+        run.ok().json()
+    });
+    let manifest: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(backup.join(MANIFEST)).unwrap()).unwrap();
+    assert_eq!(report.manifest, manifest);
+    assert_eq!(manifest.files.len(), 2, "{manifest:?}");
+    assert_eq!(manifest.files[1].original, other.display().to_string());
+
+    let restored = env.path("restored/QUE");
+    std::fs::create_dir(env.path("restored")).unwrap();
+    let moved = env.path("restored/OTHER-2");
+    admin(
+        &env.device,
+        &format!(
+            "qrestore {} {} -m {}={}",
+            backup.display(),
+            restored.display(),
+            other.display(),
+            moved.display()
+        ),
+    )
+    .ok()
+    .stdout_has("restored and checked");
+    assert!(moved.exists() && !env.path("restored/OTHER").exists());
+    let _daemon = Daemon::start(&restored, &[]);
+    admin(&restored, "lidl").ok().stdout_has(&moved.display().to_string());
+    let mut copy = App::connect_to(&restored);
+    assert_eq!(all(&mut copy, "P"), all(&mut app, "P"), "every message, every property");
+    let pairs = all(&mut copy, "Q");
+    let bodies: Vec<String> =
+        pairs.iter().map(|m| String::from_utf8(m.body.clone()).unwrap()).collect();
+    assert!(bodies.len().is_multiple_of(2), "a transaction cut in two: {bodies:?}");
+    for pair in bodies.chunks(2) {
+        assert_eq!(pair[0].replace('a', ""), pair[1].replace('b', ""), "{bodies:?}");
+    }
+    let counted = manifest.qspaces.iter().find(|q| q.name == "QS").unwrap().messages;
+    let traffic = all(&mut copy, "T").len();
+    assert!(traffic <= 8, "at most one message per client of T: {traffic}");
+    let held = (301 + bodies.len() + traffic) as u64;
+    assert_eq!(counted, held, "the manifest counts what was restored");
+    // The restored device is another device: the original's files are not its own.
+    drop((app, copy));
+    stop_and_wait(&env);
+    admin(&restored, "ipcrm -y QS").ok();
+    admin(&restored, &format!("chdl 1 {}; qopen QS", other.display()))
+        .failed()
+        .stderr_has("belongs to another qm device");
+}
+
+#[test]
+fn a_daemon_killed_during_a_backup_leaves_it_incomplete_and_the_device_whole() {
+    let env = Env::new();
+    two_files(&env);
+    let mut app = App::connect(&env);
+    let body = "x".repeat(8000);
+    for _ in 0..3000 {
+        app.put("Q", &body);
+    }
+    drop(app);
+    stop_and_wait(&env);
+    let mut daemon = Daemon::start(&env.device, &[]);
+    let backup = env.path("backup");
+    let mut cmd = env.qmadmin_cmd();
+    cmd.arg("-c").arg(format!("qbackup -y {}", backup.display()));
+    let running = cmd.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        std::fs::metadata(backup.join("file-1.qm")).is_ok_and(|m| m.len() > 0)
+    }));
+    daemon.signal("KILL");
+    let _ = crate::support::wait_with_timeout(running, "qbackup", Duration::from_secs(30));
+    assert!(!backup.join(MANIFEST).exists(), "a backup cut short has no manifest");
+    let restored = env.path("restored");
+    env.c(&format!("qrestore {} {}", backup.display(), restored.display()))
+        .failed()
+        .stderr_has("holds no manifest.json");
+    assert!(!restored.exists());
+    env.c("qverify").ok();
+    env.c("qopen QS; qinfo Q").ok().stdout_has("3000");
+}
+
+#[test]
+fn a_restore_never_overwrites_nor_takes_a_damaged_backup() {
+    let env = Env::new();
+    let other = two_files(&env);
+    let mut app = App::connect(&env);
+    app.put("Q", "kept");
+    drop(app);
+    let backup = env.path("backup");
+    env.c(&format!("qbackup -y {}", backup.display())).ok();
+    // Not into a directory that is not empty.
+    env.c(&format!("qbackup -y {}", backup.display())).failed().stderr_has("is not empty");
+    // Not over the device itself, nor over a file of the new device's.
+    env.c(&format!("qrestore {} {}", backup.display(), env.dev()))
+        .failed()
+        .stderr_has("is the device this daemon serves");
+    let target = env.path("NEW");
+    std::fs::write(env.path("OTHER-NEW"), b"precious").unwrap();
+    env.c(&format!(
+        "qrestore {} {} -m {}={}",
+        backup.display(),
+        target.display(),
+        other.display(),
+        env.path("OTHER-NEW").display()
+    ))
+    .failed()
+    .stderr_has("never overwrites");
+    assert_eq!(std::fs::read(env.path("OTHER-NEW")).unwrap(), b"precious");
+    assert!(!target.exists());
+    // A copy changed since the backup.
+    let copy = backup.join("file-1.qm");
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 1;
+    std::fs::write(&copy, bytes).unwrap();
+    env.c(&format!("qrestore {} {}", backup.display(), target.display()))
+        .failed()
+        .stderr_has("is damaged");
+    assert!(!target.exists());
+}
+
+#[test]
+fn a_backup_restores_onto_the_path_a_new_daemon_serves() {
+    let env = Env::new();
+    two_files(&env);
+    let mut app = App::connect(&env);
+    app.put("Q", "carried over");
+    drop(app);
+    let backup = env.path("backup");
+    env.c(&format!("qbackup -y {}", backup.display())).ok();
+    let fresh = env.path("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let device = fresh.join("QUE");
+    admin(
+        &device,
+        &format!("qrestore {} {}; qopen QS; qinfo Q", backup.display(), device.display()),
+    )
+    .ok()
+    .stdout_has("restored and checked");
+    let mut copy = App::connect_to(&device);
+    assert_eq!(copy.take_body("Q"), "carried over");
+    admin(&device, "daemon stop").ok();
+}
+
+/// Tuxedo's way, which qm keeps: stop the daemon, copy the device and its files, point
+/// the copy's entries at the copied files with chdl.
+#[test]
+fn the_offline_way_stop_copy_and_chdl_works() {
+    let env = Env::new();
+    let other = two_files(&env);
+    let mut app = App::connect(&env);
+    let ids: Vec<_> = (0..20).map(|i| app.put("Q", &format!("m{i}"))).collect();
+    drop(app);
+    stop_and_wait(&env);
+    let dir = env.path("copy");
+    std::fs::create_dir(&dir).unwrap();
+    let (device, moved) = (dir.join("QUE"), dir.join("OTHER"));
+    std::fs::copy(&env.device, &device).unwrap();
+    std::fs::copy(&other, &moved).unwrap();
+    admin(&device, &format!("chdl 1 {}; qopen QS; qinfo Q", moved.display())).ok().stdout_has("20");
+    let mut copy = App::connect_to(&device);
+    let first = copy.take("Q");
+    assert_eq!((first.msgid, first.body), (ids[0].clone(), b"m0".to_vec()));
+    admin(&device, "qverify").ok();
+    admin(&device, "daemon stop").ok();
+}
+
+/// Writes acknowledged but not yet in redb (`QM_FAULT=defer` keeps them in the journal)
+/// are in the backup: it takes the journal's records past what redb holds.
+#[test]
+fn a_backup_holds_writes_still_in_the_journal() {
+    let env = Env::new();
+    let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "defer")]);
+    two_files(&env);
+    let mut app = App::connect(&env);
+    let sent: Vec<String> = (0..50).map(|i| format!("journaled {i}")).collect();
+    for body in &sent {
+        app.put("Q", body);
+    }
+    app.take("Q");
+    let backup = env.path("backup");
+    let report: BackupReport =
+        env.c(&format!("qbackup -y --json {}", backup.display())).ok().json();
+    assert!(report.manifest.files[1].journal_groups > 0, "{report:?}");
+    std::fs::create_dir(env.path("r")).unwrap();
+    let restored = env.path("r/QUE");
+    env.c(&format!("qrestore {} {}", backup.display(), restored.display())).ok();
+    let _copy_daemon = Daemon::start(&restored, &[]);
+    let mut copy = App::connect_to(&restored);
+    let bodies: Vec<String> =
+        all(&mut copy, "Q").into_iter().map(|m| String::from_utf8(m.body).unwrap()).collect();
+    assert_eq!(bodies, sent[1..]);
+}
