@@ -144,6 +144,11 @@ pub enum QueueSpaceRequest {
         name: String,
         force: bool,
     },
+    /// `qspacemove`: moves an inactive queue space to device list entry `index`.
+    Move {
+        name: String,
+        index: u8,
+    },
 }
 
 /// Queue requests; they act on the session's open queue space.

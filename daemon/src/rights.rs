@@ -146,7 +146,7 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
         },
         Request::QueueSpace(r) => match r {
             // Device space is shared: making a queue space is the daemon's business.
-            QueueSpaceRequest::Create(_) => daemon(Right::Admin),
+            QueueSpaceRequest::Create(_) | QueueSpaceRequest::Move { .. } => daemon(Right::Admin),
             QueueSpaceRequest::List { name: Some(name) } => {
                 one(Right::Browse, Place::Space(name.clone()))
             }

@@ -325,6 +325,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         "qrestore /backup/que-monday /srv/qm/QUE -m /data/q2=/srv/qm/q2"
     ),
     command!(
+        "qspacemove",
+        None,
+        "",
+        2,
+        "[qspace_name [dlindex]]",
+        QueueSpace,
+        qspace::qspacemove,
+        "Moves an inactive queue space to another device list entry, usually on another file (another disk): its extents become one extent of the same size there. Between files, its tables are copied and checked first, then the device's VTOC moves it in one commit, then the old tables go: a crash at any point leaves exactly one whole queue space. Refused while others are attached.",
+        [
+            ("qspace_name", "the queue space (asked for when left out)"),
+            ("dlindex", "the device list entry to move it to, 0 to 24 (asked for when left out)"),
+        ],
+        "qspacemove QSPACE 1"
+    ),
+    command!(
         "qverify",
         None,
         "",

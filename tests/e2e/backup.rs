@@ -290,3 +290,42 @@ fn a_backup_holds_writes_still_in_the_journal() {
         all(&mut copy, "Q").into_iter().map(|m| String::from_utf8(m.body).unwrap()).collect();
     assert_eq!(bodies, sent[1..]);
 }
+
+/// `qspacemove` to another file and back: the same messages, every property, in the same
+/// order; the VTOC names the new entry; refused while another session is attached, to an
+/// entry that does not exist or has no room.
+#[test]
+fn qspacemove_takes_a_queue_space_to_another_file_and_back() {
+    let env = Env::new();
+    let other = env.path("OTHER");
+    env.c(&format!(
+        "crdl {} 0 3000; crdl {} 0 3000; crdl {} 0 100; qspc QS 40000 1000 12 20 20 5000 '' n 16; \
+         qopen QS; qcreate P priority,fifo none 0 0 100% 0% ''",
+        env.dev(),
+        other.display(),
+        env.path("SMALL").display()
+    ))
+    .ok();
+    let mut app = App::connect(&env);
+    varied(&mut app, 120);
+    let before = env.c("qopen QS; qinfo P; qset P; qlist").ok().stdout.clone();
+    // Not while an application is attached.
+    env.c("qspacemove QS 1").failed().stderr_has("is active");
+    drop(app);
+    env.c("qspacemove QS 9").failed().stderr_has("Device list index 9 does not exist");
+    env.c("qspacemove QS 2").failed().stderr_has("on device list entry 2");
+    env.c("qspacemove QS 1").ok().stdout_has("moved to device list entry 1");
+    let vtoc: Vec<qm_common::device::VtocEntry> = env.json("livtoc");
+    let extents: Vec<_> = vtoc.iter().filter(|t| t.name == "QS").collect();
+    assert_eq!(extents.len(), 1);
+    assert_eq!((extents[0].device, extents[0].pages), (1, 1000));
+    env.c("qverify").ok();
+    assert_eq!(env.c("qopen QS; qinfo P; qset P; qlist").ok().stdout, before);
+    env.c("qspacemove QS 0").ok();
+    env.c("qverify").ok();
+    assert_eq!(env.c("qopen QS; qinfo P; qset P; qlist").ok().stdout, before);
+    let mut app = App::connect(&env);
+    let messages = all(&mut app, "P");
+    assert_eq!(messages.len(), 120);
+    assert!(messages.iter().any(|m| m.body.len() == 70_000), "large bodies kept");
+}

@@ -331,6 +331,38 @@ fn qspacedestroy_force_at_every_crash_point() {
     }
 }
 
+/// `qspacemove` of a queue space holding messages from the device file to another file,
+/// crashed at each step: afterwards there is exactly one queue space, whole, on one entry
+/// or the other; it passes `qverify`; and the move, run again if it did not finish, does.
+#[test]
+fn qspacemove_at_every_crash_point() {
+    let spaces = Spaces::new();
+    let env = &spaces.env;
+    let start = startup_steps(env);
+    let whole = counts(&[("Q", 5), ("R", 2)]);
+    let mut crashes = 0;
+    for n in start + 1.. {
+        spaces.restore();
+        let completed = run_crashing_at(env, n, "qspacemove QS 1");
+        let _daemon = Daemon::start(&env.device, &[]);
+        let vtoc: Vec<VtocEntry> = env.json("livtoc");
+        let on: Vec<u8> = vtoc.iter().filter(|t| t.name == "QS").map(|t| t.device).collect();
+        assert!(on == [0] || on == [1], "step {n}: QS on entries {on:?}");
+        assert_eq!(spaces.counts("QS"), whole, "step {n}");
+        env.c_no_start("qverify").ok();
+        if on == [0] {
+            env.c_no_start("qspacemove QS 1").ok();
+            assert_eq!(spaces.counts("QS"), whole, "step {n}, moved again");
+        }
+        assert_eq!(spaces.counts("QF"), counts(&[("Q", 3)]), "step {n}");
+        if completed {
+            break;
+        }
+        crashes += 1;
+    }
+    enough(crashes, 4);
+}
+
 /// Runs `qmd path` and expects it to refuse the file.
 fn qmd_refuses(path: &Path) -> Run {
     let mut cmd = Command::new(QMD);

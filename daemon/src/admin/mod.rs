@@ -10,6 +10,7 @@ mod daemon;
 mod device;
 mod initialize;
 mod ipc;
+mod moving;
 mod qspace;
 pub mod queue;
 mod rights;

@@ -55,6 +55,9 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueSpaceRequest) 
         QueueSpaceRequest::Ipcs { name } => super::ipc::ipcs(ctx, store, name),
         QueueSpaceRequest::Stat { name } => super::ipc::stat(ctx, store, name),
         QueueSpaceRequest::Ipcrm { name, force } => super::ipc::ipcrm(ctx, store, &name, force),
+        QueueSpaceRequest::Move { name, index } => {
+            super::moving::qspacemove(ctx, store, &name, index)
+        }
     }
 }
 
@@ -105,7 +108,7 @@ fn next_vtoc_index(vtoc: &[VtocEntry]) -> QmResult<u8> {
     Ok((0u8..).find(|i| !vtoc.iter().any(|t| t.index == *i)).unwrap_or(u8::MAX))
 }
 
-fn no_room(field: &str, pages: u64, largest: u64, where_: &str) -> QmError {
+pub(super) fn no_room(field: &str, pages: u64, largest: u64, where_: &str) -> QmError {
     let (pages, largest) = (page_count(pages), page_count(largest));
     let fit = if pages.starts_with("1 ") { "does" } else { "do" };
     QmError::no_space(format!(
@@ -173,7 +176,7 @@ fn create(ctx: &mut Ctx<'_>, store: &mut Store, params: QueueSpaceParams) -> QmR
 }
 
 /// The name of the file a UDL entry is on.
-fn entry_file(device: &Device, udl: &[UdlEntry], index: u8) -> String {
+pub(super) fn entry_file(device: &Device, udl: &[UdlEntry], index: u8) -> String {
     match udl.iter().find(|e| e.index == index) {
         Some(e) if e.index != 0 => e.name.clone(),
         _ => device.path().display().to_string(),

@@ -1,4 +1,5 @@
-//! Copies every table of one redb file, as a read transaction sees it, into a new file.
+//! Copies the tables of one redb file, as a read transaction sees them, into another: all
+//! of them into a new file (`qbackup`), or one queue space's (`qspacemove`).
 //!
 //! redb opens a table only with its key and value types, so each table qm keeps is named
 //! here with its types; a table qm does not know stops the copy rather than being left
@@ -31,6 +32,21 @@ pub fn tables(
         .collect();
     for name in names {
         copy_named(src, dst, &name, &mut copied, progress)?;
+    }
+    Ok(copied)
+}
+
+/// Copies the tables of `src` named in `names` (those it has) into `dst`.
+pub fn named(src: &ReadTransaction, dst: &WriteTransaction, names: &[&str]) -> QmResult<Copied> {
+    let mut copied = Copied::default();
+    let present: Vec<String> = src
+        .list_tables()
+        .map_err(|e| fail("listing the tables", e))?
+        .map(|t| t.name().to_string())
+        .filter(|n| names.contains(&n.as_str()))
+        .collect();
+    for name in present {
+        copy_named(src, dst, &name, &mut copied, &mut |_| {})?;
     }
     Ok(copied)
 }

@@ -14,7 +14,7 @@
 //! written last, under a temporary name renamed into place: a directory without
 //! `manifest.json` holds a backup that did not finish, and `qrestore` refuses it.
 
-mod copy;
+pub mod copy;
 pub mod restore;
 
 use crate::storage::Device;

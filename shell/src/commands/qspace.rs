@@ -250,6 +250,15 @@ pub fn qaddext(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
+/// `qspacemove [qspace [dlindex]]`: moves an inactive queue space to another entry.
+pub fn qspacemove(sh: &mut Shell, args: Args) -> CmdResult {
+    let mut pos = Positionals::new(args.positionals);
+    let name = sh.required(&mut pos, NAME, qspace_name)?;
+    let index = sh.required(&mut pos, "Device list index: ", super::device::dl_index)?;
+    sh.call(Request::QueueSpace(QueueSpaceRequest::Move { name, index }))?;
+    Ok(())
+}
+
 pub fn qsize(sh: &mut Shell, args: Args) -> CmdResult {
     let nonpersistent = memory_option(&args)?.unwrap_or(MemorySize::ZERO);
     let json = args.json;
