@@ -265,8 +265,22 @@ impl Client {
     pub async fn call_with_progress(
         &mut self,
         request: Request,
-        mut on_progress: impl FnMut(Progress),
+        on_progress: impl FnMut(Progress),
     ) -> QmResult<Done> {
+        let unasked = |_| Err(QmError::system("qmd sent exported messages nobody asked for"));
+        self.call_streaming(request, on_progress, unasked).await
+    }
+
+    /// Sends a request and waits for its reply, passing progress frames to `on_progress`
+    /// and what an export sends to `on_batch`. When `on_batch` fails, the rest of the
+    /// answer is read and dropped (the connection stays usable) and its error returned.
+    pub async fn call_streaming(
+        &mut self,
+        request: Request,
+        mut on_progress: impl FnMut(Progress),
+        mut on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
+    ) -> QmResult<Done> {
+        let mut failed: Option<QmError> = None;
         // A body over the limit would make a frame the daemon cannot take (and lose the
         // connection): refuse it here with the daemon's own message.
         if let Request::Data(DataRequest::Enqueue { body, .. }) = &request {
@@ -276,8 +290,20 @@ impl Client {
         loop {
             match self.conn.read_frame::<Response>().await.map_err(lost)? {
                 Some(Response::Progress(p)) => on_progress(p),
-                Some(Response::Done { reply, notes }) => return Ok(Done { reply, notes }),
-                Some(Response::Failed(e)) => return Err(e),
+                Some(Response::Exported(batch)) => {
+                    if failed.is_none()
+                        && let Err(e) = on_batch(*batch)
+                    {
+                        failed = Some(e);
+                    }
+                }
+                Some(Response::Done { reply, notes }) => {
+                    return match failed {
+                        Some(e) => Err(e),
+                        None => Ok(Done { reply, notes }),
+                    };
+                }
+                Some(Response::Failed(e)) => return Err(failed.unwrap_or(e)),
                 Some(Response::Welcome(_)) => {
                     return Err(QmError::system("unexpected second greeting from qmd"));
                 }

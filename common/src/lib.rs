@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod frame;
 pub mod message;
 pub mod names;

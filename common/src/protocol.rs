@@ -237,6 +237,18 @@ pub enum MessageRequest {
     Why {
         msgid: MsgId,
     },
+    /// `qexport`: the open queue space's messages (of one queue; enqueued in a time range,
+    /// seconds since the epoch, inclusive), sent as [`Response::Exported`] batches, the
+    /// queue definitions first, before `Done` with the number of messages.
+    Export {
+        queue: Option<String>,
+        enqueued: Option<(u64, u64)>,
+    },
+    /// `qimport`: messages to enqueue as they were exported (msgids kept; a msgid the queue
+    /// space holds already is skipped), in one durable write.
+    Import {
+        messages: Vec<crate::export::ExportedMessage>,
+    },
 }
 
 /// Forwarders, threshold commands and configuration (`boot`, `shutdown`, `printserver`,
@@ -451,6 +463,13 @@ pub enum Reply {
     Verified(Box<crate::verify::VerifyReport>),
     BackedUp(Box<crate::backup::BackupReport>),
     Restored(Box<crate::backup::RestoreReport>),
+    /// What `qimport` did with a batch: messages added (`renumbered` of them under a new
+    /// msgid, theirs being another message's), and skipped as held already.
+    Imported {
+        added: u64,
+        skipped: u64,
+        renumbered: u64,
+    },
 }
 
 /// Progress of long work, e.g. initializing extents.
@@ -465,6 +484,11 @@ pub struct Progress {
 pub enum Response {
     Welcome(Welcome),
     Progress(Progress),
-    Done { reply: Reply, notes: Vec<Note> },
+    /// Part of what `qexport` asked for.
+    Exported(Box<crate::export::ExportBatch>),
+    Done {
+        reply: Reply,
+        notes: Vec<Note>,
+    },
     Failed(QmError),
 }

@@ -113,19 +113,79 @@ pub async fn handle(
     // A dequeue that waits for a message is not work in hand while it waits.
     let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
     let _busy = (!waits).then(crate::engine::writer::Busy::enter);
-    if !daemon.rights.always_admin(&sd.peer.principal) {
-        // The queue space a request that names none works on.
-        let space = match &sd.txn {
-            Some((engine, _)) => Some(engine.name.clone()),
-            None => daemon.sessions.open_name(session),
-        };
-        crate::rights::check_async(daemon, &sd.peer.principal, &request, space.as_deref()).await?;
-    }
+    check_rights(daemon, session, sd, &request).await?;
     match request {
         Request::Data(r) => data(daemon, session, sd, r).await,
         Request::Message(r) => message(daemon, session, sd, r).await,
         _ => Err(QmError::new(Diagnostic::Proto, "not a data request")),
     }
+}
+
+/// Refuses `request` unless the session's principal may make it.
+async fn check_rights(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &SessionData,
+    request: &Request,
+) -> QmResult<()> {
+    if daemon.rights.always_admin(&sd.peer.principal) {
+        return Ok(());
+    }
+    // The queue space a request that names none works on.
+    let space = match &sd.txn {
+        Some((engine, _)) => Some(engine.name.clone()),
+        None => daemon.sessions.open_name(session),
+    };
+    crate::rights::check_async(daemon, &sd.peer.principal, request, space.as_deref()).await
+}
+
+/// Messages an export sends at most in one frame, and bytes of bodies.
+const EXPORT_BATCH: usize = 1000;
+const EXPORT_BATCH_BYTES: usize = 4 << 20;
+
+/// `qexport`: sends the open queue space's queue definitions and messages to `out` in
+/// batches (see [`crate::engine::export`]); how many messages.
+pub async fn export(
+    daemon: &Arc<Daemon>,
+    session: u64,
+    sd: &mut SessionData,
+    request: Request,
+    out: tokio::sync::mpsc::Sender<qm_common::export::ExportBatch>,
+) -> QmResult<u64> {
+    use crate::engine::export::Selection;
+    use qm_common::export::ExportBatch;
+    check_rights(daemon, session, sd, &request).await?;
+    let Request::Message(MessageRequest::Export { queue, enqueued }) = request else {
+        return Err(QmError::new(Diagnostic::Proto, "not an export"));
+    };
+    let engine = attach(daemon, session, sd, None).await?;
+    let selection = Selection { queue, enqueued };
+    let queues = engine.export_queues(&selection)?;
+    let closed = || QmError::new(Diagnostic::Os, "the client went away during the export");
+    out.send(ExportBatch { queues, messages: Vec::new() }).await.map_err(|_| closed())?;
+    tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        let (mut bytes, mut count) = (0, 0u64);
+        engine.export(&selection, &mut |m| {
+            bytes += m.body.len();
+            count += 1;
+            batch.push(m);
+            if batch.len() >= EXPORT_BATCH || bytes >= EXPORT_BATCH_BYTES {
+                let messages = std::mem::take(&mut batch);
+                bytes = 0;
+                out.blocking_send(ExportBatch { queues: Vec::new(), messages })
+                    .map_err(|_| closed())?;
+            }
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            out.blocking_send(ExportBatch { queues: Vec::new(), messages: batch })
+                .map_err(|_| closed())?;
+        }
+        Ok(count)
+    })
+    .await
+    .map_err(|e| QmError::system(format!("the export failed: {e}")))?
 }
 
 async fn data(
@@ -238,6 +298,14 @@ async fn message(
             return engine.complete(id, commit).await.map(|()| Reply::Unit);
         }
         MessageRequest::Why { msgid } => return why(daemon, sd, &engine, msgid).await,
+        MessageRequest::Import { messages } => {
+            let done = engine.import(messages).await?;
+            let (added, skipped, renumbered) = (done.added, done.skipped, done.renumbered);
+            return Ok(Reply::Imported { added, skipped, renumbered });
+        }
+        MessageRequest::Export { .. } => {
+            return Err(QmError::new(Diagnostic::Proto, "an export is answered as a stream"));
+        }
         MessageRequest::Delete { queue, criteria } => (queue, criteria, Change::Delete),
         MessageRequest::ChangePriority { queue, criteria, priority } => {
             (queue, criteria, Change::Priority(priority))

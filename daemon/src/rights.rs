@@ -200,6 +200,9 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
         },
         Request::Message(r) => match r {
             MessageRequest::List { queue, .. } => at_queue(Right::Browse, queue),
+            MessageRequest::Export { queue: Some(queue), .. } => at_queue(Right::Browse, queue),
+            MessageRequest::Export { queue: None, .. } => at_space(Right::Browse),
+            MessageRequest::Import { .. } => at_space(Right::Admin),
             MessageRequest::Transactions => at_space(Right::Browse),
             MessageRequest::Complete { .. } => at_space(Right::Admin),
             // The message's queue is known only once it is found: its handler then asks

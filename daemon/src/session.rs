@@ -178,6 +178,12 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
                 return;
             }
         };
+        if matches!(request, Request::Message(qm_common::protocol::MessageRequest::Export { .. })) {
+            if !stream_export(daemon, id, sd, request, conn).await {
+                return;
+            }
+            continue;
+        }
         if matches!(request, Request::Data(_) | Request::Message(_)) {
             let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
             let result = if waits {
@@ -222,6 +228,41 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
             return;
         }
     }
+}
+
+/// Serves `qexport`: relays the export's batches as they come, then its outcome; false if
+/// the peer is gone.
+async fn stream_export<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    daemon: &Arc<Daemon>,
+    id: u64,
+    sd: &mut SessionData,
+    request: Request,
+    conn: &mut Connection<R, W>,
+) -> bool {
+    // A few batches in hand: the export reads no faster than the client takes them.
+    let (tx, mut rx) = mpsc::channel(4);
+    let work = crate::data::export(daemon, id, sd, request, tx);
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            Some(batch) = rx.recv() => {
+                if conn.write_frame(&Response::Exported(Box::new(batch))).await.is_err() {
+                    return false;
+                }
+            }
+            result = &mut work => break result,
+        }
+    };
+    while let Ok(batch) = rx.try_recv() {
+        if conn.write_frame(&Response::Exported(Box::new(batch))).await.is_err() {
+            return false;
+        }
+    }
+    let response = match result {
+        Ok(n) => Response::Done { reply: qm_common::protocol::Reply::Count(n), notes: Vec::new() },
+        Err(e) => Response::Failed(e),
+    };
+    conn.write_frame(&response).await.is_ok()
 }
 
 /// Runs an admin request on a blocking thread, relaying its progress; false if the peer is gone.

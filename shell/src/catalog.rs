@@ -3,7 +3,7 @@
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
 use crate::commands::{
-    automation, device, general, message, msgadmin, qspace, queue, rights, stat, why,
+    automation, device, export, general, message, msgadmin, qspace, queue, rights, stat, why,
 };
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
@@ -338,6 +338,40 @@ pub static COMMANDS: &[CommandSpec] = &[
             ("dlindex", "the device list entry to move it to, 0 to 24 (asked for when left out)"),
         ],
         "qspacemove QSPACE 1"
+    ),
+    command!(
+        "qexport",
+        None,
+        "q:t:",
+        1,
+        "[-q queue] [-t time1[-time2]] [file]",
+        Nothing,
+        export::qexport,
+        "Copies the open queue space's messages, with every property (msgid, corrid, priority, times, retries, reply and failure queues, delivery, origin queue) and its queue definitions, into a portable stream (docs/export-format.md): a new file, or standard output for -. A consistent view, taken while traffic goes on; the messages stay where they are.",
+        [
+            ("-q queue", "only this queue's messages and definition"),
+            (
+                "-t time1[-time2]",
+                "only messages enqueued from time1 to time2, each YY[MM[DD[HH[MM[SS]]]]] (one time covers its whole unit)"
+            ),
+            ("file", "the stream to write, which must not exist; - for standard output"),
+        ],
+        "qexport -q ORDERS /backup/orders.qmx"
+    ),
+    command!(
+        "qimport",
+        None,
+        "q:",
+        1,
+        "[-q queue] [file]",
+        Nothing,
+        export::qimport,
+        "Loads a stream qexport wrote into the open queue space: queues it defines and the space lacks are created first, then its messages are enqueued with their msgids and properties, a thousand per durable write. A msgid the space holds already is skipped, so importing a stream again adds nothing. A stream that is cut short or damaged stops the import there, saying how far it got.",
+        [
+            ("-q queue", "only this queue's messages and definition"),
+            ("file", "the stream to read; - for standard input"),
+        ],
+        "qexport - | ssh host qmadmin -c 'qopen QS; qimport -'"
     ),
     command!(
         "qverify",

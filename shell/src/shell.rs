@@ -224,6 +224,28 @@ impl Shell {
         Ok(done)
     }
 
+    /// Sends a request and returns the daemon's answer as it is, printing nothing.
+    pub fn call_quiet(&mut self, request: Request) -> QmResult<Done> {
+        self.runtime.block_on(self.client.call(request))
+    }
+
+    /// Sends a request whose answer streams (`qexport`): `on_batch` gets each part.
+    pub fn call_streaming(
+        &mut self,
+        request: Request,
+        on_batch: &mut dyn FnMut(qm_common::export::ExportBatch) -> QmResult<()>,
+    ) -> Result<Done, Failure> {
+        let call = self.client.call_streaming(request, |_| {}, on_batch);
+        let done = self.runtime.block_on(call).map_err(|e| e.message)?;
+        for note in &done.notes {
+            match note.level {
+                NoteLevel::Info => self.info(&note.text),
+                NoteLevel::Warn => self.warn(&note.text),
+            }
+        }
+        Ok(done)
+    }
+
     /// Ends a wait cut short by Ctrl-C: qmd gives up a waiting dequeue only when its
     /// connection closes, so a new connection takes the old one's place, with the queue
     /// space open again (`qset` and `qscan` are qmadmin's own and stay). A transaction of

@@ -92,3 +92,5 @@ mod qstat;
 mod verify;
 // qbackup and qrestore: online backup, restore, the offline way.
 mod backup;
+// qexport and qimport: the portable stream.
+mod export;

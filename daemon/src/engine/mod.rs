@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod deferred;
+pub mod export;
 pub mod forwarding;
 pub mod index;
 mod pick;

@@ -631,6 +631,19 @@ impl<'n> View<'n> {
         Ok(None)
     }
 
+    /// The stored messages of `queue` enqueued at `enqueued_us` exactly.
+    pub fn enqueued_at(&self, queue: &str, enqueued_us: u64) -> QmResult<Vec<u64>> {
+        let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
+        let (lo, hi) = (age_key(queue, enqueued_us, 0), age_key(queue, enqueued_us, u64::MAX));
+        let mut seqs = Vec::new();
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            let k = k.value();
+            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
+        }
+        Ok(seqs)
+    }
+
     /// The stored messages of `queue`, oldest first.
     pub fn seqs(&self, queue: &str) -> QmResult<Vec<u64>> {
         let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };

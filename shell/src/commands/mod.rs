@@ -2,6 +2,7 @@
 
 pub mod automation;
 pub mod device;
+pub mod export;
 pub mod general;
 pub mod message;
 pub mod msgadmin;

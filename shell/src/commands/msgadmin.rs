@@ -45,7 +45,7 @@ fn target(sh: &mut Shell) -> Result<String, String> {
 }
 
 /// `a[-b]` with both ends parsed by `one`.
-fn range<T: Copy + PartialOrd + std::fmt::Display>(
+pub(crate) fn range<T: Copy + PartialOrd + std::fmt::Display>(
     field: &str,
     text: &str,
     one: impl Fn(&str) -> QmResult<(T, T)>,
@@ -144,6 +144,8 @@ fn queues_exist(sh: &mut Shell, request: &MessageRequest) -> CmdResult {
         | MessageRequest::ChangeExpiration { queue, .. } => (queue, None),
         MessageRequest::Transactions
         | MessageRequest::Complete { .. }
+        | MessageRequest::Export { .. }
+        | MessageRequest::Import { .. }
         | MessageRequest::Why { .. } => return Ok(()),
     };
     for name in std::iter::once(queue).chain(new_queue) {

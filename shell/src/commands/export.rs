@@ -1,0 +1,217 @@
+//! `qexport` and `qimport`: a queue space's messages to and from the portable stream of
+//! docs/export-format.md, in a file or on standard output and input (`-`).
+
+use crate::getopt::Args;
+use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::export::{ExportBatch, Header, Reader, Record, VERSION, Writer};
+use qm_common::names::check_queue_name;
+use qm_common::protocol::{MessageRequest, QueueRequest, Reply, Request};
+use qm_common::time::parse_tuxedo_time;
+use qm_common::{Diagnostic, QmError, QmResult};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Messages and body bytes `qimport` sends in one request (one durable write).
+const IMPORT_BATCH: usize = 1000;
+const IMPORT_BATCH_BYTES: usize = 4 << 20;
+
+fn queue_option(args: &Args) -> Result<Option<String>, String> {
+    args.value('q')
+        .map(|q| check_queue_name(q).map(|()| q.to_string()).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+fn file_name(text: &str) -> QmResult<String> {
+    if text.is_empty() {
+        return Err(QmError::invalid("File", text, "give a path, or - for standard input/output"));
+    }
+    Ok(text.to_string())
+}
+
+/// Where an export goes: a new file (never one that exists), or standard output.
+fn output(path: &str) -> Result<(Box<dyn Write>, Option<std::fs::File>), String> {
+    if path == "-" {
+        return Ok((Box::new(std::io::stdout().lock()), None));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{path} exists: qexport writes a new file, it never overwrites one")
+            }
+            _ => format!("{path}: {e}"),
+        })?;
+    let sync = file.try_clone().map_err(|e| format!("{path}: {e}"))?;
+    Ok((Box::new(BufWriter::with_capacity(1 << 20, file)), Some(sync)))
+}
+
+/// `qexport [-q queue] [-t time1[-time2]] file`.
+pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
+    let queue = queue_option(&args)?;
+    let enqueued = match args.value('t') {
+        Some(t) => Some(
+            super::msgadmin::range("Enqueue time", t, |s| parse_tuxedo_time("Enqueue time", s))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let mut pos = Positionals::new(args.positionals);
+    let path = sh.required(&mut pos, "File: ", file_name)?;
+    sh.require_open()?;
+    let qspace = sh.open_qspace.clone().unwrap_or_default();
+    let (out, sync) = output(&path)?;
+    let header = Header {
+        version: VERSION,
+        qm_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: qm_common::time::now_secs(),
+        device: sh.device.display().to_string(),
+        qspace: qspace.clone(),
+    };
+    let mut writer = Some(Writer::new(out, &header).map_err(|e| e.to_string())?);
+    let request = Request::Message(MessageRequest::Export { queue, enqueued });
+    sh.call_streaming(request, &mut |batch: ExportBatch| {
+        let w = writer.as_mut().ok_or_else(|| QmError::system("the export stream is closed"))?;
+        for def in &batch.queues {
+            w.queue(def)?;
+        }
+        for m in &batch.messages {
+            w.message(m)?;
+        }
+        Ok(())
+    })
+    // On failure what was written has no end record: no import takes it as whole.
+    ?;
+    let (mut out, counted) = writer.take().expect("written").finish().map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| format!("{path}: {e}"))?;
+    if let Some(file) = sync {
+        file.sync_all().map_err(|e| format!("{path}: {e}"))?;
+    }
+    let said = format!(
+        "Exported {} ({} bytes) and {} of queue space {qspace} to {path}",
+        qm_common::plural::count(counted.messages, "message", "messages"),
+        counted.bytes,
+        qm_common::plural::count(counted.queues, "queue definition", "queue definitions"),
+    );
+    // Standard output is the stream itself when it is `-`.
+    match path.as_str() {
+        "-" => eprintln!("{said}"),
+        _ => sh.info(&said),
+    }
+    Ok(())
+}
+
+/// `qimport [-q queue] file`.
+pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
+    let only = queue_option(&args)?;
+    let mut pos = Positionals::new(args.positionals);
+    let path = sh.required(&mut pos, "File: ", file_name)?;
+    sh.require_open()?;
+    let qspace = sh.open_qspace.clone().unwrap_or_default();
+    let input: Box<dyn Read> = if path == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?)
+    };
+    let mut reader = Reader::new(BufReader::with_capacity(1 << 20, input));
+    let mut import = Import {
+        added: 0,
+        skipped: 0,
+        renumbered: 0,
+        created: Vec::new(),
+        batch: Vec::new(),
+        bytes: 0,
+    };
+    let outcome = import.run(sh, &mut reader, only.as_deref());
+    let renumbered = match import.renumbered {
+        0 => String::new(),
+        n => format!(" ({n} under new msgids: theirs were other messages' here)"),
+    };
+    let done = format!(
+        "{}{renumbered} into queue space {qspace}, {} already there",
+        qm_common::plural::count(import.added, "message imported", "messages imported"),
+        import.skipped
+    );
+    let created = match import.created.is_empty() {
+        true => String::new(),
+        false => format!("; queues created: {}", import.created.join(", ")),
+    };
+    match outcome {
+        Ok(()) => {
+            sh.info(&format!("{done}{created}"));
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "{path}: {e}; {done} before that{created} (a repeated import adds only what is missing)"
+        )),
+    }
+}
+
+struct Import {
+    added: u64,
+    skipped: u64,
+    renumbered: u64,
+    created: Vec<String>,
+    batch: Vec<qm_common::export::ExportedMessage>,
+    bytes: usize,
+}
+
+impl Import {
+    fn run<R: Read>(
+        &mut self,
+        sh: &mut Shell,
+        reader: &mut Reader<R>,
+        only: Option<&str>,
+    ) -> Result<(), String> {
+        let wanted = |queue: &str| only.is_none_or(|q| q == queue);
+        while let Some(record) = reader.next_record().map_err(|e| e.message)? {
+            match record {
+                Record::Header(_) => {}
+                Record::Queue(def) if wanted(&def.name) => self.define(sh, def)?,
+                Record::Queue(_) => {}
+                Record::Message(m) if wanted(&m.props.queue) => {
+                    self.bytes += m.body.len();
+                    self.batch.push(m);
+                    if self.batch.len() >= IMPORT_BATCH || self.bytes >= IMPORT_BATCH_BYTES {
+                        self.send(sh)?;
+                    }
+                }
+                Record::Message(_) => {}
+                Record::End(_) => self.send(sh)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a queue the stream defines and the queue space lacks.
+    fn define(&mut self, sh: &mut Shell, def: qm_common::queue::QueueDef) -> Result<(), String> {
+        let name = def.name.clone();
+        match sh.call_quiet(Request::Queue(QueueRequest::Get { name: name.clone() })) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.diagnostic, Diagnostic::BadQueue | Diagnostic::NotFound) => {
+                sh.call(Request::Queue(QueueRequest::Create(def)))?;
+                self.created.push(name);
+                Ok(())
+            }
+            Err(e) => Err(e.message),
+        }
+    }
+
+    fn send(&mut self, sh: &mut Shell) -> Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let messages = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        let done = sh.call(Request::Message(MessageRequest::Import { messages }))?;
+        if let Reply::Imported { added, skipped, renumbered } = done.reply {
+            self.added += added;
+            self.skipped += skipped;
+            self.renumbered += renumbered;
+        }
+        Ok(())
+    }
+}

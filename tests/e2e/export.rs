@@ -1,0 +1,218 @@
+//! qexport and qimport: a round trip keeps order, msgids and every property; a repeated
+//! import adds nothing; messages whose msgids another queue space holds get new ones and
+//! keep their place; `-q` and `-t` select; a stream that is cut short or damaged is
+//! refused where it goes wrong; `-` pipes one qmadmin into another.
+
+use crate::app::App;
+use crate::support::{Env, QMADMIN, Run, run_limited};
+use qm_common::message::{DequeueCtl, EnqueueCtl, Message, Qos, TimeSpec};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `qmadmin -c COMMANDS` on the device at `device`.
+fn admin(device: &Path, commands: &str) -> Run {
+    let mut cmd = Command::new(QMADMIN);
+    cmd.env("QMCONFIG", device).env_remove("QM_SOCKET").env("PAGER", "cat").arg("-c").arg(commands);
+    run_limited(cmd, Duration::from_secs(120))
+}
+
+/// A device with queue space `qspace` (key `key`) and, when `queues`, queues P
+/// (priority,fifo) and Q (fifo).
+fn device(device: &Path, qspace: &str, key: u32, queues: bool) {
+    let mut cmds = format!(
+        "crdl {} 0 40000; qspc -n 200B {qspace} {key} 30000 12 20 20 50000 '' n 16; qopen {qspace}",
+        device.display()
+    );
+    if queues {
+        cmds += "; qcreate P priority,fifo none 0 0 100% 0% ''; qcreate Q fifo none 0 0 100% 0% ''";
+    }
+    admin(device, &cmds).ok();
+}
+
+fn varied(app: &mut App, n: usize) {
+    for i in 0..n {
+        let ctl = EnqueueCtl {
+            priority: Some((i % 90 + 1) as u8),
+            corrid: format!("c{}", i % 7).into_bytes(),
+            reply_queue: (i % 3 == 0).then(|| "Q".to_string()),
+            failure_queue: (i % 5 == 0).then(|| "P".to_string()),
+            urcode: i as i64 - 50,
+            delivery: (i % 11 == 0).then_some(Qos::NonPersistent),
+            ..EnqueueCtl::default()
+        };
+        let body = if i % 50 == 7 { "L".repeat(70_000) } else { format!("varied {i}") };
+        app.put_with("P", &body, ctl);
+    }
+    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
+    app.put_with("Q", "in an hour", later);
+    for i in 0..30 {
+        app.put("Q", &format!("fifo {i}"));
+    }
+}
+
+/// Every message of `queue` that can be dequeued now, in order.
+fn all(app: &mut App, queue: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(m) = app.dequeue(queue, &DequeueCtl::default()) {
+        out.push(m);
+    }
+    out
+}
+
+#[test]
+fn a_round_trip_keeps_order_msgids_and_properties_and_a_second_import_adds_nothing() {
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    varied(&mut app, 400);
+    let stream = env.path("all.qmx");
+    env.c(&format!("qopen QS; qexport {}", stream.display()))
+        .ok()
+        .stdout_has("Exported 431 messages")
+        .stdout_has("2 queue definitions");
+    // Not over a file that exists.
+    env.c(&format!("qopen QS; qexport {}", stream.display()))
+        .failed()
+        .stderr_has("never overwrites");
+
+    let other = env.path("other/QUE");
+    std::fs::create_dir(env.path("other")).unwrap();
+    device(&other, "QS", 40000, false);
+    admin(&other, &format!("qopen QS; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("431 messages imported into queue space QS, 0 already there")
+        .stdout_has("queues created: P, Q");
+    admin(&other, &format!("qopen QS; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("0 messages imported into queue space QS, 431 already there");
+    let mut copy = App::connect_to(&other);
+    for queue in ["P", "Q"] {
+        assert_eq!(all(&mut copy, queue), all(&mut app, queue), "queue {queue}: every property");
+    }
+    // The one not available yet came too, with its time.
+    admin(&other, "qopen QS; qset Q; qlist").ok().stdout_has("waiting");
+    admin(&other, "daemon stop").ok();
+}
+
+#[test]
+fn msgids_held_by_other_messages_are_renumbered_once_and_keep_their_place() {
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    for i in 0..20 {
+        app.put("Q", &format!("m{i}"));
+    }
+    let stream = env.path("q.qmx");
+    env.c(&format!("qopen QS; qexport -q Q {}", stream.display())).ok();
+    // Another queue space whose msgids 1 to 5 are its own messages'.
+    env.c("qspc QT 40001 2000 12 20 20 5000 '' n 16; qopen QT; qcreate Q fifo none 0 0 100% 0% ''")
+        .ok();
+    let mut theirs = Vec::new();
+    for i in 0..5 {
+        theirs.push(env.c(&format!("qopen QT; qenqueue Q own{i}")).ok().stdout.trim().to_string());
+    }
+    env.c("qopen QT; qset Q; qdequeue Q").ok();
+    for _ in 0..2 {
+        env.c(&format!("qopen QT; qimport {}", stream.display())).ok();
+    }
+    let listed = env.c("qopen QT; qset Q; qlist").ok().stdout.clone();
+    let rows = listed.lines().filter(|l| l.contains("| persist")).count();
+    assert_eq!(rows, 24, "4 of its own and 20 imported once: {listed}");
+    env.c(&format!("qopen QT; qimport -q Q {}", stream.display()))
+        .ok()
+        .stdout_has("0 messages imported")
+        .stdout_has("20 already there");
+    // Each once, in their order; the queue space's own too.
+    let mut bodies = Vec::new();
+    loop {
+        let run = env.c("qopen QT; qdequeue Q");
+        if run.status != 0 {
+            break;
+        }
+        bodies.push(run.stdout.lines().nth(1).unwrap_or_default().to_string());
+    }
+    let imported: Vec<&String> = bodies.iter().filter(|b| b.starts_with('m')).collect();
+    let own: Vec<&String> = bodies.iter().filter(|b| b.starts_with("own")).collect();
+    assert_eq!(
+        imported,
+        (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        own,
+        (1..5).map(|i| format!("own{i}")).collect::<Vec<_>>().iter().collect::<Vec<_>>()
+    );
+    assert_eq!(theirs.len(), 5);
+}
+
+#[test]
+fn selections_pipes_and_broken_streams() {
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    app.put("P", "p one");
+    app.put("Q", "q one");
+    app.put("Q", "q two");
+    // -q: one queue; -t: enqueued in a time range (this year's, and none in 1999).
+    let only_q = env.path("q.qmx");
+    env.c(&format!("qopen QS; qexport -q Q {}", only_q.display()))
+        .ok()
+        .stdout_has("Exported 2 messages")
+        .stdout_has("1 queue definition");
+    env.c(&format!("qopen QS; qexport -t 99 {}", env.path("none.qmx").display()))
+        .ok()
+        .stdout_has("Exported 0 messages");
+    env.c("qopen QS; qexport -q NOPE x.qmx").failed().stderr_has("Queue NOPE does not exist");
+
+    // One qmadmin's standard output into another's standard input.
+    let other = env.path("other/QUE");
+    std::fs::create_dir(env.path("other")).unwrap();
+    device(&other, "QS", 40001, false);
+    let mut export = Command::new(QMADMIN);
+    export
+        .env("QMCONFIG", &env.device)
+        .env_remove("QM_SOCKET")
+        .arg("-c")
+        .arg("qopen QS; qexport -")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut export = export.spawn().unwrap();
+    let mut import = Command::new(QMADMIN);
+    import
+        .env("QMCONFIG", &other)
+        .arg("-c")
+        .env_remove("QM_SOCKET")
+        .arg("qopen QS; qimport -q Q -")
+        .stdin(export.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let import = import.spawn().unwrap();
+    let import = crate::support::wait_with_timeout(import, "qimport", Duration::from_secs(60));
+    let exported = export.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&exported.stderr).to_string();
+    assert!(exported.status.success(), "{said}");
+    assert!(said.contains("Exported 3 messages"), "{said}");
+    import.ok().stdout_has("2 messages imported into queue space QS");
+    let mut copy = App::connect_to(&other);
+    let bodies: Vec<Vec<u8>> = all(&mut copy, "Q").into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, [b"q one".to_vec(), b"q two".to_vec()]);
+    drop(copy);
+
+    // A stream cut short, or with a byte changed, is refused where it goes wrong.
+    let whole = std::fs::read(&only_q).unwrap();
+    let cut = env.path("cut.qmx");
+    std::fs::write(&cut, &whole[..whole.len() - 30]).unwrap();
+    admin(&other, &format!("qopen QS; qimport {}", cut.display()))
+        .failed()
+        .stderr_has("cut short")
+        .stderr_has("a repeated import adds only what is missing");
+    let damaged = env.path("damaged.qmx");
+    let mut bytes = whole.clone();
+    let at = bytes.windows(5).position(|w| w == b"q two").unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(&damaged, &bytes).unwrap();
+    admin(&other, &format!("qopen QS; qimport {}", damaged.display()))
+        .failed()
+        .stderr_has("fails its checksum");
+    admin(&other, "daemon stop").ok();
+}
