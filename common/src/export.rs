@@ -258,14 +258,11 @@ impl<R: Read> Reader<R> {
         if crc.finalize() != stored {
             return Err(bad(format!("record {} fails its checksum (damaged)", self.position())));
         }
-        let parse = |bytes: &[u8]| -> QmResult<serde_json::Value> {
-            serde_json::from_slice(bytes)
-                .map_err(|e| bad(format!("record {}: {e}", self.position())))
-        };
+        let at = self.position();
         match head[0] {
-            HEADER => from(parse(&payload)?).map(Record::Header),
-            QUEUE => from(parse(&payload)?).map(Record::Queue),
-            END => from(parse(&payload)?).map(Record::End),
+            HEADER => parse(&payload, at).map(Record::Header),
+            QUEUE => parse(&payload, at).map(Record::Queue),
+            END => parse(&payload, at).map(Record::End),
             MESSAGE => {
                 let meta_len = payload
                     .get(..4)
@@ -274,7 +271,7 @@ impl<R: Read> Reader<R> {
                     .ok_or_else(|| {
                         bad(format!("record {}: a message cut short", self.position()))
                     })?;
-                let props: Properties = from(parse(&payload[4..4 + meta_len])?)?;
+                let props: Properties = parse(&payload[4..4 + meta_len], at)?;
                 let body = payload[4 + meta_len..].to_vec();
                 Ok(Record::Message(ExportedMessage { props, body }))
             }
@@ -288,8 +285,9 @@ impl<R: Read> Reader<R> {
     }
 }
 
-fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> QmResult<T> {
-    serde_json::from_value(v).map_err(bad)
+/// Record number `at`'s JSON, as what it must be.
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], at: u64) -> QmResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("record {at}: {e}")))
 }
 
 #[cfg(test)]

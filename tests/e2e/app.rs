@@ -3,7 +3,7 @@
 
 use crate::support::{Daemon, Env, answered};
 use qm_common::client::Client;
-use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Select};
+use qm_common::message::{DequeueCtl, EnqueueCtl, Message, MsgId, Qos, Select, TimeSpec};
 use qm_common::queue::{QueueListing, QueueUsage};
 use qm_common::{Diagnostic, QmError, QmResult};
 use serde::Deserialize;
@@ -256,4 +256,41 @@ pub fn detached(env: &Env) {
         let run = env.c("ipcs QS");
         run.status == 0 && !run.stdout.contains("e2e-app") && !run.stdout.contains("qmadmin")
     });
+}
+
+/// `qmadmin -c COMMANDS` on the device at `device` (not `Env`'s own).
+pub fn admin_on(device: &std::path::Path, commands: &str) -> crate::support::Run {
+    let mut cmd = std::process::Command::new(crate::support::QMADMIN);
+    cmd.env("QMCONFIG", device).env_remove("QM_SOCKET").env("PAGER", "cat").arg("-c").arg(commands);
+    crate::support::run_limited(cmd, Duration::from_secs(120))
+}
+
+/// `n` messages on queue P with every property a message can carry, varied, some of them
+/// bodies of 70,000 bytes (stored in parts), one in `nonpersistent` non-persistent; then
+/// one on Q not available for an hour.
+pub fn varied(app: &mut App, n: usize, nonpersistent: Option<usize>) {
+    for i in 0..n {
+        let ctl = EnqueueCtl {
+            priority: Some((i % 90 + 1) as u8),
+            corrid: format!("c{}", i % 7).into_bytes(),
+            reply_queue: (i % 3 == 0).then(|| "Q".to_string()),
+            failure_queue: (i % 5 == 0).then(|| "P".to_string()),
+            urcode: i as i64 - 50,
+            delivery: nonpersistent.filter(|every| i % every == 0).map(|_| Qos::NonPersistent),
+            ..EnqueueCtl::default()
+        };
+        let body = if i % 50 == 7 { "L".repeat(70_000) } else { format!("varied {i}") };
+        app.put_with("P", &body, ctl);
+    }
+    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
+    app.put_with("Q", "in an hour", later);
+}
+
+/// Every message of `queue` that can be dequeued now, in order.
+pub fn all(app: &mut App, queue: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Ok(m) = app.dequeue(queue, &DequeueCtl::default()) {
+        out.push(m);
+    }
+    out
 }

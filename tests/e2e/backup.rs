@@ -4,22 +4,13 @@
 //! restore never overwrites and never takes a damaged backup; Tuxedo's offline way (stop,
 //! copy, `chdl`) keeps working.
 
-use crate::app::App;
+use crate::app::{App, admin_on as admin, all, varied};
 use crate::faults::stop_and_wait;
-use crate::support::{Daemon, Env, QMADMIN, Run, run_limited, wait_until};
+use crate::support::{Daemon, Env, wait_until};
 use qm_common::backup::{BackupReport, MANIFEST, Manifest};
-use qm_common::message::{DequeueCtl, EnqueueCtl, Message, TimeSpec};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-
-/// `qmadmin -c COMMANDS` on the device at `device`.
-fn admin(device: &Path, commands: &str) -> Run {
-    let mut cmd = Command::new(QMADMIN);
-    cmd.env("QMCONFIG", device).env_remove("QM_SOCKET").env("PAGER", "cat").arg("-c").arg(commands);
-    run_limited(cmd, Duration::from_secs(120))
-}
 
 /// A device of two files: the device file holds only the VTOC and the UDL, so queue space
 /// QS lives in the second file, `OTHER`.
@@ -36,39 +27,12 @@ fn two_files(env: &Env) -> PathBuf {
     other
 }
 
-/// Messages with every property a message can carry.
-fn varied(app: &mut App, n: usize) {
-    for i in 0..n {
-        let ctl = EnqueueCtl {
-            priority: Some((i % 90 + 1) as u8),
-            corrid: format!("c{}", i % 7).into_bytes(),
-            reply_queue: (i % 3 == 0).then(|| "Q".to_string()),
-            failure_queue: (i % 5 == 0).then(|| "T".to_string()),
-            urcode: i as i64 - 50,
-            ..EnqueueCtl::default()
-        };
-        let body = if i % 50 == 7 { "L".repeat(70_000) } else { format!("varied {i}") };
-        app.put_with("P", &body, ctl);
-    }
-    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
-    app.put_with("P", "in an hour", later);
-}
-
-/// Every message of `queue` that can be dequeued now, in order.
-fn all(app: &mut App, queue: &str) -> Vec<Message> {
-    let mut out = Vec::new();
-    while let Ok(m) = app.dequeue(queue, &DequeueCtl::default()) {
-        out.push(m);
-    }
-    out
-}
-
 #[test]
 fn a_backup_under_load_restores_every_message_and_transaction_whole() {
     let env = Env::new();
     let other = two_files(&env);
     let mut app = App::connect(&env);
-    varied(&mut app, 300);
+    varied(&mut app, 300, None);
     let stop = AtomicBool::new(false);
     let committed = AtomicU64::new(0);
     let backup = env.path("backup");
@@ -300,14 +264,14 @@ fn qspacemove_takes_a_queue_space_to_another_file_and_back() {
     let other = env.path("OTHER");
     env.c(&format!(
         "crdl {} 0 3000; crdl {} 0 3000; crdl {} 0 100; qspc QS 40000 1000 12 20 20 5000 '' n 16; \
-         qopen QS; qcreate P priority,fifo none 0 0 100% 0% ''",
+         qopen QS; qcreate P priority,fifo none 0 0 100% 0% ''; qcreate Q fifo none 0 0 100% 0% ''",
         env.dev(),
         other.display(),
         env.path("SMALL").display()
     ))
     .ok();
     let mut app = App::connect(&env);
-    varied(&mut app, 120);
+    varied(&mut app, 120, None);
     let before = env.c("qopen QS; qinfo P; qset P; qlist").ok().stdout.clone();
     // Not while an application is attached.
     env.c("qspacemove QS 1").failed().stderr_has("is active");

@@ -3,19 +3,11 @@
 //! keep their place; `-q` and `-t` select; a stream that is cut short or damaged is
 //! refused where it goes wrong; `-` pipes one qmadmin into another.
 
-use crate::app::App;
-use crate::support::{Env, QMADMIN, Run, run_limited};
-use qm_common::message::{DequeueCtl, EnqueueCtl, Message, Qos, TimeSpec};
+use crate::app::{App, admin_on as admin, all, varied};
+use crate::support::{Env, QMADMIN};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// `qmadmin -c COMMANDS` on the device at `device`.
-fn admin(device: &Path, commands: &str) -> Run {
-    let mut cmd = Command::new(QMADMIN);
-    cmd.env("QMCONFIG", device).env_remove("QM_SOCKET").env("PAGER", "cat").arg("-c").arg(commands);
-    run_limited(cmd, Duration::from_secs(120))
-}
 
 /// A device with queue space `qspace` (key `key`) and, when `queues`, queues P
 /// (priority,fifo) and Q (fifo).
@@ -30,42 +22,15 @@ fn device(device: &Path, qspace: &str, key: u32, queues: bool) {
     admin(device, &cmds).ok();
 }
 
-fn varied(app: &mut App, n: usize) {
-    for i in 0..n {
-        let ctl = EnqueueCtl {
-            priority: Some((i % 90 + 1) as u8),
-            corrid: format!("c{}", i % 7).into_bytes(),
-            reply_queue: (i % 3 == 0).then(|| "Q".to_string()),
-            failure_queue: (i % 5 == 0).then(|| "P".to_string()),
-            urcode: i as i64 - 50,
-            delivery: (i % 11 == 0).then_some(Qos::NonPersistent),
-            ..EnqueueCtl::default()
-        };
-        let body = if i % 50 == 7 { "L".repeat(70_000) } else { format!("varied {i}") };
-        app.put_with("P", &body, ctl);
-    }
-    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
-    app.put_with("Q", "in an hour", later);
-    for i in 0..30 {
-        app.put("Q", &format!("fifo {i}"));
-    }
-}
-
-/// Every message of `queue` that can be dequeued now, in order.
-fn all(app: &mut App, queue: &str) -> Vec<Message> {
-    let mut out = Vec::new();
-    while let Ok(m) = app.dequeue(queue, &DequeueCtl::default()) {
-        out.push(m);
-    }
-    out
-}
-
 #[test]
 fn a_round_trip_keeps_order_msgids_and_properties_and_a_second_import_adds_nothing() {
     let env = Env::new();
     device(&env.device, "QS", 40000, true);
     let mut app = App::connect(&env);
-    varied(&mut app, 400);
+    varied(&mut app, 400, Some(11));
+    for i in 0..30 {
+        app.put("Q", &format!("fifo {i}"));
+    }
     let stream = env.path("all.qmx");
     env.c(&format!("qopen QS; qexport {}", stream.display()))
         .ok()

@@ -633,23 +633,20 @@ impl<'n> View<'n> {
 
     /// The stored messages of `queue` enqueued at `enqueued_us` exactly.
     pub fn enqueued_at(&self, queue: &str, enqueued_us: u64) -> QmResult<Vec<u64>> {
-        let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
-        let (lo, hi) = (age_key(queue, enqueued_us, 0), age_key(queue, enqueued_us, u64::MAX));
-        let mut seqs = Vec::new();
-        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
-            let (k, _) = item.map_err(read_error)?;
-            let k = k.value();
-            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
-        }
-        Ok(seqs)
+        self.aged(&age_key(queue, enqueued_us, 0), &age_key(queue, enqueued_us, u64::MAX))
     }
 
     /// The stored messages of `queue`, oldest first.
     pub fn seqs(&self, queue: &str) -> QmResult<Vec<u64>> {
-        let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
         let (lo, hi) = span(&prefix(queue), 16);
+        self.aged(&lo, &hi)
+    }
+
+    /// The messages whose `age` keys lie in `lo..=hi`, in key order.
+    fn aged(&self, lo: &[u8], hi: &[u8]) -> QmResult<Vec<u64>> {
+        let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
         let mut seqs = Vec::new();
-        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+        for item in table.range::<&[u8]>(lo..=hi).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
             let k = k.value();
             seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
