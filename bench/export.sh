@@ -85,4 +85,5 @@ assert next(a, None) is None and next(b, None) is None, "one stream is longer"
 print(f"round trip: the second export matches the first, record for record ({n:,} records after the header)")
 PY
 s=$(timed "$release/qmadmin" --no-start "$run/B" -c "qopen BENCH; qimport $run/a.qmx")
-echo "qimport again: $s s, $("$release/qmadmin" --no-start "$run/B" -c "qopen BENCH; qinfo Q" | awk '$1 == "Q" {print $2}') messages on Q afterwards"
+held=$("$release/qmadmin" --no-start "$run/B" -c "qopen BENCH; qinfo Q" | awk -F'|' '$1 ~ /^ *Q *$/ {gsub(/ /, "", $2); print $2}')
+echo "qimport again: $s s ($(rate "$s") messages/s checked), $held messages on Q afterwards"
