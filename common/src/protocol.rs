@@ -240,9 +240,18 @@ pub enum MessageRequest {
     /// `qexport`: the open queue space's messages (of one queue; enqueued in a time range,
     /// seconds since the epoch, inclusive), sent as [`Response::Exported`] batches, the
     /// queue definitions first, before `Done` with the number of messages.
+    /// With `take` (`qexport -x`) the messages are locked as they are sent, and removed
+    /// when [`MessageRequest::EndExport`] commits (given back if it does not, or if the
+    /// session ends first).
     Export {
         queue: Option<String>,
         enqueued: Option<(u64, u64)>,
+        take: bool,
+    },
+    /// Ends `qexport -x` once its stream is written: removes the messages (`commit`), or
+    /// gives them back. Answered with how many were removed.
+    EndExport {
+        commit: bool,
     },
     /// `qimport`: messages to enqueue as they were exported (msgids kept; a msgid the queue
     /// space holds already is skipped), in one durable write.

@@ -25,11 +25,13 @@ pub struct SessionData {
     pub peer: crate::session::Peer,
     /// Turns true when the client goes away during a waiting dequeue.
     pub gone: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The messages `qexport -x` sent and holds until its stream is written.
+    moving: Option<(Arc<Engine>, Vec<u64>)>,
 }
 
 impl SessionData {
     pub fn new(pid: Option<u32>, program: String, peer: crate::session::Peer) -> Self {
-        SessionData { engine: None, txn: None, pid, program, peer, gone: None }
+        SessionData { engine: None, txn: None, pid, program, peer, gone: None, moving: None }
     }
 
     /// Forgets the cached queue space (after an admin request may have changed it).
@@ -41,6 +43,10 @@ impl SessionData {
     pub async fn end(&mut self) {
         if let Some((engine, id)) = self.txn.take() {
             let _ = engine.abort(id, "its client disconnected").await;
+        }
+        // A move whose stream was not written: its messages stay.
+        if let Some((engine, taken)) = self.moving.take() {
+            let _ = engine.end_move(taken, false).await;
         }
     }
 }
@@ -155,18 +161,24 @@ pub async fn export(
     use crate::engine::export::Selection;
     use qm_common::export::ExportBatch;
     check_rights(daemon, session, sd, &request).await?;
-    let Request::Message(MessageRequest::Export { queue, enqueued }) = request else {
+    let Request::Message(MessageRequest::Export { queue, enqueued, take }) = request else {
         return Err(QmError::new(Diagnostic::Proto, "not an export"));
     };
+    if take && sd.moving.is_some() {
+        return Err(QmError::in_use(
+            "this session's last qexport -x has not ended: its messages are still held",
+        ));
+    }
     let engine = attach(daemon, session, sd, None).await?;
     let selection = Selection { queue, enqueued };
     let queues = engine.export_queues(&selection)?;
     let closed = || QmError::new(Diagnostic::Os, "the client went away during the export");
     out.send(ExportBatch { queues, messages: Vec::new() }).await.map_err(|_| closed())?;
-    tokio::task::spawn_blocking(move || {
+    let mover = engine.clone();
+    let (count, taken) = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::new();
         let (mut bytes, mut count) = (0, 0u64);
-        engine.export(&selection, &mut |m| {
+        let mut sink = |m: qm_common::export::ExportedMessage| {
             bytes += m.body.len();
             count += 1;
             batch.push(m);
@@ -177,15 +189,38 @@ pub async fn export(
                     .map_err(|_| closed())?;
             }
             Ok(())
-        })?;
+        };
+        let taken = match take {
+            true => engine.export_locked(&selection, &mut sink)?,
+            false => {
+                engine.export(&selection, &mut sink)?;
+                Vec::new()
+            }
+        };
         if !batch.is_empty() {
-            out.blocking_send(ExportBatch { queues: Vec::new(), messages: batch })
-                .map_err(|_| closed())?;
+            let last = ExportBatch { queues: Vec::new(), messages: batch };
+            if out.blocking_send(last).is_err() {
+                // Not all of it reached the client: what a move locked goes back.
+                engine.give_back(&taken);
+                return Err(closed());
+            }
         }
-        Ok(count)
+        Ok((count, taken))
     })
     .await
-    .map_err(|e| QmError::system(format!("the export failed: {e}")))?
+    .map_err(|e| QmError::system(format!("the export failed: {e}")))??;
+    if take {
+        sd.moving = Some((mover, taken));
+    }
+    Ok(count)
+}
+
+/// Ends this session's `qexport -x` (see [`MessageRequest::EndExport`]).
+async fn end_export(sd: &mut SessionData, commit: bool) -> QmResult<Reply> {
+    let (engine, taken) = sd.moving.take().ok_or_else(|| {
+        QmError::new(Diagnostic::Proto, "no qexport -x of this session waits to end")
+    })?;
+    Ok(Reply::Count(engine.end_move(taken, commit).await?))
 }
 
 async fn data(
@@ -306,6 +341,7 @@ async fn message(
         MessageRequest::Export { .. } => {
             return Err(QmError::new(Diagnostic::Proto, "an export is answered as a stream"));
         }
+        MessageRequest::EndExport { commit } => return end_export(sd, commit).await,
         MessageRequest::Delete { queue, criteria } => (queue, criteria, Change::Delete),
         MessageRequest::ChangePriority { queue, criteria, priority } => {
             (queue, criteria, Change::Priority(priority))

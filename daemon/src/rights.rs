@@ -200,8 +200,16 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
         },
         Request::Message(r) => match r {
             MessageRequest::List { queue, .. } => at_queue(Right::Browse, queue),
-            MessageRequest::Export { queue: Some(queue), .. } => at_queue(Right::Browse, queue),
-            MessageRequest::Export { queue: None, .. } => at_space(Right::Browse),
+            MessageRequest::Export { queue: Some(queue), take: false, .. } => {
+                at_queue(Right::Browse, queue)
+            }
+            MessageRequest::Export { queue: None, take: false, .. } => at_space(Right::Browse),
+            // Taking messages out is an administrator's change.
+            MessageRequest::Export { queue: Some(queue), take: true, .. } => {
+                at_queue(Right::Admin, queue)
+            }
+            MessageRequest::Export { queue: None, take: true, .. }
+            | MessageRequest::EndExport { .. } => at_space(Right::Admin),
             MessageRequest::Import { .. } => at_space(Right::Admin),
             MessageRequest::Transactions => at_space(Right::Browse),
             MessageRequest::Complete { .. } => at_space(Right::Admin),

@@ -342,14 +342,16 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(
         "qexport",
         None,
-        "q:t:",
+        "q:t:kx",
         1,
-        "[-q queue] [-t time1[-time2]] [file]",
+        "[-q queue] [-t time1[-time2]] [-k | -x] [file]",
         Nothing,
         export::qexport,
-        "Copies the open queue space's messages, with every property (msgid, corrid, priority, times, retries, reply and failure queues, delivery, origin queue) and its queue definitions, into a portable stream (docs/export-format.md): a new file, or standard output for -. A consistent view, taken while traffic goes on; the messages stay where they are.",
+        "Writes the open queue space's messages, with every property (msgid, corrid, priority, times, retries, reply and failure queues, delivery, origin queue) and its queue definitions, into a portable stream (docs/export-format.md): a new file, or standard output for -. -k (the default) copies them, a consistent view taken while traffic goes on. -x moves them: each is held as it is written (no dequeue takes it meanwhile), and all are taken out in one durable write once the whole stream is written and synced; if anything fails first, they stay. Messages a transaction holds are left where they are.",
         [
             ("-q queue", "only this queue's messages and definition"),
+            ("-k", "keep the messages (copy; the default)"),
+            ("-x", "take the messages out once the stream is written (move)"),
             (
                 "-t time1[-time2]",
                 "only messages enqueued from time1 to time2, each YY[MM[DD[HH[MM[SS]]]]] (one time covers its whole unit)"

@@ -181,3 +181,65 @@ fn selections_pipes_and_broken_streams() {
         .stderr_has("fails its checksum");
     admin(&other, "daemon stop").ok();
 }
+
+/// `qexport -x` moves: the stream holds the messages and the queue no longer does, except
+/// a message a transaction holds; a session that goes away before its stream is written
+/// leaves every message where it was.
+#[test]
+fn a_move_takes_the_messages_out_only_once_the_stream_is_written() {
+    use qm_common::client::Client;
+    use qm_common::protocol::{MessageRequest, QueueSpaceRequest, Request};
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    for i in 0..10 {
+        app.put("Q", &format!("moved {i}"));
+    }
+    // A session that asks for a move and goes away before ending it.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = Client::connect_device(&env.device, "e2e-move").await.unwrap();
+        let open = Request::QueueSpace(QueueSpaceRequest::Open { name: "QS".into() });
+        client.call(open).await.unwrap();
+        let export = MessageRequest::Export { queue: Some("Q".into()), enqueued: None, take: true };
+        let mut sent = 0;
+        client
+            .call_streaming(
+                Request::Message(export),
+                |_| {},
+                |b| {
+                    sent += b.messages.len();
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(sent, 10);
+    });
+    drop(rt);
+    crate::app::eventually("the held messages to come back", || {
+        env.c("qopen QS; qinfo Q").ok().stdout.contains(" 10 |")
+    });
+    // One held by a transaction stays where it is.
+    let mut holder = App::connect(&env);
+    holder.begin(None).unwrap();
+    let held = holder.take("Q");
+    let stream = env.path("moved.qmx");
+    env.c(&format!("qopen QS; qexport -x -q Q {}", stream.display()))
+        .ok()
+        .stdout_has("Exported 9 messages")
+        .stdout_has("and took 9 messages out of it");
+    env.c(&format!("qopen QS; qexport -k -x {}", env.path("no.qmx").display()))
+        .failed()
+        .stderr_has("give one");
+    // Only the held one is left, still held.
+    assert!(all(&mut app, "Q").is_empty());
+    env.c("qopen QS; qinfo Q").ok().stdout_has(" 1 |");
+    holder.commit().unwrap();
+    assert!(held.body.starts_with(b"moved "));
+    // The stream holds the nine, ready to go in elsewhere.
+    env.c("qspc QT 40001 2000 12 20 20 5000 '' n 16").ok();
+    env.c(&format!("qopen QT; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("9 messages imported into queue space QT");
+}

@@ -50,7 +50,12 @@ type Selected = (u64, MessageMeta, EntryState);
 
 impl Engine {
     /// The messages of `queue` meeting `criteria`, resident or stored, in queue order.
-    fn selected(&self, inner: &Inner, queue: &str, criteria: &Criteria) -> QmResult<Vec<Selected>> {
+    pub(super) fn selected(
+        &self,
+        inner: &Inner,
+        queue: &str,
+        criteria: &Criteria,
+    ) -> QmResult<Vec<Selected>> {
         if !inner.index.queues.contains_key(queue) {
             return Err(bad_queue(queue, &self.name));
         }

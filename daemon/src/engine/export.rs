@@ -14,7 +14,7 @@
 //! unless a message like it is there already (added so by an earlier import). The msgid
 //! high-water mark is raised past the imported msgids, so that none is handed out again.
 
-use super::index::{Entry, EntryState};
+use super::index::{Entry, EntryState, Index};
 use super::record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, seq_of, split_stored};
 use super::{Engine, SEQ_RESERVE, bad_queue};
 use qm_common::export::{ExportedMessage, Properties};
@@ -116,7 +116,116 @@ fn imported(message: &ExportedMessage, def: &QueueDef) -> QmResult<(u64, Message
     Ok((seq, meta))
 }
 
+/// The lock an export that moves messages (`qexport -x`) holds on them until its stream is
+/// written.
+const EXPORT_LOCK: u64 = u64::MAX - 1;
+
 impl Engine {
+    /// `qexport -x`: locks the messages the export takes (those no transaction holds, in
+    /// each queue's order), hands them to `sink`, and returns them, still locked, for
+    /// [`Engine::end_move`]. Blocking: reads redb.
+    pub fn export_locked(
+        &self,
+        selection: &Selection,
+        sink: &mut dyn FnMut(ExportedMessage) -> QmResult<()>,
+    ) -> QmResult<Vec<u64>> {
+        let taken = {
+            let mut inner = self.lock();
+            let queues: Vec<String> = inner
+                .index
+                .queues
+                .keys()
+                .filter(|q| selection.queue.as_ref().is_none_or(|s| s == *q))
+                .cloned()
+                .collect();
+            let mut taken = Vec::new();
+            for queue in queues {
+                let all = qm_common::message::Criteria::default();
+                for (seq, meta, state) in self.selected(&inner, &queue, &all)? {
+                    if !matches!(state, EntryState::Ready | EntryState::Waiting)
+                        || !selection.takes(&meta)
+                    {
+                        continue;
+                    }
+                    inner.index.adopt(seq, meta, state);
+                    let blocks = self.blocks(&inner.index.msgs[&seq].meta);
+                    inner.index.set_state(seq, EntryState::Locked(EXPORT_LOCK), blocks);
+                    taken.push(seq);
+                }
+            }
+            taken
+        };
+        for seq in &taken {
+            let entry = self.lock().index.msgs.get(seq).cloned();
+            let sent = match entry {
+                Some(e) => self
+                    .body_of(*seq, e.body.clone())
+                    .and_then(|b| sink(exported(*seq, &e.meta, b))),
+                None => Ok(()),
+            };
+            if let Err(e) = sent {
+                self.give_back(&taken);
+                return Err(e);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Ends `qexport -x`: removes the messages it locked, in one durable write, once their
+    /// stream is written (`commit`), or gives them back to their queues; how many went.
+    pub async fn end_move(&self, taken: Vec<u64>, commit: bool) -> QmResult<u64> {
+        if !commit {
+            self.give_back(&taken);
+            return Ok(0);
+        }
+        let pending = {
+            let inner = self.lock();
+            let ops: Vec<_> = taken
+                .iter()
+                .filter_map(|seq| inner.index.msgs.get(seq).map(|e| (seq, e)))
+                .filter(|(_, e)| e.meta.persistent && e.state == EntryState::Locked(EXPORT_LOCK))
+                .map(|(seq, e)| self.delete(*seq, &e.meta))
+                .collect();
+            (!ops.is_empty()).then(|| self.send(ops))
+        };
+        let result = match pending {
+            Some(p) => p.wait().await.map(drop),
+            None => Ok(()),
+        };
+        if let Err(e) = result {
+            self.give_back(&taken);
+            return Err(e);
+        }
+        let mut inner = self.lock();
+        let mut removed = 0;
+        for seq in &taken {
+            let Some(e) = inner.index.msgs.get(seq) else { continue };
+            if e.state != EntryState::Locked(EXPORT_LOCK) {
+                continue;
+            }
+            let blocks = self.blocks(&e.meta);
+            inner.index.remove(*seq, blocks);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Gives messages an export locked back to their queues.
+    pub fn give_back(&self, taken: &[u64]) {
+        let mut inner = self.lock();
+        let now = now_us();
+        for seq in taken {
+            let Some(e) = inner.index.msgs.get(seq) else { continue };
+            if e.state != EntryState::Locked(EXPORT_LOCK) {
+                continue;
+            }
+            let (blocks, state) = (self.blocks(&e.meta), Index::settle_state(&e.meta, now));
+            inner.index.set_state(*seq, state, blocks);
+            inner.index.evict(*seq);
+        }
+        self.timer_wake.notify_one();
+    }
+
     /// The definitions of the queues an export takes; refuses a queue that does not exist.
     pub fn export_queues(&self, selection: &Selection) -> QmResult<Vec<QueueDef>> {
         let inner = self.lock();

@@ -49,9 +49,13 @@ fn output(path: &str) -> Result<(Box<dyn Write>, Option<std::fs::File>), String>
     Ok((Box::new(BufWriter::with_capacity(1 << 20, file)), Some(sync)))
 }
 
-/// `qexport [-q queue] [-t time1[-time2]] file`.
+/// `qexport [-q queue] [-t time1[-time2]] [-k | -x] file`.
 pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
     let queue = queue_option(&args)?;
+    if args.flag('k') && args.flag('x') {
+        return Err("qexport: -k keeps the messages and -x takes them out: give one".into());
+    }
+    let take = args.flag('x');
     let enqueued = match args.value('t') {
         Some(t) => Some(
             super::msgadmin::range("Enqueue time", t, |s| parse_tuxedo_time("Enqueue time", s))
@@ -72,8 +76,8 @@ pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
         qspace: qspace.clone(),
     };
     let mut writer = Some(Writer::new(out, &header).map_err(|e| e.to_string())?);
-    let request = Request::Message(MessageRequest::Export { queue, enqueued });
-    sh.call_streaming(request, &mut |batch: ExportBatch| {
+    let request = Request::Message(MessageRequest::Export { queue, enqueued, take });
+    let streamed = sh.call_streaming(request, &mut |batch: ExportBatch| {
         let w = writer.as_mut().ok_or_else(|| QmError::system("the export stream is closed"))?;
         for def in &batch.queues {
             w.queue(def)?;
@@ -82,16 +86,43 @@ pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
             w.message(m)?;
         }
         Ok(())
-    })
-    // On failure what was written has no end record: no import takes it as whole.
-    ?;
-    let (mut out, counted) = writer.take().expect("written").finish().map_err(|e| e.to_string())?;
-    out.flush().map_err(|e| format!("{path}: {e}"))?;
-    if let Some(file) = sync {
-        file.sync_all().map_err(|e| format!("{path}: {e}"))?;
-    }
+    });
+    // A stream that failed has no end record: no import takes it as whole; what -x held
+    // goes back to its queues.
+    let written = streamed.and_then(|_| {
+        let (mut out, counted) =
+            writer.take().expect("written").finish().map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| format!("{path}: {e}"))?;
+        if let Some(file) = sync {
+            file.sync_all().map_err(|e| format!("{path}: {e}"))?;
+        }
+        Ok(counted)
+    });
+    let counted = match written {
+        Ok(counted) => counted,
+        Err(e) => {
+            if take {
+                let _ =
+                    sh.call_quiet(Request::Message(MessageRequest::EndExport { commit: false }));
+            }
+            return Err(e);
+        }
+    };
+    let removed = match take {
+        true => {
+            let end = Request::Message(MessageRequest::EndExport { commit: true });
+            match sh.call(end)?.reply {
+                Reply::Count(n) => format!(
+                    ", and took {} out of it",
+                    qm_common::plural::count(n, "message", "messages")
+                ),
+                _ => String::new(),
+            }
+        }
+        false => String::new(),
+    };
     let said = format!(
-        "Exported {} ({} bytes) and {} of queue space {qspace} to {path}",
+        "Exported {} ({} bytes) and {} of queue space {qspace} to {path}{removed}",
         qm_common::plural::count(counted.messages, "message", "messages"),
         counted.bytes,
         qm_common::plural::count(counted.queues, "queue definition", "queue definitions"),

@@ -145,6 +145,7 @@ fn queues_exist(sh: &mut Shell, request: &MessageRequest) -> CmdResult {
         MessageRequest::Transactions
         | MessageRequest::Complete { .. }
         | MessageRequest::Export { .. }
+        | MessageRequest::EndExport { .. }
         | MessageRequest::Import { .. }
         | MessageRequest::Why { .. } => return Ok(()),
     };
