@@ -308,9 +308,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(
         "qrestore",
         None,
-        "",
+        "m:",
         64,
-        "[directory [new_device]] [-m oldpath=newpath ...]",
+        "[directory [new_device]] [-m oldpath=newpath]",
         Nothing,
         device::qrestore,
         "Makes a working device from a backup qbackup made: each copy is checked against the manifest first, then the device file goes to new_device and every other file beside it under its old name, or where -m says. It never overwrites a file, nor restores onto a device a daemon serves (onto this daemon's own device path only while no device is there: it then serves the restored one). The restored device gets a new identity, so that it and the original never take each other's files, and is checked as qverify checks a device.",
@@ -350,12 +350,12 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Writes the open queue space's messages, with every property (msgid, corrid, priority, times, retries, reply and failure queues, delivery, origin queue) and its queue definitions, into a portable stream (docs/export-format.md): a new file, or standard output for -. -k (the default) copies them, a consistent view taken while traffic goes on. -x moves them: each is held as it is written (no dequeue takes it meanwhile), and all are taken out in one durable write once the whole stream is written and synced; if anything fails first, they stay. Messages a transaction holds are left where they are.",
         [
             ("-q queue", "only this queue's messages and definition"),
-            ("-k", "keep the messages (copy; the default)"),
-            ("-x", "take the messages out once the stream is written (move)"),
             (
                 "-t time1[-time2]",
                 "only messages enqueued from time1 to time2, each YY[MM[DD[HH[MM[SS]]]]] (one time covers its whole unit)"
             ),
+            ("-k", "keep the messages (copy; the default)"),
+            ("-x", "take the messages out once the stream is written (move)"),
             ("file", "the stream to write, which must not exist; - for standard output"),
         ],
         "qexport -q ORDERS /backup/orders.qmx"
@@ -373,7 +373,7 @@ pub static COMMANDS: &[CommandSpec] = &[
             ("-q queue", "only this queue's messages and definition"),
             ("file", "the stream to read; - for standard input"),
         ],
-        "qexport - | ssh host qmadmin -c 'qopen QS; qimport -'"
+        "qimport -q ORDERS /backup/orders.qmx"
     ),
     command!(
         "qverify",

@@ -184,9 +184,14 @@ pub fn qbackup(sh: &mut Shell, args: Args) -> CmdResult {
 /// `qrestore DIR NEWDEVICE [-m OLD=NEW ...]`: a working device from a backup. The `-m`
 /// options follow the two paths, as many as there are files to move.
 pub fn qrestore(sh: &mut Shell, args: Args) -> CmdResult {
+    let leading = args.value('m').map(str::to_string);
     let mut words: Vec<String> = args.positionals;
     let split = words.iter().position(|w| w.starts_with("-m")).unwrap_or(words.len());
-    let maps = words.split_off(split);
+    let mut maps = words.split_off(split);
+    // One -m before the paths is read by the option parser.
+    if let Some(first) = leading {
+        maps.splice(0..0, ["-m".to_string(), first]);
+    }
     let map = moves(&maps)?;
     let mut pos = Positionals::new(words);
     let dir = sh.required(&mut pos, "Backup directory: ", absolute_dir)?;
