@@ -243,3 +243,51 @@ fn a_move_takes_the_messages_out_only_once_the_stream_is_written() {
         .ok()
         .stdout_has("9 messages imported into queue space QT");
 }
+
+/// A stream whose message says what qm never stores (here a priority of 0) is refused,
+/// naming the message and what is wrong, and its batch adds nothing.
+#[test]
+fn a_stream_with_an_impossible_message_changes_nothing() {
+    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
+    use qm_common::message::Qos;
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let header = Header {
+        version: VERSION,
+        qm_version: "test".into(),
+        created: 0,
+        device: "elsewhere".into(),
+        qspace: "QS".into(),
+    };
+    let message = |msgid: u64, priority: u8| ExportedMessage {
+        props: Properties {
+            msgid: format!("{msgid:016x}"),
+            queue: "Q".into(),
+            corrid: String::new(),
+            priority,
+            enqueued_us: 1,
+            available_us: 1,
+            order_time_us: 1,
+            expires_us: None,
+            retries: 0,
+            delivery: Qos::Persistent,
+            reply_queue: None,
+            failure_queue: None,
+            reply_qos: None,
+            urcode: 0,
+            origin_queue: None,
+            placement: None,
+        },
+        body: b"hand made".to_vec(),
+    };
+    let mut w = Writer::new(Vec::new(), &header).unwrap();
+    w.message(&message(7, 50)).unwrap();
+    w.message(&message(8, 0)).unwrap();
+    let (bytes, _) = w.finish().unwrap();
+    let stream = env.path("bad.qmx");
+    std::fs::write(&stream, bytes).unwrap();
+    env.c(&format!("qopen QS; qimport {}", stream.display()))
+        .failed()
+        .stderr_has("imported message 0000000000000008: its priority 0 is not 1 to 100");
+    env.c("qopen QS; qinfo Q").ok().stdout_has(" 0 |");
+}

@@ -87,6 +87,12 @@ fn imported(message: &ExportedMessage, def: &QueueDef) -> QmResult<(u64, Message
     if message.body.len() > BODY_MAX {
         return Err(bad(&format!("its body is over the limit of {BODY_MAX} bytes")));
     }
+    if !(1..=100).contains(&m.priority) {
+        return Err(bad(&format!("its priority {} is not 1 to 100", m.priority)));
+    }
+    for name in [&m.reply_queue, &m.failure_queue, &m.origin_queue].into_iter().flatten() {
+        qm_common::names::check_queue_name(name).map_err(|e| bad(&e.message))?;
+    }
     let corrid = unhex(&m.corrid).ok_or_else(|| bad("its corrid is not hexadecimal"))?;
     if corrid.len() > qm_common::message::ID_MAX {
         return Err(bad("its corrid is too long"));
