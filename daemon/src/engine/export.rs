@@ -19,6 +19,7 @@ use super::record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, seq_of, 
 use super::{Engine, SEQ_RESERVE, bad_queue};
 use qm_common::export::{ExportedMessage, Properties};
 use qm_common::message::{BODY_MAX, MsgId, Qos};
+use qm_common::order::QueueOrder;
 use qm_common::queue::QueueDef;
 use qm_common::{QmError, QmResult};
 use redb::ReadableTable;
@@ -79,7 +80,7 @@ fn exported(seq: u64, meta: &MessageMeta, body: Vec<u8>) -> ExportedMessage {
 }
 
 /// An imported message's sequence number and record, placed in `def`'s queue.
-fn imported(message: &ExportedMessage, def: &QueueDef) -> QmResult<(u64, MessageMeta)> {
+fn imported(message: &ExportedMessage, order: &QueueOrder) -> QmResult<(u64, MessageMeta)> {
     let m = &message.props;
     let bad = |what: &str| QmError::inval(format!("imported message {}: {what}", m.msgid));
     let seq = seq_of(&MsgId(m.msgid.as_bytes().to_vec()))
@@ -117,7 +118,7 @@ fn imported(message: &ExportedMessage, def: &QueueDef) -> QmResult<(u64, Message
     };
     meta.key = match m.placement {
         Some([top, p0, p1, p2, tie, sub]) => OrderKey { top, parts: [p0, p1, p2], tie, sub, seq },
-        None => order_key(&def.order, &meta, seq),
+        None => order_key(order, &meta, seq),
     };
     Ok((seq, meta))
 }
@@ -342,7 +343,7 @@ impl Engine {
             let mut ops = Vec::new();
             let mut placed: Vec<(u64, u64)> = Vec::new();
             let outcome =
-                self.place_imported(&mut inner, &messages, now, &mut ops, &mut placed, &mut done);
+                self.place_imported(&mut inner, messages, now, &mut ops, &mut placed, &mut done);
             if let Err(e) = outcome {
                 for (seq, blocks) in placed {
                     inner.index.remove(seq, blocks);
@@ -389,7 +390,7 @@ impl Engine {
     fn place_imported(
         &self,
         inner: &mut super::Inner,
-        messages: &[ExportedMessage],
+        messages: Vec<ExportedMessage>,
         now: u64,
         ops: &mut Vec<super::writer::WriteOp>,
         placed: &mut Vec<(u64, u64)>,
@@ -398,12 +399,10 @@ impl Engine {
         let mut disk = self.disk();
         for m in messages {
             let q = inner.index.queues.get(&m.props.queue);
-            let def = q.ok_or_else(|| bad_queue(&m.props.queue, &self.name))?.def.clone();
-            let (mut seq, mut meta) = imported(m, &def)?;
-            let taken = match placed.iter().any(|(s, _)| *s == seq) {
-                true => inner.index.msgs.get(&seq).map(|e| e.meta.clone()),
-                false => self.lookup(inner, &mut disk, seq)?.map(|(found, _)| found),
-            };
+            let order = &q.ok_or_else(|| bad_queue(&m.props.queue, &self.name))?.def.order;
+            let (mut seq, mut meta) = imported(&m, order)?;
+            // Those placed already in this batch are in memory: the lookup finds them too.
+            let taken = self.lookup(inner, &mut disk, seq)?.map(|(found, _)| found);
             match taken {
                 Some(found) if same(&found, &meta) => {
                     done.skipped += 1;
@@ -429,7 +428,7 @@ impl Engine {
             }
             self.check_capacity(inner, meta.persistent, meta.body_len)?;
             let blocks = self.blocks(&meta);
-            let body: Arc<[u8]> = m.body.clone().into();
+            let body: Arc<[u8]> = m.body.into();
             if meta.persistent {
                 ops.push(self.put(seq, &meta, Some(body.clone())));
             }

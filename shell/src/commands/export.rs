@@ -11,9 +11,11 @@ use qm_common::{Diagnostic, QmError, QmResult};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
-/// Messages and body bytes `qimport` sends in one request (one durable write).
-const IMPORT_BATCH: usize = 1000;
-const IMPORT_BATCH_BYTES: usize = 4 << 20;
+/// Messages and body bytes `qimport` sends in one request (one durable write): as many as
+/// keep its journal record under the journal's limit for one record (2 MiB), beyond which
+/// qmd commits through redb itself, more slowly.
+const IMPORT_BATCH: usize = 2000;
+const IMPORT_BATCH_BYTES: usize = 7 << 18;
 
 fn queue_option(args: &Args) -> Result<Option<String>, String> {
     args.value('q')
