@@ -294,3 +294,30 @@ fn qspacemove_takes_a_queue_space_to_another_file_and_back() {
     assert_eq!(messages.len(), 120);
     assert!(messages.iter().any(|m| m.body.len() == 70_000), "large bodies kept");
 }
+
+/// Without `-y`, qbackup asks first, as Tuxedo's commands that write do, and a "no" makes
+/// no backup; qrestore takes a `-m` before its two paths too.
+#[test]
+fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
+    let env = Env::new();
+    let other = two_files(&env);
+    let backup = env.path("backup");
+    env.script(&format!("qbackup {}\nn\n", backup.display()))
+        .ok()
+        .stdout_has("Are you sure?")
+        .stderr_has("Device not backed up");
+    assert!(!backup.exists());
+    env.script(&format!("qbackup {}\ny\n", backup.display())).ok();
+    assert!(backup.join(MANIFEST).exists());
+    std::fs::create_dir(env.path("r")).unwrap();
+    let (device, moved) = (env.path("r/QUE"), env.path("r/MOVED"));
+    env.c(&format!(
+        "qrestore -m {}={} {} {}",
+        other.display(),
+        moved.display(),
+        backup.display(),
+        device.display()
+    ))
+    .ok();
+    assert!(moved.exists() && !env.path("r/OTHER").exists());
+}
