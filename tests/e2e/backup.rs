@@ -171,6 +171,14 @@ fn a_restore_never_overwrites_nor_takes_a_damaged_backup() {
     .stderr_has("never overwrites");
     assert_eq!(std::fs::read(env.path("OTHER-NEW")).unwrap(), b"precious");
     assert!(!target.exists());
+    // Not from a directory others may change (a copy could be swapped after its check).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o777)).unwrap();
+    env.c(&format!("qrestore {} {}", backup.display(), target.display()))
+        .failed()
+        .stderr_has("may be written by other users");
+    std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(!target.exists());
     // A copy changed since the backup.
     let copy = backup.join("file-1.qm");
     let mut bytes = std::fs::read(&copy).unwrap();

@@ -149,26 +149,7 @@ fn prepare_dir(dir: &Path) -> QmResult<()> {
                 .map_err(|e| io(dir, "cannot create the backup directory", e));
         }
         Err(e) => return Err(io(dir, "cannot look at the backup directory", e)),
-        Ok(meta) if !meta.is_dir() => {
-            return Err(QmError::inval(format!(
-                "{} is not a directory: qbackup writes a directory of files",
-                dir.display()
-            )));
-        }
-        Ok(meta) => {
-            if !qm_common::trust::is_trusted_user(meta.uid()) || meta.mode() & 0o022 != 0 {
-                return Err(QmError::new(
-                    Diagnostic::Denied,
-                    format!(
-                        "{} may be written by other users (owner {}, mode {:04o}); a backup \
-                         goes only into a directory of qm's user that others cannot change",
-                        dir.display(),
-                        qm_common::trust::describe_user(meta.uid()),
-                        meta.mode() & 0o7777
-                    ),
-                ));
-            }
-        }
+        Ok(_) => check_dir(dir)?,
     }
     let mut entries = std::fs::read_dir(dir).map_err(|e| io(dir, "cannot read", e))?;
     if let Some(Ok(entry)) = entries.next() {
@@ -179,6 +160,34 @@ fn prepare_dir(dir: &Path) -> QmResult<()> {
                  directory, so that it never mixes with or overwrites another backup",
                 dir.display(),
                 entry.file_name().to_string_lossy()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A backup directory must be a directory (not a link to one) of qm's user that others
+/// cannot change: one they could would let them swap a copy or the manifest between its
+/// check and its use.
+pub fn check_dir(dir: &Path) -> QmResult<()> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| io(dir, "cannot look at the backup directory", e))?;
+    if !meta.is_dir() {
+        return Err(QmError::inval(format!(
+            "{} is not a directory: a backup is a directory of files",
+            dir.display()
+        )));
+    }
+    if !qm_common::trust::is_trusted_user(meta.uid()) || meta.mode() & 0o022 != 0 {
+        return Err(QmError::new(
+            Diagnostic::Denied,
+            format!(
+                "{} may be written by other users (owner {}, mode {:04o}); a backup goes only \
+                 into, and is restored only from, a directory of qm's user that others cannot \
+                 change",
+                dir.display(),
+                qm_common::trust::describe_user(meta.uid()),
+                meta.mode() & 0o7777
             ),
         ));
     }

@@ -100,6 +100,7 @@ fn plan(dir: &Path, device: &Path, map: &[(String, String)]) -> QmResult<Plan> {
 }
 
 fn read_manifest(dir: &Path) -> QmResult<Manifest> {
+    super::check_dir(dir)?;
     let path = dir.join(MANIFEST);
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
