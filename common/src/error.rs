@@ -78,6 +78,10 @@ pub enum Diagnostic {
     Denied,
     /// The session's principal lacks the right for this request (see `rights`).
     Perm,
+    /// The queue's enqueue attribute is off (`qchange -E off`).
+    EnqueueDisabled,
+    /// The queue's dequeue attribute is off (`qchange -D off`).
+    DequeueDisabled,
 }
 
 impl Diagnostic {
@@ -100,6 +104,8 @@ impl Diagnostic {
             Diagnostic::Exists => "QMEEXISTS",
             Diagnostic::Denied => "QMEDENIED",
             Diagnostic::Perm => "QMEPERM",
+            Diagnostic::EnqueueDisabled => "QMEENQDISABLED",
+            Diagnostic::DequeueDisabled => "QMEDEQDISABLED",
         }
     }
 
@@ -122,6 +128,8 @@ impl Diagnostic {
             Diagnostic::Exists => -102,
             Diagnostic::Denied => -103,
             Diagnostic::Perm => -104,
+            Diagnostic::EnqueueDisabled => -105,
+            Diagnostic::DequeueDisabled => -106,
         }
     }
 }

@@ -224,11 +224,25 @@ pub struct EnqueueCtl {
     /// QoS for replies to this message (used by forwarders).
     pub reply_qos: Option<Qos>,
     pub urcode: i64,
+    /// Wait up to this many milliseconds for room on a queue at its maximum length (no
+    /// Tuxedo counterpart); `None` refuses at once.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
 }
+
+/// Longest wait, in milliseconds, of an enqueue or a dequeue (one day).
+pub const WAIT_MS_MAX: u64 = 86_400_000;
 
 impl EnqueueCtl {
     /// Checks the fields that do not depend on the queue.
     pub fn validate(&self) -> QmResult<()> {
+        if let Some(w) = self.wait_ms.filter(|w| *w > WAIT_MS_MAX) {
+            return Err(QmError::invalid(
+                "Enqueue wait",
+                format!("{w} ms"),
+                "it must be 0 to 86400 seconds",
+            ));
+        }
         if let Some(p) = self.priority.filter(|p| !(1..=100).contains(p)) {
             return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
         }

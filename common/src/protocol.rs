@@ -447,7 +447,7 @@ pub enum Reply {
     Size(SizeEstimate),
     Attachments(Vec<Attachment>),
     Queues(QueueListing),
-    Queue(QueueDef),
+    Queue(Box<QueueDef>),
     Enqueued(MsgId),
     Message(Box<Message>),
     /// A transaction began; its id.

@@ -97,6 +97,9 @@ pub struct QueueDef {
     pub nonpersistent_threshold: Threshold,
     pub delivery: DeliveryPolicy,
     pub expiration: DefaultExpiration,
+    /// Seed 004's queue attributes; streams and records written before them have none.
+    #[serde(default)]
+    pub attrs: QueueAttrs,
 }
 
 /// The refusal of a queue beyond the `max` queues queue space `qspace` was created for.
@@ -144,11 +147,13 @@ impl QueueDef {
             nonpersistent_threshold: Threshold::default(),
             delivery: DeliveryPolicy::Persist,
             expiration: DefaultExpiration::None,
+            attrs: QueueAttrs::default(),
         }
     }
 
     pub fn validate(&self) -> QmResult<()> {
         check_queue_name(&self.name)?;
+        self.attrs.validate()?;
         check_retries(self.retries.into())?;
         check_retry_delay(self.retry_delay.into())?;
         self.threshold.validate(LimitSet::Persistent)?;
@@ -168,6 +173,8 @@ pub struct QueueChange {
     pub nonpersistent_threshold: Option<Threshold>,
     pub delivery: Option<DeliveryPolicy>,
     pub expiration: Option<DefaultExpiration>,
+    /// The attributes given; the others stay.
+    pub attrs: AttrsChange,
 }
 
 impl QueueChange {
@@ -186,6 +193,7 @@ impl QueueChange {
         if let Some(e) = self.expiration {
             def.expiration = e;
         }
+        self.attrs.apply(&mut def.attrs);
     }
 }
 
@@ -233,6 +241,11 @@ impl QueueUsage {
 pub struct QueueInfo {
     pub def: QueueDef,
     pub usage: QueueUsage,
+    /// Seconds since the epoch of the last committed enqueue or dequeue; the creation time
+    /// when there was none (0 when that is unknown too).
+    pub last_activity: u64,
+    /// Enqueues waiting for room (`-w` on a queue at its maximum length).
+    pub waiting_enqueues: u64,
 }
 
 /// What `qinfo` reports: the queues asked for and the totals of the queue space.
@@ -245,6 +258,214 @@ pub struct QueueListing {
     pub qspace_pages: u64,
 }
 
+/// Longest annotation, in characters.
+pub const ANNOTATION_MAX: usize = 256;
+/// Longest empty idle expiration, in seconds (one year).
+pub const IDLE_EXPIRY_MAX: u64 = 31_536_000;
+/// Most messages a queue's maximum length may name.
+pub const MAX_MESSAGES_MAX: u64 = 1_000_000_000_000;
+
+/// What a queue stores on disk, whatever its messages ask (seed 004's persistence modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persistence {
+    /// As each message asks (its delivery mode, else the queue's `-d`).
+    #[default]
+    Conditional,
+    /// Every message is stored, the non-persistent ones too.
+    Persistent,
+    /// No message is stored; a persistent one is kept in memory, with a warning.
+    Volatile,
+}
+
+impl FromStr for Persistence {
+    type Err = QmError;
+
+    fn from_str(s: &str) -> QmResult<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "conditional" => Ok(Persistence::Conditional),
+            "persistent" => Ok(Persistence::Persistent),
+            "volatile" => Ok(Persistence::Volatile),
+            _ => Err(QmError::invalid(
+                "Persistence mode",
+                s,
+                "use conditional, persistent or volatile",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Persistence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Persistence::Conditional => "conditional",
+            Persistence::Persistent => "persistent",
+            Persistence::Volatile => "volatile",
+        })
+    }
+}
+
+impl Persistence {
+    /// Whether a message that asks for `wanted` is stored on disk.
+    pub fn stores(self, wanted: bool) -> bool {
+        match self {
+            Persistence::Conditional => wanted,
+            Persistence::Persistent => true,
+            Persistence::Volatile => false,
+        }
+    }
+}
+
+/// A queue's attributes beyond Tuxedo's (seed 004): limits, switches, a note, its
+/// persistence mode and when it was made. The defaults change nothing Tuxedo does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueAttrs {
+    /// Most messages the queue holds (committed and in open transactions); none: no limit
+    /// but the queue space's.
+    pub max_messages: Option<u64>,
+    /// Largest body, in bytes; none: the protocol's limit.
+    pub max_size: Option<u64>,
+    pub enqueue_enabled: bool,
+    pub dequeue_enabled: bool,
+    /// Free text for operators.
+    pub annotation: String,
+    /// Seconds an empty queue may stay idle before it is destroyed; none: never.
+    pub idle_expiry: Option<u64>,
+    pub persistence: Persistence,
+    /// Seconds since the epoch; 0 for queues made before qm recorded it.
+    pub created: u64,
+}
+
+impl Default for QueueAttrs {
+    fn default() -> Self {
+        QueueAttrs {
+            max_messages: None,
+            max_size: None,
+            enqueue_enabled: true,
+            dequeue_enabled: true,
+            annotation: String::new(),
+            idle_expiry: None,
+            persistence: Persistence::Conditional,
+            created: 0,
+        }
+    }
+}
+
+impl QueueAttrs {
+    pub fn validate(&self) -> QmResult<()> {
+        if let Some(n) = self.max_messages {
+            check_range("Maximum length", n, 1, MAX_MESSAGES_MAX, "messages")?;
+        }
+        if let Some(n) = self.max_size {
+            check_range("Maximum message size", n, 1, crate::message::BODY_MAX as u64, "bytes")?;
+        }
+        if let Some(n) = self.idle_expiry {
+            check_range("Empty idle expiration", n, 1, IDLE_EXPIRY_MAX, "seconds")?;
+        }
+        check_annotation(&self.annotation)
+    }
+}
+
+fn check_range(field: &str, n: u64, low: u64, high: u64, unit: &str) -> QmResult<()> {
+    if (low..=high).contains(&n) {
+        return Ok(());
+    }
+    Err(QmError::invalid(field, n, &format!("it must be {low} to {high} {unit}, or none")))
+}
+
+/// Checks an annotation: at most [`ANNOTATION_MAX`] characters, none of them a control
+/// character (it is shown in tables and logs).
+pub fn check_annotation(text: &str) -> QmResult<()> {
+    if text.chars().count() > ANNOTATION_MAX {
+        return Err(QmError::inval(format!(
+            "Annotation: {} characters is over the limit of {ANNOTATION_MAX}",
+            text.chars().count()
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(QmError::invalid(
+            "Annotation",
+            text,
+            "it may not hold control characters (tabs, line ends)",
+        ));
+    }
+    Ok(())
+}
+
+/// A count with `none` for no limit: `-L` (messages), `-S` (bytes), `-I` (seconds).
+pub fn parse_limit(field: &str, text: &str, high: u64, unit: &str) -> QmResult<Option<u64>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let allowed = format!("it must be 1 to {high} {unit}, or none");
+    let n: u64 = text.parse().map_err(|_| QmError::invalid(field, text, &allowed))?;
+    check_range(field, n, 1, high, unit)?;
+    Ok(Some(n))
+}
+
+/// `-L`: a maximum length in messages, or none.
+pub fn parse_max_messages(text: &str) -> QmResult<Option<u64>> {
+    parse_limit("Maximum length", text, MAX_MESSAGES_MAX, "messages")
+}
+
+/// `-S`: a maximum message size in bytes, or none.
+pub fn parse_max_size(text: &str) -> QmResult<Option<u64>> {
+    parse_limit("Maximum message size", text, crate::message::BODY_MAX as u64, "bytes")
+}
+
+/// `-I`: an empty idle expiration in seconds, or none.
+pub fn parse_idle_expiry(text: &str) -> QmResult<Option<u64>> {
+    parse_limit("Empty idle expiration", text, IDLE_EXPIRY_MAX, "seconds")
+}
+
+/// `-E`/`-D`: whether an operation is enabled.
+pub fn parse_enabled(field: &str, text: &str) -> QmResult<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "enabled" | "enable" => Ok(true),
+        "off" | "no" | "disabled" | "disable" => Ok(false),
+        _ => Err(QmError::invalid(field, text, "use on or off")),
+    }
+}
+
+/// The attributes `qchange` was given; the others stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrsChange {
+    pub max_messages: Option<Option<u64>>,
+    pub max_size: Option<Option<u64>>,
+    pub enqueue_enabled: Option<bool>,
+    pub dequeue_enabled: Option<bool>,
+    pub annotation: Option<String>,
+    pub idle_expiry: Option<Option<u64>>,
+    pub persistence: Option<Persistence>,
+}
+
+impl AttrsChange {
+    pub fn apply(&self, attrs: &mut QueueAttrs) {
+        if let Some(v) = self.max_messages {
+            attrs.max_messages = v;
+        }
+        if let Some(v) = self.max_size {
+            attrs.max_size = v;
+        }
+        if let Some(v) = self.enqueue_enabled {
+            attrs.enqueue_enabled = v;
+        }
+        if let Some(v) = self.dequeue_enabled {
+            attrs.dequeue_enabled = v;
+        }
+        if let Some(v) = &self.annotation {
+            attrs.annotation = v.clone();
+        }
+        if let Some(v) = self.idle_expiry {
+            attrs.idle_expiry = v;
+        }
+        if let Some(v) = self.persistence {
+            attrs.persistence = v;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +476,20 @@ mod tests {
         assert_eq!("+30".parse::<DefaultExpiration>().unwrap(), DefaultExpiration::Relative(30));
         assert!("30".parse::<DefaultExpiration>().is_err());
         assert!("+x".parse::<DefaultExpiration>().is_err());
+    }
+
+    #[test]
+    fn attributes() {
+        assert_eq!(parse_max_messages("none").unwrap(), None);
+        assert_eq!(parse_max_messages("10").unwrap(), Some(10));
+        let e = parse_max_messages("0").unwrap_err().message;
+        assert!(e.contains("Maximum length") && e.contains("1 to"), "{e}");
+        assert!(parse_max_size("4194305").is_err());
+        assert!(parse_enabled("Enqueue", "maybe").is_err());
+        assert!(!parse_enabled("Enqueue", "off").unwrap());
+        assert!(check_annotation("two\nlines").is_err());
+        assert_eq!("VOLATILE".parse::<Persistence>().unwrap(), Persistence::Volatile);
+        assert!(Persistence::Persistent.stores(false) && !Persistence::Volatile.stores(true));
     }
 
     #[test]

@@ -27,7 +27,8 @@ use qm_common::qspace::{
     SizeEstimate,
 };
 use qm_common::queue::{
-    DefaultExpiration, DeliveryPolicy, DestroyMode, QueueChange, QueueDef, QueueListing,
+    AttrsChange, DefaultExpiration, DeliveryPolicy, DestroyMode, Persistence, QueueAttrs,
+    QueueChange, QueueDef, QueueListing,
 };
 use qm_common::threshold::{Limit, LimitSet, LimitUnit, Threshold, parse_high, parse_low_of};
 use qm_common::time::{parse_time_spec, parse_tuxedo_time};
@@ -96,13 +97,13 @@ fn enqueue_ctl() -> BoxedStrategy<EnqueueCtl> {
     (
         (any::<Option<u8>>(), prop::option::of(time_spec()), prop::option::of(expiry())),
         (placement, bytes(40), prop::option::of(text()), prop::option::of(text())),
-        (prop::option::of(qos()), prop::option::of(qos()), any::<i64>()),
+        (prop::option::of(qos()), prop::option::of(qos()), any::<i64>(), any::<Option<u64>>()),
     )
         .prop_map(
             |(
                 (priority, available, expiration),
                 (placement, corrid, reply_queue, failure_queue),
-                (delivery, reply_qos, urcode),
+                (delivery, reply_qos, urcode, wait_ms),
             )| EnqueueCtl {
                 priority,
                 available,
@@ -114,6 +115,7 @@ fn enqueue_ctl() -> BoxedStrategy<EnqueueCtl> {
                 delivery,
                 reply_qos,
                 urcode,
+                wait_ms,
             },
         )
         .boxed()
@@ -190,12 +192,12 @@ fn default_expiration() -> BoxedStrategy<DefaultExpiration> {
 fn queue_def() -> BoxedStrategy<QueueDef> {
     (
         (text(), queue_order(), out_of_order(), any::<u32>(), any::<u32>()),
-        (threshold(), threshold(), delivery_policy(), default_expiration()),
+        (threshold(), threshold(), delivery_policy(), default_expiration(), queue_attrs()),
     )
         .prop_map(
             |(
                 (name, order, out_of_order, retries, retry_delay),
-                (threshold, nonpersistent_threshold, delivery, expiration),
+                (threshold, nonpersistent_threshold, delivery, expiration, attrs),
             )| QueueDef {
                 name,
                 order,
@@ -206,6 +208,63 @@ fn queue_def() -> BoxedStrategy<QueueDef> {
                 nonpersistent_threshold,
                 delivery,
                 expiration,
+                attrs,
+            },
+        )
+        .boxed()
+}
+
+fn persistence() -> BoxedStrategy<Persistence> {
+    prop_oneof![
+        Just(Persistence::Conditional),
+        Just(Persistence::Persistent),
+        Just(Persistence::Volatile)
+    ]
+    .boxed()
+}
+
+fn queue_attrs() -> BoxedStrategy<QueueAttrs> {
+    (
+        (any::<Option<u64>>(), any::<Option<u64>>(), any::<bool>(), any::<bool>()),
+        (text(), any::<Option<u64>>(), persistence(), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (max_messages, max_size, enqueue_enabled, dequeue_enabled),
+                (annotation, idle_expiry, persistence, created),
+            )| QueueAttrs {
+                max_messages,
+                max_size,
+                enqueue_enabled,
+                dequeue_enabled,
+                annotation,
+                idle_expiry,
+                persistence,
+                created,
+            },
+        )
+        .boxed()
+}
+
+fn attrs_change() -> BoxedStrategy<AttrsChange> {
+    (
+        (any::<Option<Option<u64>>>(), any::<Option<Option<u64>>>(), any::<Option<bool>>()),
+        (any::<Option<bool>>(), prop::option::of(text()), any::<Option<Option<u64>>>()),
+        prop::option::of(persistence()),
+    )
+        .prop_map(
+            |(
+                (max_messages, max_size, enqueue_enabled),
+                (dequeue_enabled, annotation, idle_expiry),
+                persistence,
+            )| AttrsChange {
+                max_messages,
+                max_size,
+                enqueue_enabled,
+                dequeue_enabled,
+                annotation,
+                idle_expiry,
+                persistence,
             },
         )
         .boxed()
@@ -218,12 +277,13 @@ fn queue_change() -> BoxedStrategy<QueueChange> {
             prop::option::of(threshold()),
             prop::option::of(delivery_policy()),
             prop::option::of(default_expiration()),
+            attrs_change(),
         ),
     )
         .prop_map(
             |(
                 (name, out_of_order, retries, retry_delay, threshold),
-                (nonpersistent_threshold, delivery, expiration),
+                (nonpersistent_threshold, delivery, expiration, attrs),
             )| QueueChange {
                 name,
                 out_of_order,
@@ -233,6 +293,7 @@ fn queue_change() -> BoxedStrategy<QueueChange> {
                 nonpersistent_threshold,
                 delivery,
                 expiration,
+                attrs,
             },
         )
         .boxed()
@@ -476,7 +537,7 @@ fn response() -> BoxedStrategy<Response> {
         (prop::collection::vec(text(), 0..3), prop::collection::vec(text(), 0..3))
             .prop_map(|(qspaces, queues)| Reply::Names(Names { qspaces, queues })),
         text().prop_map(Reply::DeviceName),
-        queue_def().prop_map(Reply::Queue),
+        queue_def().prop_map(|d| Reply::Queue(Box::new(d))),
         msgid().prop_map(Reply::Enqueued),
         message().prop_map(|m| Reply::Message(Box::new(m))),
         any::<u64>().prop_map(Reply::Transaction),

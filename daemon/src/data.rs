@@ -27,11 +27,22 @@ pub struct SessionData {
     pub gone: Option<tokio::sync::watch::Receiver<bool>>,
     /// The messages `qexport -x` sent and holds until its stream is written.
     moving: Option<(Arc<Engine>, Vec<u64>)>,
+    /// Warnings for the reply to the request in hand.
+    pub notes: Vec<qm_common::protocol::Note>,
 }
 
 impl SessionData {
     pub fn new(pid: Option<u32>, program: String, peer: crate::session::Peer) -> Self {
-        SessionData { engine: None, txn: None, pid, program, peer, gone: None, moving: None }
+        SessionData {
+            engine: None,
+            txn: None,
+            pid,
+            program,
+            peer,
+            gone: None,
+            moving: None,
+            notes: Vec::new(),
+        }
     }
 
     /// Forgets the cached queue space (after an admin request may have changed it).
@@ -117,7 +128,11 @@ pub async fn handle(
     request: Request,
 ) -> QmResult<Reply> {
     // A dequeue that waits for a message is not work in hand while it waits.
-    let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+    let waits = match &request {
+        Request::Data(DataRequest::Dequeue { ctl, .. }) => ctl.wait_ms.is_some(),
+        Request::Data(DataRequest::Enqueue { ctl, .. }) => ctl.wait_ms.is_some(),
+        _ => false,
+    };
     let _busy = (!waits).then(crate::engine::writer::Busy::enter);
     check_rights(daemon, session, sd, &request).await?;
     match request {
@@ -264,7 +279,15 @@ async fn data(
         }
         DataRequest::Enqueue { qspace, queue, ctl, body } => {
             let (engine, txid) = target(daemon, session, sd, qspace).await?;
-            engine.enqueue(txid, &queue, &ctl, body).await.map(Reply::Enqueued)
+            let gone = sd.gone.take();
+            let done = engine.enqueue_noted(txid, &queue, &ctl, body, gone).await?;
+            if done.downgraded {
+                sd.notes.push(qm_common::protocol::Note::warn(format!(
+                    "queue {queue} is volatile: message {} is kept in memory only and is lost when qmd stops",
+                    done.msgid
+                )));
+            }
+            Ok(Reply::Enqueued(done.msgid))
         }
         DataRequest::Dequeue { qspace, queue, ctl } => {
             let (engine, txid) = target(daemon, session, sd, qspace).await?;

@@ -579,7 +579,11 @@ impl Task {
                     lease.release();
                 }
                 let _ = self.engine.abort(txid, "the forwarder found nothing to forward").await;
-                return if e.diagnostic == Diagnostic::NoMsg { Ok(Step::Empty) } else { Err(e) };
+                // A queue switched off for dequeues has nothing to give, like an empty one.
+                return match e.diagnostic {
+                    Diagnostic::NoMsg | Diagnostic::DequeueDisabled => Ok(Step::Empty),
+                    _ => Err(e),
+                };
             }
         };
         let left = limit.saturating_sub(started.elapsed());

@@ -185,7 +185,11 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
             continue;
         }
         if matches!(request, Request::Data(_) | Request::Message(_)) {
-            let waits = matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
+            let waits = match &request {
+                Request::Data(DataRequest::Dequeue { ctl, .. }) => ctl.wait_ms.is_some(),
+                Request::Data(DataRequest::Enqueue { ctl, .. }) => ctl.wait_ms.is_some(),
+                _ => false,
+            };
             let result = if waits {
                 // A client that goes away while waiting must not be handed a message.
                 let (gone_tx, gone_rx) = tokio::sync::watch::channel(false);
@@ -204,8 +208,11 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
                 crate::data::handle(daemon, id, sd, request).await
             };
             let response = match result {
-                Ok(reply) => Response::Done { reply, notes: Vec::new() },
-                Err(e) => Response::Failed(e),
+                Ok(reply) => Response::Done { reply, notes: std::mem::take(&mut sd.notes) },
+                Err(e) => {
+                    sd.notes.clear();
+                    Response::Failed(e)
+                }
             };
             if conn.write_frame(&response).await.is_err() {
                 return;

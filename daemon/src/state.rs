@@ -86,6 +86,25 @@ impl Store {
         Ok(())
     }
 
+    /// Destroys the queues of loaded queue spaces whose empty idle expiration has passed,
+    /// each checked again under its queue space's lock as it goes.
+    pub fn expire_idle_queues(&mut self) {
+        let now = crate::storage::records::now_secs();
+        for (qspace, space) in &self.loaded {
+            for queue in space.engine.idle_expired(now) {
+                match space.engine.remove_idle_queue(&queue, now) {
+                    Ok(true) => tracing::info!(
+                        %qspace, %queue, "queue destroyed: empty and idle past its idle expiration"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(
+                        %qspace, %queue, "idle queue not destroyed: {}", e.message
+                    ),
+                }
+            }
+        }
+    }
+
     /// The engine of a loaded queue space.
     pub fn engine(&self, name: &str) -> Option<Arc<Engine>> {
         self.loaded.get(name).map(|s| s.engine.clone())
@@ -326,6 +345,7 @@ impl Daemon {
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
         store.refresh(&self.device_path);
+        store.expire_idle_queues();
     }
 
     /// Why the daemon cannot serve its device right now, if it cannot.

@@ -435,12 +435,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(
         "qchange",
         None,
-        "d:n:e:",
+        "d:n:e:L:S:E:D:a:I:P:",
         7,
-        "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [out-of-order [retries [delay [high [low [cmd]]]]]]]",
+        "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [-L maxmsgs|none] [-S maxsize|none] [-E on|off] [-D on|off] [-a annotation] [-I idle_seconds|none] [-P conditional|persistent|volatile] [queue_name [out-of-order [retries [delay [high [low [cmd]]]]]]]",
         Queue,
         queue::qchange,
-        "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n and -e change only when given.",
+        "Changes a queue of the open queue space: everything qcreate set except the order. Prompts offer the current values as defaults; -d, -n, -e and the attribute options (-L, -S, -E, -D, -a, -I, -P, as qcreate takes them) change only when given.",
         [
             (
                 "-d persist|nonpersist",
@@ -453,6 +453,34 @@ pub static COMMANDS: &[CommandSpec] = &[
             (
                 "-e default_relative_expiration_time",
                 "the expiration a message gets when its sender sets none: +seconds, or none (unchanged when left out)"
+            ),
+            (
+                "-L maxmsgs|none",
+                "the most messages the queue holds, 1 to 1000000000000, enqueues in open transactions included; a full queue refuses an enqueue (QMENOSPACE) unless it asks to wait (qenqueue -w) (unchanged when left out)"
+            ),
+            (
+                "-S maxsize|none",
+                "the largest message body the queue takes, 1 to 4194304 bytes (unchanged when left out)"
+            ),
+            (
+                "-E on|off",
+                "whether the queue takes enqueues; off refuses them with QMEENQDISABLED (unchanged when left out)"
+            ),
+            (
+                "-D on|off",
+                "whether the queue gives out messages; off refuses dequeues and peeks with QMEDEQDISABLED and forwarders find it empty (unchanged when left out)"
+            ),
+            (
+                "-a annotation",
+                "free text about the queue, at most 256 characters, no control characters; '' clears it (unchanged when left out)"
+            ),
+            (
+                "-I idle_seconds|none",
+                "destroys the queue once it has been empty and without enqueues or dequeues that long, 1 to 31536000 seconds; checked while its queue space is loaded (unchanged when left out)"
+            ),
+            (
+                "-P conditional|persistent|volatile",
+                "what the queue keeps on disk: as each message asks, every message, or none (a message asking for disk is kept in memory, with a warning) (unchanged when left out)"
             ),
             ("queue_name", "the queue to change (asked for when left out)"),
             (
@@ -614,12 +642,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(
         "qcreate",
         Some("qcr"),
-        "d:n:e:",
+        "d:n:e:L:S:E:D:a:I:P:",
         8,
-        "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [queue_name [qorder [out-of-order [retries [delay [high [low [cmd]]]]]]]]",
+        "[-d persist|nonpersist] [-n nhigh,nlow,ncmd] [-e default_relative_expiration_time] [-L maxmsgs|none] [-S maxsize|none] [-E on|off] [-D on|off] [-a annotation] [-I idle_seconds|none] [-P conditional|persistent|volatile] [queue_name [qorder [out-of-order [retries [delay [high [low [cmd]]]]]]]]",
         Queue,
         queue::qcreate,
-        "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none).",
+        "Creates a queue in the open queue space. QORDER is a comma list of priority, time, expiration, then fifo or lifo last; OUT-OF-ORDER is none, top, msgid or top,msgid; after RETRIES rolled-back dequeues a message goes to the error queue, each retry waiting DELAY seconds. HIGH and LOW are capacity marks (Nb bytes, NB blocks, N% of the queue space, Nm messages); CMD runs once when usage reaches HIGH and again only after it fell to LOW. -d sets the default delivery policy, -n the non-persistent marks and command, -e the default expiration (+seconds or none). -L, -S, -E, -D, -a, -I and -P set the queue attributes: maximum length, maximum message size, enqueue and dequeue on or off, annotation, empty idle expiration and persistence mode.",
         [
             (
                 "-d persist|nonpersist",
@@ -632,6 +660,34 @@ pub static COMMANDS: &[CommandSpec] = &[
             (
                 "-e default_relative_expiration_time",
                 "the expiration a message gets when its sender sets none: +seconds from its enqueue, or none (default none)"
+            ),
+            (
+                "-L maxmsgs|none",
+                "the most messages the queue holds, 1 to 1000000000000, enqueues in open transactions included; a full queue refuses an enqueue (QMENOSPACE) unless it asks to wait (qenqueue -w) (default none)"
+            ),
+            (
+                "-S maxsize|none",
+                "the largest message body the queue takes, 1 to 4194304 bytes (default none)"
+            ),
+            (
+                "-E on|off",
+                "whether the queue takes enqueues; off refuses them with QMEENQDISABLED (default on)"
+            ),
+            (
+                "-D on|off",
+                "whether the queue gives out messages; off refuses dequeues and peeks with QMEDEQDISABLED and forwarders find it empty (default on)"
+            ),
+            (
+                "-a annotation",
+                "free text about the queue, at most 256 characters, no control characters; '' clears it (default none)"
+            ),
+            (
+                "-I idle_seconds|none",
+                "destroys the queue once it has been empty and without enqueues or dequeues that long, 1 to 31536000 seconds; checked while its queue space is loaded (default none)"
+            ),
+            (
+                "-P conditional|persistent|volatile",
+                "what the queue keeps on disk: as each message asks, every message, or none (a message asking for disk is kept in memory, with a warning) (default conditional)"
             ),
             (
                 "queue_name",
@@ -725,12 +781,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     command!(
         "qenqueue",
         None,
-        "p:t:e:i:r:f:d:q:u:Tb:F:",
+        "p:t:e:i:r:f:d:q:u:Tb:F:w:",
         2,
-        "[-p priority] [-t time] [-e exptime|none] [-i corrid] [-r replyqueue] [-f failurequeue] [-d persist|nonpersist] [-q replyqos] [-u urcode] [-T | -b msgid] [-F file] [queue_name [body]]",
+        "[-p priority] [-t time] [-e exptime|none] [-i corrid] [-r replyqueue] [-f failurequeue] [-d persist|nonpersist] [-q replyqos] [-u urcode] [-T | -b msgid] [-F file] [-w seconds] [queue_name [body]]",
         Queue,
         message::qenqueue,
-        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it).",
+        "Enqueues a message on a queue of the open queue space (in the session's transaction, if one is open) and prints its message id. The body is the argument, else the file given with -F (- for standard input), else standard input (read to its end) when commands come from -c. When the commands come from standard input (a script or the terminal) the body cannot: give it as an argument or with -F FILE. Bodies are at most 4194304 bytes. -p priority 1-100 (default 50); -t availability and -e expiration as +seconds or YY[MM[DD[HH[MM[SS]]]]], ending by 2037-12-31 23:59:59 (-e none: never); -i correlation id; -r/-f reply and failure queues; -d delivery mode (default: the queue's); -q reply delivery mode; -u user return code; -T at the top of the queue, -b before a message (the queue must allow it); -w waits for room on a full queue.",
         [
             ("-p priority", "1 to 100 (default 50)"),
             (
@@ -750,6 +806,10 @@ pub static COMMANDS: &[CommandSpec] = &[
             ("-T", "puts it at the top of the queue (the queue must allow top)"),
             ("-b msgid", "puts it just before this message (the queue must allow msgid)"),
             ("-F file", "reads the body from this file; - reads standard input (only with -c)"),
+            (
+                "-w seconds",
+                "on a queue at its maximum length, waits up to this long (0 to 86400) for room, after the enqueues already waiting (default: refused at once with QMENOSPACE)"
+            ),
             ("queue_name", "the queue (asked for when left out)"),
             (
                 "body",

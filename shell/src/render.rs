@@ -270,8 +270,54 @@ pub fn queues(listing: &QueueListing, verbose: bool) -> String {
             rows,
         );
         out.push('\n');
+        out.push('\n');
+        out += &attributes(listing);
+        out.push('\n');
     }
     out
+}
+
+/// Verbose `qinfo`'s table of queue attributes (seed 004).
+fn attributes(listing: &QueueListing) -> String {
+    let limit = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |n| n.to_string());
+    let switch = |on: bool| if on { "on" } else { "off" }.to_string();
+    let time = |secs: u64| if secs == 0 { "-".to_string() } else { format_local(secs) };
+    let rows = listing
+        .queues
+        .iter()
+        .map(|q| {
+            let a = &q.def.attrs;
+            vec![
+                q.def.name.clone(),
+                limit(a.max_messages),
+                limit(a.max_size),
+                switch(a.enqueue_enabled),
+                switch(a.dequeue_enabled),
+                a.persistence.to_string(),
+                limit(a.idle_expiry),
+                time(a.created),
+                time(q.last_activity),
+                q.waiting_enqueues.to_string(),
+                if a.annotation.is_empty() { "-".to_string() } else { a.annotation.clone() },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "queue",
+            "max length",
+            "max size",
+            "enqueue",
+            "dequeue",
+            "persistence",
+            "idle expiry",
+            "created",
+            "last activity",
+            "waiting enqueues",
+            "annotation",
+        ],
+        rows,
+    )
 }
 
 pub fn status(s: &DaemonStatus) -> String {

@@ -130,6 +130,7 @@ fn templates() -> Vec<Request> {
         delivery: Some(Qos::Persistent),
         reply_qos: None,
         urcode: 3,
+        wait_ms: Some(100),
     };
     vec![
         Request::Daemon(DaemonRequest::Status),

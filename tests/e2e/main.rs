@@ -24,6 +24,8 @@ mod daemon;
 mod grammar;
 // Queues of the open queue space: qcreate defaults, qchange, qdestroy, qinfo, error queue.
 mod queue;
+// Queue attributes: maximum length and waiting enqueues, size, switches, persistence, idle expiry.
+mod attrs;
 // Crash safety: SIGKILL during concurrent traffic loses and duplicates nothing.
 mod crash;
 // Storage faults: crdl, qdestroy -p, qspacedestroy -f crashed at every step; refused files unchanged.

@@ -5,7 +5,7 @@ use crate::registry::describe_all;
 use crate::state::Store;
 use crate::storage::Device;
 use crate::storage::device::{storage_error, write_in};
-use crate::storage::records::{decode, encode};
+use crate::storage::records::{decode_queue, encode};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::names::check_queue_name;
 use qm_common::plural::count;
@@ -23,7 +23,7 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueRequest) -> Qm
         QueueRequest::Info { name } => info(ctx, store, &qspace, name),
         QueueRequest::Get { name } => {
             let device = require_device(ctx, store)?;
-            Ok(Reply::Queue(find(device, &qspace, &name)?))
+            Ok(Reply::Queue(Box::new(find(device, &qspace, &name)?)))
         }
     }
 }
@@ -41,7 +41,7 @@ pub fn queue_defs(device: &Device, qspace: &str) -> QmResult<Vec<QueueDef>> {
         let mut defs = Vec::new();
         for item in table.iter().map_err(|e| storage_error("reading queues", e))? {
             let (_, v) = item.map_err(|e| storage_error("reading queues", e))?;
-            defs.push(decode("queue", v.value())?);
+            defs.push(decode_queue(v.value())?);
         }
         Ok(defs)
     })
@@ -94,8 +94,14 @@ fn stored_messages(device: &Device, qspace: &str) -> QmResult<u64> {
     })
 }
 
-fn create(ctx: &mut Ctx<'_>, store: &mut Store, qspace: &str, def: QueueDef) -> QmResult<Reply> {
+fn create(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    mut def: QueueDef,
+) -> QmResult<Reply> {
     def.validate()?;
+    def.attrs.created = crate::storage::records::now_secs();
     let device = require_device(ctx, store)?;
     let record = require_qspace(device, qspace)?;
     let defs = queue_defs(device, qspace)?;
@@ -192,7 +198,18 @@ fn info(
     let pages = super::extents_of(&device.vtoc()?, qspace).iter().map(|t| t.pages).sum();
     let queues: Vec<QueueInfo> = defs
         .into_iter()
-        .map(|def| QueueInfo { usage: queue_usage(store, qspace, &def.name), def })
+        .map(|def| {
+            let (last_activity, waiting_enqueues) = match store.engine(qspace) {
+                Some(engine) => engine.activity(&def.name),
+                None => (def.attrs.created, 0),
+            };
+            QueueInfo {
+                usage: queue_usage(store, qspace, &def.name),
+                def,
+                last_activity,
+                waiting_enqueues,
+            }
+        })
         .collect();
     Ok(Reply::Queues(QueueListing {
         qspace: qspace.to_string(),

@@ -254,8 +254,26 @@ impl Engine {
     /// transaction; refuses while a transaction holds one of its messages. Blocks until the
     /// removal is durable; returns how many messages went with it.
     pub fn remove_queue(&self, queue: &str) -> QmResult<u64> {
+        self.remove_queue_if(queue, |_| true).map(|removed| removed.unwrap_or(0))
+    }
+
+    /// Removes `queue` if its empty idle expiration has passed at `now` (checked under the
+    /// same lock as the removal, so no enqueue slips in between); whether it did.
+    pub fn remove_idle_queue(&self, queue: &str, now: u64) -> QmResult<bool> {
+        self.remove_queue_if(queue, |q| super::attrs::idle_past(q, now)).map(|r| r.is_some())
+    }
+
+    /// Removes `queue` if `wanted` says so of its state; the messages purged, or `None`.
+    fn remove_queue_if(
+        &self,
+        queue: &str,
+        wanted: impl FnOnce(&super::index::QueueState) -> bool,
+    ) -> QmResult<Option<u64>> {
         let (purged, pending) = {
             let mut inner = self.lock();
+            if !inner.index.queues.get(queue).is_some_and(wanted) {
+                return Ok(None);
+            }
             let purged = inner.index.queues.get(queue).map_or(0, |q| q.usage.messages());
             let seqs: Vec<u64> = inner
                 .index
@@ -286,18 +304,22 @@ impl Engine {
             let ops = vec![WriteOp::RemoveQueue {
                 tables: self.tables.clone(),
                 queue: queue.to_string(),
-                state_keys: super::thresholds::Set::state_keys(queue).to_vec(),
+                state_keys: super::thresholds::Set::state_keys(queue)
+                    .into_iter()
+                    .chain([format!("{}{queue}", super::attrs::ACTIVITY_PREFIX)])
+                    .collect(),
             }];
             if let Some(q) = inner.index.queues.remove(queue) {
                 let cap = &mut inner.index.capacity;
                 cap.messages = cap.messages.saturating_sub(q.usage.persistent_messages);
                 cap.blocks = cap.blocks.saturating_sub(q.usage.blocks);
                 q.notify.notify_waiters();
+                q.room.notify_waiters();
             }
             (purged, self.send(ops))
         };
         pending.wait_blocking()?;
-        Ok(purged)
+        Ok(Some(purged))
     }
 
     pub fn transactions(&self) -> Vec<TransactionInfo> {

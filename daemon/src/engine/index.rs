@@ -129,6 +129,17 @@ pub struct QueueState {
     pub by_age: BTreeSet<(u64, u64)>,
     /// What happened on the queue since its queue space was loaded.
     pub counters: QueueCounters,
+    /// Messages enqueued in open transactions (they count against the maximum length).
+    pub pending: u64,
+    /// Seconds since the epoch of the last committed enqueue or dequeue (0: none known).
+    pub last_activity: u64,
+    /// The last activity the disk was last told of.
+    pub activity_saved: u64,
+    /// Enqueues waiting for room, by ticket, in arrival order ([`super::attrs`]).
+    pub line: std::collections::VecDeque<u64>,
+    pub next_ticket: u64,
+    /// Woken when the queue may have room again.
+    pub room: Arc<Notify>,
 }
 
 /// Events of one queue since its queue space was loaded, for `/metrics`. Counted under the
@@ -165,6 +176,12 @@ impl QueueState {
             armed: [true, true],
             by_age: BTreeSet::new(),
             counters: QueueCounters::default(),
+            pending: 0,
+            last_activity: 0,
+            activity_saved: 0,
+            line: Default::default(),
+            next_ticket: 0,
+            room: Arc::new(Notify::new()),
         }
     }
 
@@ -349,11 +366,16 @@ impl Index {
     /// among its queue's waiting messages.
     fn tally(&mut self, seq: u64, blocks: u64, add: bool) {
         let Some(entry) = self.msgs.get(&seq) else { return };
+        let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
+        if !add && !q.line.is_empty() {
+            // Enqueues waiting for room look again.
+            q.room.notify_waiters();
+        }
         if matches!(entry.state, EntryState::Uncommitted(_)) {
+            q.pending = if add { q.pending + 1 } else { q.pending.saturating_sub(1) };
             return;
         }
         self.dirty.insert(entry.meta.queue.clone());
-        let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
         let age_key = (entry.meta.enqueued_us, seq);
         if add {
             q.by_age.insert(age_key);

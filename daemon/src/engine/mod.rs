@@ -10,6 +10,7 @@
 //! recovery is loading the totals of what is on disk.
 
 pub mod admin;
+pub mod attrs;
 pub mod deferred;
 pub mod export;
 pub mod forwarding;
@@ -34,7 +35,7 @@ use qm_common::message::{
     BODY_MAX, DEFAULT_PRIORITY, DequeueCtl, EnqueueCtl, Expiry, Message, MsgId, Placement, Qos,
     Select, TimeSpec,
 };
-use qm_common::queue::{DefaultExpiration, DeliveryPolicy, QueueDef, QueueUsage};
+use qm_common::queue::{DefaultExpiration, QueueDef, QueueUsage};
 use qm_common::{Diagnostic, QmError, QmResult};
 use record::{MessageMeta, OrderKey, msgid_of, now_us, order_key, secs, seq_of};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -348,11 +349,6 @@ impl Engine {
     ) -> QmResult<MessageMeta> {
         let q = inner.index.queues.get(queue).ok_or_else(|| bad_queue(queue, &self.name))?;
         let def = &q.def;
-        let persistent = match ctl.delivery {
-            Some(Qos::Persistent) => true,
-            Some(Qos::NonPersistent) => false,
-            Some(Qos::Default) | None => def.delivery == DeliveryPolicy::Persist,
-        };
         let available = match ctl.available {
             Some(TimeSpec::Absolute(s)) => s * 1_000_000,
             Some(TimeSpec::Relative(s)) => now + s * 1_000_000,
@@ -376,7 +372,7 @@ impl Engine {
             order_time_us: available,
             expires_us: expires,
             retries: 0,
-            persistent,
+            persistent: false,
             reply_queue: ctl.reply_queue.clone(),
             failure_queue: ctl.failure_queue.clone(),
             reply_qos: ctl.reply_qos,
@@ -444,6 +440,20 @@ impl Engine {
         ctl: &EnqueueCtl,
         body: Vec<u8>,
     ) -> QmResult<MsgId> {
+        self.enqueue_noted(txid, queue, ctl, body, None).await.map(|e| e.msgid)
+    }
+
+    /// Enqueues a message, waiting for room on a full queue if `ctl` asks to (giving up
+    /// once `cancel` turns true: the client went away); says whether the message was kept
+    /// in memory although it asked for disk (a volatile queue).
+    pub async fn enqueue_noted(
+        &self,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &EnqueueCtl,
+        body: Vec<u8>,
+        mut cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> QmResult<Enqueued> {
         ctl.validate()?;
         if body.len() > BODY_MAX {
             return Err(QmError::inval(format!(
@@ -451,42 +461,127 @@ impl Engine {
                 body.len()
             )));
         }
+        let len = body.len() as u64;
+        let deadline =
+            ctl.wait_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        let mut line = Line { engine: self, queue, ticket: None };
+        let (started, downgraded) = loop {
+            let room = {
+                let mut inner = self.lock();
+                self.check_txn(&inner, txid)?;
+                let admitted = self.admit(&inner, queue, ctl, len)?;
+                match self.claim_room(&mut inner, queue, &mut line.ticket, deadline.is_some())? {
+                    None => {
+                        let started = self.start_enqueue(
+                            &mut inner,
+                            txid,
+                            queue,
+                            ctl,
+                            body,
+                            admitted.persistent,
+                        )?;
+                        break (started, admitted.downgraded);
+                    }
+                    // Armed under the lock: room made from now on wakes it.
+                    Some(room) => {
+                        let mut notified = Box::pin(room.notified_owned());
+                        notified.as_mut().enable();
+                        notified
+                    }
+                }
+            };
+            let cancelled = async {
+                match cancel.as_mut() {
+                    Some(c) => {
+                        let _ = c.wait_for(|gone| *gone).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let deadline = deadline.unwrap_or_else(tokio::time::Instant::now);
+            let woken = async {
+                tokio::select! {
+                    _ = room => false,
+                    _ = cancelled => true,
+                }
+            };
+            match tokio::time::timeout_at(deadline, woken).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(QmError::new(Diagnostic::Os, "the client went away while waiting"));
+                }
+                Err(_) => {
+                    let max =
+                        self.lock().index.queues.get(queue).and_then(|q| q.def.attrs.max_messages);
+                    return Err(attrs::full(queue, max.unwrap_or(0), ctl.wait_ms));
+                }
+            }
+        };
+        drop(line);
+        let msgid = match started {
+            Started::Done(msgid) => msgid,
+            Started::Pending { seq, placed, mark, pending } => {
+                self.settle_enqueue(txid, seq, placed, mark, pending).await?
+            }
+        };
+        Ok(Enqueued { msgid, downgraded })
+    }
+
+    /// The part of an enqueue made under the lock: the message placed and its write sent.
+    fn start_enqueue(
+        &self,
+        inner: &mut Inner,
+        txid: Option<u64>,
+        queue: &str,
+        ctl: &EnqueueCtl,
+        body: Vec<u8>,
+        persistent: bool,
+    ) -> QmResult<Started> {
         let now = now_us();
         let len = body.len() as u64;
+        let seq = inner.index.next_seq;
+        let mut meta = self.new_meta(inner, queue, ctl, len, seq, now)?;
+        // Where it is kept is no part of its place in the order.
+        meta.persistent = persistent;
+        self.check_capacity(inner, meta.persistent, len)?;
+        let (mark_op, mark) = self.take_seq(inner).unzip();
         // `placed`: the blocks of the message put in the index, unless it expired at once.
-        let (seq, placed, mark, pending) = {
-            let mut inner = self.lock();
-            self.check_txn(&inner, txid)?;
-            let seq = inner.index.next_seq;
-            let meta = self.new_meta(&mut inner, queue, ctl, len, seq, now)?;
-            self.check_capacity(&inner, meta.persistent, len)?;
-            let (mark_op, mark) = self.take_seq(&mut inner).unzip();
-            let mut placed = None;
-            let mut ops: Vec<WriteOp> = mark_op.into_iter().collect();
-            // One that expired at once is accepted, but never stored or counted.
-            if meta.expires_us.is_none_or(|e| e > now) {
-                let blocks = self.blocks(&meta);
-                let body: Arc<[u8]> = body.into();
-                if txid.is_none() && meta.persistent {
-                    ops.insert(0, self.put(seq, &meta, Some(body.clone())));
-                }
-                let state = EntryState::Uncommitted(txid.unwrap_or(0));
-                inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
-                if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
-                    t.enqueued.push(seq);
-                }
-                placed = Some(blocks);
+        let mut placed = None;
+        let mut ops: Vec<WriteOp> = mark_op.into_iter().collect();
+        // One that expired at once is accepted, but never stored or counted.
+        if meta.expires_us.is_none_or(|e| e > now) {
+            let blocks = self.blocks(&meta);
+            let body: Arc<[u8]> = body.into();
+            if txid.is_none() && meta.persistent {
+                ops.insert(0, self.put(seq, &meta, Some(body.clone())));
             }
-            if ops.is_empty() {
-                // Nothing to wait for: a non-persistent message (visible now) or one in a
-                // transaction (visible at its commit).
-                if txid.is_none() && placed.is_some() {
-                    self.finalize_enqueue(&mut inner, seq, now);
-                }
-                return Ok(msgid_of(seq));
+            let state = EntryState::Uncommitted(txid.unwrap_or(0));
+            inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+            if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
+                t.enqueued.push(seq);
             }
-            (seq, placed, mark, self.send(ops))
-        };
+            placed = Some(blocks);
+        }
+        if ops.is_empty() {
+            // Nothing to wait for: a non-persistent message (visible now) or one in a
+            // transaction (visible at its commit).
+            if txid.is_none() && placed.is_some() {
+                self.finalize_enqueue(inner, seq, now);
+            }
+            return Ok(Started::Done(msgid_of(seq)));
+        }
+        Ok(Started::Pending { seq, placed, mark, pending: self.send(ops) })
+    }
+
+    /// The part of an enqueue made once its write is answered.
+    async fn settle_enqueue(
+        &self,
+        txid: Option<u64>,
+        seq: u64,
+        placed: Option<u64>,
+        mark: Option<u64>,
+        pending: writer::Pending,
+    ) -> QmResult<MsgId> {
         let result = pending.wait().await;
         let mut inner = self.lock();
         match result {
@@ -546,6 +641,7 @@ impl Engine {
         if let Some(c) = inner.index.counters(&meta.queue) {
             c.enqueued += 1;
         }
+        self.touch(inner, &meta.queue);
         inner.index.set_state(seq, Index::settle_state(&meta, now), blocks);
         if meta.expires_us.is_some_and(|e| e <= now) {
             self.expire(inner, seq);
@@ -777,6 +873,7 @@ impl Engine {
             ));
         }
         self.check_txn(&inner, txid)?;
+        self.check_dequeue_enabled(&inner, queue)?;
         timers::settle(self, &mut inner, now);
         // Another dequeue of the same program has waited longer: it is served first.
         let my_turn =
@@ -848,6 +945,7 @@ impl Engine {
             if let Some(c) = inner.index.counters(queue) {
                 c.dequeued += 1;
             }
+            self.touch(&mut inner, queue);
             let mut message = message;
             message.body = entry.body.map(|b| b.to_vec()).unwrap_or_default();
             return Ok(Attempt::Done(*message));
@@ -868,10 +966,11 @@ impl Engine {
                 let mut inner = self.lock();
                 if let Some(entry) = inner.index.msgs.get(&seq) {
                     let blocks = self.blocks(&entry.meta);
-                    if let Some(entry) = inner.index.remove(seq, blocks)
-                        && let Some(c) = inner.index.counters(&entry.meta.queue)
-                    {
-                        c.dequeued += 1;
+                    if let Some(entry) = inner.index.remove(seq, blocks) {
+                        if let Some(c) = inner.index.counters(&entry.meta.queue) {
+                            c.dequeued += 1;
+                        }
+                        self.touch(&mut inner, &entry.meta.queue);
                     }
                 }
                 message.body = removed.pop().flatten().unwrap_or_default();
@@ -892,6 +991,38 @@ impl Engine {
 
 fn no_message(queue: &str) -> QmError {
     QmError::new(Diagnostic::NoMsg, format!("No message available on queue {queue}"))
+}
+
+/// What [`Engine::enqueue_noted`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub msgid: MsgId,
+    /// The message asked for disk but its queue is volatile: it is kept in memory.
+    pub downgraded: bool,
+}
+
+/// An enqueue once its part under the lock is done.
+enum Started {
+    /// Visible already, or at its transaction's commit.
+    Done(MsgId),
+    /// Visible once its write is durable.
+    Pending { seq: u64, placed: Option<u64>, mark: Option<u64>, pending: writer::Pending },
+}
+
+/// An enqueue's place in the line for room on a queue at its maximum length; leaving it,
+/// served or not, lets the next one look again.
+struct Line<'a> {
+    engine: &'a Engine,
+    queue: &'a str,
+    ticket: Option<u64>,
+}
+
+impl Drop for Line<'_> {
+    fn drop(&mut self) {
+        if self.ticket.is_some() {
+            self.engine.leave_line(self.queue, &mut self.ticket);
+        }
+    }
 }
 
 /// What one try at dequeuing produced.

@@ -18,6 +18,11 @@ pub struct QueueStats {
     /// Seconds since the oldest of them was enqueued; 0 for an empty queue.
     pub oldest_age_secs: f64,
     pub counters: QueueCounters,
+    /// The queue's attributes (seed 004) and what they hold back.
+    pub attrs: qm_common::queue::QueueAttrs,
+    /// Seconds since the epoch of the last committed enqueue or dequeue, or of its creation.
+    pub last_activity: u64,
+    pub waiting_enqueues: u64,
 }
 
 impl Engine {
@@ -55,6 +60,9 @@ impl Engine {
                     .get(name)
                     .map_or(0.0, |at| now.saturating_sub(*at) as f64 / 1e6),
                 counters: q.counters,
+                attrs: q.def.attrs.clone(),
+                last_activity: q.last_activity.max(q.def.attrs.created),
+                waiting_enqueues: q.line.len() as u64,
             })
             .collect();
         drop(inner);

@@ -195,6 +195,7 @@ impl Engine {
                     if let Some(c) = inner.index.counters(&queue) {
                         c.dequeued += 1;
                     }
+                    self.touch(inner, &queue);
                 }
             }
         }
@@ -412,7 +413,9 @@ pub fn recover(
 
 /// Applies one stored state value: the sequence high-water mark or a threshold state.
 fn restore_state(index: &mut Index, key: &str, value: &[u8]) {
-    if key == "next_seq" {
+    if let Some(queue) = key.strip_prefix(super::attrs::ACTIVITY_PREFIX) {
+        super::attrs::restore_activity(index, queue, value);
+    } else if key == "next_seq" {
         let bytes: [u8; 8] = value.try_into().unwrap_or([0; 8]);
         index.next_seq = index.next_seq.max(u64::from_be_bytes(bytes));
     } else if let Some((queue, set)) = key.strip_prefix("thr:").and_then(|k| k.rsplit_once(':')) {

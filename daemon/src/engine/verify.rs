@@ -12,7 +12,6 @@ use super::stored::{self, AVAILABLE, EXPIRES, Totals};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::message_blocks;
 use qm_common::plural::count;
-use qm_common::queue::QueueDef;
 use qm_common::verify::Problems;
 use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError};
 use std::collections::{HashMap, HashSet};
@@ -136,7 +135,7 @@ fn queue_defs(txn: &ReadTransaction, names: &QueueSpaceTables) -> Result<HashSet
     };
     for item in table.iter().map_err(|e| open_error("queues", e))? {
         let (k, v) = item.map_err(|e| open_error("queues", e))?;
-        if let Err(e) = postcard::from_bytes::<QueueDef>(v.value()) {
+        if let Err(e) = crate::storage::records::decode_queue(v.value()) {
             return Err(format!("the definition of queue {} cannot be read: {e}", k.value()));
         }
         queues.insert(k.value().to_string());

@@ -142,7 +142,48 @@ const QUEUE_FAMILIES: &[(&str, &str, &str, QueueValue)] = &[
          the queue space was loaded in this qmd.",
         |q| q.counters.firings.to_string(),
     ),
+    (
+        "qm_queue_max_length",
+        "gauge",
+        "The queue's maximum length in messages (qcreate/qchange -L); +Inf when it has none.",
+        |q| limit(q.attrs.max_messages),
+    ),
+    (
+        "qm_queue_max_message_size_bytes",
+        "gauge",
+        "The queue's largest message body (qcreate/qchange -S); +Inf when it has none.",
+        |q| limit(q.attrs.max_size),
+    ),
+    (
+        "qm_queue_enqueue_enabled",
+        "gauge",
+        "1 when the queue takes enqueues, 0 when they are switched off (-E off).",
+        |q| u8::from(q.attrs.enqueue_enabled).to_string(),
+    ),
+    (
+        "qm_queue_dequeue_enabled",
+        "gauge",
+        "1 when the queue gives out messages, 0 when dequeues are switched off (-D off).",
+        |q| u8::from(q.attrs.dequeue_enabled).to_string(),
+    ),
+    (
+        "qm_queue_waiting_enqueues",
+        "gauge",
+        "Enqueues waiting for room on the queue (it is at its maximum length).",
+        |q| q.waiting_enqueues.to_string(),
+    ),
+    (
+        "qm_queue_last_activity_timestamp_seconds",
+        "gauge",
+        "When the last enqueue or dequeue on the queue was committed (its creation time \
+         when none was), in seconds since the epoch.",
+        |q| q.last_activity.to_string(),
+    ),
 ];
+
+fn limit(value: Option<u64>) -> String {
+    value.map_or_else(|| "+Inf".to_string(), |v| v.to_string())
+}
 
 fn render(s: &Snapshot) -> String {
     let mut out = String::new();
@@ -160,6 +201,29 @@ fn render(s: &Snapshot) -> String {
             .collect();
         family(&mut out, name, kind, help, &samples);
     }
+    let modes: Vec<(String, String)> = s
+        .queues
+        .iter()
+        .flat_map(|(qspace, queues)| {
+            queues.iter().map(move |q| {
+                let labels = format!(
+                    "qspace=\"{}\",queue=\"{}\",mode=\"{}\"",
+                    label(qspace),
+                    label(&q.queue),
+                    q.attrs.persistence
+                );
+                (labels, "1".to_string())
+            })
+        })
+        .collect();
+    family(
+        &mut out,
+        "qm_queue_persistence",
+        "gauge",
+        "The queue's persistence mode (conditional, persistent, volatile): 1 on the series of \
+         its mode.",
+        &modes,
+    );
     let forwarders: Vec<(String, String)> = s
         .forwarders
         .iter()
@@ -224,6 +288,14 @@ mod tests {
             bytes: 30,
             oldest_age_secs: 1.5,
             counters: QueueCounters { enqueued: 4, dequeued: 1, ..Default::default() },
+            attrs: qm_common::queue::QueueAttrs {
+                max_messages: Some(10),
+                enqueue_enabled: false,
+                persistence: qm_common::queue::Persistence::Volatile,
+                ..Default::default()
+            },
+            last_activity: 1_700_000_000,
+            waiting_enqueues: 2,
         };
         let s = Snapshot {
             queues: vec![("QS".into(), vec![q])],
@@ -234,6 +306,15 @@ mod tests {
         };
         let text = render(&s);
         assert!(text.contains("# TYPE qm_queue_depth gauge\n"), "{text}");
+        for line in [
+            "qm_queue_max_length{qspace=\"QS\",queue=\"Q\\\"1\"} 10\n",
+            "qm_queue_max_message_size_bytes{qspace=\"QS\",queue=\"Q\\\"1\"} +Inf\n",
+            "qm_queue_enqueue_enabled{qspace=\"QS\",queue=\"Q\\\"1\"} 0\n",
+            "qm_queue_waiting_enqueues{qspace=\"QS\",queue=\"Q\\\"1\"} 2\n",
+            "qm_queue_persistence{qspace=\"QS\",queue=\"Q\\\"1\",mode=\"volatile\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(text.contains("qm_queue_depth{qspace=\"QS\",queue=\"Q\\\"1\"} 3\n"), "{text}");
         assert!(text.contains(
             "qm_queue_oldest_message_age_seconds{qspace=\"QS\",queue=\"Q\\\"1\"} 1.500\n"

@@ -287,6 +287,8 @@ pub fn status_of(e: &QmError) -> StatusCode {
         Diagnostic::Inval | Diagnostic::BadMsgid | Diagnostic::Proto => StatusCode::BAD_REQUEST,
         Diagnostic::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
         Diagnostic::Denied => StatusCode::FORBIDDEN,
+        // The queue refuses the operation for now: like a full queue, worth trying later.
+        Diagnostic::EnqueueDisabled | Diagnostic::DequeueDisabled => StatusCode::CONFLICT,
         d if d.name() == "QMEPERM" => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

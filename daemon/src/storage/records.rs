@@ -4,6 +4,7 @@
 //! later release can refuse or convert an older file instead of misreading it.
 
 use qm_common::qspace::QueueSpaceParams;
+use qm_common::queue::{QueueAttrs, QueueDef};
 use qm_common::{QmError, QmResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,41 @@ pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> QmResult<T> {
         .map_err(|e| QmError::system(format!("stored {what} record cannot be read: {e}")))
 }
 
+/// A queue definition as stored: with its attributes, or as written before queues had
+/// them (which then get the defaults, creation time unknown).
+pub fn decode_queue(bytes: &[u8]) -> QmResult<QueueDef> {
+    if let Ok(def) = postcard::from_bytes::<QueueDef>(bytes) {
+        return Ok(def);
+    }
+    let old: QueueDefV1 = decode("queue", bytes)?;
+    Ok(QueueDef {
+        name: old.name,
+        order: old.order,
+        out_of_order: old.out_of_order,
+        retries: old.retries,
+        retry_delay: old.retry_delay,
+        threshold: old.threshold,
+        nonpersistent_threshold: old.nonpersistent_threshold,
+        delivery: old.delivery,
+        expiration: old.expiration,
+        attrs: QueueAttrs::default(),
+    })
+}
+
+/// The queue record of format 1 before queue attributes.
+#[derive(Deserialize)]
+struct QueueDefV1 {
+    name: String,
+    order: qm_common::order::QueueOrder,
+    out_of_order: qm_common::order::OutOfOrder,
+    retries: u32,
+    retry_delay: u32,
+    threshold: qm_common::threshold::Threshold,
+    nonpersistent_threshold: qm_common::threshold::Threshold,
+    delivery: qm_common::queue::DeliveryPolicy,
+    expiration: qm_common::queue::DefaultExpiration,
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -73,4 +109,44 @@ pub fn random_id() -> u64 {
         now.map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
     };
     id.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue record written before queue attributes is read with the defaults.
+    #[test]
+    fn queue_records_before_attributes() {
+        #[derive(Serialize)]
+        struct Old {
+            name: String,
+            order: qm_common::order::QueueOrder,
+            out_of_order: qm_common::order::OutOfOrder,
+            retries: u32,
+            retry_delay: u32,
+            threshold: qm_common::threshold::Threshold,
+            nonpersistent_threshold: qm_common::threshold::Threshold,
+            delivery: qm_common::queue::DeliveryPolicy,
+            expiration: qm_common::queue::DefaultExpiration,
+        }
+        let def = QueueDef { retries: 3, ..QueueDef::new("OLD") };
+        let old = Old {
+            name: def.name.clone(),
+            order: def.order.clone(),
+            out_of_order: def.out_of_order,
+            retries: def.retries,
+            retry_delay: def.retry_delay,
+            threshold: def.threshold.clone(),
+            nonpersistent_threshold: def.nonpersistent_threshold.clone(),
+            delivery: def.delivery,
+            expiration: def.expiration,
+        };
+        assert_eq!(decode_queue(&encode(&old)).unwrap(), def);
+        let new = QueueDef {
+            attrs: QueueAttrs { max_messages: Some(9), ..QueueAttrs::default() },
+            ..def
+        };
+        assert_eq!(decode_queue(&encode(&new)).unwrap(), new);
+    }
 }

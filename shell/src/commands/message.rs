@@ -51,6 +51,9 @@ pub fn enqueue_ctl(args: &Args) -> Result<EnqueueCtl, String> {
     if let Some(u) = args.value('u') {
         ctl.urcode = msg(number("User return code", u, i64::MIN..=i64::MAX))?;
     }
+    if let Some(w) = args.value('w') {
+        ctl.wait_ms = Some(msg(number("Wait seconds", w, 0..=86_400u64))? * 1000);
+    }
     ctl.placement = match (args.flag('T'), args.value('b')) {
         (true, Some(_)) => {
             return Err("-T (top of queue) and -b (before a message) cannot be combined".into());

@@ -9,8 +9,9 @@ use qm_common::names::{check_command, check_queue_name};
 use qm_common::order::{OutOfOrder, QueueOrder};
 use qm_common::protocol::{QueueRequest, QueueSpaceRequest, Reply, Request};
 use qm_common::queue::{
-    DefaultExpiration, DeliveryPolicy, DestroyMode, QueueChange, QueueDef, RETRIES_MAX,
-    RETRY_DELAY_MAX, no_more_queues,
+    AttrsChange, DefaultExpiration, DeliveryPolicy, DestroyMode, Persistence, QueueChange,
+    QueueDef, RETRIES_MAX, RETRY_DELAY_MAX, check_annotation, no_more_queues, parse_enabled,
+    parse_idle_expiry, parse_max_messages, parse_max_size,
 };
 use qm_common::threshold::{Limit, LimitSet, Threshold, parse_high, parse_low};
 
@@ -29,11 +30,12 @@ pub fn command(text: &str) -> QmResult<String> {
     Ok(text.to_string())
 }
 
-/// The `-d`, `-n` and `-e` options, each absent unless given.
+/// The `-d`, `-n` and `-e` options and the attributes, each absent unless given.
 struct QueueOptions {
     delivery: Option<DeliveryPolicy>,
     nonpersistent: Option<Threshold>,
     expiration: Option<DefaultExpiration>,
+    attrs: AttrsChange,
 }
 
 fn msg<T>(r: QmResult<T>) -> Result<T, String> {
@@ -48,6 +50,21 @@ fn options(args: &Args) -> Result<QueueOptions, String> {
             .map(|v| msg(Threshold::parse_nonpersistent(v)))
             .transpose()?,
         expiration: args.value('e').map(|v| msg(v.parse())).transpose()?,
+        attrs: attrs_change(args)?,
+    })
+}
+
+/// The attribute options: -L, -S, -E, -D, -a, -I, -P.
+fn attrs_change(args: &Args) -> Result<AttrsChange, String> {
+    let annotation = args.value('a').map(|a| msg(check_annotation(a)).map(|()| a.to_string()));
+    Ok(AttrsChange {
+        max_messages: args.value('L').map(|v| msg(parse_max_messages(v))).transpose()?,
+        max_size: args.value('S').map(|v| msg(parse_max_size(v))).transpose()?,
+        enqueue_enabled: args.value('E').map(|v| msg(parse_enabled("Enqueue", v))).transpose()?,
+        dequeue_enabled: args.value('D').map(|v| msg(parse_enabled("Dequeue", v))).transpose()?,
+        annotation: annotation.transpose()?,
+        idle_expiry: args.value('I').map(|v| msg(parse_idle_expiry(v))).transpose()?,
+        persistence: args.value('P').map(|v| msg(v.parse::<Persistence>())).transpose()?,
     })
 }
 
@@ -148,6 +165,7 @@ pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
     if let Some(n) = opts.nonpersistent {
         def.nonpersistent_threshold = n;
     }
+    opts.attrs.apply(&mut def.attrs);
     def.validate().map_err(|e| e.message)?;
     let name = def.name.clone();
     sh.call(Request::Queue(QueueRequest::Create(def)))?;
@@ -157,7 +175,7 @@ pub fn qcreate(sh: &mut Shell, args: Args) -> CmdResult {
 
 fn fetch(sh: &mut Shell, name: &str) -> Result<QueueDef, String> {
     match sh.call(Request::Queue(QueueRequest::Get { name: name.to_string() }))?.reply {
-        Reply::Queue(def) => Ok(def),
+        Reply::Queue(def) => Ok(*def),
         other => Err(format!("unexpected reply from qmd: {other:?}")),
     }
 }
@@ -210,6 +228,7 @@ pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
         nonpersistent_threshold: opts.nonpersistent,
         delivery: opts.delivery,
         expiration: opts.expiration,
+        attrs: opts.attrs,
     };
     sh.call(Request::Queue(QueueRequest::Change(change)))?;
     Ok(())
