@@ -60,6 +60,11 @@ pub fn check_queue_name(name: &str) -> QmResult<()> {
     check_name("Queue name", name, QUEUE_NAME_MAX)
 }
 
+/// A queue alias: spelled like a queue name (it may hold `/`, as in `cf/hotline`).
+pub fn check_alias(name: &str) -> QmResult<()> {
+    check_name("Alias", name, QUEUE_NAME_MAX)
+}
+
 /// An error queue name may also be empty (no error queue).
 pub fn check_error_queue_name(name: &str) -> QmResult<()> {
     if name.is_empty() { Ok(()) } else { check_name("Error queue name", name, QUEUE_NAME_MAX) }

@@ -168,6 +168,15 @@ pub enum QueueRequest {
     Get {
         name: String,
     },
+    /// `qalias`: `queue` answers to `alias` too.
+    Alias {
+        queue: String,
+        alias: String,
+    },
+    /// `qunalias`: the alias goes.
+    Unalias {
+        alias: String,
+    },
 }
 
 /// Data-plane requests. `qspace: None` means the session's open queue space; naming one
@@ -364,6 +373,37 @@ pub enum Request {
     Message(MessageRequest),
     Automation(AutomationRequest),
     Rights(RightsRequest),
+}
+
+impl Request {
+    /// The queue space a data request names (`None`: the session's own) and the queue
+    /// names it takes, which may be aliases: the daemon puts the queues' own names in their
+    /// place before it checks rights or runs the request.
+    pub fn queue_names_mut(&mut self) -> (Option<&str>, Vec<&mut String>) {
+        match self {
+            Request::Data(DataRequest::Enqueue { qspace, queue, .. })
+            | Request::Data(DataRequest::Dequeue { qspace, queue, .. }) => {
+                (qspace.as_deref(), vec![queue])
+            }
+            Request::Message(m) => (None, m.queue_names_mut()),
+            _ => (None, Vec::new()),
+        }
+    }
+}
+
+impl MessageRequest {
+    fn queue_names_mut(&mut self) -> Vec<&mut String> {
+        match self {
+            MessageRequest::List { queue, .. }
+            | MessageRequest::Delete { queue, .. }
+            | MessageRequest::ChangePriority { queue, .. }
+            | MessageRequest::ChangeTime { queue, .. }
+            | MessageRequest::ChangeExpiration { queue, .. } => vec![queue],
+            MessageRequest::ChangeQueue { queue, new_queue, .. } => vec![queue, new_queue],
+            MessageRequest::Export { queue: Some(queue), .. } => vec![queue],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Severity of a note attached to a reply.

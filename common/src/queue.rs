@@ -151,9 +151,24 @@ impl QueueDef {
         }
     }
 
+    /// Whether `name` is this queue's name or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.attrs.aliases.iter().any(|a| a == name)
+    }
+
     pub fn validate(&self) -> QmResult<()> {
         check_queue_name(&self.name)?;
         self.attrs.validate()?;
+        let aliases = &self.attrs.aliases;
+        for (i, alias) in aliases.iter().enumerate() {
+            if *alias == self.name || aliases[..i].contains(alias) {
+                return Err(QmError::invalid(
+                    "Alias",
+                    alias,
+                    "a queue's aliases differ from its name and from each other",
+                ));
+            }
+        }
         check_retries(self.retries.into())?;
         check_retry_delay(self.retry_delay.into())?;
         self.threshold.validate(LimitSet::Persistent)?;
@@ -335,6 +350,8 @@ pub struct QueueAttrs {
     pub persistence: Persistence,
     /// Seconds since the epoch; 0 for queues made before qm recorded it.
     pub created: u64,
+    /// Other names the queue answers to (`qalias`), unique in its queue space.
+    pub aliases: Vec<String>,
 }
 
 impl Default for QueueAttrs {
@@ -348,6 +365,7 @@ impl Default for QueueAttrs {
             idle_expiry: None,
             persistence: Persistence::Conditional,
             created: 0,
+            aliases: Vec::new(),
         }
     }
 }
@@ -363,7 +381,11 @@ impl QueueAttrs {
         if let Some(n) = self.idle_expiry {
             check_range("Empty idle expiration", n, 1, IDLE_EXPIRY_MAX, "seconds")?;
         }
-        check_annotation(&self.annotation)
+        check_annotation(&self.annotation)?;
+        for alias in &self.aliases {
+            crate::names::check_alias(alias)?;
+        }
+        Ok(())
     }
 }
 

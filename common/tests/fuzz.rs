@@ -227,11 +227,13 @@ fn queue_attrs() -> BoxedStrategy<QueueAttrs> {
     (
         (any::<Option<u64>>(), any::<Option<u64>>(), any::<bool>(), any::<bool>()),
         (text(), any::<Option<u64>>(), persistence(), any::<u64>()),
+        prop::collection::vec(text(), 0..3),
     )
         .prop_map(
             |(
                 (max_messages, max_size, enqueue_enabled, dequeue_enabled),
                 (annotation, idle_expiry, persistence, created),
+                aliases,
             )| QueueAttrs {
                 max_messages,
                 max_size,
@@ -241,6 +243,7 @@ fn queue_attrs() -> BoxedStrategy<QueueAttrs> {
                 idle_expiry,
                 persistence,
                 created,
+                aliases,
             },
         )
         .boxed()

@@ -134,11 +134,51 @@ pub async fn handle(
         _ => false,
     };
     let _busy = (!waits).then(crate::engine::writer::Busy::enter);
+    let mut request = request;
+    name_queues(daemon, session, sd, &mut request).await;
     check_rights(daemon, session, sd, &request).await?;
     match request {
         Request::Data(r) => data(daemon, session, sd, r).await,
         Request::Message(r) => message(daemon, session, sd, r).await,
         _ => Err(QmError::new(Diagnostic::Proto, "not a data request")),
+    }
+}
+
+/// Puts each queue's own name in place of an alias in `request`, so that rights and the
+/// request itself see the queue. A name that is neither stays, to be refused as it is.
+async fn name_queues(daemon: &Arc<Daemon>, session: u64, sd: &SessionData, request: &mut Request) {
+    let (named, names) = request.queue_names_mut();
+    if names.is_empty() {
+        return;
+    }
+    let space = match (named, &sd.txn) {
+        (Some(q), _) => q.to_string(),
+        (None, Some((engine, _))) => engine.name.clone(),
+        (None, None) => match daemon.sessions.open_name(session) {
+            Some(q) => q,
+            None => return,
+        },
+    };
+    // The session's own engine answers without the store's lock.
+    let cached = [sd.txn.as_ref().map(|(e, _)| e), sd.engine.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|e| e.alive() && e.name == space)
+        .cloned();
+    let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let found: Vec<Option<String>> = match cached {
+        Some(engine) => wanted.iter().map(|n| engine.canonical(n)).collect(),
+        None => {
+            let d = daemon.clone();
+            tokio::task::spawn_blocking(move || d.canonical_queues(&space, &wanted))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    for (name, found) in names.into_iter().zip(found) {
+        if let Some(found) = found {
+            *name = found;
+        }
     }
 }
 
@@ -175,6 +215,8 @@ pub async fn export(
 ) -> QmResult<u64> {
     use crate::engine::export::Selection;
     use qm_common::export::ExportBatch;
+    let mut request = request;
+    name_queues(daemon, session, sd, &mut request).await;
     check_rights(daemon, session, sd, &request).await?;
     let Request::Message(MessageRequest::Export { queue, enqueued, take }) = request else {
         return Err(QmError::new(Diagnostic::Proto, "not an export"));

@@ -179,6 +179,8 @@ pub fn need(request: &Request, space: Option<&str>, who: &Principal) -> Need {
                 at_queue(Right::Browse, name)
             }
             QueueRequest::Info { name: None } => at_space(Right::Browse),
+            QueueRequest::Alias { queue, .. } => at_queue(Right::Admin, queue),
+            QueueRequest::Unalias { .. } => at_space(Right::Admin),
         },
         Request::Data(r) => match r {
             DataRequest::Begin { qspace, .. } => match qspace.clone().or(space) {

@@ -348,6 +348,24 @@ impl Daemon {
         store.expire_idle_queues();
     }
 
+    /// The queue each of `names` names in queue space `qspace` (itself, or the queue it is
+    /// an alias of), from the loaded engine or else the stored definitions.
+    pub fn canonical_queues(&self, qspace: &str, names: &[String]) -> Vec<Option<String>> {
+        let store = self.store();
+        if let Some(engine) = store.engine(qspace) {
+            return names.iter().map(|n| engine.canonical(n)).collect();
+        }
+        let defs = store
+            .device
+            .as_ref()
+            .and_then(|d| crate::admin::queue::queue_defs(d, qspace).ok())
+            .unwrap_or_default();
+        names
+            .iter()
+            .map(|n| defs.iter().find(|d| d.answers_to(n)).map(|d| d.name.clone()))
+            .collect()
+    }
+
     /// Why the daemon cannot serve its device right now, if it cannot.
     pub fn startup_problem(&self) -> Option<String> {
         self.store().open_error.clone()

@@ -72,6 +72,8 @@ pub struct Firing {
     pub usage: String,
     pub command: String,
     pub test: bool,
+    /// The queue's aliases (`QM_ALIASES`, space separated).
+    pub aliases: Vec<String>,
 }
 
 /// The record of a firing whose command is about to start.
@@ -103,6 +105,7 @@ pub async fn run(env: &CommandEnv, firing: Firing) -> FiringRecord {
         ("QM_LIMIT", firing.limit.to_string()),
         ("QM_USAGE", firing.usage.clone()),
         ("QM_EVENT", if firing.test { "test" } else { "high" }.to_string()),
+        ("QM_ALIASES", firing.aliases.join(" ")),
     ]);
     let outcome = command::run(ShellCommand {
         command: &firing.command,

@@ -762,6 +762,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         "qdequeue -w 30 SVCQ"
     ),
     command!(
+        "qalias",
+        None,
+        "",
+        2,
+        "[queue_name [alias]]",
+        Queue,
+        queue::qalias,
+        "Gives a queue of the open queue space another name: enqueues, dequeues, message administration, qinfo, qchange and qdestroy take the alias wherever they take the queue, and rights granted on the queue apply to requests by either name. An alias is spelled like a queue name and may hold '/' (cf/hotline); no queue of the space may be called or answer to it already.",
+        [
+            ("queue_name", "the queue (asked for when left out)"),
+            ("alias", "the other name, at most 127 characters (asked for when left out)"),
+        ],
+        "qalias HOTLINE cf/hotline"
+    ),
+    command!(
+        "qunalias",
+        None,
+        "",
+        1,
+        "[alias]",
+        Nothing,
+        queue::qunalias,
+        "Removes an alias of a queue of the open queue space; the queue and its messages stay.",
+        [("alias", "the alias to remove (asked for when left out)"),],
+        "qunalias cf/hotline"
+    ),
+    command!(
         "qdestroy",
         Some("qds"),
         "pfy",

@@ -298,6 +298,7 @@ fn attributes(listing: &QueueListing) -> String {
                 time(a.created),
                 time(q.last_activity),
                 q.waiting_enqueues.to_string(),
+                if a.aliases.is_empty() { "-".to_string() } else { a.aliases.join(" ") },
                 if a.annotation.is_empty() { "-".to_string() } else { a.annotation.clone() },
             ]
         })
@@ -314,6 +315,7 @@ fn attributes(listing: &QueueListing) -> String {
             "created",
             "last activity",
             "waiting enqueues",
+            "aliases",
             "annotation",
         ],
         rows,

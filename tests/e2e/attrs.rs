@@ -276,3 +276,57 @@ fn export_keeps_attributes() {
     assert_eq!((a.max_messages, a.persistence), (Some(7), Persistence::Persistent));
     assert_eq!(a.annotation, "kept by export");
 }
+
+/// An alias (which may hold `/`) names its queue everywhere a queue name is taken:
+/// enqueue, dequeue, qmadmin's message commands, qinfo, qchange; it survives a restart,
+/// cannot be taken twice, and goes with qunalias.
+#[test]
+fn aliases_name_their_queue() {
+    let env = space(&[
+        ERRQ,
+        "HOTLINE fifo none 0 0 1m 0m 'echo \"$QM_QUEUE $QM_ALIASES\" > fired.txt'",
+        FIFO_Q,
+    ]);
+    env.c("qopen QS; qalias HOTLINE cf/hotline")
+        .ok()
+        .stdout_has("Queue 'HOTLINE' answers to 'cf/hotline' too");
+    let mut app = App::connect(&env);
+    app.put("cf/hotline", "by alias");
+    assert_eq!(count(&env, "HOTLINE"), 1);
+    let fired = env.path("fired.txt");
+    eventually("the threshold command ran", || {
+        std::fs::read_to_string(&fired).is_ok_and(|t| t == "HOTLINE cf/hotline\n")
+    });
+    env.c("qopen QS; qenqueue cf/hotline 'from a script'").ok();
+    assert_eq!(crate::app::qlist(&env, "cf/hotline").len(), 2);
+    let shown: qm_common::queue::QueueListing = env.json("qopen QS; qinfo cf/hotline");
+    assert_eq!(shown.queues[0].def.name, "HOTLINE");
+    assert_eq!(shown.queues[0].def.attrs.aliases, ["cf/hotline"]);
+    env.c("qopen QS; qchange -a 'answers the hotline' cf/hotline none 0 0 100% 0% ''").ok();
+    assert_eq!(attrs(&env, "HOTLINE").annotation, "answers the hotline");
+
+    for (command, refusal) in [
+        ("qalias Q cf/hotline", "Alias cf/hotline is taken: it is an alias of queue HOTLINE"),
+        ("qalias Q HOTLINE", "Alias HOTLINE is taken: it is a queue"),
+        ("qalias Q 'two words'", "Alias: 'two words' is invalid"),
+        ("qalias NOSUCH x", "Queue NOSUCH does not exist"),
+        (
+            "qcreate cf/hotline fifo none 0 0 100% 0% ''",
+            "'cf/hotline' is an alias of queue HOTLINE",
+        ),
+        ("qunalias nothing", "Alias nothing is no alias in queue space QS"),
+    ] {
+        env.c(&format!("qopen QS; {command}")).failed().stderr_has(refusal);
+    }
+
+    drop(app);
+    env.stop_daemon();
+    env.c("qopen QS").ok();
+    let mut app = App::connect(&env);
+    assert_eq!(app.drain("cf/hotline"), ["by alias", "from a script"]);
+    env.c("qopen QS; qunalias cf/hotline")
+        .ok()
+        .stdout_has("Alias 'cf/hotline' of queue 'HOTLINE' removed");
+    refused(app.enqueue("cf/hotline", b"x", &EnqueueCtl::default()), Diagnostic::BadQueue);
+    app.put("HOTLINE", "by name");
+}

@@ -25,7 +25,66 @@ pub fn handle(ctx: &mut Ctx<'_>, store: &mut Store, request: QueueRequest) -> Qm
             let device = require_device(ctx, store)?;
             Ok(Reply::Queue(Box::new(find(device, &qspace, &name)?)))
         }
+        QueueRequest::Alias { queue, alias } => add_alias(ctx, store, &qspace, &queue, alias),
+        QueueRequest::Unalias { alias } => remove_alias(ctx, store, &qspace, &alias),
     }
+}
+
+/// `qalias`: `queue` answers to `alias` too, which no queue of the space is called or
+/// answers to already.
+fn add_alias(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    queue: &str,
+    alias: String,
+) -> QmResult<Reply> {
+    qm_common::names::check_alias(&alias)?;
+    let device = require_device(ctx, store)?;
+    let mut def = find(device, qspace, queue)?;
+    if let Some(taken) = queue_defs(device, qspace)?.into_iter().find(|d| d.answers_to(&alias)) {
+        let what = match taken.name == alias {
+            true => "a queue".to_string(),
+            false => format!("an alias of queue {}", taken.name),
+        };
+        return Err(QmError::exists(format!(
+            "Alias {alias} is taken: it is {what} in queue space {qspace}"
+        )));
+    }
+    def.attrs.aliases.push(alias.clone());
+    save(device, qspace, &def)?;
+    ctx.note(Note::info(format!("Queue '{}' answers to '{alias}' too", def.name)));
+    if let Some(engine) = store.engine(qspace) {
+        engine.define_queue(def);
+    }
+    Ok(Reply::Unit)
+}
+
+/// `qunalias`: the alias goes; its queue stays.
+fn remove_alias(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    alias: &str,
+) -> QmResult<Reply> {
+    qm_common::names::check_alias(alias)?;
+    let device = require_device(ctx, store)?;
+    let Some(mut def) = queue_defs(device, qspace)?
+        .into_iter()
+        .find(|d| d.attrs.aliases.iter().any(|a| a == alias))
+    else {
+        return Err(QmError::new(
+            Diagnostic::NotFound,
+            format!("Alias {alias} is no alias in queue space {qspace}"),
+        ));
+    };
+    def.attrs.aliases.retain(|a| a != alias);
+    save(device, qspace, &def)?;
+    ctx.note(Note::info(format!("Alias '{alias}' of queue '{}' removed", def.name)));
+    if let Some(engine) = store.engine(qspace) {
+        engine.define_queue(def);
+    }
+    Ok(Reply::Unit)
 }
 
 /// Every queue definition of a queue space, by name.
@@ -49,7 +108,11 @@ pub fn queue_defs(device: &Device, qspace: &str) -> QmResult<Vec<QueueDef>> {
 
 fn find(device: &Device, qspace: &str, name: &str) -> QmResult<QueueDef> {
     check_queue_name(name)?;
-    queue_defs(device, qspace)?.into_iter().find(|d| d.name == name).ok_or_else(|| {
+    // By its name first: an alias never shadows a queue.
+    let defs = queue_defs(device, qspace)?;
+    let by_name = defs.iter().position(|d| d.name == name);
+    let at = by_name.or_else(|| defs.iter().position(|d| d.answers_to(name)));
+    at.map(|i| defs[i].clone()).ok_or_else(|| {
         QmError::new(
             Diagnostic::BadQueue,
             format!("Queue {name} does not exist in queue space {qspace}"),
@@ -108,6 +171,14 @@ fn create(
     if defs.iter().any(|d| d.name == def.name) {
         return Err(QmError::exists(format!("Create queue - duplicate queue name '{}'", def.name)));
     }
+    if let Some(owner) = defs.iter().find(|d| d.answers_to(&def.name)) {
+        return Err(QmError::exists(format!(
+            "Create queue - '{}' is an alias of queue {} (qunalias frees it)",
+            def.name, owner.name
+        )));
+    }
+    // Aliases come with qalias, one by one, each checked against the space.
+    def.attrs.aliases.retain(|a| !defs.iter().any(|d| d.answers_to(a)));
     let max = record.params.queues;
     if defs.len() >= max as usize {
         return Err(qm_common::queue::no_more_queues(qspace, max));
@@ -149,7 +220,8 @@ fn destroy(
 ) -> QmResult<Reply> {
     let device = require_device(ctx, store)?;
     let record = require_qspace(device, qspace)?;
-    find(device, qspace, name)?;
+    let found = find(device, qspace, name)?.name;
+    let name = found.as_str();
     let usage = queue_usage(store, qspace, name);
     if mode == DestroyMode::Normal && usage.messages() > 0 {
         let n = usage.messages();

@@ -162,6 +162,11 @@ impl Engine {
             .map_or((0, 0), |q| (q.last_activity.max(q.def.attrs.created), q.line.len() as u64))
     }
 
+    /// The queue `name` names: itself, or the queue it is an alias of.
+    pub fn canonical(&self, name: &str) -> Option<String> {
+        canonical_in(&self.lock(), name)
+    }
+
     /// The queues whose empty idle expiration has passed at `now`.
     pub fn idle_expired(&self, now: u64) -> Vec<String> {
         let inner = self.lock();
@@ -183,6 +188,14 @@ pub fn idle_past(q: &QueueState, now: u64) -> bool {
             && q.line.is_empty()
             && q.last_activity.max(q.def.attrs.created).saturating_add(idle) <= now
     })
+}
+
+/// The queue `name` names in `inner`: itself, or the queue it is an alias of.
+pub fn canonical_in(inner: &Inner, name: &str) -> Option<String> {
+    if inner.index.queues.contains_key(name) {
+        return Some(name.to_string());
+    }
+    inner.index.queues.values().find(|q| q.def.answers_to(name)).map(|q| q.def.name.clone())
 }
 
 /// Messages on the queue, committed or on their way in.

@@ -151,7 +151,7 @@ impl Engine {
             drop(pending);
             return;
         }
-        let firing = self.firing(queue, set, &t, &m, false);
+        let firing = self.firing(q, set, &t, &m, false);
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
         let env = self.limits.commands.clone();
         let engine = self.weak.clone();
@@ -173,8 +173,10 @@ impl Engine {
         });
     }
 
-    fn firing(&self, queue: &str, set: Set, t: &Threshold, m: &Measure, test: bool) -> Firing {
+    fn firing(&self, q: &QueueState, set: Set, t: &Threshold, m: &Measure, test: bool) -> Firing {
+        let queue = &q.def.name;
         Firing {
+            aliases: q.def.attrs.aliases.clone(),
             qspace: self.name.clone(),
             queue: queue.to_string(),
             limits: set.label(),
@@ -269,7 +271,7 @@ impl Engine {
                 )));
             }
             let m = self.measure(&q.usage, set, t.high.unit);
-            self.firing(queue, set, t, &m, true)
+            self.firing(q, set, t, &m, true)
         };
         let record = threshold::run(&self.limits.commands, firing).await;
         self.record_firing(record.clone());

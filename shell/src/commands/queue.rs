@@ -234,6 +234,28 @@ pub fn qchange(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
+fn alias_name(text: &str) -> QmResult<String> {
+    qm_common::names::check_alias(text)?;
+    Ok(text.to_string())
+}
+
+pub fn qalias(sh: &mut Shell, args: Args) -> CmdResult {
+    sh.require_open()?;
+    let mut pos = Positionals::new(args.positionals);
+    let queue = sh.required(&mut pos, NAME, queue_name)?;
+    let alias = sh.required(&mut pos, "Alias: ", alias_name)?;
+    sh.call(Request::Queue(QueueRequest::Alias { queue, alias }))?;
+    Ok(())
+}
+
+pub fn qunalias(sh: &mut Shell, args: Args) -> CmdResult {
+    sh.require_open()?;
+    let mut pos = Positionals::new(args.positionals);
+    let alias = sh.required(&mut pos, "Alias: ", alias_name)?;
+    sh.call(Request::Queue(QueueRequest::Unalias { alias }))?;
+    Ok(())
+}
+
 pub fn qdestroy(sh: &mut Shell, args: Args) -> CmdResult {
     let mode = match (args.flag('p'), args.flag('f')) {
         (true, true) => return Err("qdestroy: -p and -f cannot be combined".into()),
