@@ -80,6 +80,10 @@ fn waiting_dequeues_are_limited_to_processes_plus_actions() {
     refused(app.dequeue("Q", &DequeueCtl::default()), Diagnostic::NoMsg);
     // A waiter gets a message and ends: a wait fits again (and runs its course).
     app.put("Q", "x");
+    // Taken by a waiter before this session asks (on a busy machine its request could
+    // otherwise come first).
+    let peek = DequeueCtl { peek: true, ..DequeueCtl::default() };
+    crate::app::eventually("a waiter took x", || app.dequeue("Q", &peek).is_err());
     let short = DequeueCtl { wait_ms: Some(100), ..DequeueCtl::default() };
     crate::app::eventually("a wait fits again", || match app.dequeue("Q", &short) {
         Err(e) if e.diagnostic == Diagnostic::System => false,
