@@ -674,6 +674,9 @@ impl Task {
             urcode: reply.urcode,
             ..EnqueueCtl::default()
         };
+        // The sender may have named the reply or failure queue by an alias.
+        let named = self.engine.canonical(to);
+        let to = named.as_deref().unwrap_or(to);
         self.engine.enqueue(Some(txid), to, &ctl, reply.body).await.map(|_| ())
     }
 

@@ -52,12 +52,8 @@ fn add_alias(
         )));
     }
     def.attrs.aliases.push(alias.clone());
-    save(device, qspace, &def)?;
-    ctx.note(Note::info(format!("Queue '{}' answers to '{alias}' too", def.name)));
-    if let Some(engine) = store.engine(qspace) {
-        engine.define_queue(def);
-    }
-    Ok(Reply::Unit)
+    let note = format!("Queue '{}' answers to '{alias}' too", def.name);
+    redefine(ctx, store, qspace, def, note)
 }
 
 /// `qunalias`: the alias goes; its queue stays.
@@ -79,8 +75,20 @@ fn remove_alias(
         ));
     };
     def.attrs.aliases.retain(|a| a != alias);
-    save(device, qspace, &def)?;
-    ctx.note(Note::info(format!("Alias '{alias}' of queue '{}' removed", def.name)));
+    let note = format!("Alias '{alias}' of queue '{}' removed", def.name);
+    redefine(ctx, store, qspace, def, note)
+}
+
+/// Stores a changed definition, tells the loaded engine, and says so.
+fn redefine(
+    ctx: &mut Ctx<'_>,
+    store: &mut Store,
+    qspace: &str,
+    def: QueueDef,
+    note: String,
+) -> QmResult<Reply> {
+    save(require_device(ctx, store)?, qspace, &def)?;
+    ctx.note(Note::info(note));
     if let Some(engine) = store.engine(qspace) {
         engine.define_queue(def);
     }
@@ -203,12 +211,8 @@ fn change_queue(
     let mut def = find(device, qspace, &change.name)?;
     change.apply(&mut def);
     def.validate()?;
-    save(device, qspace, &def)?;
-    ctx.note(Note::info(format!("Queue '{}' changed", def.name)));
-    if let Some(engine) = store.engine(qspace) {
-        engine.define_queue(def);
-    }
-    Ok(Reply::Unit)
+    let note = format!("Queue '{}' changed", def.name);
+    redefine(ctx, store, qspace, def, note)
 }
 
 fn destroy(

@@ -464,9 +464,6 @@ impl Engine {
         let len = body.len() as u64;
         let deadline =
             ctl.wait_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
-        // A reply or failure queue may be named by an alias too.
-        let named = self.canonical(queue);
-        let queue = named.as_deref().unwrap_or(queue);
         let mut line = Line { engine: self, queue, ticket: None };
         let (started, downgraded) = loop {
             let room = {
@@ -757,8 +754,6 @@ impl Engine {
         program: Option<&str>,
     ) -> QmResult<Message> {
         ctl.validate()?;
-        let named = self.canonical(queue);
-        let queue = named.as_deref().unwrap_or(queue);
         // Only plain waiting dequeues take turns: one that picks a message by id or peeks
         // does not compete with the others.
         let program = program

@@ -77,6 +77,7 @@ pub fn decode_queue(bytes: &[u8]) -> QmResult<QueueDef> {
 
 /// The queue record of format 1 before queue attributes.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct QueueDefV1 {
     name: String,
     order: qm_common::order::QueueOrder,
@@ -118,20 +119,8 @@ mod tests {
     /// A queue record written before queue attributes is read with the defaults.
     #[test]
     fn queue_records_before_attributes() {
-        #[derive(Serialize)]
-        struct Old {
-            name: String,
-            order: qm_common::order::QueueOrder,
-            out_of_order: qm_common::order::OutOfOrder,
-            retries: u32,
-            retry_delay: u32,
-            threshold: qm_common::threshold::Threshold,
-            nonpersistent_threshold: qm_common::threshold::Threshold,
-            delivery: qm_common::queue::DeliveryPolicy,
-            expiration: qm_common::queue::DefaultExpiration,
-        }
         let def = QueueDef { retries: 3, ..QueueDef::new("OLD") };
-        let old = Old {
+        let old = QueueDefV1 {
             name: def.name.clone(),
             order: def.order.clone(),
             out_of_order: def.out_of_order,
