@@ -53,6 +53,17 @@ impl Address {
         Ok(if tls { Address::Tls { host, port } } else { Address::Tcp { host, port } })
     }
 
+    /// Reads several addresses separated by commas (an active daemon and its standby),
+    /// tried in that order; the error names the one at fault.
+    pub fn parse_list(text: &str) -> Result<Vec<Address>, String> {
+        let list: Vec<Address> =
+            text.split(',').map(|a| Address::parse(a.trim())).collect::<Result<_, _>>()?;
+        if list.is_empty() {
+            return Err(format!("no address given; use {ADDRESS_FORMS}"));
+        }
+        Ok(list)
+    }
+
     /// `HOST:PORT` of a network address, as the resolver takes it.
     pub fn host_port(&self) -> Option<(String, u16)> {
         match self {
@@ -201,6 +212,15 @@ mod tests {
             let e = Address::parse(bad).unwrap_err();
             assert!(e.contains(ADDRESS_FORMS), "{e}");
         }
+    }
+
+    #[test]
+    fn lists() {
+        let list = Address::parse_list("tcp://a:1, tcp://b:2").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].to_string(), "tcp://b:2");
+        let e = Address::parse_list("tcp://a:1,b").unwrap_err();
+        assert!(e.contains("'b'"), "{e}");
     }
 
     #[test]

@@ -277,18 +277,37 @@ impl Client {
     pub async fn call_streaming(
         &mut self,
         request: Request,
+        on_progress: impl FnMut(Progress),
+        on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
+    ) -> QmResult<Done> {
+        self.exchange(request, on_progress, on_batch).await.map_err(CallFailure::into_error)
+    }
+
+    /// Sends a request and waits for its reply, telling apart how it failed: for callers
+    /// that may send it again elsewhere ([`crate::failover`]).
+    pub async fn call_telling(&mut self, request: Request) -> Result<Done, CallFailure> {
+        let unasked = |_| Err(QmError::system("qmd sent exported messages nobody asked for"));
+        self.exchange(request, |_| {}, unasked).await
+    }
+
+    async fn exchange(
+        &mut self,
+        request: Request,
         mut on_progress: impl FnMut(Progress),
         mut on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
-    ) -> QmResult<Done> {
+    ) -> Result<Done, CallFailure> {
         let mut failed: Option<QmError> = None;
         // A body over the limit would make a frame the daemon cannot take (and lose the
         // connection): refuse it here with the daemon's own message.
         if let Request::Data(DataRequest::Enqueue { body, .. }) = &request {
-            check_body(body.len())?;
+            check_body(body.len()).map_err(CallFailure::Refused)?;
         }
-        self.conn.write_frame(&request).await.map_err(lost)?;
+        self.conn.write_frame(&request).await.map_err(|e| CallFailure::Unsent(lost(e)))?;
+        let interrupted = |e: QmError| CallFailure::Interrupted(e);
         loop {
-            match self.conn.read_frame::<Response>().await.map_err(lost)? {
+            let frame =
+                self.conn.read_frame::<Response>().await.map_err(|e| interrupted(lost(e)))?;
+            match frame {
                 Some(Response::Progress(p)) => on_progress(p),
                 Some(Response::Exported(batch)) => {
                     if failed.is_none()
@@ -299,16 +318,43 @@ impl Client {
                 }
                 Some(Response::Done { reply, notes }) => {
                     return match failed {
-                        Some(e) => Err(e),
+                        Some(e) => Err(CallFailure::Refused(e)),
                         None => Ok(Done { reply, notes }),
                     };
                 }
-                Some(Response::Failed(e)) => return Err(failed.unwrap_or(e)),
+                Some(Response::Failed(e)) => return Err(CallFailure::Refused(failed.unwrap_or(e))),
                 Some(Response::Welcome(_)) => {
-                    return Err(QmError::system("unexpected second greeting from qmd"));
+                    return Err(CallFailure::Refused(QmError::system(
+                        "unexpected second greeting from qmd",
+                    )));
                 }
-                None => return Err(QmError::new(Diagnostic::Os, "qmd closed the connection")),
+                None => {
+                    return Err(interrupted(QmError::new(
+                        Diagnostic::Os,
+                        "qmd closed the connection",
+                    )));
+                }
             }
+        }
+    }
+}
+
+/// How a call that did not succeed ended.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The request did not go out whole: the daemon did not receive it.
+    Unsent(QmError),
+    /// The request went out and the connection was lost before its answer came: whether
+    /// it took effect is unknown.
+    Interrupted(QmError),
+    /// The daemon (or the client's own checks) refused it.
+    Refused(QmError),
+}
+
+impl CallFailure {
+    pub fn into_error(self) -> QmError {
+        match self {
+            CallFailure::Unsent(e) | CallFailure::Interrupted(e) | CallFailure::Refused(e) => e,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod failover;
 pub mod frame;
 pub mod message;
 pub mod names;

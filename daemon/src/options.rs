@@ -32,6 +32,18 @@ pub struct Options {
     #[arg(long)]
     pub verify: bool,
 
+    /// Standby: when another qmd serves DEVICE, wait until it stops or dies, then take
+    /// over (the device must be on a filesystem whose locks die with their holder; see
+    /// docs/ha.md). With nothing serving it, serve at once. With --detach, returns once
+    /// waiting.
+    #[arg(long, conflicts_with = "verify")]
+    pub standby: bool,
+
+    /// Raise DEVICE's fencing generation and exit: a qmd still serving it (one paused, or
+    /// on a node cut off from a shared disk) stops before its next write.
+    #[arg(long, conflicts_with_all = ["verify", "standby"])]
+    pub fence: bool,
+
     /// Log level: 0 none, 1 errors, 2 warnings, 3 all (4 also traces every storage commit).
     #[arg(short = 'l', value_name = "LEVEL", default_value_t = 2,
           value_parser = clap::value_parser!(u8).range(0..=4))]

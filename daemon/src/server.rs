@@ -6,6 +6,7 @@ use crate::net::NetFace;
 use crate::options::Options;
 use crate::session;
 use crate::state::Daemon;
+use crate::storage::fence;
 use qm_common::trust;
 use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -93,6 +94,7 @@ pub fn main(options: Options) -> i32 {
             round_robin: options.round_robin,
         },
         http,
+        standby: options.standby,
     };
     match runtime.block_on(serve_with(device, socket, settings)) {
         Ok(()) => 0,
@@ -192,9 +194,17 @@ fn fail(message: &str) -> i32 {
 /// is refused (nothing is created at its target), and so is anything but a regular file of
 /// ours or root's.
 pub(crate) fn lock_device(device: &Path) -> Result<File, String> {
+    let file = open_lock(device)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| held_by_another(device, &file))?;
+    Ok(file)
+}
+
+/// Opens (creating) the device's lock file, as every user of it does.
+fn open_lock(device: &Path) -> Result<File, String> {
     let path = qm_common::paths::lock_path(device);
     let mut options = std::fs::OpenOptions::new();
-    options.create(true).truncate(false).write(true).mode(0o600);
+    options.create(true).truncate(false).read(true).write(true).mode(0o600);
     let file = trust::open_no_follow(&path, &mut options, "lock file")?;
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(format!(
@@ -205,16 +215,99 @@ pub(crate) fn lock_device(device: &Path) -> Result<File, String> {
     // Another user's lock file was planted: whoever owns it could hold it (and every qmd
     // would take the device for served) or remove it while we hold it.
     trust::check_owner(&file, &path, "lock file")?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |_| {
-            format!(
-                "another qmd already serves {} (lock {} is held)",
-                device.display(),
-                path.display()
-            )
-        },
-    )?;
     Ok(file)
+}
+
+fn held_by_another(device: &Path, lock: &File) -> String {
+    let holder = fence::read(lock).unwrap_or_default();
+    format!(
+        "another qmd{} already serves {} (lock {} is held)",
+        if holder.pid != 0 { format!(" (pid {})", holder.pid) } else { String::new() },
+        device.display(),
+        qm_common::paths::lock_path(device).display()
+    )
+}
+
+/// `--standby`: takes the device's lock, waiting for the daemon that holds it to stop or
+/// die. Says that it waits (the ready line of a detached standby); returns the lock and
+/// whether it said so.
+async fn take_over(device: &Path) -> Result<(File, bool), String> {
+    let file = open_lock(device)?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        return Ok((file, false));
+    }
+    let active = fence::read(&file).unwrap_or_default();
+    let line = format!(
+        "pid {} standby for {}: waiting for the active qmd{} to stop",
+        std::process::id(),
+        device.display(),
+        if active.pid != 0 { format!(" (pid {})", active.pid) } else { String::new() }
+    );
+    tracing::info!("{line}");
+    announce(&line);
+    let file = tokio::task::spawn_blocking(move || {
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(file),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(format!("cannot wait for the lock: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    tracing::info!("the active qmd let go of {}: taking over", device.display());
+    Ok((file, true))
+}
+
+/// Raises the device's generation and holds it: from now on, a commit after someone else
+/// raised it stops this daemon ([`fence`]).
+fn fence_device(device: &Path, lock: &File) -> Result<fence::Fence, String> {
+    let explain = |e: std::io::Error| {
+        format!(
+            "cannot write the fencing generation to {}: {e}",
+            qm_common::paths::lock_path(device).display()
+        )
+    };
+    let holder = fence::advance(lock, std::process::id()).map_err(explain)?;
+    tracing::info!("serving {} as generation {}", device.display(), holder.generation);
+    fence::Fence::hold(device, lock, holder).map_err(explain)
+}
+
+/// `qmd --fence`: raises the device's generation, so that a daemon still serving it stops
+/// before its next write; returns what to tell the user.
+pub fn fence_only(device: &Path) -> Result<String, String> {
+    let lock = open_lock(device)?;
+    let before = fence::read(&lock).unwrap_or_default();
+    let held = rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockShared).is_err();
+    let after = fence::advance(&lock, 0)
+        .map_err(|e| format!("cannot write the fencing generation: {e}; nothing was fenced"))?;
+    Ok(match (held, before.pid) {
+        (true, pid) if pid != 0 => format!(
+            "{} fenced at generation {}: the qmd serving it (pid {pid}) stops before its next \
+             write, within a second",
+            device.display(),
+            after.generation
+        ),
+        _ => format!(
+            "{} fenced at generation {}; no qmd holds it now",
+            device.display(),
+            after.generation
+        ),
+    })
+}
+
+/// Says the line that tells whoever started qmd that it serves (or waits, as a standby):
+/// the ready line of a detached daemon, or a line on standard output.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A reader that went away is no reason to stop.
+    let _ = match detach::is_detached_child() {
+        true => writeln!(out, "{}: {line}", detach::READY),
+        false => writeln!(out, "qmd: {line}"),
+    };
+    let _ = out.flush();
 }
 
 /// Binds the control socket with permissions `mode` (owner-only unless `--socket-mode` said
@@ -314,6 +407,8 @@ pub struct Settings {
     pub policy: crate::net::NetPolicy,
     /// The HTTP face (`-w`), if asked for.
     pub http: Option<crate::http::HttpFace>,
+    /// Wait for the device as a standby when another daemon serves it.
+    pub standby: bool,
 }
 
 impl Default for Settings {
@@ -329,6 +424,7 @@ impl Default for Settings {
             tls: None,
             policy: crate::net::NetPolicy::default(),
             http: None,
+            standby: false,
         }
     }
 }
@@ -348,7 +444,11 @@ pub async fn serve_with(
     // Everything qmd creates (device files, socket, lock, logs) is for its owner only.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     raise_open_file_limit();
-    let lock = lock_device(&device)?;
+    let (lock, waited) = match settings.standby {
+        true => take_over(&device).await?,
+        false => (lock_device(&device)?, false),
+    };
+    let fenced = fence_device(&device, &lock)?;
     let daemon = Arc::new(Daemon::new(device.clone(), socket.clone()));
     daemon.set_txn_timeout(settings.txn_timeout);
     daemon.set_frame_limit(settings.frame_limit);
@@ -408,10 +508,9 @@ pub async fn serve_with(
         line.push_str(&format!(" and {}", net.describe()));
     }
     tracing::info!("{line}");
-    if detach::is_detached_child() {
-        println!("{}: {line}", detach::READY);
-    } else {
-        println!("qmd: {line}");
+    // A detached standby said it was ready when it began to wait; nobody reads on now.
+    if !(waited && detach::is_detached_child()) {
+        announce(&line);
     }
     end_orphans(&daemon);
     boot_forwarders(&daemon);
@@ -438,6 +537,8 @@ pub async fn serve_with(
     });
     let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     let _ = std::fs::remove_file(&socket);
+    // The fence holds the lock's file open too: both must go for the lock to.
+    drop(fenced);
     drop(lock);
     tracing::info!("stopped");
     result
@@ -623,6 +724,10 @@ async fn accept_loop(
                             tracing::error!("{e}");
                         }
                     }
+                }
+                // A daemon that writes nothing would never meet the fence otherwise.
+                if let Err(e) = fence::check() {
+                    tracing::error!("cannot read the fencing generation: {e}");
                 }
                 // Not awaited: the check must never hold up accepting or signals.
                 if checking.as_ref().is_none_or(|c| c.is_finished()) {

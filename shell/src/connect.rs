@@ -165,3 +165,13 @@ pub fn wait_for_exit(device: &Path, limit: Duration) -> Result<bool, String> {
         }
     }
 }
+
+/// Connects as qmadmin to the first of `addresses` that answers (an active daemon or its
+/// standby), each tried once.
+pub async fn connect_first(
+    addresses: &[qm_common::address::Address],
+) -> Result<(usize, Client), QmError> {
+    let files = qm_common::tls::ClientTlsFiles::from_env();
+    let who = ("qmadmin", ClientKind::Admin);
+    qm_common::failover::connect_first(addresses, &files, who, Duration::ZERO).await
+}

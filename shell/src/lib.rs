@@ -137,12 +137,15 @@ fn run_remote(
             runtime.block_on(qm_common::client::Client::connect_file(file, "qmadmin", kind)),
             format!("connection file {}", file.display()),
         ),
-        (None, Some(text)) => match qm_common::address::Address::parse(text) {
-            Ok(address) => (
-                runtime
-                    .block_on(qm_common::client::Client::connect_addr(&address, "qmadmin", kind)),
-                address.to_string(),
-            ),
+        (None, Some(text)) => match qm_common::address::Address::parse_list(text) {
+            Ok(addresses) => {
+                let connected = runtime.block_on(connect::connect_first(&addresses));
+                let to = match &connected {
+                    Ok((i, _)) => addresses[*i].to_string(),
+                    Err(_) => text.clone(),
+                };
+                (connected.map(|(_, c)| c), to)
+            }
             Err(e) => {
                 eprintln!("ERROR: --connect: {e}");
                 return 1;
@@ -167,8 +170,8 @@ fn run_remote(
                 runtime.block_on(qm_common::client::Client::connect_file(file, "qmadmin", kind))
             }
             (None, Some(text)) => {
-                let address = qm_common::address::Address::parse(text)?;
-                runtime.block_on(qm_common::client::Client::connect_addr(&address, "qmadmin", kind))
+                let addresses = qm_common::address::Address::parse_list(text)?;
+                runtime.block_on(connect::connect_first(&addresses)).map(|(_, c)| c)
             }
             (None, None) => unreachable!("checked by the caller"),
         };

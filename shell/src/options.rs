@@ -34,7 +34,8 @@ pub struct Options {
     pub socket: Option<PathBuf>,
 
     /// Reach a daemon at ADDR instead of a device's socket: unix:PATH, tcp://HOST:PORT or
-    /// tls+tcp://HOST:PORT (also QM_CONNECT). TLS clients read QM_CLIENT_CERT_KEY,
+    /// tls+tcp://HOST:PORT (also QM_CONNECT); several, separated by commas (an active
+    /// daemon and its standby), are tried in order. TLS clients read QM_CLIENT_CERT_KEY,
     /// QM_CLIENT_SERVER_NAME and QM_CLIENT_CA_CHAIN.
     #[arg(long, value_name = "ADDR", env = "QM_CONNECT", conflicts_with_all = ["device", "socket"])]
     pub connect: Option<String>,

@@ -33,6 +33,9 @@ fn main() {
     if options.verify {
         std::process::exit(verify(&options));
     }
+    if options.fence {
+        std::process::exit(fence(&options));
+    }
     std::process::exit(qm_daemon::server::main(options));
 }
 
@@ -47,6 +50,21 @@ fn verify(options: &qm_daemon::options::Options) -> i32 {
         Ok(report) => {
             print!("{}", qm_shell::render::verify(&report));
             i32::from(!report.problems.is_empty())
+        }
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            2
+        }
+    }
+}
+
+/// `qmd --fence`: raises the device's fencing generation.
+fn fence(options: &qm_daemon::options::Options) -> i32 {
+    let result = options.device_path().and_then(|d| qm_daemon::server::fence_only(&d));
+    match result {
+        Ok(line) => {
+            println!("qmd: {line}");
+            0
         }
         Err(e) => {
             eprintln!("qmd: {e}");

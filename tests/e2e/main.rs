@@ -26,6 +26,8 @@ mod grammar;
 mod queue;
 // Queue attributes: maximum length and waiting enqueues, size, switches, persistence, idle expiry.
 mod attrs;
+// Failover: a standby taking over under load, fencing, clients with several addresses.
+mod failover;
 // Crash safety: SIGKILL during concurrent traffic loses and duplicates nothing.
 mod crash;
 // Storage faults: crdl, qdestroy -p, qspacedestroy -f crashed at every step; refused files unchanged.

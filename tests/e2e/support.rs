@@ -504,7 +504,22 @@ impl Daemon {
     /// with its standard error going to the device's `.qmd-stderr` file, and returns once it
     /// printed its ready line.
     #[track_caller]
-    pub fn start_command(mut cmd: Command, device: &Path) -> Daemon {
+    pub fn start_command(cmd: Command, device: &Path) -> Daemon {
+        Daemon::start_saying(cmd, device, "serving")
+    }
+
+    /// Starts `qmd --standby DEVICE` (and `extra`) while another qmd serves the device;
+    /// returns once it says it waits.
+    #[track_caller]
+    pub fn start_standby(device: &Path, extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(QMD);
+        cmd.arg(device).arg("--standby").args(extra).env_remove("QM_SOCKET");
+        Daemon::start_saying(cmd, device, "standby for")
+    }
+
+    /// Starts `cmd` and returns once its first line says `word`.
+    #[track_caller]
+    fn start_saying(mut cmd: Command, device: &Path, word: &str) -> Daemon {
         let stderr = PathBuf::from(format!("{}.qmd-stderr", device.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -515,7 +530,7 @@ impl Daemon {
         let pid = child.id();
         let daemon = Daemon { child: Some(child), pid, stderr, log: None };
         match ready {
-            Some(line) if line.contains("serving") => daemon,
+            Some(line) if line.contains(word) => daemon,
             Some(line) => panic!(
                 "qmd did not start: {line:?}\n--- its standard error\n{}",
                 tail(&daemon.stderr, 40)

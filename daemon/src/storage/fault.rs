@@ -39,6 +39,7 @@ use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The environment variable that arms a fault.
@@ -178,7 +179,12 @@ pub fn step() {
 /// fault is armed.
 pub fn backend(file: File) -> std::io::Result<Backend> {
     let Some(mut fault) = lock() else {
-        return Ok(Backend { inner: plain(file)?, counted: false, journal: None });
+        return Ok(Backend {
+            inner: plain(file)?,
+            counted: false,
+            journal: None,
+            unsynced: AtomicBool::new(false),
+        });
     };
     let journal = if fault.keeps_journals() {
         let meta = file.metadata()?;
@@ -197,7 +203,7 @@ pub fn backend(file: File) -> std::io::Result<Backend> {
     } else {
         None
     };
-    Ok(Backend { inner: plain(file)?, counted: true, journal })
+    Ok(Backend { inner: plain(file)?, counted: true, journal, unsynced: AtomicBool::new(false) })
 }
 
 fn plain(file: File) -> std::io::Result<FileBackend> {
@@ -241,14 +247,26 @@ impl Journal {
 }
 
 /// redb's file backend; with a fault armed, every write, length change and sync is a step.
+/// Being the one backend of every qm file, it is also where the fence is checked
+/// ([`super::fence`]): before the first write since the file's last sync.
 #[derive(Debug)]
 pub struct Backend {
     inner: FileBackend,
     counted: bool,
     journal: Option<Arc<Mutex<Journal>>>,
+    /// Written since the last sync: the fence was checked for this commit already.
+    unsynced: AtomicBool,
 }
 
 impl Backend {
+    /// Checks the fence before the first write of a commit.
+    fn before_write(&self) -> IoResult<()> {
+        if !self.unsynced.swap(true, Ordering::Relaxed) {
+            super::fence::check()?;
+        }
+        Ok(())
+    }
+
     /// Takes the step, then runs `op` with the journal (if any) while no other step runs.
     fn step<T>(&self, op: impl FnOnce(Option<&mut Journal>) -> T) -> T {
         if !self.counted {
@@ -276,6 +294,7 @@ impl StorageBackend for Backend {
     }
 
     fn set_len(&self, len: u64) -> IoResult<()> {
+        self.before_write()?;
         self.step(|journal| {
             if let Some(j) = journal {
                 j.save(len, u64::MAX);
@@ -290,6 +309,7 @@ impl StorageBackend for Backend {
     fn sync_data(&self) -> IoResult<()> {
         self.step(|journal| {
             self.inner.sync_data()?;
+            self.unsynced.store(false, Ordering::Relaxed);
             if let Some(j) = journal {
                 j.synced();
             }
@@ -298,6 +318,7 @@ impl StorageBackend for Backend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        self.before_write()?;
         self.step(|journal| {
             let end = offset + data.len() as u64;
             if let Some(j) = journal {

@@ -60,6 +60,7 @@ use forward_range_locks;
 
 pub mod device;
 pub mod fault;
+pub mod fence;
 pub mod files;
 pub mod freemap;
 pub mod handle;

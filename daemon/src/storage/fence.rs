@@ -1,0 +1,177 @@
+//! Fencing: the generation number that keeps a daemon which lost its device from writing.
+//!
+//! The device's lock file says who serves the device: one line, `generation G pid P`. A qmd
+//! that starts serving (at once, or as a standby taking over) raises G by one, writes its
+//! pid, syncs, and keeps its own G. Before the first write of every commit (the first write
+//! to a file since its last sync: a journal record, a redb commit of any file of the device)
+//! it reads the line again, and when G is no longer its own it stops at once, writing
+//! nothing more: another qmd took the device over, or `qmd --fence` said it must stop.
+//!
+//! The lock alone would do on one machine: a qmd that holds it cannot be displaced, even
+//! when paused. It does not do where the lock lives on a shared filesystem that may give it
+//! away (an NFS lease that expired while the node was cut off or paused), nor under a
+//! cluster manager that starts the daemon elsewhere believing this node dead. The check
+//! narrows the window to the time between a read and a write; closing it is the cluster's
+//! fencing (docs/ha.md).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The exit status of a daemon that finds itself fenced.
+pub const FENCED_EXIT: i32 = 75;
+
+/// Length of the line kept in the lock file: fixed, so that a rewrite in place never
+/// leaves the tail of a longer one.
+const LINE_LEN: usize = 48;
+
+/// What the lock file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Holder {
+    pub generation: u64,
+    pub pid: u32,
+}
+
+impl Holder {
+    /// Reads the line; an empty or unreadable one (a lock file from before fencing, or
+    /// never written) is generation 0.
+    fn parse(bytes: &[u8]) -> Holder {
+        let text = String::from_utf8_lossy(bytes);
+        let mut words = text.split_whitespace();
+        let mut holder = Holder::default();
+        while let (Some(key), Some(value)) = (words.next(), words.next()) {
+            match key {
+                "generation" => holder.generation = value.parse().unwrap_or(0),
+                "pid" => holder.pid = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        holder
+    }
+
+    fn line(&self) -> [u8; LINE_LEN] {
+        let text = format!("generation {} pid {}", self.generation, self.pid);
+        let mut line = [b' '; LINE_LEN];
+        line[..text.len()].copy_from_slice(text.as_bytes());
+        line[LINE_LEN - 1] = b'\n';
+        line
+    }
+}
+
+/// Reads what the lock file `file` says.
+pub fn read(file: &File) -> std::io::Result<Holder> {
+    let mut bytes = [0u8; LINE_LEN];
+    let mut got = 0;
+    while got < LINE_LEN {
+        match file.read_at(&mut bytes[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(Holder::parse(&bytes[..got]))
+}
+
+/// Raises the generation in the lock file `file` and names `pid` as its holder; returns
+/// the new line. Synced before it returns: a generation that a crash could take back would
+/// be given out twice.
+pub fn advance(file: &File, pid: u32) -> std::io::Result<Holder> {
+    let holder = Holder { generation: read(file)?.generation + 1, pid };
+    file.write_all_at(&holder.line(), 0)?;
+    file.set_len(LINE_LEN as u64)?;
+    file.sync_data()?;
+    Ok(holder)
+}
+
+/// One device served by this process, with the generation it holds.
+#[derive(Debug)]
+struct Held {
+    device: PathBuf,
+    file: File,
+    generation: u64,
+}
+
+/// The devices this process serves (one for `qmd`; tests and examples may run more).
+static HELD: RwLock<Vec<Arc<Held>>> = RwLock::new(Vec::new());
+
+/// The fence of one device, kept while the daemon serves it; dropping it ends the checks.
+#[derive(Debug)]
+pub struct Fence(Arc<Held>);
+
+impl Fence {
+    /// Takes generation `holder` of `device` (lock file `lock`, held by us) as ours: from now
+    /// on every commit checks it.
+    pub fn hold(device: &Path, lock: &File, holder: Holder) -> std::io::Result<Fence> {
+        let held = Arc::new(Held {
+            device: device.to_path_buf(),
+            file: lock.try_clone()?,
+            generation: holder.generation,
+        });
+        HELD.write().unwrap_or_else(|p| p.into_inner()).push(held.clone());
+        Ok(Fence(held))
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        HELD.write().unwrap_or_else(|p| p.into_inner()).retain(|h| !Arc::ptr_eq(h, &self.0));
+    }
+}
+
+/// Called before the first write of a commit: stops the process, before anything is
+/// written, when a device it serves has a generation other than its own. A lock file that
+/// cannot be read stops the writes too (the commit fails), since nothing says they are
+/// still ours.
+pub fn check() -> std::io::Result<()> {
+    let held = HELD.read().unwrap_or_else(|p| p.into_inner());
+    for device in held.iter() {
+        let now = read(&device.file)?;
+        if now.generation != device.generation {
+            fenced(device, now);
+        }
+    }
+    Ok(())
+}
+
+/// Says why, where it will be read, and stops without another write.
+fn fenced(device: &Held, now: Holder) -> ! {
+    let why = format!(
+        "fenced: the generation of {} is now {} (held by pid {}), not ours ({}): another qmd \
+         took the device over, or qmd --fence was run; stopping at once without writing",
+        device.device.display(),
+        now.generation,
+        now.pid,
+        device.generation
+    );
+    tracing::error!("{why}");
+    eprintln!("qmd: {why}");
+    std::process::exit(FENCED_EXIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines() {
+        let h = Holder { generation: 18_446_744_073_709_551_615, pid: 4_294_967_295 };
+        assert_eq!(Holder::parse(&h.line()), h);
+        assert_eq!(Holder::parse(b""), Holder::default());
+        assert_eq!(Holder::parse(b"garbage"), Holder::default());
+    }
+
+    #[test]
+    fn advancing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("d.lock"))
+            .unwrap();
+        assert_eq!(advance(&file, 7).unwrap(), Holder { generation: 1, pid: 7 });
+        assert_eq!(advance(&file, 8).unwrap(), Holder { generation: 2, pid: 8 });
+        assert_eq!(read(&file).unwrap(), Holder { generation: 2, pid: 8 });
+    }
+}
