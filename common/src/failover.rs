@@ -97,6 +97,13 @@ impl Failover {
     /// did not reach the daemon is sent again after reconnecting (outside a transaction);
     /// one whose answer was lost is not (its outcome is unknown, and the error says so).
     pub async fn call(&mut self, request: Request) -> QmResult<Done> {
+        self.call_telling(request).await.map_err(CallFailure::into_error)
+    }
+
+    /// Like [`Failover::call`], telling apart a request no daemon received (none answered,
+    /// or the connection was gone before it went out: it may go elsewhere) from one whose
+    /// outcome is unknown and one refused.
+    pub async fn call_telling(&mut self, request: Request) -> Result<Done, CallFailure> {
         let step = Step::of(&request);
         if self.txn == Txn::Lost {
             match step {
@@ -105,7 +112,10 @@ impl Failover {
                     self.txn = Txn::None;
                     return Ok(Done { reply: Reply::Unit, notes: Vec::new() });
                 }
-                _ => return Err(rolled_back("it was lost with an earlier connection")),
+                _ => {
+                    let lost = rolled_back("it was lost with an earlier connection");
+                    return Err(CallFailure::Refused(lost));
+                }
             }
         }
         let retry = (self.txn == Txn::None).then(|| request.clone());
@@ -127,25 +137,27 @@ impl Failover {
                 if matches!(step, Step::Commit | Step::Abort) {
                     self.txn = Txn::None;
                 }
-                Err(e)
+                Err(CallFailure::Refused(e))
             }
-            Err(Sent::Unsent(e) | Sent::Interrupted(e)) if self.txn == Txn::Open => {
+            Err(Sent::NoDaemon(e) | Sent::Unsent(e) | Sent::Interrupted(e))
+                if self.txn == Txn::Open =>
+            {
                 if step == Step::Commit {
                     self.txn = Txn::None;
-                    return Err(unknown(&e, "the commit"));
+                    return Err(CallFailure::Interrupted(unknown(&e, "the commit")));
                 }
                 self.txn = Txn::Lost;
-                Err(rolled_back(&e.message))
+                Err(CallFailure::Refused(rolled_back(&e.message)))
             }
-            Err(Sent::Unsent(e)) => Err(e),
-            Err(Sent::Interrupted(e)) => Err(unknown(&e, "the request")),
+            // After NoDaemon it is not sent again: the whole patience went into finding one.
+            Err(Sent::NoDaemon(e) | Sent::Unsent(e)) => Err(CallFailure::Unsent(e)),
+            Err(Sent::Interrupted(e)) => Err(CallFailure::Interrupted(unknown(&e, "the request"))),
         }
     }
 
     /// Sends once, on the connection there is or a new one; a lost connection is dropped.
     async fn send(&mut self, request: Request) -> Result<Done, Sent> {
-        // Not sent again: the whole patience went into finding a daemon.
-        let client = self.connect().await.map_err(Sent::Refused)?;
+        let client = self.connect().await.map_err(Sent::NoDaemon)?;
         let result = client.call_telling(request).await;
         let at = self.address().map(|a| a.to_string()).unwrap_or_default();
         let with_address =
@@ -281,6 +293,8 @@ impl Step {
 
 /// How one sending ended, when not with an answer.
 enum Sent {
+    /// No daemon answered at any address.
+    NoDaemon(QmError),
     Unsent(QmError),
     Interrupted(QmError),
     Refused(QmError),

@@ -13,6 +13,8 @@ pub const QUEUE_NAME_MAX: usize = 127;
 pub const DEVICE_NAME_MAX: usize = 64;
 /// Longest threshold command (`TA_CMD`).
 pub const COMMAND_MAX: usize = 127;
+/// Longest queue manager name in a profile.
+pub const MANAGER_NAME_MAX: usize = 64;
 
 fn check_name(field: &str, name: &str, max: usize) -> QmResult<()> {
     if name.is_empty() {
@@ -63,6 +65,21 @@ pub fn check_queue_name(name: &str) -> QmResult<()> {
 /// A queue alias: spelled like a queue name (it may hold `/`, as in `cf/hotline`).
 pub fn check_alias(name: &str) -> QmResult<()> {
     check_name("Alias", name, QUEUE_NAME_MAX)
+}
+
+/// A queue manager's name in a profile: 1 to 64 characters, no white space, commas or
+/// `/` (it is the first part of a full queue name, `MANAGER/QSPACE/QUEUE`).
+pub fn check_manager(name: &str) -> Result<(), String> {
+    check_name("Manager name", name, MANAGER_NAME_MAX).map_err(|e| e.message)?;
+    if name.contains('/') {
+        return Err(QmError::invalid(
+            "Manager name",
+            name,
+            "'/' is not allowed: it separates the parts of MANAGER/QSPACE/QUEUE",
+        )
+        .message);
+    }
+    Ok(())
 }
 
 /// An error queue name may also be empty (no error queue).

@@ -3,7 +3,8 @@
 //! Names and abbreviations are Tuxedo's, exactly; qm's own additions have no abbreviation.
 
 use crate::commands::{
-    automation, device, export, general, message, msgadmin, qspace, queue, rights, stat, why,
+    automation, device, export, general, managers, message, msgadmin, qspace, queue, rights, stat,
+    why,
 };
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Shell};
@@ -1227,6 +1228,18 @@ pub static COMMANDS: &[CommandSpec] = &[
             ("-q queue_name", "every forwarder of this queue (give either -i or -q)"),
         ],
         "shutdown -q SVCQ"
+    ),
+    command!(
+        "managers",
+        None,
+        "",
+        0,
+        "",
+        Nothing,
+        managers::managers,
+        "Lists the queue managers the profiles name (the user's ~/.config/qm/profile.toml, then the host's /etc/qm/profile.toml, and QM_MANAGER), in the order an application that names none tries them: highest priority first. For each: where it is, whether a daemon answers there, and the queue spaces it serves that you may see. Also runs without a daemon as qmadmin managers.",
+        [],
+        "managers"
     ),
     command!(
         "verbose",

@@ -21,6 +21,7 @@ pub mod getopt;
 pub mod grammar;
 pub mod input;
 pub mod interrupt;
+pub mod manager;
 pub mod manual;
 pub mod options;
 pub mod pager;
@@ -55,10 +56,17 @@ pub fn main(options: Options) -> i32 {
 /// Runs qmadmin on a given input (commands and prompt answers come from it unless
 /// `options.commands` is set).
 pub fn run(
-    options: Options,
+    mut options: Options,
     input: Box<dyn Input>,
     names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
 ) -> i32 {
+    if options.device.as_deref() == Some(std::path::Path::new(MANAGERS)) {
+        return run_managers(&options);
+    }
+    if let Err(e) = manager::resolve(&mut options) {
+        eprintln!("ERROR: {}", qm_common::error::shown_lines(&e));
+        return 1;
+    }
     if options.connect.is_some() || options.connect_file.is_some() {
         return run_remote(options, input, names);
     }
@@ -77,7 +85,10 @@ pub fn run(
         }
         Some(d) => qm_common::paths::absolute(&d),
         None => {
-            eprintln!("ERROR: QMCONFIG not set (give the device as an argument or set QMCONFIG)");
+            eprintln!(
+                "ERROR: QMCONFIG not set (give the device as an argument or set QMCONFIG; or \
+                 name a queue manager with QM_MANAGER or a profile: help managers)"
+            );
             return 1;
         }
     };
@@ -115,6 +126,34 @@ pub fn run(
         runtime.block_on(connect::connect(&device, socket.as_deref(), false))
     }));
     start(sh, &options, names)
+}
+
+/// `qmadmin managers`: the word where a device would be.
+const MANAGERS: &str = "managers";
+
+/// `qmadmin managers [--json]`: lists the profile's managers without a daemon of its own.
+fn run_managers(options: &Options) -> i32 {
+    if options.commands.is_some() {
+        eprintln!("ERROR: qmadmin managers takes no -c: it only lists the queue managers");
+        return 1;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ERROR: cannot start: {e}");
+            return 1;
+        }
+    };
+    match commands::managers::listing(&runtime, options.json) {
+        Ok((text, _)) => {
+            println!("{}", text.trim_end());
+            0
+        }
+        Err(e) => {
+            eprintln!("ERROR: {}", qm_common::error::shown_lines(&e));
+            1
+        }
+    }
 }
 
 /// Runs qmadmin against a daemon reached by address or connection file: nothing is started,

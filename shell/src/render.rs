@@ -631,6 +631,25 @@ pub fn grants(
     table(&["Principal", "Rights", "Scope"], rows)
 }
 
+/// `managers`: one row per manager, in the order an application tries them.
+pub fn managers(states: &[qm_common::managers::ManagerState]) -> String {
+    let rows = states
+        .iter()
+        .map(|s| {
+            let name = if s.chosen { format!("{} (QM_MANAGER)", s.name) } else { s.name.clone() };
+            vec![
+                name,
+                s.priority.to_string(),
+                s.source.to_string(),
+                s.place.clone(),
+                crate::commands::managers::state_text(s),
+                s.qspaces.join(" "),
+            ]
+        })
+        .collect();
+    table(&["Manager", "Priority", "Profile", "Where", "State", "Queue spaces"], rows)
+}
+
 /// `whoami`.
 pub fn identity(me: &qm_common::rights::Identity) -> String {
     let rights = if me.always_admin {

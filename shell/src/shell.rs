@@ -152,6 +152,11 @@ impl Shell {
     }
 
     /// Sends a request; prints the notes that came back; fails with the daemon's message.
+    /// The runtime the session's requests run on, for work beside the daemon's connection.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
     pub fn call(&mut self, request: Request) -> Result<Done, Failure> {
         self.call_with_progress(request, false)
     }

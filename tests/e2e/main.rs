@@ -28,6 +28,8 @@ mod queue;
 mod attrs;
 // Failover: a standby taking over under load, fencing, clients with several addresses.
 mod failover;
+// Several queue managers: the profile, priority routing, full names, qmadmin managers.
+mod managers;
 // Crash safety: SIGKILL during concurrent traffic loses and duplicates nothing.
 mod crash;
 // Storage faults: crdl, qdestroy -p, qspacedestroy -f crashed at every step; refused files unchanged.
@@ -98,3 +100,5 @@ mod verify;
 mod backup;
 // qexport and qimport: the portable stream.
 mod export;
+// High availability: the OCF resource agent (dist/ocf/qm) on real daemons, the systemd units.
+mod ha_agent;

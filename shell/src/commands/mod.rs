@@ -4,6 +4,7 @@ pub mod automation;
 pub mod device;
 pub mod export;
 pub mod general;
+pub mod managers;
 pub mod message;
 pub mod msgadmin;
 pub mod qspace;
