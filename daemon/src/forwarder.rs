@@ -658,7 +658,9 @@ impl Task {
         to: Option<&str>,
         reply: service::Reply,
     ) -> QmResult<()> {
-        let Some(to) = to.filter(|q| self.engine.queue_def(q).is_some()) else {
+        // The sender may have named the reply or failure queue by an alias.
+        let named = to.and_then(|q| self.engine.canonical(q));
+        let Some(to) = named.as_deref() else {
             if let Some(q) = to {
                 tracing::warn!(
                     "forwarder {}: {which} queue {q} does not exist; reply dropped",
@@ -674,9 +676,6 @@ impl Task {
             urcode: reply.urcode,
             ..EnqueueCtl::default()
         };
-        // The sender may have named the reply or failure queue by an alias.
-        let named = self.engine.canonical(to);
-        let to = named.as_deref().unwrap_or(to);
         self.engine.enqueue(Some(txid), to, &ctl, reply.body).await.map(|_| ())
     }
 

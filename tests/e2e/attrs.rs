@@ -330,3 +330,58 @@ fn aliases_name_their_queue() {
     refused(app.enqueue("cf/hotline", b"x", &EnqueueCtl::default()), Diagnostic::BadQueue);
     app.put("HOTLINE", "by name");
 }
+
+/// A waiting enqueue whose client goes away leaves the line: it is not counted any more,
+/// and its message never gets in when room comes.
+#[test]
+fn a_waiting_enqueue_leaves_with_its_client() {
+    let env = space(&[ERRQ, "L fifo none 0 0 100% 0% ''"]);
+    env.c("qopen QS; qchange -L 1 L none 0 0 100% 0% ''").ok();
+    let mut app = App::connect(&env);
+    app.put("L", "first");
+    let mut waiter = env.qmadmin_cmd();
+    waiter
+        .args(["--no-start", "-c", "qopen QS; qenqueue -w 60 L gone"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut waiter = waiter.spawn().unwrap();
+    eventually("the enqueue waits", || waiting_enqueues(&env, "L") == 1);
+    waiter.kill().unwrap();
+    waiter.wait().unwrap();
+    eventually("the line is empty", || waiting_enqueues(&env, "L") == 0);
+    assert_eq!(app.take_body("L"), "first");
+    app.put("L", "second");
+    assert_eq!(app.drain("L"), ["second"], "the departed client's message got in");
+}
+
+/// Rights by alias for a principal that is not admin: a grant on the queue covers requests
+/// made by its alias, and an alias gives nothing on a queue not granted.
+#[test]
+fn rights_follow_the_queue_an_alias_names() {
+    use qm_common::address::Address;
+    use qm_common::client::Client;
+    use qm_common::protocol::ClientKind;
+    let _ports = crate::network::scanning();
+    let (env, _daemon, file) = crate::network::listening(&[]);
+    env.c("qopen QS; qcreate HOTLINE fifo none 0 0 100% 0% ''; qalias HOTLINE cf/hotline").ok();
+    env.c("qgrant anonymous enqueue,browse QS/HOTLINE").ok();
+    let address: Address = file.address();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut anon =
+        rt.block_on(Client::connect_addr(&address, "e2e-alias", ClientKind::Application)).unwrap();
+    let ctl = EnqueueCtl::default();
+    rt.block_on(anon.enqueue("QS", "cf/hotline", b"by alias", &ctl)).unwrap();
+    let e = rt.block_on(anon.enqueue("QS", "Q", b"not granted", &ctl)).unwrap_err();
+    assert_eq!(e.diagnostic, Diagnostic::Perm, "{e}");
+    let e = rt.block_on(anon.dequeue("QS", "cf/hotline", &DequeueCtl::default())).unwrap_err();
+    assert_eq!(e.diagnostic, Diagnostic::Perm, "{e}");
+    let peek = DequeueCtl { peek: true, ..DequeueCtl::default() };
+    let m = rt.block_on(anon.dequeue("QS", "cf/hotline", &peek)).unwrap();
+    assert_eq!(m.body, b"by alias");
+    // A grant on Q does not reach HOTLINE through an alias of it.
+    env.c("qrevoke anonymous enqueue,browse QS/HOTLINE; qgrant anonymous enqueue QS/Q").ok();
+    let e = rt.block_on(anon.enqueue("QS", "cf/hotline", b"x", &ctl)).unwrap_err();
+    assert_eq!(e.diagnostic, Diagnostic::Perm, "{e}");
+    assert_eq!(count(&env, "HOTLINE"), 1);
+}

@@ -607,3 +607,19 @@ fn a_service_sees_the_message_in_its_environment() {
     );
     assert_eq!((get("QM_PRIORITY"), get("QM_URCODE")), ("50".to_string(), "0".to_string()));
 }
+
+/// A reply queue named by an alias: the forwarder puts the reply on the queue the alias
+/// names.
+#[test]
+fn a_reply_queue_may_be_an_alias() {
+    let env = Env::new();
+    write_config(&env, &config("SVC", "", &[("SVC", "tr a-z A-Z")]));
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("qopen QS; qalias R replies/svc").ok();
+    env.c("boot -i 1").ok().stdout_has("Forwarder 1 booted");
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"hello", reply_to("replies/svc", "by-alias"));
+    eventually("the reply", || depth(&env, "R") == 1);
+    let reply = app.take("R");
+    assert_eq!((reply.body.as_slice(), reply.corrid.as_slice()), (&b"HELLO"[..], &b"by-alias"[..]));
+}
