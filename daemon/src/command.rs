@@ -261,7 +261,11 @@ impl Environ {
 pub fn end_orphans(device: &std::path::Path) -> Orphans {
     let device = device.display().to_string();
     let own = std::process::id();
-    let own_group = rustix::process::getpgrp().as_raw_nonzero().get();
+    // Through libc: in a pid namespace whose process group lies outside it (qmd as pid 1
+    // of `unshare --pid`), the group reads as 0, which rustix takes for a broken promise
+    // and panics on.
+    // SAFETY: getpgrp has no preconditions and cannot fail.
+    let own_group = unsafe { libc::getpgrp() };
     let mut services = std::collections::BTreeSet::new();
     let mut thresholds = std::collections::BTreeMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Orphans::default() };
@@ -277,13 +281,12 @@ pub fn end_orphans(device: &std::path::Path) -> Orphans {
         if env.get("QMCONFIG").as_deref() != Some(device.as_str()) {
             continue;
         }
-        let Some(group) = rustix::process::Pid::from_raw(pid as i32)
-            .and_then(|p| rustix::process::getpgid(Some(p)).ok())
-            .map(|g| g.as_raw_nonzero().get())
-            .filter(|g| *g != own_group)
-        else {
+        // SAFETY: getpgid takes any pid; a gone one or one outside our namespace is
+        // an error (-1) or 0, both refused here.
+        let group = unsafe { libc::getpgid(pid as libc::pid_t) };
+        if group <= 0 || group == own_group {
             continue;
-        };
+        }
         if env.get("QM_SERVICE").is_some() {
             services.insert(group);
         } else if let Some(event) = env.get("QM_EVENT")

@@ -245,6 +245,9 @@ async fn take_over(device: &Path) -> Result<(File, bool), String> {
     );
     tracing::info!("{line}");
     announce(&line);
+    // SIGHUP (a reload) would end a waiting standby: it has nothing to reload yet. The
+    // handler stays for the process's life; the accept loop listens to it later.
+    let _reload = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let file = tokio::task::spawn_blocking(move || {
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {

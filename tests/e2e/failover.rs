@@ -135,6 +135,8 @@ fn standby_takes_over_under_load() {
     let (generation, pid) = holder(&env);
     assert_eq!(pid, active.pid);
     let standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
+    // A reload signal sent to every qmd must not end a standby that has nothing to reload.
+    standby.signal_only("HUP");
     assert_eq!(holder(&env), (generation, active.pid), "a waiting standby changes nothing");
     let addresses = vec![
         Address::Tcp { host: "127.0.0.1".into(), port: a },
