@@ -10,7 +10,11 @@ const EXAMPLES: &str = "Examples:
                                         mqserver's start script: TCP on 53000, HTTP on 53001
   qmd $QMCONFIG -i 10.0.0.5 -c conn.json -k server.pem -a 'ca/*.pem'
                                         TLS with client certificates, first free port from
-                                        53000, connection file for clients";
+                                        53000, connection file for clients
+  qmd $QMCONFIG --standby -s -p 53000    on a second machine sharing the device: wait,
+                                        and take over when the active qmd stops or dies
+  qmd --fence $QMCONFIG                 make a qmd that lost the device stop before its
+                                        next write (docs/ha.md)";
 
 /// qmd: the qm queue manager daemon. Owns one device (a redb file) and serves qmadmin and
 /// applications over a control socket that only its owner may use (unless --socket-mode

@@ -9,7 +9,12 @@ const EXAMPLES: &str = "Examples:
   qmadmin /app/QUE <<EOF                a Tuxedo script, prompts answered line by line
   qmadmin --connect tls+tcp://host:53000 -c 'qopen QS; qenqueue Q hello'
                                         a remote daemon (QM_CLIENT_CERT_KEY, QM_CLIENT_CA_CHAIN)
-  qmadmin --connect-file conn.json      the daemon a connection file (qmd -c) names";
+  qmadmin --connect-file conn.json      the daemon a connection file (qmd -c) names
+  qmadmin --connect tcp://a:53000,tcp://b:53000
+                                        an active daemon or its standby, whichever answers
+  qmadmin managers                      the queue managers of ~/.config/qm/profile.toml and
+                                        /etc/qm/profile.toml, and whether they answer
+  qmadmin east -c 'qopen QS; qinfo'     the manager a profile calls east";
 
 /// qmadmin: administration shell of qm, with the commands and prompts of Tuxedo's qmadmin.
 /// Reads commands from the terminal, from standard input (scripts, here-documents), or
@@ -17,7 +22,8 @@ const EXAMPLES: &str = "Examples:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "qmadmin", version, after_long_help = EXAMPLES)]
 pub struct Options {
-    /// Device file; defaults to $QMCONFIG.
+    /// Device file; defaults to $QMCONFIG. A name without '/' that a profile gives a queue
+    /// manager stands for that manager; `managers` lists the profiles' managers.
     #[arg(value_name = "DEVICE")]
     pub device: Option<PathBuf>,
 
@@ -35,7 +41,9 @@ pub struct Options {
 
     /// Reach a daemon at ADDR instead of a device's socket: unix:PATH, tcp://HOST:PORT or
     /// tls+tcp://HOST:PORT (also QM_CONNECT); several, separated by commas (an active
-    /// daemon and its standby), are tried in order. TLS clients read QM_CLIENT_CERT_KEY,
+    /// daemon and its standby), are tried in order; or a queue manager's name from a
+    /// profile. Without a device, QMCONFIG or --connect: QM_MANAGER's manager, else the
+    /// profiles' managers in priority order. TLS clients read QM_CLIENT_CERT_KEY,
     /// QM_CLIENT_SERVER_NAME and QM_CLIENT_CA_CHAIN.
     #[arg(long, value_name = "ADDR", env = "QM_CONNECT", conflicts_with_all = ["device", "socket"])]
     pub connect: Option<String>,
