@@ -187,6 +187,29 @@ fn qmadmin_managers_shows_the_lookup_order() {
         .stderr_has("nor a queue manager");
 }
 
+/// qmadmin's qenqueue and qdequeue take MANAGER/QSPACE/QUEUE: another manager's queue,
+/// reached on a connection of its own, never inside this session's transaction; a name
+/// whose first part is no manager stays a queue (or alias) of the open queue space.
+#[test]
+fn qmadmin_moves_messages_of_a_manager_named_in_full() {
+    let site = Site::new();
+    let at_high = ["high", "-c", "qopen QS; qenqueue low/QS/Q 'for low'; qenqueue Q 'for high'"];
+    site.qmadmin(&at_high, &[]).ok();
+    assert!(take(&site.low, "Q").unwrap().contains("for low"));
+    assert!(take(&site.high, "Q").unwrap().contains("for high"));
+    site.qmadmin(&["high", "-c", "qenqueue other/OTHER/Q2 'no qopen needed'"], &[]).ok();
+    let got = site.qmadmin(&["low", "-c", "qdequeue -B other/OTHER/Q2"], &[]);
+    assert_eq!(got.ok().stdout.trim_end(), "no qopen needed");
+    site.qmadmin(&["high", "-c", "qopen QS; begin; qenqueue low/QS/Q x"], &[])
+        .failed()
+        .stderr_has("cannot take part in")
+        .stderr_has("QMETRAN");
+    site.qmadmin(&["high", "-c", "qopen QS; qenqueue nobody/QS/Q x"], &[])
+        .failed()
+        .stderr_has("QMEBADQUEUE");
+    assert_eq!(take(&site.low, "Q"), None);
+}
+
 /// A profile others may change decides where messages go: it is refused, saying why; so is
 /// an entry that names no place.
 #[test]

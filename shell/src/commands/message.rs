@@ -5,11 +5,13 @@ use crate::getopt::Args;
 use crate::render;
 use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::QmResult;
+use qm_common::managers::Managers;
 use qm_common::message::{
     DequeueCtl, EnqueueCtl, Message, MsgId, Placement, Qos, Select, escape_bytes, parse_corrid,
 };
 use qm_common::names::check_queue_name;
-use qm_common::protocol::{DataRequest, Reply, Request};
+use qm_common::profile::Profile;
+use qm_common::protocol::{ClientKind, DataRequest, Reply, Request};
 pub use qm_common::time::parse_expiry;
 use qm_common::time::parse_time_spec;
 use std::io::{IsTerminal, Read, Write};
@@ -139,17 +141,54 @@ pub fn qenqueue(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals.clone());
     let queue = sh.required(&mut pos, QUEUE, queue_name)?;
     let body = body(sh, &args, &mut pos).map_err(invalid)?;
+    if let Some(mut managers) = elsewhere(sh, &queue)? {
+        let routed = sh.runtime().block_on(managers.enqueue(&queue, &body, &ctl));
+        show_msgid(sh, routed.map_err(data_error)?.value);
+        return Ok(());
+    }
     let request = DataRequest::Enqueue { qspace: None, queue, ctl, body };
     if let Reply::Enqueued(id) = sh.call(Request::Data(request))?.reply {
-        // The msgid is the command's result: standard output, as JSON under --json.
-        let text = if sh.json_now {
-            crate::render::json(&serde_json::json!({ "msgid": id.to_string() }))
-        } else {
-            id.to_string()
-        };
-        sh.output(&text);
+        show_msgid(sh, id);
     }
     Ok(())
+}
+
+/// The msgid is the command's result: standard output, as JSON under --json.
+fn show_msgid(sh: &Shell, id: MsgId) {
+    let text = if sh.json_now {
+        crate::render::json(&serde_json::json!({ "msgid": id.to_string() }))
+    } else {
+        id.to_string()
+    };
+    sh.output(&text);
+}
+
+/// A queue named in full, `MANAGER/QSPACE/QUEUE`, where a profile names MANAGER: reached
+/// on a connection of its own, whatever this session has open. `None` for a queue of the
+/// open queue space (also one whose alias holds `/`); the profile is read only for a name
+/// with two `/` at least.
+fn elsewhere(sh: &Shell, queue: &str) -> Result<Option<Managers>, String> {
+    if queue.matches('/').count() < 2 {
+        return Ok(None);
+    }
+    let profile = Profile::load()?;
+    let first = queue.split('/').next().unwrap_or_default();
+    if profile.find(first).is_none() {
+        return Ok(None);
+    }
+    if let Some(txn) = sh.transaction {
+        return Err(format!(
+            "{queue} is a queue of manager {first}, which transaction {txn} of this session \
+             cannot take part in; commit or abort it first ({})",
+            qm_common::Diagnostic::Tran.name()
+        ));
+    }
+    Ok(Some(Managers::new(profile, "qmadmin", ClientKind::Application)))
+}
+
+/// A data-plane failure as qmadmin says them: the sentence, then its QME* name.
+fn data_error(e: qm_common::QmError) -> String {
+    format!("{} ({})", e.message, e.diagnostic.name())
 }
 
 /// The dequeue options of `qdequeue`.
@@ -209,6 +248,12 @@ pub fn qdequeue(sh: &mut Shell, args: Args) -> CmdResult {
     let ctl = dequeue_ctl(&args).map_err(invalid)?;
     let mut pos = Positionals::new(args.positionals.clone());
     let queue = sh.required(&mut pos, QUEUE, queue_name)?;
+    if let Some(mut managers) = elsewhere(sh, &queue)? {
+        let routed = sh.runtime().block_on(managers.dequeue(&queue, &ctl));
+        let m = routed.map_err(data_error)?.value;
+        show_message(sh, &m, args.flag('B'), sh.wants_json(args.json));
+        return Ok(());
+    }
     let request = DataRequest::Dequeue { qspace: None, queue, ctl };
     if let Reply::Message(m) = sh.call(Request::Data(request))?.reply {
         show_message(sh, &m, args.flag('B'), sh.wants_json(args.json));
