@@ -443,9 +443,7 @@ fn qmd_on_another_node(device: &Path) -> Daemon {
     // No setsid: qmd's process group lies outside the namespace, where it reads as 0 (qmd
     // once panicked on that). --kill-child: the daemon ends with unshare, when the test
     // drops it.
-    cmd.args(["--pid", "--fork", "--kill-child", QMD])
-        .arg(device)
-        .env_remove("QM_SOCKET");
+    cmd.args(["--pid", "--fork", "--kill-child", QMD]).arg(device).env_remove("QM_SOCKET");
     Daemon::start_command(cmd, device)
 }
 
