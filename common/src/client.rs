@@ -362,10 +362,6 @@ impl CallFailure {
 use crate::message::{DequeueCtl, EnqueueCtl, Message, MsgId, check_body};
 use crate::protocol::DataRequest;
 
-fn unexpected(reply: Reply) -> QmError {
-    QmError::system(format!("unexpected reply from qmd: {reply:?}"))
-}
-
 /// The data plane: `tpenqueue`/`tpdequeue` and transactions, with the TPQCTL vocabulary.
 impl Client {
     /// Connects as an application to the daemon serving `device`.
@@ -385,16 +381,8 @@ impl Client {
         ctl: &EnqueueCtl,
     ) -> QmResult<MsgId> {
         check_body(body.len())?;
-        let request = DataRequest::Enqueue {
-            qspace: Some(qspace.to_string()),
-            queue: queue.to_string(),
-            ctl: ctl.clone(),
-            body: body.to_vec(),
-        };
-        match self.call(Request::Data(request)).await?.reply {
-            Reply::Enqueued(id) => Ok(id),
-            other => Err(unexpected(other)),
-        }
+        let request = DataRequest::enqueue(qspace, queue, body, ctl);
+        self.call(Request::Data(request)).await?.reply.into_msgid()
     }
 
     /// Dequeues (or, with `ctl.peek`, reads) a message from `queue` of `qspace`.
@@ -404,24 +392,14 @@ impl Client {
         queue: &str,
         ctl: &DequeueCtl,
     ) -> QmResult<Message> {
-        let request = DataRequest::Dequeue {
-            qspace: Some(qspace.to_string()),
-            queue: queue.to_string(),
-            ctl: ctl.clone(),
-        };
-        match self.call(Request::Data(request)).await?.reply {
-            Reply::Message(m) => Ok(*m),
-            other => Err(unexpected(other)),
-        }
+        let request = DataRequest::dequeue(qspace, queue, ctl);
+        self.call(Request::Data(request)).await?.reply.into_message()
     }
 
     /// Begins a transaction on `qspace`; later calls join it until commit or abort.
     pub async fn begin(&mut self, qspace: &str, timeout_secs: Option<u32>) -> QmResult<u64> {
         let request = DataRequest::Begin { qspace: Some(qspace.to_string()), timeout_secs };
-        match self.call(Request::Data(request)).await?.reply {
-            Reply::Transaction(id) => Ok(id),
-            other => Err(unexpected(other)),
-        }
+        self.call(Request::Data(request)).await?.reply.into_transaction()
     }
 
     /// Commits the open transaction: durable when this returns.

@@ -184,16 +184,8 @@ impl Failover {
         body: &[u8],
         ctl: &EnqueueCtl,
     ) -> QmResult<MsgId> {
-        let request = DataRequest::Enqueue {
-            qspace: Some(qspace.to_string()),
-            queue: queue.to_string(),
-            ctl: ctl.clone(),
-            body: body.to_vec(),
-        };
-        match self.call(Request::Data(request)).await?.reply {
-            Reply::Enqueued(id) => Ok(id),
-            other => Err(QmError::system(format!("unexpected reply from qmd: {other:?}"))),
-        }
+        let request = DataRequest::enqueue(qspace, queue, body, ctl);
+        self.call(Request::Data(request)).await?.reply.into_msgid()
     }
 
     /// Dequeues (or peeks) a message from `queue` of `qspace`; see [`Client::dequeue`].
@@ -203,15 +195,8 @@ impl Failover {
         queue: &str,
         ctl: &DequeueCtl,
     ) -> QmResult<Message> {
-        let request = DataRequest::Dequeue {
-            qspace: Some(qspace.to_string()),
-            queue: queue.to_string(),
-            ctl: ctl.clone(),
-        };
-        match self.call(Request::Data(request)).await?.reply {
-            Reply::Message(m) => Ok(*m),
-            other => Err(QmError::system(format!("unexpected reply from qmd: {other:?}"))),
-        }
+        let request = DataRequest::dequeue(qspace, queue, ctl);
+        self.call(Request::Data(request)).await?.reply.into_message()
     }
 
     /// Begins a transaction on `qspace`.

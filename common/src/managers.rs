@@ -61,32 +61,17 @@ impl Managers {
         body: &[u8],
         ctl: &EnqueueCtl,
     ) -> QmResult<Routed<MsgId>> {
-        let request = |full: &FullName| DataRequest::Enqueue {
-            qspace: Some(full.qspace.clone()),
-            queue: full.queue.clone(),
-            ctl: ctl.clone(),
-            body: body.to_vec(),
-        };
+        let request = |full: &FullName| DataRequest::enqueue(&full.qspace, &full.queue, body, ctl);
         let done = self.route(name, request).await?;
-        match done.value.reply {
-            Reply::Enqueued(id) => Ok(Routed { manager: done.manager, value: id }),
-            other => Err(unexpected(other)),
-        }
+        Ok(Routed { manager: done.manager, value: done.value.reply.into_msgid()? })
     }
 
     /// Dequeues from `name` (`[MANAGER/]QSPACE/QUEUE`): from the manager named, else from
     /// the one an enqueue would go to.
     pub async fn dequeue(&mut self, name: &str, ctl: &DequeueCtl) -> QmResult<Routed<Message>> {
-        let request = |full: &FullName| DataRequest::Dequeue {
-            qspace: Some(full.qspace.clone()),
-            queue: full.queue.clone(),
-            ctl: ctl.clone(),
-        };
+        let request = |full: &FullName| DataRequest::dequeue(&full.qspace, &full.queue, ctl);
         let done = self.route(name, request).await?;
-        match done.value.reply {
-            Reply::Message(m) => Ok(Routed { manager: done.manager, value: *m }),
-            other => Err(unexpected(other)),
-        }
+        Ok(Routed { manager: done.manager, value: done.value.reply.into_message()? })
     }
 
     /// Sends the request `make` builds for `name` to the manager named, else to the
@@ -168,10 +153,6 @@ impl Managers {
     }
 }
 
-fn unexpected(reply: Reply) -> QmError {
-    QmError::system(format!("unexpected reply from qmd: {reply:?}"))
-}
-
 /// The queue spaces the daemon behind `conn` serves (those we may see).
 async fn queue_spaces(conn: &mut Failover) -> QmResult<Vec<String>> {
     let asked = tokio::time::timeout(ASK_LIMIT, conn.call(Request::Daemon(DaemonRequest::Names)));
@@ -180,7 +161,7 @@ async fn queue_spaces(conn: &mut Failover) -> QmResult<Vec<String>> {
     })??;
     match answer.reply {
         Reply::Names(names) => Ok(names.qspaces),
-        other => Err(QmError::system(format!("unexpected reply from qmd: {other:?}"))),
+        other => Err(other.unexpected()),
     }
 }
 

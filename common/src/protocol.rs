@@ -541,3 +541,57 @@ pub enum Response {
     },
     Failed(QmError),
 }
+
+/// The data plane's requests as the clients build them.
+impl DataRequest {
+    /// An enqueue of `body` on `queue` of `qspace`.
+    pub fn enqueue(qspace: &str, queue: &str, body: &[u8], ctl: &EnqueueCtl) -> DataRequest {
+        DataRequest::Enqueue {
+            qspace: Some(qspace.to_string()),
+            queue: queue.to_string(),
+            ctl: ctl.clone(),
+            body: body.to_vec(),
+        }
+    }
+
+    /// A dequeue (or peek) from `queue` of `qspace`.
+    pub fn dequeue(qspace: &str, queue: &str, ctl: &DequeueCtl) -> DataRequest {
+        DataRequest::Dequeue {
+            qspace: Some(qspace.to_string()),
+            queue: queue.to_string(),
+            ctl: ctl.clone(),
+        }
+    }
+}
+
+/// What the clients take out of the data plane's replies.
+impl Reply {
+    /// The new message's id, from an enqueue's reply.
+    pub fn into_msgid(self) -> Result<MsgId, QmError> {
+        match self {
+            Reply::Enqueued(id) => Ok(id),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The message, from a dequeue's reply.
+    pub fn into_message(self) -> Result<Message, QmError> {
+        match self {
+            Reply::Message(m) => Ok(*m),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The transaction's id, from a begin's reply.
+    pub fn into_transaction(self) -> Result<u64, QmError> {
+        match self {
+            Reply::Transaction(id) => Ok(id),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// A reply the request did not call for.
+    pub fn unexpected(self) -> QmError {
+        QmError::system(format!("unexpected reply from qmd: {self:?}"))
+    }
+}

@@ -243,11 +243,12 @@ async fn take_over(device: &Path) -> Result<(File, bool), String> {
         device.display(),
         if active.pid != 0 { format!(" (pid {})", active.pid) } else { String::new() }
     );
+    // SIGHUP (a reload) would end a waiting standby: it has nothing to reload yet. The
+    // handler stays for the process's life; the accept loop listens to it later. Before
+    // the line that says it waits: whoever reads it may send one at once.
+    let _reload = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tracing::info!("{line}");
     announce(&line);
-    // SIGHUP (a reload) would end a waiting standby: it has nothing to reload yet. The
-    // handler stays for the process's life; the accept loop listens to it later.
-    let _reload = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let file = tokio::task::spawn_blocking(move || {
         loop {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {

@@ -92,13 +92,7 @@ pub fn run(
             return 1;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ERROR: cannot start: {e}");
-            return 1;
-        }
-    };
+    let Some(runtime) = new_runtime() else { return 1 };
     // Starting a daemon only to stop it would be work for nothing (and a log line).
     let only_stop = options.commands.as_deref().is_some_and(only_stops);
     let autostart = !options.no_start && !only_stop;
@@ -137,13 +131,7 @@ fn run_managers(options: &Options) -> i32 {
         eprintln!("ERROR: qmadmin managers takes no -c: it only lists the queue managers");
         return 1;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ERROR: cannot start: {e}");
-            return 1;
-        }
-    };
+    let Some(runtime) = new_runtime() else { return 1 };
     match commands::managers::listing(&runtime, options.json) {
         Ok((text, _)) => {
             println!("{}", text.trim_end());
@@ -163,13 +151,7 @@ fn run_remote(
     input: Box<dyn Input>,
     names: std::sync::Arc<std::sync::Mutex<qm_common::protocol::Names>>,
 ) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ERROR: cannot start: {e}");
-            return 1;
-        }
-    };
+    let Some(runtime) = new_runtime() else { return 1 };
     let kind = qm_common::protocol::ClientKind::Admin;
     let (connected, to) = match (&options.connect_file, &options.connect) {
         (Some(file), _) => (
@@ -257,4 +239,16 @@ fn only_stops(script: &str) -> bool {
         lines.iter().filter(|l| matches!(l, grammar::Line::Command { .. })).collect();
     matches!(commands.as_slice(), [grammar::Line::Command { name, args }]
         if name == "daemon" && args.len() == 1 && args[0] == "stop")
+}
+
+/// The runtime a session's requests run on; `None` (said on standard error) when it cannot
+/// be made.
+fn new_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("ERROR: cannot start: {e}");
+            None
+        }
+    }
 }
