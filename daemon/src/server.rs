@@ -221,10 +221,10 @@ fn open_lock(device: &Path) -> Result<File, String> {
 fn held_by_another(device: &Path, lock: &File) -> String {
     let holder = fence::read(lock).unwrap_or_default();
     format!(
-        "another qmd{} already serves {} (lock {} is held)",
-        if holder.pid != 0 { format!(" (pid {})", holder.pid) } else { String::new() },
+        "another qmd already serves {} (lock {} is held{})",
         device.display(),
-        qm_common::paths::lock_path(device).display()
+        qm_common::paths::lock_path(device).display(),
+        if holder.pid != 0 { format!(" by pid {}", holder.pid) } else { String::new() },
     )
 }
 
