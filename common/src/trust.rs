@@ -163,7 +163,7 @@ pub fn open_no_follow(path: &Path, options: &mut OpenOptions, what: &str) -> Res
 }
 
 /// What a file that is not a regular file is, for messages: `a directory`, `a FIFO`.
-fn not_regular(meta: &Metadata) -> Option<&'static str> {
+pub fn not_regular(meta: &Metadata) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
     Some(if t.is_file() {

@@ -206,9 +206,11 @@ fn open_lock(device: &Path) -> Result<File, String> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).read(true).write(true).mode(0o600);
     let file = trust::open_no_follow(&path, &mut options, "lock file")?;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
+    let meta = file.metadata().map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    // Read and write, a FIFO opens without a reader: say what it is.
+    if let Some(kind) = trust::not_regular(&meta) {
         return Err(format!(
-            "lock file {} is not a regular file; remove it (qmd creates its own)",
+            "lock file {} is {kind}, not a regular file; remove it (qmd creates its own)",
             path.display()
         ));
     }
