@@ -27,6 +27,7 @@ pub mod error;
 pub mod export;
 pub mod failover;
 pub mod frame;
+pub mod lockfile;
 pub mod managers;
 pub mod message;
 pub mod names;

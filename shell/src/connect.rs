@@ -141,6 +141,44 @@ async fn start_or_join(
     }
 }
 
+/// How a daemon asked to stop let go of its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Nobody holds the device.
+    Free,
+    /// A standby (this pid) took it over.
+    TakenOver(u32),
+    /// The daemon `pid` still holds it after the time allowed.
+    Held,
+}
+
+/// Waits until the daemon `pid` does not hold `device`'s lock any more: nobody holds it,
+/// or another daemon (a standby) does. The lock file is opened as qmd opens it (no
+/// symbolic link followed, no wait on a FIFO), so that a file planted in its place cannot
+/// hang us or aim us elsewhere.
+pub fn wait_for_exit_of(device: &Path, pid: u32, limit: Duration) -> Result<Exit, String> {
+    let lock = qm_common::paths::lock_path(device);
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        // Who holds it first: a standby waiting on the lock gets it the moment it is let go.
+        let mut read = std::fs::OpenOptions::new();
+        read.read(true);
+        if let Ok(file) = qm_common::trust::open_no_follow(&lock, &mut read, "lock file") {
+            let holder = qm_common::lockfile::Holder::read(&file).unwrap_or_default();
+            if holder.pid != 0 && holder.pid != pid {
+                return Ok(Exit::TakenOver(holder.pid));
+            }
+        }
+        if wait_for_exit(device, Duration::ZERO)? {
+            return Ok(Exit::Free);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Exit::Held);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until no daemon holds `device`'s lock any more; `Ok(false)` if one still does
 /// after `limit`. The lock file is opened as qmd opens it (no symbolic link followed, no
 /// wait on a FIFO), so that a file planted in its place cannot hang us or aim us elsewhere.

@@ -152,6 +152,11 @@ impl Shell {
     }
 
     /// Sends a request; prints the notes that came back; fails with the daemon's message.
+    /// The pid of the daemon this session speaks to.
+    pub fn daemon_pid(&self) -> u32 {
+        self.client.welcome().daemon_pid
+    }
+
     /// The runtime the session's requests run on, for work beside the daemon's connection.
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
         &self.runtime

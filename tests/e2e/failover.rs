@@ -301,8 +301,10 @@ fn a_fenced_daemon_stops_without_writing() {
     let m = runtime.block_on(left.dequeue(QS, "Q", &DequeueCtl::default())).unwrap();
     assert_eq!(m.body, b"kept");
     assert_eq!(holder(&env), waiting, "the detached standby still waits");
-    // Stopping the active hands the device to the detached standby, on its own socket.
-    env.stop_daemon();
+    // Stopping the active hands the device to the detached standby, on its own socket;
+    // `daemon stop` does not take the standby's hold for the stopped daemon's.
+    let stopped = env.c_no_start("daemon stop");
+    stopped.ok().stdout_has("qmd stopped");
     let second = env.path("second.sock");
     assert!(wait_until(Duration::from_secs(15), || second.exists()), "the standby never served");
     assert_eq!(holder(&env).0, generation + 3);

@@ -22,54 +22,12 @@ use std::sync::{Arc, RwLock};
 /// The exit status of a daemon that finds itself fenced.
 pub const FENCED_EXIT: i32 = 75;
 
-/// Length of the line kept in the lock file: fixed, so that a rewrite in place never
-/// leaves the tail of a longer one.
-const LINE_LEN: usize = 48;
-
-/// What the lock file says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Holder {
-    pub generation: u64,
-    pub pid: u32,
-}
-
-impl Holder {
-    /// Reads the line; an empty or unreadable one (a lock file from before fencing, or
-    /// never written) is generation 0.
-    fn parse(bytes: &[u8]) -> Holder {
-        let text = String::from_utf8_lossy(bytes);
-        let mut words = text.split_whitespace();
-        let mut holder = Holder::default();
-        while let (Some(key), Some(value)) = (words.next(), words.next()) {
-            match key {
-                "generation" => holder.generation = value.parse().unwrap_or(0),
-                "pid" => holder.pid = value.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        holder
-    }
-
-    fn line(&self) -> [u8; LINE_LEN] {
-        let text = format!("generation {} pid {}", self.generation, self.pid);
-        let mut line = [b' '; LINE_LEN];
-        line[..text.len()].copy_from_slice(text.as_bytes());
-        line[LINE_LEN - 1] = b'\n';
-        line
-    }
-}
+pub use qm_common::lockfile::Holder;
+use qm_common::lockfile::LINE_LEN;
 
 /// Reads what the lock file `file` says.
 pub fn read(file: &File) -> std::io::Result<Holder> {
-    let mut bytes = [0u8; LINE_LEN];
-    let mut got = 0;
-    while got < LINE_LEN {
-        match file.read_at(&mut bytes[got..], got as u64)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(Holder::parse(&bytes[..got]))
+    Holder::read(file)
 }
 
 /// Raises the generation in the lock file `file` and names `pid` as its holder; returns
@@ -151,14 +109,6 @@ fn fenced(device: &Held, now: Holder) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines() {
-        let h = Holder { generation: 18_446_744_073_709_551_615, pid: 4_294_967_295 };
-        assert_eq!(Holder::parse(&h.line()), h);
-        assert_eq!(Holder::parse(b""), Holder::default());
-        assert_eq!(Holder::parse(b"garbage"), Holder::default());
-    }
 
     #[test]
     fn advancing() {

@@ -202,10 +202,16 @@ pub fn daemon(sh: &mut Shell, args: Args) -> CmdResult {
             }
             // qmd answers before it is gone: wait until it let go of the device, so that a
             // qmadmin run right after this can start a new one.
-            if !crate::connect::wait_for_exit(&sh.device, std::time::Duration::from_secs(10))? {
-                return Err("qmd was asked to stop but still holds the device".into());
+            use crate::connect::Exit;
+            let pid = sh.daemon_pid();
+            let limit = std::time::Duration::from_secs(10);
+            match crate::connect::wait_for_exit_of(&sh.device, pid, limit)? {
+                Exit::Free => sh.info("qmd stopped"),
+                Exit::TakenOver(standby) => sh.info(&format!(
+                    "qmd stopped; the standby qmd (pid {standby}) serves the device now"
+                )),
+                Exit::Held => return Err("qmd was asked to stop but still holds the device".into()),
             }
-            sh.info("qmd stopped");
             Ok(())
         }
         Some("reload") => {
