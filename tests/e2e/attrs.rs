@@ -271,10 +271,14 @@ fn export_keeps_attributes() {
     env.c(&format!("qopen QS; qexport {}", stream.display())).ok();
     let other = Env::new();
     crate::app::setup(&other, "-n 16B", crate::app::PARAMS, &[ERRQ]);
+    // The import comes a second later at least: it keeps the queue's creation time.
+    let created = attrs(&env, "A").created;
+    eventually("a second passed", || now() > created);
     other.c(&format!("qopen QS; qimport {}", stream.display())).ok();
     let a = attrs(&other, "A");
     assert_eq!((a.max_messages, a.persistence), (Some(7), Persistence::Persistent));
     assert_eq!(a.annotation, "kept by export");
+    assert_eq!(a.created, created, "the import keeps the creation time");
 }
 
 /// An alias (which may hold `/`) names its queue everywhere a queue name is taken:

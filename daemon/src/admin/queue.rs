@@ -172,7 +172,10 @@ fn create(
     mut def: QueueDef,
 ) -> QmResult<Reply> {
     def.validate()?;
-    def.attrs.created = crate::storage::records::now_secs();
+    // qcreate sends none; qimport sends the queue's own, which a move keeps.
+    if def.attrs.created == 0 {
+        def.attrs.created = crate::storage::records::now_secs();
+    }
     let device = require_device(ctx, store)?;
     let record = require_qspace(device, qspace)?;
     let defs = queue_defs(device, qspace)?;
