@@ -36,7 +36,18 @@ pub struct Client {
 }
 
 fn lost(e: FrameError) -> QmError {
-    QmError::new(Diagnostic::Os, format!("connection to qmd lost: {e}"))
+    QmError::new(Diagnostic::Os, format!("{LOST}: {e}"))
+}
+
+/// How an error saying the connection was lost begins.
+const LOST: &str = "connection to qmd lost";
+/// The error of a connection the daemon closed.
+const CLOSED: &str = "qmd closed the connection";
+
+/// Whether `e` says the connection to the daemon is gone (rather than a refusal): a new
+/// connection is needed for the next request.
+pub fn is_lost_connection(e: &QmError) -> bool {
+    e.diagnostic == Diagnostic::Os && (e.message.starts_with(LOST) || e.message == CLOSED)
 }
 
 /// Connects to the daemon's socket and checks who listens there, before anything is sent:
@@ -248,7 +259,7 @@ impl Client {
             Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome }),
             Some(Response::Failed(e)) => Err(e),
             Some(other) => Err(QmError::system(format!("unexpected greeting from qmd: {other:?}"))),
-            None => Err(QmError::new(Diagnostic::Os, "qmd closed the connection")),
+            None => Err(QmError::new(Diagnostic::Os, CLOSED)),
         }
     }
 
@@ -329,10 +340,7 @@ impl Client {
                     )));
                 }
                 None => {
-                    return Err(interrupted(QmError::new(
-                        Diagnostic::Os,
-                        "qmd closed the connection",
-                    )));
+                    return Err(interrupted(QmError::new(Diagnostic::Os, CLOSED)));
                 }
             }
         }

@@ -105,8 +105,11 @@ pub struct Shell {
     pub transaction: Option<u64>,
     /// The queue space `qopen` opened, to open again on a new connection.
     pub open_qspace: Option<String>,
-    /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait).
+    /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait)
+    /// or lost.
     pub reconnect: Option<Reconnect>,
+    /// The connection was lost: the next request connects again first.
+    lost: bool,
     /// Ctrl-C ended the running command (at one of its prompts or while it waited): an
     /// empty line does not repeat it.
     pub interrupted: bool,
@@ -147,11 +150,11 @@ impl Shell {
             transaction: None,
             open_qspace: None,
             reconnect: None,
+            lost: false,
             interrupted: false,
         }
     }
 
-    /// Sends a request; prints the notes that came back; fails with the daemon's message.
     /// The pid of the daemon this session speaks to.
     pub fn daemon_pid(&self) -> u32 {
         self.client.welcome().daemon_pid
@@ -162,6 +165,7 @@ impl Shell {
         &self.runtime
     }
 
+    /// Sends a request; prints the notes that came back; fails with the daemon's message.
     pub fn call(&mut self, request: Request) -> Result<Done, Failure> {
         self.call_with_progress(request, false)
     }
@@ -173,6 +177,7 @@ impl Shell {
         if let Some(bad) = self.deferred.take() {
             return Err(bad);
         }
+        self.mend()?;
         let data = matches!(request, Request::Data(_));
         // Progress goes where notes go: standard error while the command prints JSON.
         let to_err = self.json_now;
@@ -216,6 +221,7 @@ impl Shell {
         if dots > 0 {
             emit("\n");
         }
+        self.watch(&result);
         let done = result.map_err(|e| {
             // A refusal of rights names its diagnostic first already.
             let named = e.message.starts_with(e.diagnostic.name());
@@ -236,7 +242,10 @@ impl Shell {
 
     /// Sends a request and returns the daemon's answer as it is, printing nothing.
     pub fn call_quiet(&mut self, request: Request) -> QmResult<Done> {
-        self.runtime.block_on(self.client.call(request))
+        self.mend().map_err(|e| qm_common::QmError::new(qm_common::Diagnostic::Os, e))?;
+        let result = self.runtime.block_on(self.client.call(request));
+        self.watch(&result);
+        result
     }
 
     /// Sends a request whose answer streams (`qexport`): `on_batch` gets each part.
@@ -245,8 +254,11 @@ impl Shell {
         request: Request,
         on_batch: &mut dyn FnMut(qm_common::export::ExportBatch) -> QmResult<()>,
     ) -> Result<Done, Failure> {
+        self.mend()?;
         let call = self.client.call_streaming(request, |_| {}, on_batch);
-        let done = self.runtime.block_on(call).map_err(|e| e.message)?;
+        let result = self.runtime.block_on(call);
+        self.watch(&result);
+        let done = result.map_err(|e| e.message)?;
         for note in &done.notes {
             match note.level {
                 NoteLevel::Info => self.info(&note.text),
@@ -262,23 +274,28 @@ impl Shell {
     /// the old connection is rolled back with it, and said so. Returns the command's error.
     fn give_up_connection(&mut self) -> Failure {
         let cancelled = "interrupted (Ctrl-C): the dequeue stopped waiting";
-        let Some(reconnect) = &self.reconnect else {
+        if self.reconnect.is_none() {
             return cancelled.into();
-        };
-        let client = match reconnect(&self.runtime) {
-            Ok(c) => c,
-            Err(e) => {
-                return format!(
-                    "{cancelled}, but qmd cannot be reached again ({e}); quit and start qmadmin again"
-                );
-            }
+        }
+        match self.connect_again("the dequeue it waited in was interrupted") {
+            Ok(()) => cancelled.into(),
+            Err(e) => format!(
+                "{cancelled}, but qmd cannot be reached again ({e}); quit and start qmadmin again"
+            ),
+        }
+    }
+
+    /// A new connection in place of this one, with the queue space open again (`qset` and
+    /// `qscan` are qmadmin's own and stay). A transaction of the old connection was rolled
+    /// back with it (`why`), and said so.
+    fn connect_again(&mut self, why: &str) -> Result<(), String> {
+        let Some(reconnect) = &self.reconnect else {
+            return Err("this session cannot connect again".into());
         };
         // The old connection closes here.
-        self.client = client;
+        self.client = reconnect(&self.runtime)?;
         if let Some(id) = self.transaction.take() {
-            self.warn(&format!(
-                "transaction {id} rolled back: the dequeue it waited in was interrupted"
-            ));
+            self.warn(&format!("transaction {id} rolled back: {why}"));
         }
         if let Some(name) = self.open_qspace.clone() {
             let open = Request::QueueSpace(qm_common::protocol::QueueSpaceRequest::Open { name });
@@ -287,7 +304,31 @@ impl Shell {
                 self.warn(&format!("the queue space could not be opened again: {}", e.message));
             }
         }
-        cancelled.into()
+        Ok(())
+    }
+
+    /// Notes a lost connection: the next request connects again first.
+    fn watch<T>(&mut self, result: &QmResult<T>) {
+        if let Err(e) = result {
+            self.lost |= qm_common::client::is_lost_connection(e);
+        }
+    }
+
+    /// After a lost connection (its daemon stopped or died, or a standby took over),
+    /// connects again, to whichever daemon answers now, before the next request.
+    fn mend(&mut self) -> Result<(), Failure> {
+        if !self.lost {
+            return Ok(());
+        }
+        let before = self.daemon_pid();
+        self.connect_again("its connection to qmd was lost").map_err(|e| {
+            format!("the connection to qmd was lost and it cannot be reached again: {e}")
+        })?;
+        self.lost = false;
+        let now = self.daemon_pid();
+        let whom = if now == before { String::new() } else { format!(", now pid {now}") };
+        self.warn(&format!("the connection to qmd was lost; connected again{whom}"));
+        Ok(())
     }
 
     /// Fails as the daemon does when this session has no queue space open. Queue commands
@@ -295,7 +336,7 @@ impl Shell {
     /// taken as answers.
     pub fn require_open(&mut self) -> Result<(), Failure> {
         let request = Request::Queue(QueueRequest::Info { name: None });
-        self.runtime.block_on(self.client.call(request)).map(|_| ()).map_err(|e| e.message)
+        self.call_quiet(request).map(|_| ()).map_err(|e| e.message)
     }
 
     /// Refreshes the names tab completion offers; failures are of no consequence.

@@ -332,3 +332,33 @@ fn qmadmin_takes_the_first_address_that_answers() {
     cmd.env_remove("QMCONFIG").args(["--connect", &format!("{none},{none}"), "-c", "qopen QS"]);
     env.run_stdin(cmd, "").failed().stderr_has(&nobody.display().to_string());
 }
+
+/// A qmadmin session whose daemon dies carries on with the standby that took over: the
+/// command that met the lost connection fails, the next one connects again (saying so),
+/// with its queue space open again and its transaction reported rolled back.
+#[test]
+fn a_qmadmin_session_carries_on_with_the_standby() {
+    let env = device();
+    let mut active = env.start_daemon(&[]);
+    let standby = Daemon::start_standby(&env.device, &[]);
+    let mut session = env.session();
+    session.run("qopen QS\nbegin\nqenqueue Q 'in the lost transaction'\n").ok();
+    active.signal("KILL");
+    assert!(
+        wait_until(Duration::from_secs(15), || holder(&env).1 == standby.pid),
+        "the standby never took over"
+    );
+    session.run("qinfo Q\n").failed().stderr_has("connection to qmd lost");
+    let again = session.run("qenqueue Q 'after the takeover'\n");
+    again
+        .ok()
+        .stderr_has("WARN: transaction 1 rolled back: its connection to qmd was lost")
+        .stderr_has(&format!("connected again, now pid {}", standby.pid));
+    session.finish();
+    let socket = env.socket();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let connecting = Client::connect(&socket, "e2e-session", ClientKind::Application);
+    let mut app = runtime.block_on(connecting).unwrap();
+    let m = runtime.block_on(app.dequeue(QS, "Q", &DequeueCtl::default())).unwrap();
+    assert_eq!(m.body, b"after the takeover");
+}
