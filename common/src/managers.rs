@@ -62,25 +62,40 @@ impl Managers {
         ctl: &EnqueueCtl,
     ) -> QmResult<Routed<MsgId>> {
         let request = |full: &FullName| DataRequest::enqueue(&full.qspace, &full.queue, body, ctl);
-        let done = self.route(name, request).await?;
+        let done = self.route(name, request, |_| false).await?;
         Ok(Routed { manager: done.manager, value: done.value.reply.into_msgid()? })
     }
 
     /// Dequeues from `name` (`[MANAGER/]QSPACE/QUEUE`): from the manager named, else from
-    /// the one an enqueue would go to.
+    /// the first, in priority order, that has a message there, so that what producers left
+    /// on a lower manager while a higher one was away is taken too. A dequeue that waits
+    /// (`ctl.wait_ms`) and finds none anywhere waits at the first manager that serves the
+    /// queue space.
     pub async fn dequeue(&mut self, name: &str, ctl: &DequeueCtl) -> QmResult<Routed<Message>> {
-        let request = |full: &FullName| DataRequest::dequeue(&full.qspace, &full.queue, ctl);
-        let done = self.route(name, request).await?;
+        let no_msg = |e: &QmError| e.diagnostic == Diagnostic::NoMsg;
+        let now = DequeueCtl { wait_ms: None, ..ctl.clone() };
+        let request = |full: &FullName| DataRequest::dequeue(&full.qspace, &full.queue, &now);
+        let done = match self.route(name, request, no_msg).await {
+            Err(e) if no_msg(&e) && ctl.wait_ms.is_some() => {
+                let request =
+                    |full: &FullName| DataRequest::dequeue(&full.qspace, &full.queue, ctl);
+                self.route(name, request, |_| false).await?
+            }
+            other => other?,
+        };
         Ok(Routed { manager: done.manager, value: done.value.reply.into_message()? })
     }
 
     /// Sends the request `make` builds for `name` to the manager named, else to the
     /// reachable one of highest priority that serves the queue space: a manager no request
-    /// reached hands over to the next. The error says why each manager tried was passed.
+    /// reached hands over to the next, and so does one whose refusal `pass_on` accepts
+    /// (when every one refused so, the last refusal is the answer). The error says why
+    /// each manager tried was passed.
     async fn route(
         &mut self,
         name: &str,
         make: impl Fn(&FullName) -> DataRequest,
+        pass_on: impl Fn(&QmError) -> bool,
     ) -> QmResult<Routed<Done>> {
         let full = FullName::parse(name, &self.profile).map_err(QmError::inval)?;
         let candidates: Vec<Manager> = match &full.manager {
@@ -99,6 +114,7 @@ impl Managers {
             ));
         }
         let mut why = Vec::new();
+        let mut refused = None;
         for manager in &candidates {
             let link = self.link(manager);
             match self.serves(link, &full.qspace).await {
@@ -113,22 +129,27 @@ impl Managers {
                 }
             }
             let sent = self.links[link].conn.call_telling(Request::Data(make(&full))).await;
-            if sent.is_err() {
-                // Asked again next time: it may have stopped, or lost the queue space.
-                self.links[link].served = None;
-            }
             match sent {
                 Ok(done) => return Ok(Routed { manager: manager.name.clone(), value: done }),
-                Err(CallFailure::Unsent(e)) => {
-                    why.push(format!("{} is unreachable ({})", manager.name, e.message));
+                Err(CallFailure::Refused(e)) if pass_on(&e) => refused = Some(e),
+                Err(failure) => {
+                    // Asked again next time: it may have stopped, or lost the queue space.
+                    self.links[link].served = None;
+                    match failure {
+                        CallFailure::Unsent(e) => {
+                            why.push(format!("{} is unreachable ({})", manager.name, e.message));
+                        }
+                        other => return Err(other.into_error()),
+                    }
                 }
-                Err(other) => return Err(other.into_error()),
             }
         }
-        Err(QmError::new(
-            Diagnostic::NotFound,
-            format!("no queue manager serves {name}: {}", why.join("; ")),
-        ))
+        Err(refused.unwrap_or_else(|| {
+            QmError::new(
+                Diagnostic::NotFound,
+                format!("no queue manager serves {name}: {}", why.join("; ")),
+            )
+        }))
     }
 
     /// The index of the link to `manager`, made now if there is none.

@@ -137,12 +137,42 @@ fn enqueues_go_to_the_reachable_manager_of_highest_priority() {
     let got = rt.block_on(managers.dequeue("low/QS/Q", &DequeueCtl::default())).unwrap();
     assert_eq!((got.manager.as_str(), got.value.body.as_slice()), ("low", &b"named"[..]));
 
-    assert!(take(&site.high, "Q").unwrap().contains("one"));
-    assert!(take(&site.high, "Q").unwrap().contains("three"));
+    // Dequeues without a manager take from the first that has a message, in priority
+    // order: what producers left on `low` while `high` was away is taken too.
+    let mut taken = Vec::new();
+    loop {
+        match rt.block_on(managers.dequeue("QS/Q", &DequeueCtl::default())) {
+            Ok(m) => taken.push((m.manager, String::from_utf8(m.value.body).unwrap())),
+            Err(e) => {
+                assert_eq!(e.diagnostic, Diagnostic::NoMsg, "{e}");
+                break;
+            }
+        }
+    }
+    let by = |m: &str, b: &str| (m.to_string(), b.to_string());
+    assert_eq!(taken, [by("high", "one"), by("high", "three"), by("low", "two")]);
     assert_eq!(take(&site.high, "Q"), None);
-    assert!(take(&site.low, "Q").unwrap().contains("two"));
     assert_eq!(take(&site.low, "Q"), None);
     assert!(take(&site.other, "Q2").unwrap().contains("elsewhere"));
+
+    // One that waits and finds none anywhere waits at the first, for as long as it asked.
+    let started = std::time::Instant::now();
+    let ctl = DequeueCtl { wait_ms: Some(1_000), ..DequeueCtl::default() };
+    let e = rt.block_on(managers.dequeue("QS/Q", &ctl)).unwrap_err();
+    assert_eq!(e.diagnostic, Diagnostic::NoMsg, "{e}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "it did not wait");
+    // A message enqueued while it waits (or before it looked) is its answer.
+    let waiter = std::thread::spawn({
+        let profile = site.profile();
+        move || {
+            let rt = runtime();
+            let mut managers = Managers::new(profile, "e2e-waiter", ClientKind::Application);
+            let ctl = DequeueCtl { wait_ms: Some(30_000), ..DequeueCtl::default() };
+            rt.block_on(managers.dequeue("QS/Q", &ctl)).map(|m| m.manager)
+        }
+    });
+    assert_eq!(put(&mut managers, "QS/Q", "awaited").unwrap(), "high");
+    assert_eq!(waiter.join().unwrap().unwrap(), "high");
 }
 
 /// The lookup order: QM_MANAGER first (a name, an address or a device), then the user's
