@@ -60,6 +60,38 @@ impl Failover {
         }
     }
 
+    /// Connects (lazily) to the queue manager `name` of `profile` (usually
+    /// [`Profile::load`](crate::profile::Profile::load)): its device's socket or its
+    /// addresses. Without a name, to the one `QM_MANAGER` names, else to the first of the
+    /// profiles' managers that answers, in priority order.
+    pub fn to_manager(
+        profile: &crate::profile::Profile,
+        name: Option<&str>,
+        program: &str,
+        kind: ClientKind,
+    ) -> Result<Failover, String> {
+        let addresses: Vec<Address> = match name {
+            Some(name) => match profile.find(name) {
+                Some(m) => m.addresses(),
+                None => {
+                    return Err(format!(
+                        "no profile names a queue manager {name} ({})",
+                        profile.read_text()
+                    ));
+                }
+            },
+            None => profile.candidates().iter().flat_map(|m| m.addresses()).collect(),
+        };
+        if addresses.is_empty() {
+            return Err(format!(
+                "no queue manager is named: set {} or list managers in a profile ({})",
+                crate::profile::MANAGER_ENV,
+                profile.read_text()
+            ));
+        }
+        Ok(Failover::new(addresses, program, kind))
+    }
+
     /// TLS settings given rather than from the environment.
     pub fn with_tls(mut self, files: ClientTlsFiles) -> Failover {
         self.files = files;

@@ -175,6 +175,26 @@ fn enqueues_go_to_the_reachable_manager_of_highest_priority() {
     assert_eq!(waiter.join().unwrap().unwrap(), "high");
 }
 
+/// A manager's name where the client takes a device or an address: a reconnecting client
+/// to that manager; without a name, the first manager of the profiles that answers.
+#[test]
+fn the_client_takes_a_manager_name() {
+    use qm_common::failover::Failover;
+    let site = Site::new();
+    let rt = runtime();
+    let profile = site.profile();
+    let mut low =
+        Failover::to_manager(&profile, Some("low"), "e2e", ClientKind::Application).unwrap();
+    rt.block_on(low.enqueue("QS", "Q", b"to low", &EnqueueCtl::default())).unwrap();
+    assert!(take(&site.low, "Q").unwrap().contains("to low"));
+    // `other` comes first by priority and answers.
+    let mut first = Failover::to_manager(&profile, None, "e2e", ClientKind::Application).unwrap();
+    rt.block_on(first.enqueue("OTHER", "Q2", b"to the first", &EnqueueCtl::default())).unwrap();
+    assert!(take(&site.other, "Q2").unwrap().contains("to the first"));
+    let e = Failover::to_manager(&profile, Some("nobody"), "e2e", ClientKind::Application);
+    assert!(e.err().unwrap().contains("no profile names a queue manager nobody"));
+}
+
 /// The lookup order: QM_MANAGER first (a name, an address or a device), then the user's
 /// profile, then the host's (whose `high` the user's hides); `qmadmin managers` lists them
 /// in the order applications try them, with their state and queue spaces.
