@@ -291,29 +291,29 @@ impl Client {
         on_progress: impl FnMut(Progress),
         on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
     ) -> QmResult<Done> {
-        self.exchange(request, on_progress, on_batch).await.map_err(CallFailure::into_error)
+        self.exchange(&request, on_progress, on_batch).await.map_err(CallFailure::into_error)
     }
 
     /// Sends a request and waits for its reply, telling apart how it failed: for callers
     /// that may send it again elsewhere ([`crate::failover`]).
-    pub async fn call_telling(&mut self, request: Request) -> Result<Done, CallFailure> {
+    pub async fn call_telling(&mut self, request: &Request) -> Result<Done, CallFailure> {
         let unasked = |_| Err(QmError::system("qmd sent exported messages nobody asked for"));
         self.exchange(request, |_| {}, unasked).await
     }
 
     async fn exchange(
         &mut self,
-        request: Request,
+        request: &Request,
         mut on_progress: impl FnMut(Progress),
         mut on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
     ) -> Result<Done, CallFailure> {
         let mut failed: Option<QmError> = None;
         // A body over the limit would make a frame the daemon cannot take (and lose the
         // connection): refuse it here with the daemon's own message.
-        if let Request::Data(DataRequest::Enqueue { body, .. }) = &request {
+        if let Request::Data(DataRequest::Enqueue { body, .. }) = request {
             check_body(body.len()).map_err(CallFailure::Refused)?;
         }
-        self.conn.write_frame(&request).await.map_err(|e| CallFailure::Unsent(lost(e)))?;
+        self.conn.write_frame(request).await.map_err(|e| CallFailure::Unsent(lost(e)))?;
         let interrupted = |e: QmError| CallFailure::Interrupted(e);
         loop {
             let frame =

@@ -129,14 +129,14 @@ impl Failover {
     /// did not reach the daemon is sent again after reconnecting (outside a transaction);
     /// one whose answer was lost is not (its outcome is unknown, and the error says so).
     pub async fn call(&mut self, request: Request) -> QmResult<Done> {
-        self.call_telling(request).await.map_err(CallFailure::into_error)
+        self.call_telling(&request).await.map_err(CallFailure::into_error)
     }
 
     /// Like [`Failover::call`], telling apart a request no daemon received (none answered,
     /// or the connection was gone before it went out: it may go elsewhere) from one whose
     /// outcome is unknown and one refused.
-    pub async fn call_telling(&mut self, request: Request) -> Result<Done, CallFailure> {
-        let step = Step::of(&request);
+    pub async fn call_telling(&mut self, request: &Request) -> Result<Done, CallFailure> {
+        let step = Step::of(request);
         if self.txn == Txn::Lost {
             match step {
                 Step::Begin => self.txn = Txn::None,
@@ -150,11 +150,10 @@ impl Failover {
                 }
             }
         }
-        let retry = (self.txn == Txn::None).then(|| request.clone());
-        let first = self.send(request).await;
-        let outcome = match (first, retry) {
-            (Err(Sent::Unsent(_)), Some(again)) => self.send(again).await,
-            (other, _) => other,
+        // Outside a transaction, what never reached a daemon is sent again, once.
+        let outcome = match self.send(request).await {
+            Err(Sent::Unsent(_)) if self.txn == Txn::None => self.send(request).await,
+            other => other,
         };
         match outcome {
             Ok(done) => {
@@ -188,7 +187,7 @@ impl Failover {
     }
 
     /// Sends once, on the connection there is or a new one; a lost connection is dropped.
-    async fn send(&mut self, request: Request) -> Result<Done, Sent> {
+    async fn send(&mut self, request: &Request) -> Result<Done, Sent> {
         let client = self.connect().await.map_err(Sent::NoDaemon)?;
         let result = client.call_telling(request).await;
         let at = self.address().map(|a| a.to_string()).unwrap_or_default();

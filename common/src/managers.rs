@@ -128,7 +128,7 @@ impl Managers {
                     continue;
                 }
             }
-            let sent = self.links[link].conn.call_telling(Request::Data(make(&full))).await;
+            let sent = self.links[link].conn.call_telling(&Request::Data(make(&full))).await;
             match sent {
                 Ok(done) => return Ok(Routed { manager: manager.name.clone(), value: done }),
                 Err(CallFailure::Refused(e)) if pass_on(&e) => refused = Some(e),
