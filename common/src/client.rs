@@ -33,6 +33,8 @@ pub struct Done {
 pub struct Client {
     conn: Connection<Reader, Writer>,
     welcome: Welcome,
+    /// A request could not go out, or its answer did not come: the connection is gone.
+    lost: bool,
 }
 
 fn lost(e: FrameError) -> QmError {
@@ -43,12 +45,6 @@ fn lost(e: FrameError) -> QmError {
 const LOST: &str = "connection to qmd lost";
 /// The error of a connection the daemon closed.
 const CLOSED: &str = "qmd closed the connection";
-
-/// Whether `e` says the connection to the daemon is gone (rather than a refusal): a new
-/// connection is needed for the next request.
-pub fn is_lost_connection(e: &QmError) -> bool {
-    e.diagnostic == Diagnostic::Os && (e.message.starts_with(LOST) || e.message == CLOSED)
-}
 
 /// Connects to the daemon's socket and checks who listens there, before anything is sent:
 /// a daemon of our own user or root, or of the user who alone may have bound the socket
@@ -256,7 +252,7 @@ impl Client {
             };
         }
         match conn.read_frame::<Response>().await.map_err(lost)? {
-            Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome }),
+            Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome, lost: false }),
             Some(Response::Failed(e)) => Err(e),
             Some(other) => Err(QmError::system(format!("unexpected greeting from qmd: {other:?}"))),
             None => Err(QmError::new(Diagnostic::Os, CLOSED)),
@@ -265,6 +261,12 @@ impl Client {
 
     pub fn welcome(&self) -> &Welcome {
         &self.welcome
+    }
+
+    /// Whether the connection is gone (a request could not go out, or its answer did not
+    /// come): the next request needs a new connection.
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Sends a request and waits for its reply, ignoring progress.
@@ -291,14 +293,28 @@ impl Client {
         on_progress: impl FnMut(Progress),
         on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
     ) -> QmResult<Done> {
-        self.exchange(&request, on_progress, on_batch).await.map_err(CallFailure::into_error)
+        self.exchange_watched(&request, on_progress, on_batch)
+            .await
+            .map_err(CallFailure::into_error)
     }
 
     /// Sends a request and waits for its reply, telling apart how it failed: for callers
     /// that may send it again elsewhere ([`crate::failover`]).
     pub async fn call_telling(&mut self, request: &Request) -> Result<Done, CallFailure> {
         let unasked = |_| Err(QmError::system("qmd sent exported messages nobody asked for"));
-        self.exchange(request, |_| {}, unasked).await
+        self.exchange_watched(request, |_| {}, unasked).await
+    }
+
+    /// [`Client::exchange`], noting a connection that is gone.
+    async fn exchange_watched(
+        &mut self,
+        request: &Request,
+        on_progress: impl FnMut(Progress),
+        on_batch: impl FnMut(crate::export::ExportBatch) -> QmResult<()>,
+    ) -> Result<Done, CallFailure> {
+        let result = self.exchange(request, on_progress, on_batch).await;
+        self.lost |= matches!(result, Err(CallFailure::Unsent(_) | CallFailure::Interrupted(_)));
+        result
     }
 
     async fn exchange(

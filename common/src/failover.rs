@@ -189,22 +189,20 @@ impl Failover {
     /// Sends once, on the connection there is or a new one; a lost connection is dropped.
     async fn send(&mut self, request: &Request) -> Result<Done, Sent> {
         let client = self.connect().await.map_err(Sent::NoDaemon)?;
-        let result = client.call_telling(request).await;
+        let e = match client.call_telling(request).await {
+            Ok(done) => return Ok(done),
+            Err(CallFailure::Refused(e)) => return Err(Sent::Refused(e)),
+            Err(lost) => lost,
+        };
+        // The connection is gone: said with the address it was to, then dropped.
         let at = self.address().map(|a| a.to_string()).unwrap_or_default();
+        self.client = None;
         let with_address =
             |e: QmError| QmError::new(e.diagnostic, format!("qmd at {at}: {}", e.message));
-        match result {
-            Ok(done) => Ok(done),
-            Err(CallFailure::Refused(e)) => Err(Sent::Refused(e)),
-            Err(CallFailure::Unsent(e)) => {
-                self.client = None;
-                Err(Sent::Unsent(with_address(e)))
-            }
-            Err(CallFailure::Interrupted(e)) => {
-                self.client = None;
-                Err(Sent::Interrupted(with_address(e)))
-            }
-        }
+        Err(match e {
+            CallFailure::Unsent(e) => Sent::Unsent(with_address(e)),
+            other => Sent::Interrupted(with_address(other.into_error())),
+        })
     }
 
     /// Enqueues `body` on `queue` of `qspace`; see [`Client::enqueue`].

@@ -108,8 +108,6 @@ pub struct Shell {
     /// How to reach the daemon again when a connection is given up (Ctrl-C during a wait)
     /// or lost.
     pub reconnect: Option<Reconnect>,
-    /// The connection was lost: the next request connects again first.
-    lost: bool,
     /// Ctrl-C ended the running command (at one of its prompts or while it waited): an
     /// empty line does not repeat it.
     pub interrupted: bool,
@@ -150,7 +148,6 @@ impl Shell {
             transaction: None,
             open_qspace: None,
             reconnect: None,
-            lost: false,
             interrupted: false,
         }
     }
@@ -221,7 +218,6 @@ impl Shell {
         if dots > 0 {
             emit("\n");
         }
-        self.watch(&result);
         let done = result.map_err(|e| {
             // A refusal of rights names its diagnostic first already.
             let named = e.message.starts_with(e.diagnostic.name());
@@ -243,9 +239,7 @@ impl Shell {
     /// Sends a request and returns the daemon's answer as it is, printing nothing.
     pub fn call_quiet(&mut self, request: Request) -> QmResult<Done> {
         self.mend().map_err(|e| qm_common::QmError::new(qm_common::Diagnostic::Os, e))?;
-        let result = self.runtime.block_on(self.client.call(request));
-        self.watch(&result);
-        result
+        self.runtime.block_on(self.client.call(request))
     }
 
     /// Sends a request whose answer streams (`qexport`): `on_batch` gets each part.
@@ -257,7 +251,6 @@ impl Shell {
         self.mend()?;
         let call = self.client.call_streaming(request, |_| {}, on_batch);
         let result = self.runtime.block_on(call);
-        self.watch(&result);
         let done = result.map_err(|e| e.message)?;
         for note in &done.notes {
             match note.level {
@@ -307,24 +300,16 @@ impl Shell {
         Ok(())
     }
 
-    /// Notes a lost connection: the next request connects again first.
-    fn watch<T>(&mut self, result: &QmResult<T>) {
-        if let Err(e) = result {
-            self.lost |= qm_common::client::is_lost_connection(e);
-        }
-    }
-
     /// After a lost connection (its daemon stopped or died, or a standby took over),
     /// connects again, to whichever daemon answers now, before the next request.
     fn mend(&mut self) -> Result<(), Failure> {
-        if !self.lost {
+        if !self.client.is_lost() {
             return Ok(());
         }
         let before = self.daemon_pid();
         self.connect_again("its connection to qmd was lost").map_err(|e| {
             format!("the connection to qmd was lost and it cannot be reached again: {e}")
         })?;
-        self.lost = false;
         let now = self.daemon_pid();
         let whom = if now == before { String::new() } else { format!(", now pid {now}") };
         self.warn(&format!("the connection to qmd was lost; connected again{whom}"));

@@ -362,3 +362,39 @@ fn a_qmadmin_session_carries_on_with_the_standby() {
     let m = runtime.block_on(app.dequeue(QS, "Q", &DequeueCtl::default())).unwrap();
     assert_eq!(m.body, b"after the takeover");
 }
+
+/// A commit whose answer never comes (its daemon paused, then killed) is reported as of
+/// unknown outcome, not as rolled back nor as done; the client goes on with the standby.
+#[test]
+fn a_commit_whose_answer_was_lost_is_of_unknown_outcome() {
+    let env = device();
+    let (a, b) = (free_port(), free_port());
+    let mut active = env.start_daemon(&["-i", "127.0.0.1", "-p", &a.to_string()]);
+    let _standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
+    let addresses = vec![
+        Address::Tcp { host: "127.0.0.1".into(), port: a },
+        Address::Tcp { host: "127.0.0.1".into(), port: b },
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut app = Failover::new(addresses.clone(), "e2e-commit", ClientKind::Application);
+        app.begin(QS, None).await.unwrap();
+        app.enqueue(QS, "Q", b"committed or not", &EnqueueCtl::default()).await.unwrap();
+        active.signal_only("STOP");
+        let e = {
+            let commit = app.commit();
+            tokio::pin!(commit);
+            let waited = tokio::time::timeout(Duration::from_millis(300), &mut commit).await;
+            assert!(waited.is_err(), "a paused daemon answered the commit");
+            active.signal("KILL");
+            commit.await.unwrap_err()
+        };
+        assert_eq!(e.diagnostic, Diagnostic::Os, "{e}");
+        assert!(e.message.contains("whether the commit took effect is unknown"), "{e}");
+        // Not a transaction any more: the next request runs on its own, on the standby.
+        app.enqueue(QS, "Q", b"next", &EnqueueCtl::default()).await.unwrap();
+        assert_eq!(app.address(), Some(&addresses[1]));
+    });
+    let left = runtime.block_on(drain(&addresses[1]));
+    assert_eq!(left, ["next"], "the commit never reached the daemon, which was paused");
+}
