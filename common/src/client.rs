@@ -9,6 +9,7 @@ use crate::protocol::{
 };
 use crate::tls::ClientTlsFiles;
 use crate::trust;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -35,6 +36,8 @@ pub struct Client {
     welcome: Welcome,
     /// A request could not go out, or its answer did not come: the connection is gone.
     lost: bool,
+    /// The socket under the connection, when this client made it.
+    socket: Option<RawFd>,
 }
 
 fn lost(e: FrameError) -> QmError {
@@ -126,8 +129,9 @@ impl Client {
 
     /// Greets the daemon on a connection made by [`connect_trusted`].
     pub async fn greet(stream: UnixStream, program: &str, kind: ClientKind) -> QmResult<Client> {
+        let fd = stream.as_raw_fd();
         let (r, w) = stream.into_split();
-        Client::greet_on(Box::new(r), Box::new(w), program, kind).await
+        Ok(Client::greet_on(Box::new(r), Box::new(w), program, kind).await?.on_socket(fd))
     }
 
     /// Connects to `address` and greets the daemon there. Over TLS the server is verified
@@ -207,9 +211,12 @@ impl Client {
             })?;
         // Requests are small and each waits for its answer: sending at once matters.
         let _ = tcp.set_nodelay(true);
+        let fd = tcp.as_raw_fd();
         if let Address::Tcp { .. } = address {
             let (r, w) = tcp.into_split();
-            return Client::greet_on(Box::new(r), Box::new(w), program, kind).await;
+            return Ok(Client::greet_on(Box::new(r), Box::new(w), program, kind)
+                .await?
+                .on_socket(fd));
         }
         let tls = crate::tls::client_config(host, pinned, files)
             .map_err(|e| QmError::new(Diagnostic::Denied, e))?;
@@ -232,7 +239,7 @@ impl Client {
                 )
             })?;
         let (r, w) = tokio::io::split(stream);
-        Client::greet_on(Box::new(r), Box::new(w), program, kind).await
+        Ok(Client::greet_on(Box::new(r), Box::new(w), program, kind).await?.on_socket(fd))
     }
 
     /// Greets the daemon over an established connection.
@@ -252,7 +259,9 @@ impl Client {
             };
         }
         match conn.read_frame::<Response>().await.map_err(lost)? {
-            Some(Response::Welcome(welcome)) => Ok(Client { conn, welcome, lost: false }),
+            Some(Response::Welcome(welcome)) => {
+                Ok(Client { conn, welcome, lost: false, socket: None })
+            }
             Some(Response::Failed(e)) => Err(e),
             Some(other) => Err(QmError::system(format!("unexpected greeting from qmd: {other:?}"))),
             None => Err(QmError::new(Diagnostic::Os, CLOSED)),
@@ -267,6 +276,42 @@ impl Client {
     /// come): the next request needs a new connection.
     pub fn is_lost(&self) -> bool {
         self.lost
+    }
+
+    /// [`Client::is_lost`], or the daemon closed the connection since the last exchange
+    /// (it stopped, died, or a standby took over): looked at now, without waiting.
+    pub fn gone(&mut self) -> bool {
+        self.lost |= self.peer_gone();
+        self.lost
+    }
+
+    /// Whether the daemon closed the connection (or it failed), looked at on the socket
+    /// without waiting and without taking anything from it. Between two exchanges a
+    /// daemon sends nothing; a closed connection seen before a request is written means
+    /// the request can still go elsewhere, where one written into it would be lost with
+    /// its outcome unknown. Bytes waiting (a TLS record, say) are left to the next read.
+    fn peer_gone(&self) -> bool {
+        let Some(fd) = self.socket else { return false };
+        let mut byte = 0u8;
+        // SAFETY: `fd` is the socket this client's connection owns, open while it lives;
+        // one byte is peeked into a local.
+        let n = unsafe {
+            libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        match n {
+            0 => true,
+            n if n > 0 => false,
+            _ => !matches!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
+    /// Notes the socket under a connection made here, for [`Client::gone`].
+    fn on_socket(mut self, fd: RawFd) -> Client {
+        self.socket = Some(fd);
+        self
     }
 
     /// Sends a request and waits for its reply, ignoring progress.
@@ -328,6 +373,12 @@ impl Client {
         // connection): refuse it here with the daemon's own message.
         if let Request::Data(DataRequest::Enqueue { body, .. }) = request {
             check_body(body.len()).map_err(CallFailure::Refused)?;
+        }
+        if self.peer_gone() {
+            return Err(CallFailure::Unsent(QmError::new(
+                Diagnostic::Os,
+                format!("{LOST}: {CLOSED} before this request was sent"),
+            )));
         }
         self.conn.write_frame(request).await.map_err(|e| CallFailure::Unsent(lost(e)))?;
         let interrupted = |e: QmError| CallFailure::Interrupted(e);

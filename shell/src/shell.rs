@@ -300,10 +300,11 @@ impl Shell {
         Ok(())
     }
 
-    /// After a lost connection (its daemon stopped or died, or a standby took over),
-    /// connects again, to whichever daemon answers now, before the next request.
+    /// After a lost connection (its daemon stopped or died, or a standby took over: seen
+    /// when a request met it, or since), connects again, to whichever daemon answers now,
+    /// before the next request.
     fn mend(&mut self) -> Result<(), Failure> {
-        if !self.client.is_lost() {
+        if !self.client.gone() {
             return Ok(());
         }
         let before = self.daemon_pid();
