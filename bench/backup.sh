@@ -7,9 +7,11 @@
 #      (examples/bench_deep.rs fill);
 #   2. `qbackup` of the quiet device: its time, MB/s of the copies, and the longest time
 #      writers were held (from its JSON report);
-#   3. `qbackup` again while 64 closed-loop clients make durable enqueue+dequeue pairs of
-#      1 KiB (examples/bench_peers.rs), with the clients' rate during the run;
-#   4. `qrestore` of the first backup to a new device, timed.
+#   3. 64 closed-loop clients making durable enqueue+dequeue pairs of 1 KiB for 10 s alone
+#      (examples/bench_peers.rs): their rate and the longest any of them waited for a pair;
+#   4. `qbackup` again while the same clients run for 30 s, with their rate and longest
+#      wait over the run (the backup's copy and the catching up after it included);
+#   5. `qrestore` of the first backup to a new device, timed.
 #
 # Run:   bench/backup.sh [N]          (default 1000000)
 #        QMD=/tmp/old/target/release/qmd bench/backup.sh   measures another qmd binary
@@ -74,14 +76,19 @@ echo "qbackup of the quiet device:"
 admin "qbackup -y --json $run/quiet" >"$run/quiet.json"
 report "$run/quiet.json"
 
-echo "qbackup under 64 clients (closed loops of 1 KiB pairs on the same queue):"
+echo "64 clients alone for 10 s (closed loops of 1 KiB pairs on the same queue):"
+"$release/examples/bench_peers" qm "$device.sock" 64 10 >"$run/alone.txt" 2>&1
+echo "  $(tail -n 1 "$run/alone.txt") pairs/s; $(grep 'longest pair' "$run/alone.txt")"
+
+echo "qbackup under 64 clients (the same loops):"
 "$release/examples/bench_peers" qm "$device.sock" 64 30 >"$run/load.txt" 2>&1 &
 load=$!
 sleep 3
 admin "qbackup -y --json $run/loaded" >"$run/loaded.json"
 report "$run/loaded.json"
 wait "$load"
-echo "  the clients' rate over their 30 s, the backup's included: $(tail -n 1 "$run/load.txt") pairs/s"
+echo "  the clients' rate over their 30 s, the backup's included: $(tail -n 1 "$run/load.txt") pairs/s;" \
+    "$(grep 'longest pair' "$run/load.txt") (the longest any client waited)"
 
 mkdir "$run/restored"
 t=$EPOCHREALTIME

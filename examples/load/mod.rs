@@ -27,6 +27,8 @@ pub fn admin(device: &Path, socket: &Path, commands: &str) {
 pub struct Tally {
     stop: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
+    /// The longest one pair took, in microseconds: the longest any client waited.
+    longest_us: Arc<AtomicU64>,
 }
 
 impl Tally {
@@ -38,6 +40,17 @@ impl Tally {
     /// Counts one enqueue+dequeue pair.
     pub fn pair(&self) {
         self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one pair that took `took`.
+    pub fn pair_took(&self, took: Duration) {
+        self.pair();
+        self.longest_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The longest a pair took so far.
+    pub fn longest(&self) -> Duration {
+        Duration::from_micros(self.longest_us.load(Ordering::Relaxed))
     }
 
     /// Lets the clients run for `secs` (they have started), stops them and returns their
@@ -85,15 +98,42 @@ pub async fn closed_loop<P: Pairs>(clients: Vec<P>, secs: f64) -> f64 {
         tasks.push(tokio::spawn(async move {
             let body = vec![b'x'; BODY];
             while tally.running() {
+                let started = Instant::now();
                 c.pair(&body).await;
-                tally.pair();
+                tally.pair_took(started.elapsed());
             }
         }));
     }
+    // BENCH_TIMELINE=1: the longest pair of each half second, on standard error, to see
+    // when clients waited (during a backup, say).
+    let timeline = std::env::var_os("BENCH_TIMELINE").map(|_| {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut seen = Duration::ZERO;
+            while tally.running() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let longest = tally.longest();
+                if longest > seen {
+                    eprintln!(
+                        "{:6.1} s: a pair took {:.1} ms",
+                        start.elapsed().as_secs_f64(),
+                        longest.as_secs_f64() * 1000.0
+                    );
+                    seen = longest;
+                }
+            }
+        })
+    });
     let rate = tally.measure(secs).await;
     for t in tasks {
         t.await.expect("client");
     }
+    if let Some(t) = timeline {
+        t.abort();
+    }
+    // On standard error, so that standard output stays the one figure scripts read.
+    eprintln!("longest pair: {:.1} ms", tally.longest().as_secs_f64() * 1000.0);
     rate
 }
 

@@ -237,6 +237,105 @@ fn the_offline_way_stop_copy_and_chdl_works() {
     admin(&device, "daemon stop").ok();
 }
 
+/// Each file is copied as bytes while it is held: writers go on meanwhile (into the
+/// journal, which grows past its usual 8 MiB and is cut back after), and the copy is the
+/// moment of the snapshot, not a file changing under it. With
+/// `QM_FAULT=slowcopy+checkpoints` the copy takes a while and every group of the writers
+/// would be a redb commit but for the hold. The restored queue holds exactly the first
+/// messages acknowledged, in order, every one acknowledged before `qbackup` began among
+/// them. After the hold the writer applies what it deferred in steps (16 writes at a time
+/// here); `kill -9` right after loses nothing acknowledged.
+#[test]
+fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
+    const JOURNAL_MAX: u64 = 8 << 20;
+    let env = Env::new();
+    let mut daemon =
+        Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy+checkpoints")]);
+    let other = env.path("OTHER");
+    env.c(&format!(
+        "crdl {} 0 40; crdl {} 0 100000; qspc QS 40000 99000 4 10 10 10000 '' n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''; qcreate T fifo none 0 0 100% 0% ''",
+        env.dev(),
+        other.display()
+    ))
+    .ok();
+    let journal = PathBuf::from(format!("{}.journal", other.display()));
+    let journal_len = || std::fs::metadata(&journal).map_or(0, |m| m.len());
+    let pad = "x".repeat(200 << 10);
+    let stop = AtomicBool::new(false);
+    let acked = AtomicU64::new(0);
+    let backup = env.path("backup");
+    let (before, during, longest) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut app = App::connect(&env);
+            let mut i = 0;
+            // At most 300 (60 MB): the queue space holds them all.
+            while !stop.load(Ordering::Relaxed) && i < 300 {
+                app.put("Q", &format!("w{i} {pad}"));
+                i += 1;
+                acked.store(i, Ordering::Relaxed);
+            }
+        });
+        // Pairs on T: their enqueues and removals cancel out while deferred, or not.
+        s.spawn(|| {
+            let mut app = App::connect(&env);
+            while !stop.load(Ordering::Relaxed) {
+                app.put("T", "pair");
+                app.take("T");
+            }
+        });
+        let longest = s.spawn(|| {
+            let mut longest = 0;
+            while !stop.load(Ordering::Relaxed) {
+                longest = longest.max(journal_len());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            longest
+        });
+        assert!(wait_until(Duration::from_secs(10), || acked.load(Ordering::Relaxed) >= 20));
+        let before = acked.load(Ordering::Relaxed);
+        env.c(&format!("qbackup -y {}", backup.display())).ok();
+        let during = acked.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Relaxed);
+        (before, during, longest.join().unwrap())
+    });
+    assert!(during >= 20, "writers made only {during} enqueues while the backup ran");
+    assert!(longest > JOURNAL_MAX, "the journal never grew past 8 MiB ({longest} bytes)");
+    let mut app = App::connect(&env);
+    app.put("T", "after the backup");
+    // The writer checkpoints after answering.
+    let cut_back = wait_until(Duration::from_secs(10), || journal_len() <= JOURNAL_MAX);
+    assert!(cut_back, "the journal kept {} bytes", journal_len());
+    let total = acked.load(Ordering::Relaxed);
+    daemon.signal("KILL");
+    let _again = Daemon::start(&env.device, &[]);
+    let mut app = App::connect(&env);
+    let live: Vec<String> = all(&mut app, "Q")
+        .into_iter()
+        .map(|m| String::from_utf8(m.body).unwrap().split(' ').next().unwrap().to_string())
+        .collect();
+    let sent: Vec<String> = (0..total).map(|i| format!("w{i}")).collect();
+    assert_eq!(live, sent, "what the device holds after kill -9 is not what was acknowledged");
+    let left: Vec<Vec<u8>> = all(&mut app, "T").into_iter().map(|m| m.body).collect();
+    assert_eq!(left, [b"after the backup".to_vec()], "a message dequeued came back");
+    std::fs::create_dir(env.path("r")).unwrap();
+    let restored = env.path("r/QUE");
+    env.c(&format!("qrestore {} {}", backup.display(), restored.display())).ok();
+    let _copy_daemon = Daemon::start(&restored, &[]);
+    let mut copy = App::connect_to(&restored);
+    let bodies: Vec<String> = all(&mut copy, "Q")
+        .into_iter()
+        .map(|m| String::from_utf8(m.body).unwrap().split(' ').next().unwrap().to_string())
+        .collect();
+    let first: Vec<String> = (0..bodies.len()).map(|i| format!("w{i}")).collect();
+    assert_eq!(bodies, first, "the backup holds other than the first messages acknowledged");
+    assert!(
+        bodies.len() as u64 >= before,
+        "{} restored, {before} acknowledged before",
+        bodies.len()
+    );
+}
+
 /// Writes acknowledged but not yet in redb (`QM_FAULT=defer` keeps them in the journal)
 /// are in the backup: it takes the journal's records past what redb holds.
 #[test]

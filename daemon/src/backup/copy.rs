@@ -1,10 +1,9 @@
-//! Copies the tables of one redb file, as a read transaction sees them, into another: all
-//! of them into a new file (`qbackup`), or one queue space's (`qspacemove`).
+//! Copies tables of one redb file, as a read transaction sees them, into another: one
+//! queue space's, for `qspacemove` (`qbackup` copies whole files as bytes).
 //!
 //! redb opens a table only with its key and value types, so each table qm keeps is named
 //! here with its types; a table qm does not know stops the copy rather than being left
-//! out. The journal's own table is not copied: the copy has no journal, and the groups the
-//! journal held past the snapshot are applied on top ([`super::copy_file`]).
+//! out. The journal's own table is not copied.
 
 use qm_common::{QmError, QmResult};
 use redb::{
@@ -16,24 +15,6 @@ use redb::{
 pub struct Copied {
     pub records: u64,
     pub bytes: u64,
-}
-
-/// Copies every table of `src` into `dst`; `progress` is told the bytes copied so far.
-pub fn tables(
-    src: &ReadTransaction,
-    dst: &WriteTransaction,
-    progress: &mut dyn FnMut(u64),
-) -> QmResult<Copied> {
-    let mut copied = Copied::default();
-    let names: Vec<String> = src
-        .list_tables()
-        .map_err(|e| fail("listing the tables", e))?
-        .map(|t| t.name().to_string())
-        .collect();
-    for name in names {
-        copy_named(src, dst, &name, &mut copied, progress)?;
-    }
-    Ok(copied)
 }
 
 /// Copies the tables of `src` named in `names` (those it has) into `dst`.

@@ -1,25 +1,29 @@
 //! `qbackup`: an online, consistent copy of a whole device, and `qrestore`.
 //!
-//! **The snapshot.** With every file's journal held at once (so no group of writes is
-//! committed meanwhile, in any file), each file gets a redb read transaction, and the
-//! journal records past what redb holds are read (the writes acknowledged and not yet
-//! applied: see [`crate::engine::deferred`]). Then the journals go: writers were held
-//! only for that, and the time is measured (the manifest's `longest_pause_us`). A
-//! transaction is one group, in one file: it is in the snapshot whole or not at all.
+//! **The snapshot.** What each file's journal holds is applied to redb first, outside any
+//! pause. Then, with every file's journal held at once (so no group of writes is committed
+//! meanwhile, in any file), each file gets a checkpoint, which makes the rest durable in
+//! redb itself, and is *held* ([`DbFile::hold`]): from then on redb writes nothing to it
+//! until its copy is made. Then the journals go: writers were held only for the
+//! checkpoints, and the time is measured (the manifest's `longest_pause_us`). A transaction
+//! is one group, in one file: it is in the snapshot whole or not at all.
 //!
-//! **The copies.** Outside any lock, each file's tables are copied from its read
-//! transaction into a new redb file in the backup directory ([`copy`]), the journal
-//! records applied on top, and the copy committed durably. The copies are then checked as
-//! `qverify` checks a device ([`crate::verify`]), their CRC-32s taken, and the manifest
-//! written last, under a temporary name renamed into place: a directory without
-//! `manifest.json` holds a backup that did not finish, and `qrestore` refuses it.
+//! **The copies.** Each held file is copied as bytes (`copy_file_range`) into the backup
+//! directory, written out and synced, and then let go; meanwhile writers of messages go on
+//! into the journal, which grows until the hold ends. A file that had to be opened again
+//! during its copy (an I/O error) fails the backup. Each copy is opened once by redb, which
+//! finds it as a crash would leave the file and recovers its last commit (the checkpoint)
+//! from the allocator state recorded with it. The copies are then checked as `qverify`
+//! checks a device ([`crate::verify`]), their CRC-32s taken, and the manifest written last,
+//! under a temporary name renamed into place: a directory without `manifest.json` holds a
+//! backup that did not finish, and `qrestore` refuses it.
 
 pub mod copy;
 pub mod restore;
 
 use crate::storage::Device;
 use crate::storage::device::{device_header_in, file_header_in, qspaces_in, udl_in, vtoc_in};
-use crate::storage::handle::DbFile;
+use crate::storage::handle::{Db, DbFile, Hold};
 use crate::storage::records::QueueSpaceRecord;
 use crate::verify::Source;
 use qm_common::backup::{BACKUP_FORMAT, BackedUpFile, BackupReport, MANIFEST, Manifest};
@@ -27,28 +31,33 @@ use qm_common::device::{UdlEntry, VtocEntry};
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{ReadTransaction, ReadableDatabase};
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The cache redb keeps for each copy (written once, read once to check it).
+/// The cache redb keeps for each copy, read once to check it.
 const COPY_CACHE: usize = 64 << 20;
-/// How many bytes of copy between two requests to write it out.
-const WRITE_OUT_EVERY: u64 = 64 << 20;
+/// Bytes copied between two requests to write the copy out (and two progress reports).
+const COPY_STEP: u64 = 64 << 20;
 
 /// The name of the device file's copy in a backup directory; the other files are
 /// `file-N.qm`, N the first UDL entry on them.
 pub const DEVICE_COPY: &str = "device.qm";
 
-/// One file at the moment of the snapshot.
+/// One file at the moment of the snapshot, held unchanged until it is copied.
 struct Cut {
     /// The file as the device names it.
     original: String,
     name: String,
-    txn: ReadTransaction,
-    /// Journal records past what `txn` holds, in order.
-    tail: Vec<Vec<u8>>,
+    file: Arc<DbFile>,
+    /// The database the snapshot checkpointed: the same one must be open after the copy.
+    db: Db,
+    /// Dropped once the copy is made: the file is let go.
+    _hold: Hold,
+    /// Journal groups the snapshot's checkpoint made durable in the file.
+    groups: u64,
 }
 
 /// Backs `device` up into `dir` (absolute, new or empty). `progress` is told bytes copied
@@ -63,17 +72,18 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
     let mut backed = Vec::new();
     for cut in cuts {
         let path = dir.join(&cut.name);
-        let (records, groups) =
-            copy_file(&cut, &path, &mut |bytes| progress((done + bytes).min(total), total))?;
+        copy_file(&cut, &path, &mut |bytes| progress((done + bytes).min(total), total))?;
         done += file_len(&path);
         backed.push(BackedUpFile {
             original: cut.original.clone(),
             name: cut.name.clone(),
             bytes: 0,
             crc32: String::new(),
-            records,
-            journal_groups: groups,
+            records: 0,
+            journal_groups: cut.groups,
         });
+        drop(cut);
+        recover_copy(&path)?;
     }
     progress(total, total);
     let copied = started.elapsed();
@@ -212,78 +222,112 @@ fn device_files(device: &Device) -> QmResult<Vec<(String, Arc<DbFile>)>> {
 /// Takes the snapshot of every file at one moment (see the module's comment); the time
 /// writers were held.
 fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
+    // Applied outside the pause, so that the checkpoints in it have little left to apply.
+    for (_, file) in files {
+        file.settle()?;
+    }
     let dbs = files.iter().map(|(_, f)| f.get()).collect::<QmResult<Vec<_>>>()?;
     let held = Instant::now();
-    let journals: Vec<_> = files.iter().map(|(_, f)| f.journal()).collect();
+    let mut journals: Vec<_> = files.iter().map(|(_, f)| f.journal()).collect();
     let mut cuts = Vec::new();
-    for (((name, file), db), journal) in files.iter().zip(&dbs).zip(&journals) {
-        let txn = db.begin_read().map_err(|e| db.explain("backup: reading", e))?;
-        let applied = applied_lsn(&txn)?;
-        let tail = match journal.as_ref() {
-            Some(j) => j.tail(applied)?,
-            None => {
-                return Err(QmError::system(format!(
-                    "{}: its journal is not open (the file is down); try again",
-                    file.path().display()
-                )));
-            }
+    for (((name, file), db), journal) in files.iter().zip(dbs).zip(&mut journals) {
+        let Some(journal) = journal.as_mut() else {
+            return Err(QmError::system(format!(
+                "{}: its journal is not open (the file is down); try again",
+                file.path().display()
+            )));
         };
+        let groups = journal.tail(0)?.len() as u64;
+        crate::storage::journal::checkpoint(&db, journal)?;
+        let hold = file.hold();
         let original = file.path().display().to_string();
-        cuts.push(Cut { original, name: name.clone(), txn, tail });
+        cuts.push(Cut {
+            original,
+            name: name.clone(),
+            file: file.clone(),
+            db,
+            _hold: hold,
+            groups,
+        });
     }
     drop(journals);
     Ok((cuts, held.elapsed()))
 }
 
-/// The last group of writes a read transaction of a file holds.
-fn applied_lsn(txn: &ReadTransaction) -> QmResult<u64> {
-    let fail = |e: &dyn std::fmt::Display| QmError::system(format!("backup: reading: {e}"));
-    match txn.open_table(crate::storage::journal::TABLE) {
-        Ok(t) => Ok(t.get("lsn").map_err(|e| fail(&e))?.map_or(0, |v| v.value())),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(e) => Err(fail(&e)),
-    }
-}
-
-/// Copies one file of the snapshot into a new redb file at `path`: its tables, then its
-/// journal's records; durable when it returns. Records copied and groups applied.
-fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<(u64, u64)> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        QmError::system(format!("backup: {}: {what}: {e}", path.display()))
-    };
+/// Copies the bytes of one held file of the snapshot into a new file at `path`, synced
+/// when it returns.
+fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<()> {
+    let source = cut.file.path();
+    let from = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(source)
+        .map_err(|e| io(source, "cannot open", e))?;
     // Made here, for qm's user alone; never a file that was there.
-    std::fs::OpenOptions::new()
+    let to = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| io(path, "cannot create", e))?;
-    let db = redb::Builder::new()
-        .set_cache_size(COPY_CACHE)
-        .create(path)
-        .map_err(|e| fail("creating", &e))?;
-    // The kernel is asked to write the copy out as it grows, so that the disk works while
-    // the copy goes on, and the final commit's sync finds little left to write.
-    let out = std::fs::File::open(path).map_err(|e| io(path, "cannot open", e))?;
-    let mut written = 0u64;
-    let mut progress = |bytes: u64| {
-        if bytes >= written + WRITE_OUT_EVERY {
-            written = bytes;
-            use std::os::fd::AsRawFd;
-            // SAFETY: asks the kernel to start writing back a file held open here; no
-            // memory is passed.
-            unsafe { libc::sync_file_range(out.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    let len = from.metadata().map_err(|e| io(source, "cannot look at", e))?.len();
+    let slowly = crate::storage::fault::copies_slowly();
+    let piece = if slowly { 64 << 10 } else { COPY_STEP };
+    let mut copied = 0u64;
+    while copied < len {
+        if slowly && copied > 0 {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        progress(bytes)
-    };
-    let txn = db.begin_write().map_err(|e| fail("writing", &e))?;
-    let copied = copy::tables(&cut.txn, &txn, &mut progress)?;
-    for record in &cut.tail {
-        crate::engine::writer::replay(&txn, record)?;
+        let step = (len - copied).min(piece) as usize;
+        // SAFETY: both descriptors are open files held here; null offsets mean each
+        // file's own position, which the call advances.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                step,
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io(path, "cannot copy into", std::io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Err(QmError::system(format!(
+                "{}: ended at {copied} bytes of {len} while it was copied",
+                source.display()
+            )));
+        }
+        copied += n as u64;
+        // The disk writes the copy while it goes on, so that the sync finds little left.
+        // SAFETY: asks the kernel to start writing back a file held open here; no memory
+        // is passed.
+        unsafe { libc::sync_file_range(to.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        progress(copied);
     }
-    txn.commit().map_err(|e| fail("committing", &e))?;
-    Ok((copied.records, cut.tail.len() as u64))
+    to.sync_all().map_err(|e| io(path, "cannot sync", e))?;
+    // Opened again meanwhile (after an I/O error), the file was written by its recovery.
+    if !cut.file.get().is_ok_and(|now| now.same_as(&cut.db)) {
+        return Err(QmError::system(format!(
+            "{} had an I/O error while it was copied; the backup was left incomplete",
+            source.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens a copy once with redb, which recovers the checkpoint it holds (as after a crash,
+/// from the allocator state the checkpoint recorded) and closes it cleanly, so that it
+/// can then be checked read-only.
+fn recover_copy(path: &Path) -> QmResult<()> {
+    let db = redb::Builder::new().set_cache_size(COPY_CACHE).open(path).map_err(|e| {
+        QmError::system(format!("backup: {}: the copy cannot be opened: {e}", path.display()))
+    })?;
+    drop(db);
+    Ok(())
 }
 
 /// The size and CRC-32 of a whole file.

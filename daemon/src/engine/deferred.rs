@@ -21,7 +21,7 @@ use super::writer::{WriteOp, op_room, stored_body};
 use crate::storage::handle::Db;
 use qm_common::QmResult;
 use redb::ReadableDatabase;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// A message whose enqueue is deferred.
@@ -35,7 +35,7 @@ struct Fresh {
 /// The deferred writes of one redb file, in the order they were made.
 #[derive(Default)]
 pub struct Deferred {
-    ops: Vec<WriteOp>,
+    ops: VecDeque<WriteOp>,
     /// Messages enqueued by deferred writes, by queue space and sequence number.
     fresh: HashMap<String, HashMap<u64, Fresh>>,
     /// Disk room the writes that will reach redb may need there.
@@ -146,7 +146,7 @@ impl Deferred {
                 }
                 _ => self.room += op_room(op),
             }
-            self.ops.push(op.clone());
+            self.ops.push_back(op.clone());
         }
     }
 
@@ -166,10 +166,90 @@ impl Deferred {
         self.fresh(&tables.qspace, seq).is_some_and(|f| f.body.is_none())
     }
 
+    /// Takes out the first `n` writes that still have an effect, for a commit of their own
+    /// ahead of the rest (after a backup held the file, the set is too large to apply at
+    /// once without holding up every writer). A message whose enqueue is taken out is no
+    /// longer fresh: a later removal reads it from redb, which holds it by then. The
+    /// writes of a message both enqueued and removed stay cancelled.
+    pub fn take_front(&mut self, n: usize) -> Vec<WriteOp> {
+        let n = n.min(self.ops.len());
+        let front: Vec<WriteOp> = self.ops.drain(..n).collect();
+        let mut taken = Vec::with_capacity(front.len());
+        for op in front {
+            if self.cancelled(&op) {
+                continue;
+            }
+            self.room = self.room.saturating_sub(op_room(&op));
+            if let WriteOp::Put { tables, seq, body: Some(_), .. } = &op
+                && let Some(map) = self.fresh.get_mut(&tables.qspace)
+            {
+                map.remove(seq);
+            }
+            taken.push(op);
+        }
+        taken
+    }
+
     /// Forgets everything: it was applied (or the journal it came from was replayed).
     pub fn clear(&mut self) {
         self.ops.clear();
         self.fresh.clear();
         self.room = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tables::QueueSpaceTables;
+
+    fn put(tables: &Arc<QueueSpaceTables>, seq: u64) -> WriteOp {
+        WriteOp::Put {
+            tables: tables.clone(),
+            seq,
+            meta: vec![1, 2, 3],
+            body: Some(Arc::from(&b"body"[..])),
+            body_len: 4,
+            blocks: 1,
+            waiting: false,
+        }
+    }
+
+    fn delete(tables: &Arc<QueueSpaceTables>, seq: u64) -> WriteOp {
+        WriteOp::Delete { tables: tables.clone(), seq, blocks: 1 }
+    }
+
+    fn seqs<'a>(ops: impl Iterator<Item = &'a WriteOp>) -> Vec<(char, u64)> {
+        ops.map(|op| match op {
+            WriteOp::Put { seq, .. } => ('+', *seq),
+            WriteOp::Delete { seq, .. } => ('-', *seq),
+            _ => ('?', 0),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_removal_after_its_enqueue_was_taken_out_still_applies() {
+        let tables = Arc::new(QueueSpaceTables::new("QS"));
+        let mut deferred = Deferred::default();
+        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2)][..]));
+        let taken = deferred.take_front(1);
+        assert_eq!(seqs(taken.iter()), [('+', 1)]);
+        // Message 1 is in redb now: its removal must reach redb too, not cancel out.
+        deferred.push(std::iter::once(&[delete(&tables, 1)][..]));
+        assert_eq!(seqs(deferred.surviving()), [('+', 2), ('-', 1)]);
+        assert!(deferred.room() > 0);
+    }
+
+    #[test]
+    fn a_message_enqueued_and_removed_while_deferred_stays_cancelled_across_steps() {
+        let tables = Arc::new(QueueSpaceTables::new("QS"));
+        let mut deferred = Deferred::default();
+        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2)][..]));
+        deferred.push(std::iter::once(&[delete(&tables, 1)][..]));
+        // The enqueue of 1 goes out in the first step, cancelled; its removal with the next.
+        assert_eq!(seqs(deferred.take_front(1).iter()), Vec::<(char, u64)>::new());
+        assert_eq!(seqs(deferred.take_front(2).iter()), [('+', 2)]);
+        assert!(deferred.is_empty());
     }
 }

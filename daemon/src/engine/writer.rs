@@ -57,6 +57,14 @@ const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 const DEFERRED_WRITES: usize = 65_536;
 /// ...or once those that will reach redb may need this much disk there.
 const DEFERRED_ROOM: u64 = 256 << 20;
+/// More deferred writes than [`CATCH_UP_ABOVE`] (after a backup held the file, say) are
+/// applied this many at a time, a group of jobs served between two commits, rather than
+/// all at once: at a deep queue a write takes 5 to 40 µs to apply, so a commit of these
+/// takes milliseconds, where the whole set could hold writers up for seconds.
+const CATCH_UP: usize = 1024;
+/// Above what a checkpoint usually finds deferred (about 7,600 writes at a deep queue with
+/// 1 KiB bodies), so that the usual path stays one commit.
+const CATCH_UP_ABOVE: usize = 16_384;
 
 /// Storage transactions the writers of this process committed since it started (one per
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.
@@ -208,11 +216,21 @@ impl Writer {
 
 fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
     let mut log = FailureLog::default();
+    // Catching up on deferred writes after a backup: a step between two groups, and steps
+    // one after another while no job waits.
+    let mut catching_up = false;
     loop {
-        let first = match spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)) {
+        let next = match catching_up {
+            true => rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+            }),
+            false => spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)),
+        };
+        let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                checkpoint_if(file, 1);
+                catching_up = checkpoint_if(file, 1);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -255,9 +273,9 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         }
         in_flight.fetch_sub(jobs, Ordering::Relaxed);
         let every = crate::storage::fault::checkpoints_always();
-        checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
+        catching_up = checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
     }
-    checkpoint_if(file, 1);
+    while checkpoint_if(file, 1) {}
 }
 
 /// The next job, if one comes within [`SPIN`].
@@ -289,27 +307,39 @@ const BUSY_TURNS: Duration = Duration::from_micros(30);
 
 /// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
 /// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
-/// short of that, applies the deferred writes once there are many.
-fn checkpoint_if(file: &DbFile, bytes: u64) {
-    if crate::storage::fault::defers_always() {
-        return;
+/// short of that, applies the deferred writes once there are many. With more deferred
+/// than a checkpoint should apply at once, applies a step of them ([`catch_up`]) and says
+/// so (true): the caller comes back for the next.
+fn checkpoint_if(file: &DbFile, bytes: u64) -> bool {
+    // A backup copying the file holds it: the journal grows until the copy is done.
+    if crate::storage::fault::defers_always() || file.held() {
+        return false;
     }
     let due = |j: &journal::Journal| j.used() >= bytes || j.pending_room >= PENDING_ROOM;
     let many = |j: &journal::Journal| {
         j.deferred.len() >= DEFERRED_WRITES || j.deferred.room() >= DEFERRED_ROOM
     };
     if !file.journal().as_ref().is_some_and(|j| due(j) || many(j)) {
-        return;
+        return false;
     }
-    let Ok(db) = file.get() else { return };
+    let Ok(db) = file.get() else { return false };
     let mut guard = file.journal();
-    let Some(journal) = guard.as_mut() else { return };
-    let done = match due(journal) {
-        true => journal::checkpoint(&db, journal),
-        false => settle(&db, journal),
+    let Some(journal) = guard.as_mut() else { return false };
+    let (chunk, above) = catch_up_sizes();
+    let stepping = journal.deferred.len() > above;
+    let done = if stepping {
+        catch_up(&db, journal, chunk)
+    } else if due(journal) {
+        journal::checkpoint(&db, journal)
+    } else {
+        settle(&db, journal)
     };
-    if let Err(e) = done {
-        tracing::warn!("{}: {} (tried again later)", file.path().display(), e.message);
+    match done {
+        Ok(()) => stepping,
+        Err(e) => {
+            tracing::warn!("{}: {} (tried again later)", file.path().display(), e.message);
+            false
+        }
     }
 }
 
@@ -462,7 +492,8 @@ fn commit<'a>(
     let Some(journal) = guard.as_mut() else {
         return Err(QmError::system(format!("{}: its journal is not open", file.path().display())));
     };
-    let record = record.filter(|r| journal.make_room(r.len()));
+    let held = file.held();
+    let record = record.filter(|r| journal.make_room(r.len(), held));
     if let Some(record) = &record
         && Deferred::takes(jobs.clone())
     {
@@ -590,6 +621,46 @@ pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<()> {
         return Ok(());
     }
     apply_now(db, journal, std::iter::empty(), Durable::Already).map(drop)
+}
+
+/// [`CATCH_UP`] and [`CATCH_UP_ABOVE`]; with `QM_FAULT=slowcopy`, 16 and 64, so that a
+/// test's backup leaves enough deferred writes to catch up in several steps.
+fn catch_up_sizes() -> (usize, usize) {
+    match crate::storage::fault::copies_slowly() {
+        true => (16, 64),
+        false => (CATCH_UP, CATCH_UP_ABOVE),
+    }
+}
+
+/// Applies the first `n` deferred writes in a commit of their own that is not
+/// durable (their journal records are). The engines are not told ([`journal::Journal::applied`]
+/// is not counted): what they hold in memory stays until the whole set is in redb. A
+/// failed commit makes the file be opened again, which replays the journal: the writes
+/// taken out are no longer anywhere else in memory.
+fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
+    let what = "storage write failed";
+    db.reserve(COMMIT_ROOM + journal.pending_room + journal.deferred.room())?;
+    let chunk = journal.deferred.take_front(n);
+    let added: u64 = chunk.iter().map(op_room).sum();
+    let applied = (|| {
+        let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
+        txn.set_durability(Durability::None).map_err(|e| db.explain(what, e))?;
+        apply_all(&txn, std::iter::once(chunk.iter()), Bodies::Dropped)
+            .map_err(|e| db.recheck(e))?;
+        txn.commit().map_err(|e| db.explain(what, e))
+    })();
+    match applied {
+        Ok(()) => {
+            journal.pending_room += added;
+            // The checkpoint after the last chunk then has little left to sync.
+            db.write_out();
+            Ok(())
+        }
+        Err(e) => {
+            db.poison();
+            Err(e)
+        }
+    }
 }
 
 /// One write as the journal keeps it: what [`apply`] needs, by name.

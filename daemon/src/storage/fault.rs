@@ -21,6 +21,11 @@
 //!   must (its journal is full, a queue space is loaded, an administrator writes, qmd
 //!   stops), never by itself, so that a test sees them all still deferred
 //!   ([`crate::engine::deferred`]).
+//! - `QM_FAULT=slowcopy`: no fault; `qbackup` copies each file 64 KiB at a time with a
+//!   pause of 20 ms after each piece, so that a test's writers run during the copy (with
+//!   `+checkpoints`, each of their groups would be a redb commit but for the hold), and the
+//!   writer catches up on more than 64 deferred writes 16 at a time (see
+//!   [`crate::engine::writer`]).
 //!
 //! A storage step is every write, length change and sync of a qm redb file, and every
 //! file-system step of creating one (create, rename into place, sync of the directory).
@@ -52,6 +57,7 @@ enum Mode {
     Count(File),
     NoRoom,
     Defer,
+    SlowCopy,
 }
 
 /// The armed fault and the state every step shares.
@@ -71,11 +77,15 @@ static FAULT: OnceLock<Option<Mutex<Fault>>> = OnceLock::new();
 
 fn parse(value: &str) -> Result<Mode, String> {
     let value = value.strip_suffix("+checkpoints").unwrap_or(value);
-    let bad =
-        || format!("{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom or defer");
+    let bad = || {
+        format!(
+            "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer or slowcopy"
+        )
+    };
     match value {
         "noroom" => return Ok(Mode::NoRoom),
         "defer" => return Ok(Mode::Defer),
+        "slowcopy" => return Ok(Mode::SlowCopy),
         _ => {}
     }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
@@ -160,6 +170,11 @@ pub fn checkpoints_always() -> bool {
 /// Whether a test asked for deferred writes to be applied only when they must be.
 pub fn defers_always() -> bool {
     lock().is_some_and(|f| matches!(f.mode, Mode::Defer))
+}
+
+/// Whether a test asked `qbackup` to copy slowly, in small pieces.
+pub fn copies_slowly() -> bool {
+    lock().is_some_and(|f| matches!(f.mode, Mode::SlowCopy))
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).

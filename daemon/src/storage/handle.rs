@@ -12,6 +12,11 @@
 //!
 //! At a clean stop [`DbFile::close`] closes the database, so that the next start finds the
 //! file closed and opens it without a repair.
+//!
+//! `qbackup` copies a file as bytes while it is *held* ([`DbFile::hold`]): until the hold
+//! ends, every redb write transaction of the file waits ([`Db::begin_write`]), so the file
+//! does not change under the copy. Writers of messages go on meanwhile: their groups are
+//! durable in the journal and deferred (see [`crate::engine::deferred`]).
 
 use super::files;
 use super::journal::Journal;
@@ -20,7 +25,7 @@ use qm_common::{QmError, QmResult};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long a use waits for the others to let go of a failed database before it gives up
@@ -36,6 +41,39 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const WRITE_NEED: u64 = 1024 * 1024;
 
 type Identify = dyn Fn(&ReadTransaction) -> QmResult<()> + Send + Sync;
+
+/// How many copies hold a file now (see [`DbFile::hold`]), and the signal that one ended.
+#[derive(Default)]
+struct Holds {
+    count: Mutex<u32>,
+    ended: Condvar,
+}
+
+impl Holds {
+    fn count(&self) -> MutexGuard<'_, u32> {
+        self.count.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once nothing holds the file.
+    fn wait(&self) {
+        let mut count = self.count();
+        while *count > 0 {
+            count = self.ended.wait(count).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// While it lives, no redb write transaction of its file begins (see [`DbFile::hold`]).
+pub struct Hold {
+    holds: Arc<Holds>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        *self.holds.count() -= 1;
+        self.holds.ended.notify_all();
+    }
+}
 
 struct Slot {
     db: Option<Arc<Database>>,
@@ -61,6 +99,8 @@ pub struct DbFile {
     journal: Mutex<Option<Journal>>,
     /// Commits that applied deferred writes to redb so far (see [`DbFile::applied`]).
     applies: Arc<AtomicU64>,
+    /// Copies that hold the file unchanged now (see [`DbFile::hold`]).
+    holds: Arc<Holds>,
 }
 
 /// One use of the file: its database for one transaction, and what explains its failures.
@@ -68,6 +108,7 @@ pub struct Db {
     db: Arc<Database>,
     space: Arc<Space>,
     floor: u64,
+    holds: Arc<Holds>,
 }
 
 impl std::ops::Deref for Db {
@@ -101,6 +142,22 @@ impl Db {
     pub fn reserve(&self, need: u64) -> QmResult<()> {
         self.space.reserve(need, self.floor)
     }
+
+    /// Starts writing the file's dirty pages out ([`Space::write_out`]).
+    pub fn write_out(&self) {
+        self.space.write_out();
+    }
+
+    /// Begins a write transaction once no copy holds the file ([`DbFile::hold`]).
+    pub fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
+        self.holds.wait();
+        self.db.begin_write()
+    }
+
+    /// Whether `other` is this same open database (not the file opened again since).
+    pub fn same_as(&self, other: &Db) -> bool {
+        Arc::ptr_eq(&self.db, &other.db)
+    }
 }
 
 impl DbFile {
@@ -126,6 +183,7 @@ impl DbFile {
             floor: AtomicU64::new(0),
             journal: Mutex::new(Some(journal)),
             applies,
+            holds: Arc::default(),
         };
         Ok((file, found))
     }
@@ -154,6 +212,21 @@ impl DbFile {
             Some(journal) => crate::engine::writer::settle(&db, journal),
             None => Ok(()),
         }
+    }
+
+    /// Holds the file unchanged until the returned guard is dropped: redb write
+    /// transactions wait, the writer takes no checkpoint and lets the journal grow (see
+    /// [`super::journal::Journal::make_room`]). Taken by `qbackup` after a checkpoint, while
+    /// it copies the file's bytes; anything that must write redb meanwhile (a definition,
+    /// a threshold firing, an administrator's change) waits for the copy.
+    pub fn hold(&self) -> Hold {
+        *self.holds.count() += 1;
+        Hold { holds: self.holds.clone() }
+    }
+
+    /// Whether a copy holds the file now ([`DbFile::hold`]).
+    pub fn held(&self) -> bool {
+        *self.holds.count() > 0
     }
 
     /// The file's journal, for the writer. Take the database ([`DbFile::get`]) first.
@@ -208,7 +281,8 @@ impl DbFile {
                 && slot.space.failure().is_none()
             {
                 let floor = self.floor();
-                return Ok(Db { db: db.clone(), space: slot.space.clone(), floor });
+                let holds = self.holds.clone();
+                return Ok(Db { db: db.clone(), space: slot.space.clone(), floor, holds });
             }
             if let Some(db) = slot.db.take() {
                 match Arc::try_unwrap(db) {
@@ -280,7 +354,7 @@ impl DbFile {
                 slot.db = Some(db.clone());
                 slot.space = space.clone();
                 slot.down = None;
-                Ok(Db { db, space, floor: self.floor() })
+                Ok(Db { db, space, floor: self.floor(), holds: self.holds.clone() })
             }
             Err(e) => {
                 // Said once for each reason: it is tried again at every use.

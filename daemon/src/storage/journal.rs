@@ -54,6 +54,10 @@ const FIRST_LEN: u64 = 1 << 20;
 const RECOVERY_ROOM: u64 = 512 << 10;
 /// The journal never grows past this; when full, the writer checkpoints and starts again.
 pub const MAX_LEN: u64 = 8 << 20;
+/// ...except while `qbackup` holds its file, when no checkpoint can be taken: it then grows
+/// in steps of [`MAX_LEN`] (a step of zeros is written in tens of milliseconds) up to this,
+/// and is cut back to [`MAX_LEN`] at the first checkpoint after.
+const HELD_MAX_LEN: u64 = 1 << 30;
 
 /// The journal's path beside its redb file.
 pub fn path_of(db_path: &Path) -> PathBuf {
@@ -224,6 +228,10 @@ impl Journal {
         self.at = HEADER;
         self.next_lsn = lsn;
         self.pending_room = 0;
+        // Grown while a backup held the file: the room goes back to the filesystem.
+        if self.len > MAX_LEN && self.file.set_len(MAX_LEN).is_ok() {
+            self.len = MAX_LEN;
+        }
     }
 
     /// Everything deferred was just applied to redb (or the records it came from were).
@@ -247,10 +255,11 @@ impl Journal {
         self.at - HEADER
     }
 
-    /// Makes room for a record of `payload_len` bytes, growing the file if need be; false
-    /// when the journal is full (checkpoint, then it starts again) or cannot grow (the
-    /// filesystem is full): the group is then committed by redb directly.
-    pub fn make_room(&mut self, payload_len: usize) -> bool {
+    /// Makes room for a record of `payload_len` bytes, growing the file if need be (past
+    /// [`MAX_LEN`] when its redb file is `held` by a backup); false when the journal is
+    /// full (checkpoint, then it starts again) or cannot grow (the filesystem is full): the
+    /// group is then committed by redb directly.
+    pub fn make_room(&mut self, payload_len: usize, held: bool) -> bool {
         if !self.usable {
             return false;
         }
@@ -258,7 +267,7 @@ impl Journal {
         if need <= self.len {
             return true;
         }
-        match self.grow(need) {
+        match self.grow(need, held) {
             Ok(grown) => grown,
             Err(e) => {
                 tracing::debug!("journal not grown: {}", e.message);
@@ -287,17 +296,18 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes the file at least `need` long, in zeros, doubling; false when that would pass
-    /// [`MAX_LEN`].
-    fn grow(&mut self, need: u64) -> QmResult<bool> {
-        if need > MAX_LEN {
+    /// Makes the file at least `need` long, in zeros, doubling up to [`MAX_LEN`] and in
+    /// steps of it past that (`held` only); false when that would pass the limit.
+    fn grow(&mut self, need: u64, held: bool) -> QmResult<bool> {
+        let limit = if held { HELD_MAX_LEN } else { MAX_LEN };
+        if need > limit {
             return Ok(false);
         }
         let mut len = self.len.max(FIRST_LEN);
         while len < need {
-            len *= 2;
+            len = if len < MAX_LEN { len * 2 } else { len + MAX_LEN };
         }
-        let len = len.min(MAX_LEN);
+        let len = len.min(limit);
         let zeros = vec![0u8; 1 << 20];
         let mut at = self.len;
         while at < len {
