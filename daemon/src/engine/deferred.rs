@@ -36,6 +36,8 @@ struct Fresh {
 #[derive(Default)]
 pub struct Deferred {
     ops: VecDeque<WriteOp>,
+    /// The groups `ops` came from, oldest first: how many writes each, and its LSN.
+    groups: VecDeque<(usize, u64)>,
     /// Messages enqueued by deferred writes, by queue space and sequence number.
     fresh: HashMap<String, HashMap<u64, Fresh>>,
     /// Disk room the writes that will reach redb may need there.
@@ -118,8 +120,14 @@ impl Deferred {
         self.fresh.get(qspace)?.get(&seq)
     }
 
-    /// Adds a group whose journal record is durable.
-    pub fn push<'a>(&mut self, jobs: impl Iterator<Item = &'a [WriteOp]>) {
+    /// Adds the group whose journal record, with LSN `lsn`, is durable.
+    pub fn push<'a>(&mut self, jobs: impl Iterator<Item = &'a [WriteOp]>, lsn: u64) {
+        let before = self.ops.len();
+        self.push_ops(jobs);
+        self.groups.push_back((self.ops.len() - before, lsn));
+    }
+
+    fn push_ops<'a>(&mut self, jobs: impl Iterator<Item = &'a [WriteOp]>) {
         for op in jobs.flatten() {
             match op {
                 WriteOp::Put { tables, seq, body: Some(body), .. } => {
@@ -166,12 +174,27 @@ impl Deferred {
         self.fresh(&tables.qspace, seq).is_some_and(|f| f.body.is_none())
     }
 
-    /// Takes out the first `n` writes that still have an effect, for a commit of their own
-    /// ahead of the rest (after a backup held the file, the set is too large to apply at
-    /// once without holding up every writer). A message whose enqueue is taken out is no
-    /// longer fresh: a later removal reads it from redb, which holds it by then. The
-    /// writes of a message both enqueued and removed stay cancelled.
-    pub fn take_front(&mut self, n: usize) -> Vec<WriteOp> {
+    /// Takes out the first groups, at least one and no more than make `n` writes when
+    /// there are several, for a commit of their own ahead of the rest (after a backup held
+    /// the file, the set is too large to apply at once without holding up every writer):
+    /// the writes that still have an effect, and the LSN of the last group taken. A
+    /// message whose enqueue is taken out is no longer fresh: a later removal reads it from
+    /// redb, which holds it by then. The writes of a message both enqueued and removed
+    /// stay cancelled.
+    pub fn take_groups(&mut self, n: usize) -> (Vec<WriteOp>, Option<u64>) {
+        let (mut count, mut lsn) = (0, None);
+        while let Some(&(ops, at)) = self.groups.front() {
+            if lsn.is_some() && count + ops > n {
+                break;
+            }
+            self.groups.pop_front();
+            count += ops;
+            lsn = Some(at);
+        }
+        (self.take_front(count), lsn)
+    }
+
+    fn take_front(&mut self, n: usize) -> Vec<WriteOp> {
         let n = n.min(self.ops.len());
         let front: Vec<WriteOp> = self.ops.drain(..n).collect();
         let mut taken = Vec::with_capacity(front.len());
@@ -193,6 +216,7 @@ impl Deferred {
     /// Forgets everything: it was applied (or the journal it came from was replayed).
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.groups.clear();
         self.fresh.clear();
         self.room = 0;
     }
@@ -232,24 +256,43 @@ mod tests {
     fn a_removal_after_its_enqueue_was_taken_out_still_applies() {
         let tables = Arc::new(QueueSpaceTables::new("QS"));
         let mut deferred = Deferred::default();
-        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2)][..]));
-        let taken = deferred.take_front(1);
-        assert_eq!(seqs(taken.iter()), [('+', 1)]);
+        deferred.push(std::iter::once(&[put(&tables, 1)][..]), 7);
+        deferred.push(std::iter::once(&[put(&tables, 2)][..]), 8);
+        let (taken, lsn) = deferred.take_groups(1);
+        assert_eq!((seqs(taken.iter()), lsn), (vec![('+', 1)], Some(7)));
         // Message 1 is in redb now: its removal must reach redb too, not cancel out.
-        deferred.push(std::iter::once(&[delete(&tables, 1)][..]));
+        deferred.push(std::iter::once(&[delete(&tables, 1)][..]), 9);
         assert_eq!(seqs(deferred.surviving()), [('+', 2), ('-', 1)]);
         assert!(deferred.room() > 0);
+    }
+
+    #[test]
+    fn steps_take_whole_groups() {
+        let tables = Arc::new(QueueSpaceTables::new("QS"));
+        let mut deferred = Deferred::default();
+        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2), put(&tables, 3)][..]), 1);
+        deferred.push(std::iter::once(&[put(&tables, 4)][..]), 2);
+        deferred.push(std::iter::once(&[put(&tables, 5)][..]), 3);
+        // One group larger than the step goes whole; then as many as fit.
+        let (taken, lsn) = deferred.take_groups(2);
+        assert_eq!((taken.len(), lsn), (3, Some(1)));
+        let (taken, lsn) = deferred.take_groups(2);
+        assert_eq!((taken.len(), lsn), (2, Some(3)));
     }
 
     #[test]
     fn a_message_enqueued_and_removed_while_deferred_stays_cancelled_across_steps() {
         let tables = Arc::new(QueueSpaceTables::new("QS"));
         let mut deferred = Deferred::default();
-        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2)][..]));
-        deferred.push(std::iter::once(&[delete(&tables, 1)][..]));
+        deferred.push(std::iter::once(&[put(&tables, 1)][..]), 7);
+        deferred.push(std::iter::once(&[put(&tables, 2), delete(&tables, 1)][..]), 8);
         // The enqueue of 1 goes out in the first step, cancelled; its removal with the next.
-        assert_eq!(seqs(deferred.take_front(1).iter()), Vec::<(char, u64)>::new());
-        assert_eq!(seqs(deferred.take_front(2).iter()), [('+', 2)]);
+        let (taken, lsn) = deferred.take_groups(1);
+        assert_eq!((seqs(taken.iter()), lsn), (vec![], Some(7)));
+        let (taken, lsn) = deferred.take_groups(1);
+        assert_eq!((seqs(taken.iter()), lsn), (vec![('+', 2)], Some(8)));
         assert!(deferred.is_empty());
+        let (taken, lsn) = deferred.take_groups(1);
+        assert_eq!((taken.len(), lsn), (0, None));
     }
 }

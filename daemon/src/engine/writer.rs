@@ -512,7 +512,8 @@ fn commit<'a>(
         let removed = journal.deferred.removed(&db, jobs.clone()).map_err(|e| db.recheck(e))?;
         match journal.append(record) {
             Ok(()) => {
-                journal.deferred.push(jobs);
+                let lsn = journal.next_lsn() - 1;
+                journal.deferred.push(jobs, lsn);
                 COMMITS.fetch_add(1, Ordering::Relaxed);
                 return Ok(removed);
             }
@@ -632,28 +633,31 @@ fn catch_up_sizes() -> (usize, usize) {
     }
 }
 
-/// Applies the first `n` deferred writes in a commit of their own that is not
-/// durable (their journal records are). The engines are not told ([`journal::Journal::applied`]
-/// is not counted): what they hold in memory stays until the whole set is in redb. A
-/// failed commit makes the file be opened again, which replays the journal: the writes
-/// taken out are no longer anywhere else in memory.
+/// Applies the first deferred groups, about `n` writes, in a durable commit of their own
+/// that records the LSN of the last of them: redb then holds every group up to it (the
+/// others were applied by earlier commits, which apply all deferred writes, or by earlier
+/// steps), so a start after a crash replays only the journal's later records. Each step
+/// thus syncs what it wrote, and the checkpoint after the last has little left. The
+/// engines are not told ([`journal::Journal::applied`] is not counted): what they hold in
+/// memory stays until the whole set is in redb. A failed commit makes the file be opened
+/// again, which replays the journal: the writes taken out are no longer anywhere else in
+/// memory.
 fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
     let what = "storage write failed";
     db.reserve(COMMIT_ROOM + journal.pending_room + journal.deferred.room())?;
-    let chunk = journal.deferred.take_front(n);
-    let added: u64 = chunk.iter().map(op_room).sum();
+    let (chunk, lsn) = journal.deferred.take_groups(n);
+    let Some(lsn) = lsn else { return Ok(()) };
     let applied = (|| {
         let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
-        txn.set_durability(Durability::None).map_err(|e| db.explain(what, e))?;
+        crate::storage::files::quick_repair(&mut txn);
         apply_all(&txn, std::iter::once(chunk.iter()), Bodies::Dropped)
             .map_err(|e| db.recheck(e))?;
+        journal::record_lsn(&txn, lsn).map_err(|e| db.recheck(fail(e)))?;
         txn.commit().map_err(|e| db.explain(what, e))
     })();
     match applied {
         Ok(()) => {
-            journal.pending_room += added;
-            // The checkpoint after the last chunk then has little left to sync.
-            db.write_out();
+            journal.pending_room = 0;
             Ok(())
         }
         Err(e) => {

@@ -143,11 +143,6 @@ impl Db {
         self.space.reserve(need, self.floor)
     }
 
-    /// Starts writing the file's dirty pages out ([`Space::write_out`]).
-    pub fn write_out(&self) {
-        self.space.write_out();
-    }
-
     /// Begins a write transaction once no copy holds the file ([`DbFile::hold`]).
     pub fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
         self.holds.wait();

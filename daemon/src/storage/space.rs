@@ -142,15 +142,6 @@ impl Space {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks the kernel to start writing the file's dirty pages out, without waiting: the
-    /// next durable commit then finds little left to sync.
-    pub fn write_out(&self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the descriptor is this file's, open while `self` lives; no memory is
-        // passed.
-        unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-    }
-
     /// Bytes the redb file has on disk.
     fn allocated(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.blocks() * 512)
