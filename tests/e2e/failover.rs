@@ -42,6 +42,25 @@ fn device() -> Env {
     env
 }
 
+/// An active daemon and a standby on one device, each on a TCP port of its own, and the
+/// two addresses a client is given (the active's first).
+fn active_and_standby(env: &Env) -> (Daemon, Daemon, Vec<Address>) {
+    let (a, b) = (free_port(), free_port());
+    let active = env.start_daemon(&["-i", "127.0.0.1", "-p", &a.to_string()]);
+    let standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
+    let addresses = vec![
+        Address::Tcp { host: "127.0.0.1".into(), port: a },
+        Address::Tcp { host: "127.0.0.1".into(), port: b },
+    ];
+    (active, standby, addresses)
+}
+
+/// Whether something accepts connections at a TCP `address`.
+fn listens(address: &Address) -> bool {
+    let Address::Tcp { host, port } = address else { return false };
+    std::net::TcpStream::connect((host.as_str(), *port)).is_ok()
+}
+
 /// What the clients saw, shared by all of them.
 #[derive(Default)]
 struct Seen {
@@ -220,13 +239,7 @@ fn standby_takes_over_under_load() {
 #[test]
 fn a_transaction_lost_with_its_daemon_is_reported_rolled_back() {
     let env = device();
-    let (a, b) = (free_port(), free_port());
-    let mut active = env.start_daemon(&["-i", "127.0.0.1", "-p", &a.to_string()]);
-    let _standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
-    let addresses = vec![
-        Address::Tcp { host: "127.0.0.1".into(), port: a },
-        Address::Tcp { host: "127.0.0.1".into(), port: b },
-    ];
+    let (mut active, _standby, addresses) = active_and_standby(&env);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut app = Failover::new(addresses.clone(), "e2e-txn", ClientKind::Application);
@@ -372,13 +385,7 @@ fn a_qmadmin_session_carries_on_with_the_standby() {
 #[test]
 fn a_request_after_a_clean_stop_goes_to_the_standby() {
     let env = device();
-    let (a, b) = (free_port(), free_port());
-    let mut active = env.start_daemon(&["-i", "127.0.0.1", "-p", &a.to_string()]);
-    let standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
-    let addresses = vec![
-        Address::Tcp { host: "127.0.0.1".into(), port: a },
-        Address::Tcp { host: "127.0.0.1".into(), port: b },
-    ];
+    let (mut active, standby, addresses) = active_and_standby(&env);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut app = Failover::new(addresses.clone(), "e2e-stop", ClientKind::Application);
@@ -387,8 +394,7 @@ fn a_request_after_a_clean_stop_goes_to_the_standby() {
         active.signal("TERM").ok();
         assert!(
             wait_until(Duration::from_secs(15), || {
-                holder(&env).1 == standby.pid
-                    && std::net::TcpStream::connect(("127.0.0.1", b)).is_ok()
+                holder(&env).1 == standby.pid && listens(&addresses[1])
             }),
             "the standby never took over"
         );
@@ -404,13 +410,7 @@ fn a_request_after_a_clean_stop_goes_to_the_standby() {
 #[test]
 fn a_commit_whose_answer_was_lost_is_of_unknown_outcome() {
     let env = device();
-    let (a, b) = (free_port(), free_port());
-    let mut active = env.start_daemon(&["-i", "127.0.0.1", "-p", &a.to_string()]);
-    let _standby = Daemon::start_standby(&env.device, &["-i", "127.0.0.1", "-p", &b.to_string()]);
-    let addresses = vec![
-        Address::Tcp { host: "127.0.0.1".into(), port: a },
-        Address::Tcp { host: "127.0.0.1".into(), port: b },
-    ];
+    let (mut active, _standby, addresses) = active_and_standby(&env);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut app = Failover::new(addresses.clone(), "e2e-commit", ClientKind::Application);

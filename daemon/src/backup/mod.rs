@@ -237,7 +237,7 @@ fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
                 file.path().display()
             )));
         };
-        let groups = journal.tail(0)?.len() as u64;
+        let groups = journal.written();
         crate::storage::journal::checkpoint(&db, journal)?;
         let hold = file.hold();
         let original = file.path().display().to_string();

@@ -76,6 +76,8 @@ pub struct Journal {
     at: u64,
     /// The LSN the next record carries.
     next_lsn: u64,
+    /// Records written since the journal last started again.
+    written: u64,
     /// Disk room the groups applied since the last durable commit may still take when redb
     /// writes them out: the next durable commit holds it first.
     pub pending_room: u64,
@@ -133,6 +135,7 @@ impl Journal {
             len,
             at: HEADER,
             next_lsn: 1,
+            written: 0,
             pending_room: 0,
             deferred: Default::default(),
             applies,
@@ -185,19 +188,10 @@ impl Journal {
         Ok(records)
     }
 
-    /// The records after `after` this journal holds (for a backup's snapshot): those
-    /// written since it last started, up to where the next one goes.
-    pub fn tail(&self, after: u64) -> QmResult<Vec<Vec<u8>>> {
-        let mut records = Vec::new();
-        let mut at = HEADER;
-        while at < self.at {
-            let Some((lsn, payload, next)) = self.record_at(at)? else { break };
-            if lsn > after {
-                records.push(payload);
-            }
-            at = next;
-        }
-        Ok(records)
+    /// Records written since the journal last started again: the groups a checkpoint now
+    /// would make durable in redb (told by a backup's manifest).
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// The record at `at`, if a whole and valid one is there.
@@ -227,6 +221,7 @@ impl Journal {
     pub fn restart(&mut self, lsn: u64) {
         self.at = HEADER;
         self.next_lsn = lsn;
+        self.written = 0;
         self.pending_room = 0;
         // Grown while a backup held the file: the room goes back to the filesystem.
         if self.len > MAX_LEN && self.file.set_len(MAX_LEN).is_ok() {
@@ -293,6 +288,7 @@ impl Journal {
         self.file.sync_data().map_err(io(&self.path, "sync"))?;
         self.at += total;
         self.next_lsn += 1;
+        self.written += 1;
         Ok(())
     }
 
