@@ -277,7 +277,7 @@ fn a_fenced_daemon_stops_without_writing() {
     runtime.block_on(app.enqueue(QS, "Q", b"kept", &EnqueueCtl::default())).unwrap();
     let (generation, _) = holder(&env);
 
-    active.signal_only("STOP");
+    active.pause();
     let out = Command::new(QMD).arg("--fence").arg(&env.device).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said} {}", String::from_utf8_lossy(&out.stderr));
@@ -416,7 +416,7 @@ fn a_commit_whose_answer_was_lost_is_of_unknown_outcome() {
         let mut app = Failover::new(addresses.clone(), "e2e-commit", ClientKind::Application);
         app.begin(QS, None).await.unwrap();
         app.enqueue(QS, "Q", b"committed or not", &EnqueueCtl::default()).await.unwrap();
-        active.signal_only("STOP");
+        active.pause();
         let e = {
             let commit = app.commit();
             tokio::pin!(commit);

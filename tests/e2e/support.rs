@@ -582,6 +582,34 @@ impl Daemon {
         assert!(status.success(), "kill -{sig} {} failed", self.pid);
     }
 
+    /// Stops the daemon with SIGSTOP and returns once every one of its threads is stopped:
+    /// `kill` returns before a thread running on the other processor has taken the signal,
+    /// and a request sent in that moment would still be served.
+    #[track_caller]
+    pub fn pause(&self) {
+        self.signal_only("STOP");
+        let tasks = format!("/proc/{}/task", self.pid);
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|entries| {
+                entries.flatten().all(|task| {
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command's closing parenthesis: "T" when stopped.
+                    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+                })
+            })
+        };
+        let began = std::time::Instant::now();
+        while !stopped() {
+            assert!(
+                began.elapsed() < Duration::from_secs(5),
+                "qmd (pid {}) did not stop",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// What the daemon wrote on its standard error so far.
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
