@@ -261,6 +261,28 @@ impl Shell {
         Ok(done)
     }
 
+    /// `n` more connections to the daemon, made on `runtime`, each with this session's
+    /// queue space open: for work that goes faster spread over several (`qimport`). An
+    /// error when this session cannot connect again or a connection fails.
+    pub fn more_connections(
+        &self,
+        n: usize,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Vec<Client>, String> {
+        let reconnect = self.reconnect.as_ref().ok_or("this session cannot connect again")?;
+        let name = self.open_qspace.clone().ok_or("no queue space is open")?;
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut client = reconnect(runtime)?;
+            let open = Request::QueueSpace(qm_common::protocol::QueueSpaceRequest::Open {
+                name: name.clone(),
+            });
+            runtime.block_on(client.call(open)).map_err(|e| e.message)?;
+            clients.push(client);
+        }
+        Ok(clients)
+    }
+
     /// Ends a wait cut short by Ctrl-C: qmd gives up a waiting dequeue only when its
     /// connection closes, so a new connection takes the old one's place, with the queue
     /// space open again (`qset` and `qscan` are qmadmin's own and stay). A transaction of

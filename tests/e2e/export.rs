@@ -3,7 +3,7 @@
 //! keep their place; `-q` and `-t` select; a stream that is cut short or damaged is
 //! refused where it goes wrong; `-` pipes one qmadmin into another.
 
-use crate::app::{App, admin_on as admin, all, varied};
+use crate::app::{App, Listed, admin_on as admin, all, qlist, varied};
 use crate::support::{Env, QMADMIN};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -290,4 +290,84 @@ fn a_stream_with_an_impossible_message_changes_nothing() {
         .failed()
         .stderr_has("imported message 0000000000000008: its priority 0 is not 1 to 100");
     env.c("qopen QS; qinfo Q").ok().stdout_has(" 0 |");
+}
+
+/// A stream of `n` messages of queue Q (fifo), in the order the queue holds them: msgids 1
+/// to `n`.
+fn many(n: u64) -> Vec<u8> {
+    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
+    use qm_common::message::Qos;
+    let header = Header {
+        version: VERSION,
+        qm_version: "test".into(),
+        created: 0,
+        device: "elsewhere".into(),
+        qspace: "QS".into(),
+    };
+    let message = |msgid: u64| ExportedMessage {
+        props: Properties {
+            msgid: format!("{msgid:016x}"),
+            queue: "Q".into(),
+            corrid: String::new(),
+            priority: 50,
+            enqueued_us: msgid,
+            available_us: msgid,
+            order_time_us: msgid,
+            expires_us: None,
+            retries: 0,
+            delivery: Qos::Persistent,
+            reply_queue: None,
+            failure_queue: None,
+            reply_qos: None,
+            urcode: 0,
+            origin_queue: None,
+            placement: None,
+        },
+        body: format!("m{msgid}").into_bytes(),
+    };
+    let mut w = Writer::new(Vec::new(), &header).unwrap();
+    for msgid in 1..=n {
+        w.message(&message(msgid)).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+/// An import of many batches sends several at once, on connections of its own: the queue
+/// still holds them in the stream's order, and when the queue space fills up part way, the
+/// count said is what the queue holds, every batch sent before the failure answered.
+#[test]
+fn an_import_in_batches_sent_side_by_side_keeps_the_order_and_counts_true() {
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let n = 9_000;
+    let stream = env.path("many.qmx");
+    std::fs::write(&stream, many(n)).unwrap();
+    env.c(&format!("qopen QS; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("9000 messages imported into queue space QS, 0 already there");
+    let listed: Vec<String> = qlist(&env, "Q").into_iter().map(|m| m.msgid).collect();
+    let expected: Vec<String> = (1..=n).map(|m| format!("{m:016x}")).collect();
+    assert!(listed == expected, "the queue's order is not the stream's: {:?}", &listed[..20]);
+
+    // Room for 5,000 messages only.
+    let small = env.path("small/QUE");
+    std::fs::create_dir(env.path("small")).unwrap();
+    admin(
+        &small,
+        &format!(
+            "crdl {} 0 40000; qspc -n 200B QS 40001 30000 12 20 20 5000 '' n 16; qopen QS; \
+             qcreate Q fifo none 0 0 100% 0% ''",
+            small.display()
+        ),
+    )
+    .ok();
+    let run = admin(&small, &format!("qopen QS; qimport {}", stream.display()));
+    let said = run.failed().stderr.clone();
+    let before = said.split(" messages imported").next().unwrap_or_default();
+    let digits: String = before.chars().rev().take_while(char::is_ascii_digit).collect();
+    let held: u64 = digits.chars().rev().collect::<String>().parse().expect(&said);
+    let listed = admin(&small, "qopen QS; qset Q; qlist --json").json::<Vec<Listed>>();
+    assert_eq!(listed.len() as u64, held, "{said}");
+    assert!(held > 0 && held <= 5000, "{said}");
+    admin(&small, "daemon stop").ok();
 }

@@ -44,6 +44,9 @@ use tokio::sync::oneshot;
 const SPIN: Duration = Duration::from_micros(150);
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
+/// Jobs that arrive together make one group while their writes take no more than about this
+/// much room in its journal record, a little less than the largest record the journal takes.
+const GROUP_BYTES: usize = 1_900_000;
 /// A checkpoint is taken once the journal holds this many bytes of records...
 const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// ...or once the groups since the last one may take this much disk when redb writes them
@@ -219,13 +222,16 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
     // Catching up on deferred writes after a backup: a step between two groups, and steps
     // one after another while no job waits.
     let mut catching_up = false;
+    // A job taken from the channel that did not fit in the last group: the next one's first.
+    let mut carried = None;
     loop {
-        let next = match catching_up {
-            true => rx.try_recv().map_err(|e| match e {
+        let next = match carried.take() {
+            Some(job) => Ok(job),
+            None if catching_up => rx.try_recv().map_err(|e| match e {
                 mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
                 mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
             }),
-            false => spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)),
+            None => spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)),
         };
         let first = match next {
             Ok(job) => job,
@@ -235,13 +241,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, rx, &mut carried);
         let jobs = batch.len() as u64;
         match commit(file, batch.iter().map(|j| j.ops.as_slice())) {
             Ok(mut results) => {
@@ -276,6 +276,37 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         catching_up = checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
     }
     while checkpoint_if(file, 1) {}
+}
+
+/// The jobs of the next group: `first` and those waiting behind it, as many as make a
+/// journal record the journal takes ([`GROUP_BYTES`]). The job that would pass it is kept in
+/// `carried` for the group after: large jobs that arrive together (a parallel `qimport`)
+/// then go one record each instead of into one group too large for the journal, which redb
+/// would have to commit durably on its own.
+fn gather(first: Job, rx: &mpsc::Receiver<Job>, carried: &mut Option<Job>) -> Vec<Job> {
+    let mut bytes = job_bytes(&first);
+    let mut batch = vec![first];
+    while batch.len() < BATCH_MAX {
+        let Ok(job) = rx.try_recv() else { break };
+        bytes += job_bytes(&job);
+        if bytes > GROUP_BYTES {
+            *carried = Some(job);
+            break;
+        }
+        batch.push(job);
+    }
+    batch
+}
+
+/// About how many bytes a job's writes take in a journal record: their bodies and records.
+fn job_bytes(job: &Job) -> usize {
+    let op = |op: &WriteOp| match op {
+        WriteOp::Put { meta, body, .. } => 64 + meta.len() + body.as_ref().map_or(0, |b| b.len()),
+        WriteOp::State { value, .. } => 64 + value.len(),
+        WriteOp::Record { value, .. } => 64 + value.as_ref().map_or(0, Vec::len),
+        _ => 64,
+    };
+    job.ops.iter().map(op).sum()
 }
 
 /// The next job, if one comes within [`SPIN`].
@@ -1029,4 +1060,36 @@ pub(super) fn stored_body(
     }
     body.extend_from_slice(tail);
     Ok(Some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(bytes: usize) -> Job {
+        let (reply, _) = oneshot::channel();
+        let value = vec![0; bytes];
+        Job { ops: vec![WriteOp::Record { table: "t".into(), key: 1, value: Some(value) }], reply }
+    }
+
+    #[test]
+    fn large_jobs_that_arrive_together_go_one_group_each() {
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..3 {
+            tx.send(job(GROUP_BYTES / 2)).unwrap();
+        }
+        let mut carried = None;
+        let first = rx.recv().unwrap();
+        assert_eq!(gather(first, &rx, &mut carried).len(), 1, "two halves and more pass the limit");
+        let next = carried.take().expect("the job that did not fit is kept");
+        assert_eq!(gather(next, &rx, &mut carried).len(), 1);
+        assert!(carried.is_some());
+        // Small jobs share a group, a large one's too, as before.
+        for _ in 0..100 {
+            tx.send(job(100)).unwrap();
+        }
+        let first = carried.take().unwrap();
+        assert_eq!(gather(first, &rx, &mut carried).len(), 101);
+        assert!(carried.is_none());
+    }
 }

@@ -3,11 +3,13 @@
 
 use crate::getopt::Args;
 use crate::shell::{CmdResult, Positionals, Shell};
+use qm_common::client::{Client, Done};
 use qm_common::export::{ExportBatch, Header, Reader, Record, VERSION, Writer};
 use qm_common::names::check_queue_name;
-use qm_common::protocol::{MessageRequest, QueueRequest, Reply, Request};
+use qm_common::protocol::{MessageRequest, NoteLevel, QueueRequest, Reply, Request};
 use qm_common::time::parse_tuxedo_time;
 use qm_common::{Diagnostic, QmError, QmResult};
+use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -157,6 +159,7 @@ pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
         created: Vec::new(),
         batch: Vec::new(),
         bytes: 0,
+        senders: None,
     };
     let outcome = import.run(sh, &mut reader, only.as_deref());
     let renumbered = match import.renumbered {
@@ -190,10 +193,63 @@ struct Import {
     created: Vec<String>,
     batch: Vec<qm_common::export::ExportedMessage>,
     bytes: usize,
+    /// The connections batches go on, once the first batch is ready; None after they
+    /// could not be made: batches then go one at a time on the session's own.
+    senders: Option<Option<Senders>>,
+}
+
+/// Import requests in flight at once, each on a connection of its own: while qmd writes
+/// one batch, it reads and checks the next, and qmadmin reads the stream. Messages keep
+/// their order all the same: a message's place in its queue comes from the stream (its
+/// priority, times and msgid), not from when its batch arrived.
+const IMPORT_CONNECTIONS: usize = 4;
+
+/// The extra connections of an import and the batches in flight on them.
+struct Senders {
+    /// Their own runtime, with a thread that sends while qmadmin reads the stream.
+    runtime: tokio::runtime::Runtime,
+    idle: Vec<Client>,
+    busy: VecDeque<tokio::task::JoinHandle<(Client, QmResult<Done>)>>,
+}
+
+impl Senders {
+    fn new(sh: &Shell) -> Result<Senders, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the import's connections: {e}"))?;
+        let idle = sh.more_connections(IMPORT_CONNECTIONS, &runtime)?;
+        Ok(Senders { runtime, idle, busy: VecDeque::new() })
+    }
+
+    /// The answer of the oldest batch in flight, if any.
+    fn finish_one(&mut self) -> Option<QmResult<Done>> {
+        let handle = self.busy.pop_front()?;
+        match self.runtime.block_on(handle) {
+            Ok((client, result)) => {
+                self.idle.push(client);
+                Some(result)
+            }
+            Err(e) => Some(Err(QmError::system(format!("an import batch was lost: {e}")))),
+        }
+    }
 }
 
 impl Import {
     fn run<R: Read>(
+        &mut self,
+        sh: &mut Shell,
+        reader: &mut Reader<R>,
+        only: Option<&str>,
+    ) -> Result<(), String> {
+        let read = self.read(sh, reader, only);
+        // Whatever went wrong, the batches already sent are answered and counted.
+        let sent = self.finish(sh);
+        read.and(sent)
+    }
+
+    fn read<R: Read>(
         &mut self,
         sh: &mut Shell,
         reader: &mut Reader<R>,
@@ -233,18 +289,68 @@ impl Import {
         }
     }
 
+    /// Sends the batch gathered so far: on a free extra connection, after waiting for the
+    /// oldest batch in flight when none is free; on the session's own connection when
+    /// there are no extra ones.
     fn send(&mut self, sh: &mut Shell) -> Result<(), String> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let messages = std::mem::take(&mut self.batch);
         self.bytes = 0;
-        let done = sh.call(Request::Message(MessageRequest::Import { messages }))?;
-        if let Reply::Imported { added, skipped, renumbered } = done.reply {
+        let request = Request::Message(MessageRequest::Import { messages });
+        let senders = self.senders.get_or_insert_with(|| Senders::new(sh).ok());
+        let Some(senders) = senders else {
+            let done = sh.call(request)?;
+            self.tally(&done.reply);
+            return Ok(());
+        };
+        if senders.idle.is_empty() {
+            let answer = senders.finish_one().expect("no connection is free, so one is busy");
+            self.count(sh, answer)?;
+        }
+        let senders = self.senders.as_mut().and_then(Option::as_mut).expect("made above");
+        let mut client = senders.idle.pop().expect("a connection is free");
+        let sending = async move {
+            let result = client.call(request).await;
+            (client, result)
+        };
+        senders.busy.push_back(senders.runtime.spawn(sending));
+        Ok(())
+    }
+
+    /// Waits for every batch in flight; the first failure, once all are answered.
+    fn finish(&mut self, sh: &mut Shell) -> Result<(), String> {
+        let mut first = Ok(());
+        while let Some(answer) =
+            self.senders.as_mut().and_then(Option::as_mut).and_then(Senders::finish_one)
+        {
+            let counted = self.count(sh, answer);
+            if first.is_ok() {
+                first = counted;
+            }
+        }
+        first
+    }
+
+    /// Adds a batch's answer to the counts and shows its notes.
+    fn count(&mut self, sh: &mut Shell, answer: QmResult<Done>) -> Result<(), String> {
+        let done = answer.map_err(|e| e.message)?;
+        for note in &done.notes {
+            match note.level {
+                NoteLevel::Info => sh.info(&note.text),
+                NoteLevel::Warn => sh.warn(&note.text),
+            }
+        }
+        self.tally(&done.reply);
+        Ok(())
+    }
+
+    fn tally(&mut self, reply: &Reply) {
+        if let Reply::Imported { added, skipped, renumbered } = reply {
             self.added += added;
             self.skipped += skipped;
             self.renumbered += renumbered;
         }
-        Ok(())
     }
 }
