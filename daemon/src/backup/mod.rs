@@ -40,7 +40,11 @@ use std::time::{Duration, Instant};
 /// The cache redb keeps for each copy, read once to check it.
 const COPY_CACHE: usize = 64 << 20;
 /// Bytes copied between two requests to write the copy out (and two progress reports).
-const COPY_STEP: u64 = 64 << 20;
+/// Each step's write-out is waited for once the next step's has begun, so the disk never
+/// has more than about two steps of the copy to write: a writer's `fdatasync` of its
+/// journal waits behind what the disk has queued, and queued without a bound, the copy
+/// held writers up for most of a second when it was synced at the end.
+const COPY_STEP: u64 = 8 << 20;
 
 /// The name of the device file's copy in a backup directory; the other files are
 /// `file-N.qm`, N the first UDL entry on them.
@@ -275,6 +279,7 @@ fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<
     let slowly = crate::storage::fault::copies_slowly();
     let piece = if slowly { 64 << 10 } else { COPY_STEP };
     let mut copied = 0u64;
+    let fd = to.as_raw_fd();
     while copied < len {
         if slowly && copied > 0 {
             std::thread::sleep(Duration::from_millis(20));
@@ -301,11 +306,22 @@ fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<
                 source.display()
             )));
         }
+        let start = copied as i64;
         copied += n as u64;
-        // The disk writes the copy while it goes on, so that the sync finds little left.
-        // SAFETY: asks the kernel to start writing back a file held open here; no memory
-        // is passed.
-        unsafe { libc::sync_file_range(to.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        // The disk writes this step while the next is copied; the step before it must be
+        // written by then (see COPY_STEP). Failures show at the sync below.
+        // SAFETY: write-out requests for ranges of a file held open here; no memory is
+        // passed.
+        unsafe {
+            libc::sync_file_range(fd, start, n as i64, libc::SYNC_FILE_RANGE_WRITE);
+            if start > 0 {
+                let before = start.saturating_sub(piece as i64);
+                let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                libc::sync_file_range(fd, before, start - before, wait);
+            }
+        }
         progress(copied);
     }
     to.sync_all().map_err(|e| io(path, "cannot sync", e))?;

@@ -58,6 +58,11 @@ pub struct Entry {
     pub body: Option<Arc<[u8]>>,
 }
 
+/// Most evictions and removals one [`Index::drain`] carries out. After a backup held a
+/// file, the engines learn at once of hundreds of thousands of messages that redb holds
+/// now; carried out under one lock, they held every request up for seconds.
+const DRAIN_STEP: usize = 1024;
+
 /// Most stored messages a queue's head holds.
 pub const HEAD_MAX: usize = 256;
 
@@ -309,10 +314,13 @@ impl Index {
     }
 
     /// Carries out the evictions and forgets the removals that redb holds now that it has
-    /// seen `applied` applying commits: those asked when fewer had been seen.
+    /// seen `applied` applying commits: those asked when fewer had been seen, at most
+    /// [`DRAIN_STEP`] of them; the rest wait for the next call ([`Index::draining`]). Until
+    /// then those messages stay resident, which is always safe: memory decides for them.
     pub fn drain(&mut self, applied: u64) {
         self.applied = applied;
-        while let Some(&(at, seq, removed)) = self.later.front() {
+        for _ in 0..DRAIN_STEP {
+            let Some(&(at, seq, removed)) = self.later.front() else { break };
             if at >= applied {
                 break;
             }
@@ -324,6 +332,11 @@ impl Index {
                 self.evict_now(seq);
             }
         }
+    }
+
+    /// Whether evictions or removals that redb holds are still to be carried out.
+    pub fn draining(&self) -> bool {
+        self.later.front().is_some_and(|&(at, _, _)| at < self.applied)
     }
 
     /// Lets a resident persistent message go back to living on disk alone at once, if it
@@ -533,5 +546,54 @@ impl Index {
     /// Whether message `seq` was removed while the disk may still show it.
     pub fn gone(&self, seq: u64) -> bool {
         self.gone.contains(&seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(seq: u64) -> MessageMeta {
+        MessageMeta {
+            queue: "Q".into(),
+            corrid: Vec::new(),
+            priority: 50,
+            enqueued_us: seq,
+            available_us: seq,
+            order_time_us: seq,
+            expires_us: None,
+            retries: 0,
+            persistent: true,
+            reply_queue: None,
+            failure_queue: None,
+            reply_qos: None,
+            urcode: 0,
+            body_len: 1,
+            origin_queue: None,
+            key: OrderKey { top: 0, parts: [0; 3], tie: 0, sub: 0, seq },
+        }
+    }
+
+    #[test]
+    fn what_redb_holds_now_is_let_go_a_step_at_a_time() {
+        let mut index = Index::new(Vec::new());
+        let n = 3 * DRAIN_STEP as u64 + 5;
+        for seq in 1..=n {
+            let entry = Entry { meta: meta(seq), state: EntryState::Ready, body: None };
+            index.insert(seq, entry, 1);
+            index.remove(seq, 1);
+        }
+        assert!(!index.draining(), "nothing is held by redb yet");
+        assert!((1..=n).all(|seq| index.gone(seq)));
+        index.drain(1);
+        assert!(index.draining());
+        assert_eq!((1..=n).filter(|&seq| index.gone(seq)).count() as u64, n - DRAIN_STEP as u64);
+        let mut calls = 1;
+        while index.draining() {
+            index.drain(1);
+            calls += 1;
+        }
+        assert_eq!(calls, 4);
+        assert!((1..=n).all(|seq| !index.gone(seq)), "every removal redb holds is forgotten");
     }
 }

@@ -199,7 +199,7 @@ impl Engine {
     pub fn lock(&self) -> Guard<'_> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.db.applied();
-        if applied != inner.index.applied {
+        if applied != inner.index.applied || inner.index.draining() {
             inner.index.drain(applied);
         }
         Guard { engine: self, inner }

@@ -236,7 +236,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                catching_up = checkpoint_if(file, 1);
+                catching_up = checkpoint_if(file, 1, catching_up);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -273,9 +273,9 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         }
         in_flight.fetch_sub(jobs, Ordering::Relaxed);
         let every = crate::storage::fault::checkpoints_always();
-        catching_up = checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES });
+        catching_up = checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES }, catching_up);
     }
-    while checkpoint_if(file, 1) {}
+    while checkpoint_if(file, 1, false) {}
 }
 
 /// The jobs of the next group: `first` and those waiting behind it, as many as make a
@@ -340,8 +340,8 @@ const BUSY_TURNS: Duration = Duration::from_micros(30);
 /// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
 /// short of that, applies the deferred writes once there are many. With more deferred
 /// than a checkpoint should apply at once, applies a step of them ([`catch_up`]) and says
-/// so (true): the caller comes back for the next.
-fn checkpoint_if(file: &DbFile, bytes: u64) -> bool {
+/// so (true): the caller comes back for the next, `stepping_already`.
+fn checkpoint_if(file: &DbFile, bytes: u64, stepping_already: bool) -> bool {
     // A backup copying the file holds it: the journal grows until the copy is done.
     if crate::storage::fault::defers_always() || file.held() {
         return false;
@@ -357,6 +357,10 @@ fn checkpoint_if(file: &DbFile, bytes: u64) -> bool {
     let mut guard = file.journal();
     let Some(journal) = guard.as_mut() else { return false };
     let (chunk, above) = catch_up_sizes();
+    // Once it steps, it steps down to a step's worth, so that the checkpoint after the
+    // last step applies no more than that: a checkpoint of [`CATCH_UP_ABOVE`] writes held
+    // writers up for a fifth of a second at a deep queue.
+    let above = if stepping_already { chunk } else { above };
     let stepping = journal.deferred.len() > above;
     let done = if stepping {
         catch_up(&db, journal, chunk)
