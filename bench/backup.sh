@@ -14,6 +14,8 @@
 #   5. `qrestore` of the first backup to a new device, timed.
 #
 # Run:   bench/backup.sh [N]          (default 1000000)
+#        BENCH_TIMELINE=1 bench/backup.sh   also shows when, during the run under load,
+#                                           the clients waited longest
 #        QMD=/tmp/old/target/release/qmd bench/backup.sh   measures another qmd binary
 # Needs about 6 KiB of disk per message under $TMPDIR (default /tmp): the device, two
 # backups and a restored copy. Not part of CI: figures belong in BENCHMARKS.md.
@@ -81,14 +83,23 @@ echo "64 clients alone for 10 s (closed loops of 1 KiB pairs on the same queue):
 echo "  $(tail -n 1 "$run/alone.txt") pairs/s; $(grep 'longest pair' "$run/alone.txt")"
 
 echo "qbackup under 64 clients (the same loops):"
+clients_start=$EPOCHREALTIME
 "$release/examples/bench_peers" qm "$device.sock" 64 30 >"$run/load.txt" 2>&1 &
 load=$!
 sleep 3
+since_clients() { awk -v a="$clients_start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+backup_start=$(since_clients)
 admin "qbackup -y --json $run/loaded" >"$run/loaded.json"
+backup_end=$(since_clients)
 report "$run/loaded.json"
 wait "$load"
 echo "  the clients' rate over their 30 s, the backup's included: $(tail -n 1 "$run/load.txt") pairs/s;" \
     "$(grep 'longest pair' "$run/load.txt") (the longest any client waited)"
+# BENCH_TIMELINE=1: when the clients waited longest, against the backup's start and end.
+if [ -n "${BENCH_TIMELINE:-}" ]; then
+    echo "  the backup ran from ${backup_start} s to ${backup_end} s of the clients' run; their longest pair so far:"
+    grep 'a pair took' "$run/load.txt" | sed 's/^/    /'
+fi
 
 mkdir "$run/restored"
 t=$EPOCHREALTIME
