@@ -248,42 +248,9 @@ fn a_move_takes_the_messages_out_only_once_the_stream_is_written() {
 /// naming the message and what is wrong, and its batch adds nothing.
 #[test]
 fn a_stream_with_an_impossible_message_changes_nothing() {
-    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
-    use qm_common::message::Qos;
     let env = Env::new();
     device(&env.device, "QS", 40000, true);
-    let header = Header {
-        version: VERSION,
-        qm_version: "test".into(),
-        created: 0,
-        device: "elsewhere".into(),
-        qspace: "QS".into(),
-    };
-    let message = |msgid: u64, priority: u8| ExportedMessage {
-        props: Properties {
-            msgid: format!("{msgid:016x}"),
-            queue: "Q".into(),
-            corrid: String::new(),
-            priority,
-            enqueued_us: 1,
-            available_us: 1,
-            order_time_us: 1,
-            expires_us: None,
-            retries: 0,
-            delivery: Qos::Persistent,
-            reply_queue: None,
-            failure_queue: None,
-            reply_qos: None,
-            urcode: 0,
-            origin_queue: None,
-            placement: None,
-        },
-        body: b"hand made".to_vec(),
-    };
-    let mut w = Writer::new(Vec::new(), &header).unwrap();
-    w.message(&message(7, 50)).unwrap();
-    w.message(&message(8, 0)).unwrap();
-    let (bytes, _) = w.finish().unwrap();
+    let bytes = stream_of([hand_made(7, 50, 1), hand_made(8, 0, 1)]);
     let stream = env.path("bad.qmx");
     std::fs::write(&stream, bytes).unwrap();
     env.c(&format!("qopen QS; qimport {}", stream.display()))
@@ -292,30 +259,22 @@ fn a_stream_with_an_impossible_message_changes_nothing() {
     env.c("qopen QS; qinfo Q").ok().stdout_has(" 0 |");
 }
 
-/// A stream of `n` messages of queue Q (fifo), in the order the queue holds them: msgids 1
-/// to `n`.
-fn many(n: u64) -> Vec<u8> {
-    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
-    use qm_common::message::Qos;
-    let header = Header {
-        version: VERSION,
-        qm_version: "test".into(),
-        created: 0,
-        device: "elsewhere".into(),
-        qspace: "QS".into(),
-    };
-    let message = |msgid: u64| ExportedMessage {
+/// A message of queue Q made by hand, as a stream from elsewhere would carry it, with
+/// `time` for each of its times and "hand made" for its body.
+fn hand_made(msgid: u64, priority: u8, time: u64) -> qm_common::export::ExportedMessage {
+    use qm_common::export::{ExportedMessage, Properties};
+    ExportedMessage {
         props: Properties {
             msgid: format!("{msgid:016x}"),
             queue: "Q".into(),
             corrid: String::new(),
-            priority: 50,
-            enqueued_us: msgid,
-            available_us: msgid,
-            order_time_us: msgid,
+            priority,
+            enqueued_us: time,
+            available_us: time,
+            order_time_us: time,
             expires_us: None,
             retries: 0,
-            delivery: Qos::Persistent,
+            delivery: qm_common::message::Qos::Persistent,
             reply_queue: None,
             failure_queue: None,
             reply_qos: None,
@@ -323,13 +282,31 @@ fn many(n: u64) -> Vec<u8> {
             origin_queue: None,
             placement: None,
         },
-        body: format!("m{msgid}").into_bytes(),
+        body: b"hand made".to_vec(),
+    }
+}
+
+/// The stream of `messages`, from queue space QS of a device elsewhere.
+fn stream_of(messages: impl IntoIterator<Item = qm_common::export::ExportedMessage>) -> Vec<u8> {
+    use qm_common::export::{Header, VERSION, Writer};
+    let header = Header {
+        version: VERSION,
+        qm_version: "test".into(),
+        created: 0,
+        device: "elsewhere".into(),
+        qspace: "QS".into(),
     };
     let mut w = Writer::new(Vec::new(), &header).unwrap();
-    for msgid in 1..=n {
-        w.message(&message(msgid)).unwrap();
+    for m in messages {
+        w.message(&m).unwrap();
     }
     w.finish().unwrap().0
+}
+
+/// A stream of `n` messages of queue Q (fifo), in the order the queue holds them: msgids 1
+/// to `n`, each enqueued at its msgid's microsecond.
+fn many(n: u64) -> Vec<u8> {
+    stream_of((1..=n).map(|msgid| hand_made(msgid, 50, msgid)))
 }
 
 /// An import of many batches sends several at once, on connections of its own: the queue

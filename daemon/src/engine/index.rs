@@ -554,24 +554,8 @@ mod tests {
     use super::*;
 
     fn meta(seq: u64) -> MessageMeta {
-        MessageMeta {
-            queue: "Q".into(),
-            corrid: Vec::new(),
-            priority: 50,
-            enqueued_us: seq,
-            available_us: seq,
-            order_time_us: seq,
-            expires_us: None,
-            retries: 0,
-            persistent: true,
-            reply_queue: None,
-            failure_queue: None,
-            reply_qos: None,
-            urcode: 0,
-            body_len: 1,
-            origin_queue: None,
-            key: OrderKey { top: 0, parts: [0; 3], tie: 0, sub: 0, seq },
-        }
+        let meta = crate::engine::record::test_meta(50, seq);
+        MessageMeta { key: OrderKey { seq, ..meta.key }, ..meta }
     }
 
     #[test]

@@ -198,29 +198,36 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// A persistent message of queue "q" for tests, of `priority`, with `time` for each of its
+/// times.
+#[cfg(test)]
+pub(crate) fn test_meta(priority: u8, time: u64) -> MessageMeta {
+    MessageMeta {
+        queue: "q".into(),
+        corrid: vec![],
+        priority,
+        enqueued_us: time,
+        available_us: time,
+        order_time_us: time,
+        expires_us: None,
+        retries: 0,
+        persistent: true,
+        reply_queue: None,
+        failure_queue: None,
+        reply_qos: None,
+        urcode: 0,
+        body_len: 0,
+        origin_queue: None,
+        key: OrderKey { top: 0, parts: [0; 3], tie: 0, sub: 0, seq: 0 },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn meta(priority: u8, time: u64) -> MessageMeta {
-        MessageMeta {
-            queue: "q".into(),
-            corrid: vec![],
-            priority,
-            enqueued_us: time,
-            available_us: time,
-            order_time_us: time,
-            expires_us: None,
-            retries: 0,
-            persistent: true,
-            reply_queue: None,
-            failure_queue: None,
-            reply_qos: None,
-            urcode: 0,
-            body_len: 0,
-            origin_queue: None,
-            key: OrderKey { top: 0, parts: [0; 3], tie: 0, sub: 0, seq: 0 },
-        }
+        test_meta(priority, time)
     }
 
     #[test]
