@@ -237,6 +237,9 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 catching_up = checkpoint_if(file, 1, catching_up);
+                if !catching_up && let Some(journal) = file.journal().as_mut() {
+                    journal.cut_back();
+                }
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
