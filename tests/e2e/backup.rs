@@ -427,3 +427,56 @@ fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
     .ok();
     assert!(moved.exists() && !env.path("r/OTHER").exists());
 }
+
+/// The journal grown while a backup held its file is cut back to its usual 8 MiB while qmd
+/// runs, once its writer is idle: not only at the next start.
+#[test]
+fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
+    const JOURNAL_MAX: u64 = 8 << 20;
+    let env = Env::new();
+    let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy")]);
+    let other = env.path("OTHER");
+    env.c(&format!(
+        "crdl {} 0 40; crdl {} 0 100000; qspc QS 40000 99000 4 10 10 10000 '' n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev(),
+        other.display()
+    ))
+    .ok();
+    let journal = PathBuf::from(format!("{}.journal", other.display()));
+    let journal_len = || std::fs::metadata(&journal).map_or(0, |m| m.len());
+    let pad = "x".repeat(200 << 10);
+    let stop = AtomicBool::new(false);
+    let acked = AtomicU64::new(0);
+    let longest = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut app = App::connect(&env);
+            // At most 300 (60 MB): the queue space holds them all.
+            for i in 0..300 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                app.put("Q", &format!("w{i} {pad}"));
+                acked.store(i + 1, Ordering::Relaxed);
+            }
+        });
+        let longest = s.spawn(|| {
+            let mut longest = 0;
+            while !stop.load(Ordering::Relaxed) {
+                longest = longest.max(journal_len());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            longest
+        });
+        assert!(wait_until(Duration::from_secs(10), || acked.load(Ordering::Relaxed) >= 20));
+        env.c(&format!("qbackup -y {}", env.path("backup").display())).ok();
+        stop.store(true, Ordering::Relaxed);
+        longest.join().unwrap()
+    });
+    assert!(longest > JOURNAL_MAX, "the journal never grew past 8 MiB ({longest} bytes)");
+    assert!(
+        wait_until(Duration::from_secs(20), || journal_len() <= JOURNAL_MAX),
+        "the idle qmd kept a journal of {} bytes",
+        journal_len()
+    );
+}

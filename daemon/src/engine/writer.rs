@@ -44,9 +44,6 @@ use tokio::sync::oneshot;
 const SPIN: Duration = Duration::from_micros(150);
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
-/// Jobs that arrive together make one group while their writes take no more than about this
-/// much room in its journal record, a little less than the largest record the journal takes.
-const GROUP_BYTES: usize = 1_900_000;
 /// A checkpoint is taken once the journal holds this many bytes of records...
 const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// ...or once the groups since the last one may take this much disk when redb writes them
@@ -281,35 +278,26 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
     while checkpoint_if(file, 1, false) {}
 }
 
-/// The jobs of the next group: `first` and those waiting behind it, as many as make a
-/// journal record the journal takes ([`GROUP_BYTES`]). The job that would pass it is kept in
-/// `carried` for the group after: large jobs that arrive together (a parallel `qimport`)
-/// then go one record each instead of into one group too large for the journal, which redb
-/// would have to commit durably on its own.
+/// The jobs of the next group: `first` and those waiting behind it, as many as the room
+/// reckoned for their journal record ([`Logged::room`]) lets the journal take in one
+/// record. The job that would pass it is kept in `carried` for the group after: large
+/// jobs that arrive together (a parallel `qimport`) then go one record each instead of
+/// into one group too large for the journal, which redb would have to commit durably on
+/// its own.
 fn gather(first: Job, rx: &mpsc::Receiver<Job>, carried: &mut Option<Job>) -> Vec<Job> {
-    let mut bytes = job_bytes(&first);
+    let room = |job: &Job| job.ops.iter().map(|op| Logged::of(op).room()).sum::<usize>();
+    let mut bytes = room(&first);
     let mut batch = vec![first];
     while batch.len() < BATCH_MAX {
         let Ok(job) = rx.try_recv() else { break };
-        bytes += job_bytes(&job);
-        if bytes > GROUP_BYTES {
+        bytes += room(&job);
+        if !journal::Journal::fits(bytes) {
             *carried = Some(job);
             break;
         }
         batch.push(job);
     }
     batch
-}
-
-/// About how many bytes a job's writes take in a journal record: their bodies and records.
-fn job_bytes(job: &Job) -> usize {
-    let op = |op: &WriteOp| match op {
-        WriteOp::Put { meta, body, .. } => 64 + meta.len() + body.as_ref().map_or(0, |b| b.len()),
-        WriteOp::State { value, .. } => 64 + value.len(),
-        WriteOp::Record { value, .. } => 64 + value.as_ref().map_or(0, Vec::len),
-        _ => 64,
-    };
-    job.ops.iter().map(op).sum()
 }
 
 /// The next job, if one comes within [`SPIN`].
@@ -1118,6 +1106,9 @@ pub(super) fn stored_body(
 mod tests {
     use super::*;
 
+    /// About the largest record the journal takes.
+    const LARGEST: usize = 2 << 20;
+
     fn job(bytes: usize) -> Job {
         let (reply, _) = oneshot::channel();
         let value = vec![0; bytes];
@@ -1160,7 +1151,7 @@ mod tests {
     fn large_jobs_that_arrive_together_go_one_group_each() {
         let (tx, rx) = mpsc::channel();
         for _ in 0..3 {
-            tx.send(job(GROUP_BYTES / 2)).unwrap();
+            tx.send(job(LARGEST / 2)).unwrap();
         }
         let mut carried = None;
         let first = rx.recv().unwrap();
