@@ -248,7 +248,7 @@ fn the_offline_way_stop_copy_and_chdl_works() {
 /// journal back.
 #[test]
 fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
-    const JOURNAL_MAX: u64 = 8 << 20;
+    const JOURNAL_MAX: u64 = 16 << 20;
     let env = Env::new();
     let mut daemon =
         Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy+checkpoints")]);
@@ -428,11 +428,11 @@ fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
     assert!(moved.exists() && !env.path("r/OTHER").exists());
 }
 
-/// The journal grown while a backup held its file is cut back to its usual 8 MiB while qmd
+/// The journal grown while a backup held its file is cut back to its usual 16 MiB while qmd
 /// runs, once its writer is idle: not only at the next start.
 #[test]
 fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
-    const JOURNAL_MAX: u64 = 8 << 20;
+    const JOURNAL_MAX: u64 = 16 << 20;
     let env = Env::new();
     let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy")]);
     let other = env.path("OTHER");

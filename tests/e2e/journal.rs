@@ -3,7 +3,7 @@
 
 use crate::auto::{App, setup};
 use crate::faults::stop_and_wait;
-use crate::support::{Env, QMD, run_limited};
+use crate::support::{Daemon, Env, QMD, run_limited};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -90,6 +90,56 @@ fn a_copy_put_back_is_not_rolled_forward_by_a_later_journal() {
     env.c("qopen QS; qdequeue Q").ok().stdout_has("before-the-copy");
 }
 
+/// A journal the qm before two regions wrote (format 2: records in the front region, their
+/// CRC without the journal's id) is replayed, and goes on in this qm's format.
+#[test]
+fn a_journal_of_format_2_is_replayed() {
+    let env = Env::new();
+    setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    // Nothing applied to redb by itself: after kill -9 the journal holds the messages.
+    let mut daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "defer")]);
+    let mut app = App::connect(&env);
+    for i in 0..20 {
+        app.put("Q", format!("message {i}").as_bytes());
+    }
+    drop(app);
+    daemon.signal("KILL");
+    drop(daemon);
+    let journal = journal_of(&env);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let generation = bytes[24..32].to_vec();
+    let crc = |parts: &[&[u8]]| {
+        let mut h = crc32fast::Hasher::new();
+        parts.iter().for_each(|p| h.update(p));
+        h.finalize().to_le_bytes()
+    };
+    let (mut at, mut records) = (4096, 0);
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let (lsn, payload) = (&bytes[at + 8..at + 16], &bytes[at + 16..at + 16 + len]);
+        if len == 0 || bytes[at + 4..at + 8] != crc(&[&generation, lsn, payload]) {
+            break;
+        }
+        let old = crc(&[lsn, payload]);
+        bytes[at + 4..at + 8].copy_from_slice(&old);
+        (at, records) = (at + 16 + len, records + 1);
+    }
+    assert!(records >= 20, "the journal holds the puts ({records} records)");
+    bytes[16..20].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    for i in 0..20 {
+        assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
+    }
+    drop(app);
+    stop_and_wait(&env);
+    let header = std::fs::read(&journal).unwrap();
+    assert_eq!(header[16..20], 3u32.to_le_bytes(), "it goes on in format 3");
+}
+
 /// Acknowledged writes that only the journal holds come back after `kill -9`.
 #[test]
 fn acknowledged_writes_come_back_from_the_journal() {
@@ -108,6 +158,47 @@ fn acknowledged_writes_come_back_from_the_journal() {
     let mut app = App::connect(&env);
     for i in 0..200 {
         assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
+    }
+}
+
+/// The same while every group is handed to the applier as soon as it is free: the groups
+/// go to both regions of the journal in turn, and `kill -9` falls while one region's
+/// groups are being applied as often as not. Each client's messages come back, in order.
+#[test]
+fn acknowledged_writes_come_back_from_both_regions_of_the_journal() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let steps = env.path("steps");
+    let fault = format!("count:{}+checkpoints", steps.display());
+    let mut daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", &fault)]);
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let device = env.device.clone();
+            std::thread::spawn(move || {
+                let mut app = crate::app::App::connect_to(&device);
+                for i in 0..150 {
+                    app.put("Q", &format!("client {c} message {i}"));
+                }
+            })
+        })
+        .collect();
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    daemon.signal("KILL");
+    drop(daemon);
+    let len = std::fs::metadata(journal_of(&env)).unwrap().len();
+    assert!(len > 8 << 20, "the back region was written ({len} bytes)");
+
+    let _daemon = env.start_daemon(&[]);
+    assert_eq!(crate::app::count(&env, "Q"), 600);
+    let mut app = App::connect(&env);
+    let mut next = [0; 4];
+    for _ in 0..600 {
+        let body = String::from_utf8(app.take("Q").body).unwrap();
+        let (c, i) = body.strip_prefix("client ").unwrap().split_once(" message ").unwrap();
+        let (c, i): (usize, usize) = (c.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[c], "client {c}'s messages in order");
+        next[c] += 1;
     }
 }
 
@@ -171,12 +262,12 @@ fn a_journal_of_an_earlier_format_is_taken_over_only_when_empty() {
     let journal = journal_of(&env);
     let format = |bytes: &[u8]| u32::from_le_bytes(bytes[16..20].try_into().unwrap());
     let mut bytes = std::fs::read(&journal).unwrap();
-    assert_eq!(format(&bytes), 2);
+    assert_eq!(format(&bytes), 3);
     bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
     std::fs::write(&journal, &bytes).unwrap();
     env.c("qopen QS; qdequeue Q").ok().stdout_has("kept");
     stop_and_wait(&env);
-    assert_eq!(format(&std::fs::read(&journal).unwrap()), 2, "taken over in this format");
+    assert_eq!(format(&std::fs::read(&journal).unwrap()), 3, "taken over in this format");
 
     // Format 1 again, now with a record past the device's durable point.
     let (generation, lsn) = recorded(&env);

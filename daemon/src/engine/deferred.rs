@@ -17,12 +17,16 @@
 //! commit counts one more in the file's apply count
 //! ([`crate::storage::handle::DbFile::applied`]), which the engines watch for that.
 
+use super::applier::Applying;
 use super::writer::{WriteOp, op_room, stored_body};
 use crate::storage::handle::Db;
 use qm_common::QmResult;
 use redb::ReadableDatabase;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+/// The bodies of messages enqueued, by queue space and sequence number.
+pub type Enqueued = HashMap<String, HashMap<u64, Arc<[u8]>>>;
 
 /// A message whose enqueue is deferred.
 struct Fresh {
@@ -76,11 +80,13 @@ impl Deferred {
     }
 
     /// The bodies a group's removals take, job by job, as applying it would return them:
-    /// from a deferred enqueue when there is one, else from redb.
+    /// from a deferred enqueue when there is one, or one being applied (`applying`), else
+    /// from redb.
     pub fn removed<'a>(
         &self,
         db: &Db,
         jobs: impl Iterator<Item = &'a [WriteOp]>,
+        applying: Option<&Applying>,
     ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
         let mut read = None;
         let mut results = Vec::new();
@@ -100,6 +106,11 @@ impl Deferred {
                         }
                         if let Some(fresh) = self.fresh(&tables.qspace, *seq) {
                             removed.push(fresh.body.as_ref().map(|b| b.to_vec()));
+                            continue;
+                        }
+                        // Its commit may not be made yet.
+                        if let Some(body) = applying.and_then(|a| a.body(&tables.qspace, *seq)) {
+                            removed.push(Some(body.to_vec()));
                             continue;
                         }
                         if read.is_none() {
@@ -211,6 +222,24 @@ impl Deferred {
             taken.push(op);
         }
         taken
+    }
+
+    /// Takes out every group, for the applier: the writes that still have an effect, in
+    /// order, the bodies of the messages they enqueue, and the room they may need. A later
+    /// removal of one of those messages is then applied after them, as in
+    /// [`Deferred::take_groups`].
+    pub fn take_all(&mut self) -> (Vec<WriteOp>, Enqueued, u64) {
+        let room = self.room;
+        let ops: Vec<WriteOp> = self.surviving().cloned().collect();
+        let bodies = std::mem::take(&mut self.fresh)
+            .into_iter()
+            .map(|(qspace, msgs)| {
+                let live = msgs.into_iter().filter_map(|(seq, f)| Some((seq, f.body?)));
+                (qspace, live.collect())
+            })
+            .collect();
+        self.clear();
+        (ops, bodies, room)
     }
 
     /// Forgets everything: it was applied (or the journal it came from was replayed).

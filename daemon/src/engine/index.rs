@@ -237,16 +237,20 @@ pub struct Index {
     /// The earliest timer of a stored (not resident) message that may not have been seen
     /// yet; none when there is none.
     pub stored_timer: Option<u64>,
-    /// The file's count of applying commits when the lock was last taken
+    /// The LSN up to which redb held every group when the lock was last taken
     /// ([`crate::storage::handle::DbFile::applied`]).
     pub applied: u64,
+    /// The LSN of the last group acknowledged when the lock was last taken
+    /// ([`crate::storage::handle::DbFile::horizon`]): at least that of every write
+    /// answered before.
+    pub horizon: u64,
     /// Messages to let go once redb holds their last write: by sequence number, the
-    /// count of applying commits when that write was acknowledged.
+    /// horizon when that write was acknowledged.
     evicting: HashMap<u64, u64>,
     /// Persistent messages removed whose removal redb may not hold yet: the disk must not
     /// show them meanwhile.
     gone: HashSet<u64>,
-    /// Evictions and removals in the order they were asked, with that count.
+    /// Evictions and removals in the order they were asked, with that horizon.
     later: VecDeque<(u64, u64, bool)>,
 }
 
@@ -263,6 +267,7 @@ impl Index {
             reserved: 0,
             stored_timer: None,
             applied: 0,
+            horizon: 0,
             evicting: HashMap::new(),
             gone: HashSet::new(),
             later: VecDeque::new(),
@@ -308,20 +313,20 @@ impl Index {
     /// must show what memory shows (see [`super::deferred`]).
     pub fn evict(&mut self, seq: u64) {
         if self.msgs.get(&seq).is_some_and(|e| e.meta.persistent) {
-            self.evicting.insert(seq, self.applied);
-            self.later.push_back((self.applied, seq, false));
+            self.evicting.insert(seq, self.horizon);
+            self.later.push_back((self.horizon, seq, false));
         }
     }
 
-    /// Carries out the evictions and forgets the removals that redb holds now that it has
-    /// seen `applied` applying commits: those asked when fewer had been seen, at most
+    /// Carries out the evictions and forgets the removals that redb holds now that it holds
+    /// every group up to LSN `applied`: those asked at a horizon no later, at most
     /// [`DRAIN_STEP`] of them; the rest wait for the next call ([`Index::draining`]). Until
     /// then those messages stay resident, which is always safe: memory decides for them.
     pub fn drain(&mut self, applied: u64) {
         self.applied = applied;
         for _ in 0..DRAIN_STEP {
             let Some(&(at, seq, removed)) = self.later.front() else { break };
-            if at >= applied {
+            if at > applied {
                 break;
             }
             self.later.pop_front();
@@ -336,7 +341,7 @@ impl Index {
 
     /// Whether evictions or removals that redb holds are still to be carried out.
     pub fn draining(&self) -> bool {
-        self.later.front().is_some_and(|&(at, _, _)| at < self.applied)
+        self.later.front().is_some_and(|&(at, _, _)| at <= self.applied)
     }
 
     /// Lets a resident persistent message go back to living on disk alone at once, if it
@@ -480,7 +485,7 @@ impl Index {
         self.evicting.remove(&seq);
         if entry.meta.persistent {
             self.gone.insert(seq);
-            self.later.push_back((self.applied, seq, true));
+            self.later.push_back((self.horizon, seq, true));
         }
         self.capacity.messages = self.capacity.messages.saturating_sub(1);
         if entry.meta.persistent {
@@ -561,6 +566,8 @@ mod tests {
     #[test]
     fn what_redb_holds_now_is_let_go_a_step_at_a_time() {
         let mut index = Index::new(Vec::new());
+        // The removals are acknowledged by group 1 of the journal.
+        index.horizon = 1;
         let n = 3 * DRAIN_STEP as u64 + 5;
         for seq in 1..=n {
             let entry = Entry { meta: meta(seq), state: EntryState::Ready, body: None };

@@ -10,6 +10,7 @@
 //! recovery is loading the totals of what is on disk.
 
 pub mod admin;
+pub mod applier;
 pub mod attrs;
 pub mod deferred;
 pub mod export;
@@ -160,7 +161,7 @@ impl Engine {
         }
         let seq_durable = recovered.index.reserved;
         let mut index = recovered.index;
-        index.applied = db.applied();
+        (index.applied, index.horizon) = (db.applied(), db.horizon());
         let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
             tables,
@@ -202,6 +203,8 @@ impl Engine {
         if applied != inner.index.applied || inner.index.draining() {
             inner.index.drain(applied);
         }
+        // Read after the answers this lock's holder waited for: it covers their groups.
+        inner.index.horizon = self.db.horizon();
         Guard { engine: self, inner }
     }
 

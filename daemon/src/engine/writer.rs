@@ -20,6 +20,7 @@
 //! filesystem); the file stays usable, or is opened again by the next batch after an I/O
 //! error (see [`DbFile`]).
 
+use super::applier::{Applier, Applying};
 use super::deferred::Deferred;
 use super::record::{
     MessageMeta, Stored, body_layout, checksum, split_stored, stored_len, stored_room, write_stored,
@@ -197,7 +198,10 @@ impl Writer {
         let answered = in_flight.clone();
         std::thread::Builder::new()
             .name(format!("qm-writer {name}"))
-            .spawn(move || run(&file, &rx, &answered))
+            .spawn({
+                let name = name.to_string();
+                move || run(&file, &rx, &answered, &name)
+            })
             .map_err(|e| QmError::system(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(Writer { tx, in_flight }))
     }
@@ -214,8 +218,9 @@ impl Writer {
     }
 }
 
-fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
+fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &str) {
     let mut log = FailureLog::default();
+    let applier = Applier::start(name);
     // Catching up on deferred writes after a backup: a step between two groups, and steps
     // one after another while no job waits.
     let mut catching_up = false;
@@ -233,7 +238,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                catching_up = checkpoint_if(file, 1, catching_up);
+                catching_up = checkpoint_if(file, 1, catching_up, None);
                 if !catching_up && let Some(journal) = file.journal().as_mut() {
                     journal.cut_back();
                 }
@@ -273,9 +278,10 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64) {
         }
         in_flight.fetch_sub(jobs, Ordering::Relaxed);
         let every = crate::storage::fault::checkpoints_always();
-        catching_up = checkpoint_if(file, if every { 1 } else { CHECKPOINT_BYTES }, catching_up);
+        let bytes = if every { 1 } else { CHECKPOINT_BYTES };
+        catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
     }
-    while checkpoint_if(file, 1, false) {}
+    while checkpoint_if(file, 1, false, None) {}
 }
 
 /// The jobs of the next group: `first` and those waiting behind it, as many as the room
@@ -329,10 +335,17 @@ const BUSY_TURNS: Duration = Duration::from_micros(30);
 
 /// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
 /// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
-/// short of that, applies the deferred writes once there are many. With more deferred
-/// than a checkpoint should apply at once, applies a step of them ([`catch_up`]) and says
-/// so (true): the caller comes back for the next, `stepping_already`.
-fn checkpoint_if(file: &DbFile, bytes: u64, stepping_already: bool) -> bool {
+/// short of that, applies the deferred writes once there are many. With an `applier`,
+/// both are handed to it ([`hand_off`]) when it is free, and wait for it otherwise. With
+/// more deferred than a checkpoint should apply at once, applies a step of them
+/// ([`catch_up`]) and says so (true): the caller comes back for the next,
+/// `stepping_already`.
+fn checkpoint_if(
+    file: &DbFile,
+    bytes: u64,
+    stepping_already: bool,
+    applier: Option<&Applier>,
+) -> bool {
     // A backup copying the file holds it: the journal grows until the copy is done.
     if crate::storage::fault::defers_always() || file.held() {
         return false;
@@ -355,6 +368,13 @@ fn checkpoint_if(file: &DbFile, bytes: u64, stepping_already: bool) -> bool {
     let stepping = journal.deferred.len() > above;
     let done = if stepping {
         catch_up(&db, journal, chunk)
+    } else if applier.is_some() && journal.busy() {
+        // The region left last time is still needed: the groups go on in this one.
+        return false;
+    } else if let Some(applier) = applier
+        && journal.may_switch()
+    {
+        hand_off(&db, journal, applier)
     } else if due(journal) {
         journal::checkpoint(&db, journal)
     } else {
@@ -528,14 +548,17 @@ fn commit<'a>(
         // writes always find their room when they are applied (or replayed at a start).
         // Held in steps, so that the room is not grown at every group.
         let own = room(jobs.clone());
-        let before = journal.pending_room + journal.deferred.room();
+        let before = journal.unapplied_room();
         if db.reserve((COMMIT_ROOM + before + own).next_multiple_of(HOLD_STEP)).is_err() {
             // What came before goes to redb first, with the room held for it; this group
             // then asks room for itself alone.
             journal::checkpoint(&db, journal)?;
             db.reserve(COMMIT_ROOM + own)?;
         }
-        let removed = journal.deferred.removed(&db, jobs.clone()).map_err(|e| db.recheck(e))?;
+        let removed = journal
+            .deferred
+            .removed(&db, jobs.clone(), journal.applying())
+            .map_err(|e| db.recheck(e))?;
         match journal.append(record) {
             Ok(()) => {
                 let lsn = journal.next_lsn() - 1;
@@ -572,6 +595,8 @@ fn apply_now<'a>(
     how: Durable,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
     let what = "storage write failed";
+    // After the groups being applied: they were acknowledged before these.
+    journal.finish_applying()?;
     let need = |journal: &journal::Journal| {
         COMMIT_ROOM + journal.pending_room + journal.deferred.room() + room(jobs.clone())
     };
@@ -601,7 +626,7 @@ fn apply_now<'a>(
     let applied = if matches!(how, Durable::ByRecord(_)) { lsn } else { lsn - 1 };
     journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
     txn.commit().map_err(|e| db.explain(what, e))?;
-    journal.applied();
+    journal.applied(applied);
     let record = match how {
         Durable::ByRedb => {
             COMMITS.fetch_add(1, Ordering::Relaxed);
@@ -644,6 +669,7 @@ pub fn apply_deferred(txn: &WriteTransaction, deferred: &Deferred) -> QmResult<(
 /// Applies the deferred writes of a file in a commit of their own that is not durable
 /// (their journal records are): before anything outside the engines reads or writes redb.
 pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<()> {
+    journal.finish_applying()?;
     if journal.deferred.is_empty() {
         return Ok(());
     }
@@ -670,6 +696,7 @@ fn catch_up_sizes() -> (usize, usize) {
 /// memory.
 fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
     let what = "storage write failed";
+    journal.finish_applying()?;
     db.reserve(COMMIT_ROOM + journal.pending_room + journal.deferred.room())?;
     let (chunk, lsn) = journal.deferred.take_groups(n);
     let Some(lsn) = lsn else { return Ok(()) };
@@ -691,6 +718,26 @@ fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
             Err(e)
         }
     }
+}
+
+/// Takes every deferred group out and hands them to `applier` for a durable commit of their
+/// own, and goes on in the journal's other region meanwhile (see [`super::applier`]). The
+/// room their commit may need is held now; without it, a checkpoint is taken here instead,
+/// which refuses cleanly. So it is where room cannot be held at all: groups acknowledged
+/// while a commit meets a full disk would then be more than the disk can take when the
+/// file is opened again and replays them.
+fn hand_off(db: &Db, journal: &mut journal::Journal, applier: &Applier) -> QmResult<()> {
+    let held = COMMIT_ROOM + journal.pending_room + journal.deferred.room();
+    if db.reserve(held).is_err() || !db.holds_room() {
+        return journal::checkpoint(db, journal);
+    }
+    let lsn = journal.next_lsn() - 1;
+    let pending = journal.pending_room;
+    let (ops, bodies, room) = journal.deferred.take_all();
+    let applying = Arc::new(Applying::new(ops, bodies, lsn, pending + room, journal.marks()));
+    journal.switch(applying.clone());
+    applier.send(db.clone(), applying);
+    Ok(())
 }
 
 /// One write as the journal keeps it: what [`apply`] needs, by name.

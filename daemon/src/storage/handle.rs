@@ -98,12 +98,13 @@ pub struct DbFile {
     /// `None` while the file is down.
     journal: Mutex<Option<Journal>>,
     /// Commits that applied deferred writes to redb so far (see [`DbFile::applied`]).
-    applies: Arc<AtomicU64>,
+    marks: Arc<super::journal::Marks>,
     /// Copies that hold the file unchanged now (see [`DbFile::hold`]).
     holds: Arc<Holds>,
 }
 
 /// One use of the file: its database for one transaction, and what explains its failures.
+#[derive(Clone)]
 pub struct Db {
     db: Arc<Database>,
     space: Arc<Space>,
@@ -143,6 +144,11 @@ impl Db {
         self.space.reserve(need, self.floor)
     }
 
+    /// Whether room is held ahead of its commits ([`Space::holds_room`]).
+    pub fn holds_room(&self) -> bool {
+        self.space.holds_room()
+    }
+
     /// Begins a write transaction once no copy holds the file ([`DbFile::hold`]).
     pub fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
         self.holds.wait();
@@ -163,8 +169,8 @@ impl DbFile {
         identify: impl Fn(&ReadTransaction) -> QmResult<T> + Send + Sync + 'static,
     ) -> QmResult<(DbFile, T)> {
         let (db, found, space) = files::open(path, &identify)?;
-        let applies = Arc::new(AtomicU64::new(0));
-        let journal = super::journal::recover(&db, path, &space, 0, applies.clone())?;
+        let marks = Arc::new(super::journal::Marks::default());
+        let journal = super::journal::recover(&db, path, &space, 0, marks.clone())?;
         let file = DbFile {
             path: path.to_path_buf(),
             identify: Box::new(move |txn| identify(txn).map(drop)),
@@ -177,7 +183,7 @@ impl DbFile {
             }),
             floor: AtomicU64::new(0),
             journal: Mutex::new(Some(journal)),
-            applies,
+            marks,
             holds: Arc::default(),
         };
         Ok((file, found))
@@ -191,11 +197,15 @@ impl DbFile {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many commits applied deferred writes to redb so far
-    /// ([`crate::engine::deferred`]): a write acknowledged before this number was read
-    /// is in redb once it has grown.
+    /// The LSN up to which redb holds every group ([`crate::engine::deferred`]): a write
+    /// acknowledged before [`DbFile::horizon`] was read is in redb once this reaches it.
     pub fn applied(&self) -> u64 {
-        self.applies.load(Ordering::Acquire)
+        self.marks.applied_lsn()
+    }
+
+    /// The LSN of the last group acknowledged from the journal.
+    pub fn horizon(&self) -> u64 {
+        self.marks.horizon()
     }
 
     /// Applies the writes that are durable in the journal but not yet in redb, so that
@@ -334,7 +344,7 @@ impl DbFile {
                     &self.path,
                     &space,
                     self.floor(),
-                    self.applies.clone(),
+                    self.marks.clone(),
                 )?;
                 *self.journal() = Some(journal);
                 Ok((db, (), space))
@@ -393,7 +403,7 @@ impl DbFile {
         let db = self.get()?;
         // A durable commit also writes out what the journaled groups left in redb's cache.
         // Read before the write lock: the writer holds the journal while it waits for that.
-        let pending = self.journal().as_ref().map_or(0, |j| j.pending_room);
+        let pending = self.journal().as_ref().map_or(0, |j| j.unapplied_room());
         let mut txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
         super::files::quick_repair(&mut txn);
         db.reserve(WRITE_NEED + pending)?;

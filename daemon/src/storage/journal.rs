@@ -19,10 +19,19 @@
 //! durable point gives the same end state.
 //!
 //! Layout: a header page (magic, format, the journal's id, which redb also records, so that
-//! a journal is never applied to another file), then records
-//! `[length u32][crc32 u32][lsn u64][payload]`, little-endian, the CRC over the LSN and the
-//! payload. A scan stops at the first record that is torn, fails its CRC, or does not carry
-//! the LSN after its predecessor's: what follows is left over from before the last restart.
+//! a journal is never applied to another file), then two regions of records, the front one
+//! from the end of the header page and the back one from [`BACK`]. A record is
+//! `[length u32][crc32 u32][lsn u64][payload]`, little-endian, the CRC over the journal's
+//! id, the LSN and the payload (the id since format 3: a record left by an earlier
+//! generation never passes). A scan of a region stops at the first record that is torn,
+//! fails its CRC, or does not carry the LSN after its predecessor's: what follows is left
+//! over from before the region last started again.
+//!
+//! Why two regions: under load, a checkpoint does not stop the groups. The writer hands the
+//! deferred groups to a thread of their own ([`crate::engine::applier`]), which applies
+//! them in a durable commit, and goes on appending in the other region; the region it left
+//! is written again only once that commit is made. Recovery reads both regions and applies
+//! the records past redb's durable point in order of LSN.
 //!
 //! The file is filled with zeros as it grows (from 1 MiB, doubling up to 8 MiB), so that a
 //! sync writes data only, never the file's size or block map: one device flush per group.
@@ -37,25 +46,65 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::engine::applier::Applying;
+
+/// How far the groups of a file have come, by LSN, for the engines: a message written by a
+/// group stays in memory until redb holds that group ([`crate::engine::index::Index::drain`]).
+/// Kept by the file across reopenings; only ever grows.
+#[derive(Default)]
+pub struct Marks {
+    /// The last group acknowledged from the journal.
+    acknowledged: AtomicU64,
+    /// Every group up to this one is in redb, visible to readers.
+    applied: AtomicU64,
+}
+
+impl Marks {
+    pub fn acknowledged(&self, lsn: u64) {
+        self.acknowledged.fetch_max(lsn, Ordering::Release);
+    }
+
+    pub fn applied(&self, lsn: u64) {
+        self.applied.fetch_max(lsn, Ordering::Release);
+    }
+
+    /// The last group acknowledged: read after a write was answered, at least its group.
+    pub fn horizon(&self) -> u64 {
+        self.acknowledged.load(Ordering::Acquire)
+    }
+
+    /// Every group up to this one is in redb.
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+}
+
 /// `id` → the journal's id, `lsn` → the LSN of the last group applied (both `u64`).
 pub const TABLE: TableDefinition<&str, u64> = TableDefinition::new("qm.journal");
 
 const MAGIC: &[u8; 16] = b"qm-journal\0\0\0\0\0\0";
-/// 2: writes carry the blocks and the waiting flag the order tables need (see
-/// [`crate::engine::stored`]). A journal of format 1 is taken over when it holds nothing to
-/// replay, and refused otherwise: this qm cannot read its records.
-const FORMAT: u32 = 2;
-const EARLIER_FORMATS: &[u32] = &[1];
+/// 3: two regions, and the CRC of a record covers the journal's id. 2: writes carry the
+/// blocks and the waiting flag the order tables need (see [`crate::engine::stored`]). A
+/// journal of format 2 is read (its front region alone, CRCs without the id) and goes on
+/// as format 3; one of format 1 is taken over when it holds nothing to replay, and refused
+/// otherwise: this qm cannot read its records.
+const FORMAT: u32 = 3;
+const EARLIER_FORMATS: &[u32] = &[1, 2];
+/// The oldest format whose records this qm reads.
+const READABLE: u32 = 2;
 /// Records start after the header page.
 const HEADER: u64 = 4096;
 const RECORD_HEAD: usize = 16;
 const FIRST_LEN: u64 = 1 << 20;
 /// Disk room held before a checkpoint or the recovery commit, besides what it replays.
 const RECOVERY_ROOM: u64 = 512 << 10;
-/// The journal never grows past this; when full, the writer checkpoints and starts again.
-pub const MAX_LEN: u64 = 8 << 20;
+/// Where the back region begins, and so how far the front region goes.
+const BACK: u64 = 8 << 20;
+/// The journal never grows past this (the back region ends here); when the region in use is
+/// full, the writer checkpoints and starts again.
+pub const MAX_LEN: u64 = 2 * BACK;
 /// ...except while `qbackup` holds its file, when no checkpoint can be taken: it then grows
-/// in steps of [`MAX_LEN`] (a step of zeros is written in tens of milliseconds) up to this,
+/// in steps of [`BACK`] (a step of zeros is written in tens of milliseconds) up to this,
 /// and is cut back to [`MAX_LEN`] once the writer is idle, or at the next start
 /// ([`Journal::cut_back`]).
 const HELD_MAX_LEN: u64 = 1 << 30;
@@ -75,8 +124,14 @@ pub struct Journal {
     len: u64,
     /// Where the next record goes.
     at: u64,
+    /// Where the region records go to now begins: the end of the header page or [`BACK`].
+    start: u64,
     /// The LSN the next record carries.
     next_lsn: u64,
+    /// The id in the header, part of every record's CRC (format 3).
+    generation: u64,
+    /// The format of the records here: the header's until a new generation is written.
+    format: u32,
     /// Records written since the journal last started again.
     written: u64,
     /// Disk room the groups applied since the last durable commit may still take when redb
@@ -84,9 +139,12 @@ pub struct Journal {
     pub pending_room: u64,
     /// Groups durable here and not yet applied to redb.
     pub deferred: crate::engine::deferred::Deferred,
-    /// Commits that applied deferred groups to redb, counted for the engines (see
+    /// Groups handed to the applier thread with the region left then: that region is not
+    /// written again until they are in redb, durably.
+    applying: Option<Arc<Applying>>,
+    /// How far the groups acknowledged and applied have come, for the engines (see
     /// [`crate::storage::handle::DbFile::applied`]).
-    applies: Arc<AtomicU64>,
+    marks: Arc<Marks>,
     /// False when its generation could not be recorded in redb (a full filesystem at
     /// open): records written now would not be applied at the next open, so none are.
     usable: bool,
@@ -116,7 +174,7 @@ fn io(path: &Path, what: &str) -> impl Fn(std::io::Error) -> QmError {
 impl Journal {
     /// Opens the journal of the redb file at `db_path`, creating it when there is none
     /// (`existed` says whether it was there), and reads the generation its header carries.
-    fn open(db_path: &Path, applies: Arc<AtomicU64>) -> QmResult<(Journal, Header, bool)> {
+    fn open(db_path: &Path, marks: Arc<Marks>) -> QmResult<(Journal, Header, bool)> {
         let path = path_of(db_path);
         let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         let (file, existed) = match rustix::fs::open(&path, flags, Mode::empty()) {
@@ -130,19 +188,24 @@ impl Journal {
         check_trust(&path, &file.metadata().map_err(|e| os_error(&path, "examine", e))?)?;
         let len = file.metadata().map_err(|e| os_error(&path, "examine", e))?.len();
         let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
-        let journal = Journal {
+        let mut journal = Journal {
             path,
             file,
             len,
             at: HEADER,
+            start: HEADER,
             next_lsn: 1,
+            generation: 0,
+            format: FORMAT,
             written: 0,
             pending_room: 0,
             deferred: Default::default(),
-            applies,
+            applying: None,
+            marks,
             usable: true,
         };
         let header = journal.read_header()?;
+        (journal.generation, journal.format) = (header.generation, header.format);
         Ok((journal, header, existed))
     }
 
@@ -164,17 +227,41 @@ impl Journal {
         Ok(Header { generation, format })
     }
 
-    /// Writes `generation` into the header, durably.
-    fn write_header(&self, generation: u64) -> QmResult<()> {
+    /// Writes `generation` into the header, durably; records are written in this format and
+    /// generation from now on.
+    fn write_header(&mut self, generation: u64) -> QmResult<()> {
         self.file.write(0, &header(generation)).map_err(io(&self.path, "write"))?;
-        self.file.sync_data().map_err(io(&self.path, "sync"))
+        self.file.sync_data().map_err(io(&self.path, "sync"))?;
+        (self.generation, self.format) = (generation, FORMAT);
+        Ok(())
     }
 
-    /// Reads the records that follow each other from the start; returns those whose LSN is
-    /// past `after`, in order.
+    /// The records past `after` that follow on from it without a gap, read from both
+    /// regions (the front alone before format 3), in order of LSN.
     fn scan(&self, after: u64) -> QmResult<Vec<(u64, Vec<u8>)>> {
+        let mut found = std::collections::BTreeMap::new();
+        let regions: &[u64] = if self.format >= FORMAT { &[HEADER, BACK] } else { &[HEADER] };
+        for &start in regions {
+            for (lsn, payload) in self.scan_region(start, after)? {
+                found.insert(lsn, payload);
+            }
+        }
         let mut records = Vec::new();
-        let mut at = HEADER;
+        for (lsn, payload) in found {
+            // The first may lie past `after` + 1: the caller says why it is not applied.
+            if records.last().is_some_and(|&(last, _)| lsn != last + 1) {
+                break;
+            }
+            records.push((lsn, payload));
+        }
+        Ok(records)
+    }
+
+    /// The records of the region that begins at `start` which follow each other, those
+    /// whose LSN is past `after`.
+    fn scan_region(&self, start: u64, after: u64) -> QmResult<Vec<(u64, Vec<u8>)>> {
+        let mut records = Vec::new();
+        let mut at = start;
         let mut expected: Option<u64> = None;
         while let Some((lsn, payload, next)) = self.record_at(at)? {
             if expected.is_some_and(|e| e != lsn) {
@@ -211,7 +298,7 @@ impl Journal {
         }
         let mut payload = vec![0u8; len as usize];
         self.file.read(at + RECORD_HEAD as u64, &mut payload).map_err(io(&self.path, "read"))?;
-        if checksum(lsn, &payload) != crc {
+        if self.checksum(lsn, &payload) != crc {
             return Ok(None);
         }
         Ok(Some((lsn, payload, end)))
@@ -221,9 +308,69 @@ impl Journal {
     /// written so far is durable in redb (or was just found to be stale).
     pub fn restart(&mut self, lsn: u64) {
         self.at = HEADER;
+        self.start = HEADER;
         self.next_lsn = lsn;
         self.written = 0;
         self.pending_room = 0;
+        self.applying = None;
+    }
+
+    /// Hands `applying` (every group up to the last record, taken from the deferred ones)
+    /// to the applier, and goes on in the other region. Only when [`Journal::may_switch`].
+    pub fn switch(&mut self, applying: Arc<Applying>) {
+        self.start = if self.start == HEADER { BACK } else { HEADER };
+        self.at = self.start;
+        self.pending_room = 0;
+        self.applying = Some(applying);
+    }
+
+    /// Whether records may go to the other region now: the groups of its last use are in
+    /// redb, and the front region has not grown over the back one (a backup's hold lets
+    /// it): a checkpoint then starts the journal again instead.
+    pub fn may_switch(&mut self) -> bool {
+        self.usable && !self.busy() && (self.start != HEADER || self.at <= BACK)
+    }
+
+    /// Whether groups handed to the applier are still being applied; forgets them once
+    /// they are in redb.
+    pub fn busy(&mut self) -> bool {
+        match &self.applying {
+            Some(a) if a.finished() == Some(true) => {
+                self.applying = None;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The groups the applier is applying now, if any (they are in redb once it is done).
+    pub fn applying(&self) -> Option<&Applying> {
+        self.applying.as_deref()
+    }
+
+    /// Waits until the groups handed to the applier are in redb: whatever applies or
+    /// commits next must come after them. Their commit's error when it failed (the file is
+    /// then opened again, which replays the journal).
+    pub fn finish_applying(&mut self) -> QmResult<()> {
+        let Some(applying) = self.applying.take() else { return Ok(()) };
+        let result = applying.wait();
+        if result.is_err() {
+            self.applying = Some(applying);
+        }
+        result
+    }
+
+    /// Disk room what is not yet durable in redb may take there: groups applied since the
+    /// last durable commit, deferred, and being applied.
+    pub fn unapplied_room(&self) -> u64 {
+        let applying = self.applying.as_ref().filter(|a| a.finished().is_none());
+        self.pending_room + self.deferred.room() + applying.map_or(0, |a| a.room())
+    }
+
+    /// The journal's marks, for the applier to move.
+    pub fn marks(&self) -> Arc<Marks> {
+        self.marks.clone()
     }
 
     /// Gives the room a backup's hold made the journal take back to the filesystem, when
@@ -232,6 +379,7 @@ impl Journal {
     /// own journal, which then waits for everything written meanwhile (after a backup,
     /// the copy's metadata: one group waited 1.2 s for it).
     pub fn cut_back(&mut self) {
+        // The back region lies below MAX_LEN: a group being applied may still need it.
         if self.len > MAX_LEN && self.at <= MAX_LEN && self.file.set_len(MAX_LEN).is_ok() {
             self.len = MAX_LEN;
             // The filesystem's commit is paid now, not by the next group.
@@ -239,10 +387,11 @@ impl Journal {
         }
     }
 
-    /// Everything deferred was just applied to redb (or the records it came from were).
-    pub fn applied(&mut self) {
+    /// Everything deferred was just applied to redb (or the records it came from were):
+    /// every group up to `lsn`.
+    pub fn applied(&mut self, lsn: u64) {
         self.deferred.clear();
-        self.applies.fetch_add(1, Ordering::Release);
+        self.marks.applied(lsn);
     }
 
     /// The LSN the next record will carry.
@@ -252,12 +401,12 @@ impl Journal {
 
     /// Whether a record of `payload_len` bytes can ever fit.
     pub fn fits(payload_len: usize) -> bool {
-        (RECORD_HEAD + payload_len) as u64 <= (MAX_LEN - HEADER) / 4
+        (RECORD_HEAD + payload_len) as u64 <= (BACK - HEADER) / 4
     }
 
-    /// Bytes of records written since the last restart.
+    /// Bytes of records written in the region in use since it began.
     pub fn used(&self) -> u64 {
-        self.at - HEADER
+        self.at - self.start
     }
 
     /// Makes room for a record of `payload_len` bytes, growing the file if need be (past
@@ -269,6 +418,10 @@ impl Journal {
             return false;
         }
         let need = self.at + (RECORD_HEAD + payload_len) as u64;
+        // The front region must not run into the back one while its groups are applied.
+        if self.start == HEADER && need > BACK && self.busy() {
+            return false;
+        }
         if need <= self.len {
             return true;
         }
@@ -291,7 +444,7 @@ impl Journal {
         let lsn = self.next_lsn;
         let mut record = Vec::with_capacity(total as usize);
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&checksum(lsn, payload).to_le_bytes());
+        record.extend_from_slice(&self.checksum(lsn, payload).to_le_bytes());
         record.extend_from_slice(&lsn.to_le_bytes());
         record.extend_from_slice(payload);
         self.file.write(self.at, &record).map_err(io(&self.path, "write"))?;
@@ -299,7 +452,19 @@ impl Journal {
         self.at += total;
         self.next_lsn += 1;
         self.written += 1;
+        self.marks.acknowledged(lsn);
         Ok(())
+    }
+
+    /// The CRC of a record: over the generation too since format 3.
+    fn checksum(&self, lsn: u64, payload: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        if self.format >= FORMAT {
+            h.update(&self.generation.to_le_bytes());
+        }
+        h.update(&lsn.to_le_bytes());
+        h.update(payload);
+        h.finalize()
     }
 
     /// Makes the file at least `need` long, in zeros, doubling up to [`MAX_LEN`] and in
@@ -311,17 +476,25 @@ impl Journal {
         }
         let mut len = self.len.max(FIRST_LEN);
         while len < need {
-            len = if len < MAX_LEN { len * 2 } else { len + MAX_LEN };
+            len = if len < MAX_LEN { len * 2 } else { len + BACK };
         }
         let len = len.min(limit);
         let zeros = vec![0u8; 1 << 20];
         let mut at = self.len;
-        while at < len {
-            let n = (len - at).min(zeros.len() as u64);
-            self.file.write(at, &zeros[..n as usize]).map_err(io(&self.path, "grow"))?;
-            at += n;
+        let filled = (|| {
+            while at < len {
+                let n = (len - at).min(zeros.len() as u64);
+                self.file.write(at, &zeros[..n as usize]).map_err(io(&self.path, "grow"))?;
+                at += n;
+            }
+            self.file.sync_data().map_err(io(&self.path, "sync"))
+        })();
+        if let Err(e) = filled {
+            // What was written of the growth goes back to a nearly full filesystem: kept, it
+            // would take the room freed there, time after time.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
         }
-        self.file.sync_data().map_err(io(&self.path, "sync"))?;
         self.len = len;
         Ok(true)
     }
@@ -339,13 +512,6 @@ fn header(generation: u64) -> Vec<u8> {
     head[16..20].copy_from_slice(&FORMAT.to_le_bytes());
     head[24..32].copy_from_slice(&generation.to_le_bytes());
     head
-}
-
-fn checksum(lsn: u64, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&lsn.to_le_bytes());
-    h.update(payload);
-    h.finalize()
 }
 
 /// Creates a journal: its header and its first MiB of zeros, written and synced under a
@@ -413,13 +579,12 @@ pub fn recover(
     path: &Path,
     space: &super::space::Space,
     floor: u64,
-    applies: Arc<AtomicU64>,
+    marks: Arc<Marks>,
 ) -> QmResult<Journal> {
     let what = format!("cannot recover the journal of {}", path.display());
     let fail = |e: redb::Error| space.explain(&what, e);
     let (recorded, durable) = recorded(db).map_err(fail)?;
-    let (mut journal, Header { generation: found, format }, existed) =
-        Journal::open(path, applies)?;
+    let (mut journal, Header { generation: found, format }, existed) = Journal::open(path, marks)?;
     if !existed && recorded.is_some() {
         tracing::warn!(
             "{}: its journal {} was missing and was made again; if qmd did not stop cleanly, \
@@ -431,7 +596,7 @@ pub fn recover(
     let mut records = Vec::new();
     if existed && recorded == Some(found) {
         let scanned = journal.scan(durable)?;
-        if format != FORMAT && !scanned.is_empty() {
+        if format < READABLE && !scanned.is_empty() {
             return Err(QmError::inval(format!(
                 "{} was written by an earlier qm (journal format {format}) and holds {} not \
                  yet in {}, which this qm cannot read; it was left unchanged. Start the qmd \
@@ -504,7 +669,8 @@ pub fn recover(
     }
     journal.restart(last + 1);
     journal.cut_back();
-    journal.applied();
+    journal.applied(last);
+    journal.marks.acknowledged(last);
     Ok(journal)
 }
 
@@ -518,6 +684,7 @@ pub fn checkpoint(db: &super::handle::Db, journal: &mut Journal) -> QmResult<()>
 /// [`checkpoint`], when the last group applied is `applied` (one the journal does not hold).
 /// The deferred groups are applied in the same commit.
 pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64) -> QmResult<()> {
+    journal.finish_applying()?;
     let pending = journal.pending_room + journal.deferred.room();
     let explain = |e: redb::Error| db.explain("checkpoint failed", e);
     let mut txn = db.begin_write().map_err(|e| explain(e.into()))?;
@@ -527,7 +694,102 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
     crate::engine::writer::apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
     record_lsn(&txn, applied).map_err(explain)?;
     txn.commit().map_err(|e| explain(e.into()))?;
-    journal.applied();
+    journal.applied(applied);
     journal.restart(applied + 1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new journal beside `dir/d.qm`, its header written with `generation`.
+    fn journal(dir: &Path, generation: u64) -> Journal {
+        let (mut journal, _, existed) = Journal::open(&dir.join("d.qm"), Arc::default()).unwrap();
+        assert!(!existed);
+        journal.write_header(generation).unwrap();
+        journal
+    }
+
+    /// Appends records of `len` bytes, each holding its LSN, until the LSN is `last`.
+    fn append_to(journal: &mut Journal, last: u64, len: usize) {
+        while journal.next_lsn() <= last {
+            let mut payload = vec![0u8; len];
+            payload[..8].copy_from_slice(&journal.next_lsn().to_le_bytes());
+            assert!(journal.make_room(payload.len(), false));
+            journal.append(&payload).unwrap();
+        }
+    }
+
+    fn lsns(records: &[(u64, Vec<u8>)]) -> Vec<u64> {
+        for (lsn, payload) in records {
+            assert_eq!(payload[..8], lsn.to_le_bytes(), "record {lsn} holds its own payload");
+        }
+        records.iter().map(|&(lsn, _)| lsn).collect()
+    }
+
+    fn handed_over(journal: &Journal) -> Arc<Applying> {
+        let lsn = journal.next_lsn() - 1;
+        Arc::new(Applying::new(Vec::new(), Default::default(), lsn, 0, journal.marks()))
+    }
+
+    #[test]
+    fn records_of_both_regions_are_read_in_order_of_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        append_to(&mut journal, 3, 100);
+        let first = handed_over(&journal);
+        journal.switch(first.clone());
+        assert_eq!(journal.at, BACK, "the groups after a hand-over go to the back region");
+        append_to(&mut journal, 5, 100);
+        // While the groups 1 to 3 are applied, a crash leaves both regions to read.
+        assert_eq!(lsns(&journal.scan(0).unwrap()), [1, 2, 3, 4, 5]);
+        assert_eq!(lsns(&journal.scan(3).unwrap()), [4, 5]);
+        assert!(!journal.may_switch(), "the front region is still needed");
+        first.end(Ok(()));
+        assert!(journal.may_switch());
+        journal.switch(handed_over(&journal));
+        assert_eq!(journal.at, HEADER);
+        // Longer records over the old ones: the scan stops where the new ones end.
+        append_to(&mut journal, 7, 150);
+        assert_eq!(lsns(&journal.scan(3).unwrap()), [4, 5, 6, 7]);
+        assert_eq!(lsns(&journal.scan(5).unwrap()), [6, 7]);
+    }
+
+    #[test]
+    fn the_front_region_does_not_run_into_the_back_one_while_it_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        let front = handed_over(&journal);
+        journal.switch(front.clone());
+        append_to(&mut journal, 1, 100);
+        front.end(Ok(()));
+        // Back to the front, the back region's group still being applied.
+        let back = handed_over(&journal);
+        journal.switch(back.clone());
+        let largest = (BACK - HEADER) as usize / 4 - RECORD_HEAD;
+        let mut fitted = 0;
+        while journal.make_room(largest, false) {
+            journal.append(&vec![1u8; largest]).unwrap();
+            fitted += 1;
+        }
+        assert_eq!(fitted, 4, "the front region takes four of the largest records");
+        back.end(Ok(()));
+        assert!(journal.may_switch(), "the front region ends where the back one begins");
+        assert!(journal.make_room(largest, false), "once applied, the back region is free");
+        journal.append(&vec![1u8; largest]).unwrap();
+        assert!(!journal.may_switch(), "but the front region ran into it: no switch back");
+    }
+
+    #[test]
+    fn records_of_an_earlier_generation_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        append_to(&mut journal, 3, 100);
+        assert_eq!(lsns(&journal.scan(0).unwrap()), [1, 2, 3]);
+        // A start records a new generation and goes on from the last LSN: the old records
+        // are still in the file, and must not pass for records of the new one.
+        journal.write_header(8).unwrap();
+        assert!(journal.scan(0).unwrap().is_empty());
+    }
 }

@@ -138,6 +138,12 @@ impl Space {
         }))
     }
 
+    /// Whether room is held ahead for this file: not on a filesystem without `fallocate`
+    /// (nor with `QM_FAULT=noroom`), where a full disk is met inside redb's commits.
+    pub fn holds_room(&self) -> bool {
+        self.room().file.is_some()
+    }
+
     fn room(&self) -> MutexGuard<'_, Room> {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
     }

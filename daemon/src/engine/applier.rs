@@ -1,0 +1,158 @@
+//! The applier: one thread per redb file that makes deferred groups durable in redb while
+//! the writer goes on with the next ones.
+//!
+//! A checkpoint under load used to stop a file's groups for its whole length: at a deep
+//! queue, tens of milliseconds of B-tree inserts and then redb's own syncs, several times a
+//! second. Now the writer takes every deferred group out at once ([`Applying`]), starts
+//! writing the journal's other region ([`crate::storage::journal`]), and hands them here.
+//! This thread applies them in one durable commit that records the LSN of the last one;
+//! only then may the region they came from be written again, and only then do the engines
+//! let go of the messages they wrote (the file's applied mark moves).
+//!
+//! Until that commit, the groups stay readable here for the writer: a removal of a message
+//! enqueued by one of them takes its body from [`Applying::body`]. Whatever else applies
+//! or commits on the file waits for this commit first ([`crate::storage::journal::Journal::finish_applying`]),
+//! so that writes reach redb in the order they were made.
+//!
+//! A commit that fails leaves the file to be opened again, which replays the journal: both
+//! regions are still intact then.
+
+use super::deferred::Enqueued;
+use super::writer::{Bodies, COMMITS, WriteOp, apply_all};
+use crate::storage::handle::Db;
+use crate::storage::journal::{self, Marks};
+use qm_common::{QmError, QmResult};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+
+/// Deferred groups taken out for one durable commit of their own.
+pub struct Applying {
+    /// Their writes that still have an effect, in order.
+    ops: Vec<WriteOp>,
+    /// The bodies of the messages they enqueue.
+    bodies: Enqueued,
+    /// The LSN of the last group.
+    lsn: u64,
+    /// Disk room the commit may need (held by the writer when it handed them over).
+    room: u64,
+    marks: Arc<Marks>,
+    /// None until the commit is over; then how it went.
+    done: Mutex<Option<QmResult<()>>>,
+    ended: Condvar,
+}
+
+impl Applying {
+    pub fn new(
+        ops: Vec<WriteOp>,
+        bodies: Enqueued,
+        lsn: u64,
+        room: u64,
+        marks: Arc<Marks>,
+    ) -> Applying {
+        Applying { ops, bodies, lsn, room, marks, done: Mutex::new(None), ended: Condvar::new() }
+    }
+
+    /// The body of message `seq` of `qspace` if one of these groups enqueued it.
+    pub fn body(&self, qspace: &str, seq: u64) -> Option<&Arc<[u8]>> {
+        self.bodies.get(qspace)?.get(&seq)
+    }
+
+    pub fn room(&self) -> u64 {
+        self.room
+    }
+
+    /// None while the commit is under way; then whether it was made.
+    pub fn finished(&self) -> Option<bool> {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Result::is_ok)
+    }
+
+    /// Waits for the end of the commit; why it failed if it did.
+    pub fn wait(&self) -> QmResult<()> {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = done.as_ref() {
+                return result.clone();
+            }
+            done = self.ended.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn end(&self, result: QmResult<()>) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.ended.notify_all();
+    }
+
+    /// Applies the groups in one durable commit, recording the LSN of the last.
+    fn commit(&self, db: &Db) -> QmResult<()> {
+        let what = "applying deferred writes failed";
+        let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
+        crate::storage::files::quick_repair(&mut txn);
+        apply_all(&txn, std::iter::once(self.ops.iter()), Bodies::Dropped)
+            .map_err(|e| db.recheck(e))?;
+        journal::record_lsn(&txn, self.lsn)
+            .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
+        txn.commit().map_err(|e| db.explain(what, e))
+    }
+}
+
+/// The handle to a file's applier thread; dropping it ends the thread once the groups sent
+/// are applied.
+pub struct Applier {
+    tx: Option<mpsc::Sender<(Db, Arc<Applying>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Applier {
+    /// Starts the applier of the file called `name`; None when no thread can be started
+    /// (the writer then checkpoints by itself, as it always may).
+    pub fn start(name: &str) -> Option<Applier> {
+        let (tx, rx) = mpsc::channel::<(Db, Arc<Applying>)>();
+        let thread =
+            std::thread::Builder::new().name(format!("qm-applier {name}")).spawn(move || {
+                for (db, applying) in rx {
+                    run(&db, &applying);
+                }
+            });
+        match thread {
+            Ok(thread) => Some(Applier { tx: Some(tx), thread: Some(thread) }),
+            Err(e) => {
+                tracing::warn!("no applier thread ({e}); checkpoints stop the writer meanwhile");
+                None
+            }
+        }
+    }
+
+    /// Hands `applying` over; it is applied after those sent before.
+    pub fn send(&self, db: Db, applying: Arc<Applying>) {
+        let sent = self.tx.as_ref().map(|tx| tx.send((db, applying)));
+        if let Some(Err(mpsc::SendError((db, applying)))) = sent {
+            run(&db, &applying);
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: &Db, applying: &Applying) {
+    match applying.commit(db) {
+        Ok(()) => {
+            COMMITS.fetch_add(1, Ordering::Relaxed);
+            applying.marks.applied(applying.lsn);
+            applying.end(Ok(()));
+        }
+        Err(e) => {
+            // Applied in part, or not durable: the file is opened again, and its journal,
+            // both regions intact, replayed.
+            tracing::warn!("{} (the file is opened again)", e.message);
+            db.poison();
+            applying.end(Err(e));
+        }
+    }
+}
