@@ -15,6 +15,7 @@
 #   5. `qimport` of the file again, timed: it adds nothing.
 #
 # Run:   bench/export.sh [N]          (default 1000000)
+#        QMD=/tmp/old-target/release/qmd bench/export.sh   measures another qmd binary
 # Needs about 5 KiB of disk per message under $TMPDIR (default /tmp). Not part of CI.
 set -euo pipefail
 
@@ -25,6 +26,7 @@ if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then
 fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 release=${CARGO_TARGET_DIR:-$repo/target}/release
+qmd=${QMD:-$release/qmd}
 base=${TMPDIR:-/tmp}
 echo "building (release)..."
 (cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin --example bench_deep)
@@ -38,7 +40,7 @@ trap cleanup EXIT
 
 # Starts qmd on device $1 and makes queue space BENCH on it, with queue Q when $2 is set.
 device() {
-    "$release/qmd" "$1" -l 1 -g "$1.log" >"$1.out" 2>&1 &
+    "$qmd" "$1" -l 1 -g "$1.log" >"$1.out" 2>&1 &
     pids+=($!)
     for _ in $(seq 200); do [ -S "$1.sock" ] && break; sleep 0.05; done
     local pages=$((2 * n + 100000)) queue=""

@@ -14,7 +14,7 @@
 //! What redb does not hold yet, the engines do: a message stays in memory (resident, its
 //! body included) until the commit that applies its last write, and a removed one leaves a
 //! mark that hides it on disk until then (see [`super::index::Index::drain`]). Each such
-//! commit counts one more in the file's apply count
+//! commit moves the file's applied mark to the LSN of the last group it holds
 //! ([`crate::storage::handle::DbFile::applied`]), which the engines watch for that.
 
 use super::applier::Applying;
@@ -307,6 +307,23 @@ mod tests {
         assert_eq!((taken.len(), lsn), (3, Some(1)));
         let (taken, lsn) = deferred.take_groups(2);
         assert_eq!((taken.len(), lsn), (2, Some(3)));
+    }
+
+    #[test]
+    fn all_is_handed_over_but_what_cancels_out() {
+        let tables = Arc::new(QueueSpaceTables::new("QS"));
+        let mut deferred = Deferred::default();
+        deferred.push(std::iter::once(&[put(&tables, 1), put(&tables, 2)][..]), 7);
+        deferred.push(std::iter::once(&[delete(&tables, 1), put(&tables, 3)][..]), 8);
+        let (ops, bodies, room) = deferred.take_all();
+        assert_eq!(seqs(ops.iter()), [('+', 2), ('+', 3)], "message 1 came and went");
+        let handed = |seq| bodies.get("QS").and_then(|m| m.get(&seq)).is_some();
+        assert!(!handed(1) && handed(2) && handed(3), "the bodies a removal may ask for");
+        assert!(room > 0);
+        assert!(deferred.is_empty() && deferred.room() == 0);
+        // Message 2 goes to redb with the groups handed over: its removal must follow it.
+        deferred.push(std::iter::once(&[delete(&tables, 2)][..]), 9);
+        assert_eq!(seqs(deferred.surviving()), [('-', 2)]);
     }
 
     #[test]

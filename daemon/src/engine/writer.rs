@@ -336,10 +336,10 @@ const BUSY_TURNS: Duration = Duration::from_micros(30);
 /// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
 /// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
 /// short of that, applies the deferred writes once there are many. With an `applier`,
-/// both are handed to it ([`hand_off`]) when it is free, and wait for it otherwise. With
-/// more deferred than a checkpoint should apply at once, applies a step of them
-/// ([`catch_up`]) and says so (true): the caller comes back for the next,
-/// `stepping_already`.
+/// both are handed to it ([`hand_off`]) when it is free, and wait for it otherwise.
+/// Without (or when the journal cannot switch regions), with more deferred than a
+/// checkpoint should apply at once, applies a step of them ([`catch_up`]) and says so
+/// (true): the caller comes back for the next, `stepping_already`.
 fn checkpoint_if(
     file: &DbFile,
     bytes: u64,
@@ -366,22 +366,23 @@ fn checkpoint_if(
     // writers up for a fifth of a second at a deep queue.
     let above = if stepping_already { chunk } else { above };
     let stepping = journal.deferred.len() > above;
-    let done = if stepping {
-        catch_up(&db, journal, chunk)
-    } else if applier.is_some() && journal.busy() {
+    let done = if applier.is_some() && journal.busy() {
         // The region left last time is still needed: the groups go on in this one.
         return false;
     } else if let Some(applier) = applier
         && journal.may_switch()
     {
-        hand_off(&db, journal, applier)
+        // However many, they are applied on the applier's thread: no step is taken here.
+        hand_off(&db, journal, applier).map(|()| false)
+    } else if stepping {
+        catch_up(&db, journal, chunk).map(|()| true)
     } else if due(journal) {
-        journal::checkpoint(&db, journal)
+        journal::checkpoint(&db, journal).map(|()| false)
     } else {
-        settle(&db, journal)
+        settle(&db, journal).map(|()| false)
     };
     match done {
-        Ok(()) => stepping,
+        Ok(stepped) => stepped,
         Err(e) => {
             tracing::warn!("{}: {} (tried again later)", file.path().display(), e.message);
             false

@@ -7,8 +7,9 @@
 //! group is applied at once, after them, in a commit that is visible but not durable
 //! (`Durability::None`). Every commit that applies groups records the number (LSN) of the
 //! last one it holds. Now and then a durable redb commit (a checkpoint) applies what is
-//! deferred and makes everything up to its LSN durable in redb itself, and the journal
-//! starts again from its beginning. Any durable commit of the file, an administrative one
+//! deferred and makes everything up to its LSN durable in redb itself: under load on the
+//! applier's thread, while records go on into the other region (below); otherwise on the
+//! writer's, and the journal starts again from its beginning. Any durable commit of the file, an administrative one
 //! included, applies the deferred groups first and carries the LSN of the last group
 //! applied, so redb always knows how far it is durable.
 //!
@@ -33,7 +34,7 @@
 //! is written again only once that commit is made. Recovery reads both regions and applies
 //! the records past redb's durable point in order of LSN.
 //!
-//! The file is filled with zeros as it grows (from 1 MiB, doubling up to 8 MiB), so that a
+//! The file is filled with zeros as it grows (from 1 MiB, doubling up to 16 MiB), so that a
 //! sync writes data only, never the file's size or block map: one device flush per group.
 
 use super::fault;
