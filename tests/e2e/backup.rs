@@ -8,7 +8,7 @@ use crate::app::{App, admin_on as admin, all, varied};
 use crate::faults::stop_and_wait;
 use crate::support::{Daemon, Env, wait_until};
 use qm_common::backup::{BackupReport, MANIFEST, Manifest};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -237,6 +237,14 @@ fn the_offline_way_stop_copy_and_chdl_works() {
     admin(&device, "daemon stop").ok();
 }
 
+/// The largest a journal grows while no backup holds its file (its two regions).
+const JOURNAL_MAX: u64 = 16 << 20;
+
+/// The length of the journal at `path` (0 while there is none).
+fn journal_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// Each file is copied as bytes while it is held: writers go on meanwhile (into the
 /// journal, which grows past its usual 8 MiB and is cut back after), and the copy is the
 /// moment of the snapshot, not a file changing under it. With
@@ -248,7 +256,6 @@ fn the_offline_way_stop_copy_and_chdl_works() {
 /// journal back.
 #[test]
 fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
-    const JOURNAL_MAX: u64 = 16 << 20;
     let env = Env::new();
     let mut daemon =
         Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy+checkpoints")]);
@@ -261,7 +268,6 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
     ))
     .ok();
     let journal = PathBuf::from(format!("{}.journal", other.display()));
-    let journal_len = || std::fs::metadata(&journal).map_or(0, |m| m.len());
     let pad = "x".repeat(200 << 10);
     let stop = AtomicBool::new(false);
     let acked = AtomicU64::new(0);
@@ -288,7 +294,7 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
         let longest = s.spawn(|| {
             let mut longest = 0;
             while !stop.load(Ordering::Relaxed) {
-                longest = longest.max(journal_len());
+                longest = longest.max(journal_len(&journal));
                 std::thread::sleep(Duration::from_millis(5));
             }
             longest
@@ -301,7 +307,7 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
         (before, during, longest.join().unwrap())
     });
     assert!(during >= 20, "writers made only {during} enqueues while the backup ran");
-    assert!(longest > JOURNAL_MAX, "the journal never grew past 8 MiB ({longest} bytes)");
+    assert!(longest > JOURNAL_MAX, "the journal never grew past 16 MiB ({longest} bytes)");
     // Killed while it catches up on what it deferred (or just after): the steps already
     // durable and the journal's later records make up everything acknowledged.
     let total = acked.load(Ordering::Relaxed);
@@ -316,7 +322,11 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
     assert_eq!(live, sent, "what the device holds after kill -9 is not what was acknowledged");
     assert!(all(&mut app, "T").is_empty(), "a message dequeued came back");
     // OTHER was opened again with its queue space, and its journal started again.
-    assert!(journal_len() <= JOURNAL_MAX, "the journal kept {} bytes", journal_len());
+    assert!(
+        journal_len(&journal) <= JOURNAL_MAX,
+        "the journal kept {} bytes",
+        journal_len(&journal)
+    );
     std::fs::create_dir(env.path("r")).unwrap();
     let restored = env.path("r/QUE");
     env.c(&format!("qrestore {} {}", backup.display(), restored.display())).ok();
@@ -432,7 +442,6 @@ fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
 /// runs, once its writer is idle: not only at the next start.
 #[test]
 fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
-    const JOURNAL_MAX: u64 = 16 << 20;
     let env = Env::new();
     let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy")]);
     let other = env.path("OTHER");
@@ -444,7 +453,6 @@ fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
     ))
     .ok();
     let journal = PathBuf::from(format!("{}.journal", other.display()));
-    let journal_len = || std::fs::metadata(&journal).map_or(0, |m| m.len());
     let pad = "x".repeat(200 << 10);
     let stop = AtomicBool::new(false);
     let acked = AtomicU64::new(0);
@@ -463,7 +471,7 @@ fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
         let longest = s.spawn(|| {
             let mut longest = 0;
             while !stop.load(Ordering::Relaxed) {
-                longest = longest.max(journal_len());
+                longest = longest.max(journal_len(&journal));
                 std::thread::sleep(Duration::from_millis(5));
             }
             longest
@@ -473,10 +481,10 @@ fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
         stop.store(true, Ordering::Relaxed);
         longest.join().unwrap()
     });
-    assert!(longest > JOURNAL_MAX, "the journal never grew past 8 MiB ({longest} bytes)");
+    assert!(longest > JOURNAL_MAX, "the journal never grew past 16 MiB ({longest} bytes)");
     assert!(
-        wait_until(Duration::from_secs(20), || journal_len() <= JOURNAL_MAX),
+        wait_until(Duration::from_secs(20), || journal_len(&journal) <= JOURNAL_MAX),
         "the idle qmd kept a journal of {} bytes",
-        journal_len()
+        journal_len(&journal)
     );
 }

@@ -141,10 +141,13 @@ impl Drop for Applier {
 }
 
 fn run(db: &Db, applying: &Applying) {
-    match applying.commit(db) {
+    // A panic inside redb must end the commit too: the writer waits for its end.
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| applying.commit(db)))
+        .unwrap_or_else(|_| Err(QmError::system("applying deferred writes failed (a panic)")));
+    match committed {
         Ok(()) => {
             COMMITS.fetch_add(1, Ordering::Relaxed);
-            applying.marks.applied(applying.lsn);
+            applying.marks.apply(applying.lsn);
             applying.end(Ok(()));
         }
         Err(e) => {

@@ -230,7 +230,9 @@ impl Deferred {
     /// [`Deferred::take_groups`].
     pub fn take_all(&mut self) -> (Vec<WriteOp>, Enqueued, u64) {
         let room = self.room;
-        let ops: Vec<WriteOp> = self.surviving().cloned().collect();
+        // Moved, not copied: the writer does this at every hand-over.
+        let ops: Vec<WriteOp> =
+            std::mem::take(&mut self.ops).into_iter().filter(|op| !self.cancelled(op)).collect();
         let bodies = std::mem::take(&mut self.fresh)
             .into_iter()
             .map(|(qspace, msgs)| {

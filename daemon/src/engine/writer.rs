@@ -360,6 +360,10 @@ fn checkpoint_if(
     let Ok(db) = file.get() else { return false };
     let mut guard = file.journal();
     let Some(journal) = guard.as_mut() else { return false };
+    // Where room cannot be held ahead, groups acknowledged while the applier's commit met
+    // a full disk could be more than the disk takes when the file is opened again and
+    // replays them: the writer checkpoints by itself there.
+    let applier = applier.filter(|_| db.holds_room());
     let (chunk, above) = catch_up_sizes();
     // Once it steps, it steps down to a step's worth, so that the checkpoint after the
     // last step applies no more than that: a checkpoint of [`CATCH_UP_ABOVE`] writes held
@@ -724,12 +728,10 @@ fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
 /// Takes every deferred group out and hands them to `applier` for a durable commit of their
 /// own, and goes on in the journal's other region meanwhile (see [`super::applier`]). The
 /// room their commit may need is held now; without it, a checkpoint is taken here instead,
-/// which refuses cleanly. So it is where room cannot be held at all: groups acknowledged
-/// while a commit meets a full disk would then be more than the disk can take when the
-/// file is opened again and replays them.
+/// which refuses cleanly.
 fn hand_off(db: &Db, journal: &mut journal::Journal, applier: &Applier) -> QmResult<()> {
     let held = COMMIT_ROOM + journal.pending_room + journal.deferred.room();
-    if db.reserve(held).is_err() || !db.holds_room() {
+    if db.reserve(held).is_err() {
         return journal::checkpoint(db, journal);
     }
     let lsn = journal.next_lsn() - 1;

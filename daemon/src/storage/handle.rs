@@ -200,12 +200,12 @@ impl DbFile {
     /// The LSN up to which redb holds every group ([`crate::engine::deferred`]): a write
     /// acknowledged before [`DbFile::horizon`] was read is in redb once this reaches it.
     pub fn applied(&self) -> u64 {
-        self.marks.applied_lsn()
+        self.marks.applied()
     }
 
     /// The LSN of the last group acknowledged from the journal.
     pub fn horizon(&self) -> u64 {
-        self.marks.horizon()
+        self.marks.acknowledged()
     }
 
     /// Applies the writes that are durable in the journal but not yet in redb, so that

@@ -61,21 +61,23 @@ pub struct Marks {
 }
 
 impl Marks {
-    pub fn acknowledged(&self, lsn: u64) {
+    /// Group `lsn` is durable in the journal; its callers are answered next.
+    pub fn acknowledge(&self, lsn: u64) {
         self.acknowledged.fetch_max(lsn, Ordering::Release);
     }
 
-    pub fn applied(&self, lsn: u64) {
+    /// Every group up to `lsn` is in redb.
+    pub fn apply(&self, lsn: u64) {
         self.applied.fetch_max(lsn, Ordering::Release);
     }
 
     /// The last group acknowledged: read after a write was answered, at least its group.
-    pub fn horizon(&self) -> u64 {
+    pub fn acknowledged(&self) -> u64 {
         self.acknowledged.load(Ordering::Acquire)
     }
 
     /// Every group up to this one is in redb.
-    pub fn applied_lsn(&self) -> u64 {
+    pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
     }
 }
@@ -392,7 +394,7 @@ impl Journal {
     /// every group up to `lsn`.
     pub fn applied(&mut self, lsn: u64) {
         self.deferred.clear();
-        self.marks.applied(lsn);
+        self.marks.apply(lsn);
     }
 
     /// The LSN the next record will carry.
@@ -453,7 +455,7 @@ impl Journal {
         self.at += total;
         self.next_lsn += 1;
         self.written += 1;
-        self.marks.acknowledged(lsn);
+        self.marks.acknowledge(lsn);
         Ok(())
     }
 
@@ -671,7 +673,7 @@ pub fn recover(
     journal.restart(last + 1);
     journal.cut_back();
     journal.applied(last);
-    journal.marks.acknowledged(last);
+    journal.marks.acknowledge(last);
     Ok(journal)
 }
 
