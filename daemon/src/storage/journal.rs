@@ -108,7 +108,8 @@ const BACK: u64 = 8 << 20;
 pub const MAX_LEN: u64 = 2 * BACK;
 /// ...except while `qbackup` holds its file, when no checkpoint can be taken: it then grows
 /// in steps of [`BACK`] (a step of zeros is written in tens of milliseconds) up to this,
-/// and is cut back to [`MAX_LEN`] once the writer is idle, or at the next start
+/// and goes on doing so after the hold until a checkpoint starts it again at the front; it
+/// is cut back to [`MAX_LEN`] once the writer is idle, or at the next start
 /// ([`Journal::cut_back`]).
 const HELD_MAX_LEN: u64 = 1 << 30;
 
@@ -428,6 +429,12 @@ impl Journal {
         if need <= self.len {
             return true;
         }
+        // Records past the usual size were written during a hold, and the writer is still
+        // catching up after it (in steps between groups, until a checkpoint starts the
+        // journal again at the front): refused more room now, the next group would be
+        // committed by redb together with every write still deferred, holding all writers
+        // up for most of a second (BENCHMARKS.md).
+        let held = held || self.at > MAX_LEN;
         match self.grow(need, held) {
             Ok(grown) => grown,
             Err(e) => {
@@ -757,6 +764,29 @@ mod tests {
         append_to(&mut journal, 7, 150);
         assert_eq!(lsns(&journal.scan(3).unwrap()), [4, 5, 6, 7]);
         assert_eq!(lsns(&journal.scan(5).unwrap()), [6, 7]);
+    }
+
+    /// A hold grows the journal past its usual size; once it ends, the writer catches up in
+    /// steps between groups, and those groups must still find room in the journal.
+    #[test]
+    fn a_journal_grown_by_a_hold_keeps_growing_while_it_is_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        let largest = (BACK - HEADER) as usize / 4 - RECORD_HEAD;
+        while journal.at + (RECORD_HEAD + largest) as u64 <= MAX_LEN {
+            assert!(journal.make_room(largest, false));
+            journal.append(&vec![1u8; largest]).unwrap();
+        }
+        assert!(!journal.make_room(largest, false), "not held, the journal stops at MAX_LEN");
+        assert!(journal.make_room(largest, true), "held by a backup, it grows past it");
+        journal.append(&vec![1u8; largest]).unwrap();
+        while journal.at + (RECORD_HEAD + largest) as u64 <= journal.len {
+            assert!(journal.make_room(largest, true));
+            journal.append(&vec![1u8; largest]).unwrap();
+        }
+        // The hold ended; no checkpoint has started the journal again yet.
+        assert!(journal.make_room(largest, false), "after the hold, it goes on growing");
+        assert!(journal.len > MAX_LEN + BACK);
     }
 
     #[test]
