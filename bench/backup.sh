@@ -70,7 +70,8 @@ size = sum(f["bytes"] for f in r["manifest"]["files"])
 secs = r["millis"] / 1000
 msgs = sum(q["messages"] for q in r["manifest"]["qspaces"])
 print(f"  {msgs:,} messages, {size / 1e6:,.0f} MB of copies in {secs:.1f} s: {size / 1e6 / secs:,.0f} MB/s;"
-      f" writers held at most {r['manifest']['longest_pause_us'] / 1000:.2f} ms")
+      f" writers held at most {r['manifest']['longest_pause_us'] / 1000:.2f} ms for the snapshot;"
+      f" the longest pause of a writer during the backup {r['manifest'].get('longest_writer_pause_us', 0) / 1000:.1f} ms")
 PY
 }
 

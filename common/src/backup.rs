@@ -28,6 +28,12 @@ pub struct Manifest {
     pub qspaces: Vec<SpaceChecked>,
     /// The longest time writers were held while the snapshot was taken, microseconds.
     pub longest_pause_us: u64,
+    /// The longest any writer paused from the snapshot to the manifest, microseconds: one
+    /// group of writes made durable (a slow disk sync included) with the checkpoint work
+    /// after it, which requests arriving meanwhile waited for. Not in manifests of qm
+    /// before it (read as 0).
+    #[serde(default)]
+    pub longest_writer_pause_us: u64,
 }
 
 /// One file of the device, as backed up.
@@ -62,4 +68,18 @@ pub struct RestoreReport {
     /// Each file: where it was, where it is now.
     pub files: Vec<(String, String)>,
     pub qspaces: Vec<SpaceChecked>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest written before writers' pauses were measured still reads, as 0.
+    #[test]
+    fn a_manifest_without_the_writers_pause_reads_as_zero() {
+        let old = r#"{"format":1,"qm_version":"0.1.0","taken":1,"device":"/d","page_size":4096,
+            "files":[],"qspaces":[],"longest_pause_us":1500}"#;
+        let manifest: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!((manifest.longest_pause_us, manifest.longest_writer_pause_us), (1500, 0));
+    }
 }

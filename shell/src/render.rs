@@ -790,13 +790,15 @@ pub fn backup(report: &qm_common::backup::BackupReport) -> String {
         .map(|f| vec![f.original.clone(), f.name.clone(), bytes(f.bytes), f.crc32.clone()])
         .collect();
     format!(
-        "Backup of {} in {}: {}, {} in {}; checked.\nWriters were held {:.1} ms at most; it took {secs:.1} s ({rate:.0} MB/s).\n{}\n",
+        "Backup of {} in {}: {}, {} in {}; checked.\nWriters were held {:.1} ms at most for the snapshot; the longest pause of a writer \
+         during the backup was {:.1} ms; it took {secs:.1} s ({rate:.0} MB/s).\n{}\n",
         m.device,
         report.dir,
         qm_common::plural::count(m.files.len() as u64, "file", "files"),
         qm_common::plural::count(messages, "message", "messages"),
         qm_common::plural::count(m.qspaces.len() as u64, "queue space", "queue spaces"),
         m.longest_pause_us as f64 / 1000.0,
+        m.longest_writer_pause_us as f64 / 1000.0,
         table(&["file", "copy", "bytes", "crc32"], rows)
     )
 }

@@ -69,6 +69,8 @@ fn a_backup_under_load_restores_every_message_and_transaction_whole() {
         serde_json::from_str(&std::fs::read_to_string(backup.join(MANIFEST)).unwrap()).unwrap();
     assert_eq!(report.manifest, manifest);
     assert_eq!(manifest.files.len(), 2, "{manifest:?}");
+    // Writers made groups durable throughout: the longest of their pauses is measured.
+    assert!(manifest.longest_writer_pause_us > 0, "{manifest:?}");
     assert_eq!(manifest.files[1].original, other.display().to_string());
 
     let restored = env.path("restored/QUE");

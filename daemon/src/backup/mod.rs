@@ -5,7 +5,9 @@
 //! meanwhile, in any file), each file gets a checkpoint, which makes the rest durable in
 //! redb itself, and is *held* ([`DbFile::hold`]): from then on redb writes nothing to it
 //! until its copy is made. Then the journals go: writers were held only for the
-//! checkpoints, and the time is measured (the manifest's `longest_pause_us`). A transaction
+//! checkpoints, and the time is measured (the manifest's `longest_pause_us`; its
+//! `longest_writer_pause_us` is the longest any writer paused over the whole backup, for
+//! whatever reason, disk syncs included). A transaction
 //! is one group, in one file: it is in the snapshot whole or not at all.
 //!
 //! **The copies.** Each held file is copied as bytes (`copy_file_range`) into the backup
@@ -69,6 +71,8 @@ struct Cut {
 pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult<BackupReport> {
     let started = Instant::now();
     prepare_dir(dir)?;
+    // Measured from here: what the snapshot and the copies do to writers.
+    crate::engine::writer::longest_turn();
     let files = device_files(device)?;
     let (cuts, pause) = snapshot(&files)?;
     let total: u64 = files.iter().map(|(_, f)| file_len(f.path())).sum();
@@ -126,7 +130,7 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
         pause.as_micros(),
         (started.elapsed() - copied).as_millis(),
     );
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: BACKUP_FORMAT,
         qm_version: env!("CARGO_PKG_VERSION").to_string(),
         taken: crate::storage::records::now_secs(),
@@ -135,7 +139,9 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
         files: backed,
         qspaces: report.qspaces,
         longest_pause_us: pause.as_micros() as u64,
+        longest_writer_pause_us: 0,
     };
+    manifest.longest_writer_pause_us = crate::engine::writer::longest_turn().as_micros() as u64;
     write_manifest(dir, &manifest)?;
     Ok(BackupReport {
         dir: dir.display().to_string(),

@@ -71,6 +71,23 @@ const CATCH_UP_ABOVE: usize = 16_384;
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.
 pub static COMMITS: AtomicU64 = AtomicU64::new(0);
 
+/// The longest turn any writer of this process took since [`longest_turn`] was last asked,
+/// in microseconds: one group of writes made durable and answered, and whatever checkpoint
+/// or catch-up step the writer took before it looked for the next. A request that came
+/// meanwhile waited that long before its own group began, so this is the longest writers
+/// paused, whatever paused them (a slow disk sync included).
+static LONGEST_TURN: AtomicU64 = AtomicU64::new(0);
+
+/// The longest turn of any writer since the last call (see [`LONGEST_TURN`]), and starts
+/// measuring again. `qbackup` asks at its start and its end.
+pub fn longest_turn() -> Duration {
+    Duration::from_micros(LONGEST_TURN.swap(0, Ordering::Relaxed))
+}
+
+fn turn_took(started: std::time::Instant) {
+    LONGEST_TURN.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
 /// One write.
 #[derive(Clone)]
 pub enum WriteOp {
@@ -235,10 +252,12 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
             }),
             None => spin(rx).map(Ok).unwrap_or_else(|| rx.recv_timeout(IDLE_CHECKPOINT)),
         };
+        let turn = std::time::Instant::now();
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 catching_up = checkpoint_if(file, 1, catching_up, None);
+                turn_took(turn);
                 if !catching_up && let Some(journal) = file.journal().as_mut() {
                     journal.cut_back();
                 }
@@ -280,6 +299,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
         let every = crate::storage::fault::checkpoints_always();
         let bytes = if every { 1 } else { CHECKPOINT_BYTES };
         catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
+        turn_took(turn);
     }
     while checkpoint_if(file, 1, false, None) {}
 }
