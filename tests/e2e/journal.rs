@@ -202,6 +202,46 @@ fn acknowledged_writes_come_back_from_both_regions_of_the_journal() {
     }
 }
 
+/// An applier's commit that fails (`failapply`: an I/O error at its first write) loses no
+/// acknowledged write: the file is opened again and its journal, both regions, replayed.
+/// A request the failure reaches is refused, not lost; the daemon goes on serving, and
+/// after a restart the same messages are there, in order.
+#[test]
+fn a_failed_applier_commit_loses_no_acknowledged_write() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let fault = [("QM_FAULT", "failapply+checkpoints")];
+    let daemon = Daemon::start_with_env(&env.device, &[], &fault);
+    let mut app = crate::app::App::connect_to(&env.device);
+    let ctl = qm_common::message::EnqueueCtl::default();
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        let body = format!("message {i}");
+        match app.enqueue("Q", body.as_bytes(), &ctl) {
+            Ok(_) => acknowledged.push(body),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        daemon.stderr_text().contains("the file is opened again"),
+        "the applier's commit failed and said so:\n{}",
+        daemon.stderr_text()
+    );
+    assert!(refused < 10, "{refused} enqueues refused");
+    assert!(acknowledged.len() > 290, "{} acknowledged", acknowledged.len());
+    app.put("Q", "after");
+    acknowledged.push("after".to_string());
+    assert_eq!(crate::app::count(&env, "Q"), acknowledged.len() as u64, "served meanwhile");
+    drop(app);
+    stop_and_wait(&env);
+    drop(daemon);
+    let _daemon = env.start_daemon(&[]);
+    let mut app = crate::app::App::connect_to(&env.device);
+    assert_eq!(app.drain("Q"), acknowledged, "every acknowledged enqueue, in order");
+}
+
 /// `--cache-mib` takes a positive number of MiB; anything else is refused with the
 /// option's name, and a daemon with a small cache serves as usual.
 #[test]

@@ -26,6 +26,9 @@
 //!   `+checkpoints`, each of their groups would be a redb commit but for the hold), and the
 //!   writer catches up on more than 64 deferred writes 16 at a time (see
 //!   [`crate::engine::writer`]).
+//! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
+//!   makes (see [`crate::engine::applier`]) fails with an I/O error, once, so that a test
+//!   sees the groups handed over come back from the journal when the file is opened again.
 //!
 //! A storage step is every write, length change and sync of a qm redb file, and every
 //! file-system step of creating one (create, rename into place, sync of the directory).
@@ -58,7 +61,11 @@ enum Mode {
     NoRoom,
     Defer,
     SlowCopy,
+    FailApply,
 }
+
+/// Whether `failapply` has failed its write already.
+static APPLY_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The armed fault and the state every step shares.
 #[derive(Debug)]
@@ -79,13 +86,15 @@ fn parse(value: &str) -> Result<Mode, String> {
     let value = value.strip_suffix("+checkpoints").unwrap_or(value);
     let bad = || {
         format!(
-            "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer or slowcopy"
+            "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy \
+             or failapply"
         )
     };
     match value {
         "noroom" => return Ok(Mode::NoRoom),
         "defer" => return Ok(Mode::Defer),
         "slowcopy" => return Ok(Mode::SlowCopy),
+        "failapply" => return Ok(Mode::FailApply),
         _ => {}
     }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
@@ -175,6 +184,14 @@ pub fn defers_always() -> bool {
 /// Whether a test asked `qbackup` to copy slowly, in small pieces.
 pub fn copies_slowly() -> bool {
     lock().is_some_and(|f| matches!(f.mode, Mode::SlowCopy))
+}
+
+/// Whether this write is the one `failapply` fails: the first an applier thread makes.
+fn fails_apply() -> bool {
+    let on_applier = std::thread::current().name().is_some_and(|n| n.starts_with("qm-applier"));
+    on_applier
+        && lock().is_some_and(|f| matches!(f.mode, Mode::FailApply))
+        && !APPLY_FAILED.swap(true, Ordering::Relaxed)
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).
@@ -336,6 +353,9 @@ impl StorageBackend for Backend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> IoResult<()> {
+        if self.counted && fails_apply() {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
         self.before_write()?;
         self.step(|journal| {
             let end = offset + data.len() as u64;
