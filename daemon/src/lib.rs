@@ -36,6 +36,7 @@ pub mod session;
 pub mod state;
 pub mod storage;
 pub mod threshold;
+pub mod timings;
 pub mod tls;
 pub mod verify;
 pub mod workers;

@@ -445,11 +445,13 @@ fn metrics_follow_the_messages() {
         "qm_sessions",
         "qm_http_connections",
         "qm_commits_total",
+        "qm_journal_sync_seconds",
     ] {
         assert!(first.described.iter().any(|n| n == name), "no HELP/TYPE for {name}");
     }
     assert_eq!(first.queue("qm_queue_depth", "Q"), 0.0);
     let commits = first.daemon("qm_commits_total");
+    let syncs = first.daemon("qm_journal_sync_seconds_count");
 
     face.put("Q", "", b"12345");
     face.put("Q", "", b"1234567890");
@@ -462,6 +464,11 @@ fn metrics_follow_the_messages() {
     assert_eq!(m.queue("qm_queue_dequeued_total", "Q"), 1.0);
     assert!(m.queue("qm_queue_oldest_message_age_seconds", "Q") >= 0.0);
     assert!(m.daemon("qm_commits_total") >= commits + 4.0, "{}", m.text);
+    // Each of those groups was one journal record, its sync timed.
+    let count = m.daemon("qm_journal_sync_seconds_count");
+    assert!(count >= syncs + 4.0, "{}", m.text);
+    assert_eq!(m.daemon("qm_journal_sync_seconds_bucket{le=\"+Inf\"}"), count);
+    assert!(m.daemon("qm_journal_sync_seconds_sum") > first.daemon("qm_journal_sync_seconds_sum"));
     assert!(m.daemon("qm_sessions") >= 1.0);
     assert!(m.daemon("qm_http_connections") >= 1.0);
 

@@ -26,6 +26,7 @@ struct Snapshot {
     sessions: usize,
     http_connections: usize,
     commits: u64,
+    journal_syncs: crate::timings::Counted,
 }
 
 pub async fn answer(shared: &Arc<Shared>) -> Answer {
@@ -62,6 +63,7 @@ fn snapshot(shared: &Shared) -> Snapshot {
         sessions: daemon.sessions.count(),
         http_connections: shared.connections(),
         commits: crate::engine::writer::COMMITS.load(Ordering::Relaxed),
+        journal_syncs: crate::timings::JOURNAL_SYNCS.read(),
     }
 }
 
@@ -272,7 +274,29 @@ fn render(s: &Snapshot) -> String {
     for (name, kind, help, value) in daemon {
         family(&mut out, name, kind, help, &[(String::new(), value)]);
     }
+    journal_syncs(&mut out, &s.journal_syncs);
     out
+}
+
+/// The histogram of the journal's syncs (see [`crate::timings`]).
+fn journal_syncs(out: &mut String, c: &crate::timings::Counted) {
+    let name = "qm_journal_sync_seconds";
+    let bounds = crate::timings::BOUNDS_US.iter().map(|b| format!("{}", *b as f64 / 1e6));
+    let samples: Vec<(String, String)> = bounds
+        .chain(std::iter::once("+Inf".to_string()))
+        .zip(&c.cumulative)
+        .map(|(le, n)| (format!("le=\"{le}\""), n.to_string()))
+        .collect();
+    let help = "Time to write and sync one journal record, one group commit, since the daemon \
+                started: every request of the group waited for it; long ones mean a slow or \
+                busy disk.";
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}_bucket{{{labels}}} {value}");
+    }
+    let _ = writeln!(out, "{name}_sum {}", c.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", c.count());
 }
 
 #[cfg(test)]
@@ -303,6 +327,10 @@ mod tests {
             sessions: 2,
             http_connections: 1,
             commits: 9,
+            journal_syncs: crate::timings::Counted {
+                cumulative: vec![1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4],
+                sum_us: 12_000_700,
+            },
         };
         let text = render(&s);
         assert!(text.contains("# TYPE qm_queue_depth gauge\n"), "{text}");
@@ -321,6 +349,17 @@ mod tests {
         ));
         assert!(text.contains("qm_queue_enqueued_total{qspace=\"QS\",queue=\"Q\\\"1\"} 4\n"));
         assert!(text.contains("qm_commits_total 9\n"));
+        for line in [
+            "# TYPE qm_journal_sync_seconds histogram\n",
+            "qm_journal_sync_seconds_bucket{le=\"0.00025\"} 1\n",
+            "qm_journal_sync_seconds_bucket{le=\"0.0005\"} 3\n",
+            "qm_journal_sync_seconds_bucket{le=\"10\"} 3\n",
+            "qm_journal_sync_seconds_bucket{le=\"+Inf\"} 4\n",
+            "qm_journal_sync_seconds_sum 12.0007\n",
+            "qm_journal_sync_seconds_count 4\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(text.contains("# HELP qm_sessions "));
     }
 }

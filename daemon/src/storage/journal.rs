@@ -457,8 +457,10 @@ impl Journal {
         record.extend_from_slice(&self.checksum(lsn, payload).to_le_bytes());
         record.extend_from_slice(&lsn.to_le_bytes());
         record.extend_from_slice(payload);
+        let started = std::time::Instant::now();
         self.file.write(self.at, &record).map_err(io(&self.path, "write"))?;
         self.file.sync_data().map_err(io(&self.path, "sync"))?;
+        crate::timings::JOURNAL_SYNCS.record(started.elapsed());
         self.at += total;
         self.next_lsn += 1;
         self.written += 1;
