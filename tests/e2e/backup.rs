@@ -248,7 +248,7 @@ fn journal_len(path: &Path) -> u64 {
 }
 
 /// Each file is copied as bytes while it is held: writers go on meanwhile (into the
-/// journal, which grows past its usual 8 MiB and is cut back after), and the copy is the
+/// journal, which grows past its usual 16 MiB and is cut back after), and the copy is the
 /// moment of the snapshot, not a file changing under it. With
 /// `QM_FAULT=slowcopy+checkpoints` the copy takes a while and every group of the writers
 /// would be a redb commit but for the hold. The restored queue holds exactly the first
