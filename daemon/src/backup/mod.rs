@@ -130,7 +130,7 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
         pause.as_micros(),
         (started.elapsed() - copied).as_millis(),
     );
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         format: BACKUP_FORMAT,
         qm_version: env!("CARGO_PKG_VERSION").to_string(),
         taken: crate::storage::records::now_secs(),
@@ -139,9 +139,8 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
         files: backed,
         qspaces: report.qspaces,
         longest_pause_us: pause.as_micros() as u64,
-        longest_writer_pause_us: 0,
+        longest_writer_pause_us: crate::engine::writer::longest_turn().as_micros() as u64,
     };
-    manifest.longest_writer_pause_us = crate::engine::writer::longest_turn().as_micros() as u64;
     write_manifest(dir, &manifest)?;
     Ok(BackupReport {
         dir: dir.display().to_string(),
