@@ -18,9 +18,9 @@
 //! regions are still intact then.
 
 use super::deferred::Enqueued;
-use super::writer::{Bodies, COMMITS, WriteOp, apply_all};
+use super::writer::{COMMITS, WriteOp, commit_groups};
 use crate::storage::handle::Db;
-use crate::storage::journal::{self, Marks};
+use crate::storage::journal::Marks;
 use qm_common::{QmError, QmResult};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
@@ -84,14 +84,7 @@ impl Applying {
 
     /// Applies the groups in one durable commit, recording the LSN of the last.
     fn commit(&self, db: &Db) -> QmResult<()> {
-        let what = "applying deferred writes failed";
-        let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
-        crate::storage::files::quick_repair(&mut txn);
-        apply_all(&txn, std::iter::once(self.ops.iter()), Bodies::Dropped)
-            .map_err(|e| db.recheck(e))?;
-        journal::record_lsn(&txn, self.lsn)
-            .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
-        txn.commit().map_err(|e| db.explain(what, e))
+        commit_groups(db, &self.ops, self.lsn, "applying deferred writes failed")
     }
 }
 

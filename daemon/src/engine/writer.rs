@@ -719,21 +719,25 @@ fn catch_up_sizes() -> (usize, usize) {
 /// memory stays until the whole set is in redb. A failed commit makes the file be opened
 /// again, which replays the journal: the writes taken out are no longer anywhere else in
 /// memory.
+/// Applies `ops`, taken from deferred groups, to redb in one durable commit that records
+/// `lsn`, the last of those groups: redb then holds every group up to it. A catch-up step
+/// and the applier's commit ([`super::applier`]) are both one.
+pub(super) fn commit_groups(db: &Db, ops: &[WriteOp], lsn: u64, what: &str) -> QmResult<()> {
+    let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
+    crate::storage::files::quick_repair(&mut txn);
+    apply_all(&txn, std::iter::once(ops.iter()), Bodies::Dropped).map_err(|e| db.recheck(e))?;
+    journal::record_lsn(&txn, lsn)
+        .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
+    txn.commit().map_err(|e| db.explain(what, e))
+}
+
 fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
     let what = "storage write failed";
     journal.finish_applying()?;
     db.reserve(COMMIT_ROOM + journal.pending_room + journal.deferred.room())?;
     let (chunk, lsn) = journal.deferred.take_groups(n);
     let Some(lsn) = lsn else { return Ok(()) };
-    let applied = (|| {
-        let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
-        crate::storage::files::quick_repair(&mut txn);
-        apply_all(&txn, std::iter::once(chunk.iter()), Bodies::Dropped)
-            .map_err(|e| db.recheck(e))?;
-        journal::record_lsn(&txn, lsn).map_err(|e| db.recheck(fail(e)))?;
-        txn.commit().map_err(|e| db.explain(what, e))
-    })();
-    match applied {
+    match commit_groups(db, &chunk, lsn, what) {
         Ok(()) => {
             journal.pending_room = 0;
             Ok(())
