@@ -66,7 +66,7 @@ report() {
 import json, sys
 text = open(sys.argv[1]).read()
 r = json.loads(text[text.find("{"):])
-size = sum(f["bytes"] for f in r["manifest"]["files"])
+size = sum(f["bytes"] + sum(s["bytes"] for s in f.get("segments", [])) for f in r["manifest"]["files"])
 secs = r["millis"] / 1000
 msgs = sum(q["messages"] for q in r["manifest"]["qspaces"])
 print(f"  {msgs:,} messages, {size / 1e6:,.0f} MB of copies in {secs:.1f} s: {size / 1e6 / secs:,.0f} MB/s;"

@@ -49,6 +49,29 @@ pub struct BackedUpFile {
     /// Records copied (every table's), and journal groups applied on top.
     pub records: u64,
     pub journal_groups: u64,
+    /// Its body segments, copied beside it as `NAME.bodies.N`. Not in manifests of qm
+    /// before them (read as none).
+    #[serde(default)]
+    pub segments: Vec<BackedUpSegment>,
+}
+
+impl BackedUpFile {
+    /// Bytes of its copy and of its body segments' copies.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes + self.segments.iter().map(|s| s.bytes).sum::<u64>()
+    }
+}
+
+/// One body segment of a file, as backed up: the part of it the snapshot points into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackedUpSegment {
+    /// Its number, the `N` of `NAME.bodies.N`.
+    pub number: u32,
+    /// Its name in the backup directory.
+    pub name: String,
+    pub bytes: u64,
+    /// CRC-32 of the whole copy, as 8 hex digits.
+    pub crc32: String,
 }
 
 /// What `qbackup` reports.

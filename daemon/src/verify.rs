@@ -10,6 +10,7 @@
 
 use crate::engine::verify::queue_space;
 use crate::storage::Device;
+use crate::storage::bodies::Bodies;
 use crate::storage::freemap::free_runs;
 use crate::storage::records::QueueSpaceRecord;
 use crate::storage::tables::QueueSpaceTables;
@@ -31,8 +32,9 @@ pub trait Source {
     fn file_of(&self, entry: &UdlEntry) -> String;
     /// Opens `file` and checks that it is this device's.
     fn open(&self, file: &str) -> QmResult<()>;
-    /// Runs `f` in one read transaction of `file` that holds every write acknowledged.
-    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()>;
+    /// Runs `f` in one read transaction of `file` that holds every write acknowledged,
+    /// with the file's body segments.
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction, &Bodies)) -> QmResult<()>;
 }
 
 impl Source for Device {
@@ -64,9 +66,10 @@ impl Source for Device {
         self.file_db(file).map(drop)
     }
 
-    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()> {
-        self.file_db(file)?.read(|txn| {
-            f(txn);
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction, &Bodies)) -> QmResult<()> {
+        let db = self.file_db(file)?;
+        db.read(|txn| {
+            f(txn, db.bodies());
             Ok(())
         })
     }
@@ -130,8 +133,8 @@ pub fn device(
         let page_size = device.page_size();
         let problems = &mut report.problems;
         let mut checked = None;
-        let read = device.read(&file, &mut |txn| {
-            checked = Some(queue_space(txn, &names, page_size, problems));
+        let read = device.read(&file, &mut |txn, bodies| {
+            checked = Some(queue_space(txn, bodies, &names, page_size, problems));
         });
         match (read, checked) {
             (Ok(()), Some(c)) => report.qspaces.push(SpaceChecked {
@@ -144,8 +147,47 @@ pub fn device(
             (Ok(()), None) => {}
         }
     }
+    if only.is_none() {
+        for file in report.files.clone() {
+            check_live(device, &file, &mut report.problems);
+        }
+    }
     progress(total, total);
     Ok(report)
+}
+
+/// The live bytes file `file` counts in each body segment must be what the messages of
+/// all its message tables point at (a move's or destroy's leftovers included: they hold
+/// their bodies until they are removed), and each such segment must be there.
+fn check_live(device: &dyn Source, file: &str, problems: &mut Problems) {
+    let mut found = Ok(Default::default());
+    let mut listed = Vec::new();
+    let read = device.read(file, &mut |txn, bodies| {
+        listed = bodies.list().into_iter().map(|(n, _, _)| n).collect();
+        found = crate::engine::segments::live_in(txn)
+            .and_then(|live| Ok((live, crate::engine::segments::pointed_at(txn)?)));
+    });
+    let place = format!("body segments of {file}");
+    let (found, counted) = match read.map_err(|e| e.message).and(found.map_err(|e| e.message)) {
+        Ok(found) => found,
+        Err(e) => return problems.add(&place, e),
+    };
+    for segment in counted.keys().chain(found.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let (has, wants) = (found.get(segment), counted.get(segment));
+        if has != wants {
+            problems.add(
+                &place,
+                format!(
+                    "segment {segment}: the file counts {} live bytes, its messages point at {}",
+                    has.copied().unwrap_or(0),
+                    wants.copied().unwrap_or(0)
+                ),
+            );
+        }
+        if !listed.contains(segment) {
+            problems.add(&place, format!("segment {segment} is missing"));
+        }
+    }
 }
 
 /// Entries of one file must not overlap.

@@ -780,14 +780,21 @@ pub fn verify(report: &qm_common::verify::VerifyReport) -> String {
 /// What `qbackup` made.
 pub fn backup(report: &qm_common::backup::BackupReport) -> String {
     let m = &report.manifest;
-    let bytes_total: u64 = m.files.iter().map(|f| f.bytes).sum();
+    let bytes_total: u64 = m.files.iter().map(|f| f.total_bytes()).sum();
     let messages: u64 = m.qspaces.iter().map(|q| q.messages).sum();
     let secs = report.millis as f64 / 1000.0;
     let rate = if secs > 0.0 { bytes_total as f64 / secs / 1e6 } else { 0.0 };
     let rows = m
         .files
         .iter()
-        .map(|f| vec![f.original.clone(), f.name.clone(), bytes(f.bytes), f.crc32.clone()])
+        .flat_map(|f| {
+            let file = vec![f.original.clone(), f.name.clone(), bytes(f.bytes), f.crc32.clone()];
+            let segments = f.segments.iter().map(|s| {
+                let original = format!("{}.bodies.{}", f.original, s.number);
+                vec![original, s.name.clone(), bytes(s.bytes), s.crc32.clone()]
+            });
+            std::iter::once(file).chain(segments)
+        })
         .collect();
     format!(
         "Backup of {} in {}: {}, {} in {}; checked.\nWriters were held {:.1} ms at most for the snapshot; the longest pause of a writer \

@@ -166,9 +166,14 @@ pub struct App {
 
 impl App {
     pub fn connect(env: &Env) -> App {
+        App::connect_to(&env.device)
+    }
+
+    /// An application on QS of the device at `device`.
+    pub fn connect_to(device: &std::path::Path) -> App {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let client = rt
-            .block_on(Client::connect_device(&env.device, "e2e-auto"))
+            .block_on(Client::connect_device(device, "e2e-auto"))
             .unwrap_or_else(|e| panic!("connect: {e}"));
         App { rt, client }
     }

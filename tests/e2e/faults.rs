@@ -203,11 +203,22 @@ fn crdl_on_another_file_at_every_crash_point() {
 }
 
 /// A device with queue space QS (on the device file: queues Q with 5 messages, R with 2)
-/// and QF (on another file: queue Q with 3), and the bytes of both files once it stopped.
+/// and QF (on another file: queue Q with 3), and the bytes of both files once it stopped,
+/// with their body segments, if any.
 struct Spaces {
     env: Env,
     device: Vec<u8>,
     other: Vec<u8>,
+    segments: Vec<(PathBuf, Vec<u8>)>,
+}
+
+/// The body segments (`FILE.bodies.N`) of the files in `env`'s directory.
+fn body_segments(env: &Env) -> Vec<PathBuf> {
+    std::fs::read_dir(env.device.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".bodies.")))
+        .collect()
 }
 
 impl Spaces {
@@ -237,12 +248,27 @@ impl Spaces {
         stop_and_wait(&env);
         let device = std::fs::read(&env.device).unwrap();
         let other = std::fs::read(&other).unwrap();
-        Spaces { env, device, other }
+        let segments = body_segments(&env)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        Spaces { env, device, other, segments }
     }
 
     fn restore(&self) {
         std::fs::write(&self.env.device, &self.device).unwrap();
         std::fs::write(self.env.path("F2"), &self.other).unwrap();
+        for segment in body_segments(&self.env) {
+            std::fs::remove_file(segment).unwrap();
+        }
+        for (path, bytes) in &self.segments {
+            std::fs::write(path, bytes).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 
     /// Messages per queue of a queue space, `None` when it does not exist.

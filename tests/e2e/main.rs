@@ -36,6 +36,8 @@ mod crash;
 mod faults;
 // Power cuts: unsynced writes lost at points spread over concurrent traffic and admin work.
 mod powercut;
+// Body segments beside a redb file: stored, read back, removed, checked.
+mod bodies;
 // The write-ahead journal: trust, generations, replay.
 mod journal;
 // Messages stored in order on disk: what a restart brings back, and older queue spaces.

@@ -107,13 +107,16 @@ fn copy_tables(
     source.read(|from| {
         write_in(target, |to| {
             delete_qspace_tables(to, tables)?;
-            crate::backup::copy::named(from, to, &names).map(drop)
+            crate::backup::copy::named(from, to, &names)?;
+            crate::engine::segments::rehome(to, &tables.msg, source.bodies(), target.bodies())
         })
     })?;
     let mut problems = Problems::default();
-    let copied = target.read(|t| Ok(queue_space(t, tables, page_size, &mut problems)))?;
-    let original =
-        source.read(|t| Ok(queue_space(t, tables, page_size, &mut Problems::default())))?;
+    let copied =
+        target.read(|t| Ok(queue_space(t, target.bodies(), tables, page_size, &mut problems)))?;
+    let original = source.read(|t| {
+        Ok(queue_space(t, source.bodies(), tables, page_size, &mut Problems::default()))
+    })?;
     let differs = (copied.messages, copied.bytes) != (original.messages, original.bytes);
     if problems.is_empty() && !differs {
         return Ok(());

@@ -24,11 +24,14 @@ pub mod copy;
 pub mod restore;
 
 use crate::storage::Device;
+use crate::storage::bodies::Bodies;
 use crate::storage::device::{device_header_in, file_header_in, qspaces_in, udl_in, vtoc_in};
 use crate::storage::handle::{Db, DbFile, Hold};
 use crate::storage::records::QueueSpaceRecord;
 use crate::verify::Source;
-use qm_common::backup::{BACKUP_FORMAT, BackedUpFile, BackupReport, MANIFEST, Manifest};
+use qm_common::backup::{
+    BACKUP_FORMAT, BackedUpFile, BackedUpSegment, BackupReport, MANIFEST, Manifest,
+};
 use qm_common::device::{UdlEntry, VtocEntry};
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{ReadTransaction, ReadableDatabase};
@@ -64,6 +67,8 @@ struct Cut {
     _hold: Hold,
     /// Journal groups the snapshot's checkpoint made durable in the file.
     groups: u64,
+    /// Its body segments at the snapshot (number, path, length): what the copy points into.
+    segments: Vec<(u32, PathBuf, u64)>,
 }
 
 /// Backs `device` up into `dir` (absolute, new or empty). `progress` is told bytes copied
@@ -74,14 +79,19 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
     // Measured from here: what the snapshot and the copies do to writers.
     crate::engine::writer::longest_turn();
     let files = device_files(device)?;
+    // Until the manifest is written: the snapshot may point into segments that die
+    // before they are copied.
+    let _pins: Vec<_> = files.iter().map(|(_, f)| f.bodies().pin()).collect();
     let (cuts, pause) = snapshot(&files)?;
-    let total: u64 = files.iter().map(|(_, f)| file_len(f.path())).sum();
+    let segment_bytes: u64 = cuts.iter().flat_map(|c| &c.segments).map(|s| s.2).sum();
+    let total = files.iter().map(|(_, f)| file_len(f.path())).sum::<u64>() + segment_bytes;
     let mut done = 0;
     let mut backed = Vec::new();
     for cut in cuts {
         let path = dir.join(&cut.name);
         copy_file(&cut, &path, &mut |bytes| progress((done + bytes).min(total), total))?;
         done += file_len(&path);
+        let (name, segments) = (cut.name.clone(), cut.segments.clone());
         backed.push(BackedUpFile {
             original: cut.original.clone(),
             name: cut.name.clone(),
@@ -89,16 +99,28 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
             crc32: String::new(),
             records: 0,
             journal_groups: cut.groups,
+            segments: Vec::new(),
         });
         drop(cut);
         recover_copy(&path)?;
+        for (number, source, len) in segments {
+            let copy = format!("{name}.bodies.{number}");
+            let told = &mut |bytes: u64| progress((done + bytes).min(total), total);
+            copy_bytes(&source, &dir.join(&copy), Some(len), told)?;
+            done += len;
+            let (bytes, crc32) = (0, String::new());
+            let segment = BackedUpSegment { number, name: copy, bytes, crc32 };
+            backed.last_mut().expect("pushed").segments.push(segment);
+        }
     }
     progress(total, total);
     let copied = started.elapsed();
     // The copies are checked while their checksums are taken, on another thread: both
     // read every byte, and there are processors for both.
     let copies = Copies::open(dir, &backed, device.path())?;
-    let names: Vec<PathBuf> = backed.iter().map(|f| dir.join(&f.name)).collect();
+    let segment_names = backed.iter().flat_map(|f| &f.segments).map(|s| dir.join(&s.name));
+    let names: Vec<PathBuf> =
+        backed.iter().map(|f| dir.join(&f.name)).chain(segment_names).collect();
     let (report, sums) = std::thread::scope(|s| {
         let sums = s.spawn(|| names.iter().map(|p| checksum_file(p)).collect::<QmResult<Vec<_>>>());
         let report = crate::verify::device(&copies, None, &|_, _| {});
@@ -118,9 +140,16 @@ pub fn run(device: &Device, dir: &Path, progress: &dyn Fn(u64, u64)) -> QmResult
             first.what
         )));
     }
-    for (file, (bytes, crc)) in backed.iter_mut().zip(sums) {
+    let mut sums = sums.into_iter();
+    for file in &mut backed {
+        let (bytes, crc) = sums.next().expect("one for each file");
         file.bytes = bytes;
         file.crc32 = format!("{crc:08x}");
+    }
+    for segment in backed.iter_mut().flat_map(|f| &mut f.segments) {
+        let (bytes, crc) = sums.next().expect("one for each segment");
+        segment.bytes = bytes;
+        segment.crc32 = format!("{crc:08x}");
     }
     tracing::info!(
         "backup of {} into {}: copied in {} ms (writers held {} µs), checked and summed in {} ms",
@@ -250,6 +279,9 @@ fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
         crate::storage::journal::checkpoint(&db, journal)?;
         let hold = file.hold();
         let original = file.path().display().to_string();
+        // Nothing is appended while the file is held: these lengths cover every body the
+        // checkpoint points at.
+        let segments = file.bodies().list();
         cuts.push(Cut {
             original,
             name: name.clone(),
@@ -257,6 +289,7 @@ fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
             db,
             _hold: hold,
             groups,
+            segments,
         });
     }
     drop(journals);
@@ -267,6 +300,25 @@ fn snapshot(files: &[(String, Arc<DbFile>)]) -> QmResult<(Vec<Cut>, Duration)> {
 /// when it returns.
 fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<()> {
     let source = cut.file.path();
+    copy_bytes(source, path, None, progress)?;
+    // Opened again meanwhile (after an I/O error), the file was written by its recovery.
+    if !cut.file.get().is_ok_and(|now| now.same_as(&cut.db)) {
+        return Err(QmError::system(format!(
+            "{} had an I/O error while it was copied; the backup was left incomplete",
+            source.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the first `len` bytes of `source` (all of it when `None`) into a new file at
+/// `path`, synced when it returns.
+fn copy_bytes(
+    source: &Path,
+    path: &Path,
+    len: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> QmResult<()> {
     let from = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -280,7 +332,10 @@ fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| io(path, "cannot create", e))?;
-    let len = from.metadata().map_err(|e| io(source, "cannot look at", e))?.len();
+    let len = match len {
+        Some(len) => len,
+        None => from.metadata().map_err(|e| io(source, "cannot look at", e))?.len(),
+    };
     let slowly = crate::storage::fault::copies_slowly();
     let piece = if slowly { 64 << 10 } else { COPY_STEP };
     let mut copied = 0u64;
@@ -330,13 +385,6 @@ fn copy_file(cut: &Cut, path: &Path, progress: &mut dyn FnMut(u64)) -> QmResult<
         progress(copied);
     }
     to.sync_all().map_err(|e| io(path, "cannot sync", e))?;
-    // Opened again meanwhile (after an I/O error), the file was written by its recovery.
-    if !cut.file.get().is_ok_and(|now| now.same_as(&cut.db)) {
-        return Err(QmError::system(format!(
-            "{} had an I/O error while it was copied; the backup was left incomplete",
-            source.display()
-        )));
-    }
     Ok(())
 }
 
@@ -394,8 +442,8 @@ pub struct Copies {
     device: String,
     device_id: u64,
     page_size: u32,
-    /// By the name the device gives the file.
-    files: HashMap<String, (PathBuf, redb::ReadOnlyDatabase)>,
+    /// By the name the device gives the file: the copy, and its body segments.
+    files: HashMap<String, (PathBuf, redb::ReadOnlyDatabase, Bodies)>,
 }
 
 impl Copies {
@@ -407,10 +455,13 @@ impl Copies {
             let db = db.map_err(|e| {
                 QmError::system(format!("{}: cannot be opened: {e}", path.display()))
             })?;
-            opened.insert(f.original.clone(), (path, db));
+            let bodies = Bodies::open(&path).map_err(|e| {
+                QmError::system(format!("{}: its body segments: {e}", path.display()))
+            })?;
+            opened.insert(f.original.clone(), (path, db, bodies));
         }
         let device_name = device.display().to_string();
-        let (path, db) = opened.get(&device_name).ok_or_else(|| {
+        let (path, db, _) = opened.get(&device_name).ok_or_else(|| {
             QmError::system(format!("the backup has no copy of the device file {device_name}"))
         })?;
         let txn = db.begin_read().map_err(|e| QmError::system(format!("reading: {e}")))?;
@@ -425,7 +476,7 @@ impl Copies {
     }
 
     fn txn(&self, file: &str) -> QmResult<(PathBuf, ReadTransaction)> {
-        let (path, db) = self
+        let (path, db, _) = self
             .files
             .get(file)
             .ok_or_else(|| QmError::not_found(format!("the backup holds no copy of {file}")))?;
@@ -473,9 +524,10 @@ impl Source for Copies {
         file_header_in(&path, self.device_id, &txn).map(drop)
     }
 
-    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction)) -> QmResult<()> {
+    fn read(&self, file: &str, f: &mut dyn FnMut(&ReadTransaction, &Bodies)) -> QmResult<()> {
         let (_, txn) = self.txn(file)?;
-        f(&txn);
+        let (_, _, bodies) = &self.files[file];
+        f(&txn, bodies);
         Ok(())
     }
 }

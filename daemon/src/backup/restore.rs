@@ -7,6 +7,7 @@
 //! temporary name, given a new device identity (so that the restored device and the one
 //! backed up can never take each other's files) and the new paths in its device list,
 //! synced, and renamed into place, the device file last: until then there is no device.
+//! A file's body segments go beside its new place, as `NEWPATH.bodies.N`, before it.
 
 use super::DEVICE_COPY;
 use crate::storage::files::{check_trust, new_name, sync_directory};
@@ -25,6 +26,8 @@ struct Plan {
     manifest: Manifest,
     /// (copy in the backup, target, original path), the device file last.
     moves: Vec<(PathBuf, PathBuf, String)>,
+    /// The body segments of each target: (copy in the backup, target).
+    segments: HashMap<PathBuf, Vec<(PathBuf, PathBuf)>>,
 }
 
 /// Restores the backup in `dir` as the device `device`; `map` moves files (old path →
@@ -33,6 +36,9 @@ pub fn run(dir: &Path, device: &Path, map: &[(String, String)]) -> QmResult<Rest
     let plan = plan(dir, device, map)?;
     let device_id = random_id();
     for (copy, target, _) in &plan.moves {
+        for (segment, to) in plan.segments.get(target).into_iter().flatten() {
+            place_segment(segment, to)?;
+        }
         place(copy, target, device, device_id, &plan)?;
     }
     let files = plan
@@ -70,8 +76,9 @@ fn plan(dir: &Path, device: &Path, map: &[(String, String)]) -> QmResult<Plan> {
     }
     let beside = device.parent().unwrap_or(Path::new("/"));
     let mut moves = Vec::new();
+    let mut segments = HashMap::new();
     for file in &manifest.files {
-        check_copy(dir, file)?;
+        check_copy(dir, &file.name, file.bytes, &file.crc32)?;
         let target = match (file.name == DEVICE_COPY, mapped.get(file.original.as_str())) {
             (true, _) => device.to_path_buf(),
             (false, Some(new)) => PathBuf::from(new),
@@ -92,11 +99,34 @@ fn plan(dir: &Path, device: &Path, map: &[(String, String)]) -> QmResult<Plan> {
                 target.display()
             )));
         }
+        segments.insert(target.clone(), plan_segments(dir, file, &target)?);
         moves.push((dir.join(&file.name), target, file.original.clone()));
     }
     // The device file goes last: until it is in place there is no device.
     moves.rotate_left(1);
-    Ok(Plan { manifest, moves })
+    Ok(Plan { manifest, moves, segments })
+}
+
+/// The body segments of `file`, each checked, with where it goes beside `target`.
+fn plan_segments(
+    dir: &Path,
+    file: &qm_common::backup::BackedUpFile,
+    target: &Path,
+) -> QmResult<Vec<(PathBuf, PathBuf)>> {
+    let mut planned = Vec::new();
+    for segment in &file.segments {
+        check_copy(dir, &segment.name, segment.bytes, &segment.crc32)?;
+        let to = crate::storage::bodies::segment_path(target, segment.number);
+        if std::fs::symlink_metadata(&to).is_ok() {
+            return Err(refused(format!(
+                "{} exists: qrestore never overwrites a file, and it would put a body                  segment of {} there; remove it, or give the file another place with -m",
+                to.display(),
+                file.original
+            )));
+        }
+        planned.push((dir.join(&segment.name), to));
+    }
+    Ok(planned)
 }
 
 fn read_manifest(dir: &Path) -> QmResult<Manifest> {
@@ -139,29 +169,54 @@ fn read_manifest(dir: &Path) -> QmResult<Manifest> {
 
 /// A copy must be a plain file name in the backup, trusted, of the size and CRC-32 the
 /// manifest gives.
-fn check_copy(dir: &Path, file: &qm_common::backup::BackedUpFile) -> QmResult<()> {
-    if file.name.contains('/') || file.name.starts_with('.') || file.name.is_empty() {
+fn check_copy(dir: &Path, name: &str, size: u64, crc32: &str) -> QmResult<()> {
+    if name.contains('/') || name.starts_with('.') || name.is_empty() {
         return Err(QmError::inval(format!(
-            "the manifest names a copy '{}', which is not a file of the backup directory",
-            file.name
+            "the manifest names a copy '{name}', which is not a file of the backup directory"
         )));
     }
-    let path = dir.join(&file.name);
+    let path = dir.join(name);
     let meta = std::fs::symlink_metadata(&path).map_err(|_| {
         QmError::not_found(format!("{} is missing from the backup", path.display()))
     })?;
     check_trust(&path, &meta)?;
     let (bytes, crc) = super::checksum_file(&path)?;
-    if bytes != file.bytes || format!("{crc:08x}") != file.crc32 {
+    if bytes != size || format!("{crc:08x}") != crc32 {
         return Err(QmError::inval(format!(
-            "{} is damaged: {bytes} bytes with CRC-32 {crc:08x}, the manifest says {} bytes \
-             with {}; nothing was restored",
+            "{} is damaged: {bytes} bytes with CRC-32 {crc:08x}, the manifest says {size} \
+             bytes with {crc32}; nothing was restored",
             path.display(),
-            file.bytes,
-            file.crc32
         )));
     }
     Ok(())
+}
+
+/// Copies one body segment to `target` under a temporary name, syncs it and renames it
+/// into place.
+fn place_segment(copy: &Path, target: &Path) -> QmResult<()> {
+    let temp = new_name(target);
+    crate::storage::files::remove_leftover(&temp)?;
+    copy_synced(copy, &temp)?;
+    std::fs::rename(&temp, target)
+        .map_err(|e| QmError::system(format!("{}: renaming into place: {e}", temp.display())))?;
+    sync_directory(target)
+}
+
+/// Copies `copy` into a new file `to`, made for qm's user alone, synced.
+fn copy_synced(copy: &Path, to: &Path) -> QmResult<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        QmError::system(format!("{}: {what}: {e}", to.display()))
+    };
+    let mut from = std::fs::File::open(copy).map_err(|e| fail("reading the copy", &e))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)
+        .map_err(|e| fail("creating", &e))?;
+    std::io::copy(&mut from, &mut file).map_err(|e| fail("copying", &e))?;
+    file.sync_all().map_err(|e| fail("syncing", &e))
 }
 
 /// Copies one file to its target under a temporary name, gives it its new identity and
@@ -172,18 +227,7 @@ fn place(copy: &Path, target: &Path, device: &Path, device_id: u64, plan: &Plan)
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         QmError::system(format!("{}: {what}: {e}", temp.display()))
     };
-    {
-        let mut from = std::fs::File::open(copy).map_err(|e| fail("reading the copy", &e))?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temp)
-            .map_err(|e| fail("creating", &e))?;
-        std::io::copy(&mut from, &mut to).map_err(|e| fail("copying", &e))?;
-        to.sync_all().map_err(|e| fail("syncing", &e))?;
-    }
+    copy_synced(copy, &temp)?;
     let db = redb::Database::open(&temp).map_err(|e| fail("opening", &e))?;
     let txn = db.begin_write().map_err(|e| fail("writing", &e))?;
     {

@@ -133,6 +133,13 @@ impl Drop for Applier {
     }
 }
 
+/// Copies bodies out of mostly dead segments, between two of the applier's commits.
+pub(super) fn compact(db: &Db) {
+    if let Err(e) = super::segments::compact(db) {
+        tracing::warn!("{}: {} (tried again later)", db.bodies().path().display(), e.message);
+    }
+}
+
 fn run(db: &Db, applying: &Applying) {
     // A panic inside redb must end the commit too: the writer waits for its end.
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| applying.commit(db)))
@@ -142,6 +149,7 @@ fn run(db: &Db, applying: &Applying) {
             COMMITS.fetch_add(1, Ordering::Relaxed);
             applying.marks.apply(applying.lsn);
             applying.end(Ok(()));
+            compact(db);
         }
         Err(e) => {
             // Applied in part, or not durable: the file is opened again, and its journal,

@@ -114,10 +114,13 @@ impl Deferred {
                             continue;
                         }
                         if read.is_none() {
-                            read = Some(db.begin_read().map_err(|e| db.explain("reading", e))?);
+                            // Taken first: the bodies the transaction points at stay readable.
+                            let reading = db.bodies().reading();
+                            let txn = db.begin_read().map_err(|e| db.explain("reading", e))?;
+                            read = Some((reading, txn));
                         }
-                        let txn = read.as_ref().expect("just begun");
-                        removed.push(stored_body(txn, tables, *seq)?);
+                        let (_, txn) = read.as_ref().expect("just begun");
+                        removed.push(stored_body(txn, db.bodies(), tables, *seq)?);
                     }
                     _ => {}
                 }

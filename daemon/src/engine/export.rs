@@ -295,6 +295,11 @@ impl Engine {
                 if !selection.takes(&meta) {
                     continue;
                 }
+                if let Some(at) = &stored.logged {
+                    let body = super::writer::read_logged(self.db.bodies(), at)?;
+                    sink(exported(seq, &meta, body))?;
+                    continue;
+                }
                 let mut body = Vec::with_capacity(meta.body_len as usize);
                 if stored.parted {
                     let parts = parts.as_ref().ok_or_else(|| fail(&"body parts missing"))?;

@@ -18,6 +18,7 @@ pub mod forwarding;
 pub mod index;
 mod pick;
 pub mod record;
+pub mod segments;
 pub mod stats;
 pub mod stored;
 pub mod thresholds;

@@ -3,6 +3,7 @@
 //! The order key is computed once from the queue's order and stored with the message, so a
 //! restart rebuilds exactly the same order, out-of-order placements included.
 
+use crate::storage::bodies::BodyRef;
 use qm_common::message::{MsgId, Qos};
 use qm_common::order::{QueueOrder, SortKey, Tiebreak};
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,8 @@ pub struct MessageMeta {
 /// record, then the body. The word is the record's length; its top bit says that the
 /// body's first bytes are stored apart, as parts (see [`body_layout`]), and only its last
 /// bytes follow the record; its next bit says that the checksums are there (messages
-/// stored before them have neither). The checksums are CRC-32s of the record and of the
+/// stored before them have neither); its third bit says that the body is in the file's
+/// body segments ([`crate::storage::bodies`]) and a [`BodyRef`] to it follows the record. The checksums are CRC-32s of the record and of the
 /// whole body, so that `qverify` finds a changed byte anywhere in a message. A message
 /// that fits in one of redb's pages is one value, which keeps its enqueue and dequeue to a
 /// single B-tree update.
@@ -62,6 +64,8 @@ pub fn stored_len(meta: &[u8], tail_len: usize) -> usize {
 const PARTED: u32 = 1 << 31;
 /// The word's flag for the checksums that follow it.
 const SUMMED: u32 = 1 << 30;
+/// The word's flag for a body kept in the file's body segments.
+const LOGGED: u32 = 1 << 29;
 /// The bytes before the record: the word and the two checksums.
 const HEAD: usize = 12;
 
@@ -82,6 +86,14 @@ pub fn write_stored(out: &mut [u8], meta: &[u8], tail: &[u8], parted: bool, body
     out[HEAD + meta.len()..].copy_from_slice(tail);
 }
 
+/// Writes a stored message whose body is in a body segment at `at` into `out`, which is
+/// exactly [`stored_len`]`(meta, BodyRef::BYTES)` bytes.
+pub fn write_logged(out: &mut [u8], meta: &[u8], at: &BodyRef, body_sum: u32) {
+    write_stored(out, meta, &at.to_bytes(), false, body_sum);
+    let word = u32::from_le_bytes(out[..4].try_into().expect("four bytes")) | LOGGED;
+    out[..4].copy_from_slice(&word.to_le_bytes());
+}
+
 /// The checksums stored with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sums {
@@ -90,20 +102,21 @@ pub struct Sums {
 }
 
 /// A stored message, split: its record bytes, the body bytes stored with it, whether the
-/// body's first bytes are stored apart, and its checksums (none in a message stored before
-/// them).
+/// body's first bytes are stored apart, its checksums (none in a message stored before
+/// them), and where its body is when it is in a body segment (then `tail` is empty).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Stored<'a> {
     pub meta: &'a [u8],
     pub tail: &'a [u8],
     pub parted: bool,
     pub sums: Option<Sums>,
+    pub logged: Option<BodyRef>,
 }
 
 /// Splits a stored message.
 pub fn split_stored(value: &[u8]) -> Option<Stored<'_>> {
     let word = u32::from_le_bytes(value.get(..4)?.try_into().ok()?);
-    let len = (word & !(PARTED | SUMMED)) as usize;
+    let len = (word & !(PARTED | SUMMED | LOGGED)) as usize;
     let (sums, head) = match word & SUMMED != 0 {
         true => {
             let meta = u32::from_le_bytes(value.get(4..8)?.try_into().ok()?);
@@ -113,7 +126,12 @@ pub fn split_stored(value: &[u8]) -> Option<Stored<'_>> {
         false => (None, 4),
     };
     let meta = value.get(head..head + len)?;
-    Some(Stored { meta, tail: &value[head + len..], parted: word & PARTED != 0, sums })
+    let tail = &value[head + len..];
+    if word & LOGGED != 0 {
+        let at = BodyRef::from_bytes(tail)?;
+        return Some(Stored { meta, tail: &[], parted: false, sums, logged: Some(at) });
+    }
+    Some(Stored { meta, tail, parted: word & PARTED != 0, sums, logged: None })
 }
 
 /// redb's page: it gives a value that does not share a leaf a power-of-two run of them.
@@ -246,7 +264,7 @@ mod tests {
         let mut buf = vec![0; stored_len(b"meta", 5)];
         write_stored(&mut buf, b"meta", b"hello", false, checksum(b"hello"));
         let sums = Some(Sums { meta: checksum(b"meta"), body: checksum(b"hello") });
-        let whole = Stored { meta: b"meta", tail: b"hello", parted: false, sums };
+        let whole = Stored { meta: b"meta", tail: b"hello", parted: false, sums, logged: None };
         assert_eq!(split_stored(&buf), Some(whole));
         write_stored(&mut buf, b"meta", b"hello", true, 7);
         assert!(split_stored(&buf).is_some_and(|s| s.parted && s.tail == b"hello"));
@@ -255,8 +273,19 @@ mod tests {
         assert_eq!(split_stored(&[1, 0, 0, 0x40, 1]), None, "checksums cut short");
         // A message stored before the checksums: the word, the record, the body.
         let old = [4, 0, 0, 0, b'm', b'e', b't', b'a', b'h', b'i'];
-        let before = Stored { meta: b"meta", tail: b"hi", parted: false, sums: None };
+        let before = Stored { meta: b"meta", tail: b"hi", parted: false, sums: None, logged: None };
         assert_eq!(split_stored(&old), Some(before));
+    }
+
+    #[test]
+    fn a_logged_body_is_stored_as_a_reference() {
+        let at = BodyRef { segment: 3, offset: 4096, len: 5, crc: checksum(b"hello") };
+        let mut buf = vec![0; stored_len(b"meta", BodyRef::BYTES)];
+        write_logged(&mut buf, b"meta", &at, checksum(b"hello"));
+        let sums = Some(Sums { meta: checksum(b"meta"), body: checksum(b"hello") });
+        let logged = Stored { meta: b"meta", tail: b"", parted: false, sums, logged: Some(at) };
+        assert_eq!(split_stored(&buf), Some(logged));
+        assert_eq!(split_stored(&buf[..buf.len() - 1]), None, "a reference cut short");
     }
 
     #[test]

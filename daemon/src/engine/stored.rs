@@ -421,7 +421,10 @@ pub fn reindex(
         let meta: MessageMeta = postcard::from_bytes(stored.meta).map_err(|e| fail(&e))?;
         // Sizes are counted from the record: it must agree with the body stored with it
         // (for a body stored in parts, with what its cut leaves with the record).
-        let tail = stored.tail.len() as u64;
+        let tail = match &stored.logged {
+            Some(at) => u64::from(at.len),
+            None => stored.tail.len() as u64,
+        };
         let parted = stored.parted;
         if (!parted && meta.body_len != tail)
             || (parted && tail > meta.body_len)

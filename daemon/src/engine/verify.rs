@@ -7,8 +7,9 @@
 //! sum of key hashes, in one pass over each: memory does not grow with the messages. Only
 //! when a table's sum differs is it read again key by key, to name what is wrong.
 
-use super::record::{MessageMeta, Stored, checksum, split_stored};
+use super::record::{MessageMeta, Stored, Sums, checksum, split_stored};
 use super::stored::{self, AVAILABLE, EXPIRES, Totals};
+use crate::storage::bodies::{Bodies, BodyRef};
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::message_blocks;
 use qm_common::plural::count;
@@ -50,6 +51,7 @@ const ORDER: [&str; 4] = ["ready", "corrid", "timers", "age"];
 /// Checks queue space `names` in `txn`; what is wrong goes to `problems`.
 pub fn queue_space(
     txn: &ReadTransaction,
+    bodies: &Bodies,
     names: &QueueSpaceTables,
     page_size: u32,
     problems: &mut Problems,
@@ -76,7 +78,7 @@ pub fn queue_space(
     let mut totals: HashMap<String, Totals> = HashMap::new();
     let mut last_seq = None;
     let mut undefined = Vec::new();
-    let walked = each_message(txn, names, problems, |seq, meta, body_len| {
+    let walked = each_message(txn, bodies, names, problems, |seq, meta, body_len| {
         last_seq = Some(seq);
         if !queues.contains(&meta.queue) {
             undefined.push((seq, meta.queue.clone()));
@@ -112,7 +114,7 @@ pub fn queue_space(
                     found.count, expected[table].count
                 );
                 problems.add(&place, why);
-                name_differences(txn, names, table, &waiting, problems);
+                name_differences(txn, bodies, names, table, &waiting, problems);
             }
             Err(e) => problems.add(&place, e),
         }
@@ -197,6 +199,7 @@ fn timer_bytes(time: u64, kind: u8, seq: u64) -> Vec<u8> {
 /// body's length; reports the others.
 fn each_message(
     txn: &ReadTransaction,
+    bodies: &Bodies,
     names: &QueueSpaceTables,
     problems: &mut Problems,
     mut f: impl FnMut(u64, &MessageMeta, u64),
@@ -215,7 +218,7 @@ fn each_message(
         let (k, v) = item.map_err(|e| open_error("msg", e))?;
         let seq = k.value();
         let place = format!("message {seq:016x} of {}", names.qspace);
-        match check_message(seq, v.value(), parts.as_ref()) {
+        match check_message(seq, v.value(), parts.as_ref(), bodies) {
             // A message whose record reads is counted in its queue even if its body is
             // damaged: the order tables and totals are checked against what it says.
             Ok((meta, body_len, damage)) => {
@@ -252,8 +255,9 @@ fn check_message(
     seq: u64,
     value: &[u8],
     parts: Option<&Parts>,
+    bodies: &Bodies,
 ) -> Result<(MessageMeta, u64, Option<String>), String> {
-    let Some(Stored { meta, tail, parted, sums }) = split_stored(value) else {
+    let Some(Stored { meta, tail, parted, sums, logged }) = split_stored(value) else {
         return Err("its stored value is cut short".into());
     };
     if let Some(sums) = sums
@@ -263,6 +267,9 @@ fn check_message(
     }
     let record: MessageMeta =
         postcard::from_bytes(meta).map_err(|e| format!("its record cannot be decoded: {e}"))?;
+    if let Some(at) = logged {
+        return Ok(check_logged(record, &at, sums, bodies));
+    }
     let mut body_sum = crc32fast::Hasher::new();
     let mut len = 0u64;
     if parted {
@@ -290,6 +297,24 @@ fn check_message(
         None
     };
     Ok((record, len, damage))
+}
+
+/// Checks a body kept in a body segment: it reads whole and matches both checksums.
+fn check_logged(
+    record: MessageMeta,
+    at: &BodyRef,
+    sums: Option<Sums>,
+    bodies: &Bodies,
+) -> (MessageMeta, u64, Option<String>) {
+    let len = u64::from(at.len);
+    let damage = if len != record.body_len {
+        Some(format!("its record gives {} body bytes, its body segment {len}", record.body_len))
+    } else if sums.is_some_and(|s| s.body != at.crc) {
+        Some("its body's reference does not match its checksum (damaged)".into())
+    } else {
+        bodies.read(at).err().map(|e| format!("its body cannot be read: {e}"))
+    };
+    (record, len, damage)
 }
 
 /// The keys of order table `table` as a multiset.
@@ -335,6 +360,7 @@ fn table_name<'n>(names: &'n QueueSpaceTables, table: &str) -> &'n str {
 /// for and the messages that lack theirs (the first few of each).
 fn name_differences(
     txn: &ReadTransaction,
+    bodies: &Bodies,
     names: &QueueSpaceTables,
     table: &str,
     waiting: &HashSet<u64>,
@@ -342,7 +368,7 @@ fn name_differences(
 ) {
     let place = format!("queue space {}", names.qspace);
     let mut wanted: HashMap<Vec<u8>, u64> = HashMap::new();
-    let _ = each_message(txn, names, &mut Problems::default(), |seq, meta, _| {
+    let _ = each_message(txn, bodies, names, &mut Problems::default(), |seq, meta, _| {
         for (t, key) in keys_of(seq, meta, waiting.contains(&seq)) {
             if t == table {
                 wanted.insert(key, seq);

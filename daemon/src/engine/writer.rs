@@ -23,9 +23,12 @@
 use super::applier::{Applier, Applying};
 use super::deferred::Deferred;
 use super::record::{
-    MessageMeta, Stored, body_layout, checksum, split_stored, stored_len, stored_room, write_stored,
+    MessageMeta, Stored, body_layout, checksum, split_stored, stored_len, stored_room,
+    write_logged, write_stored,
 };
+use super::segments::{self, LiveDeltas};
 use super::stored::{self, Delta, Maintained};
+use crate::storage::bodies::{Bodies as BodyLog, BodyRef};
 use crate::storage::handle::{Db, DbFile};
 use crate::storage::journal;
 use crate::storage::tables::QueueSpaceTables;
@@ -257,6 +260,12 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 catching_up = checkpoint_if(file, 1, catching_up, None);
+                if !catching_up
+                    && !file.held()
+                    && let Ok(db) = file.get()
+                {
+                    super::applier::compact(&db);
+                }
                 turn_took(turn);
                 if !catching_up && let Some(journal) = file.journal().as_mut() {
                     journal.cut_back();
@@ -487,6 +496,9 @@ fn fail(e: impl std::fmt::Display) -> QmError {
 /// The tables a batch touches, opened once each.
 struct Open<'t> {
     txn: &'t WriteTransaction,
+    /// The file's body segments, and the changes of their live bytes.
+    log: &'t BodyLog,
+    live: LiveDeltas,
     tables: HashMap<String, Table<'t, u64, &'static [u8]>>,
     /// Tables keyed by name: queue definitions and state values.
     named: HashMap<String, Table<'t, &'static str, &'static [u8]>>,
@@ -537,6 +549,11 @@ impl<'t> Open<'t> {
         let delta = f(maintained).map_err(fail)?;
         stored::gather(&mut self.deltas, &tables.totals, queue, delta);
         Ok(())
+    }
+
+    /// Counts the body at `at` as no longer pointed at.
+    fn gone(&mut self, at: &BodyRef) {
+        *self.live.entry(at.segment).or_default() -= i64::from(at.len);
     }
 
     fn named(&mut self, name: &str) -> QmResult<&mut Table<'t, &'static str, &'static [u8]>> {
@@ -646,11 +663,20 @@ fn apply_now<'a>(
     db.reserve(need(journal))?;
     // What this commit may still write at the next durable one.
     let added = journal.deferred.room() + room(jobs.clone());
-    apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
-    let results = apply_all(&txn, jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
     let applied = if matches!(how, Durable::ByRecord(_)) { lsn } else { lsn - 1 };
-    journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
+    let (results, dead) = segments::undone_on_error(db.bodies(), || {
+        apply_deferred(&txn, db.bodies(), &journal.deferred).map_err(|e| db.recheck(e))?;
+        let results =
+            apply_all(&txn, db.bodies(), jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
+        journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
+        let dead = match how {
+            Durable::ByRedb => segments::dead(&txn, db.bodies()).map_err(|e| db.recheck(e))?,
+            _ => Vec::new(),
+        };
+        Ok((results, dead))
+    })?;
     txn.commit().map_err(|e| db.explain(what, e))?;
+    segments::remove(db.bodies(), &dead);
     journal.applied(applied);
     let record = match how {
         Durable::ByRedb => {
@@ -684,11 +710,11 @@ fn apply_now<'a>(
 }
 
 /// Applies the deferred writes of a file in `txn` (see [`Deferred`]).
-pub fn apply_deferred(txn: &WriteTransaction, deferred: &Deferred) -> QmResult<()> {
+pub fn apply_deferred(txn: &WriteTransaction, log: &BodyLog, deferred: &Deferred) -> QmResult<()> {
     if deferred.is_empty() {
         return Ok(());
     }
-    apply_all(txn, std::iter::once(deferred.surviving()), Bodies::Dropped).map(drop)
+    apply_all(txn, log, std::iter::once(deferred.surviving()), Bodies::Dropped).map(drop)
 }
 
 /// Applies the deferred writes of a file in a commit of their own that is not durable
@@ -725,10 +751,16 @@ fn catch_up_sizes() -> (usize, usize) {
 pub(super) fn commit_groups(db: &Db, ops: &[WriteOp], lsn: u64, what: &str) -> QmResult<()> {
     let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
     crate::storage::files::quick_repair(&mut txn);
-    apply_all(&txn, std::iter::once(ops.iter()), Bodies::Dropped).map_err(|e| db.recheck(e))?;
-    journal::record_lsn(&txn, lsn)
-        .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
-    txn.commit().map_err(|e| db.explain(what, e))
+    let dead = segments::undone_on_error(db.bodies(), || {
+        let ops = std::iter::once(ops.iter());
+        apply_all(&txn, db.bodies(), ops, Bodies::Dropped).map_err(|e| db.recheck(e))?;
+        journal::record_lsn(&txn, lsn)
+            .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
+        segments::dead(&txn, db.bodies()).map_err(|e| db.recheck(e))
+    })?;
+    txn.commit().map_err(|e| db.explain(what, e))?;
+    segments::remove(db.bodies(), &dead);
+    Ok(())
 }
 
 fn catch_up(db: &Db, journal: &mut journal::Journal, n: usize) -> QmResult<()> {
@@ -927,12 +959,12 @@ impl postcard::ser_flavors::Flavor for Record {
 }
 
 /// Applies a journal record again, at recovery (see [`crate::storage::journal`]).
-pub fn replay(txn: &WriteTransaction, record: &[u8]) -> QmResult<()> {
+pub fn replay(txn: &WriteTransaction, log: &BodyLog, record: &[u8]) -> QmResult<()> {
     let logged: Vec<Logged> = postcard::from_bytes(record)
         .map_err(|e| QmError::system(format!("a journal record cannot be read: {e}")))?;
     let mut tables = HashMap::new();
     let ops: Vec<WriteOp> = logged.into_iter().map(|l| l.op(&mut tables)).collect();
-    apply_all(txn, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
+    apply_all(txn, log, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
 }
 
 /// Whether applying removals returns the bodies removed: not when nobody waits for them
@@ -946,6 +978,7 @@ pub(super) enum Bodies {
 /// Applies every job in `txn`; the results of each job, in order.
 pub(super) fn apply_all<'a, J>(
     txn: &WriteTransaction,
+    log: &BodyLog,
     jobs: impl Iterator<Item = J>,
     bodies: Bodies,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>>
@@ -955,6 +988,8 @@ where
     let mut results = Vec::new();
     let mut open = Open {
         txn,
+        log,
+        live: LiveDeltas::new(),
         tables: HashMap::new(),
         named: HashMap::new(),
         parts: HashMap::new(),
@@ -988,8 +1023,10 @@ where
         }
     }
     let deltas = std::mem::take(&mut open.deltas);
+    let live = std::mem::take(&mut open.live);
     drop(open);
     stored::write_totals(txn, deltas).map_err(fail)?;
+    segments::write_live(txn, live)?;
     Ok(results)
 }
 
@@ -1004,6 +1041,10 @@ fn apply<'a>(
             WriteOp::Put { tables, seq, meta, body: Some(body), blocks, waiting, .. } => {
                 let record = decode_meta(*seq, meta)?;
                 open.index(tables, &record.queue, |m| m.add(*seq, &record, *waiting, *blocks))?;
+                if segments::logs_bodies() {
+                    put_logged(open, tables, *seq, meta, body)?;
+                    continue;
+                }
                 let (parts, tail_len) = body_layout(body.len(), meta.len());
                 let mut at = 0;
                 for (n, len) in parts.iter().enumerate() {
@@ -1027,10 +1068,14 @@ fn apply<'a>(
                     Some(sums) => sums.body,
                     None => checksum(&whole_body(open, tables, *seq, tail, parted)?),
                 };
+                let logged = old.as_ref().and_then(|s| s.logged);
                 let table = open.table(&tables.msg)?;
-                let mut slot =
-                    table.insert_reserve(*seq, stored_len(meta, tail.len())).map_err(fail)?;
-                write_stored(slot.as_mut(), meta, tail, parted, body_sum);
+                let kept = if logged.is_some() { BodyRef::BYTES } else { tail.len() };
+                let mut slot = table.insert_reserve(*seq, stored_len(meta, kept)).map_err(fail)?;
+                match &logged {
+                    Some(at) => write_logged(slot.as_mut(), meta, at, body_sum),
+                    None => write_stored(slot.as_mut(), meta, tail, parted, body_sum),
+                }
                 drop(slot);
                 if let Some(old) = &old {
                     let was = decode_meta(*seq, old.meta)?;
@@ -1055,6 +1100,13 @@ fn apply<'a>(
                     open.index(tables, &was.queue, |m| m.remove(*seq, &was, *blocks))?;
                 }
                 let body = match value.as_deref().and_then(split_stored) {
+                    Some(Stored { logged: Some(at), .. }) => {
+                        open.gone(&at);
+                        match bodies {
+                            Bodies::Wanted => Some(read_logged(open.log, &at)?),
+                            Bodies::Dropped => None,
+                        }
+                    }
                     Some(stored) if stored.parted && bodies == Bodies::Dropped => {
                         let parts = open.parts(&tables.parts)?;
                         let range = (*seq, 0u32)..=(*seq, u32::MAX);
@@ -1098,7 +1150,43 @@ fn apply<'a>(
     Ok(removed)
 }
 
-/// The record of message `seq`, as stored or sent.
+/// Stores message `seq` with its body appended to the file's body segments.
+fn put_logged(
+    open: &mut Open<'_>,
+    tables: &QueueSpaceTables,
+    seq: u64,
+    meta: &[u8],
+    body: &[u8],
+) -> QmResult<()> {
+    let at = open.log.append(body).map_err(|e| appending(open.log, &e))?;
+    *open.live.entry(at.segment).or_default() += i64::from(at.len);
+    let table = open.table(&tables.msg)?;
+    let mut slot = table.insert_reserve(seq, stored_len(meta, BodyRef::BYTES)).map_err(fail)?;
+    write_logged(slot.as_mut(), meta, &at, at.crc);
+    Ok(())
+}
+
+/// Why a body could not be appended to `log`: a full filesystem is said as such, as for
+/// redb's own writes, so that the request is refused with `QMENOSPACE`.
+fn appending(log: &BodyLog, e: &std::io::Error) -> QmError {
+    let errno = match e.kind() {
+        std::io::ErrorKind::StorageFull => Some(libc::ENOSPC),
+        std::io::ErrorKind::QuotaExceeded => Some(libc::EDQUOT),
+        _ => None,
+    };
+    match errno {
+        Some(errno) => crate::storage::space::no_space(log.path(), errno),
+        None => {
+            fail(format_args!("appending to the body segments of {}: {e}", log.path().display()))
+        }
+    }
+}
+
+/// The body at `at` in `log`.
+pub(crate) fn read_logged(log: &BodyLog, at: &BodyRef) -> QmResult<Vec<u8>> {
+    log.read(at).map_err(|e| QmError::system(format!("reading a message body: {e}")))
+}
+
 /// The body of stored message `seq`: its parts, when it has some, then `tail`.
 fn whole_body(
     open: &mut Open<'_>,
@@ -1133,6 +1221,9 @@ fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResul
         let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
         let was = decode_meta(seq, stored.meta)?;
         open.index(tables, queue, |m| m.remove(seq, &was, 0))?;
+        if let Some(at) = &stored.logged {
+            open.gone(at);
+        }
         if stored.parted {
             let parts = open.parts(&tables.parts)?;
             parts.retain_in((seq, 0u32)..=(seq, u32::MAX), |_, _| false).map_err(fail)?;
@@ -1146,12 +1237,13 @@ fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResul
 /// that redb holds, so not one whose enqueue is still deferred (the engine keeps those
 /// bodies itself).
 pub fn read_body(file: &DbFile, tables: &QueueSpaceTables, seq: u64) -> QmResult<Option<Vec<u8>>> {
-    file.read_applied(|txn| stored_body(txn, tables, seq))
+    file.read_applied(|txn| stored_body(txn, file.bodies(), tables, seq))
 }
 
 /// Message `seq`'s body as `txn` sees it, if it is stored.
 pub(super) fn stored_body(
     txn: &redb::ReadTransaction,
+    log: &BodyLog,
     tables: &QueueSpaceTables,
     seq: u64,
 ) -> QmResult<Option<Vec<u8>>> {
@@ -1161,9 +1253,12 @@ pub(super) fn stored_body(
         Err(e) => return Err(fail(e)),
     };
     let Some(value) = table.get(seq).map_err(fail)? else { return Ok(None) };
-    let Some(Stored { tail, parted, .. }) = split_stored(value.value()) else {
+    let Some(Stored { tail, parted, logged, .. }) = split_stored(value.value()) else {
         return Ok(None);
     };
+    if let Some(at) = logged {
+        return read_logged(log, &at).map(Some);
+    }
     if !parted {
         return Ok(Some(tail.to_vec()));
     }

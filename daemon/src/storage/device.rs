@@ -544,6 +544,8 @@ pub fn put_grant(txn: &WriteTransaction, grant: &Grant) -> QmResult<()> {
 
 /// Removes every table of a queue space (those that exist).
 pub fn delete_qspace_tables(txn: &WriteTransaction, tables: &QueueSpaceTables) -> QmResult<()> {
+    // What its messages point at in the body segments is no longer live.
+    crate::engine::segments::forget(txn, &tables.msg)?;
     for table in tables.all() {
         txn.delete_table(redb::TableDefinition::<&str, &[u8]>::new(table))
             .map_err(|e| storage_error("removing queue space tables", e))?;

@@ -26,6 +26,9 @@
 //!   `+checkpoints`, each of their groups would be a redb commit but for the hold), and the
 //!   writer catches up on more than 64 deferred writes 16 at a time (see
 //!   [`crate::engine::writer`]).
+//! - `QM_FAULT=smallsegments`: no fault; body segments take 16 KiB and mostly dead ones
+//!   are copied forward once they hold 64 KiB of dead bytes, so that a test sees segments
+//!   roll over, die and be compacted ([`super::bodies`], [`crate::engine::segments`]).
 //! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
 //!   makes (see [`crate::engine::applier`]) fails with an I/O error, once, so that a test
 //!   sees the groups handed over come back from the journal when the file is opened again.
@@ -58,6 +61,7 @@ enum Mode {
     Crash(u64),
     PowerCut(u64),
     Count(File),
+    SmallSegments,
     NoRoom,
     Defer,
     SlowCopy,
@@ -86,8 +90,8 @@ fn parse(value: &str) -> Result<Mode, String> {
     let value = value.strip_suffix("+checkpoints").unwrap_or(value);
     let bad = || {
         format!(
-            "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy \
-             or failapply"
+            "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy, \
+             failapply or smallsegments"
         )
     };
     match value {
@@ -95,6 +99,7 @@ fn parse(value: &str) -> Result<Mode, String> {
         "defer" => return Ok(Mode::Defer),
         "slowcopy" => return Ok(Mode::SlowCopy),
         "failapply" => return Ok(Mode::FailApply),
+        "smallsegments" => return Ok(Mode::SmallSegments),
         _ => {}
     }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
@@ -192,6 +197,11 @@ fn fails_apply() -> bool {
     on_applier
         && lock().is_some_and(|f| matches!(f.mode, Mode::FailApply))
         && !APPLY_FAILED.swap(true, Ordering::Relaxed)
+}
+
+/// Whether a test asked for small body segments and compaction of little dead space.
+pub fn small_segments() -> bool {
+    lock().is_some_and(|f| matches!(f.mode, Mode::SmallSegments))
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).

@@ -203,16 +203,22 @@ fn unless_busy<T>(
 pub fn open<T>(
     path: &Path,
     identify: impl Fn(&ReadTransaction) -> QmResult<T>,
+    bodies: Option<Arc<super::bodies::Bodies>>,
 ) -> QmResult<(Database, T, Arc<Space>)> {
     let file = open_trusted(path)?;
     check_magic(path, &file)?;
     let space = Space::new(path, &file).map_err(|e| os_error(path, "examine", e))?;
+    if let Some(bodies) = &bodies {
+        bodies.take_room_from(space.clone());
+        space.count_bodies(bodies);
+    }
     let repaired = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let look = || -> QmResult<(Database, T, Release)> {
         let mut release = None;
         let db = unless_busy(|| {
-            let backend = SpaceBackend::new(fault::backend(file.try_clone()?)?, space.clone());
+            let backend = SpaceBackend::new(fault::backend(file.try_clone()?)?, space.clone())
+                .with_bodies(bodies.clone());
             let (overlay, held) = Overlay::new(backend)?;
             release = Some(held);
             let seen = repaired.clone();
@@ -233,6 +239,11 @@ pub fn open<T>(
             path.display()
         )))
     })?;
+    if let Some(bodies) = &bodies {
+        // Refused before anything is written to the file.
+        let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
+        crate::engine::segments::check_present(&crate::engine::segments::live_in(&txn)?, bodies)?;
+    }
     release.write_through().map_err(|e| space::io_failure(path, "write", &e))?;
     if repaired.load(Ordering::Relaxed) {
         // Said so that an operator knows why the start took long, and a test that a clean
@@ -298,15 +309,8 @@ fn build(
     fill: impl FnOnce(&WriteTransaction) -> QmResult<()>,
 ) -> QmResult<()> {
     fault::step();
-    let flags = OFlags::RDWR
-        | OFlags::CREATE
-        | OFlags::EXCL
-        | OFlags::NOFOLLOW
-        | OFlags::CLOEXEC
-        | OFlags::NOCTTY;
-    let fd = rustix::fs::open(temp, flags, Mode::from_raw_mode(0o600))
+    let file = create_private(temp)
         .map_err(|e| space::io_failure(path, "create", &std::io::Error::from(e)))?;
-    let file = File::from(fd);
     let space = Space::new(path, &file).map_err(|e| os_error(temp, "create", e))?;
     let what =
         |e: &dyn std::fmt::Display| space.explain(&format!("cannot write {}", temp.display()), e);
@@ -320,6 +324,18 @@ fn build(
     fill(&txn)?;
     txn.commit().map_err(|e| what(&e))?;
     db.close().map_err(|e| what(&e))
+}
+
+/// Creates a new file at `path` for qm's user alone (0600), never one that was there and
+/// never through a symbolic link.
+pub fn create_private(path: &Path) -> rustix::io::Result<File> {
+    let flags = OFlags::RDWR
+        | OFlags::CREATE
+        | OFlags::EXCL
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NOCTTY;
+    rustix::fs::open(path, flags, Mode::from_raw_mode(0o600)).map(File::from)
 }
 
 /// Makes a rename or creation in `path`'s directory durable.

@@ -18,6 +18,7 @@
 //! does not change under the copy. Writers of messages go on meanwhile: their groups are
 //! durable in the journal and deferred (see [`crate::engine::deferred`]).
 
+use super::bodies::Bodies;
 use super::files;
 use super::journal::Journal;
 use super::space::{Space, no_space};
@@ -101,6 +102,8 @@ pub struct DbFile {
     marks: Arc<super::journal::Marks>,
     /// Copies that hold the file unchanged now (see [`DbFile::hold`]).
     holds: Arc<Holds>,
+    /// The file's body segments: they outlive a reopen (what they hold is the file's).
+    bodies: Arc<Bodies>,
 }
 
 /// One use of the file: its database for one transaction, and what explains its failures.
@@ -110,6 +113,7 @@ pub struct Db {
     space: Arc<Space>,
     floor: u64,
     holds: Arc<Holds>,
+    bodies: Arc<Bodies>,
 }
 
 impl std::ops::Deref for Db {
@@ -155,6 +159,11 @@ impl Db {
         self.db.begin_write()
     }
 
+    /// The file's body segments.
+    pub fn bodies(&self) -> &Bodies {
+        &self.bodies
+    }
+
     /// Whether `other` is this same open database (not the file opened again since).
     pub fn same_as(&self, other: &Db) -> bool {
         Arc::ptr_eq(&self.db, &other.db)
@@ -168,9 +177,13 @@ impl DbFile {
         path: &Path,
         identify: impl Fn(&ReadTransaction) -> QmResult<T> + Send + Sync + 'static,
     ) -> QmResult<(DbFile, T)> {
-        let (db, found, space) = files::open(path, &identify)?;
+        let bodies = Arc::new(
+            Bodies::open(path)
+                .map_err(|e| files::os_error(path, "list the body segments of", e))?,
+        );
+        let (db, found, space) = files::open(path, &identify, Some(bodies.clone()))?;
         let marks = Arc::new(super::journal::Marks::default());
-        let journal = super::journal::recover(&db, path, &space, 0, marks.clone())?;
+        let journal = super::journal::recover(&db, &bodies, path, &space, 0, marks.clone())?;
         let file = DbFile {
             path: path.to_path_buf(),
             identify: Box::new(move |txn| identify(txn).map(drop)),
@@ -185,12 +198,18 @@ impl DbFile {
             journal: Mutex::new(Some(journal)),
             marks,
             holds: Arc::default(),
+            bodies,
         };
         Ok((file, found))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's body segments.
+    pub fn bodies(&self) -> &Arc<Bodies> {
+        &self.bodies
     }
 
     fn slot(&self) -> MutexGuard<'_, Slot> {
@@ -287,7 +306,9 @@ impl DbFile {
             {
                 let floor = self.floor();
                 let holds = self.holds.clone();
-                return Ok(Db { db: db.clone(), space: slot.space.clone(), floor, holds });
+                let bodies = self.bodies.clone();
+                let space = slot.space.clone();
+                return Ok(Db { db: db.clone(), space, floor, holds, bodies });
             }
             if let Some(db) = slot.db.take() {
                 match Arc::try_unwrap(db) {
@@ -337,10 +358,12 @@ impl DbFile {
         }
         // The old journal goes first: it holds the file's lock.
         *self.journal() = None;
-        let opened =
-            files::open(&self.path, |txn| (self.identify)(txn)).and_then(|(db, (), space)| {
+        let bodies = Some(self.bodies.clone());
+        let opened = files::open(&self.path, |txn| (self.identify)(txn), bodies).and_then(
+            |(db, (), space)| {
                 let journal = super::journal::recover(
                     &db,
+                    &self.bodies,
                     &self.path,
                     &space,
                     self.floor(),
@@ -348,7 +371,8 @@ impl DbFile {
                 )?;
                 *self.journal() = Some(journal);
                 Ok((db, (), space))
-            });
+            },
+        );
         match opened {
             Ok((db, (), space)) => {
                 tracing::warn!(
@@ -359,7 +383,8 @@ impl DbFile {
                 slot.db = Some(db.clone());
                 slot.space = space.clone();
                 slot.down = None;
-                Ok(Db { db, space, floor: self.floor(), holds: self.holds.clone() })
+                let (holds, bodies) = (self.holds.clone(), self.bodies.clone());
+                Ok(Db { db, space, floor: self.floor(), holds, bodies })
             }
             Err(e) => {
                 // Said once for each reason: it is tried again at every use.
@@ -390,6 +415,8 @@ impl DbFile {
     /// Runs `f` in one read transaction of what redb holds: without the deferred writes,
     /// which only the engines may ignore (they hold those messages in memory).
     pub fn read_applied<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
+        // Before the transaction: the bodies it points at stay readable for it.
+        let _reading = self.bodies.reading();
         let db = self.get()?;
         let txn = db.begin_read().map_err(|e| db.explain("reading", e))?;
         f(&txn).map_err(|e| db.recheck(e))
@@ -407,7 +434,10 @@ impl DbFile {
         let mut txn = db.begin_write().map_err(|e| db.explain("starting a write", e))?;
         super::files::quick_repair(&mut txn);
         db.reserve(WRITE_NEED + pending)?;
-        let value = f(&txn).map_err(|e| db.recheck(e))?;
+        // A queue space moved here gets its bodies appended (see `segments::rehome`).
+        let value = crate::engine::segments::undone_on_error(&self.bodies, || {
+            f(&txn).map_err(|e| db.recheck(e))
+        })?;
         txn.commit().map_err(|e| db.explain("committing", e))?;
         Ok(value)
     }

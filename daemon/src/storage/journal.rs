@@ -588,6 +588,7 @@ pub fn record_lsn(txn: &redb::WriteTransaction, lsn: u64) -> Result<(), redb::Er
 /// from an older copy, or by another file of the same name, is never applied to it.
 pub fn recover(
     db: &redb::Database,
+    bodies: &super::bodies::Bodies,
     path: &Path,
     space: &super::space::Space,
     floor: u64,
@@ -645,13 +646,18 @@ pub fn recover(
         let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
         super::files::quick_repair(&mut txn);
         space.reserve(RECOVERY_ROOM + replay_room(&records), floor)?;
-        for (_, payload) in &records {
-            crate::engine::writer::replay(&txn, payload)?;
-        }
-        let mut table = txn.open_table(TABLE).map_err(|e| fail(e.into()))?;
-        table.insert("lsn", last).map_err(|e| fail(e.into()))?;
-        table.insert("generation", generation).map_err(|e| fail(e.into()))?;
-        drop(table);
+        // Before the replay appends: what no durable commit points at goes.
+        let dead = crate::engine::segments::dead(&txn, bodies)?;
+        crate::engine::segments::remove(bodies, &dead);
+        crate::engine::segments::undone_on_error(bodies, || {
+            for (_, payload) in &records {
+                crate::engine::writer::replay(&txn, bodies, payload)?;
+            }
+            let mut table = txn.open_table(TABLE).map_err(|e| fail(e.into()))?;
+            table.insert("lsn", last).map_err(|e| fail(e.into()))?;
+            table.insert("generation", generation).map_err(|e| fail(e.into()))?;
+            Ok(())
+        })?;
         txn.commit().map_err(|e| fail(e.into()))
     };
     match commit() {
@@ -703,9 +709,15 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
     super::files::quick_repair(&mut txn);
     // Refused cleanly on a full filesystem: the journal keeps what it holds.
     db.reserve(RECOVERY_ROOM + pending)?;
-    crate::engine::writer::apply_deferred(&txn, &journal.deferred).map_err(|e| db.recheck(e))?;
-    record_lsn(&txn, applied).map_err(explain)?;
+    let bodies = db.bodies();
+    let dead = crate::engine::segments::undone_on_error(bodies, || {
+        crate::engine::writer::apply_deferred(&txn, bodies, &journal.deferred)
+            .map_err(|e| db.recheck(e))?;
+        record_lsn(&txn, applied).map_err(explain)?;
+        crate::engine::segments::dead(&txn, bodies).map_err(|e| db.recheck(e))
+    })?;
     txn.commit().map_err(|e| explain(e.into()))?;
+    crate::engine::segments::remove(bodies, &dead);
     journal.applied(applied);
     journal.restart(applied + 1);
     Ok(())

@@ -58,6 +58,7 @@ macro_rules! forward_range_locks {
 }
 use forward_range_locks;
 
+pub mod bodies;
 pub mod device;
 pub mod fault;
 pub mod fence;

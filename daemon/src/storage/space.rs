@@ -63,7 +63,7 @@ fn is_no_space(errno: i32) -> bool {
     errno == Errno::NOSPC.raw_os_error() || errno == Errno::DQUOT.raw_os_error()
 }
 
-fn io_no_space(e: &std::io::Error) -> bool {
+pub(crate) fn io_no_space(e: &std::io::Error) -> bool {
     e.raw_os_error().is_some_and(is_no_space)
 }
 
@@ -110,6 +110,9 @@ pub struct Space {
     room: Mutex<Room>,
     /// The first I/O error (its errno, or -1 without one) since the file was opened.
     failure: Mutex<Option<i32>>,
+    /// The file's body segments, whose bytes count as the file's own (weak: they hold
+    /// this too).
+    bodies: Mutex<std::sync::Weak<super::bodies::Bodies>>,
 }
 
 /// An unnamed file in `path`'s directory, to hold room in; `None` where the filesystem has
@@ -135,6 +138,7 @@ impl Space {
             file: file.try_clone()?,
             room: Mutex::new(Room { file: None, held: 0 }),
             failure: Mutex::new(None),
+            bodies: Mutex::new(std::sync::Weak::new()),
         }))
     }
 
@@ -148,9 +152,16 @@ impl Space {
         self.room.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes the redb file has on disk.
+    /// Counts the bytes of `bodies` as the file's own from now on.
+    pub fn count_bodies(&self, bodies: &Arc<super::bodies::Bodies>) {
+        *self.bodies.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(bodies);
+    }
+
+    /// Bytes the redb file and its body segments have on disk.
     fn allocated(&self) -> u64 {
-        self.file.metadata().map_or(0, |m| m.blocks() * 512)
+        let bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+        let segments = bodies.map_or(0, |b| b.bytes());
+        self.file.metadata().map_or(0, |m| m.blocks() * 512) + segments
     }
 
     /// The room a commit that may need `need` new bytes should find held, when the file's
@@ -251,7 +262,7 @@ impl Space {
 
     /// Gives part of the held room back to the filesystem: one of redb's writes of `len`
     /// bytes needs it now. Whether there was any.
-    fn release_room(&self, len: u64) -> bool {
+    pub(crate) fn release_room(&self, len: u64) -> bool {
         let mut room = self.room();
         if room.held == 0 || room.file.is_none() {
             return false;
@@ -311,11 +322,18 @@ impl Space {
 pub struct SpaceBackend<B> {
     inner: B,
     space: Arc<Space>,
+    /// The file's body segments, synced before each of redb's syncs: a durable commit
+    /// must not point at bodies a power cut could lose.
+    bodies: Option<Arc<super::bodies::Bodies>>,
 }
 
 impl<B> SpaceBackend<B> {
     pub fn new(inner: B, space: Arc<Space>) -> Self {
-        SpaceBackend { inner, space }
+        SpaceBackend { inner, space, bodies: None }
+    }
+
+    pub fn with_bodies(self, bodies: Option<Arc<super::bodies::Bodies>>) -> Self {
+        SpaceBackend { bodies, ..self }
     }
 
     /// Runs `op`, a write or a length change of `len` bytes; while it finds the filesystem
@@ -356,6 +374,9 @@ impl<B: StorageBackend> StorageBackend for SpaceBackend<B> {
     fn sync_data(&self) -> std::io::Result<()> {
         // Never tried again: after a failed sync the kernel may have dropped the data it
         // could not write, and a second sync would report success all the same.
+        if let Some(bodies) = &self.bodies {
+            self.keep(bodies.sync())?;
+        }
         self.keep(self.inner.sync_data())
     }
 

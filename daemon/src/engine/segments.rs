@@ -1,0 +1,394 @@
+//! Which body segments ([`crate::storage::bodies`]) still hold bodies redb points at, and
+//! the removal of those that do not.
+//!
+//! Table `qm.bodies` of each redb file counts the live bytes of each segment; the commits
+//! that store a body in a segment or remove one change it, so it always says what the
+//! records of the same commit point at. A segment is dead once its row is gone and
+//! appends no longer go to it: nothing can point into it again, since only appends add
+//! bodies. It is unlinked after a *durable* commit that saw it dead, so that a crash never
+//! brings back records whose bodies are gone; at an open, before the journal is replayed,
+//! every segment without a row goes (bodies that only non-durable commits pointed at; the
+//! replay writes them again).
+//!
+//! While `QM_BODY_LOG=1` is not set, bodies stay in redb as before and no segment is made:
+//! the body segments are being built, and backups, restores and moves do not carry them
+//! yet.
+
+use super::record::{split_stored, stored_len, write_logged};
+use crate::storage::bodies::{Bodies, BodyRef};
+use crate::storage::handle::Db;
+use qm_common::{QmError, QmResult};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+/// Live body bytes by segment number.
+pub const LIVE: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies");
+
+/// Whether applied bodies go to body segments (`QM_BODY_LOG=1`).
+pub fn logs_bodies() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("QM_BODY_LOG").is_ok_and(|v| v == "1"))
+}
+
+fn fail(e: impl std::fmt::Display) -> QmError {
+    QmError::system(format!("body segments: {e}"))
+}
+
+/// Changes of live bytes by segment, gathered over one commit.
+pub type LiveDeltas = HashMap<u32, i64>;
+
+/// Writes the changes of live bytes gathered in `deltas`; a segment with none left loses
+/// its row.
+pub fn write_live(txn: &WriteTransaction, deltas: LiveDeltas) -> QmResult<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn.open_table(LIVE).map_err(fail)?;
+    for (segment, delta) in deltas {
+        let had = table.get(segment).map_err(fail)?.map_or(0, |v| v.value());
+        let now = had.checked_add_signed(delta).ok_or_else(|| {
+            fail(format_args!("segment {segment} would hold {had} {delta:+} live bytes"))
+        })?;
+        match now {
+            0 => drop(table.remove(segment).map_err(fail)?),
+            n => drop(table.insert(segment, n).map_err(fail)?),
+        }
+    }
+    Ok(())
+}
+
+/// The live bytes of each segment as `txn` counts them (for `qverify`).
+pub fn live_in(txn: &redb::ReadTransaction) -> QmResult<BTreeMap<u32, u64>> {
+    let table = match txn.open_table(LIVE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut live = BTreeMap::new();
+    for item in table.iter().map_err(fail)? {
+        let (k, v) = item.map_err(fail)?;
+        live.insert(k.value(), v.value());
+    }
+    Ok(live)
+}
+
+/// Refuses a file whose messages (`live`, as [`live_in`] read it) point into body segments that are not there (a file
+/// moved or copied without its `FILE.bodies.*`): its messages could not be read.
+pub fn check_present(live: &BTreeMap<u32, u64>, bodies: &Bodies) -> QmResult<()> {
+    let listed: Vec<u32> = bodies.list().into_iter().map(|(n, _, _)| n).collect();
+    let missing: Vec<_> = live
+        .keys()
+        .filter(|n| !listed.contains(n))
+        .map(|&n| crate::storage::bodies::segment_path(bodies.path(), n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+    Err(QmError::inval(format!(
+        "{} cannot be opened: its messages' bodies are in {}, which {} missing; a file moved \
+         or copied must take its body segments ({}.bodies.*) with it. It was left unchanged",
+        bodies.path().display(),
+        names.join(", "),
+        if names.len() == 1 { "is" } else { "are" },
+        bodies.path().display()
+    )))
+}
+
+/// The body bytes the messages of every message table of `txn`'s file point at, by
+/// segment (for `qverify`, to compare with [`live_in`]).
+pub fn pointed_at(txn: &redb::ReadTransaction) -> QmResult<BTreeMap<u32, u64>> {
+    use redb::TableHandle;
+    let mut pointed = BTreeMap::new();
+    for handle in txn.list_tables().map_err(fail)? {
+        let name = handle.name();
+        if !(name.starts_with("qs.") && name.ends_with(".msg")) {
+            continue;
+        }
+        let table = txn.open_table(messages(name)).map_err(fail)?;
+        for item in table.iter().map_err(fail)? {
+            let (_, v) = item.map_err(fail)?;
+            if let Some(at) = split_stored(v.value()).and_then(|s| s.logged) {
+                *pointed.entry(at.segment).or_default() += u64::from(at.len);
+            }
+        }
+    }
+    Ok(pointed)
+}
+
+/// The segments of `bodies` nothing in `txn` points at (see the module's comment).
+pub fn dead(txn: &WriteTransaction, bodies: &Bodies) -> QmResult<Vec<u32>> {
+    let listed = bodies.list();
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = txn.open_table(LIVE).map_err(fail)?;
+    let current = bodies.current();
+    let mut dead = Vec::new();
+    for (segment, _, _) in listed {
+        if Some(segment) != current && table.get(segment).map_err(fail)?.is_none() {
+            dead.push(segment);
+        }
+    }
+    Ok(dead)
+}
+
+/// Runs `apply`, which appends bodies in a write transaction it does not commit; when it
+/// fails, its appends are undone ([`Bodies::rollback`]): the transaction is dropped, and
+/// one tried again would append them again.
+pub fn undone_on_error<T>(bodies: &Bodies, apply: impl FnOnce() -> QmResult<T>) -> QmResult<T> {
+    let mark = bodies.mark();
+    let result = apply();
+    if result.is_err()
+        && let Err(e) = bodies.rollback(mark)
+    {
+        tracing::warn!(
+            "{}: the bodies a failed write appended could not be cut back: {e}",
+            bodies.path().display()
+        );
+    }
+    result
+}
+
+/// Unlinks the `dead` segments, once the commit that found them so is durable. A
+/// segment that cannot be removed is said and left, as are all while a backup pins them:
+/// the next durable commit tries again.
+pub fn remove(bodies: &Bodies, dead: &[u32]) {
+    if bodies.pinned() {
+        return;
+    }
+    for &segment in dead {
+        if let Err(e) = bodies.remove(segment) {
+            tracing::warn!(
+                "{}: body segment {segment} holds no live body but cannot be removed: {e}",
+                bodies.path().display()
+            );
+        }
+    }
+}
+
+fn messages(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Messages (by sequence number) and where their bodies are.
+type References = Vec<(u64, BodyRef)>;
+
+/// The body references of up to [`CHUNK`] messages of `table` after `after` (from the
+/// first when `None`), and the last message looked at: `None` when there was none.
+fn references(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    after: Option<u64>,
+) -> QmResult<(References, Option<u64>)> {
+    let range = match after {
+        Some(u64::MAX) => return Ok((Vec::new(), None)),
+        Some(seq) => table.range(seq + 1..),
+        None => table.range(0..),
+    };
+    let (mut found, mut last) = (Vec::new(), None);
+    for item in range.map_err(fail)?.take(CHUNK) {
+        let (k, v) = item.map_err(fail)?;
+        last = Some(k.value());
+        if let Some(at) = split_stored(v.value()).and_then(|s| s.logged) {
+            found.push((k.value(), at));
+        }
+    }
+    Ok((found, last))
+}
+
+/// Messages read at a time by [`forget`] and [`rehome`], so that their memory stays small.
+const CHUNK: usize = 4096;
+
+/// Counts the bodies the messages of table `msg` point at as no longer live: before the
+/// table is deleted (a queue space destroyed, or moved away).
+pub fn forget(txn: &WriteTransaction, msg: &str) -> QmResult<()> {
+    let table = txn.open_table(messages(msg)).map_err(fail)?;
+    let mut live = LiveDeltas::new();
+    let mut after = None;
+    loop {
+        let (chunk, last) = references(&table, after)?;
+        for (_, at) in chunk {
+            *live.entry(at.segment).or_default() -= i64::from(at.len);
+        }
+        match last {
+            Some(seq) => after = Some(seq),
+            None => break,
+        }
+    }
+    drop(table);
+    write_live(txn, live)
+}
+
+/// Gives the messages of table `msg` in `txn`, copied from another file, bodies of their
+/// own in this file's segments `to`, read from that file's segments `from`.
+pub fn rehome(txn: &WriteTransaction, msg: &str, from: &Bodies, to: &Bodies) -> QmResult<()> {
+    let mut table = txn.open_table(messages(msg)).map_err(fail)?;
+    let mut live = LiveDeltas::new();
+    let mut after = None;
+    loop {
+        let (chunk, last) = references(&table, after)?;
+        for (seq, at) in chunk {
+            let value = table.get(seq).map_err(fail)?.map(|v| v.value().to_vec());
+            let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
+            let body = from.read(&at).map_err(fail)?;
+            let moved = to.append(&body).map_err(fail)?;
+            *live.entry(moved.segment).or_default() += i64::from(moved.len);
+            let sum = stored.sums.map_or(moved.crc, |s| s.body);
+            let mut slot =
+                table.insert_reserve(seq, stored_len(stored.meta, BodyRef::BYTES)).map_err(fail)?;
+            write_logged(slot.as_mut(), stored.meta, &moved, sum);
+        }
+        match last {
+            Some(seq) => after = Some(seq),
+            None => break,
+        }
+    }
+    drop(table);
+    write_live(txn, live)
+}
+
+/// A segment not appended to any more is copied forward once no more than this share of
+/// it is live (one in four)...
+const SPARSE_SHARE: u64 = 4;
+/// ...and once such segments hold this many dead bytes in all: finding the messages that
+/// point into them reads every record of the file, which is worth it only for that much.
+const COMPACT_ABOVE: u64 = 256 << 20;
+/// Bodies copied forward in one write transaction, so that writers wait little for it.
+const COPY_STEP: u64 = 8 << 20;
+
+/// [`COMPACT_ABOVE`], or 64 KiB with `QM_FAULT=smallsegments` (tests).
+fn compact_above() -> u64 {
+    match crate::storage::fault::small_segments() {
+        true => 64 << 10,
+        false => COMPACT_ABOVE,
+    }
+}
+
+/// The segments worth copying forward now: mostly dead ones, when they hold enough dead
+/// bytes together.
+fn sparse(db: &Db) -> QmResult<Vec<u32>> {
+    let bodies = db.bodies();
+    let listed = bodies.list();
+    if listed.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let live = live_in(&db.begin_read().map_err(fail)?)?;
+    let current = bodies.current();
+    let (mut sparse, mut dead) = (Vec::new(), 0);
+    for (segment, _, len) in listed {
+        let held = live.get(&segment).copied().unwrap_or(0);
+        if Some(segment) != current && held > 0 && held * SPARSE_SHARE <= len {
+            sparse.push(segment);
+            dead += len - held;
+        }
+    }
+    Ok(if dead >= compact_above() { sparse } else { Vec::new() })
+}
+
+/// A message whose body is in a segment being emptied: its table, its sequence number,
+/// and where its body is.
+type Found = (String, u64, BodyRef);
+
+/// The messages of every message table of the file whose bodies are in `segments`, read
+/// in one read transaction.
+fn pointing_into(db: &Db, segments: &[u32]) -> QmResult<Vec<Found>> {
+    use redb::TableHandle;
+    let txn = db.begin_read().map_err(fail)?;
+    let mut found = Vec::new();
+    for handle in txn.list_tables().map_err(fail)? {
+        let name = handle.name().to_string();
+        if !(name.starts_with("qs.") && name.ends_with(".msg")) {
+            continue;
+        }
+        let table = txn.open_table(messages(&name)).map_err(fail)?;
+        for item in table.iter().map_err(fail)? {
+            let (k, v) = item.map_err(fail)?;
+            if let Some(at) = split_stored(v.value()).and_then(|s| s.logged)
+                && segments.contains(&at.segment)
+            {
+                found.push((name.clone(), k.value(), at));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Copies the live bodies of mostly dead segments forward, so that those segments die and
+/// go: a few long-lived messages do not keep whole segments on disk. Each step is a write
+/// transaction of its own, not durable, and a durable commit after the last makes them all
+/// so and removes the segments emptied (a crash before leaves the bodies where they were,
+/// and those segments are kept). A message changed meanwhile is left as it is.
+pub fn compact(db: &Db) -> QmResult<()> {
+    let victims = sparse(db)?;
+    if victims.is_empty() {
+        return Ok(());
+    }
+    let found = pointing_into(db, &victims)?;
+    let mut moved = 0u64;
+    for step in steps(&found) {
+        moved += copy_forward(db, step)?;
+    }
+    // Made durable now, so that the segments emptied go now, not at the next write.
+    let mut txn = db.begin_write().map_err(fail)?;
+    crate::storage::files::quick_repair(&mut txn);
+    let dead = dead(&txn, db.bodies())?;
+    txn.commit().map_err(fail)?;
+    remove(db.bodies(), &dead);
+    tracing::info!(
+        "{}: {} of live bodies copied forward out of {} mostly dead body segments",
+        db.bodies().path().display(),
+        qm_common::plural::count(moved, "byte", "bytes"),
+        victims.len()
+    );
+    Ok(())
+}
+
+/// `found` cut into steps of about [`COPY_STEP`] bytes of bodies.
+fn steps(found: &[Found]) -> Vec<&[Found]> {
+    let (mut steps, mut start, mut bytes) = (Vec::new(), 0, 0);
+    for (i, (_, _, at)) in found.iter().enumerate() {
+        bytes += u64::from(at.len);
+        if bytes >= COPY_STEP {
+            steps.push(&found[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < found.len() {
+        steps.push(&found[start..]);
+    }
+    steps
+}
+
+/// Copies the bodies of `step` forward in one write transaction; the bytes copied.
+fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
+    let bodies = db.bodies();
+    let mut txn = db.begin_write().map_err(fail)?;
+    txn.set_durability(redb::Durability::None).map_err(fail)?;
+    let moved = undone_on_error(bodies, || {
+        let mut live = LiveDeltas::new();
+        let mut moved = 0;
+        for (name, seq, at) in step {
+            let mut table = txn.open_table(messages(name)).map_err(fail)?;
+            let value = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
+            let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
+            if stored.logged != Some(*at) {
+                continue;
+            }
+            let body = bodies.read(at).map_err(fail)?;
+            let to = bodies.append(&body).map_err(fail)?;
+            *live.entry(at.segment).or_default() -= i64::from(at.len);
+            *live.entry(to.segment).or_default() += i64::from(to.len);
+            let sum = stored.sums.map_or(to.crc, |s| s.body);
+            let mut slot = table
+                .insert_reserve(*seq, stored_len(stored.meta, BodyRef::BYTES))
+                .map_err(fail)?;
+            write_logged(slot.as_mut(), stored.meta, &to, sum);
+            moved += u64::from(at.len);
+        }
+        write_live(&txn, live)?;
+        Ok(moved)
+    })?;
+    txn.commit().map_err(fail)?;
+    Ok(moved)
+}

@@ -1,0 +1,196 @@
+//! Message bodies in body segments beside their redb file (`QM_BODY_LOG=1`, being built):
+//! stored there once redb holds their messages, read back after a restart by a qmd that
+//! does not write them, removed once nothing points at them, and checked by `qverify`.
+
+use crate::auto::{App, setup};
+use crate::faults::stop_and_wait;
+use crate::support::{Daemon, Env, QMD, run_limited, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const LOG: &[(&str, &str)] = &[("QM_BODY_LOG", "1")];
+
+/// The body segments of the device file, in number order.
+fn segments(env: &Env) -> Vec<PathBuf> {
+    let prefix = format!("{}.bodies.", env.device.file_name().unwrap().to_str().unwrap());
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(env.device.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, env.path(&name)))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+fn body(i: usize) -> Vec<u8> {
+    format!("body {i:05} ").repeat(200).into_bytes()
+}
+
+/// Enqueues `n` messages with the body log on and stops cleanly, so that redb holds them.
+fn stored_in_segments(env: &Env, n: usize) {
+    setup(env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(env);
+    let daemon = Daemon::start_with_env(&env.device, &[], LOG);
+    let mut app = App::connect(env);
+    for i in 0..n {
+        app.put("Q", &body(i));
+    }
+    drop(app);
+    stop_and_wait(env);
+    drop(daemon);
+}
+
+#[test]
+fn bodies_live_in_segments_until_nothing_points_at_them() {
+    let env = Env::new();
+    stored_in_segments(&env, 300);
+    let held = segments(&env);
+    assert!(!held.is_empty(), "the bodies are in segments beside the device file");
+    let bytes: u64 = held.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert!(bytes >= 300 * body(0).len() as u64, "{bytes} bytes in {held:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&held[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "made for its owner only");
+
+    // A qmd that keeps bodies in redb reads them all the same, in order.
+    let daemon = Daemon::start_with_env(&env.device, &[], &[("QM_BODY_LOG", "0")]);
+    let mut app = App::connect(&env);
+    drained_whole(&mut app, 300);
+    drop(app);
+    env.c("qopen QS; qverify QS").ok().stdout_has("No problem found.");
+    stop_and_wait(&env);
+    drop(daemon);
+    assert_eq!(segments(&env), Vec::<PathBuf>::new(), "nothing points at them any more");
+}
+
+#[test]
+fn a_damaged_body_in_a_segment_is_found_by_qverify() {
+    let env = Env::new();
+    stored_in_segments(&env, 3);
+    let segment = segments(&env).pop().expect("a segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let needle = b"body 00001";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("stored");
+    bytes[at + 3] ^= 1;
+    std::fs::write(&segment, bytes).unwrap();
+    let _daemon = Daemon::start_with_env(&env.device, &[], LOG);
+    let found = env.c("qopen QS; qverify QS");
+    found.failed().stdout_has("fails its CRC").stderr_has("qverify found 1 problem");
+    assert!(found.stdout.contains(&segment.display().to_string()), "{}", found.stdout);
+}
+
+/// A device file moved or copied without its body segments is refused with the reason,
+/// and left as it is; put back, they are served again.
+#[test]
+fn a_file_without_its_body_segments_is_refused() {
+    let env = Env::new();
+    stored_in_segments(&env, 3);
+    let held = segments(&env);
+    let aside = env.path("aside");
+    std::fs::create_dir(&aside).unwrap();
+    for p in &held {
+        std::fs::rename(p, aside.join(p.file_name().unwrap())).unwrap();
+    }
+    let before = std::fs::read(&env.device).unwrap();
+    let mut cmd = Command::new(QMD);
+    cmd.arg(&env.device).env_remove("QM_SOCKET").env_remove("QM_FAULT");
+    let run = run_limited(cmd, Duration::from_secs(60));
+    assert_ne!(run.status, 0, "qmd served it: {run:?}");
+    assert!(run.stderr.contains(&held[0].display().to_string()), "{}", run.stderr);
+    assert!(run.stderr.contains(".bodies.*) with it"), "{}", run.stderr);
+    assert!(std::fs::read(&env.device).unwrap() == before, "left unchanged");
+    for p in &held {
+        std::fs::rename(aside.join(p.file_name().unwrap()), p).unwrap();
+    }
+    let _daemon = Daemon::start(&env.device, &[]);
+    let mut app = App::connect(&env);
+    assert_eq!(app.drain("Q").len(), 3);
+}
+
+/// The segments of the file at `path`.
+fn segments_of(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let file = p.file_name().unwrap().to_str().unwrap();
+            file.strip_prefix(&name).is_some_and(|rest| rest.starts_with(".bodies."))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[track_caller]
+fn drained_whole(app: &mut App, n: usize) {
+    let taken = app.drain("Q");
+    assert_eq!(taken.len(), n);
+    for (i, m) in taken.iter().enumerate() {
+        assert!(m.body == body(i), "message {i} came back with another body");
+    }
+}
+
+/// `qbackup` copies the segments the snapshot points into (listed, with their checksums),
+/// and `qrestore` puts them beside the restored file, whose messages then read whole.
+#[test]
+fn a_backup_carries_the_segments_and_a_restore_puts_them_back() {
+    let env = Env::new();
+    stored_in_segments(&env, 50);
+    let _daemon = Daemon::start_with_env(&env.device, &[], LOG);
+    let backup = env.path("backup");
+    env.c(&format!("qbackup -y {}", backup.display())).ok().stdout_has("QUE.bodies.");
+    assert!(!segments_of(&backup.join("device.qm")).is_empty(), "copied beside the file");
+    let restored = env.path("restored");
+    env.c(&format!("qrestore {} {}", backup.display(), restored.display())).ok();
+    stop_and_wait(&env);
+    assert_eq!(segments_of(&restored).len(), segments_of(&backup.join("device.qm")).len());
+    let _restored = Daemon::start(&restored, &[]);
+    drained_whole(&mut App::connect_to(&restored), 50);
+}
+
+/// `qspacemove` to another file gives the moved messages bodies in that file's segments.
+#[test]
+fn a_moved_queue_space_takes_its_bodies_along() {
+    let env = Env::new();
+    stored_in_segments(&env, 50);
+    let _daemon = Daemon::start_with_env(&env.device, &[], LOG);
+    let other = env.path("OTHER");
+    env.c(&format!("crdl {} 0 3000; qspacemove QS 1", other.display())).ok();
+    assert!(!segments_of(&other).is_empty(), "the bodies went along");
+    env.c("qverify").ok().stdout_has("No problem found.");
+    drained_whole(&mut App::connect(&env), 50);
+}
+
+/// Segments that only a few live bodies keep are emptied: those bodies are copied forward
+/// and the segments removed, so a few long-lived messages do not keep dead bytes on disk.
+/// (`QM_FAULT=smallsegments`: segments of 16 KiB, compacted past 64 KiB of dead bytes.)
+#[test]
+fn mostly_dead_segments_are_emptied_and_removed() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
+    let _daemon = Daemon::start_with_env(&env.device, &[], &vars);
+    let mut app = App::connect(&env);
+    // One body in ten stays: every segment ends up mostly dead.
+    for i in 0..300 {
+        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
+    }
+    let stored = |env: &Env| segments(env).len();
+    assert!(wait_until(Duration::from_secs(30), || stored(&env) >= 30), "{}", stored(&env));
+    let before = stored(&env);
+    assert_eq!(app.drain("T").len(), 270);
+    let emptied = wait_until(Duration::from_secs(30), || stored(&env) * 4 < before);
+    assert!(emptied, "{before} segments, then {}", stored(&env));
+    let kept = app.drain("Q");
+    assert_eq!(kept.len(), 30);
+    for (n, m) in kept.iter().enumerate() {
+        assert!(m.body == body(n * 10), "kept message {n} came back with another body");
+    }
+    env.c("qverify").ok().stdout_has("No problem found.");
+}
