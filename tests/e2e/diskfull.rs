@@ -221,6 +221,13 @@ fn full_disk_refuses_and_recovers() {
     fill_refuse_recover(&[], true);
 }
 
+/// The same with bodies kept in body segments (`QM_BODY_LOG=1`, being built): an append
+/// that finds the disk full takes room held for the file, or the body goes into redb.
+#[test]
+fn full_disk_refuses_and_recovers_with_body_segments() {
+    fill_refuse_recover(&[("QM_BODY_LOG", "1")], true);
+}
+
 /// Without room held ahead, the commit that meets the full filesystem fails inside redb,
 /// which then refuses the file until it is opened again: qmd opens it again once there is
 /// room, and carries on from what was committed.

@@ -21,9 +21,21 @@ impl FaultyQmd {
     /// `log`; `None` when it ended before it was ready (the fault struck while it started).
     #[track_caller]
     pub fn start(env: &Env, fault: &str, log: &Path) -> Option<FaultyQmd> {
+        FaultyQmd::start_with(env, fault, log, &[])
+    }
+
+    /// [`FaultyQmd::start`], with `vars` in qmd's environment too.
+    #[track_caller]
+    pub fn start_with(
+        env: &Env,
+        fault: &str,
+        log: &Path,
+        vars: &[(&str, &str)],
+    ) -> Option<FaultyQmd> {
         let err = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log");
         let mut cmd = Command::new(QMD);
         cmd.arg(&env.device).env("QM_FAULT", fault).env_remove("QM_SOCKET");
+        cmd.envs(vars.iter().copied());
         let (mut child, line) = spawn_to_first_line(&mut cmd, err, Duration::from_secs(60));
         let line = line.unwrap_or_else(|| {
             let _ = child.kill();

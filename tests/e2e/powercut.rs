@@ -507,18 +507,25 @@ fn drain(env: &Env) -> Vec<(String, MsgId)> {
 /// count.
 #[test]
 fn power_cuts_lose_nothing_acknowledged() {
-    power_cuts("");
+    power_cuts("", &[]);
+}
+
+/// The same with bodies kept in body segments (`QM_BODY_LOG=1`, being built): segments
+/// and their live counts lose nothing acknowledged either.
+#[test]
+fn power_cuts_with_body_segments_lose_nothing_acknowledged() {
+    power_cuts("+checkpoints", &[("QM_BODY_LOG", "1")]);
 }
 
 /// The same with a checkpoint after every group of writes, so that cuts fall inside
 /// checkpoints (the durable redb commit, the journal starting again) as often as not.
 #[test]
 fn power_cuts_during_checkpoints_lose_nothing_acknowledged() {
-    power_cuts("+checkpoints");
+    power_cuts("+checkpoints", &[]);
 }
 
 /// Cuts the power at points spread over a workload; `mode` is added to each `QM_FAULT`.
-fn power_cuts(mode: &str) {
+fn power_cuts(mode: &str, vars: &[(&str, &str)]) {
     let env = Env::new();
     let dev = env.dev();
     // Entry 0 has no room left past QS, so the queue spaces of the admin work go to the
@@ -533,7 +540,8 @@ fn power_cuts(mode: &str) {
     let count = env.path("steps");
     let log = env.path("qmd-0.err");
     let daemon =
-        FaultyQmd::start(&env, &format!("count:{}{mode}", count.display()), &log).expect("qmd");
+        FaultyQmd::start_with(&env, &format!("count:{}{mode}", count.display()), &log, vars)
+            .expect("qmd");
     let (ledger, admin) = workload(&env, 0, daemon, Some(300));
     let total: u64 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
     let restarted = Daemon::start(&env.device, &[]);
@@ -547,7 +555,8 @@ fn power_cuts(mode: &str) {
     for (i, n) in cuts.into_iter().enumerate() {
         let round = i + 1;
         let log = env.path(&format!("qmd-{round}.err"));
-        let (ledger, admin) = match FaultyQmd::start(&env, &format!("powercut:{n}{mode}"), &log) {
+        let fault = format!("powercut:{n}{mode}");
+        let (ledger, admin) = match FaultyQmd::start_with(&env, &fault, &log, vars) {
             Some(daemon) => workload(&env, round, daemon, None),
             None => (Ledger::default(), Admin::default()),
         };

@@ -36,6 +36,7 @@ use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -496,8 +497,10 @@ fn fail(e: impl std::fmt::Display) -> QmError {
 /// The tables a batch touches, opened once each.
 struct Open<'t> {
     txn: &'t WriteTransaction,
-    /// The file's body segments, and the changes of their live bytes.
+    /// The file's body segments, whether new bodies go there, and the changes of their
+    /// live bytes.
     log: &'t BodyLog,
+    append: bool,
     live: LiveDeltas,
     tables: HashMap<String, Table<'t, u64, &'static [u8]>>,
     /// Tables keyed by name: queue definitions and state values.
@@ -964,7 +967,9 @@ pub fn replay(txn: &WriteTransaction, log: &BodyLog, record: &[u8]) -> QmResult<
         .map_err(|e| QmError::system(format!("a journal record cannot be read: {e}")))?;
     let mut tables = HashMap::new();
     let ops: Vec<WriteOp> = logged.into_iter().map(|l| l.op(&mut tables)).collect();
-    apply_all(txn, log, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
+    // Bodies replayed go into redb: after a full disk, the commit that failed left room
+    // inside redb's file, where new segment bytes might find none.
+    apply_all_with(txn, log, false, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
 }
 
 /// Whether applying removals returns the bodies removed: not when nobody waits for them
@@ -985,10 +990,26 @@ pub(super) fn apply_all<'a, J>(
 where
     J: IntoIterator<Item = &'a WriteOp> + Clone,
 {
+    apply_all_with(txn, log, segments::logs_bodies(), jobs, bodies)
+}
+
+/// [`apply_all`], the bodies of new messages appended to `log` or (`append` false) kept
+/// in redb.
+fn apply_all_with<'a, J>(
+    txn: &WriteTransaction,
+    log: &BodyLog,
+    append: bool,
+    jobs: impl Iterator<Item = J>,
+    bodies: Bodies,
+) -> QmResult<Vec<Vec<Option<Vec<u8>>>>>
+where
+    J: IntoIterator<Item = &'a WriteOp> + Clone,
+{
     let mut results = Vec::new();
     let mut open = Open {
         txn,
         log,
+        append,
         live: LiveDeltas::new(),
         tables: HashMap::new(),
         named: HashMap::new(),
@@ -1041,21 +1062,9 @@ fn apply<'a>(
             WriteOp::Put { tables, seq, meta, body: Some(body), blocks, waiting, .. } => {
                 let record = decode_meta(*seq, meta)?;
                 open.index(tables, &record.queue, |m| m.add(*seq, &record, *waiting, *blocks))?;
-                if segments::logs_bodies() {
-                    put_logged(open, tables, *seq, meta, body)?;
-                    continue;
+                if !(open.append && put_logged(open, tables, *seq, meta, body)?) {
+                    put_inline(open, tables, *seq, meta, body)?;
                 }
-                let (parts, tail_len) = body_layout(body.len(), meta.len());
-                let mut at = 0;
-                for (n, len) in parts.iter().enumerate() {
-                    let part = &body[at..at + len];
-                    open.parts(&tables.parts)?.insert((*seq, n as u32), part).map_err(fail)?;
-                    at += len;
-                }
-                let table = open.table(&tables.msg)?;
-                let mut slot =
-                    table.insert_reserve(*seq, stored_len(meta, tail_len)).map_err(fail)?;
-                write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty(), checksum(body));
             }
             // A new record for a stored message: its body stays as it is stored.
             WriteOp::Put { tables, seq, meta, body: None, blocks, waiting, .. } => {
@@ -1150,28 +1159,61 @@ fn apply<'a>(
     Ok(removed)
 }
 
-/// Stores message `seq` with its body appended to the file's body segments.
-fn put_logged(
+/// Stores message `seq` with its body in its value (and parts, when it is large).
+fn put_inline(
     open: &mut Open<'_>,
     tables: &QueueSpaceTables,
     seq: u64,
     meta: &[u8],
     body: &[u8],
 ) -> QmResult<()> {
-    let at = open.log.append(body).map_err(|e| appending(open.log, &e))?;
+    let (parts, tail_len) = body_layout(body.len(), meta.len());
+    let mut at = 0;
+    for (n, len) in parts.iter().enumerate() {
+        let part = &body[at..at + len];
+        open.parts(&tables.parts)?.insert((seq, n as u32), part).map_err(fail)?;
+        at += len;
+    }
+    let table = open.table(&tables.msg)?;
+    let mut slot = table.insert_reserve(seq, stored_len(meta, tail_len)).map_err(fail)?;
+    write_stored(slot.as_mut(), meta, &body[at..], !parts.is_empty(), checksum(body));
+    Ok(())
+}
+
+/// Stores message `seq` with its body appended to the file's body segments; false (and
+/// nothing stored) when the filesystem has no room for the body there. The body then
+/// goes into redb, which may have room inside its file: a journal replayed after a full
+/// disk must find room for every body it holds, and dead bytes in segments are not
+/// room until their whole segment is dead.
+fn put_logged(
+    open: &mut Open<'_>,
+    tables: &QueueSpaceTables,
+    seq: u64,
+    meta: &[u8],
+    body: &[u8],
+) -> QmResult<bool> {
+    let mark = open.log.mark();
+    let at = match open.log.append(body) {
+        Ok(at) => at,
+        Err(e) if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) => {
+            open.log.rollback(mark).map_err(|e| appending(open.log, &e))?;
+            return Ok(false);
+        }
+        Err(e) => return Err(appending(open.log, &e)),
+    };
     *open.live.entry(at.segment).or_default() += i64::from(at.len);
     let table = open.table(&tables.msg)?;
     let mut slot = table.insert_reserve(seq, stored_len(meta, BodyRef::BYTES)).map_err(fail)?;
     write_logged(slot.as_mut(), meta, &at, at.crc);
-    Ok(())
+    Ok(true)
 }
 
 /// Why a body could not be appended to `log`: a full filesystem is said as such, as for
 /// redb's own writes, so that the request is refused with `QMENOSPACE`.
 fn appending(log: &BodyLog, e: &std::io::Error) -> QmError {
     let errno = match e.kind() {
-        std::io::ErrorKind::StorageFull => Some(libc::ENOSPC),
-        std::io::ErrorKind::QuotaExceeded => Some(libc::EDQUOT),
+        ErrorKind::StorageFull => Some(libc::ENOSPC),
+        ErrorKind::QuotaExceeded => Some(libc::EDQUOT),
         _ => None,
     };
     match errno {
