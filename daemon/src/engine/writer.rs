@@ -967,9 +967,7 @@ pub fn replay(txn: &WriteTransaction, log: &BodyLog, record: &[u8]) -> QmResult<
         .map_err(|e| QmError::system(format!("a journal record cannot be read: {e}")))?;
     let mut tables = HashMap::new();
     let ops: Vec<WriteOp> = logged.into_iter().map(|l| l.op(&mut tables)).collect();
-    // Bodies replayed go into redb: after a full disk, the commit that failed left room
-    // inside redb's file, where new segment bytes might find none.
-    apply_all_with(txn, log, false, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
+    apply_all(txn, log, std::iter::once(ops.as_slice()), Bodies::Dropped).map(drop)
 }
 
 /// Whether applying removals returns the bodies removed: not when nobody waits for them
@@ -990,26 +988,11 @@ pub(super) fn apply_all<'a, J>(
 where
     J: IntoIterator<Item = &'a WriteOp> + Clone,
 {
-    apply_all_with(txn, log, segments::logs_bodies(), jobs, bodies)
-}
-
-/// [`apply_all`], the bodies of new messages appended to `log` or (`append` false) kept
-/// in redb.
-fn apply_all_with<'a, J>(
-    txn: &WriteTransaction,
-    log: &BodyLog,
-    append: bool,
-    jobs: impl Iterator<Item = J>,
-    bodies: Bodies,
-) -> QmResult<Vec<Vec<Option<Vec<u8>>>>>
-where
-    J: IntoIterator<Item = &'a WriteOp> + Clone,
-{
     let mut results = Vec::new();
     let mut open = Open {
         txn,
         log,
-        append,
+        append: segments::logs_bodies(),
         live: LiveDeltas::new(),
         tables: HashMap::new(),
         named: HashMap::new(),

@@ -217,7 +217,7 @@ impl Bodies {
     fn place(&self, len: u64) -> io::Result<(u32, u32, Arc<fault::Backend>)> {
         let mut state = self.state();
         let n = match state.current {
-            Some(n) if fits(state.segments[&n].len, len, self.limit) => n,
+            Some(n) if state.segments.get(&n).is_some_and(|s| fits(s.len, len, self.limit)) => n,
             _ => self.start_segment(&mut state)?,
         };
         let segment = state.segments.get_mut(&n).expect("the current segment is listed");
@@ -446,7 +446,7 @@ impl Bodies {
     /// Where appends stand now: what [`Bodies::rollback`] goes back to.
     pub fn mark(&self) -> Mark {
         let state = self.state();
-        let current = state.current.map(|n| (n, state.segments[&n].len));
+        let current = state.current.and_then(|n| Some((n, state.segments.get(&n)?.len)));
         Mark { next: state.next, current }
     }
 
