@@ -99,8 +99,20 @@ pub fn check_present(live: &BTreeMap<u32, u64>, bodies: &Bodies) -> QmResult<()>
 /// The body bytes the messages of every message table of `txn`'s file point at, by
 /// segment (for `qverify`, to compare with [`live_in`]).
 pub fn pointed_at(txn: &redb::ReadTransaction) -> QmResult<BTreeMap<u32, u64>> {
-    use redb::TableHandle;
     let mut pointed = BTreeMap::new();
+    each_reference(txn, |_, _, at| {
+        *pointed.entry(at.segment).or_default() += u64::from(at.len);
+    })?;
+    Ok(pointed)
+}
+
+/// Calls `f` with the table, sequence number and body reference of every message of every
+/// message table of `txn`'s file whose body is in a segment.
+fn each_reference(
+    txn: &redb::ReadTransaction,
+    mut f: impl FnMut(&str, u64, BodyRef),
+) -> QmResult<()> {
+    use redb::TableHandle;
     for handle in txn.list_tables().map_err(fail)? {
         let name = handle.name();
         if !(name.starts_with("qs.") && name.ends_with(".msg")) {
@@ -108,13 +120,37 @@ pub fn pointed_at(txn: &redb::ReadTransaction) -> QmResult<BTreeMap<u32, u64>> {
         }
         let table = txn.open_table(messages(name)).map_err(fail)?;
         for item in table.iter().map_err(fail)? {
-            let (_, v) = item.map_err(fail)?;
+            let (k, v) = item.map_err(fail)?;
             if let Some(at) = split_stored(v.value()).and_then(|s| s.logged) {
-                *pointed.entry(at.segment).or_default() += u64::from(at.len);
+                f(name, k.value(), at);
             }
         }
     }
-    Ok(pointed)
+    Ok(())
+}
+
+/// Gives message `seq` of `table`, whose body is at `at` in `from`, a copy of that body
+/// appended to `to`: where it went, or `None` when the message's body is not at `at` (any
+/// more).
+fn move_body(
+    table: &mut redb::Table<'_, u64, &'static [u8]>,
+    seq: u64,
+    at: &BodyRef,
+    from: &Bodies,
+    to: &Bodies,
+) -> QmResult<Option<BodyRef>> {
+    let value = table.get(seq).map_err(fail)?.map(|v| v.value().to_vec());
+    let Some(stored) = value.as_deref().and_then(split_stored) else { return Ok(None) };
+    if stored.logged != Some(*at) {
+        return Ok(None);
+    }
+    let body = from.read(at).map_err(fail)?;
+    let moved = to.append(&body).map_err(fail)?;
+    let sum = stored.sums.map_or(moved.crc, |s| s.body);
+    let mut slot =
+        table.insert_reserve(seq, stored_len(stored.meta, BodyRef::BYTES)).map_err(fail)?;
+    write_logged(slot.as_mut(), stored.meta, &moved, sum);
+    Ok(Some(moved))
 }
 
 /// The segments of `bodies` nothing in `txn` points at (see the module's comment).
@@ -233,15 +269,10 @@ pub fn rehome(txn: &WriteTransaction, msg: &str, from: &Bodies, to: &Bodies) -> 
     loop {
         let (chunk, last) = references(&table, after)?;
         for (seq, at) in chunk {
-            let value = table.get(seq).map_err(fail)?.map(|v| v.value().to_vec());
-            let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
-            let body = from.read(&at).map_err(fail)?;
-            let moved = to.append(&body).map_err(fail)?;
-            *live.entry(moved.segment).or_default() += i64::from(moved.len);
-            let sum = stored.sums.map_or(moved.crc, |s| s.body);
-            let mut slot =
-                table.insert_reserve(seq, stored_len(stored.meta, BodyRef::BYTES)).map_err(fail)?;
-            write_logged(slot.as_mut(), stored.meta, &moved, sum);
+            // The segments it came from are another file's: they count nothing here.
+            if let Some(moved) = move_body(&mut table, seq, &at, from, to)? {
+                *live.entry(moved.segment).or_default() += i64::from(moved.len);
+            }
         }
         match last {
             Some(seq) => after = Some(seq),
@@ -297,24 +328,12 @@ type Found = (String, u64, BodyRef);
 /// The messages of every message table of the file whose bodies are in `segments`, read
 /// in one read transaction.
 fn pointing_into(db: &Db, segments: &[u32]) -> QmResult<Vec<Found>> {
-    use redb::TableHandle;
-    let txn = db.begin_read().map_err(fail)?;
     let mut found = Vec::new();
-    for handle in txn.list_tables().map_err(fail)? {
-        let name = handle.name().to_string();
-        if !(name.starts_with("qs.") && name.ends_with(".msg")) {
-            continue;
+    each_reference(&db.begin_read().map_err(fail)?, |name, seq, at| {
+        if segments.contains(&at.segment) {
+            found.push((name.to_string(), seq, at));
         }
-        let table = txn.open_table(messages(&name)).map_err(fail)?;
-        for item in table.iter().map_err(fail)? {
-            let (k, v) = item.map_err(fail)?;
-            if let Some(at) = split_stored(v.value()).and_then(|s| s.logged)
-                && segments.contains(&at.segment)
-            {
-                found.push((name.clone(), k.value(), at));
-            }
-        }
-    }
+    })?;
     Ok(found)
 }
 
@@ -374,20 +393,9 @@ fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
         let mut moved = 0;
         for (name, seq, at) in step {
             let mut table = txn.open_table(messages(name)).map_err(fail)?;
-            let value = table.get(*seq).map_err(fail)?.map(|v| v.value().to_vec());
-            let Some(stored) = value.as_deref().and_then(split_stored) else { continue };
-            if stored.logged != Some(*at) {
-                continue;
-            }
-            let body = bodies.read(at).map_err(fail)?;
-            let to = bodies.append(&body).map_err(fail)?;
+            let Some(to) = move_body(&mut table, *seq, at, bodies, bodies)? else { continue };
             *live.entry(at.segment).or_default() -= i64::from(at.len);
             *live.entry(to.segment).or_default() += i64::from(to.len);
-            let sum = stored.sums.map_or(to.crc, |s| s.body);
-            let mut slot = table
-                .insert_reserve(*seq, stored_len(stored.meta, BodyRef::BYTES))
-                .map_err(fail)?;
-            write_logged(slot.as_mut(), stored.meta, &to, sum);
             moved += u64::from(at.len);
         }
         write_live(&txn, live)?;

@@ -203,22 +203,20 @@ fn unless_busy<T>(
 pub fn open<T>(
     path: &Path,
     identify: impl Fn(&ReadTransaction) -> QmResult<T>,
-    bodies: Option<Arc<super::bodies::Bodies>>,
+    bodies: &Arc<super::bodies::Bodies>,
 ) -> QmResult<(Database, T, Arc<Space>)> {
     let file = open_trusted(path)?;
     check_magic(path, &file)?;
     let space = Space::new(path, &file).map_err(|e| os_error(path, "examine", e))?;
-    if let Some(bodies) = &bodies {
-        bodies.take_room_from(space.clone());
-        space.count_bodies(bodies);
-    }
+    bodies.take_room_from(space.clone());
+    space.count_bodies(bodies);
     let repaired = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let look = || -> QmResult<(Database, T, Release)> {
         let mut release = None;
         let db = unless_busy(|| {
             let backend = SpaceBackend::new(fault::backend(file.try_clone()?)?, space.clone())
-                .with_bodies(bodies.clone());
+                .with_bodies(Some(bodies.clone()));
             let (overlay, held) = Overlay::new(backend)?;
             release = Some(held);
             let seen = repaired.clone();
@@ -239,11 +237,10 @@ pub fn open<T>(
             path.display()
         )))
     })?;
-    if let Some(bodies) = &bodies {
-        // Refused before anything is written to the file.
-        let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
-        crate::engine::segments::check_present(&crate::engine::segments::live_in(&txn)?, bodies)?;
-    }
+    // Refused before anything is written to the file.
+    let txn = db.begin_read().map_err(|e| unreadable(path, e))?;
+    crate::engine::segments::check_present(&crate::engine::segments::live_in(&txn)?, bodies)?;
+    drop(txn);
     release.write_through().map_err(|e| space::io_failure(path, "write", &e))?;
     if repaired.load(Ordering::Relaxed) {
         // Said so that an operator knows why the start took long, and a test that a clean

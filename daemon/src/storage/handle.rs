@@ -181,7 +181,7 @@ impl DbFile {
             Bodies::open(path)
                 .map_err(|e| files::os_error(path, "list the body segments of", e))?,
         );
-        let (db, found, space) = files::open(path, &identify, Some(bodies.clone()))?;
+        let (db, found, space) = files::open(path, &identify, &bodies)?;
         let marks = Arc::new(super::journal::Marks::default());
         let journal = super::journal::recover(&db, &bodies, path, &space, 0, marks.clone())?;
         let file = DbFile {
@@ -358,8 +358,7 @@ impl DbFile {
         }
         // The old journal goes first: it holds the file's lock.
         *self.journal() = None;
-        let bodies = Some(self.bodies.clone());
-        let opened = files::open(&self.path, |txn| (self.identify)(txn), bodies).and_then(
+        let opened = files::open(&self.path, |txn| (self.identify)(txn), &self.bodies).and_then(
             |(db, (), space)| {
                 let journal = super::journal::recover(
                     &db,
