@@ -236,6 +236,14 @@ fn full_disk_inside_a_commit_reopens_the_file() {
     fill_refuse_recover(&[("QM_FAULT", "noroom")], false);
 }
 
+/// The same with body segments: a commit that failed leaves no bodies behind in them
+/// (undone, or cut off when the file is opened again), so the room freed is there for the
+/// journal's replay.
+#[test]
+fn full_disk_inside_a_commit_reopens_the_file_with_body_segments() {
+    fill_refuse_recover(&[("QM_FAULT", "noroom"), ("QM_BODY_LOG", "1")], false);
+}
+
 /// Bytes free on the filesystem holding `path`.
 fn free(path: &Path) -> u64 {
     let out = Command::new("df").args(["-B1", "--output=avail"]).arg(path).output().expect("df");

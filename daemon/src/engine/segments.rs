@@ -15,7 +15,7 @@
 //! yet.
 
 use super::record::{split_stored, stored_len, write_logged};
-use crate::storage::bodies::{Bodies, BodyRef};
+use crate::storage::bodies::{Bodies, BodyRef, Mark};
 use crate::storage::handle::Db;
 use qm_common::{QmError, QmResult};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -24,6 +24,11 @@ use std::sync::OnceLock;
 
 /// Live body bytes by segment number.
 pub const LIVE: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies");
+
+/// By segment number, how far the segment reached when the last commit that appended to
+/// it was made: no reference of that commit or an earlier one points past it, so what a
+/// segment holds beyond it when the file is opened is dead ([`cut_dead_tails`]).
+pub const ENDS: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies.ends");
 
 /// Whether applied bodies go to body segments (`QM_BODY_LOG=1`).
 pub fn logs_bodies() -> bool {
@@ -167,22 +172,85 @@ pub fn dead(txn: &WriteTransaction, bodies: &Bodies) -> QmResult<Vec<u32>> {
             dead.push(segment);
         }
     }
+    if !dead.is_empty() {
+        let mut ends = txn.open_table(ENDS).map_err(fail)?;
+        for &segment in &dead {
+            ends.remove(segment).map_err(fail)?;
+        }
+    }
     Ok(dead)
 }
 
-/// Runs `apply`, which appends bodies in a write transaction it does not commit; when it
-/// fails, its appends are undone ([`Bodies::rollback`]): the transaction is dropped, and
-/// one tried again would append them again.
-pub fn undone_on_error<T>(bodies: &Bodies, apply: impl FnOnce() -> QmResult<T>) -> QmResult<T> {
+/// Records in `txn` how far each segment appended to since `mark` reaches ([`ENDS`]).
+fn record_ends(txn: &WriteTransaction, bodies: &Bodies, mark: &Mark) -> QmResult<()> {
+    let appended = bodies.appended_since(mark);
+    if appended.is_empty() {
+        return Ok(());
+    }
+    let mut ends = txn.open_table(ENDS).map_err(fail)?;
+    for (segment, end) in appended {
+        ends.insert(segment, end).map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Cuts every segment of the file `db` opens back to where its last durable commit left
+/// it ([`ENDS`]): what lies beyond was appended by commits that failed or were lost, and
+/// a full disk must get that room back before the journal is replayed. A segment with
+/// no live bytes is left to the sweep before the replay.
+pub fn cut_dead_tails(db: &redb::Database, bodies: &Bodies) -> QmResult<()> {
+    if bodies.list().is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_read().map_err(fail)?;
+    let (live, ends) = match (txn.open_table(LIVE), txn.open_table(ENDS)) {
+        (Ok(live), Ok(ends)) => (live, ends),
+        _ => return Ok(()),
+    };
+    for item in ends.iter().map_err(fail)? {
+        let (segment, end) = item.map_err(fail)?;
+        let (segment, end) = (segment.value(), end.value());
+        if live.get(segment).map_err(fail)?.is_none() {
+            continue;
+        }
+        let before = bodies.bytes();
+        if bodies.cut(segment, end).map_err(fail)? {
+            tracing::info!(
+                "{}: cut {} bytes no commit points at off body segment {segment}",
+                bodies.path().display(),
+                before - bodies.bytes()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `apply` in `txn`, which may append bodies, and commits `txn`. When either fails,
+/// the appends are undone ([`Bodies::undo_failed_commit`]): nothing points at them, and a
+/// write tried again would append them again (on a full disk, filling the room freed for
+/// it with dead bytes at each try). `explain` says why the commit failed.
+pub fn committed<T>(
+    bodies: &Bodies,
+    txn: WriteTransaction,
+    apply: impl FnOnce(&WriteTransaction) -> QmResult<T>,
+    explain: impl FnOnce(redb::CommitError) -> QmError,
+) -> QmResult<T> {
     let mark = bodies.mark();
-    let result = apply();
-    if result.is_err()
-        && let Err(e) = bodies.rollback(mark)
-    {
-        tracing::warn!(
-            "{}: the bodies a failed write appended could not be cut back: {e}",
-            bodies.path().display()
-        );
+    let result = apply(&txn)
+        .and_then(|value| record_ends(&txn, bodies, &mark).map(|()| value))
+        .and_then(|value| txn.commit().map(|()| value).map_err(explain));
+    if result.is_err() {
+        match bodies.undo_failed_commit(mark) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "{}: a commit failed after redb synced it; the bodies it appended stay",
+                bodies.path().display()
+            ),
+            Err(e) => tracing::warn!(
+                "{}: the bodies a failed write appended could not be cut back: {e}",
+                bodies.path().display()
+            ),
+        }
     }
     result
 }
@@ -388,7 +456,7 @@ fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
     let bodies = db.bodies();
     let mut txn = db.begin_write().map_err(fail)?;
     txn.set_durability(redb::Durability::None).map_err(fail)?;
-    let moved = undone_on_error(bodies, || {
+    let copy = |txn: &WriteTransaction| {
         let mut live = LiveDeltas::new();
         let mut moved = 0;
         for (name, seq, at) in step {
@@ -398,9 +466,8 @@ fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
             *live.entry(to.segment).or_default() += i64::from(to.len);
             moved += u64::from(at.len);
         }
-        write_live(&txn, live)?;
+        write_live(txn, live)?;
         Ok(moved)
-    })?;
-    txn.commit().map_err(fail)?;
-    Ok(moved)
+    };
+    committed(bodies, txn, copy, fail)
 }

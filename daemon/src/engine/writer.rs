@@ -667,18 +667,18 @@ fn apply_now<'a>(
     // What this commit may still write at the next durable one.
     let added = journal.deferred.room() + room(jobs.clone());
     let applied = if matches!(how, Durable::ByRecord(_)) { lsn } else { lsn - 1 };
-    let (results, dead) = segments::undone_on_error(db.bodies(), || {
-        apply_deferred(&txn, db.bodies(), &journal.deferred).map_err(|e| db.recheck(e))?;
+    let apply = |txn: &redb::WriteTransaction| {
+        apply_deferred(txn, db.bodies(), &journal.deferred).map_err(|e| db.recheck(e))?;
         let results =
-            apply_all(&txn, db.bodies(), jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
-        journal::record_lsn(&txn, applied).map_err(|e| db.recheck(fail(e)))?;
+            apply_all(txn, db.bodies(), jobs, Bodies::Wanted).map_err(|e| db.recheck(e))?;
+        journal::record_lsn(txn, applied).map_err(|e| db.recheck(fail(e)))?;
         let dead = match how {
-            Durable::ByRedb => segments::dead(&txn, db.bodies()).map_err(|e| db.recheck(e))?,
+            Durable::ByRedb => segments::dead(txn, db.bodies()).map_err(|e| db.recheck(e))?,
             _ => Vec::new(),
         };
         Ok((results, dead))
-    })?;
-    txn.commit().map_err(|e| db.explain(what, e))?;
+    };
+    let (results, dead) = segments::committed(db.bodies(), txn, apply, |e| db.explain(what, e))?;
     segments::remove(db.bodies(), &dead);
     journal.applied(applied);
     let record = match how {
@@ -754,14 +754,14 @@ fn catch_up_sizes() -> (usize, usize) {
 pub(super) fn commit_groups(db: &Db, ops: &[WriteOp], lsn: u64, what: &str) -> QmResult<()> {
     let mut txn = db.begin_write().map_err(|e| db.explain(what, e))?;
     crate::storage::files::quick_repair(&mut txn);
-    let dead = segments::undone_on_error(db.bodies(), || {
+    let apply = |txn: &redb::WriteTransaction| {
         let ops = std::iter::once(ops.iter());
-        apply_all(&txn, db.bodies(), ops, Bodies::Dropped).map_err(|e| db.recheck(e))?;
-        journal::record_lsn(&txn, lsn)
+        apply_all(txn, db.bodies(), ops, Bodies::Dropped).map_err(|e| db.recheck(e))?;
+        journal::record_lsn(txn, lsn)
             .map_err(|e| db.recheck(QmError::system(format!("{what}: {e}"))))?;
-        segments::dead(&txn, db.bodies()).map_err(|e| db.recheck(e))
-    })?;
-    txn.commit().map_err(|e| db.explain(what, e))?;
+        segments::dead(txn, db.bodies()).map_err(|e| db.recheck(e))
+    };
+    let dead = segments::committed(db.bodies(), txn, apply, |e| db.explain(what, e))?;
     segments::remove(db.bodies(), &dead);
     Ok(())
 }

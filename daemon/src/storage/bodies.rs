@@ -108,6 +108,8 @@ struct State {
     /// their removal began: unlinked, but still open, so that those reads (whose
     /// transactions may point into them) still find their bodies.
     graveyard: Vec<(u64, u32, Arc<fault::Backend>)>,
+    /// redb's syncs of the file that succeeded ([`Bodies::redb_synced`]).
+    redb_syncs: u64,
 }
 
 /// A read of bodies under way: see [`Bodies::reading`].
@@ -176,6 +178,7 @@ impl Bodies {
             removals: 0,
             readers: BTreeMap::new(),
             graveyard: Vec::new(),
+            redb_syncs: 0,
         };
         let (pins, space) = (AtomicUsize::new(0), Mutex::new(None));
         Ok(Bodies { path: redb.to_path_buf(), limit, state: Mutex::new(state), pins, space })
@@ -440,6 +443,8 @@ pub struct Mark {
     next: u64,
     /// The current segment and its length.
     current: Option<(u32, u64)>,
+    /// redb's syncs of the file so far.
+    redb_syncs: u64,
 }
 
 impl Bodies {
@@ -447,7 +452,61 @@ impl Bodies {
     pub fn mark(&self) -> Mark {
         let state = self.state();
         let current = state.current.and_then(|n| Some((n, state.segments.get(&n)?.len)));
-        Mark { next: state.next, current }
+        Mark { next: state.next, current, redb_syncs: state.redb_syncs }
+    }
+
+    /// The segments appended to since `mark`, with their lengths now.
+    pub fn appended_since(&self, mark: &Mark) -> Vec<(u32, u64)> {
+        let state = self.state();
+        state
+            .segments
+            .iter()
+            .filter(|&(&n, s)| match mark.current {
+                _ if u64::from(n) >= mark.next => true,
+                Some((current, len)) => n == current && s.len > len,
+                None => false,
+            })
+            .map(|(&n, s)| (n, s.len))
+            .collect()
+    }
+
+    /// Cuts segment `n` back to `len` bytes, when it is longer: the bytes past `len` are
+    /// bodies no commit redb holds points at (appended by commits that failed, or that
+    /// were not durable when qmd stopped). Whether it was cut.
+    pub fn cut(&self, n: u32, len: u64) -> io::Result<bool> {
+        let path = segment_path(&self.path, n);
+        let mut state = self.state();
+        let Some(segment) = state.segments.get_mut(&n) else { return Ok(false) };
+        if segment.len <= len {
+            return Ok(false);
+        }
+        // Its own file may be open for reading only.
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = rustix::fs::open(&path, flags | OFlags::NONBLOCK, Mode::empty())
+            .map_err(|e| failed(&path, "open", e.into()))?;
+        let file = File::from(fd);
+        check_trust(&path, &file.metadata().map_err(|e| failed(&path, "examine", e))?)
+            .map_err(refused)?;
+        let file = fault::backend(file).map_err(|e| failed(&path, "open", e))?;
+        file.set_len(len).map_err(|e| failed(&path, "cut", e))?;
+        segment.len = len;
+        Ok(true)
+    }
+
+    /// Counts a sync of the redb file that succeeded (its backend calls this).
+    pub fn redb_synced(&self) {
+        self.state().redb_syncs += 1;
+    }
+
+    /// Undoes the appends since `mark` for a commit that failed, as [`Bodies::rollback`],
+    /// unless redb synced the file since: a durable commit writes its header only after
+    /// its first sync, so a commit that failed later may have become durable after all,
+    /// and its bodies must stay. Whether they were undone.
+    pub fn undo_failed_commit(&self, mark: Mark) -> io::Result<bool> {
+        if self.state().redb_syncs != mark.redb_syncs {
+            return Ok(false);
+        }
+        self.rollback(mark).map(|()| true)
     }
 
     /// Undoes every append since `mark`, for a write transaction that failed: nothing
@@ -613,6 +672,46 @@ mod tests {
         bodies.remove(new.segment).unwrap();
         assert_eq!(bodies.read(&new).unwrap_err().kind(), ErrorKind::NotFound);
         assert_eq!(bodies.read(&third).unwrap(), vec![3; 600]);
+    }
+
+    /// A commit that failed before redb synced anything has its appends undone; one that
+    /// failed after a sync of redb's keeps them, since it may have become durable.
+    #[test]
+    fn a_failed_commit_is_undone_only_before_redb_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = Bodies::open_with(&redb(&dir), 1000).unwrap();
+        bodies.append(&[1; 100]).unwrap();
+        let mark = bodies.mark();
+        bodies.append(&[2; 100]).unwrap();
+        assert!(bodies.undo_failed_commit(mark).unwrap(), "nothing synced: undone");
+        assert_eq!(bodies.bytes(), 100);
+        let mark = bodies.mark();
+        bodies.append(&[3; 100]).unwrap();
+        bodies.redb_synced();
+        assert!(!bodies.undo_failed_commit(mark).unwrap(), "synced: kept");
+        assert_eq!(bodies.bytes(), 200);
+    }
+
+    /// What was appended since a mark, and a segment cut back to a length (also one
+    /// opened again, whose file this process did not create).
+    #[test]
+    fn appends_since_a_mark_and_cutting_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = Bodies::open_with(&redb(&dir), 1000).unwrap();
+        let first = bodies.append(&[1; 400]).unwrap();
+        let mark = bodies.mark();
+        assert_eq!(bodies.appended_since(&mark), vec![]);
+        bodies.append(&[2; 400]).unwrap();
+        let next = bodies.append(&[3; 400]).unwrap();
+        assert_eq!(bodies.appended_since(&mark), vec![(first.segment, 800), (next.segment, 400)]);
+        drop(bodies);
+        let bodies = Bodies::open_with(&redb(&dir), 1000).unwrap();
+        assert!(!bodies.cut(first.segment, 900).unwrap(), "not longer: left");
+        assert!(bodies.cut(first.segment, 400).unwrap());
+        let path = segment_path(bodies.path(), first.segment);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 400);
+        assert_eq!(bodies.read(&first).unwrap(), vec![1; 400]);
+        assert!(!bodies.cut(99, 0).unwrap(), "no such segment: nothing");
     }
 
     /// The appends of a transaction that failed are undone: the segments it started go,

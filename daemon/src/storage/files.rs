@@ -242,6 +242,7 @@ pub fn open<T>(
     crate::engine::segments::check_present(&crate::engine::segments::live_in(&txn)?, bodies)?;
     drop(txn);
     release.write_through().map_err(|e| space::io_failure(path, "write", &e))?;
+    crate::engine::segments::cut_dead_tails(&db, bodies)?;
     if repaired.load(Ordering::Relaxed) {
         // Said so that an operator knows why the start took long, and a test that a clean
         // stop leaves nothing to repair.

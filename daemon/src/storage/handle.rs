@@ -434,11 +434,9 @@ impl DbFile {
         super::files::quick_repair(&mut txn);
         db.reserve(WRITE_NEED + pending)?;
         // A queue space moved here gets its bodies appended (see `segments::rehome`).
-        let value = crate::engine::segments::undone_on_error(&self.bodies, || {
-            f(&txn).map_err(|e| db.recheck(e))
-        })?;
-        txn.commit().map_err(|e| db.explain("committing", e))?;
-        Ok(value)
+        let apply = |txn: &WriteTransaction| f(txn).map_err(|e| db.recheck(e));
+        let explain = |e: redb::CommitError| db.explain("committing", e);
+        crate::engine::segments::committed(&self.bodies, txn, apply, explain)
     }
 
     /// Closes the database for good (a clean stop): waits a moment for its last uses, then

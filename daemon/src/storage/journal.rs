@@ -649,16 +649,16 @@ pub fn recover(
         // Before the replay appends: what no durable commit points at goes.
         let dead = crate::engine::segments::dead(&txn, bodies)?;
         crate::engine::segments::remove(bodies, &dead);
-        crate::engine::segments::undone_on_error(bodies, || {
+        let apply = |txn: &redb::WriteTransaction| {
             for (_, payload) in &records {
-                crate::engine::writer::replay(&txn, bodies, payload)?;
+                crate::engine::writer::replay(txn, bodies, payload)?;
             }
             let mut table = txn.open_table(TABLE).map_err(|e| fail(e.into()))?;
             table.insert("lsn", last).map_err(|e| fail(e.into()))?;
             table.insert("generation", generation).map_err(|e| fail(e.into()))?;
             Ok(())
-        })?;
-        txn.commit().map_err(|e| fail(e.into()))
+        };
+        crate::engine::segments::committed(bodies, txn, apply, |e| fail(e.into()))
     };
     match commit() {
         Ok(()) => journal.write_header(generation)?,
@@ -710,13 +710,13 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
     // Refused cleanly on a full filesystem: the journal keeps what it holds.
     db.reserve(RECOVERY_ROOM + pending)?;
     let bodies = db.bodies();
-    let dead = crate::engine::segments::undone_on_error(bodies, || {
-        crate::engine::writer::apply_deferred(&txn, bodies, &journal.deferred)
+    let apply = |txn: &redb::WriteTransaction| {
+        crate::engine::writer::apply_deferred(txn, bodies, &journal.deferred)
             .map_err(|e| db.recheck(e))?;
-        record_lsn(&txn, applied).map_err(explain)?;
-        crate::engine::segments::dead(&txn, bodies).map_err(|e| db.recheck(e))
-    })?;
-    txn.commit().map_err(|e| explain(e.into()))?;
+        record_lsn(txn, applied).map_err(explain)?;
+        crate::engine::segments::dead(txn, bodies).map_err(|e| db.recheck(e))
+    };
+    let dead = crate::engine::segments::committed(bodies, txn, apply, |e| explain(e.into()))?;
     crate::engine::segments::remove(bodies, &dead);
     journal.applied(applied);
     journal.restart(applied + 1);

@@ -377,7 +377,11 @@ impl<B: StorageBackend> StorageBackend for SpaceBackend<B> {
         if let Some(bodies) = &self.bodies {
             self.keep(bodies.sync())?;
         }
-        self.keep(self.inner.sync_data())
+        self.keep(self.inner.sync_data())?;
+        if let Some(bodies) = &self.bodies {
+            bodies.redb_synced();
+        }
+        Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
