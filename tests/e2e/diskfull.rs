@@ -269,7 +269,7 @@ fn fill_filesystem(fs: &Tmpfs) {
 fn initializing_takes_the_disk_at_creation() {
     let fs = Tmpfs::mount(32);
     let env = fs.env();
-    let _daemon = Daemon::start(&env.device, &[]);
+    let mut first = Daemon::start(&env.device, &[]);
     env.c(&format!("crdl {} 0 100000", env.dev())).ok();
     let before = free(&fs.dir);
     // 4,000 pages of 1 KiB may take 2.1 × 4,000 KiB + 2 × 4,000 KiB + 4 MiB: that fits.
@@ -336,6 +336,8 @@ fn initializing_takes_the_disk_at_creation() {
     // qmd holds the room while it runs: one that starts on a disk filled meanwhile says so.
     drop(app);
     env.stop_daemon();
+    // Gone, and the room it held with it, before the rest of the disk is filled.
+    first.wait().ok();
     let mut file = std::fs::OpenOptions::new().append(true).open(fs.path("ballast")).unwrap();
     while std::io::Write::write_all(&mut file, &[7u8; 512]).is_ok() {}
     let log = std::env::temp_dir().join(format!("qm-diskfull-{}.log", std::process::id()));
