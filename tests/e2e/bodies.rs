@@ -1,6 +1,7 @@
-//! Message bodies in body segments beside their redb file (`QM_BODY_LOG=1`, being built):
-//! stored there once redb holds their messages, read back after a restart by a qmd that
-//! does not write them, removed once nothing points at them, and checked by `qverify`.
+//! Message bodies in body segments beside their redb file (the default; `QM_BODY_LOG=0` keeps
+//! them in redb): stored there once redb holds their messages, read back after a restart by
+//! a qmd that does not write them, removed once nothing points at them, and checked by
+//! `qverify`.
 
 use crate::auto::{App, setup};
 use crate::faults::stop_and_wait;

@@ -70,6 +70,19 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).expect("file").blocks() * 512
 }
 
+/// Bytes allocated to a redb file and its body segments (`FILE.bodies.N`).
+fn allocated_with_segments(path: &Path) -> u64 {
+    let prefix = format!("{}.bodies.", path.file_name().unwrap().to_string_lossy());
+    let segments: u64 = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum();
+    allocated(path) + segments
+}
+
 /// The sentence of a full filesystem, for the device `env`.
 fn full_sentence(env: &Env) -> String {
     format!("the filesystem holding {} is full", env.dev())
@@ -221,27 +234,27 @@ fn full_disk_refuses_and_recovers() {
     fill_refuse_recover(&[], true);
 }
 
-/// The same with bodies kept in body segments (`QM_BODY_LOG=1`, being built): an append
-/// that finds the disk full takes room held for the file, or the body goes into redb.
+/// The same with bodies kept in redb (`QM_BODY_LOG=0`) rather than in body segments, where
+/// an append that finds the disk full takes room held for the file, or goes into redb.
 #[test]
-fn full_disk_refuses_and_recovers_with_body_segments() {
-    fill_refuse_recover(&[("QM_BODY_LOG", "1")], true);
+fn full_disk_refuses_and_recovers_with_bodies_in_redb() {
+    fill_refuse_recover(&[("QM_BODY_LOG", "0")], true);
 }
 
 /// Without room held ahead, the commit that meets the full filesystem fails inside redb,
 /// which then refuses the file until it is opened again: qmd opens it again once there is
-/// room, and carries on from what was committed.
+/// room, and carries on from what was committed. A commit that failed leaves no bodies
+/// behind in the body segments (undone, or cut off when the file is opened again), so the
+/// room freed is there for the journal's replay.
 #[test]
 fn full_disk_inside_a_commit_reopens_the_file() {
     fill_refuse_recover(&[("QM_FAULT", "noroom")], false);
 }
 
-/// The same with body segments: a commit that failed leaves no bodies behind in them
-/// (undone, or cut off when the file is opened again), so the room freed is there for the
-/// journal's replay.
+/// The same with bodies kept in redb (`QM_BODY_LOG=0`).
 #[test]
-fn full_disk_inside_a_commit_reopens_the_file_with_body_segments() {
-    fill_refuse_recover(&[("QM_FAULT", "noroom"), ("QM_BODY_LOG", "1")], false);
+fn full_disk_inside_a_commit_reopens_the_file_with_bodies_in_redb() {
+    fill_refuse_recover(&[("QM_FAULT", "noroom"), ("QM_BODY_LOG", "0")], false);
 }
 
 /// Bytes free on the filesystem holding `path`.
@@ -351,11 +364,11 @@ fn initializing_takes_the_disk_at_creation() {
     drop(daemon);
 }
 
-/// The disk a queue space's file takes: filled to its limit, at most 1.25 × its pages +
-/// 4 MiB; emptied and filled again, within the bound initialization reserves (2.1 × its
-/// pages + twice its largest body + 4 MiB). With the message sizes that would each take the
-/// next power of two of redb's pages if stored whole (5 and 17 pages, and the largest
-/// body), initialized or not.
+/// The disk a queue space's file and its body segments take: filled to its limit, at most
+/// 1.25 × its pages + 4 MiB; emptied and filled again, three times, within the bound
+/// initialization reserves (2.1 × its pages + twice its largest body + 4 MiB). With the
+/// message sizes that would each take the next power of two of redb's pages if stored
+/// whole (5 and 17 pages, and the largest body), initialized or not.
 #[test]
 fn a_full_queue_space_stays_within_its_bound() {
     let pages = 10_000u64;
@@ -387,22 +400,24 @@ fn a_full_queue_space_stays_within_its_bound() {
             stored
         };
         let stored = fill();
-        let taken = allocated(&env.device);
+        let taken = allocated_with_segments(&env.device);
         assert!(
             taken <= filled,
             "{stored} messages of {size} bytes (initialize {init}) take {taken} bytes, over \
              {filled}"
         );
-        let mut app = App::connect(&env);
-        while app.dequeue("Q", &DequeueCtl::default()).is_ok() {}
-        drop(app);
-        let again = fill();
-        let taken = allocated(&env.device);
-        assert!(
-            taken <= bound,
-            "refilled with {again} messages of {size} bytes (initialize {init}), the file \
-             takes {taken} bytes, over the bound of {bound}"
-        );
+        for round in 1..=3 {
+            let mut app = App::connect(&env);
+            while app.dequeue("Q", &DequeueCtl::default()).is_ok() {}
+            drop(app);
+            let again = fill();
+            let taken = allocated_with_segments(&env.device);
+            assert!(
+                taken <= bound,
+                "refilled ({round}) with {again} messages of {size} bytes (initialize {init}), \
+                 the file takes {taken} bytes, over the bound of {bound}"
+            );
+        }
     }
 }
 

@@ -510,11 +510,10 @@ fn power_cuts_lose_nothing_acknowledged() {
     power_cuts("", &[]);
 }
 
-/// The same with bodies kept in body segments (`QM_BODY_LOG=1`, being built): segments
-/// and their live counts lose nothing acknowledged either.
+/// The same with bodies kept in redb (`QM_BODY_LOG=0`) rather than in body segments.
 #[test]
-fn power_cuts_with_body_segments_lose_nothing_acknowledged() {
-    power_cuts("+checkpoints", &[("QM_BODY_LOG", "1")]);
+fn power_cuts_with_bodies_in_redb_lose_nothing_acknowledged() {
+    power_cuts("+checkpoints", &[("QM_BODY_LOG", "0")]);
 }
 
 /// The same with a checkpoint after every group of writes, so that cuts fall inside

@@ -10,9 +10,8 @@
 //! every segment without a row goes (bodies that only non-durable commits pointed at; the
 //! replay writes them again).
 //!
-//! While `QM_BODY_LOG=1` is not set, bodies stay in redb as before and no segment is made:
-//! the body segments are being built, and backups, restores and moves do not carry them
-//! yet.
+//! With `QM_BODY_LOG=0` in qmd's environment, bodies stay in redb (their record's value) and
+//! no segment is made; either way qmd reads both kinds, so a device may hold both.
 
 use super::record::{split_stored, stored_len, write_logged};
 use crate::storage::bodies::{Bodies, BodyRef, Mark};
@@ -30,10 +29,10 @@ pub const LIVE: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies");
 /// segment holds beyond it when the file is opened is dead ([`cut_dead_tails`]).
 pub const ENDS: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies.ends");
 
-/// Whether applied bodies go to body segments (`QM_BODY_LOG=1`).
+/// Whether applied bodies go to body segments: unless `QM_BODY_LOG=0`.
 pub fn logs_bodies() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("QM_BODY_LOG").is_ok_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var("QM_BODY_LOG").map_or(true, |v| v != "0"))
 }
 
 fn fail(e: impl std::fmt::Display) -> QmError {
@@ -158,7 +157,9 @@ fn move_body(
     Ok(Some(moved))
 }
 
-/// The segments of `bodies` nothing in `txn` points at (see the module's comment).
+/// The segments of `bodies` nothing in `txn` points at (see the module's comment). The
+/// segment appends go to is one of them when nothing points into it any more: it is
+/// retired, so that a queue filled and emptied again and again does not grow it.
 pub fn dead(txn: &WriteTransaction, bodies: &Bodies) -> QmResult<Vec<u32>> {
     let listed = bodies.list();
     if listed.is_empty() {
@@ -167,10 +168,18 @@ pub fn dead(txn: &WriteTransaction, bodies: &Bodies) -> QmResult<Vec<u32>> {
     let table = txn.open_table(LIVE).map_err(fail)?;
     let current = bodies.current();
     let mut dead = Vec::new();
-    for (segment, _, _) in listed {
-        if Some(segment) != current && table.get(segment).map_err(fail)?.is_none() {
-            dead.push(segment);
+    for (segment, _, len) in listed {
+        if table.get(segment).map_err(fail)?.is_some() {
+            continue;
         }
+        if Some(segment) == current {
+            // Inside a write transaction: no append is under way.
+            if len == 0 {
+                continue;
+            }
+            bodies.retire(segment);
+        }
+        dead.push(segment);
     }
     if !dead.is_empty() {
         let mut ends = txn.open_table(ENDS).map_err(fail)?;
@@ -351,19 +360,21 @@ pub fn rehome(txn: &WriteTransaction, msg: &str, from: &Bodies, to: &Bodies) -> 
     write_live(txn, live)
 }
 
-/// A segment not appended to any more is copied forward once no more than this share of
-/// it is live (one in four)...
-const SPARSE_SHARE: u64 = 4;
-/// ...and once such segments hold this many dead bytes in all: finding the messages that
-/// point into them reads every record of the file, which is worth it only for that much.
-const COMPACT_ABOVE: u64 = 256 << 20;
+/// A segment is copied forward once no more than this share of it is live (one half), so
+/// that the segments of a file take at most about twice its live bodies...
+const SPARSE_SHARE: u64 = 2;
+/// ...once such segments hold this many dead bytes in all, or an eighth of the file's live
+/// bytes if that is more: finding the messages that point into them reads every record of
+/// the file, worth it only for that much. The segment appends go to is retired first when
+/// it is sparse and at least this large.
+const COMPACT_ABOVE: u64 = 4 << 20;
 /// Bodies copied forward in one write transaction, so that writers wait little for it.
 const COPY_STEP: u64 = 8 << 20;
 
-/// [`COMPACT_ABOVE`], or 64 KiB with `QM_FAULT=smallsegments` (tests).
-fn compact_above() -> u64 {
+/// [`COMPACT_ABOVE`], or 16 KiB with `QM_FAULT=smallsegments` (tests).
+pub fn compact_above() -> u64 {
     match crate::storage::fault::small_segments() {
-        true => 64 << 10,
+        true => 16 << 10,
         false => COMPACT_ABOVE,
     }
 }
@@ -373,20 +384,28 @@ fn compact_above() -> u64 {
 fn sparse(db: &Db) -> QmResult<Vec<u32>> {
     let bodies = db.bodies();
     let listed = bodies.list();
-    if listed.len() < 2 {
+    if listed.is_empty() {
         return Ok(Vec::new());
     }
     let live = live_in(&db.begin_read().map_err(fail)?)?;
     let current = bodies.current();
     let (mut sparse, mut dead) = (Vec::new(), 0);
-    for (segment, _, len) in listed {
+    for &(segment, _, len) in &listed {
         let held = live.get(&segment).copied().unwrap_or(0);
-        if Some(segment) != current && held > 0 && held * SPARSE_SHARE <= len {
+        let open = Some(segment) == current && len < compact_above();
+        if !open && held > 0 && held * SPARSE_SHARE <= len {
             sparse.push(segment);
             dead += len - held;
         }
     }
-    Ok(if dead >= compact_above() { sparse } else { Vec::new() })
+    let above = compact_above().max(live.values().sum::<u64>() / 8);
+    if dead < above {
+        return Ok(Vec::new());
+    }
+    if let Some(current) = current.filter(|c| sparse.contains(c)) {
+        bodies.retire(current);
+    }
+    Ok(sparse)
 }
 
 /// A message whose body is in a segment being emptied: its table, its sequence number,

@@ -247,6 +247,8 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
     let mut catching_up = false;
     // A job taken from the channel that did not fit in the last group: the next one's first.
     let mut carried = None;
+    // The bytes of the file's body segments when compaction was last considered.
+    let mut segment_bytes = 0;
     loop {
         let next = match carried.take() {
             Some(job) => Ok(job),
@@ -309,9 +311,29 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
         let every = crate::storage::fault::checkpoints_always();
         let bytes = if every { 1 } else { CHECKPOINT_BYTES };
         catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
+        if !catching_up {
+            compact_if_grown(file, &mut segment_bytes);
+        }
         turn_took(turn);
     }
     while checkpoint_if(file, 1, false, None) {}
+}
+
+/// Considers compaction of the file's body segments once they grew by what compaction
+/// waits for since it was last considered (`checked`): a queue filled and emptied again
+/// and again without a pause would otherwise grow them until the writer is idle.
+fn compact_if_grown(file: &DbFile, checked: &mut u64) {
+    let bytes = file.bodies().bytes();
+    if bytes < *checked + segments::compact_above() {
+        *checked = (*checked).min(bytes);
+        return;
+    }
+    if !file.held()
+        && let Ok(db) = file.get()
+    {
+        super::applier::compact(&db);
+    }
+    *checked = file.bodies().bytes();
 }
 
 /// The jobs of the next group: `first` and those waiting behind it, as many as the room

@@ -394,6 +394,15 @@ impl Bodies {
         self.state().current
     }
 
+    /// Makes segment `n` no longer the one appends go to, if it is: the next append starts
+    /// a new segment, and `n` may then die and go, or be emptied by compaction.
+    pub fn retire(&self, n: u32) {
+        let mut state = self.state();
+        if state.current == Some(n) {
+            state.current = None;
+        }
+    }
+
     /// Removes segment `n`, which no reference may point into any more; its removal is
     /// made durable by the next [`Bodies::sync`]. The current segment is refused.
     pub fn remove(&self, n: u32) -> io::Result<()> {
