@@ -195,3 +195,80 @@ fn mostly_dead_segments_are_emptied_and_removed() {
     }
     env.c("qverify").ok().stdout_has("No problem found.");
 }
+
+/// A stream of `n` messages of queue Q with bodies of 16 KiB, as `qexport` writes one.
+fn large_stream(n: u64) -> Vec<u8> {
+    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
+    let header = Header {
+        version: VERSION,
+        qm_version: "test".into(),
+        created: 0,
+        device: "elsewhere".into(),
+        qspace: "QS".into(),
+    };
+    let mut w = Writer::new(Vec::new(), &header).unwrap();
+    for msgid in 1..=n {
+        let props = Properties {
+            msgid: format!("{msgid:016x}"),
+            queue: "Q".into(),
+            corrid: String::new(),
+            priority: 50,
+            enqueued_us: msgid,
+            available_us: msgid,
+            order_time_us: msgid,
+            expires_us: None,
+            retries: 0,
+            delivery: qm_common::message::Qos::Persistent,
+            reply_queue: None,
+            failure_queue: None,
+            reply_qos: None,
+            urcode: 0,
+            origin_queue: None,
+            placement: None,
+        };
+        w.message(&ExportedMessage { props, body: large_body(msgid) }).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+fn large_body(msgid: u64) -> Vec<u8> {
+    format!("message {msgid:08} ").repeat(16 * 1024 / 17).into_bytes()
+}
+
+/// An import's batches, each many bodies, are committed by redb itself with their bodies
+/// written once, to the segments, rather than to the journal first and to the segments
+/// when applied: the journal does not grow for them. Each batch is durable when it is
+/// answered, so a `kill -9` right after the import loses none of it.
+#[test]
+fn an_import_writes_its_bodies_once_and_a_kill_loses_none() {
+    let env = Env::new();
+    let mut daemon = env.start_daemon(&[]);
+    env.c(&format!(
+        "crdl {} 0 40000; qspc QS 40000 30000 4 20 20 5000 '' n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev()
+    ))
+    .ok();
+    let journal = env.path("QUE.journal");
+    let before = std::fs::metadata(&journal).unwrap().len();
+    let n = 600;
+    let stream = env.path("large.qmx");
+    std::fs::write(&stream, large_stream(n)).unwrap();
+    env.c(&format!("qopen QS; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("600 messages imported into queue space QS, 0 already there");
+    let after = std::fs::metadata(&journal).unwrap().len();
+    assert_eq!(after, before, "the journal took the import's bodies: {before} -> {after} bytes");
+    let held: u64 = segments(&env).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let all = n * large_body(1).len() as u64;
+    assert!(held >= all / 2, "most bodies are in segments already: {held} bytes of {all}");
+
+    daemon.signal("KILL");
+    let _daemon = env.start_daemon(&[]);
+    let mut app = App::connect(&env);
+    let got = app.drain("Q");
+    assert_eq!(got.len(), n as usize, "every message imported is there after the kill");
+    for (i, m) in got.iter().enumerate() {
+        assert!(m.body == large_body(i as u64 + 1), "message {} has its body", i + 1);
+    }
+}

@@ -598,8 +598,12 @@ fn commit<'a>(
     jobs: impl Iterator<Item = &'a [WriteOp]> + Clone,
 ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
     // Encoded before any lock is taken; a group too large for the journal is made durable
-    // by redb itself.
-    let record = Some(encode_record(jobs.clone())).filter(|r| journal::Journal::fits(r.len()));
+    // by redb itself, and so is one of many bodies when bodies go to segments: written
+    // there once, not first to the journal and then again when applied.
+    let record = Some(jobs.clone())
+        .filter(|jobs| !(segments::logs_bodies() && body_bytes(jobs.clone()) >= BODIES_ONCE))
+        .map(|jobs| encode_record(jobs))
+        .filter(|r| journal::Journal::fits(r.len()));
     let db = file.get()?;
     let mut guard = file.journal();
     let Some(journal) = guard.as_mut() else {
@@ -641,6 +645,20 @@ fn commit<'a>(
     }
     let how = record.map_or(Durable::ByRedb, Durable::ByRecord);
     apply_now(&db, journal, jobs, how)
+}
+
+/// The body bytes of a group from which it is committed by redb directly when bodies go
+/// to segments (a `qimport` batch; not the groups of ordinary clients).
+const BODIES_ONCE: usize = 1 << 20;
+
+/// The bytes of the bodies `jobs` store.
+fn body_bytes<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> usize {
+    jobs.flatten()
+        .map(|op| match op {
+            WriteOp::Put { body: Some(body), .. } => body.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// What makes a commit of [`apply_now`] durable.
