@@ -368,6 +368,8 @@ const SPARSE_SHARE: u64 = 2;
 /// the file, worth it only for that much. The segment appends go to is retired first when
 /// it is sparse and at least this large.
 const COMPACT_ABOVE: u64 = 4 << 20;
+/// How long a mostly dead segment must keep its live bytes to be copied forward.
+const STILL_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// Bodies copied forward in one write transaction, so that writers wait little for it.
 const COPY_STEP: u64 = 8 << 20;
 
@@ -379,8 +381,11 @@ pub fn compact_above() -> u64 {
     }
 }
 
-/// The segments worth copying forward now: mostly dead ones, when they hold enough dead
-/// bytes together.
+/// The segments worth copying forward now: mostly dead ones that stopped dying (their
+/// live bytes did not fall since compaction last looked), when they hold enough dead
+/// bytes together. One that still dies is left to die whole: the old segments of a queue
+/// served in order empty themselves, and copying their bodies would write them twice. The
+/// segment appends go to is retired as soon as it is mostly dead, so that it may die.
 fn sparse(db: &Db) -> QmResult<Vec<u32>> {
     let bodies = db.bodies();
     let listed = bodies.list();
@@ -389,23 +394,22 @@ fn sparse(db: &Db) -> QmResult<Vec<u32>> {
     }
     let live = live_in(&db.begin_read().map_err(fail)?)?;
     let current = bodies.current();
-    let (mut sparse, mut dead) = (Vec::new(), 0);
+    let mut sparse = BTreeMap::new();
     for &(segment, _, len) in &listed {
         let held = live.get(&segment).copied().unwrap_or(0);
         let open = Some(segment) == current && len < compact_above();
         if !open && held > 0 && held * SPARSE_SHARE <= len {
-            sparse.push(segment);
-            dead += len - held;
+            sparse.insert(segment, held);
         }
     }
-    let above = compact_above().max(live.values().sum::<u64>() / 8);
-    if dead < above {
-        return Ok(Vec::new());
-    }
-    if let Some(current) = current.filter(|c| sparse.contains(c)) {
+    if let Some(current) = current.filter(|c| sparse.contains_key(c)) {
         bodies.retire(current);
     }
-    Ok(sparse)
+    let still = bodies.still_since(sparse, STILL_FOR);
+    let lengths: BTreeMap<u32, u64> = listed.iter().map(|&(n, _, len)| (n, len)).collect();
+    let dead: u64 = still.iter().map(|n| lengths[n] - live.get(n).copied().unwrap_or(0)).sum();
+    let above = compact_above().max(live.values().sum::<u64>() / 8);
+    Ok(if dead >= above { still } else { Vec::new() })
 }
 
 /// A message whose body is in a segment being emptied: its table, its sequence number,

@@ -143,6 +143,9 @@ pub struct Bodies {
     /// The room held for the redb file, on the same filesystem: an append that finds the
     /// filesystem full is given some of it, as redb's writes are.
     space: Mutex<Option<Arc<Space>>>,
+    /// When compaction last looked, and the live bytes it saw then in each mostly dead
+    /// segment ([`Bodies::still_since`]).
+    seen: Mutex<(Option<std::time::Instant>, BTreeMap<u32, u64>)>,
 }
 
 /// While it lives, [`Bodies::pinned`] is true: no segment is removed.
@@ -181,7 +184,9 @@ impl Bodies {
             redb_syncs: 0,
         };
         let (pins, space) = (AtomicUsize::new(0), Mutex::new(None));
-        Ok(Bodies { path: redb.to_path_buf(), limit, state: Mutex::new(state), pins, space })
+        let seen = Mutex::new((None, BTreeMap::new()));
+        let path = redb.to_path_buf();
+        Ok(Bodies { path, limit, state: Mutex::new(state), pins, space, seen })
     }
 
     /// The redb file whose bodies these are.
@@ -502,6 +507,25 @@ impl Bodies {
         Ok(true)
     }
 
+    /// Of `now` (segments with their live bytes), those whose live bytes did not fall
+    /// since they were seen at least `after` ago; `now` is remembered for a later call.
+    /// Nothing, and nothing remembered, when the last look is more recent than that: live
+    /// bytes change only with commits, which a look right after another may not see.
+    pub fn still_since(&self, now: BTreeMap<u32, u64>, after: std::time::Duration) -> Vec<u32> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (when, before) = &*seen;
+        if when.is_some_and(|t| t.elapsed() < after) {
+            return Vec::new();
+        }
+        let still = now
+            .iter()
+            .filter(|&(n, live)| before.get(n).is_some_and(|was| live >= was))
+            .map(|(&n, _)| n)
+            .collect();
+        *seen = (Some(std::time::Instant::now()), now);
+        still
+    }
+
     /// Counts a sync of the redb file that succeeded (its backend calls this).
     pub fn redb_synced(&self) {
         self.state().redb_syncs += 1;
@@ -699,6 +723,22 @@ mod tests {
         bodies.redb_synced();
         assert!(!bodies.undo_failed_commit(mark).unwrap(), "synced: kept");
         assert_eq!(bodies.bytes(), 200);
+    }
+
+    /// Compaction's look at mostly dead segments: only those whose live bytes did not fall
+    /// since a look long enough ago are still; a look too soon after another sees nothing.
+    #[test]
+    fn segments_still_since_the_last_look() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let bodies = Bodies::open_with(&redb(&dir), 1000).unwrap();
+        let look = |pairs: &[(u32, u64)], after| {
+            bodies.still_since(pairs.iter().copied().collect(), Duration::from_secs(after))
+        };
+        assert_eq!(look(&[(1, 10), (2, 10)], 0), Vec::<u32>::new(), "first look");
+        assert_eq!(look(&[(1, 10), (2, 5), (3, 1)], 0), vec![1], "2 fell, 3 is new");
+        assert_eq!(look(&[(1, 10), (3, 1)], 3600), Vec::<u32>::new(), "too soon");
+        assert_eq!(look(&[(1, 10), (3, 1)], 0), vec![1, 3], "the look too soon kept nothing");
     }
 
     /// What was appended since a mark, and a segment cut back to a length (also one
