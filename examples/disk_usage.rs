@@ -9,7 +9,8 @@
 //! and without `Initialize extents`, it makes a device holding one queue space of N pages,
 //! fills that space with persistent messages until qm refuses the next one (the space is
 //! full, QMENOSPACE), empties it and fills it again, and prints the disk the device file
-//! really takes (allocated blocks, `st_blocks`) and its apparent size, each as a multiple
+//! and its body segments really take (allocated blocks, `st_blocks`) and their apparent
+//! size, each as a multiple
 //! of the queue space's pages, and how much the filesystem's use grew in all (the file plus
 //! the room qmd holds beside it, see `daemon/src/storage/space.rs`; exact only on a
 //! filesystem nothing else writes to, e.g. a tmpfs of its own given with `--dir`).
@@ -103,10 +104,20 @@ async fn drain(socket: &Path) {
     }
 }
 
-/// Apparent size and allocated bytes of a file.
+/// Apparent size and allocated bytes of a redb file and its body segments
+/// (`FILE.bodies.N`, beside it), together.
 fn sizes(path: &Path) -> (u64, u64) {
-    let meta = std::fs::metadata(path).expect("device file");
-    (meta.len(), meta.blocks() * 512)
+    let prefix = format!("{}.bodies.", path.file_name().expect("a file").to_string_lossy());
+    let dir = path.parent().expect("a directory");
+    let segments = std::fs::read_dir(dir)
+        .expect("the device's directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path());
+    std::iter::once(path.to_path_buf()).chain(segments).fold((0, 0), |(len, blocks), file| {
+        let meta = std::fs::metadata(&file).expect("device file");
+        (len + meta.len(), blocks + meta.blocks() * 512)
+    })
 }
 
 /// Bytes in use on the filesystem holding `dir`.
