@@ -24,6 +24,12 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024 + 64 * 1024;
 /// has arrived.
 const FIRST_ROOM: usize = 8 * 1024;
 
+/// How long a connection keeps the buffer of its last frame for the next one: frames that
+/// follow each other (a `qimport`'s batches of megabytes) then reuse it instead of growing
+/// a new one, copying it at each doubling and faulting in fresh pages, while an idle peer
+/// holds nothing past this.
+const KEEP_BUFFER: Duration = Duration::from_secs(1);
+
 /// Why a frame could not be read.
 #[derive(Debug)]
 pub enum FrameError {
@@ -76,6 +82,8 @@ pub struct Connection<R, W> {
     writer: BufWriter<W>,
     /// How long a begun frame may take to complete; `None`: as long as it takes.
     frame_limit: Option<Duration>,
+    /// The last frame's buffer, kept for a while for the next one (see [`KEEP_BUFFER`]).
+    spare: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -84,6 +92,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             reader: BufReader::new(reader),
             writer: BufWriter::new(writer),
             frame_limit: None,
+            spare: Vec::new(),
         }
     }
 
@@ -95,11 +104,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Reads the next frame; `Ok(None)` when the peer closed the stream between frames.
     pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        // Waiting for a frame to begin is not limited: an idle peer is no cost.
+        // Waiting for a frame to begin is not limited: an idle peer is no cost, once the
+        // buffer kept from its last frame is let go.
+        if self.spare.capacity() > FIRST_ROOM {
+            match tokio::time::timeout(KEEP_BUFFER, self.reader.fill_buf()).await {
+                Ok(filled) => {
+                    if filled?.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Err(_) => self.spare = Vec::new(),
+            }
+        }
         if self.reader.fill_buf().await?.is_empty() {
             return Ok(None);
         }
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
         let mut announced = None;
         let read = read_body(&mut self.reader, &mut buf, &mut announced);
         let complete = match self.frame_limit {
@@ -121,7 +142,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             Err(e) => return Err(e),
         }
-        postcard::from_bytes(&buf).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
+        let value = postcard::from_bytes(&buf).map(Some);
+        self.spare = buf;
+        value.map_err(|e| FrameError::Decode(e.to_string()))
     }
 
     /// Completes when the peer has closed the stream (or it failed), without consuming
@@ -204,6 +227,34 @@ mod tests {
         });
         let got: Vec<u8> = conn.read_frame().await.unwrap().unwrap();
         assert_eq!(got, value);
+        drop(writer.await);
+    }
+
+    /// Frames that follow each other reuse the last one's buffer: a large frame, a small
+    /// one and a middling one each come back as sent, nothing of the one before left in.
+    #[tokio::test]
+    async fn frames_one_after_another_share_a_buffer() {
+        let (mut conn, mut peer) = pair();
+        let values: Vec<Vec<u8>> = [60_000usize, 10, 30_000]
+            .iter()
+            .enumerate()
+            .map(|(n, &len)| (0..len).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        let bytes: Vec<u8> = values.iter().flat_map(frame).collect();
+        let writer = tokio::spawn(async move {
+            peer.write_all(&bytes).await.unwrap();
+            peer
+        });
+        for value in &values {
+            let got: Vec<u8> = conn.read_frame().await.unwrap().unwrap();
+            assert!(
+                got == *value,
+                "a frame of {} bytes came back as {} bytes",
+                value.len(),
+                got.len()
+            );
+            assert!(conn.spare.capacity() >= 60_000, "the large frame's buffer is kept");
+        }
         drop(writer.await);
     }
 
