@@ -272,3 +272,31 @@ fn an_import_writes_its_bodies_once_and_a_kill_loses_none() {
         assert!(m.body == large_body(i as u64 + 1), "message {} has its body", i + 1);
     }
 }
+
+/// A body that no segment can take, the filesystem being full for it even with the room
+/// held for the file given back (`QM_FAULT=fullsegments`), goes into redb instead: every
+/// message is stored, comes back after a restart with its body, and no segment is made.
+#[test]
+fn a_body_no_segment_can_take_goes_into_redb() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "fullsegments")]);
+    let mut app = App::connect(&env);
+    for i in 0..300 {
+        app.put("Q", &body(i));
+    }
+    drop(app);
+    // The clean stop's checkpoint puts them all in redb.
+    stop_and_wait(&env);
+    drop(daemon);
+    assert_eq!(segments(&env), Vec::<PathBuf>::new(), "no segment was made");
+    let _daemon = Daemon::start(&env.device, &[]);
+    let mut app = App::connect(&env);
+    let got = app.drain("Q");
+    assert_eq!(got.len(), 300, "every message is there");
+    for (i, m) in got.iter().enumerate() {
+        assert!(m.body == body(i), "message {i} has its body");
+    }
+    assert_eq!(segments(&env), Vec::<PathBuf>::new(), "and none after they were taken");
+}

@@ -207,6 +207,9 @@ impl Bodies {
                 format!("a body of {} bytes is too large for {}", body.len(), self.path.display()),
             )
         })?;
+        if fault::segments_full() {
+            return Err(io::Error::new(ErrorKind::StorageFull, "no room for a body (QM_FAULT)"));
+        }
         let (segment, offset, file) = self.place(u64::from(len))?;
         // Outside the lock; a failed write leaves a hole no reference points into.
         let mut written = file.write(u64::from(offset), body);

@@ -27,8 +27,10 @@
 //!   writer catches up on more than 64 deferred writes 16 at a time (see
 //!   [`crate::engine::writer`]).
 //! - `QM_FAULT=smallsegments`: no fault; body segments take 16 KiB and mostly dead ones
-//!   are copied forward once they hold 64 KiB of dead bytes, so that a test sees segments
+//!   are copied forward once they hold 16 KiB of dead bytes, so that a test sees segments
 //!   roll over, die and be compacted ([`super::bodies`], [`crate::engine::segments`]).
+//! - `QM_FAULT=fullsegments`: every append to a body segment finds the filesystem full, so
+//!   that a test sees bodies go into redb instead.
 //! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
 //!   makes (see [`crate::engine::applier`]) fails with an I/O error, once, so that a test
 //!   sees the groups handed over come back from the journal when the file is opened again.
@@ -62,6 +64,7 @@ enum Mode {
     PowerCut(u64),
     Count(File),
     SmallSegments,
+    FullSegments,
     NoRoom,
     Defer,
     SlowCopy,
@@ -91,7 +94,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     let bad = || {
         format!(
             "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy, \
-             failapply or smallsegments"
+             failapply, smallsegments or fullsegments"
         )
     };
     match value {
@@ -100,6 +103,7 @@ fn parse(value: &str) -> Result<Mode, String> {
         "slowcopy" => return Ok(Mode::SlowCopy),
         "failapply" => return Ok(Mode::FailApply),
         "smallsegments" => return Ok(Mode::SmallSegments),
+        "fullsegments" => return Ok(Mode::FullSegments),
         _ => {}
     }
     let (kind, arg) = value.split_once(':').ok_or_else(bad)?;
@@ -202,6 +206,11 @@ fn fails_apply() -> bool {
 /// Whether a test asked for small body segments and compaction of little dead space.
 pub fn small_segments() -> bool {
     lock().is_some_and(|f| matches!(f.mode, Mode::SmallSegments))
+}
+
+/// Whether a test asked for every append to a body segment to find the filesystem full.
+pub fn segments_full() -> bool {
+    lock().is_some_and(|f| matches!(f.mode, Mode::FullSegments))
 }
 
 /// Whether room is held ahead of commits (always, unless a test asked for `noroom`).
