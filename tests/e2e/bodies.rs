@@ -198,37 +198,12 @@ fn mostly_dead_segments_are_emptied_and_removed() {
 
 /// A stream of `n` messages of queue Q with bodies of 16 KiB, as `qexport` writes one.
 fn large_stream(n: u64) -> Vec<u8> {
-    use qm_common::export::{ExportedMessage, Header, Properties, VERSION, Writer};
-    let header = Header {
-        version: VERSION,
-        qm_version: "test".into(),
-        created: 0,
-        device: "elsewhere".into(),
-        qspace: "QS".into(),
-    };
-    let mut w = Writer::new(Vec::new(), &header).unwrap();
-    for msgid in 1..=n {
-        let props = Properties {
-            msgid: format!("{msgid:016x}"),
-            queue: "Q".into(),
-            corrid: String::new(),
-            priority: 50,
-            enqueued_us: msgid,
-            available_us: msgid,
-            order_time_us: msgid,
-            expires_us: None,
-            retries: 0,
-            delivery: qm_common::message::Qos::Persistent,
-            reply_queue: None,
-            failure_queue: None,
-            reply_qos: None,
-            urcode: 0,
-            origin_queue: None,
-            placement: None,
-        };
-        w.message(&ExportedMessage { props, body: large_body(msgid) }).unwrap();
-    }
-    w.finish().unwrap().0
+    use crate::export::{hand_made, stream_of};
+    stream_of((1..=n).map(|msgid| {
+        let mut m = hand_made(msgid, 50, msgid);
+        m.body = large_body(msgid);
+        m
+    }))
 }
 
 fn large_body(msgid: u64) -> Vec<u8> {

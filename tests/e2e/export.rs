@@ -261,7 +261,7 @@ fn a_stream_with_an_impossible_message_changes_nothing() {
 
 /// A message of queue Q made by hand, as a stream from elsewhere would carry it, with
 /// `time` for each of its times and "hand made" for its body.
-fn hand_made(msgid: u64, priority: u8, time: u64) -> qm_common::export::ExportedMessage {
+pub(crate) fn hand_made(msgid: u64, priority: u8, time: u64) -> qm_common::export::ExportedMessage {
     use qm_common::export::{ExportedMessage, Properties};
     ExportedMessage {
         props: Properties {
@@ -287,7 +287,9 @@ fn hand_made(msgid: u64, priority: u8, time: u64) -> qm_common::export::Exported
 }
 
 /// The stream of `messages`, from queue space QS of a device elsewhere.
-fn stream_of(messages: impl IntoIterator<Item = qm_common::export::ExportedMessage>) -> Vec<u8> {
+pub(crate) fn stream_of(
+    messages: impl IntoIterator<Item = qm_common::export::ExportedMessage>,
+) -> Vec<u8> {
     use qm_common::export::{Header, VERSION, Writer};
     let header = Header {
         version: VERSION,
