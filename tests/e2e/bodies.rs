@@ -33,9 +33,14 @@ fn body(i: usize) -> Vec<u8> {
 
 /// Enqueues `n` messages with the body log on and stops cleanly, so that redb holds them.
 fn stored_in_segments(env: &Env, n: usize) {
+    stored_with(env, n, LOG);
+}
+
+/// Enqueues `n` messages to a qmd with `vars` in its environment and stops it cleanly.
+fn stored_with(env: &Env, n: usize, vars: &[(&str, &str)]) {
     setup(env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
     stop_and_wait(env);
-    let daemon = Daemon::start_with_env(&env.device, &[], LOG);
+    let daemon = Daemon::start_with_env(&env.device, &[], vars);
     let mut app = App::connect(env);
     for i in 0..n {
         app.put("Q", &body(i));
@@ -254,24 +259,10 @@ fn an_import_writes_its_bodies_once_and_a_kill_loses_none() {
 #[test]
 fn a_body_no_segment_can_take_goes_into_redb() {
     let env = Env::new();
-    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
-    let daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "fullsegments")]);
-    let mut app = App::connect(&env);
-    for i in 0..300 {
-        app.put("Q", &body(i));
-    }
-    drop(app);
     // The clean stop's checkpoint puts them all in redb.
-    stop_and_wait(&env);
-    drop(daemon);
+    stored_with(&env, 300, &[("QM_FAULT", "fullsegments")]);
     assert_eq!(segments(&env), Vec::<PathBuf>::new(), "no segment was made");
     let _daemon = Daemon::start(&env.device, &[]);
-    let mut app = App::connect(&env);
-    let got = app.drain("Q");
-    assert_eq!(got.len(), 300, "every message is there");
-    for (i, m) in got.iter().enumerate() {
-        assert!(m.body == body(i), "message {i} has its body");
-    }
+    drained_whole(&mut App::connect(&env), 300);
     assert_eq!(segments(&env), Vec::<PathBuf>::new(), "and none after they were taken");
 }

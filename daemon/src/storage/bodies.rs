@@ -475,9 +475,12 @@ impl Bodies {
     /// The segments appended to since `mark`, with their lengths now.
     pub fn appended_since(&self, mark: &Mark) -> Vec<(u32, u64)> {
         let state = self.state();
+        // Only the segment current at the mark and those made since can have grown.
+        let first = mark.current.map_or(mark.next, |(n, _)| u64::from(n));
+        let first = u32::try_from(first).unwrap_or(u32::MAX);
         state
             .segments
-            .iter()
+            .range(first..)
             .filter(|&(&n, s)| match mark.current {
                 _ if u64::from(n) >= mark.next => true,
                 Some((current, len)) => n == current && s.len > len,
