@@ -263,11 +263,8 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 catching_up = checkpoint_if(file, 1, catching_up, None);
-                if !catching_up
-                    && !file.held()
-                    && let Ok(db) = file.get()
-                {
-                    super::applier::compact(&db);
+                if !catching_up {
+                    compact_unless_held(file);
                 }
                 turn_took(turn);
                 if !catching_up && let Some(journal) = file.journal().as_mut() {
@@ -328,12 +325,18 @@ fn compact_if_grown(file: &DbFile, checked: &mut u64) {
         *checked = (*checked).min(bytes);
         return;
     }
+    compact_unless_held(file);
+    *checked = file.bodies().bytes();
+}
+
+/// Compacts the file's body segments ([`super::applier::compact`]) unless a backup holds
+/// the file.
+fn compact_unless_held(file: &DbFile) {
     if !file.held()
         && let Ok(db) = file.get()
     {
         super::applier::compact(&db);
     }
-    *checked = file.bodies().bytes();
 }
 
 /// The jobs of the next group: `first` and those waiting behind it, as many as the room
