@@ -35,7 +35,7 @@ use crate::storage::tables::QueueSpaceTables;
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -526,6 +526,8 @@ struct Open<'t> {
     /// live bytes.
     log: &'t BodyLog,
     append: bool,
+    /// Places of new bodies appended ahead, in the order of their writes ([`prepare_bodies`]).
+    prepared: VecDeque<BodyRef>,
     live: LiveDeltas,
     tables: HashMap<String, Table<'t, u64, &'static [u8]>>,
     /// Tables keyed by name: queue definitions and state values.
@@ -1036,6 +1038,7 @@ where
         txn,
         log,
         append: segments::logs_bodies(),
+        prepared: VecDeque::new(),
         live: LiveDeltas::new(),
         tables: HashMap::new(),
         named: HashMap::new(),
@@ -1046,6 +1049,10 @@ where
     // State values are overwritten by later jobs: write each key once, the last value
     // (or none, when a later job removed it).
     let mut states: HashMap<(&str, &str), Option<&[u8]>> = HashMap::new();
+    let jobs: Vec<J> = jobs.collect();
+    if open.append {
+        prepare_bodies(&mut open, &jobs)?;
+    }
     for ops in jobs {
         results.push(apply(&mut open, ops.clone(), bodies)?);
         for op in ops {
@@ -1218,20 +1225,57 @@ fn put_logged(
     meta: &[u8],
     body: &[u8],
 ) -> QmResult<bool> {
-    let mark = open.log.mark();
-    let at = match open.log.append(body) {
-        Ok(at) => at,
-        Err(e) if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) => {
-            open.log.rollback(mark).map_err(|e| appending(open.log, &e))?;
-            return Ok(false);
+    let at = match open.prepared.pop_front() {
+        Some(at) if at.len as usize == body.len() => at,
+        Some(_) => return Err(fail("a body appended ahead does not match its message")),
+        None => {
+            let mark = open.log.mark();
+            match open.log.append(body) {
+                Ok(at) => at,
+                Err(e) if disk_full(&e) => {
+                    open.log.rollback(mark).map_err(|e| appending(open.log, &e))?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(appending(open.log, &e)),
+            }
         }
-        Err(e) => return Err(appending(open.log, &e)),
     };
     *open.live.entry(at.segment).or_default() += i64::from(at.len);
     let table = open.table(&tables.msg)?;
     let mut slot = table.insert_reserve(seq, stored_len(meta, BodyRef::BYTES)).map_err(fail)?;
     write_logged(slot.as_mut(), meta, &at, at.crc);
     Ok(true)
+}
+
+/// Appends the new bodies of `jobs` to the segments together ([`BodyLog::append_all`]), for
+/// [`put_logged`] to take in turn. When the disk is full, none is kept: each is then tried
+/// alone, and stored in redb if it does not fit.
+fn prepare_bodies<'a, J>(open: &mut Open<'_>, jobs: &[J]) -> QmResult<()>
+where
+    J: IntoIterator<Item = &'a WriteOp> + Clone,
+{
+    let bodies: Vec<&[u8]> = jobs
+        .iter()
+        .flat_map(|ops| ops.clone())
+        .filter_map(|op| match op {
+            WriteOp::Put { body: Some(body), .. } => Some(&body[..]),
+            _ => None,
+        })
+        .collect();
+    if bodies.len() < 2 {
+        return Ok(());
+    }
+    let mark = open.log.mark();
+    match open.log.append_all(&bodies) {
+        Ok(refs) => open.prepared = refs.into(),
+        Err(e) if disk_full(&e) => open.log.rollback(mark).map_err(|e| appending(open.log, &e))?,
+        Err(e) => return Err(appending(open.log, &e)),
+    }
+    Ok(())
+}
+
+fn disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
 }
 
 /// Why a body could not be appended to `log`: a full filesystem is said as such, as for
