@@ -18,7 +18,7 @@
 //! ([`crate::storage::handle::DbFile::applied`]), which the engines watch for that.
 
 use super::applier::Applying;
-use super::writer::{WriteOp, op_room, stored_body};
+use super::writer::{WriteOp, op_room, stored_body_in, stored_messages};
 use crate::storage::handle::Db;
 use qm_common::QmResult;
 use redb::ReadableDatabase;
@@ -89,6 +89,8 @@ impl Deferred {
         applying: Option<&Applying>,
     ) -> QmResult<Vec<Vec<Option<Vec<u8>>>>> {
         let mut read = None;
+        // The table of stored messages of each queue space read from, opened once.
+        let mut opened = HashMap::new();
         let mut results = Vec::new();
         // Enqueued earlier in the same group.
         let mut group: HashMap<(&str, u64), &Arc<[u8]>> = HashMap::new();
@@ -120,7 +122,15 @@ impl Deferred {
                             read = Some((reading, txn));
                         }
                         let (_, txn) = read.as_ref().expect("just begun");
-                        removed.push(stored_body(txn, db.bodies(), tables, *seq)?);
+                        let qspace = tables.qspace.as_str();
+                        if !opened.contains_key(qspace) {
+                            opened.insert(qspace, stored_messages(txn, tables)?);
+                        }
+                        let body = match &opened[qspace] {
+                            Some(table) => stored_body_in(txn, table, db.bodies(), tables, *seq)?,
+                            None => None,
+                        };
+                        removed.push(body);
                     }
                     _ => {}
                 }

@@ -454,6 +454,16 @@ pub fn reindex(
 /// Timers due (kind, message), and the time of the next one.
 pub type Due = (Vec<(u8, u64)>, Option<u64>);
 
+/// Message `seq`'s record in `table`, the stored messages.
+fn meta_in(table: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> QmResult<Option<MessageMeta>> {
+    let Some(value) = table.get(seq).map_err(read_error)? else { return Ok(None) };
+    let stored = super::record::split_stored(value.value())
+        .ok_or_else(|| read_error(format_args!("message {seq:016x} is truncated")))?;
+    postcard::from_bytes(stored.meta)
+        .map(Some)
+        .map_err(|e| read_error(format_args!("message {seq:016x}: {e}")))
+}
+
 /// A consistent view of a queue space's stored messages: one read transaction. What the
 /// engine holds in memory (messages locked, in a transaction, being written) is newer than
 /// what a view shows, so every lookup takes a `skip` that leaves those out.
@@ -528,6 +538,8 @@ impl<'n> View<'n> {
     ) -> QmResult<Vec<(OrderKey, MessageMeta)>> {
         let mut found = Vec::new();
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(found) };
+        // Opened once for the batch, not once a message.
+        let messages = self.messages()?;
         let (lo, hi) = order_span(&prefix(queue));
         let from = after.map(|key| ready_key(queue, key));
         let start = match &from {
@@ -539,7 +551,8 @@ impl<'n> View<'n> {
         {
             let (k, _) = item.map_err(read_error)?;
             let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) else { continue };
-            let meta = self.meta(key.seq)?.ok_or_else(|| {
+            let meta = messages.as_ref().map(|t| meta_in(t, key.seq)).transpose()?.flatten();
+            let meta = meta.ok_or_else(|| {
                 read_error(format_args!("message {:016x} is in order but not stored", key.seq))
             })?;
             found.push((key, meta));
@@ -583,17 +596,19 @@ impl<'n> View<'n> {
 
     /// The record of stored message `seq`.
     pub fn meta(&self, seq: u64) -> QmResult<Option<MessageMeta>> {
-        let table = match self.txn.open_table(self.names.msg()) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_error(e)),
-        };
-        let Some(value) = table.get(seq).map_err(read_error)? else { return Ok(None) };
-        let stored = super::record::split_stored(value.value())
-            .ok_or_else(|| read_error(format_args!("message {seq:016x} is truncated")))?;
-        postcard::from_bytes(stored.meta)
-            .map(Some)
-            .map_err(|e| read_error(format_args!("message {seq:016x}: {e}")))
+        match self.messages()? {
+            Some(table) => meta_in(&table, seq),
+            None => Ok(None),
+        }
+    }
+
+    /// The table of the stored messages, if it was made.
+    fn messages(&self) -> QmResult<Option<ReadOnlyTable<u64, &'static [u8]>>> {
+        match self.txn.open_table(self.names.msg()) {
+            Ok(t) => Ok(Some(t)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(read_error(e)),
+        }
     }
 
     /// Up to `limit` timers due by `now` (kind, message) of messages not skipped, and the

@@ -1359,11 +1359,33 @@ pub(super) fn stored_body(
     tables: &QueueSpaceTables,
     seq: u64,
 ) -> QmResult<Option<Vec<u8>>> {
-    let table = match txn.open_table(tables.msg()) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(fail(e)),
-    };
+    match stored_messages(txn, tables)? {
+        Some(table) => stored_body_in(txn, &table, log, tables, seq),
+        None => Ok(None),
+    }
+}
+
+/// The table of `tables`' stored messages as `txn` sees it, if it was made.
+pub(super) fn stored_messages(
+    txn: &redb::ReadTransaction,
+    tables: &QueueSpaceTables,
+) -> QmResult<Option<redb::ReadOnlyTable<u64, &'static [u8]>>> {
+    match txn.open_table(tables.msg()) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// [`stored_body`], with the table of the stored messages open already: the bodies of a
+/// group's dequeues are read with one opening of it.
+pub(super) fn stored_body_in(
+    txn: &redb::ReadTransaction,
+    table: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    log: &BodyLog,
+    tables: &QueueSpaceTables,
+    seq: u64,
+) -> QmResult<Option<Vec<u8>>> {
     let Some(value) = table.get(seq).map_err(fail)? else { return Ok(None) };
     let Some(Stored { tail, parted, logged, .. }) = split_stored(value.value()) else {
         return Ok(None);
