@@ -213,27 +213,32 @@ impl Bodies {
     pub fn append_all(&self, bodies: &[&[u8]]) -> io::Result<Vec<BodyRef>> {
         let mut refs = Vec::with_capacity(bodies.len());
         // The bodies placed one after another in one segment and not written yet.
-        let mut run: Option<(u32, u64, Vec<u8>)> = None;
-        for body in bodies {
+        let mut run: Option<(u32, u64, Vec<&[u8]>)> = None;
+        for &body in bodies {
             let at = self.reserve(body)?;
             match &mut run {
-                Some((n, start, buf)) if *n == at.segment => {
-                    debug_assert_eq!(*start + buf.len() as u64, u64::from(at.offset));
-                    buf.extend_from_slice(body);
-                }
+                Some((n, _, placed)) if *n == at.segment => placed.push(body),
                 _ => {
-                    if let Some((n, start, buf)) = run.take() {
-                        self.write_placed(n, start, &buf)?;
+                    if let Some(run) = run.take() {
+                        self.write_run(run)?;
                     }
-                    run = Some((at.segment, u64::from(at.offset), body.to_vec()));
+                    run = Some((at.segment, u64::from(at.offset), vec![body]));
                 }
             }
             refs.push(at);
         }
-        if let Some((n, start, buf)) = run {
-            self.write_placed(n, start, &buf)?;
+        if let Some(run) = run {
+            self.write_run(run)?;
         }
         Ok(refs)
+    }
+
+    /// Writes bodies placed one after another in segment `n` from `offset`, in one write.
+    fn write_run(&self, (n, offset, placed): (u32, u64, Vec<&[u8]>)) -> io::Result<()> {
+        match placed.as_slice() {
+            [one] => self.write_placed(n, offset, one),
+            many => self.write_placed(n, offset, &many.concat()),
+        }
     }
 
     /// Places `body` at the end of the current segment, not written yet.
