@@ -14,7 +14,9 @@ const EXAMPLES: &str = "Examples:
   qmd $QMCONFIG --standby -s -p 53000    on a second machine sharing the device: wait,
                                         and take over when the active qmd stops or dies
   qmd --fence $QMCONFIG                 make a qmd that lost the device stop before its
-                                        next write (docs/ha.md)";
+                                        next write (docs/ha.md)
+  qmd --end-orphans $QMCONFIG           after kill -9 of qmd: end the workers and threshold
+                                        commands it left running on this machine";
 
 /// qmd: the qm queue manager daemon. Owns one device (a redb file) and serves qmadmin and
 /// applications over a control socket that only its owner may use (unless --socket-mode
@@ -47,6 +49,12 @@ pub struct Options {
     /// on a node cut off from a shared disk) stops before its next write.
     #[arg(long, conflicts_with_all = ["verify", "standby"])]
     pub fence: bool,
+
+    /// End the services and threshold commands that a qmd of DEVICE, killed on this
+    /// machine, left running, and exit (a cluster's stop runs it after a kill -9; the next
+    /// qmd here would do it at its start). Refused while a qmd serves DEVICE here.
+    #[arg(long = "end-orphans", conflicts_with_all = ["verify", "standby", "fence"])]
+    pub end_orphans: bool,
 
     /// Log level: 0 none, 1 errors, 2 warnings, 3 all (4 also traces every storage commit).
     #[arg(short = 'l', value_name = "LEVEL", default_value_t = 2,

@@ -303,6 +303,80 @@ pub fn fence_only(device: &Path) -> Result<String, String> {
     })
 }
 
+/// `qmd --end-orphans`: ends the services and threshold commands that a qmd of `device`
+/// killed on this machine left running (the next qmd would, but a cluster may start it on
+/// another node); returns what to tell the user. Refuses while a qmd serves the device
+/// here, since those processes are then its own.
+pub fn end_orphans_only(device: &Path) -> Result<String, String> {
+    let path = qm_common::paths::lock_path(device);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // No lock file: no qmd ever served the device from this directory.
+    let lock = match trust::open_no_follow(&path, &mut options, "lock file") {
+        Ok(file) => {
+            trust::check_owner(&file, &path, "lock file")?;
+            Some(file)
+        }
+        Err(_) if !path.exists() => None,
+        Err(e) => return Err(e),
+    };
+    // Held (shared) while the processes are ended, so that no qmd starts its own meanwhile.
+    let free = lock.as_ref().is_none_or(|l| {
+        rustix::fs::flock(l, rustix::fs::FlockOperation::NonBlockingLockShared).is_ok()
+    });
+    if let Some(lock) = lock.as_ref().filter(|_| !free) {
+        let holder = fence::read(lock).unwrap_or_default();
+        if let Some(why) = served_here(lock, holder.pid) {
+            return Err(format!("{why}; nothing was ended"));
+        }
+    }
+    let orphans = crate::command::end_orphans(device);
+    let mut ended = Vec::new();
+    if orphans.services > 0 {
+        ended.push(format!("{} service process group(s)", orphans.services));
+    }
+    if !orphans.thresholds.is_empty() {
+        let queues: Vec<String> =
+            orphans.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
+        ended.push(format!("{} threshold command(s) (queues {})", queues.len(), queues.join(", ")));
+    }
+    Ok(match ended.is_empty() {
+        true => format!("no process of a killed qmd of {} is left here", device.display()),
+        false => {
+            format!("ended {} left by a killed qmd of {}", ended.join(" and "), device.display())
+        }
+    })
+}
+
+/// Why the lock `lock`, held, may be held by a qmd on this machine (whose services are not
+/// orphans): `pid` (from the lock file) is a process here with the file open, or cannot be
+/// looked at. None when the holder is elsewhere (a qmd on another node sharing the file).
+fn served_here(lock: &File, pid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if pid == 0 {
+        return Some(
+            "a qmd holds the device's lock and the lock file names no pid (it was fenced): \
+             wait until that qmd stops"
+                .into(),
+        );
+    }
+    let meta = lock.metadata().ok()?;
+    let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(fds) => fds,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(format!(
+                "cannot tell whether qmd pid {pid}, which holds the device's lock, runs on \
+                 this machine (/proc/{pid}/fd: {e})"
+            ));
+        }
+    };
+    let holds = fds.flatten().any(|fd| {
+        std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+    });
+    holds.then(|| format!("qmd pid {pid} serves the device on this machine and ends its own"))
+}
+
 /// Says the line that tells whoever started qmd that it serves (or waits, as a standby):
 /// the ready line of a detached daemon, or a line on standard output.
 fn announce(line: &str) {

@@ -36,6 +36,9 @@ fn main() {
     if options.fence {
         std::process::exit(fence(&options));
     }
+    if options.end_orphans {
+        std::process::exit(end_orphans(&options));
+    }
     std::process::exit(qm_daemon::server::main(options));
 }
 
@@ -50,6 +53,20 @@ fn verify(options: &qm_daemon::options::Options) -> i32 {
         Ok(report) => {
             print!("{}", qm_shell::render::verify(&report));
             i32::from(!report.problems.is_empty())
+        }
+        Err(e) => {
+            eprintln!("qmd: {e}");
+            2
+        }
+    }
+}
+
+/// `qmd --end-orphans`: ends what a killed qmd of the device left running here.
+fn end_orphans(options: &qm_daemon::options::Options) -> i32 {
+    match options.device_path().and_then(|d| qm_daemon::server::end_orphans_only(&d)) {
+        Ok(line) => {
+            println!("qmd: {line}");
+            0
         }
         Err(e) => {
             eprintln!("qmd: {e}");

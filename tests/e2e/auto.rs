@@ -128,11 +128,12 @@ pub fn depth(env: &Env, queue: &str) -> u64 {
 }
 
 /// A `sleep` command whose command line marks it as this test's: `secs` seconds with a
-/// fraction of this test process's pid (seven digits) and a `tag` digit unique to the test,
-/// so that no marker matches another test's (or another test process's) processes.
+/// fraction of this test process's pid (seven digits) and two `tag` digits unique to the
+/// test across the suite (the tests share one process, hence one pid), so that no marker
+/// matches another test's (or another test process's) processes.
 pub fn sleep_marker(secs: u32, tag: u8) -> String {
-    assert!(tag < 10);
-    format!("sleep {secs}.{:07}{tag}", std::process::id())
+    assert!(tag < 100);
+    format!("sleep {secs}.{:07}{tag:02}", std::process::id())
 }
 
 /// Kills the processes whose command line contains `marker` (left running on purpose).

@@ -104,7 +104,7 @@ fn boot_true_forwarders_start_with_the_daemon() {
 #[test]
 fn daemon_reload_applies_new_services_forwarders_and_limits() {
     let env = Env::new();
-    let marker = crate::auto::sleep_marker(30, 8);
+    let marker = crate::auto::sleep_marker(30, 25);
     write_config(
         &env,
         "[[forwarder]]\nid = 1\nqspace = \"QS\"\nclopt = \"-- -q SVC -i 0\"\n\n[service.SVC]\ncommand = \"printf v1\"\n",

@@ -220,7 +220,7 @@ fn exit_when_empty_forwarder_is_booted_again_by_the_threshold() {
 #[test]
 fn service_time_out_rolls_back_and_the_message_is_retried() {
     let env = Env::new();
-    let marker = sleep_marker(5, 6);
+    let marker = sleep_marker(5, 21);
     let service = format!(
         r#"body=$(cat); [ "$body" = slow ] && [ "$QM_RETRIES" = 0 ] && {marker}; printf '%s after %s' "$body" "$QM_RETRIES""#
     );
@@ -326,7 +326,7 @@ fn shutdown_by_id_and_by_queue_stops_forwarders() {
 #[test]
 fn failing_and_hanging_service_loses_and_duplicates_nothing() {
     let env = Env::new();
-    let marker = sleep_marker(5, 7);
+    let marker = sleep_marker(5, 22);
     let service = format!(
         r#"body=$(cat); first=$([ "$QM_RETRIES" = 0 ] && echo y)
 case "$body" in
@@ -410,7 +410,7 @@ fn daemon_crash_during_forwarding_loses_and_duplicates_nothing() {
 #[test]
 fn next_daemon_kills_services_left_by_a_killed_one() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 2);
+    let marker = sleep_marker(1000, 23);
     let _cleanup = KillMarked(marker.clone());
     // The first call hangs; a later one notes whether the hanging one still runs (a script
     // file, so that only the sleep itself carries the marker on its command line).
@@ -455,7 +455,7 @@ fn next_daemon_kills_services_left_by_a_killed_one() {
 #[test]
 fn a_service_leaving_a_background_child_still_replies() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 3);
+    let marker = sleep_marker(1000, 24);
     let _cleanup = KillMarked(marker.clone());
     let service = format!("b=$(cat); {marker} & printf 'bgreply %s' \"$b\"; exit 0");
     write_config(&env, &config("SVC", "", &[("SVC", &service)]));

@@ -5,6 +5,7 @@
 //! The agent runs without ocf-shellfuncs (`OCF_ROOT` names nothing), as on a machine
 //! without resource-agents installed.
 
+use crate::auto::{App, KillMarked, eventually, running, setup, sleep_marker};
 use crate::support::{Daemon, Env, QMADMIN, QMD, Run, run_limited, wait_until};
 use crate::users::User;
 use qm_common::protocol::DaemonStatus;
@@ -423,6 +424,38 @@ fn an_unresponsive_qmd_fails_monitor_and_is_killed_by_stop() {
     assert!(gone(pid), "qmd {pid} still runs");
     assert!(lock_free(&env.device));
     agent.expect("monitor", OCF_NOT_RUNNING);
+}
+
+/// A qmd that stop had to kill leaves its threshold commands and workers running (nobody
+/// ends their process groups); stop ends them, since the next qmd, which would, may start
+/// on another node. Here a threshold command that hangs.
+#[test]
+fn stop_ends_what_a_killed_qmd_left_running() {
+    let env = Env::new();
+    let agent = Agent::new(&env.device);
+    agent.expect("start", OCF_SUCCESS);
+    let pid = daemon_pid(&env);
+    let _guard = KillOnDrop(pid);
+    let marker = sleep_marker(1000, 27);
+    let _cleanup = KillMarked(marker.clone());
+    setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"x");
+    eventually("the threshold command runs", || running(&marker));
+    drop(app);
+    kill("STOP", pid);
+
+    let agent = agent.with("CRM_meta_timeout", "6000");
+    let stop = agent.expect("stop", OCF_SUCCESS);
+    stop.stderr_has(&format!("sending SIGKILL to qmd pid {pid}"));
+    stop.stderr_has(&format!(
+        "ended 1 threshold command(s) (queues QS/Q) left by a killed qmd of {}",
+        env.device.display()
+    ));
+    assert!(gone(pid), "qmd {pid} still runs");
+    assert!(!running(&marker), "the threshold command outlived the stop");
+    // A stop with nothing running has nothing left to end.
+    agent.expect("stop", OCF_SUCCESS).stderr_has("no process of a killed qmd");
 }
 
 /// Runs `qmd DEVICE` in a pid namespace of its own: to the agent it is a qmd on another

@@ -294,7 +294,7 @@ fn hanging_commands_never_delay_commits() {
     let env = Env::new();
     write_config(&env, "[thresholds]\ncommand_timeout = 3600\n");
     // A unique sleep duration marks this test's processes.
-    let marker = sleep_marker(1000, 0);
+    let marker = sleep_marker(1000, 16);
     let _cleanup = KillMarked(marker.clone());
     // A compound command: the sleep is the shell's child, in the command's process group.
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
@@ -321,7 +321,7 @@ fn hanging_commands_never_delay_commits() {
 fn hanging_command_is_killed_after_its_limit() {
     let env = Env::new();
     write_config(&env, "[thresholds]\ncommand_timeout = 2\n");
-    let marker = sleep_marker(1000, 4);
+    let marker = sleep_marker(1000, 17);
     let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
     let mut app = App::connect(&env);
@@ -491,7 +491,7 @@ fn only_committed_messages_count() {
 #[test]
 fn daemon_stop_kills_running_commands() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 1);
+    let marker = sleep_marker(1000, 18);
     let _cleanup = KillMarked(marker.clone());
     // A compound command: the sleep is a grandchild of the daemon.
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
@@ -542,7 +542,7 @@ fn a_command_that_ended_while_no_qmd_ran_is_not_seen_to_end() {
 #[test]
 fn a_command_running_when_its_space_is_unloaded_is_not_seen_to_end() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 2);
+    let marker = sleep_marker(1000, 19);
     let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
     let mut app = App::connect(&env);
@@ -586,7 +586,7 @@ fn the_two_limit_sets_of_a_queue_are_independent() {
 #[test]
 fn output_is_kept_when_the_command_leaves_a_background_job() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 5);
+    let marker = sleep_marker(1000, 20);
     let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("BG fifo none 0 0 100% 0% 'echo hi; {marker} &'")]);
     let record: qm_common::protocol::FiringRecord = env.json("qopen QS; qthtest BG");

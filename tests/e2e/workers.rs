@@ -7,7 +7,7 @@
 use crate::auto::{
     App, KillMarked, depth, eventually, lines, running, server, setup, sleep_marker, write_config,
 };
-use crate::support::{Env, wait_until};
+use crate::support::{Env, QMD, run_limited, wait_until};
 use qm_common::message::{EnqueueCtl, Message};
 use std::time::Duration;
 
@@ -143,7 +143,7 @@ fn one_worker_serves_many_messages() {
 #[test]
 fn a_worker_killed_mid_request_is_replaced_and_the_message_retried() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 1);
+    let marker = sleep_marker(1000, 11);
     let _cleanup = KillMarked(marker.clone());
     let handler = format!(
         r#"[ "$body" = hang ] && [ "$retries" = 0 ] && {{ echo $$ > hanging.pid; {marker} >&3; }}
@@ -182,7 +182,7 @@ fn a_worker_killed_mid_request_is_replaced_and_the_message_retried() {
 #[test]
 fn a_deadline_overrun_kills_the_worker_and_rolls_back() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 2);
+    let marker = sleep_marker(1000, 12);
     let _cleanup = KillMarked(marker.clone());
     let handler = format!(
         r#"[ "$body" = slow ] && [ "$retries" = 0 ] && {marker}
@@ -384,7 +384,7 @@ fn the_shipped_shell_worker_echoes() {
 #[test]
 fn no_worker_outlives_its_forwarder_or_the_daemon() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 3);
+    let marker = sleep_marker(1000, 13);
     let _cleanup = KillMarked(marker.clone());
     write_worker(&env, ECHO_PID, "echo \"$$ saw the end of its input\" >> eof.txt");
     // Service B's workers note the end of their input, then ignore it.
@@ -458,7 +458,7 @@ fn a_reload_that_changes_the_service_replaces_its_workers() {
 #[test]
 fn the_next_daemon_kills_workers_a_killed_one_left() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 4);
+    let marker = sleep_marker(1000, 14);
     let _cleanup = KillMarked(marker.clone());
     write_worker(&env, ECHO_PID, &marker);
     write_config(&env, &config("", "min = 1\nmax = 1"));
@@ -475,6 +475,50 @@ fn the_next_daemon_kills_workers_a_killed_one_left() {
     assert!(alive(pid));
     let _daemon = env.start_daemon(&[]);
     eventually("the orphan is gone", || !running(&marker) && !alive(pid));
+}
+
+/// `qmd --end-orphans DEVICE`, for a machine where the next qmd will not start: while a qmd
+/// serves the device it refuses and its worker goes on; once that qmd was killed outright,
+/// it ends the worker it left (which ignores its end of input), and says so.
+#[test]
+fn end_orphans_ends_a_killed_daemons_workers_and_spares_a_serving_ones() {
+    let env = Env::new();
+    let marker = sleep_marker(1000, 26);
+    let _cleanup = KillMarked(marker.clone());
+    write_worker(&env, ECHO_PID, &marker);
+    write_config(&env, &config("", "min = 1\nmax = 1"));
+    let mut daemon = env.start_daemon(&[]);
+    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(&env);
+    app.put_with("SVC", b"x", reply_to("x"));
+    eventually("the reply", || depth(&env, "R") == 1);
+    let (pid, _, _) = fields(&app.take("R"));
+    drop(app);
+    let end_orphans = || {
+        let mut cmd = std::process::Command::new(QMD);
+        cmd.arg("--end-orphans").arg(&env.device);
+        run_limited(cmd, Duration::from_secs(30))
+    };
+    let refused = end_orphans();
+    assert_eq!(refused.status, 2, "{refused:?}");
+    refused.stderr_has(&format!("qmd pid {} serves the device on this machine", daemon.pid));
+    refused.stderr_has("nothing was ended");
+    assert!(alive(pid), "the serving daemon's worker was ended");
+    env.c("qopen QS; qinfo SVC").ok();
+
+    daemon.signal("KILL");
+    eventually("the orphaned worker ignores its end of input", || running(&marker));
+    let ended = end_orphans();
+    assert_eq!(ended.status, 0, "{ended:?}");
+    ended.stdout_has(&format!(
+        "ended 1 service process group(s) left by a killed qmd of {}",
+        env.device.display()
+    ));
+    eventually("the orphan is gone", || !running(&marker) && !alive(pid));
+    end_orphans().stdout_has("no process of a killed qmd of");
+    // It ran no daemon.
+    env.c_no_start("lidl").failed();
 }
 
 /// With the forwarder's `-d`, a worker's failure reply with a body goes to the failure queue
@@ -508,7 +552,7 @@ fn delete_on_failure_sends_a_worker_failure_reply_to_the_failure_queue() {
 #[test]
 fn a_forwarder_waiting_for_a_busy_worker_stops_on_shutdown() {
     let env = Env::new();
-    let marker = sleep_marker(1000, 5);
+    let marker = sleep_marker(1000, 15);
     let _cleanup = KillMarked(marker.clone());
     let handler = format!(r#"[ "$body" = hang ] && {marker}; {ECHO_PID}"#);
     write_worker(&env, &handler, "");
