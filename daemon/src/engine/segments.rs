@@ -64,17 +64,25 @@ pub fn write_live(txn: &WriteTransaction, deltas: LiveDeltas) -> QmResult<()> {
 
 /// The live bytes of each segment as `txn` counts them (for `qverify`).
 pub fn live_in(txn: &redb::ReadTransaction) -> QmResult<BTreeMap<u32, u64>> {
-    let table = match txn.open_table(LIVE) {
+    by_segment(txn, LIVE)
+}
+
+/// A table of `txn` that holds a number for each segment, read whole.
+fn by_segment(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<u32, u64>,
+) -> QmResult<BTreeMap<u32, u64>> {
+    let table = match txn.open_table(def) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
         Err(e) => return Err(fail(e)),
     };
-    let mut live = BTreeMap::new();
+    let mut all = BTreeMap::new();
     for item in table.iter().map_err(fail)? {
         let (k, v) = item.map_err(fail)?;
-        live.insert(k.value(), v.value());
+        all.insert(k.value(), v.value());
     }
-    Ok(live)
+    Ok(all)
 }
 
 /// Refuses a file whose messages (`live`, as [`live_in`] read it) point into body segments that are not there (a file
@@ -392,24 +400,42 @@ fn sparse(db: &Db) -> QmResult<Vec<u32>> {
     if listed.is_empty() {
         return Ok(Vec::new());
     }
-    let live = live_in(&db.begin_read().map_err(fail)?)?;
+    let txn = db.begin_read().map_err(fail)?;
+    let (live, ends) = (live_in(&txn)?, by_segment(&txn, ENDS)?);
     let current = bodies.current();
+    let lengths: BTreeMap<u32, u64> = listed.iter().map(|&(n, _, len)| (n, len)).collect();
+    let sparse = mostly_dead(&lengths, &live, &ends, current);
+    if let Some(current) = current.filter(|c| sparse.contains_key(c)) {
+        bodies.retire(current);
+    }
+    let still = bodies.still_since(sparse, STILL_FOR);
+    let dead: u64 = still.iter().map(|n| lengths[n] - live.get(n).copied().unwrap_or(0)).sum();
+    let above = compact_above().max(live.values().sum::<u64>() / 8);
+    Ok(if dead >= above { still } else { Vec::new() })
+}
+
+/// The segments of `lengths` (their bytes placed) at most half live, with their live
+/// bytes, as the commits that `live` and `ends` were read from left them; the one appends
+/// go to (`current`) only once it is long enough to be worth emptying.
+fn mostly_dead(
+    lengths: &BTreeMap<u32, u64>,
+    live: &BTreeMap<u32, u64>,
+    ends: &BTreeMap<u32, u64>,
+    current: Option<u32>,
+) -> BTreeMap<u32, u64> {
     let mut sparse = BTreeMap::new();
-    for &(segment, _, len) in &listed {
+    for (&segment, &len) in lengths {
         let held = live.get(&segment).copied().unwrap_or(0);
+        // What commits made durable: the segment appends go to may hold more, appended by
+        // a commit under way, whose bodies the live bytes read here do not count yet (a
+        // large one made the segment look half dead and ended it at each import batch).
+        let len = ends.get(&segment).map_or(len, |&end| end.min(len));
         let open = Some(segment) == current && len < compact_above();
         if !open && held > 0 && held * SPARSE_SHARE <= len {
             sparse.insert(segment, held);
         }
     }
-    if let Some(current) = current.filter(|c| sparse.contains_key(c)) {
-        bodies.retire(current);
-    }
-    let still = bodies.still_since(sparse, STILL_FOR);
-    let lengths: BTreeMap<u32, u64> = listed.iter().map(|&(n, _, len)| (n, len)).collect();
-    let dead: u64 = still.iter().map(|n| lengths[n] - live.get(n).copied().unwrap_or(0)).sum();
-    let above = compact_above().max(live.values().sum::<u64>() / 8);
-    Ok(if dead >= above { still } else { Vec::new() })
+    sparse
 }
 
 /// A message whose body is in a segment being emptied: its table, its sequence number,
@@ -493,4 +519,35 @@ fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
         Ok(moved)
     };
     committed(bodies, txn, copy, fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bodies a commit under way appended to the segment appends go to are not dead
+    /// bytes; once committed, a segment half of whose bytes died is mostly dead.
+    #[test]
+    fn bodies_of_a_commit_under_way_are_not_dead_bytes() {
+        let mib = 1 << 20;
+        let map = |pairs: &[(u32, u64)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+        let lengths = map(&[(4, 64 * mib), (5, 12 * mib)]);
+        // Segment 5 holds 4 MiB committed and live, and 8 MiB a large commit is appending.
+        let live = map(&[(4, 64 * mib), (5, 4 * mib)]);
+        let ends = map(&[(4, 64 * mib), (5, 4 * mib)]);
+        assert_eq!(mostly_dead(&lengths, &live, &ends, Some(5)), BTreeMap::new());
+        // Committed, then half of each segment's bytes died.
+        let live = map(&[(4, 32 * mib), (5, 6 * mib)]);
+        let ends = map(&[(4, 64 * mib), (5, 12 * mib)]);
+        let found = mostly_dead(&lengths, &live, &ends, Some(5));
+        assert_eq!(found, map(&[(4, 32 * mib), (5, 6 * mib)]));
+        // A segment without a recorded end (written before ends were) counts its length.
+        let found = mostly_dead(&lengths, &live, &BTreeMap::new(), None);
+        assert_eq!(found, map(&[(4, 32 * mib), (5, 6 * mib)]));
+        // The segment appends go to is left alone while it is short.
+        let lengths = map(&[(5, 2 * mib)]);
+        let live = map(&[(5, mib / 2)]);
+        assert_eq!(mostly_dead(&lengths, &live, &BTreeMap::new(), Some(5)), BTreeMap::new());
+        assert_eq!(mostly_dead(&lengths, &live, &BTreeMap::new(), None), live);
+    }
 }
