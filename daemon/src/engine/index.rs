@@ -393,7 +393,9 @@ impl Index {
             q.pending = if add { q.pending + 1 } else { q.pending.saturating_sub(1) };
             return;
         }
-        self.dirty.insert(entry.meta.queue.clone());
+        if !self.dirty.contains(&entry.meta.queue) {
+            self.dirty.insert(entry.meta.queue.clone());
+        }
         let age_key = (entry.meta.enqueued_us, seq);
         if add {
             q.by_age.insert(age_key);
@@ -421,10 +423,8 @@ impl Index {
         let Some(entry) = self.msgs.get(&seq) else { return };
         match entry.state {
             EntryState::Ready => {
-                let (key, corrid, queue) =
-                    (entry.meta.key, entry.meta.corrid.clone(), entry.meta.queue.clone());
-                if let Some(q) = self.queues.get_mut(&queue) {
-                    q.insert_ready(key, seq, &corrid);
+                if let Some(q) = self.queues.get_mut(&entry.meta.queue) {
+                    q.insert_ready(entry.meta.key, seq, &entry.meta.corrid);
                     q.notify.notify_waiters();
                 }
             }
@@ -440,10 +440,8 @@ impl Index {
         let Some(entry) = self.msgs.get(&seq) else { return };
         match entry.state {
             EntryState::Ready => {
-                let (key, corrid, queue) =
-                    (entry.meta.key, entry.meta.corrid.clone(), entry.meta.queue.clone());
-                if let Some(q) = self.queues.get_mut(&queue) {
-                    q.remove_ready(&key, &corrid);
+                if let Some(q) = self.queues.get_mut(&entry.meta.queue) {
+                    q.remove_ready(&entry.meta.key, &entry.meta.corrid);
                 }
             }
             EntryState::Waiting => {
