@@ -124,4 +124,46 @@ mod tests {
         assert_eq!(advance(&file, 8).unwrap(), Holder { generation: 2, pid: 8 });
         assert_eq!(read(&file).unwrap(), Holder { generation: 2, pid: 8 });
     }
+
+    /// Set in the copy of the test binary that [`a_length_change_checks_the_fence_first`]
+    /// starts: the directory to work in.
+    const CHILD: &str = "QM_TEST_FENCE_CHILD";
+
+    /// Growing or cutting a file is a write like any other: a daemon whose generation was
+    /// raised stops before it changes a file's length (with the fenced exit status), even
+    /// when that is the first thing it does since its last sync. Checked in a child
+    /// process, since the check ends the process.
+    #[test]
+    fn a_length_change_checks_the_fence_first() {
+        use redb::StorageBackend;
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let dir = std::path::PathBuf::from(dir);
+            let lock = File::options().read(true).write(true).open(dir.join("d.lock")).unwrap();
+            let ours = advance(&lock, std::process::id()).unwrap();
+            let _fence = Fence::hold(&dir.join("d"), &lock, ours).unwrap();
+            let data = File::options().read(true).write(true).open(dir.join("d")).unwrap();
+            let backend = crate::storage::fault::backend(data).unwrap();
+            backend.set_len(4096).unwrap();
+            // Ours still: the length changed. Then another qmd takes the device.
+            advance(&lock, 1).unwrap();
+            let _ = backend.set_len(8192);
+            // Not reached: the check ended the process.
+            std::process::exit(0);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["d.lock", "d"] {
+            File::create(dir.path().join(name)).unwrap();
+        }
+        let test = "storage::fence::tests::a_length_change_checks_the_fence_first";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(FENCED_EXIT), "{said}");
+        assert!(said.contains("fenced: the generation of"), "{said}");
+        let len = std::fs::metadata(dir.path().join("d")).unwrap().len();
+        assert_eq!(len, 4096, "the fenced process changed the length: {len}");
+    }
 }
