@@ -103,18 +103,23 @@ fail() {
 now() { printf '%s' "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
+# Waits up to 30 s for socket $1 of the qmd with pid $2 ($3 names it in errors).
+wait_socket() {
+    for _ in $(seq 600); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || fail "$3 ended as it started"
+        sleep 0.05
+    done
+    fail "$3's socket did not appear within 30 s"
+}
+
 # Starts qmd; sets pid; prints how long its socket took to appear.
 start_qmd() {
     local t
     t=$(now)
     "$qmd" "${qmd_args[@]}" >>"$run/qmd.out" 2>&1 &
     pid=$!
-    for _ in $(seq 600); do
-        [ -S "$socket" ] && break
-        kill -0 "$pid" 2>/dev/null || fail "qmd ended as it started"
-        sleep 0.05
-    done
-    [ -S "$socket" ] || fail "qmd's socket did not appear within 30 s"
+    wait_socket "$socket" "$pid" qmd
     echo "qmd started (pid $pid): socket up after $(since "$t") s"
 }
 
@@ -191,11 +196,7 @@ echo "$(grouped "$n") queued: $(grouped "$deep_rate") pairs/s, $ratio of the emp
 "$qmd" "$twin" -l 1 -g "$run/twin.log" ${cache_mib:+--cache-mib "$cache_mib"} \
     >>"$run/twin.out" 2>&1 &
 twin_pid=$!
-for _ in $(seq 600); do
-    [ -S "$twin.sock" ] && break
-    kill -0 "$twin_pid" 2>/dev/null || fail "the empty qmd ended as it started"
-    sleep 0.05
-done
+wait_socket "$twin.sock" "$twin_pid" "the empty qmd"
 "$release/qmadmin" --no-start -c "crdl $twin 0 200100; \
     qspc BENCH 40000 200000 4 256 256 100000 \"\" n 16; qopen BENCH; \
     qcr Q fifo none 0 0 100% 0% \"\"" "$twin" >>"$run/admin.log"

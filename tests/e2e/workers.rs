@@ -7,7 +7,7 @@
 use crate::auto::{
     App, KillMarked, depth, eventually, lines, running, server, setup, sleep_marker, write_config,
 };
-use crate::support::{Env, QMD, run_limited, wait_until};
+use crate::support::{Daemon, Env, QMD, run_limited, wait_until};
 use qm_common::message::{EnqueueCtl, Message};
 use std::time::Duration;
 
@@ -453,6 +453,21 @@ fn a_reload_that_changes_the_service_replaces_its_workers() {
     assert_eq!(serve("B"), b_before, "service B did not change: same worker");
 }
 
+/// A daemon whose service SVC has one worker, which runs `marker` when its input ends and
+/// so outlives the daemon; the worker's pid, from its reply to a first message.
+fn serving_a_stubborn_worker(env: &Env, marker: &str) -> (Daemon, u32) {
+    write_worker(env, ECHO_PID, marker);
+    write_config(env, &config("", "min = 1\nmax = 1"));
+    let daemon = env.start_daemon(&[]);
+    setup(env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
+    env.c("boot -i 1").ok();
+    let mut app = App::connect(env);
+    app.put_with("SVC", b"x", reply_to("x"));
+    eventually("the reply", || depth(env, "R") == 1);
+    let (pid, _, _) = fields(&app.take("R"));
+    (daemon, pid)
+}
+
 /// Workers of a qmd killed outright (`kill -9`) see their input end; one that ignores it is
 /// killed by the next qmd of the device when it starts.
 #[test]
@@ -460,16 +475,7 @@ fn the_next_daemon_kills_workers_a_killed_one_left() {
     let env = Env::new();
     let marker = sleep_marker(1000, 14);
     let _cleanup = KillMarked(marker.clone());
-    write_worker(&env, ECHO_PID, &marker);
-    write_config(&env, &config("", "min = 1\nmax = 1"));
-    let mut daemon = env.start_daemon(&[]);
-    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
-    env.c("boot -i 1").ok();
-    let mut app = App::connect(&env);
-    app.put_with("SVC", b"x", reply_to("x"));
-    eventually("the reply", || depth(&env, "R") == 1);
-    let (pid, _, _) = fields(&app.take("R"));
-    drop(app);
+    let (mut daemon, pid) = serving_a_stubborn_worker(&env, &marker);
     daemon.signal("KILL");
     eventually("the orphaned worker ignores its end of input", || running(&marker));
     assert!(alive(pid));
@@ -485,16 +491,7 @@ fn end_orphans_ends_a_killed_daemons_workers_and_spares_a_serving_ones() {
     let env = Env::new();
     let marker = sleep_marker(1000, 26);
     let _cleanup = KillMarked(marker.clone());
-    write_worker(&env, ECHO_PID, &marker);
-    write_config(&env, &config("", "min = 1\nmax = 1"));
-    let mut daemon = env.start_daemon(&[]);
-    setup(&env, 200, &[&fifo("SVC", 0), &fifo("R", 0)]);
-    env.c("boot -i 1").ok();
-    let mut app = App::connect(&env);
-    app.put_with("SVC", b"x", reply_to("x"));
-    eventually("the reply", || depth(&env, "R") == 1);
-    let (pid, _, _) = fields(&app.take("R"));
-    drop(app);
+    let (mut daemon, pid) = serving_a_stubborn_worker(&env, &marker);
     let end_orphans = || {
         let mut cmd = std::process::Command::new(QMD);
         cmd.arg("--end-orphans").arg(&env.device);
