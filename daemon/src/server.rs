@@ -317,7 +317,7 @@ pub fn end_orphans_only(device: &Path) -> Result<String, String> {
             trust::check_owner(&file, &path, "lock file")?;
             Some(file)
         }
-        Err(_) if !path.exists() => None,
+        Err(_) if std::fs::symlink_metadata(&path).is_err() => None,
         Err(e) => return Err(e),
     };
     // Held (shared) while the processes are ended, so that no qmd starts its own meanwhile.

@@ -453,6 +453,21 @@ fn a_reload_that_changes_the_service_replaces_its_workers() {
     assert_eq!(serve("B"), b_before, "service B did not change: same worker");
 }
 
+/// `qmd --end-orphans` trusts no lock file it did not make: one that is a symbolic link is
+/// refused, saying so, and nothing is ended.
+#[test]
+fn end_orphans_refuses_a_lock_file_that_is_a_link() {
+    let env = Env::new();
+    let lock = env.path("QUE.lock");
+    std::os::unix::fs::symlink(env.path("elsewhere"), &lock).unwrap();
+    let mut cmd = std::process::Command::new(QMD);
+    cmd.arg("--end-orphans").arg(&env.device);
+    let run = run_limited(cmd, Duration::from_secs(30));
+    assert_eq!(run.status, 2, "{run:?}");
+    run.stderr_has("is a symbolic link");
+    assert!(std::fs::symlink_metadata(&lock).unwrap().file_type().is_symlink());
+}
+
 /// A daemon whose service SVC has one worker, which runs `marker` when its input ends and
 /// so outlives the daemon; the worker's pid, from its reply to a first message.
 fn serving_a_stubborn_worker(env: &Env, marker: &str) -> (Daemon, u32) {
