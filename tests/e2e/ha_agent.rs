@@ -327,6 +327,10 @@ fn validate_all_checks_parameters_and_this_node() {
     Agent::new(&env.device)
         .with("options", "-s --detach")
         .expect("validate-all", OCF_ERR_CONFIGURED);
+    Agent::new(&env.device)
+        .with("options", "--end-orphans")
+        .expect("validate-all", OCF_ERR_CONFIGURED)
+        .stderr_has("options must not hold --detach, --standby, --fence, --verify, --end-orphans");
 
     let elsewhere = env.path("not-mounted/QUE");
     Agent::new(&elsewhere)
