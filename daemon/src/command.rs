@@ -226,6 +226,15 @@ pub struct Orphans {
     pub thresholds: Vec<Orphan>,
 }
 
+impl Orphans {
+    /// The queues of the threshold commands, as `QSPACE/QUEUE, ...`.
+    pub fn queues(&self) -> String {
+        let names: Vec<String> =
+            self.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
+        names.join(", ")
+    }
+}
+
 /// A threshold command found still running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {

@@ -336,9 +336,8 @@ pub fn end_orphans_only(device: &Path) -> Result<String, String> {
         ended.push(format!("{} service process group(s)", orphans.services));
     }
     if !orphans.thresholds.is_empty() {
-        let queues: Vec<String> =
-            orphans.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
-        ended.push(format!("{} threshold command(s) (queues {})", queues.len(), queues.join(", ")));
+        let n = orphans.thresholds.len();
+        ended.push(format!("{n} threshold command(s) (queues {})", orphans.queues()));
     }
     Ok(match ended.is_empty() {
         true => format!("no process of a killed qmd of {} is left here", device.display()),
@@ -722,12 +721,10 @@ fn end_orphans(daemon: &Daemon) {
         );
     }
     if !orphans.thresholds.is_empty() {
-        let which: Vec<String> =
-            orphans.thresholds.iter().map(|o| format!("{}/{}", o.qspace, o.queue)).collect();
         tracing::warn!(
             "killed {} threshold command(s) left running by a previous qmd (queues {})",
-            which.len(),
-            which.join(", ")
+            orphans.thresholds.len(),
+            orphans.queues()
         );
         crate::threshold::record_orphans(&daemon.store(), &orphans.thresholds);
     }

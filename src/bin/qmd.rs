@@ -63,7 +63,13 @@ fn verify(options: &qm_daemon::options::Options) -> i32 {
 
 /// `qmd --end-orphans`: ends what a killed qmd of the device left running here.
 fn end_orphans(options: &qm_daemon::options::Options) -> i32 {
-    match options.device_path().and_then(|d| qm_daemon::server::end_orphans_only(&d)) {
+    said(options.device_path().and_then(|d| qm_daemon::server::end_orphans_only(&d)))
+}
+
+/// Prints what a one-off action (`--fence`, `--end-orphans`) says; its exit status: 0 when
+/// it was done, 2 when it was refused or failed.
+fn said(result: Result<String, String>) -> i32 {
+    match result {
         Ok(line) => {
             println!("qmd: {line}");
             0
@@ -77,15 +83,5 @@ fn end_orphans(options: &qm_daemon::options::Options) -> i32 {
 
 /// `qmd --fence`: raises the device's fencing generation.
 fn fence(options: &qm_daemon::options::Options) -> i32 {
-    let result = options.device_path().and_then(|d| qm_daemon::server::fence_only(&d));
-    match result {
-        Ok(line) => {
-            println!("qmd: {line}");
-            0
-        }
-        Err(e) => {
-            eprintln!("qmd: {e}");
-            2
-        }
-    }
+    said(options.device_path().and_then(|d| qm_daemon::server::fence_only(&d)))
 }

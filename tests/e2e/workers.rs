@@ -453,6 +453,13 @@ fn a_reload_that_changes_the_service_replaces_its_workers() {
     assert_eq!(serve("B"), b_before, "service B did not change: same worker");
 }
 
+/// `qmd --end-orphans` on the test's device.
+fn end_orphans(env: &Env) -> crate::support::Run {
+    let mut cmd = std::process::Command::new(QMD);
+    cmd.arg("--end-orphans").arg(&env.device);
+    run_limited(cmd, Duration::from_secs(30))
+}
+
 /// `qmd --end-orphans` trusts no lock file it did not make: one that is a symbolic link is
 /// refused, saying so, and nothing is ended.
 #[test]
@@ -460,9 +467,7 @@ fn end_orphans_refuses_a_lock_file_that_is_a_link() {
     let env = Env::new();
     let lock = env.path("QUE.lock");
     std::os::unix::fs::symlink(env.path("elsewhere"), &lock).unwrap();
-    let mut cmd = std::process::Command::new(QMD);
-    cmd.arg("--end-orphans").arg(&env.device);
-    let run = run_limited(cmd, Duration::from_secs(30));
+    let run = end_orphans(&env);
     assert_eq!(run.status, 2, "{run:?}");
     run.stderr_has("is a symbolic link");
     assert!(std::fs::symlink_metadata(&lock).unwrap().file_type().is_symlink());
@@ -507,12 +512,7 @@ fn end_orphans_ends_a_killed_daemons_workers_and_spares_a_serving_ones() {
     let marker = sleep_marker(1000, 26);
     let _cleanup = KillMarked(marker.clone());
     let (mut daemon, pid) = serving_a_stubborn_worker(&env, &marker);
-    let end_orphans = || {
-        let mut cmd = std::process::Command::new(QMD);
-        cmd.arg("--end-orphans").arg(&env.device);
-        run_limited(cmd, Duration::from_secs(30))
-    };
-    let refused = end_orphans();
+    let refused = end_orphans(&env);
     assert_eq!(refused.status, 2, "{refused:?}");
     refused.stderr_has(&format!("qmd pid {} serves the device on this machine", daemon.pid));
     refused.stderr_has("nothing was ended");
@@ -521,14 +521,14 @@ fn end_orphans_ends_a_killed_daemons_workers_and_spares_a_serving_ones() {
 
     daemon.signal("KILL");
     eventually("the orphaned worker ignores its end of input", || running(&marker));
-    let ended = end_orphans();
+    let ended = end_orphans(&env);
     assert_eq!(ended.status, 0, "{ended:?}");
     ended.stdout_has(&format!(
         "ended 1 service process group(s) left by a killed qmd of {}",
         env.device.display()
     ));
     eventually("the orphan is gone", || !running(&marker) && !alive(pid));
-    end_orphans().stdout_has("no process of a killed qmd of");
+    end_orphans(&env).stdout_has("no process of a killed qmd of");
     // It ran no daemon.
     env.c_no_start("lidl").failed();
 }

@@ -428,7 +428,7 @@ fn mostly_dead(
         let held = live.get(&segment).copied().unwrap_or(0);
         // What commits made durable: the segment appends go to may hold more, appended by
         // a commit under way, whose bodies the live bytes read here do not count yet (a
-        // large one made the segment look half dead and ended it at each import batch).
+        // large one made the segment look half dead and ended it at each such commit).
         let len = ends.get(&segment).map_or(len, |&end| end.min(len));
         let open = Some(segment) == current && len < compact_above();
         if !open && held > 0 && held * SPARSE_SHARE <= len {
