@@ -151,8 +151,9 @@ const WATCH: Duration = Duration::from_micros(400);
 static BUSY: AtomicUsize = AtomicUsize::new(0);
 /// Sessions open now, of every face and forwarders' (kept by the session registry).
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
-/// Above this many sessions, no task watches for its answer: the processor time it would
-/// burn is then wanted by the others (measured: 64 clients lose a quarter when tasks watch).
+/// Above this many sessions, no task watches for its answer, nor the writer for its next
+/// job: the processor time they would burn is then wanted by the others (measured: 64
+/// clients lose a quarter when tasks watch).
 const WATCH_SESSIONS: usize = 4;
 
 /// A data request in hand: while more than one is, or more than a few sessions are open,
@@ -361,8 +362,14 @@ fn gather(first: Job, rx: &mpsc::Receiver<Job>, carried: &mut Option<Job>) -> Ve
     batch
 }
 
-/// The next job, if one comes within [`SPIN`].
+/// The next job, if one comes within [`SPIN`]; none at once while more than a few sessions
+/// are open. Those keep the writer busy without it, and when its channel does run empty,
+/// the turns of its watch (a `sched_yield` each, about 80,000 a second at 64 clients) take
+/// processor time their own requests need (BENCHMARKS.md).
 fn spin(rx: &mpsc::Receiver<Job>) -> Option<Job> {
+    if SESSIONS.load(Ordering::Relaxed) > WATCH_SESSIONS {
+        return None;
+    }
     let start = std::time::Instant::now();
     while start.elapsed() < SPIN {
         if let Ok(job) = rx.try_recv() {
