@@ -65,5 +65,7 @@ fn main() {
         Ok(Err(e)) => println!("\n== daemon failed: {e} =="),
         Err(_) => println!("\n== daemon thread panicked =="),
     }
+    // `exit` runs no destructors: the temporary directory goes first.
+    drop(dir);
     std::process::exit(status);
 }

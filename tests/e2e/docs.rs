@@ -46,3 +46,24 @@ fn install_writes_man_pages_and_completions() {
     cmd.arg("install").arg(env.path("file"));
     run_limited(cmd, Duration::from_secs(60)).failed().stderr_has("cannot write");
 }
+
+/// The README's demo (`cargo run --release --example quickstart`) runs its session to the
+/// end and leaves nothing in the temporary directory it used.
+#[test]
+fn the_readme_demo_runs_and_cleans_up() {
+    let env = Env::new();
+    // Cargo builds the examples beside the test binaries, in `<profile>/examples`.
+    let exe = std::env::current_exe().unwrap();
+    let demo = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples/quickstart");
+    assert!(demo.exists(), "{} was not built", demo.display());
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut cmd = Command::new(&demo);
+    cmd.env("TMPDIR", &tmp);
+    run_limited(cmd, Duration::from_secs(120))
+        .ok()
+        .stdout_has("Queue space DEMO created")
+        .stdout_has("qmadmin exit status 0");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "the demo left {left:?}");
+}
