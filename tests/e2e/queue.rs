@@ -195,6 +195,58 @@ fn qdestroy_of_a_queue_holding_messages() {
     assert_eq!(app.take_body("KEEP"), "kept");
 }
 
+/// `qdestroy -f` (purging, as `-p` does) takes every kind of key its queue's messages have (order, correlation ids,
+/// ages, timers of scheduled and expiring messages) and none of another queue's, even one
+/// whose name begins with the purged queue's; after a restart too.
+#[test]
+fn qdestroy_purge_takes_its_queues_keys_only() {
+    use crate::app::{App, count, refused};
+    use qm_common::message::{DequeueCtl, EnqueueCtl, Expiry, Select, TimeSpec};
+    let env = Env::new();
+    env.with_device();
+    env.c("qspc QS 40000 200 4 2 8 100 '' n 16; qopen QS; \
+           qcr Q fifo none 0 0 100% 0% ''; qcr Q1 fifo none 0 0 100% 0% ''; \
+           qcr KEEP fifo none 0 0 100% 0% ''")
+        .ok();
+    let corrid = || EnqueueCtl { corrid: b"c1".to_vec(), ..EnqueueCtl::default() };
+    let soon =
+        |secs| EnqueueCtl { available: Some(TimeSpec::Relative(secs)), ..EnqueueCtl::default() };
+    let expiring =
+        || EnqueueCtl { expiration: Some(Expiry::Relative(3600)), ..EnqueueCtl::default() };
+    let mut app = App::connect(&env);
+    for queue in ["Q", "Q1", "KEEP"] {
+        app.put(queue, &format!("{queue} plain"));
+        app.put_with(queue, &format!("{queue} by corrid"), corrid());
+        app.put_with(queue, &format!("{queue} expiring"), expiring());
+    }
+    app.put_with("Q", "Q later", soon(1));
+    app.put_with("Q", "Q much later", soon(3600));
+    app.put_with("KEEP", "KEEP later", soon(2));
+    env.c("qopen QS; qds -f -y Q").ok().stdout_has("5 messages of queue Q deleted");
+    // The order tables hold exactly the keys the remaining messages call for.
+    env.c("qverify QS").ok();
+    drop(app);
+    env.stop_daemon();
+
+    env.c("qopen QS; qcr Q fifo none 0 0 100% 0% ''").ok();
+    let mut app = App::connect(&env);
+    let by_corrid = DequeueCtl { select: Select::Corrid(b"c1".to_vec()), ..Default::default() };
+    refused(app.dequeue("Q", &by_corrid), qm_common::Diagnostic::NoMsg);
+    for queue in ["Q1", "KEEP"] {
+        let taken = app.dequeue(queue, &by_corrid).unwrap();
+        assert_eq!(taken.body, format!("{queue} by corrid").as_bytes());
+    }
+    // KEEP's scheduled message comes after Q's would have: Q stays empty.
+    let wait = DequeueCtl { wait_ms: Some(20_000), ..Default::default() };
+    let drained: Vec<String> = (0..3)
+        .map(|_| String::from_utf8(app.dequeue("KEEP", &wait).unwrap().body).unwrap())
+        .collect();
+    assert_eq!(drained, ["KEEP plain", "KEEP expiring", "KEEP later"]);
+    assert_eq!(app.drain("Q1"), ["Q1 plain", "Q1 expiring"]);
+    assert_eq!((count(&env, "Q"), count(&env, "Q1"), count(&env, "KEEP")), (0, 0, 0));
+    refused(app.dequeue("Q", &Default::default()), qm_common::Diagnostic::NoMsg);
+}
+
 /// JSON listings speak the commands' own words, in lower case: the sort keys and tiebreak
 /// `qcreate` takes, `persist`/`nonpersist`, limit units, queue space states, session kinds.
 #[test]

@@ -230,6 +230,16 @@ fn order_span(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (prefix.to_vec(), hi)
 }
 
+/// The first key past every key that starts with `prefix`, whose last byte (a queue name's)
+/// is never 0xff.
+fn past(prefix: &[u8]) -> Vec<u8> {
+    let mut hi = prefix.to_vec();
+    if let Some(last) = hi.last_mut() {
+        *last += 1;
+    }
+    hi
+}
+
 /// The first and last keys of `len` bytes after `prefix`.
 fn span(prefix: &[u8], len: usize) -> (Vec<u8>, Vec<u8>) {
     let mut lo = prefix.to_vec();
@@ -340,6 +350,33 @@ impl<'t> Maintained<'t> {
         self.insert_ready(meta)?;
         let retrying = i64::from(meta.retries > 0);
         Ok(Delta { waiting: -1, retrying: -retrying, ..Delta::default() })
+    }
+
+    /// Removes the keys of `queue`'s messages whose records were just removed (`gone`):
+    /// its order, correlation ids and ages a range each, which is a scan, not a search per
+    /// key; their timers one by one, when there are timers at all.
+    pub fn purge(&mut self, queue: &str, gone: &[(u64, MessageMeta)]) -> Result<(), redb::Error> {
+        let lo = prefix(queue);
+        let hi = past(&lo);
+        let range = lo.as_slice()..hi.as_slice();
+        self.ready.retain_in::<&[u8], _>(range.clone(), |_, _| false)?;
+        self.age.retain_in::<&[u8], _>(range.clone(), |_, _| false)?;
+        if gone.iter().any(|(_, meta)| !meta.corrid.is_empty()) {
+            self.corrid()?.retain_in::<&[u8], _>(range, |_, _| false)?;
+        }
+        let timers = self.timers()?;
+        if timers.first()?.is_none() {
+            return Ok(());
+        }
+        for (seq, meta) in gone {
+            // A message waits in the timers while it is not available, and has a timer
+            // for its expiry if it expires.
+            timers.remove((meta.available_us, AVAILABLE, *seq))?;
+            if let Some(at) = meta.expires_us {
+                timers.remove((at, EXPIRES, *seq))?;
+            }
+        }
+        Ok(())
     }
 
     /// The messages of `queue`, oldest first.
