@@ -1334,18 +1334,7 @@ fn decode_meta(seq: u64, meta: &[u8]) -> QmResult<MessageMeta> {
 fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResult<()> {
     open.index(tables, queue, |_| Ok(Delta::default()))?;
     let seqs = open.maintained[&tables.qspace].queue_seqs(queue).map_err(fail)?;
-    let mut gone = Vec::with_capacity(seqs.len());
-    if let (Some(&first), Some(&last)) = (seqs.iter().min(), seqs.iter().max()) {
-        // One pass over the records between the queue's first and last: a search for each
-        // of hundreds of thousands held every other writer up for seconds.
-        let wanted: std::collections::HashSet<u64> = seqs.into_iter().collect();
-        let table = open.table(&tables.msg)?;
-        let removed = table.extract_from_if(first..=last, |seq, _| wanted.contains(&seq));
-        for item in removed.map_err(fail)? {
-            let (seq, value) = item.map_err(fail)?;
-            gone.push((seq.value(), value.value().to_vec()));
-        }
-    }
+    let gone = take_records(open.table(&tables.msg)?, seqs)?;
     let mut metas = Vec::with_capacity(gone.len());
     for (seq, value) in gone {
         let Some(stored) = split_stored(&value) else { continue };
@@ -1361,6 +1350,34 @@ fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResul
     open.index(tables, queue, |m| m.purge(queue, &metas).map(|()| Delta::default()))?;
     stored::gather(&mut open.deltas, &tables.totals, queue, Delta::reset());
     Ok(())
+}
+
+/// Removes the records `seqs` from `table`; those found, with their values. Records close
+/// together (a queue holding much of its space's range of numbers) are taken in one pass
+/// over that range: a search for each of hundreds of thousands held every other writer up
+/// for seconds. A few far apart are searched for each.
+fn take_records(
+    table: &mut Table<'_, u64, &'static [u8]>,
+    seqs: Vec<u64>,
+) -> QmResult<Vec<(u64, Vec<u8>)>> {
+    let mut gone = Vec::with_capacity(seqs.len());
+    let (Some(&first), Some(&last)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(gone);
+    };
+    if (last - first) / 16 > seqs.len() as u64 {
+        for seq in seqs {
+            if let Some(value) = table.remove(seq).map_err(fail)? {
+                gone.push((seq, value.value().to_vec()));
+            }
+        }
+        return Ok(gone);
+    }
+    let wanted: std::collections::HashSet<u64> = seqs.into_iter().collect();
+    for item in table.extract_from_if(first..=last, |seq, _| wanted.contains(&seq)).map_err(fail)? {
+        let (seq, value) = item.map_err(fail)?;
+        gone.push((seq.value(), value.value().to_vec()));
+    }
+    Ok(gone)
 }
 
 /// Reads one message body outside the writer (for transactional dequeues and peeks): one
@@ -1429,6 +1446,35 @@ mod tests {
 
     /// About the largest record the journal takes.
     const LARGEST: usize = 2 << 20;
+
+    /// Records taken by number come back with their values and are gone from the table,
+    /// whether they lie close together (one pass) or far apart (a search each); the others
+    /// stay.
+    #[test]
+    fn records_are_taken_close_together_or_far_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db")).unwrap();
+        let def = redb::TableDefinition::<u64, &[u8]>::new("msg");
+        let txn = db.begin_write().unwrap();
+        let mut table = txn.open_table(def).unwrap();
+        for seq in 0..1000u64 {
+            table.insert(seq, seq.to_be_bytes().as_slice()).unwrap();
+        }
+        let value = |seq: u64| seq.to_be_bytes().to_vec();
+        // Close together, with one that is not there: one pass over 10..=20.
+        let taken = take_records(&mut table, vec![20, 10, 12, 14, 16, 18, 5000]).unwrap();
+        let mut found: Vec<u64> = taken.iter().map(|(seq, _)| *seq).collect();
+        found.sort();
+        assert_eq!(found, [10, 12, 14, 16, 18, 20]);
+        assert!(taken.iter().all(|(seq, v)| *v == value(*seq)));
+        // Far apart: 5 and 900 of a range of 895.
+        let taken = take_records(&mut table, vec![900, 5]).unwrap();
+        assert_eq!(taken, [(900, value(900)), (5, value(5))]);
+        assert_eq!(take_records(&mut table, Vec::new()).unwrap(), []);
+        let left: Vec<u64> = table.iter().unwrap().map(|e| e.unwrap().0.value()).collect();
+        let gone = [5, 10, 12, 14, 16, 18, 20, 900];
+        assert_eq!(left, (0..1000).filter(|s| !gone.contains(s)).collect::<Vec<_>>());
+    }
 
     fn job(bytes: usize) -> Job {
         let (reply, _) = oneshot::channel();
