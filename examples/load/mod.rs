@@ -13,6 +13,13 @@ use std::time::{Duration, Instant};
 
 pub const QSPACE: &str = "BENCH";
 pub const QUEUE: &str = "Q";
+
+/// The queue of BENCH the qm clients load: `BENCH_QUEUE` if set (bench/purge.sh fills two
+/// and loads a third), else [`QUEUE`].
+fn queue() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::env::var("BENCH_QUEUE").unwrap_or_else(|_| QUEUE.to_string()))
+}
 pub const BODY: usize = 1024;
 
 /// Runs qmadmin `commands` in this process against the daemon at `socket`; they must succeed.
@@ -83,8 +90,8 @@ pub trait Pairs: Send + 'static {
 
 impl Pairs for Client {
     async fn pair(&mut self, body: &[u8]) {
-        self.enqueue(QSPACE, QUEUE, body, &EnqueueCtl::default()).await.expect("enqueue");
-        self.dequeue(QSPACE, QUEUE, &DequeueCtl::default()).await.expect("dequeue");
+        self.enqueue(QSPACE, queue(), body, &EnqueueCtl::default()).await.expect("enqueue");
+        self.dequeue(QSPACE, queue(), &DequeueCtl::default()).await.expect("dequeue");
     }
 }
 
@@ -137,7 +144,7 @@ pub async fn closed_loop<P: Pairs>(clients: Vec<P>, secs: f64) -> f64 {
     rate
 }
 
-/// [`closed_loop`] of qm clients on BENCH/Q.
+/// [`closed_loop`] of qm clients on BENCH/Q (or `BENCH_QUEUE`).
 pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
     closed_loop(clients, secs).await
 }
@@ -145,7 +152,7 @@ pub async fn client_pairs(clients: Vec<Client>, secs: f64) -> f64 {
 /// Messages per transaction when a queue is filled ahead of a run.
 pub const FILL_PER_TXN: u64 = 1000;
 
-/// Enqueues `n` messages of 1 KiB on BENCH/Q, the clients sharing them out evenly, each
+/// Enqueues `n` messages of 1 KiB on BENCH/Q (or `BENCH_QUEUE`), the clients sharing them out evenly, each
 /// committing [`FILL_PER_TXN`] per transaction; `queued` counts the messages committed so
 /// far, for whoever reports progress.
 pub async fn fill(clients: Vec<Client>, n: u64, queued: Arc<AtomicU64>) {
@@ -155,13 +162,13 @@ pub async fn fill(clients: Vec<Client>, n: u64, queued: Arc<AtomicU64>) {
         let share = n / count + u64::from((i as u64) < n % count);
         let queued = queued.clone();
         tasks.push(tokio::spawn(async move {
-            let body = vec![b'p'; BODY];
+            let (body, queue) = (vec![b'p'; BODY], queue());
             let mut left = share;
             while left > 0 {
                 let batch = left.min(FILL_PER_TXN);
                 c.begin(QSPACE, Some(600)).await.expect("begin");
                 for _ in 0..batch {
-                    c.enqueue(QSPACE, QUEUE, &body, &EnqueueCtl::default()).await.expect("fill");
+                    c.enqueue(QSPACE, queue, &body, &EnqueueCtl::default()).await.expect("fill");
                 }
                 c.commit().await.expect("commit");
                 queued.fetch_add(batch, Ordering::Relaxed);

@@ -352,28 +352,32 @@ impl<'t> Maintained<'t> {
         Ok(Delta { waiting: -1, retrying: -retrying, ..Delta::default() })
     }
 
-    /// Removes the keys of `queue`'s messages whose records were just removed (`gone`):
-    /// its order, correlation ids and ages a range each, which is a scan, not a search per
-    /// key; their timers one by one, when there are timers at all.
-    pub fn purge(&mut self, queue: &str, gone: &[(u64, MessageMeta)]) -> Result<(), redb::Error> {
+    /// Whether any message of the queue space waits for a time or expires.
+    pub fn timed(&mut self) -> Result<bool, redb::Error> {
+        Ok(self.timers()?.first()?.is_some())
+    }
+
+    /// Removes the keys of `queue`'s messages once their records are removed: its order,
+    /// correlation ids and ages a range each, which is a scan, not a search per key; and
+    /// the timers of `timed`, (message, available time, expiry time) for each of them when
+    /// [`Self::timed`] said there are timers at all.
+    pub fn purge(&mut self, queue: &str, timed: &[Timed]) -> Result<(), redb::Error> {
         let lo = prefix(queue);
         let hi = past(&lo);
         let range = lo.as_slice()..hi.as_slice();
         self.ready.retain_in::<&[u8], _>(range.clone(), |_, _| false)?;
         self.age.retain_in::<&[u8], _>(range.clone(), |_, _| false)?;
-        if gone.iter().any(|(_, meta)| !meta.corrid.is_empty()) {
-            self.corrid()?.retain_in::<&[u8], _>(range, |_, _| false)?;
-        }
-        let timers = self.timers()?;
-        if timers.first()?.is_none() {
+        self.corrid()?.retain_in::<&[u8], _>(range, |_, _| false)?;
+        if timed.is_empty() {
             return Ok(());
         }
-        for (seq, meta) in gone {
+        let timers = self.timers()?;
+        for &(seq, available_us, expires_us) in timed {
             // A message waits in the timers while it is not available, and has a timer
             // for its expiry if it expires.
-            timers.remove((meta.available_us, AVAILABLE, *seq))?;
-            if let Some(at) = meta.expires_us {
-                timers.remove((at, EXPIRES, *seq))?;
+            timers.remove((available_us, AVAILABLE, seq))?;
+            if let Some(at) = expires_us {
+                timers.remove((at, EXPIRES, seq))?;
             }
         }
         Ok(())
@@ -391,6 +395,9 @@ impl<'t> Maintained<'t> {
         Ok(seqs)
     }
 }
+
+/// A purged message's timers: its number, when it becomes available, when it expires.
+pub type Timed = (u64, u64, Option<u64>);
 
 /// Changes of queue totals gathered over a group of writes: by totals table, then queue.
 pub type Deltas = HashMap<String, HashMap<String, Delta>>;

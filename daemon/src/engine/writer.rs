@@ -1333,51 +1333,69 @@ fn decode_meta(seq: u64, meta: &[u8]) -> QmResult<MessageMeta> {
 /// Removes every stored message of `queue` with the keys that follow them, and its totals.
 fn purge(open: &mut Open<'_>, tables: &QueueSpaceTables, queue: &str) -> QmResult<()> {
     open.index(tables, queue, |_| Ok(Delta::default()))?;
-    let seqs = open.maintained[&tables.qspace].queue_seqs(queue).map_err(fail)?;
-    let gone = take_records(open.table(&tables.msg)?, seqs)?;
-    let mut metas = Vec::with_capacity(gone.len());
-    for (seq, value) in gone {
-        let Some(stored) = split_stored(&value) else { continue };
-        metas.push((seq, decode_meta(seq, stored.meta)?));
+    let maintained = open.maintained.get_mut(&tables.qspace).expect("opened just above");
+    let seqs = maintained.queue_seqs(queue).map_err(fail)?;
+    let any_timers = maintained.timed().map_err(fail)?;
+    let (mut timed, mut parted) = (Vec::new(), Vec::new());
+    open.table(&tables.msg)?;
+    let Open { tables: records, live, .. } = &mut *open;
+    let records = records.get_mut(&tables.msg).expect("opened just above");
+    // Each record is dealt with as it is taken, keeping only what the keys and parts need:
+    // a queue of millions is not held in memory.
+    take_records(records, seqs, |seq, value| {
+        let Some(stored) = split_stored(value) else { return Ok(()) };
         if let Some(at) = &stored.logged {
-            open.gone(at);
+            *live.entry(at.segment).or_default() -= i64::from(at.len);
         }
         if stored.parted {
-            let parts = open.parts(&tables.parts)?;
-            parts.retain_in((seq, 0u32)..=(seq, u32::MAX), |_, _| false).map_err(fail)?;
+            parted.push(seq);
         }
+        if any_timers {
+            let meta = decode_meta(seq, stored.meta)?;
+            timed.push((seq, meta.available_us, meta.expires_us));
+        }
+        Ok(())
+    })?;
+    for seq in parted {
+        let parts = open.parts(&tables.parts)?;
+        parts.retain_in((seq, 0u32)..=(seq, u32::MAX), |_, _| false).map_err(fail)?;
     }
-    open.index(tables, queue, |m| m.purge(queue, &metas).map(|()| Delta::default()))?;
+    open.index(tables, queue, |m| m.purge(queue, &timed).map(|()| Delta::default()))?;
     stored::gather(&mut open.deltas, &tables.totals, queue, Delta::reset());
     Ok(())
 }
 
-/// Removes the records `seqs` from `table`; those found, with their values. Records close
-/// together (a queue holding much of its space's range of numbers) are taken in one pass
-/// over that range: a search for each of hundreds of thousands held every other writer up
-/// for seconds. A few far apart are searched for each.
+/// Records taken at a time by [`take_records`], so that the numbers it looks for stay few.
+const TAKE_STEP: usize = 65_536;
+
+/// Removes the records `seqs` from `table`, calling `each` with every one found and its
+/// value. Records close together (a queue holding much of its space's range of numbers)
+/// are taken in one pass over their range: a search for each of hundreds of thousands held
+/// every other writer up for seconds. A few far apart are searched for each.
 fn take_records(
     table: &mut Table<'_, u64, &'static [u8]>,
-    seqs: Vec<u64>,
-) -> QmResult<Vec<(u64, Vec<u8>)>> {
-    let mut gone = Vec::with_capacity(seqs.len());
-    let (Some(&first), Some(&last)) = (seqs.iter().min(), seqs.iter().max()) else {
-        return Ok(gone);
-    };
-    if (last - first) / 16 > seqs.len() as u64 {
-        for seq in seqs {
-            if let Some(value) = table.remove(seq).map_err(fail)? {
-                gone.push((seq, value.value().to_vec()));
+    mut seqs: Vec<u64>,
+    mut each: impl FnMut(u64, &[u8]) -> QmResult<()>,
+) -> QmResult<()> {
+    seqs.sort_unstable();
+    for step in seqs.chunks(TAKE_STEP) {
+        let (first, last) = (step[0], step[step.len() - 1]);
+        if (last - first) / 16 > step.len() as u64 {
+            for &seq in step {
+                if let Some(value) = table.remove(seq).map_err(fail)? {
+                    each(seq, value.value())?;
+                }
             }
+            continue;
         }
-        return Ok(gone);
+        let wanted: std::collections::HashSet<u64> = step.iter().copied().collect();
+        let taken = table.extract_from_if(first..=last, |seq, _| wanted.contains(&seq));
+        for item in taken.map_err(fail)? {
+            let (seq, value) = item.map_err(fail)?;
+            each(seq.value(), value.value())?;
+        }
     }
-    let wanted: std::collections::HashSet<u64> = seqs.into_iter().collect();
-    for item in table.extract_from_if(first..=last, |seq, _| wanted.contains(&seq)).map_err(fail)? {
-        let (seq, value) = item.map_err(fail)?;
-        gone.push((seq.value(), value.value().to_vec()));
-    }
-    Ok(gone)
+    Ok(())
 }
 
 /// Reads one message body outside the writer (for transactional dequeues and peeks): one
@@ -1460,19 +1478,25 @@ mod tests {
         for seq in 0..1000u64 {
             table.insert(seq, seq.to_be_bytes().as_slice()).unwrap();
         }
-        let value = |seq: u64| seq.to_be_bytes().to_vec();
-        // Close together, with one that is not there: one pass over 10..=20.
-        let taken = take_records(&mut table, vec![20, 10, 12, 14, 16, 18, 5000]).unwrap();
-        let mut found: Vec<u64> = taken.iter().map(|(seq, _)| *seq).collect();
-        found.sort();
-        assert_eq!(found, [10, 12, 14, 16, 18, 20]);
-        assert!(taken.iter().all(|(seq, v)| *v == value(*seq)));
-        // Far apart: 5 and 900 of a range of 895.
-        let taken = take_records(&mut table, vec![900, 5]).unwrap();
-        assert_eq!(taken, [(900, value(900)), (5, value(5))]);
-        assert_eq!(take_records(&mut table, Vec::new()).unwrap(), []);
+        let mut take = |seqs: Vec<u64>| {
+            let mut taken = Vec::new();
+            take_records(&mut table, seqs, |seq, value| {
+                assert_eq!(value, seq.to_be_bytes(), "the value of {seq}");
+                taken.push(seq);
+                Ok(())
+            })
+            .unwrap();
+            taken
+        };
+        // Close together: one pass over 10..=20.
+        assert_eq!(take(vec![20, 10, 12, 14, 16, 18]), [10, 12, 14, 16, 18, 20]);
+        // Close together, one of them gone already.
+        assert_eq!(take(vec![13, 10, 11]), [11, 13]);
+        // Far apart, one of them not there: a search each.
+        assert_eq!(take(vec![900, 5, 5000]), [5, 900]);
+        assert_eq!(take(Vec::new()), [0u64; 0]);
         let left: Vec<u64> = table.iter().unwrap().map(|e| e.unwrap().0.value()).collect();
-        let gone = [5, 10, 12, 14, 16, 18, 20, 900];
+        let gone = [5, 10, 11, 12, 13, 14, 16, 18, 20, 900];
         assert_eq!(left, (0..1000).filter(|s| !gone.contains(s)).collect::<Vec<_>>());
     }
 
