@@ -201,6 +201,58 @@ fn mostly_dead_segments_are_emptied_and_removed() {
     env.c("qverify").ok().stdout_has("No problem found.");
 }
 
+/// Bodies are copied forward on the applier's thread, which applies the groups handed to
+/// it between the copy's steps: writers go on while a compaction is held up, though the
+/// journal fills several times over meanwhile. (`QM_FAULT=gatedcompaction:PATH`: as
+/// `smallsegments`, and a compaction waits after each step while PATH exists.) With the
+/// compaction on the writer's thread, or the applier's without the groups between its
+/// steps, the writers stopped until the gate opened.
+#[test]
+fn writers_go_on_while_bodies_are_copied_forward() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let (gate, log) = (env.path("gate"), env.path("gated.log"));
+    std::fs::write(&gate, "").unwrap();
+    let fault = format!("gatedcompaction:{}", gate.display());
+    let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", fault.as_str())];
+    let args = ["-l", "3", "-g", log.to_str().unwrap()];
+    let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    let mut app = App::connect(&env);
+    for i in 0..300 {
+        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
+    }
+    // In segments first (not still deferred, which a dequeue would cancel), then mostly dead.
+    assert!(wait_until(Duration::from_secs(30), || segments(&env).len() >= 30));
+    assert_eq!(app.drain("T").len(), 270);
+    let began = wait_until(Duration::from_secs(30), || logged("of live bodies forward out of"));
+    assert!(began, "no compaction began:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    // 1,200 pairs of 32 KiB: the journal's two regions (8 MiB each) fill over twice.
+    let (done, pairs) = std::sync::mpsc::channel();
+    let mut other = App::connect(&env);
+    std::thread::spawn(move || {
+        let large = vec![b'x'; 32 << 10];
+        for _ in 0..1200 {
+            other.put("T", &large);
+            assert!(other.take("T").body == large);
+        }
+        let _ = done.send(());
+    });
+    let went_on = pairs.recv_timeout(Duration::from_secs(60)).is_ok();
+    let held_all_along = !logged("copied forward");
+    std::fs::remove_file(&gate).unwrap();
+    assert!(went_on, "the writers stopped while the compaction was held");
+    assert!(held_all_along, "the compaction was not held");
+    assert!(wait_until(Duration::from_secs(30), || logged("copied forward")));
+    let kept = app.drain("Q");
+    assert_eq!(kept.len(), 30);
+    for (n, m) in kept.iter().enumerate() {
+        assert!(m.body == body(n * 10), "kept message {n} came back with another body");
+    }
+    env.c("qverify").ok().stdout_has("No problem found.");
+}
+
 /// A stream of `n` messages of queue Q with bodies of 16 KiB, as `qexport` writes one.
 fn large_stream(n: u64) -> Vec<u8> {
     use crate::export::{hand_made, stream_of};

@@ -88,10 +88,18 @@ impl Applying {
     }
 }
 
+/// What the applier is asked to do.
+enum Work {
+    /// Apply these groups in one durable commit, then copy bodies forward if worth it.
+    Apply(Db, Arc<Applying>),
+    /// Copy bodies forward if worth it (the writer found the segments grown).
+    Compact(Db),
+}
+
 /// The handle to a file's applier thread; dropping it ends the thread once the groups sent
 /// are applied.
 pub struct Applier {
-    tx: Option<mpsc::Sender<(Db, Arc<Applying>)>>,
+    tx: Option<mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -99,11 +107,25 @@ impl Applier {
     /// Starts the applier of the file called `name`; None when no thread can be started
     /// (the writer then checkpoints by itself, as it always may).
     pub fn start(name: &str) -> Option<Applier> {
-        let (tx, rx) = mpsc::channel::<(Db, Arc<Applying>)>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let thread =
             std::thread::Builder::new().name(format!("qm-applier {name}")).spawn(move || {
-                for (db, applying) in rx {
-                    run(&db, &applying);
+                for work in &rx {
+                    let db = match work {
+                        Work::Apply(db, applying) if run(&db, &applying) => db,
+                        Work::Apply(..) => continue,
+                        Work::Compact(db) => db,
+                    };
+                    // Groups handed over while bodies are copied forward are applied
+                    // between its steps, not after all of them; a compaction asked for
+                    // meanwhile is this one.
+                    compact_between(&db, || {
+                        while let Ok(work) = rx.try_recv() {
+                            if let Work::Apply(db, applying) = work {
+                                run(&db, &applying);
+                            }
+                        }
+                    });
                 }
             });
         match thread {
@@ -117,9 +139,20 @@ impl Applier {
 
     /// Hands `applying` over; it is applied after those sent before.
     pub fn send(&self, db: Db, applying: Arc<Applying>) {
-        let sent = self.tx.as_ref().map(|tx| tx.send((db, applying)));
-        if let Some(Err(mpsc::SendError((db, applying)))) = sent {
-            run(&db, &applying);
+        let sent = self.tx.as_ref().map(|tx| tx.send(Work::Apply(db, applying)));
+        if let Some(Err(mpsc::SendError(Work::Apply(db, applying)))) = sent
+            && run(&db, &applying)
+        {
+            compact(&db);
+        }
+    }
+
+    /// Asks for a compaction of `db`'s body segments on this thread, after the groups
+    /// sent before: on the writer's, copying hundreds of megabytes held every writer up.
+    pub fn compact(&self, db: Db) {
+        let sent = self.tx.as_ref().map(|tx| tx.send(Work::Compact(db)));
+        if let Some(Err(mpsc::SendError(Work::Compact(db)))) = sent {
+            compact(&db);
         }
     }
 }
@@ -133,14 +166,20 @@ impl Drop for Applier {
     }
 }
 
-/// Copies bodies out of mostly dead segments, between two of the applier's commits.
+/// Copies bodies out of mostly dead segments, at once.
 pub(super) fn compact(db: &Db) {
-    if let Err(e) = super::segments::compact(db) {
+    compact_between(db, || {});
+}
+
+/// Copies bodies out of mostly dead segments, calling `between` after each step.
+fn compact_between(db: &Db, between: impl FnMut()) {
+    if let Err(e) = super::segments::compact(db, between) {
         tracing::warn!("{}: {} (tried again later)", db.bodies().path().display(), e.message);
     }
 }
 
-fn run(db: &Db, applying: &Applying) {
+/// Applies `applying` in one durable commit; whether it was made.
+fn run(db: &Db, applying: &Applying) -> bool {
     // A panic inside redb must end the commit too: the writer waits for its end.
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| applying.commit(db)))
         .unwrap_or_else(|_| Err(QmError::system("applying deferred writes failed (a panic)")));
@@ -149,7 +188,7 @@ fn run(db: &Db, applying: &Applying) {
             COMMITS.fetch_add(1, Ordering::Relaxed);
             applying.marks.apply(applying.lsn);
             applying.end(Ok(()));
-            compact(db);
+            true
         }
         Err(e) => {
             // Applied in part, or not durable: the file is opened again, and its journal,
@@ -157,6 +196,7 @@ fn run(db: &Db, applying: &Applying) {
             tracing::warn!("{} (the file is opened again)", e.message);
             db.poison();
             applying.end(Err(e));
+            false
         }
     }
 }

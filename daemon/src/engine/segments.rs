@@ -455,19 +455,33 @@ fn pointing_into(db: &Db, segments: &[u32]) -> QmResult<Vec<Found>> {
 }
 
 /// Copies the live bodies of mostly dead segments forward, so that those segments die and
-/// go: a few long-lived messages do not keep whole segments on disk. Each step is a write
-/// transaction of its own, not durable, and a durable commit after the last makes them all
-/// so and removes the segments emptied (a crash before leaves the bodies where they were,
-/// and those segments are kept). A message changed meanwhile is left as it is.
-pub fn compact(db: &Db) -> QmResult<()> {
+/// go: a few long-lived messages do not keep whole segments on disk. Each step is a durable
+/// write transaction of its own, and `between` is called after each: the applier applies
+/// the groups handed to it meanwhile there, so that copying hundreds of megabytes (after a
+/// large queue was purged) does not hold the writer's checkpoints up for seconds. A durable
+/// commit after the last step removes the segments emptied (a crash before leaves them,
+/// and the next compaction finds them dead). A message changed meanwhile is left as it is.
+pub fn compact(db: &Db, mut between: impl FnMut()) -> QmResult<()> {
     let victims = sparse(db)?;
     if victims.is_empty() {
         return Ok(());
     }
     let found = pointing_into(db, &victims)?;
+    let live: u64 = found.iter().map(|(_, _, at)| u64::from(at.len)).sum();
+    tracing::info!(
+        "{}: copying {} of live bodies forward out of {} mostly dead body segments",
+        db.bodies().path().display(),
+        qm_common::plural::count(live, "byte", "bytes"),
+        victims.len()
+    );
     let mut moved = 0u64;
     for step in steps(&found) {
         moved += copy_forward(db, step)?;
+        between();
+        while crate::storage::fault::compaction_gated() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            between();
+        }
     }
     // Made durable now, so that the segments emptied go now, not at the next write.
     let mut txn = db.begin_write().map_err(fail)?;
@@ -503,8 +517,8 @@ fn steps(found: &[Found]) -> Vec<&[Found]> {
 /// Copies the bodies of `step` forward in one write transaction; the bytes copied.
 fn copy_forward(db: &Db, step: &[Found]) -> QmResult<u64> {
     let bodies = db.bodies();
-    let mut txn = db.begin_write().map_err(fail)?;
-    txn.set_durability(redb::Durability::None).map_err(fail)?;
+    // Durable, so that no later commit has all the steps' bodies to sync at once.
+    let txn = db.begin_write().map_err(fail)?;
     let copy = |txn: &WriteTransaction| {
         let mut live = LiveDeltas::new();
         let mut moved = 0;

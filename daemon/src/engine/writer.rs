@@ -265,7 +265,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 catching_up = checkpoint_if(file, 1, catching_up, None);
                 if !catching_up {
-                    compact_unless_held(file);
+                    compact_unless_held(file, applier.as_ref());
                 }
                 turn_took(turn);
                 if !catching_up && let Some(journal) = file.journal().as_mut() {
@@ -310,7 +310,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
         let bytes = if every { 1 } else { CHECKPOINT_BYTES };
         catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
         if !catching_up {
-            compact_if_grown(file, &mut segment_bytes);
+            compact_if_grown(file, &mut segment_bytes, applier.as_ref());
         }
         turn_took(turn);
     }
@@ -320,23 +320,27 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
 /// Considers compaction of the file's body segments once they grew by what compaction
 /// waits for since it was last considered (`checked`): a queue filled and emptied again
 /// and again without a pause would otherwise grow them until the writer is idle.
-fn compact_if_grown(file: &DbFile, checked: &mut u64) {
+fn compact_if_grown(file: &DbFile, checked: &mut u64, applier: Option<&Applier>) {
     let bytes = file.bodies().bytes();
     if bytes < *checked + segments::compact_above() {
         *checked = (*checked).min(bytes);
         return;
     }
-    compact_unless_held(file);
+    compact_unless_held(file, applier);
     *checked = file.bodies().bytes();
 }
 
 /// Compacts the file's body segments ([`super::applier::compact`]) unless a backup holds
-/// the file.
-fn compact_unless_held(file: &DbFile) {
-    if !file.held()
-        && let Ok(db) = file.get()
-    {
-        super::applier::compact(&db);
+/// the file: on the applier's thread when there is one, which goes on applying groups
+/// between the steps, or here.
+fn compact_unless_held(file: &DbFile, applier: Option<&Applier>) {
+    if file.held() {
+        return;
+    }
+    match (file.get(), applier) {
+        (Ok(db), Some(applier)) => applier.compact(db),
+        (Ok(db), None) => super::applier::compact(&db),
+        (Err(_), _) => {}
     }
 }
 

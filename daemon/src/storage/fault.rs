@@ -29,6 +29,8 @@
 //! - `QM_FAULT=smallsegments`: no fault; body segments take 16 KiB and mostly dead ones
 //!   are copied forward once they hold 16 KiB of dead bytes, so that a test sees segments
 //!   roll over, die and be compacted ([`super::bodies`], [`crate::engine::segments`]).
+//! - `QM_FAULT=gatedcompaction:PATH`: as `smallsegments`, and a compaction waits after
+//!   each step of its copy while PATH exists, so that a test sees writers go on meanwhile.
 //! - `QM_FAULT=fullsegments`: every append to a body segment finds the filesystem full, so
 //!   that a test sees bodies go into redb instead.
 //! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
@@ -64,6 +66,7 @@ enum Mode {
     PowerCut(u64),
     Count(File),
     SmallSegments,
+    GatedCompaction(std::path::PathBuf),
     FullSegments,
     NoRoom,
     Defer,
@@ -94,7 +97,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     let bad = || {
         format!(
             "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy, \
-             failapply, smallsegments or fullsegments"
+             failapply, smallsegments, gatedcompaction:PATH or fullsegments"
         )
     };
     match value {
@@ -110,6 +113,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     let step = || arg.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad);
     match kind {
         "crash" => Ok(Mode::Crash(step()?)),
+        "gatedcompaction" => Ok(Mode::GatedCompaction(arg.into())),
         "powercut" => Ok(Mode::PowerCut(step()?)),
         "count" => File::create(arg)
             .map(Mode::Count)
@@ -205,7 +209,13 @@ fn fails_apply() -> bool {
 
 /// Whether a test asked for small body segments and compaction of little dead space.
 pub fn small_segments() -> bool {
-    lock().is_some_and(|f| matches!(f.mode, Mode::SmallSegments))
+    lock().is_some_and(|f| matches!(f.mode, Mode::SmallSegments | Mode::GatedCompaction(_)))
+}
+
+/// Whether a test holds compactions between their steps now (`gatedcompaction:PATH` while
+/// PATH exists).
+pub fn compaction_gated() -> bool {
+    lock().is_some_and(|f| matches!(&f.mode, Mode::GatedCompaction(gate) if gate.exists()))
 }
 
 /// Whether a test asked for every append to a body segment to find the filesystem full.
