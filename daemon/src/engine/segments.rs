@@ -443,12 +443,19 @@ fn mostly_dead(
 type Found = (String, u64, BodyRef);
 
 /// The messages of every message table of the file whose bodies are in `segments`, read
-/// in one read transaction.
-fn pointing_into(db: &Db, segments: &[u32]) -> QmResult<Vec<Found>> {
+/// in one read transaction, calling `between` after every [`CHUNK`] records: at millions
+/// of messages the read takes seconds, and groups handed to the applier meanwhile are
+/// applied there rather than after it.
+fn pointing_into(db: &Db, segments: &[u32], between: &mut impl FnMut()) -> QmResult<Vec<Found>> {
     let mut found = Vec::new();
+    let mut read = 0usize;
     each_reference(&db.begin_read().map_err(fail)?, |name, seq, at| {
         if segments.contains(&at.segment) {
             found.push((name.to_string(), seq, at));
+        }
+        read += 1;
+        if read.is_multiple_of(CHUNK) {
+            between();
         }
     })?;
     Ok(found)
@@ -466,7 +473,7 @@ pub fn compact(db: &Db, mut between: impl FnMut()) -> QmResult<()> {
     if victims.is_empty() {
         return Ok(());
     }
-    let found = pointing_into(db, &victims)?;
+    let found = pointing_into(db, &victims, &mut between)?;
     let live: u64 = found.iter().map(|(_, _, at)| u64::from(at.len)).sum();
     tracing::info!(
         "{}: copying {} of live bodies forward out of {} mostly dead body segments",
