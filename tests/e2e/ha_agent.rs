@@ -130,6 +130,15 @@ fn kill(sig: &str, pid: u32) {
 
 /// Kills a qmd the agent started when the test ends, however it ends: a daemon that was
 /// paused, or left by a failing test, is not stopped by `daemon stop`.
+/// The agent of `env`'s device after a successful start, the pid of the qmd it started,
+/// and a guard that kills that qmd if the test ends without stopping it.
+fn started(env: &Env) -> (Agent, u32, KillOnDrop) {
+    let agent = Agent::new(&env.device);
+    agent.expect("start", OCF_SUCCESS);
+    let pid = daemon_pid(env);
+    (agent, pid, KillOnDrop(pid))
+}
+
 struct KillOnDrop(u32);
 
 impl Drop for KillOnDrop {
@@ -382,10 +391,7 @@ fn start_monitor_stop() {
 #[test]
 fn a_killed_qmd_is_not_running() {
     let env = Env::new();
-    let agent = Agent::new(&env.device);
-    agent.expect("start", OCF_SUCCESS);
-    let pid = daemon_pid(&env);
-    let _guard = KillOnDrop(pid);
+    let (agent, pid, _guard) = started(&env);
     env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
     kill("KILL", pid);
     let stopped =
@@ -407,10 +413,7 @@ fn a_killed_qmd_is_not_running() {
 #[test]
 fn an_unresponsive_qmd_fails_monitor_and_is_killed_by_stop() {
     let env = Env::new();
-    let agent = Agent::new(&env.device);
-    agent.expect("start", OCF_SUCCESS);
-    let pid = daemon_pid(&env);
-    let _guard = KillOnDrop(pid);
+    let (agent, pid, _guard) = started(&env);
     assert_eq!(holder(&env.device).1, pid, "the lock file names the daemon");
     kill("STOP", pid);
 
@@ -436,10 +439,7 @@ fn an_unresponsive_qmd_fails_monitor_and_is_killed_by_stop() {
 #[test]
 fn stop_ends_what_a_killed_qmd_left_running() {
     let env = Env::new();
-    let agent = Agent::new(&env.device);
-    agent.expect("start", OCF_SUCCESS);
-    let pid = daemon_pid(&env);
-    let _guard = KillOnDrop(pid);
+    let (agent, pid, _guard) = started(&env);
     let marker = sleep_marker(1000, 27);
     let _cleanup = KillMarked(marker.clone());
     setup(&env, 200, &[&format!("Q fifo none 0 0 1m 0m '{marker}; true'")]);
