@@ -45,6 +45,9 @@ struct Ledger {
     /// When the (one) plain consumer sent the dequeue it has not seen answered: it may have
     /// taken the head of the queue.
     plain_in_flight: Option<u64>,
+    /// Transactional dequeues sent and not answered: each may hold a message the ledger
+    /// does not know of, which a plain dequeue meanwhile passed over to take the next.
+    transactional_in_flight: usize,
     /// Errors qmd answered (not a lost connection): none is expected, and an answered
     /// request was not cut short.
     answered_errors: Vec<String>,
@@ -145,16 +148,21 @@ async fn consumer(device: PathBuf, transactional: bool, ledger: Arc<Mutex<Ledger
         if transactional && let Err(e) = c.begin("QS", None).await {
             return ended(&ledger, e);
         }
-        if !transactional {
+        {
             let mut l = ledger.lock().unwrap();
-            l.plain_in_flight = Some(l.event());
+            match transactional {
+                true => l.transactional_in_flight += 1,
+                false => l.plain_in_flight = Some(l.event()),
+            }
         }
         let got = match c.dequeue("QS", "Q", &ctl).await {
             Ok(m) => Some(String::from_utf8(m.body).unwrap()),
             Err(e) if e.diagnostic == qm_common::Diagnostic::NoMsg => None,
             Err(e) => return ended(&ledger, e),
         };
-        if !transactional {
+        if transactional {
+            ledger.lock().unwrap().transactional_in_flight -= 1;
+        } else {
             let mut l = ledger.lock().unwrap();
             l.plain_in_flight = None;
             if let Some(body) = got {
@@ -444,7 +452,8 @@ impl Audit {
         }
         // A missing acknowledged message is allowed only as what the cut plain dequeue took:
         // the head of the queue when it was sent, so older than every message left that was
-        // acknowledged before and that no transaction touched.
+        // acknowledged before and that no transaction touched, but for those the cut
+        // transactional dequeues may have held then (one each).
         let missing: Vec<(&String, &MsgId)> = l
             .enqueued
             .iter()
@@ -457,16 +466,21 @@ impl Audit {
             return self.forget(round, l, found);
         };
         assert!(missing.len() <= 1, "round {round}: acknowledged messages lost: {missing:?}");
-        let older_than = found
+        let mut older: Vec<&MsgId> = found
             .iter()
             .filter(|(b, _)| !l.in_transactions.contains(b))
             .filter(|(b, _)| l.enqueued.get(b).is_some_and(|(_, at)| *at < since))
             .map(|(_, id)| id)
-            .min();
+            .collect();
+        older.sort();
+        let older_than = older.get(l.transactional_in_flight);
         for (body, id) in &missing {
             assert!(
-                older_than.is_none_or(|left| *id < left),
-                "round {round}: acknowledged {body} lost, and it was not the head of the queue"
+                older_than.is_none_or(|left| id < left),
+                "round {round}: acknowledged {body} lost, and it was not the head of the queue \
+                 ({} transactional dequeues cut; the oldest left: {:?})",
+                l.transactional_in_flight,
+                &older[..older.len().min(3)]
             );
         }
         self.forget(round, l, found);

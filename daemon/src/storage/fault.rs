@@ -44,7 +44,8 @@
 //! differ only in the page cache they lose.
 //!
 //! While a fault is armed, every step of every file takes one lock, so that a cut sees no
-//! write half done. Directory entries (creates, renames, removals) are taken as durable at
+//! write half done; with a power cut armed, so does every read, so that none sees what the
+//! cut undid in the moment before qmd is gone. Directory entries (creates, renames, removals) are taken as durable at
 //! once: the power cut models lost file contents, not lost directory entries.
 
 use redb::StorageBackend;
@@ -343,14 +344,25 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// With a power cut armed, holds the fault's lock for a read: the cut undoes what was
+    /// not synced and kills qmd under that lock, so no read sees the undone file and gets
+    /// an answer out before qmd is gone (which no real power cut allows). `None` otherwise.
+    fn unless_cut(&self) -> Option<MutexGuard<'static, Fault>> {
+        self.journal.as_ref().and_then(|_| lock())
+    }
+}
+
 type IoResult<T> = Result<T, std::io::Error>;
 
 impl StorageBackend for Backend {
     fn len(&self) -> IoResult<u64> {
+        let _cut = self.unless_cut();
         self.inner.len()
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> IoResult<()> {
+        let _cut = self.unless_cut();
         self.inner.read(offset, out)
     }
 
