@@ -329,3 +329,50 @@ fn held_messages_are_left_alone() {
         .stderr_has("Queue NOPE does not exist in queue space QS");
     assert_eq!((count(&env, "Q"), count(&env, "R")), (1, 1));
 }
+
+/// A change to every message of a deep queue goes 1,024 messages at a time, each step
+/// durable on its own, so that other work goes on between the steps (one step of all of
+/// them held every writer up for seconds at 100,000 messages). Held after its first step
+/// (`QM_FAULT=gatedadmin:PATH`), `qdeletemsg -y` of 2,100 stored messages has deleted
+/// 1,024; enqueues and dequeues on the queue go on meanwhile; a message taken meanwhile is
+/// not counted, and one enqueued meanwhile is not deleted: the command deletes what the
+/// queue held when it began.
+#[test]
+fn changes_to_many_messages_go_a_step_at_a_time() {
+    use crate::faults::stop_and_wait;
+    use crate::support::{Daemon, wait_until};
+    use std::time::Duration;
+    let env = Env::new();
+    env.c(&format!(
+        "crdl {} 0 6000; qspc -n 16B QS 40000 5000 8 4 16 5000 ERRQ n 16; qopen QS; \
+         qcreate {FIFO_Q}; qcreate {ERRQ}",
+        env.dev()
+    ))
+    .ok();
+    let mut app = App::connect(&env);
+    for i in 0..2100 {
+        app.put("Q", &format!("m{i}"));
+    }
+    drop(app);
+    // Started again, the messages are on disk alone, as in a deep queue.
+    stop_and_wait(&env);
+    let gate = env.path("gate");
+    let fault = format!("gatedadmin:{}", gate.display());
+    let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", fault.as_str())]);
+    assert_eq!(scan(&env, "-p 1-100").len(), 2100, "qlist of every message, in steps");
+    std::fs::write(&gate, "").unwrap();
+    std::thread::scope(|s| {
+        let deleting = s.spawn(|| env.c("qopen QS; qset Q; qdeletemsg -y"));
+        let stepped = wait_until(Duration::from_secs(60), || count(&env, "Q") == 2100 - 1024);
+        assert!(stepped, "no step of 1,024 deletions showed alone: {} left", count(&env, "Q"));
+        let mut app = App::connect(&env);
+        app.put("Q", "late");
+        assert_eq!(app.take_body("Q"), "m1024", "the oldest message the first step left");
+        assert_eq!(count(&env, "Q"), 2100 - 1024);
+        assert!(!deleting.is_finished(), "qdeletemsg went on while it was held");
+        std::fs::remove_file(&gate).unwrap();
+        deleting.join().unwrap().ok().stdout_has("2099 messages deleted\n");
+        assert_eq!(app.drain("Q"), ["late"]);
+    });
+    env.c("qverify").ok().stdout_has("No problem found.");
+}

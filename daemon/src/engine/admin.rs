@@ -48,53 +48,70 @@ fn matches(seq: u64, meta: &MessageMeta, c: &Criteria) -> bool {
 /// A message selected by criteria: its sequence number, record and state.
 type Selected = (u64, MessageMeta, EntryState);
 
+/// Messages looked at (and changed) per step. A step holds the queue space's lock for its
+/// own lookups only, and its changes are one write of their own, so that listing or
+/// changing every message of a deep queue never holds other work up for long (at 100,000
+/// stored messages, one step of all of them held every writer for seconds).
+pub(super) const ADMIN_STEP: usize = 1024;
+
 impl Engine {
-    /// The messages of `queue` meeting `criteria`, resident or stored, in queue order.
-    pub(super) fn selected(
+    /// The messages `criteria` may select in `queue`: the one its msgid names, or every
+    /// message of the queue now, resident or stored. Each is looked at again, a step at a
+    /// time, by [`Engine::select`]; messages enqueued later are not among them.
+    pub(super) fn candidates(
         &self,
         inner: &Inner,
         queue: &str,
         criteria: &Criteria,
-    ) -> QmResult<Vec<Selected>> {
+    ) -> QmResult<Vec<u64>> {
         if !inner.index.queues.contains_key(queue) {
             return Err(bad_queue(queue, &self.name));
         }
+        if let Some(msgid) = &criteria.msgid {
+            // One message asked for by id: no scan.
+            return Ok(super::record::seq_of(msgid).into_iter().collect());
+        }
+        let mut seqs: Vec<u64> = (inner.index.msgs.iter())
+            .filter(|(_, e)| e.meta.queue == queue)
+            .map(|(seq, _)| *seq)
+            .collect();
         let mut disk = self.disk_for(inner, queue);
-        let mut list: Vec<Selected> = Vec::new();
-        let mut consider = |seq: u64, meta: MessageMeta, state: EntryState| {
-            if meta.queue == queue && matches(seq, &meta, criteria) {
+        if let Some(view) = disk.view()? {
+            seqs.extend(view.seqs(queue)?.into_iter().filter(|s| !inner.index.resident(*s)));
+        }
+        Ok(seqs)
+    }
+
+    /// Those of `seqs` that are messages of `queue` meeting `criteria` now.
+    pub(super) fn select(
+        &self,
+        inner: &Inner,
+        queue: &str,
+        criteria: &Criteria,
+        seqs: &[u64],
+    ) -> QmResult<Vec<Selected>> {
+        let mut disk = self.disk_for(inner, queue);
+        let mut list = Vec::new();
+        for &seq in seqs {
+            if let Some((meta, state)) = self.lookup(inner, &mut disk, seq)?
+                && meta.queue == queue
+                && matches(seq, &meta, criteria)
+            {
                 list.push((seq, meta, state));
             }
-        };
-        if let Some(seq) = criteria.msgid.as_ref().and_then(super::record::seq_of) {
-            // One message asked for by id: no scan.
-            if let Some((meta, state)) = self.lookup(inner, &mut disk, seq)? {
-                consider(seq, meta, state);
-            }
-        } else {
-            for (seq, e) in &inner.index.msgs {
-                consider(*seq, e.meta.clone(), e.state);
-            }
-            let stored = match disk.view()? {
-                Some(view) => view.seqs(queue)?,
-                None => Vec::new(),
-            };
-            for seq in stored.into_iter().filter(|s| !inner.index.resident(*s)) {
-                if let Some((meta, state)) = self.lookup(inner, &mut disk, seq)? {
-                    consider(seq, meta, state);
-                }
-            }
         }
-        list.sort_unstable_by_key(|(seq, meta, _)| (meta.key, *seq));
         Ok(list)
     }
 
     /// The messages of `queue` meeting `criteria`, in queue order.
     pub fn list(&self, queue: &str, criteria: &Criteria) -> QmResult<Vec<MessageInfo>> {
-        let inner = self.lock();
+        let seqs = self.candidates(&self.lock(), queue, criteria)?;
+        let mut selected = Vec::new();
+        for step in seqs.chunks(ADMIN_STEP) {
+            selected.extend(self.select(&self.lock(), queue, criteria, step)?);
+        }
+        selected.sort_unstable_by_key(|(seq, meta, _)| (meta.key, *seq));
         let now = now_us();
-        let selected = self.selected(&inner, queue, criteria)?;
-        drop(inner);
         Ok(selected
             .into_iter()
             .map(|(seq, m, state)| MessageInfo {
@@ -163,8 +180,10 @@ impl Engine {
         Ok(Some(m))
     }
 
-    /// Applies `change` to the messages of `queue` meeting `criteria`; returns how many
-    /// changed and how many were skipped because a transaction holds them.
+    /// Applies `change` to the messages of `queue` meeting `criteria`, [`ADMIN_STEP`] at a
+    /// time, each step durable before the next; returns how many changed and how many were
+    /// skipped because a transaction holds them. After an error, the steps before it stay
+    /// done, and the error says how many messages they changed.
     pub async fn change(
         &self,
         queue: &str,
@@ -183,23 +202,56 @@ impl Engine {
         {
             return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
         }
-        let now = now_us();
-        let (plan, skipped, pending) = {
-            let mut inner = self.lock();
+        let seqs = {
+            let inner = self.lock();
             if let Change::Queue(new) = &change
                 && !inner.index.queues.contains_key(new)
             {
                 return Err(bad_queue(new, &self.name));
             }
+            self.candidates(&inner, queue, criteria)?
+        };
+        let (mut changed, mut skipped) = (0, 0);
+        for (i, step) in seqs.chunks(ADMIN_STEP).enumerate() {
+            if i > 0 {
+                while crate::storage::fault::admin_gated() {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+            match self.change_step(queue, criteria, &change, step).await {
+                Ok((c, s)) => (changed, skipped) = (changed + c, skipped + s),
+                Err(mut e) if changed > 0 => {
+                    e.message =
+                        format!("{} ({changed} messages were changed before it)", e.message);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((changed, skipped))
+    }
+
+    /// Applies `change` to those of `seqs` that are messages of `queue` meeting `criteria`,
+    /// in one write: see [`Engine::change`].
+    async fn change_step(
+        &self,
+        queue: &str,
+        criteria: &Criteria,
+        change: &Change,
+        seqs: &[u64],
+    ) -> QmResult<(u64, u64)> {
+        let now = now_us();
+        let (plan, skipped, pending) = {
+            let mut inner = self.lock();
             let mut plan = Vec::new();
             let mut skipped = 0;
-            let selected = self.selected(&inner, queue, criteria)?;
+            let selected = self.select(&inner, queue, criteria, seqs)?;
             for (seq, meta, state) in &selected {
                 if !matches!(state, EntryState::Ready | EntryState::Waiting) {
                     skipped += 1;
                     continue;
                 }
-                let new = self.changed(&inner, *seq, meta, &change, now)?;
+                let new = self.changed(&inner, *seq, meta, change, now)?;
                 plan.push((*seq, meta.persistent, new));
             }
             let mut ops = Vec::new();

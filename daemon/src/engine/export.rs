@@ -136,32 +136,17 @@ impl Engine {
         selection: &Selection,
         sink: &mut dyn FnMut(ExportedMessage) -> QmResult<()>,
     ) -> QmResult<Vec<u64>> {
-        let taken = {
-            let mut inner = self.lock();
-            let queues: Vec<String> = inner
-                .index
-                .queues
-                .keys()
-                .filter(|q| selection.queue.as_ref().is_none_or(|s| s == *q))
-                .cloned()
-                .collect();
-            let mut taken = Vec::new();
-            for queue in queues {
-                let all = qm_common::message::Criteria::default();
-                for (seq, meta, state) in self.selected(&inner, &queue, &all)? {
-                    if !matches!(state, EntryState::Ready | EntryState::Waiting)
-                        || !selection.takes(&meta)
-                    {
-                        continue;
-                    }
-                    inner.index.adopt(seq, meta, state);
-                    let blocks = self.blocks(&inner.index.msgs[&seq].meta);
-                    inner.index.set_state(seq, EntryState::Locked(EXPORT_LOCK), blocks);
-                    taken.push(seq);
-                }
+        let queues: Vec<String> = (self.lock().index.queues.keys())
+            .filter(|q| selection.queue.as_ref().is_none_or(|s| s == *q))
+            .cloned()
+            .collect();
+        let mut taken = Vec::new();
+        for queue in queues {
+            if let Err(e) = self.lock_for_export(&queue, selection, &mut taken) {
+                self.give_back(&taken);
+                return Err(e);
             }
-            taken
-        };
+        }
         for seq in &taken {
             let entry = self.lock().index.msgs.get(seq).cloned();
             let sent = match entry {
@@ -176,6 +161,50 @@ impl Engine {
             }
         }
         Ok(taken)
+    }
+
+    /// Locks the messages of `queue` that `qexport -x` takes, a step at a time (see
+    /// [`super::admin`]), and adds them to `taken` in the queue's order.
+    fn lock_for_export(
+        &self,
+        queue: &str,
+        selection: &Selection,
+        taken: &mut Vec<u64>,
+    ) -> QmResult<()> {
+        let all = qm_common::message::Criteria::default();
+        let seqs = {
+            let inner = self.lock();
+            if !inner.index.queues.contains_key(queue) {
+                return Ok(());
+            }
+            self.candidates(&inner, queue, &all)?
+        };
+        let mut locked = Vec::new();
+        let mut step_result = Ok(());
+        for step in seqs.chunks(super::admin::ADMIN_STEP) {
+            let mut inner = self.lock();
+            let selected = match self.select(&inner, queue, &all, step) {
+                Ok(selected) => selected,
+                Err(e) => {
+                    step_result = Err(e);
+                    break;
+                }
+            };
+            for (seq, meta, state) in selected {
+                if !matches!(state, EntryState::Ready | EntryState::Waiting)
+                    || !selection.takes(&meta)
+                {
+                    continue;
+                }
+                locked.push((meta.key, seq));
+                inner.index.adopt(seq, meta, state);
+                let blocks = self.blocks(&inner.index.msgs[&seq].meta);
+                inner.index.set_state(seq, EntryState::Locked(EXPORT_LOCK), blocks);
+            }
+        }
+        locked.sort_unstable();
+        taken.extend(locked.into_iter().map(|(_, seq)| seq));
+        step_result
     }
 
     /// Ends `qexport -x`: removes the messages it locked, in one durable write, once their

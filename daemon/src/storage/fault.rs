@@ -31,6 +31,9 @@
 //!   roll over, die and be compacted ([`super::bodies`], [`crate::engine::segments`]).
 //! - `QM_FAULT=gatedcompaction:PATH`: as `smallsegments`, and a compaction waits after
 //!   each step of its copy while PATH exists, so that a test sees writers go on meanwhile.
+//! - `QM_FAULT=gatedadmin:PATH`: no fault; a change to many messages (`qdeletemsg`,
+//!   `qchangeprio`, ...) waits before each of its steps after the first while PATH exists,
+//!   so that a test sees other work go on between them ([`crate::engine::admin`]).
 //! - `QM_FAULT=fullsegments`: every append to a body segment finds the filesystem full, so
 //!   that a test sees bodies go into redb instead.
 //! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
@@ -68,6 +71,7 @@ enum Mode {
     Count(File),
     SmallSegments,
     GatedCompaction(std::path::PathBuf),
+    GatedAdmin(std::path::PathBuf),
     FullSegments,
     NoRoom,
     Defer,
@@ -98,7 +102,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     let bad = || {
         format!(
             "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy, \
-             failapply, smallsegments, gatedcompaction:PATH or fullsegments"
+             failapply, smallsegments, gatedcompaction:PATH, gatedadmin:PATH or fullsegments"
         )
     };
     match value {
@@ -115,6 +119,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     match kind {
         "crash" => Ok(Mode::Crash(step()?)),
         "gatedcompaction" => Ok(Mode::GatedCompaction(arg.into())),
+        "gatedadmin" => Ok(Mode::GatedAdmin(arg.into())),
         "powercut" => Ok(Mode::PowerCut(step()?)),
         "count" => File::create(arg)
             .map(Mode::Count)
@@ -217,6 +222,12 @@ pub fn small_segments() -> bool {
 /// PATH exists).
 pub fn compaction_gated() -> bool {
     lock().is_some_and(|f| matches!(&f.mode, Mode::GatedCompaction(gate) if gate.exists()))
+}
+
+/// Whether a test holds the steps of a change to many messages now (`gatedadmin:PATH`
+/// while PATH exists).
+pub fn admin_gated() -> bool {
+    lock().is_some_and(|f| matches!(&f.mode, Mode::GatedAdmin(gate) if gate.exists()))
 }
 
 /// Whether a test asked for every append to a body segment to find the filesystem full.
