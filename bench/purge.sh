@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# How long `qdestroy -f` of a large queue holds the other writers of its device.
+# How long `qdestroy -f` of a large queue (or another command, PURGE) holds the other
+# writers of its device.
 #
 # The release `qmd` runs in a process of its own on a fresh device in a temporary directory:
 #   1. queues Q and Q2 of BENCH are filled side by side with N messages of 1 KiB each,
@@ -8,14 +9,17 @@
 #   2. 64 closed-loop clients make durable enqueue+dequeue pairs on a third queue, Q3, for
 #      20 s (examples/bench_peers.rs, BENCH_TIMELINE=1: the longest pair of each half second
 #      over 100 ms);
-#   3. 4 s into it, `qdestroy -f -y Q2`: its time, then the clients' rate and longest pair.
+#   3. 4 s into it, `qdestroy -f -y Q2` (or the qmadmin commands in PURGE, run after
+#      `qopen BENCH`): its time, then the clients' rate and longest pair.
 #
 # Run:   bench/purge.sh [N]          (default 500000)
 #        QMD=/tmp/old/target/release/qmd bench/purge.sh   measures another qmd binary
+#        PURGE="qset Q2; qdeletemsg -y" bench/purge.sh   deletes Q2's messages instead
 # Needs about 3 KiB of disk per message under $TMPDIR (default /tmp). Not part of CI.
 set -euo pipefail
 
 n=${1:-500000}
+purge=${PURGE:-qdestroy -f -y Q2}
 if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then
     echo "purge.sh: N '$n' is not a positive whole number (usage: bench/purge.sh [N])" >&2
     exit 2
@@ -53,12 +57,12 @@ BENCH_TIMELINE=1 BENCH_QUEUE=Q3 "$release/examples/bench_peers" qm "$device.sock
 load=$!
 sleep 4
 start=$(date +%s.%N)
-echo "qdestroy at $(date -u +%T.%N | cut -c1-12)"
-admin "qopen BENCH; qdestroy -f -y Q2" | tail -n 1
-echo "qdestroy -f of $n messages took $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "'$purge' at $(date -u +%T.%N | cut -c1-12)"
+admin "qopen BENCH; $purge" | tail -n 1
+echo "'$purge' of $n messages took $(echo "$(date +%s.%N) - $start" | bc) s"
 wait "$load"
 echo "64 clients on Q3: $(tail -n 1 "$run/load.out") pairs/s, $(grep 'longest pair' "$run/load.err")"
-echo "their half seconds with a pair over 100 ms (from the start of their run; the qdestroy"
+echo "their half seconds with a pair over 100 ms (from the start of their run; '$purge'"
 echo "began at 4 s):"
 grep -v 'longest pair' "$run/load.err" | sed 's/^/  /'
 echo "what the daemon logged meanwhile:"
