@@ -244,6 +244,32 @@ fn a_move_takes_the_messages_out_only_once_the_stream_is_written() {
         .stdout_has("9 messages imported into queue space QT");
 }
 
+/// `qexport -x` of more stored messages than one step of message administration locks
+/// (1,024) takes every one out, in the queue's order, in one move.
+#[test]
+fn a_move_of_many_stored_messages_takes_them_all_in_order() {
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    let bodies: Vec<String> = (0..2100).map(|i| format!("m{i}")).collect();
+    for body in &bodies {
+        app.put("Q", body);
+    }
+    drop(app);
+    // Started again, the messages are on disk alone.
+    crate::faults::stop_and_wait(&env);
+    let stream = env.path("moved.qmx");
+    env.c(&format!("qopen QS; qexport -x -q Q {}", stream.display()))
+        .ok()
+        .stdout_has("Exported 2100 messages")
+        .stdout_has("and took 2100 messages out of it");
+    env.c("qopen QS; qinfo Q").ok().stdout_has(" 0 |");
+    env.c(&format!("qopen QS; qimport {}", stream.display()))
+        .ok()
+        .stdout_has("2100 messages imported into queue space QS");
+    assert_eq!(App::connect(&env).drain("Q"), bodies);
+}
+
 /// A stream whose message says what qm never stores (here a priority of 0) is refused,
 /// naming the message and what is wrong, and its batch adds nothing.
 #[test]
