@@ -11,6 +11,7 @@ use super::writer::WriteOp;
 use super::{Engine, Inner, bad_queue};
 use qm_common::message::{Criteria, Expiry, MessageInfo, Qos, TimeSpec, TransactionInfo};
 use qm_common::{Diagnostic, QmError, QmResult};
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// Locks held by the administrator while it rewrites messages.
@@ -57,13 +58,11 @@ pub(super) const ADMIN_STEP: usize = 1024;
 impl Engine {
     /// The messages `criteria` may select in `queue`: the one its msgid names, or every
     /// message of the queue now, resident or stored. Each is looked at again, a step at a
-    /// time, by [`Engine::select`]; messages enqueued later are not among them.
-    pub(super) fn candidates(
-        &self,
-        inner: &Inner,
-        queue: &str,
-        criteria: &Criteria,
-    ) -> QmResult<Vec<u64>> {
+    /// time, by [`Engine::select`]; messages enqueued later are not among them. The stored
+    /// ones are read from a snapshot taken under the lock, but without it: at depth that
+    /// is millions of keys, and traffic goes on meanwhile (as in `qwhy`).
+    pub(super) fn candidates(&self, queue: &str, criteria: &Criteria) -> QmResult<Vec<u64>> {
+        let inner = self.lock();
         if !inner.index.queues.contains_key(queue) {
             return Err(bad_queue(queue, &self.name));
         }
@@ -75,9 +74,13 @@ impl Engine {
             .filter(|(_, e)| e.meta.queue == queue)
             .map(|(seq, _)| *seq)
             .collect();
-        let mut disk = self.disk_for(inner, queue);
+        let resident: HashSet<u64> = inner.index.resident_seqs().collect();
+        let mut disk = self.disk_for(&inner, queue);
+        // The snapshot is taken now, with the resident ones.
+        disk.view()?;
+        drop(inner);
         if let Some(view) = disk.view()? {
-            seqs.extend(view.seqs(queue)?.into_iter().filter(|s| !inner.index.resident(*s)));
+            seqs.extend(view.seqs(queue)?.into_iter().filter(|s| !resident.contains(s)));
         }
         Ok(seqs)
     }
@@ -105,7 +108,7 @@ impl Engine {
 
     /// The messages of `queue` meeting `criteria`, in queue order.
     pub fn list(&self, queue: &str, criteria: &Criteria) -> QmResult<Vec<MessageInfo>> {
-        let seqs = self.candidates(&self.lock(), queue, criteria)?;
+        let seqs = self.candidates(queue, criteria)?;
         let mut selected = Vec::new();
         for step in seqs.chunks(ADMIN_STEP) {
             selected.extend(self.select(&self.lock(), queue, criteria, step)?);
@@ -202,15 +205,12 @@ impl Engine {
         {
             return Err(QmError::invalid("Priority", p, "it must be 1 to 100"));
         }
-        let seqs = {
-            let inner = self.lock();
-            if let Change::Queue(new) = &change
-                && !inner.index.queues.contains_key(new)
-            {
-                return Err(bad_queue(new, &self.name));
-            }
-            self.candidates(&inner, queue, criteria)?
-        };
+        if let Change::Queue(new) = &change
+            && !self.lock().index.queues.contains_key(new)
+        {
+            return Err(bad_queue(new, &self.name));
+        }
+        let seqs = self.candidates(queue, criteria)?;
         let (mut changed, mut skipped) = (0, 0);
         for (i, step) in seqs.chunks(ADMIN_STEP).enumerate() {
             if i > 0 {

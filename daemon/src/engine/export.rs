@@ -172,12 +172,11 @@ impl Engine {
         taken: &mut Vec<u64>,
     ) -> QmResult<()> {
         let all = qm_common::message::Criteria::default();
-        let seqs = {
-            let inner = self.lock();
-            if !inner.index.queues.contains_key(queue) {
-                return Ok(());
-            }
-            self.candidates(&inner, queue, &all)?
+        let seqs = match self.candidates(queue, &all) {
+            Ok(seqs) => seqs,
+            // Removed since the export began: nothing of it to take.
+            Err(e) if e.diagnostic == qm_common::Diagnostic::BadQueue => return Ok(()),
+            Err(e) => return Err(e),
         };
         let mut locked = Vec::new();
         let mut step_result = Ok(());
