@@ -339,26 +339,10 @@ fn held_messages_are_left_alone() {
 /// queue held when it began.
 #[test]
 fn changes_to_many_messages_go_a_step_at_a_time() {
-    use crate::faults::stop_and_wait;
-    use crate::support::{Daemon, wait_until};
+    use crate::support::wait_until;
     use std::time::Duration;
     let env = Env::new();
-    env.c(&format!(
-        "crdl {} 0 6000; qspc -n 16B QS 40000 5000 8 4 16 5000 ERRQ n 16; qopen QS; \
-         qcreate {FIFO_Q}; qcreate {ERRQ}",
-        env.dev()
-    ))
-    .ok();
-    let mut app = App::connect(&env);
-    for i in 0..2100 {
-        app.put("Q", &format!("m{i}"));
-    }
-    drop(app);
-    // Started again, the messages are on disk alone, as in a deep queue.
-    stop_and_wait(&env);
-    let gate = env.path("gate");
-    let fault = format!("gatedadmin:{}", gate.display());
-    let _daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", fault.as_str())]);
+    let (_daemon, gate) = deep_and_gated(&env, &[FIFO_Q, ERRQ]);
     assert_eq!(scan(&env, "-p 1-100").len(), 2100, "qlist of every message, in steps");
     std::fs::write(&gate, "").unwrap();
     std::thread::scope(|s| {
@@ -375,4 +359,54 @@ fn changes_to_many_messages_go_a_step_at_a_time() {
         assert_eq!(app.drain("Q"), ["late"]);
     });
     env.c("qverify").ok().stdout_has("No problem found.");
+}
+
+/// A change that fails after some of its steps keeps them, and says how many messages
+/// they changed: `qchangequeue` of 2,100 messages to a queue destroyed after its first
+/// step moved 1,024, and the other 1,076 stay where they were.
+#[test]
+fn a_change_failing_after_some_steps_keeps_them_and_says_how_many() {
+    use crate::support::wait_until;
+    use std::time::Duration;
+    let env = Env::new();
+    let (_daemon, gate) = deep_and_gated(&env, &[FIFO_Q, ERRQ, "T fifo none 0 0 100% 0% ''"]);
+    std::fs::write(&gate, "").unwrap();
+    std::thread::scope(|s| {
+        let moving = s.spawn(|| env.c("qopen QS; qset Q; qchangequeue -y T"));
+        let stepped = wait_until(Duration::from_secs(60), || count(&env, "T") == 1024);
+        assert!(stepped, "no step of 1,024 moves showed alone: {} moved", count(&env, "T"));
+        env.c("qopen QS; qdestroy -f -y T").ok();
+        std::fs::remove_file(&gate).unwrap();
+        moving.join().unwrap().failed().stderr_has(
+            "Queue T does not exist in queue space QS (1024 messages were changed before it)",
+        );
+    });
+    assert_eq!(count(&env, "Q"), 2100 - 1024);
+    assert_eq!(App::connect(&env).take_body("Q"), "m1024");
+    env.c("qverify").ok().stdout_has("No problem found.");
+}
+
+/// Queue space QS with `queues` and 2,100 messages `m0`, `m1`, ... on Q, stored on disk
+/// alone (qmd started again since), served by a qmd that holds the steps of a change to
+/// many messages after the first while the returned gate file exists.
+fn deep_and_gated(env: &Env, queues: &[&str]) -> (crate::support::Daemon, std::path::PathBuf) {
+    let mut commands = format!(
+        "crdl {} 0 6000; qspc -n 16B QS 40000 5000 8 4 16 5000 ERRQ n 16; qopen QS",
+        env.dev()
+    );
+    for q in queues {
+        commands += &format!("; qcreate {q}");
+    }
+    env.c(&commands).ok();
+    let mut app = App::connect(env);
+    for i in 0..2100 {
+        app.put("Q", &format!("m{i}"));
+    }
+    drop(app);
+    crate::faults::stop_and_wait(env);
+    let gate = env.path("gate");
+    let fault = format!("gatedadmin:{}", gate.display());
+    let daemon =
+        crate::support::Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", fault.as_str())]);
+    (daemon, gate)
 }

@@ -179,17 +179,9 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let mut locked = Vec::new();
-        let mut step_result = Ok(());
-        for step in seqs.chunks(super::admin::ADMIN_STEP) {
+        let outcome = seqs.chunks(super::admin::ADMIN_STEP).try_for_each(|step| {
             let mut inner = self.lock();
-            let selected = match self.select(&inner, queue, &all, step) {
-                Ok(selected) => selected,
-                Err(e) => {
-                    step_result = Err(e);
-                    break;
-                }
-            };
-            for (seq, meta, state) in selected {
+            for (seq, meta, state) in self.select(&inner, queue, &all, step)? {
                 if !matches!(state, EntryState::Ready | EntryState::Waiting)
                     || !selection.takes(&meta)
                 {
@@ -200,10 +192,12 @@ impl Engine {
                 let blocks = self.blocks(&inner.index.msgs[&seq].meta);
                 inner.index.set_state(seq, EntryState::Locked(EXPORT_LOCK), blocks);
             }
-        }
+            Ok(())
+        });
+        // Those locked before an error too: the caller gives them back.
         locked.sort_unstable();
         taken.extend(locked.into_iter().map(|(_, seq)| seq));
-        step_result
+        outcome
     }
 
     /// Ends `qexport -x`: removes the messages it locked, in one durable write, once their
