@@ -194,6 +194,51 @@ async fn consumer(device: PathBuf, transactional: bool, ledger: Arc<Mutex<Ledger
     }
 }
 
+/// The one client of a round with a single session: an enqueue, then a dequeue, on one
+/// connection. With no other session open, qmd commits each request's writes on the
+/// session's own thread rather than the writer's; the `qmadmin` runs of the admin work
+/// open a second session now and then, so the cuts fall on both ways and between them.
+async fn alternating(device: PathBuf, id: String, ledger: Arc<Mutex<Ledger>>) {
+    let Ok(mut c) = Client::connect_device(&device, "alternating").await else { return };
+    for n in 0.. {
+        let body = format!("{id}-{n}");
+        ledger.lock().unwrap().enqueue_unknown.insert(body.clone());
+        match c.enqueue("QS", "Q", body.as_bytes(), &EnqueueCtl::default()).await {
+            Ok(msgid) => {
+                let mut l = ledger.lock().unwrap();
+                l.enqueue_unknown.remove(&body);
+                let at = l.event();
+                l.enqueued.insert(body, (msgid, at));
+            }
+            Err(e) => return ended(&ledger, e),
+        }
+        {
+            let mut l = ledger.lock().unwrap();
+            l.plain_in_flight = Some(l.event());
+        }
+        match c.dequeue("QS", "Q", &DequeueCtl::default()).await {
+            Ok(m) => {
+                let mut l = ledger.lock().unwrap();
+                l.plain_in_flight = None;
+                l.dequeued.insert(String::from_utf8(m.body).unwrap());
+            }
+            Err(e) if e.diagnostic == qm_common::Diagnostic::NoMsg => {
+                ledger.lock().unwrap().plain_in_flight = None;
+            }
+            Err(e) => return ended(&ledger, e),
+        }
+    }
+}
+
+/// Who sends the traffic of a round.
+#[derive(Clone, Copy)]
+enum Clients {
+    /// Four producers, a transactional one, a plain consumer and two transactional ones.
+    Many,
+    /// One session that enqueues and dequeues in turn ([`alternating`]).
+    One,
+}
+
 /// Creates entries, queue spaces and extents, one `qmadmin` each, until one fails (the
 /// daemon is gone) or `stop` is set; at most two of each per round (the device list is
 /// small).
@@ -244,6 +289,7 @@ fn workload(
     round: usize,
     daemon: FaultyQmd,
     stop_after: Option<usize>,
+    who: Clients,
 ) -> (Ledger, Admin) {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let admin_seen = Arc::new(Mutex::new(Admin::default()));
@@ -251,20 +297,29 @@ fn workload(
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut clients = Vec::new();
-    for id in 0..4 {
+    if let Clients::One = who {
+        clients.push(rt.spawn(alternating(
+            env.device.clone(),
+            format!("r{round}a"),
+            ledger.clone(),
+        )));
+    }
+    for id in (0..4).filter(|_| matches!(who, Clients::Many)) {
         clients.push(rt.spawn(producer(
             env.device.clone(),
             format!("r{round}p{id}"),
             ledger.clone(),
         )));
     }
-    clients.push(rt.spawn(transactional_producer(
-        env.device.clone(),
-        format!("r{round}t"),
-        ledger.clone(),
-    )));
-    for i in 0..3 {
-        clients.push(rt.spawn(consumer(env.device.clone(), i != 0, ledger.clone())));
+    if let Clients::Many = who {
+        clients.push(rt.spawn(transactional_producer(
+            env.device.clone(),
+            format!("r{round}t"),
+            ledger.clone(),
+        )));
+        for i in 0..3 {
+            clients.push(rt.spawn(consumer(env.device.clone(), i != 0, ledger.clone())));
+        }
     }
     let admin_thread = {
         let device = env.device.clone();
@@ -521,24 +576,30 @@ fn drain(env: &Env) -> Vec<(String, MsgId)> {
 /// count.
 #[test]
 fn power_cuts_lose_nothing_acknowledged() {
-    power_cuts("", &[]);
+    power_cuts("", &[], Clients::Many);
+}
+
+/// The same with one client, whose writes its session commits itself.
+#[test]
+fn power_cuts_with_one_client_lose_nothing_acknowledged() {
+    power_cuts("", &[], Clients::One);
 }
 
 /// The same with bodies kept in redb (`QM_BODY_LOG=0`) rather than in body segments.
 #[test]
 fn power_cuts_with_bodies_in_redb_lose_nothing_acknowledged() {
-    power_cuts("+checkpoints", &[("QM_BODY_LOG", "0")]);
+    power_cuts("+checkpoints", &[("QM_BODY_LOG", "0")], Clients::Many);
 }
 
 /// The same with a checkpoint after every group of writes, so that cuts fall inside
 /// checkpoints (the durable redb commit, the journal starting again) as often as not.
 #[test]
 fn power_cuts_during_checkpoints_lose_nothing_acknowledged() {
-    power_cuts("+checkpoints", &[]);
+    power_cuts("+checkpoints", &[], Clients::Many);
 }
 
 /// Cuts the power at points spread over a workload; `mode` is added to each `QM_FAULT`.
-fn power_cuts(mode: &str, vars: &[(&str, &str)]) {
+fn power_cuts(mode: &str, vars: &[(&str, &str)], who: Clients) {
     let env = Env::new();
     let dev = env.dev();
     // Entry 0 has no room left past QS, so the queue spaces of the admin work go to the
@@ -555,7 +616,7 @@ fn power_cuts(mode: &str, vars: &[(&str, &str)]) {
     let daemon =
         FaultyQmd::start_with(&env, &format!("count:{}{mode}", count.display()), &log, vars)
             .expect("qmd");
-    let (ledger, admin) = workload(&env, 0, daemon, Some(300));
+    let (ledger, admin) = workload(&env, 0, daemon, Some(300), who);
     let total: u64 = std::fs::read_to_string(&count).unwrap().trim().parse().unwrap();
     let restarted = Daemon::start(&env.device, &[]);
     audit.check(&env, 0, &ledger, &admin);
@@ -570,7 +631,7 @@ fn power_cuts(mode: &str, vars: &[(&str, &str)]) {
         let log = env.path(&format!("qmd-{round}.err"));
         let fault = format!("powercut:{n}{mode}");
         let (ledger, admin) = match FaultyQmd::start_with(&env, &fault, &log, vars) {
-            Some(daemon) => workload(&env, round, daemon, None),
+            Some(daemon) => workload(&env, round, daemon, None, who),
             None => (Ledger::default(), Admin::default()),
         };
         let text = std::fs::read_to_string(&log).unwrap_or_default();

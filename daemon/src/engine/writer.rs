@@ -133,6 +133,11 @@ pub struct Writer {
     tx: mpsc::Sender<Job>,
     /// Jobs sent and not answered yet.
     in_flight: Arc<AtomicU64>,
+    /// The file, for the jobs committed by their senders ([`Writer::commit_here`]).
+    file: Arc<DbFile>,
+    /// How many jobs their senders committed: the thread takes no idle checkpoint while
+    /// this moves.
+    committed_here: Arc<AtomicU64>,
 }
 
 /// A job sent and not yet answered.
@@ -217,20 +222,29 @@ impl Writer {
     pub fn start(file: Arc<DbFile>, name: &str) -> QmResult<Arc<Writer>> {
         let (tx, rx) = mpsc::channel::<Job>();
         let in_flight = Arc::new(AtomicU64::new(0));
-        let answered = in_flight.clone();
+        let committed_here = Arc::new(AtomicU64::new(0));
+        let shared =
+            Shared { in_flight: in_flight.clone(), committed_here: committed_here.clone() };
         std::thread::Builder::new()
             .name(format!("qm-writer {name}"))
             .spawn({
-                let name = name.to_string();
-                move || run(&file, &rx, &answered, &name)
+                let (file, name) = (file.clone(), name.to_string());
+                move || run(&file, &rx, &shared, &name)
             })
             .map_err(|e| QmError::system(format!("cannot start the writer thread: {e}")))?;
-        Ok(Arc::new(Writer { tx, in_flight }))
+        Ok(Arc::new(Writer { tx, in_flight, file, committed_here }))
     }
 
     /// Queues a job; it is applied after every job sent before it.
     pub fn send(&self, ops: Vec<WriteOp>) -> Pending {
         let (reply, rx) = oneshot::channel();
+        let ops = match self.commit_here(ops) {
+            Ok(result) => {
+                let _ = reply.send(result);
+                return Pending { rx, alone: false };
+            }
+            Err(ops) => ops,
+        };
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         if let Err(mpsc::SendError(job)) = self.tx.send(Job { ops, reply }) {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -238,10 +252,93 @@ impl Writer {
         }
         Pending { rx, alone }
     }
+
+    /// Commits `ops` on the sender's own thread when it is the only session and the
+    /// writer has nothing in hand, and the group needs nothing but a journal record (see
+    /// [`commit_deferred`]); gives them back otherwise, for the writer's thread. At one
+    /// client the two hand-offs between threads per request cost as much as half a flush
+    /// on this kind of machine, all three threads often sharing one processor
+    /// (BENCHMARKS.md). The sender holds its queue space's lock, as for any send, so
+    /// the order of its changes is kept; a job sent meanwhile by another queue space of
+    /// the file waits for the journal, as it would wait for the writer.
+    fn commit_here(&self, ops: Vec<WriteOp>) -> Result<JobResult, Vec<WriteOp>> {
+        if SESSIONS.load(Ordering::Relaxed) > COMMIT_HERE_SESSIONS
+            || self.in_flight.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return Err(ops);
+        }
+        let done = commit_deferred(&self.file, &ops);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match done {
+            Some(removed) => {
+                self.committed_here.fetch_add(1, Ordering::Relaxed);
+                trace_jobs(std::iter::once(ops.as_slice()));
+                Ok(Ok(removed))
+            }
+            None => Err(ops),
+        }
+    }
 }
 
-fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &str) {
+/// At most this many sessions for a sender to commit its own job: with more, a flush
+/// under a queue space's lock would hold the others up, and a group commit serves them.
+const COMMIT_HERE_SESSIONS: usize = 1;
+
+/// What the writer's thread shares with the handle.
+struct Shared {
+    in_flight: Arc<AtomicU64>,
+    committed_here: Arc<AtomicU64>,
+}
+
+/// Commits `ops` as one journal record, deferred, when that is all it takes: a group of
+/// message writes and state values that fits in the journal, on a file not held by a
+/// backup, with no checkpoint due and the room for it in redb already held. Anything
+/// else (or any failure, which the writer's thread then meets and reports as usual) gives
+/// `None`, and nothing was changed.
+fn commit_deferred(file: &DbFile, ops: &[WriteOp]) -> Option<Vec<Option<Vec<u8>>>> {
+    let jobs = std::iter::once(ops);
+    let small = body_bytes(jobs.clone()) < BODIES_HERE;
+    if !small || !Deferred::takes(jobs.clone()) || file.held() {
+        return None;
+    }
+    let record = encode_record(jobs.clone());
+    let db = file.get().ok()?;
+    let mut guard = file.journal();
+    let journal = guard.as_mut()?;
+    let due = if crate::storage::fault::checkpoints_always() { 1 } else { CHECKPOINT_BYTES };
+    if checkpoint_due(journal, due) || !journal.make_room(record.len(), false) {
+        return None;
+    }
+    let held = COMMIT_ROOM + journal.unapplied_room() + room(jobs.clone());
+    if db.reserve(held.next_multiple_of(HOLD_STEP)).is_err() {
+        return None;
+    }
+    let removed = journal.deferred.removed(&db, jobs.clone(), journal.applying()).ok()?;
+    journal.append(&record).ok()?;
+    let lsn = journal.next_lsn() - 1;
+    journal.deferred.push(jobs, lsn);
+    COMMITS.fetch_add(1, Ordering::Relaxed);
+    removed.into_iter().next().or(Some(Vec::new()))
+}
+
+/// Bodies a job committed by its sender may hold: more is an import's batch, which the
+/// writer's thread commits its own way.
+const BODIES_HERE: usize = 64 * 1024;
+
+/// Whether `journal` is due for a checkpoint (`bytes` of records) or for applying its
+/// deferred writes.
+fn checkpoint_due(journal: &journal::Journal, bytes: u64) -> bool {
+    journal.used() >= bytes
+        || journal.pending_room >= PENDING_ROOM
+        || journal.deferred.len() >= DEFERRED_WRITES
+        || journal.deferred.room() >= DEFERRED_ROOM
+}
+
+fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, shared: &Shared, name: &str) {
     let mut log = FailureLog::default();
+    // Jobs committed by their senders, when last looked at: while it moves, the file is
+    // not idle.
+    let mut committed_here = 0;
     let applier = Applier::start(name);
     // Catching up on deferred writes after a backup: a step between two groups, and steps
     // one after another while no job waits.
@@ -263,6 +360,10 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
         let first = match next {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                let here = shared.committed_here.load(Ordering::Relaxed);
+                if std::mem::replace(&mut committed_here, here) != here {
+                    continue;
+                }
                 catching_up = checkpoint_if(file, 1, catching_up, None);
                 if !catching_up {
                     compact_unless_held(file, applier.as_ref());
@@ -280,7 +381,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
         match commit(file, batch.iter().map(|j| j.ops.as_slice())) {
             Ok(mut results) => {
                 log.succeeded();
-                trace_batch(&batch);
+                trace_jobs(batch.iter().map(|j| j.ops.as_slice()));
                 for job in batch.into_iter().rev() {
                     let _ = job.reply.send(Ok(results.pop().unwrap_or_default()));
                 }
@@ -305,7 +406,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, in_flight: &AtomicU64, name: &st
                 }
             }
         }
-        in_flight.fetch_sub(jobs, Ordering::Relaxed);
+        shared.in_flight.fetch_sub(jobs, Ordering::AcqRel);
         let every = crate::storage::fault::checkpoints_always();
         let bytes = if every { 1 } else { CHECKPOINT_BYTES };
         catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
@@ -484,14 +585,14 @@ impl FailureLog {
     }
 }
 
-/// Logs what a batch committed, at trace level.
-fn trace_batch(batch: &[Job]) {
+/// Logs what a group of jobs committed, at trace level.
+fn trace_jobs<'a>(jobs: impl ExactSizeIterator<Item = &'a [WriteOp]>) {
     if !tracing::enabled!(tracing::Level::TRACE) {
         return;
     }
-    let seqs: Vec<String> = batch
-        .iter()
-        .flat_map(|j| j.ops.iter())
+    let count = jobs.len();
+    let seqs: Vec<String> = jobs
+        .flatten()
         .filter_map(|op| match op {
             WriteOp::Put { seq, body, .. } => {
                 Some(format!("{}{seq:x}", if body.is_some() { "+" } else { "~" }))
@@ -501,7 +602,7 @@ fn trace_batch(batch: &[Job]) {
             WriteOp::State { .. } | WriteOp::Record { .. } | WriteOp::RemoveQueue { .. } => None,
         })
         .collect();
-    tracing::trace!("committed {} jobs: {}", batch.len(), seqs.join(" "));
+    tracing::trace!("committed {count} jobs: {}", seqs.join(" "));
 }
 
 /// Room any commit may need besides its values: branch pages, redb's own tables.
