@@ -190,6 +190,11 @@ fn die(step: u64, what: &str) -> ! {
     std::process::abort()
 }
 
+/// Whether `QM_FAULT` is set at all: storage then goes through the counted paths only.
+pub fn armed() -> bool {
+    fault().is_some()
+}
+
 /// Whether a test asked for a checkpoint after every group of writes.
 pub fn checkpoints_always() -> bool {
     lock().is_some_and(|f| f.checkpoints)

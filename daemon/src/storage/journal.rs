@@ -152,6 +152,9 @@ pub struct Journal {
     /// False when its generation could not be recorded in redb (a full filesystem at
     /// open): records written now would not be applied at the next open, so none are.
     usable: bool,
+    /// Records written straight to the device, where the filesystem takes it
+    /// ([`super::direct`]).
+    direct: Option<super::direct::Direct>,
 }
 
 /// What a journal's header says.
@@ -191,6 +194,7 @@ impl Journal {
         };
         check_trust(&path, &file.metadata().map_err(|e| os_error(&path, "examine", e))?)?;
         let len = file.metadata().map_err(|e| os_error(&path, "examine", e))?.len();
+        let direct = super::direct::Direct::open(&file);
         let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
         let mut journal = Journal {
             path,
@@ -207,6 +211,7 @@ impl Journal {
             applying: None,
             marks,
             usable: true,
+            direct,
         };
         let header = journal.read_header()?;
         (journal.generation, journal.format) = (header.generation, header.format);
@@ -452,20 +457,45 @@ impl Journal {
             return Err(QmError::system("the journal has no room for the record"));
         }
         let lsn = self.next_lsn;
-        let mut record = Vec::with_capacity(total as usize);
-        record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&self.checksum(lsn, payload).to_le_bytes());
-        record.extend_from_slice(&lsn.to_le_bytes());
-        record.extend_from_slice(payload);
+        let mut head = [0u8; RECORD_HEAD];
+        head[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        head[4..8].copy_from_slice(&self.checksum(lsn, payload).to_le_bytes());
+        head[8..].copy_from_slice(&lsn.to_le_bytes());
         let started = std::time::Instant::now();
-        self.file.write(self.at, &record).map_err(io(&self.path, "write"))?;
-        self.file.sync_data().map_err(io(&self.path, "sync"))?;
+        self.write_record(&head, payload)?;
         crate::timings::JOURNAL_SYNCS.record(started.elapsed());
         self.at += total;
         self.next_lsn += 1;
         self.written += 1;
         self.marks.acknowledge(lsn);
         Ok(())
+    }
+
+    /// Writes a record at the journal's end and makes it durable: straight to the device
+    /// where it can, else into the page cache and synced.
+    fn write_record(&mut self, head: &[u8], payload: &[u8]) -> QmResult<()> {
+        if let Some(direct) = &mut self.direct {
+            let file = &self.file;
+            let read = |at, out: &mut [u8]| file.read(at, out);
+            match direct.write(self.at, head, payload, read) {
+                Ok(()) => return Ok(()),
+                // The filesystem took the descriptor but not the write (nothing was
+                // written): from now on through the page cache.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    tracing::warn!(
+                        "{}: direct writes refused ({e}); written through the page cache",
+                        self.path.display()
+                    );
+                    self.direct = None;
+                }
+                Err(e) => return Err(io(&self.path, "write")(e)),
+            }
+        }
+        let mut record = Vec::with_capacity(head.len() + payload.len());
+        record.extend_from_slice(head);
+        record.extend_from_slice(payload);
+        self.file.write(self.at, &record).map_err(io(&self.path, "write"))?;
+        self.file.sync_data().map_err(io(&self.path, "sync"))
     }
 
     /// The CRC of a record: over the generation too since format 3.

@@ -60,6 +60,7 @@ use forward_range_locks;
 
 pub mod bodies;
 pub mod device;
+mod direct;
 pub mod fault;
 pub mod fence;
 pub mod files;
