@@ -29,6 +29,9 @@ pub struct SessionData {
     moving: Option<(Arc<Engine>, Vec<u64>)>,
     /// Warnings for the reply to the request in hand.
     pub notes: Vec<qm_common::protocol::Note>,
+    /// Where a change to many messages tells how far it has come, while the session relays
+    /// it to the client.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<qm_common::protocol::Progress>>,
 }
 
 impl SessionData {
@@ -42,6 +45,7 @@ impl SessionData {
             gone: None,
             moving: None,
             notes: Vec::new(),
+            progress: None,
         }
     }
 
@@ -421,6 +425,12 @@ async fn message(
             (queue, criteria, Change::Expiration(expiry))
         }
     };
-    let (changed, held) = engine.change(&queue, &criteria, change).await?;
+    let progress = sd.progress.clone();
+    let tell = move |p| {
+        if let Some(tx) = &progress {
+            let _ = tx.send(p);
+        }
+    };
+    let (changed, held) = engine.change(&queue, &criteria, change, &tell).await?;
     Ok(Reply::Changed { changed, held })
 }

@@ -204,6 +204,8 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
                         return;
                     }
                 }
+            } else if matches!(request, Request::Message(_)) {
+                relay_progress(daemon, id, sd, request, conn).await
             } else {
                 crate::data::handle(daemon, id, sd, request).await
             };
@@ -235,6 +237,34 @@ async fn requests<R: AsyncRead + Half, W: AsyncWrite + Half>(
             return;
         }
     }
+}
+
+/// Serves a message-administration request, relaying the progress a change to many
+/// messages tells as it goes (each frame before the outcome, in order).
+async fn relay_progress<R: AsyncRead + Half, W: AsyncWrite + Half>(
+    daemon: &Arc<Daemon>,
+    id: u64,
+    sd: &mut SessionData,
+    request: Request,
+    conn: &mut Connection<R, W>,
+) -> qm_common::QmResult<qm_common::protocol::Reply> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    sd.progress = Some(tx);
+    let result = {
+        let handled = crate::data::handle(daemon, id, sd, request);
+        tokio::pin!(handled);
+        loop {
+            tokio::select! {
+                Some(p) = rx.recv() => { let _ = conn.write_frame(&Response::Progress(p)).await; }
+                result = &mut handled => break result,
+            }
+        }
+    };
+    sd.progress = None;
+    while let Ok(p) = rx.try_recv() {
+        let _ = conn.write_frame(&Response::Progress(p)).await;
+    }
+    result
 }
 
 /// Serves `qexport`: relays the export's batches as they come, then its outcome; false if

@@ -167,7 +167,13 @@ impl Shell {
         self.call_with_progress(request, false)
     }
 
-    /// Like [`Shell::call`], showing progress dots (one per 5%) when `show` is true.
+    /// Whether long work shows progress dots: in verbose mode (as Tuxedo) or on a terminal.
+    pub fn shows_progress(&self) -> bool {
+        self.verbose || std::io::stdout().is_terminal()
+    }
+
+    /// Like [`Shell::call`], showing progress dots (one per 5%) when `show` is true and the
+    /// daemon tells progress (it does for work long enough to want it).
     pub fn call_with_progress(&mut self, request: Request, show: bool) -> Result<Done, Failure> {
         // Data-plane failures also name their QME* diagnostic, so that a script can tell
         // "no message" from "no space" without reading the sentence.
@@ -187,11 +193,13 @@ impl Shell {
             }
         };
         let mut dots = 0u64;
+        let mut told = false;
         // Only a dequeue waiting for a message can take long enough to want Ctrl-C.
         let interruptible = self.input.interactive()
             && matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
         crate::interrupt::clear();
         let call = self.client.call_with_progress(request, |p| {
+            told = true;
             if show && p.total > 0 {
                 let due = p.done * 20 / p.total;
                 while dots < due {
@@ -211,7 +219,7 @@ impl Shell {
             return Err(self.give_up_connection());
         };
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
-        if show && result.is_ok() {
+        if show && told && result.is_ok() {
             emit(&".".repeat(20usize.saturating_sub(dots as usize)));
             dots = 20;
         }

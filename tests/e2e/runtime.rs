@@ -2,7 +2,7 @@
 //! initialization next to other work, half-sent frames, and threshold commands left running
 //! by a killed daemon.
 
-use crate::support::{Daemon, Env, QMD, wait_until};
+use crate::support::{Daemon, Env, Output, QMD, wait_until};
 use qm_common::protocol::{ClientKind, Hello, PROTOCOL_VERSION, Request, Response};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -303,31 +303,6 @@ fn the_soft_limit_of_open_files_is_raised_at_start() {
     let text = read(&log);
     assert!(!text.contains("cannot accept"), "{text}");
     drop(clients);
-}
-
-/// What a running process has printed so far, read by a thread.
-struct Output(std::sync::Arc<std::sync::Mutex<String>>);
-
-impl Output {
-    fn of(stream: impl Read + Send + 'static) -> Output {
-        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = text.clone();
-        std::thread::spawn(move || {
-            let mut stream = stream;
-            let mut buf = [0u8; 256];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Output(text)
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
 }
 
 /// Initializing a large queue space (slowed down here: every chunk waits a second, by a

@@ -773,3 +773,28 @@ impl Drop for Session {
         }
     }
 }
+
+/// What a running process has printed so far, read by a thread.
+pub struct Output(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Output {
+    pub fn of(stream: impl std::io::Read + Send + 'static) -> Output {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Output(text)
+    }
+
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}

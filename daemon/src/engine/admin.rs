@@ -10,6 +10,7 @@ use super::record::{MessageMeta, msgid_of, now_us, order_key, secs};
 use super::writer::WriteOp;
 use super::{Engine, Inner, bad_queue};
 use qm_common::message::{Criteria, Expiry, MessageInfo, Qos, TimeSpec, TransactionInfo};
+use qm_common::protocol::Progress;
 use qm_common::{Diagnostic, QmError, QmResult};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -186,12 +187,14 @@ impl Engine {
     /// Applies `change` to the messages of `queue` meeting `criteria`, [`ADMIN_STEP`] at a
     /// time, each step durable before the next; returns how many changed and how many were
     /// skipped because a transaction holds them. After an error, the steps before it stay
-    /// done, and the error says how many messages they changed.
+    /// done, and the error says how many messages they changed. When there is more than one
+    /// step, `progress` is told after each how many of the messages found were looked at.
     pub async fn change(
         &self,
         queue: &str,
         criteria: &Criteria,
         change: Change,
+        progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> QmResult<(u64, u64)> {
         if let Change::Queue(new) = &change
             && new == queue
@@ -211,6 +214,7 @@ impl Engine {
             return Err(bad_queue(new, &self.name));
         }
         let seqs = self.candidates(queue, criteria)?;
+        let total = seqs.len() as u64;
         let (mut changed, mut skipped) = (0, 0);
         for (i, step) in seqs.chunks(ADMIN_STEP).enumerate() {
             if i > 0 {
@@ -226,6 +230,9 @@ impl Engine {
                     return Err(e);
                 }
                 Err(e) => return Err(e),
+            }
+            if seqs.len() > ADMIN_STEP {
+                progress(Progress { done: (i * ADMIN_STEP + step.len()) as u64, total });
             }
         }
         Ok((changed, skipped))

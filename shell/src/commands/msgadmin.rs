@@ -172,7 +172,8 @@ fn change(
             return Ok(());
         }
     }
-    match sh.call(Request::Message(request))?.reply {
+    let show = sh.shows_progress();
+    match sh.call_with_progress(Request::Message(request), show)?.reply {
         Reply::Changed { changed, held: 0 } | Reply::Count(changed) => {
             sh.info(&format!("{} {done}", messages(changed)));
         }

@@ -12,7 +12,6 @@ use qm_common::qspace::{
     BLOCKING_DEFAULT, BLOCKING_MAX, COUNT_MAX, IPC_KEY_MAX, IPC_KEY_MIN, MESSAGES_MAX, MemorySize,
     QueueSpaceChange, QueueSpaceInfo, QueueSpaceParams, check_ipc_key,
 };
-use std::io::IsTerminal;
 
 const NAME: &str = "Queue space name: ";
 const IPC_KEY: &str = "IPC Key for queue space";
@@ -67,11 +66,6 @@ where
     args.value(flag).map(|v| number(field, v, range.clone()).map_err(|e| e.message)).transpose()
 }
 
-/// Progress dots for long work: in verbose mode (as Tuxedo) or on a terminal.
-fn show_progress(sh: &Shell) -> bool {
-    sh.verbose || std::io::stdout().is_terminal()
-}
-
 fn ask_initialize(sh: &mut Shell, pos: &mut Positionals) -> Result<bool, String> {
     sh.optional(pos, &format!("{INIT} (y, n [default=n]): "), false, None, |s| yes_no(INIT, s))
 }
@@ -115,7 +109,7 @@ pub fn qspacecreate(sh: &mut Shell, args: Args) -> CmdResult {
         overflow,
     };
     params.validate().map_err(|e| e.message)?;
-    let show = initialize && show_progress(sh);
+    let show = initialize && sh.shows_progress();
     sh.call_with_progress(Request::QueueSpace(QueueSpaceRequest::Create(params)), show)?;
     Ok(())
 }
@@ -186,7 +180,7 @@ pub fn qspacechange(sh: &mut Shell, args: Args) -> CmdResult {
         overflow,
     };
     change.validate().map_err(|e| e.message)?;
-    let show = initialize && show_progress(sh);
+    let show = initialize && sh.shows_progress();
     sh.call_with_progress(Request::QueueSpace(QueueSpaceRequest::Change(change)), show)?;
     Ok(())
 }
