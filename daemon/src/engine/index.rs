@@ -383,6 +383,12 @@ impl Index {
     /// Counts (or uncounts) a committed message in its queue's usage, and a waiting one
     /// among its queue's waiting messages.
     fn tally(&mut self, seq: u64, blocks: u64, add: bool) {
+        self.count(seq, blocks, add, true);
+    }
+
+    /// [`Index::tally`]; `by_age` false leaves the message's place among the resident ones
+    /// by age as it is (a change of state between two committed states keeps it).
+    fn count(&mut self, seq: u64, blocks: u64, add: bool, by_age: bool) {
         let Some(entry) = self.msgs.get(&seq) else { return };
         let Some(q) = self.queues.get_mut(&entry.meta.queue) else { return };
         if !add && !q.line.is_empty() {
@@ -397,9 +403,9 @@ impl Index {
             self.dirty.insert(entry.meta.queue.clone());
         }
         let age_key = (entry.meta.enqueued_us, seq);
-        if add {
+        if by_age && add {
             q.by_age.insert(age_key);
-        } else {
+        } else if by_age {
             q.by_age.remove(&age_key);
         }
         let apply = |v: &mut u64, by: u64| if add { *v += by } else { *v = v.saturating_sub(by) };
@@ -459,11 +465,13 @@ impl Index {
         // A change asks for a new eviction once its own write is acknowledged.
         self.evicting.remove(&seq);
         self.unplace(seq);
-        self.tally(seq, blocks, false);
+        let committed = |s: &EntryState| !matches!(s, EntryState::Uncommitted(_));
+        let by_age = !(committed(&self.msgs[&seq].state) && committed(&state));
+        self.count(seq, blocks, false, by_age);
         if let Some(e) = self.msgs.get_mut(&seq) {
             e.state = state;
         }
-        self.tally(seq, blocks, true);
+        self.count(seq, blocks, true, by_age);
         self.place(seq);
     }
 
