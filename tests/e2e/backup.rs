@@ -431,7 +431,8 @@ fn qspacemove_takes_a_queue_space_to_another_file_and_back() {
 }
 
 /// Without `-y`, qbackup asks first, as Tuxedo's commands that write do, and a "no" makes
-/// no backup; qrestore takes a `-m` before its two paths too.
+/// no backup; it shows its progress in verbose mode; qrestore takes a `-m` before its two
+/// paths too.
 #[test]
 fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
     let env = Env::new();
@@ -442,7 +443,10 @@ fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
         .stdout_has("Are you sure?")
         .stderr_has("Device not backed up");
     assert!(!backup.exists());
-    env.script(&format!("qbackup {}\ny\n", backup.display())).ok();
+    // In verbose mode, progress dots while it copies.
+    env.script(&format!("v\nqbackup {}\ny\n", backup.display()))
+        .ok()
+        .stdout_has(&format!("{}\n", ".".repeat(20)));
     assert!(backup.join(MANIFEST).exists());
     std::fs::create_dir(env.path("r")).unwrap();
     let (device, moved) = (env.path("r/QUE"), env.path("r/MOVED"));

@@ -58,7 +58,9 @@ fn a_whole_device_passes_while_traffic_flows() {
         }
         stop.store(true, Ordering::Relaxed);
     });
-    env.c("qverify QS").ok().stdout_has("No problem found.");
+    env.c("qverify QS").ok().stdout_has("No problem found.").stdout_lacks("....");
+    // In verbose mode, progress dots while it checks.
+    env.c("v; qverify QS").ok().stdout_has(&format!("{}\n", ".".repeat(20)));
     stop_and_wait(&env);
     offline(&env).ok().stdout_has("No problem found.");
 }

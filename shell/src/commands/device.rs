@@ -136,7 +136,10 @@ pub fn qverify(sh: &mut Shell, args: Args) -> CmdResult {
         Some(name) => Some(super::qspace::qspace_name(&name).map_err(|e| e.to_string())?),
         None => None,
     };
-    let done = sh.call(Request::Device(DeviceRequest::Verify { qspace }))?;
+    let done = sh.call_with_progress(
+        Request::Device(DeviceRequest::Verify { qspace }),
+        sh.shows_progress(),
+    )?;
     let Reply::Verified(report) = done.reply else { return Ok(()) };
     let text =
         if sh.wants_json(args.json) { render::json(&report) } else { render::verify(&report) };
@@ -172,7 +175,8 @@ pub fn qbackup(sh: &mut Shell, args: Args) -> CmdResult {
         sh.warn("Device not backed up");
         return Ok(());
     }
-    let done = sh.call(Request::Device(DeviceRequest::Backup { dir }))?;
+    let done =
+        sh.call_with_progress(Request::Device(DeviceRequest::Backup { dir }), sh.shows_progress())?;
     if let Reply::BackedUp(report) = done.reply {
         let text =
             if sh.wants_json(args.json) { render::json(&report) } else { render::backup(&report) };
@@ -199,7 +203,10 @@ pub fn qrestore(sh: &mut Shell, args: Args) -> CmdResult {
     if let Some(extra) = pos.take() {
         return Err(format!("qrestore: unexpected '{extra}' (the -m options come last)"));
     }
-    let done = sh.call(Request::Device(DeviceRequest::Restore { dir, device, map }))?;
+    let done = sh.call_with_progress(
+        Request::Device(DeviceRequest::Restore { dir, device, map }),
+        sh.shows_progress(),
+    )?;
     if let Reply::Restored(report) = done.reply {
         let text =
             if sh.wants_json(args.json) { render::json(&report) } else { render::restore(&report) };
