@@ -1249,7 +1249,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "[{off|on}]",
         Nothing,
         general::verbose,
-        "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, and long work (qspacecreate, qbackup, qverify, changes to many messages) shows progress dots. Without an argument, toggles.",
+        "Makes commands say more: lidl adds free-space maps, qinfo queue definitions, and long work (qspacecreate, qbackup, qverify, qexport, qimport, changes to many messages) shows progress dots. Without an argument, toggles.",
         [(
             "off|on",
             "turns verbose mode on or off; without it verbose mode toggles (it starts off)"

@@ -25,6 +25,7 @@ pub mod manager;
 pub mod manual;
 pub mod options;
 pub mod pager;
+pub mod progress;
 pub mod render;
 pub mod repl;
 pub mod shell;

@@ -183,31 +183,12 @@ impl Shell {
         self.mend()?;
         let data = matches!(request, Request::Data(_));
         // Progress goes where notes go: standard error while the command prints JSON.
-        let to_err = self.json_now;
-        let emit = move |text: &str| {
-            if to_err {
-                eprint!("{text}");
-            } else {
-                print!("{text}");
-                let _ = std::io::stdout().flush();
-            }
-        };
-        let mut dots = 0u64;
-        let mut told = false;
+        let mut dots = crate::progress::Dots::new(show, self.json_now);
         // Only a dequeue waiting for a message can take long enough to want Ctrl-C.
         let interruptible = self.input.interactive()
             && matches!(&request, Request::Data(DataRequest::Dequeue { ctl, .. }) if ctl.wait_ms.is_some());
         crate::interrupt::clear();
-        let call = self.client.call_with_progress(request, |p| {
-            told = true;
-            if show && p.total > 0 {
-                let due = p.done * 20 / p.total;
-                while dots < due {
-                    emit(".");
-                    dots += 1;
-                }
-            }
-        });
+        let call = self.client.call_with_progress(request, |p| dots.tell(p.done, p.total));
         let result = self.runtime.block_on(async {
             tokio::select! {
                 result = call => Some(result),
@@ -219,13 +200,7 @@ impl Shell {
             return Err(self.give_up_connection());
         };
         // Finished is 100%, whether or not the last progress frame arrived before the reply.
-        if show && told && result.is_ok() {
-            emit(&".".repeat(20usize.saturating_sub(dots as usize)));
-            dots = 20;
-        }
-        if dots > 0 {
-            emit("\n");
-        }
+        dots.finish(result.is_ok());
         let done = result.map_err(|e| {
             // A refusal of rights names its diagnostic first already.
             let named = e.message.starts_with(e.diagnostic.name());

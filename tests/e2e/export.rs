@@ -35,7 +35,12 @@ fn a_round_trip_keeps_order_msgids_and_properties_and_a_second_import_adds_nothi
     env.c(&format!("qopen QS; qexport {}", stream.display()))
         .ok()
         .stdout_has("Exported 431 messages")
-        .stdout_has("2 queue definitions");
+        .stdout_has("2 queue definitions")
+        .stdout_lacks("....");
+    // In verbose mode, progress dots: by messages exported, by bytes of the file imported.
+    let dots = format!("{}\n", ".".repeat(20));
+    let verbose = env.path("verbose.qmx");
+    env.c(&format!("v; qopen QS; qexport {}", verbose.display())).ok().stdout_has(&dots);
     // Not over a file that exists.
     env.c(&format!("qopen QS; qexport {}", stream.display()))
         .failed()
@@ -48,9 +53,9 @@ fn a_round_trip_keeps_order_msgids_and_properties_and_a_second_import_adds_nothi
         .ok()
         .stdout_has("431 messages imported into queue space QS, 0 already there")
         .stdout_has("queues created: P, Q");
-    admin(&other, &format!("qopen QS; qimport {}", stream.display()))
+    admin(&other, &format!("v; qopen QS; qimport {}", verbose.display()))
         .ok()
-        .stdout_has("0 messages imported into queue space QS, 431 already there");
+        .stdout_has(&format!("{dots}0 messages imported into queue space QS, 431 already there"));
     let mut copy = App::connect_to(&other);
     for queue in ["P", "Q"] {
         assert_eq!(all(&mut copy, queue), all(&mut app, queue), "queue {queue}: every property");

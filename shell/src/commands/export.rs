@@ -2,6 +2,7 @@
 //! docs/export-format.md, in a file or on standard output and input (`-`).
 
 use crate::getopt::Args;
+use crate::progress::Dots;
 use crate::shell::{CmdResult, Positionals, Shell};
 use qm_common::client::{Client, Done};
 use qm_common::export::{ExportBatch, Header, Reader, Record, VERSION, Writer};
@@ -9,9 +10,11 @@ use qm_common::names::check_queue_name;
 use qm_common::protocol::{MessageRequest, NoteLevel, QueueRequest, Reply, Request};
 use qm_common::time::parse_tuxedo_time;
 use qm_common::{Diagnostic, QmError, QmResult};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::rc::Rc;
 
 /// Messages and body bytes `qimport` sends in one request (one durable write): as many as
 /// keep its journal record under the journal's limit for one record (2 MiB), beyond which
@@ -80,6 +83,11 @@ pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
         qspace: qspace.clone(),
     };
     let mut writer = Some(Writer::new(out, &header).map_err(|e| e.to_string())?);
+    // Counted against the messages the queues hold now (a time range exports fewer).
+    let show = sh.shows_progress();
+    let total = if show { held(sh, queue.clone()) } else { 0 };
+    let mut dots = Dots::new(show, sh.json_now || path == "-");
+    let mut exported = 0u64;
     let request = Request::Message(MessageRequest::Export { queue, enqueued, take });
     let streamed = sh.call_streaming(request, &mut |batch: ExportBatch| {
         let w = writer.as_mut().ok_or_else(|| QmError::system("the export stream is closed"))?;
@@ -89,8 +97,11 @@ pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
         for m in &batch.messages {
             w.message(m)?;
         }
+        exported += batch.messages.len() as u64;
+        dots.tell(exported, total);
         Ok(())
     });
+    dots.finish(streamed.is_ok());
     // A stream that failed has no end record: no import takes it as whole; what -x held
     // goes back to its queues.
     let written = streamed.and_then(|_| {
@@ -139,6 +150,29 @@ pub fn qexport(sh: &mut Shell, args: Args) -> CmdResult {
     Ok(())
 }
 
+/// The messages `queue` holds now, or the open queue space's queues together; 0 when
+/// that cannot be told (the export then says why it fails, if it does).
+fn held(sh: &mut Shell, queue: Option<String>) -> u64 {
+    match sh.call_quiet(Request::Queue(QueueRequest::Info { name: queue })) {
+        Ok(Done { reply: Reply::Queues(listing), .. }) => listing.total.messages(),
+        _ => 0,
+    }
+}
+
+/// A reader that counts the bytes read through it, for `qimport`'s progress.
+struct Counted<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
 /// `qimport [-q queue] file`.
 pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
     let only = queue_option(&args)?;
@@ -146,12 +180,18 @@ pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
     let path = sh.required(&mut pos, "File: ", file_name)?;
     sh.require_open()?;
     let qspace = sh.open_qspace.clone().unwrap_or_default();
-    let input: Box<dyn Read> = if path == "-" {
-        Box::new(std::io::stdin().lock())
+    // Progress by the bytes of a file read (a stream on standard input has no known end).
+    let (input, size): (Box<dyn Read>, u64) = if path == "-" {
+        (Box::new(std::io::stdin().lock()), 0)
     } else {
-        Box::new(std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?)
+        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(file), size)
     };
+    let read = Rc::new(Cell::new(0));
+    let input = Counted { inner: input, read: read.clone() };
     let mut reader = Reader::new(BufReader::with_capacity(1 << 20, input));
+    let dots = Dots::new(sh.shows_progress() && size > 0, sh.json_now);
     let mut import = Import {
         added: 0,
         skipped: 0,
@@ -160,8 +200,10 @@ pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
         batch: Vec::new(),
         bytes: 0,
         senders: None,
+        progress: (dots, read, size),
     };
     let outcome = import.run(sh, &mut reader, only.as_deref());
+    import.progress.0.finish(outcome.is_ok());
     let renumbered = match import.renumbered {
         0 => String::new(),
         n => format!(" ({n} under new msgids: theirs were other messages' here)"),
@@ -196,6 +238,8 @@ struct Import {
     /// The connections batches go on, once the first batch is ready; None after they
     /// could not be made: batches then go one at a time on the session's own.
     senders: Option<Option<Senders>>,
+    /// Dots for the bytes of the stream read so far, of its size.
+    progress: (Dots, Rc<Cell<u64>>, u64),
 }
 
 /// Import requests in flight at once, each on a connection of its own: while qmd writes
@@ -298,6 +342,8 @@ impl Import {
         }
         let messages = std::mem::take(&mut self.batch);
         self.bytes = 0;
+        let (dots, read, size) = &mut self.progress;
+        dots.tell(read.get(), *size);
         let request = Request::Message(MessageRequest::Import { messages });
         let senders = self.senders.get_or_insert_with(|| Senders::new(sh).ok());
         let Some(senders) = senders else {
