@@ -130,7 +130,9 @@ impl Client {
     /// Greets the daemon on a connection made by [`connect_trusted`].
     pub async fn greet(stream: UnixStream, program: &str, kind: ClientKind) -> QmResult<Client> {
         let fd = stream.as_raw_fd();
-        let (r, w) = stream.into_split();
+        let (r, w) = crate::unix_stream::split_tokio(stream).map_err(|e| {
+            QmError::new(Diagnostic::Os, format!("cannot use the connection to qmd: {e}"))
+        })?;
         Ok(Client::greet_on(Box::new(r), Box::new(w), program, kind).await?.on_socket(fd))
     }
 

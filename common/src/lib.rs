@@ -42,6 +42,7 @@ pub mod queue;
 pub mod rights;
 pub mod threshold;
 pub mod trust;
+pub mod unix_stream;
 pub mod verify;
 pub mod why;
 pub mod worker;

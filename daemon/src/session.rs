@@ -92,7 +92,13 @@ pub async fn serve_unix(daemon: Arc<Daemon>, stream: UnixStream) {
     let cred = stream.peer_cred().ok();
     let uid = cred.map(|c| c.uid());
     let pid = cred.and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
-    let (r, w) = stream.into_split();
+    let (r, w) = match qm_common::unix_stream::split_tokio(stream) {
+        Ok(halves) => halves,
+        Err(e) => {
+            tracing::warn!("a connection on the control socket could not be served: {e}");
+            return;
+        }
+    };
     let mut conn = Connection::new(r, w);
     let owner = rustix::process::geteuid().as_raw();
     let shared = daemon.socket_shared();

@@ -439,3 +439,41 @@ fn threshold_commands_left_by_a_killed_daemon_are_ended() {
         table.ok().stdout.lines().find(|l| l.contains("killed by the next qmd")).unwrap_or("");
     assert!(row.trim_end().ends_with("| -"), "{}", table.stdout);
 }
+
+/// The events each epoll set of process `pid` watches for, one entry per registration
+/// (`/proc/PID/fdinfo` of its `[eventpoll]` descriptors).
+fn epoll_registrations(pid: u32) -> Vec<u64> {
+    let mut events = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy() != "anon_inode:[eventpoll]" {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{name}")).unwrap();
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let hex = line.split_whitespace().skip_while(|w| *w != "events:").nth(1).unwrap();
+            events.push(u64::from_str_radix(hex, 16).unwrap());
+        }
+    }
+    events
+}
+
+/// Sessions on the control socket are watched for reading alone: the kernel tells a
+/// socket's writer of room to write each time its reader takes a message, so a session
+/// also watched for writing woke qmd once more for every answer a client read
+/// (BENCHMARKS.md). Three more sessions add registrations to qmd's epoll sets, none of
+/// them for room to write (`EPOLLOUT`).
+#[test]
+fn sessions_are_watched_for_reading_alone() {
+    const EPOLLOUT: u64 = 0x4;
+    let env = Env::new();
+    let daemon = env.start_daemon(&[]);
+    let before = epoll_registrations(daemon.pid);
+    let apps: Vec<crate::app::App> = (0..3).map(|_| crate::app::App::connect(&env)).collect();
+    let after = epoll_registrations(daemon.pid);
+    assert!(after.len() >= before.len() + 3, "{before:x?} -> {after:x?}");
+    let writing = |events: &[u64]| events.iter().filter(|e| *e & EPOLLOUT != 0).count();
+    assert_eq!(writing(&after), writing(&before), "{before:x?} -> {after:x?}");
+    drop(apps);
+}
