@@ -161,6 +161,34 @@ fn acknowledged_writes_come_back_from_the_journal() {
     }
 }
 
+/// The same with the journal's records written through the page cache and synced
+/// (`QM_JOURNAL_DIRECT=0`) rather than straight to the disk; a value of the variable other
+/// than 0 or 1 is named in the log and changes nothing.
+#[test]
+fn acknowledged_writes_come_back_from_a_journal_written_through_the_page_cache() {
+    let env = Env::new();
+    setup(&env, 400, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let log = env.path("qmd.log");
+    let args = ["-l", "3", "-g", log.to_str().unwrap()];
+    let start = |value| Daemon::start_with_env(&env.device, &args, &[("QM_JOURNAL_DIRECT", value)]);
+    let mut daemon = start("0");
+    let mut app = App::connect(&env);
+    for i in 0..200 {
+        app.put("Q", format!("message {i}").as_bytes());
+    }
+    drop(app);
+    daemon.signal("KILL");
+    let _daemon = start("yes");
+    assert_eq!(crate::app::count(&env, "Q"), 200);
+    let mut app = App::connect(&env);
+    for i in 0..200 {
+        assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("QM_JOURNAL_DIRECT=\"yes\" is neither 0"), "{text}");
+}
+
 /// The same while every group is handed to the applier as soon as it is free: the groups
 /// go to both regions of the journal in turn, and `kill -9` falls while one region's
 /// groups are being applied as often as not. Each client's messages come back, in order.

@@ -47,7 +47,7 @@ impl Direct {
     /// A direct descriptor on the same file as `file`, or `None` when direct writes are off
     /// or the filesystem does not take them.
     pub fn open(file: &File) -> Option<Direct> {
-        if super::fault::armed() || std::env::var("QM_JOURNAL_DIRECT").is_ok_and(|v| v == "0") {
+        if super::fault::armed() || !wanted() {
             return None;
         }
         // Through /proc, the very file already open and checked, not whatever its path
@@ -104,6 +104,22 @@ impl Direct {
         bytes[..end - last].copy_from_slice(&out[last..end]);
         self.tail = Some((start + last as u64, bytes));
         Ok(())
+    }
+}
+
+/// Whether `QM_JOURNAL_DIRECT` leaves direct writes on: unset or 1, and (with a warning
+/// that names it) anything else but 0.
+fn wanted() -> bool {
+    match std::env::var("QM_JOURNAL_DIRECT").as_deref() {
+        Ok("0") => false,
+        Ok("1") | Err(_) => true,
+        Ok(other) => {
+            tracing::warn!(
+                "QM_JOURNAL_DIRECT={other:?} is neither 0 (journal through the page cache) nor \
+                 1 (straight to the disk, the default): left on"
+            );
+            true
+        }
     }
 }
 
