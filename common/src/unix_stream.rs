@@ -11,7 +11,7 @@
 //! writing, for as long as it waits.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -119,12 +119,6 @@ fn recv(fd: &OwnedFd, out: &mut [u8]) -> io::Result<usize> {
 fn send(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
     let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
     rustix::net::send(fd, data, flags).map_err(io::Error::from)
-}
-
-impl AsRawFd for ReadHalf {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.get_ref().as_raw_fd()
-    }
 }
 
 #[cfg(test)]

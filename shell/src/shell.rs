@@ -172,6 +172,12 @@ impl Shell {
         self.verbose || std::io::stdout().is_terminal()
     }
 
+    /// [`Shell::call_with_progress`] for long work: dots when [`Shell::shows_progress`].
+    pub fn call_long(&mut self, request: Request) -> Result<Done, Failure> {
+        let show = self.shows_progress();
+        self.call_with_progress(request, show)
+    }
+
     /// Like [`Shell::call`], showing progress dots (one per 5%) when `show` is true and the
     /// daemon tells progress (it does for work long enough to want it).
     pub fn call_with_progress(&mut self, request: Request, show: bool) -> Result<Done, Failure> {

@@ -144,21 +144,7 @@ fn a_journal_of_format_2_is_replayed() {
 #[test]
 fn acknowledged_writes_come_back_from_the_journal() {
     let env = Env::new();
-    setup(&env, 400, &["Q fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
-    let mut daemon = env.start_daemon(&[]);
-    let mut app = App::connect(&env);
-    for i in 0..200 {
-        app.put("Q", format!("message {i}").as_bytes());
-    }
-    drop(app);
-    daemon.signal("KILL");
-    let _daemon = env.start_daemon(&[]);
-    assert_eq!(crate::app::count(&env, "Q"), 200);
-    let mut app = App::connect(&env);
-    for i in 0..200 {
-        assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
-    }
+    kill_and_replay(&env, |_| env.start_daemon(&[]));
 }
 
 /// The same with the journal's records written through the page cache and synced
@@ -167,26 +153,35 @@ fn acknowledged_writes_come_back_from_the_journal() {
 #[test]
 fn acknowledged_writes_come_back_from_a_journal_written_through_the_page_cache() {
     let env = Env::new();
-    setup(&env, 400, &["Q fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
     let log = env.path("qmd.log");
     let args = ["-l", "3", "-g", log.to_str().unwrap()];
-    let start = |value| Daemon::start_with_env(&env.device, &args, &[("QM_JOURNAL_DIRECT", value)]);
-    let mut daemon = start("0");
-    let mut app = App::connect(&env);
+    // The first daemon through the page cache, the second told a value it does not know.
+    kill_and_replay(&env, |nth| {
+        let value = ["0", "yes"][nth];
+        Daemon::start_with_env(&env.device, &args, &[("QM_JOURNAL_DIRECT", value)])
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("QM_JOURNAL_DIRECT=\"yes\" is neither 0"), "{text}");
+}
+
+/// Queue space QS with queue Q; 200 messages enqueued on the daemon `start(0)` gives, which
+/// is then killed; the daemon `start(1)` gives finds all of them, in order.
+fn kill_and_replay(env: &Env, start: impl Fn(usize) -> Daemon) {
+    setup(env, 400, &["Q fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(env);
+    let mut daemon = start(0);
+    let mut app = App::connect(env);
     for i in 0..200 {
         app.put("Q", format!("message {i}").as_bytes());
     }
     drop(app);
     daemon.signal("KILL");
-    let _daemon = start("yes");
-    assert_eq!(crate::app::count(&env, "Q"), 200);
-    let mut app = App::connect(&env);
+    let _daemon = start(1);
+    assert_eq!(crate::app::count(env, "Q"), 200);
+    let mut app = App::connect(env);
     for i in 0..200 {
         assert_eq!(app.take("Q").body, format!("message {i}").as_bytes());
     }
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("QM_JOURNAL_DIRECT=\"yes\" is neither 0"), "{text}");
 }
 
 /// The same while every group is handed to the applier as soon as it is free: the groups

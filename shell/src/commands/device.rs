@@ -136,10 +136,7 @@ pub fn qverify(sh: &mut Shell, args: Args) -> CmdResult {
         Some(name) => Some(super::qspace::qspace_name(&name).map_err(|e| e.to_string())?),
         None => None,
     };
-    let done = sh.call_with_progress(
-        Request::Device(DeviceRequest::Verify { qspace }),
-        sh.shows_progress(),
-    )?;
+    let done = sh.call_long(Request::Device(DeviceRequest::Verify { qspace }))?;
     let Reply::Verified(report) = done.reply else { return Ok(()) };
     let text =
         if sh.wants_json(args.json) { render::json(&report) } else { render::verify(&report) };
@@ -175,8 +172,7 @@ pub fn qbackup(sh: &mut Shell, args: Args) -> CmdResult {
         sh.warn("Device not backed up");
         return Ok(());
     }
-    let done =
-        sh.call_with_progress(Request::Device(DeviceRequest::Backup { dir }), sh.shows_progress())?;
+    let done = sh.call_long(Request::Device(DeviceRequest::Backup { dir }))?;
     if let Reply::BackedUp(report) = done.reply {
         let text =
             if sh.wants_json(args.json) { render::json(&report) } else { render::backup(&report) };
@@ -203,10 +199,7 @@ pub fn qrestore(sh: &mut Shell, args: Args) -> CmdResult {
     if let Some(extra) = pos.take() {
         return Err(format!("qrestore: unexpected '{extra}' (the -m options come last)"));
     }
-    let done = sh.call_with_progress(
-        Request::Device(DeviceRequest::Restore { dir, device, map }),
-        sh.shows_progress(),
-    )?;
+    let done = sh.call_long(Request::Device(DeviceRequest::Restore { dir, device, map }))?;
     if let Reply::Restored(report) = done.reply {
         let text =
             if sh.wants_json(args.json) { render::json(&report) } else { render::restore(&report) };

@@ -165,6 +165,31 @@ struct Counted<R> {
     read: Rc<Cell<u64>>,
 }
 
+/// `qimport`'s dots: the bytes of its file read so far, of the file's size.
+struct FileProgress {
+    dots: Dots,
+    read: Rc<Cell<u64>>,
+    size: u64,
+}
+
+impl FileProgress {
+    /// `input` counted; dots only when `show` and the size is known (not standard input).
+    fn of(
+        input: Box<dyn Read>,
+        size: u64,
+        show: bool,
+        to_err: bool,
+    ) -> (Counted<Box<dyn Read>>, Self) {
+        let read = Rc::new(Cell::new(0));
+        let counted = Counted { inner: input, read: read.clone() };
+        (counted, FileProgress { dots: Dots::new(show && size > 0, to_err), read, size })
+    }
+
+    fn tell(&mut self) {
+        self.dots.tell(self.read.get(), self.size);
+    }
+}
+
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
@@ -188,10 +213,8 @@ pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(file), size)
     };
-    let read = Rc::new(Cell::new(0));
-    let input = Counted { inner: input, read: read.clone() };
+    let (input, progress) = FileProgress::of(input, size, sh.shows_progress(), sh.json_now);
     let mut reader = Reader::new(BufReader::with_capacity(1 << 20, input));
-    let dots = Dots::new(sh.shows_progress() && size > 0, sh.json_now);
     let mut import = Import {
         added: 0,
         skipped: 0,
@@ -200,10 +223,10 @@ pub fn qimport(sh: &mut Shell, args: Args) -> CmdResult {
         batch: Vec::new(),
         bytes: 0,
         senders: None,
-        progress: (dots, read, size),
+        progress,
     };
     let outcome = import.run(sh, &mut reader, only.as_deref());
-    import.progress.0.finish(outcome.is_ok());
+    import.progress.dots.finish(outcome.is_ok());
     let renumbered = match import.renumbered {
         0 => String::new(),
         n => format!(" ({n} under new msgids: theirs were other messages' here)"),
@@ -238,8 +261,7 @@ struct Import {
     /// The connections batches go on, once the first batch is ready; None after they
     /// could not be made: batches then go one at a time on the session's own.
     senders: Option<Option<Senders>>,
-    /// Dots for the bytes of the stream read so far, of its size.
-    progress: (Dots, Rc<Cell<u64>>, u64),
+    progress: FileProgress,
 }
 
 /// Import requests in flight at once, each on a connection of its own: while qmd writes
@@ -342,8 +364,7 @@ impl Import {
         }
         let messages = std::mem::take(&mut self.batch);
         self.bytes = 0;
-        let (dots, read, size) = &mut self.progress;
-        dots.tell(read.get(), *size);
+        self.progress.tell();
         let request = Request::Message(MessageRequest::Import { messages });
         let senders = self.senders.get_or_insert_with(|| Senders::new(sh).ok());
         let Some(senders) = senders else {

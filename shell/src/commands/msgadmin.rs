@@ -172,8 +172,7 @@ fn change(
             return Ok(());
         }
     }
-    let show = sh.shows_progress();
-    match sh.call_with_progress(Request::Message(request), show)?.reply {
+    match sh.call_long(Request::Message(request))?.reply {
         Reply::Changed { changed, held: 0 } | Reply::Count(changed) => {
             sh.info(&format!("{} {done}", messages(changed)));
         }

@@ -249,10 +249,7 @@ pub fn qspacemove(sh: &mut Shell, args: Args) -> CmdResult {
     let mut pos = Positionals::new(args.positionals);
     let name = sh.required(&mut pos, NAME, qspace_name)?;
     let index = sh.required(&mut pos, "Device list index: ", super::device::dl_index)?;
-    sh.call_with_progress(
-        Request::QueueSpace(QueueSpaceRequest::Move { name, index }),
-        sh.shows_progress(),
-    )?;
+    sh.call_long(Request::QueueSpace(QueueSpaceRequest::Move { name, index }))?;
     Ok(())
 }
 
