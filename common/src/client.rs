@@ -38,6 +38,10 @@ pub struct Client {
     lost: bool,
     /// The socket under the connection, when this client made it.
     socket: Option<RawFd>,
+    /// Whether that socket is a Unix stream: there, a write to a connection the daemon
+    /// closed fails at once (`EPIPE`) and delivers nothing, so the write itself tells what
+    /// a look at the socket before it would (see [`Client::peer_gone`]).
+    unix: bool,
 }
 
 fn lost(e: FrameError) -> QmError {
@@ -48,6 +52,8 @@ fn lost(e: FrameError) -> QmError {
 const LOST: &str = "connection to qmd lost";
 /// The error of a connection the daemon closed.
 const CLOSED: &str = "qmd closed the connection";
+/// Said of a request that never left because the connection was closed already.
+const BEFORE: &str = "before this request was sent";
 
 /// Connects to the daemon's socket and checks who listens there, before anything is sent:
 /// a daemon of our own user or root, or of the user who alone may have bound the socket
@@ -133,7 +139,8 @@ impl Client {
         let (r, w) = crate::unix_stream::split_tokio(stream).map_err(|e| {
             QmError::new(Diagnostic::Os, format!("cannot use the connection to qmd: {e}"))
         })?;
-        Ok(Client::greet_on(Box::new(r), Box::new(w), program, kind).await?.on_socket(fd))
+        let client = Client::greet_on(Box::new(r), Box::new(w), program, kind).await?;
+        Ok(Client { unix: true, ..client.on_socket(fd) })
     }
 
     /// Connects to `address` and greets the daemon there. Over TLS the server is verified
@@ -262,7 +269,7 @@ impl Client {
         }
         match conn.read_frame::<Response>().await.map_err(lost)? {
             Some(Response::Welcome(welcome)) => {
-                Ok(Client { conn, welcome, lost: false, socket: None })
+                Ok(Client { conn, welcome, lost: false, socket: None, unix: false })
             }
             Some(Response::Failed(e)) => Err(e),
             Some(other) => Err(QmError::system(format!("unexpected greeting from qmd: {other:?}"))),
@@ -376,13 +383,20 @@ impl Client {
         if let Request::Data(DataRequest::Enqueue { body, .. }) = request {
             check_body(body.len()).map_err(CallFailure::Refused)?;
         }
-        if self.peer_gone() {
-            return Err(CallFailure::Unsent(QmError::new(
-                Diagnostic::Os,
-                format!("{LOST}: {CLOSED} before this request was sent"),
-            )));
+        let closed_before = || {
+            CallFailure::Unsent(QmError::new(Diagnostic::Os, format!("{LOST}: {CLOSED} {BEFORE}")))
+        };
+        // On a Unix socket the write finds out for itself, a system call fewer per request.
+        if !self.unix && self.peer_gone() {
+            return Err(closed_before());
         }
-        self.conn.write_frame(request).await.map_err(|e| CallFailure::Unsent(lost(e)))?;
+        let unix = self.unix;
+        self.conn.write_frame(request).await.map_err(|e| match e {
+            FrameError::Io(e) if unix && e.kind() == std::io::ErrorKind::BrokenPipe => {
+                closed_before()
+            }
+            e => CallFailure::Unsent(lost(e)),
+        })?;
         let interrupted = |e: QmError| CallFailure::Interrupted(e);
         loop {
             let frame =

@@ -5,10 +5,10 @@
 use crate::app::{ERRQ, FIFO_Q, QS, setup};
 use crate::support::{Daemon, Env, QMD, wait_until};
 use qm_common::address::Address;
-use qm_common::client::Client;
+use qm_common::client::{CallFailure, Client};
 use qm_common::failover::Failover;
 use qm_common::message::{DequeueCtl, EnqueueCtl};
-use qm_common::protocol::ClientKind;
+use qm_common::protocol::{ClientKind, DataRequest, Request};
 use qm_common::{Diagnostic, QmError};
 use std::collections::HashSet;
 use std::process::Command;
@@ -403,6 +403,36 @@ fn a_request_after_a_clean_stop_goes_to_the_standby() {
     });
     let left = runtime.block_on(drain(&addresses[1]));
     assert_eq!(left, ["before", "after"]);
+}
+
+/// On qmd's own Unix socket, a request made after the daemon stopped is known never to have
+/// left (so it may go elsewhere), not of unknown outcome: there the client learns it from
+/// the write itself rather than from a look at the socket before it.
+#[test]
+fn a_request_on_the_socket_after_a_stop_is_known_unsent() {
+    let env = device();
+    let mut daemon = env.start_daemon(&[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let kind = ClientKind::Application;
+        let mut app = Client::connect(&env.socket(), "e2e-unsent", kind).await.unwrap();
+        app.enqueue(QS, "Q", b"before", &EnqueueCtl::default()).await.unwrap();
+        daemon.signal("TERM").ok();
+        // Larger than the socket's buffer, so that no part of it could have gone out unseen.
+        let body = vec![b'x'; 512 * 1024];
+        let request = Request::Data(DataRequest::enqueue(QS, "Q", &body, &EnqueueCtl::default()));
+        match app.call_telling(&request).await {
+            Err(CallFailure::Unsent(e)) => assert!(
+                e.message.contains("qmd closed the connection before this request was sent"),
+                "{e}"
+            ),
+            other => panic!("expected the request to be known unsent, got {other:?}"),
+        }
+        assert!(app.is_lost());
+    });
+    let _daemon = env.start_daemon(&[]);
+    let left = runtime.block_on(drain(&Address::Unix(env.socket())));
+    assert_eq!(left, ["before"]);
 }
 
 /// A commit whose answer never comes (its daemon paused, then killed) is reported as of
