@@ -17,6 +17,7 @@
 //! commit moves the file's applied mark to the LSN of the last group it holds
 //! ([`crate::storage::handle::DbFile::applied`]), which the engines watch for that.
 
+use super::FastMap;
 use super::applier::Applying;
 use super::writer::{WriteOp, op_room, stored_body_in, stored_messages};
 use crate::storage::handle::Db;
@@ -43,7 +44,7 @@ pub struct Deferred {
     /// The groups `ops` came from, oldest first: how many writes each, and its LSN.
     groups: VecDeque<(usize, u64)>,
     /// Messages enqueued by deferred writes, by queue space and sequence number.
-    fresh: HashMap<String, HashMap<u64, Fresh>>,
+    fresh: FastMap<String, FastMap<u64, Fresh>>,
     /// Disk room the writes that will reach redb may need there.
     room: u64,
 }
@@ -93,7 +94,7 @@ impl Deferred {
         let mut opened = HashMap::new();
         let mut results = Vec::new();
         // Enqueued earlier in the same group.
-        let mut group: HashMap<(&str, u64), &Arc<[u8]>> = HashMap::new();
+        let mut group: FastMap<(&str, u64), &Arc<[u8]>> = FastMap::default();
         for ops in jobs {
             let mut removed = Vec::new();
             for op in ops {
@@ -162,7 +163,7 @@ impl Deferred {
                         Some(map) => drop(map.insert(*seq, fresh)),
                         None => {
                             self.fresh
-                                .insert(tables.qspace.clone(), HashMap::from([(*seq, fresh)]));
+                                .insert(tables.qspace.clone(), FastMap::from_iter([(*seq, fresh)]));
                         }
                     }
                 }

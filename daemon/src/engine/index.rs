@@ -15,9 +15,10 @@
 //! ordered sets of (time, seq).
 
 use super::record::{MessageMeta, OrderKey};
+use super::{FastMap, FastSet};
 use qm_common::message::MessageState;
 use qm_common::queue::{QueueDef, QueueUsage};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -222,15 +223,15 @@ pub struct Capacity {
 
 /// The whole in-memory state of a queue space.
 pub struct Index {
-    pub queues: HashMap<String, QueueState>,
-    pub msgs: HashMap<u64, Entry>,
+    pub queues: FastMap<String, QueueState>,
+    pub msgs: FastMap<u64, Entry>,
     pub waiting: BTreeSet<(u64, u64)>,
     pub expiring: BTreeSet<(u64, u64)>,
     /// Committed and uncommitted messages, for capacity checks.
     pub capacity: Capacity,
     pub next_seq: u64,
     /// Queues whose usage changed since their limits were last checked.
-    pub dirty: std::collections::HashSet<String>,
+    pub dirty: FastSet<String>,
     /// The msgid high-water mark on disk (or on its way there): no msgid below it is
     /// ever handed out again.
     pub reserved: u64,
@@ -246,10 +247,10 @@ pub struct Index {
     pub horizon: u64,
     /// Messages to let go once redb holds their last write: by sequence number, the
     /// horizon when that write was acknowledged.
-    evicting: HashMap<u64, u64>,
+    evicting: FastMap<u64, u64>,
     /// Persistent messages removed whose removal redb may not hold yet: the disk must not
     /// show them meanwhile.
-    gone: HashSet<u64>,
+    gone: FastSet<u64>,
     /// Evictions and removals in the order they were asked, with that horizon.
     later: VecDeque<(u64, u64, bool)>,
 }
@@ -258,7 +259,7 @@ impl Index {
     pub fn new(defs: Vec<QueueDef>) -> Self {
         Index {
             queues: defs.into_iter().map(|d| (d.name.clone(), QueueState::new(d))).collect(),
-            msgs: HashMap::new(),
+            msgs: FastMap::default(),
             waiting: BTreeSet::new(),
             expiring: BTreeSet::new(),
             capacity: Capacity::default(),
@@ -268,8 +269,8 @@ impl Index {
             stored_timer: None,
             applied: 0,
             horizon: 0,
-            evicting: HashMap::new(),
-            gone: HashSet::new(),
+            evicting: FastMap::default(),
+            gone: FastSet::default(),
             later: VecDeque::new(),
         }
     }
