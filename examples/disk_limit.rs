@@ -8,64 +8,12 @@
 //! SECS how long each kind of write is timed (default 2). `bench/peers.sh` runs it next to
 //! the servers it compares.
 
-use std::fs::{File, OpenOptions};
+mod disk;
+
+use disk::{BLOCK, Latencies, overwrite_fdatasync, pairs_per_second, time};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-const BLOCK: usize = 1024;
-/// Size of the preallocated file; the writes wrap around within it.
-const PREALLOCATED: u64 = 64 << 20;
-
-/// Latencies of one kind of durable write, sorted.
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn quantile(&self, q: f64) -> Duration {
-        self.0[((self.0.len() - 1) as f64 * q).round() as usize]
-    }
-
-    fn millis(&self, q: f64) -> f64 {
-        self.quantile(q).as_secs_f64() * 1000.0
-    }
-}
-
-/// Times `write` (one durable 1 KiB write, given its sequence number) for `secs`.
-fn time(secs: f64, mut write: impl FnMut(u64)) -> Latencies {
-    let mut all = Vec::new();
-    let start = Instant::now();
-    while start.elapsed().as_secs_f64() < secs {
-        let one = Instant::now();
-        write(all.len() as u64);
-        all.push(one.elapsed());
-    }
-    all.sort();
-    Latencies(all)
-}
-
-/// A file of [`PREALLOCATED`] bytes of zeros, written and synced. Written rather than
-/// fallocated: fallocate leaves the extents "unwritten", and the first write to each would
-/// make fdatasync flush an extent conversion too, which a journal reusing its file never pays.
-fn preallocated(path: &Path) -> File {
-    let mut file = File::create(path).expect("create the preallocated file");
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..PREALLOCATED / zeros.len() as u64 {
-        file.write_all(&zeros).expect("fill the preallocated file");
-    }
-    file.sync_all().expect("sync the preallocated file");
-    file
-}
-
-fn overwrite_fdatasync(dir: &Path, secs: f64) -> Latencies {
-    let file = preallocated(&dir.join("preallocated"));
-    let block = [b'x'; BLOCK];
-    time(secs, |i| {
-        let offset = (i * BLOCK as u64) % PREALLOCATED;
-        file.write_all_at(&block, offset).expect("write");
-        file.sync_data().expect("fdatasync");
-    })
-}
 
 fn append_fsync(dir: &Path, secs: f64) -> Latencies {
     let mut file = OpenOptions::new()
@@ -112,7 +60,7 @@ fn main() {
             l.0.len()
         );
     }
-    let limit = 1.0 / (2.0 * overwrite.quantile(0.5).as_secs_f64());
+    let limit = pairs_per_second(&overwrite);
     println!(
         "  single-client limit (one pair per two p50 overwrites): {limit:.0} pairs/s; 80 %: {:.0} pairs/s",
         0.8 * limit

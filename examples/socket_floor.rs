@@ -29,39 +29,16 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const RECORD: usize = 1024;
+mod disk;
+
+use disk::{PREALLOCATED, overwrite_fdatasync, pairs_per_second, preallocated};
+
+/// A record: what `disk_limit` writes.
+const RECORD: usize = disk::BLOCK;
+/// The alignment of a direct write.
 const BLOCK: usize = 4096;
-const PREALLOCATED: u64 = 64 << 20;
+/// A small request or answer.
 const SMALL: usize = 16;
-
-/// A file of [`PREALLOCATED`] bytes of zeros, written and synced (see `disk_limit`).
-fn preallocated(path: &Path) -> File {
-    let mut file = File::create(path).expect("create the preallocated file");
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..PREALLOCATED / zeros.len() as u64 {
-        file.write_all(&zeros).expect("fill the preallocated file");
-    }
-    file.sync_all().expect("sync the preallocated file");
-    file
-}
-
-/// The disk's limit in pairs/s: one pair per two p50s of a 1 KiB overwrite + fdatasync.
-fn disk_limit(dir: &Path, secs: f64) -> f64 {
-    let file = preallocated(&dir.join("limit"));
-    let block = [b'x'; RECORD];
-    let mut all = Vec::new();
-    let start = Instant::now();
-    while start.elapsed().as_secs_f64() < secs {
-        let one = Instant::now();
-        let offset = (all.len() as u64 * RECORD as u64) % PREALLOCATED;
-        file.write_all_at(&block, offset).expect("write");
-        file.sync_data().expect("fdatasync");
-        all.push(one.elapsed());
-    }
-    all.sort();
-    let p50 = all[all.len() / 2];
-    1.0 / (2.0 * p50.as_secs_f64())
-}
 
 /// Reads exactly `buf.len()` bytes, sleeping in `recv` or polling for them.
 fn receive(stream: &mut UnixStream, buf: &mut [u8], spin: bool) -> bool {
@@ -205,7 +182,7 @@ fn main() {
     assert!(matches!(wait, "block" | "spin"), "WAIT: block or spin");
     assert!(matches!(write, "sync" | "direct"), "WRITE: sync or direct");
 
-    let before = disk_limit(&dir, 2.0);
+    let before = pairs_per_second(&overwrite_fdatasync(&dir, 2.0));
     let socket = dir.join("floor.sock");
     let _ = std::fs::remove_file(&socket);
     let mut server = std::process::Command::new(std::env::current_exe().expect("own path"))
@@ -221,7 +198,7 @@ fn main() {
     let rate = client(&socket, secs, wait == "spin");
     server.wait().expect("server exit");
     std::thread::sleep(Duration::from_millis(100));
-    let after = disk_limit(&dir, 2.0);
+    let after = pairs_per_second(&overwrite_fdatasync(&dir, 2.0));
     let limit = (before + after) / 2.0;
     println!(
         "disk limit {before:.0} and {after:.0} pairs/s; floor ({wait}, {write}) {rate:.0} pairs/s: \
