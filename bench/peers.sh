@@ -11,7 +11,9 @@
 # Redis and PostgreSQL listen on a free port of 127.0.0.1. The clients are
 # examples/bench_peers.rs, in another process; the disk's own limit (p50 of a 1 KiB write +
 # fdatasync to a preallocated file, one pair per two of them) is examples/disk_limit.rs,
-# measured in the same directory. Each server gets a private data directory under one
+# measured in the same directory, and so is examples/socket_floor.rs: a server that does
+# nothing but one durable write per request, the most one client can get through a socket
+# here (skipped where direct writes are refused, on tmpfs for one). Each server gets a private data directory under one
 # temporary directory in /tmp, is stopped by its pid when its turn ends (or when the script
 # exits), and the directory is removed. A server that is not installed is skipped.
 #
@@ -28,7 +30,7 @@ client_counts=(1 8 64)
 
 echo "building (release)..."
 (cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin \
-    --example bench_peers --example disk_limit)
+    --example bench_peers --example disk_limit --example socket_floor)
 peers=$release/examples/bench_peers
 
 run=$(mktemp -d /tmp/qm-peers.XXXXXX)
@@ -175,6 +177,9 @@ echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /
 disk=$("$release/examples/disk_limit" "$run" 2)
 echo "$disk"
 limit=$(sed -n 's/.*overwrites): \([0-9]*\) pairs.*/\1/p' <<<"$disk")
+floor_said=$("$release/examples/socket_floor" "$run" "$secs" block direct 2>/dev/null || true)
+floor=$(sed -n 's/.*floor (block, direct) \([0-9]*\) pairs.*/\1/p' <<<"$floor_said")
+[ -n "$floor" ] && echo "socket floor: $floor_said"
 run_qm
 run_redis
 run_postgres
@@ -190,3 +195,7 @@ done
 echo
 echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "$limit") of the disk's single-client limit" \
     "($(grouped "$limit") pairs/s)"
+if [ -n "$floor" ]; then
+    echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "$floor") of the socket floor" \
+        "($(grouped "$floor") pairs/s, measured just before it)"
+fi
