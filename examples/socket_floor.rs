@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! cargo run --release --example socket_floor -- [DIR [SECS [WAIT [WRITE]]]]
-//!   DIR    where the files go (default: a temporary directory under /tmp)
+//!   DIR    where its directory of files is made (default /tmp); removed at the end
 //!   SECS   how long each measurement runs (default 3)
 //!   WAIT   block: both sides sleep in recv; spin: both sides poll their socket (default block)
 //!   WRITE  sync: pwrite + fdatasync; direct: one O_DIRECT | O_DSYNC pwrite of the 4 KiB
@@ -168,14 +168,14 @@ fn main() {
         let [_, socket, journal, wait, write] = &args[..] else { panic!("serve arguments") };
         return serve(Path::new(socket), Path::new(journal), wait == "spin", write == "direct");
     }
-    let temp;
-    let dir: PathBuf = match args.first() {
-        Some(d) => d.into(),
-        None => {
-            temp = tempfile::tempdir_in("/tmp").expect("temporary directory");
-            temp.path().to_path_buf()
-        }
-    };
+    // Its files go in a directory of its own made there, never straight into DIR: in a
+    // shared directory such as /tmp another user could have put a link at their names.
+    let parent = args.first().map_or("/tmp", String::as_str);
+    let work = tempfile::Builder::new()
+        .prefix("socket-floor-")
+        .tempdir_in(parent)
+        .unwrap_or_else(|e| panic!("cannot make a directory in {parent}: {e}"));
+    let dir: PathBuf = work.path().to_path_buf();
     let secs: f64 = args.get(1).map_or(3.0, |s| s.parse().expect("SECS: a number"));
     let wait = args.get(2).map_or("block", String::as_str);
     let write = args.get(3).map_or("sync", String::as_str);
@@ -184,7 +184,6 @@ fn main() {
 
     let before = pairs_per_second(&overwrite_fdatasync(&dir, 2.0));
     let socket = dir.join("floor.sock");
-    let _ = std::fs::remove_file(&socket);
     let mut server = std::process::Command::new(std::env::current_exe().expect("own path"))
         .args(["serve"])
         .arg(&socket)
