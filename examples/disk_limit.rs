@@ -10,7 +10,7 @@
 
 mod disk;
 
-use disk::{BLOCK, Latencies, overwrite_fdatasync, pairs_per_second, time};
+use disk::{Latencies, RECORD, overwrite_fdatasync, pairs_per_second, time};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +21,7 @@ fn append_fsync(dir: &Path, secs: f64) -> Latencies {
         .append(true)
         .open(dir.join("appended"))
         .expect("create the appended file");
-    let block = [b'x'; BLOCK];
+    let block = [b'x'; RECORD];
     time(secs, |_| {
         file.write_all(&block).expect("append");
         file.sync_all().expect("fsync");

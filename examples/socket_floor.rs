@@ -31,10 +31,8 @@ use std::time::{Duration, Instant};
 
 mod disk;
 
-use disk::{PREALLOCATED, overwrite_fdatasync, pairs_per_second, preallocated};
+use disk::{PREALLOCATED, RECORD, overwrite_fdatasync, pairs_per_second, preallocated};
 
-/// A record: what `disk_limit` writes.
-const RECORD: usize = disk::BLOCK;
 /// The alignment of a direct write.
 const BLOCK: usize = 4096;
 /// A small request or answer.

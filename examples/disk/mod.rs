@@ -10,7 +10,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const BLOCK: usize = 1024;
+/// One record: the size of each timed write.
+pub const RECORD: usize = 1024;
 /// Size of the preallocated file; the writes wrap around within it.
 pub const PREALLOCATED: u64 = 64 << 20;
 
@@ -55,9 +56,9 @@ pub fn preallocated(path: &Path) -> File {
 
 pub fn overwrite_fdatasync(dir: &Path, secs: f64) -> Latencies {
     let file = preallocated(&dir.join("preallocated"));
-    let block = [b'x'; BLOCK];
+    let block = [b'x'; RECORD];
     time(secs, |i| {
-        let offset = (i * BLOCK as u64) % PREALLOCATED;
+        let offset = (i * RECORD as u64) % PREALLOCATED;
         file.write_all_at(&block, offset).expect("write");
         file.sync_data().expect("fdatasync");
     })
