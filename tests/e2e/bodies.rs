@@ -201,6 +201,46 @@ fn mostly_dead_segments_are_emptied_and_removed() {
     env.c("qverify").ok().stdout_has("No problem found.");
 }
 
+/// A dequeue reads a body where the queue's head last saw it, without looking its record
+/// up again; once a compaction has moved it and removed that segment, the record says
+/// where it went. Here Q's head is read (its first message taken) before T's messages
+/// die and the segments they share with Q's are emptied.
+#[test]
+fn a_body_moved_after_its_head_was_read_is_found_through_its_record() {
+    let env = Env::new();
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(&env);
+    let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
+    let daemon = Daemon::start_with_env(&env.device, &[], &vars);
+    let mut app = App::connect(&env);
+    for i in 0..300 {
+        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
+    }
+    drop(app);
+    // Restarted, so that every message is read from disk, Q's with its head.
+    stop_and_wait(&env);
+    drop(daemon);
+    let log = env.path("qmd.log");
+    let args = ["-l", "3", "-g", log.to_str().unwrap()];
+    let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    let mut app = App::connect(&env);
+    let stored = |env: &Env| segments(env).len();
+    assert!(stored(&env) >= 30, "{}", stored(&env));
+    assert!(app.take("Q").body == body(0));
+    let before = stored(&env);
+    assert_eq!(app.drain("T").len(), 270);
+    let emptied = wait_until(Duration::from_secs(30), || stored(&env) * 4 < before);
+    assert!(emptied, "{before} segments, then {}", stored(&env));
+    let kept = app.drain("Q");
+    assert_eq!(kept.len(), 29);
+    for (n, m) in kept.iter().enumerate() {
+        assert!(m.body == body((n + 1) * 10), "kept message {} came back with another body", n + 1);
+    }
+    assert!(logged("no longer where it was seen"), "the head's places were all still there");
+    env.c("qverify").ok().stdout_has("No problem found.");
+}
+
 /// Bodies are copied forward on the applier's thread, which applies the groups handed to
 /// it between the copy's steps: writers go on while a compaction is held up, though the
 /// journal fills several times over meanwhile. (`QM_FAULT=gatedcompaction:PATH`: as

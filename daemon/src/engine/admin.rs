@@ -264,17 +264,17 @@ impl Engine {
             let mut ops = Vec::new();
             for (seq, meta, state) in selected {
                 if matches!(state, EntryState::Ready | EntryState::Waiting) {
-                    inner.index.adopt(seq, meta, state);
+                    inner.index.adopt(seq, meta, state, None);
                 }
             }
             for (seq, persistent, new) in &plan {
-                let meta = inner.index.msgs[seq].meta.clone();
-                let blocks = self.blocks(&meta);
+                let entry = inner.index.msgs[seq].clone();
+                let blocks = self.blocks(&entry.meta);
                 inner.index.set_state(*seq, EntryState::Locked(ADMIN_LOCK), blocks);
                 if *persistent {
                     ops.push(match new {
                         Some(m) => self.put(*seq, m, None),
-                        None => self.delete(*seq, &meta),
+                        None => self.delete(*seq, &entry),
                     });
                 }
             }

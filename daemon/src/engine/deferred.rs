@@ -19,7 +19,7 @@
 
 use super::FastMap;
 use super::applier::Applying;
-use super::writer::{WriteOp, op_room, stored_body_in, stored_messages};
+use super::writer::{WriteOp, op_room, read_body_at, stored_body_in, stored_messages};
 use crate::storage::handle::Db;
 use qm_common::QmResult;
 use redb::ReadableDatabase;
@@ -102,7 +102,7 @@ impl Deferred {
                     WriteOp::Put { tables, seq, body: Some(body), .. } => {
                         group.insert((tables.qspace.as_str(), *seq), body);
                     }
-                    WriteOp::Delete { tables, seq, .. } => {
+                    WriteOp::Delete { tables, seq, body_at, .. } => {
                         if let Some(body) = group.remove(&(tables.qspace.as_str(), *seq)) {
                             removed.push(Some(body.to_vec()));
                             continue;
@@ -114,6 +114,12 @@ impl Deferred {
                         // Its commit may not be made yet.
                         if let Some(body) = applying.and_then(|a| a.body(&tables.qspace, *seq)) {
                             removed.push(Some(body.to_vec()));
+                            continue;
+                        }
+                        if let Some(body) =
+                            body_at.as_ref().and_then(|at| read_body_at(db.bodies(), at))
+                        {
+                            removed.push(Some(body));
                             continue;
                         }
                         if read.is_none() {
@@ -285,7 +291,7 @@ mod tests {
     }
 
     fn delete(tables: &Arc<QueueSpaceTables>, seq: u64) -> WriteOp {
-        WriteOp::Delete { tables: tables.clone(), seq, blocks: 1 }
+        WriteOp::Delete { tables: tables.clone(), seq, blocks: 1, body_at: None }
     }
 
     fn seqs<'a>(ops: impl Iterator<Item = &'a WriteOp>) -> Vec<(char, u64)> {

@@ -150,9 +150,7 @@ impl Engine {
         for seq in &taken {
             let entry = self.lock().index.msgs.get(seq).cloned();
             let sent = match entry {
-                Some(e) => self
-                    .body_of(*seq, e.body.clone())
-                    .and_then(|b| sink(exported(*seq, &e.meta, b))),
+                Some(e) => self.body_of(*seq, &e).and_then(|b| sink(exported(*seq, &e.meta, b))),
                 None => Ok(()),
             };
             if let Err(e) = sent {
@@ -188,7 +186,7 @@ impl Engine {
                     continue;
                 }
                 locked.push((meta.key, seq));
-                inner.index.adopt(seq, meta, state);
+                inner.index.adopt(seq, meta, state, None);
                 let blocks = self.blocks(&inner.index.msgs[&seq].meta);
                 inner.index.set_state(seq, EntryState::Locked(EXPORT_LOCK), blocks);
             }
@@ -213,7 +211,7 @@ impl Engine {
                 .iter()
                 .filter_map(|seq| inner.index.msgs.get(seq).map(|e| (seq, e)))
                 .filter(|(_, e)| e.meta.persistent && e.state == EntryState::Locked(EXPORT_LOCK))
-                .map(|(seq, e)| self.delete(*seq, &e.meta))
+                .map(|(seq, e)| self.delete(*seq, e))
                 .collect();
             (!ops.is_empty()).then(|| self.send(ops))
         };
@@ -460,7 +458,7 @@ impl Engine {
                 ops.push(self.put(seq, &meta, Some(body.clone())));
             }
             let state = EntryState::Uncommitted(0);
-            inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+            inner.index.insert(seq, Entry { meta, state, body: Some(body), body_at: None }, blocks);
             placed.push((seq, blocks));
             done.added += 1;
         }

@@ -16,6 +16,7 @@
 
 use super::record::{MessageMeta, OrderKey};
 use super::{FastMap, FastSet};
+use crate::storage::bodies::BodyRef;
 use qm_common::message::MessageState;
 use qm_common::queue::{QueueDef, QueueUsage};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -57,12 +58,21 @@ pub struct Entry {
     /// Kept in memory for non-persistent messages, and for persistent ones until their
     /// enqueue is committed.
     pub body: Option<Arc<[u8]>>,
+    /// Where its body was in the file's body segments when it was last read from disk, so
+    /// that its dequeue reads the body there without looking its record up again. It may
+    /// be out of date (compaction moves bodies), but what it points at never changes while
+    /// the segment is there: a body's bytes are only ever appended, and checked by CRC.
+    pub body_at: Option<BodyRef>,
 }
 
 /// Most evictions and removals one [`Index::drain`] carries out. After a backup held a
 /// file, the engines learn at once of hundreds of thousands of messages that redb holds
 /// now; carried out under one lock, they held every request up for seconds.
 const DRAIN_STEP: usize = 1024;
+
+/// A stored message as a queue's head holds it: its record, and where its body was then
+/// (see [`Entry::body_at`]).
+pub type Unread = (MessageMeta, Option<BodyRef>);
 
 /// Most stored messages a queue's head holds.
 pub const HEAD_MAX: usize = 256;
@@ -76,7 +86,7 @@ pub const HEAD_MAX: usize = 256;
 /// leaves it, one that goes back to disk ready joins it when it sorts before its end.
 #[derive(Debug, Default)]
 pub struct Head {
-    pub msgs: BTreeMap<OrderKey, MessageMeta>,
+    pub msgs: BTreeMap<OrderKey, Unread>,
     pub loaded: bool,
     pub complete: bool,
     /// Where the last batch read from disk ended: every stored ready message not resident
@@ -93,7 +103,7 @@ impl Head {
         if !self.loaded || !inside {
             return;
         }
-        self.msgs.insert(key, meta.clone());
+        self.msgs.insert(key, (meta.clone(), None));
         if self.msgs.len() > HEAD_MAX {
             self.msgs.pop_last();
             self.complete = false;
@@ -294,7 +304,13 @@ impl Index {
 
     /// Makes stored message `seq` resident, in `state` (Ready or Waiting as stored, or
     /// taken at once): it is counted already.
-    pub fn adopt(&mut self, seq: u64, meta: MessageMeta, state: EntryState) {
+    pub fn adopt(
+        &mut self,
+        seq: u64,
+        meta: MessageMeta,
+        state: EntryState,
+        body_at: Option<BodyRef>,
+    ) {
         if self.msgs.contains_key(&seq) {
             return;
         }
@@ -302,7 +318,7 @@ impl Index {
         if let Some(q) = self.queues.get_mut(&meta.queue) {
             q.head.msgs.remove(&meta.key);
         }
-        self.msgs.insert(seq, Entry { meta, state, body: None });
+        self.msgs.insert(seq, Entry { meta, state, body: None, body_at });
         if let Some(exp) = expires {
             self.expiring.insert((exp, seq));
         }
@@ -577,7 +593,8 @@ mod tests {
         index.horizon = 1;
         let n = 3 * DRAIN_STEP as u64 + 5;
         for seq in 1..=n {
-            let entry = Entry { meta: meta(seq), state: EntryState::Ready, body: None };
+            let entry =
+                Entry { meta: meta(seq), state: EntryState::Ready, body: None, body_at: None };
             index.insert(seq, entry, 1);
             index.remove(seq, 1);
         }

@@ -297,8 +297,10 @@ impl Engine {
         }
     }
 
-    fn delete(&self, seq: u64, meta: &MessageMeta) -> WriteOp {
-        WriteOp::Delete { tables: self.tables.clone(), seq, blocks: self.blocks(meta) }
+    /// The removal of message `seq`, held in memory as `entry`.
+    fn delete(&self, seq: u64, entry: &Entry) -> WriteOp {
+        let blocks = self.blocks(&entry.meta);
+        WriteOp::Delete { tables: self.tables.clone(), seq, blocks, body_at: entry.body_at }
     }
 
     /// Runs `then` under the lock once `pending` is answered (with whether it succeeded):
@@ -569,7 +571,7 @@ impl Engine {
                 ops.insert(0, self.put(seq, &meta, Some(body.clone())));
             }
             let state = EntryState::Uncommitted(txid.unwrap_or(0));
-            inner.index.insert(seq, Entry { meta, state, body: Some(body) }, blocks);
+            inner.index.insert(seq, Entry { meta, state, body: Some(body), body_at: None }, blocks);
             if let Some(t) = txid.and_then(|id| inner.txns.get_mut(&id)) {
                 t.enqueued.push(seq);
             }
@@ -672,7 +674,7 @@ impl Engine {
             EntryState::Ready | EntryState::Waiting => {
                 let blocks = self.blocks(&entry.meta);
                 if entry.meta.persistent {
-                    let pending = self.send(vec![self.delete(seq, &entry.meta)]);
+                    let pending = self.send(vec![self.delete(seq, entry)]);
                     inner.index.set_state(seq, EntryState::Locked(index::GOING), blocks);
                     self.after(pending, move |engine, inner, ok| {
                         engine.settle_going(inner, seq, ok, |c| c.expired += 1);
@@ -739,11 +741,15 @@ impl Engine {
         }
     }
 
-    fn body_of(&self, seq: u64, entry_body: Option<Arc<[u8]>>) -> QmResult<Vec<u8>> {
-        match entry_body {
-            Some(b) => Ok(b.to_vec()),
-            None => Ok(writer::read_body(&self.db, &self.tables, seq)?.unwrap_or_default()),
+    fn body_of(&self, seq: u64, entry: &Entry) -> QmResult<Vec<u8>> {
+        if let Some(b) = &entry.body {
+            return Ok(b.to_vec());
         }
+        if let Some(body) = entry.body_at.and_then(|at| writer::read_body_at(self.db.bodies(), &at))
+        {
+            return Ok(body);
+        }
+        Ok(writer::read_body(&self.db, &self.tables, seq)?.unwrap_or_default())
     }
 
     /// Dequeues (or peeks at) a message, waiting for one if asked to.
@@ -928,7 +934,7 @@ impl Engine {
                 inner.index.evict_now(seq);
             }
             drop(inner);
-            let body = self.body_of(seq, entry.body.clone())?;
+            let body = self.body_of(seq, &entry)?;
             return Ok(Attempt::Done(self.to_message(seq, &entry, body)));
         }
         if matches!(ctl.select, Select::First) {
@@ -942,7 +948,7 @@ impl Engine {
                 t.dequeued.push(seq);
             }
             drop(inner);
-            let body = self.body_of(seq, entry.body.clone());
+            let body = self.body_of(seq, &entry);
             return match body {
                 Ok(body) => Ok(Attempt::Done(self.to_message(seq, &entry, body))),
                 Err(e) => Err(e),
@@ -950,7 +956,7 @@ impl Engine {
         }
         let message = Box::new(self.to_message(seq, &entry, Vec::new()));
         let pending = match entry.meta.persistent {
-            true => Some(self.send(vec![self.delete(seq, &entry.meta)])),
+            true => Some(self.send(vec![self.delete(seq, &entry)])),
             false => None,
         };
         if pending.is_none() {

@@ -241,15 +241,15 @@ impl Engine {
             return Ok(false);
         }
         let in_head = inner.index.queues.get(queue).and_then(|q| q.head.msgs.get(key)).cloned();
-        if let Some(meta) = in_head {
-            inner.index.adopt(seq, meta, EntryState::Ready);
+        if let Some((meta, body_at)) = in_head {
+            inner.index.adopt(seq, meta, EntryState::Ready, body_at);
             return Ok(true);
         }
         let found = self.lookup(inner, disk, seq)?;
         let (meta, state) = found.ok_or_else(|| {
             QmError::system(format!("message {seq:016x} is in its queue's order but not stored"))
         })?;
-        inner.index.adopt(seq, meta, state);
+        inner.index.adopt(seq, meta, state, None);
         Ok(true)
     }
 

@@ -14,7 +14,9 @@
 //! (so no queue's keys are a prefix of another's), signed numbers with their sign bit
 //! flipped, everything big-endian.
 
+use super::index::Unread;
 use super::record::{MessageMeta, OrderKey};
+use crate::storage::bodies::BodyRef;
 use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::message_blocks;
@@ -500,12 +502,21 @@ pub type Due = (Vec<(u8, u64)>, Option<u64>);
 
 /// Message `seq`'s record in `table`, the stored messages.
 fn meta_in(table: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> QmResult<Option<MessageMeta>> {
+    Ok(stored_in(table, seq)?.map(|(meta, _)| meta))
+}
+
+/// Message `seq`'s record in `table`, the stored messages, and where its body is when it
+/// is in a body segment.
+fn stored_in(
+    table: &ReadOnlyTable<u64, &'static [u8]>,
+    seq: u64,
+) -> QmResult<Option<(MessageMeta, Option<BodyRef>)>> {
     let Some(value) = table.get(seq).map_err(read_error)? else { return Ok(None) };
     let stored = super::record::split_stored(value.value())
         .ok_or_else(|| read_error(format_args!("message {seq:016x} is truncated")))?;
-    postcard::from_bytes(stored.meta)
-        .map(Some)
-        .map_err(|e| read_error(format_args!("message {seq:016x}: {e}")))
+    let meta = postcard::from_bytes(stored.meta)
+        .map_err(|e| read_error(format_args!("message {seq:016x}: {e}")))?;
+    Ok(Some((meta, stored.logged)))
 }
 
 /// A consistent view of a queue space's stored messages: one read transaction. What the
@@ -572,14 +583,14 @@ impl<'n> View<'n> {
     }
 
     /// The first `n` ready messages of `queue` not skipped (after `after`, when given),
-    /// with their records.
+    /// with their records and where their bodies are.
     pub fn first_n(
         &self,
         queue: &str,
         after: Option<&OrderKey>,
         n: usize,
         skip: impl Fn(u64) -> bool,
-    ) -> QmResult<Vec<(OrderKey, MessageMeta)>> {
+    ) -> QmResult<Vec<(OrderKey, Unread)>> {
         let mut found = Vec::new();
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(found) };
         // Opened once for the batch, not once a message.
@@ -595,11 +606,11 @@ impl<'n> View<'n> {
         {
             let (k, _) = item.map_err(read_error)?;
             let Some(key) = order_of(k.value()).filter(|k| !skip(k.seq)) else { continue };
-            let meta = messages.as_ref().map(|t| meta_in(t, key.seq)).transpose()?.flatten();
-            let meta = meta.ok_or_else(|| {
+            let stored = messages.as_ref().map(|t| stored_in(t, key.seq)).transpose()?.flatten();
+            let stored = stored.ok_or_else(|| {
                 read_error(format_args!("message {:016x} is in order but not stored", key.seq))
             })?;
-            found.push((key, meta));
+            found.push((key, stored));
             if found.len() >= n {
                 break;
             }

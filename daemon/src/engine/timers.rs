@@ -59,7 +59,7 @@ fn settle_stored(engine: &Engine, inner: &mut Inner, now: u64) {
             continue;
         }
         let (expires, available) = (meta.expires_us, meta.available_us);
-        inner.index.adopt(seq, meta, state);
+        inner.index.adopt(seq, meta, state, None);
         if expires.is_some_and(|e| e <= now) {
             engine.expire(inner, seq);
         } else if kind == AVAILABLE && state == EntryState::Waiting && available <= now {

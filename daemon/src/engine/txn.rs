@@ -133,7 +133,7 @@ impl Engine {
                 };
                 match (&moved, e.meta.persistent) {
                     (Some(m), true) => ops.push(self.put(seq, m, None)),
-                    (None, true) => ops.push(self.delete(seq, &e.meta)),
+                    (None, true) => ops.push(self.delete(seq, e)),
                     _ => {}
                 }
                 if let Some(m) = moved {
@@ -304,7 +304,7 @@ impl Engine {
             m
         } else if persistent {
             // Dropped: it stays held until its removal is durable.
-            let op = self.delete(seq, &inner.index.msgs.get(&seq)?.meta);
+            let op = self.delete(seq, inner.index.msgs.get(&seq)?);
             inner.index.set_state(seq, EntryState::Locked(super::index::GOING), blocks);
             return Some(op);
         } else {

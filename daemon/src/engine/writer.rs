@@ -108,8 +108,10 @@ pub enum WriteOp {
         blocks: u64,
         waiting: bool,
     },
-    /// Remove a message; its body comes back in the job's reply.
-    Delete { tables: Arc<QueueSpaceTables>, seq: u64, blocks: u64 },
+    /// Remove a message; its body comes back in the job's reply. `body_at` is where the
+    /// body was last seen in a body segment, if it was ([`super::index::Entry::body_at`]):
+    /// it is read there first, without a lookup of the record.
+    Delete { tables: Arc<QueueSpaceTables>, seq: u64, blocks: u64, body_at: Option<BodyRef> },
     /// A waiting message's time has come: move it to its queue's order.
     Ready { tables: Arc<QueueSpaceTables>, seq: u64 },
     /// Store a queue-space state value (counters, threshold states).
@@ -1033,7 +1035,7 @@ impl<'a> Logged<'a> {
                 blocks: *blocks,
                 waiting: *waiting,
             },
-            WriteOp::Delete { tables, seq, blocks } => {
+            WriteOp::Delete { tables, seq, blocks, .. } => {
                 Logged::Delete { qspace: &tables.qspace, seq: *seq, blocks: *blocks }
             }
             WriteOp::Ready { tables, seq } => Logged::Ready { qspace: &tables.qspace, seq: *seq },
@@ -1069,7 +1071,7 @@ impl<'a> Logged<'a> {
                 waiting,
             },
             Logged::Delete { qspace, seq, blocks } => {
-                WriteOp::Delete { tables: of(qspace), seq, blocks }
+                WriteOp::Delete { tables: of(qspace), seq, blocks, body_at: None }
             }
             Logged::Ready { qspace, seq } => WriteOp::Ready { tables: of(qspace), seq },
             Logged::State { qspace, key, value } => {
@@ -1246,7 +1248,7 @@ fn apply<'a>(
                     open.index(tables, &record.queue, |m| m.make_ready(*seq, &record))?;
                 }
             }
-            WriteOp::Delete { tables, seq, blocks } => {
+            WriteOp::Delete { tables, seq, blocks, .. } => {
                 let value = open.table(&tables.msg)?.remove(*seq).map_err(fail)?;
                 let value = value.map(|v| v.value().to_vec());
                 if let Some(stored) = value.as_deref().and_then(split_stored) {
@@ -1510,6 +1512,18 @@ pub fn read_body(file: &DbFile, tables: &QueueSpaceTables, seq: u64) -> QmResult
     file.read_applied(|txn| stored_body(txn, file.bodies(), tables, seq))
 }
 
+/// The body at `at`, where a message's body was last seen in a body segment
+/// ([`super::index::Entry::body_at`]); `None` when it cannot be read there (a compaction
+/// moved it and its old segment went), and then the message's record says where it is.
+pub(super) fn read_body_at(log: &BodyLog, at: &BodyRef) -> Option<Vec<u8>> {
+    let _reading = log.reading();
+    log.read(at)
+        .inspect_err(|e| {
+            tracing::debug!("a body is no longer where it was seen ({e}); reading its record")
+        })
+        .ok()
+}
+
 /// Message `seq`'s body as `txn` sees it, if it is stored.
 pub(super) fn stored_body(
     txn: &redb::ReadTransaction,
@@ -1624,7 +1638,12 @@ mod tests {
                 blocks: u64::MAX,
                 waiting: true,
             },
-            WriteOp::Delete { tables: tables.clone(), seq: u64::MAX, blocks: u64::MAX },
+            WriteOp::Delete {
+                tables: tables.clone(),
+                seq: u64::MAX,
+                blocks: u64::MAX,
+                body_at: None,
+            },
             WriteOp::Ready { tables: tables.clone(), seq: u64::MAX },
             WriteOp::State { tables: tables.clone(), key: "k".repeat(200), value: vec![2; 200] },
             WriteOp::Record { table: "t".repeat(300), key: u64::MAX, value: Some(vec![3; 999]) },
