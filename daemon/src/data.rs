@@ -169,6 +169,9 @@ async fn name_queues(daemon: &Arc<Daemon>, session: u64, sd: &SessionData, reque
         .flatten()
         .find(|e| e.alive() && e.name == space)
         .cloned();
+    if cached.as_ref().is_some_and(|e| !e.may_alias()) {
+        return;
+    }
     let wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let found: Vec<Option<String>> = match cached {
         Some(engine) => wanted.iter().map(|n| engine.canonical(n)).collect(),

@@ -167,6 +167,12 @@ impl Engine {
         canonical_in(&self.lock(), name)
     }
 
+    /// Whether a name a request gives may be an alias of one of these queues: not while
+    /// none was ever given one, and then every name is a queue's own or no queue's.
+    pub fn may_alias(&self) -> bool {
+        self.aliased.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The queues whose empty idle expiration has passed at `now`.
     pub fn idle_expired(&self, now: u64) -> Vec<String> {
         let inner = self.lock();

@@ -132,6 +132,9 @@ pub struct Engine {
     pub limits: Limits,
     inner: Mutex<Inner>,
     alive: AtomicBool,
+    /// Whether a queue of it was ever given an alias since it was loaded: until then a
+    /// request's queue names are its queues' own, and naming them takes no lock.
+    aliased: AtomicBool,
     /// Wakes the timer task when an earlier deadline appears.
     timer_wake: Arc<Notify>,
     /// Itself, for tasks that must not keep it loaded.
@@ -171,6 +174,7 @@ impl Engine {
         }
         let seq_durable = recovered.index.reserved;
         let mut index = recovered.index;
+        let aliased = index.queues.values().any(|q| !q.def.attrs.aliases.is_empty());
         (index.applied, index.horizon) = (db.applied(), db.horizon());
         let engine = Arc::new_cyclic(|weak| Engine {
             name: name.to_string(),
@@ -190,6 +194,7 @@ impl Engine {
                 turns: Default::default(),
             }),
             alive: AtomicBool::new(true),
+            aliased: AtomicBool::new(aliased),
             timer_wake: Arc::new(Notify::new()),
             weak: weak.clone(),
         });
@@ -263,6 +268,9 @@ impl Engine {
     /// Adds or replaces a queue definition (qcreate, qchange).
     pub fn define_queue(&self, def: QueueDef) {
         let mut inner = self.lock();
+        if !def.attrs.aliases.is_empty() {
+            self.aliased.store(true, Ordering::Release);
+        }
         inner.index.dirty.insert(def.name.clone());
         match inner.index.queues.get_mut(&def.name) {
             Some(q) => q.def = def,
