@@ -335,6 +335,19 @@ fn aliases_name_their_queue() {
     app.put("HOTLINE", "by name");
 }
 
+/// An alias given while a session is already at work in the queue space names its queue
+/// for that session's next request, though the session had never met an alias there.
+#[test]
+fn an_alias_given_during_a_session_names_its_queue_at_once() {
+    let env = space(&[ERRQ, FIFO_Q]);
+    let mut app = App::connect(&env);
+    app.put("Q", "by name");
+    env.c("qopen QS; qalias Q late/alias").ok();
+    app.put("late/alias", "by alias");
+    assert_eq!(count(&env, "Q"), 2);
+    assert_eq!(app.drain("late/alias"), ["by name", "by alias"]);
+}
+
 /// A waiting enqueue whose client goes away leaves the line: it is not counted any more,
 /// and its message never gets in when room comes.
 #[test]

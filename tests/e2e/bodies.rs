@@ -172,6 +172,14 @@ fn a_moved_queue_space_takes_its_bodies_along() {
     drained_whole(&mut App::connect(&env), 50);
 }
 
+/// Enqueues 300 messages, one in ten to Q (they stay) and the rest to T (to be drained), so
+/// that every segment ends up mostly dead once T is.
+fn one_in_ten_to_q(app: &mut App) {
+    for i in 0..300 {
+        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
+    }
+}
+
 /// Segments that only a few live bodies keep are emptied: those bodies are copied forward
 /// and the segments removed, so a few long-lived messages do not keep dead bytes on disk.
 /// (`QM_FAULT=smallsegments`: segments of 16 KiB, compacted past 64 KiB of dead bytes.)
@@ -183,10 +191,7 @@ fn mostly_dead_segments_are_emptied_and_removed() {
     let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
     let _daemon = Daemon::start_with_env(&env.device, &[], &vars);
     let mut app = App::connect(&env);
-    // One body in ten stays: every segment ends up mostly dead.
-    for i in 0..300 {
-        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
-    }
+    one_in_ten_to_q(&mut app);
     let stored = |env: &Env| segments(env).len();
     assert!(wait_until(Duration::from_secs(30), || stored(&env) >= 30), "{}", stored(&env));
     let before = stored(&env);
@@ -213,9 +218,7 @@ fn a_body_moved_after_its_head_was_read_is_found_through_its_record() {
     let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
     let daemon = Daemon::start_with_env(&env.device, &[], &vars);
     let mut app = App::connect(&env);
-    for i in 0..300 {
-        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
-    }
+    one_in_ten_to_q(&mut app);
     drop(app);
     // Restarted, so that every message is read from disk, Q's with its head.
     stop_and_wait(&env);
@@ -260,9 +263,7 @@ fn writers_go_on_while_bodies_are_copied_forward() {
     let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
     let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
     let mut app = App::connect(&env);
-    for i in 0..300 {
-        app.put(if i % 10 == 0 { "Q" } else { "T" }, &body(i));
-    }
+    one_in_ten_to_q(&mut app);
     // In segments first (not still deferred, which a dequeue would cancel), then mostly dead.
     assert!(wait_until(Duration::from_secs(30), || segments(&env).len() >= 30));
     assert_eq!(app.drain("T").len(), 270);
