@@ -16,7 +16,6 @@
 
 use super::index::Unread;
 use super::record::{MessageMeta, OrderKey};
-use crate::storage::bodies::BodyRef;
 use crate::storage::handle::DbFile;
 use crate::storage::tables::QueueSpaceTables;
 use qm_common::device::message_blocks;
@@ -507,10 +506,7 @@ fn meta_in(table: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> QmResult<Opti
 
 /// Message `seq`'s record in `table`, the stored messages, and where its body is when it
 /// is in a body segment.
-fn stored_in(
-    table: &ReadOnlyTable<u64, &'static [u8]>,
-    seq: u64,
-) -> QmResult<Option<(MessageMeta, Option<BodyRef>)>> {
+fn stored_in(table: &ReadOnlyTable<u64, &'static [u8]>, seq: u64) -> QmResult<Option<Unread>> {
     let Some(value) = table.get(seq).map_err(read_error)? else { return Ok(None) };
     let stored = super::record::split_stored(value.value())
         .ok_or_else(|| read_error(format_args!("message {seq:016x} is truncated")))?;
