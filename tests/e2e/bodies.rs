@@ -172,6 +172,15 @@ fn a_moved_queue_space_takes_its_bodies_along() {
     drained_whole(&mut App::connect(&env), 50);
 }
 
+/// Body segments of 16 KiB, compacted past 64 KiB of dead bytes (tests only).
+const SMALL_SEGMENTS: &[(&str, &str)] = &[("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
+
+/// A device with queue space QS and its queues Q and T, its daemon stopped.
+fn q_and_t(env: &Env) {
+    setup(env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
+    stop_and_wait(env);
+}
+
 /// Enqueues 300 messages, one in ten to Q (they stay) and the rest to T (to be drained), so
 /// that every segment ends up mostly dead once T is.
 fn one_in_ten_to_q(app: &mut App) {
@@ -186,10 +195,8 @@ fn one_in_ten_to_q(app: &mut App) {
 #[test]
 fn mostly_dead_segments_are_emptied_and_removed() {
     let env = Env::new();
-    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
-    let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
-    let _daemon = Daemon::start_with_env(&env.device, &[], &vars);
+    q_and_t(&env);
+    let _daemon = Daemon::start_with_env(&env.device, &[], SMALL_SEGMENTS);
     let mut app = App::connect(&env);
     one_in_ten_to_q(&mut app);
     let stored = |env: &Env| segments(env).len();
@@ -213,10 +220,8 @@ fn mostly_dead_segments_are_emptied_and_removed() {
 #[test]
 fn a_body_moved_after_its_head_was_read_is_found_through_its_record() {
     let env = Env::new();
-    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
-    let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", "smallsegments")];
-    let daemon = Daemon::start_with_env(&env.device, &[], &vars);
+    q_and_t(&env);
+    let daemon = Daemon::start_with_env(&env.device, &[], SMALL_SEGMENTS);
     let mut app = App::connect(&env);
     one_in_ten_to_q(&mut app);
     drop(app);
@@ -225,7 +230,7 @@ fn a_body_moved_after_its_head_was_read_is_found_through_its_record() {
     drop(daemon);
     let log = env.path("qmd.log");
     let args = ["-l", "3", "-g", log.to_str().unwrap()];
-    let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
+    let _daemon = Daemon::start_with_env(&env.device, &args, SMALL_SEGMENTS);
     let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
     let mut app = App::connect(&env);
     let stored = |env: &Env| segments(env).len();
@@ -253,8 +258,7 @@ fn a_body_moved_after_its_head_was_read_is_found_through_its_record() {
 #[test]
 fn writers_go_on_while_bodies_are_copied_forward() {
     let env = Env::new();
-    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''", "T fifo none 0 0 100% 0% ''"]);
-    stop_and_wait(&env);
+    q_and_t(&env);
     let (gate, log) = (env.path("gate"), env.path("gated.log"));
     std::fs::write(&gate, "").unwrap();
     let fault = format!("gatedcompaction:{}", gate.display());
