@@ -54,7 +54,7 @@ impl Applying {
 
     /// The body of message `seq` of `qspace` if one of these groups enqueued it.
     pub fn body(&self, qspace: &str, seq: u64) -> Option<&Arc<[u8]>> {
-        self.bodies.get(qspace)?.get(&seq)
+        self.bodies.get(qspace)?.get(&seq)?.body()
     }
 
     pub fn room(&self) -> u64 {

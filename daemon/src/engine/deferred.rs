@@ -26,15 +26,22 @@ use redb::ReadableDatabase;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// The bodies of messages enqueued, by queue space and sequence number.
-pub type Enqueued = HashMap<String, HashMap<u64, Arc<[u8]>>>;
+/// The messages enqueued by deferred groups, by queue space and sequence number.
+pub type Enqueued = FastMap<String, FastMap<u64, Fresh>>;
 
 /// A message whose enqueue is deferred.
-struct Fresh {
+pub struct Fresh {
     /// Its body, until a deferred removal takes it: then the message's writes cancel out.
     body: Option<Arc<[u8]>>,
     /// The disk room its enqueue was counted for.
     room: u64,
+}
+
+impl Fresh {
+    /// Its body, unless a removal deferred with it took it.
+    pub fn body(&self) -> Option<&Arc<[u8]>> {
+        self.body.as_ref()
+    }
 }
 
 /// The deferred writes of one redb file, in the order they were made.
@@ -250,17 +257,22 @@ impl Deferred {
     /// [`Deferred::take_groups`].
     pub fn take_all(&mut self) -> (Vec<WriteOp>, Enqueued, u64) {
         let room = self.room;
-        // Moved, not copied: the writer does this at every hand-over.
-        let ops: Vec<WriteOp> =
-            std::mem::take(&mut self.ops).into_iter().filter(|op| !self.cancelled(op)).collect();
-        let bodies = std::mem::take(&mut self.fresh)
-            .into_iter()
+        // Moved, not copied: the writer does this at every hand-over. The next set starts
+        // as large as this one, rather than grow to it by doubling into fresh pages.
+        let next = VecDeque::with_capacity(self.ops.len());
+        let mut ops = Vec::from(std::mem::replace(&mut self.ops, next));
+        ops.retain(|op| !self.cancelled(op));
+        // Each queue space's map is left empty as large as it was, for the same reason.
+        let bodies = self
+            .fresh
+            .iter_mut()
             .map(|(qspace, msgs)| {
-                let live = msgs.into_iter().filter_map(|(seq, f)| Some((seq, f.body?)));
-                (qspace, live.collect())
+                let next = FastMap::with_capacity_and_hasher(msgs.len(), Default::default());
+                (qspace.clone(), std::mem::replace(msgs, next))
             })
             .collect();
-        self.clear();
+        self.groups.clear();
+        self.room = 0;
         (ops, bodies, room)
     }
 
@@ -339,7 +351,7 @@ mod tests {
         deferred.push(std::iter::once(&[delete(&tables, 1), put(&tables, 3)][..]), 8);
         let (ops, bodies, room) = deferred.take_all();
         assert_eq!(seqs(ops.iter()), [('+', 2), ('+', 3)], "message 1 came and went");
-        let handed = |seq| bodies.get("QS").and_then(|m| m.get(&seq)).is_some();
+        let handed = |seq| bodies.get("QS").and_then(|m| m.get(&seq)?.body()).is_some();
         assert!(!handed(1) && handed(2) && handed(3), "the bodies a removal may ask for");
         assert!(room > 0);
         assert!(deferred.is_empty() && deferred.room() == 0);
