@@ -387,6 +387,39 @@ fn writes_not_yet_in_redb_are_seen_by_every_reader() {
     assert_eq!(left, expected, "every acknowledged write, and no dequeued message, after kill -9");
 }
 
+/// A client's first request naming a queue space reads the space's record from the
+/// device, which deferred writes never touch: clients that come and go while writes are
+/// deferred (`QM_FAULT=defer` keeps them so) leave them deferred. Each such first request
+/// used to apply them all, under the writer's lock, before it was served. An
+/// administrator's write still applies them first.
+#[test]
+fn clients_opening_a_queue_space_leave_deferred_writes_deferred() {
+    use crate::support::Daemon;
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let args = ["-l", "3", "-g", log.to_str().unwrap()];
+    let _daemon = Daemon::start_with_env(&env.device, &args, &[("QM_FAULT", "defer")]);
+    setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
+    let applied = || {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        log.matches("deferred writes applied first").count()
+    };
+    // The first client loads the queue space, which applies what is deferred by then.
+    let mut app = App::connect(&env);
+    for i in 0..100 {
+        app.put("Q", format!("m{i:03}").as_bytes());
+    }
+    let before = applied();
+    for i in 0..10 {
+        let mut other = App::connect(&env);
+        assert_eq!(body(&other.take("Q")), format!("m{i:03}"));
+    }
+    assert_eq!(applied(), before, "ten clients opened QS and applied the deferred writes");
+    assert_eq!(counts(&stat(&env, "Q"))[..2], [90, 90]);
+    env.c("qopen QS; qcreate Q2 fifo none 0 0 100% 0% ''").ok();
+    eventually("the new queue's definition applies the deferred writes", || applied() > before);
+}
+
 /// The msgid high-water mark is a state value, deferred like message writes when it comes
 /// alone (`QM_FAULT=defer` keeps it so): non-persistent enqueues write nothing else, yet
 /// after the queue space is loaded again, and after `kill -9` and the journal's replay, a

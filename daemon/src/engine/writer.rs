@@ -552,7 +552,7 @@ fn checkpoint_if(
     } else if due(journal) {
         journal::checkpoint(&db, journal).map(|()| false)
     } else {
-        settle(&db, journal).map(|()| false)
+        settle(&db, journal).map(|_| false)
     };
     match done {
         Ok(stepped) => stepped,
@@ -881,12 +881,15 @@ pub fn apply_deferred(txn: &WriteTransaction, log: &BodyLog, deferred: &Deferred
 
 /// Applies the deferred writes of a file in a commit of their own that is not durable
 /// (their journal records are): before anything outside the engines reads or writes redb.
-pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<()> {
+/// Returns how many writes it applied.
+pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<usize> {
     journal.finish_applying()?;
     if journal.deferred.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    apply_now(db, journal, std::iter::empty(), Durable::Already).map(drop)
+    let writes = journal.deferred.len();
+    apply_now(db, journal, std::iter::empty(), Durable::Already)?;
+    Ok(writes)
 }
 
 /// [`CATCH_UP`] and [`CATCH_UP_ABOVE`]; with `QM_FAULT=slowcopy`, 16 and 64, so that a

@@ -287,16 +287,25 @@ impl Device {
         }
     }
 
+    /// Runs `f` in a read transaction of the device's own records (its UDL, VTOC, queue
+    /// spaces, grants). Those are written by durable commits alone, never deferred, so
+    /// the deferred message writes of the file are not applied first as [`Device::read`]
+    /// does: every client that opens a queue space reads its record, and at a deep queue
+    /// that applied up to 65,536 writes under the writer's lock for each one.
+    fn read_records<T>(&self, f: impl FnOnce(&ReadTransaction) -> QmResult<T>) -> QmResult<T> {
+        self.db.read_applied(f)
+    }
+
     pub fn udl(&self) -> QmResult<Vec<UdlEntry>> {
-        self.read(udl_in)
+        self.read_records(udl_in)
     }
 
     pub fn vtoc(&self) -> QmResult<Vec<VtocEntry>> {
-        self.read(vtoc_in)
+        self.read_records(vtoc_in)
     }
 
     pub fn qspaces(&self) -> QmResult<Vec<QueueSpaceRecord>> {
-        self.read(qspaces_in)
+        self.read_records(qspaces_in)
     }
 
     pub fn device_id(&self) -> u64 {
@@ -304,7 +313,7 @@ impl Device {
     }
 
     pub fn qspace(&self, name: &str) -> QmResult<Option<QueueSpaceRecord>> {
-        self.read(|txn| {
+        self.read_records(|txn| {
             let table =
                 txn.open_table(QSPACES).map_err(|e| storage_error("reading queue spaces", e))?;
             match table.get(name).map_err(|e| storage_error("reading queue spaces", e))? {
@@ -317,7 +326,7 @@ impl Device {
     /// Every grant of rights, by principal and scope. A device made before rights existed
     /// has none.
     pub fn grants(&self) -> QmResult<Vec<Grant>> {
-        self.read(|txn| {
+        self.read_records(|txn| {
             let table = match txn.open_table(GRANTS) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

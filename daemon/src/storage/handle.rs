@@ -232,10 +232,12 @@ impl DbFile {
     pub fn settle(&self) -> QmResult<()> {
         let db = self.get()?;
         let mut guard = self.journal();
-        match guard.as_mut() {
-            Some(journal) => crate::engine::writer::settle(&db, journal),
-            None => Ok(()),
+        let Some(journal) = guard.as_mut() else { return Ok(()) };
+        let writes = crate::engine::writer::settle(&db, journal)?;
+        if writes > 0 {
+            tracing::debug!("{}: {writes} deferred writes applied first", self.path.display());
         }
+        Ok(())
     }
 
     /// Holds the file unchanged until the returned guard is dropped: redb write
