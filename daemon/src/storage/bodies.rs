@@ -252,6 +252,8 @@ impl Bodies {
         }
         RUN.with_borrow_mut(|buf| {
             buf.clear();
+            // Once, at its full size: grown by doubling it would end up twice that.
+            buf.reserve_exact(RUN_WRITE);
             for body in placed {
                 if !buf.is_empty() && buf.len() + body.len() > RUN_WRITE {
                     self.write_placed(n, offset, buf)?;
