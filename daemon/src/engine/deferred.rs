@@ -19,7 +19,9 @@
 
 use super::FastMap;
 use super::applier::Applying;
-use super::writer::{WriteOp, op_room, read_body_at, stored_body_in, stored_messages};
+use super::writer::{
+    DEFERRED_WRITES, WriteOp, op_room, read_body_at, stored_body_in, stored_messages,
+};
 use crate::storage::handle::Db;
 use qm_common::QmResult;
 use redb::ReadableDatabase;
@@ -258,8 +260,10 @@ impl Deferred {
     pub fn take_all(&mut self) -> (Vec<WriteOp>, Enqueued, u64) {
         let room = self.room;
         // Moved, not copied: the writer does this at every hand-over. The next set starts
-        // as large as this one, rather than grow to it by doubling into fresh pages.
-        let next = VecDeque::with_capacity(self.ops.len());
+        // as large as this one, rather than grow to it by doubling into fresh pages (but
+        // no larger than a set usually gets: one that grew while a backup held the file
+        // is not kept).
+        let next = VecDeque::with_capacity(self.ops.len().min(DEFERRED_WRITES));
         let mut ops = Vec::from(std::mem::replace(&mut self.ops, next));
         ops.retain(|op| !self.cancelled(op));
         // Each queue space's map is left empty as large as it was, for the same reason.
@@ -267,7 +271,8 @@ impl Deferred {
             .fresh
             .iter_mut()
             .map(|(qspace, msgs)| {
-                let next = FastMap::with_capacity_and_hasher(msgs.len(), Default::default());
+                let kept = msgs.len().min(DEFERRED_WRITES);
+                let next = FastMap::with_capacity_and_hasher(kept, Default::default());
                 (qspace.clone(), std::mem::replace(msgs, next))
             })
             .collect();

@@ -59,7 +59,7 @@ const PENDING_ROOM: u64 = 4 << 20;
 const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 /// Between checkpoints, deferred writes ([`Deferred`]) are applied to redb once there are
 /// this many of them (they and their messages are held in memory until then)...
-const DEFERRED_WRITES: usize = 65_536;
+pub(super) const DEFERRED_WRITES: usize = 65_536;
 /// ...or once those that will reach redb may need this much disk there.
 const DEFERRED_ROOM: u64 = 256 << 20;
 /// More deferred writes than [`CATCH_UP_ABOVE`] (after a backup held the file, say) are
