@@ -670,8 +670,14 @@ impl Engine {
             self.expire(inner, seq);
             return;
         }
+        let timed = meta.expires_us.is_some() || meta.available_us > now;
         inner.index.evict(seq);
-        self.timer_wake.notify_one();
+        // The timer task sleeps until the earliest time it knows of: only a message with a
+        // time of its own can bring that forward. Woken for every enqueue, it took the
+        // queue space's lock once per message under load.
+        if timed {
+            self.timer_wake.notify_one();
+        }
     }
 
     /// Removes an expired message that nobody holds. A stored one stays resident, held,
