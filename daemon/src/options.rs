@@ -235,6 +235,22 @@ impl Options {
     }
 }
 
+/// A switch read from qmd's environment, on by default: whether `name` leaves it on (unset
+/// or 1). Any other value but 0 leaves it on too, with a warning that names the variable
+/// and what 0 (`off`) and 1 (`on`) mean.
+pub fn env_switch(name: &str, off: &str, on: &str) -> bool {
+    match std::env::var(name).as_deref() {
+        Ok("0") => false,
+        Ok("1") | Err(_) => true,
+        Ok(other) => {
+            tracing::warn!(
+                "{name}={other:?} is neither 0 ({off}) nor 1 ({on}, the default): left on"
+            );
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_socket_mode;

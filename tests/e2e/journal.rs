@@ -149,7 +149,7 @@ fn acknowledged_writes_come_back_from_the_journal() {
 
 /// The same with the journal's records written through the page cache and synced
 /// (`QM_JOURNAL_DIRECT=0`) rather than straight to the disk; a value of the variable other
-/// than 0 or 1 is named in the log and changes nothing.
+/// than 0 or 1 is named in the log and changes nothing, as one of `QM_BODY_LOG` is.
 #[test]
 fn acknowledged_writes_come_back_from_a_journal_written_through_the_page_cache() {
     let env = Env::new();
@@ -157,11 +157,15 @@ fn acknowledged_writes_come_back_from_a_journal_written_through_the_page_cache()
     let args = ["-l", "3", "-g", log.to_str().unwrap()];
     // The first daemon through the page cache, the second told a value it does not know.
     kill_and_replay(&env, |nth| {
-        let value = ["0", "yes"][nth];
-        Daemon::start_with_env(&env.device, &args, &[("QM_JOURNAL_DIRECT", value)])
+        let vars = [
+            [("QM_JOURNAL_DIRECT", "0"), ("QM_BODY_LOG", "1")],
+            [("QM_JOURNAL_DIRECT", "yes"), ("QM_BODY_LOG", "on")],
+        ];
+        Daemon::start_with_env(&env.device, &args, &vars[nth])
     });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("QM_JOURNAL_DIRECT=\"yes\" is neither 0"), "{text}");
+    assert!(text.contains("QM_BODY_LOG=\"on\" is neither 0 (bodies kept in redb)"), "{text}");
 }
 
 /// Queue space QS with queue Q; 200 messages enqueued on the daemon `start(0)` gives, which

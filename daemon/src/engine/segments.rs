@@ -32,7 +32,9 @@ pub const ENDS: TableDefinition<u32, u64> = TableDefinition::new("qm.bodies.ends
 /// Whether applied bodies go to body segments: unless `QM_BODY_LOG=0`.
 pub fn logs_bodies() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("QM_BODY_LOG").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| {
+        crate::options::env_switch("QM_BODY_LOG", "bodies kept in redb", "in body segments")
+    })
 }
 
 fn fail(e: impl std::fmt::Display) -> QmError {

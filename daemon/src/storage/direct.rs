@@ -22,6 +22,7 @@
 //! write never is); `QM_JOURNAL_DIRECT=0` turns it off. Otherwise the journal writes and
 //! syncs through its ordinary descriptor.
 
+use crate::options::env_switch;
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
 use std::io;
@@ -138,20 +139,9 @@ fn offset_alignment(file: &File) -> usize {
     }
 }
 
-/// Whether `QM_JOURNAL_DIRECT` leaves direct writes on: unset or 1, and (with a warning
-/// that names it) anything else but 0.
+/// Whether `QM_JOURNAL_DIRECT` leaves direct writes on (see [`env_switch`]).
 fn wanted() -> bool {
-    match std::env::var("QM_JOURNAL_DIRECT").as_deref() {
-        Ok("0") => false,
-        Ok("1") | Err(_) => true,
-        Ok(other) => {
-            tracing::warn!(
-                "QM_JOURNAL_DIRECT={other:?} is neither 0 (journal through the page cache) nor \
-                 1 (straight to the disk, the default): left on"
-            );
-            true
-        }
-    }
+    env_switch("QM_JOURNAL_DIRECT", "journal through the page cache", "straight to the disk")
 }
 
 /// `len` bytes of `buf` aligned to [`BLOCK`], `buf` grown to hold them if need be.
