@@ -454,3 +454,63 @@ fn a_deferred_msgid_mark_survives_a_reload_and_a_kill() {
     let above = seen.iter().filter(|id| **id >= after_kill).count();
     assert_eq!(above, 0, "{after_kill} must be above the {} msgids handed out", seen.len());
 }
+
+/// The scheduling policy (field 41 of `/proc/PID/task/TID/stat`) of each applier thread
+/// of process `pid`.
+fn applier_policies(pid: u32) -> Vec<i64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads");
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The fields after the name, which may hold spaces, start with the third.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        if comm.starts_with("qm-applier") {
+            policies.push(fields.get(41 - 3).and_then(|f| f.parse().ok()).unwrap_or(-1));
+        }
+    }
+    policies
+}
+
+/// Whether a thread of this process may go to `SCHED_IDLE` and come back, as qmd asks
+/// before it puts its appliers there.
+fn may_come_back_from_idle() -> bool {
+    let set = |policy| {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a valid parameter for both policies, on the calling thread.
+        unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+    };
+    std::thread::spawn(move || set(libc::SCHED_IDLE) && set(libc::SCHED_OTHER)).join().unwrap()
+}
+
+/// An applier waits behind every other thread (`SCHED_IDLE`, shown as `IDL` by
+/// `ps -L -o cls`) where the daemon may bring it back while something waits for its
+/// commit, here as root; `QM_APPLIER_BACKGROUND=0` keeps it at the normal policy. Either
+/// way the messages written before a stop are there after it.
+#[test]
+fn appliers_run_in_the_background() {
+    use crate::support::Daemon;
+    let lowered = if may_come_back_from_idle() { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    for (vars, expected) in [(&[][..], lowered), (&[("QM_APPLIER_BACKGROUND", "0")][..], 0)] {
+        let env = Env::new();
+        let daemon = Daemon::start_with_env(&env.device, &[], vars);
+        setup(&env, 300, &["Q fifo none 0 0 100% 0% ''"]);
+        let mut app = App::connect(&env);
+        for i in 0..20 {
+            app.put("Q", format!("m{i:02}").as_bytes());
+        }
+        let pid = daemon.pid;
+        eventually("an applier thread in its place", || {
+            let policies = applier_policies(pid);
+            !policies.is_empty() && policies.iter().all(|&p| p == i64::from(expected))
+        });
+        drop(app);
+        stop_and_wait(&env);
+        drop(daemon);
+        let _daemon = Daemon::start_with_env(&env.device, &[], vars);
+        let mut app = App::connect(&env);
+        let left: Vec<String> = app.drain("Q").iter().map(body).collect();
+        assert_eq!(left, (0..20).map(|i| format!("m{i:02}")).collect::<Vec<_>>(), "{vars:?}");
+    }
+}

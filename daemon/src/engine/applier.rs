@@ -17,13 +17,14 @@
 //! A commit that fails leaves the file to be opened again, which replays the journal: both
 //! regions are still intact then.
 
+use super::background::Background;
 use super::deferred::Enqueued;
 use super::writer::{COMMITS, WriteOp, commit_groups};
 use crate::storage::handle::Db;
 use crate::storage::journal::Marks;
 use qm_common::{QmError, QmResult};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 
 /// Deferred groups taken out for one durable commit of their own.
 pub struct Applying {
@@ -39,6 +40,8 @@ pub struct Applying {
     /// None until the commit is over; then how it went.
     done: Mutex<Option<QmResult<()>>>,
     ended: Condvar,
+    /// The policy of the applier thread it was handed to, raised while someone waits.
+    background: OnceLock<Arc<Background>>,
 }
 
 impl Applying {
@@ -49,7 +52,16 @@ impl Applying {
         room: u64,
         marks: Arc<Marks>,
     ) -> Applying {
-        Applying { ops, bodies, lsn, room, marks, done: Mutex::new(None), ended: Condvar::new() }
+        Applying {
+            ops,
+            bodies,
+            lsn,
+            room,
+            marks,
+            done: Mutex::new(None),
+            ended: Condvar::new(),
+            background: OnceLock::new(),
+        }
     }
 
     /// The body of message `seq` of `qspace` if one of these groups enqueued it.
@@ -66,8 +78,13 @@ impl Applying {
         self.done.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Result::is_ok)
     }
 
-    /// Waits for the end of the commit; why it failed if it did.
+    /// Waits for the end of the commit; why it failed if it did. The applier runs at the
+    /// normal policy meanwhile (see [`super::background`]).
     pub fn wait(&self) -> QmResult<()> {
+        let _raised = match self.finished() {
+            None => self.background.get().map(|b| b.waiting()),
+            Some(_) => None,
+        };
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(result) = done.as_ref() {
@@ -100,6 +117,7 @@ enum Work {
 /// are applied.
 pub struct Applier {
     tx: Option<mpsc::Sender<Work>>,
+    background: Arc<Background>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -108,14 +126,20 @@ impl Applier {
     /// (the writer then checkpoints by itself, as it always may).
     pub fn start(name: &str) -> Option<Applier> {
         let (tx, rx) = mpsc::channel::<Work>();
+        let background = Arc::new(Background::default());
+        let its = background.clone();
         let thread =
             std::thread::Builder::new().name(format!("qm-applier {name}")).spawn(move || {
+                its.enter();
+                its.lower();
                 for work in &rx {
+                    its.lower();
                     let db = match work {
                         Work::Apply(db, applying) if run(&db, &applying) => db,
                         Work::Apply(..) => continue,
                         Work::Compact(db) => db,
                     };
+                    its.lower();
                     // Groups handed over while bodies are copied forward are applied
                     // between its steps, not after all of them; a compaction asked for
                     // meanwhile is this one.
@@ -125,11 +149,13 @@ impl Applier {
                                 run(&db, &applying);
                             }
                         }
+                        its.lower();
                     });
                 }
+                its.leave();
             });
         match thread {
-            Ok(thread) => Some(Applier { tx: Some(tx), thread: Some(thread) }),
+            Ok(thread) => Some(Applier { tx: Some(tx), background, thread: Some(thread) }),
             Err(e) => {
                 tracing::warn!("no applier thread ({e}); checkpoints stop the writer meanwhile");
                 None
@@ -139,6 +165,7 @@ impl Applier {
 
     /// Hands `applying` over; it is applied after those sent before.
     pub fn send(&self, db: Db, applying: Arc<Applying>) {
+        let _ = applying.background.set(self.background.clone());
         let sent = self.tx.as_ref().map(|tx| tx.send(Work::Apply(db, applying)));
         if let Some(Err(mpsc::SendError(Work::Apply(db, applying)))) = sent
             && run(&db, &applying)
@@ -160,6 +187,8 @@ impl Applier {
 impl Drop for Applier {
     fn drop(&mut self) {
         drop(self.tx.take());
+        // A stop waits for what was handed over: not behind every other thread.
+        let _raised = self.background.waiting();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

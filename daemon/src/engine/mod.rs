@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod applier;
 pub mod attrs;
+pub mod background;
 pub mod deferred;
 pub mod export;
 pub mod forwarding;
