@@ -514,3 +514,44 @@ fn appliers_run_in_the_background() {
         assert_eq!(left, (0..20).map(|i| format!("m{i:02}")).collect::<Vec<_>>(), "{vars:?}");
     }
 }
+
+/// A daemon run by an ordinary user, whose `RLIMIT_NICE` does not let a thread come back
+/// from `SCHED_IDLE`, leaves its appliers at the normal policy: lowered, they could not be
+/// raised while the writer waits for them. It needs root and a second user (as in CI).
+#[test]
+fn an_unprivileged_daemon_keeps_its_appliers_at_the_normal_policy() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let user = crate::users::User::create();
+    let env = Env::new();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = env.path("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(user.uid), Some(user.gid)).unwrap();
+    let device = data.join("QUE");
+    let mut cmd = user.command(crate::support::QMD);
+    cmd.arg(&device).args(["-l", "3"]);
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            match libc::setrlimit(libc::RLIMIT_NICE, &none) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let qmd = crate::users::Qmd::start(cmd);
+    let commands = format!(
+        "crdl {} 0 2000; qspc QS 40001 300 4 16 16 100 '' n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''",
+        device.display()
+    );
+    user.qmadmin(&device, &["--no-start"], &commands).ok();
+    let policies = applier_policies(qmd.pid);
+    assert!(!policies.is_empty(), "qmd {} has no applier thread", qmd.pid);
+    assert!(policies.iter().all(|&p| p == i64::from(libc::SCHED_OTHER)), "{policies:?}");
+    user.qmadmin(&device, &["--no-start"], "daemon stop").ok();
+    let said = qmd.finish();
+    assert!(said.contains("appliers run at the normal policy"), "{said}");
+}

@@ -133,24 +133,32 @@ impl Applier {
                 its.enter();
                 its.lower();
                 for work in &rx {
-                    its.lower();
                     let db = match work {
-                        Work::Apply(db, applying) if run(&db, &applying) => db,
-                        Work::Apply(..) => continue,
+                        Work::Apply(db, applying) => {
+                            its.lower();
+                            match run(&db, &applying) {
+                                true => db,
+                                false => continue,
+                            }
+                        }
                         Work::Compact(db) => db,
                     };
-                    its.lower();
+                    // Copying bodies forward gives disk room back: not behind every
+                    // other thread (and it is rare).
+                    its.restore();
                     // Groups handed over while bodies are copied forward are applied
                     // between its steps, not after all of them; a compaction asked for
                     // meanwhile is this one.
                     compact_between(&db, || {
                         while let Ok(work) = rx.try_recv() {
                             if let Work::Apply(db, applying) = work {
+                                its.lower();
                                 run(&db, &applying);
+                                its.restore();
                             }
                         }
-                        its.lower();
                     });
+                    its.lower();
                 }
                 its.leave();
             });

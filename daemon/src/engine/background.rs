@@ -14,6 +14,8 @@
 //! ([`super::applier::Applying::wait`]) raises it back to the normal policy for as long as
 //! it waits, and the applier lowers itself again only when nobody waits (both under one
 //! lock, so a raise is never undone by a lowering that read the count before it).
+//! Copying bodies forward ([`super::segments::compact`]) runs at the normal policy: it is
+//! rare, and it gives disk room back.
 //!
 //! An unprivileged thread may lower itself but not come back (sched(7): leaving
 //! `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` allowing the thread's nice
@@ -77,6 +79,15 @@ impl Background {
         state.lowered = set_policy(0, libc::SCHED_IDLE);
     }
 
+    /// Called on the applier's thread before work nobody waits for but that should not
+    /// wait behind others either (copying bodies forward, which gives disk room back).
+    pub fn restore(&self) {
+        let mut state = self.lock();
+        if state.lowered && state.tid == Some(current_tid()) {
+            state.lowered = !set_policy(0, libc::SCHED_OTHER);
+        }
+    }
+
     /// Raises the applier to the normal policy until the guard is dropped.
     pub fn waiting(&self) -> Waiting<'_> {
         let mut state = self.lock();
@@ -109,7 +120,8 @@ fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> bool {
 fn allowed() -> bool {
     static ALLOWED: OnceLock<bool> = OnceLock::new();
     *ALLOWED.get_or_init(|| {
-        if std::env::var("QM_APPLIER_BACKGROUND").is_ok_and(|v| v == "0") {
+        let off = "appliers at the normal policy";
+        if !crate::options::env_switch("QM_APPLIER_BACKGROUND", off, "in the background") {
             return false;
         }
         let tried = std::thread::Builder::new()
@@ -137,15 +149,19 @@ mod tests {
         unsafe { libc::sched_getscheduler(tid) }
     }
 
-    /// A thread standing in for the applier: it lowers itself on each message, and
-    /// reports its policy afterwards.
-    fn applier(background: Arc<Background>) -> (mpsc::Sender<()>, mpsc::Receiver<libc::c_int>) {
-        let (go, steps) = mpsc::channel::<()>();
+    /// A thread standing in for the applier: on each message it lowers itself (true) or
+    /// restores itself (false), then reports its policy.
+    fn applier(background: Arc<Background>) -> (mpsc::Sender<bool>, mpsc::Receiver<libc::c_int>) {
+        let (go, steps) = mpsc::channel::<bool>();
         let (report, reports) = mpsc::channel();
         std::thread::spawn(move || {
             background.enter();
-            for () in steps {
-                background.lower();
+            for lower in steps {
+                if lower {
+                    background.lower();
+                } else {
+                    background.restore();
+                }
                 report.send(policy(0)).expect("test listens");
             }
             background.leave();
@@ -158,21 +174,23 @@ mod tests {
         let background = Arc::new(Background::default());
         let (go, reports) = applier(background.clone());
         let lowered = if allowed() { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
-        go.send(()).unwrap();
+        go.send(true).unwrap();
         assert_eq!(reports.recv().unwrap(), lowered, "nobody waits: in the background");
 
         let first = background.waiting();
         let tid = background.lock().tid.expect("the applier entered");
         assert_eq!(policy(tid), libc::SCHED_OTHER, "a waiter raises it at once");
         let second = background.waiting();
-        go.send(()).unwrap();
+        go.send(true).unwrap();
         assert_eq!(reports.recv().unwrap(), libc::SCHED_OTHER, "it may not lower itself now");
         drop(first);
-        go.send(()).unwrap();
+        go.send(true).unwrap();
         assert_eq!(reports.recv().unwrap(), libc::SCHED_OTHER, "one still waits");
         drop(second);
-        go.send(()).unwrap();
+        go.send(true).unwrap();
         assert_eq!(reports.recv().unwrap(), lowered, "nobody waits any more");
+        go.send(false).unwrap();
+        assert_eq!(reports.recv().unwrap(), libc::SCHED_OTHER, "restored for a compaction");
         drop(go);
     }
 
