@@ -10,16 +10,20 @@
 #   * the client process's processor time per pair (sampled inside the run);
 #   * how busy the machine was (/proc/stat: busy, idle, waiting for I/O);
 #   * the journal's syncs per second, their mean length and the jobs each one served on
-#     average (two per pair), from qmd's /metrics (qm_journal_sync_seconds).
+#     average (two per pair), from qmd's /metrics (qm_journal_sync_seconds);
+#   * bytes read from and written to the disk per pair (sectors of DISK in /proc/diskstats,
+#     so anything else using the disk meanwhile counts too).
 # A thread's figure that stays flat while the rate changes is time that does not follow
 # the work; a machine left idle while the rate drops is waiting, not computing.
 #
 # Run:   bench/threads.sh [N [SECS [ROUNDS]]]     (defaults 1000000, 8, 2)
 #        QMD=/tmp/old/target/release/qmd bench/threads.sh   another qmd binary
+#        DISK=sda bench/threads.sh     the disk to count (default vda)
 # Needs about 2.5 KiB of /tmp per message; not part of CI.
 set -euo pipefail
 
 n=${1:-1000000} secs=${2:-8} rounds=${3:-2}
+disk=${DISK:-vda}
 for v in "$n" "$secs" "$rounds"; do
     if ! [[ $v =~ ^[1-9][0-9]*$ ]]; then
         echo "threads.sh: '$v' is not a positive whole number (usage: bench/threads.sh [N [SECS [ROUNDS]]])" >&2
@@ -81,6 +85,8 @@ threads() {
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # busy idle iowait, in ticks of the whole machine.
 machine() { head -n 1 /proc/stat | awk '{ print $2 + $3 + $4 + $7 + $8, $5, $6 }'; }
+# Sectors read and written by the disk.
+sectors() { awk -v d="$disk" '$3 == d { print $6, $10 }' /proc/diskstats; }
 # Journal syncs and their total seconds, from qmd's metrics.
 syncs() {
     curl -s "http://127.0.0.1:$1/metrics" |
@@ -88,13 +94,14 @@ syncs() {
 }
 
 printf '%s queued, 64 clients, %s s a run; times in us of processor time per pair\n' "$n" "$secs"
-printf '%-6s %8s %9s %7s %8s %6s %7s %7s %5s %5s %5s %8s %7s %6s\n' side pairs/s sessions writer applier other client total busy idle iow syncs/s sync_us jobs
+printf '%-6s %8s %9s %7s %8s %6s %7s %7s %5s %5s %5s %8s %7s %6s %7s %7s\n' side pairs/s sessions writer applier other client total busy idle iow syncs/s sync_us jobs read_B write_B
 for round in $(seq "$rounds"); do
     for side in empty deep; do
         pid=${pid_of[$side]}
         threads "$pid" >"$dir/t0"
         read -r b0 i0 w0 < <(machine)
         read -r c0 s0 < <(syncs "${port_of[$side]}")
+        read -r r0 x0 < <(sectors)
         "$peers" qm "$dir/$side/QUE.sock" 64 "$secs" >"$dir/peers.out" 2>/dev/null &
         client=$!
         sleep 0.5
@@ -105,21 +112,23 @@ for round in $(seq "$rounds"); do
         threads "$pid" >"$dir/t1"
         read -r b1 i1 w1 < <(machine)
         read -r c1 s1 < <(syncs "${port_of[$side]}")
+        read -r r1 x1 < <(sectors)
         rate=$(tail -n 1 "$dir/peers.out" | grep -o '[0-9]*$')
         join "$dir/t0" "$dir/t1" | awk -v side="$side" -v rate="$rate" -v secs="$secs" -v hz="$hz" \
             -v client=$((k1 - k0)) -v window=$((secs - 2)) \
             -v busy=$((b1 - b0)) -v idle=$((i1 - i0)) -v iow=$((w1 - w0)) \
-            -v syncs=$((c1 - c0)) -v sync_s="$(awk -v a="$s0" -v b="$s1" 'BEGIN { print b - a }')" '
+            -v rd=$(((r1 - r0) * 512)) -v wr=$(((x1 - x0) * 512)) -v syncs=$((c1 - c0)) -v sync_s="$(awk -v a="$s0" -v b="$s1" 'BEGIN { print b - a }')" '
             function per_pair(t, s) { return t / hz * 1e6 / (rate * s) }
             { d[$1] = $3 - $2; total += $3 - $2 }
             END {
                 all = busy + idle + iow
                 c = per_pair(client, window)
-                printf "%-6s %8d %9.1f %7.1f %8.1f %6.1f %7.1f %7.1f %4d%% %4d%% %4d%% %8.0f %7.0f %6.1f\n",
+                printf "%-6s %8d %9.1f %7.1f %8.1f %6.1f %7.1f %7.1f %4d%% %4d%% %4d%% %8.0f %7.0f %6.1f %7.0f %7.0f\n",
                     side, rate, per_pair(d["sessions"], secs), per_pair(d["writer"], secs),
                     per_pair(d["applier"], secs), per_pair(d["other"], secs), c,
                     per_pair(total, secs) + c, 100 * busy / all, 100 * idle / all, 100 * iow / all,
-                    syncs / secs, syncs ? 1e6 * sync_s / syncs : 0, syncs ? 2 * rate * secs / syncs : 0
+                    syncs / secs, syncs ? 1e6 * sync_s / syncs : 0, syncs ? 2 * rate * secs / syncs : 0,
+                    rd / (rate * secs), wr / (rate * secs)
             }'
     done
 done
