@@ -520,15 +520,10 @@ fn appliers_run_in_the_background() {
 /// raised while the writer waits for them. It needs root and a second user (as in CI).
 #[test]
 fn an_unprivileged_daemon_keeps_its_appliers_at_the_normal_policy() {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let user = crate::users::User::create();
     let env = Env::new();
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = env.path("data");
-    std::fs::create_dir(&data).unwrap();
-    std::os::unix::fs::chown(&data, Some(user.uid), Some(user.gid)).unwrap();
-    let device = data.join("QUE");
+    let device = user.own_dir(&env).join("QUE");
     let mut cmd = user.command(crate::support::QMD);
     cmd.arg(&device).args(["-l", "3"]);
     // SAFETY: setrlimit only, between fork and exec.

@@ -524,11 +524,7 @@ fn start_fences_a_qmd_elsewhere_and_takes_over() {
 fn user_runs_qmd_as_that_user() {
     let user = User::create();
     let env = Env::new();
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = env.path("data");
-    std::fs::create_dir(&data).unwrap();
-    std::os::unix::fs::chown(&data, Some(user.uid), Some(user.gid)).unwrap();
-    let device = data.join("QUE");
+    let device = user.own_dir(&env).join("QUE");
     let agent = Agent::new(&device).with("user", &user.name);
     agent.expect("validate-all", OCF_SUCCESS);
     agent.expect("monitor", OCF_NOT_RUNNING);

@@ -145,6 +145,17 @@ impl User {
         cmd
     }
 
+    /// A directory `data` in `env`'s temporary directory that this user owns, for a device
+    /// of the user's; the temporary directory is opened for the user to reach it.
+    pub fn own_dir(&self, env: &crate::support::Env) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = env.path("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(self.uid), Some(self.gid)).unwrap();
+        data
+    }
+
     /// Runs `qmadmin ARGS -c COMMANDS DEVICE` as this user.
     pub fn qmadmin(&self, device: &Path, args: &[&str], commands: &str) -> Run {
         let mut cmd = self.command(QMADMIN);

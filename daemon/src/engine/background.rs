@@ -5,8 +5,9 @@
 //! fifth of a core. The requests themselves leave processors idle a fifth of the time
 //! (each group waits for its sync, then wakes its sessions all at once), so that work fits
 //! in the gaps; run as an equal, it delayed the sessions instead. In the background, 64
-//! clients made about a tenth more pairs at 1,000,000 queued (`BENCHMARKS.md`, "The applier
-//! in the background").
+//! clients made 4–13 % more pairs at 1,000,000 queued and 13 % more at 10,000,000
+//! (`BENCHMARKS.md`, "Where the time goes, thread by thread; the applier in the
+//! background").
 //!
 //! Nothing may wait behind a thread the scheduler starves, though: a machine busy with
 //! other work would otherwise hold checkpoints back indefinitely, and the writer with them
@@ -96,7 +97,11 @@ impl Background {
             if set_policy(tid, libc::SCHED_OTHER) {
                 state.lowered = false;
             } else {
-                tracing::warn!("the applier could not leave the background; it stays there");
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    let e = std::io::Error::last_os_error();
+                    tracing::warn!("the applier could not leave the background ({e})");
+                });
             }
         }
         Waiting { background: self }
