@@ -237,3 +237,63 @@ fn run(db: &Db, applying: &Applying) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn policy(tid: libc::pid_t) -> libc::c_int {
+        // SAFETY: sched_getscheduler has no memory preconditions.
+        unsafe { libc::sched_getscheduler(tid) }
+    }
+
+    /// Whether `tid`'s policy becomes `want` within five seconds.
+    fn becomes(tid: libc::pid_t, want: libc::c_int) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if policy(tid) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// A thread waiting for a commit raises the applier the groups were handed to, for as
+    /// long as it waits; the applier goes back once nobody waits.
+    #[test]
+    fn waiting_for_a_commit_raises_its_applier() {
+        let background = Arc::new(Background::default());
+        let applying =
+            Arc::new(Applying::new(Vec::new(), Enqueued::default(), 1, 0, Arc::default()));
+        assert!(applying.background.set(background.clone()).is_ok());
+        let (report, reports) = mpsc::channel();
+        let (go, step) = mpsc::channel::<()>();
+        let its = background.clone();
+        let applier = std::thread::spawn(move || {
+            its.enter();
+            its.lower();
+            // SAFETY: gettid has no preconditions.
+            report.send((unsafe { libc::gettid() }, policy(0))).unwrap();
+            step.recv().unwrap();
+            its.lower();
+            report.send((0, policy(0))).unwrap();
+            its.leave();
+        });
+        let (tid, lowered) = reports.recv().unwrap();
+        let waiting = applying.clone();
+        let waiter = std::thread::spawn(move || waiting.wait());
+        assert!(becomes(tid, libc::SCHED_OTHER), "raised while a thread waits");
+        applying.end(Ok(()));
+        waiter.join().unwrap().unwrap();
+        go.send(()).unwrap();
+        assert_eq!(reports.recv().unwrap().1, lowered, "back once nobody waits");
+        applier.join().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root && std::env::var_os("QM_APPLIER_BACKGROUND").is_none() {
+            assert_eq!(lowered, libc::SCHED_IDLE, "root may lower it and bring it back");
+        }
+    }
+}
