@@ -92,6 +92,15 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub cache_mib: u32,
 
+    /// MiB of journal records between two checkpoints of a file (4 to 256, default 32).
+    /// More makes a deep queue faster (fewer, larger commits to redb) at the price of more
+    /// memory (up to about twice this per busy file) and a longer replay after a crash.
+    /// Where the filesystem cannot hold disk room ahead (no `fallocate`), 4 is used.
+    #[arg(long = "checkpoint-mib", value_name = "MIB",
+          default_value_t = crate::storage::journal::DEFAULT_CHECKPOINT_MIB,
+          value_parser = clap::value_parser!(u64).range(crate::storage::journal::CHECKPOINT_MIB))]
+    pub checkpoint_mib: u64,
+
     /// Network face: listen address (`*`: every interface). Without -p, the first free
     /// port from 53000 up is taken.
     #[arg(short = 'i', value_name = "ADDR")]

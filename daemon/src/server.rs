@@ -36,6 +36,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub fn main(options: Options) -> i32 {
     return_large_blocks_when_freed();
     crate::storage::files::set_cache_size(u64::from(options.cache_mib) << 20);
+    crate::storage::journal::set_checkpoint_bytes(options.checkpoint_mib << 20);
     let device = match options.device_path() {
         Ok(d) => d,
         Err(e) => {

@@ -253,8 +253,10 @@ fn the_offline_way_stop_copy_and_chdl_works() {
 /// tests of `bodies.rs` back those up).
 const BODIES_IN_REDB: (&str, &str) = ("QM_BODY_LOG", "0");
 
-/// The largest a journal grows while no backup holds its file (its two regions).
+/// The largest a journal grows while no backup holds its file (its two regions), with the
+/// smallest checkpoint size, which these tests run with ([`SMALL_JOURNAL`]).
 const JOURNAL_MAX: u64 = 16 << 20;
+const SMALL_JOURNAL: [&str; 2] = ["--checkpoint-mib", "4"];
 
 /// The length of the journal at `path` (0 while there is none).
 fn journal_len(path: &Path) -> u64 {
@@ -275,7 +277,7 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
     let env = Env::new();
     let mut daemon = Daemon::start_with_env(
         &env.device,
-        &[],
+        &SMALL_JOURNAL,
         &[("QM_FAULT", "slowcopy+checkpoints"), BODIES_IN_REDB],
     );
     let other = env.path("OTHER");
@@ -331,7 +333,7 @@ fn a_backup_copies_each_file_unchanged_while_writers_go_on() {
     // durable and the journal's later records make up everything acknowledged.
     let total = acked.load(Ordering::Relaxed);
     daemon.signal("KILL");
-    let _again = Daemon::start(&env.device, &[]);
+    let _again = Daemon::start(&env.device, &SMALL_JOURNAL);
     let mut app = App::connect(&env);
     let live: Vec<String> = all(&mut app, "Q")
         .into_iter()
@@ -466,8 +468,11 @@ fn qbackup_asks_first_and_qrestore_takes_a_leading_move() {
 #[test]
 fn a_journal_grown_during_a_backup_is_cut_back_once_its_writer_is_idle() {
     let env = Env::new();
-    let _daemon =
-        Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", "slowcopy"), BODIES_IN_REDB]);
+    let _daemon = Daemon::start_with_env(
+        &env.device,
+        &SMALL_JOURNAL,
+        &[("QM_FAULT", "slowcopy"), BODIES_IN_REDB],
+    );
     let other = env.path("OTHER");
     env.c(&format!(
         "crdl {} 0 40; crdl {} 0 100000; qspc QS 40000 99000 4 10 10 10000 '' n 16; qopen QS; \

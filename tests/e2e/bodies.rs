@@ -263,7 +263,7 @@ fn writers_go_on_while_bodies_are_copied_forward() {
     std::fs::write(&gate, "").unwrap();
     let fault = format!("gatedcompaction:{}", gate.display());
     let vars = [("QM_BODY_LOG", "1"), ("QM_FAULT", fault.as_str())];
-    let args = ["-l", "3", "-g", log.to_str().unwrap()];
+    let args = ["-l", "3", "-g", log.to_str().unwrap(), "--checkpoint-mib", "4"];
     let _daemon = Daemon::start_with_env(&env.device, &args, &vars);
     let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
     let mut app = App::connect(&env);

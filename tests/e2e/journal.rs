@@ -137,7 +137,7 @@ fn a_journal_of_format_2_is_replayed() {
     drop(app);
     stop_and_wait(&env);
     let header = std::fs::read(&journal).unwrap();
-    assert_eq!(header[16..20], 3u32.to_le_bytes(), "it goes on in format 3");
+    assert_eq!(header[16..20], 4u32.to_le_bytes(), "it goes on in format 4");
 }
 
 /// Acknowledged writes that only the journal holds come back after `kill -9`.
@@ -193,12 +193,25 @@ fn kill_and_replay(env: &Env, start: impl Fn(usize) -> Daemon) {
 /// groups are being applied as often as not. Each client's messages come back, in order.
 #[test]
 fn acknowledged_writes_come_back_from_both_regions_of_the_journal() {
+    writes_in_both_regions_come_back(false);
+}
+
+/// The same from a journal the qm before this one left (format 3, which does not say where
+/// its back region lies: at 8 MiB), as after an upgrade that followed a crash.
+#[test]
+fn acknowledged_writes_come_back_from_both_regions_of_a_journal_of_format_3() {
+    writes_in_both_regions_come_back(true);
+}
+
+fn writes_in_both_regions_come_back(as_format_3: bool) {
     let env = Env::new();
     setup(&env, 1500, &["Q fifo none 0 0 100% 0% ''"]);
     stop_and_wait(&env);
     let steps = env.path("steps");
     let fault = format!("count:{}+checkpoints", steps.display());
-    let mut daemon = Daemon::start_with_env(&env.device, &[], &[("QM_FAULT", &fault)]);
+    // Regions of 8 MiB: the smallest, so that a few hundred groups reach the back one.
+    let small = ["--checkpoint-mib", "4"];
+    let mut daemon = Daemon::start_with_env(&env.device, &small, &[("QM_FAULT", &fault)]);
     let clients: Vec<_> = (0..4)
         .map(|c| {
             let device = env.device.clone();
@@ -215,9 +228,27 @@ fn acknowledged_writes_come_back_from_both_regions_of_the_journal() {
     drop(daemon);
     let len = std::fs::metadata(journal_of(&env)).unwrap().len();
     assert!(len > 8 << 20, "the back region was written ({len} bytes)");
+    if as_format_3 {
+        let mut head = [0u8; 40];
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(journal_of(&env));
+        let file = file.unwrap();
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(head[16..20], 4u32.to_le_bytes());
+        head[16..20].copy_from_slice(&3u32.to_le_bytes());
+        head[32..40].fill(0);
+        file.write_all_at(&head, 0).unwrap();
+    }
 
+    // Started again with the default checkpoint size: the journal's header says where its
+    // back region lies (or its format does), so the records are found where they were
+    // written, and the new generation has the regions asked for now.
     let _daemon = env.start_daemon(&[]);
     assert_eq!(crate::app::count(&env, "Q"), 600);
+    let head = std::fs::read(journal_of(&env)).unwrap();
+    assert_eq!(head[16..20], 4u32.to_le_bytes(), "it goes on in format 4");
+    let back = u64::from_le_bytes(head[32..40].try_into().unwrap());
+    assert_eq!(back, 64 << 20, "the back region begins at twice --checkpoint-mib's 32 MiB");
     let mut app = App::connect(&env);
     let mut next = [0; 4];
     for _ in 0..600 {
@@ -269,18 +300,27 @@ fn a_failed_applier_commit_loses_no_acknowledged_write() {
     assert_eq!(app.drain("Q"), acknowledged, "every acknowledged enqueue, in order");
 }
 
-/// `--cache-mib` takes a positive number of MiB; anything else is refused with the
-/// option's name, and a daemon with a small cache serves as usual.
+/// `--cache-mib` takes a positive number of MiB, `--checkpoint-mib` 4 to 256; anything
+/// else is refused with the option's name (and the range, where a number is out of it),
+/// and a daemon with a small cache and the smallest checkpoints serves as usual.
 #[test]
-fn cache_option_is_checked() {
+fn cache_and_checkpoint_options_are_checked() {
     let env = Env::new();
-    for bad in ["0", "2000000", "lots"] {
-        let out = Command::new(QMD).arg(&env.device).args(["--cache-mib", bad]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "--cache-mib {bad}");
+    let bad = [
+        ("--cache-mib", "0", "1..=1048576"),
+        ("--cache-mib", "2000000", "1..=1048576"),
+        ("--cache-mib", "lots", "invalid digit"),
+        ("--checkpoint-mib", "3", "4..=256"),
+        ("--checkpoint-mib", "257", "4..=256"),
+        ("--checkpoint-mib", "big", "invalid digit"),
+    ];
+    for (option, value, says) in bad {
+        let out = Command::new(QMD).arg(&env.device).args([option, value]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{option} {value}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--cache-mib"), "--cache-mib {bad}: {err}");
+        assert!(err.contains(option) && err.contains(says), "{option} {value}: {err}");
     }
-    let _daemon = env.start_daemon(&["--cache-mib", "1"]);
+    let _daemon = env.start_daemon(&["--cache-mib", "1", "--checkpoint-mib", "4"]);
     setup(&env, 100, &["Q fifo none 0 0 100% 0% ''"]);
     env.c("qopen QS; qenqueue Q small; qdequeue Q").ok().stdout_has("small");
 }
@@ -329,12 +369,12 @@ fn a_journal_of_an_earlier_format_is_taken_over_only_when_empty() {
     let journal = journal_of(&env);
     let format = |bytes: &[u8]| u32::from_le_bytes(bytes[16..20].try_into().unwrap());
     let mut bytes = std::fs::read(&journal).unwrap();
-    assert_eq!(format(&bytes), 3);
+    assert_eq!(format(&bytes), 4);
     bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
     std::fs::write(&journal, &bytes).unwrap();
     env.c("qopen QS; qdequeue Q").ok().stdout_has("kept");
     stop_and_wait(&env);
-    assert_eq!(format(&std::fs::read(&journal).unwrap()), 3, "taken over in this format");
+    assert_eq!(format(&std::fs::read(&journal).unwrap()), 4, "taken over in this format");
 
     // Format 1 again, now with a record past the device's durable point.
     let (generation, lsn) = recorded(&env);

@@ -20,7 +20,7 @@
 use super::FastMap;
 use super::applier::Applying;
 use super::writer::{
-    DEFERRED_WRITES, WriteOp, op_room, read_body_at, stored_body_in, stored_messages,
+    DEFERRED_WRITES_PER_MIB, WriteOp, op_room, read_body_at, stored_body_in, stored_messages,
 };
 use crate::storage::handle::Db;
 use qm_common::QmResult;
@@ -258,12 +258,14 @@ impl Deferred {
     /// removal of one of those messages is then applied after them, as in
     /// [`Deferred::take_groups`].
     pub fn take_all(&mut self) -> (Vec<WriteOp>, Enqueued, u64) {
+        const USUAL_MAX: usize =
+            DEFERRED_WRITES_PER_MIB * crate::storage::journal::DEFAULT_CHECKPOINT_MIB as usize;
         let room = self.room;
         // Moved, not copied: the writer does this at every hand-over. The next set starts
         // as large as this one, rather than grow to it by doubling into fresh pages (but
         // no larger than a set usually gets: one that grew while a backup held the file
         // is not kept).
-        let next = VecDeque::with_capacity(self.ops.len().min(DEFERRED_WRITES));
+        let next = VecDeque::with_capacity(self.ops.len().min(USUAL_MAX));
         let mut ops = Vec::from(std::mem::replace(&mut self.ops, next));
         ops.retain(|op| !self.cancelled(op));
         // Each queue space's map is left empty as large as it was, for the same reason.
@@ -271,7 +273,7 @@ impl Deferred {
             .fresh
             .iter_mut()
             .map(|(qspace, msgs)| {
-                let kept = msgs.len().min(DEFERRED_WRITES);
+                let kept = msgs.len().min(USUAL_MAX);
                 let next = FastMap::with_capacity_and_hasher(kept, Default::default());
                 (qspace.clone(), std::mem::replace(msgs, next))
             })

@@ -49,27 +49,37 @@ use tokio::sync::oneshot;
 const SPIN: Duration = Duration::from_micros(150);
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
-/// A checkpoint is taken once the journal holds this many bytes of records...
-const CHECKPOINT_BYTES: u64 = 4 << 20;
-/// ...or once the groups since the last one may take this much disk when redb writes them
-/// out (bounding what a checkpoint must hold on a nearly full filesystem)...
-const PENDING_ROOM: u64 = 4 << 20;
+/// A checkpoint is taken once the journal holds [`journal::Journal::checkpoint_bytes`] of
+/// records (`qmd --checkpoint-mib`), or once the groups since the last one may take as much
+/// disk when redb writes them out (bounding what a checkpoint must hold on a nearly full
+/// filesystem)...
+fn checkpoint_bytes(journal: &journal::Journal) -> u64 {
+    journal.checkpoint_bytes()
+}
 /// ...or once the writer had nothing to do for this long, so that a file at rest is
 /// durable in redb itself and a start has little to replay.
 const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 /// Between checkpoints, deferred writes ([`Deferred`]) are applied to redb once there are
-/// this many of them (they and their messages are held in memory until then)...
-pub(super) const DEFERRED_WRITES: usize = 65_536;
-/// ...or once those that will reach redb may need this much disk there.
-const DEFERRED_ROOM: u64 = 256 << 20;
-/// More deferred writes than [`CATCH_UP_ABOVE`] (after a backup held the file, say) are
-/// applied this many at a time, a group of jobs served between two commits, rather than
+/// this many of them for each MiB of records between checkpoints (they and their messages
+/// are held in memory until then)...
+pub(super) const DEFERRED_WRITES_PER_MIB: usize = 16_384;
+/// ...or once those that will reach redb may need this much disk there, for each byte of
+/// records between checkpoints.
+const DEFERRED_ROOM_PER_BYTE: u64 = 64;
+
+fn deferred_writes(journal: &journal::Journal) -> usize {
+    (journal.checkpoint_bytes() >> 20) as usize * DEFERRED_WRITES_PER_MIB
+}
+
+fn deferred_room(journal: &journal::Journal) -> u64 {
+    journal.checkpoint_bytes() * DEFERRED_ROOM_PER_BYTE
+}
+
+/// More deferred writes than [`catch_up_sizes`]' second (after a backup held the file, say)
+/// are applied this many at a time, a group of jobs served between two commits, rather than
 /// all at once: at a deep queue a write takes 5 to 40 µs to apply, so a commit of these
 /// takes milliseconds, where the whole set could hold writers up for seconds.
 const CATCH_UP: usize = 1024;
-/// Above what a checkpoint usually finds deferred (about 7,600 writes at a deep queue with
-/// 1 KiB bodies), so that the usual path stays one commit.
-const CATCH_UP_ABOVE: usize = 16_384;
 
 /// Storage transactions the writers of this process committed since it started (one per
 /// batch), for `/metrics`. A relaxed addition after each fsync: nothing waits on it.
@@ -307,7 +317,10 @@ fn commit_deferred(file: &DbFile, ops: &[WriteOp]) -> Option<Vec<Option<Vec<u8>>
     let db = file.get().ok()?;
     let mut guard = file.journal();
     let journal = guard.as_mut()?;
-    let due = if crate::storage::fault::checkpoints_always() { 1 } else { CHECKPOINT_BYTES };
+    let due = match crate::storage::fault::checkpoints_always() {
+        true => 1,
+        false => checkpoint_bytes(journal),
+    };
     if checkpoint_due(journal, due) || !journal.make_room(record.len(), false) {
         return None;
     }
@@ -331,9 +344,9 @@ const BODIES_HERE: usize = 64 * 1024;
 /// deferred writes.
 fn checkpoint_due(journal: &journal::Journal, bytes: u64) -> bool {
     journal.used() >= bytes
-        || journal.pending_room >= PENDING_ROOM
-        || journal.deferred.len() >= DEFERRED_WRITES
-        || journal.deferred.room() >= DEFERRED_ROOM
+        || journal.pending_room >= checkpoint_bytes(journal)
+        || journal.deferred.len() >= deferred_writes(journal)
+        || journal.deferred.room() >= deferred_room(journal)
 }
 
 fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, shared: &Shared, name: &str) {
@@ -366,7 +379,7 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, shared: &Shared, name: &str) {
                 if std::mem::replace(&mut committed_here, here) != here {
                     continue;
                 }
-                catching_up = checkpoint_if(file, 1, catching_up, None);
+                catching_up = checkpoint_if(file, Some(1), catching_up, None);
                 if !catching_up {
                     compact_unless_held(file, applier.as_ref());
                 }
@@ -410,14 +423,14 @@ fn run(file: &DbFile, rx: &mpsc::Receiver<Job>, shared: &Shared, name: &str) {
         }
         shared.in_flight.fetch_sub(jobs, Ordering::AcqRel);
         let every = crate::storage::fault::checkpoints_always();
-        let bytes = if every { 1 } else { CHECKPOINT_BYTES };
+        let bytes = if every { Some(1) } else { None };
         catching_up = checkpoint_if(file, bytes, catching_up, applier.as_ref());
         if !catching_up {
             compact_if_grown(file, &mut segment_bytes, applier.as_ref());
         }
         turn_took(turn);
     }
-    while checkpoint_if(file, 1, false, None) {}
+    while checkpoint_if(file, Some(1), false, None) {}
 }
 
 /// Considers compaction of the file's body segments once they grew by what compaction
@@ -502,8 +515,9 @@ fn pause(start: std::time::Instant) {
 /// How long a watching wait stays busy before it yields the processor at each turn.
 const BUSY_TURNS: Duration = Duration::from_micros(30);
 
-/// Takes a checkpoint when the journal holds at least `bytes` of records, or the groups
-/// since the last one may need more than [`PENDING_ROOM`] of disk when redb writes them;
+/// Takes a checkpoint when the journal holds at least `bytes` of records (by default, its
+/// [`checkpoint_bytes`]), or the groups since the last one may need more than its
+/// checkpoint bytes of disk when redb writes them;
 /// short of that, applies the deferred writes once there are many. With an `applier`,
 /// both are handed to it ([`hand_off`]) when it is free, and wait for it otherwise.
 /// Without (or when the journal cannot switch regions), with more deferred than a
@@ -511,7 +525,7 @@ const BUSY_TURNS: Duration = Duration::from_micros(30);
 /// (true): the caller comes back for the next, `stepping_already`.
 fn checkpoint_if(
     file: &DbFile,
-    bytes: u64,
+    bytes: Option<u64>,
     stepping_already: bool,
     applier: Option<&Applier>,
 ) -> bool {
@@ -519,9 +533,12 @@ fn checkpoint_if(
     if crate::storage::fault::defers_always() || file.held() {
         return false;
     }
-    let due = |j: &journal::Journal| j.used() >= bytes || j.pending_room >= PENDING_ROOM;
+    let due = |j: &journal::Journal| {
+        j.used() >= bytes.unwrap_or_else(|| checkpoint_bytes(j))
+            || j.pending_room >= checkpoint_bytes(j)
+    };
     let many = |j: &journal::Journal| {
-        j.deferred.len() >= DEFERRED_WRITES || j.deferred.room() >= DEFERRED_ROOM
+        j.deferred.len() >= deferred_writes(j) || j.deferred.room() >= deferred_room(j)
     };
     if !file.journal().as_ref().is_some_and(|j| due(j) || many(j)) {
         return false;
@@ -533,9 +550,9 @@ fn checkpoint_if(
     // a full disk could be more than the disk takes when the file is opened again and
     // replays them: the writer checkpoints by itself there.
     let applier = applier.filter(|_| db.holds_room());
-    let (chunk, above) = catch_up_sizes();
+    let (chunk, above) = catch_up_sizes(journal);
     // Once it steps, it steps down to a step's worth, so that the checkpoint after the
-    // last step applies no more than that: a checkpoint of [`CATCH_UP_ABOVE`] writes held
+    // last step applies no more than that: a checkpoint of 16,384 writes held
     // writers up for a fifth of a second at a deep queue.
     let above = if stepping_already { chunk } else { above };
     let stepping = journal.deferred.len() > above;
@@ -892,12 +909,15 @@ pub fn settle(db: &Db, journal: &mut journal::Journal) -> QmResult<usize> {
     Ok(writes)
 }
 
-/// [`CATCH_UP`] and [`CATCH_UP_ABOVE`]; with `QM_FAULT=slowcopy`, 16 and 64, so that a
-/// test's backup leaves enough deferred writes to catch up in several steps.
-fn catch_up_sizes() -> (usize, usize) {
+/// [`CATCH_UP`], and how many deferred writes are caught up in steps: more than a
+/// checkpoint usually finds (a quarter of [`deferred_writes`], about 7,600 writes in 4 MiB
+/// of records at a deep queue with 1 KiB bodies), so that the usual path stays one commit.
+/// With `QM_FAULT=slowcopy`, 16 and 64, so that a test's backup leaves enough deferred
+/// writes to catch up in several steps.
+fn catch_up_sizes(journal: &journal::Journal) -> (usize, usize) {
     match crate::storage::fault::copies_slowly() {
         true => (16, 64),
-        false => (CATCH_UP, CATCH_UP_ABOVE),
+        false => (CATCH_UP, deferred_writes(journal) / 4),
     }
 }
 

@@ -20,8 +20,9 @@
 //! durable point gives the same end state.
 //!
 //! Layout: a header page (magic, format, the journal's id, which redb also records, so that
-//! a journal is never applied to another file), then two regions of records, the front one
-//! from the end of the header page and the back one from [`BACK`]. A record is
+//! a journal is never applied to another file, and where the back region begins), then two
+//! regions of records, the front one from the end of the header page and the back one from
+//! there (twice `qmd --checkpoint-mib`; 8 MiB in journals of format 3). A record is
 //! `[length u32][crc32 u32][lsn u64][payload]`, little-endian, the CRC over the journal's
 //! id, the LSN and the payload (the id since format 3: a record left by an earlier
 //! generation never passes). A scan of a region stops at the first record that is torn,
@@ -34,8 +35,9 @@
 //! is written again only once that commit is made. Recovery reads both regions and applies
 //! the records past redb's durable point in order of LSN.
 //!
-//! The file is filled with zeros as it grows (from 1 MiB, doubling up to 16 MiB), so that a
-//! sync writes data only, never the file's size or block map: one device flush per group.
+//! The file is filled with zeros as it grows (from 1 MiB, doubling up to the end of the back
+//! region), so that a sync writes data only, never the file's size or block map: one device
+//! flush per group.
 
 use super::fault;
 use super::files::{check_trust, os_error};
@@ -86,13 +88,17 @@ impl Marks {
 pub const TABLE: TableDefinition<&str, u64> = TableDefinition::new("qm.journal");
 
 const MAGIC: &[u8; 16] = b"qm-journal\0\0\0\0\0\0";
-/// 3: two regions, and the CRC of a record covers the journal's id. 2: writes carry the
+/// 4: the header says where the back region begins. 3: two regions (the back one from
+/// 8 MiB), and the CRC of a record covers the journal's id. 2: writes carry the
 /// blocks and the waiting flag the order tables need (see [`crate::engine::stored`]). A
 /// journal of format 2 is read (its front region alone, CRCs without the id) and goes on
 /// as format 3; one of format 1 is taken over when it holds nothing to replay, and refused
-/// otherwise: this qm cannot read its records.
-const FORMAT: u32 = 3;
-const EARLIER_FORMATS: &[u32] = &[1, 2];
+/// otherwise: this qm cannot read its records. A journal of format 3 is read as it lies and
+/// goes on as format 4.
+const FORMAT: u32 = 4;
+const EARLIER_FORMATS: &[u32] = &[1, 2, 3];
+/// Since this format the CRC of a record covers the journal's id.
+const GENERATION_IN_CRC: u32 = 3;
 /// The oldest format whose records this qm reads.
 const READABLE: u32 = 2;
 /// Records start after the header page.
@@ -101,17 +107,38 @@ const RECORD_HEAD: usize = 16;
 const FIRST_LEN: u64 = 1 << 20;
 /// Disk room held before a checkpoint or the recovery commit, besides what it replays.
 const RECOVERY_ROOM: u64 = 512 << 10;
-/// Where the back region begins, and so how far the front region goes.
-const BACK: u64 = 8 << 20;
-/// The journal never grows past this (the back region ends here); when the region in use is
-/// full, the writer checkpoints and starts again.
-pub const MAX_LEN: u64 = 2 * BACK;
+/// Where the back region begins in journals of format 3, and in those of later formats
+/// made with the smallest checkpoint size allowed.
+const SMALLEST_BACK: u64 = 8 << 20;
+/// The journal never grows past the end of its back region (twice where that region
+/// begins); when the region in use is full, the writer checkpoints and starts again...
 /// ...except while `qbackup` holds its file, when no checkpoint can be taken: it then grows
-/// in steps of [`BACK`] (a step of zeros is written in tens of milliseconds) up to this,
+/// in steps of a region (a step of zeros is written in tens of milliseconds) up to this,
 /// and goes on doing so after the hold until a checkpoint starts it again at the front; it
-/// is cut back to [`MAX_LEN`] once the writer is idle, or at the next start
+/// is cut back to its usual length once the writer is idle, or at the next start
 /// ([`Journal::cut_back`]).
 const HELD_MAX_LEN: u64 = 1 << 30;
+
+/// Bytes of records between two checkpoints (`qmd --checkpoint-mib`): the journal's
+/// regions are twice that, and the writer hands a region's groups to the applier once it
+/// holds this much.
+static CHECKPOINT_BYTES: AtomicU64 = AtomicU64::new(DEFAULT_CHECKPOINT_MIB << 20);
+/// `qmd --checkpoint-mib` when it is not given.
+pub const DEFAULT_CHECKPOINT_MIB: u64 = 32;
+/// The range `qmd --checkpoint-mib` takes: from the size that gives the smallest back
+/// region, to the one whose journal reaches a backup's limit.
+pub const CHECKPOINT_MIB: std::ops::RangeInclusive<u64> = 4..=256;
+
+/// Sets the bytes of records between checkpoints of the journals made or started again
+/// from now on.
+pub fn set_checkpoint_bytes(bytes: u64) {
+    CHECKPOINT_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// Where the back region of a journal begins when it is made or started again now.
+fn back_now() -> u64 {
+    2 * CHECKPOINT_BYTES.load(Ordering::Relaxed)
+}
 
 /// The journal's path beside its redb file.
 pub fn path_of(db_path: &Path) -> PathBuf {
@@ -128,8 +155,11 @@ pub struct Journal {
     len: u64,
     /// Where the next record goes.
     at: u64,
-    /// Where the region records go to now begins: the end of the header page or [`BACK`].
+    /// Where the region records go to now begins: the end of the header page or
+    /// [`Journal::back`].
     start: u64,
+    /// Where the back region begins: the header's, or 8 MiB in a journal of format 3.
+    back: u64,
     /// The LSN the next record carries.
     next_lsn: u64,
     /// The id in the header, part of every record's CRC (format 3).
@@ -161,6 +191,7 @@ pub struct Journal {
 struct Header {
     generation: u64,
     format: u32,
+    back: u64,
 }
 
 /// The refusal of a journal that is not this file's.
@@ -202,6 +233,7 @@ impl Journal {
             len,
             at: HEADER,
             start: HEADER,
+            back: SMALLEST_BACK,
             next_lsn: 1,
             generation: 0,
             format: FORMAT,
@@ -215,12 +247,13 @@ impl Journal {
         };
         let header = journal.read_header()?;
         (journal.generation, journal.format) = (header.generation, header.format);
+        journal.back = header.back;
         Ok((journal, header, existed))
     }
 
     /// Checks the header is a journal's; returns its generation and format.
     fn read_header(&self) -> QmResult<Header> {
-        let mut head = [0u8; 32];
+        let mut head = [0u8; 40];
         if self.len < HEADER {
             return Err(foreign(&self.path, "it is shorter than a journal's header"));
         }
@@ -233,23 +266,45 @@ impl Journal {
             return Err(foreign(&self.path, &format!("it has format {format}, not {FORMAT}")));
         }
         let generation = u64::from_le_bytes(head[24..32].try_into().expect("8 bytes"));
-        Ok(Header { generation, format })
+        let back = match format {
+            FORMAT => u64::from_le_bytes(head[32..40].try_into().expect("8 bytes")),
+            _ => SMALLEST_BACK,
+        };
+        let backs = 2 * (CHECKPOINT_MIB.start() << 20)..=2 * (CHECKPOINT_MIB.end() << 20);
+        if !backs.contains(&back) || back % (1 << 20) != 0 {
+            return Err(foreign(&self.path, &format!("its back region would begin at {back}")));
+        }
+        Ok(Header { generation, format, back })
     }
 
-    /// Writes `generation` into the header, durably; records are written in this format and
-    /// generation from now on.
-    fn write_header(&mut self, generation: u64) -> QmResult<()> {
-        self.file.write(0, &header(generation)).map_err(io(&self.path, "write"))?;
+    /// Writes `generation` into the header, durably, with the back region beginning at
+    /// `back`; records are written in this format, generation and layout from now
+    /// on (the caller starts the journal again: what lies past the header is stale).
+    fn write_header(&mut self, generation: u64, back: u64) -> QmResult<()> {
+        self.file.write(0, &header(generation, back)).map_err(io(&self.path, "write"))?;
         self.file.sync_data().map_err(io(&self.path, "sync"))?;
-        (self.generation, self.format) = (generation, FORMAT);
+        (self.generation, self.format, self.back) = (generation, FORMAT, back);
         Ok(())
+    }
+
+    /// The journal's usual length: the end of its back region.
+    fn max_len(&self) -> u64 {
+        2 * self.back
+    }
+
+    /// Bytes of records in a region at which a checkpoint is due: half the region, so that
+    /// groups go on into the other half while the applier's commit of the other region is
+    /// not made yet.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.back / 2
     }
 
     /// The records past `after` that follow on from it without a gap, read from both
     /// regions (the front alone before format 3), in order of LSN.
     fn scan(&self, after: u64) -> QmResult<Vec<(u64, Vec<u8>)>> {
         let mut found = std::collections::BTreeMap::new();
-        let regions: &[u64] = if self.format >= FORMAT { &[HEADER, BACK] } else { &[HEADER] };
+        let both = [HEADER, self.back];
+        let regions: &[u64] = if self.format >= GENERATION_IN_CRC { &both } else { &both[..1] };
         for &start in regions {
             for (lsn, payload) in self.scan_region(start, after)? {
                 found.insert(lsn, payload);
@@ -327,7 +382,7 @@ impl Journal {
     /// Hands `applying` (every group up to the last record, taken from the deferred ones)
     /// to the applier, and goes on in the other region. Only when [`Journal::may_switch`].
     pub fn switch(&mut self, applying: Arc<Applying>) {
-        self.start = if self.start == HEADER { BACK } else { HEADER };
+        self.start = if self.start == HEADER { self.back } else { HEADER };
         self.at = self.start;
         self.pending_room = 0;
         self.applying = Some(applying);
@@ -337,7 +392,7 @@ impl Journal {
     /// redb, and the front region has not grown over the back one (a backup's hold lets
     /// it): a checkpoint then starts the journal again instead.
     pub fn may_switch(&mut self) -> bool {
-        self.usable && !self.busy() && (self.start != HEADER || self.at <= BACK)
+        self.usable && !self.busy() && (self.start != HEADER || self.at <= self.back)
     }
 
     /// Whether groups handed to the applier are still being applied; forgets them once
@@ -388,9 +443,10 @@ impl Journal {
     /// own journal, which then waits for everything written meanwhile (after a backup,
     /// the copy's metadata: one group waited 1.2 s for it).
     pub fn cut_back(&mut self) {
-        // The back region lies below MAX_LEN: a group being applied may still need it.
-        if self.len > MAX_LEN && self.at <= MAX_LEN && self.file.set_len(MAX_LEN).is_ok() {
-            self.len = MAX_LEN;
+        // The back region lies below its end: a group being applied may still need it.
+        let usual = self.max_len();
+        if self.len > usual && self.at <= usual && self.file.set_len(usual).is_ok() {
+            self.len = usual;
             // The filesystem's commit is paid now, not by the next group.
             let _ = self.file.sync_data();
         }
@@ -410,7 +466,7 @@ impl Journal {
 
     /// Whether a record of `payload_len` bytes can ever fit.
     pub fn fits(payload_len: usize) -> bool {
-        (RECORD_HEAD + payload_len) as u64 <= (BACK - HEADER) / 4
+        (RECORD_HEAD + payload_len) as u64 <= (SMALLEST_BACK - HEADER) / 4
     }
 
     /// Bytes of records written in the region in use since it began.
@@ -419,7 +475,7 @@ impl Journal {
     }
 
     /// Makes room for a record of `payload_len` bytes, growing the file if need be (past
-    /// [`MAX_LEN`] when its redb file is `held` by a backup); false when the journal is
+    /// its usual length when its redb file is `held` by a backup); false when the journal is
     /// full (checkpoint, then it starts again) or cannot grow (the filesystem is full): the
     /// group is then committed by redb directly.
     pub fn make_room(&mut self, payload_len: usize, held: bool) -> bool {
@@ -428,7 +484,7 @@ impl Journal {
         }
         let need = self.at + (RECORD_HEAD + payload_len) as u64;
         // The front region must not run into the back one while its groups are applied.
-        if self.start == HEADER && need > BACK && self.busy() {
+        if self.start == HEADER && need > self.back && self.busy() {
             return false;
         }
         if need <= self.len {
@@ -439,7 +495,7 @@ impl Journal {
         // journal again at the front): refused more room now, the next group would be
         // committed by redb together with every write still deferred, holding all writers
         // up for most of a second (BENCHMARKS.md).
-        let held = held || self.at > MAX_LEN;
+        let held = held || self.at > self.max_len();
         match self.grow(need, held) {
             Ok(grown) => grown,
             Err(e) => {
@@ -501,7 +557,7 @@ impl Journal {
     /// The CRC of a record: over the generation too since format 3.
     fn checksum(&self, lsn: u64, payload: &[u8]) -> u32 {
         let mut h = crc32fast::Hasher::new();
-        if self.format >= FORMAT {
+        if self.format >= GENERATION_IN_CRC {
             h.update(&self.generation.to_le_bytes());
         }
         h.update(&lsn.to_le_bytes());
@@ -509,16 +565,17 @@ impl Journal {
         h.finalize()
     }
 
-    /// Makes the file at least `need` long, in zeros, doubling up to [`MAX_LEN`] and in
-    /// steps of it past that (`held` only); false when that would pass the limit.
+    /// Makes the file at least `need` long, in zeros, doubling up to its usual length and
+    /// in steps of a region past that (`held` only); false when that would pass the limit.
     fn grow(&mut self, need: u64, held: bool) -> QmResult<bool> {
-        let limit = if held { HELD_MAX_LEN } else { MAX_LEN };
+        let usual = self.max_len();
+        let limit = if held { HELD_MAX_LEN.max(usual) } else { usual };
         if need > limit {
             return Ok(false);
         }
         let mut len = self.len.max(FIRST_LEN);
         while len < need {
-            len = if len < MAX_LEN { len * 2 } else { len + BACK };
+            len = if len < usual { (len * 2).min(usual) } else { len + self.back };
         }
         let len = len.min(limit);
         let zeros = vec![0u8; 1 << 20];
@@ -547,12 +604,13 @@ fn replay_room(records: &[(u64, Vec<u8>)]) -> u64 {
     2 * records.iter().map(|(_, r)| r.len() as u64).sum::<u64>()
 }
 
-/// A header page carrying `generation`.
-fn header(generation: u64) -> Vec<u8> {
+/// A header page carrying `generation`, its back region beginning at `back`.
+fn header(generation: u64, back: u64) -> Vec<u8> {
     let mut head = vec![0u8; HEADER as usize];
     head[..16].copy_from_slice(MAGIC);
     head[16..20].copy_from_slice(&FORMAT.to_le_bytes());
     head[24..32].copy_from_slice(&generation.to_le_bytes());
+    head[32..40].copy_from_slice(&back.to_le_bytes());
     head
 }
 
@@ -568,7 +626,7 @@ fn create(path: &Path) -> QmResult<File> {
     let fd = rustix::fs::open(&temp, flags, Mode::from_raw_mode(0o600))
         .map_err(|e| os_error(&temp, "create", std::io::Error::from(e)))?;
     let file = File::from(fd);
-    let head = header(0);
+    let head = header(0, back_now());
     let backend = fault::backend(file.try_clone().map_err(|e| os_error(&temp, "open", e))?)
         .map_err(|e| os_error(&temp, "open", e))?;
     let write = || -> std::io::Result<()> {
@@ -627,7 +685,8 @@ pub fn recover(
     let what = format!("cannot recover the journal of {}", path.display());
     let fail = |e: redb::Error| space.explain(&what, e);
     let (recorded, durable) = recorded(db).map_err(fail)?;
-    let (mut journal, Header { generation: found, format }, existed) = Journal::open(path, marks)?;
+    let (mut journal, Header { generation: found, format, .. }, existed) =
+        Journal::open(path, marks)?;
     if !existed && recorded.is_some() {
         tracing::warn!(
             "{}: its journal {} was missing and was made again; if qmd did not stop cleanly, \
@@ -691,7 +750,10 @@ pub fn recover(
         crate::engine::segments::committed(bodies, txn, apply, |e| fail(e.into()))
     };
     match commit() {
-        Ok(()) => journal.write_header(generation)?,
+        // Where room cannot be held ahead, what is acknowledged before a full disk must
+        // still fit when it is replayed: checkpoints stay the smallest there.
+        Ok(()) if space.holds_room() => journal.write_header(generation, back_now())?,
+        Ok(()) => journal.write_header(generation, SMALLEST_BACK)?,
         // Nothing to replay, and no room to record a new generation: the journal goes on
         // with the one redb holds, or, if that is not its own, is not used until the next
         // open (groups are then committed by redb directly, or refused while it is full).
@@ -757,11 +819,12 @@ pub fn checkpoint_at(db: &super::handle::Db, journal: &mut Journal, applied: u64
 mod tests {
     use super::*;
 
-    /// A new journal beside `dir/d.qm`, its header written with `generation`.
+    /// A new journal beside `dir/d.qm`, its header written with `generation`, its regions
+    /// the smallest there are.
     fn journal(dir: &Path, generation: u64) -> Journal {
         let (mut journal, _, existed) = Journal::open(&dir.join("d.qm"), Arc::default()).unwrap();
         assert!(!existed);
-        journal.write_header(generation).unwrap();
+        journal.write_header(generation, SMALLEST_BACK).unwrap();
         journal
     }
 
@@ -794,7 +857,7 @@ mod tests {
         append_to(&mut journal, 3, 100);
         let first = handed_over(&journal);
         journal.switch(first.clone());
-        assert_eq!(journal.at, BACK, "the groups after a hand-over go to the back region");
+        assert_eq!(journal.at, SMALLEST_BACK, "the groups after a hand-over go to the back region");
         append_to(&mut journal, 5, 100);
         // While the groups 1 to 3 are applied, a crash leaves both regions to read.
         assert_eq!(lsns(&journal.scan(0).unwrap()), [1, 2, 3, 4, 5]);
@@ -816,8 +879,8 @@ mod tests {
     fn a_journal_grown_by_a_hold_keeps_growing_while_it_is_caught_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = journal(dir.path(), 7);
-        let largest = (BACK - HEADER) as usize / 4 - RECORD_HEAD;
-        while journal.at + (RECORD_HEAD + largest) as u64 <= MAX_LEN {
+        let largest = (SMALLEST_BACK - HEADER) as usize / 4 - RECORD_HEAD;
+        while journal.at + (RECORD_HEAD + largest) as u64 <= journal.max_len() {
             assert!(journal.make_room(largest, false));
             journal.append(&vec![1u8; largest]).unwrap();
         }
@@ -830,7 +893,7 @@ mod tests {
         }
         // The hold ended; no checkpoint has started the journal again yet.
         assert!(journal.make_room(largest, false), "after the hold, it goes on growing");
-        assert!(journal.len > MAX_LEN + BACK);
+        assert!(journal.len > journal.max_len() + SMALLEST_BACK);
     }
 
     #[test]
@@ -844,7 +907,7 @@ mod tests {
         // Back to the front, the back region's group still being applied.
         let back = handed_over(&journal);
         journal.switch(back.clone());
-        let largest = (BACK - HEADER) as usize / 4 - RECORD_HEAD;
+        let largest = (SMALLEST_BACK - HEADER) as usize / 4 - RECORD_HEAD;
         let mut fitted = 0;
         while journal.make_room(largest, false) {
             journal.append(&vec![1u8; largest]).unwrap();
@@ -866,7 +929,46 @@ mod tests {
         assert_eq!(lsns(&journal.scan(0).unwrap()), [1, 2, 3]);
         // A start records a new generation and goes on from the last LSN: the old records
         // are still in the file, and must not pass for records of the new one.
-        journal.write_header(8).unwrap();
+        journal.write_header(8, SMALLEST_BACK).unwrap();
         assert!(journal.scan(0).unwrap().is_empty());
+    }
+
+    /// A journal of format 3 has its back region at 8 MiB and says nothing of it: its
+    /// records are read from both regions as they lie, and a new generation goes on in the
+    /// current format, with the regions asked for now.
+    #[test]
+    fn a_journal_of_format_3_is_read_and_goes_on_in_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        append_to(&mut journal, 2, 100);
+        journal.switch(handed_over(&journal));
+        append_to(&mut journal, 4, 100);
+        let mut head = header(7, 0);
+        head[16..20].copy_from_slice(&3u32.to_le_bytes());
+        journal.file.write(0, &head).unwrap();
+        drop(journal);
+        let (mut journal, found, _) =
+            Journal::open(&dir.path().join("d.qm"), Arc::default()).unwrap();
+        assert_eq!((found.format, found.back), (3, SMALLEST_BACK));
+        assert_eq!(lsns(&journal.scan(0).unwrap()), [1, 2, 3, 4], "both regions are read");
+        journal.write_header(8, 64 << 20).unwrap();
+        drop(journal);
+        let (journal, found, _) = Journal::open(&dir.path().join("d.qm"), Arc::default()).unwrap();
+        assert_eq!((found.format, found.back, found.generation), (FORMAT, 64 << 20, 8));
+        assert_eq!(journal.checkpoint_bytes(), 32 << 20);
+    }
+
+    /// A header that puts the back region where no qm would is not a journal's.
+    #[test]
+    fn a_header_with_a_back_region_out_of_range_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = journal(dir.path(), 7);
+        for back in [0, 4 << 20, (8 << 20) + 1, 1 << 40] {
+            journal.file.write(0, &header(7, back)).unwrap();
+            let Err(e) = Journal::open(&dir.path().join("d.qm"), Arc::default()) else {
+                panic!("a back region at {back} was taken");
+            };
+            assert!(e.message.contains("back region"), "{}", e.message);
+        }
     }
 }
