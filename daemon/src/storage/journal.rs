@@ -151,6 +151,11 @@ pub fn path_of(db_path: &Path) -> PathBuf {
 pub struct Journal {
     path: PathBuf,
     file: fault::Backend,
+    /// The same file, for growing it on a thread of its own ([`Journal::grow_ahead`]).
+    spare: File,
+    /// Zeros being added past the end on that thread: the length they make, once written
+    /// and synced.
+    growing: Option<std::thread::JoinHandle<std::io::Result<u64>>>,
     /// The file's length: zeros past the last record, ready to be overwritten.
     len: u64,
     /// Where the next record goes.
@@ -226,10 +231,13 @@ impl Journal {
         check_trust(&path, &file.metadata().map_err(|e| os_error(&path, "examine", e))?)?;
         let len = file.metadata().map_err(|e| os_error(&path, "examine", e))?.len();
         let direct = super::direct::Direct::open(&file);
+        let spare = file.try_clone().map_err(|e| os_error(&path, "open", e))?;
         let file = fault::backend(file).map_err(|e| os_error(&path, "open", e))?;
         let mut journal = Journal {
             path,
             file,
+            spare,
+            growing: None,
             len,
             at: HEADER,
             start: HEADER,
@@ -443,6 +451,7 @@ impl Journal {
     /// own journal, which then waits for everything written meanwhile (after a backup,
     /// the copy's metadata: one group waited 1.2 s for it).
     pub fn cut_back(&mut self) {
+        self.finish_growing();
         // The back region lies below its end: a group being applied may still need it.
         let usual = self.max_len();
         if self.len > usual && self.at <= usual && self.file.set_len(usual).is_ok() {
@@ -487,7 +496,11 @@ impl Journal {
         if self.start == HEADER && need > self.back && self.busy() {
             return false;
         }
+        if need > self.len {
+            self.finish_growing();
+        }
         if need <= self.len {
+            self.grow_ahead();
             return true;
         }
         // Records past the usual size were written during a hold, and the writer is still
@@ -565,9 +578,55 @@ impl Journal {
         h.finalize()
     }
 
+    /// Once records fill half the file, while it is shorter than usual, doubles it on a
+    /// thread of its own (up to its usual length), so that groups are not held up by
+    /// tens of MiB of zeros being written and synced: a new file's journal grows to four
+    /// times the checkpoint size under its first load, and each doubling written by the
+    /// writer itself stalled every group for up to a tenth of a second. Not while a test's
+    /// fault is armed: its steps are counted on the writer's thread.
+    fn grow_ahead(&mut self) {
+        let usual = self.max_len();
+        if self.growing.is_some() || self.len >= usual || self.at < self.len / 2 || fault::armed() {
+            return;
+        }
+        let (from, to) = (self.len, (self.len * 2).min(usual));
+        let Ok(file) = self.spare.try_clone() else { return };
+        let zeros = move || -> std::io::Result<u64> {
+            let file = fault::backend(file)?;
+            let chunk = vec![0u8; 1 << 20];
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(chunk.len() as u64);
+                file.write(at, &chunk[..n as usize])?;
+                at += n;
+            }
+            file.sync_data()?;
+            Ok(to)
+        };
+        let thread = std::thread::Builder::new().name("qm-journal-grow".into());
+        self.growing = thread.spawn(zeros).ok();
+    }
+
+    /// Waits for a growth under way and takes the length it made; one that failed leaves
+    /// the file as the writer knew it (what it wrote past that is cut off again).
+    fn finish_growing(&mut self) {
+        let Some(growing) = self.growing.take() else { return };
+        match growing.join() {
+            Ok(Ok(len)) => self.len = self.len.max(len),
+            Ok(Err(e)) => {
+                tracing::debug!("{}: not grown ahead: {e}", self.path.display());
+                let _ = self.file.set_len(self.len);
+            }
+            Err(_) => {
+                let _ = self.file.set_len(self.len);
+            }
+        }
+    }
+
     /// Makes the file at least `need` long, in zeros, doubling up to its usual length and
     /// in steps of a region past that (`held` only); false when that would pass the limit.
     fn grow(&mut self, need: u64, held: bool) -> QmResult<bool> {
+        self.finish_growing();
         let usual = self.max_len();
         let limit = if held { HELD_MAX_LEN.max(usual) } else { usual };
         if need > limit {
@@ -596,6 +655,14 @@ impl Journal {
         }
         self.len = len;
         Ok(true)
+    }
+}
+
+impl Drop for Journal {
+    /// A growth under way must be over before the file is opened again: zeros written
+    /// after a new journal's records would erase them.
+    fn drop(&mut self) {
+        self.finish_growing();
     }
 }
 
@@ -956,6 +1023,34 @@ mod tests {
         let (journal, found, _) = Journal::open(&dir.path().join("d.qm"), Arc::default()).unwrap();
         assert_eq!((found.format, found.back, found.generation), (FORMAT, 64 << 20, 8));
         assert_eq!(journal.checkpoint_bytes(), 32 << 20);
+    }
+
+    /// Once records fill half the file, the next doubling is written on a thread of its
+    /// own while records go on below it; the writer takes the new length when it needs it.
+    #[test]
+    fn a_journal_grows_ahead_of_its_records() {
+        let append_one = |journal: &mut Journal| {
+            let next = journal.next_lsn();
+            append_to(journal, next, 4000);
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), 7);
+        assert_eq!(journal.len, FIRST_LEN);
+        while journal.at < FIRST_LEN / 2 {
+            append_one(&mut journal);
+        }
+        assert!(journal.growing.is_none(), "not before a record passed the half");
+        append_one(&mut journal);
+        assert!(journal.growing.is_some(), "grown ahead once records passed half the file");
+        while journal.at + 4100 <= FIRST_LEN {
+            append_one(&mut journal);
+        }
+        append_one(&mut journal);
+        assert_eq!(journal.len, 2 * FIRST_LEN, "the record past the old end took the growth");
+        let on_disk = std::fs::metadata(dir.path().join("d.qm.journal")).unwrap().len();
+        assert_eq!(on_disk, 2 * FIRST_LEN);
+        let last = journal.next_lsn() - 1;
+        assert_eq!(lsns(&journal.scan(0).unwrap()), (1..=last).collect::<Vec<_>>());
     }
 
     /// A header that puts the back region where no qm would is not a journal's.
