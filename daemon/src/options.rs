@@ -94,7 +94,8 @@ pub struct Options {
 
     /// MiB of journal records between two checkpoints of a file (4 to 256, default 32).
     /// More makes a deep queue faster (fewer, larger commits to redb) at the price of more
-    /// memory (up to about twice this per busy file) and a longer replay after a crash.
+    /// memory (several times this per busy file: two sets of records, the messages they
+    /// hold, and redb's pages for the commit) and a longer replay after a crash.
     /// Where the filesystem cannot hold disk room ahead (no `fallocate`), 4 is used.
     #[arg(long = "checkpoint-mib", value_name = "MIB",
           default_value_t = crate::storage::journal::DEFAULT_CHECKPOINT_MIB,
