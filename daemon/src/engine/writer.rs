@@ -50,14 +50,10 @@ const SPIN: Duration = Duration::from_micros(150);
 /// Most jobs committed together.
 const BATCH_MAX: usize = 4096;
 /// A checkpoint is taken once the journal holds [`journal::Journal::checkpoint_bytes`] of
-/// records (`qmd --checkpoint-mib`), or once the groups since the last one may take as much
-/// disk when redb writes them out (bounding what a checkpoint must hold on a nearly full
-/// filesystem)...
-fn checkpoint_bytes(journal: &journal::Journal) -> u64 {
-    journal.checkpoint_bytes()
-}
-/// ...or once the writer had nothing to do for this long, so that a file at rest is
-/// durable in redb itself and a start has little to replay.
+/// records (`qmd --checkpoint-mib`), or once the groups since the last one may take as
+/// much disk when redb writes them out (bounding what a checkpoint must hold on a nearly
+/// full filesystem), or once the writer had nothing to do for this long, so that a file at
+/// rest is durable in redb itself and a start has little to replay.
 const IDLE_CHECKPOINT: Duration = Duration::from_millis(500);
 /// Between checkpoints, deferred writes ([`Deferred`]) are applied to redb once there are
 /// this many of them for each MiB of records between checkpoints (they and their messages
@@ -319,7 +315,7 @@ fn commit_deferred(file: &DbFile, ops: &[WriteOp]) -> Option<Vec<Option<Vec<u8>>
     let journal = guard.as_mut()?;
     let due = match crate::storage::fault::checkpoints_always() {
         true => 1,
-        false => checkpoint_bytes(journal),
+        false => journal.checkpoint_bytes(),
     };
     if checkpoint_due(journal, due) || !journal.make_room(record.len(), false) {
         return None;
@@ -344,7 +340,7 @@ const BODIES_HERE: usize = 64 * 1024;
 /// deferred writes.
 fn checkpoint_due(journal: &journal::Journal, bytes: u64) -> bool {
     journal.used() >= bytes
-        || journal.pending_room >= checkpoint_bytes(journal)
+        || journal.pending_room >= journal.checkpoint_bytes()
         || journal.deferred.len() >= deferred_writes(journal)
         || journal.deferred.room() >= deferred_room(journal)
 }
@@ -516,7 +512,7 @@ fn pause(start: std::time::Instant) {
 const BUSY_TURNS: Duration = Duration::from_micros(30);
 
 /// Takes a checkpoint when the journal holds at least `bytes` of records (by default, its
-/// [`checkpoint_bytes`]), or the groups since the last one may need more than its
+/// [`journal::Journal::checkpoint_bytes`]), or the groups since the last one may need more than its
 /// checkpoint bytes of disk when redb writes them;
 /// short of that, applies the deferred writes once there are many. With an `applier`,
 /// both are handed to it ([`hand_off`]) when it is free, and wait for it otherwise.
@@ -534,8 +530,8 @@ fn checkpoint_if(
         return false;
     }
     let due = |j: &journal::Journal| {
-        j.used() >= bytes.unwrap_or_else(|| checkpoint_bytes(j))
-            || j.pending_room >= checkpoint_bytes(j)
+        j.used() >= bytes.unwrap_or_else(|| j.checkpoint_bytes())
+            || j.pending_room >= j.checkpoint_bytes()
     };
     let many = |j: &journal::Journal| {
         j.deferred.len() >= deferred_writes(j) || j.deferred.room() >= deferred_room(j)

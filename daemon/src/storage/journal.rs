@@ -591,18 +591,7 @@ impl Journal {
         }
         let (from, to) = (self.len, (self.len * 2).min(usual));
         let Ok(file) = self.spare.try_clone() else { return };
-        let zeros = move || -> std::io::Result<u64> {
-            let file = fault::backend(file)?;
-            let chunk = vec![0u8; 1 << 20];
-            let mut at = from;
-            while at < to {
-                let n = (to - at).min(chunk.len() as u64);
-                file.write(at, &chunk[..n as usize])?;
-                at += n;
-            }
-            file.sync_data()?;
-            Ok(to)
-        };
+        let zeros = move || fill_with_zeros(&fault::backend(file)?, from, to).map(|()| to);
         let thread = std::thread::Builder::new().name("qm-journal-grow".into());
         self.growing = thread.spawn(zeros).ok();
     }
@@ -637,16 +626,7 @@ impl Journal {
             len = if len < usual { (len * 2).min(usual) } else { len + self.back };
         }
         let len = len.min(limit);
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = self.len;
-        let filled = (|| {
-            while at < len {
-                let n = (len - at).min(zeros.len() as u64);
-                self.file.write(at, &zeros[..n as usize]).map_err(io(&self.path, "grow"))?;
-                at += n;
-            }
-            self.file.sync_data().map_err(io(&self.path, "sync"))
-        })();
+        let filled = fill_with_zeros(&self.file, self.len, len).map_err(io(&self.path, "grow"));
         if let Err(e) = filled {
             // What was written of the growth goes back to a nearly full filesystem: kept, it
             // would take the room freed there, time after time.
@@ -656,6 +636,18 @@ impl Journal {
         self.len = len;
         Ok(true)
     }
+}
+
+/// Writes zeros over `from..to` of `file`, a MiB at a time, and syncs them.
+fn fill_with_zeros(file: &fault::Backend, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64);
+        file.write(at, &zeros[..n as usize])?;
+        at += n;
+    }
+    file.sync_data()
 }
 
 impl Drop for Journal {
