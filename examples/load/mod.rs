@@ -104,11 +104,15 @@ pub async fn closed_loop<P: Pairs>(clients: Vec<P>, secs: f64) -> f64 {
         let tally = tally.clone();
         tasks.push(tokio::spawn(async move {
             let body = vec![b'x'; BODY];
+            let mut took_us = Vec::with_capacity(1 << 16);
             while tally.running() {
                 let started = Instant::now();
                 c.pair(&body).await;
-                tally.pair_took(started.elapsed());
+                let took = started.elapsed();
+                tally.pair_took(took);
+                took_us.push(took.as_micros() as u32);
             }
+            took_us
         }));
     }
     // BENCH_TIMELINE=1: the longest pair of each half second, on standard error, to see
@@ -133,15 +137,37 @@ pub async fn closed_loop<P: Pairs>(clients: Vec<P>, secs: f64) -> f64 {
         })
     });
     let rate = tally.measure(secs).await;
+    let mut took_us = Vec::new();
     for t in tasks {
-        t.await.expect("client");
+        took_us.extend(t.await.expect("client"));
     }
     if let Some(t) = timeline {
         t.abort();
     }
     // On standard error, so that standard output stays the one figure scripts read.
+    eprintln!("{}", percentiles(&mut took_us));
     eprintln!("longest pair: {:.1} ms", tally.longest().as_secs_f64() * 1000.0);
     rate
+}
+
+/// The p50, p99 and p99.9 of the pairs' times (in microseconds), as a line to print: the
+/// longest alone says little about how often clients wait that long.
+fn percentiles(took_us: &mut [u32]) -> String {
+    if took_us.is_empty() {
+        return "no pair finished".to_string();
+    }
+    took_us.sort_unstable();
+    let at = |p: f64| {
+        let i = ((took_us.len() as f64 * p) as usize).min(took_us.len() - 1);
+        f64::from(took_us[i]) / 1000.0
+    };
+    format!(
+        "pairs {}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+        took_us.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999)
+    )
 }
 
 /// [`closed_loop`] of qm clients on BENCH/Q (or `BENCH_QUEUE`).
