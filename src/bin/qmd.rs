@@ -8,27 +8,37 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (number 15 in both its v2 and v3 headers): memory
-/// freed goes back to the system after this many milliseconds, in batches. At once (0) it
-/// costs the writer a `madvise` and a TLB flush on every core for nearly every page it
-/// frees, a tenth of its time with a deep queue (BENCHMARKS.md).
+/// freed and not used again for this many milliseconds goes back to the system. Under load
+/// the daemon frees and takes again tens of MiB at every checkpoint; given back after
+/// 100 ms, as before, the kernel zeroed those pages again as they were touched (5 % of
+/// qmd's processor time at 64 clients) and unmapping them stalled whichever thread
+/// allocated next, the writer included: the slowest pairs took 20–35 ms (BENCHMARKS.md).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-const PURGE_DELAY_MS: std::os::raw::c_long = 100;
+const PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
 
-/// How often the memory whose purge delay has passed is given back even when nothing
-/// allocates (mimalloc purges at allocations, which an idle daemon may never make, and a
-/// test holds qmd to giving large request buffers back).
+/// How often the collector looks. When no commit was made since it last looked, the daemon
+/// is idle: it gives back at once everything freed, whatever its delay (mimalloc purges at
+/// allocations, which an idle daemon may never make, and a test holds qmd to giving large
+/// request buffers back).
 const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The collector: gives memory back as [`COLLECT_EVERY`] says.
+fn collect() {
+    let commits = || qm_daemon::engine::writer::COMMITS.load(std::sync::atomic::Ordering::Relaxed);
+    let mut seen = commits();
+    loop {
+        std::thread::sleep(COLLECT_EVERY);
+        let now = commits();
+        let idle = std::mem::replace(&mut seen, now) == now;
+        // SAFETY: asks the allocator to give back what it may; no memory is touched.
+        unsafe { libmimalloc_sys::mi_collect(idle) };
+    }
+}
 
 fn main() {
     // SAFETY: sets a process-wide option of the allocator before any thread is started.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
-    let _ = std::thread::Builder::new().name("qm-collect".into()).spawn(|| {
-        loop {
-            std::thread::sleep(COLLECT_EVERY);
-            // SAFETY: asks the allocator to give back what it may; no memory is touched.
-            unsafe { libmimalloc_sys::mi_collect(false) };
-        }
-    });
+    let _ = std::thread::Builder::new().name("qm-collect".into()).spawn(collect);
     let options = qm_daemon::options::Options::parse();
     if options.verify {
         std::process::exit(verify(&options));
