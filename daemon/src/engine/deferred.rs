@@ -33,23 +33,33 @@ pub type Enqueued = FastMap<String, FastMap<u64, Fresh>>;
 
 /// A message whose enqueue is deferred.
 pub struct Fresh {
-    /// Its body, until a deferred removal takes it: then the message's writes cancel out.
-    body: Option<Arc<[u8]>>,
-    /// The disk room its enqueue was counted for.
+    /// Its body.
+    body: Arc<[u8]>,
+    /// The disk room its writes were counted for.
     room: u64,
+    /// Where its enqueue is among the deferred writes (counted from the first write ever
+    /// deferred, see [`Deferred::first`]), and its later ones (a new record, becoming
+    /// ready): a removal deferred with them takes them all out.
+    at: u64,
+    later: Vec<u64>,
 }
 
 impl Fresh {
-    /// Its body, unless a removal deferred with it took it.
+    /// Its body.
     pub fn body(&self) -> Option<&Arc<[u8]>> {
-        self.body.as_ref()
+        Some(&self.body)
     }
 }
 
 /// The deferred writes of one redb file, in the order they were made.
 #[derive(Default)]
 pub struct Deferred {
-    ops: VecDeque<WriteOp>,
+    /// The writes, in order; `None` where one was taken out because it cancelled out: the
+    /// writes of a message enqueued and removed while deferred go at the removal, so that
+    /// its body is let go of then, and the hand-over to the applier has nothing to sort.
+    ops: VecDeque<Option<WriteOp>>,
+    /// How many writes were deferred before `ops[0]`.
+    first: u64,
     /// The groups `ops` came from, oldest first: how many writes each, and its LSN.
     groups: VecDeque<(usize, u64)>,
     /// Messages enqueued by deferred writes, by queue space and sequence number.
@@ -79,7 +89,8 @@ impl Deferred {
         self.ops.is_empty()
     }
 
-    /// Writes deferred, cancelled ones included.
+    /// Writes deferred, counting the enqueues that cancelled out (not the removals that
+    /// cancelled them, which are never kept).
     pub fn len(&self) -> usize {
         self.ops.len()
     }
@@ -117,7 +128,7 @@ impl Deferred {
                             continue;
                         }
                         if let Some(fresh) = self.fresh(&tables.qspace, *seq) {
-                            removed.push(fresh.body.as_ref().map(|b| b.to_vec()));
+                            removed.push(Some(fresh.body.to_vec()));
                             continue;
                         }
                         // Its commit may not be made yet.
@@ -169,11 +180,11 @@ impl Deferred {
 
     fn push_ops<'a>(&mut self, jobs: impl Iterator<Item = &'a [WriteOp]>) {
         for op in jobs.flatten() {
+            let at = self.first + self.ops.len() as u64;
+            let room = op_room(op);
             match op {
                 WriteOp::Put { tables, seq, body: Some(body), .. } => {
-                    let room = op_room(op);
-                    self.room += room;
-                    let fresh = Fresh { body: Some(body.clone()), room };
+                    let fresh = Fresh { body: body.clone(), room, at, later: Vec::new() };
                     match self.fresh.get_mut(&tables.qspace) {
                         Some(map) => drop(map.insert(*seq, fresh)),
                         None => {
@@ -183,35 +194,41 @@ impl Deferred {
                     }
                 }
                 WriteOp::Delete { tables, seq, .. } => {
-                    let fresh = self.fresh.get_mut(&tables.qspace).and_then(|m| m.get_mut(seq));
-                    match fresh {
-                        Some(f) if f.body.is_some() => {
-                            f.body = None;
-                            self.room = self.room.saturating_sub(f.room);
-                        }
-                        _ => self.room += op_room(op),
+                    let fresh = self.fresh.get_mut(&tables.qspace).and_then(|m| m.remove(seq));
+                    if let Some(fresh) = fresh {
+                        self.cancel(fresh);
+                        continue;
                     }
                 }
-                _ => self.room += op_room(op),
+                WriteOp::Put { tables, seq, .. } | WriteOp::Ready { tables, seq } => {
+                    let fresh = self.fresh.get_mut(&tables.qspace).and_then(|m| m.get_mut(seq));
+                    if let Some(fresh) = fresh {
+                        fresh.later.push(at);
+                        fresh.room += room;
+                    }
+                }
+                _ => {}
             }
-            self.ops.push_back(op.clone());
+            self.room += room;
+            self.ops.push_back(Some(op.clone()));
         }
     }
 
-    /// The writes that still have an effect, in order: all but those of messages both
-    /// enqueued and removed while deferred.
-    pub fn surviving(&self) -> impl Iterator<Item = &WriteOp> + Clone {
-        self.ops.iter().filter(|op| !self.cancelled(op))
+    /// Takes out the writes of a message enqueued and removed while deferred.
+    fn cancel(&mut self, fresh: Fresh) {
+        for at in std::iter::once(fresh.at).chain(fresh.later) {
+            if let Some(slot) =
+                at.checked_sub(self.first).and_then(|i| self.ops.get_mut(i as usize))
+            {
+                *slot = None;
+            }
+        }
+        self.room = self.room.saturating_sub(fresh.room);
     }
 
-    fn cancelled(&self, op: &WriteOp) -> bool {
-        let (tables, seq) = match op {
-            WriteOp::Put { tables, seq, .. }
-            | WriteOp::Delete { tables, seq, .. }
-            | WriteOp::Ready { tables, seq } => (tables, *seq),
-            _ => return false,
-        };
-        self.fresh(&tables.qspace, seq).is_some_and(|f| f.body.is_none())
+    /// The writes that still have an effect, in order.
+    pub fn surviving(&self) -> impl Iterator<Item = &WriteOp> + Clone {
+        self.ops.iter().flatten()
     }
 
     /// Takes out the first groups, at least one and no more than make `n` writes when
@@ -236,12 +253,10 @@ impl Deferred {
 
     fn take_front(&mut self, n: usize) -> Vec<WriteOp> {
         let n = n.min(self.ops.len());
-        let front: Vec<WriteOp> = self.ops.drain(..n).collect();
+        let front: Vec<WriteOp> = self.ops.drain(..n).flatten().collect();
+        self.first += n as u64;
         let mut taken = Vec::with_capacity(front.len());
         for op in front {
-            if self.cancelled(&op) {
-                continue;
-            }
             self.room = self.room.saturating_sub(op_room(&op));
             if let WriteOp::Put { tables, seq, body: Some(_), .. } = &op
                 && let Some(map) = self.fresh.get_mut(&tables.qspace)
@@ -266,8 +281,9 @@ impl Deferred {
         // no larger than a set usually gets: one that grew while a backup held the file
         // is not kept).
         let next = VecDeque::with_capacity(self.ops.len().min(USUAL_MAX));
-        let mut ops = Vec::from(std::mem::replace(&mut self.ops, next));
-        ops.retain(|op| !self.cancelled(op));
+        let all = std::mem::replace(&mut self.ops, next);
+        self.first += all.len() as u64;
+        let ops: Vec<WriteOp> = all.into_iter().flatten().collect();
         // Each queue space's map is left empty as large as it was, for the same reason.
         let bodies = self
             .fresh
@@ -285,6 +301,7 @@ impl Deferred {
 
     /// Forgets everything: it was applied (or the journal it came from was replayed).
     pub fn clear(&mut self) {
+        self.first += self.ops.len() as u64;
         self.ops.clear();
         self.groups.clear();
         self.fresh.clear();
@@ -334,6 +351,28 @@ mod tests {
         deferred.push(std::iter::once(&[delete(&tables, 1)][..]), 9);
         assert_eq!(seqs(deferred.surviving()), [('+', 2), ('-', 1)]);
         assert!(deferred.room() > 0);
+    }
+
+    #[test]
+    fn a_message_enqueued_and_removed_lets_go_of_its_writes_and_body_at_once() {
+        let tables = Arc::new(QueueSpaceTables::new("QS"));
+        let mut deferred = Deferred::default();
+        let body: Arc<[u8]> = Arc::from(&b"body"[..]);
+        let mut enqueue = put(&tables, 1);
+        if let WriteOp::Put { body: b, waiting, .. } = &mut enqueue {
+            (*b, *waiting) = (Some(body.clone()), true);
+        }
+        deferred.push(std::iter::once(&[enqueue, put(&tables, 2)][..]), 7);
+        let ready = WriteOp::Ready { tables: tables.clone(), seq: 1 };
+        deferred.push(std::iter::once(&[ready][..]), 8);
+        let room = deferred.room();
+        deferred.push(std::iter::once(&[delete(&tables, 1)][..]), 9);
+        assert_eq!(Arc::strong_count(&body), 1, "the removal let go of the body");
+        assert_eq!(seqs(deferred.surviving()), [('+', 2)], "its enqueue and ready went too");
+        assert!(deferred.room() < room, "and the room counted for them");
+        let (ops, bodies, _) = deferred.take_all();
+        assert_eq!(seqs(ops.iter()), [('+', 2)]);
+        assert!(bodies.get("QS").is_some_and(|m| !m.contains_key(&1) && m.contains_key(&2)));
     }
 
     #[test]
