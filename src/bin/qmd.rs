@@ -17,10 +17,16 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::os::raw::c_long = 10_000;
 
 /// How often the collector looks. When no commit was made since it last looked, the daemon
-/// is idle: it gives back at once everything freed, whatever its delay (mimalloc purges at
+/// is idle, and when its resident memory is above [`RESIDENT_HIGH`], memory counts: it then
+/// gives back at once everything freed, whatever its delay (mimalloc purges at
 /// allocations, which an idle daemon may never make, and a test holds qmd to giving large
 /// request buffers back).
 const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resident memory above which what is freed goes back every second, under load too: the
+/// fill of a deep queue, with two regions' messages in memory, otherwise kept up to
+/// 485 MiB resident where issue 11 allows 512 (BENCHMARKS.md).
+const RESIDENT_HIGH: u64 = 256 << 20;
 
 /// The collector: gives memory back as [`COLLECT_EVERY`] says.
 fn collect() {
@@ -30,9 +36,18 @@ fn collect() {
         std::thread::sleep(COLLECT_EVERY);
         let now = commits();
         let idle = std::mem::replace(&mut seen, now) == now;
+        let force = idle || resident().is_some_and(|bytes| bytes > RESIDENT_HIGH);
         // SAFETY: asks the allocator to give back what it may; no memory is touched.
-        unsafe { libmimalloc_sys::mi_collect(idle) };
+        unsafe { libmimalloc_sys::mi_collect(force) };
     }
+}
+
+/// This process's resident memory in bytes (`VmRSS`), if the system says.
+fn resident() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn main() {
