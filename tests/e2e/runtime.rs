@@ -193,6 +193,42 @@ fn large_half_frames_give_their_memory_back() {
     env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
 }
 
+/// Memory freed under load stays with qmd for a while (giving it back at once made the
+/// kernel unmap and zero it again at every checkpoint), but a daemon that has gone idle
+/// gives back all it freed within a few seconds: here, the bodies of a transaction's
+/// enqueues, held until it is rolled back.
+#[test]
+fn an_idle_daemon_gives_back_what_it_freed() {
+    use qm_common::message::EnqueueCtl;
+    let env = Env::new();
+    let log = env.path("qmd.log");
+    let daemon = start(&env, &log, &[], &[], None);
+    let dev = env.dev();
+    env.c(&format!(
+        "crdl {dev} 0 32000; qspc QS 40000 30000 8 4 16 1000 ERRQ n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''"
+    ))
+    .ok();
+    let mut app = crate::app::App::connect(&env);
+    let before = rss(daemon.pid);
+    let (n, body) = (400u64, vec![b'm'; 64 * 1024]);
+    app.begin(None).unwrap();
+    for _ in 0..n {
+        app.enqueue("Q", &body, &EnqueueCtl::default()).unwrap();
+    }
+    let held = rss(daemon.pid).saturating_sub(before);
+    let sent = n * body.len() as u64;
+    assert!(held > sent / 2, "{} MiB of bodies held only {} MiB", sent / MIB, held / MIB);
+    app.abort().unwrap();
+    let kept = || rss(daemon.pid).saturating_sub(before);
+    assert!(
+        wait_until(Duration::from_secs(5), || kept() < held / 2),
+        "{} MiB of {} MiB still held 5 s after the rollback",
+        kept() / MIB,
+        held / MIB
+    );
+}
+
 /// A frame begun but not finished within `--frame-timeout` is dropped: its sender is told
 /// why and disconnected, the log says so, and everyone else is served throughout.
 #[test]

@@ -66,7 +66,7 @@ impl Applying {
 
     /// The body of message `seq` of `qspace` if one of these groups enqueued it.
     pub fn body(&self, qspace: &str, seq: u64) -> Option<&Arc<[u8]>> {
-        self.bodies.get(qspace)?.get(&seq)?.body()
+        self.bodies.get(qspace)?.get(&seq).map(|fresh| fresh.body())
     }
 
     pub fn room(&self) -> u64 {
