@@ -38,7 +38,7 @@ pub struct Fresh {
     /// The disk room its writes were counted for.
     room: u64,
     /// Where its enqueue is among the deferred writes (counted from the first write ever
-    /// deferred, see [`Deferred::first`]), and its later ones (a new record, becoming
+    /// deferred, as `Deferred::first` is), and its later ones (a new record, becoming
     /// ready): a removal deferred with them takes them all out.
     at: u64,
     later: Vec<u64>,
