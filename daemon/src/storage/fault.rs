@@ -257,7 +257,9 @@ pub fn step() {
 /// fault is armed.
 pub fn backend(file: File) -> std::io::Result<Backend> {
     let Some(mut fault) = lock() else {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
         return Ok(Backend {
+            fd,
             inner: plain(file)?,
             counted: false,
             journal: None,
@@ -281,7 +283,14 @@ pub fn backend(file: File) -> std::io::Result<Backend> {
     } else {
         None
     };
-    Ok(Backend { inner: plain(file)?, counted: true, journal, unsynced: AtomicBool::new(false) })
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    Ok(Backend {
+        fd,
+        inner: plain(file)?,
+        counted: true,
+        journal,
+        unsynced: AtomicBool::new(false),
+    })
 }
 
 fn plain(file: File) -> std::io::Result<FileBackend> {
@@ -330,6 +339,8 @@ impl Journal {
 #[derive(Debug)]
 pub struct Backend {
     inner: FileBackend,
+    /// `inner`'s descriptor, for [`Backend::write_out`], which redb's backend has no call for.
+    fd: std::os::fd::RawFd,
     counted: bool,
     journal: Option<Arc<Mutex<Journal>>>,
     /// Written since the last sync: the fence was checked for this commit already.
@@ -337,6 +348,19 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Sends the `len` bytes written from `offset` to the disk now and waits until it has
+    /// them, without a flush of its cache: not a sync. A failure is left to the next
+    /// [`StorageBackend::sync_data`], which reports every write-back error since the last.
+    pub fn write_out(&self, offset: u64, len: u64) {
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+        // SAFETY: a plain system call on a descriptor `inner` owns and keeps open while
+        // `self` lives; it touches no memory of ours.
+        unsafe { libc::sync_file_range(self.fd, offset, len, flags) };
+    }
+
     /// Checks the fence before the first write of a commit.
     fn before_write(&self) -> IoResult<()> {
         if !self.unsynced.swap(true, Ordering::Relaxed) {
