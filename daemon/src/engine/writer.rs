@@ -653,6 +653,8 @@ struct Open<'t> {
     /// live bytes.
     log: &'t BodyLog,
     append: bool,
+    /// Whether new bodies are sent to the disk as they are written ([`BodyLog::append_all`]).
+    send: bool,
     /// Places of new bodies appended ahead, in the order of their writes ([`prepare_bodies`]).
     prepared: VecDeque<BodyRef>,
     live: LiveDeltas,
@@ -1149,7 +1151,10 @@ pub fn replay(txn: &WriteTransaction, log: &BodyLog, record: &[u8]) -> QmResult<
 }
 
 /// Whether applying removals returns the bodies removed: not when nobody waits for them
-/// (deferred writes, whose callers were answered already; a replay).
+/// (deferred writes, whose callers were answered already; a replay). Those commits are
+/// also the ones that run beside the journal's writes (a replay's at most a region), so
+/// their new bodies are sent to the disk as they are written, to keep out of the way of
+/// those writes; a group committed directly (an import's) leaves them to the kernel.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Bodies {
     Wanted,
@@ -1171,6 +1176,7 @@ where
         txn,
         log,
         append: segments::logs_bodies(),
+        send: bodies == Bodies::Dropped,
         prepared: VecDeque::new(),
         live: LiveDeltas::new(),
         tables: HashMap::new(),
@@ -1399,7 +1405,7 @@ where
         return Ok(());
     }
     let mark = open.log.mark();
-    match open.log.append_all(&bodies) {
+    match open.log.append_all(&bodies, open.send) {
         Ok(refs) => open.prepared = refs.into(),
         Err(e) if disk_full(&e) => open.log.rollback(mark).map_err(|e| appending(open.log, &e))?,
         Err(e) => return Err(appending(open.log, &e)),
