@@ -193,6 +193,22 @@ fn large_half_frames_give_their_memory_back() {
     env.c_no_start(&format!("crdl {} 0 2000", env.dev())).ok();
 }
 
+/// A daemon serving queue space QS of `pages` pages with one queue, Q, and an application
+/// connected to it.
+fn one_queue(pages: u32) -> (Env, Daemon, crate::app::App) {
+    let env = Env::new();
+    let daemon = start(&env, &env.path("qmd.log"), &[], &[], None);
+    env.c(&format!(
+        "crdl {} 0 {}; qspc QS 40000 {pages} 8 4 16 1000 ERRQ n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev(),
+        pages + 1000
+    ))
+    .ok();
+    let app = crate::app::App::connect(&env);
+    (env, daemon, app)
+}
+
 /// Memory freed under load stays with qmd for a while (giving it back at once made the
 /// kernel unmap and zero it again at every checkpoint), but a daemon that has gone idle
 /// gives back all it freed within a few seconds: here, the bodies of a transaction's
@@ -200,16 +216,7 @@ fn large_half_frames_give_their_memory_back() {
 #[test]
 fn an_idle_daemon_gives_back_what_it_freed() {
     use qm_common::message::EnqueueCtl;
-    let env = Env::new();
-    let log = env.path("qmd.log");
-    let daemon = start(&env, &log, &[], &[], None);
-    let dev = env.dev();
-    env.c(&format!(
-        "crdl {dev} 0 32000; qspc QS 40000 30000 8 4 16 1000 ERRQ n 16; qopen QS; \
-         qcreate Q fifo none 0 0 100% 0% ''"
-    ))
-    .ok();
-    let mut app = crate::app::App::connect(&env);
+    let (_env, daemon, mut app) = one_queue(30000);
     let before = rss(daemon.pid);
     let (n, body) = (400u64, vec![b'm'; 64 * 1024]);
     app.begin(None).unwrap();
@@ -236,16 +243,7 @@ fn an_idle_daemon_gives_back_what_it_freed() {
 #[test]
 fn a_message_come_and_gone_does_not_hold_its_body() {
     use qm_common::message::{DequeueCtl, EnqueueCtl};
-    let env = Env::new();
-    let log = env.path("qmd.log");
-    let daemon = start(&env, &log, &[], &[], None);
-    let dev = env.dev();
-    env.c(&format!(
-        "crdl {dev} 0 4000; qspc QS 40000 3000 8 4 16 1000 ERRQ n 16; qopen QS; \
-         qcreate Q fifo none 0 0 100% 0% ''"
-    ))
-    .ok();
-    let mut app = crate::app::App::connect(&env);
+    let (_env, daemon, mut app) = one_queue(3000);
     let body = vec![b'g'; 60 * 1024];
     // A first pair, so that what any pair allocates once is there before the measure.
     app.enqueue("Q", &body, &EnqueueCtl::default()).unwrap();
