@@ -259,9 +259,6 @@ impl Bodies {
         (n, mut offset, placed): (u32, u64, Vec<&[u8]>),
         send: bool,
     ) -> io::Result<()> {
-        if let [one] = placed.as_slice() {
-            return self.write_placed(n, offset, one);
-        }
         let file = self.file_of(n)?;
         let write = |offset: u64, data: &[u8]| {
             self.write_placed(n, offset, data)?;
@@ -270,6 +267,9 @@ impl Bodies {
             }
             Ok::<_, io::Error>(offset + data.len() as u64)
         };
+        if let [one] = placed.as_slice() {
+            return write(offset, one).map(drop);
+        }
         RUN.with_borrow_mut(|buf| {
             buf.clear();
             // Once, at its full size: grown by doubling it would end up twice that.
@@ -870,6 +870,7 @@ mod tests {
 
     fn on_tmpfs(path: &Path) -> bool {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: all zeroes is a valid `statfs` (plain integers), filled in below.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a valid C string and a structure of the right type to fill.
         let r = unsafe { libc::statfs(c.as_ptr(), &mut fs) };

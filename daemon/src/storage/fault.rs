@@ -256,8 +256,8 @@ pub fn step() {
 /// The backend redb gets for `file`: redb's file backend, with its steps counted when a
 /// fault is armed.
 pub fn backend(file: File) -> std::io::Result<Backend> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     let Some(mut fault) = lock() else {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
         return Ok(Backend {
             fd,
             inner: plain(file)?,
@@ -283,7 +283,6 @@ pub fn backend(file: File) -> std::io::Result<Backend> {
     } else {
         None
     };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     Ok(Backend {
         fd,
         inner: plain(file)?,
