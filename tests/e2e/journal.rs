@@ -3,7 +3,7 @@
 
 use crate::auto::{App, setup};
 use crate::faults::stop_and_wait;
-use crate::support::{Daemon, Env, QMD, run_limited};
+use crate::support::{Daemon, Env, QMD, run_limited, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -398,4 +398,67 @@ fn a_journal_of_an_earlier_format_is_taken_over_only_when_empty() {
         "{err}"
     );
     assert_eq!(std::fs::read(&journal).unwrap(), bytes, "left unchanged");
+}
+
+/// While the applier is still applying the groups of one region, the writer goes on in the
+/// other only until it is three quarters full; then it waits for the applier and hands that
+/// region over, rather than filling it to the end and then applying every write still
+/// deferred in a commit of its own. (`QM_FAULT=gatedapply:PATH`: the applier waits before
+/// each commit while PATH exists; `--checkpoint-mib 4`: regions of 8 MiB, handed over at
+/// 4 MiB.) Nothing acknowledged meanwhile is lost to a `kill -9` afterwards.
+#[test]
+fn the_writer_waits_for_the_applier_at_three_quarters_of_a_region() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const N: usize = 1000;
+    let body = |i: usize| format!("message {i:05} ").repeat(16 * 1024 / 14).into_bytes();
+    let env = Env::new();
+    let (gate, log) = (env.path("gate"), env.path("qmd.log"));
+    std::fs::write(&gate, "").unwrap();
+    let fault = format!("gatedapply:{}", gate.display());
+    let args = ["-l", "3", "-g", log.to_str().unwrap(), "--checkpoint-mib", "4"];
+    let mut daemon = Daemon::start_with_env(&env.device, &args, &[("QM_FAULT", &fault)]);
+    env.c(&format!(
+        "crdl {} 0 31000; qspc QS 40000 30000 8 4 16 1000 ERRQ n 16; qopen QS; \
+         qcreate Q fifo none 0 0 100% 0% ''",
+        env.dev()
+    ))
+    .ok();
+    let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
+    let waiting = || logged("waiting for the applier");
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let (mut app, counted) = (App::connect(&env), acknowledged.clone());
+    let writer = std::thread::spawn(move || {
+        for i in 0..N {
+            app.put("Q", &body(i));
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // Each enqueue is a record of a little over 16 KiB: the first region is handed over
+    // after about 250, three quarters of the second take about 380 more, its end 510.
+    let region_full = 250 + 500;
+    let stopped = wait_until(Duration::from_secs(60), || {
+        waiting() || acknowledged.load(Ordering::SeqCst) >= region_full
+    });
+    let at_wait = acknowledged.load(Ordering::SeqCst);
+    assert!(
+        stopped && waiting(),
+        "the writer did not wait for the applier ({at_wait} acknowledged)"
+    );
+    assert!(at_wait < region_full, "{at_wait} acknowledged: the region filled up before the wait");
+    // Nothing more is acknowledged while the applier is held.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(acknowledged.load(Ordering::SeqCst) <= at_wait + 1, "the writer went on");
+    std::fs::remove_file(&gate).unwrap();
+    writer.join().unwrap();
+    assert!(logged("ms for the applier"), "the wait's end is logged");
+    daemon.signal("KILL");
+    drop(daemon);
+    let _daemon = env.start_daemon(&[]);
+    let kept = App::connect(&env).drain("Q");
+    assert_eq!(kept.len(), N, "every acknowledged enqueue after the kill");
+    for (i, m) in kept.iter().enumerate() {
+        assert!(m.body == body(i), "message {i} came back with another body");
+    }
+    env.c("qverify").ok().stdout_has("No problem found.");
 }

@@ -217,6 +217,9 @@ fn compact_between(db: &Db, between: impl FnMut()) {
 
 /// Applies `applying` in one durable commit; whether it was made.
 fn run(db: &Db, applying: &Applying) -> bool {
+    while crate::storage::fault::apply_gated() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // A panic inside redb must end the commit too: the writer waits for its end.
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| applying.commit(db)))
         .unwrap_or_else(|_| Err(QmError::system("applying deferred writes failed (a panic)")));

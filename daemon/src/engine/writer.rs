@@ -552,10 +552,14 @@ fn checkpoint_if(
     // writers up for a fifth of a second at a deep queue.
     let above = if stepping_already { chunk } else { above };
     let stepping = journal.deferred.len() > above;
-    let done = if applier.is_some() && journal.busy() {
-        // The region left last time is still needed: the groups go on in this one.
-        return false;
-    } else if let Some(applier) = applier
+    if applier.is_some() && journal.busy() {
+        // The region left last time is still needed: the groups go on in this one, until
+        // it is three quarters full.
+        if !crowded(journal) || wait_for_applier(file, journal).is_err() {
+            return false;
+        }
+    }
+    let done = if let Some(applier) = applier
         && journal.may_switch()
     {
         // However many, they are applied on the applier's thread: no step is taken here.
@@ -574,6 +578,26 @@ fn checkpoint_if(
             false
         }
     }
+}
+
+/// Whether the region in use is three quarters full: with the applier still busy with the
+/// other, the writer then waits for it and hands this one over. Going on to the region's end
+/// would cost more: the group that finds it full waits for the applier all the same, and
+/// then applies every deferred write in a commit of its own on the writer's thread (at a
+/// deep queue, 60,000 writes in most of a second, while no group is answered), and the
+/// two sets of messages held in memory meanwhile grow by half again (BENCHMARKS.md).
+fn crowded(journal: &journal::Journal) -> bool {
+    journal.used() >= journal.checkpoint_bytes() / 2 * 3
+}
+
+/// Waits until the groups handed to the applier are in redb, saying so at the debug level.
+fn wait_for_applier(file: &DbFile, journal: &mut journal::Journal) -> QmResult<()> {
+    let path = file.path().display();
+    tracing::debug!("{path}: the journal's region is three quarters full: waiting for the applier");
+    let began = std::time::Instant::now();
+    journal.finish_applying()?;
+    tracing::debug!("{path}: waited {} ms for the applier", began.elapsed().as_millis());
+    Ok(())
 }
 
 /// Logs failed writes without filling a full disk with the log: a full filesystem is said

@@ -34,6 +34,8 @@
 //! - `QM_FAULT=gatedadmin:PATH`: no fault; a change to many messages (`qdeletemsg`,
 //!   `qchangeprio`, ...) waits before each of its steps after the first while PATH exists,
 //!   so that a test sees other work go on between them ([`crate::engine::admin`]).
+//! - `QM_FAULT=gatedapply:PATH`: no fault; an applier thread waits before each commit while
+//!   PATH exists, so that a test sees what the writer does while one is under way.
 //! - `QM_FAULT=fullsegments`: every append to a body segment finds the filesystem full, so
 //!   that a test sees bodies go into redb instead.
 //! - `QM_FAULT=failapply`: no crash; the first write to a redb file that an applier thread
@@ -72,6 +74,7 @@ enum Mode {
     SmallSegments,
     GatedCompaction(std::path::PathBuf),
     GatedAdmin(std::path::PathBuf),
+    GatedApply(std::path::PathBuf),
     FullSegments,
     NoRoom,
     Defer,
@@ -102,7 +105,7 @@ fn parse(value: &str) -> Result<Mode, String> {
     let bad = || {
         format!(
             "{VARIABLE}={value} is not crash:N, powercut:N, count:PATH, noroom, defer, slowcopy, \
-             failapply, smallsegments, gatedcompaction:PATH, gatedadmin:PATH or fullsegments"
+             failapply, smallsegments, gatedcompaction:PATH, gatedadmin:PATH, gatedapply:PATH or fullsegments"
         )
     };
     match value {
@@ -120,6 +123,7 @@ fn parse(value: &str) -> Result<Mode, String> {
         "crash" => Ok(Mode::Crash(step()?)),
         "gatedcompaction" => Ok(Mode::GatedCompaction(arg.into())),
         "gatedadmin" => Ok(Mode::GatedAdmin(arg.into())),
+        "gatedapply" => Ok(Mode::GatedApply(arg.into())),
         "powercut" => Ok(Mode::PowerCut(step()?)),
         "count" => File::create(arg)
             .map(Mode::Count)
@@ -227,6 +231,12 @@ pub fn small_segments() -> bool {
 /// PATH exists).
 pub fn compaction_gated() -> bool {
     lock().is_some_and(|f| matches!(&f.mode, Mode::GatedCompaction(gate) if gate.exists()))
+}
+
+/// Whether a test holds the applier threads' commits now (`gatedapply:PATH` while PATH
+/// exists).
+pub fn apply_gated() -> bool {
+    lock().is_some_and(|f| matches!(&f.mode, Mode::GatedApply(gate) if gate.exists()))
 }
 
 /// Whether a test holds the steps of a change to many messages now (`gatedadmin:PATH`
