@@ -40,9 +40,15 @@ async fn fill(socket: &Path, n: u64) {
     let start = Instant::now();
     let step = n.div_ceil(10).max(1);
     let (mut next, mut last_count, mut last_time) = (step, 0, start);
+    // The longest time no transaction was acknowledged, to 20 ms: how long qmd paused.
+    let (mut seen, mut moved, mut pause) = (0, start, Duration::ZERO);
     while !filling.is_finished() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let done = queued.load(Ordering::Relaxed);
+        if done > seen {
+            (seen, moved) = (done, Instant::now());
+        }
+        pause = pause.max(moved.elapsed());
         if done >= next && done < n {
             let now = Instant::now();
             let recent = (done - last_count) as f64 / (now - last_time).as_secs_f64();
@@ -59,7 +65,11 @@ async fn fill(socket: &Path, n: u64) {
     }
     filling.await.expect("fill");
     let secs = start.elapsed().as_secs_f64();
-    println!("  filled {n} messages in {secs:.1} s: {:.0} msgs/s", n as f64 / secs);
+    println!(
+        "  filled {n} messages in {secs:.1} s: {:.0} msgs/s, longest pause {:.2} s",
+        n as f64 / secs,
+        pause.as_secs_f64()
+    );
 }
 
 /// Seconds the first request naming BENCH takes on a fresh connection.
