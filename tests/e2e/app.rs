@@ -34,6 +34,20 @@ pub fn setup(env: &Env, options: &str, params: &str, queues: &[&str]) {
     env.c(&cmds).ok();
 }
 
+/// Creates a device just large enough for queue space QS of `pages` pages (the other
+/// parameters as [`PARAMS`]) and its queues, in `env` (whose daemon may be running).
+pub fn setup_pages(env: &Env, pages: u32, queues: &[&str]) {
+    let mut cmds = format!(
+        "crdl {} 0 {}; qspc QS 40000 {pages} 8 4 16 1000 ERRQ n 16; qopen QS",
+        env.dev(),
+        pages + 1000
+    );
+    for q in queues {
+        cmds += &format!("; qcreate {q}");
+    }
+    env.c(&cmds).ok();
+}
+
 /// Queue space QS with [`PARAMS`] (16 blocks of non-persistent memory) and `queues`.
 pub fn space(queues: &[&str]) -> Env {
     space_with("-n 16B", PARAMS, queues)

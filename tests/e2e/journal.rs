@@ -418,12 +418,7 @@ fn the_writer_waits_for_the_applier_at_three_quarters_of_a_region() {
     let fault = format!("gatedapply:{}", gate.display());
     let args = ["-l", "3", "-g", log.to_str().unwrap(), "--checkpoint-mib", "4"];
     let mut daemon = Daemon::start_with_env(&env.device, &args, &[("QM_FAULT", &fault)]);
-    env.c(&format!(
-        "crdl {} 0 31000; qspc QS 40000 30000 8 4 16 1000 ERRQ n 16; qopen QS; \
-         qcreate Q fifo none 0 0 100% 0% ''",
-        env.dev()
-    ))
-    .ok();
+    crate::app::setup_pages(&env, 30000, &["Q fifo none 0 0 100% 0% ''"]);
     let logged = |what: &str| std::fs::read_to_string(&log).unwrap_or_default().contains(what);
     let waiting = || logged("waiting for the applier");
     let acknowledged = Arc::new(AtomicUsize::new(0));

@@ -198,13 +198,7 @@ fn large_half_frames_give_their_memory_back() {
 fn one_queue(pages: u32) -> (Env, Daemon, crate::app::App) {
     let env = Env::new();
     let daemon = start(&env, &env.path("qmd.log"), &[], &[], None);
-    env.c(&format!(
-        "crdl {} 0 {}; qspc QS 40000 {pages} 8 4 16 1000 ERRQ n 16; qopen QS; \
-         qcreate Q fifo none 0 0 100% 0% ''",
-        env.dev(),
-        pages + 1000
-    ))
-    .ok();
+    crate::app::setup_pages(&env, pages, &["Q fifo none 0 0 100% 0% ''"]);
     let app = crate::app::App::connect(&env);
     (env, daemon, app)
 }
