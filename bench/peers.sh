@@ -14,16 +14,28 @@
 # measured in the same directory, and so is examples/socket_floor.rs: a server that does
 # nothing but one durable write per request, the most one client can get through a socket
 # here (skipped where direct writes are refused, on tmpfs for one). Each server gets a private data directory under one
-# temporary directory in /tmp, is stopped by its pid when its turn ends (or when the script
+# temporary directory in /tmp, is stopped by its pid when its turns end (or when the script
 # exits), and the directory is removed. A server that is not installed is skipped.
+#
+# The disk's speed drifts from one minute to the next here, so qm and Redis, whose ratios
+# are issue 11's targets, take turns: ROUNDS rounds (default 3) at each client count, qm
+# first in odd rounds and Redis first in even ones, and at one client the disk's limit
+# measured just before the round. Each ratio is the median of the rounds' ratios, and the
+# table's rates are medians too. PostgreSQL runs after them, once per count.
 #
 # Needs, on Debian:   apt-get install redis-server postgresql
 # Run:                bench/peers.sh [SECS]     (SECS per point, default 3)
+#                     ROUNDS=5 bench/peers.sh 5
 # As root, PostgreSQL runs as the `postgres` user the package creates (it refuses root).
 # Not part of CI: figures belong in BENCHMARKS.md, not in tests.
 set -euo pipefail
 
 secs=${1:-3}
+rounds=${ROUNDS:-3}
+if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
+    echo "peers.sh: ROUNDS must be a positive whole number, not '$rounds'" >&2
+    exit 2
+fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 release=${CARGO_TARGET_DIR:-$repo/target}/release
 client_counts=(1 8 64)
@@ -35,7 +47,10 @@ peers=$release/examples/bench_peers
 
 run=$(mktemp -d /tmp/qm-peers.XXXXXX)
 declare -A stop_signal=() # pid -> signal that stops that server cleanly
-declare -A rate=()        # server:clients -> pairs/s
+declare -A rate=()        # server:clients -> pairs/s (the median of its rounds)
+declare -A said=()        # server:clients:round -> pairs/s, or "failed"
+declare -A target=()      # server -> where its clients reach it
+declare -A pid_of=()      # server -> its pid
 
 # Stops the server with pid $1 and waits for it to end.
 stop() {
@@ -62,19 +77,25 @@ wait_until() {
     return 1
 }
 
-# Runs the clients of server $1 (qm, redis or postgres) reaching it at $2 at each count.
+# Runs $2 clients of server $1 (qm, redis or postgres) for one point; prints pairs/s.
 measure() {
-    local n
-    for n in "${client_counts[@]}"; do
-        if ! rate[$1:$n]=$("$peers" "$1" "$2" "$n" "$secs" 2>>"$run/clients.log"); then
-            rate[$1:$n]=failed
-            echo "$1 with $n clients failed:" >&2
-            tail -n 5 "$run/clients.log" >&2
-        fi
-    done
+    local got
+    if got=$("$peers" "$1" "${target[$1]}" "$2" "$secs" 2>>"$run/clients.log"); then
+        echo "$got"
+    else
+        echo "$1 with $2 clients failed:" >&2
+        tail -n 5 "$run/clients.log" >&2
+        echo failed
+    fi
 }
 
-run_qm() {
+# The median of the numbers given (anything else is left out); empty when none is.
+median() {
+    printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+start_qm() {
     local dir=$run/qm
     local device=$dir/QUE
     mkdir -m 700 "$dir"
@@ -90,11 +111,10 @@ run_qm() {
         qspc BENCH 40000 20000 4 256 256 20000 \"\" n 16; qopen BENCH; \
         qcr Q fifo none 0 0 100% 0% \"\"" "$device" >"$dir/setup.log"
     versions+=("qm $("$release/qmd" --version | cut -d' ' -f2)")
-    measure qm "$device.sock"
-    stop "$pid"
+    target[qm]=$device.sock pid_of[qm]=$pid
 }
 
-run_redis() {
+start_redis() {
     if ! command -v redis-server >/dev/null; then
         echo "Redis: skipped, redis-server is not installed (apt-get install redis-server)"
         return
@@ -112,11 +132,10 @@ run_redis() {
         return
     fi
     versions+=("Redis $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')")
-    measure redis "$port"
-    stop "$pid"
+    target[redis]=$port pid_of[redis]=$pid
 }
 
-run_postgres() {
+start_postgres() {
     local bin
     bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
     if [ -z "$bin" ] && command -v initdb >/dev/null; then
@@ -151,8 +170,7 @@ run_postgres() {
         return
     fi
     versions+=("PostgreSQL $("$bin/postgres" --version | awk '{print $3}')")
-    measure postgres "$port"
-    stop "$pid"
+    target[postgres]=$port pid_of[postgres]=$pid
 }
 
 # 12345.6 -> 12,346; anything else unchanged.
@@ -160,6 +178,14 @@ grouped() {
     case $1 in
     [0-9]*) printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' ;;
     *) printf '%s' "$1" ;;
+    esac
+}
+
+# A ratio with two decimals, or a dash when there is none.
+two() {
+    case $1 in
+    [0-9]*) printf '%.2f' "$1" ;;
+    *) printf '–' ;;
     esac
 }
 
@@ -173,29 +199,75 @@ ratio() {
 
 versions=()
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
-    "$secs s per point, in $run ($(df -T "$run" | awk 'NR == 2 {print $2}'))"
-disk=$("$release/examples/disk_limit" "$run" 2)
-echo "$disk"
-limit=$(sed -n 's/.*overwrites): \([0-9]*\) pairs.*/\1/p' <<<"$disk")
-run_qm
-run_redis
-run_postgres
+    "$secs s per point, $rounds rounds, in $run ($(df -T "$run" | awk 'NR == 2 {print $2}'))"
+start_qm
+start_redis
+turns=()
+for server in qm redis; do
+    if [ -n "${target[$server]:-}" ]; then turns+=("$server"); fi
+done
+declare -A over_redis=() # clients -> the rounds' qm / Redis
+limits=() over_limit=()  # at one client, each round's disk limit and qm / that limit
+for n in "${client_counts[@]}"; do
+    for r in $(seq "$rounds"); do
+        line="$n client$([ "$n" = 1 ] || echo s), round $r:"
+        lim=
+        if [ "$n" = 1 ]; then
+            lim=$("$release/examples/disk_limit" "$run" 1 |
+                sed -n 's/.*overwrites): \([0-9]*\) pairs.*/\1/p')
+            limits+=("$lim")
+            line+=" disk limit $(grouped "$lim"),"
+        fi
+        # Who goes first alternates, and each turn starts a second after the last one
+        # ended, so that neither server runs in what the other left behind (qmd's idle
+        # checkpoint, Redis's rewrite of its append-only file).
+        order=("${turns[@]}")
+        if ((r % 2 == 0 && ${#turns[@]} == 2)); then order=("${turns[1]}" "${turns[0]}"); fi
+        for server in "${order[@]}"; do
+            sleep 1
+            said[$server:$n:$r]=$(measure "$server" "$n")
+            line+=" $server $(grouped "${said[$server:$n:$r]}")"
+        done
+        qm=${said[qm:$n:$r]:-} redis=${said[redis:$n:$r]:-}
+        over_redis[$n]+=" $(ratio "$qm" "$redis")"
+        if [ -n "$lim" ]; then over_limit+=("$(ratio "$qm" "$lim")"); fi
+        echo "$line"
+    done
+    for server in "${turns[@]}"; do
+        all=()
+        for r in $(seq "$rounds"); do all+=("${said[$server:$n:$r]}"); done
+        rate[$server:$n]=$(median "${all[@]}")
+        [ -n "${rate[$server:$n]}" ] || rate[$server:$n]=failed
+    done
+done
+for server in "${turns[@]}"; do stop "${pid_of[$server]}"; done
+start_postgres
+if [ -n "${target[postgres]:-}" ]; then
+    for n in "${client_counts[@]}"; do rate[postgres:$n]=$(measure postgres "$n"); done
+    stop "${pid_of[postgres]}"
+fi
 # Last, so that its files' writes do not weigh on the servers' runs.
 floor_said=$("$release/examples/socket_floor" "$run" "$secs" block direct 2>/dev/null || true)
 floor=$(sed -n 's/.*floor (block, direct) \([0-9]*\) pairs.*/\1/p' <<<"$floor_said")
 [ -n "$floor" ] && echo "socket floor: $floor_said"
 echo "servers: ${versions[*]}"
 echo
+echo "Rates: the median of the rounds (PostgreSQL: one run). qm / Redis: the median of the"
+echo "rounds' ratios."
+echo
 echo "| clients | qm | Redis AOF always | PostgreSQL SKIP LOCKED | qm / Redis | qm / PostgreSQL |"
 echo "|---:|---:|---:|---:|---:|---:|"
 for n in "${client_counts[@]}"; do
     qm=${rate[qm:$n]:-–} redis=${rate[redis:$n]:-–} postgres=${rate[postgres:$n]:-–}
+    # shellcheck disable=SC2086 # the rounds' ratios, one word each
     echo "| $n | $(grouped "$qm") | $(grouped "$redis") | $(grouped "$postgres") |" \
-        "$(ratio "$qm" "$redis") | $(ratio "$qm" "$postgres") |"
+        "$(two "$(median ${over_redis[$n]:-})") | $(ratio "$qm" "$postgres") |"
 done
 echo
-echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "$limit") of the disk's single-client limit" \
-    "($(grouped "$limit") pairs/s)"
+echo "qm / Redis in each round: 1 client${over_redis[1]:-}; 64 clients${over_redis[64]:-}"
+echo "qm with 1 client: $(two "$(median "${over_limit[@]}")") of the disk's single-client" \
+    "limit (the median of the rounds' ratios: ${over_limit[*]}; the limits:" \
+    "$(for l in "${limits[@]}"; do printf '%s ' "$(grouped "$l")"; done)pairs/s)"
 if [ -n "$floor" ]; then
     echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "$floor") of the socket floor" \
         "($(grouped "$floor") pairs/s, measured after the servers)"
