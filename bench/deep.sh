@@ -13,7 +13,8 @@
 #      (examples/bench_deep.rs open);
 #   5. the 64 clients run again for SECS at that depth;
 #   6. a second qmd of the same binary is started beside it on an empty device, and the 64
-#      clients run ROUNDS times on each in turn (empty, then deep), SECS each. This
+#      clients run ROUNDS times on each in turn (empty first in odd rounds, deep first in
+#      even ones, a second's pause before each turn), SECS each. This
 #      disk's speed changes from one minute to the next, and heavy writing such as the fill
 #      slows it for a while, so the empty rate of step 1, taken minutes earlier on a fresh
 #      disk, is a poor yardstick for one run; the rounds compare the two at the same time.
@@ -200,11 +201,20 @@ wait_socket "$twin.sock" "$twin_pid" "the empty qmd"
 "$release/qmadmin" --no-start -c "crdl $twin 0 200100; \
     qspc BENCH 40000 200000 4 256 256 100000 \"\" n 16; qopen BENCH; \
     qcr Q fifo none 0 0 100% 0% \"\"" "$twin" >>"$run/admin.log"
-echo "alternated rounds, empty qmd (pid $twin_pid) then deep qmd (pid $pid), $secs s each:"
+echo "alternated rounds, empty qmd (pid $twin_pid) and deep qmd (pid $pid), $secs s each," \
+    "the empty one first in odd rounds:"
 ratios=()
 for r in $(seq "$rounds"); do
-    e=$(pairs "$twin.sock")
-    d=$(pairs)
+    # Whoever went first in a round did better in some A/B runs (BENCHMARKS.md, "Side by
+    # side in rounds"): the second turn may start while the first one's qmd still writes
+    # what its run left. So the order alternates, with a second's pause before each turn.
+    if ((r % 2)); then
+        sleep 1; e=$(pairs "$twin.sock")
+        sleep 1; d=$(pairs)
+    else
+        sleep 1; d=$(pairs)
+        sleep 1; e=$(pairs "$twin.sock")
+    fi
     ratios+=("$(awk -v a="$d" -v b="$e" 'BEGIN { printf "%.2f", a / b }')")
     echo "  round $r: empty $(grouped "$e"), $(grouped "$n") queued $(grouped "$d")" \
         "pairs/s: ${ratios[-1]}"
