@@ -150,7 +150,7 @@ pub fn bad_queue(queue: &str, qspace: &str) -> QmError {
 }
 
 fn encode(meta: &MessageMeta) -> Vec<u8> {
-    postcard::to_stdvec(meta).unwrap_or_default()
+    qm_common::frame::encode_sized(meta, 0).unwrap_or_default()
 }
 
 impl Engine {

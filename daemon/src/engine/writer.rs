@@ -32,6 +32,7 @@ use crate::storage::bodies::{Bodies as BodyLog, BodyRef};
 use crate::storage::handle::{Db, DbFile};
 use crate::storage::journal;
 use crate::storage::tables::QueueSpaceTables;
+use qm_common::frame::Presized;
 use qm_common::{Diagnostic, QmError, QmResult};
 use redb::{Durability, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -1141,28 +1142,7 @@ fn encode_record<'a>(jobs: impl Iterator<Item = &'a [WriteOp]>) -> Vec<u8> {
     // bodies was copied about once more (a few percent of the writer's time in an import).
     // Should the estimate fall short, the vector grows as before.
     let room = logged.iter().map(Logged::room).sum();
-    postcard::serialize_with_flavor(&logged, Record(Vec::with_capacity(room))).unwrap_or_default()
-}
-
-/// A postcard output into a vector made large enough beforehand.
-struct Record(Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Record {
-    type Output = Vec<u8>;
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
-    }
+    postcard::serialize_with_flavor(&logged, Presized(Vec::with_capacity(room))).unwrap_or_default()
 }
 
 /// Applies a journal record again, at recovery (see [`crate::storage::journal`]).

@@ -46,7 +46,7 @@ pub struct QueueSpaceRecord {
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail.
-    postcard::to_stdvec(value).unwrap_or_default()
+    qm_common::frame::encode_sized(value, 0).unwrap_or_default()
 }
 
 pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> QmResult<T> {
