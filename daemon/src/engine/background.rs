@@ -58,7 +58,10 @@ impl Background {
     }
 
     /// Called on the applier's thread when it starts: that thread is the one to move.
+    /// Whether it may is decided (and, where it may not, said in the log) now, not at its
+    /// first idle moment, which a daemon stopped soon after it started may never reach.
     pub fn enter(&self) {
+        allowed();
         self.lock().tid = Some(current_tid());
     }
 
