@@ -53,6 +53,8 @@ if [ -n "$cache_mib" ]; then check_count QMD_CACHE_MIB "$cache_mib"; fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 release=${CARGO_TARGET_DIR:-$repo/target}/release
 base=${TMPDIR:-/tmp}
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 
 # Disk room first, before anything is built or written.
 bytes_per_message=2048
@@ -151,9 +153,6 @@ pairs() {
         fail "the $clients clients failed ($(tail -n 1 "$run/clients.log"))"
 }
 
-# 12345.6 -> 12,346
-grouped() { printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
-
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
     "N = $(grouped "$n"), $secs s per point, $clients clients, in $run" \
     "($(df -T "$run" | awk 'NR == 2 {print $2}'), $(gib "$avail") free)," \
@@ -222,8 +221,7 @@ done
 "$release/qmadmin" --no-start -c "daemon stop" "$twin" >>"$run/admin.log"
 wait "$twin_pid" || true
 twin_pid=
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 }
-    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+median=$(printf '%.2f' "$(median "${ratios[@]}")")
 echo "median of the rounds' ratios: $median (${ratios[*]})"
 show_memory "at the end"
 stop_qmd

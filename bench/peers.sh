@@ -39,6 +39,8 @@ fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 release=${CARGO_TARGET_DIR:-$repo/target}/release
 client_counts=(1 8 64)
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 
 echo "building (release)..."
 (cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin \
@@ -87,12 +89,6 @@ measure() {
         tail -n 5 "$run/clients.log" >&2
         echo failed
     fi
-}
-
-# The median of the numbers given (anything else is left out); empty when none is.
-median() {
-    printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
 
 start_qm() {
@@ -171,14 +167,6 @@ start_postgres() {
     fi
     versions+=("PostgreSQL $("$bin/postgres" --version | awk '{print $3}')")
     target[postgres]=$port pid_of[postgres]=$pid
-}
-
-# 12345.6 -> 12,346; anything else unchanged.
-grouped() {
-    case $1 in
-    [0-9]*) printf '%.0f' "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' ;;
-    *) printf '%s' "$1" ;;
-    esac
 }
 
 # A ratio with two decimals, or a dash when there is none.
