@@ -12,8 +12,14 @@
 # processes: fine for an example, use a real language for speed.
 set -eu
 
+# The request and reply pass through files in a private directory, removed when the worker
+# ends: at end of input, or on a signal it can catch. A worker killed outright (qmd does so
+# when a request overruns its deadline) leaves it behind in $TMPDIR.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Reads a 4-byte big-endian number from standard input; fails at end of input.
 read_u32() {

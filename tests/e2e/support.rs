@@ -150,12 +150,15 @@ impl Env {
         PathBuf::from(format!("{}.sock", self.dev()))
     }
 
-    /// A `qmadmin` command with QMCONFIG set and a clean environment for sockets.
+    /// A `qmadmin` command with QMCONFIG set and a clean environment for sockets. TMPDIR
+    /// is the test's directory, as for [`Daemon::start`], since the daemon it starts
+    /// inherits it.
     pub fn qmadmin_cmd(&self) -> Command {
         let mut cmd = Command::new(QMADMIN);
         cmd.env("QMCONFIG", &self.device)
             .env_remove("QM_SOCKET")
             .env("PAGER", "cat")
+            .env("TMPDIR", self.dir.path())
             .current_dir(self.dir.path());
         cmd
     }
@@ -520,6 +523,11 @@ impl Daemon {
     /// Starts `cmd` and returns once its first line says `word`.
     #[track_caller]
     fn start_saying(mut cmd: Command, device: &Path, word: &str) -> Daemon {
+        // Threshold commands and workers inherit it: a child killed before its cleanup
+        // leaves its temporary files in the test's directory, removed with it, not in /tmp.
+        if let Some(dir) = device.parent() {
+            cmd.env("TMPDIR", dir);
+        }
         let stderr = PathBuf::from(format!("{}.qmd-stderr", device.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
