@@ -151,6 +151,9 @@ fn take_signed(bytes: &[u8]) -> Option<(i64, &[u8])> {
     let (&len, rest) = bytes.split_first()?;
     let (n, negative) = if len >= 0x80 { (len - 0x80, false) } else { (0x80 - len, true) };
     let n = usize::from(n);
+    if n > 8 {
+        return None;
+    }
     let (digits, rest) = (rest.get(..n)?, rest.get(n..)?);
     let mut word = [0u8; 8];
     word[8 - n..].copy_from_slice(digits);
@@ -221,6 +224,14 @@ pub(super) fn age_key(queue: &str, enqueued_us: u64, seq: u64) -> Vec<u8> {
     out.extend_from_slice(&enqueued_us.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
     out
+}
+
+/// The enqueue time and sequence number at the end of an `age` key. A key too short to be
+/// one (a damaged file) is passed over by the reads here; `qverify` reports it.
+fn age_parts(k: &[u8]) -> Option<(u64, u64)> {
+    let at = k.len().checked_sub(16)?;
+    let number = |i: usize| Some(u64::from_be_bytes(k.get(i..i + 8)?.try_into().ok()?));
+    Some((number(at)?, number(at + 8)?))
 }
 
 /// Bounds of every key that starts with `prefix` and goes on with an order key (whose first
@@ -390,8 +401,7 @@ impl<'t> Maintained<'t> {
         let mut seqs = Vec::new();
         for item in self.age.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
             let (k, _) = item?;
-            let k = k.value();
-            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
+            seqs.extend(age_parts(k.value()).map(|(_, seq)| seq));
         }
         Ok(seqs)
     }
@@ -691,10 +701,9 @@ impl<'n> View<'n> {
         let (lo, hi) = span(&prefix(queue), 16);
         for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
-            let k = k.value();
-            let at = k.len() - 16;
-            if !skip(u64::from_be_bytes(k[at + 8..].try_into().expect("8 bytes"))) {
-                return Ok(Some(u64::from_be_bytes(k[at..at + 8].try_into().expect("8 bytes"))));
+            match age_parts(k.value()) {
+                Some((enqueued_us, seq)) if !skip(seq) => return Ok(Some(enqueued_us)),
+                _ => {}
             }
         }
         Ok(None)
@@ -717,8 +726,7 @@ impl<'n> View<'n> {
         let mut seqs = Vec::new();
         for item in table.range::<&[u8]>(lo..=hi).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
-            let k = k.value();
-            seqs.push(u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes")));
+            seqs.extend(age_parts(k.value()).map(|(_, seq)| seq));
         }
         Ok(seqs)
     }
@@ -863,5 +871,19 @@ mod tests {
         let (lo, hi) = order_span(&prefix("ab"));
         let other = ready_key("abc", &keys[0]);
         assert!(other < lo || other > hi);
+    }
+
+    #[test]
+    fn damaged_keys_are_refused_not_read_past_their_end() {
+        // A length byte claiming more than eight digits, either sign, with bytes to spare.
+        for len in [0x00u8, 0x70, 0x89, 0xff] {
+            let mut bytes = vec![len];
+            bytes.extend([7u8; 200]);
+            assert_eq!(take_signed(&bytes), None, "length byte {len:#x}");
+            assert_eq!(order_of(&bytes), None, "length byte {len:#x}");
+        }
+        let key = age_key("q", 1_234, 99);
+        assert_eq!(age_parts(&key), Some((1_234, 99)));
+        assert_eq!(age_parts(&key[..15]), None, "shorter than a time and a number");
     }
 }
