@@ -13,7 +13,8 @@
 # fdatasync to a preallocated file, one pair per two of them) is examples/disk_limit.rs,
 # measured in the same directory, and so is examples/socket_floor.rs: a server that does
 # nothing but one durable write per request, the most one client can get through a socket
-# here (skipped where direct writes are refused, on tmpfs for one). Each server gets a private data directory under one
+# here, once with both sides sleeping in recv and once with both on Tokio, as qmd and the
+# clients are (skipped where direct writes are refused, on tmpfs for one). Each server gets a private data directory under one
 # temporary directory in /tmp, is stopped by its pid when its turns end (or when the script
 # exits), and the directory is removed. A server that is not installed is skipped.
 #
@@ -235,9 +236,13 @@ if [ -n "${target[postgres]:-}" ]; then
     stop "${pid_of[postgres]}"
 fi
 # Last, so that its files' writes do not weigh on the servers' runs.
-floor_said=$("$release/examples/socket_floor" "$run" "$secs" block direct 2>/dev/null || true)
-floor=$(sed -n 's/.*floor (block, direct) \([0-9]*\) pairs.*/\1/p' <<<"$floor_said")
-[ -n "$floor" ] && echo "socket floor: $floor_said"
+# Twice: both sides sleeping in recv, and both on Tokio as qmd and bench_peers are.
+declare -A floor
+for wait in block tokio; do
+    said=$("$release/examples/socket_floor" "$run" "$secs" "$wait" direct 2>/dev/null || true)
+    floor[$wait]=$(sed -n "s/.*floor ($wait, direct) \([0-9]*\) pairs.*/\1/p" <<<"$said")
+    [ -n "${floor[$wait]}" ] && echo "socket floor: $said"
+done
 echo "servers: ${versions[*]}"
 echo
 echo "Rates: the median of the rounds (PostgreSQL: one run). qm / Redis: the median of the"
@@ -256,7 +261,8 @@ echo "qm / Redis in each round: 1 client${over_redis[1]:-}; 64 clients${over_red
 echo "qm with 1 client: $(two "$(median "${over_limit[@]}")") of the disk's single-client" \
     "limit (the median of the rounds' ratios: ${over_limit[*]}; the limits:" \
     "$(for l in "${limits[@]}"; do printf '%s ' "$(grouped "$l")"; done)pairs/s)"
-if [ -n "$floor" ]; then
-    echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "$floor") of the socket floor" \
-        "($(grouped "$floor") pairs/s, measured after the servers)"
-fi
+for wait in block tokio; do
+    [ -n "${floor[$wait]}" ] || continue
+    echo "qm with 1 client: $(ratio "${rate[qm:1]:-–}" "${floor[$wait]}") of the socket floor" \
+        "with $wait waits ($(grouped "${floor[$wait]}") pairs/s, measured after the servers)"
+done

@@ -12,7 +12,10 @@
 //! cargo run --release --example socket_floor -- [DIR [SECS [WAIT [WRITE]]]]
 //!   DIR    where its directory of files is made (default /tmp); removed at the end
 //!   SECS   how long each measurement runs (default 3)
-//!   WAIT   block: both sides sleep in recv; spin: both sides poll their socket (default block)
+//!   WAIT   block: both sides sleep in recv; spin: both sides poll their socket; tokio: both
+//!          on Tokio's multi-thread runtime, as qmd and `bench_peers` (the server writes in
+//!          place, as qmd's lone session does); tokio-server: the server on Tokio, the client
+//!          sleeping in recv (default block)
 //!   WRITE  sync: pwrite + fdatasync; direct: one O_DIRECT | O_DSYNC pwrite of the 4 KiB
 //!          block the record lies in (default sync)
 //! ```
@@ -145,6 +148,73 @@ fn serve(socket: &Path, journal: &Path, spin: bool, direct: bool) {
     }
 }
 
+/// [`serve`] on Tokio, as a task on a two-thread runtime as qmd's sessions are: it waits
+/// in epoll, and its write blocks its worker, as a lone session's journal write does.
+fn serve_tokio(socket: &Path, journal: &Path, direct: bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut journal = Journal::open(journal, direct);
+    let listener = runtime.block_on(async { tokio::net::UnixListener::bind(socket) });
+    println!("ready");
+    std::io::stdout().flush().ok();
+    runtime.block_on(async move {
+        let (mut stream, _) = listener.expect("bind").accept().await.expect("accept");
+        let session = tokio::spawn(async move {
+            let (mut request, big, small) = (vec![0u8; RECORD], vec![b'y'; RECORD], [0u8; SMALL]);
+            for n in (0u64..).step_by(2) {
+                // An enqueue, then a dequeue, as in `serve`.
+                if stream.read_exact(&mut request).await.is_err() {
+                    return;
+                }
+                journal.write(n, &request);
+                if stream.write_all(&small).await.is_err() {
+                    return;
+                }
+                if stream.read_exact(&mut request[..SMALL]).await.is_err() {
+                    return;
+                }
+                journal.write(n + 1, &request[..SMALL]);
+                if stream.write_all(&big).await.is_err() {
+                    return;
+                }
+            }
+        });
+        session.await.ok();
+    })
+}
+
+/// [`client`] as `bench_peers` runs one: a task on a two-thread Tokio runtime.
+fn client_tokio(socket: &Path, secs: f64) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let socket = socket.to_path_buf();
+    runtime.block_on(async move {
+        let task = tokio::spawn(async move {
+            let mut stream = tokio::net::UnixStream::connect(socket).await.expect("connect");
+            let (body, mut answer) = (vec![b'x'; RECORD], vec![0u8; RECORD]);
+            let mut pairs = 0u64;
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < secs {
+                stream.write_all(&body).await.expect("send");
+                stream.read_exact(&mut answer[..SMALL]).await.expect("server gone");
+                stream.write_all(&body[..SMALL]).await.expect("send");
+                stream.read_exact(&mut answer).await.expect("server gone");
+                pairs += 1;
+            }
+            pairs as f64 / start.elapsed().as_secs_f64()
+        });
+        task.await.expect("client task")
+    })
+}
+
 fn client(socket: &Path, secs: f64, spin: bool) -> f64 {
     let mut stream = UnixStream::connect(socket).expect("connect");
     let (body, mut answer) = (vec![b'x'; RECORD], vec![0u8; RECORD]);
@@ -164,7 +234,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve") {
         let [_, socket, journal, wait, write] = &args[..] else { panic!("serve arguments") };
-        return serve(Path::new(socket), Path::new(journal), wait == "spin", write == "direct");
+        let (socket, journal, direct) = (Path::new(socket), Path::new(journal), write == "direct");
+        return match wait.as_str() {
+            "tokio" | "tokio-server" => serve_tokio(socket, journal, direct),
+            _ => serve(socket, journal, wait == "spin", direct),
+        };
     }
     // Its files go in a directory of its own made there, never straight into DIR: in a
     // shared directory such as /tmp another user could have put a link at their names.
@@ -177,7 +251,10 @@ fn main() {
     let secs: f64 = args.get(1).map_or(3.0, |s| s.parse().expect("SECS: a number"));
     let wait = args.get(2).map_or("block", String::as_str);
     let write = args.get(3).map_or("sync", String::as_str);
-    assert!(matches!(wait, "block" | "spin"), "WAIT: block or spin");
+    assert!(
+        matches!(wait, "block" | "spin" | "tokio" | "tokio-server"),
+        "WAIT: block, spin, tokio or tokio-server"
+    );
     assert!(matches!(write, "sync" | "direct"), "WRITE: sync or direct");
 
     let before = pairs_per_second(&overwrite_fdatasync(&dir, 2.0));
@@ -192,7 +269,10 @@ fn main() {
         .expect("start the server");
     let mut ready = [0u8; 6];
     server.stdout.as_mut().expect("stdout").read_exact(&mut ready).expect("server ready");
-    let rate = client(&socket, secs, wait == "spin");
+    let rate = match wait {
+        "tokio" => client_tokio(&socket, secs),
+        _ => client(&socket, secs, wait == "spin"),
+    };
     server.wait().expect("server exit");
     std::thread::sleep(Duration::from_millis(100));
     let after = pairs_per_second(&overwrite_fdatasync(&dir, 2.0));
