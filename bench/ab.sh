@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two qmd binaries, same moment, same client: alternates runs of examples/bench_peers
-# against each, on a fresh device in /tmp every time, and prints pairs/s side by side.
+# against each (in turns, who goes first alternating by round), on a fresh device in /tmp every time, and prints pairs/s side by side.
 #
 # Run:   bench/ab.sh OLD_QMD NEW_QMD [CLIENTS [ROUNDS [SECS]]]   (defaults 1, 3, 4)
 # Build an older qmd with: git worktree add /tmp/old COMMIT &&
@@ -28,7 +28,15 @@ one() {
     rm -rf "$dir"
 }
 
+# Whoever runs first in a round can be favoured (the disk's state, a checkpoint left by
+# the run before), so the order alternates: old first in odd rounds, new first in even.
 echo "clients $clients, $secs s per run"
-for _ in $(seq "$rounds"); do
-    printf 'old %s  new %s\n' "$(one "$old")" "$(one "$new")"
+for round in $(seq "$rounds"); do
+    if ((round % 2)); then
+        a=$(one "$old") b=$(one "$new")
+        printf 'round %d (old first): old %s  new %s\n' "$round" "$a" "$b"
+    else
+        b=$(one "$new") a=$(one "$old")
+        printf 'round %d (new first): old %s  new %s\n' "$round" "$a" "$b"
+    fi
 done

@@ -96,7 +96,12 @@ syncs() {
 printf '%s queued, 64 clients, %s s a run; times in us of processor time per pair\n' "$n" "$secs"
 printf '%-6s %8s %9s %7s %8s %6s %7s %7s %5s %5s %5s %8s %7s %6s %7s %7s\n' side pairs/s sessions writer applier other client total busy idle iow syncs/s sync_us jobs read_B write_B
 for round in $(seq "$rounds"); do
-    for side in empty deep; do
+    # The order alternates (empty first in odd rounds), as in bench/deep.sh: whoever goes
+    # first can be favoured.
+    order="empty deep"
+    ((round % 2)) || order="deep empty"
+    for side in $order; do
+        sleep 1
         pid=${pid_of[$side]}
         threads "$pid" >"$dir/t0"
         read -r b0 i0 w0 < <(machine)
