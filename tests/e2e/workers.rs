@@ -376,6 +376,15 @@ fn the_shipped_shell_worker_echoes() {
         assert!(replied, "{:#?}", server(&env, 1));
         assert_eq!(app.take("R").body, body);
     }
+    // Its files live in a directory of its own that mktemp made under TMPDIR (the test's
+    // directory here), removed when it ends at the end of its input.
+    let scratch = || {
+        let entries = std::fs::read_dir(env.path("")).unwrap().flatten();
+        entries.filter(|e| e.file_name().to_string_lossy().starts_with("tmp.")).count()
+    };
+    assert!(scratch() >= 1, "no directory of a running worker in the test's directory");
+    env.c("shutdown -i 1").ok();
+    assert!(wait_until(Duration::from_secs(10), || scratch() == 0), "left behind");
 }
 
 /// Workers end with their forwarder, and with the daemon: a worker that exits at end of
