@@ -13,8 +13,9 @@
 set -eu
 
 # The request and reply pass through files in a private directory, removed when the worker
-# ends: at end of input, or on a signal it can catch. A worker killed outright (qmd does so
-# when a request overruns its deadline) leaves it behind in $TMPDIR.
+# ends: at end of input, or on HUP, INT or TERM sent to its process group (as a terminal's
+# Ctrl-C is; sent to the shell alone, it waits for the `head` it is in). A worker killed
+# outright (qmd does so when a request overruns its deadline) leaves it behind in $TMPDIR.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 trap 'exit 129' HUP
