@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Two qmd binaries, same moment, same client: alternates runs of examples/bench_peers
-# against each (in turns, who goes first alternating by round), on a fresh device in /tmp every time, and prints pairs/s side by side.
+# against each (who goes first alternating by round), on a fresh device in /tmp every
+# time, and prints pairs/s side by side.
 #
 # Run:   bench/ab.sh OLD_QMD NEW_QMD [CLIENTS [ROUNDS [SECS]]]   (defaults 1, 3, 4)
 # Build an older qmd with: git worktree add /tmp/old COMMIT &&
@@ -33,10 +34,9 @@ one() {
 echo "clients $clients, $secs s per run"
 for round in $(seq "$rounds"); do
     if ((round % 2)); then
-        a=$(one "$old") b=$(one "$new")
-        printf 'round %d (old first): old %s  new %s\n' "$round" "$a" "$b"
+        first=old a=$(one "$old") b=$(one "$new")
     else
-        b=$(one "$new") a=$(one "$old")
-        printf 'round %d (new first): old %s  new %s\n' "$round" "$a" "$b"
+        first=new b=$(one "$new") a=$(one "$old")
     fi
+    printf 'round %d (%s first): old %s  new %s\n' "$round" "$first" "$a" "$b"
 done

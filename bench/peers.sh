@@ -14,9 +14,10 @@
 # measured in the same directory, and so is examples/socket_floor.rs: a server that does
 # nothing but one durable write per request, the most one client can get through a socket
 # here, once with both sides sleeping in recv and once with both on Tokio, as qmd and the
-# clients are (skipped where direct writes are refused, on tmpfs for one). Each server gets a private data directory under one
-# temporary directory in /tmp, is stopped by its pid when its turns end (or when the script
-# exits), and the directory is removed. A server that is not installed is skipped.
+# clients are (skipped where direct writes are refused, on tmpfs for one). Each server gets
+# a private data directory under one temporary directory in /tmp, is stopped by its pid
+# when its turns end (or when the script exits), and the directory is removed. A server
+# that is not installed is skipped.
 #
 # The disk's speed drifts from one minute to the next here, so qm and Redis, whose ratios
 # are issue 11's targets, take turns: ROUNDS rounds (default 3) at each client count, qm
