@@ -14,6 +14,8 @@ set -euo pipefail
 old=$1 new=$2 n=${3:-1000000} rounds=${4:-4} secs=${5:-5}
 disk=${DISK:-vda}
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 release=${CARGO_TARGET_DIR:-$repo/target}/release
 (cd "$repo" && cargo build --quiet --release --bin qmadmin --example bench_peers --example bench_deep)
 
@@ -42,7 +44,6 @@ sync
 sleep 2
 
 sectors() { awk -v d="$disk" '$3 == d { print $10 }' /proc/diskstats; }
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # One run of the clients against side $1; prints its three figures.
 run() {

@@ -14,7 +14,8 @@
 #   5. the 64 clients run again for SECS at that depth;
 #   6. a second qmd of the same binary is started beside it on an empty device, and the 64
 #      clients run ROUNDS times on each in turn (empty first in odd rounds, deep first in
-#      even ones, a second's pause before each turn), SECS each. This
+#      even ones, a second's pause before each turn), SECS each, with qmd's processor
+#      time per pair on each side (utime + stime from /proc/PID/stat). This
 #      disk's speed changes from one minute to the next, and heavy writing such as the fill
 #      slows it for a while, so the empty rate of step 1, taken minutes earlier on a fresh
 #      disk, is a poor yardstick for one run; the rounds compare the two at the same time.
@@ -153,6 +154,18 @@ pairs() {
         fail "the $clients clients failed ($(tail -n 1 "$run/clients.log"))"
 }
 
+# One turn of the clients on socket $1, whose qmd is process $2: "PAIRS/S µS", the latter
+# qmd's processor time (utime + stime) per pair. A steadier figure than the rate when the
+# machine's speed moves between turns: what depth costs qmd itself.
+turn() {
+    local c0 rate c1
+    c0=$(ticks "$2")
+    rate=$(pairs "$1")
+    c1=$(ticks "$2")
+    awk -v p="$rate" -v t="$secs" -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%s %.1f\n", p, c * 1e6 / hz / (p * t) }'
+}
+
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
     "N = $(grouped "$n"), $secs s per point, $clients clients, in $run" \
     "($(df -T "$run" | awk 'NR == 2 {print $2}'), $(gib "$avail") free)," \
@@ -202,27 +215,30 @@ wait_socket "$twin.sock" "$twin_pid" "the empty qmd"
     qcr Q fifo none 0 0 100% 0% \"\"" "$twin" >>"$run/admin.log"
 echo "alternated rounds, empty qmd (pid $twin_pid) and deep qmd (pid $pid), $secs s each," \
     "the empty one first in odd rounds:"
-ratios=()
+ratios=() empty_us=() deep_us=()
 for r in $(seq "$rounds"); do
     # Whoever went first in a round did better in some A/B runs (BENCHMARKS.md, "Side by
     # side in rounds"): the second turn may start while the first one's qmd still writes
     # what its run left. So the order alternates, with a second's pause before each turn.
     if ((r % 2)); then
-        sleep 1; e=$(pairs "$twin.sock")
-        sleep 1; d=$(pairs)
+        sleep 1; read -r e e_us < <(turn "$twin.sock" "$twin_pid")
+        sleep 1; read -r d d_us < <(turn "$socket" "$pid")
     else
-        sleep 1; d=$(pairs)
-        sleep 1; e=$(pairs "$twin.sock")
+        sleep 1; read -r d d_us < <(turn "$socket" "$pid")
+        sleep 1; read -r e e_us < <(turn "$twin.sock" "$twin_pid")
     fi
     ratios+=("$(awk -v a="$d" -v b="$e" 'BEGIN { printf "%.2f", a / b }')")
+    empty_us+=("$e_us") deep_us+=("$d_us")
     echo "  round $r: empty $(grouped "$e"), $(grouped "$n") queued $(grouped "$d")" \
-        "pairs/s: ${ratios[-1]}"
+        "pairs/s: ${ratios[-1]} (qmd's processor time a pair: $e_us and $d_us µs)"
 done
 "$release/qmadmin" --no-start -c "daemon stop" "$twin" >>"$run/admin.log"
 wait "$twin_pid" || true
 twin_pid=
 median=$(printf '%.2f' "$(median "${ratios[@]}")")
 echo "median of the rounds' ratios: $median (${ratios[*]})"
+us_e=$(median "${empty_us[@]}") us_d=$(median "${deep_us[@]}")
+echo "qmd's processor time a pair, medians of the rounds: empty $us_e µs, at depth $us_d µs"
 show_memory "at the end"
 stop_qmd
 
@@ -244,3 +260,5 @@ echo "| $clients clients, $(grouped "$n") queued | $(grouped "$deep_rate") pairs
 echo "| at depth / empty, step 5 against step 1 | $ratio | | |"
 echo "| at depth / empty, median of $rounds alternated rounds (${ratios[*]}) | $median |" \
     "≥ 0.80 | $(met "$median" '>=' 0.8) |"
+echo "| qmd's processor time a pair, empty / at depth (medians of the rounds) |" \
+    "$us_e / $us_d µs | | |"

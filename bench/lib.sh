@@ -13,3 +13,6 @@ median() {
     printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g |
         awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
+
+# Processor ticks (utime + stime) process $1 has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
