@@ -160,7 +160,7 @@ pairs() {
 turn() {
     local c0 rate c1
     c0=$(ticks "$2")
-    rate=$(pairs "$1")
+    rate=$(pairs "$1") || return 1
     c1=$(ticks "$2")
     awk -v p="$rate" -v t="$secs" -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \
         'BEGIN { printf "%s %.1f\n", p, c * 1e6 / hz / (p * t) }'
@@ -221,12 +221,14 @@ for r in $(seq "$rounds"); do
     # side in rounds"): the second turn may start while the first one's qmd still writes
     # what its run left. So the order alternates, with a second's pause before each turn.
     if ((r % 2)); then
-        sleep 1; read -r e e_us < <(turn "$twin.sock" "$twin_pid")
-        sleep 1; read -r d d_us < <(turn "$socket" "$pid")
+        sleep 1; empty_turn=$(turn "$twin.sock" "$twin_pid")
+        sleep 1; deep_turn=$(turn "$socket" "$pid")
     else
-        sleep 1; read -r d d_us < <(turn "$socket" "$pid")
-        sleep 1; read -r e e_us < <(turn "$twin.sock" "$twin_pid")
+        sleep 1; deep_turn=$(turn "$socket" "$pid")
+        sleep 1; empty_turn=$(turn "$twin.sock" "$twin_pid")
     fi
+    read -r e e_us <<<"$empty_turn"
+    read -r d d_us <<<"$deep_turn"
     ratios+=("$(awk -v a="$d" -v b="$e" 'BEGIN { printf "%.2f", a / b }')")
     empty_us+=("$e_us") deep_us+=("$d_us")
     echo "  round $r: empty $(grouped "$e"), $(grouped "$n") queued $(grouped "$d")" \
@@ -237,7 +239,8 @@ wait "$twin_pid" || true
 twin_pid=
 median=$(printf '%.2f' "$(median "${ratios[@]}")")
 echo "median of the rounds' ratios: $median (${ratios[*]})"
-us_e=$(median "${empty_us[@]}") us_d=$(median "${deep_us[@]}")
+us_e=$(printf '%.1f' "$(median "${empty_us[@]}")")
+us_d=$(printf '%.1f' "$(median "${deep_us[@]}")")
 echo "qmd's processor time a pair, medians of the rounds: empty $us_e µs, at depth $us_d µs"
 show_memory "at the end"
 stop_qmd
