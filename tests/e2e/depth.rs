@@ -129,6 +129,85 @@ fn a_queue_space_stored_before_the_order_tables_is_ordered_when_loaded() {
     assert_eq!(daemon.log_count(&["ordered its"]), 1);
 }
 
+/// A message enqueued in sequence keeps no key of its age on disk (only its place in the
+/// queue's order): after a restart the oldest message's age still counts it, older than a
+/// later one that waits for its time, and qverify finds the tables whole. R holds a
+/// message enqueued with the later one, to measure against in the same `qstat`.
+#[test]
+fn the_oldest_age_counts_messages_stored_in_sequence() {
+    let env = Env::new();
+    setup(&env, 300, &["Q fifo none 0 0 100% 0% ''", "R fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    app.put("Q", b"first, in sequence");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let later = EnqueueCtl { available: Some(TimeSpec::Relative(3600)), ..EnqueueCtl::default() };
+    app.put_with("Q", b"in an hour", later);
+    app.put("R", b"the reference");
+    app.put("Q", b"third, in sequence");
+    drop(app);
+    stop_and_wait(&env);
+    let _daemon = env.start_daemon(&[]);
+    // Read from disk alone: nothing of the queues is in memory after the restart.
+    let ages = |env: &Env| {
+        let view: serde_json::Value = env.json("qopen QS; qstat --json QS");
+        let age = |q: &str| {
+            let rows = view["queues"].as_array().expect("queues");
+            let row = rows.iter().find(|r| r["queue"] == q).expect("a row");
+            row["oldest_age_ms"].as_u64().expect("oldest_age_ms")
+        };
+        (age("Q"), age("R"))
+    };
+    assert_eq!(counts(&stat(&env, "Q"))[..3], [3, 2, 1]);
+    let (q, r) = ages(&env);
+    assert!(q >= r + 400, "the first message is the oldest: {q} ms, the reference {r} ms");
+    env.c("qverify QS").ok().stdout_has("No problem found.");
+    let mut app = App::connect(&env);
+    assert_eq!(body(&app.take("Q")), "first, in sequence");
+    let (q, r) = ages(&env);
+    assert!(q.abs_diff(r) < 300, "the one waiting is the oldest left: {q} ms, {r} ms");
+    env.c("qverify QS").ok().stdout_has("No problem found.");
+}
+
+/// A queue space whose order tables are of the earlier encoding (2: an `age` key for every
+/// message) is ordered again when loaded: a key left from it is gone, and qverify finds the
+/// tables whole.
+#[test]
+fn order_tables_of_the_earlier_encoding_are_built_again() {
+    let env = Env::new();
+    setup(&env, 300, &["Q fifo none 0 0 100% 0% ''"]);
+    let mut app = App::connect(&env);
+    for i in 0..5 {
+        app.put("Q", format!("n{i}").as_bytes());
+    }
+    drop(app);
+    stop_and_wait(&env);
+    {
+        use redb::{ReadableDatabase, TableDefinition};
+        let db = redb::Database::open(&env.device).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut age = txn.open_table(TableDefinition::<&[u8], ()>::new("qs.QS.age")).unwrap();
+        // An `age` key as encoding 2 gave the first message: queue, time, number.
+        let mut key = 1u16.to_be_bytes().to_vec();
+        key.extend_from_slice(b"Q");
+        key.extend_from_slice(&1u64.to_be_bytes());
+        key.extend_from_slice(&1u64.to_be_bytes());
+        age.insert(key.as_slice(), ()).unwrap();
+        drop(age);
+        let mut state = txn.open_table(TableDefinition::<&str, &[u8]>::new("qs.QS.state")).unwrap();
+        assert_eq!(state.insert("indexed", [2u8].as_slice()).unwrap().unwrap().value(), [3]);
+        drop(state);
+        txn.commit().unwrap();
+        drop(db.begin_read().unwrap());
+    }
+    let daemon = env.start_traced_daemon(&[]);
+    assert_eq!(counts(&stat(&env, "Q"))[..3], [5, 5, 0]);
+    assert_eq!(daemon.log_count(&["ordered its 5 stored messages"]), 1);
+    env.c("qverify QS").ok().stdout_has("No problem found.");
+    let mut app = App::connect(&env);
+    let bodies: Vec<String> = app.drain("Q").iter().map(body).collect();
+    assert_eq!(bodies, ["n0", "n1", "n2", "n3", "n4"]);
+}
+
 /// More stored messages than a queue's head holds, and new ones that sort before, among and
 /// after those the head holds, with rollbacks between: every dequeue takes the first in the
 /// queue's order.

@@ -381,3 +381,30 @@ fn an_import_in_batches_sent_side_by_side_keeps_the_order_and_counts_true() {
     assert!(held > 0 && held <= 5000, "{said}");
     admin(&small, "daemon stop").ok();
 }
+
+/// A message imported from elsewhere keeps its enqueue time, older than the message
+/// enqueued here before it: it is the queue's oldest, also when both are read from disk
+/// after a restart (an import is never taken for a message enqueued in sequence here,
+/// whose age its number gives).
+#[test]
+fn an_imported_message_older_than_the_queue_is_its_oldest() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let env = Env::new();
+    device(&env.device, "QS", 40000, true);
+    let mut app = App::connect(&env);
+    app.put("Q", "enqueued here");
+    drop(app);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+    let stream = env.path("old.qmx");
+    std::fs::write(&stream, stream_of([hand_made(1000, 50, now - 3_600_000_000)])).unwrap();
+    env.c(&format!("qopen QS; qimport {}", stream.display())).ok();
+    crate::faults::stop_and_wait(&env);
+    let _daemon = env.start_daemon(&[]);
+    let view: serde_json::Value = env.json("qopen QS; qstat --json QS");
+    let rows = view["queues"].as_array().expect("queues");
+    let q = rows.iter().find(|r| r["queue"] == "Q").expect("Q");
+    assert_eq!(q["messages"], 2, "{q}");
+    let oldest = q["oldest_age_ms"].as_u64().expect("oldest_age_ms");
+    assert!(oldest >= 3_600_000, "the imported message is an hour old: {oldest} ms");
+    env.c("qverify QS").ok().stdout_has("No problem found.");
+}

@@ -103,7 +103,10 @@ fn imported(message: &ExportedMessage, order: &QueueOrder) -> QmResult<(u64, Mes
         corrid,
         priority: m.priority,
         enqueued_us: m.enqueued_us,
-        available_us: m.available_us,
+        // Never before a microsecond after its enqueue time, which is not this queue
+        // space's: so it is not taken for one enqueued here in sequence (see
+        // `stored::in_sequence`), and keeps an `age` key.
+        available_us: m.available_us.max(m.enqueued_us.saturating_add(1)),
         order_time_us: m.order_time_us,
         expires_us: m.expires_us,
         retries: m.retries,

@@ -3,7 +3,8 @@
 //! Four tables follow every stored message (names in [`QueueSpaceTables`]): its place in
 //! its queue's order while it may be dequeued (`ready`, and `corrid` when it has a
 //! correlation id), the times it becomes available or expires (`timers`), and its place
-//! among its queue's messages by age (`age`); a fifth totals each queue. The writer keeps
+//! among its queue's messages by age (`age`) unless its place in `ready` already says it
+//! ([`in_sequence`]); a fifth totals each queue. The writer keeps
 //! them in the same redb transaction as the message itself ([`Maintained`]), deriving every
 //! key from the message's record, so they cannot disagree with it. Loading a queue space
 //! reads the totals and no message; a dequeue finds its message by reading the first key of
@@ -234,6 +235,55 @@ fn age_parts(k: &[u8]) -> Option<(u64, u64)> {
     Some((number(at)?, number(at + 8)?))
 }
 
+/// Whether message `seq` is *in sequence*: available when it was enqueued, and placed in
+/// its queue by its sequence number alone (no top or before placement, no sort key, FIFO).
+/// Such a message needs no `age` key: the queue space gives sequence numbers in the order
+/// of enqueue times, so among its queue's in-sequence messages the first in `ready` is the
+/// oldest ([`View::oldest`]). Most messages of a FIFO queue are; leaving their `age` key out
+/// saves two B-tree updates a message (BENCHMARKS.md). An imported message keeps the
+/// enqueue time it had, out of step with its new number: [`super::export`] makes it
+/// available a microsecond after that time, so it is never in sequence.
+pub(super) fn in_sequence(seq: u64, meta: &MessageMeta) -> bool {
+    let k = &meta.key;
+    k.top == 0
+        && k.parts == [0; 3]
+        && k.tie == seq as i64
+        && k.sub == 0
+        && meta.available_us <= meta.enqueued_us
+}
+
+/// The start of every `ready` key of `queue` whose order key begins with four zeros (no top
+/// placement, no sort key): the in-sequence messages are among them, by number.
+fn plain_prefix(queue: &str) -> Vec<u8> {
+    let mut out = prefix(queue);
+    for _ in 0..4 {
+        push_signed(&mut out, 0);
+    }
+    out
+}
+
+/// The messages of `queue` named by the keys of its `ready` range `plain` (see
+/// [`plain_prefix`]) and of its `age` range: every stored message of the queue, each once,
+/// by number.
+fn members(
+    ready: &impl ReadableTable<&'static [u8], ()>,
+    age: &impl ReadableTable<&'static [u8], ()>,
+    queue: &str,
+) -> Result<Vec<u64>, redb::Error> {
+    let mut seqs = Vec::new();
+    let (lo, hi) = order_span(&plain_prefix(queue));
+    for item in ready.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        seqs.extend(order_of(item?.0.value()).map(|k| k.seq));
+    }
+    let (lo, hi) = span(&prefix(queue), 16);
+    for item in age.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        seqs.extend(age_parts(item?.0.value()).map(|(_, seq)| seq));
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
+}
+
 /// Bounds of every key that starts with `prefix` and goes on with an order key (whose first
 /// byte is never 0xff).
 fn order_span(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -309,6 +359,9 @@ impl<'t> Maintained<'t> {
         waiting: bool,
         blocks: u64,
     ) -> Result<Delta, redb::Error> {
+        let aged = !in_sequence(seq, meta);
+        // Available when enqueued: only a clock set back since could call it waiting.
+        let waiting = waiting && aged;
         if waiting {
             self.timers()?.insert((meta.available_us, AVAILABLE, seq), ())?;
         } else {
@@ -317,7 +370,9 @@ impl<'t> Maintained<'t> {
         if let Some(at) = meta.expires_us {
             self.timers()?.insert((at, EXPIRES, seq), ())?;
         }
-        self.age.insert(age_key(&meta.queue, meta.enqueued_us, seq).as_slice(), ())?;
+        if aged {
+            self.age.insert(age_key(&meta.queue, meta.enqueued_us, seq).as_slice(), ())?;
+        }
         Ok(Delta::message(meta, blocks, waiting, 1))
     }
 
@@ -350,7 +405,9 @@ impl<'t> Maintained<'t> {
         if let Some(at) = meta.expires_us {
             self.timers()?.remove((at, EXPIRES, seq))?;
         }
-        self.age.remove(age_key(&meta.queue, meta.enqueued_us, seq).as_slice())?;
+        if !in_sequence(seq, meta) {
+            self.age.remove(age_key(&meta.queue, meta.enqueued_us, seq).as_slice())?;
+        }
         Ok(Delta::message(meta, blocks, waiting, -1))
     }
 
@@ -395,15 +452,9 @@ impl<'t> Maintained<'t> {
         Ok(())
     }
 
-    /// The messages of `queue`, oldest first.
+    /// The messages of `queue`, by number.
     pub fn queue_seqs(&self, queue: &str) -> Result<Vec<u64>, redb::Error> {
-        let (lo, hi) = span(&prefix(queue), 16);
-        let mut seqs = Vec::new();
-        for item in self.age.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-            let (k, _) = item?;
-            seqs.extend(age_parts(k.value()).map(|(_, seq)| seq));
-        }
-        Ok(seqs)
+        members(&self.ready, &self.age, queue)
     }
 }
 
@@ -445,9 +496,10 @@ pub fn write_totals(txn: &WriteTransaction, deltas: Deltas) -> Result<(), redb::
 }
 
 /// The state value that says a queue space's order tables are there, and in which encoding
-/// (see [`reindex`]): 2, the compact order keys. Tables of another encoding are built again.
+/// (see [`reindex`]): 3, the compact order keys without `age` keys for in-sequence
+/// messages (2 had them for every message). Tables of another encoding are built again.
 pub const INDEXED: &str = "indexed";
-pub const INDEXED_VERSION: u8 = 2;
+pub const INDEXED_VERSION: u8 = 3;
 
 /// Builds the order tables of a queue space from its messages: once, for a queue space
 /// stored before they existed (or whose tables were lost). The messages that are due by
@@ -695,8 +747,30 @@ impl<'n> View<'n> {
     }
 
     /// When the oldest stored message of `queue` was enqueued, passing over those that
-    /// `skip` says memory decides for.
+    /// `skip` says memory decides for: the first in `age`, or the first placed by its
+    /// number in `ready` (see [`in_sequence`]), whichever is older.
     pub fn oldest(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<u64>> {
+        let aged = self.first_aged(queue, &skip)?;
+        let Some(table) = self.keys(&self.names.ready)? else { return Ok(aged) };
+        let (lo, hi) = order_span(&plain_prefix(queue));
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
+            let (k, _) = item.map_err(read_error)?;
+            // One placed before another message sorts by that one's number, not its own.
+            let Some(key) = order_of(k.value()) else { continue };
+            if key.tie != key.seq as i64 || key.sub != 0 || skip(key.seq) {
+                continue;
+            }
+            let at = self.meta(key.seq)?.map(|m| m.enqueued_us);
+            return Ok(match (aged, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+        }
+        Ok(aged)
+    }
+
+    /// When the first message of `queue` in `age` not skipped was enqueued.
+    fn first_aged(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<u64>> {
         let Some(table) = self.keys(&self.names.age)? else { return Ok(None) };
         let (lo, hi) = span(&prefix(queue), 16);
         for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
@@ -709,26 +783,26 @@ impl<'n> View<'n> {
         Ok(None)
     }
 
-    /// The stored messages of `queue` enqueued at `enqueued_us` exactly.
+    /// The stored messages of `queue` enqueued at `enqueued_us` exactly that have an `age`
+    /// key: not those in sequence ([`in_sequence`]), which no import is.
     pub fn enqueued_at(&self, queue: &str, enqueued_us: u64) -> QmResult<Vec<u64>> {
-        self.aged(&age_key(queue, enqueued_us, 0), &age_key(queue, enqueued_us, u64::MAX))
-    }
-
-    /// The stored messages of `queue`, oldest first.
-    pub fn seqs(&self, queue: &str) -> QmResult<Vec<u64>> {
-        let (lo, hi) = span(&prefix(queue), 16);
-        self.aged(&lo, &hi)
-    }
-
-    /// The messages whose `age` keys lie in `lo..=hi`, in key order.
-    fn aged(&self, lo: &[u8], hi: &[u8]) -> QmResult<Vec<u64>> {
         let Some(table) = self.keys(&self.names.age)? else { return Ok(Vec::new()) };
+        let (lo, hi) = (age_key(queue, enqueued_us, 0), age_key(queue, enqueued_us, u64::MAX));
         let mut seqs = Vec::new();
-        for item in table.range::<&[u8]>(lo..=hi).map_err(read_error)? {
+        for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
             seqs.extend(age_parts(k.value()).map(|(_, seq)| seq));
         }
         Ok(seqs)
+    }
+
+    /// The stored messages of `queue`, by number.
+    pub fn seqs(&self, queue: &str) -> QmResult<Vec<u64>> {
+        let (Some(ready), Some(age)) = (self.keys(&self.names.ready)?, self.keys(&self.names.age)?)
+        else {
+            return Ok(Vec::new());
+        };
+        members(&ready, &age, queue).map_err(read_error)
     }
 
     /// Calls `f` with each ready message of `queue` that sorts before `key`.

@@ -173,7 +173,10 @@ fn waiting(txn: &ReadTransaction, names: &QueueSpaceTables) -> Result<HashSet<u6
 /// The keys message `seq` calls for in the order tables, as each table holds them (a
 /// `timers` key as its three parts, big-endian).
 fn keys_of(seq: u64, meta: &MessageMeta, waiting: bool) -> Vec<(&'static str, Vec<u8>)> {
-    let mut keys = vec![("age", stored::age_key(&meta.queue, meta.enqueued_us, seq))];
+    let mut keys = Vec::new();
+    if !stored::in_sequence(seq, meta) {
+        keys.push(("age", stored::age_key(&meta.queue, meta.enqueued_us, seq)));
+    }
     if waiting {
         keys.push(("timers", timer_bytes(meta.available_us, AVAILABLE, seq)));
     } else {
