@@ -252,18 +252,24 @@ pub(super) fn in_sequence(seq: u64, meta: &MessageMeta) -> bool {
         && meta.available_us <= meta.enqueued_us
 }
 
-/// The start of every `ready` key of `queue` whose order key begins with four zeros (no top
-/// placement, no sort key): the in-sequence messages are among them, by number.
-fn plain_prefix(queue: &str) -> Vec<u8> {
-    let mut out = prefix(queue);
+/// The bounds of the `ready` keys of `queue` whose order key begins with four zeros (no
+/// top placement, no sort key) and a tie-break of zero or more (FIFO): the in-sequence
+/// messages are among them, by number. A LIFO queue's keys, whose tie-breaks are below
+/// zero, lie before them: a deep LIFO queue is not scanned to find that it has none.
+fn plain_span(queue: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = prefix(queue);
     for _ in 0..4 {
-        push_signed(&mut out, 0);
+        push_signed(&mut lo, 0);
     }
-    out
+    let mut hi = lo.clone();
+    // The length byte of a number of zero or more is 0x80 or above (see `push_signed`).
+    lo.push(0x80);
+    hi.push(0xff);
+    (lo, hi)
 }
 
-/// The messages of `queue` named by the keys of its `ready` range `plain` (see
-/// [`plain_prefix`]) and of its `age` range: every stored message of the queue, each once,
+/// The messages of `queue` named by the keys of its `ready` range [`plain_span`] and of
+/// its `age` range: every stored message of the queue, each once,
 /// by number.
 fn members(
     ready: &impl ReadableTable<&'static [u8], ()>,
@@ -271,7 +277,7 @@ fn members(
     queue: &str,
 ) -> Result<Vec<u64>, redb::Error> {
     let mut seqs = Vec::new();
-    let (lo, hi) = order_span(&plain_prefix(queue));
+    let (lo, hi) = plain_span(queue);
     for item in ready.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
         seqs.extend(order_of(item?.0.value()).map(|k| k.seq));
     }
@@ -752,7 +758,7 @@ impl<'n> View<'n> {
     pub fn oldest(&self, queue: &str, skip: impl Fn(u64) -> bool) -> QmResult<Option<u64>> {
         let aged = self.first_aged(queue, &skip)?;
         let Some(table) = self.keys(&self.names.ready)? else { return Ok(aged) };
-        let (lo, hi) = order_span(&plain_prefix(queue));
+        let (lo, hi) = plain_span(queue);
         for item in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice()).map_err(read_error)? {
             let (k, _) = item.map_err(read_error)?;
             // One placed before another message sorts by that one's number, not its own.
@@ -889,6 +895,23 @@ mod tests {
 
     fn fifo(seq: u64) -> OrderKey {
         OrderKey { top: 0, parts: [0; 3], tie: seq as i64, sub: 0, seq }
+    }
+
+    #[test]
+    fn the_in_sequence_span_holds_fifo_keys_alone() {
+        let (lo, hi) = plain_span("Q");
+        let inside = |queue: &str, k: &OrderKey| {
+            let b = ready_key(queue, k);
+            lo <= b && b <= hi
+        };
+        assert!(inside("Q", &fifo(1)) && inside("Q", &fifo(u64::from(u32::MAX) * 7)));
+        // Placed before message 5: it sorts by 5, among them.
+        assert!(inside("Q", &OrderKey { sub: -1, ..fifo(9) }));
+        assert!(!inside("Q", &OrderKey { tie: -5, ..fifo(5) }), "LIFO");
+        assert!(!inside("Q", &OrderKey { top: -1, tie: 0, ..fifo(5) }), "top");
+        assert!(!inside("Q", &OrderKey { parts: [-3, 0, 0], ..fifo(5) }), "a priority");
+        assert!(!inside("Q", &OrderKey { parts: [0, 0, 1], ..fifo(5) }), "a sort key");
+        assert!(!inside("QQ", &fifo(1)) && !inside("P", &fifo(1)), "another queue's");
     }
 
     #[test]
