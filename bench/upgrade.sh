@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # What the first start of a new qmd costs on a device an older one filled: a fresh device
-# in /tmp filled with N messages of 1 KiB by OLD_QMD (examples/bench_deep.rs fill), OLD_QMD
+# in $TMPDIR (default /tmp) filled with N messages of 1 KiB by OLD_QMD (examples/bench_deep.rs fill), OLD_QMD
 # stopped, the release qmd of this tree started on the same device, and then timed: the
 # first `qopen; qinfo` (which builds the order tables again when their encoding changed,
 # once) and a `qverify` of the queue space after it.
 #
 # Run:   bench/upgrade.sh OLD_QMD [N]     (default N 1000000)
-# Needs about 2.5 KiB of /tmp per message. Not part of CI.
+# Needs about 2.5 KiB of $TMPDIR per message. Not part of CI.
 set -euo pipefail
 
 old=$1 n=${2:-1000000}
@@ -14,7 +14,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 release=${CARGO_TARGET_DIR:-$repo/target}/release
 (cd "$repo" && cargo build --quiet --release --bin qmd --bin qmadmin --example bench_deep)
 
-dir=$(mktemp -d /tmp/qm-upgrade.XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/qm-upgrade.XXXXXX")
 device=$dir/QUE
 pid=''
 cleanup() {

@@ -269,8 +269,7 @@ fn plain_span(queue: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The messages of `queue` named by the keys of its `ready` range [`plain_span`] and of
-/// its `age` range: every stored message of the queue, each once,
-/// by number.
+/// its `age` range: every stored message of the queue, each once, by number.
 fn members(
     ready: &impl ReadableTable<&'static [u8], ()>,
     age: &impl ReadableTable<&'static [u8], ()>,
@@ -767,10 +766,7 @@ impl<'n> View<'n> {
                 continue;
             }
             let at = self.meta(key.seq)?.map(|m| m.enqueued_us);
-            return Ok(match (aged, at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            });
+            return Ok(aged.into_iter().chain(at).min());
         }
         Ok(aged)
     }
