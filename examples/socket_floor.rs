@@ -15,7 +15,8 @@
 //!   WAIT   block: both sides sleep in recv; spin: both sides poll their socket; tokio: both
 //!          on Tokio's multi-thread runtime, as qmd and `bench_peers` (the server writes in
 //!          place, as qmd's lone session does); tokio-server: the server on Tokio, the client
-//!          sleeping in recv (default block)
+//!          sleeping in recv; tokio-client: the client on Tokio, the server sleeping in recv
+//!          (default block)
 //!   WRITE  sync: pwrite + fdatasync; direct: one O_DIRECT | O_DSYNC pwrite of the 4 KiB
 //!          block the record lies in (default sync)
 //! ```
@@ -252,8 +253,8 @@ fn main() {
     let wait = args.get(2).map_or("block", String::as_str);
     let write = args.get(3).map_or("sync", String::as_str);
     assert!(
-        matches!(wait, "block" | "spin" | "tokio" | "tokio-server"),
-        "WAIT: block, spin, tokio or tokio-server"
+        matches!(wait, "block" | "spin" | "tokio" | "tokio-server" | "tokio-client"),
+        "WAIT: block, spin, tokio, tokio-server or tokio-client"
     );
     assert!(matches!(write, "sync" | "direct"), "WRITE: sync or direct");
 
@@ -270,7 +271,7 @@ fn main() {
     let mut ready = [0u8; 6];
     server.stdout.as_mut().expect("stdout").read_exact(&mut ready).expect("server ready");
     let rate = match wait {
-        "tokio" => client_tokio(&socket, secs),
+        "tokio" | "tokio-client" => client_tokio(&socket, secs),
         _ => client(&socket, secs, wait == "spin"),
     };
     server.wait().expect("server exit");
